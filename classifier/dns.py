@@ -1,0 +1,342 @@
+"""One DNS layer for every check: sources, a TTL cache, timeouts and a per-message budget.
+
+Every query authsieve makes (SPF, DKIM keys, ARC keys, DMARC records, reverse
+DNS) goes through a `Resolver`.  A resolver has exactly one `Source`:
+
+- `ServerSource`: one or more nameservers (``--dns-server HOST:PORT`` or the
+  system's resolv.conf), queried over UDP with TCP fallback on truncation;
+- `ZoneSource`: a zone file held in memory (``--dns-zone FILE``), answering
+  authoritatively, so the demo and the tests run without any network.
+
+Per message, `Resolver.session(budget)` gives a `DnsSession`: it remembers
+every answer of that message (no query twice within one message), counts
+queries, and turns the time budget into `DnsTempError` once it is spent.
+
+Answers distinguish the three outcomes that SPF and DMARC care about
+(RFC 7208 §4.4, §5; RFC 7489 §6.6.3): records, no records (NXDOMAIN or
+NODATA: `Answer.records == ()`), and a temporary failure (`DnsTempError`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.zone
+
+# A record's value: A/AAAA → address text; TXT → tuple of the character-strings
+# (bytes, unjoined, as SPF needs them); MX → (preference, host); PTR, CNAME,
+# NS → host name without the trailing dot.
+Record = str | tuple[bytes, ...] | tuple[int, str]
+
+SUPPORTED_TYPES = frozenset({"A", "AAAA", "TXT", "MX", "PTR", "CNAME", "NS", "SPF"})
+MAX_CNAME_CHAIN = 8
+NEGATIVE_TTL = 300
+
+
+class DnsError(Exception):
+    """Base of the errors this layer raises."""
+
+
+class DnsTempError(DnsError):
+    """A temporary failure: timeout, SERVFAIL, refused, or the time budget is spent."""
+
+    def __init__(self, qname: str, rdtype: str, reason: str) -> None:
+        super().__init__(f"{qname}/{rdtype}: {reason}")
+        self.qname = qname
+        self.rdtype = rdtype
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The records for (qname, rdtype); empty for NXDOMAIN or NODATA."""
+
+    qname: str
+    rdtype: str
+    records: tuple[Record, ...]
+    nxdomain: bool = False
+    ttl: int = NEGATIVE_TTL
+
+    def txt_strings(self) -> list[str]:
+        """Gives each TXT record as one string, its character-strings joined (RFC 7208 §3.3)."""
+        out = []
+        for rec in self.records:
+            if isinstance(rec, tuple) and all(isinstance(p, bytes) for p in rec):
+                out.append(b"".join(rec).decode("utf-8", "replace"))  # type: ignore[arg-type]
+        return out
+
+
+def normalize_name(name: str) -> str:
+    """Gives the query name in lower case without the trailing dot."""
+    return name.strip().rstrip(".").lower()
+
+
+class Source(Protocol):
+    """Where answers come from."""
+
+    def lookup(self, qname: str, rdtype: str, timeout: float) -> Answer: ...
+
+
+def _records_from_rrset(rrset: dns.rrset.RRset) -> tuple[Record, ...]:
+    out: list[Record] = []
+    for rd in rrset:
+        kind = dns.rdatatype.to_text(rd.rdtype)
+        if kind in ("A", "AAAA"):
+            out.append(str(rd.address))
+        elif kind in ("TXT", "SPF"):
+            out.append(tuple(bytes(s) for s in rd.strings))
+        elif kind == "MX":
+            out.append((int(rd.preference), normalize_name(rd.exchange.to_text())))
+        elif kind in ("PTR", "CNAME", "NS"):
+            out.append(normalize_name(rd.target.to_text()))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ServerSource:
+    """Asks recursive (or authoritative) nameservers, each given as (host, port)."""
+
+    servers: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def from_spec(cls, spec: str) -> ServerSource:
+        """Gives a source for ``HOST``, ``HOST:PORT`` or ``[V6]:PORT``; raises ValueError."""
+        spec = spec.strip()
+        host, port = spec, 53
+        if spec.startswith("["):
+            host, _, rest = spec[1:].partition("]")
+            if rest.startswith(":"):
+                port = int(rest[1:])
+        elif spec.count(":") == 1:
+            host, _, p = spec.partition(":")
+            port = int(p)
+        ipaddress.ip_address(host)
+        if not 0 < port < 65536:
+            raise ValueError(f"port out of range: {port}")
+        return cls(((host, port),))
+
+    @classmethod
+    def from_resolv_conf(cls, path: str = "/etc/resolv.conf") -> ServerSource:
+        """Gives a source for the nameservers of resolv.conf (127.0.0.1 when it names none)."""
+        servers = []
+        try:
+            for line in Path(path).read_text().splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    servers.append((parts[1].split("%")[0], 53))
+        except OSError:
+            pass
+        return cls(tuple(servers) or (("127.0.0.1", 53),))
+
+    def lookup(self, qname: str, rdtype: str, timeout: float) -> Answer:
+        query = dns.message.make_query(qname + ".", rdtype)
+        query.flags |= dns.flags.RD
+        last = "no nameserver answered"
+        for host, port in self.servers:
+            try:
+                response, _ = dns.query.udp_with_fallback(query, host, timeout=timeout, port=port)
+            except (dns.exception.Timeout, TimeoutError):
+                last = f"timeout after {timeout:g}s at {host}:{port}"
+                continue
+            except (OSError, dns.exception.DNSException) as exc:
+                last = f"{type(exc).__name__} at {host}:{port}: {exc}"
+                continue
+            rcode = response.rcode()
+            if rcode == dns.rcode.NXDOMAIN:
+                return Answer(qname, rdtype, (), nxdomain=True, ttl=_negative_ttl(response))
+            if rcode != dns.rcode.NOERROR:
+                last = f"{dns.rcode.to_text(rcode)} from {host}:{port}"
+                continue
+            return _answer_from_response(qname, rdtype, response)
+        raise DnsTempError(qname, rdtype, last)
+
+
+def _negative_ttl(response: dns.message.Message) -> int:
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return min(int(rrset.ttl), NEGATIVE_TTL)
+    return NEGATIVE_TTL
+
+
+def _answer_from_response(qname: str, rdtype: str, response: dns.message.Message) -> Answer:
+    """Follows the CNAME chain inside one response to the records of the asked type."""
+    wanted = dns.rdatatype.from_text(rdtype)
+    name = dns.name.from_text(qname + ".")
+    for _ in range(MAX_CNAME_CHAIN):
+        rrset = response.get_rrset(response.answer, name, dns.rdataclass.IN, wanted)
+        if rrset is not None:
+            return Answer(qname, rdtype, _records_from_rrset(rrset), ttl=int(rrset.ttl))
+        cname = response.get_rrset(response.answer, name, dns.rdataclass.IN, dns.rdatatype.CNAME)
+        if cname is None or wanted == dns.rdatatype.CNAME:
+            break
+        name = cname[0].target
+    return Answer(qname, rdtype, (), ttl=_negative_ttl(response))
+
+
+class ZoneSource:
+    """Answers from a zone file held in memory, authoritatively and without any network.
+
+    The file uses absolute owner names (or ``$ORIGIN``) and may hold many
+    domains.  A name that exists only because something below it exists
+    (an empty non-terminal) answers NODATA, not NXDOMAIN (RFC 8020).
+    """
+
+    def __init__(self, text: str, filename: str = "<zone>") -> None:
+        zone = dns.zone.from_text(
+            text, origin=dns.name.root, relativize=False, check_origin=False, filename=filename
+        )
+        self._nodes: dict[str, dict[str, tuple[Record, ...]]] = {}
+        self._ttls: dict[tuple[str, str], int] = {}
+        for name, node in zone.nodes.items():
+            owner = normalize_name(name.to_text())
+            per_type = self._nodes.setdefault(owner, {})
+            for rdataset in node.rdatasets:
+                kind = dns.rdatatype.to_text(rdataset.rdtype)
+                rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype)
+                rrset.update(rdataset)
+                per_type[kind] = _records_from_rrset(rrset)
+                self._ttls[(owner, kind)] = int(rdataset.ttl)
+        self._names = frozenset(self._nodes)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ZoneSource:
+        """Reads a zone file; raises OSError or dns.exception.DNSException on bad input."""
+        p = Path(path)
+        return cls(p.read_text(encoding="utf-8"), filename=str(p))
+
+    def _exists(self, owner: str) -> bool:
+        if owner in self._names:
+            return True
+        suffix = "." + owner
+        return any(n.endswith(suffix) for n in self._names)
+
+    def lookup(self, qname: str, rdtype: str, timeout: float) -> Answer:
+        owner = qname
+        for _ in range(MAX_CNAME_CHAIN):
+            per_type = self._nodes.get(owner, {})
+            if rdtype in per_type:
+                return Answer(qname, rdtype, per_type[rdtype], ttl=self._ttls[(owner, rdtype)])
+            if "CNAME" in per_type and rdtype != "CNAME":
+                owner = str(per_type["CNAME"][0])
+                continue
+            break
+        return Answer(qname, rdtype, (), nxdomain=not self._exists(owner))
+
+
+@dataclass
+class Resolver:
+    """Answers DNS queries from one source through a TTL cache shared by all messages.
+
+    Thread-safe: a parallel scan shares one resolver and so one cache.
+    """
+
+    source: Source
+    timeout: float = 5.0
+    max_entries: int = 50_000
+    clock: Callable[[], float] = time.monotonic
+    queries_sent: int = 0
+    _cache: OrderedDict[tuple[str, str], tuple[float, Answer]] = field(
+        default_factory=OrderedDict, repr=False
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def query(self, qname: str, rdtype: str, timeout: float | None = None) -> Answer:
+        """Gives the answer for (qname, rdtype); raises DnsTempError on a temporary failure."""
+        qname = normalize_name(qname)
+        rdtype = rdtype.upper()
+        if rdtype not in SUPPORTED_TYPES:
+            raise ValueError(f"unsupported query type {rdtype}")
+        key = (qname, rdtype)
+        now = self.clock()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                self._cache.move_to_end(key)
+                return hit[1]
+        if not qname or len(qname) > 253 or any(len(lbl) > 63 or not lbl for lbl in qname.split(".")):
+            # Not a name the DNS can hold: nothing exists there.
+            return Answer(qname, rdtype, (), nxdomain=True)
+        with self._lock:
+            self.queries_sent += 1
+        answer = self.source.lookup(qname, rdtype, self.timeout if timeout is None else timeout)
+        with self._lock:
+            self._cache[key] = (now + answer.ttl, answer)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
+        return answer
+
+    def session(self, budget: float = 20.0) -> DnsSession:
+        """Gives a per-message view with its own memo, query count and time budget."""
+        return DnsSession(self, budget)
+
+
+@dataclass
+class DnsSession:
+    """The DNS view of one message: no query twice, and a time budget for all of them."""
+
+    resolver: Resolver
+    budget: float
+    queries: int = 0
+    _started: float | None = None
+    _memo: dict[tuple[str, str], Answer | DnsTempError] = field(default_factory=dict, repr=False)
+
+    def query(self, qname: str, rdtype: str) -> Answer:
+        """Gives the answer for (qname, rdtype); raises DnsTempError, also when the budget is spent."""
+        key = (normalize_name(qname), rdtype.upper())
+        if key in self._memo:
+            memo = self._memo[key]
+            if isinstance(memo, DnsTempError):
+                raise memo
+            return memo
+        clock = self.resolver.clock
+        if self._started is None:
+            self._started = clock()
+        remaining = self.budget - (clock() - self._started)
+        if remaining <= 0:
+            raise DnsTempError(key[0], key[1], f"DNS time budget of {self.budget:g}s spent")
+        self.queries += 1
+        try:
+            answer = self.resolver.query(key[0], key[1], min(self.resolver.timeout, remaining))
+        except DnsTempError as exc:
+            self._memo[key] = exc
+            raise
+        self._memo[key] = answer
+        return answer
+
+    def txt(self, qname: str) -> list[str]:
+        """Gives the TXT records at qname, each joined into one string."""
+        return self.query(qname, "TXT").txt_strings()
+
+
+def make_resolver(
+    dns_server: str | None = None, dns_zone: str | Path | None = None, timeout: float = 5.0
+) -> Resolver:
+    """Gives a resolver for a zone file, a nameserver spec, or the system's resolv.conf."""
+    source: Source
+    if dns_zone is not None:
+        source = ZoneSource.from_file(dns_zone)
+    elif dns_server is not None:
+        source = ServerSource.from_spec(dns_server)
+    else:
+        source = ServerSource.from_resolv_conf()
+    return Resolver(source, timeout=timeout)
+
+
+def reverse_name(ip: str) -> str:
+    """Gives the in-addr.arpa / ip6.arpa name of an address (RFC 1035 §3.5, RFC 3596 §2.5)."""
+    return normalize_name(ipaddress.ip_address(ip).reverse_pointer)

@@ -1,0 +1,43 @@
+"""Shared fixtures: a real DNS server on loopback, and the public test suites."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from classifier.dns import Resolver, ServerSource
+from tests.dnsserver import DnsTestServer
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES = ROOT.parent / "shared" / "testsuites"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def suite_path(*parts: str) -> Path:
+    """Gives a file of ../shared/testsuites, skipping the test when the folder is absent."""
+    path = SUITES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"test suite file not present: {path}")
+    return path
+
+
+@pytest.fixture
+def dns_server() -> Iterator[Callable[..., DnsTestServer]]:
+    """Gives a factory: zone text → a running DnsTestServer on 127.0.0.1, stopped after the test."""
+    started: list[DnsTestServer] = []
+
+    def start(zone_text: str, servfail: tuple[str, ...] = ()) -> DnsTestServer:
+        server = DnsTestServer(zone_text, servfail=servfail)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def resolver_for(server: DnsTestServer, timeout: float = 2.0) -> Resolver:
+    """Gives a Resolver that asks the loopback test server."""
+    return Resolver(ServerSource.from_spec(server.address), timeout=timeout)

@@ -1,0 +1,166 @@
+"""A small authoritative DNS server on 127.0.0.1 for tests, answering from zone text.
+
+It is deliberately independent of `classifier.dns.ZoneSource`: tests reach it
+over real UDP/TCP through `ServerSource`, as authsieve reaches a real server.
+
+Behaviour that SPF and DMARC depend on is exact: NXDOMAIN for a name that does
+not exist, NODATA (NOERROR, empty answer, SOA in authority) for an existing
+name or an empty non-terminal, CNAME chains followed inside the zone, TXT
+strings as written, and TC over UDP for answers over 512 octets (no EDNS) so
+the client retries over TCP.  Names listed in `servfail` answer SERVFAIL.
+"""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import struct
+import threading
+from collections import Counter
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.zone
+
+SOA_TEXT = ". 300 IN SOA ns.invalid. hostmaster.invalid. 1 3600 600 86400 300"
+
+
+class ZoneData:
+    """The zone text parsed into rdatasets by absolute owner name."""
+
+    def __init__(self, text: str) -> None:
+        zone = dns.zone.from_text(
+            "$TTL 300\n" + text, origin=dns.name.root, relativize=False, check_origin=False
+        )
+        self.nodes = {name: node for name, node in zone.nodes.items()}
+        self.soa = dns.rrset.from_text(*SOA_TEXT.split(" ", 4)[:4], SOA_TEXT.split(" ", 4)[4])
+
+    def exists(self, name: dns.name.Name) -> bool:
+        if name in self.nodes:
+            return True
+        return any(n.is_subdomain(name) for n in self.nodes)
+
+
+class DnsTestServer:
+    """Serves ZoneData on 127.0.0.1 at a random port over UDP and TCP until `stop()`."""
+
+    def __init__(self, zone_text: str, servfail: tuple[str, ...] = ()) -> None:
+        self.zone = ZoneData(zone_text)
+        self.servfail = {dns.name.from_text(n) for n in servfail}
+        self.queries: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        server = self
+
+        class Udp(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                data, sock = self.request
+                reply = server.answer(data, udp=True)
+                if reply:
+                    sock.sendto(reply, self.client_address)
+
+        class Tcp(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                while True:
+                    head = self.request.recv(2)
+                    if len(head) < 2:
+                        return
+                    (length,) = struct.unpack("!H", head)
+                    data = b""
+                    while len(data) < length:
+                        chunk = self.request.recv(length - len(data))
+                        if not chunk:
+                            return
+                        data += chunk
+                    reply = server.answer(data, udp=False)
+                    self.request.sendall(struct.pack("!H", len(reply)) + reply)
+
+        socketserver.ThreadingUDPServer.allow_reuse_address = True
+        self._udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Udp)
+        self.port = self._udp.server_address[1]
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
+        self._udp.daemon_threads = self._tcp.daemon_threads = True
+        self._threads = [
+            threading.Thread(target=s.serve_forever, daemon=True) for s in (self._udp, self._tcp)
+        ]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def address(self) -> str:
+        """Gives ``127.0.0.1:PORT`` as `--dns-server` takes it."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def query_count(self) -> int:
+        with self._lock:
+            return sum(self.queries.values())
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.queries.clear()
+
+    def stop(self) -> None:
+        for s in (self._udp, self._tcp):
+            s.shutdown()
+            s.server_close()
+
+    def answer(self, wire: bytes, udp: bool) -> bytes:
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception:
+            return b""
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        response.flags &= ~dns.flags.RA
+        if not query.question:
+            response.set_rcode(dns.rcode.FORMERR)
+            return response.to_wire()
+        question = query.question[0]
+        with self._lock:
+            self.queries[(question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))] += 1
+        if question.name in self.servfail:
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response.to_wire()
+        self._fill(response, question.name, question.rdtype)
+        wire_out = response.to_wire()
+        limit = query.payload if query.edns >= 0 else 512
+        if udp and len(wire_out) > limit:
+            truncated = dns.message.make_response(query)
+            truncated.flags |= dns.flags.AA | dns.flags.TC
+            return truncated.to_wire()
+        return wire_out
+
+    def _fill(self, response: dns.message.Message, name: dns.name.Name, rdtype: int) -> None:
+        for _ in range(8):
+            node = self.zone.nodes.get(name)
+            if node is not None:
+                found = node.get_rdataset(dns.rdataclass.IN, rdtype)
+                if found is not None:
+                    rrset = dns.rrset.RRset(name, dns.rdataclass.IN, rdtype)
+                    rrset.update(found)
+                    response.answer.append(rrset)
+                    return
+                cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
+                if cname is not None and rdtype != dns.rdatatype.CNAME:
+                    rrset = dns.rrset.RRset(name, dns.rdataclass.IN, dns.rdatatype.CNAME)
+                    rrset.update(cname)
+                    response.answer.append(rrset)
+                    name = cname[0].target
+                    continue
+            break
+        if not self.zone.exists(name):
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        response.authority.append(self.zone.soa)
+
+
+def free_udp_port() -> int:
+    """Gives a loopback port where nothing listens (for temperror tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
