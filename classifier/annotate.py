@@ -1,0 +1,200 @@
+"""The annotated message: forged copies of our headers defused, our results prepended.
+
+Order of work (RFC 8601 §5, DESIGN.md "Results, in headers"):
+1. Our own headers from an earlier pass sit above the topmost Received (only
+   local software writes there): they are dropped, so a second pass gives the
+   same bytes and never a second set.
+2. Below that, any Authentication-Results carrying our authserv-id and any
+   X-Authsieve came from outside: renamed to ``X-Original-…`` so nothing
+   downstream (Sieve, mail clients) can take them for ours.
+3. Authentication-Results (authres), Received-SPF and X-Authsieve are
+   prepended.  No other byte changes, so the original DKIM signatures still
+   verify.
+"""
+
+from __future__ import annotations
+
+import re
+
+from authres import (
+    AuthenticationResultProperty,
+    AuthenticationResultsHeader,
+    DKIMAuthenticationResult,
+    SPFAuthenticationResult,
+)
+from authres.arc import ARCAuthenticationResult
+from authres.core import AuthenticationResult
+from authres.dmarc import DMARCAuthenticationResult
+
+from classifier.checks import CheckReport
+from classifier.facts import HEADER_NAME
+from classifier.message import HeaderField, Message
+from classifier.spf import received_spf_header
+
+# RFC 2045 §5.1 token: any CHAR except SPACE, CTLs and tspecials.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
+_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*$")
+_DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+_OUR_NAMES = ("authentication-results", "received-spf", HEADER_NAME.lower())
+
+
+def ar_value(text: str) -> str:
+    """Gives a property value safe in Authentication-Results (RFC 8601 §2.2 pvalue).
+
+    A token or a plain local@domain stays as it is; anything else, such as a
+    MAIL FROM of ``a;dkim=pass@x``, becomes one quoted-string so it cannot
+    end the property or start another result.
+    """
+    text = " ".join(text.split())
+    if _TOKEN.match(text):
+        return text
+    local, at, domain = text.rpartition("@")
+    if at and _DOMAIN.match(domain) and (not local or _DOT_ATOM.match(local)):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def ar_comment(text: str) -> str:
+    """Gives text safe inside a comment: parentheses and backslashes escaped (RFC 5322 §3.2.2)."""
+    flat = " ".join(text.split())
+    return re.sub(r"([()\\])", r"\\\1", flat)
+
+
+def authserv_id_of(value: str) -> str:
+    """Gives the authserv-id of an Authentication-Results value, lower-cased (RFC 8601 §2.2)."""
+    text = re.sub(r"\([^()]*\)", " ", value)
+    return text.split(";", 1)[0].strip().split()[0].lower() if text.strip() else ""
+
+
+def _ours(field: HeaderField, authserv_id: str) -> bool:
+    key = field.key
+    if key == "authentication-results":
+        return authserv_id_of(field.value()) == authserv_id.lower()
+    if key == HEADER_NAME.lower():
+        return True
+    if key == "received-spf":
+        return f"receiver={authserv_id.lower()}" in field.value().lower()
+    return False
+
+
+def defuse(message: Message, authserv_id: str) -> Message:
+    """Gives the message without our earlier annotation and with forged copies renamed."""
+    out: list[HeaderField] = []
+    above_received = True
+    for field in message.fields:
+        if field.key == "received":
+            above_received = False
+        if field.key in _OUR_NAMES and _ours(field, authserv_id):
+            if above_received:
+                continue
+            if field.key != "received-spf":
+                new_name = "X-Original-" + field.name
+                out.append(HeaderField(new_name, new_name.encode() + field.raw[len(field.name) :]))
+                continue
+        out.append(field)
+    return Message(tuple(out), message.rest, message.eol)
+
+
+def _spf_ar(report: CheckReport) -> AuthenticationResult:
+    spf = report.spf
+    result = SPFAuthenticationResult(result=spf.result)
+    if spf.identity == "helo" or not report.envelope.mail_from:
+        if report.envelope.helo:
+            result.smtp_helo = ar_value(report.envelope.helo)
+    else:
+        result.smtp_mailfrom = ar_value(report.envelope.mail_from)
+    if spf.domain:
+        result.result_comment = ar_comment(f"domain of {spf.domain}")
+    return result
+
+
+def authentication_results(report: CheckReport, authserv_id: str) -> str:
+    """Gives the Authentication-Results value for the report, written with authres (RFC 8601)."""
+    results: list[AuthenticationResult] = []
+    env = report.envelope
+    if env.authenticated:
+        auth = AuthenticationResult(method="auth", result="pass")
+        results.append(auth)
+    else:
+        results.append(_spf_ar(report))
+    for sig in report.dkim:
+        d = DKIMAuthenticationResult(
+            result=sig.result,
+            header_d=ar_value(sig.domain) if sig.domain else None,
+            header_s=ar_value(sig.selector) if sig.selector else None,
+        )
+        if sig.identity:
+            d.header_i = ar_value(sig.identity)
+        if sig.b:
+            d.properties.append(AuthenticationResultProperty("header", "b", ar_value(sig.b)))
+        if sig.algorithm:
+            d.properties.append(AuthenticationResultProperty("header", "a", ar_value(sig.algorithm)))
+        if sig.result != "pass" and sig.reason:
+            d.reason = ar_value(sig.reason)
+        results.append(d)
+    if not report.dkim:
+        results.append(DKIMAuthenticationResult(result="none"))
+    arc = ARCAuthenticationResult(result=report.arc.result)
+    if report.arc.sealers:
+        arc.result_comment = ar_comment("sealed by " + ", ".join(report.arc.sealers))
+    results.append(arc)
+    dm = report.dmarc
+    dmarc = DMARCAuthenticationResult(result=dm.result)
+    if dm.from_domain:
+        dmarc.header_from = ar_value(dm.from_domain)
+    if dm.policy:
+        dmarc.policy = ar_value(dm.policy)
+        dmarc.result_comment = ar_comment(
+            f"p={dm.policy}" + (" testing" if dm.testing else "") + f" mode={dm.mode}"
+        )
+    results.append(dmarc)
+    header = AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
+    return str(header).split(":", 1)[1].strip()
+
+
+def _split_outside_quotes(value: str) -> list[str]:
+    """Gives value split at "; " wherever that is not inside a quoted-string."""
+    parts: list[str] = []
+    start, quoted, escaped = 0, False, False
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == ";" and value[i + 1 : i + 2] == " ":
+            parts.append(value[start:i])
+            start = i + 2
+    parts.append(value[start:])
+    return parts
+
+
+def fold(name: str, value: str, eol: bytes) -> bytes:
+    """Gives a header field folded after ``;`` so lines stay near 78 octets (RFC 5322 §2.2.3)."""
+    parts = _split_outside_quotes(value)
+    lines: list[str] = []
+    line = f"{name}: {parts[0]}"
+    for part in parts[1:]:
+        if len(line) + 2 + len(part) > 76:
+            lines.append(line + ";")
+            line = "\t" + part
+        else:
+            line += "; " + part
+    lines.append(line)
+    return eol.join(x.encode("utf-8", "surrogateescape") for x in lines) + eol
+
+
+def annotate(
+    data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str
+) -> bytes:
+    """Gives the message with our headers prepended and forged copies defused."""
+    message = defuse(Message.parse(data), authserv_id)
+    eol = message.eol
+    new = [
+        fold("Authentication-Results", authentication_results(report, authserv_id), eol),
+    ]
+    if not report.envelope.authenticated and report.envelope.client_ip:
+        new.append(fold("Received-SPF", received_spf_header(report.spf, authserv_id), eol))
+    new.append(fold(HEADER_NAME, authsieve_value, eol))
+    return b"".join(new) + message.to_bytes()

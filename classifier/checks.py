@@ -1,0 +1,166 @@
+"""All checks of one message, combined: envelope, SPF, HELO SPF, DKIM, ARC and DMARC.
+
+`run_checks` is a function of values (message bytes, settings, hints) whose
+only effect is DNS, through the one resolver it is given.  `facts_from`
+turns the report into the `AuthFacts` that a policy decides on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from classifier.arc import ArcResult, check_arc
+from classifier.config import Settings
+from classifier.dkim import DkimSignatureResult, check_dkim, dkim_summary
+from classifier.dmarc import DmarcResult, check_dmarc, from_domains
+from classifier.dns import Resolver
+from classifier.envelope import Envelope, Hints, recover_envelope, strip_angle
+from classifier.facts import AuthFacts
+from classifier.message import Message
+from classifier.spf import SpfResult, check_helo_spf, check_spf
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Every result for one message, each carrying its own evidence."""
+
+    envelope: Envelope
+    spf: SpfResult
+    helo_spf: SpfResult
+    dkim: tuple[DkimSignatureResult, ...]
+    arc: ArcResult
+    dmarc: DmarcResult
+    from_address: str
+    dns_queries: int
+
+    @property
+    def dkim_result(self) -> str:
+        """Gives the one DKIM word for the message (pass when any signature passed)."""
+        return dkim_summary(self.dkim)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "envelope": self.envelope.to_dict(),
+            "spf": self.spf.to_dict(),
+            "helo_spf": self.helo_spf.to_dict(),
+            "dkim": [d.to_dict() for d in self.dkim],
+            "arc": self.arc.to_dict(),
+            "dmarc": self.dmarc.to_dict(),
+            "dns_queries": self.dns_queries,
+        }
+
+
+def _not_checked(identity: str, envelope: Envelope, reason: str) -> SpfResult:
+    return SpfResult(
+        result="none",
+        identity=identity,
+        domain="",
+        sender=envelope.mail_from or "",
+        client_ip=envelope.client_ip or "",
+        helo=envelope.helo or "",
+        mechanism="",
+        explanation=reason,
+        reason=reason,
+    )
+
+
+def first_from_address(message: Message) -> str:
+    """Gives the address of the first From mailbox, lower-cased ("" when there is none)."""
+    value = message.get("From")
+    if not value:
+        return ""
+    return strip_angle(value.split(",")[0]).lower()
+
+
+def run_checks(
+    data: bytes, settings: Settings, resolver: Resolver, hints: Hints | None = None
+) -> CheckReport:
+    """Gives every check's result for one delivered message (RFC 7208, 6376, 8617, 7489/9989)."""
+    message = Message.parse(data)
+    envelope = recover_envelope(message, settings, hints)
+    dns = resolver.session(settings.dns_budget)
+    receiver = settings.authserv_id
+
+    if envelope.authenticated:
+        spf = _not_checked("mailfrom", envelope, "authenticated submission: SPF not applied")
+        helo_spf = _not_checked("helo", envelope, "authenticated submission: SPF not applied")
+    elif not envelope.client_ip:
+        reason = "no SMTP client from outside found in the Received headers"
+        spf = _not_checked("mailfrom", envelope, reason)
+        helo_spf = _not_checked("helo", envelope, reason)
+    else:
+        helo = envelope.helo or ""
+        helo_spf = check_helo_spf(envelope.client_ip, helo, dns, receiver=receiver)
+        if envelope.mail_from is None:
+            spf = _not_checked("mailfrom", envelope, "envelope sender unknown")
+        elif envelope.mail_from == "":
+            # RFC 7208 §2.4: a null reverse-path is checked as postmaster@HELO.
+            spf = helo_spf
+        else:
+            spf = check_spf(envelope.client_ip, envelope.mail_from, helo, dns, receiver=receiver)
+
+    dkim = check_dkim(data, dns)
+    arc = check_arc(data, dns)
+    dmarc = check_dmarc(
+        message.get_all("From"),
+        spf.result,
+        spf.domain,
+        [(d.result, d.domain) for d in dkim],
+        dns,
+        mode=settings.dmarc_mode,
+    )
+    return CheckReport(
+        envelope=envelope,
+        spf=spf,
+        helo_spf=helo_spf,
+        dkim=dkim,
+        arc=arc,
+        dmarc=dmarc,
+        from_address=first_from_address(message),
+        dns_queries=dns.queries,
+    )
+
+
+def facts_from(report: CheckReport, trusted_arc_sealers: tuple[str, ...] = ()) -> AuthFacts:
+    """Gives the AuthFacts a policy decides on, with one evidence sentence per check."""
+    env = report.envelope
+    dmarc = report.dmarc
+    domains, _ = from_domains([report.from_address]) if report.from_address else ([], "")
+    from_domain = dmarc.from_domain or (domains[0] if domains else "")
+    sealers = tuple(s.lower() for s in report.arc.sealers)
+    trusted = {s.lower().rstrip(".") for s in trusted_arc_sealers}
+    arc_trusted = report.arc.result == "pass" and bool(sealers) and sealers[-1] in trusted
+    passing = [d for d in report.dkim if d.result == "pass"]
+    dkim_evidence = "; ".join(
+        f"{d.result} d={d.domain} s={d.selector}" + (f" ({d.reason})" if d.reason else "")
+        for d in report.dkim
+    )
+    return AuthFacts(
+        spf=report.spf.result,
+        helo_spf=report.helo_spf.result,
+        dkim=report.dkim_result,
+        arc=report.arc.result,
+        dmarc=dmarc.result,
+        dmarc_policy=dmarc.policy if dmarc.result == "fail" else (dmarc.policy or ""),
+        from_domain=from_domain,
+        mailfrom_domain=env.mail_from_domain,
+        from_address=report.from_address,
+        mailfrom=env.mail_from or "",
+        from_authenticated=dmarc.result == "pass" or dmarc.spf_aligned or dmarc.dkim_aligned,
+        submission=env.authenticated,
+        forwarded_by=env.forwarded_by or "",
+        arc_trusted=arc_trusted,
+        arc_oldest_spf=report.arc.oldest_spf,
+        arc_oldest_dkim=report.arc.oldest_dkim,
+        arc_oldest_dmarc=report.arc.oldest_dmarc,
+        arc_sealers=sealers,
+        evidence={
+            "envelope": env.evidence[-1] if env.evidence else "",
+            "spf": report.spf.reason,
+            "helo_spf": report.helo_spf.reason,
+            "dkim": dkim_evidence or "no DKIM signature",
+            "dkim_pass": ", ".join(d.domain for d in passing),
+            "arc": report.arc.reason,
+            "dmarc": dmarc.reason,
+        },
+    )

@@ -1,0 +1,209 @@
+"""The `authsieve` command: argument parsing, files, output and exit codes.
+
+Errors a user can meet are one line on stderr and exit code 2; a traceback
+only with ``--debug``.  Heavy modules are imported inside the commands that
+need them, so `authsieve pipe` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from classifier.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from classifier.dns import Resolver
+
+EX_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad argument or path: one line for the user, exit 2."""
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (default /etc/authsieve/config.toml)")
+    p.add_argument("--dns-server", metavar="HOST:PORT", help="ask this nameserver")
+    p.add_argument("--dns-zone", metavar="FILE", help="answer DNS from this zone file (offline)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authsieve",
+        description="SPF, DKIM, ARC and DMARC at delivery time; failures filed, never bounced.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser("check", help="check messages or Maildirs and print the results")
+    add_common(check)
+    check.add_argument("--json", action="store_true", help="one JSON object per message")
+    check.add_argument("--user", help="decide with this user's policy (default: the recipient's)")
+    check.add_argument("paths", nargs="+", metavar="PATH", help="message file or Maildir")
+
+    annotate = sub.add_parser("annotate", help="write the annotated message to stdout")
+    add_common(annotate)
+    annotate.add_argument("--user", help="decide with this user's policy")
+    annotate.add_argument("file", nargs="?", help="message file (default: stdin)")
+
+    try:
+        from sieve.commands import add_sieve_parser
+    except ImportError:
+        pass
+    else:
+        add_sieve_parser(sub, add_common)
+    return parser
+
+
+def make_resolver_for(args: argparse.Namespace, settings: Settings) -> Resolver:
+    """Gives the one resolver: --dns-zone, else --dns-server, else the config, else resolv.conf."""
+    from classifier.dns import make_resolver
+
+    zone = args.dns_zone or settings.dns_zone
+    server = args.dns_server or settings.dns_server
+    try:
+        return make_resolver(dns_server=server, dns_zone=zone, timeout=settings.dns_timeout)
+    except OSError as exc:
+        raise UsageError(f"{zone}: cannot read zone file: {exc.strerror}") from None
+    except ValueError as exc:
+        what = f"--dns-zone {zone}" if zone else f"--dns-server {server}"
+        raise UsageError(f"{what}: {exc}") from None
+    except Exception as exc:  # dnspython's zone syntax errors have no common base we can name
+        raise UsageError(f"{zone}: bad zone file: {exc}") from None
+
+
+def iter_message_files(paths: Sequence[str]) -> Iterator[Path]:
+    """Gives every message file named: files as given, Maildirs as new/ and cur/ of each folder."""
+    for name in paths:
+        path = Path(name)
+        if path.is_file():
+            yield path
+        elif path.is_dir():
+            if not any((path / sub).is_dir() for sub in ("new", "cur")):
+                raise UsageError(f"{path}: not a Maildir (no new/ or cur/)")
+            folders = [path] + sorted(
+                p for p in path.iterdir() if p.is_dir() and p.name.startswith(".")
+            )
+            for folder in folders:
+                for sub in ("new", "cur"):
+                    d = folder / sub
+                    if d.is_dir():
+                        yield from sorted(p for p in d.iterdir() if p.is_file())
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+
+
+def _evaluate(data: bytes, settings: Settings, resolver: Resolver, user: str | None):  # type: ignore[no-untyped-def]
+    from classifier.checks import facts_from, run_checks
+    from classifier.policy import load_policies
+    from classifier.verdict import decide
+
+    report = run_checks(data, settings, resolver)
+    policies = load_policies(settings)
+    policy = policies.for_user(user or report.envelope.rcpt or "")
+    facts = facts_from(report, policy.trusted_arc_sealers)
+    verdict = decide(facts, policy)
+    return report, facts, policy, verdict
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    resolver = make_resolver_for(args, settings)
+    files = list(iter_message_files(args.paths))
+    rows = []
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            print(f"authsieve: {path}: cannot read: {exc.strerror}", file=sys.stderr)
+            continue
+        report, _facts, _policy, verdict = _evaluate(data, settings, resolver, args.user)
+        if args.json:
+            obj = {"file": str(path), **report.to_dict(), "verdict": verdict.to_dict()}
+            print(json.dumps(obj, ensure_ascii=False))
+        else:
+            rows.append((path, report, verdict))
+    if not args.json:
+        print_table(rows)
+    return 0
+
+
+def print_table(rows: list) -> None:  # type: ignore[type-arg]
+    """Prints one line per message: who sent it, what the checks said, where it goes."""
+    header = ("message", "client", "helo", "mail from", "spf", "dkim", "arc", "dmarc", "verdict")
+    lines = [header]
+    for path, report, verdict in rows:
+        env = report.envelope
+        client = env.client_ip or ("(auth)" if env.authenticated else "-")
+        mail_from = "<>" if env.mail_from == "" else (env.mail_from or "-")
+        dmarc = report.dmarc.result + (f"/{report.dmarc.policy}" if report.dmarc.policy else "")
+        action = verdict.action if not verdict.observe else f"inbox (would {verdict.would_be})"
+        lines.append(
+            (
+                path.name[:28],
+                client,
+                (env.helo or "-")[:28],
+                mail_from[:34],
+                report.spf.result,
+                report.dkim_result,
+                report.arc.result,
+                dmarc,
+                action,
+            )
+        )
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
+    for row in lines:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    for path, _report, verdict in rows:
+        if verdict.reasons:
+            print(f"{path.name}: " + "; ".join(verdict.reasons))
+
+
+def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
+    from classifier.annotate import annotate
+    from classifier.facts import render_header_value
+
+    resolver = make_resolver_for(args, settings)
+    if args.file:
+        try:
+            data = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{args.file}: cannot read: {exc.strerror}") from None
+    else:
+        data = sys.stdin.buffer.read()
+    report, facts, policy, verdict = _evaluate(data, settings, resolver, args.user)
+    value = render_header_value(
+        facts, settings.authserv_id, verdict.action, policy.mode, "; ".join(verdict.reasons)
+    )
+    sys.stdout.buffer.write(annotate(data, report, settings.authserv_id, value))
+    return 0
+
+
+COMMANDS = {"check": cmd_check, "annotate": cmd_annotate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    try:
+        settings = load_settings(getattr(args, "config", None))
+        handler = COMMANDS.get(args.command) or args.handler
+        return int(handler(args, settings))
+    except (ConfigError, UsageError) as exc:
+        if debug:
+            raise
+        print(f"authsieve: {exc}", file=sys.stderr)
+        return EX_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Settings from the TOML config file, validated into frozen values.
+
+One file (``/etc/authsieve/config.toml`` unless ``--config`` says otherwise)
+with a ``[classifier]`` section for the engine and ``[policy]`` /
+``[users."addr"]`` sections for the verdict (parsed by `classifier.policy`).
+Every mistake a user can make is a `ConfigError` naming the file, the key and
+the value; the command line turns it into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/authsieve/config.toml")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+
+class ConfigError(Exception):
+    """A bad config file: the message names the file, the key and the value."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        super().__init__(f"{source}: {key}: {problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The engine's settings (section ``[classifier]``) plus the raw policy sections."""
+
+    authserv_id: str
+    trusted_networks: tuple[Network, ...] = LOOPBACK
+    trusted_forwarders: tuple[Network | str, ...] = ()
+    dmarc_mode: str = "rfc9989"
+    dns_timeout: float = 5.0
+    dns_budget: float = 20.0
+    dns_server: str | None = None
+    dns_zone: str | None = None
+    log_file: str | None = None
+    source: str = "<defaults>"
+    # [policy] and [users."…"] exactly as read; classifier.policy validates them.
+    policy_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    users_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def is_trusted_ip(self, ip: str) -> bool:
+        """Tells whether ip lies inside trusted_networks (loopback always does)."""
+        return _in_networks(ip, self.trusted_networks)
+
+    def forwarder_match(self, ip: str | None, names: tuple[str | None, ...]) -> str:
+        """Gives the trusted_forwarders entry that matches this hop's IP or host names, or ""."""
+        for entry in self.trusted_forwarders:
+            if isinstance(entry, str):
+                for name in names:
+                    n = (name or "").rstrip(".").lower()
+                    if n and (n == entry or n.endswith("." + entry)):
+                        return entry
+            elif ip and _in_networks(ip, (entry,)):
+                return str(entry)
+        return ""
+
+
+def _in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr.version == n.version and addr in n for n in networks)
+
+
+def default_authserv_id() -> str:
+    """Gives the host's FQDN, the RFC 8601 §2.5 recommendation for the authserv-id."""
+    return socket.getfqdn() or "localhost"
+
+
+_CLASSIFIER_KEYS = {
+    "authserv_id": str,
+    "trusted_networks": list,
+    "trusted_forwarders": list,
+    "dmarc_mode": str,
+    "dns_timeout": (int, float),
+    "dns_budget": (int, float),
+    "dns_server": str,
+    "dns_zone": str,
+    "log_file": str,
+}
+_TOP_KEYS = {"classifier", "policy", "users"}
+
+
+def _network(source: str, key: str, value: object) -> Network:
+    if not isinstance(value, str):
+        raise ConfigError(source, key, f"expected a CIDR string, got {value!r}")
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ConfigError(source, key, f"not a CIDR network: {value!r}") from None
+
+
+def _forwarder(source: str, key: str, value: object) -> Network | str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(source, key, f"expected a CIDR or a host name, got {value!r}")
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        name = value.strip().rstrip(".").lower()
+        if any(c.isspace() or c in "/:@" for c in name):
+            raise ConfigError(source, key, f"not a CIDR network or host name: {value!r}") from None
+        return name
+
+
+def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settings:
+    """Gives Settings for a parsed TOML document; raises ConfigError naming the key at fault."""
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(source, key, "unknown section or key")
+    section = data.get("classifier", {})
+    if not isinstance(section, dict):
+        raise ConfigError(source, "classifier", "must be a table")
+    for key, value in section.items():
+        kind = _CLASSIFIER_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(source, f"classifier.{key}", "unknown key")
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(source, f"classifier.{key}", f"wrong type: {value!r}")
+    nets = tuple(
+        _network(source, f"classifier.trusted_networks[{i}]", v)
+        for i, v in enumerate(section.get("trusted_networks", []))
+    )
+    forwarders = tuple(
+        _forwarder(source, f"classifier.trusted_forwarders[{i}]", v)
+        for i, v in enumerate(section.get("trusted_forwarders", []))
+    )
+    mode = section.get("dmarc_mode", "rfc9989")
+    if mode not in ("rfc9989", "rfc7489"):
+        raise ConfigError(source, "classifier.dmarc_mode", f"expected rfc9989 or rfc7489: {mode!r}")
+    for key in ("dns_timeout", "dns_budget"):
+        if key in section and not 0 < section[key] <= 600:
+            raise ConfigError(source, f"classifier.{key}", f"out of range: {section[key]!r}")
+    policy = data.get("policy", {})
+    users = data.get("users", {})
+    if not isinstance(policy, dict):
+        raise ConfigError(source, "policy", "must be a table")
+    if not isinstance(users, dict):
+        raise ConfigError(source, "users", "must be a table of tables")
+    return Settings(
+        authserv_id=section.get("authserv_id") or default_authserv_id(),
+        trusted_networks=LOOPBACK + nets,
+        trusted_forwarders=forwarders,
+        dmarc_mode=mode,
+        dns_timeout=float(section.get("dns_timeout", 5.0)),
+        dns_budget=float(section.get("dns_budget", 20.0)),
+        dns_server=section.get("dns_server"),
+        dns_zone=section.get("dns_zone"),
+        log_file=section.get("log_file"),
+        source=source,
+        policy_raw=policy,
+        users_raw=users,
+    )
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    """Gives Settings from a file; the default path may be absent (then defaults apply).
+
+    Raises ConfigError for an unreadable or invalid file.
+    """
+    explicit = path is not None
+    p = Path(path) if path is not None else DEFAULT_PATH
+    if not p.exists():
+        if explicit:
+            raise ConfigError(str(p), "-", "no such file")
+        return settings_from_dict({}, source="<defaults>")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(p), "-", f"cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), "-", f"not valid TOML: {exc}") from None
+    return settings_from_dict(data, source=str(p))

@@ -1,0 +1,319 @@
+"""DKIM verification of every signature of a message (RFC 6376, RFC 8463 Ed25519, RFC 8301).
+
+dkimpy does the canonicalisation and the cryptography; this module decides
+what each signature's result is and why, in RFC 8601 §2.7.1 terms:
+
+- ``pass``: the signature verifies with an acceptable key and algorithm;
+- ``fail``: it does not verify (header signature or body hash mismatch), or it
+  uses what RFC 8301 forbids (rsa-sha1, RSA keys under 1024 bits), or it
+  expired (RFC 6376 §3.5 x=) or claims a time in the future;
+- ``permerror``: it cannot be verified and never will be: malformed tags, a
+  required tag missing, From not signed, no key record, an unusable, revoked
+  or mismatched key (RFC 6376 §6.1.1, §6.1.2);
+- ``temperror``: the key lookup failed temporarily (timeout, SERVFAIL, budget);
+- ``policy``: not looked at, because the message carries more signatures than
+  we verify (RFC 6376 §6.1 lets a verifier limit them).
+
+Every key lookup goes through the message's `DnsSession`; nothing from a
+message is allowed to raise out of `check_dkim`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import dkim
+from dkim.util import InvalidTagValueList, parse_tag_value
+
+from classifier.dns import DnsSession, DnsTempError
+
+MAX_SIGNATURES = 16
+MAX_SIGNATURE_OCTETS = 16_384  # real signatures are under 2 KB; the cap bounds dkimpy's regexes
+MIN_RSA_BITS = 1024  # RFC 8301 §3.2
+# dkimpy's own leeway for t= and x=, kept so that pinning `now` changes nothing else.
+CLOCK_SLOP = 36_000
+
+# dkimpy logs every failing signature at ERROR; the results carry the reason instead.
+_DKIMPY_LOG = logging.Logger("authsieve.dkimpy")
+_DKIMPY_LOG.disabled = True
+
+_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
+_TIMESTAMP = re.compile(rb"\d{1,12}")
+
+
+class DkimKeyTempError(Exception):
+    """A key lookup failed temporarily; raised through dkimpy so it is not read as 'no key'."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def dkimpy_txt_lookup(dns: DnsSession) -> Callable[..., bytes | None]:
+    """Gives a dkimpy ``dnsfunc``: the first TXT record at a name, None when there is none.
+
+    dkimpy turns any DNS failure into "no key"; raising `DkimKeyTempError`
+    instead keeps a temporary failure a temperror (RFC 6376 §6.1.2).
+    """
+
+    def lookup(name: bytes | str, timeout: float = 5) -> bytes | None:
+        text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        try:
+            records = dns.txt(text)
+        except DnsTempError as exc:
+            raise DkimKeyTempError(f"DNS temporary failure: {exc.reason}") from exc
+        except Exception:
+            # A name the DNS cannot carry (bad escape, IDNA error) has no key.
+            return None
+        # RFC 6376 §3.6.2.2 leaves several records undefined; take the first, as dkimpy does.
+        return records[0].encode("utf-8") if records else None
+
+    return lookup
+
+
+def header_fields(message: bytes) -> list[tuple[bytes, bytes]]:
+    """Gives (name, raw value) of each header field, skipping lines that are not fields.
+
+    Lenient on purpose (RFC 5322 §2.2): used to find signatures even when
+    dkimpy refuses the header block, so each one still gets a result.
+    """
+    fields: list[tuple[bytes, bytes]] = []
+    name: bytes | None = None
+    value = b""
+    for line in re.split(rb"\r?\n", message):
+        if not line:
+            break
+        if line[:1] in (b" ", b"\t"):
+            if name is not None:
+                value += b"\r\n" + line
+            continue
+        if name is not None:
+            fields.append((name, value))
+        match = _FIELD_NAME.match(line)
+        name, value = (match.group(1), line[match.end() :]) if match else (None, b"")
+    if name is not None:
+        fields.append((name, value))
+    return fields
+
+
+def _text(value: bytes | None) -> str:
+    return "" if value is None else value.decode("utf-8", "replace").strip()
+
+
+@dataclass(frozen=True)
+class DkimSignatureResult:
+    """The result of one DKIM-Signature header field, with the evidence for it."""
+
+    result: str  # pass fail neutral policy temperror permerror (RFC 8601 §2.7.1)
+    domain: str  # d=
+    selector: str  # s=
+    algorithm: str  # a=
+    b: str  # first 8 characters of b= (header.b, RFC 6008)
+    identity: str  # i=, or "@" + d= when absent (RFC 6376 §3.5)
+    bits: int | None  # key size: RSA modulus bits, 256 for Ed25519
+    reason: str
+    index: int  # 0-based position among the DKIM-Signature fields, from the top
+    testing: bool = False  # key has t=y: treat like unsigned mail (RFC 6376 §3.6.1)
+
+    def to_dict(self) -> dict:
+        """Gives the result as plain values for --json."""
+        return asdict(self)
+
+
+class _Verdict(Exception):
+    """Ends the checks of one signature with a result and its reason."""
+
+    def __init__(self, result: str, reason: str) -> None:
+        super().__init__(reason)
+        self.result = result
+        self.reason = reason
+
+
+def _check_times(tags: dict[bytes, bytes], now: float) -> None:
+    """Raises a verdict when t= or x= are malformed or rule the signature out (RFC 6376 §3.5)."""
+    stamps: dict[bytes, int] = {}
+    for tag in (b"t", b"x"):
+        if tag in tags:
+            if _TIMESTAMP.fullmatch(tags[tag]) is None:
+                raise _Verdict("permerror", f"{tag.decode()}= is not a timestamp")
+            stamps[tag] = int(tags[tag])
+    t, x = stamps.get(b"t"), stamps.get(b"x")
+    if t is not None and x is not None and x <= t:
+        raise _Verdict("permerror", f"x={x} is not after t={t}")
+    if x is not None and x < now - CLOCK_SLOP:
+        raise _Verdict("fail", f"signature expired (x={x})")
+    if t is not None and t > now + CLOCK_SLOP:
+        raise _Verdict("fail", f"signature timestamp in the future (t={t})")
+
+
+def _check_key_record(record: bytes, tags: dict[bytes, bytes]) -> bool:
+    """Gives whether the key is in testing mode; raises a verdict for an unusable key.
+
+    RFC 6376 §3.6.1 (tags of the key record) and §6.1.2 (what makes a key unusable).
+    """
+    try:
+        key = parse_tag_value(record)
+    except InvalidTagValueList as exc:
+        raise _Verdict("permerror", f"malformed key record: {exc}") from exc
+    if key.get(b"v", b"DKIM1") != b"DKIM1":
+        raise _Verdict("permerror", "key record v= is not DKIM1")
+    if b"p" not in key:
+        raise _Verdict("permerror", "key record has no p=")
+    if not key[b"p"]:
+        raise _Verdict("permerror", "key revoked (empty p=)")
+    ktype = key.get(b"k", b"rsa").lower()
+    algorithm = tags[b"a"].lower()
+    if ktype not in (b"rsa", b"ed25519"):
+        raise _Verdict("permerror", f"unknown key type k={_text(ktype)}")
+    if not algorithm.startswith(ktype + b"-"):
+        raise _Verdict("permerror", f"key type k={_text(ktype)} does not match a={_text(algorithm)}")
+    if b"h" in key:
+        hashes = {h.strip().lower() for h in key[b"h"].split(b":")}
+        if algorithm.split(b"-", 1)[1] not in hashes:
+            raise _Verdict("permerror", f"key h={_text(key[b'h'])} excludes a={_text(algorithm)}")
+    if b"s" in key:
+        services = {s.strip().lower() for s in key[b"s"].split(b":")}
+        if not services & {b"*", b"email"}:
+            raise _Verdict("permerror", f"key is not for email (s={_text(key[b's'])})")
+    flags = {f.strip().lower() for f in key.get(b"t", b"").split(b":")}
+    if b"s" in flags:
+        i_domain = tags.get(b"i", b"@" + tags[b"d"]).rpartition(b"@")[2]
+        if i_domain.lower() != tags[b"d"].lower():
+            raise _Verdict("permerror", "key flag t=s forbids an i= subdomain of d=")
+    return b"y" in flags
+
+
+def _verify(
+    signer: dkim.DKIM,
+    field: list[bytes] | tuple[bytes, bytes],
+    tags: dict[bytes, bytes],
+    dns: DnsSession,
+    now: float,
+) -> tuple[str, str, int | None, bool]:
+    """Gives (result, reason, bits, testing) for one parsed signature (RFC 6376 §6.1)."""
+    try:
+        dkim.validate_signature_fields({k: v for k, v in tags.items() if k not in (b"t", b"x")})
+    except dkim.DKIMException as exc:
+        raise _Verdict("permerror", str(exc)) from exc
+    signed = [h.strip().lower() for h in re.split(rb"\s*:\s*", tags[b"h"])]
+    if b"from" not in signed:
+        raise _Verdict("permerror", "From header field not signed (RFC 6376 §6.1.1)")
+    _check_times(tags, now)
+    if tags[b"a"].lower() == b"rsa-sha1":
+        raise _Verdict("fail", "rsa-sha1 not allowed (RFC 8301 §3.1)")
+    name = f"{_text(tags[b's'])}._domainkey.{_text(tags[b'd'])}"
+    try:
+        record = dkimpy_txt_lookup(dns)(name)
+    except DkimKeyTempError as exc:
+        raise _Verdict("temperror", exc.reason) from exc
+    if record is None:
+        raise _Verdict("permerror", f"no key for {name}")
+    testing = _check_key_record(record, tags)
+    try:
+        _, bits, _, _ = dkim.evaluate_pk(name, record)
+    except Exception as exc:
+        raise _Verdict("permerror", f"unusable key at {name}: {exc}") from exc
+    if tags[b"a"].lower().startswith(b"rsa-") and bits < MIN_RSA_BITS:
+        return "fail", f"key too short ({bits} bits; RFC 8301 §3.2)", bits, testing
+    try:
+        ok = signer.verify_sig(dict(tags), signed, field, lambda _name, timeout=5: record)
+    except dkim.ValidationError as exc:
+        if str(exc).startswith("body hash mismatch"):
+            return "fail", "body hash mismatch", bits, testing
+        return "permerror", str(exc), bits, testing
+    except dkim.KeyFormatError as exc:
+        return "fail", f"signature does not fit the key: {exc}", bits, testing
+    except Exception as exc:
+        return "permerror", f"unverifiable signature: {type(exc).__name__}: {exc}", bits, testing
+    if ok:
+        return "pass", "signature verified", bits, testing
+    return "fail", "signature did not verify", bits, testing
+
+
+def _result(index: int, value: bytes, outcome: tuple[str, str, int | None, bool]) -> DkimSignatureResult:
+    try:
+        tags = parse_tag_value(value)
+    except Exception:
+        tags = {}
+    domain = _text(tags.get(b"d"))
+    b_value = re.sub(rb"\s+", b"", tags.get(b"b", b""))
+    return DkimSignatureResult(
+        result=outcome[0],
+        domain=domain,
+        selector=_text(tags.get(b"s")),
+        algorithm=_text(tags.get(b"a")),
+        b=_text(b_value[:8]),
+        identity=_text(tags.get(b"i")) or f"@{domain}",
+        bits=outcome[2],
+        reason=outcome[1],
+        index=index,
+        testing=outcome[3],
+    )
+
+
+def _check_one(
+    signer: dkim.DKIM, index: int, field: list[bytes], dns: DnsSession, now: float
+) -> DkimSignatureResult:
+    value = field[1]
+    if len(value) > MAX_SIGNATURE_OCTETS:
+        return _result(index, b"", ("permerror", f"header too long ({len(value)} octets)", None, False))
+    try:
+        tags = parse_tag_value(value)
+    except Exception as exc:
+        return _result(index, b"", ("permerror", f"malformed tag list: {exc}", None, False))
+    try:
+        outcome = _verify(signer, field, tags, dns, now)
+    except _Verdict as verdict:
+        outcome = (verdict.result, verdict.reason, None, False)
+    except Exception as exc:
+        outcome = ("permerror", f"unverifiable signature: {type(exc).__name__}: {exc}", None, False)
+    return _result(index, value, outcome)
+
+
+def check_dkim(
+    message: bytes, dns: DnsSession, now: float | None = None
+) -> tuple[DkimSignatureResult, ...]:
+    """Gives one result per DKIM-Signature, top first; () when unsigned (RFC 6376 §6.1).
+
+    `now` is the verification time for t= and x= (RFC 6376 §3.5); None means
+    the current time.
+    """
+    clock = time.time() if now is None else now
+    try:
+        signer = dkim.DKIM(message, logger=_DKIMPY_LOG, minkey=MIN_RSA_BITS)
+        fields: list[list[bytes]] = [h for h in signer.headers if h[0].lower() == b"dkim-signature"]
+    except Exception as exc:
+        found = [v for n, v in header_fields(message) if n.lower() == b"dkim-signature"]
+        reason = f"message header not parseable: {type(exc).__name__}: {exc}"[:300]
+        return tuple(_result(i, v, ("permerror", reason, None, False)) for i, v in enumerate(found))
+    results = []
+    for index, field in enumerate(fields):
+        if index >= MAX_SIGNATURES:
+            skipped = f"not verified: only the first {MAX_SIGNATURES} signatures are (RFC 6376 §6.1)"
+            results.append(_result(index, field[1], ("policy", skipped, None, False)))
+            continue
+        results.append(_check_one(signer, index, field, dns, clock))
+    return tuple(results)
+
+
+# The order in which a single word sums up several signatures: any pass is enough for
+# DMARC (RFC 7489 §4.2); a temporary failure may still turn into a pass on retry, so it
+# outranks the final outcomes; then what failed verification before what could not be read.
+_SUMMARY_ORDER = ("pass", "temperror", "fail", "permerror", "policy", "neutral")
+
+
+def dkim_summary(results: Iterable[DkimSignatureResult]) -> str:
+    """Gives one word for all signatures: the best of them, "none" when unsigned (RFC 8601 §2.7.1).
+
+    Precedence: pass, temperror, fail, permerror, policy, neutral (RFC 7489 §4.2:
+    one passing signature is enough).
+    """
+    seen = {r.result for r in results}
+    for word in _SUMMARY_ORDER:
+        if word in seen:
+            return word
+    return "none"

@@ -1,0 +1,211 @@
+"""The SMTP envelope recovered from a delivered message: who really handed it to us.
+
+Only Received headers that our own servers wrote are true.  Walking from the
+top (DESIGN.md, "Trust path"): the topmost hop was written by the delivering
+server; a hop whose sending side is ours (trusted_networks, loopback, a local
+hand-over such as LMTP or a content filter on 127.0.0.1) is stepped over; a
+trusted forwarder is stepped over and recorded; a hop that shows SMTP AUTH is
+our own user; the first other hop's ``from`` part is the SMTP client, and
+nothing below it is read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from classifier.config import Settings
+from classifier.message import Message
+from classifier.received import ReceivedHop, normalize_ip, parse_received
+
+
+@dataclass(frozen=True)
+class Hints:
+    """What Postfix's pipe(8) macros say: ${sender} ${recipient} ${client_address} ${client_helo}."""
+
+    sender: str | None = None
+    recipient: str | None = None
+    client_address: str | None = None
+    client_helo: str | None = None
+    client_hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The recovered SMTP envelope, with the evidence for each part."""
+
+    client_ip: str | None
+    helo: str | None
+    rdns: str | None
+    mail_from: str | None  # "" is the null sender (<>); None when no source names one
+    rcpt: str | None
+    authenticated: bool
+    forwarded_by: str | None
+    hop_index: int | None  # index from the top of the Received header that named the client
+    evidence: tuple[str, ...]
+
+    @property
+    def mail_from_domain(self) -> str:
+        """Gives the domain of the envelope sender ("" for the null or an unknown sender)."""
+        if not self.mail_from or "@" not in self.mail_from:
+            return ""
+        return self.mail_from.rpartition("@")[2].rstrip(".").lower()
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "client_ip": self.client_ip,
+            "helo": self.helo,
+            "rdns": self.rdns,
+            "mail_from": self.mail_from,
+            "rcpt": self.rcpt,
+            "authenticated": self.authenticated,
+            "forwarded_by": self.forwarded_by,
+            "hop_index": self.hop_index,
+            "evidence": list(self.evidence),
+        }
+
+
+def strip_angle(addr: str) -> str:
+    """Gives an address without angle brackets, comments or surrounding space ("" for <>)."""
+    text = addr.strip()
+    if "<" in text and ">" in text[text.index("<") :]:
+        text = text[text.index("<") + 1 : text.index(">", text.index("<"))]
+    return text.strip().strip('"').strip()
+
+
+def _is_loopback(ip: str | None) -> bool:
+    if not ip:
+        return False
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class _Walk:
+    hop: ReceivedHop | None
+    index: int | None
+    authenticated: bool
+    forwarded_by: str | None
+    envelope_from: str | None
+    evidence: tuple[str, ...]
+
+
+def walk_trust_path(hops: list[ReceivedHop], settings: Settings) -> _Walk:
+    """Gives the hop that names the SMTP client, walking down from the top (DESIGN.md trust path)."""
+    evidence: list[str] = []
+    forwarded_by: str | None = None
+    envelope_from: str | None = None
+    for i, hop in enumerate(hops):
+        if envelope_from is None and hop.envelope_from is not None:
+            envelope_from = hop.envelope_from
+        where = f"Received #{i + 1}"
+        if not hop.parsed:
+            evidence.append(f"envelope: unparsed Received ({where}); client unknown")
+            return _Walk(None, i, False, forwarded_by, envelope_from, tuple(evidence))
+        if hop.authenticated:
+            evidence.append(
+                f"{where}: SMTP AUTH ({hop.protocol or 'authenticated'}"
+                + (f" as {hop.auth_user}" if hop.auth_user else "")
+                + ") — our own user"
+            )
+            return _Walk(hop, i, True, forwarded_by, envelope_from, tuple(evidence))
+        if hop.local or (hop.ip is None and hop.protocol in ("LMTP", "LOCAL")):
+            evidence.append(f"{where}: local hand-over ({hop.protocol or hop.fmt}), stepped over")
+            continue
+        if hop.ip is None:
+            evidence.append(f"{where}: no client address, stepped over")
+            continue
+        if _is_loopback(hop.ip) or settings.is_trusted_ip(hop.ip):
+            evidence.append(f"{where}: {hop.ip} is in trusted_networks, stepped over")
+            continue
+        # HELO is the client's own claim: only our server's reverse lookup names a forwarder.
+        forwarder = settings.forwarder_match(hop.ip, (hop.rdns,))
+        if forwarder:
+            forwarded_by = forwarded_by or (hop.rdns or hop.ip)
+            evidence.append(f"{where}: {hop.ip} is trusted forwarder {forwarder}, stepped over")
+            continue
+        evidence.append(
+            f"{where}: client {hop.ip}"
+            + (f" ({hop.rdns})" if hop.rdns else "")
+            + (f" HELO {hop.helo}" if hop.helo else "")
+            + f" [{hop.fmt}] — first hop from outside"
+        )
+        return _Walk(hop, i, False, forwarded_by, envelope_from, tuple(evidence))
+    if hops:
+        evidence.append("no Received hop from outside: locally submitted")
+    else:
+        evidence.append("no Received headers")
+    return _Walk(None, None, False, forwarded_by, envelope_from, tuple(evidence))
+
+
+def recover_envelope(message: Message, settings: Settings, hints: Hints | None = None) -> Envelope:
+    """Gives the Envelope of a delivered message; hints from Postfix take precedence (DESIGN.md)."""
+    hints = hints or Hints()
+    hops = [parse_received(v) for v in message.get_all("Received")]
+    walk = walk_trust_path(hops, settings)
+    evidence = list(walk.evidence)
+    hop = walk.hop
+    client_ip = hop.ip if hop else None
+    helo = hop.helo if hop else None
+    rdns = hop.rdns if hop else None
+
+    if hints.client_address:
+        hinted = normalize_ip(hints.client_address)
+        if hinted and client_ip and hinted != client_ip:
+            evidence.append(f"hint client_address {hinted} differs from Received ({client_ip})")
+        if hinted:
+            client_ip = hinted
+    if hints.client_helo:
+        if helo and hints.client_helo.lower() != helo.lower():
+            evidence.append(f"hint client_helo {hints.client_helo} differs from Received ({helo})")
+        helo = hints.client_helo
+    if hints.client_hostname and hints.client_hostname.lower() != "unknown":
+        rdns = hints.client_hostname
+
+    return_paths = message.get_all("Return-Path")
+    mail_from: str | None = None
+    if hints.sender is not None:
+        mail_from = strip_angle(hints.sender)
+        if return_paths and strip_angle(return_paths[0]).lower() != mail_from.lower():
+            evidence.append(
+                f"hint sender <{mail_from}> differs from Return-Path {return_paths[0].strip()}"
+            )
+        evidence.append("envelope sender from the pipe hint")
+    elif return_paths:
+        mail_from = strip_angle(return_paths[0])
+        if len(return_paths) > 1:
+            evidence.append(f"{len(return_paths)} Return-Path headers: the topmost one is used")
+        evidence.append("envelope sender from Return-Path")
+    elif walk.envelope_from is not None:
+        mail_from = strip_angle(walk.envelope_from)
+        evidence.append("envelope sender from the envelope-from comment of a trusted hop")
+    else:
+        evidence.append("envelope sender unknown")
+
+    rcpt = hints.recipient
+    if not rcpt:
+        upto = walk.index if walk.index is not None else len(hops) - 1
+        for h in hops[: upto + 1]:
+            if h.for_addr:
+                rcpt = h.for_addr
+                break
+    if not rcpt:
+        for name in ("Delivered-To", "X-Original-To"):
+            value = message.get(name)
+            if value:
+                rcpt = strip_angle(value)
+                break
+
+    return Envelope(
+        client_ip=client_ip,
+        helo=helo,
+        rdns=rdns if rdns and rdns.lower() != "unknown" else None,
+        mail_from=mail_from,
+        rcpt=rcpt or None,
+        authenticated=walk.authenticated,
+        forwarded_by=walk.forwarded_by,
+        hop_index=walk.index,
+        evidence=tuple(evidence),
+    )

@@ -1,0 +1,121 @@
+"""The facts a policy decides on, and the X-Authsieve header that carries them to Sieve.
+
+`AuthFacts` is the summary of one message's checks: the same values decide
+the verdict in Python (`classifier.verdict`) and, written into the
+X-Authsieve header, in the Sieve script that Pigeonhole runs
+(`sieve.generate`).  Both read the same fields, so both reach the same folder.
+
+Header grammar (one line, ``; ``-separated ``key=value``; values are tokens
+from a fixed vocabulary, domains, or a quoted string for the reason):
+
+    X-Authsieve: v=1; id=mx.example.org; verdict=junk; mode=enforce; spf=fail;
+     helo-spf=none; dkim=none; arc=none; dmarc=fail; policy=reject;
+     from-domain=example.com; mailfrom-domain=example.com; from-auth=no;
+     submission=no; forwarded=no; arc-trusted=no; reason="..."
+
+Domains are written only when they are plain LDH names (checked here), so
+sender-controlled text can never add a key or end the header; the reason is
+a quoted-string with `"` and `\\` escaped and line breaks removed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+HEADER_NAME = "X-Authsieve"
+RESULTS = frozenset(
+    {"pass", "fail", "softfail", "neutral", "none", "permerror", "temperror", "policy"}
+)
+POLICIES = frozenset({"", "none", "quarantine", "reject"})
+_LDH = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}$")
+
+
+def safe_domain(text: str) -> str:
+    """Gives the domain in lower case when it is a plain DNS name, else "" (never attacker syntax)."""
+    d = text.strip().rstrip(".").lower()
+    return d if _LDH.match(d) else ""
+
+
+def _token(value: str, allowed: frozenset[str]) -> str:
+    return value if value in allowed else "none"
+
+
+@dataclass(frozen=True)
+class AuthFacts:
+    """What the checks found about one message, in the terms a policy uses."""
+
+    spf: str = "none"  # MAIL FROM result (HELO result when the sender is null)
+    helo_spf: str = "none"
+    dkim: str = "none"  # pass if any signature passed, else the summary (fail/temperror/…)
+    arc: str = "none"
+    dmarc: str = "none"
+    dmarc_policy: str = ""  # the DMARC policy that applies ("" when no record)
+    from_domain: str = ""
+    mailfrom_domain: str = ""
+    from_address: str = ""  # the RFC5322.From address, for allow lists (not written to the header)
+    mailfrom: str = ""  # the envelope sender (not written to the header)
+    from_authenticated: bool = False  # DMARC pass, or an SPF/DKIM pass aligned with From
+    submission: bool = False  # arrived by SMTP AUTH: our own user
+    forwarded_by: str = ""  # trusted forwarder that handed the message over
+    arc_trusted: bool = False  # ARC pass sealed by a configured trusted sealer
+    arc_oldest_spf: str = ""
+    arc_oldest_dkim: str = ""
+    arc_oldest_dmarc: str = ""
+    arc_sealers: tuple[str, ...] = ()
+    evidence: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # evidence: check name ("spf", "dkim", "dmarc", "arc", "envelope") → a sentence saying why
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["arc_sealers"] = list(self.arc_sealers)
+        return d
+
+
+def quote(text: str) -> str:
+    """Gives an RFC 5322 quoted-string of text on one line (RFC 5322 §3.2.4)."""
+    flat = " ".join(str(text).split())
+    return '"' + flat.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_header_value(
+    facts: AuthFacts, authserv_id: str, verdict: str, mode: str, reason: str = "", error: str = ""
+) -> str:
+    """Gives the X-Authsieve header value (without the name) for these facts."""
+    parts = [
+        "v=1",
+        f"id={safe_domain(authserv_id) or 'localhost'}",
+        f"verdict={verdict if verdict in ('inbox', 'junk', 'quarantine') else 'inbox'}",
+        f"mode={'observe' if mode == 'observe' else 'enforce'}",
+        f"spf={_token(facts.spf, RESULTS)}",
+        f"helo-spf={_token(facts.helo_spf, RESULTS)}",
+        f"dkim={_token(facts.dkim, RESULTS)}",
+        f"arc={_token(facts.arc, RESULTS)}",
+        f"dmarc={_token(facts.dmarc, RESULTS)}",
+        f"policy={facts.dmarc_policy if facts.dmarc_policy in POLICIES and facts.dmarc_policy else 'none'}",
+        f"from-domain={safe_domain(facts.from_domain) or 'none'}",
+        f"mailfrom-domain={safe_domain(facts.mailfrom_domain) or 'none'}",
+        f"from-auth={'yes' if facts.from_authenticated else 'no'}",
+        f"submission={'yes' if facts.submission else 'no'}",
+        f"forwarded={'yes' if facts.forwarded_by else 'no'}",
+        f"arc-trusted={'yes' if facts.arc_trusted else 'no'}",
+    ]
+    if error:
+        parts.append(f"error={quote(error)}")
+    if reason:
+        parts.append(f"reason={quote(reason)}")
+    return "; ".join(parts)
+
+
+_PAIR = re.compile(r'\s*([a-z][a-z0-9-]*)=("(?:[^"\\]|\\.)*"|[^;\s]*)\s*(?:;|$)', re.I)
+
+
+def parse_header_value(value: str) -> dict[str, str]:
+    """Gives the key=value pairs of an X-Authsieve value (quoted strings unquoted)."""
+    out: dict[str, str] = {}
+    for m in _PAIR.finditer(" ".join(value.split())):
+        key, val = m.group(1).lower(), m.group(2)
+        if val.startswith('"'):
+            val = re.sub(r"\\(.)", r"\1", val[1:-1])
+        out.setdefault(key, val)
+    return out

@@ -1,0 +1,76 @@
+"""Config file validation: every mistake is one line naming file and key (classifier/config.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from classifier.config import ConfigError, load_settings, settings_from_dict
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file_keep_loopback_trusted() -> None:
+    settings = settings_from_dict({})
+    assert settings.is_trusted_ip("127.0.0.1")
+    assert settings.is_trusted_ip("::1")
+    assert not settings.is_trusted_ip("192.0.2.1")
+    assert settings.authserv_id
+
+
+def test_trusted_networks_and_forwarders_are_parsed(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[classifier]\nauthserv_id = "mx.example.org"\n'
+        'trusted_networks = ["192.0.2.0/24", "2001:db8::/32"]\n'
+        'trusted_forwarders = ["Relay.Uni.Example.", "198.51.100.0/25"]\n',
+    )
+    settings = load_settings(path)
+    assert settings.authserv_id == "mx.example.org"
+    assert settings.is_trusted_ip("192.0.2.77")
+    assert settings.is_trusted_ip("2001:db8::1")
+    assert settings.trusted_forwarders == (
+        "relay.uni.example",
+        ipaddress.ip_network("198.51.100.0/25"),
+    )
+    assert settings.forwarder_match("203.0.113.1", ("a.relay.uni.example",)) == "relay.uni.example"
+    assert settings.forwarder_match("198.51.100.3", ()) == "198.51.100.0/25"
+    assert settings.forwarder_match("203.0.113.1", ("evilrelay.uni.example.com",)) == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[classifier]\ntrusted_networks = ["10.0.0.300/8"]\n', "classifier.trusted_networks[0]"),
+        ("[classifier]\ntrusted_networks = \"10.0.0.0/8\"\n", "classifier.trusted_networks"),
+        ('[classifier]\nbogus = 1\n', "classifier.bogus"),
+        ('[classifer]\nauthserv_id = "x"\n', "classifer"),
+        ('[classifier]\ndmarc_mode = "rfc1234"\n', "classifier.dmarc_mode"),
+        ("[classifier]\ndns_timeout = -1\n", "classifier.dns_timeout"),
+        ('[classifier]\ntrusted_forwarders = ["a b"]\n', "classifier.trusted_forwarders[0]"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, key: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{path}: {key}: ")
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "[classifier\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(path)
+
+
+def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "absent.toml")

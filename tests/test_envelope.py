@@ -1,0 +1,232 @@
+"""Trust path: which Received header names the real SMTP client (classifier/envelope.py)."""
+
+from __future__ import annotations
+
+from classifier.config import settings_from_dict
+from classifier.envelope import Hints, recover_envelope
+from classifier.message import Message
+
+SETTINGS = settings_from_dict(
+    {
+        "classifier": {
+            "authserv_id": "mx.family.example",
+            "trusted_networks": ["203.0.113.25/32", "203.0.113.26/32", "2001:db8:25::/64"],
+            "trusted_forwarders": ["relay.uni.example", "198.51.100.128/25"],
+        }
+    }
+)
+
+LMTP = (
+    "Received: from mx.family.example by mx.family.example with LMTP id kHsGBbTrYWUoBQAA"
+    " (envelope-from <sender@example.com>) for <alice@family.example>;"
+    " Tue, 28 Nov 2026 10:00:03 +0000\r\n"
+)
+AMAVIS_BACK = (
+    "Received: from localhost (localhost [127.0.0.1]) by mx.family.example (Postfix)"
+    " with ESMTP id 4Sg2Vb0Q1Zz9sW1 for <alice@family.example>; Tue, 28 Nov 2026 10:00:02 +0000\r\n"
+)
+AMAVIS_SCAN = (
+    "Received: from mx.family.example ([127.0.0.1]) by localhost (mx.family.example"
+    " [127.0.0.1]) (amavisd-new, port 10024) with ESMTP id abc123 for <alice@family.example>;"
+    " Tue, 28 Nov 2026 10:00:02 +0000\r\n"
+)
+
+
+def postfix_hop(helo: str, rdns: str, ip: str, by: str = "mx.family.example") -> str:
+    return (
+        f"Received: from {helo} ({rdns} [{ip}]) by {by} (Postfix) with ESMTPS id 4Sg2Va3"
+        " for <alice@family.example>; Tue, 28 Nov 2026 10:00:01 +0000\r\n"
+    )
+
+
+def message(*headers: str, body: str = "Hello.\r\n") -> Message:
+    return Message.parse("".join(headers).encode() + b"From: a@example.com\r\n\r\n" + body.encode())
+
+
+def test_first_external_hop_names_the_client() -> None:
+    env = recover_envelope(
+        message(
+            "Return-Path: <sender@example.com>\r\n",
+            postfix_hop("mail.example.com", "mail.example.com", "192.0.2.10"),
+        ),
+        SETTINGS,
+    )
+    assert (env.client_ip, env.helo, env.rdns) == ("192.0.2.10", "mail.example.com", "mail.example.com")
+    assert env.mail_from == "sender@example.com"
+    assert env.hop_index == 0
+    assert env.authenticated is False
+
+
+def test_forged_received_below_trusted_hop_is_ignored() -> None:
+    forged = postfix_hop("trusted.bank.example", "trusted.bank.example", "127.0.0.1", by="x")
+    env = recover_envelope(
+        message(
+            "Return-Path: <a@example.com>\r\n",
+            postfix_hop("spammer.example", "unknown", "198.51.100.7"),
+            forged,
+        ),
+        SETTINGS,
+    )
+    assert env.client_ip == "198.51.100.7"
+    assert env.rdns is None  # "unknown" means no reverse DNS
+    assert env.hop_index == 0
+
+
+def test_amavis_and_lmtp_hops_are_stepped_over() -> None:
+    env = recover_envelope(
+        message(
+            "Return-Path: <sender@example.com>\r\n",
+            LMTP,
+            AMAVIS_BACK,
+            AMAVIS_SCAN,
+            postfix_hop("mail.example.com", "mail.example.com", "192.0.2.10"),
+            postfix_hop("forged.example", "forged.example", "198.51.100.99", by="mail.example.com"),
+        ),
+        SETTINGS,
+    )
+    assert env.client_ip == "192.0.2.10"
+    assert env.hop_index == 3
+    assert env.rcpt == "alice@family.example"
+    assert any("stepped over" in e for e in env.evidence)
+
+
+def test_backup_mx_in_trusted_networks_is_stepped_over() -> None:
+    env = recover_envelope(
+        message(
+            postfix_hop("mx2.family.example", "mx2.family.example", "203.0.113.26"),
+            postfix_hop("mail.example.net", "mail.example.net", "192.0.2.44", by="mx2.family.example"),
+        ),
+        SETTINGS,
+    )
+    assert env.client_ip == "192.0.2.44"
+    assert env.hop_index == 1
+
+
+def test_authenticated_submission_is_detected() -> None:
+    hop = (
+        "Received: from [192.168.1.20] (unknown [198.51.100.23]) (Authenticated sender:"
+        " bob@family.example) by mx.family.example (Postfix) with ESMTPSA id 4Sg3;"
+        " Tue, 28 Nov 2026 10:00:01 +0000\r\n"
+    )
+    env = recover_envelope(message(hop), SETTINGS)
+    assert env.authenticated is True
+    assert env.client_ip == "198.51.100.23"
+
+
+def test_ipv6_client() -> None:
+    env = recover_envelope(
+        message(postfix_hop("mail6.example.org", "mail6.example.org", "IPv6:2001:DB8:0:0::53")),
+        SETTINGS,
+    )
+    assert env.client_ip == "2001:db8::53"
+
+
+def test_ipv6_hop_inside_trusted_network_is_stepped_over() -> None:
+    env = recover_envelope(
+        message(
+            postfix_hop("mx.family.example", "mx.family.example", "IPv6:2001:db8:25::25"),
+            postfix_hop("mail.example.com", "mail.example.com", "192.0.2.10"),
+        ),
+        SETTINGS,
+    )
+    assert env.client_ip == "192.0.2.10"
+
+
+def test_ip_literal_helo_is_kept() -> None:
+    env = recover_envelope(message(postfix_hop("[192.0.2.77]", "unknown", "192.0.2.77")), SETTINGS)
+    assert env.helo == "[192.0.2.77]"
+    assert env.client_ip == "192.0.2.77"
+
+
+def test_null_sender() -> None:
+    env = recover_envelope(
+        message("Return-Path: <>\r\n", postfix_hop("mx.example.com", "mx.example.com", "192.0.2.5")),
+        SETTINGS,
+    )
+    assert env.mail_from == ""
+    assert env.mail_from_domain == ""
+
+
+def test_topmost_of_several_return_paths_wins() -> None:
+    env = recover_envelope(
+        message(
+            "Return-Path: <real@example.com>\r\n",
+            postfix_hop("mx.example.com", "mx.example.com", "192.0.2.5"),
+            "Return-Path: <forged@bank.example>\r\n",
+        ),
+        SETTINGS,
+    )
+    assert env.mail_from == "real@example.com"
+    assert any("topmost" in e for e in env.evidence)
+
+
+def test_trusted_forwarder_by_rdns_is_recorded() -> None:
+    env = recover_envelope(
+        message(
+            postfix_hop("relay.uni.example", "out1.relay.uni.example", "192.0.2.200"),
+            postfix_hop("mail.example.org", "mail.example.org", "198.51.100.50", by="relay.uni.example"),
+        ),
+        SETTINGS,
+    )
+    assert env.forwarded_by == "out1.relay.uni.example"
+    assert env.client_ip == "198.51.100.50"
+
+
+def test_trusted_forwarder_by_network_is_recorded() -> None:
+    env = recover_envelope(
+        message(
+            postfix_hop("fwd.example", "fwd.example", "198.51.100.200"),
+            postfix_hop("mail.example.org", "mail.example.org", "192.0.2.60", by="fwd.example"),
+        ),
+        SETTINGS,
+    )
+    assert env.forwarded_by == "fwd.example"
+    assert env.client_ip == "192.0.2.60"
+
+
+def test_forwarder_claimed_only_in_helo_is_not_trusted() -> None:
+    env = recover_envelope(
+        message(
+            postfix_hop("relay.uni.example", "unknown", "192.0.2.201"),
+            postfix_hop("mail.example.org", "mail.example.org", "198.51.100.50"),
+        ),
+        SETTINGS,
+    )
+    assert env.forwarded_by is None
+    assert env.client_ip == "192.0.2.201"
+
+
+def test_hints_take_precedence_and_disagreement_is_recorded() -> None:
+    env = recover_envelope(
+        message(
+            "Return-Path: <a@example.com>\r\n",
+            postfix_hop("mail.example.com", "mail.example.com", "192.0.2.10"),
+        ),
+        SETTINGS,
+        Hints(sender="b@example.com", recipient="bob@family.example", client_address="192.0.2.11"),
+    )
+    assert env.client_ip == "192.0.2.11"
+    assert env.mail_from == "b@example.com"
+    assert env.rcpt == "bob@family.example"
+    assert any("differs" in e and "192.0.2.10" in e for e in env.evidence)
+    assert any("differs" in e and "Return-Path" in e for e in env.evidence)
+
+
+def test_unreadable_received_is_reported_not_raised() -> None:
+    env = recover_envelope(message("Received: \x00\x01 garbage ;;; (((\r\n"), SETTINGS)
+    assert env.client_ip is None
+    assert any("unparsed Received" in e for e in env.evidence)
+
+
+def test_no_received_headers_means_local() -> None:
+    env = recover_envelope(message(), SETTINGS)
+    assert env.client_ip is None
+    assert env.evidence[-1] == "no Received headers"
+
+
+def test_envelope_from_comment_of_trusted_hop_gives_sender() -> None:
+    env = recover_envelope(
+        message(LMTP, postfix_hop("mail.example.com", "mail.example.com", "192.0.2.10")),
+        SETTINGS,
+    )
+    assert env.mail_from == "sender@example.com"
