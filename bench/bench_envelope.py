@@ -13,13 +13,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from classifier.config import settings_from_dict  # noqa: E402
-from classifier.envelope import recover_envelope  # noqa: E402
-from classifier.message import Message  # noqa: E402
+from classifier.config import settings_from_dict
+from classifier.envelope import recover_envelope
+from classifier.message import Message
 
 HOPS = [
     "Received: from mx.family.example by mx.family.example with LMTP id kHsGBbTrYWUoBQAA"
-    " (envelope-from <news@shop.example>) for <alice@family.example>; Tue, 28 Nov 2026 10:00:03 +0000",
+    " (envelope-from <news@shop.example>) for <alice@family.example>;"
+    " Tue, 28 Nov 2026 10:00:03 +0000",
     "Received: from localhost (localhost [127.0.0.1]) by mx.family.example (Postfix) with ESMTP"
     " id 4Sg2Vb0Q1Zz9sW1 for <alice@family.example>; Tue, 28 Nov 2026 10:00:02 +0000",
     "Received: from mx.family.example ([127.0.0.1]) by localhost (mx.family.example [127.0.0.1])"

@@ -34,7 +34,9 @@ from classifier.spf import received_spf_header
 # RFC 2045 §5.1 token: any CHAR except SPACE, CTLs and tspecials.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
 _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*$")
-_DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+_DOMAIN = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
 _OUR_NAMES = ("authentication-results", "received-spf", HEADER_NAME.lower())
 
 
@@ -128,7 +130,9 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
         if sig.b:
             d.properties.append(AuthenticationResultProperty("header", "b", ar_value(sig.b)))
         if sig.algorithm:
-            d.properties.append(AuthenticationResultProperty("header", "a", ar_value(sig.algorithm)))
+            d.properties.append(
+                AuthenticationResultProperty("header", "a", ar_value(sig.algorithm))
+            )
         if sig.result != "pass" and sig.reason:
             d.reason = ar_value(sig.reason)
         results.append(d)
@@ -185,9 +189,7 @@ def fold(name: str, value: str, eol: bytes) -> bytes:
     return eol.join(x.encode("utf-8", "surrogateescape") for x in lines) + eol
 
 
-def annotate(
-    data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str
-) -> bytes:
+def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str) -> bytes:
     """Gives the message with our headers prepended and forged copies defused."""
     message = defuse(Message.parse(data), authserv_id)
     eol = message.eol

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from classifier.dns import Resolver
 
 EX_USAGE = 2
+EX_TEMPFAIL = 75
 
 
 class UsageError(Exception):
@@ -50,6 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(annotate)
     annotate.add_argument("--user", help="decide with this user's policy")
     annotate.add_argument("file", nargs="?", help="message file (default: stdin)")
+
+    pipe = sub.add_parser("pipe", help="Postfix pipe(8) transport: check, annotate, deliver")
+    add_common(pipe)
+    pipe.add_argument("--sender", help="envelope sender (${sender})")
+    pipe.add_argument(
+        "--recipient", action="append", default=[], help="recipient (${recipient}); repeatable"
+    )
+    pipe.add_argument("--client-address", help="SMTP client IP (${client_address})")
+    pipe.add_argument("--client-helo", help="SMTP client HELO (${client_helo})")
+    pipe.add_argument("--client-hostname", help="SMTP client reverse DNS (${client_hostname})")
+    pipe.add_argument(
+        "--deliver",
+        default="stdout",
+        metavar="TARGET",
+        help="stdout | dovecot-lda | sendmail | maildir:PATH (default stdout)",
+    )
+    pipe.add_argument("--lda-path", default="/usr/lib/dovecot/dovecot-lda")
+    pipe.add_argument("--sendmail-path", default="/usr/sbin/sendmail")
 
     try:
         from sieve.commands import add_sieve_parser
@@ -86,9 +105,8 @@ def iter_message_files(paths: Sequence[str]) -> Iterator[Path]:
         elif path.is_dir():
             if not any((path / sub).is_dir() for sub in ("new", "cur")):
                 raise UsageError(f"{path}: not a Maildir (no new/ or cur/)")
-            folders = [path] + sorted(
-                p for p in path.iterdir() if p.is_dir() and p.name.startswith(".")
-            )
+            subfolders = sorted(p for p in path.iterdir() if p.is_dir() and p.name.startswith("."))
+            folders = [path, *subfolders]
             for folder in folders:
                 for sub in ("new", "cur"):
                     d = folder / sub
@@ -183,7 +201,38 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "annotate": cmd_annotate}
+def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
+    from classifier.deliver import EX_TEMPFAIL, delivery_from_spec
+    from classifier.envelope import Hints
+    from classifier.pipe import configure_logging, log, run_pipe
+
+    configure_logging(settings, args.debug)
+    try:
+        delivery = delivery_from_spec(args.deliver, args.lda_path, args.sendmail_path)
+        resolver = make_resolver_for(args, settings)
+    except (ValueError, UsageError) as exc:
+        log.error("bad pipe arguments: %s", exc)
+        print(f"authsieve: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    data = sys.stdin.buffer.read()
+    hints = Hints(
+        sender=args.sender,
+        recipient=args.recipient[0] if args.recipient else None,
+        client_address=_macro(args.client_address),
+        client_helo=_macro(args.client_helo),
+        client_hostname=_macro(args.client_hostname),
+    )
+    return run_pipe(data, settings, resolver, delivery, hints, list(args.recipient))
+
+
+def _macro(value: str | None) -> str | None:
+    """Gives a pipe(8) macro value, or None when Postfix had none (empty or "unknown")."""
+    if value is None or value.strip() in ("", "unknown", "[UNAVAILABLE]"):
+        return None
+    return value.strip()
+
+
+COMMANDS = {"check": cmd_check, "annotate": cmd_annotate, "pipe": cmd_pipe}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"authsieve: {exc}", file=sys.stderr)
-        return EX_USAGE
+        # In pipe mode a bad config must not bounce mail: Postfix keeps it and retries.
+        return EX_TEMPFAIL if args.command == "pipe" else EX_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

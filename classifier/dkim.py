@@ -32,6 +32,11 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 from classifier.dns import DnsSession, DnsTempError
 
 MAX_SIGNATURES = 16
+# RFC 5322 §3.6: fields that occur at most once, so an extra copy is an attack (RFC 6376 §8.15).
+SINGLETON_FIELDS = (
+    b"from", b"sender", b"reply-to", b"to", b"cc", b"subject", b"date", b"message-id",
+    b"in-reply-to", b"references",
+)
 MAX_SIGNATURE_OCTETS = 16_384  # real signatures are under 2 KB; the cap bounds dkimpy's regexes
 MIN_RSA_BITS = 1024  # RFC 8301 §3.2
 # dkimpy's own leeway for t= and x=, kept so that pinning `now` changes nothing else.
@@ -98,6 +103,11 @@ def header_fields(message: bytes) -> list[tuple[bytes, bytes]]:
     if name is not None:
         fields.append((name, value))
     return fields
+
+
+def _dkimpy_reason(exc: Exception) -> str:
+    """Gives dkimpy's message without the b'…' of Python's bytes repr, at most 200 characters."""
+    return re.sub(r"b'([^']*)'", r"\1", str(exc))[:200]
 
 
 def _text(value: bytes | None) -> str:
@@ -198,7 +208,7 @@ def _verify(
     try:
         dkim.validate_signature_fields({k: v for k, v in tags.items() if k not in (b"t", b"x")})
     except dkim.DKIMException as exc:
-        raise _Verdict("permerror", str(exc)) from exc
+        raise _Verdict("permerror", _dkimpy_reason(exc)) from exc
     signed = [h.strip().lower() for h in re.split(rb"\s*:\s*", tags[b"h"])]
     if b"from" not in signed:
         raise _Verdict("permerror", "From header field not signed (RFC 6376 §6.1.1)")
@@ -224,14 +234,35 @@ def _verify(
     except dkim.ValidationError as exc:
         if str(exc).startswith("body hash mismatch"):
             return "fail", "body hash mismatch", bits, testing
-        return "permerror", str(exc), bits, testing
+        return "permerror", _dkimpy_reason(exc), bits, testing
     except dkim.KeyFormatError as exc:
         return "fail", f"signature does not fit the key: {exc}", bits, testing
     except Exception as exc:
         return "permerror", f"unverifiable signature: {type(exc).__name__}: {exc}", bits, testing
-    if ok:
-        return "pass", "signature verified", bits, testing
-    return "fail", "signature did not verify", bits, testing
+    if not ok:
+        return "fail", "signature did not verify", bits, testing
+    added = _unsigned_extra_fields(signer.headers, signed)
+    if added:
+        note = f"; unsigned extra {', '.join(added)} field above the signed one (RFC 6376 §8.15)"
+        return "pass", "signature verified" + note, bits, testing
+    return "pass", "signature verified", bits, testing
+
+
+def _unsigned_extra_fields(headers: Iterable[list[bytes]], signed: list[bytes]) -> list[str]:
+    """Gives the singleton fields that occur more often than the signature covers them.
+
+    An added Subject or To above the signed one keeps the signature valid while
+    a mail reader shows the added one (RFC 6376 §8.15); this is evidence for
+    the verdict, not a failure.
+    """
+    counts: dict[bytes, int] = {}
+    for name, _ in headers:
+        counts[name.lower()] = counts.get(name.lower(), 0) + 1
+    return [
+        name.decode().title()
+        for name in SINGLETON_FIELDS
+        if 0 < signed.count(name) < counts.get(name, 0)
+    ]
 
 
 def _result(index: int, value: bytes, outcome: tuple[str, str, int | None, bool]) -> DkimSignatureResult:

@@ -267,7 +267,11 @@ class Resolver:
             if hit is not None and hit[0] > now:
                 self._cache.move_to_end(key)
                 return hit[1]
-        if not qname or len(qname) > 253 or any(len(lbl) > 63 or not lbl for lbl in qname.split(".")):
+        if (
+            not qname
+            or len(qname) > 253
+            or any(len(lbl) > 63 or not lbl for lbl in qname.split("."))
+        ):
             # Not a name the DNS can hold: nothing exists there.
             return Answer(qname, rdtype, (), nxdomain=True)
         with self._lock:
@@ -296,7 +300,7 @@ class DnsSession:
     _memo: dict[tuple[str, str], Answer | DnsTempError] = field(default_factory=dict, repr=False)
 
     def query(self, qname: str, rdtype: str) -> Answer:
-        """Gives the answer for (qname, rdtype); raises DnsTempError, also when the budget is spent."""
+        """Gives the answer for (qname, rdtype); DnsTempError also once the budget is spent."""
         key = (normalize_name(qname), rdtype.upper())
         if key in self._memo:
             memo = self._memo[key]

@@ -21,7 +21,7 @@ from classifier.received import ReceivedHop, normalize_ip, parse_received
 
 @dataclass(frozen=True)
 class Hints:
-    """What Postfix's pipe(8) macros say: ${sender} ${recipient} ${client_address} ${client_helo}."""
+    """What Postfix's pipe(8) macros say: ${sender}, ${recipient}, ${client_address}, …"""
 
     sender: str | None = None
     recipient: str | None = None
@@ -93,7 +93,7 @@ class _Walk:
 
 
 def walk_trust_path(hops: list[ReceivedHop], settings: Settings) -> _Walk:
-    """Gives the hop that names the SMTP client, walking down from the top (DESIGN.md trust path)."""
+    """Gives the hop that names the SMTP client, walking down from the top (DESIGN.md)."""
     evidence: list[str] = []
     forwarded_by: str | None = None
     envelope_from: str | None = None

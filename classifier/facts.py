@@ -32,7 +32,7 @@ _LDH = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0
 
 
 def safe_domain(text: str) -> str:
-    """Gives the domain in lower case when it is a plain DNS name, else "" (never attacker syntax)."""
+    """Gives the domain in lower case when it is a plain DNS name, else ""."""
     d = text.strip().rstrip(".").lower()
     return d if _LDH.match(d) else ""
 
@@ -92,7 +92,7 @@ def render_header_value(
         f"dkim={_token(facts.dkim, RESULTS)}",
         f"arc={_token(facts.arc, RESULTS)}",
         f"dmarc={_token(facts.dmarc, RESULTS)}",
-        f"policy={facts.dmarc_policy if facts.dmarc_policy in POLICIES and facts.dmarc_policy else 'none'}",
+        f"policy={facts.dmarc_policy if facts.dmarc_policy in POLICIES - {''} else 'none'}",
         f"from-domain={safe_domain(facts.from_domain) or 'none'}",
         f"mailfrom-domain={safe_domain(facts.mailfrom_domain) or 'none'}",
         f"from-auth={'yes' if facts.from_authenticated else 'no'}",

@@ -27,7 +27,7 @@ class HeaderField:
         return self.name.lower()
 
     def value(self) -> str:
-        """Gives the unfolded value after the colon, as text (8-bit bytes kept via surrogateescape)."""
+        """Gives the unfolded value after the colon (8-bit bytes kept via surrogateescape)."""
         _, _, rest = self.raw.partition(b":")
         text = rest.decode("utf-8", "surrogateescape")
         return " ".join(text.split()) if "\n" in text or "\r" in text else text.strip()

@@ -123,7 +123,9 @@ class DnsTestServer:
             return response.to_wire()
         question = query.question[0]
         with self._lock:
-            self.queries[(question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))] += 1
+            self.queries[
+                (question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))
+            ] += 1
         if question.name in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
             return response.to_wire()

@@ -48,8 +48,8 @@ def test_trusted_networks_and_forwarders_are_parsed(tmp_path: Path) -> None:
     ("text", "key"),
     [
         ('[classifier]\ntrusted_networks = ["10.0.0.300/8"]\n', "classifier.trusted_networks[0]"),
-        ("[classifier]\ntrusted_networks = \"10.0.0.0/8\"\n", "classifier.trusted_networks"),
-        ('[classifier]\nbogus = 1\n', "classifier.bogus"),
+        ('[classifier]\ntrusted_networks = "10.0.0.0/8"\n', "classifier.trusted_networks"),
+        ("[classifier]\nbogus = 1\n", "classifier.bogus"),
         ('[classifer]\nauthserv_id = "x"\n', "classifer"),
         ('[classifier]\ndmarc_mode = "rfc1234"\n', "classifier.dmarc_mode"),
         ("[classifier]\ndns_timeout = -1\n", "classifier.dns_timeout"),

@@ -51,7 +51,11 @@ def test_first_external_hop_names_the_client() -> None:
         ),
         SETTINGS,
     )
-    assert (env.client_ip, env.helo, env.rdns) == ("192.0.2.10", "mail.example.com", "mail.example.com")
+    assert (env.client_ip, env.helo, env.rdns) == (
+        "192.0.2.10",
+        "mail.example.com",
+        "mail.example.com",
+    )
     assert env.mail_from == "sender@example.com"
     assert env.hop_index == 0
     assert env.authenticated is False
@@ -94,7 +98,9 @@ def test_backup_mx_in_trusted_networks_is_stepped_over() -> None:
     env = recover_envelope(
         message(
             postfix_hop("mx2.family.example", "mx2.family.example", "203.0.113.26"),
-            postfix_hop("mail.example.net", "mail.example.net", "192.0.2.44", by="mx2.family.example"),
+            postfix_hop(
+                "mail.example.net", "mail.example.net", "192.0.2.44", by="mx2.family.example"
+            ),
         ),
         SETTINGS,
     )
@@ -140,7 +146,9 @@ def test_ip_literal_helo_is_kept() -> None:
 
 def test_null_sender() -> None:
     env = recover_envelope(
-        message("Return-Path: <>\r\n", postfix_hop("mx.example.com", "mx.example.com", "192.0.2.5")),
+        message(
+            "Return-Path: <>\r\n", postfix_hop("mx.example.com", "mx.example.com", "192.0.2.5")
+        ),
         SETTINGS,
     )
     assert env.mail_from == ""
@@ -164,7 +172,9 @@ def test_trusted_forwarder_by_rdns_is_recorded() -> None:
     env = recover_envelope(
         message(
             postfix_hop("relay.uni.example", "out1.relay.uni.example", "192.0.2.200"),
-            postfix_hop("mail.example.org", "mail.example.org", "198.51.100.50", by="relay.uni.example"),
+            postfix_hop(
+                "mail.example.org", "mail.example.org", "198.51.100.50", by="relay.uni.example"
+            ),
         ),
         SETTINGS,
     )

@@ -1,0 +1,182 @@
+"""Where an annotated message goes: one small delivery object per target.
+
+Each target parses its own ``--deliver`` spec (like aiosmtpd's handlers parse
+their own arguments), so adding a target never touches the checks.  Every
+`deliver` returns a sysexits code: 0 only when the message was delivered,
+75 (EX_TEMPFAIL) when the next stage failed temporarily so that Postfix keeps
+the message and retries.  Processes are started with an argument list, never
+through a shell.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+EX_OK = 0
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+FOLDERS = {"inbox": "", "junk": ".Junk", "quarantine": ".Quarantine"}
+DEFAULT_LDA = "/usr/lib/dovecot/dovecot-lda"
+DEFAULT_SENDMAIL = "/usr/sbin/sendmail"
+_SEQUENCE = count()
+
+
+class DeliveryError(Exception):
+    """Delivery failed; `code` is the sysexits code to exit with."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Delivery(Protocol):
+    """A delivery target."""
+
+    def deliver(self, data: bytes, sender: str, recipients: list[str], action: str) -> None:
+        """Delivers the message or raises DeliveryError."""
+
+
+@dataclass(frozen=True)
+class StdoutDelivery:
+    """Filter mode: the annotated message on stdout (also fits Pigeonhole's extprograms filter)."""
+
+    spec: ClassVar[str] = "stdout"
+
+    def deliver(self, data: bytes, sender: str, recipients: list[str], action: str) -> None:
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except OSError as exc:
+            raise DeliveryError(EX_TEMPFAIL, f"cannot write to stdout: {exc.strerror}") from None
+
+
+def _run(argv: list[str], data: bytes, timeout: float) -> None:
+    try:
+        proc = subprocess.run(argv, input=data, capture_output=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise DeliveryError(EX_TEMPFAIL, f"{argv[0]}: not found") from None
+    except PermissionError:
+        raise DeliveryError(EX_TEMPFAIL, f"{argv[0]}: permission denied") from None
+    except subprocess.TimeoutExpired:
+        raise DeliveryError(EX_TEMPFAIL, f"{argv[0]}: no answer after {timeout:g}s") from None
+    if proc.returncode != 0:
+        said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        detail = said[-1] if said else "no message"
+        # A signal (negative code) is temporary too: Postfix must keep the message.
+        code = proc.returncode if proc.returncode > 0 else EX_TEMPFAIL
+        raise DeliveryError(code, f"{Path(argv[0]).name} exited {proc.returncode}: {detail}")
+
+
+@dataclass(frozen=True)
+class DovecotLdaDelivery:
+    """Hands the message to dovecot-lda, which runs the user's Sieve (and so files it)."""
+
+    path: str = DEFAULT_LDA
+    config: str | None = None
+    timeout: float = 300.0
+
+    def deliver(self, data: bytes, sender: str, recipients: list[str], action: str) -> None:
+        for rcpt in recipients or [""]:
+            argv = [self.path]
+            if self.config:
+                argv += ["-c", self.config]
+            argv += ["-e", "-f", sender or "<>"]
+            if rcpt:
+                argv += ["-a", rcpt]
+            _run(argv, data, self.timeout)
+
+
+@dataclass(frozen=True)
+class SendmailDelivery:
+    """Re-injects the message for an after-queue content filter (``sendmail -G -i -f S -- R…``)."""
+
+    path: str = DEFAULT_SENDMAIL
+    timeout: float = 300.0
+
+    def deliver(self, data: bytes, sender: str, recipients: list[str], action: str) -> None:
+        if not recipients:
+            raise DeliveryError(EX_TEMPFAIL, "sendmail delivery needs --recipient")
+        _run([self.path, "-G", "-i", "-f", sender, "--", *recipients], data, self.timeout)
+
+
+def maildir_name() -> str:
+    """Gives a unique Maildir file name (the time.MusecPpidQn.host form Dovecot uses)."""
+    now = time.time()
+    host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_SEQUENCE)}.{host}"
+
+
+def write_maildir(root: Path, folder: str, data: bytes, name: str | None = None) -> Path:
+    """Gives the path of data written into ROOT/FOLDER/new: tmp/, fsync, rename (Maildir spec).
+
+    The folder (a Maildir++ sub-folder such as ``.Junk``) is created when missing.
+    """
+    base = root / folder if folder else root
+    for sub in ("tmp", "new", "cur"):
+        (base / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    if folder:
+        (base / "maildirfolder").touch(exist_ok=True)
+    name = name or maildir_name()
+    tmp = base / "tmp" / name
+    final = base / "new" / name
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(base / "new", os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return final
+
+
+@dataclass(frozen=True)
+class MaildirDelivery:
+    """Writes into a Maildir itself and files by the verdict: INBOX, .Junk, .Quarantine."""
+
+    root: Path
+
+    def deliver(self, data: bytes, sender: str, recipients: list[str], action: str) -> None:
+        try:
+            write_maildir(self.root, FOLDERS.get(action, ""), data)
+        except OSError as exc:
+            # Full disk, quota, permissions: all worth a retry; Postfix keeps the message.
+            reason = errno.errorcode.get(exc.errno or 0, "error")
+            raise DeliveryError(
+                EX_TEMPFAIL, f"{self.root}: cannot write ({reason}: {exc.strerror})"
+            ) from None
+
+
+def delivery_from_spec(
+    spec: str, lda_path: str = DEFAULT_LDA, sendmail_path: str = DEFAULT_SENDMAIL
+) -> Delivery:
+    """Gives the delivery for ``stdout``, ``dovecot-lda``, ``sendmail`` or ``maildir:PATH``."""
+    if spec == "stdout":
+        return StdoutDelivery()
+    if spec == "dovecot-lda":
+        return DovecotLdaDelivery(lda_path)
+    if spec == "sendmail":
+        return SendmailDelivery(sendmail_path)
+    if spec.startswith("maildir:") and len(spec) > len("maildir:"):
+        return MaildirDelivery(Path(spec[len("maildir:") :]))
+    raise ValueError(f"unknown delivery {spec!r} (stdout, dovecot-lda, sendmail, maildir:PATH)")
