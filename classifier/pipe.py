@@ -16,10 +16,14 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from classifier.config import Settings
 from classifier.deliver import Delivery, DeliveryError
 from classifier.envelope import Hints, strip_angle
+
+if TYPE_CHECKING:
+    from classifier.dns import Resolver
 
 log = logging.getLogger("authsieve")
 
@@ -55,9 +59,9 @@ class PipeOutcome:
 
 
 def process(
-    data: bytes, settings: Settings, resolver, hints: Hints, user: str | None
-) -> PipeOutcome:  # type: ignore[no-untyped-def]
-    """Gives the annotated message and verdict; on an internal error, the original + an error header."""
+    data: bytes, settings: Settings, resolver: Resolver, hints: Hints, user: str | None
+) -> PipeOutcome:
+    """Gives the annotated message and verdict (on an internal error: original + error header)."""
     from classifier.annotate import annotate
     from classifier.checks import facts_from, run_checks
     from classifier.facts import AuthFacts, render_header_value
@@ -94,7 +98,7 @@ def process(
 def run_pipe(
     data: bytes,
     settings: Settings,
-    resolver,  # type: ignore[no-untyped-def]
+    resolver: Resolver,
     delivery: Delivery,
     hints: Hints,
     recipients: list[str],
