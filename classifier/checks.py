@@ -129,7 +129,8 @@ def facts_from(report: CheckReport, trusted_arc_sealers: tuple[str, ...] = ()) -
     from_domain = dmarc.from_domain or (domains[0] if domains else "")
     sealers = tuple(s.lower() for s in report.arc.sealers)
     trusted = {s.lower().rstrip(".") for s in trusted_arc_sealers}
-    arc_trusted = report.arc.result == "pass" and bool(sealers) and sealers[-1] in trusted
+    # The oldest results are only as good as every sealer that carried them (RFC 8617 §9.4).
+    arc_trusted = report.arc.result == "pass" and bool(sealers) and all(s in trusted for s in sealers)
     passing = [d for d in report.dkim if d.result == "pass"]
     dkim_evidence = "; ".join(
         f"{d.result} d={d.domain} s={d.selector}" + (f" ({d.reason})" if d.reason else "")

@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
@@ -33,9 +34,8 @@ from classifier.dns import DnsSession, DnsTempError
 
 MAX_SIGNATURES = 16
 # RFC 5322 §3.6: fields that occur at most once, so an extra copy is an attack (RFC 6376 §8.15).
-SINGLETON_FIELDS = (
-    b"from", b"sender", b"reply-to", b"to", b"cc", b"subject", b"date", b"message-id",
-    b"in-reply-to", b"references",
+SINGLETON_FIELDS = tuple(
+    b"from sender reply-to to cc subject date message-id in-reply-to references".split()
 )
 MAX_SIGNATURE_OCTETS = 16_384  # real signatures are under 2 KB; the cap bounds dkimpy's regexes
 MIN_RSA_BITS = 1024  # RFC 8301 §3.2
@@ -48,6 +48,7 @@ _DKIMPY_LOG.disabled = True
 
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
 _TIMESTAMP = re.compile(rb"\d{1,12}")
+_HEADER_END = re.compile(rb"(?:^|\n)\r?\n")
 
 
 class DkimKeyTempError(Exception):
@@ -89,9 +90,8 @@ def header_fields(message: bytes) -> list[tuple[bytes, bytes]]:
     fields: list[tuple[bytes, bytes]] = []
     name: bytes | None = None
     value = b""
-    for line in re.split(rb"\r?\n", message):
-        if not line:
-            break
+    end = _HEADER_END.search(message)
+    for line in re.split(rb"\r?\n", message[: end.start()] if end else message):
         if line[:1] in (b" ", b"\t"):
             if name is not None:
                 value += b"\r\n" + line
@@ -134,8 +134,15 @@ class DkimSignatureResult:
         return asdict(self)
 
 
+class _Outcome(NamedTuple):
+    result: str
+    reason: str
+    bits: int | None = None
+    testing: bool = False
+
+
 class _Verdict(Exception):
-    """Ends the checks of one signature with a result and its reason."""
+    """Ends the checks of one signature early, before the key is known, with a result."""
 
     def __init__(self, result: str, reason: str) -> None:
         super().__init__(reason)
@@ -180,7 +187,9 @@ def _check_key_record(record: bytes, tags: dict[bytes, bytes]) -> bool:
     if ktype not in (b"rsa", b"ed25519"):
         raise _Verdict("permerror", f"unknown key type k={_text(ktype)}")
     if not algorithm.startswith(ktype + b"-"):
-        raise _Verdict("permerror", f"key type k={_text(ktype)} does not match a={_text(algorithm)}")
+        raise _Verdict(
+            "permerror", f"key type k={_text(ktype)} does not match a={_text(algorithm)}"
+        )
     if b"h" in key:
         hashes = {h.strip().lower() for h in key[b"h"].split(b":")}
         if algorithm.split(b"-", 1)[1] not in hashes:
@@ -203,8 +212,8 @@ def _verify(
     tags: dict[bytes, bytes],
     dns: DnsSession,
     now: float,
-) -> tuple[str, str, int | None, bool]:
-    """Gives (result, reason, bits, testing) for one parsed signature (RFC 6376 §6.1)."""
+) -> _Outcome:
+    """Gives the outcome of one parsed signature (RFC 6376 §6.1)."""
     try:
         dkim.validate_signature_fields({k: v for k, v in tags.items() if k not in (b"t", b"x")})
     except dkim.DKIMException as exc:
@@ -226,26 +235,27 @@ def _verify(
     try:
         _, bits, _, _ = dkim.evaluate_pk(name, record)
     except Exception as exc:
-        raise _Verdict("permerror", f"unusable key at {name}: {exc}") from exc
+        raise _Verdict("permerror", f"unusable key at {name}: {_dkimpy_reason(exc)}") from exc
     if tags[b"a"].lower().startswith(b"rsa-") and bits < MIN_RSA_BITS:
-        return "fail", f"key too short ({bits} bits; RFC 8301 §3.2)", bits, testing
+        return _Outcome("fail", f"key too short ({bits} bits; RFC 8301 §3.2)", bits, testing)
     try:
-        ok = signer.verify_sig(dict(tags), signed, field, lambda _name, timeout=5: record)
+        ok = signer.verify_sig(dict(tags), list(signed), field, lambda _name, timeout=5: record)
     except dkim.ValidationError as exc:
         if str(exc).startswith("body hash mismatch"):
-            return "fail", "body hash mismatch", bits, testing
-        return "permerror", _dkimpy_reason(exc), bits, testing
+            return _Outcome("fail", "body hash mismatch", bits, testing)
+        return _Outcome("permerror", _dkimpy_reason(exc), bits, testing)
     except dkim.KeyFormatError as exc:
-        return "fail", f"signature does not fit the key: {exc}", bits, testing
+        # dkimpy's name for a signature longer than the key's modulus: it cannot verify.
+        return _Outcome(
+            "fail", f"signature does not fit the key: {_dkimpy_reason(exc)}", bits, testing
+        )
     except Exception as exc:
-        return "permerror", f"unverifiable signature: {type(exc).__name__}: {exc}", bits, testing
+        return _Outcome("permerror", _unverifiable(exc), bits, testing)
     if not ok:
-        return "fail", "signature did not verify", bits, testing
+        return _Outcome("fail", "signature did not verify", bits, testing)
     added = _unsigned_extra_fields(signer.headers, signed)
-    if added:
-        note = f"; unsigned extra {', '.join(added)} field above the signed one (RFC 6376 §8.15)"
-        return "pass", "signature verified" + note, bits, testing
-    return "pass", "signature verified", bits, testing
+    note = f"; unsigned extra {', '.join(added)} field (RFC 6376 §8.15)" if added else ""
+    return _Outcome("pass", "signature verified" + note, bits, testing)
 
 
 def _unsigned_extra_fields(headers: Iterable[list[bytes]], signed: list[bytes]) -> list[str]:
@@ -265,7 +275,12 @@ def _unsigned_extra_fields(headers: Iterable[list[bytes]], signed: list[bytes]) 
     ]
 
 
-def _result(index: int, value: bytes, outcome: tuple[str, str, int | None, bool]) -> DkimSignatureResult:
+def _unverifiable(exc: Exception) -> str:
+    return f"unverifiable signature: {type(exc).__name__}: {_dkimpy_reason(exc)}"
+
+
+def _result(index: int, value: bytes, outcome: _Outcome) -> DkimSignatureResult:
+    """Gives the result for a signature field value, its tags read leniently for the evidence."""
     try:
         tags = parse_tag_value(value)
     except Exception:
@@ -273,35 +288,40 @@ def _result(index: int, value: bytes, outcome: tuple[str, str, int | None, bool]
     domain = _text(tags.get(b"d"))
     b_value = re.sub(rb"\s+", b"", tags.get(b"b", b""))
     return DkimSignatureResult(
-        result=outcome[0],
+        result=outcome.result,
         domain=domain,
         selector=_text(tags.get(b"s")),
         algorithm=_text(tags.get(b"a")),
         b=_text(b_value[:8]),
         identity=_text(tags.get(b"i")) or f"@{domain}",
-        bits=outcome[2],
-        reason=outcome[1],
+        bits=outcome.bits,
+        reason=outcome.reason,
         index=index,
-        testing=outcome[3],
+        testing=outcome.testing,
     )
 
 
 def _check_one(
     signer: dkim.DKIM, index: int, field: list[bytes], dns: DnsSession, now: float
 ) -> DkimSignatureResult:
+    """Gives the result of the signature field at `index`, whatever its content."""
     value = field[1]
     if len(value) > MAX_SIGNATURE_OCTETS:
-        return _result(index, b"", ("permerror", f"header too long ({len(value)} octets)", None, False))
+        return _result(
+            index, value, _Outcome("permerror", f"header too long ({len(value)} octets)")
+        )
     try:
         tags = parse_tag_value(value)
     except Exception as exc:
-        return _result(index, b"", ("permerror", f"malformed tag list: {exc}", None, False))
+        return _result(
+            index, b"", _Outcome("permerror", f"malformed tag list: {_dkimpy_reason(exc)}")
+        )
     try:
         outcome = _verify(signer, field, tags, dns, now)
     except _Verdict as verdict:
-        outcome = (verdict.result, verdict.reason, None, False)
+        outcome = _Outcome(verdict.result, verdict.reason)
     except Exception as exc:
-        outcome = ("permerror", f"unverifiable signature: {type(exc).__name__}: {exc}", None, False)
+        outcome = _Outcome("permerror", _unverifiable(exc))
     return _result(index, value, outcome)
 
 
@@ -319,13 +339,15 @@ def check_dkim(
         fields: list[list[bytes]] = [h for h in signer.headers if h[0].lower() == b"dkim-signature"]
     except Exception as exc:
         found = [v for n, v in header_fields(message) if n.lower() == b"dkim-signature"]
-        reason = f"message header not parseable: {type(exc).__name__}: {exc}"[:300]
-        return tuple(_result(i, v, ("permerror", reason, None, False)) for i, v in enumerate(found))
+        reason = f"message header not parseable: {_dkimpy_reason(exc)[:120]}"
+        return tuple(_result(i, v, _Outcome("permerror", reason)) for i, v in enumerate(found))
     results = []
     for index, field in enumerate(fields):
         if index >= MAX_SIGNATURES:
-            skipped = f"not verified: only the first {MAX_SIGNATURES} signatures are (RFC 6376 §6.1)"
-            results.append(_result(index, field[1], ("policy", skipped, None, False)))
+            skipped = (
+                f"not verified: only the first {MAX_SIGNATURES} signatures are (RFC 6376 §6.1)"
+            )
+            results.append(_result(index, field[1], _Outcome("policy", skipped)))
             continue
         results.append(_check_one(signer, index, field, dns, clock))
     return tuple(results)

@@ -11,7 +11,8 @@ from a fixed vocabulary, domains, or a quoted string for the reason):
     X-Authsieve: v=1; id=mx.example.org; verdict=junk; mode=enforce; spf=fail;
      helo-spf=none; dkim=none; arc=none; dmarc=fail; policy=reject;
      from-domain=example.com; mailfrom-domain=example.com; from-auth=no;
-     submission=no; forwarded=no; arc-trusted=no; reason="..."
+     submission=no; forwarded=no; arc-trusted=no; arc-spf=; arc-dkim=; arc-dmarc=;
+     reason="..."
 
 Domains are written only when they are plain LDH names (checked here), so
 sender-controlled text can never add a key or end the header; the reason is
@@ -99,6 +100,10 @@ def render_header_value(
         f"submission={'yes' if facts.submission else 'no'}",
         f"forwarded={'yes' if facts.forwarded_by else 'no'}",
         f"arc-trusted={'yes' if facts.arc_trusted else 'no'}",
+        # What the oldest trusted ARC sealer saw; empty when absent (the local result stands).
+        f"arc-spf={facts.arc_oldest_spf if facts.arc_oldest_spf in RESULTS else ''}",
+        f"arc-dkim={facts.arc_oldest_dkim if facts.arc_oldest_dkim in RESULTS else ''}",
+        f"arc-dmarc={facts.arc_oldest_dmarc if facts.arc_oldest_dmarc in RESULTS else ''}",
     ]
     if error:
         parts.append(f"error={quote(error)}")

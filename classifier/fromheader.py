@@ -1,0 +1,206 @@
+"""The Author Domains of a message: the domains of the mailboxes in its From header fields.
+
+DMARC judges the domain of the RFC5322.From mailbox (RFC 9989 §5.3.1, RFC 7489
+§6.6.1).  Real From fields are messier than RFC 5322 §3.4 allows, so this
+reader is lenient where leniency cannot hide a mailbox, and strict where it
+could: quoted strings and comments are opaque (an ``@`` inside them is not an
+address), an address in angle brackets wins over anything in the display
+name, and a field that holds several mailboxes gives all of their domains so
+that the caller can judge every one of them.
+
+Domains come back as DMARC compares them: lower case, without a trailing dot,
+and U-labels turned into A-labels (RFC 9989 §5.3.1, RFC 5890 §2.3).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+try:  # IDNA 2008 (RFC 5891) when the idna package is there; Python's IDNA 2003 codec otherwise
+    import idna as _idna
+except ImportError:  # pragma: no cover - depends on the environment
+    _idna = None  # type: ignore[assignment]
+
+_SPECIALS = "<>,;:@[]"
+_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # "atom", "quoted", "special", "literal"
+    text: str
+    spaced: bool  # whitespace or a comment came right before it
+
+
+def normalize_domain(text: str) -> str | None:
+    """Gives a domain as DMARC compares it (lower case, A-labels, no final dot), or None.
+
+    None when the text is not a DNS name: empty labels, characters a host name
+    cannot hold, a label over 63 or a name over 253 octets (RFC 1035 §2.3.4).
+    """
+    name = text.strip()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name:
+        return None
+    if not name.isascii():
+        name = _to_a_labels(name) or ""
+    name = name.lower()
+    if not name or len(name) > 253:
+        return None
+    if not all(_LABEL.match(label) for label in name.split(".")):
+        return None
+    return name
+
+
+def _to_a_labels(name: str) -> str | None:
+    try:
+        if _idna is not None:
+            return str(_idna.encode(name, uts46=True).decode("ascii"))
+        return name.encode("idna").decode("ascii")
+    except (UnicodeError, ValueError):
+        return None
+
+
+def _tokens(value: str) -> list[_Token]:
+    """Gives the lexical tokens of a header value, comments dropped (RFC 5322 §3.2)."""
+    out: list[_Token] = []
+    i, n, spaced = 0, len(value), False
+    while i < n:
+        ch = value[i]
+        if ch.isspace():
+            spaced, i = True, i + 1
+        elif ch == "(":
+            depth, i = 1, i + 1
+            while i < n and depth:
+                if value[i] == "\\":
+                    i += 1
+                elif value[i] == "(":
+                    depth += 1
+                elif value[i] == ")":
+                    depth -= 1
+                i += 1
+            spaced = True
+        elif ch == '"':
+            j, chars = i + 1, []
+            while j < n and value[j] != '"':
+                if value[j] == "\\" and j + 1 < n:
+                    j += 1
+                chars.append(value[j])
+                j += 1
+            out.append(_Token("quoted", "".join(chars), spaced))
+            i, spaced = j + 1, False
+        elif ch == "[":
+            j = value.find("]", i)
+            j = n - 1 if j < 0 else j
+            out.append(_Token("literal", value[i : j + 1], spaced))
+            i, spaced = j + 1, False
+        elif ch in _SPECIALS:
+            out.append(_Token("special", ch, spaced))
+            i, spaced = i + 1, False
+        else:
+            j = i
+            while j < n and not value[j].isspace() and value[j] not in _SPECIALS + '()"':
+                j += 1
+            out.append(_Token("atom", value[i:j], spaced))
+            i, spaced = j, False
+    return out
+
+
+def _units(tokens: list[_Token]) -> list[list[_Token]]:
+    """Splits the tokens at commas, colons and semicolons outside angle brackets.
+
+    A colon ends a group's display name (RFC 5322 §3.4), so ``From: a@b`` pasted
+    into the value and ``Mail From:<a@b>`` both leave the mailbox in a unit of its own.
+    """
+    units: list[list[_Token]] = [[]]
+    depth = 0
+    for tok in tokens:
+        if tok.kind == "special" and tok.text == "<":
+            depth += 1
+        elif tok.kind == "special" and tok.text == ">":
+            depth = max(depth - 1, 0)
+        elif tok.kind == "special" and tok.text in ",;:" and depth == 0:
+            units.append([])
+            continue
+        units[-1].append(tok)
+    return [u for u in units if u]
+
+
+def _domain_after(tokens: list[_Token], at: int) -> tuple[str, bool]:
+    """Gives the raw domain text after the ``@`` at index `at`, and whether it is a literal."""
+    parts: list[str] = []
+    for tok in tokens[at + 1 :]:
+        if tok.kind == "literal" and not parts:
+            return tok.text, True
+        if tok.kind != "atom":
+            break
+        # obs-domain allows CFWS around the dots; anything else after a space is not the domain
+        if parts and tok.spaced and not (parts[-1].endswith(".") or tok.text.startswith(".")):
+            break
+        parts.append(tok.text)
+    return "".join(parts), False
+
+
+def _mailbox_ats(unit: list[_Token]) -> list[int]:
+    """Gives the indexes of the ``@`` that separate a local part from a domain in one unit.
+
+    When the unit has an angle-addr, only ``@`` inside angle brackets count: the
+    display name is not an address, whatever it looks like.
+    """
+    depth = 0
+    inside: list[int] = []
+    outside: list[int] = []
+    for index, tok in enumerate(unit):
+        if tok.kind != "special":
+            continue
+        if tok.text == "<":
+            depth += 1
+        elif tok.text == ">":
+            depth = max(depth - 1, 0)
+        elif tok.text == "@":
+            before = unit[index - 1] if index else None
+            # an "@" without a local part before it starts an obsolete route (@a,@b:)
+            if before is None or before.kind not in ("atom", "quoted"):
+                continue
+            (inside if depth else outside).append(index)
+    has_angle = any(t.kind == "special" and t.text == "<" for t in unit)
+    return inside if has_angle else outside
+
+
+def from_domains(from_header_values: Iterable[object] | None) -> tuple[list[str], str]:
+    """Gives the domain of every mailbox in the From fields, and "" or why there is none.
+
+    RFC 9989 §5.3.1 / RFC 7489 §6.6.1: the Author Domain is the domain of the
+    RFC5322.From mailbox.  Every From field and every mailbox in it counts (a
+    second field or mailbox must not hide a spoofed one); the caller decides
+    what several domains mean.  The reason is non-empty only when no domain was
+    found: no From field, a From without an address, an address literal or a
+    domain that is not a DNS name.
+    """
+    values = [str(v) for v in (from_header_values or []) if v is not None]
+    if not values:
+        return [], "no From header field"
+    domains: list[str] = []
+    problems: list[str] = []
+    for value in values:
+        unfolded = value.replace("\r\n", "").replace("\n", "").replace("\r", "")
+        found_here = False
+        for unit in _units(_tokens(unfolded)):
+            for at in _mailbox_ats(unit):
+                raw, literal = _domain_after(unit, at)
+                domain = None if literal else normalize_domain(raw)
+                if domain is None:
+                    what = "an address literal" if literal else "not a domain name"
+                    problems.append(f"{raw or '(empty)'} is {what}")
+                    continue
+                domains.append(domain)
+                found_here = True
+        if not found_here and not problems:
+            shown = unfolded.strip()[:200]
+            problems.append(f"no address with a domain in From: {shown}" if shown else "empty From")
+    if domains:
+        return domains, ""
+    return [], "; ".join(problems) or "no address with a domain in From"

@@ -1,0 +1,449 @@
+"""One Received header value, read into a ReceivedHop (RFC 5321 §4.4, RFC 5322 §3.6.7).
+
+The frame is common to every MTA: ``from`` … ``by`` … ``with`` … ``id`` … ``for`` … ``;``
+date.  Comments are masked first so that a ``with`` or ``for`` inside ``(using TLSv1.3
+with cipher …)`` never splits a clause; the clauses are then cut at the keywords, and
+the ``from`` part -- where MTAs disagree -- is read by the patterns of the recognised
+family (classifier/received_formats.py).  Nothing here raises on input from a message:
+a header that cannot be read comes back with ``parsed=False`` and ``fmt="unparsed"``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+
+from classifier.received_formats import (
+    FALLBACK,
+    FromPart,
+    detect_family,
+    normalize_ip,
+    read_from,
+)
+
+__all__ = ["ReceivedHop", "normalize_ip", "parse_received"]
+
+# Real Received headers stay under 1 KB; the cap bounds every regex below on hostile input.
+_MAX_CHARS = 4096
+_MAX_FROM_CHARS = 512
+
+# A comment, up to three levels deep; possessive quantifiers keep it linear on junk.
+_COMMENT = re.compile(r"\((?:[^()]++|\((?:[^()]++|\([^()]*+\))*+\))*+\)")
+# Run on lower-cased text; the character before a keyword is checked in Python.
+_KEYWORD = re.compile(r"(?:from|by|with|id|for|via)(?![^ \x01<\[;])")
+_QMAIL_LOCAL = re.compile(r"^\(qmail \d+ (?:messnum \d+ )?invoked (by|from|for) ", re.I)
+_KNOWN_PROTOCOL = re.compile(
+    r"^(?:(?:UTF8)?(?:E?SMTP|LMTP)S?A?|ESMTPSA|B?SMTP|ASMTP|QMQP|HTTP\w*|IMAPS?|POP3?S?"
+    r"|LOCAL(?:-[A-Z0-9]+)?|MAPI|NNFMP|ECSTREAM|TCP|SUBMISSION)$"
+)
+_COMMON_PROTOCOLS = frozenset(
+    "SMTP ESMTP ESMTPS ESMTPA ESMTPSA LMTP LMTPA LOCAL HTTP UTF8SMTP UTF8SMTPS".split()
+)
+_PROTOCOL_ALIASES = {"SMTPSVC": "SMTP", "ESMTP-TLS": "ESMTPS"}
+_AUTH_PROTOCOL = re.compile(r"^(?:(?:UTF8)?(?:E?SMTP|LMTP)S?A|ASMTP|HTTP\w*)$")
+_ENVELOPE = re.compile(r"\(?envelope-(?:from|sender)\s+<?([^<>\s,()]*)>?", re.I)
+_AUTH_MARKS = re.compile(
+    r"\(authenticated sender: ?(?P<postfix>[^)\s]+)"
+    r"|\(authenticated(?: (?:as|by) (?P<as>[^)\s,;]+)| bits=\d+| \(\d+ bits\))?[,)]"
+    r"|\(auth: (?P<mech>[\w-]+)(?: (?P<courier>[^,)\s]+))?"
+    r"|\(account (?P<account>[^)\s]+)"
+    r"|\w+ authenticated user (?P<webmail>[^)\s]+)\)"
+    r"|\) as user (?P<asuser>\S+)",
+    re.I,
+)
+_GMX_SUBMISSION = re.compile(r" by mail\.gmx\.(?:net|com) \(mp\w*\)", re.I)
+
+_MONTHS = {
+    m: i + 1 for i, m in enumerate(("jan feb mar apr may jun jul aug sep oct nov dec").split())
+}
+_ZONES = {"ut": 0, "utc": 0, "gmt": 0, "z": 0, "est": -300, "edt": -240, "cst": -360}
+_ZONES |= {"cdt": -300, "mst": -420, "mdt": -360, "pst": -480, "pdt": -420}
+_DATE = re.compile(
+    r"^\s*(?:[a-z]{3}[a-z]*,?\s*)?(\d{1,2})[\s-]+([a-z]{3})[a-z]*\.?[\s-]+(\d{2,4})\s+"
+    r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?\s*(?:([+-])(\d{2})(\d{2})|([a-z]{1,5})\b)?",
+    re.I,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedHop:
+    """What one Received header says about one hop, with the evidence for its flags."""
+
+    raw: str
+    helo: str | None
+    rdns: str | None
+    ip: str | None
+    by: str | None
+    protocol: str | None
+    queue_id: str | None
+    for_addr: str | None
+    envelope_from: str | None  # "" is the null sender <>
+    authenticated: bool
+    auth_user: str | None
+    ident: str | None
+    date: datetime | None
+    local: bool
+    fmt: str
+    parsed: bool
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def network_client(self) -> bool:
+        """Gives True when the hop names an SMTP client reached over the network."""
+        return self.ip is not None and not self.local
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "raw": self.raw,
+            "helo": self.helo,
+            "rdns": self.rdns,
+            "ip": self.ip,
+            "by": self.by,
+            "protocol": self.protocol,
+            "queue_id": self.queue_id,
+            "for_addr": self.for_addr,
+            "envelope_from": self.envelope_from,
+            "authenticated": self.authenticated,
+            "auth_user": self.auth_user,
+            "ident": self.ident,
+            "date": self.date.isoformat() if self.date else None,
+            "local": self.local,
+            "fmt": self.fmt,
+            "parsed": self.parsed,
+            "evidence": list(self.evidence),
+        }
+
+
+def parse_received(value: str) -> ReceivedHop:
+    """Gives the ReceivedHop read from one header value; never raises (RFC 5321 §4.4)."""
+    raw = ""
+    try:
+        raw = _unfold(value)
+        return _parse(raw)
+    except Exception as exc:  # the last guard: a message must never crash the reader
+        return _unparsed(raw, f"unparsed: {type(exc).__name__}")
+
+
+def _unfold(value: str) -> str:
+    """Gives the value with folding line breaks removed (RFC 5322 §2.2.3)."""
+    if "\n" in value or "\r" in value:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+        value = value.replace("\n ", " ").replace("\n\t", "\t").replace("\n", " ")
+    return value.strip()
+
+
+def _unparsed(raw: str, why: str, date: datetime | None = None) -> ReceivedHop:
+    return ReceivedHop(
+        raw, None, None, None, None, None, None, None, None, False, None, None, date,
+        False, "unparsed", False, (why,),
+    )  # fmt: skip
+
+
+class _Clauses:
+    """The keyword clauses of a masked header: ``from`` … ``by`` … ``with`` … (RFC 5321 §4.4)."""
+
+    __slots__ = ("masked", "values", "starts", "second_from")
+
+    def __init__(self, masked: str) -> None:
+        self.masked = masked
+        self.values: dict[str, str] = {}
+        self.starts: dict[str, int] = {}
+        self.second_from: str | None = None
+        low = masked.lower()
+        kw = ""
+        begin = 0
+        for m in _KEYWORD.finditer(low):
+            at = m.start()
+            if at and low[at - 1] not in " \x01;,":
+                continue  # "by" inside "ruby", "_by_" inside a name
+            if kw:
+                self._add(kw, begin, at)
+            kw, begin = m.group(), m.end()
+        if kw:
+            self._add(kw, begin, len(masked))
+
+    def _add(self, kw: str, begin: int, end: int) -> None:
+        value = self.masked[begin:end]
+        semi = value.find(";")
+        if semi >= 0:
+            value = value[:semi]
+        if kw not in self.values:
+            self.values[kw] = value
+            self.starts[kw] = begin
+        elif kw == "from" and self.second_from is None:
+            self.second_from = value
+
+    def get(self, kw: str) -> str:
+        return self.values.get(kw, "")
+
+
+def _parse(raw: str) -> ReceivedHop:
+    work = raw if len(raw) <= _MAX_CHARS else raw[:_MAX_CHARS]
+    if "  " in work or not work.isprintable():
+        work = " ".join(work.replace("\x01", " ").split())  # \x01 is the comment placeholder
+    low = work.lower()
+    if low.startswith("received:"):
+        work, low = work[9:].lstrip(), low[9:].lstrip()
+    submitted = False
+    if low.startswith("(from "):
+        # "(from user@localhost) by …" is Sendmail's local submission; NAVGW writes its
+        # "(from helo [ip])" the same way.  Either way the from clause sits in a comment.
+        close = work.find(")")
+        if close > 0:
+            submitted = "[" not in work[:close]
+            work = work[1:close] + work[close + 1 :]
+            low = work.lower()
+    elif low.startswith("(qmail "):
+        return _qmail_local(raw, work)
+
+    comments: list[str] = []
+    masked = (
+        _COMMENT.sub(lambda m: comments.append(m.group()) or "\x01", work) if "(" in work else work
+    )
+    clauses = _Clauses(masked)
+    values = clauses.values
+    by_value = values.get("by", "")
+    by = _first_token(by_value)
+    by_comment = ""
+    if "\x01" in by_value:
+        at = clauses.starts["by"] + by_value.index("\x01")
+        by_comment = comments[masked.count("\x01", 0, at)]
+    protocol = _protocol(clauses.get("with")) or _protocol(clauses.get("via"), known_only=True)
+    if protocol is None and "(via http)" in low:
+        protocol = "HTTP"  # web.de: "by host (via HTTP)"
+    local_with = None
+    if protocol is not None and protocol.startswith("LOCAL-"):
+        # Exim's local-esmtp, local-bsmtp…: that dialect, spoken by a local process.
+        local_with, protocol = protocol, protocol[6:] or None
+    family = detect_family(low, by or "", by_comment, protocol)
+    fmt = family.name
+    evidence: list[str] = []
+
+    part: FromPart | None = None
+    from_value = values.get("from")
+    if from_value is not None:
+        first = masked.count("\x01", 0, clauses.starts["from"]) if comments else 0
+        from_text = _restore(from_value, comments, first).strip()[:_MAX_FROM_CHARS]
+        if from_text:
+            part = read_from(family, from_text)
+            if part is None and family is not FALLBACK:
+                part = read_from(FALLBACK, from_text)
+                fmt = "fallback"
+        if part is not None:
+            evidence.append(f"{fmt}: from part read as '{part.reader}'")
+    ip = part.ip if part is not None else None
+    if ip is None and part is not None and part.ip_text:
+        evidence.append(f"no usable address in '{part.ip_text}'")
+    if not (by or (part is not None and (part.helo or part.ip_text or part.rdns))):
+        return _unparsed(raw, "unparsed: no from or by clause could be read", _date(masked))
+
+    local = f"with {local_with.lower()}" if local_with else None
+    local = local or _local_reason(low, protocol, fmt, from_value is not None, submitted, ip, part)
+    if local:
+        evidence.append(f"local: {local}")
+    auth_user, auth_reason = _auth(low, work, protocol, clauses.get("with"), part)
+    if auth_reason:
+        evidence.append(f"authenticated: {auth_reason}")
+    return ReceivedHop(
+        raw=raw,
+        helo=part.helo if part else None,
+        rdns=part.rdns if part else None,
+        ip=ip,
+        by=by,
+        protocol=protocol,
+        queue_id=_first_token(clauses.get("id")),
+        for_addr=_first_token(clauses.get("for")),
+        envelope_from=_envelope_from(work, low, clauses.second_from),
+        authenticated=auth_reason is not None,
+        auth_user=auth_user,
+        ident=part.ident if part else None,
+        date=_date(masked),
+        local=local is not None,
+        fmt=fmt,
+        parsed=True,
+        evidence=tuple(evidence),
+    )
+
+
+def _restore(masked: str, comments: list[str], first: int) -> str:
+    """Gives a masked slice with its comments put back in place."""
+    if "\x01" not in masked:
+        return masked
+    pieces = masked.split("\x01")
+    out = [pieces[0]]
+    for i, piece in enumerate(pieces[1:]):
+        out.append(comments[first + i] if first + i < len(comments) else "")
+        out.append(piece)
+    return "".join(out)
+
+
+def _first_token(value: str) -> str | None:
+    """Gives the first word of a clause without <>, trailing punctuation or comments."""
+    words = value.split(None, 1)
+    if not words:
+        return None
+    word = words[0]
+    if "\x01" in word:
+        word = word.partition("\x01")[0] or _first_token(value.replace("\x01", " "))  or ""
+    return word.strip("<>,;") or None
+
+
+def _protocol(value: str, known_only: bool = False) -> str | None:
+    """Gives the protocol named in a ``with`` (or ``via``) clause, upper-cased (RFC 3848)."""
+    words = value.split(None, 1)
+    if words and (word := words[0].upper()) in _COMMON_PROTOCOLS:
+        return word
+    tokens = value.replace("\x01", " ").split()[:6]
+    for token in tokens:
+        word = token.strip("[],;").partition("/")[0].upper()
+        word = _PROTOCOL_ALIASES.get(word, word)
+        if _KNOWN_PROTOCOL.match(word):
+            return word
+    if known_only or not tokens:
+        return None
+    return tokens[0].strip("[],;").partition("/")[0].upper() or None
+
+
+def _envelope_from(work: str, low: str, second_from: str | None) -> str | None:
+    """Gives the envelope sender a hop recorded: Exim/qmail comments, XMail's "from <x>"."""
+    if "envelope-" in low:
+        m = _ENVELOPE.search(work)
+        if m:
+            return m.group(1)
+    if second_from is not None:
+        value = second_from.strip()
+        if value.startswith("<"):
+            return value.partition(">")[0][1:]
+    return None
+
+
+def _local_reason(
+    low: str,
+    protocol: str | None,
+    family: str,
+    has_from: bool,
+    submitted: bool,
+    ip: str | None,
+    part: FromPart | None,
+) -> str | None:
+    """Gives why the sending side is not an SMTP client on the network, or None.
+
+    RFC 5321 §4.4: an SMTP server always writes a FROM clause; a Received line
+    without one, or one naming a local protocol, records a hand-over inside the host.
+    """
+    if protocol is not None:
+        if protocol == "LOCAL":
+            return "with local"
+        if protocol.startswith("LMTP"):
+            return f"{protocol} delivery (RFC 2033)"
+        if protocol.startswith(("IMAP", "POP")) or family == "fetchmail":
+            return f"fetched by {protocol} and re-injected"
+    if "qmail-scanner" in low:
+        return "qmail-scanner re-queue"
+    if "from userid" in low:
+        return "Postfix pickup (from userid)"
+    if "mail pickup service" in low:
+        return "Exchange pickup service"
+    if "[unix:" in low or "[unix socket]" in low or "[local]" in low:
+        return "local socket"
+    if ip is None and (submitted or "/submit)" in low):
+        return "Sendmail local submission"
+    if not has_from:
+        return "no from clause"
+    if family == "exim" and ip is None and part is not None and part.helo and "." not in part.helo:
+        return "Exim local sender"
+    return None
+
+
+def _auth(
+    low: str, work: str, protocol: str | None, with_value: str, part: FromPart | None
+) -> tuple[str | None, str | None]:
+    """Gives (AUTH user, why the hop is authenticated) or (None, None) (RFC 4954 §7, RFC 3848)."""
+    user = part.auth_user if part else None
+    reason: str | None = None
+    if part is not None and part.auth_mech:
+        reason = f"AUTH {part.auth_mech.upper()}"
+    if protocol is not None and _AUTH_PROTOCOL.match(protocol):
+        reason = reason or f"with {protocol}"
+    if "auth" in low or "account " in low or " as user " in low:
+        for m in _AUTH_MARKS.finditer(work):
+            if m.group("mech"):
+                found = m.group("courier")
+                reason = reason or f"AUTH: {m.group('mech')}"
+            else:
+                found = next((v for v in m.groupdict().values() if v), None)
+                reason = reason or m.group(0).strip("( )")
+            user = user or found
+    if reason is None and _GMX_SUBMISSION.search(work):
+        reason = "GMX submission server (mail.gmx.net mp*)"
+    if reason is None and " auth" in with_value.lower():
+        words = [w.strip("[](),;").upper() for w in with_value.replace("\x01", " ").split()]
+        if "AUTH" in words:
+            reason = "AUTH in with clause"
+    return (user if reason else None), reason
+
+
+def _date(masked: str) -> datetime | None:
+    """Gives the date after the last ";" as an aware datetime, or None (RFC 5322 §3.3)."""
+    semi = masked.rfind(";")
+    if semi < 0:
+        return None
+    text = masked[semi + 1 :].replace("\x01", " ").strip(" _-.,;")[:120]
+    if not text:
+        return None
+    m = _DATE.match(text)
+    if m:
+        fast = _date_from_match(m)
+        if fast is not None:
+            return fast
+    try:
+        parsed = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _date_from_match(m: re.Match[str]) -> datetime | None:
+    day, mon, year, hour, minute, second, sign, tzh, tzm, zone = m.groups()
+    month = _MONTHS.get(mon.lower())
+    if month is None:
+        return None
+    y = int(year)
+    if y < 100:
+        y += 2000 if y < 50 else 1900  # RFC 5322 §4.3
+    elif y < 1000:
+        y += 1900
+    if sign:
+        offset = (int(tzh) * 60 + int(tzm)) * (-1 if sign == "-" else 1)
+    else:
+        # RFC 5322 §4.3: an unknown zone name means "no information", i.e. -0000.
+        offset = _ZONES.get(zone.lower(), 0) if zone else 0
+    try:
+        return datetime(
+            y, month, int(day), int(hour), int(minute), int(second or 0), 0, _tz(offset)
+        )
+    except (ValueError, OverflowError):
+        return None
+
+
+@lru_cache(maxsize=64)
+def _tz(offset_minutes: int) -> timezone:
+    return UTC if offset_minutes == 0 else timezone(timedelta(minutes=offset_minutes))
+
+
+def _qmail_local(raw: str, work: str) -> ReceivedHop:
+    """Gives the hop for qmail-queue's own line, "(qmail N invoked by uid N)"."""
+    m = _QMAIL_LOCAL.match(work)
+    if m is None:
+        return _unparsed(raw, "unparsed: unknown qmail comment")
+    how = m.group(1).lower()
+    local = how != "from"
+    why = "qmail-queue invoked locally" if local else "qmail-queue invoked from network"
+    masked = _COMMENT.sub("\x01", work)
+    return ReceivedHop(
+        raw, None, None, None, None, None, None, None, None, False, None, None, _date(masked),
+        local, "qmail", True, (why,),
+    )  # fmt: skip

@@ -1,0 +1,116 @@
+"""`authsieve sieve generate|install`: the command-line side of the Sieve scripts.
+
+`classifier.cli` calls `add_sieve_parser(subparsers, add_common)`; each
+subcommand stores its handler as ``args.handler``, called with
+``(args, settings)`` and returning the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+from classifier.config import Settings
+from classifier.policy import Policy, load_policies, normalize_user
+from sieve.generate import generate_script
+from sieve.install import (
+    SCRIPT_NAME,
+    InstallError,
+    install_managesieve,
+    install_to_dir,
+    parse_hostport,
+    read_password_file,
+)
+
+EX_USAGE = 2
+
+
+def add_sieve_parser(
+    subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_common: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.ArgumentParser:
+    """Gives the ``sieve`` parser, added to subparsers with its generate and install commands."""
+    sieve = subparsers.add_parser("sieve", help="generate or install the Sieve filing script")
+    sub = sieve.add_subparsers(dest="sieve_command", required=True, metavar="SUBCOMMAND")
+
+    gen = sub.add_parser(
+        "generate", help="print the Sieve script for the global or a user's policy"
+    )
+    gen.add_argument("--user", metavar="ADDR", help="use this user's [users] overrides")
+    gen.set_defaults(handler=cmd_sieve_generate)
+
+    inst = sub.add_parser("install", help="write the script to a directory or upload it")
+    where = inst.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dir", metavar="DIR", help="write DIR/NAME.sieve atomically, then sievec")
+    where.add_argument(
+        "--managesieve", metavar="HOST:PORT", help="upload and activate over ManageSieve"
+    )
+    inst.add_argument("--user", metavar="ADDR", help="whose policy (and ManageSieve login)")
+    inst.add_argument("--login", metavar="NAME", help="ManageSieve login if not --user")
+    inst.add_argument("--password-file", metavar="FILE", help="ManageSieve password, first line")
+    inst.add_argument("--starttls", action="store_true", help="ManageSieve: STARTTLS first")
+    inst.add_argument("--name", default=SCRIPT_NAME, help=f"script name (default {SCRIPT_NAME})")
+    inst.set_defaults(handler=cmd_sieve_install)
+
+    if add_common is not None:
+        add_common(gen)
+        add_common(inst)
+    return sieve
+
+
+def policy_for(settings: Settings, user: str | None) -> Policy:
+    """Gives the policy the script compiles: the user's merged policy, or the global one."""
+    policies = load_policies(settings)
+    if not user:
+        return policies.default
+    return replace(policies.for_user(user), user=normalize_user(user))
+
+
+def cmd_sieve_generate(
+    args: argparse.Namespace, settings: Settings, out: TextIO | None = None
+) -> int:
+    """Prints the script for --user (or the global policy); gives the exit code."""
+    script = generate_script(policy_for(settings, args.user), settings.authserv_id)
+    (out or sys.stdout).write(script)
+    return 0
+
+
+def cmd_sieve_install(
+    args: argparse.Namespace, settings: Settings, out: TextIO | None = None
+) -> int:
+    """Installs the script into --dir or over --managesieve; gives the exit code (2 on failure)."""
+    out = out or sys.stdout
+    name = args.name
+    if not name or any(c in name for c in "/\\\0\r\n") or name.startswith("."):
+        return _fail(f"--name {name!r}: not a plain script name")
+    try:
+        if args.dir:
+            script = generate_script(policy_for(settings, args.user), settings.authserv_id)
+            result = install_to_dir(script, Path(args.dir), name=name)
+            note = f" (compiled {result.binary})" if result.compiled else " (sievec not found)"
+            out.write(f"installed {result.target}{note}\n")
+            return 0
+        if not args.user:
+            return _fail("--managesieve needs --user ADDR")
+        if not args.password_file:
+            return _fail("--managesieve needs --password-file FILE")
+        host, port = parse_hostport(args.managesieve)
+        password = read_password_file(Path(args.password_file))
+        script = generate_script(policy_for(settings, args.user), settings.authserv_id)
+        result = install_managesieve(
+            script, host, port, args.login or args.user, password, name, args.starttls
+        )
+    except InstallError as exc:
+        return _fail(str(exc))
+    state = "active" if result.active else "uploaded, NOT active"
+    out.write(f"installed {result.target} ({state})\n")
+    return 0 if result.active else EX_USAGE
+
+
+def _fail(message: str) -> int:
+    print(f"authsieve: {message}", file=sys.stderr)
+    return EX_USAGE

@@ -1,0 +1,149 @@
+"""Annotation: our headers prepended, forged ones defused, no other byte changed (annotate.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import authres
+import dkim
+import pytest
+
+from classifier.annotate import annotate, ar_value, authserv_id_of, defuse
+from classifier.checks import facts_from, run_checks
+from classifier.config import settings_from_dict
+from classifier.facts import parse_header_value, render_header_value
+from classifier.message import Message
+from tests.conftest import resolver_for, suite_path
+from tests.dnsserver import DnsTestServer
+
+AUTHSERV = "mx.family.example"
+SETTINGS = settings_from_dict(
+    {"classifier": {"authserv_id": AUTHSERV, "trusted_networks": ["203.0.113.25/32"]}}
+)
+
+
+def zone_text() -> str:
+    record = suite_path("dkim", "dkimpy-data", "2048_testkey_wo_markers.pub.txt").read_text()
+    record = "".join(record.split())
+    chunks = " ".join(f'"{record[i : i + 200]}"' for i in range(0, len(record), 200))
+    return (
+        f"s2048._domainkey.example.com. TXT {chunks}\n"
+        'example.com. TXT "v=spf1 ip4:192.0.2.0/24 -all"\n'
+        '_dmarc.example.com. TXT "v=DMARC1; p=reject"\n'
+    )
+
+
+def signed_message(mail_from: str = "news@example.com", client: str = "192.0.2.10") -> bytes:
+    body = (
+        b"From: News <news@example.com>\r\nTo: alice@family.example\r\n"
+        b"Subject: Offers\r\nMessage-ID: <1@example.com>\r\n"
+        b"Date: Sat, 28 Nov 2026 09:00:00 +0000\r\n\r\nHello Alice.\r\n"
+    )
+    key = suite_path("dkim", "dkimpy-data", "2048_testkey.key").read_bytes()
+    sig = dkim.sign(body, b"s2048", b"example.com", key, include_headers=[b"from", b"subject"])
+    received = (
+        f"Return-Path: <{mail_from}>\r\n"
+        f"Received: from mail.example.com (mail.example.com [{client}]) by {AUTHSERV} (Postfix)"
+        " with ESMTPS id 4Sg2Va3 for <alice@family.example>; Sat, 28 Nov 2026 09:00:01 +0000\r\n"
+    ).encode()
+    return received + sig + body
+
+
+@pytest.fixture
+def server(dns_server: Callable[..., DnsTestServer]) -> DnsTestServer:
+    return dns_server(zone_text())
+
+
+def annotated(data: bytes, server: DnsTestServer) -> tuple[bytes, dict[str, str]]:
+    report = run_checks(data, SETTINGS, resolver_for(server))
+    facts = facts_from(report)
+    value = render_header_value(facts, AUTHSERV, "inbox", "enforce", "test")
+    return annotate(data, report, AUTHSERV, value), parse_header_value(value)
+
+
+def dkim_verifies(data: bytes, server: DnsTestServer) -> bool:
+    session = resolver_for(server).session()
+
+    def txt(name: bytes, timeout: int = 5) -> bytes:
+        return "".join(session.txt(name.decode())).encode()
+
+    return bool(dkim.verify(data, dnsfunc=txt))
+
+
+def test_original_dkim_signature_still_verifies_after_annotation(server: DnsTestServer) -> None:
+    data = signed_message()
+    assert dkim_verifies(data, server)
+    out, fields = annotated(data, server)
+    assert fields["spf"] == "pass" and fields["dkim"] == "pass" and fields["dmarc"] == "pass"
+    assert out.endswith(data)  # only prepended: no other byte changed
+    assert dkim_verifies(out, server)
+
+
+def test_three_headers_are_prepended_in_order(server: DnsTestServer) -> None:
+    out, _ = annotated(signed_message(), server)
+    names = [f.name for f in Message.parse(out).fields][:3]
+    assert names == ["Authentication-Results", "Received-SPF", "X-Authsieve"]
+    ar = Message.parse(out).get("Authentication-Results") or ""
+    parsed = authres.AuthenticationResultsHeader.parse_value(ar)
+    assert parsed.authserv_id == AUTHSERV
+    methods = {r.method: r.result for r in parsed.results}
+    assert methods["spf"] == "pass" and methods["dkim"] == "pass" and methods["dmarc"] == "pass"
+
+
+def test_mail_from_cannot_inject_a_result(server: DnsTestServer) -> None:
+    out, _ = annotated(signed_message(mail_from="a;dkim=pass@x"), server)
+    ar = Message.parse(out).get("Authentication-Results") or ""
+    parsed = authres.AuthenticationResultsHeader.parse_value(ar)
+    dkim_results = [r.result for r in parsed.results if r.method == "dkim"]
+    assert dkim_results == ["pass"]  # the one real signature, nothing injected
+    spf = next(r for r in parsed.results if r.method == "spf")
+    assert spf.smtp_mailfrom == '"a;dkim=pass@x"' or "a;dkim=pass@x" in ar
+    assert '"a;dkim=pass@x"' in ar
+
+
+def test_forged_headers_under_our_authserv_id_are_renamed(server: DnsTestServer) -> None:
+    data = signed_message()
+    marker = b"Received: from mail.example.com"
+    forged = (
+        f"Authentication-Results: {AUTHSERV.upper()}; spf=pass smtp.mailfrom=x@example.com\r\n"
+        "X-Authsieve: v=1; id=mx.family.example; verdict=inbox; spf=pass\r\n"
+        "Authentication-Results: other.example; spf=fail\r\n"
+    ).encode()
+    i = data.index(marker)
+    j = data.index(b"\r\n", i) + 2
+    data = data[:j] + forged + data[j:]
+    out, _ = annotated(data, server)
+    msg = Message.parse(out)
+    assert len(msg.get_all("X-Authsieve")) == 1
+    ours = [v for v in msg.get_all("Authentication-Results") if authserv_id_of(v) == AUTHSERV]
+    assert len(ours) == 1
+    assert msg.get_all("X-Original-X-Authsieve") == [
+        "v=1; id=mx.family.example; verdict=inbox; spf=pass"
+    ]
+    assert len(msg.get_all("X-Original-Authentication-Results")) == 1
+    assert "other.example; spf=fail" in msg.get_all("Authentication-Results")
+
+
+def test_second_pass_gives_the_same_bytes(server: DnsTestServer) -> None:
+    once, _ = annotated(signed_message(), server)
+    twice, _ = annotated(once, server)
+    assert twice == once
+
+
+def test_defuse_keeps_foreign_headers() -> None:
+    data = b"Authentication-Results: other.example; spf=pass\r\nFrom: a@b\r\n\r\nx"
+    assert defuse(Message.parse(data), AUTHSERV).to_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("user@example.com", "user@example.com"),
+        ("pass", "pass"),
+        ("a;dkim=pass@x", '"a;dkim=pass@x"'),
+        ('a"b\\c@x', '"a\\"b\\\\c@x"'),
+        ("a\r\nb@x", '"a b@x"'),
+    ],
+)
+def test_ar_value_quotes_what_is_not_a_token(text: str, expected: str) -> None:
+    assert ar_value(text) == expected

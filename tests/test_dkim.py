@@ -1,0 +1,561 @@
+"""Tests for classifier.dkim: one result per DKIM-Signature, from public vectors and crafted mail.
+
+Key records are served by real loopback DNS servers (tests/dnsserver.py).
+Servers are pooled per module, one per distinct zone, so that the ~50 cases
+do not each pay the half-second a server takes to stop.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import dkim
+import pytest
+import yaml
+
+from classifier.dkim import (
+    MAX_SIGNATURES,
+    DkimSignatureResult,
+    check_dkim,
+    dkim_summary,
+)
+from classifier.dns import DnsSession, Resolver, ServerSource
+from tests.conftest import SUITES, resolver_for, suite_path
+from tests.dnsserver import DnsTestServer, free_udp_port
+
+STALWART_TIME = 1667843664  # the clock of stalwart mail-auth's dkim_verify test
+GMAIL_2012_KEY = (
+    "k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA1Kd87/UeJjenpabgbFwh+eBCsSTrqmwIYYvy"
+    "wlbhbqoo2DymndFkbjOVIPIldNs/m40KF+yzMn1skyoxcTUGCQs8g3FgD2Ap3ZB5DekAo5wMmk4wimDO+U8QzI3SD"
+    "07y2+07wlNWwIt8svnxgdxGkVbbhzY8i+RQ9DpSVpPbF7ykQxtKXkv/ahW3KjViiAH+ghvvIhkx4xYSIc9oSwVmAl5"
+    "OctMEeWUwg8Istjqz8BZeTWbf41fbNhte7Y+YqZOwq1Sd0DbvYAD9NOZK9vlfuac0598HY+vtSBczUiKERHv1yRbcaQ"
+    "tZFh5wtiRrN04BLUTD21MycBX5jYchHjPY/wIDAQAB"
+)
+FOOTBALL_ED25519 = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+# A 512-bit RSA test key, made for these tests only (openssl genrsa 512).
+RSA_512_PRIVATE = b"""-----BEGIN RSA PRIVATE KEY-----
+MIIBOwIBAAJBAKdoYcI3AbucxrsymgGRwMU+VPvmPo6qbfXW4QOnu8mpz8UR1KxV
+Y4FaIDWVSSGdboXpk8W9DqtDzpgGmxWd0+8CAwEAAQJBAIaBzvJOYh0NJXwpdyZF
+pt6Ua5IN+DuG4l0Brr/SGIc5laVRF33CjcY8PyxsAeFX1ZwzynS2WPiF1HLh8LG5
+GbECIQDXIl2L1LvEpHB1+yqA8CvdjyBqgOrvLfYEbt7sOGhgiQIhAMc1Jy5O2fAH
+fHNo6b9X3dwbA0sr6l6eX7DAFAeK0cK3AiASaY2KDy322YAKiPGNUYDfmIVUuC3j
+RJK+tGJ94yIDyQIgNpg5obZYgjD7CYIiNZ92HUGF+I8Tj1TmMsGhe6Ou8ycCIQDM
+bTl6CyhcyoaFni38AsHAjqBdppjNoOCksEA8e+H+qw==
+-----END RSA PRIVATE KEY-----
+"""
+RSA_512_PUBLIC = (
+    "v=DKIM1; k=rsa; p=MFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKdoYcI3AbucxrsymgGRwMU+VPvmPo6qbfXW4QOnu8"
+    "mpz8UR1KxVY4FaIDWVSSGdboXpk8W9DqtDzpgGmxWd0+8CAwEAAQ=="
+)
+PLAIN = (
+    b"From: Test User <test@example.com>\r\nTo: somebody@example.com\r\n"
+    b"Subject: Testing\r\nDate: Mon, 01 Jan 2011 01:02:03 +0400\r\n"
+    b"Message-ID: <example@example.com>\r\n\r\nThis is a test message.\r\n"
+)
+
+
+def zone_text(records: dict[str, str]) -> str:
+    """Gives zone text with one TXT record per owner, split into strings of at most 255 octets."""
+    lines = []
+    for owner, record in records.items():
+        name = re.sub(r'([();"\\ ])', r"\\\1", owner.rstrip("."))
+        value = record.replace("\\", "\\\\").replace('"', '\\"')
+        chunks = [value[i : i + 255] for i in range(0, len(value), 255)] or [""]
+        lines.append(f"{name}. 300 IN TXT " + " ".join(f'"{c}"' for c in chunks))
+    return "\n".join(lines) + "\n"
+
+
+def crlf(data: bytes) -> bytes:
+    """Gives the message with CRLF line ends, as it travels in SMTP."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def dkimpy_data(name: str) -> Path:
+    return suite_path("dkim", "dkimpy-data", name)
+
+
+def key_file(name: str) -> str:
+    return dkimpy_data(name).read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def dns_for() -> Iterator[Callable[[dict[str, str]], DnsSession]]:
+    """Gives a factory: key records → a DNS session against a loopback server holding them."""
+    servers: dict[str, DnsTestServer] = {}
+
+    def session(records: dict[str, str]) -> DnsSession:
+        text = zone_text(records)
+        if text not in servers:
+            servers[text] = DnsTestServer(text)
+        return resolver_for(servers[text]).session()
+
+    yield session
+    with ThreadPoolExecutor(max_workers=max(1, len(servers))) as pool:
+        list(pool.map(DnsTestServer.stop, servers.values()))
+
+
+def signed(
+    message: bytes, selector: bytes, domain: bytes, key: bytes, algorithm: bytes = b"rsa-sha256"
+) -> bytes:
+    """Gives the message with one more DKIM-Signature on top, made by dkimpy."""
+    header = dkim.sign(
+        message,
+        selector,
+        domain,
+        key,
+        signature_algorithm=algorithm,
+        include_headers=[b"from", b"to", b"subject"],
+    )
+    return header + message
+
+
+def results_of(results: tuple[DkimSignatureResult, ...]) -> tuple[str, ...]:
+    return tuple(r.result for r in results)
+
+
+# --- RFC 8463 and RFC 6376 examples -------------------------------------------------------
+
+
+def rfc8463_records() -> dict[str, str]:
+    folder = suite_path("dkim", "rfc8463-appendix-a")
+    return {
+        "brisbane._domainkey.football.example.com": (
+            folder / "brisbane._domainkey.football.example.com.txt"
+        )
+        .read_text()
+        .strip(),
+        "test._domainkey.football.example.com": (
+            folder / "test._domainkey.football.example.com.txt"
+        )
+        .read_text()
+        .strip(),
+    }
+
+
+def test_rfc8463_ed25519_and_rsa_signatures_both_pass(dns_for):
+    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    results = check_dkim(message, dns_for(rfc8463_records()))
+    assert [(r.result, r.algorithm, r.selector, r.bits, r.index) for r in results] == [
+        ("pass", "ed25519-sha256", "brisbane", 256, 0),
+        ("pass", "rsa-sha256", "test", 1024, 1),
+    ]
+    assert results[0].b == "/gCrinpc"
+    assert results[0].domain == "football.example.com"
+    assert results[0].identity == "@football.example.com"
+
+
+def test_rfc8463_body_change_is_body_hash_mismatch_for_both(dns_for):
+    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    tampered = message.replace(b"Joe.", b"Mallory.")
+    assert tampered != message
+    results = check_dkim(tampered, dns_for(rfc8463_records()))
+    assert [(r.result, r.reason) for r in results] == [("fail", "body hash mismatch")] * 2
+
+
+def lieser_defaults() -> dict[str, str]:
+    cases = yaml.safe_load(suite_path("dkim", "dkim-verifier-lieser", "cases.yaml").read_text())
+    return dict(cases["dns_default"])
+
+
+def test_rfc6376_a2_corrected_example_passes(dns_for):
+    path = suite_path("dkim", "dkim-verifier-lieser", "data", "rfc6376-A.2.eml")
+    (result,) = check_dkim(crlf(path.read_bytes()), dns_for(lieser_defaults()))
+    assert (result.result, result.domain, result.selector, result.identity, result.bits) == (
+        "pass",
+        "example.com",
+        "brisbane",
+        "joe@football.example.com",
+        1024,
+    )
+
+
+# --- dkimpy's fixed vectors (dkim/SOURCE.md) ---------------------------------------------
+
+DKIMPY_VECTORS = [
+    ("test2.message", {"20120113._domainkey.gmail.com": GMAIL_2012_KEY}, ("pass",), ""),
+    (
+        "rfc6376.signed.msg",
+        {
+            "brisbane._domainkey.football.example.com": FOOTBALL_ED25519,
+            "test._domainkey.football.example.com": "@test.txt",
+        },
+        ("pass", "pass"),
+        "",
+    ),
+    (
+        "rfc6376.signed.rsa.msg",
+        {"test._domainkey.football.example.com": "@test.txt"},
+        ("pass",),
+        "",
+    ),
+    # dkimpy's own test only asks "not True, no crash"; a key that does not decode is
+    # unusable, a PERMFAIL of RFC 6376 §6.1.2 and so permerror in RFC 8601 terms.
+    (
+        "rfc6376.signed.rsa.msg",
+        {
+            "test._domainkey.football.example.com": "k=rsa; p=MFwwDQYJKoZIhvNAQEBBQADSwAwSAJBANm"
+            "Be10IgY+u7h3enWTukkqtUD5PR52Tb/mPfjC0QJTocVBq6Za/PlzfV+Py92VaCak19F4WrbVTK5Gg5tW220M"
+            "CAwEAAQ=="
+        },
+        ("permerror",),
+        "unusable key",
+    ),
+    # d= with a parenthesis is not a domain: a malformed signature (RFC 6376 §3.5), permerror.
+    (
+        "test.message.baddomain",
+        {"test._domainkey.legitimate.com(.attacker.com": "@test.txt"},
+        ("permerror",),
+        "d= value is not valid",
+    ),
+    ("ed25519test2.msg", {"sed._domainkey.test.ex": "@eximtest.dns"}, ("pass",), ""),
+    # Windows-1258 text and no signature: nothing to verify, and no crash.
+    ("rfc6376.w1258.msg", {}, (), ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("message", "records", "expected", "reason"),
+    DKIMPY_VECTORS,
+    ids=[f"{v[0]}-{'-'.join(v[2]) or 'unsigned'}" for v in DKIMPY_VECTORS],
+)
+def test_dkimpy_fixed_vectors(dns_for, message, records, expected, reason):
+    records = {k: key_file(v[1:]) if v.startswith("@") else v for k, v in records.items()}
+    results = check_dkim(dkimpy_data(message).read_bytes(), dns_for(records))
+    assert results_of(results) == expected
+    assert all(reason in r.reason for r in results)
+
+
+KEY_RECORD_VARIANTS = [
+    ("test.txt", "pass", "signature verified"),
+    ("test2.txt", "pass", "signature verified"),  # no k=: rsa by default (RFC 6376 §3.6.1)
+    ("badversion.txt", "permerror", "v= is not DKIM1"),
+    ("badk.txt", "permerror", "unknown key type k=ed25519-sha256"),
+    ("test_tlsrpt.txt", "permerror", "not for email (s=tlsrpt)"),
+]
+
+
+@pytest.mark.parametrize(("record", "expected", "reason"), KEY_RECORD_VARIANTS)
+def test_dkimpy_key_records_decide_the_result(dns_for, record, expected, reason):
+    message = signed(PLAIN, b"test", b"example.com", dkimpy_data("test.private").read_bytes())
+    (result,) = check_dkim(message, dns_for({"test._domainkey.example.com": key_file(record)}))
+    assert (result.result, reason in result.reason) == (expected, True)
+
+
+@pytest.mark.parametrize(
+    ("private", "public"),
+    [
+        ("2048_testkey.key", "2048_testkey_wo_markers.pub.txt"),
+        ("2048_testkey.key", "2048_testkey_wo_markers.pub.rsa.txt"),
+        ("2048_testkey_PKCS8.key", "2048_testkey_PKCS8.key.pub.txt"),
+        ("1024_testkey.key", "1024_testkey_wo_markers.pub.rsa.txt"),
+    ],
+)
+def test_rsa_public_key_forms_all_verify(dns_for, private, public):
+    message = signed(PLAIN, b"k", b"example.net", dkimpy_data(private).read_bytes())
+    (result,) = check_dkim(message, dns_for({"k._domainkey.example.net": key_file(public)}))
+    assert (result.result, result.bits) == ("pass", int(private[:4]))
+
+
+# --- lieser/dkim_verifier cases.yaml -----------------------------------------------------
+
+# dkim_verifier's error types, as RFC 8601 results with the reason we give.
+LIESER_ERRORS = {
+    "DKIM_SIGERROR_MISSING_V": ("permerror", "missing v="),
+    "DKIM_SIGERROR_KEY_REVOKED": ("permerror", "key revoked"),
+    "DKIM_SIGERROR_KEY_HASHNOTINCLUDED": ("permerror", "key h=sha1 excludes"),
+    "DKIM_SIGERROR_KEY_MISMATCHED_K": ("permerror", "does not match a="),
+    "DKIM_SIGERROR_KEY_NOTEMAILKEY": ("permerror", "not for email"),
+    "DKIM_SIGERROR_DOMAIN_I": ("permerror", "t=s forbids"),
+    "DKIM_SIGERROR_CORRUPT_BH": ("fail", "body hash mismatch"),
+    "DKIM_SIGERROR_BADSIG": ("fail", "signature did not verify"),
+}
+# DKIM_POLICYERROR_UNSIGNED_HEADER_ADDED is dkim_verifier's own policy verdict on a valid
+# signature, not an RFC 6376 result.  A second From breaks the signature anyway (dkimpy
+# signs one more From than h= lists); for Subject/Date/To the signature stays valid and
+# we pass it, naming the unsigned extra field as evidence (RFC 6376 §8.15).
+LIESER_POLICY = {
+    "From": ("fail", "signature did not verify"),
+    "Subject": ("pass", "unsigned extra Subject field"),
+    "Date": ("pass", "unsigned extra Date field"),
+    "To": ("pass", "unsigned extra To field"),
+}
+
+
+def lieser_cases() -> list[dict]:
+    path = SUITES / "dkim" / "dkim-verifier-lieser" / "cases.yaml"
+    return yaml.safe_load(path.read_text())["cases"] if path.exists() else []
+
+
+def lieser_expected(entry: dict) -> tuple[str, str]:
+    if entry["result"] == "SUCCESS":
+        return "pass", "signature verified"
+    if entry["error_type"] == "DKIM_POLICYERROR_UNSIGNED_HEADER_ADDED":
+        return LIESER_POLICY[entry["error_params"][0]]
+    return LIESER_ERRORS[entry["error_type"]]
+
+
+@pytest.mark.parametrize("case", lieser_cases(), ids=lambda c: c["name"])
+def test_dkim_verifier_cases(dns_for, case):
+    records = lieser_defaults()
+    p_value = records["brisbane._domainkey.example.com"].split("p=", 1)[1]
+    for owner, record in (case.get("dns_override") or {}).items():
+        records[owner] = re.sub(r"p=P$", f"p={p_value}", record)
+    message = crlf(suite_path("dkim", "dkim-verifier-lieser", case["file"]).read_bytes())
+    expected = case["expected"]
+    if isinstance(expected, dict):  # per-mode expectations; the DKIM result is the same in all
+        expected = next(iter(expected.values()))
+    results = check_dkim(message, dns_for(records))
+    if all("selector" in e for e in expected):  # dkim_verifier sorts; match by s=
+        pairs = [(e, next(r for r in results if r.selector == e["selector"])) for e in expected]
+    elif len(expected) == len(results):
+        pairs = list(zip(expected, results, strict=True))
+    else:  # "From domain equals SDID and AUID" describes both signatures of its file with one
+        pairs = [(expected[0], r) for r in results]
+    assert results
+    for entry, result in pairs:
+        want, reason = lieser_expected(entry)
+        assert (result.result, reason in result.reason) == (want, True), result.reason
+        if entry.get("sdid"):
+            assert result.domain == entry["sdid"]
+        if entry.get("auid"):
+            assert result.identity == entry["auid"]
+        if entry.get("algorithm"):
+            assert result.algorithm == entry["algorithm"]
+
+
+# --- stalwart mail-auth vectors ----------------------------------------------------------
+
+
+def stalwart(name: str) -> tuple[dict[str, str], bytes]:
+    """Gives (key records, message with CRLF) of a stalwart test file."""
+    raw = suite_path("dkim", "stalwart-mail-auth", name).read_bytes().replace(b"\r\n", b"\n")
+    head, _, message = raw.partition(b"\n\n")
+    records = dict(line.split(" ", 1) for line in head.decode().splitlines() if line.strip())
+    return records, crlf(message)
+
+
+@pytest.mark.parametrize("name", [f"00{n}.txt" for n in range(1, 7)])
+def test_stalwart_vectors_pass_at_their_time(dns_for, name):
+    records, message = stalwart(name)
+    results = check_dkim(message, dns_for(records), now=STALWART_TIME)
+    assert results[-1].result == "pass"
+    assert all(r.result == "pass" for r in results), [r.reason for r in results]
+
+
+def test_expired_signature_fails_at_todays_clock(dns_for):
+    records, message = stalwart("005.txt")
+    (result,) = check_dkim(message, dns_for(records))
+    assert (result.result, result.reason) == ("fail", "signature expired (x=1667930064)")
+
+
+# --- RFC 8301: algorithms and key sizes --------------------------------------------------
+
+
+def test_rsa_sha1_never_passes(dns_for):
+    key = dkimpy_data("test.private").read_bytes()
+    dns = dns_for({"test._domainkey.example.com": key_file("test.txt")})
+    sha1 = check_dkim(signed(PLAIN, b"test", b"example.com", key, b"rsa-sha1"), dns)
+    sha256 = check_dkim(signed(PLAIN, b"test", b"example.com", key, b"rsa-sha256"), dns)
+    assert [(r.result, r.algorithm, r.reason) for r in sha1] == [
+        ("fail", "rsa-sha1", "rsa-sha1 not allowed (RFC 8301 §3.1)")
+    ]
+    assert results_of(sha256) == ("pass",)
+
+
+def test_rsa_key_of_512_bits_fails(dns_for):
+    message = signed(PLAIN, b"short", b"example.com", RSA_512_PRIVATE)
+    (result,) = check_dkim(message, dns_for({"short._domainkey.example.com": RSA_512_PUBLIC}))
+    assert (result.result, result.bits) == ("fail", 512)
+    assert result.reason.startswith("key too short (512 bits")
+
+
+# --- DNS outcomes ------------------------------------------------------------------------
+
+
+def test_unreachable_dns_is_temperror():
+    resolver = Resolver(ServerSource.from_spec(f"127.0.0.1:{free_udp_port()}"), timeout=0.3)
+    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    results = check_dkim(message, resolver.session())
+    assert results_of(results) == ("temperror", "temperror")
+    assert all(r.reason.startswith("DNS temporary failure: ") for r in results)
+    assert dkim_summary(results) == "temperror"
+
+
+def test_servfail_on_the_key_is_temperror(dns_server):
+    owner = "test._domainkey.football.example.com"
+    server = dns_server(zone_text(rfc8463_records()), servfail=(owner + ".",))
+    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    results = check_dkim(message, resolver_for(server).session())
+    assert results_of(results) == ("pass", "temperror")
+    assert dkim_summary(results) == "pass"
+
+
+def test_missing_key_is_permerror(dns_for):
+    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    records = {"brisbane._domainkey.football.example.com": FOOTBALL_ED25519}
+    results = check_dkim(message, dns_for(records))
+    assert [(r.result, r.reason) for r in results] == [
+        ("pass", "signature verified"),
+        ("permerror", "no key for test._domainkey.football.example.com"),
+    ]
+
+
+def test_three_signatures_give_three_results_in_header_order(dns_for):
+    rsa = dkimpy_data("test.private").read_bytes()
+    ed = suite_path("dkim", "rfc8463-appendix-a", "brisbane.ed25519.private.b64").read_bytes()
+    message = signed(PLAIN, b"test", b"example.com", rsa)  # bottom
+    message = signed(message, b"gone", b"example.org", rsa)
+    message = signed(message, b"brisbane", b"football.example.com", ed.strip(), b"ed25519-sha256")
+    records = {
+        "test._domainkey.example.com": key_file("test.txt"),
+        "brisbane._domainkey.football.example.com": FOOTBALL_ED25519,
+    }
+    results = check_dkim(message, dns_for(records))
+    assert [(r.index, r.selector, r.result) for r in results] == [
+        (0, "brisbane", "pass"),
+        (1, "gone", "permerror"),
+        (2, "test", "pass"),
+    ]
+
+
+def test_signatures_beyond_the_limit_are_not_verified(dns_for):
+    message = signed(PLAIN, b"test", b"example.com", dkimpy_data("test.private").read_bytes())
+    header, _, rest = message.partition(b"From:")
+    many = header * (MAX_SIGNATURES + 2) + b"From:" + rest
+    results = check_dkim(many, dns_for({"test._domainkey.example.com": key_file("test.txt")}))
+    assert results_of(results) == ("pass",) * MAX_SIGNATURES + ("policy", "policy")
+    assert results[-1].index == MAX_SIGNATURES + 1
+
+
+# --- signature and key fields checked by us ----------------------------------------------
+
+
+def test_timestamp_in_the_future_fails(dns_for):
+    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    results = check_dkim(message, dns_for(rfc8463_records()), now=1528637909 - 86400)
+    assert [r.reason for r in results] == ["signature timestamp in the future (t=1528637909)"] * 2
+    assert results_of(results) == ("fail", "fail")
+
+
+def test_expiry_before_timestamp_is_permerror(dns_for):
+    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    tampered = message.replace(b"t=1528637909;", b"t=1528637909; x=1528637000;", 1)
+    results = check_dkim(tampered, dns_for(rfc8463_records()))
+    assert (results[0].result, results[0].reason) == (
+        "permerror",
+        "x=1528637000 is not after t=1528637909",
+    )
+
+
+def test_unsigned_from_is_permerror(dns_for):
+    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    tampered = re.sub(rb"h=[^;]*;", b"h=to : subject;", message, count=1)
+    results = check_dkim(tampered, dns_for(rfc8463_records()))
+    assert (results[0].result, results[0].reason) == (
+        "permerror",
+        "From header field not signed (RFC 6376 §6.1.1)",
+    )
+
+
+def test_testing_key_is_flagged(dns_for):
+    message = signed(PLAIN, b"test", b"example.com", dkimpy_data("test.private").read_bytes())
+    record = key_file("test.txt").replace("k=rsa;", "k=rsa; t=y;")
+    (result,) = check_dkim(message, dns_for({"test._domainkey.example.com": record}))
+    assert (result.result, result.testing) == ("pass", True)
+
+
+# --- hostile input -----------------------------------------------------------------------
+
+SIG = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=test; h=from; bh=AAAA; b="
+BAD_INPUT = [
+    ("empty", b"", ()),
+    ("no-headers", b"\r\nHey gang,\r\nThis is a test message.\r\n", ()),
+    ("binary-garbage", random.Random(1).randbytes(5000), ()),
+    ("long-unsigned-header-line", b"X-Long: " + b"a" * 100_000 + b"\r\n" + PLAIN, ()),
+    ("long-signature", SIG + b"A" * 100_000 + b"\r\n" + PLAIN, ("permerror",)),
+    (
+        "garbage-in-signature",
+        b"DKIM-Signature: " + bytes(range(256)) + b"\r\n" + PLAIN,
+        ("permerror",),
+    ),
+    ("continuation-first", b" folded\r\n" + SIG + b"AAAA\r\n" + PLAIN, ("permerror",)),
+    (
+        "8bit-headers",
+        "Subject: Jörg \xff\r\n".encode("latin-1") + SIG + b"AAAA\r\n" + PLAIN,
+        ("fail",),
+    ),
+    ("whitespace-b", SIG + b" \r\n " * 3000 + b"=\r\n" + PLAIN, ("permerror",)),
+]
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"), [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_gives_results_not_exceptions(dns_for, message, expected):
+    results = check_dkim(message, dns_for({"test._domainkey.example.com": key_file("test.txt")}))
+    assert results_of(results) == expected
+    assert all(r.reason for r in results)
+
+
+def test_too_long_signature_says_so(dns_for):
+    (result,) = check_dkim(SIG + b"A" * 100_000 + b"\r\n" + PLAIN, dns_for({}))
+    assert (result.reason, result.domain, result.selector) == (
+        "header too long (100064 octets)",
+        "example.com",
+        "test",
+    )
+
+
+def test_unparseable_header_block_still_names_each_signature(dns_for):
+    message = (
+        SIG + b"AAAA\r\nnot a header line\r\n" + SIG.replace(b"s=test", b"s=two") + b"AAAA\r\n\r\n"
+    )
+    results = check_dkim(message, dns_for({}))
+    assert [(r.result, r.selector, r.index) for r in results] == [
+        ("permerror", "test", 0),
+        ("permerror", "two", 1),
+    ]
+    assert results[0].reason.startswith("message header not parseable")
+
+
+# --- summary and serialisation -----------------------------------------------------------
+
+
+def one(result: str) -> DkimSignatureResult:
+    return DkimSignatureResult(
+        result, "example.com", "s", "rsa-sha256", "AAAA", "@example.com", 2048, "r", 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("words", "summary"),
+    [
+        ((), "none"),
+        (("fail", "pass"), "pass"),
+        (("fail", "temperror"), "temperror"),
+        (("permerror", "fail"), "fail"),
+        (("permerror",), "permerror"),
+        (("policy",), "policy"),
+    ],
+)
+def test_summary_prefers_any_pass_then_temperror(words, summary):
+    assert dkim_summary(tuple(one(w) for w in words)) == summary
+
+
+def test_to_dict_carries_the_evidence():
+    assert one("pass").to_dict() == {
+        "result": "pass",
+        "domain": "example.com",
+        "selector": "s",
+        "algorithm": "rsa-sha256",
+        "b": "AAAA",
+        "identity": "@example.com",
+        "bits": 2048,
+        "reason": "r",
+        "index": 0,
+        "testing": False,
+    }
