@@ -119,7 +119,9 @@ class ServerSource:
         host, port = spec, 53
         if spec.startswith("["):
             host, _, rest = spec[1:].partition("]")
-            if rest.startswith(":"):
+            if rest:
+                if not rest.startswith(":"):
+                    raise ValueError(f"unexpected text after the address: {spec!r}")
                 port = int(rest[1:])
         elif spec.count(":") == 1:
             host, _, p = spec.partition(":")
@@ -168,7 +170,8 @@ class ServerSource:
 def _negative_ttl(response: dns.message.Message) -> int:
     for rrset in response.authority:
         if rrset.rdtype == dns.rdatatype.SOA:
-            return min(int(rrset.ttl), NEGATIVE_TTL)
+            # RFC 2308 §5: the smaller of the SOA's TTL and its MINIMUM field.
+            return min(int(rrset.ttl), int(rrset[0].minimum), NEGATIVE_TTL)
     return NEGATIVE_TTL
 
 
@@ -196,8 +199,9 @@ class ZoneSource:
     """
 
     def __init__(self, text: str, filename: str = "<zone>") -> None:
+        # A default TTL, so that a zone written without $TTL loads as the test server loads it.
         zone = dns.zone.from_text(
-            text, origin=dns.name.root, relativize=False, check_origin=False, filename=filename
+            "$TTL 300\n" + text, origin=dns.name.root, relativize=False, check_origin=False, filename=filename
         )
         self._nodes: dict[str, dict[str, tuple[Record, ...]]] = {}
         self._ttls: dict[tuple[str, str], int] = {}
@@ -260,6 +264,11 @@ class Resolver:
         rdtype = rdtype.upper()
         if rdtype not in SUPPORTED_TYPES:
             raise ValueError(f"unsupported query type {rdtype}")
+        try:
+            # One spelling for every source: A-labels, odd octets as \DDD (as ZoneSource keys).
+            qname = normalize_name(dns.name.from_text(qname + ".").to_text()) if qname else ""
+        except (dns.exception.DNSException, UnicodeError, ValueError):
+            return Answer(qname, rdtype, (), nxdomain=True)  # not a name the DNS can hold
         key = (qname, rdtype)
         now = self.clock()
         with self._lock:

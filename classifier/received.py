@@ -62,9 +62,8 @@ _MONTHS = {
 _ZONES = {"ut": 0, "utc": 0, "gmt": 0, "z": 0, "est": -300, "edt": -240, "cst": -360}
 _ZONES |= {"cdt": -300, "mst": -420, "mdt": -360, "pst": -480, "pdt": -420}
 _DATE = re.compile(
-    r"^\s*(?:[a-z]{3}[a-z]*,?\s*)?(\d{1,2})[\s-]+([a-z]{3})[a-z]*\.?[\s-]+(\d{2,4})\s+"
-    r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?\s*(?:([+-])(\d{2})(\d{2})|([a-z]{1,5})\b)?",
-    re.I,
+    r"(?:[A-Za-z]{3}[a-z]*,? ?)?(\d{1,2})[ -]([A-Za-z]{3})[a-z]*\.?[ -](\d{2,4}) "
+    r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)? ?(?:([+-])(\d\d)(\d\d)|([A-Za-z]{1,5})\b)?"
 )
 
 
@@ -142,42 +141,32 @@ def _unparsed(raw: str, why: str, date: datetime | None = None) -> ReceivedHop:
     )  # fmt: skip
 
 
-class _Clauses:
-    """The keyword clauses of a masked header: ``from`` … ``by`` … ``with`` … (RFC 5321 §4.4)."""
-
-    __slots__ = ("masked", "values", "starts", "second_from")
-
-    def __init__(self, masked: str) -> None:
-        self.masked = masked
-        self.values: dict[str, str] = {}
-        self.starts: dict[str, int] = {}
-        self.second_from: str | None = None
-        low = masked.lower()
-        kw = ""
-        begin = 0
-        for m in _KEYWORD.finditer(low):
-            at = m.start()
-            if at and low[at - 1] not in " \x01;,":
-                continue  # "by" inside "ruby", "_by_" inside a name
-            if kw:
-                self._add(kw, begin, at)
-            kw, begin = m.group(), m.end()
-        if kw:
-            self._add(kw, begin, len(masked))
-
-    def _add(self, kw: str, begin: int, end: int) -> None:
-        value = self.masked[begin:end]
+def _clauses(masked: str) -> tuple[dict[str, str], dict[str, int], str | None]:
+    """Gives each keyword's clause (up to the next keyword or ";"), where it starts, and a
+    second ``from`` clause (XMail's envelope sender), from masked text (RFC 5321 §4.4)."""
+    low = masked.lower()
+    values: dict[str, str] = {}
+    starts: dict[str, int] = {}
+    second_from = None
+    marks = [
+        (m.group(), m.start(), m.end())
+        for m in _KEYWORD.finditer(low)
+        # "by" inside "ruby" or "_by_" is no keyword
+        if not m.start() or low[m.start() - 1] in " \x01;,"
+    ]
+    marks.append(("", len(masked), 0))
+    for i in range(len(marks) - 1):
+        kw, _, begin = marks[i]
+        value = masked[begin : marks[i + 1][1]]
         semi = value.find(";")
         if semi >= 0:
             value = value[:semi]
-        if kw not in self.values:
-            self.values[kw] = value
-            self.starts[kw] = begin
-        elif kw == "from" and self.second_from is None:
-            self.second_from = value
-
-    def get(self, kw: str) -> str:
-        return self.values.get(kw, "")
+        if kw not in values:
+            values[kw] = value
+            starts[kw] = begin
+        elif kw == "from" and second_from is None:
+            second_from = value
+    return values, starts, second_from
 
 
 def _parse(raw: str) -> ReceivedHop:
@@ -203,15 +192,15 @@ def _parse(raw: str) -> ReceivedHop:
     masked = (
         _COMMENT.sub(lambda m: comments.append(m.group()) or "\x01", work) if "(" in work else work
     )
-    clauses = _Clauses(masked)
-    values = clauses.values
+    values, starts, second_from = _clauses(masked)
     by_value = values.get("by", "")
     by = _first_token(by_value)
     by_comment = ""
     if "\x01" in by_value:
-        at = clauses.starts["by"] + by_value.index("\x01")
+        at = starts["by"] + by_value.index("\x01")
         by_comment = comments[masked.count("\x01", 0, at)]
-    protocol = _protocol(clauses.get("with")) or _protocol(clauses.get("via"), known_only=True)
+    with_value = values.get("with", "")
+    protocol = _protocol(with_value) or _protocol(values.get("via", ""), known_only=True)
     if protocol is None and "(via http)" in low:
         protocol = "HTTP"  # web.de: "by host (via HTTP)"
     local_with = None
@@ -225,7 +214,7 @@ def _parse(raw: str) -> ReceivedHop:
     part: FromPart | None = None
     from_value = values.get("from")
     if from_value is not None:
-        first = masked.count("\x01", 0, clauses.starts["from"]) if comments else 0
+        first = masked.count("\x01", 0, starts["from"]) if comments else 0
         from_text = _restore(from_value, comments, first).strip()[:_MAX_FROM_CHARS]
         if from_text:
             part = read_from(family, from_text)
@@ -244,7 +233,7 @@ def _parse(raw: str) -> ReceivedHop:
     local = local or _local_reason(low, protocol, fmt, from_value is not None, submitted, ip, part)
     if local:
         evidence.append(f"local: {local}")
-    auth_user, auth_reason = _auth(low, work, protocol, clauses.get("with"), part)
+    auth_user, auth_reason = _auth(low, work, protocol, with_value, part)
     if auth_reason:
         evidence.append(f"authenticated: {auth_reason}")
     return ReceivedHop(
@@ -254,9 +243,9 @@ def _parse(raw: str) -> ReceivedHop:
         ip=ip,
         by=by,
         protocol=protocol,
-        queue_id=_first_token(clauses.get("id")),
-        for_addr=_first_token(clauses.get("for")),
-        envelope_from=_envelope_from(work, low, clauses.second_from),
+        queue_id=_first_token(values.get("id", "")),
+        for_addr=_first_token(values.get("for", "")),
+        envelope_from=_envelope_from(work, low, second_from),
         authenticated=auth_reason is not None,
         auth_user=auth_user,
         ident=part.ident if part else None,

@@ -86,7 +86,8 @@ class DnsTestServer:
         self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
         self._udp.daemon_threads = self._tcp.daemon_threads = True
         self._threads = [
-            threading.Thread(target=s.serve_forever, daemon=True) for s in (self._udp, self._tcp)
+            threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True)
+            for s in (self._udp, self._tcp)
         ]
         for t in self._threads:
             t.start()

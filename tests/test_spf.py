@@ -13,7 +13,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import dns.message
@@ -24,7 +23,7 @@ import pytest
 import spf as pyspf
 import yaml
 
-from classifier.dns import Resolver, ServerSource
+from classifier.dns import DnsSession, Resolver, ServerSource
 from classifier.spf import (
     SpfResult,
     check_helo_spf,
@@ -285,7 +284,7 @@ def servfail_server(zone_servers: tuple[DnsTestServer, DnsTestServer]) -> DnsTes
     return zone_servers[1]
 
 
-def _session(server: DnsTestServer, budget: float = 10.0):
+def _session(server: DnsTestServer, budget: float = 10.0) -> DnsSession:
     return resolver_for(server, timeout=1.0).session(budget)
 
 
@@ -589,7 +588,3 @@ def test_header_from_a_real_check_names_the_mechanism(server: DnsTestServer) -> 
     header = received_spf_header(r, "mx.example.org")
     assert header.startswith("Fail (mailfrom) identity=mailfrom; client-ip=198.51.100.7;")
     assert dict(_pairs(header))["mechanism"] == "-all"
-
-
-def test_suite_file_is_where_conftest_says() -> None:
-    assert Path(suite_path(*SUITE_FILE)).name == "rfc7208-tests.yml"
