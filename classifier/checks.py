@@ -8,6 +8,7 @@ turns the report into the `AuthFacts` that a policy decides on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.utils import getaddresses
 
 from classifier.arc import ArcResult, check_arc
 from classifier.config import Settings
@@ -69,7 +70,12 @@ def first_from_address(message: Message) -> str:
     value = message.get("From")
     if not value:
         return ""
-    return strip_angle(value.split(",")[0]).lower()
+    try:
+        pairs = getaddresses([value])
+    except Exception:  # the email package raises on some hostile input
+        pairs = []
+    addr = next((a for _, a in pairs if a), "") or strip_angle(value.split(",")[0])
+    return addr.strip().lower()
 
 
 def run_checks(
@@ -130,7 +136,9 @@ def facts_from(report: CheckReport, trusted_arc_sealers: tuple[str, ...] = ()) -
     sealers = tuple(s.lower() for s in report.arc.sealers)
     trusted = {s.lower().rstrip(".") for s in trusted_arc_sealers}
     # The oldest results are only as good as every sealer that carried them (RFC 8617 §9.4).
-    arc_trusted = report.arc.result == "pass" and bool(sealers) and all(s in trusted for s in sealers)
+    arc_trusted = (
+        report.arc.result == "pass" and bool(sealers) and all(s in trusted for s in sealers)
+    )
     passing = [d for d in report.dkim if d.result == "pass"]
     dkim_evidence = "; ".join(
         f"{d.result} d={d.domain} s={d.selector}" + (f" ({d.reason})" if d.reason else "")

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 from classifier.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from classifier.checks import CheckReport
     from classifier.dns import Resolver
+    from classifier.verdict import Verdict
 
 EX_USAGE = 2
 EX_TEMPFAIL = 75
@@ -111,25 +113,19 @@ def iter_message_files(paths: Sequence[str]) -> Iterator[Path]:
                 for sub in ("new", "cur"):
                     d = folder / sub
                     if d.is_dir():
-                        yield from sorted(p for p in d.iterdir() if p.is_file())
+                        # Maildir names never start with a dot (.keep and the like are not mail).
+                        yield from sorted(
+                            p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")
+                        )
         else:
             raise UsageError(f"{path}: no such file or directory")
 
 
-def _evaluate(data: bytes, settings: Settings, resolver: Resolver, user: str | None):  # type: ignore[no-untyped-def]
-    from classifier.checks import facts_from, run_checks
-    from classifier.policy import load_policies
-    from classifier.verdict import decide
-
-    report = run_checks(data, settings, resolver)
-    policies = load_policies(settings)
-    policy = policies.for_user(user or report.envelope.rcpt or "")
-    facts = facts_from(report, policy.trusted_arc_sealers)
-    verdict = decide(facts, policy)
-    return report, facts, policy, verdict
-
-
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from classifier.evaluate import evaluate
+    from classifier.policy import load_policies
+
+    policies = load_policies(settings)
     resolver = make_resolver_for(args, settings)
     files = list(iter_message_files(args.paths))
     rows = []
@@ -139,33 +135,39 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             print(f"authsieve: {path}: cannot read: {exc.strerror}", file=sys.stderr)
             continue
-        report, _facts, _policy, verdict = _evaluate(data, settings, resolver, args.user)
+        result = evaluate(data, settings, resolver, user=args.user, policies=policies)
         if args.json:
-            obj = {"file": str(path), **report.to_dict(), "verdict": verdict.to_dict()}
-            print(json.dumps(obj, ensure_ascii=False))
+            print(json.dumps({"file": str(path), **result.to_dict()}, ensure_ascii=False))
         else:
-            rows.append((path, report, verdict))
+            rows.append((path, result.report, result.verdict))
     if not args.json:
         print_table(rows)
     return 0
 
 
-def print_table(rows: list) -> None:  # type: ignore[type-arg]
-    """Prints one line per message: who sent it, what the checks said, where it goes."""
-    header = ("message", "client", "helo", "mail from", "spf", "dkim", "arc", "dmarc", "verdict")
+def _folder_of(path: Path) -> str:
+    """Gives the Maildir folder a message file sits in (INBOX, .Junk, …), or "" for a plain file."""
+    if path.parent.name in ("new", "cur"):
+        folder = path.parent.parent.name
+        return folder if folder.startswith(".") else "INBOX"
+    return ""
+
+
+def print_table(rows: list[tuple[Path, CheckReport, Verdict]]) -> None:
+    """Prints one line per message (who sent it, what the checks said, where it goes), then why."""
+    header = ("#", "folder", "from", "client", "spf", "dkim", "arc", "dmarc", "verdict")
     lines = [header]
-    for path, report, verdict in rows:
+    for n, (path, report, verdict) in enumerate(rows, 1):
         env = report.envelope
         client = env.client_ip or ("(auth)" if env.authenticated else "-")
-        mail_from = "<>" if env.mail_from == "" else (env.mail_from or "-")
         dmarc = report.dmarc.result + (f"/{report.dmarc.policy}" if report.dmarc.policy else "")
         action = verdict.action if not verdict.observe else f"inbox (would {verdict.would_be})"
         lines.append(
             (
-                path.name[:28],
+                str(n),
+                _folder_of(path) or path.name[:20],
+                (report.from_address or "-")[:32],
                 client,
-                (env.helo or "-")[:28],
-                mail_from[:34],
                 report.spf.result,
                 report.dkim_result,
                 report.arc.result,
@@ -173,17 +175,20 @@ def print_table(rows: list) -> None:  # type: ignore[type-arg]
                 action,
             )
         )
-    widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     for row in lines:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    for path, _report, verdict in rows:
-        if verdict.reasons:
-            print(f"{path.name}: " + "; ".join(verdict.reasons))
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    if rows:
+        print()
+    for n, (path, _report, verdict) in enumerate(rows, 1):
+        print(f"{n:>{widths[0]}}  {path}")
+        for reason in verdict.reasons:
+            print(f"{'':>{widths[0]}}    {reason}")
 
 
 def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
     from classifier.annotate import annotate
-    from classifier.facts import render_header_value
+    from classifier.evaluate import evaluate
 
     resolver = make_resolver_for(args, settings)
     if args.file:
@@ -193,11 +198,9 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"{args.file}: cannot read: {exc.strerror}") from None
     else:
         data = sys.stdin.buffer.read()
-    report, facts, policy, verdict = _evaluate(data, settings, resolver, args.user)
-    value = render_header_value(
-        facts, settings.authserv_id, verdict.action, policy.mode, "; ".join(verdict.reasons)
-    )
-    sys.stdout.buffer.write(annotate(data, report, settings.authserv_id, value))
+    result = evaluate(data, settings, resolver, user=args.user)
+    value = result.header_value(settings.authserv_id)
+    sys.stdout.buffer.write(annotate(data, result.report, settings.authserv_id, value))
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,16 @@ class Settings:
     # [policy] and [users."…"] exactly as read; classifier.policy validates them.
     policy_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     users_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def with_forwarders(self, entries: tuple[str, ...]) -> Settings:
+        """Gives these settings with more trusted forwarders (host names or CIDRs) added."""
+        extra = tuple(
+            f
+            for i, e in enumerate(entries)
+            if (f := _forwarder(self.source, f"policy.trusted_forwarders[{i}]", e))
+            not in self.trusted_forwarders
+        )
+        return replace(self, trusted_forwarders=self.trusted_forwarders + extra) if extra else self
 
     def is_trusted_ip(self, ip: str) -> bool:
         """Tells whether ip lies inside trusted_networks (loopback always does)."""

@@ -201,7 +201,11 @@ class ZoneSource:
     def __init__(self, text: str, filename: str = "<zone>") -> None:
         # A default TTL, so that a zone written without $TTL loads as the test server loads it.
         zone = dns.zone.from_text(
-            "$TTL 300\n" + text, origin=dns.name.root, relativize=False, check_origin=False, filename=filename
+            "$TTL 300\n" + text,
+            origin=dns.name.root,
+            relativize=False,
+            check_origin=False,
+            filename=filename,
         )
         self._nodes: dict[str, dict[str, tuple[Record, ...]]] = {}
         self._ttls: dict[tuple[str, str], int] = {}

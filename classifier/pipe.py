@@ -63,23 +63,19 @@ def process(
 ) -> PipeOutcome:
     """Gives the annotated message and verdict (on an internal error: original + error header)."""
     from classifier.annotate import annotate
-    from classifier.checks import facts_from, run_checks
+    from classifier.evaluate import evaluate
     from classifier.facts import AuthFacts, render_header_value
     from classifier.policy import load_policies
-    from classifier.verdict import decide
 
     policies = load_policies(settings)
     try:
-        report = run_checks(data, settings, resolver, hints)
-        policy = policies.for_user(user or report.envelope.rcpt or "")
-        facts = facts_from(report, policy.trusted_arc_sealers)
-        verdict = decide(facts, policy)
-        value = render_header_value(
-            facts, settings.authserv_id, verdict.action, policy.mode, "; ".join(verdict.reasons)
+        result = evaluate(data, settings, resolver, hints, user, policies)
+        out = annotate(
+            data, result.report, settings.authserv_id, result.header_value(settings.authserv_id)
         )
-        out = annotate(data, report, settings.authserv_id, value)
+        env, facts, verdict = result.report.envelope, result.facts, result.verdict
         summary = (
-            f"client={report.envelope.client_ip} from=<{report.envelope.mail_from or ''}>"
+            f"client={env.client_ip} from=<{env.mail_from or ''}>"
             f" spf={facts.spf} dkim={facts.dkim} dmarc={facts.dmarc} verdict={verdict.action}"
             + (f" would={verdict.would_be}" if verdict.observe else "")
             + (f" reasons={'; '.join(verdict.reasons)}" if verdict.reasons else "")

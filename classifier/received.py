@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
+from typing import NamedTuple
 
 from classifier.received_formats import (
     FALLBACK,
@@ -32,6 +33,15 @@ _MAX_FROM_CHARS = 512
 
 # A comment, up to three levels deep; possessive quantifiers keep it linear on junk.
 _COMMENT = re.compile(r"\((?:[^()]++|\((?:[^()]++|\([^()]*+\))*+\))*+\)")
+# The usual line in one match: "from X (…) by Y (…) with P id I for <R>; date".  Comments
+# nest two deep; possessive quantifiers keep the match linear.
+_FRAME = re.compile(
+    r"from (?P<from>[^\s();]*(?: ?\((?:[^()]++|\([^()]*+\))*+\))*+)"
+    r" by ([^\s();]+)(?: (\((?:[^()]++|\([^()]*+\))*+\)))?"
+    r"(?: (?:\((?:[^()]++|\([^()]*+\))*+\)|with ([^\s();]+)|via ([^\s();]+)|id ([^\s();]+)"
+    r"|for ([^\s();]+)))*"
+    r" ?;(.*)"
+)
 # Run on lower-cased text; the character before a keyword is checked in Python.
 _KEYWORD = re.compile(r"(?:from|by|with|id|for|via)(?![^ \x01<\[;])")
 _QMAIL_LOCAL = re.compile(r"^\(qmail \d+ (?:messnum \d+ )?invoked (by|from|for) ", re.I)
@@ -67,7 +77,7 @@ _DATE = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ReceivedHop:
     """What one Received header says about one hop, with the evidence for its flags."""
 
@@ -116,6 +126,14 @@ class ReceivedHop:
         }
 
 
+def _new_hop(**fields: object) -> ReceivedHop:
+    # A frozen dataclass's __init__ pays one object.__setattr__ per field; every delivered
+    # message reads its whole Received chain, so the instance dict is filled in one step.
+    hop = object.__new__(ReceivedHop)
+    hop.__dict__.update(fields)
+    return hop
+
+
 def parse_received(value: str) -> ReceivedHop:
     """Gives the ReceivedHop read from one header value; never raises (RFC 5321 §4.4)."""
     raw = ""
@@ -141,9 +159,39 @@ def _unparsed(raw: str, why: str, date: datetime | None = None) -> ReceivedHop:
     )  # fmt: skip
 
 
-def _clauses(masked: str) -> tuple[dict[str, str], dict[str, int], str | None]:
-    """Gives each keyword's clause (up to the next keyword or ";"), where it starts, and a
-    second ``from`` clause (XMail's envelope sender), from masked text (RFC 5321 §4.4)."""
+class _Frame(NamedTuple):
+    """The clauses of one header, before the ``from`` part is read (RFC 5321 §4.4)."""
+
+    from_text: str | None  # None: no from clause at all
+    by_value: str
+    by_comment: str  # the first comment after the by host: "(Postfix)", "(8.17.1/8.17.1)"
+    with_value: str
+    via_value: str
+    id_value: str
+    for_value: str
+    second_from: str | None  # XMail/IBM: "for <rcpt> from <sender>"
+    date_text: str | None
+
+
+def _read_frame(work: str) -> _Frame | None:
+    """Gives the clauses of a well-formed ``from … by … with … id … for …; date`` line."""
+    m = _FRAME.match(work)
+    if m is None:
+        return None
+    from_text, by, byc, with_, via, id_, for_, date = m.groups()
+    if " id " in date or " for " in date:
+        return None  # clauses after the date: the clause reader takes them
+    return _Frame(
+        from_text, by, byc or "", with_ or "", via or "", id_ or "", for_ or "", None, date
+    )
+
+
+def _read_clauses(work: str) -> _Frame:
+    """Gives the clauses of any line: comments masked, cut at the keywords (RFC 5321 §4.4)."""
+    comments: list[str] = []
+    masked = (
+        _COMMENT.sub(lambda m: comments.append(m.group()) or "\x01", work) if "(" in work else work
+    )
     low = masked.lower()
     values: dict[str, str] = {}
     starts: dict[str, int] = {}
@@ -166,12 +214,30 @@ def _clauses(masked: str) -> tuple[dict[str, str], dict[str, int], str | None]:
             starts[kw] = begin
         elif kw == "from" and second_from is None:
             second_from = value
-    return values, starts, second_from
+    by_value = values.get("by", "")
+    by_comment = ""
+    if "\x01" in by_value:
+        by_comment = comments[masked.count("\x01", 0, starts["by"] + by_value.index("\x01"))]
+    from_text = values.get("from")
+    if from_text is not None and comments:
+        from_text = _restore(from_text, comments, masked.count("\x01", 0, starts["from"]))
+    semi = masked.rfind(";")
+    return _Frame(
+        from_text.strip() if from_text is not None else None,
+        by_value,
+        by_comment,
+        values.get("with", ""),
+        values.get("via", ""),
+        values.get("id", ""),
+        values.get("for", ""),
+        second_from,
+        masked[semi + 1 :].replace("\x01", " ") if semi >= 0 else None,
+    )
 
 
 def _parse(raw: str) -> ReceivedHop:
     work = raw if len(raw) <= _MAX_CHARS else raw[:_MAX_CHARS]
-    if "  " in work or not work.isprintable():
+    if "  " in work or "\t" in work or "\x01" in work or not work.isascii():
         work = " ".join(work.replace("\x01", " ").split())  # \x01 is the comment placeholder
     low = work.lower()
     if low.startswith("received:"):
@@ -187,69 +253,61 @@ def _parse(raw: str) -> ReceivedHop:
             low = work.lower()
     elif low.startswith("(qmail "):
         return _qmail_local(raw, work)
+    frame = _read_frame(work) if low.startswith("from ") else None
+    return _build(raw, work, low, frame or _read_clauses(work), submitted)
 
-    comments: list[str] = []
-    masked = (
-        _COMMENT.sub(lambda m: comments.append(m.group()) or "\x01", work) if "(" in work else work
-    )
-    values, starts, second_from = _clauses(masked)
-    by_value = values.get("by", "")
+
+def _build(raw: str, work: str, low: str, frame: _Frame, submitted: bool) -> ReceivedHop:
+    """Gives the hop: the family's patterns read the from part, then the flags are set."""
+    from_text, by_value, by_comment, with_value, via_value, id_value, for_value, _, _ = frame
     by = _first_token(by_value)
-    by_comment = ""
-    if "\x01" in by_value:
-        at = starts["by"] + by_value.index("\x01")
-        by_comment = comments[masked.count("\x01", 0, at)]
-    with_value = values.get("with", "")
-    protocol = _protocol(with_value) or _protocol(values.get("via", ""), known_only=True)
+    protocol = _protocol(with_value) or _protocol(via_value, known_only=True)
     if protocol is None and "(via http)" in low:
         protocol = "HTTP"  # web.de: "by host (via HTTP)"
-    local_with = None
+    local = None
     if protocol is not None and protocol.startswith("LOCAL-"):
         # Exim's local-esmtp, local-bsmtp…: that dialect, spoken by a local process.
-        local_with, protocol = protocol, protocol[6:] or None
+        local, protocol = f"with {protocol.lower()}", protocol[6:] or None
     family = detect_family(low, by or "", by_comment, protocol)
     fmt = family.name
     evidence: list[str] = []
 
     part: FromPart | None = None
-    from_value = values.get("from")
-    if from_value is not None:
-        first = masked.count("\x01", 0, starts["from"]) if comments else 0
-        from_text = _restore(from_value, comments, first).strip()[:_MAX_FROM_CHARS]
-        if from_text:
-            part = read_from(family, from_text)
-            if part is None and family is not FALLBACK:
-                part = read_from(FALLBACK, from_text)
-                fmt = "fallback"
+    if from_text:
+        from_text = from_text[:_MAX_FROM_CHARS]
+        part = read_from(family, from_text)
+        if part is None and family is not FALLBACK:
+            part = read_from(FALLBACK, from_text)
+            fmt = "fallback"
         if part is not None:
             evidence.append(f"{fmt}: from part read as '{part.reader}'")
     ip = part.ip if part is not None else None
     if ip is None and part is not None and part.ip_text:
         evidence.append(f"no usable address in '{part.ip_text}'")
     if not (by or (part is not None and (part.helo or part.ip_text or part.rdns))):
-        return _unparsed(raw, "unparsed: no from or by clause could be read", _date(masked))
+        why = "unparsed: no from or by clause could be read"
+        return _unparsed(raw, why, _date(frame.date_text))
 
-    local = f"with {local_with.lower()}" if local_with else None
-    local = local or _local_reason(low, protocol, fmt, from_value is not None, submitted, ip, part)
+    local = local or _local_reason(low, protocol, fmt, from_text is not None, submitted, ip, part)
     if local:
         evidence.append(f"local: {local}")
     auth_user, auth_reason = _auth(low, work, protocol, with_value, part)
     if auth_reason:
         evidence.append(f"authenticated: {auth_reason}")
-    return ReceivedHop(
+    return _new_hop(
         raw=raw,
         helo=part.helo if part else None,
         rdns=part.rdns if part else None,
         ip=ip,
         by=by,
         protocol=protocol,
-        queue_id=_first_token(values.get("id", "")),
-        for_addr=_first_token(values.get("for", "")),
-        envelope_from=_envelope_from(work, low, second_from),
+        queue_id=_first_token(id_value),
+        for_addr=_first_token(for_value),
+        envelope_from=_envelope_from(work, low, frame.second_from),
         authenticated=auth_reason is not None,
         auth_user=auth_user,
         ident=part.ident if part else None,
-        date=_date(masked),
+        date=_date(frame.date_text),
         local=local is not None,
         fmt=fmt,
         parsed=True,
@@ -276,7 +334,7 @@ def _first_token(value: str) -> str | None:
         return None
     word = words[0]
     if "\x01" in word:
-        word = word.partition("\x01")[0] or _first_token(value.replace("\x01", " "))  or ""
+        word = word.partition("\x01")[0] or _first_token(value.replace("\x01", " ")) or ""
     return word.strip("<>,;") or None
 
 
@@ -375,16 +433,13 @@ def _auth(
     return (user if reason else None), reason
 
 
-def _date(masked: str) -> datetime | None:
-    """Gives the date after the last ";" as an aware datetime, or None (RFC 5322 §3.3)."""
-    semi = masked.rfind(";")
-    if semi < 0:
-        return None
-    text = masked[semi + 1 :].replace("\x01", " ").strip(" _-.,;")[:120]
+def _date(text: str | None) -> datetime | None:
+    """Gives the date after the ";" as an aware datetime, or None (RFC 5322 §3.3)."""
     if not text:
         return None
+    text = text.strip(" _-.,;")[:120]
     m = _DATE.match(text)
-    if m:
+    if m is not None:
         fast = _date_from_match(m)
         if fast is not None:
             return fast
@@ -431,8 +486,8 @@ def _qmail_local(raw: str, work: str) -> ReceivedHop:
     how = m.group(1).lower()
     local = how != "from"
     why = "qmail-queue invoked locally" if local else "qmail-queue invoked from network"
-    masked = _COMMENT.sub("\x01", work)
+    semi = work.rfind(";")
     return ReceivedHop(
-        raw, None, None, None, None, None, None, None, None, False, None, None, _date(masked),
-        local, "qmail", True, (why,),
+        raw, None, None, None, None, None, None, None, None, False, None, None,
+        _date(work[semi + 1 :] if semi >= 0 else None), local, "qmail", True, (why,),
     )  # fmt: skip

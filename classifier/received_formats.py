@@ -312,6 +312,11 @@ def _clean_name(text: str | None) -> str | None:
 
 def read_from(family: Family, from_text: str) -> FromPart | None:
     """Gives what the first matching pattern of the family reads in the ``from`` part."""
+    if "(" not in from_text and "[" not in from_text:
+        # Only the closing bare-word reader can match: every other pattern needs ( or [.
+        reader = family.readers[-1]
+        m = reader.regex.match(from_text)
+        return _interpret(m.groupdict(), reader) if m is not None else None
     for reader in family.readers:
         m = reader.regex.match(from_text)
         if m is not None:

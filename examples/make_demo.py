@@ -390,7 +390,7 @@ Try it:
 ```
 python3 examples/make_demo.py      # regenerate (same bytes every time)
 python3 examples/check_demo.py     # SPF / DKIM / ARC / DMARC of every message
-authsieve scan --config examples/config.toml --dns-zone examples/maildir/zone.txt examples/maildir
+authsieve check --config examples/config.toml --dns-zone examples/maildir/zone.txt examples/maildir
 ```
 
 How to read the table:
@@ -409,9 +409,8 @@ How to read the table:
   results for every message here: no `_dmarc` record sits at a TLD, and the
   one subdomain that inherits a policy (booking.travel.example) exists, so
   `np=` does not come into play.
-- **Intended verdict** is what the demo policy (`../config.toml` +
-  `../policy-demo.toml`) should file the message as; it is not checked by
-  `check_demo.py`.
+- **Intended verdict** is what the demo policy in `../config.toml` files the
+  message as; `tests/test_demo.py` checks that `authsieve check` agrees.
 
 ## Expected results
 """
@@ -723,7 +722,7 @@ def spf_none_grandpa() -> tuple[bytes, Arrival]:
     Grandpa runs OpenSMTPD on his own server and never published SPF or DMARC
     for grandpa.example, nor signs with DKIM: every result is `none`. There is
     nothing to fail, so the message goes to the inbox; a strict policy
-    ("SPF none → junk") would show up in `authsieve scan` as a change here.
+    ("SPF none → junk") would show up in `authsieve report` as a change here.
     OpenSMTPD's own hop (`… (OpenSMTPD) with ESMTPSA id … auth=yes user=joe`)
     sits below ours.
     """

@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+# Included into the test's dovecot.conf, so that the examples are what runs.
+DOVECOT_SNIPPETS = ("15-lda.conf", "15-mailboxes.conf")
 POSTFIX = "/usr/sbin/postfix"
 POSTQUEUE = "/usr/sbin/postqueue"
 DOVECOT_LDA = "/usr/lib/dovecot/dovecot-lda"
@@ -203,6 +206,28 @@ def pipe_interpreter(root: Path, user: pwd.struct_passwd) -> Interpreter | str:
     )
 
 
+def pipe_service(root: Path, user: str) -> str:
+    """Gives the authsieve service of examples/postfix/master.cf, with this instance's paths.
+
+    The test runs the very lines the admin copies; only the pipe user, the
+    command's path, the config and the dovecot-lda stand-in are replaced.
+    """
+    lines = (EXAMPLES / "postfix" / "master.cf").read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("authsieve "))
+    block = [lines[first]]
+    for line in lines[first + 1 :]:
+        if not line[:1].isspace() or not line.strip():
+            break
+        block.append(line)
+    service = re.sub(r"\buser=\S+", f"user={user}", "\n".join(block))
+    command = "argv=/usr/local/bin/authsieve pipe"
+    assert command in service, f"examples/postfix/master.cf: no {command!r}"
+    service = service.replace(
+        command, f"argv={root}/bin/authsieve pipe --config {root}/authsieve.toml"
+    )
+    return f"{service}\n  --lda-path {root}/bin/dovecot-lda\n"
+
+
 @dataclass(frozen=True)
 class Delivered:
     """One message found in a Maildir."""
@@ -244,9 +269,11 @@ class Mta:
             (r / sub).mkdir(parents=True, exist_ok=True)
         (r / "etc" / "main.cf").write_text(MAIN_CF.format(root=r, domain=DOMAIN, host=HOSTNAME))
         (r / "etc" / "master.cf").write_text(
-            MASTER_CF.format(root=r, port=self.port, user=self.user.pw_name)
+            MASTER_CF.format(port=self.port) + pipe_service(r, self.user.pw_name)
         )
         (r / "dovecot" / "dovecot.conf").write_text(DOVECOT_CONF.format(root=r, host=HOSTNAME))
+        for snippet in DOVECOT_SNIPPETS:
+            shutil.copyfile(EXAMPLES / "dovecot" / snippet, r / "dovecot" / snippet)
         python, path = self.interpreter.python, ":".join(self.interpreter.path)
         wrappers = {
             "authsieve": AUTHSIEVE_WRAPPER.format(python=python, path=path),
@@ -508,28 +535,18 @@ maximal_backoff_time = 2s
 
 MASTER_CF = """\
 127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
 cleanup   unix  n - n - 0 cleanup
 qmgr      unix  n - n 300 1 qmgr
 rewrite   unix  - - n - - trivial-rewrite
 bounce    unix  - - n - 0 bounce
 defer     unix  - - n - 0 bounce
 trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
 flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
 showq     unix  n - n - - showq
 error     unix  - - n - - error
 retry     unix  - - n - - error
-discard   unix  - - n - - discard
 anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
-authsieve unix  - n n - - pipe
-  flags=DRhu user={user} argv={root}/bin/authsieve --config {root}/authsieve.toml
-  --sender ${{sender}} --recipient ${{recipient}} --client-address ${{client_address}}
-  --client-helo ${{client_helo}} --client-hostname ${{client_hostname}}
-  --deliver dovecot-lda --lda-path {root}/bin/dovecot-lda
 """
 
 DOVECOT_CONF = """\
@@ -541,33 +558,20 @@ state_dir = {root}/dovecot/state
 log_path = {root}/dovecot/dovecot.log
 stats_writer_socket_path =
 mail_location = maildir:~/Maildir
-postmaster_address = postmaster@{host}
 hostname = {host}
-lda_mailbox_autocreate = yes
-lda_mailbox_autosubscribe = yes
-namespace inbox {{
-  inbox = yes
-  mailbox Junk {{
-    special_use = \\Junk
-    auto = subscribe
-  }}
-  mailbox Quarantine {{
-    auto = subscribe
-  }}
-}}
-protocol lda {{
-  mail_plugins = $mail_plugins sieve
-}}
+!include 15-lda.conf
+!include 15-mailboxes.conf
 plugin {{
   sieve = file:~/sieve;active=~/.dovecot.sieve
 }}
 """
 
+# Stands in for the `authsieve` console script.
 AUTHSIEVE_WRAPPER = """\
 #!/bin/sh
 PYTHONPATH={path}
 export PYTHONPATH
-exec {python} -m classifier.cli pipe "$@"
+exec {python} -m classifier.cli "$@"
 """
 
 # Plays Dovecot's userdb: the user is -d's (else the -a recipient), home mail/<user>.

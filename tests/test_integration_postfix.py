@@ -84,7 +84,7 @@ def mta() -> Iterator[Mta]:
             for user in (ENFORCED, OBSERVER, BROKEN):
                 running.add_user(user, generated_sieve(running.config, user))
             wrapper = str(running.root / "bin" / "authsieve")
-            proc = run_as(running.user, [wrapper, "--help"], {})
+            proc = run_as(running.user, [wrapper, "pipe", "--help"], {})
             assert proc.returncode == 0, f"authsieve pipe cannot start: {proc.stderr.decode()}"
             yield running
     finally:
