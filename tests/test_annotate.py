@@ -22,14 +22,19 @@ SETTINGS = settings_from_dict(
 )
 
 
-def zone_text() -> str:
+def dkim_key_record() -> str:
+    """Gives the zone line of the 2048-bit test key at s2048._domainkey.example.com."""
     record = suite_path("dkim", "dkimpy-data", "2048_testkey_wo_markers.pub.txt").read_text()
     record = "".join(record.split())
     chunks = " ".join(f'"{record[i : i + 200]}"' for i in range(0, len(record), 200))
+    return f"s2048._domainkey.example.com. TXT {chunks}\n"
+
+
+def zone_text() -> str:
     return (
-        f"s2048._domainkey.example.com. TXT {chunks}\n"
-        'example.com. TXT "v=spf1 ip4:192.0.2.0/24 -all"\n'
-        '_dmarc.example.com. TXT "v=DMARC1; p=reject"\n'
+        dkim_key_record()
+        + 'example.com. TXT "v=spf1 ip4:192.0.2.0/24 -all"\n'
+        + '_dmarc.example.com. TXT "v=DMARC1; p=reject"\n'
     )
 
 

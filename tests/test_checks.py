@@ -1,0 +1,167 @@
+"""All checks of one message together, on good and on hostile input (classifier/checks.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import dkim
+import pytest
+
+from classifier.checks import facts_from, first_from_address, run_checks
+from classifier.config import settings_from_dict
+from classifier.message import Message
+from tests.conftest import resolver_for, suite_path
+from tests.dnsserver import DnsTestServer, free_udp_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS = settings_from_dict(
+    {"classifier": {"authserv_id": "mx.family.example", "trusted_networks": ["203.0.113.25/32"]}}
+)
+ZONE = """
+example.com. TXT "v=spf1 include:_spf.example.com -all"
+_spf.example.com. TXT "v=spf1 ip4:192.0.2.0/24 ~all"
+_dmarc.example.com. TXT "v=DMARC1; p=reject"
+"""
+HOP = (
+    b"Return-Path: <news@example.com>\r\n"
+    b"Received: from mail.example.com (mail.example.com [192.0.2.10]) by mx.family.example"
+    b" (Postfix) with ESMTPS id 4Sg2Va3 for <alice@family.example>;"
+    b" Sat, 28 Nov 2026 09:00:01 +0000\r\n"
+)
+
+
+@pytest.fixture
+def server(dns_server: Callable[..., DnsTestServer]) -> DnsTestServer:
+    return dns_server(ZONE)
+
+
+def test_spf_include_chain_and_dmarc(server: DnsTestServer) -> None:
+    data = HOP + b"From: News <news@example.com>\r\nSubject: x\r\n\r\nHello\r\n"
+    report = run_checks(data, SETTINGS, resolver_for(server))
+    assert report.spf.result == "pass"
+    assert report.spf.mechanism == "include:_spf.example.com"
+    assert report.dmarc.result == "pass" and report.dmarc.spf_aligned
+    assert report.dkim == () and report.dkim_result == "none"
+    facts = facts_from(report)
+    assert facts.from_authenticated and facts.from_domain == "example.com"
+
+
+def test_no_query_is_sent_twice_within_one_message(server: DnsTestServer) -> None:
+    data = HOP + b"From: news@example.com\r\n\r\nHello\r\n"
+    report = run_checks(data, SETTINGS, resolver_for(server))
+    assert report.dns_queries == server.query_count
+    assert max(server.queries.values()) == 1
+
+
+def test_unreachable_dns_gives_temperror_not_fail() -> None:
+    from classifier.dns import Resolver, ServerSource
+
+    resolver = Resolver(ServerSource.from_spec(f"127.0.0.1:{free_udp_port()}"), timeout=0.3)
+    data = HOP + b"From: news@example.com\r\n\r\nHello\r\n"
+    report = run_checks(data, SETTINGS, resolver)
+    assert report.spf.result == "temperror"
+    assert report.dmarc.result == "temperror"
+
+
+def test_first_from_address_ignores_display_names_and_comments() -> None:
+    msg = Message.parse(b'From: "Doe, John" <John@Example.COM> (work)\r\n\r\n')
+    assert first_from_address(msg) == "john@example.com"
+    msg = Message.parse(b"From: mailer-daemon@isp.example (Mail Delivery System)\r\n\r\n")
+    assert first_from_address(msg) == "mailer-daemon@isp.example"
+
+
+HOSTILE = {
+    "no headers": b"just a body without any header\r\n",
+    "empty": b"",
+    "binary garbage": bytes(range(256)) * 64,
+    "100 KB header line": HOP + b"Subject: " + b"A" * 100_000 + b"\r\nFrom: a@example.com\r\n\r\nx",
+    "8-bit headers": HOP + "From: Jörg <jörg@exämple.com>\r\nSubject: Grüße\r\n\r\nx".encode(),
+    "latin-1 headers": HOP + "From: Jörg <j@example.com>\r\n\r\nx".encode("latin-1"),
+    "bad dkim signature": HOP
+    + b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=x; b=!!; bh=??\r\n"
+    + b"From: a@example.com\r\n\r\nx",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_input_gives_results_not_exceptions(server: DnsTestServer, name: str) -> None:
+    report = run_checks(HOSTILE[name], SETTINGS, resolver_for(server))
+    assert report.spf.result in {"pass", "fail", "softfail", "neutral", "none", "permerror"}
+    assert report.dmarc.result in {"pass", "fail", "none", "permerror", "temperror"}
+    for sig in report.dkim:
+        assert sig.result != "pass" and sig.reason
+    assert facts_from(report).spf == report.spf.result
+
+
+def test_check_command_exits_0_on_hostile_files(server: DnsTestServer, tmp_path: Path) -> None:
+    for n, data in enumerate(HOSTILE.values()):
+        (tmp_path / f"m{n}.eml").write_bytes(data)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "classifier.cli",
+            "check",
+            "--json",
+            "--dns-server",
+            server.address,
+            *sorted(str(p) for p in tmp_path.iterdir()),
+        ],
+        capture_output=True,
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert b"Traceback" not in proc.stderr
+    assert len(proc.stdout.splitlines()) == len(HOSTILE)
+
+
+MEMORY_PROBE = """
+import resource, sys
+from classifier.checks import run_checks
+from classifier.config import settings_from_dict
+from classifier.dns import Resolver, ServerSource
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+settings = settings_from_dict({"classifier": {"authserv_id": "mx.family.example"}})
+report = run_checks(data, settings, Resolver(ServerSource.from_spec(sys.argv[2]), timeout=2))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(report.spf.result, [d.result for d in report.dkim], (after - before) * 1024)
+"""
+
+
+def test_50_mb_body_is_checked_within_3x_its_size(
+    dns_server: Callable[..., DnsTestServer], tmp_path: Path
+) -> None:
+    from tests.test_annotate import dkim_key_record
+
+    server = dns_server(ZONE + dkim_key_record())
+    key = suite_path("dkim", "dkimpy-data", "2048_testkey.key").read_bytes()
+    body = (b"0123456789" * 7 + b"\r\n") * (50 * 1024 * 1024 // 72)
+    unsigned = b"From: news@example.com\r\nSubject: big\r\n\r\n" + body
+    data = HOP + dkim.sign(unsigned, b"s2048", b"example.com", key) + unsigned
+    del body, unsigned
+    path = tmp_path / "big.eml"
+    path.write_bytes(data)
+    proc = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(path), server.address],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    spf, dkim_results, grown = (
+        proc.stdout.strip().split(" ", 1)[0],
+        proc.stdout,
+        int(proc.stdout.split()[-1]),
+    )
+    assert spf == "pass"
+    assert "['pass']" in dkim_results  # the body hash was computed over all 50 MB
+    # The message is read into memory once (1x); the checks may add at most 2x more.
+    assert grown < 2 * len(data), f"grew {grown / 2**20:.0f} MiB for {len(data) / 2**20:.0f} MiB"
