@@ -36,7 +36,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="authsieve",
         description="SPF, DKIM, ARC and DMARC at delivery time; failures filed, never bounced.",
@@ -72,12 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--lda-path", default="/usr/lib/dovecot/dovecot-lda")
     pipe.add_argument("--sendmail-path", default="/usr/sbin/sendmail")
 
-    try:
+    # The Sieve side pulls in sievelib (and ssl): only load it when it may be asked for.
+    first = next((a for a in (argv or []) if not a.startswith("-")), None)
+    if argv is None or first in (None, "sieve"):
         from sieve.commands import add_sieve_parser
-    except ImportError:
-        pass
-    else:
+
         add_sieve_parser(sub, add_common)
+    else:
+        sub.add_parser("sieve", help="generate or install the Sieve script")
     return parser
 
 
@@ -239,7 +241,8 @@ COMMANDS = {"check": cmd_check, "annotate": cmd_annotate, "pipe": cmd_pipe}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     try:
