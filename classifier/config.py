@@ -13,6 +13,7 @@ import ipaddress
 import socket
 import tomllib
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ class Settings:
         return ""
 
 
+@lru_cache(maxsize=8192)
 def _in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
     try:
         addr = ipaddress.ip_address(ip)

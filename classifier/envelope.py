@@ -11,7 +11,6 @@ nothing below it is read.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from classifier.config import Settings
@@ -73,17 +72,9 @@ def strip_angle(addr: str) -> str:
     return text.strip().strip('"').strip()
 
 
-def _is_loopback(ip: str | None) -> bool:
-    if not ip:
-        return False
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True)
 class _Walk:
+    hops: tuple[ReceivedHop, ...]  # the hops read, top first; nothing below the client
     hop: ReceivedHop | None
     index: int | None
     authenticated: bool
@@ -92,32 +83,37 @@ class _Walk:
     evidence: tuple[str, ...]
 
 
-def walk_trust_path(hops: list[ReceivedHop], settings: Settings) -> _Walk:
+def walk_trust_path(values: list[str], settings: Settings) -> _Walk:
     """Gives the hop that names the SMTP client, walking down from the top (DESIGN.md)."""
     evidence: list[str] = []
     forwarded_by: str | None = None
     envelope_from: str | None = None
-    for i, hop in enumerate(hops):
+    hops: list[ReceivedHop] = []
+    for i, value in enumerate(values):
+        # Parsed one by one: what lies below the client is never read.
+        hop = parse_received(value)
+        hops.append(hop)
         if envelope_from is None and hop.envelope_from is not None:
             envelope_from = hop.envelope_from
         where = f"Received #{i + 1}"
         if not hop.parsed:
             evidence.append(f"envelope: unparsed Received ({where}); client unknown")
-            return _Walk(None, i, False, forwarded_by, envelope_from, tuple(evidence))
+            return _Walk(tuple(hops), None, i, False, forwarded_by, envelope_from, tuple(evidence))
         if hop.authenticated:
             evidence.append(
                 f"{where}: SMTP AUTH ({hop.protocol or 'authenticated'}"
                 + (f" as {hop.auth_user}" if hop.auth_user else "")
                 + ") — our own user"
             )
-            return _Walk(hop, i, True, forwarded_by, envelope_from, tuple(evidence))
+            return _Walk(tuple(hops), hop, i, True, forwarded_by, envelope_from, tuple(evidence))
         if hop.local or (hop.ip is None and hop.protocol in ("LMTP", "LOCAL")):
             evidence.append(f"{where}: local hand-over ({hop.protocol or hop.fmt}), stepped over")
             continue
         if hop.ip is None:
-            evidence.append(f"{where}: no client address, stepped over")
-            continue
-        if _is_loopback(hop.ip) or settings.is_trusted_ip(hop.ip):
+            # Stepping over a hop we cannot place would let a forged header below it speak.
+            evidence.append(f"envelope: no client address in {where}; client unknown")
+            return _Walk(tuple(hops), None, i, False, forwarded_by, envelope_from, tuple(evidence))
+        if settings.is_trusted_ip(hop.ip):  # loopback is always in trusted_networks
             evidence.append(f"{where}: {hop.ip} is in trusted_networks, stepped over")
             continue
         # HELO is the client's own claim: only our server's reverse lookup names a forwarder.
@@ -132,19 +128,18 @@ def walk_trust_path(hops: list[ReceivedHop], settings: Settings) -> _Walk:
             + (f" HELO {hop.helo}" if hop.helo else "")
             + f" [{hop.fmt}] — first hop from outside"
         )
-        return _Walk(hop, i, False, forwarded_by, envelope_from, tuple(evidence))
+        return _Walk(tuple(hops), hop, i, False, forwarded_by, envelope_from, tuple(evidence))
     if hops:
         evidence.append("no Received hop from outside: locally submitted")
     else:
         evidence.append("no Received headers")
-    return _Walk(None, None, False, forwarded_by, envelope_from, tuple(evidence))
+    return _Walk(tuple(hops), None, None, False, forwarded_by, envelope_from, tuple(evidence))
 
 
 def recover_envelope(message: Message, settings: Settings, hints: Hints | None = None) -> Envelope:
     """Gives the Envelope of a delivered message; hints from Postfix take precedence (DESIGN.md)."""
     hints = hints or Hints()
-    hops = [parse_received(v) for v in message.get_all("Received")]
-    walk = walk_trust_path(hops, settings)
+    walk = walk_trust_path(message.get_all("Received"), settings)
     evidence = list(walk.evidence)
     hop = walk.hop
     client_ip = hop.ip if hop else None
@@ -186,8 +181,7 @@ def recover_envelope(message: Message, settings: Settings, hints: Hints | None =
 
     rcpt = hints.recipient
     if not rcpt:
-        upto = walk.index if walk.index is not None else len(hops) - 1
-        for h in hops[: upto + 1]:
+        for h in walk.hops:
             if h.for_addr:
                 rcpt = h.for_addr
                 break

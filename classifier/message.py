@@ -20,11 +20,11 @@ class HeaderField:
 
     name: str
     raw: bytes
+    key: str = ""  # the name in lower case, for comparisons (filled in when not given)
 
-    @property
-    def key(self) -> str:
-        """Gives the field name in lower case, for comparisons."""
-        return self.name.lower()
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.name.lower())
 
     def value(self) -> str:
         """Gives the unfolded value after the colon (8-bit bytes kept via surrogateescape)."""

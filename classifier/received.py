@@ -1,26 +1,30 @@
 """One Received header value, read into a ReceivedHop (RFC 5321 §4.4, RFC 5322 §3.6.7).
 
 The frame is common to every MTA: ``from`` … ``by`` … ``with`` … ``id`` … ``for`` … ``;``
-date.  Comments are masked first so that a ``with`` or ``for`` inside ``(using TLSv1.3
-with cipher …)`` never splits a clause; the clauses are then cut at the keywords, and
-the ``from`` part -- where MTAs disagree -- is read by the patterns of the recognised
-family (classifier/received_formats.py).  Nothing here raises on input from a message:
-a header that cannot be read comes back with ``parsed=False`` and ``fmt="unparsed"``.
+date.  A well-formed line is cut in one regex match; any other line has its comments
+masked first, so that the ``with`` in ``(using TLSv1.3 with cipher …)`` never starts a
+clause, and is then cut at the keywords.  The ``from`` part -- where MTAs disagree -- is
+read by the patterns of the recognised family (classifier/received_formats.py).  Nothing
+here raises on input from a message: a header that cannot be read comes back with
+``parsed=False`` and ``fmt="unparsed"``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import NamedTuple
 
 from classifier.received_formats import (
     FALLBACK,
     FromPart,
+    auth_reason,
     detect_family,
+    envelope_from,
+    local_reason,
     normalize_ip,
     read_from,
 )
@@ -36,7 +40,7 @@ _COMMENT = re.compile(r"\((?:[^()]++|\((?:[^()]++|\([^()]*+\))*+\))*+\)")
 # The usual line in one match: "from X (…) by Y (…) with P id I for <R>; date".  Comments
 # nest two deep; possessive quantifiers keep the match linear.
 _FRAME = re.compile(
-    r"from (?P<from>[^\s();]*(?: ?\((?:[^()]++|\([^()]*+\))*+\))*+)"
+    r"from ([^\s();]*(?: ?\((?:[^()]++|\([^()]*+\))*+\))*+)"
     r" by ([^\s();]+)(?: (\((?:[^()]++|\([^()]*+\))*+\)))?"
     r"(?: (?:\((?:[^()]++|\([^()]*+\))*+\)|with ([^\s();]+)|via ([^\s();]+)|id ([^\s();]+)"
     r"|for ([^\s();]+)))*"
@@ -50,24 +54,26 @@ _KNOWN_PROTOCOL = re.compile(
     r"|LOCAL(?:-[A-Z0-9]+)?|MAPI|NNFMP|ECSTREAM|TCP|SUBMISSION)$"
 )
 _COMMON_PROTOCOLS = frozenset(
-    "SMTP ESMTP ESMTPS ESMTPA ESMTPSA LMTP LMTPA LOCAL HTTP UTF8SMTP UTF8SMTPS".split()
+    (
+        "SMTP",
+        "ESMTP",
+        "ESMTPS",
+        "ESMTPA",
+        "ESMTPSA",
+        "LMTP",
+        "LMTPA",
+        "LOCAL",
+        "HTTP",
+        "UTF8SMTP",
+        "UTF8SMTPS",
+    )
 )
 _PROTOCOL_ALIASES = {"SMTPSVC": "SMTP", "ESMTP-TLS": "ESMTPS"}
-_AUTH_PROTOCOL = re.compile(r"^(?:(?:UTF8)?(?:E?SMTP|LMTP)S?A|ASMTP|HTTP\w*)$")
-_ENVELOPE = re.compile(r"\(?envelope-(?:from|sender)\s+<?([^<>\s,()]*)>?", re.I)
-_AUTH_MARKS = re.compile(
-    r"\(authenticated sender: ?(?P<postfix>[^)\s]+)"
-    r"|\(authenticated(?: (?:as|by) (?P<as>[^)\s,;]+)| bits=\d+| \(\d+ bits\))?[,)]"
-    r"|\(auth: (?P<mech>[\w-]+)(?: (?P<courier>[^,)\s]+))?"
-    r"|\(account (?P<account>[^)\s]+)"
-    r"|\w+ authenticated user (?P<webmail>[^)\s]+)\)"
-    r"|\) as user (?P<asuser>\S+)",
-    re.I,
-)
-_GMX_SUBMISSION = re.compile(r" by mail\.gmx\.(?:net|com) \(mp\w*\)", re.I)
-
 _MONTHS = {
-    m: i + 1 for i, m in enumerate(("jan feb mar apr may jun jul aug sep oct nov dec").split())
+    m: i + 1
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+    )
 }
 _ZONES = {"ut": 0, "utc": 0, "gmt": 0, "z": 0, "est": -300, "edt": -240, "cst": -360}
 _ZONES |= {"cdt": -300, "mst": -420, "mdt": -360, "pst": -480, "pdt": -420}
@@ -93,11 +99,20 @@ class ReceivedHop:
     authenticated: bool
     auth_user: str | None
     ident: str | None
-    date: datetime | None
     local: bool
     fmt: str
     parsed: bool
     evidence: tuple[str, ...] = ()
+    date_text: str | None = field(default=None, repr=False, compare=False)  # after the ";"
+
+    @cached_property
+    def date(self) -> datetime | None:
+        """Gives the date after the ";", timezone-aware, or None (RFC 5322 §3.3).
+
+        Read on first use: the trust path never needs it, and parsing it is a third
+        of the cost of reading a header.
+        """
+        return _date(self.date_text)
 
     @property
     def network_client(self) -> bool:
@@ -105,25 +120,10 @@ class ReceivedHop:
         return self.ip is not None and not self.local
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "raw": self.raw,
-            "helo": self.helo,
-            "rdns": self.rdns,
-            "ip": self.ip,
-            "by": self.by,
-            "protocol": self.protocol,
-            "queue_id": self.queue_id,
-            "for_addr": self.for_addr,
-            "envelope_from": self.envelope_from,
-            "authenticated": self.authenticated,
-            "auth_user": self.auth_user,
-            "ident": self.ident,
-            "date": self.date.isoformat() if self.date else None,
-            "local": self.local,
-            "fmt": self.fmt,
-            "parsed": self.parsed,
-            "evidence": list(self.evidence),
-        }
+        out: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["evidence"] = list(self.evidence)
+        out["date"] = self.date.isoformat() if self.date else None
+        return out
 
 
 def _new_hop(**fields: object) -> ReceivedHop:
@@ -152,10 +152,10 @@ def _unfold(value: str) -> str:
     return value.strip()
 
 
-def _unparsed(raw: str, why: str, date: datetime | None = None) -> ReceivedHop:
+def _unparsed(raw: str, why: str, date_text: str | None = None) -> ReceivedHop:
     return ReceivedHop(
-        raw, None, None, None, None, None, None, None, None, False, None, None, date,
-        False, "unparsed", False, (why,),
+        raw, None, None, None, None, None, None, None, None, False, None, None,
+        False, "unparsed", False, (why,), date_text,
     )  # fmt: skip
 
 
@@ -189,9 +189,12 @@ def _read_frame(work: str) -> _Frame | None:
 def _read_clauses(work: str) -> _Frame:
     """Gives the clauses of any line: comments masked, cut at the keywords (RFC 5321 §4.4)."""
     comments: list[str] = []
-    masked = (
-        _COMMENT.sub(lambda m: comments.append(m.group()) or "\x01", work) if "(" in work else work
-    )
+
+    def mask(m: re.Match[str]) -> str:
+        comments.append(m.group())
+        return "\x01"
+
+    masked = _COMMENT.sub(mask, work) if "(" in work else work
     low = masked.lower()
     values: dict[str, str] = {}
     starts: dict[str, int] = {}
@@ -237,8 +240,9 @@ def _read_clauses(work: str) -> _Frame:
 
 def _parse(raw: str) -> ReceivedHop:
     work = raw if len(raw) <= _MAX_CHARS else raw[:_MAX_CHARS]
-    if "  " in work or "\t" in work or "\x01" in work or not work.isascii():
-        work = " ".join(work.replace("\x01", " ").split())  # \x01 is the comment placeholder
+    if "  " in work or "\t" in work or "\x01" in work or "\x02" in work or not work.isascii():
+        # \x01 and \x02 are the placeholders below
+        work = " ".join(work.replace("\x01", " ").replace("\x02", " ").split())
     low = work.lower()
     if low.startswith("received:"):
         work, low = work[9:].lstrip(), low[9:].lstrip()
@@ -253,6 +257,14 @@ def _parse(raw: str) -> ReceivedHop:
             low = work.lower()
     elif low.startswith("(qmail "):
         return _qmail_local(raw, work)
+    if low.startswith("from ") and "(postfix" in low:
+        # Postfix writes the client's HELO argument as sent but for <>()\";:@ (smtpd.c
+        # neuter()): spaces, brackets and words such as "with LMTP by" survive.  Up to
+        # Postfix's "(name [address])" it is one HELO, so it is made one word here.
+        paren = work.find(" (", 5)
+        if paren > 5 and " " in work[5:paren]:
+            work = work[:5] + work[5:paren].replace(" ", "\x02") + work[paren:]
+            low = work.lower()
     frame = _read_frame(work) if low.startswith("from ") else None
     return _build(raw, work, low, frame or _read_clauses(work), submitted)
 
@@ -286,32 +298,38 @@ def _build(raw: str, work: str, low: str, frame: _Frame, submitted: bool) -> Rec
         evidence.append(f"no usable address in '{part.ip_text}'")
     if not (by or (part is not None and (part.helo or part.ip_text or part.rdns))):
         why = "unparsed: no from or by clause could be read"
-        return _unparsed(raw, why, _date(frame.date_text))
+        return _unparsed(raw, why, frame.date_text)
 
-    local = local or _local_reason(low, protocol, fmt, from_text is not None, submitted, ip, part)
+    # The first word after "from" is the client's own claim (its HELO): markers of local
+    # hand-over, AUTH or envelope sender count only in what the receiving MTA wrote.
+    cut = 5 + len(from_text.split(" ", 1)[0]) if from_text and low.startswith("from ") else 0
+    scope, scope_low = work[cut:], low[cut:]
+    local = local or local_reason(
+        scope_low, protocol, fmt, from_text is not None, submitted, ip, part
+    )
     if local:
         evidence.append(f"local: {local}")
-    auth_user, auth_reason = _auth(low, work, protocol, with_value, part)
-    if auth_reason:
-        evidence.append(f"authenticated: {auth_reason}")
+    auth_user, why_auth = auth_reason(scope_low, scope, protocol, with_value, part)
+    if why_auth:
+        evidence.append(f"authenticated: {why_auth}")
     return _new_hop(
         raw=raw,
-        helo=part.helo if part else None,
+        helo=part.helo.replace("\x02", " ") if part and part.helo else None,
         rdns=part.rdns if part else None,
         ip=ip,
         by=by,
         protocol=protocol,
         queue_id=_first_token(id_value),
         for_addr=_first_token(for_value),
-        envelope_from=_envelope_from(work, low, frame.second_from),
-        authenticated=auth_reason is not None,
+        envelope_from=envelope_from(scope, scope_low, frame.second_from),
+        authenticated=why_auth is not None,
         auth_user=auth_user,
         ident=part.ident if part else None,
-        date=_date(frame.date_text),
         local=local is not None,
         fmt=fmt,
         parsed=True,
         evidence=tuple(evidence),
+        date_text=frame.date_text,
     )
 
 
@@ -329,13 +347,12 @@ def _restore(masked: str, comments: list[str], first: int) -> str:
 
 def _first_token(value: str) -> str | None:
     """Gives the first word of a clause without <>, trailing punctuation or comments."""
-    words = value.split(None, 1)
-    if not words:
-        return None
-    word = words[0]
-    if "\x01" in word:
-        word = word.partition("\x01")[0] or _first_token(value.replace("\x01", " ")) or ""
-    return word.strip("<>,;") or None
+    if " " in value or "\x01" in value:
+        words = value.replace("\x01", " ").split(None, 1)
+        if not words:
+            return None
+        value = words[0]
+    return value.strip("<>,;") or None
 
 
 def _protocol(value: str, known_only: bool = False) -> str | None:
@@ -354,123 +371,37 @@ def _protocol(value: str, known_only: bool = False) -> str | None:
     return tokens[0].strip("[],;").partition("/")[0].upper() or None
 
 
-def _envelope_from(work: str, low: str, second_from: str | None) -> str | None:
-    """Gives the envelope sender a hop recorded: Exim/qmail comments, XMail's "from <x>"."""
-    if "envelope-" in low:
-        m = _ENVELOPE.search(work)
-        if m:
-            return m.group(1)
-    if second_from is not None:
-        value = second_from.strip()
-        if value.startswith("<"):
-            return value.partition(">")[0][1:]
-    return None
-
-
-def _local_reason(
-    low: str,
-    protocol: str | None,
-    family: str,
-    has_from: bool,
-    submitted: bool,
-    ip: str | None,
-    part: FromPart | None,
-) -> str | None:
-    """Gives why the sending side is not an SMTP client on the network, or None.
-
-    RFC 5321 §4.4: an SMTP server always writes a FROM clause; a Received line
-    without one, or one naming a local protocol, records a hand-over inside the host.
-    """
-    if protocol is not None:
-        if protocol == "LOCAL":
-            return "with local"
-        if protocol.startswith("LMTP"):
-            return f"{protocol} delivery (RFC 2033)"
-        if protocol.startswith(("IMAP", "POP")) or family == "fetchmail":
-            return f"fetched by {protocol} and re-injected"
-    if "qmail-scanner" in low:
-        return "qmail-scanner re-queue"
-    if "from userid" in low:
-        return "Postfix pickup (from userid)"
-    if "mail pickup service" in low:
-        return "Exchange pickup service"
-    if "[unix:" in low or "[unix socket]" in low or "[local]" in low:
-        return "local socket"
-    if ip is None and (submitted or "/submit)" in low):
-        return "Sendmail local submission"
-    if not has_from:
-        return "no from clause"
-    if family == "exim" and ip is None and part is not None and part.helo and "." not in part.helo:
-        return "Exim local sender"
-    return None
-
-
-def _auth(
-    low: str, work: str, protocol: str | None, with_value: str, part: FromPart | None
-) -> tuple[str | None, str | None]:
-    """Gives (AUTH user, why the hop is authenticated) or (None, None) (RFC 4954 §7, RFC 3848)."""
-    user = part.auth_user if part else None
-    reason: str | None = None
-    if part is not None and part.auth_mech:
-        reason = f"AUTH {part.auth_mech.upper()}"
-    if protocol is not None and _AUTH_PROTOCOL.match(protocol):
-        reason = reason or f"with {protocol}"
-    if "auth" in low or "account " in low or " as user " in low:
-        for m in _AUTH_MARKS.finditer(work):
-            if m.group("mech"):
-                found = m.group("courier")
-                reason = reason or f"AUTH: {m.group('mech')}"
-            else:
-                found = next((v for v in m.groupdict().values() if v), None)
-                reason = reason or m.group(0).strip("( )")
-            user = user or found
-    if reason is None and _GMX_SUBMISSION.search(work):
-        reason = "GMX submission server (mail.gmx.net mp*)"
-    if reason is None and " auth" in with_value.lower():
-        words = [w.strip("[](),;").upper() for w in with_value.replace("\x01", " ").split()]
-        if "AUTH" in words:
-            reason = "AUTH in with clause"
-    return (user if reason else None), reason
-
-
 def _date(text: str | None) -> datetime | None:
-    """Gives the date after the ";" as an aware datetime, or None (RFC 5322 §3.3)."""
+    """Gives the date after the ";" as an aware datetime, or None (RFC 5322 §3.3, §4.3)."""
     if not text:
         return None
     text = text.strip(" _-.,;")[:120]
     m = _DATE.match(text)
     if m is not None:
-        fast = _date_from_match(m)
-        if fast is not None:
-            return fast
+        day, mon, year, hour, minute, second, sign, tzh, tzm, zone = m.groups()
+        month = _MONTHS.get(mon.lower())
+        if month is not None:
+            y = int(year)
+            if y < 100:
+                y += 2000 if y < 50 else 1900  # RFC 5322 §4.3
+            elif y < 1000:
+                y += 1900
+            if sign:
+                offset = (int(tzh) * 60 + int(tzm)) * (-1 if sign == "-" else 1)
+            else:
+                # RFC 5322 §4.3: an unknown zone name carries no information, i.e. -0000.
+                offset = _ZONES.get(zone.lower(), 0) if zone else 0
+            try:
+                return datetime(
+                    y, month, int(day), int(hour), int(minute), int(second or 0), 0, _tz(offset)
+                )
+            except (ValueError, OverflowError):
+                pass
     try:
         parsed = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _date_from_match(m: re.Match[str]) -> datetime | None:
-    day, mon, year, hour, minute, second, sign, tzh, tzm, zone = m.groups()
-    month = _MONTHS.get(mon.lower())
-    if month is None:
-        return None
-    y = int(year)
-    if y < 100:
-        y += 2000 if y < 50 else 1900  # RFC 5322 §4.3
-    elif y < 1000:
-        y += 1900
-    if sign:
-        offset = (int(tzh) * 60 + int(tzm)) * (-1 if sign == "-" else 1)
-    else:
-        # RFC 5322 §4.3: an unknown zone name means "no information", i.e. -0000.
-        offset = _ZONES.get(zone.lower(), 0) if zone else 0
-    try:
-        return datetime(
-            y, month, int(day), int(hour), int(minute), int(second or 0), 0, _tz(offset)
-        )
-    except (ValueError, OverflowError):
-        return None
 
 
 @lru_cache(maxsize=64)
@@ -489,5 +420,5 @@ def _qmail_local(raw: str, work: str) -> ReceivedHop:
     semi = work.rfind(";")
     return ReceivedHop(
         raw, None, None, None, None, None, None, None, None, False, None, None,
-        _date(work[semi + 1 :] if semi >= 0 else None), local, "qmail", True, (why,),
+        local, "qmail", True, (why,), work[semi + 1 :] if semi >= 0 else None,
     )  # fmt: skip

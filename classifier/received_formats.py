@@ -6,7 +6,8 @@ name, address literal, ident, AUTH user -- is written differently by every MTA, 
 same shape can mean different things: ``name ([192.0.2.1])`` is the HELO name for
 Sendmail but the verified reverse-DNS name for Exim.  So the family is recognised first
 (cheap substring tests on the whole header), then that family's patterns are tried on
-the ``from`` part alone, and the generic list is the last resort.
+the ``from`` part alone, and the generic list is the last resort.  The markers MTAs use
+for a local hand-over, an AUTH user or the envelope sender live here too.
 
 A pattern names its groups ``name`` (the first word after ``from``), ``helo``, ``rdns``,
 ``ip``/``ipb``, ``ident``, ``user``, ``mech``, ``verified``; its *convention* says what the
@@ -30,7 +31,7 @@ COMMUNIGATE = "communigate"  # "[ip] (HELO x)", "name ([ip] verified)"
 _IP_PORT = re.compile(r"^\[?(\d{1,3}(?:\.\d{1,3}){3})\]?(?:[:.]\d{1,5})?$")
 _IP_LITERAL_PORT = re.compile(r"^\[([^\[\]]*)\](?::\d{1,5})?$")
 # Names a reverse lookup or an MTA writes when it has no name to give.
-NO_NAME = frozenset({"", "unknown", "softdnserr", "unverified", "unavailable", "localhost."})
+NO_NAME = frozenset({"", "unknown", "softdnserr", "unverified", "unavailable"})
 
 
 class Reader(NamedTuple):
@@ -174,7 +175,6 @@ WEBMAIL = _family(
     ("bare", BARE, NO_HELO),
 )
 YAHOO = _family("yahoo", _QMAIL_HELO, _QMAIL_IP, _SENDMAIL, _BARE_HELO)
-GMX = _family("gmx", _QMAIL_HELO, _SENDMAIL, _BARE_HELO)
 FALLBACK = _family(
     "fallback",
     _QMAIL_HELO,
@@ -190,33 +190,34 @@ FALLBACK = _family(
     _BARE_HELO,
 )
 
-# Markers in the lower-cased header, most specific first: the first one present decides.
-_MARKERS: tuple[tuple[str, Family], ...] = (
-    ("(fetchmail", FETCHMAIL),
-    ("(amavis", AMAVIS),
-    ("(postfix", POSTFIX),
-    ("(authenticated sender:", POSTFIX),
-    ("(exim", EXIM_FAMILY),
-    ("/exim)", EXIM_FAMILY),
-    ("(opensmtpd", OPENSMTPD),
-    ("(communigate", COMMUNIGATE_FAMILY),
-    ("(ecelerity", ECELERITY),
-    ("(mdaemon", MDAEMON),
-    ("(intermail", INTERMAIL),
-    ("(stalwart", STALWART),
-    ("(courier", COURIER),
-    ("(auth: ", COURIER),
-    ("softdnserr", COURIER),
-    ("[::ffff:", COURIER),
-    ("(scalix", SCALIX),
-    ("[xmail", XMAIL),
-    ("microsoft smtp", EXCHANGE),
-    ("with mapi", EXCHANGE),
-    ("exchange internet mail", EXCHANGE),
-    (" via smap", FWTK_FAMILY),
-    (" via csmap", FWTK_FAMILY),
-    (" via smtp by", FWTK_FAMILY),
-)
+# Markers in the lower-cased header, mostly the software named in a comment.  No real
+# header carries two of them, so the commonest are tried first.
+_MARKERS: dict[str, Family] = {
+    "(postfix": POSTFIX,
+    "(authenticated sender:": POSTFIX,
+    "(exim": EXIM_FAMILY,
+    "/exim)": EXIM_FAMILY,
+    "(fetchmail": FETCHMAIL,
+    "(amavis": AMAVIS,
+    "(opensmtpd": OPENSMTPD,
+    "(communigate": COMMUNIGATE_FAMILY,
+    "(ecelerity": ECELERITY,
+    "(mdaemon": MDAEMON,
+    "(intermail": INTERMAIL,
+    "(stalwart": STALWART,
+    "(courier": COURIER,
+    "(auth: ": COURIER,
+    "softdnserr": COURIER,
+    "[::ffff:": COURIER,
+    "(scalix": SCALIX,
+    "[xmail": XMAIL,
+    "microsoft smtp": EXCHANGE,
+    "with mapi": EXCHANGE,
+    "exchange internet mail": EXCHANGE,
+    " via smap": FWTK_FAMILY,
+    " via csmap": FWTK_FAMILY,
+    " via smtp by": FWTK_FAMILY,
+}
 _SENDMAIL_VERSION = re.compile(r"^\(\S*?\d+\.\d+[\w.+-]*(?: \([^()]*\))?/")
 _GOOGLE_HOSTS = ("google.com", "gmail.com", "googlemail.com")
 _OFFICE365_HOSTS = ("outlook.com", "office365.com")
@@ -224,7 +225,7 @@ _OFFICE365_HOSTS = ("outlook.com", "office365.com")
 
 def detect_family(low: str, by_host: str, by_comment: str, protocol: str | None) -> Family:
     """Gives the MTA family whose patterns fit this header, or FALLBACK (RFC 5321 §4.4)."""
-    for marker, family in _MARKERS:
+    for marker, family in _MARKERS.items():
         if marker in low:
             return family
     host = by_host.lower()
@@ -248,8 +249,6 @@ def detect_family(low: str, by_host: str, by_comment: str, protocol: str | None)
         return QMAIL
     if host.endswith(".yahoo.com"):
         return YAHOO
-    if host == "mail.gmx.net":
-        return GMX
     return FALLBACK
 
 
@@ -332,9 +331,12 @@ def _interpret(g: dict[str, str | None], reader: Reader) -> FromPart:
     if helo is None:
         helo = g.get("helob")
     rdns = g.get("rdns")
-    name_is_address = _is_address(name)
+    first = name[:1]
+    name_is_address = first == "[" or (
+        (first.isdigit() or ":" in name) and address_of(name) is not None
+    )
     # A bare address standing alone after "from" is the client, not a HELO argument.
-    name_is_client_only = name_is_address and not ip_in_comment and name[0] != "["
+    name_is_client_only = name_is_address and not ip_in_comment and first != "["
     if not ip_in_comment and name_is_address:
         ip_text = name
     convention = reader.convention
@@ -354,18 +356,118 @@ def _interpret(g: dict[str, str | None], reader: Reader) -> FromPart:
         if g.get("verified") == "verified" and not name_is_address:
             rdns = name
     ident = g.get("ident")
-    mech = g.get("mech")
     user = g.get("user")
+    mech = g.get("mech")
     if mech:
         # qmail/Yahoo "(user@ip with plain)": the name before the address is the AUTH user.
         user = ident
     return FromPart(
-        helo=helo or None,
-        rdns=_clean_name(rdns),
-        ip=address_of(ip_text) if ip_text else None,
-        ip_text=ip_text or None,
-        ident=(ident.strip("[]") or None) if ident else None,
-        auth_user=user or None,
-        auth_mech=mech or None,
-        reader=reader.name,
+        helo or None,
+        _clean_name(rdns) if rdns else None,
+        address_of(ip_text) if ip_text else None,
+        ip_text or None,
+        (ident.strip("[]") or None) if ident else None,
+        user or None,
+        mech or None,
+        reader.name,
     )
+
+
+# What MTAs write to say "handed over inside the host" or "this was our AUTH user".
+_NETWORK_PROTOCOLS = frozenset(
+    ("SMTP", "ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA", "UTF8SMTP", "UTF8SMTPS")
+)
+_AUTH_PROTOCOL = re.compile(r"^(?:(?:UTF8)?(?:E?SMTP|LMTP)S?A|ASMTP|HTTP\w*)$")
+_ENVELOPE = re.compile(r"\(?envelope-(?:from|sender)\s+<?([^<>\s,()]*)>?", re.I)
+_AUTH_MARKS = re.compile(
+    r"\(authenticated sender: ?(?P<postfix>[^)\s]+)"
+    r"|\(authenticated(?: (?:as|by) (?P<as>[^)\s,;]+)| bits=\d+| \(\d+ bits\))?[,)]"
+    r"|\(auth: (?P<mech>[\w-]+)(?: (?P<courier>[^,)\s]+))?"
+    r"|\(account (?P<account>[^)\s]+)"
+    r"|\w+ authenticated user (?P<webmail>[^)\s]+)\)"
+    r"|\) as user (?P<asuser>\S+)",
+    re.I,
+)
+_GMX_SUBMISSION = re.compile(r" by mail\.gmx\.(?:net|com) \(mp\w*\)", re.I)
+
+
+def envelope_from(work: str, low: str, second_from: str | None) -> str | None:
+    """Gives the envelope sender a hop recorded: Exim/qmail comments, XMail's "from <x>"."""
+    if "envelope-" in low:
+        m = _ENVELOPE.search(work)
+        if m:
+            return m.group(1)
+    if second_from is not None:
+        value = second_from.strip()
+        if value.startswith("<"):
+            return value.partition(">")[0][1:]
+    return None
+
+
+def local_reason(
+    low: str,
+    protocol: str | None,
+    family: str,
+    has_from: bool,
+    submitted: bool,
+    ip: str | None,
+    part: FromPart | None,
+) -> str | None:
+    """Gives why the sending side is not an SMTP client on the network, or None.
+
+    RFC 5321 §4.4: an SMTP server always writes a FROM clause; a Received line
+    without one, or one naming a local protocol, records a hand-over inside the host.
+    """
+    if protocol is not None and protocol not in _NETWORK_PROTOCOLS:
+        if protocol == "LOCAL":
+            return "with local"
+        if protocol.startswith("LMTP"):
+            return f"{protocol} delivery (RFC 2033)"
+        if protocol.startswith(("IMAP", "POP")) or family == "fetchmail":
+            return f"fetched by {protocol} and re-injected"
+    if "qmail-scanner" in low:
+        return "qmail-scanner re-queue"
+    if "from userid" in low:
+        return "Postfix pickup (from userid)"
+    if family == "exchange" and "pickup service" in low:
+        return "Exchange pickup service"
+    if "[unix:" in low or "[unix socket]" in low or "[local]" in low:
+        return "local socket"
+    if ip is None and (submitted or "/submit)" in low):
+        return "Sendmail local submission"
+    if not has_from:
+        return "no from clause"
+    if family == "exim" and ip is None and part is not None and part.helo and "." not in part.helo:
+        return "Exim local sender"
+    return None
+
+
+def auth_reason(
+    low: str, work: str, protocol: str | None, with_value: str, part: FromPart | None
+) -> tuple[str | None, str | None]:
+    """Gives (AUTH user, why the hop is authenticated) or (None, None) (RFC 4954 §7, RFC 3848)."""
+    user = part.auth_user if part else None
+    reason: str | None = None
+    if part is not None and part.auth_mech:
+        reason = f"AUTH {part.auth_mech.upper()}"
+    if protocol is not None and (
+        protocol in ("ESMTPA", "ESMTPSA")
+        or (protocol not in _NETWORK_PROTOCOLS and _AUTH_PROTOCOL.match(protocol))
+    ):
+        reason = reason or f"with {protocol}"
+    if "auth" in low or "account " in low or " as user " in low:
+        for m in _AUTH_MARKS.finditer(work):
+            if m.group("mech"):
+                found = m.group("courier")
+                reason = reason or f"AUTH: {m.group('mech')}"
+            else:
+                found = next((v for v in m.groupdict().values() if v), None)
+                reason = reason or m.group(0).strip("( )")
+            user = user or found
+    if reason is None and "gmx." in low and _GMX_SUBMISSION.search(work):
+        reason = "GMX submission server (mail.gmx.net mp*)"
+    if reason is None and " auth" in with_value.lower():
+        words = [w.strip("[](),;").upper() for w in with_value.replace("\x01", " ").split()]
+        if "AUTH" in words:
+            reason = "AUTH in with clause"
+    return (user if reason else None), reason

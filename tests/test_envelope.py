@@ -240,3 +240,15 @@ def test_envelope_from_comment_of_trusted_hop_gives_sender() -> None:
         SETTINGS,
     )
     assert env.mail_from == "sender@example.com"
+
+
+def test_hop_without_client_address_stops_the_walk() -> None:
+    hop = (
+        "Received: from mystery by mx.family.example (Postfix) with ESMTP id 4Sg;"
+        " Tue, 28 Nov 2026 10:00:01 +0000\r\n"
+    )
+    env = recover_envelope(
+        message(hop, postfix_hop("forged.example", "forged.example", "192.0.2.99")), SETTINGS
+    )
+    assert env.client_ip is None
+    assert any("no client address" in e for e in env.evidence)
