@@ -8,6 +8,7 @@ need them, so `authsieve pipe` starts fast.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,28 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dns-server", metavar="HOST:PORT", help="ask this nameserver")
     p.add_argument("--dns-zone", metavar="FILE", help="answer DNS from this zone file (offline)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+# command → (module, function adding its sub-parser, one-line help)
+PLUGINS = {
+    "sieve": ("sieve.commands", "add_sieve_parser", "generate or install the Sieve script"),
+    "watch": ("classifier.watch_cli", "add_watch_parser", "classify mail as it lands in Maildirs"),
+    "quarantine": (
+        "classifier.watch_cli",
+        "add_quarantine_parser",
+        "list, show, release or purge quarantined mail",
+    ),
+    "report": (
+        "classifier.report_cli",
+        "add_report_parser",
+        "what each policy would do to the mail you have",
+    ),
+    "recheck": (
+        "classifier.report_cli",
+        "add_recheck_parser",
+        "re-check messages whose result was temperror",
+    ),
+}
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -72,14 +95,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     pipe.add_argument("--lda-path", default="/usr/lib/dovecot/dovecot-lda")
     pipe.add_argument("--sendmail-path", default="/usr/sbin/sendmail")
 
-    # The Sieve side pulls in sievelib (and ssl): only load it when it may be asked for.
+    # Commands that live in their own modules, each adding its own sub-parser; a module is
+    # imported only when its command (or the full help) is asked for, so `pipe` starts fast.
     first = next((a for a in (argv or []) if not a.startswith("-")), None)
-    if argv is None or first in (None, "sieve"):
-        from sieve.commands import add_sieve_parser
-
-        add_sieve_parser(sub, add_common)
-    else:
-        sub.add_parser("sieve", help="generate or install the Sieve script")
+    for name, (module, function, summary) in PLUGINS.items():
+        if argv is None or first in (None, name):
+            try:
+                add = getattr(importlib.import_module(module), function)
+            except (ImportError, AttributeError):
+                continue
+            add(sub, add_common)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
