@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 EX_USAGE = 2
 EX_TEMPFAIL = 75
+EX_SOFTWARE = 70
 
 
 class UsageError(Exception):
@@ -93,6 +94,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="stdout | dovecot-lda | sendmail | maildir:PATH (default stdout)",
     )
     pipe.add_argument("--lda-path", default="/usr/lib/dovecot/dovecot-lda")
+    pipe.add_argument(
+        "--daemon",
+        metavar="SOCKET",
+        help="let `authsieve serve` on this socket check the message (falls back to in-process)",
+    )
+
+    serve = sub.add_parser("serve", help="resident checker for `pipe --daemon` (UNIX socket)")
+    add_common(serve)
+    serve.add_argument("--socket", metavar="PATH", help="socket path (default: daemon_socket)")
+    serve.add_argument("--socket-mode", default="666", help="octal permissions of the socket")
     pipe.add_argument("--sendmail-path", default="/usr/sbin/sendmail")
 
     # Commands that live in their own modules, each adding its own sub-parser; a module is
@@ -234,27 +245,66 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
-    from classifier.deliver import EX_TEMPFAIL, delivery_from_spec
-    from classifier.envelope import Hints
-    from classifier.pipe import configure_logging, log, run_pipe
+    import time
 
+    from classifier.deliver import delivery_from_spec
+    from classifier.log import configure_logging, log
+    from classifier.pipe import deliver_outcome, process
+
+    started = time.monotonic()
     configure_logging(settings, args.debug)
     try:
         delivery = delivery_from_spec(args.deliver, args.lda_path, args.sendmail_path)
-        resolver = make_resolver_for(args, settings)
-    except (ValueError, UsageError) as exc:
+    except ValueError as exc:
         log.error("bad pipe arguments: %s", exc)
         print(f"authsieve: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
     data = sys.stdin.buffer.read()
-    hints = Hints(
-        sender=args.sender,
-        recipient=args.recipient[0] if args.recipient else None,
-        client_address=_macro(args.client_address),
-        client_helo=_macro(args.client_helo),
-        client_hostname=_macro(args.client_hostname),
-    )
-    return run_pipe(data, settings, resolver, delivery, hints, list(args.recipient))
+    recipients = list(args.recipient)
+    user = recipients[0] if recipients else None
+    hints: dict[str, str | None] = {
+        "sender": args.sender,
+        "recipient": user,
+        "client_address": _macro(args.client_address),
+        "client_helo": _macro(args.client_helo),
+        "client_hostname": _macro(args.client_hostname),
+    }
+    outcome = None
+    socket_path = args.daemon or settings.daemon_socket
+    if socket_path:
+        from classifier.daemon_client import ask_daemon
+
+        outcome = ask_daemon(socket_path, data, hints, user, settings.dns_budget + 10)
+        if outcome is None:
+            log.warning("daemon at %s did not answer; checking in this process", socket_path)
+    if outcome is None:
+        try:
+            resolver = make_resolver_for(args, settings)
+        except UsageError as exc:
+            log.error("bad pipe arguments: %s", exc)
+            print(f"authsieve: {exc}", file=sys.stderr)
+            return EX_TEMPFAIL
+        outcome = process(data, settings, resolver, hints, user)
+    return deliver_outcome(outcome, delivery, args.sender, recipients, started)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from classifier.daemon import serve
+    from classifier.log import configure_logging
+
+    configure_logging(settings, args.debug)
+    path = args.socket or settings.daemon_socket
+    if not path:
+        raise UsageError("serve: no socket: give --socket PATH or classifier.daemon_socket")
+    try:
+        mode = int(args.socket_mode, 8)
+    except ValueError:
+        raise UsageError(f"--socket-mode {args.socket_mode!r}: not an octal mode") from None
+    resolver = make_resolver_for(args, settings)
+    try:
+        return serve(path, settings, resolver, mode)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot listen: {exc.strerror}") from None
 
 
 def _macro(value: str | None) -> str | None:
@@ -264,7 +314,7 @@ def _macro(value: str | None) -> str | None:
     return value.strip()
 
 
-COMMANDS = {"check": cmd_check, "annotate": cmd_annotate, "pipe": cmd_pipe}
+COMMANDS = {"check": cmd_check, "annotate": cmd_annotate, "pipe": cmd_pipe, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,6 +334,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_TEMPFAIL if args.command == "pipe" else EX_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"authsieve: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # Whatever went wrong, Postfix must keep the message and retry rather than bounce it.
+        return EX_TEMPFAIL if args.command == "pipe" else EX_SOFTWARE
     except BrokenPipeError:
         return 0
 

@@ -48,6 +48,7 @@ class Settings:
     dns_server: str | None = None
     dns_zone: str | None = None
     log_file: str | None = None
+    daemon_socket: str | None = None  # where `authsieve serve` listens and `pipe` asks
     source: str = "<defaults>"
     # [policy] and [users."…"] exactly as read; classifier.policy validates them.
     policy_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -104,6 +105,7 @@ _CLASSIFIER_KEYS = {
     "dns_server": str,
     "dns_zone": str,
     "log_file": str,
+    "daemon_socket": str,
 }
 _TOP_KEYS = {"classifier", "policy", "users"}
 
@@ -173,6 +175,7 @@ def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settin
         dns_server=section.get("dns_server"),
         dns_zone=section.get("dns_zone"),
         log_file=section.get("log_file"),
+        daemon_socket=section.get("daemon_socket"),
         source=source,
         policy_raw=policy,
         users_raw=users,

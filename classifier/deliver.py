@@ -121,8 +121,10 @@ def write_maildir(root: Path, folder: str, data: bytes, name: str | None = None)
     The folder (a Maildir++ sub-folder such as ``.Junk``) is created when missing.
     """
     base = root / folder if folder else root
-    for sub in ("tmp", "new", "cur"):
-        (base / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    # A Maildir++ folder lives inside a Maildir: make sure both are whole.
+    for d in {root, base}:
+        for sub in ("tmp", "new", "cur"):
+            (d / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
     if folder:
         (base / "maildirfolder").touch(exist_ok=True)
     name = name or maildir_name()

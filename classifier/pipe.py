@@ -6,13 +6,13 @@ internal error in the checks still delivers the message, unchanged but for an
 ``X-Authsieve: …; verdict=inbox; error=…`` header, and the traceback goes to
 the log.  Nothing reaches stderr unless delivery failed: Postfix mails stderr
 back to the sender in bounces.
+
+This module's top level stays light: a pipe process that hands the checks to
+the resident daemon (`classifier.daemon`) never imports the engine.
 """
 
 from __future__ import annotations
 
-import logging
-import logging.handlers
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -20,37 +20,17 @@ from typing import TYPE_CHECKING
 
 from classifier.config import Settings
 from classifier.deliver import Delivery, DeliveryError
-from classifier.envelope import Hints, strip_angle
+from classifier.log import log
 
 if TYPE_CHECKING:
     from classifier.dns import Resolver
 
-log = logging.getLogger("authsieve")
-
-
-def configure_logging(settings: Settings, debug: bool = False) -> None:
-    """Sends log records to the configured file, else to syslog's mail facility."""
-    if log.handlers:
-        return
-    handler: logging.Handler
-    if settings.log_file:
-        handler = logging.FileHandler(settings.log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s authsieve[%(process)d]: %(message)s"))
-    elif os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler(
-            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
-        )
-        handler.setFormatter(logging.Formatter("authsieve[%(process)d]: %(message)s"))
-    else:
-        handler = logging.NullHandler()
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG if debug else logging.INFO)
-    log.propagate = False
+HINT_KEYS = ("sender", "recipient", "client_address", "client_helo", "client_hostname")
 
 
 @dataclass(frozen=True)
 class PipeOutcome:
-    """What happened to one message: the bytes delivered, where, and why."""
+    """What happened to one message: the bytes to deliver, where, and why."""
 
     data: bytes
     action: str
@@ -59,20 +39,25 @@ class PipeOutcome:
 
 
 def process(
-    data: bytes, settings: Settings, resolver: Resolver, hints: Hints, user: str | None
+    data: bytes,
+    settings: Settings,
+    resolver: Resolver,
+    hints: dict[str, str | None],
+    user: str | None,
 ) -> PipeOutcome:
     """Gives the annotated message and verdict (on an internal error: original + error header)."""
     from classifier.annotate import annotate
+    from classifier.envelope import Hints
     from classifier.evaluate import evaluate
     from classifier.facts import AuthFacts, render_header_value
     from classifier.policy import load_policies
 
     policies = load_policies(settings)
     try:
-        result = evaluate(data, settings, resolver, hints, user, policies)
-        out = annotate(
-            data, result.report, settings.authserv_id, result.header_value(settings.authserv_id)
-        )
+        hinted = Hints(**{k: hints.get(k) for k in HINT_KEYS})
+        result = evaluate(data, settings, resolver, hinted, user, policies)
+        value = result.header_value(settings.authserv_id)
+        out = annotate(data, result.report, settings.authserv_id, value)
         env, facts, verdict = result.report.envelope, result.facts, result.verdict
         summary = (
             f"client={env.client_ip} from=<{env.mail_from or ''}>"
@@ -91,21 +76,17 @@ def process(
         return PipeOutcome(header + data, "inbox", "error", error)
 
 
-def run_pipe(
-    data: bytes,
-    settings: Settings,
-    resolver: Resolver,
+def deliver_outcome(
+    outcome: PipeOutcome,
     delivery: Delivery,
-    hints: Hints,
+    sender: str | None,
     recipients: list[str],
+    started: float,
 ) -> int:
-    """Checks, annotates and delivers one message; gives the sysexits code for Postfix."""
-    started = time.monotonic()
-    user = recipients[0] if recipients else None
-    outcome = process(data, settings, resolver, hints, user)
-    sender = strip_angle(hints.sender) if hints.sender is not None else ""
+    """Delivers the outcome; gives the sysexits code for Postfix (stderr only on failure)."""
+    envelope_sender = (sender or "").strip().strip("<>").strip()
     try:
-        delivery.deliver(outcome.data, sender, recipients, outcome.action)
+        delivery.deliver(outcome.data, envelope_sender, recipients, outcome.action)
     except DeliveryError as exc:
         log.error("delivery failed (exit %d): %s", exc.code, exc)
         print(f"authsieve: delivery failed: {exc}", file=sys.stderr)
@@ -117,3 +98,18 @@ def run_pipe(
         (time.monotonic() - started) * 1000,
     )
     return 0
+
+
+def run_pipe(
+    data: bytes,
+    settings: Settings,
+    resolver: Resolver,
+    delivery: Delivery,
+    hints: dict[str, str | None],
+    recipients: list[str],
+) -> int:
+    """Checks, annotates and delivers one message in this process; gives the sysexits code."""
+    started = time.monotonic()
+    user = recipients[0] if recipients else None
+    outcome = process(data, settings, resolver, hints, user)
+    return deliver_outcome(outcome, delivery, hints.get("sender"), recipients, started)

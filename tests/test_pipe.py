@@ -1,0 +1,194 @@
+"""`authsieve pipe` and `serve`: check, annotate, deliver, never lose (pipe.py, daemon.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from classifier.config import load_settings
+from classifier.daemon import make_server
+from classifier.daemon_client import ask_daemon
+from classifier.dns import make_resolver
+from classifier.facts import parse_header_value
+from classifier.message import Message
+from classifier.pipe import process
+from tests.dnsserver import free_udp_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "examples" / "maildir"
+CONFIG = ROOT / "examples" / "config.toml"
+ZONE = DEMO / "zone.txt"
+NEWSLETTER = next((DEMO / "new").glob("1741761007.*"))  # all pass → inbox
+PHISH = next((DEMO / "new").glob("1741659463.*"))  # SPF fail, DMARC p=reject → quarantine
+CYOU = next((DEMO / "new").glob("1741223639.*"))  # blocked suffix → junk
+HINTS = {"recipient": "alice@family.example"}
+
+
+def pipe(*args: str, stdin: bytes, config: Path = CONFIG) -> subprocess.CompletedProcess[bytes]:
+    argv = [sys.executable, "-m", "classifier.cli", "pipe", "--config", str(config), *args]
+    return subprocess.run(argv, input=stdin, capture_output=True, cwd=ROOT, check=False, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("message", "folder"), [(NEWSLETTER, "new"), (PHISH, ".Quarantine/new"), (CYOU, ".Junk/new")]
+)
+def test_maildir_delivery_files_by_verdict(tmp_path: Path, message: Path, folder: str) -> None:
+    proc = pipe(
+        "--dns-zone", str(ZONE), "--recipient", "alice@family.example",
+        "--deliver", f"maildir:{tmp_path}", stdin=message.read_bytes(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b"" and proc.stdout == b""  # Postfix mails stderr back: stay silent
+    files = list((tmp_path / folder).iterdir())
+    assert len(files) == 1
+    delivered = files[0].read_bytes()
+    assert delivered.endswith(message.read_bytes())
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_stdout_delivery_prepends_our_three_headers() -> None:
+    proc = pipe(
+        "--dns-zone", str(ZONE), "--recipient", "alice@family.example", "--deliver", "stdout",
+        stdin=NEWSLETTER.read_bytes(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    names = [f.name for f in Message.parse(proc.stdout).fields][:3]
+    assert names == ["Authentication-Results", "Received-SPF", "X-Authsieve"]
+
+
+def test_unwritable_maildir_is_a_temporary_failure(tmp_path: Path) -> None:
+    target = tmp_path / "file-not-dir"
+    target.write_text("x")
+    proc = pipe(
+        "--dns-zone", str(ZONE), "--deliver", f"maildir:{target}", stdin=NEWSLETTER.read_bytes()
+    )
+    assert proc.returncode == 75
+    assert b"delivery failed" in proc.stderr
+
+
+def test_failing_next_stage_exit_code_is_passed_through(tmp_path: Path) -> None:
+    lda = tmp_path / "lda"
+    lda.write_text("#!/bin/sh\ncat >/dev/null\necho 'mailbox full' >&2\nexit 75\n")
+    lda.chmod(0o755)
+    proc = pipe(
+        "--dns-zone", str(ZONE), "--deliver", "dovecot-lda", "--lda-path", str(lda),
+        "--sender", "a@example.com", "--recipient", "alice@family.example",
+        stdin=NEWSLETTER.read_bytes(),
+    )  # fmt: skip
+    assert proc.returncode == 75
+    assert b"mailbox full" in proc.stderr
+
+
+def test_dovecot_lda_gets_sender_and_recipient_as_arguments(tmp_path: Path) -> None:
+    lda = tmp_path / "lda"
+    log = tmp_path / "argv"
+    lda.write_text(f'#!/bin/sh\necho "$@" > {log}\ncat > {tmp_path}/msg\n')
+    lda.chmod(0o755)
+    proc = pipe(
+        "--dns-zone", str(ZONE), "--deliver", "dovecot-lda", "--lda-path", str(lda),
+        "--sender", "bounce@shop.example", "--recipient", "alice@family.example",
+        stdin=NEWSLETTER.read_bytes(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().split() == [
+        "-e",
+        "-f",
+        "bounce@shop.example",
+        "-a",
+        "alice@family.example",
+    ]
+    assert (tmp_path / "msg").read_bytes().endswith(NEWSLETTER.read_bytes())
+
+
+def test_bad_config_defers_instead_of_bouncing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[policy]\nspf_fail = 'delete'\n")
+    proc = pipe("--deliver", "stdout", stdin=NEWSLETTER.read_bytes(), config=bad)
+    assert proc.returncode == 75
+    assert b"policy.spf_fail" in proc.stderr
+
+
+def test_unreachable_dns_delivers_with_temperror(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        CONFIG.read_text().replace(
+            "[classifier]", "[classifier]\ndns_timeout = 0.3\ndns_budget = 1"
+        )
+    )
+    proc = pipe(
+        "--dns-server", f"127.0.0.1:{free_udp_port()}", "--recipient", "alice@family.example",
+        "--deliver", f"maildir:{tmp_path / 'md'}", stdin=PHISH.read_bytes(), config=config,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (delivered,) = (tmp_path / "md" / "new").iterdir()  # INBOX: a temperror never files
+    fields = parse_header_value(Message.parse(delivered.read_bytes()).get("X-Authsieve") or "")
+    assert fields["spf"] == "temperror" and fields["verdict"] == "inbox"
+
+
+class Exploding:
+    def session(self, budget: float) -> None:
+        raise RuntimeError("boom")
+
+
+def test_internal_error_delivers_unchanged_with_an_error_header() -> None:
+    settings = load_settings(CONFIG)
+    data = NEWSLETTER.read_bytes()
+    outcome = process(data, settings, Exploding(), HINTS, "alice@family.example")  # type: ignore[arg-type]
+    assert outcome.action == "inbox"
+    assert outcome.data.endswith(data)
+    header = Message.parse(outcome.data).get("X-Authsieve") or ""
+    fields = parse_header_value(header)
+    assert fields["verdict"] == "inbox" and fields["spf"] == "temperror"
+    assert fields["error"] == "internal error: RuntimeError"
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[str]:
+    path = str(tmp_path / "authsieve.sock")
+    settings = load_settings(CONFIG)
+    server = make_server(path, settings, make_resolver(dns_zone=ZONE))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield path
+    server.shutdown()
+    server.server_close()
+
+
+def test_daemon_gives_what_the_pipe_process_would(daemon: str) -> None:
+    settings = load_settings(CONFIG)
+    for message in (NEWSLETTER, PHISH, CYOU):
+        data = message.read_bytes()
+        local = process(data, settings, make_resolver(dns_zone=ZONE), HINTS, "alice@family.example")
+        remote = ask_daemon(daemon, data, HINTS, "alice@family.example", timeout=30)
+        assert remote == local
+
+
+def test_pipe_through_daemon_and_fallback_when_it_is_down(daemon: str, tmp_path: Path) -> None:
+    args = ("--recipient", "alice@family.example", "--deliver", "stdout")
+    via = pipe("--daemon", daemon, *args, stdin=PHISH.read_bytes())
+    assert via.returncode == 0, via.stderr
+    down = pipe("--daemon", str(tmp_path / "nothing.sock"), "--dns-zone", str(ZONE), *args,
+                stdin=PHISH.read_bytes())  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert via.stdout == down.stdout
+    assert parse_header_value(Message.parse(via.stdout).get("X-Authsieve") or "")["verdict"] == (
+        "quarantine"
+    )
+
+
+@pytest.mark.skipif(shutil.which("true") is None or os.geteuid() != 0, reason="needs root")
+def test_serve_refuses_a_socket_it_cannot_create(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "classifier.cli", "serve", "--config", str(CONFIG),
+         "--dns-zone", str(ZONE), "--socket", str(tmp_path / "no" / "such" / "dir.sock")],
+        capture_output=True, cwd=ROOT, check=False, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert b"cannot listen" in proc.stderr
