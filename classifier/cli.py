@@ -263,7 +263,8 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
     recipients = list(args.recipient)
     user = recipients[0] if recipients else None
     hints: dict[str, str | None] = {
-        "sender": args.sender,
+        # pipe(8) spells the null sender MAILER-DAEMON unless the service sets null_sender=.
+        "sender": "" if (args.sender or "").strip().upper() == "MAILER-DAEMON" else args.sender,
         "recipient": user,
         "client_address": _macro(args.client_address),
         "client_helo": _macro(args.client_helo),
@@ -285,7 +286,7 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
             print(f"authsieve: {exc}", file=sys.stderr)
             return EX_TEMPFAIL
         outcome = process(data, settings, resolver, hints, user)
-    return deliver_outcome(outcome, delivery, args.sender, recipients, started)
+    return deliver_outcome(outcome, delivery, hints["sender"], recipients, started)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -320,7 +321,13 @@ COMMANDS = {"check": cmd_check, "annotate": cmd_annotate, "pipe": cmd_pipe, "ser
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # A mistake in master.cf's argv must keep mail queued, not bounce it.
+        if argv[:1] == ["pipe"] and exc.code not in (0, None):
+            return EX_TEMPFAIL
+        raise
     debug = getattr(args, "debug", False)
     try:
         settings = load_settings(getattr(args, "config", None))
@@ -334,14 +341,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_TEMPFAIL if args.command == "pipe" else EX_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return 0
     except Exception as exc:
         if debug:
             raise
         print(f"authsieve: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         # Whatever went wrong, Postfix must keep the message and retry rather than bounce it.
         return EX_TEMPFAIL if args.command == "pipe" else EX_SOFTWARE
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

@@ -91,7 +91,9 @@ class DovecotLdaDelivery:
                 argv += ["-c", self.config]
             argv += ["-e", "-f", sender or "<>"]
             if rcpt:
-                argv += ["-a", rcpt]
+                # -d: whose mailbox and Sieve (Dovecot userdb); pipe(8) runs every delivery
+                # as one user, so without it all mail would land in that user's mailbox.
+                argv += ["-d", rcpt, "-a", rcpt]
             _run(argv, data, self.timeout)
 
 

@@ -11,7 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+# The empty line that ends the header block (RFC 5322 §2.1), found where a line starts.
+_EMPTY_LINE = re.compile(rb"\n\r?\n")
+# A line break followed by a field name starts a new field; any other line (folding, or
+# junk RFC 5322 §2.2 has no place for) stays with the field above, bytes intact.
+_FIELD_BREAK = re.compile(rb"\n(?=([\x21-\x39\x3b-\x7e]+)[ \t]*:)")
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,27 @@ class HeaderField:
         """Gives the unfolded value after the colon (8-bit bytes kept via surrogateescape)."""
         _, _, rest = self.raw.partition(b":")
         text = rest.decode("utf-8", "surrogateescape")
-        return " ".join(text.split()) if "\n" in text or "\r" in text else text.strip()
+        flat = text.strip()
+        if "\n" not in text and "\r" not in text:
+            return flat
+        # One line of printable ASCII with single spaces is already unfolded; splitting and
+        # joining it again would cost more than reading the rest of the field.
+        if flat.isascii() and flat.isprintable() and "  " not in flat:
+            return flat
+        return " ".join(flat.split())
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _field(name: bytes, raw: bytes) -> HeaderField:
+    # A message has dozens of fields and every delivery splits them: the frozen
+    # dataclass's __init__ and __post_init__ would cost more than the split itself.
+    f = _new(HeaderField)
+    text = name.decode("ascii")
+    _set(f, "__dict__", {"name": text, "raw": raw, "key": text.lower()})
+    return f
 
 
 @dataclass(frozen=True)
@@ -44,54 +69,45 @@ class Message:
     @classmethod
     def parse(cls, data: bytes) -> Message:
         """Gives the message's fields; never raises (garbage lines join the previous field)."""
-        fields: list[HeaderField] = []
         eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
-        pos = 0
-        size = len(data)
-        current: list[bytes] = []
-        name = ""
+        first = _FIELD_NAME.match(data)
+        if first is None:
+            # No header block at all (or an empty one): everything is body.
+            return cls((), data, eol)
+        empty = _EMPTY_LINE.search(data)
+        end = empty.start() + 1 if empty is not None else len(data)
+        # One C-level split instead of a Python loop per line: [raw, name, raw, name, …, raw],
+        # each raw but the last without the line break the split consumed.
+        parts = _FIELD_BREAK.split(data[:end])
+        last = len(parts) - 1
+        fields = [_field(first.group(1), parts[0] + b"\n" if last else parts[0])]
+        for i in range(1, last, 2):
+            raw = parts[i + 1]
+            fields.append(_field(parts[i], raw + b"\n" if i + 1 < last else raw))
+        return cls(tuple(fields), data[end:], eol)
 
-        def flush() -> None:
-            if current:
-                fields.append(HeaderField(name, b"".join(current)))
-
-        while pos < size:
-            end = data.find(b"\n", pos)
-            end = size if end < 0 else end + 1
-            line = data[pos:end]
-            if line in (b"\r\n", b"\n"):
-                break
-            if line[:1] in (b" ", b"\t") and current:
-                current.append(line)
-            else:
-                m = _FIELD_NAME.match(line)
-                if m is None:
-                    if current:
-                        # RFC 5322 §2.2 has no place for it; keep its bytes with the previous field.
-                        current.append(line)
-                        pos = end
-                        continue
-                    # No header block at all: everything is body.
-                    return cls((), data, eol)
-                flush()
-                name = m.group(1).decode("ascii")
-                current = [line]
-            pos = end
-        flush()
-        return cls(tuple(fields), data[pos:], eol)
+    def _by_key(self) -> dict[str, list[HeaderField]]:
+        """Gives the fields grouped by lower-cased name, top first (built once per message)."""
+        index: dict[str, list[HeaderField]] | None = self.__dict__.get("_index")
+        if index is None:
+            index = {}
+            for f in self.fields:
+                same = index.get(f.key)
+                if same is None:
+                    index[f.key] = [f]
+                else:
+                    same.append(f)
+            self.__dict__["_index"] = index
+        return index
 
     def get_all(self, name: str) -> list[str]:
         """Gives the unfolded values of every field with this name, top first."""
-        key = name.lower()
-        return [f.value() for f in self.fields if f.key == key]
+        return [f.value() for f in self._by_key().get(name.lower(), ())]
 
     def get(self, name: str) -> str | None:
         """Gives the unfolded value of the topmost field with this name, or None."""
-        key = name.lower()
-        for f in self.fields:
-            if f.key == key:
-                return f.value()
-        return None
+        same = self._by_key().get(name.lower())
+        return same[0].value() if same else None
 
     def to_bytes(self) -> bytes:
         """Gives the message's bytes back exactly."""

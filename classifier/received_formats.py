@@ -137,6 +137,8 @@ _PAREN_IP = ("helo (ip)", HELO_PAREN_IP, NAME_IS_HELO)
 _QMAIL_HELO = ("qmail (HELO)", QMAIL_HELO, NAME_IS_RDNS)
 _QMAIL_IP = ("qmail (ip)", QMAIL_IP, NAME_IS_RDNS)
 
+# The reader the quick path of classifier/received.py stands in for.
+SENDMAIL_READER = Reader(*_SENDMAIL)
 POSTFIX = _family("postfix", _SENDMAIL, _BARE_HELO)
 SENDMAIL_FAMILY = _family(
     "sendmail", _SENDMAIL, ("sendmail local", SENDMAIL_NOIP, NAME_IS_HELO), _PAREN_IP, _BARE_HELO
@@ -299,7 +301,7 @@ def _is_address(text: str) -> bool:
     return (first.isdigit() or ":" in text) and address_of(text) is not None
 
 
-def _clean_name(text: str | None) -> str | None:
+def clean_name(text: str | None) -> str | None:
     """Gives a reverse-DNS name as a plain host name: no <>, no trailing dot, None if absent."""
     if not text:
         return None
@@ -363,7 +365,7 @@ def _interpret(g: dict[str, str | None], reader: Reader) -> FromPart:
         user = ident
     return FromPart(
         helo or None,
-        _clean_name(rdns) if rdns else None,
+        clean_name(rdns) if rdns else None,
         address_of(ip_text) if ip_text else None,
         ip_text or None,
         (ident.strip("[]") or None) if ident else None,

@@ -1,22 +1,21 @@
 """A throwaway Postfix + dovecot-lda under one temp dir, for integration tests of `authsieve pipe`.
 
-`throwaway_mta()` starts Postfix on 127.0.0.1 at a free port whose transport
-map sends the test domain to an ``authsieve`` pipe(8) service, which runs
-``authsieve pipe --deliver dovecot-lda`` as an unprivileged user; dovecot-lda
-runs each recipient's Sieve script and writes into Maildirs under the temp
-dir.  No Dovecot server runs.  Everything stops when the ``with`` block ends,
-even when a test failed.
+`throwaway_mta()` starts Postfix on 127.0.0.1 at a free port.  Its transport
+map sends ``test.example`` to the ``authsieve`` pipe(8) service of
+examples/postfix/master.cf, which runs ``authsieve pipe --deliver
+dovecot-lda`` as ``nobody``; dovecot-lda (configured with the snippets of
+examples/dovecot/) runs each recipient's Sieve script and writes into
+``mail/<address>/Maildir``.  No Dovecot server runs: a small wrapper plays
+Dovecot's userdb, taking the mailbox user from ``-d`` (else ``-a``).
+Everything is killed and removed when the ``with`` block ends, even when a
+test failed (``AUTHSIEVE_KEEP_MTA=1`` keeps the files for a post-mortem).
 
-pipe(8) refuses to run commands as root, so the pipe user (``nobody``) must
-be able to run an interpreter that has authsieve's dependencies:
-`pipe_interpreter` copies the code into the temp dir and probes, as that
-user, the repository's ``.venv``, the running interpreter and
-``/usr/bin/python3``; when none of them works it copies the dependencies'
-files into the temp dir and tries again.
-
-Dovecot's userdb is played by a small wrapper: dovecot-lda delivers as the
-user named by ``-d`` (else the ``-a`` recipient), into
-``mail/<address>/Maildir`` with ``mail/<address>/.dovecot.sieve``.
+pipe(8) never runs a command as root, and ``nobody`` may not be able to
+read the repository or the interpreter running the tests.  So the code is
+copied into the temp dir, and `pipe_interpreter` probes, as ``nobody``, the
+repository's ``.venv``, the running interpreter and ``/usr/bin/python3``;
+when none has the dependencies, it copies their installed files into the
+temp dir and probes again.
 """
 
 from __future__ import annotations
@@ -40,8 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
-# Included into the test's dovecot.conf, so that the examples are what runs.
-DOVECOT_SNIPPETS = ("15-lda.conf", "15-mailboxes.conf")
+DOVECOT_SNIPPETS = ("15-lda.conf", "15-mailboxes.conf")  # included as they are
 POSTFIX = "/usr/sbin/postfix"
 POSTQUEUE = "/usr/sbin/postqueue"
 DOVECOT_LDA = "/usr/lib/dovecot/dovecot-lda"
@@ -49,7 +47,7 @@ SIEVEC = "/usr/bin/sievec"
 PIPE_USER = "nobody"
 DOMAIN = "test.example"
 HOSTNAME = "mx.test.example"
-# Distributions `authsieve pipe` imports at run time, with what they pull in.
+# Distributions `authsieve pipe` imports, with what they pull in.
 DEPENDENCIES = (
     "pyspf",
     "dkimpy",
@@ -71,11 +69,9 @@ def missing_parts() -> str:
     """Gives why the integration tests cannot run here ("" when everything is in place)."""
     if os.geteuid() != 0:
         return "starting a private Postfix needs root"
-    for tool in (POSTFIX, POSTQUEUE, DOVECOT_LDA, SIEVEC):
+    for tool in (POSTFIX, POSTQUEUE, DOVECOT_LDA, SIEVEC, shutil.which("swaks") or "swaks"):
         if not os.access(tool, os.X_OK):
             return f"{tool} not installed (bash scripts/install-deps --test)"
-    if shutil.which("swaks") is None:
-        return "swaks not installed (bash scripts/install-deps --test)"
     for name in ("postfix", PIPE_USER):
         try:
             pwd.getpwnam(name)
@@ -106,7 +102,7 @@ def give(path: Path, owner: pwd.struct_passwd) -> None:
 def run_as(
     user: pwd.struct_passwd, argv: list[str], env: dict[str, str], data: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
-    """Gives the finished process of argv run as user (no supplementary groups, like pipe(8))."""
+    """Gives the finished process of argv run as user, without supplementary groups (as pipe(8))."""
     return subprocess.run(
         argv,
         input=data,
@@ -123,7 +119,7 @@ def run_as(
 
 @dataclass(frozen=True)
 class Interpreter:
-    """A Python the pipe user can run, with the PYTHONPATH that gives it authsieve."""
+    """A Python the pipe user can run, and the PYTHONPATH that gives it authsieve."""
 
     python: str
     path: tuple[str, ...]
@@ -131,7 +127,7 @@ class Interpreter:
 
 
 def probe(user: pwd.struct_passwd, python: str, path: tuple[str, ...]) -> str:
-    """Gives why python cannot run authsieve as user ("" when it can)."""
+    """Gives why python cannot import authsieve and its dependencies as user ("" if it can)."""
     try:
         proc = run_as(user, [python, "-c", PROBE], {"PYTHONPATH": ":".join(path)})
     except OSError as exc:
@@ -141,7 +137,7 @@ def probe(user: pwd.struct_passwd, python: str, path: tuple[str, ...]) -> str:
 
 
 def copy_dependencies(source: str, dest: Path) -> bool:
-    """Copies the installed files of DEPENDENCIES from source's site-packages into dest."""
+    """Copies the installed files of DEPENDENCIES out of source's site-packages into dest."""
     lister = (
         "import json, sys\nfrom importlib import metadata\nout = []\n"
         "for name in sys.argv[1:]:\n"
@@ -152,9 +148,8 @@ def copy_dependencies(source: str, dest: Path) -> bool:
         "print(json.dumps(out))\n"
     )
     try:
-        proc = subprocess.run(
-            [source, "-c", lister, *DEPENDENCIES], capture_output=True, timeout=60, check=True
-        )
+        argv = [source, "-c", lister, *DEPENDENCIES]
+        proc = subprocess.run(argv, capture_output=True, timeout=60, check=True)
     except (OSError, subprocess.SubprocessError):
         return False
     for relative, located in json.loads(proc.stdout):
@@ -166,51 +161,39 @@ def copy_dependencies(source: str, dest: Path) -> bool:
     return (dest / "spf.py").exists()
 
 
-def stage_code(dest: Path) -> Path:
-    """Gives dest holding a compiled copy of classifier/ and sieve/ that anyone can read."""
-    for package in ("classifier", "sieve"):
-        shutil.copytree(
-            REPO / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    compileall.compile_dir(dest, quiet=1)
-    open_up(dest)
-    return dest
-
-
 def pipe_interpreter(root: Path, user: pwd.struct_passwd) -> Interpreter | str:
     """Gives an interpreter user can run authsieve with, or why there is none."""
-    app = str(stage_code(root / "app"))
-    candidates = [str(REPO / ".venv" / "bin" / "python"), sys.executable, "/usr/bin/python3"]
-    if os.environ.get("AUTHSIEVE_TEST_PYTHON"):
-        candidates.insert(0, os.environ["AUTHSIEVE_TEST_PYTHON"])
-    candidates = [
-        c for i, c in enumerate(candidates) if c not in candidates[:i] and Path(c).exists()
-    ]
+    app = root / "app"
+    for package in ("classifier", "sieve"):
+        shutil.copytree(REPO / package, app / package, ignore=shutil.ignore_patterns("*.pyc"))
+    compileall.compile_dir(app, quiet=1)  # nobody could not write the .pyc files
+    open_up(app)
+    candidates = [os.environ.get("AUTHSIEVE_TEST_PYTHON", ""), str(REPO / ".venv/bin/python")]
+    candidates += [sys.executable, "/usr/bin/python3"]
+    candidates = [c for c in dict.fromkeys(candidates) if c and Path(c).exists()]
     tried = []
     for python in candidates:
-        why = probe(user, python, (app,))
+        why = probe(user, python, (str(app),))
         if not why:
-            return Interpreter(python, (app,), f"{python} with its own site-packages")
+            return Interpreter(python, (str(app),), f"{python} with its own site-packages")
         tried.append(f"{python}: {why}")
     site = root / "site"
     for source in candidates:
         if not copy_dependencies(source, site):
             continue
         for python in dict.fromkeys(["/usr/bin/python3", os.path.realpath(source)]):
-            why = probe(user, python, (app, str(site)))
+            why = probe(user, python, (str(app), str(site)))
             if not why:
-                return Interpreter(python, (app, str(site)), f"{python}, packages from {source}")
-            tried.append(f"{python} with packages of {source}: {why}")
-    return (
-        f"no Python that {user.pw_name} can run has authsieve's dependencies ({'; '.join(tried)})"
-    )
+                return Interpreter(python, (str(app), str(site)), f"{python}, files of {source}")
+            tried.append(f"{python} with the files of {source}: {why}")
+    return f"no Python {user.pw_name} can run has authsieve's dependencies: {'; '.join(tried)}"
 
 
 def pipe_service(root: Path, user: str) -> str:
     """Gives the authsieve service of examples/postfix/master.cf, with this instance's paths.
 
-    The test runs the very lines the admin copies; only the pipe user, the
-    command's path, the config and the dovecot-lda stand-in are replaced.
+    The test runs the lines an admin copies; only the pipe user, the command's
+    path, the config and the dovecot-lda stand-in are replaced.
     """
     lines = (EXAMPLES / "postfix" / "master.cf").read_text().splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("authsieve "))
@@ -222,10 +205,17 @@ def pipe_service(root: Path, user: str) -> str:
     service = re.sub(r"\buser=\S+", f"user={user}", "\n".join(block))
     command = "argv=/usr/local/bin/authsieve pipe"
     assert command in service, f"examples/postfix/master.cf: no {command!r}"
-    service = service.replace(
-        command, f"argv={root}/bin/authsieve pipe --config {root}/authsieve.toml"
-    )
-    return f"{service}\n  --lda-path {root}/bin/dovecot-lda\n"
+    ours = f"argv={root}/bin/authsieve pipe --config {root}/authsieve.toml"
+    return service.replace(command, ours) + f"\n  --lda-path {root}/bin/dovecot-lda\n"
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One message handed to Postfix."""
+
+    token: str
+    rcpt: str
+    queue_id: str
 
 
 @dataclass(frozen=True)
@@ -246,50 +236,39 @@ class Mta:
     port: int
     interpreter: Interpreter
     user: pwd.struct_passwd
-    sent: list[tuple[str, str]] = field(default_factory=list)  # (token, recipient)
-
-    @property
-    def etc(self) -> Path:
-        return self.root / "etc"
+    sent: list[Sent] = field(default_factory=list)
 
     @property
     def config(self) -> Path:
         return self.root / "authsieve.toml"
 
-    def home(self, addr: str) -> Path:
-        return self.root / "mail" / addr.lower()
-
     def maildir(self, addr: str) -> Path:
-        return self.home(addr) / "Maildir"
+        return self.root / "mail" / addr.lower() / "Maildir"
 
     def write_files(self) -> None:
-        """Writes Postfix's, Dovecot's and authsieve's files (authsieve's config: `set_config`)."""
+        """Writes Postfix's, Dovecot's and the wrappers' files (authsieve's: `set_config`)."""
         r = self.root
         for sub in ("etc", "spool", "data", "mail", "bin", "dovecot/run", "dovecot/state", "out"):
             (r / sub).mkdir(parents=True, exist_ok=True)
-        (r / "etc" / "main.cf").write_text(MAIN_CF.format(root=r, domain=DOMAIN, host=HOSTNAME))
-        (r / "etc" / "master.cf").write_text(
-            MASTER_CF.format(port=self.port) + pipe_service(r, self.user.pw_name)
-        )
-        (r / "dovecot" / "dovecot.conf").write_text(DOVECOT_CONF.format(root=r, host=HOSTNAME))
+        (r / "etc/main.cf").write_text(MAIN_CF.format(root=r, domain=DOMAIN, host=HOSTNAME))
+        master = MASTER_CF.format(port=self.port) + pipe_service(r, self.user.pw_name)
+        (r / "etc/master.cf").write_text(master)
+        (r / "dovecot/dovecot.conf").write_text(DOVECOT_CONF.format(root=r, host=HOSTNAME))
         for snippet in DOVECOT_SNIPPETS:
             shutil.copyfile(EXAMPLES / "dovecot" / snippet, r / "dovecot" / snippet)
-        python, path = self.interpreter.python, ":".join(self.interpreter.path)
-        wrappers = {
-            "authsieve": AUTHSIEVE_WRAPPER.format(python=python, path=path),
-            "dovecot-lda": LDA_WRAPPER.format(root=r, lda=DOVECOT_LDA),
-        }
-        for name, text in wrappers.items():
-            (r / "bin" / name).write_text(text)
+        path = ":".join(self.interpreter.path)
+        (r / "bin/authsieve").write_text(
+            AUTHSIEVE.format(python=self.interpreter.python, path=path)
+        )
+        (r / "bin/dovecot-lda").write_text(LDA.format(root=r, lda=DOVECOT_LDA))
         for log in ("authsieve.log", "dovecot/dovecot.log"):
             (r / log).touch()
         open_up(r)
-        for name in wrappers:
-            (r / "bin" / name).chmod(0o755)
+        for wrapper in ("authsieve", "dovecot-lda"):
+            (r / "bin" / wrapper).chmod(0o755)
         for writable in ("mail", "dovecot", "authsieve.log"):
             give(r / writable, self.user)
-        pf = pwd.getpwnam("postfix")
-        os.chown(r / "data", pf.pw_uid, pf.pw_gid)
+        os.chown(r / "data", pwd.getpwnam("postfix").pw_uid, -1)
 
     def set_config(self, text: str) -> None:
         """Writes authsieve's TOML config; the next delivery reads it."""
@@ -297,37 +276,25 @@ class Mta:
         self.config.chmod(0o644)
 
     def add_user(self, addr: str, sieve: str) -> None:
-        """Creates addr's Maildir and installs (and compiles, to catch errors) its Sieve script."""
-        home = self.home(addr)
+        """Creates addr's Maildir and installs its Sieve script, compiled to catch errors now."""
+        home = self.maildir(addr).parent
         for sub in ("tmp", "new", "cur"):
             (home / "Maildir" / sub).mkdir(parents=True, exist_ok=True)
         (home / ".dovecot.sieve").write_text(sieve)
         give(home, self.user)
-        proc = run_as(
-            self.user,
-            [
-                SIEVEC,
-                "-c",
-                str(self.root / "dovecot" / "dovecot.conf"),
-                str(home / ".dovecot.sieve"),
-            ],
-            {"USER": addr.lower(), "HOME": str(home)},
-        )
+        argv = [SIEVEC, "-c", str(self.root / "dovecot/dovecot.conf"), str(home / ".dovecot.sieve")]
+        proc = run_as(self.user, argv, {"USER": addr.lower(), "HOME": str(home)})
         assert proc.returncode == 0, f"sievec rejected {addr}'s script: {proc.stderr.decode()}"
 
-    def postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Gives the finished `postfix -c ETC args...` (or postqueue with args[0] == "queue")."""
-        argv = (
-            [POSTQUEUE, "-c", str(self.etc), *args[1:]]
-            if args[0] == "queue"
-            else [POSTFIX, "-c", str(self.etc), *args]
-        )
+    def postfix(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """Gives the finished `postfix -c ETC args...` (or `postqueue -c ETC args...`)."""
+        argv = [POSTFIX if command == "postfix" else POSTQUEUE, "-c", str(self.root / "etc")]
         env = {k: v for k, v in os.environ.items() if k != "MAIL_CONFIG"}
-        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+        return subprocess.run([*argv, *args], capture_output=True, text=True, env=env, timeout=60)
 
     def start(self) -> None:
         """Starts Postfix and waits until its SMTP port answers."""
-        proc = self.postfix("start")
+        proc = self.postfix("postfix", "start")
         assert proc.returncode == 0, f"postfix start failed:\n{proc.stderr}\n{self.logs()}"
         wait_until(self._listening, 15, "Postfix to listen", self.logs)
 
@@ -336,51 +303,60 @@ class Mta:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self) -> None:
-        """Stops Postfix: kills its master's process group (master, smtpd, qmgr, pipe...).
+        """Kills every process of this Postfix: those whose working directory is its queue.
 
-        Not `postfix stop`: it polls once a second and so costs one or two seconds.
+        Postfix's processes all run in the queue directory, so this also finds a master
+        whose pid file was not written yet.  Not `postfix stop`, which polls once a second:
+        the queue goes with the temp dir anyway.
         """
-        pid_file = self.root / "spool" / "pid" / "master.pid"
-        pid = int(pid_file.read_text().split()[0]) if pid_file.exists() else 0
-        comm = Path(f"/proc/{pid}/comm")
-        if not pid or not comm.exists() or comm.read_text().strip() != "master":
-            return
-        # The queue is thrown away with the temp dir: nothing to shut down gracefully for
-        # (on SIGTERM the master waits a second for its children).
-        os.killpg(pid, signal.SIGKILL)
-        assert _wait_gone(pid, 10), f"Postfix master {pid} survived SIGKILL"
+        spool = str((self.root / "spool").resolve())
+        for _ in range(3):
+            pids = [
+                int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cwd") if _cwd(p) == spool
+            ]
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if all(_wait_gone(pid, 10) for pid in pids):
+                return
+        raise AssertionError(f"Postfix processes in {spool} survived SIGKILL")
 
     def send(
-        self,
-        message: bytes,
-        *,
-        mail_from: str,
-        rcpt: str,
-        client_ip: str,
-        helo: str,
-        client_name: str = "[UNAVAILABLE]",
-        token: str = "",
+        self, message: bytes, *, token: str, mail_from: str, rcpt: str, client_ip: str, helo: str
     ) -> str:
-        """Sends message over SMTP as client (ip, helo) by XCLIENT; gives Postfix's queue id."""
-        path = self.root / "out" / f"{len(self.sent)}.eml"
+        """Sends message over SMTP as the client (ip, helo) played by XCLIENT; gives the queue id.
+
+        The client has no reverse DNS name (``[UNAVAILABLE]``).
+        """
+        path = self.root / "out" / f"{token}.eml"
         path.write_bytes(message)
-        argv = ["swaks", "--server", "127.0.0.1", "--port", str(self.port), "--helo", helo]
-        argv += ["--xclient-addr", client_ip, "--xclient-name", client_name]
-        argv += ["--xclient-helo", helo, "--from", mail_from, "--to", rcpt, "--data", f"@{path}"]
+        argv = ["swaks", "--server", "127.0.0.1", "--port", str(self.port), "--timeout", "10"]
+        argv += ["--helo", helo, "--xclient-helo", helo, "--xclient-addr", client_ip]
+        argv += ["--xclient-name", "[UNAVAILABLE]", "--from", mail_from, "--to", rcpt]
+        argv += ["--data", f"@{path}"]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         found = re.search(r"<-  250 .*queued as (\w+)", proc.stdout)
         assert proc.returncode == 0 and found, f"swaks failed:\n{proc.stdout}\n{proc.stderr}"
-        self.sent.append((token, rcpt))
+        self.sent.append(Sent(token, rcpt, found.group(1)))
         return found.group(1)
 
     def flush(self) -> None:
-        """Asks Postfix to retry every deferred message now."""
-        self.postfix("queue", "-f")
+        """Asks Postfix to retry every deferred message now (`postqueue -f`)."""
+        self.postfix("postqueue", "-f")
 
     def queue(self) -> list[dict[str, object]]:
-        """Gives Postfix's queue, one dict per message (postqueue -j)."""
-        out = self.postfix("queue", "-j").stdout
+        """Gives Postfix's queue, one dict per message (`postqueue -j`)."""
+        out = self.postfix("postqueue", "-j").stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def entry(self, queue_id: str) -> dict[str, object] | None:
+        """Gives queue_id's entry in Postfix's queue, or None when it left the queue."""
+        return next((q for q in self.queue() if q.get("queue_id") == queue_id), None)
+
+    def deferred(self, queue_id: str) -> dict[str, object] | None:
+        """Gives queue_id's entry when it sits in the deferred queue, else None."""
+        entry = self.entry(queue_id)
+        return entry if entry and entry.get("queue_name") == "deferred" else None
 
     def wait_deferred(self, queue_id: str, timeout: float = 20) -> dict[str, object]:
         """Gives the queue entry of queue_id once Postfix has deferred it and let go of it.
@@ -390,15 +366,12 @@ class Mta:
         being delivered").  So wait until no process has the deferred file open.
         """
 
-        def entry() -> dict[str, object] | None:
-            found = [q for q in self.queue() if q.get("queue_id") == queue_id]
-            if not found or found[0].get("queue_name") != "deferred":
-                return None
-            files = list((self.root / "spool" / "deferred").rglob(queue_id))
-            return found[0] if files and not _open_anywhere(files[0]) else None
+        def settled() -> bool:
+            files = list((self.root / "spool/deferred").rglob(queue_id))
+            return bool(self.deferred(queue_id) and files and not _open_anywhere(files[0]))
 
-        wait_until(lambda: entry() is not None, timeout, f"{queue_id} deferred", self.logs)
-        return entry() or {}
+        wait_until(settled, timeout, f"{queue_id} deferred", self.logs)
+        return self.deferred(queue_id) or {}
 
     def mailboxes(self) -> list[Delivered]:
         """Gives every message in every user's INBOX, Junk and Quarantine."""
@@ -406,20 +379,35 @@ class Mta:
         for home in sorted((self.root / "mail").iterdir()):
             for suffix, folder in FOLDERS.items():
                 for sub in ("new", "cur"):
-                    d = home / "Maildir" / suffix / sub if suffix else home / "Maildir" / sub
-                    if d.is_dir():
-                        found += [
-                            Delivered(home.name, folder, p, p.read_bytes()) for p in d.iterdir()
-                        ]
+                    d = home / "Maildir" / suffix / sub
+                    files = sorted(d.iterdir()) if d.is_dir() else []
+                    found += [Delivered(home.name, folder, p, p.read_bytes()) for p in files]
         return found
 
     def find(self, token: str) -> list[Delivered]:
         """Gives the delivered messages that carry token."""
         return [m for m in self.mailboxes() if token.encode() in m.data]
 
-    def wait_delivered(self, token: str, timeout: float = 20) -> Delivered:
-        """Gives the one message carrying token, waiting (bounded) for it to arrive."""
-        wait_until(lambda: bool(self.find(token)), timeout, f"delivery of {token}", self.logs)
+    def wait_delivered(self, token: str, timeout: float = 20, retrying: bool = False) -> Delivered:
+        """Gives the one message carrying token once it arrived.
+
+        Fails at once when the message leaves the queue undelivered (bounced), or when
+        Postfix defers it, unless retrying (a deferral is expected).
+        """
+        queue_id = next(s.queue_id for s in self.sent if s.token == token)
+
+        def arrived() -> bool:
+            if self.find(token):
+                return True
+            entry = self.entry(queue_id)
+            # Looked again: it may have been delivered since find() and so left the queue.
+            gone = entry is None and not self.find(token)
+            assert not gone, f"{token} ({queue_id}) left the queue undelivered\n{self.logs()}"
+            late = not retrying and entry is not None and entry.get("queue_name") == "deferred"
+            assert not late, f"{token} ({queue_id}) was deferred: {entry}\n{self.logs()}"
+            return entry is None
+
+        wait_until(arrived, timeout, f"delivery of {token}", self.logs)
         found = self.find(token)
         assert len(found) == 1, f"{token} delivered {len(found)} times"
         return found[0]
@@ -450,7 +438,7 @@ def wait_until(
 
 
 def _open_anywhere(path: Path) -> bool:
-    """Tells whether any process has path open (by inode, through /proc/*/fd)."""
+    """Tells whether any process has path open (same inode, through /proc/*/fd)."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -463,13 +451,20 @@ def _open_anywhere(path: Path) -> bool:
     return False
 
 
+def _cwd(link: Path) -> str:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return ""
+
+
 def _wait_gone(pid: int, timeout: float) -> bool:
-    """Tells whether pid ended within timeout (a zombie has ended: init reaps it when it likes)."""
+    """Tells whether pid ended within timeout (a zombie has: init reaps it when it likes)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
+        except (OSError, IndexError):
             return True
         if state in ("Z", "X"):
             return True
@@ -479,7 +474,7 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 @contextlib.contextmanager
 def throwaway_mta() -> Iterator[Mta | str]:
-    """Gives a running Mta (or why none can run here); stops it and removes its files after."""
+    """Gives a running Mta, or why none can run here; kills it and removes its files after."""
     reason = missing_parts()
     if reason:
         yield reason
@@ -527,12 +522,14 @@ smtpd_authorized_xclient_hosts = 127.0.0.0/8
 smtpd_peername_lookup = no
 disable_dns_lookups = yes
 biff = no
-# Retry deferred mail within seconds, not minutes.
-queue_run_delay = 1s
-minimal_backoff_time = 1s
-maximal_backoff_time = 2s
+# Retry deferred mail within seconds, not minutes; not within one second, though: a
+# message rescanned while the pipe agent still holds it is parked for 60 s.
+queue_run_delay = 5s
+minimal_backoff_time = 5s
+maximal_backoff_time = 10s
 """
 
+# Only the services this Postfix uses; pipe_service() adds authsieve's.
 MASTER_CF = """\
 127.0.0.1:{port} inet n - n - - smtpd
 cleanup   unix  n - n - 0 cleanup
@@ -543,6 +540,7 @@ defer     unix  - - n - 0 bounce
 trace     unix  - - n - 0 bounce
 flush     unix  n - n 1000? 0 flush
 showq     unix  n - n - - showq
+proxymap  unix  - - n - - proxymap
 error     unix  - - n - - error
 retry     unix  - - n - - error
 anvil     unix  - - n - 1 anvil
@@ -559,6 +557,9 @@ log_path = {root}/dovecot/dovecot.log
 stats_writer_socket_path =
 mail_location = maildir:~/Maildir
 hostname = {host}
+namespace inbox {{
+  inbox = yes
+}}
 !include 15-lda.conf
 !include 15-mailboxes.conf
 plugin {{
@@ -567,7 +568,7 @@ plugin {{
 """
 
 # Stands in for the `authsieve` console script.
-AUTHSIEVE_WRAPPER = """\
+AUTHSIEVE = """\
 #!/bin/sh
 PYTHONPATH={path}
 export PYTHONPATH
@@ -575,7 +576,7 @@ exec {python} -m classifier.cli "$@"
 """
 
 # Plays Dovecot's userdb: the user is -d's (else the -a recipient), home mail/<user>.
-LDA_WRAPPER = """\
+LDA = """\
 #!/bin/sh
 user=
 take=

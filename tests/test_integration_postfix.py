@@ -29,6 +29,7 @@ STRANGER = "198.51.100.66"  # listed nowhere
 ZONE = """
 pass.example.          TXT "v=spf1 ip4:203.0.113.9 -all"
 _dmarc.pass.example.   TXT "v=DMARC1; p=reject"
+mail.pass.example.     TXT "v=spf1 ip4:203.0.113.9 -all"
 fail.example.          TXT "v=spf1 ip4:192.0.2.7 -all"
 reject.example.        TXT "v=spf1 ip4:192.0.2.7 -all"
 _dmarc.reject.example. TXT "v=DMARC1; p=reject"
@@ -62,24 +63,18 @@ def generated_sieve(config: Path, user: str) -> str:
     """Gives the script `authsieve sieve generate` writes for user."""
     argv = [sys.executable, "-m", "classifier.cli", "sieve", "generate"]
     argv += ["--config", str(config), "--user", user]
-    proc = subprocess.run(
-        argv,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, f"sieve generate failed: {proc.stderr}"
     return proc.stdout
 
 
 @pytest.fixture(scope="module")
 def mta() -> Iterator[Mta]:
-    dns = DnsTestServer(ZONE)
-    try:
-        with throwaway_mta() as running:
-            if isinstance(running, str):
-                pytest.skip(running)
+    with throwaway_mta() as running:
+        if isinstance(running, str):
+            pytest.skip(running)
+        dns = DnsTestServer(ZONE)
+        try:
             running.set_config(config_text(dns.address, running.root))
             for user in (ENFORCED, OBSERVER, BROKEN):
                 running.add_user(user, generated_sieve(running.config, user))
@@ -87,8 +82,8 @@ def mta() -> Iterator[Mta]:
             proc = run_as(running.user, [wrapper, "pipe", "--help"], {})
             assert proc.returncode == 0, f"authsieve pipe cannot start: {proc.stderr.decode()}"
             yield running
-    finally:
-        dns.stop()
+        finally:
+            dns.stop()
 
 
 def message(mail_from_header: str, token: str) -> bytes:
@@ -228,8 +223,30 @@ def test_dns_server_down_delivers_to_inbox_with_temperror(mta: Mta) -> None:
         mta.set_config(before)
     assert (got.user, got.folder) == (ENFORCED, "INBOX")
     fields = verdict(got)
-    assert (fields["verdict"], fields["spf"]) == ("inbox", "temperror")
+    assert (fields["verdict"], fields["spf"], fields["dmarc"]) == (
+        "inbox",
+        "temperror",
+        "temperror",
+    )
     assert "spf=temperror" in header(got, "Authentication-Results")
+    mta.wait_queue_empty()
+
+
+def test_bounce_with_null_sender_is_delivered(mta: Mta) -> None:
+    # MAIL FROM:<> (a DSN): ${sender} is empty, SPF checks the HELO name instead.
+    token, _ = send(
+        mta,
+        mail_from="<>",
+        header_from="Mail Delivery System <MAILER-DAEMON@mail.pass.example>",
+        rcpt=ENFORCED,
+        client_ip=GOOD_CLIENT,
+        helo="mail.pass.example",
+    )
+    got = mta.wait_delivered(token)
+    assert (got.user, got.folder) == (ENFORCED, "INBOX")
+    assert header(got, "Return-Path") == "<>"
+    fields = verdict(got)
+    assert (fields["verdict"], fields["spf"], fields["dmarc"]) == ("inbox", "pass", "pass")
     mta.wait_queue_empty()
 
 
@@ -255,7 +272,7 @@ def test_unwritable_maildir_defers_then_delivers_after_fix_and_flush(mta: Mta) -
         for d in subdirs:
             d.chmod(0o700)
     mta.flush()
-    got = mta.wait_delivered(token)
+    got = mta.wait_delivered(token, retrying=True)
     assert (got.user, got.folder) == (BROKEN, "INBOX")
     assert verdict(got)["verdict"] == "inbox"
     mta.wait_queue_empty()
@@ -264,7 +281,7 @@ def test_unwritable_maildir_defers_then_delivers_after_fix_and_flush(mta: Mta) -
 def test_every_message_sent_is_delivered_exactly_once(mta: Mta) -> None:
     mta.wait_queue_empty()
     delivered = mta.mailboxes()
-    for token, rcpt in mta.sent:
-        copies = [m for m in delivered if token.encode() in m.data]
-        assert [m.user for m in copies] == [rcpt], f"{token} to {rcpt}: {copies}"
+    for sent in mta.sent:
+        copies = [m.user for m in delivered if sent.token.encode() in m.data]
+        assert copies == [sent.rcpt], f"{sent}: delivered to {copies}"
     assert len(delivered) == len(mta.sent)

@@ -101,10 +101,27 @@ def test_dovecot_lda_gets_sender_and_recipient_as_arguments(tmp_path: Path) -> N
         "-e",
         "-f",
         "bounce@shop.example",
+        "-d",
+        "alice@family.example",
         "-a",
         "alice@family.example",
     ]
     assert (tmp_path / "msg").read_bytes().endswith(NEWSLETTER.read_bytes())
+
+
+def test_typo_in_pipe_arguments_defers_instead_of_bouncing() -> None:
+    proc = pipe("--bogus", stdin=NEWSLETTER.read_bytes())
+    assert proc.returncode == 75
+
+
+def test_postfix_null_sender_spelling_is_the_null_sender(tmp_path: Path) -> None:
+    proc = pipe(
+        "--dns-zone", str(ZONE), "--sender", "MAILER-DAEMON", "--deliver", "stdout",
+        stdin=next((DEMO / "new").glob("1741604735.*")).read_bytes(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ar = Message.parse(proc.stdout).get("Authentication-Results") or ""
+    assert "smtp.helo=smtp.isp.example" in ar and "spf=pass" in ar
 
 
 def test_bad_config_defers_instead_of_bouncing(tmp_path: Path) -> None:

@@ -1,0 +1,405 @@
+"""Maildir and Maildir++ on disk: names, folders, subscriptions, and moves that survive SIGKILL.
+
+Every copy authsieve writes gets a name derived from the original's: the
+original's unique part without its ``,S=`` / ``,W=`` sizes, then the field
+``,authsieve``, then the new sizes (Dovecot reads the first ``,S=`` it finds,
+so the old one must go).  That name is the recorded link between the two
+files: a restart that finds an original next to a processed copy of the same
+core knows the copy was already renamed into place and removes the original
+instead of filing it twice.
+
+The order of work in `commit` (Maildir spec, DESIGN.md "Failure rules"):
+write to ``tmp/``, fsync, link into ``new/`` (or ``cur/`` with the flags
+kept), fsync the directory, and only then unlink the original.  A kill
+between any two steps leaves one of these states, each repaired by
+`recover`: a stale file in ``tmp/`` (removed), or the original and its copy
+both present (the original removed once both are shown to be the same
+message by Message-ID and body hash).
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import hashlib
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from classifier.deliver import FOLDERS, maildir_name
+from classifier.message import Message
+
+MARK = "authsieve"
+INFO_SEP = ":"
+SUBSCRIPTIONS = "subscriptions"
+_V2_HEADER = "V\t2\n\n"
+_SIZE_FIELD = re.compile(r",[SW]=\d*")
+_LOCK_STALE = 30.0  # seconds: Dovecot's SUBSCRIPTION_FILE_CHANGE_TIMEOUT
+
+
+@dataclass(frozen=True)
+class MaildirName:
+    """A Maildir file name split into its unique part and its info (``2,FS``)."""
+
+    base: str
+    info: str = ""
+
+    @classmethod
+    def parse(cls, name: str) -> MaildirName:
+        base, sep, info = name.partition(INFO_SEP)
+        return cls(base, info if sep else "")
+
+    @property
+    def marked(self) -> bool:
+        """Tells whether authsieve wrote this file (its name carries the ``,authsieve`` field)."""
+        return MARK in self.base.split(",")[1:]
+
+    @property
+    def core(self) -> str:
+        """Gives the unique part without sizes and without our mark: the link between copies."""
+        fields = _SIZE_FIELD.sub("", self.base).split(",")
+        return ",".join(f for f in fields if f != MARK)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"base": self.base, "info": self.info, "core": self.core, "marked": self.marked}
+
+
+def virtual_size(data: bytes) -> int:
+    """Gives the size with CRLF line ends, Dovecot's ``W=`` (the RFC 3501 §2.3.4 size)."""
+    return len(data) + data.count(b"\n") - data.count(b"\r\n")
+
+
+def processed_name(original: str, data: bytes, info: str = "") -> str:
+    """Gives the name of the processed copy of `original` holding `data`, with `info` kept."""
+    name = f"{MaildirName.parse(original).core},{MARK},S={len(data)},W={virtual_size(data)}"
+    return f"{name}{INFO_SEP}{info}" if info else name
+
+
+def is_message_name(name: str) -> bool:
+    """Tells whether a directory entry can be a message (Maildir names never start with a dot)."""
+    return bool(name) and not name.startswith(".")
+
+
+def is_unfiled(name: str) -> bool:
+    """Tells whether a name in new/ can be a message that still waits for us (not one we wrote)."""
+    return is_message_name(name) and not MaildirName.parse(name).marked
+
+
+def user_from_path(maildir: Path, template: str) -> str | None:
+    """Gives the user a Maildir belongs to by the path template, or None when it does not match.
+
+    ``{domain}/{local}/Maildir`` reads ``/var/vmail/family.example/alice/Maildir``
+    as alice@family.example; ``{user}`` stands for a whole address.
+    """
+    parts = [p for p in template.strip("/").split("/") if p]
+    path_parts = [p for p in str(maildir).rstrip("/").split("/") if p]
+    if not parts or len(path_parts) < len(parts):
+        return None
+    found: dict[str, str] = {}
+    for pattern, actual in zip(parts, path_parts[-len(parts) :], strict=True):
+        regex = re.sub(r"\\\{(user|local|domain)\\\}", r"(?P<\1>[^/]+)", re.escape(pattern))
+        m = re.fullmatch(regex, actual)
+        if m is None:
+            return None
+        found.update(m.groupdict())
+    if "user" in found:
+        return found["user"].lower()
+    if "local" in found and "domain" in found:
+        return f"{found['local']}@{found['domain']}".lower()
+    return found.get("local", "").lower() or None
+
+
+def expand_roots(patterns: tuple[str, ...] | list[str]) -> list[Path]:
+    """Gives every Maildir (a directory with ``new/``) named by the paths or globs, sorted."""
+    found: set[Path] = set()
+    for pattern in patterns:
+        names = glob.glob(pattern) if glob.has_magic(pattern) else [pattern]
+        for name in names:
+            path = Path(os.path.abspath(name))
+            if (path / "new").is_dir():
+                found.add(path)
+    return sorted(found)
+
+
+def folder_path(maildir: Path, action: str) -> Path:
+    """Gives the Maildir++ folder a verdict files into (the Maildir itself for inbox)."""
+    folder = FOLDERS.get(action, "")
+    return maildir / folder if folder else maildir
+
+
+def _owner_of(path: Path) -> tuple[int, int] | None:
+    """Gives (uid, gid) to hand new files to: only root can, and must, so Dovecot can write them."""
+    if os.geteuid() != 0:
+        return None
+    st = path.stat()
+    return st.st_uid, st.st_gid
+
+
+def ensure_folder(maildir: Path, folder: str) -> Path:
+    """Gives ``maildir/.Folder``, created with tmp/new/cur, ``maildirfolder`` and a subscription."""
+    if not folder:
+        return maildir
+    base = maildir / folder
+    if (base / "new").is_dir() and (base / "tmp").is_dir() and (base / "cur").is_dir():
+        return base
+    owner = _owner_of(maildir)
+    mode = maildir.stat().st_mode & 0o777
+    for path in (base, base / "tmp", base / "new", base / "cur"):
+        try:
+            path.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        if owner:
+            os.chown(path, *owner)
+    marker = base / "maildirfolder"
+    if not marker.exists():
+        marker.touch(mode=0o600)
+        if owner:
+            os.chown(marker, *owner)
+    subscribe(maildir, folder.lstrip("."))
+    return base
+
+
+def _tab_escape(text: str) -> str:
+    """Gives text escaped the way Dovecot's subscriptions v2 lines are (\\001 escapes)."""
+    return (text.replace("\x01", "\x011").replace("\t", "\x01t").replace("\r", "\x01r")).replace(
+        "\n", "\x01n"
+    )
+
+
+def read_subscriptions(maildir: Path) -> tuple[int, list[str]]:
+    """Gives the subscriptions file's version (2 when absent) and its lines as stored."""
+    try:
+        text = (maildir / SUBSCRIPTIONS).read_text(encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        return 2, []
+    if text.startswith(_V2_HEADER):
+        return 2, [line for line in text[len(_V2_HEADER) :].split("\n") if line]
+    return 1, [line for line in text.split("\n") if line]
+
+
+def subscribe(maildir: Path, mailbox: str, timeout: float = 10.0) -> bool:
+    """Gives True when `mailbox` was added to Dovecot's ``subscriptions``, False if already there.
+
+    Written the way Dovecot writes it: the dotlock ``subscriptions.lock`` is
+    created exclusively, filled, fsynced and renamed over the file; the
+    version 2 header (``V<TAB>2``) is kept, or used for a new file.
+    """
+    path = maildir / SUBSCRIPTIONS
+    lock = maildir / (SUBSCRIPTIONS + ".lock")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            break
+        except FileExistsError:
+            try:
+                if time.time() - lock.stat().st_mtime > _LOCK_STALE:
+                    lock.unlink(missing_ok=True)
+                    continue
+            except FileNotFoundError:
+                continue
+            if time.monotonic() > deadline:
+                raise OSError(errno.EAGAIN, "timeout waiting for the lock", str(lock)) from None
+            time.sleep(0.05)
+    try:
+        version, lines = read_subscriptions(maildir)
+        entry = _tab_escape(mailbox) if version >= 2 else mailbox
+        if entry in lines:
+            os.close(fd)
+            lock.unlink(missing_ok=True)
+            return False
+        text = (_V2_HEADER if version >= 2 else "") + "".join(f"{x}\n" for x in [*lines, entry])
+        os.write(fd, text.encode("utf-8", "surrogateescape"))
+        os.fsync(fd)
+        owner = _owner_of(maildir)
+        if owner:
+            os.fchown(fd, *owner)
+        os.close(fd)
+        os.rename(lock, path)
+        return True
+    except BaseException:
+        lock.unlink(missing_ok=True)
+        raise
+
+
+def list_folder(folder: Path) -> Iterator[Path]:
+    """Gives the message files of one folder, new/ then cur/, each sorted by name."""
+    for sub in ("new", "cur"):
+        try:
+            names = sorted(e.name for e in os.scandir(folder / sub) if e.is_file())
+        except FileNotFoundError:
+            continue
+        yield from (folder / sub / n for n in names if is_message_name(n))
+
+
+def identity(data: bytes) -> tuple[str, str]:
+    """Gives (Message-ID, SHA-256 of the body): what stays the same when headers are added."""
+    message = Message.parse(data)
+    body = message.rest.replace(b"\r\n", b"\n")
+    return (message.get("Message-ID") or "").strip(), hashlib.sha256(body).hexdigest()
+
+
+def _write_synced(path: Path, data: bytes, like: os.stat_result | None) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # A leftover of a killed run: it was never linked into place, so it is garbage.
+        path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if like is not None:
+            os.fchmod(fd, like.st_mode & 0o777)
+            if os.geteuid() == 0:
+                os.fchown(fd, like.st_uid, like.st_gid)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Makes a directory's entries durable (a rename is only safe once its directory is synced)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _place(tmp: Path, final: Path) -> bool:
+    """Gives True when tmp now also sits at final, False when final was already there."""
+    try:
+        os.link(tmp, final)  # unlike rename, link never replaces a file already there
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if final.exists():
+            return False
+        os.rename(tmp, final)
+        return True
+    tmp.unlink()
+    return True
+
+
+def _unlink_original(original: Path) -> None:
+    try:
+        original.unlink()
+    except FileNotFoundError:
+        # Dovecot may have moved it from new/ to cur/ (adding flags) while we worked.
+        if original.parent.name != "new":
+            return
+        cur = original.parent.parent / "cur"
+        prefix = MaildirName.parse(original.name).base + INFO_SEP
+        for entry in os.scandir(cur):
+            if entry.name.startswith(prefix):
+                Path(entry.path).unlink(missing_ok=True)
+
+
+def commit(original: Path, data: bytes, dest: Path) -> Path:
+    """Gives the path of `data` filed into folder `dest` in place of `original`, which is removed.
+
+    tmp/, fsync, link into new/ (cur/ with the flags kept when the original
+    was in cur/), fsync the directory, then unlink the original.  Raises
+    OSError (the original untouched, nothing left in tmp/) when a write fails.
+    """
+    info = MaildirName.parse(original.name).info if original.parent.name == "cur" else ""
+    try:
+        like: os.stat_result | None = original.stat()
+    except FileNotFoundError:
+        like = None
+    # The derived name first; a fresh one only if a different message already holds it.
+    for source in (original.name, maildir_name()):
+        name = processed_name(source, data, info)
+        tmp = dest / "tmp" / name.partition(INFO_SEP)[0]
+        final = dest / ("cur" if info else "new") / name
+        try:
+            _write_synced(tmp, data, like)
+            placed = _place(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if placed:
+            break
+        tmp.unlink(missing_ok=True)
+        try:
+            if identity(final.read_bytes()) == identity(data):
+                break  # an earlier, killed run filed it already
+        except FileNotFoundError:
+            break  # it was there a moment ago under our name: moved on by Dovecot
+    fsync_dir(final.parent)
+    _unlink_original(original)
+    return final
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What a start-up repair of one Maildir found: stale tmp files and originals already filed."""
+
+    stale_tmp: tuple[str, ...] = ()
+    orphans_removed: tuple[str, ...] = ()
+    orphans_kept: tuple[str, ...] = ()  # same core, different message: left for a person
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "stale_tmp": list(self.stale_tmp),
+            "orphans_removed": list(self.orphans_removed),
+            "orphans_kept": list(self.orphans_kept),
+        }
+
+
+def processed_index(maildir: Path) -> dict[str, Path]:
+    """Gives core → path of every processed copy in INBOX, Junk and Quarantine (new/ and cur/)."""
+    index: dict[str, Path] = {}
+    for action in ("inbox", "junk", "quarantine"):
+        for path in list_folder(folder_path(maildir, action)):
+            name = MaildirName.parse(path.name)
+            if name.marked:
+                index.setdefault(name.core, path)
+    return index
+
+
+def recover(maildir: Path) -> Recovery:
+    """Gives what was repaired after a kill: our stale tmp/ files removed, filed originals removed.
+
+    Run before anything else touches this Maildir: a tmp/ file of ours is
+    then never one in progress.
+    """
+    stale: list[str] = []
+    for action in ("inbox", "junk", "quarantine"):
+        tmp = folder_path(maildir, action) / "tmp"
+        try:
+            entries = list(os.scandir(tmp))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if MaildirName.parse(entry.name).marked:
+                Path(entry.path).unlink(missing_ok=True)
+                stale.append(entry.path)
+    originals = [p for p in list_folder(maildir) if not MaildirName.parse(p.name).marked]
+    if not originals:
+        return Recovery(tuple(stale))
+    index = processed_index(maildir)
+    removed: list[str] = []
+    kept: list[str] = []
+    for path in originals:
+        copy = index.get(MaildirName.parse(path.name).core)
+        if copy is None:
+            continue
+        try:
+            same = identity(path.read_bytes()) == identity(copy.read_bytes())
+        except FileNotFoundError:
+            continue
+        if same:
+            path.unlink(missing_ok=True)
+            removed.append(str(path))
+        else:
+            kept.append(str(path))
+    return Recovery(tuple(stale), tuple(removed), tuple(kept))

@@ -1,0 +1,498 @@
+"""`authsieve watch`: classify mail as it lands in Maildirs, and never lose or duplicate it.
+
+For servers where nothing can sit between Postfix and the mailbox: files
+hard-linked (Postfix virtual/local) or renamed (Dovecot, getmail) into a
+Maildir's ``new/`` are checked, then rewritten in place with our headers or
+moved to ``.Junk`` / ``.Quarantine`` by the user's policy (`maildir.commit`).
+
+Shape: inotify events (watchdog) and a periodic rescan feed one queue; the
+main thread hands paths to a pool of worker processes (the checks are pure
+Python, so threads cannot use a second core) and collects the outcomes.  At
+start-up every Maildir is repaired (`maildir.recover`) before its first
+message is touched.  SIGTERM finishes the messages in hand and exits;
+SIGHUP (or a changed config file, seen at the next rescan) reloads the
+policy.  With ``NOTIFY_SOCKET`` set the service manager hears READY=1,
+STOPPING=1 and watchdog pings (sd_notify(3)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from classifier.config import ConfigError, Settings, load_settings
+from classifier.deliver import FOLDERS
+from classifier.dns import Resolver
+from classifier.facts import HEADER_NAME, parse_header_value, safe_domain
+from classifier.log import log
+from classifier.maildir import (
+    MaildirName,
+    commit,
+    ensure_folder,
+    expand_roots,
+    is_unfiled,
+    recover,
+    user_from_path,
+)
+from classifier.message import Message
+
+DEFAULT_TEMPLATE = "{domain}/{local}/Maildir"
+DEFAULT_RESCAN = 60.0
+EX_SOFTWARE = 70
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """What to watch and how: the ``[watch]`` settings, or their command-line stand-ins."""
+
+    roots: tuple[str, ...]
+    path_template: str = DEFAULT_TEMPLATE
+    rescan_interval: float = DEFAULT_RESCAN
+    workers: int = 2  # 0: every message in the main process
+    pool: str = "process"  # or "thread" (one shared resolver, one core)
+    once: bool = False  # process what is waiting, then exit
+
+    def to_dict(self) -> dict[str, object]:
+        return {**self.__dict__, "roots": list(self.roots)}
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs to file one message."""
+
+    settings: Settings
+    resolver: Resolver
+    path_template: str = DEFAULT_TEMPLATE
+    config_path: str | None = None  # re-read by worker processes on a reload
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one file, and why."""
+
+    path: str
+    status: str  # filed | left-alone | own | gone | error
+    action: str = ""
+    dest: str = ""
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def carries_our_header(message: Message, authserv_id: str) -> bool:
+    """Tells whether the message already has our X-Authsieve (our id=) above its first Received.
+
+    Only local software writes above the topmost Received, so one there
+    with our id is from an earlier pass (RFC 8601 §5; same rule as
+    `annotate.defuse`).
+    """
+    ours = safe_domain(authserv_id) or "localhost"
+    key = HEADER_NAME.lower()
+    for f in message.fields:
+        if f.key == "received":
+            return False
+        if f.key == key and parse_header_value(f.value()).get("id", "").lower() == ours:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Classified:
+    """The annotated bytes of one message, the verdict's action, and a log line saying why."""
+
+    data: bytes
+    action: str
+    summary: str
+    error: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"action": self.action, "summary": self.summary, "error": self.error}
+
+
+def classify(data: bytes, settings: Settings, resolver: Resolver, user: str | None) -> Classified:
+    """Gives the annotated message and its action (on an internal error: the original, to INBOX).
+
+    The error case carries a temperror X-Authsieve that says so, like pipe
+    mode (DESIGN.md "Failure rules"), so the watcher never retries it forever.
+    """
+    from classifier.annotate import annotate
+    from classifier.evaluate import evaluate
+    from classifier.facts import AuthFacts, render_header_value
+    from classifier.policy import load_policies
+
+    try:
+        result = evaluate(data, settings, resolver, user=user, policies=load_policies(settings))
+        value = result.header_value(settings.authserv_id)
+        out = annotate(data, result.report, settings.authserv_id, value)
+    except Exception as exc:
+        log.exception("internal error while checking; filing unchanged to INBOX")
+        error = f"internal error: {type(exc).__name__}"
+        temp = AuthFacts(spf="temperror", dkim="temperror", arc="none", dmarc="temperror")
+        value = render_header_value(temp, settings.authserv_id, "inbox", "enforce", error=error)
+        eol = Message.parse(data).eol
+        return Classified(f"{HEADER_NAME}: {value}".encode() + eol + data, "inbox", "error", error)
+    facts, verdict = result.facts, result.verdict
+    summary = (
+        f"spf={facts.spf} dkim={facts.dkim} dmarc={facts.dmarc} verdict={verdict.action}"
+        + (f" would={verdict.would_be}" if verdict.observe else "")
+        + (f" reasons={'; '.join(verdict.reasons)}" if verdict.reasons else "")
+    )
+    return Classified(out, verdict.action, summary)
+
+
+def process_path(path: Path, job: Job) -> Outcome:
+    """Gives the outcome of filing one message file: checked, annotated, committed by verdict."""
+    if MaildirName.parse(path.name).marked:
+        return Outcome(str(path), "own")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Outcome(str(path), "gone")
+    except OSError as exc:
+        log.error("%s: cannot read: %s", path, exc.strerror)
+        return Outcome(str(path), "error", detail=f"read: {exc.strerror}")
+    if carries_our_header(Message.parse(data), job.settings.authserv_id):
+        return Outcome(str(path), "left-alone", detail="already carries our X-Authsieve")
+    maildir = path.parent.parent
+    user = user_from_path(maildir, job.path_template)
+    result = classify(data, job.settings, job.resolver, user)
+    try:
+        final = commit(path, result.data, ensure_folder(maildir, FOLDERS.get(result.action, "")))
+    except OSError as exc:
+        # Full disk, quota, permissions: the original stays; the next rescan tries again.
+        log.error("%s: not filed, original kept: %s", path, exc)
+        return Outcome(str(path), "error", result.action, detail=str(exc))
+    log.info("filed %s as %s user=%s %s", path.name, final, user or "-", result.summary)
+    return Outcome(str(path), "filed", result.action, str(final), result.error)
+
+
+# One Job per worker process, set once by _init_worker: worker processes are forked with
+# it (no pickling of the resolver's zone), and each task then only carries a path.
+_WORKER: dict[str, Any] = {}
+
+
+def _set_parent_death_signal() -> None:
+    """Asks Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _init_worker(job: Job, parent: int) -> None:
+    _set_parent_death_signal()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    # The parent decides when to stop; a worker must finish the message in hand.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    _WORKER.update(job=job, generation=0)
+
+
+def _work_in_process(path: str, generation: int) -> Outcome:
+    job: Job = _WORKER["job"]
+    if generation != _WORKER["generation"]:
+        try:
+            job = replace(job, settings=load_settings(job.config_path))
+        except ConfigError as exc:
+            log.error("config reload failed in worker, keeping the old policy: %s", exc)
+        _WORKER.update(job=job, generation=generation)
+    return _safe_process(path, job)
+
+
+def _safe_process(path: str, job: Job) -> Outcome:
+    try:
+        return process_path(Path(path), job)
+    except Exception as exc:  # a bug must not stop the watcher; the file stays where it is
+        log.exception("%s: internal error", path)
+        return Outcome(path, "error", detail=f"internal error: {type(exc).__name__}")
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
+def sd_notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Gives True when the service manager was sent `state` over NOTIFY_SOCKET (sd_notify(3))."""
+    address = (environ if environ is not None else os.environ).get("NOTIFY_SOCKET", "")
+    if not address or address[0] not in "/@":
+        return False
+    target = "\0" + address[1:] if address[0] == "@" else address  # "@": abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(state.encode(), target)
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class _MaildirState:
+    left_alone: set[str] = field(default_factory=set)
+    watch: Any = None
+
+
+class _Events:
+    """watchdog handler: a message name appearing in new/ goes on the queue, ours do not."""
+
+    def __init__(self, put: Callable[[tuple[str, Any]], None]) -> None:
+        self.put = put
+
+    def dispatch(self, event: Any) -> None:
+        if event.is_directory or event.event_type not in ("created", "moved"):
+            return
+        raw = event.dest_path if event.event_type == "moved" else event.src_path
+        path = Path(os.fsdecode(raw))
+        if path.parent.name == "new" and is_unfiled(path.name):
+            self.put(("path", str(path)))
+
+
+class Watcher:
+    """The watch loop: events and rescans in, outcomes out, one Maildir state per root."""
+
+    def __init__(
+        self,
+        options: WatchOptions,
+        job: Job,
+        reload: Callable[[], Settings] | None = None,
+        notify: Callable[[str], bool] = sd_notify,
+    ) -> None:
+        self.options = options
+        self.job = job
+        self.reload = reload
+        self.notify = notify
+        self.inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.maildirs: dict[Path, _MaildirState] = {}
+        self.pending: set[str] = set()
+        self.backlog: deque[str] = deque()
+        self.futures: dict[Future[Outcome], str] = {}
+        self.counts: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self.elapsed = 0.0
+        self.generation = 0
+        self._config_mtime = self._mtime()
+        self._hup = False
+
+    def _mtime(self) -> float:
+        try:
+            return os.stat(self.job.config_path).st_mtime if self.job.config_path else 0.0
+        except OSError:
+            return 0.0
+
+    def request_stop(self, *_: object) -> None:
+        self.stop.set()
+        self.inbox.put(("wake", None))
+
+    def _request_reload(self, *_: object) -> None:
+        self._hup = True
+        self.inbox.put(("wake", None))
+
+    def _start_pool(self) -> Executor | None:
+        opts = self.options
+        if opts.workers <= 0:
+            return None
+        if opts.pool == "thread":
+            return ThreadPoolExecutor(opts.workers, thread_name_prefix="authsieve-watch")
+        pool = ProcessPoolExecutor(
+            opts.workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_init_worker,
+            initargs=(self.job, os.getpid()),
+        )
+        # Fork every worker now, before watchdog starts its threads (fork copies no threads).
+        for f in [pool.submit(_ping) for _ in range(opts.workers)]:
+            f.result()
+        return pool
+
+    def _enqueue(self, path: str) -> None:
+        if path not in self.pending:
+            self.pending.add(path)
+            self.backlog.append(path)
+
+    def _finish(self, path: str, outcome: Outcome) -> None:
+        self.pending.discard(path)
+        self.counts[outcome.status] += 1
+        if outcome.status == "filed":
+            self.counts["action:" + (outcome.action or "inbox")] += 1
+        if outcome.status == "left-alone":
+            p = Path(path)
+            state = self.maildirs.get(p.parent.parent)
+            if state is not None:
+                state.left_alone.add(p.name)
+
+    def _dispatch(self, pool: Executor | None) -> None:
+        if pool is None:
+            for _ in range(min(len(self.backlog), 64)):
+                if self.stop.is_set():
+                    return
+                path = self.backlog.popleft()
+                self._finish(path, _safe_process(path, self.job))
+            return
+        limit = 2 * max(1, self.options.workers)  # a second task each hides the round trip
+        while self.backlog and len(self.futures) < limit and not self.stop.is_set():
+            path = self.backlog.popleft()
+            if isinstance(pool, ProcessPoolExecutor):
+                fut = pool.submit(_work_in_process, path, self.generation)
+            else:
+                fut = pool.submit(_safe_process, path, self.job)
+            self.futures[fut] = path
+            fut.add_done_callback(lambda f: self.inbox.put(("done", f)))
+
+    def _handle(self, item: tuple[str, Any]) -> None:
+        kind, value = item
+        if kind == "path":
+            self._enqueue(value)
+        elif kind == "done":
+            path = self.futures.pop(value)
+            if value.cancelled():
+                self.pending.discard(path)
+                return
+            exc = value.exception()
+            if isinstance(exc, BrokenProcessPool):
+                raise exc
+            self._finish(path, value.result() if exc is None else Outcome(path, "error"))
+
+    def _maybe_reload(self) -> None:
+        mtime = self._mtime()
+        if not (self._hup or mtime != self._config_mtime) or self.reload is None:
+            return
+        self._hup, self._config_mtime = False, mtime
+        try:
+            settings = self.reload()
+        except ConfigError as exc:
+            log.error("config reload failed, keeping the old policy: %s", exc)
+            return
+        self.job = replace(self.job, settings=settings)
+        self.generation += 1
+        log.info("config reloaded")
+
+    def rescan(self, observer: Any) -> None:
+        """Finds Maildirs (new ones repaired, then watched) and queues every unfiled message."""
+        self._maybe_reload()
+        found = expand_roots(self.options.roots)
+        for maildir in found:
+            state = self.maildirs.get(maildir)
+            if state is None:
+                repaired = recover(maildir)
+                if repaired.stale_tmp or repaired.orphans_removed or repaired.orphans_kept:
+                    log.warning("%s: repaired after an interruption: %s", maildir, repaired)
+                state = self.maildirs[maildir] = _MaildirState()
+                if observer is not None:
+                    state.watch = observer.schedule(
+                        _Events(self.inbox.put), str(maildir / "new"), recursive=False
+                    )
+            try:
+                entries = [e.name for e in os.scandir(maildir / "new") if e.is_file()]
+            except OSError as exc:
+                log.error("%s: cannot list new/: %s", maildir, exc.strerror)
+                continue
+            state.left_alone.intersection_update(entries)
+            for name in entries:
+                if name not in state.left_alone and is_unfiled(name):
+                    self._enqueue(str(maildir / "new" / name))
+        for maildir in set(self.maildirs) - set(found):
+            gone = self.maildirs.pop(maildir)
+            if observer is not None and gone.watch is not None:
+                with contextlib.suppress(KeyError):
+                    observer.unschedule(gone.watch)
+
+    def run(self) -> int:
+        """Runs until SIGTERM (or, with `once`, until nothing waits); gives the exit code."""
+        started = time.monotonic()
+        previous = self._install_signals()
+        pool = self._start_pool()
+        observer = None
+        if not self.options.once:
+            from watchdog.observers import Observer
+
+            observer = Observer()
+            observer.start()
+        try:
+            self.rescan(observer)
+            self.notify(f"READY=1\nSTATUS=watching {len(self.maildirs)} Maildir(s)")
+            self._loop(pool, observer)
+            self.notify("STOPPING=1")
+            for fut in list(self.futures):
+                fut.cancel()  # not started yet: left for the next start
+            while self.futures:
+                self._handle(self.inbox.get())
+        except BrokenProcessPool:
+            log.critical("a worker process died; exiting so the service manager restarts us")
+            return EX_SOFTWARE
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            if observer is not None:
+                observer.stop()
+                observer.join()
+            self._restore_signals(previous)
+        self.elapsed = time.monotonic() - started
+        return 0
+
+    def _loop(self, pool: Executor | None, observer: Any) -> None:
+        interval = max(0.05, self.options.rescan_interval)
+        workers = max(1, self.options.workers)
+        next_rescan = time.monotonic() + interval
+        ping = _watchdog_interval()
+        next_ping = time.monotonic()
+        while not self.stop.is_set():
+            self._dispatch(pool)
+            if self.options.once and not self.backlog and not self.futures:
+                return
+            now = time.monotonic()
+            # Sleep only when nothing waits to be handed out, or every worker has its share.
+            idle = not self.backlog or (pool is not None and len(self.futures) >= 2 * workers)
+            timeout = max(0.0, min(next_rescan - now, 1.0)) if idle else 0.0
+            with contextlib.suppress(queue.Empty):
+                self._handle(
+                    self.inbox.get(timeout=timeout) if timeout else self.inbox.get_nowait()
+                )
+                while True:
+                    self._handle(self.inbox.get_nowait())
+            now = time.monotonic()
+            if now >= next_rescan and not self.options.once:
+                self.rescan(observer)
+                next_rescan = now + interval
+            if ping and now >= next_ping:
+                self.notify("WATCHDOG=1")
+                next_ping = now + ping
+
+    def _install_signals(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return previous
+        # A file-size limit must fail one write (EFBIG), not kill the watcher.
+        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self.request_stop)
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, self.request_stop)
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._request_reload)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _watchdog_interval() -> float:
+    """Gives half the service manager's watchdog timeout in seconds, or 0 when none is set."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or (pid and pid != str(os.getpid())):
+        return 0.0
+    return int(usec) / 2e6
