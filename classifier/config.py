@@ -95,7 +95,7 @@ def default_authserv_id() -> str:
     return socket.getfqdn() or "localhost"
 
 
-_CLASSIFIER_KEYS = {
+_CLASSIFIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "authserv_id": str,
     "trusted_networks": list,
     "trusted_forwarders": list,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Mapping
 
 from classifier.pipe import PipeOutcome
 
@@ -38,7 +39,7 @@ def read_frame(sock: socket.socket) -> tuple[dict[str, object], bytes]:
     return meta, payload
 
 
-def write_frame(sock: socket.socket, meta: dict[str, object], payload: bytes) -> None:
+def write_frame(sock: socket.socket, meta: Mapping[str, object], payload: bytes) -> None:
     """Sends one frame: the JSON head with the payload's size, then the payload."""
     head = json.dumps({**meta, "v": PROTOCOL, "size": len(payload)}).encode() + b"\n"
     sock.sendall(head + payload)
