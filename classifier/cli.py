@@ -352,4 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m classifier.cli`, this file is __main__; the plugins import
+    # classifier.cli, so main() must come from there to catch their UsageError.
+    from classifier.cli import main as package_main
+
+    sys.exit(package_main())

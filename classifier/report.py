@@ -15,11 +15,12 @@ from __future__ import annotations
 import functools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
 from publicsuffixlist import PublicSuffixList
 
+from classifier.facts import AuthFacts
 from classifier.policy import Policies, Policy
 from classifier.report_cache import CheckRecord, with_arc_trust
 from classifier.verdict import Verdict, decide
@@ -37,6 +38,7 @@ DKIM_FAILURES = frozenset({"fail", "permerror"})
 _FOLDER_PLACES = {"junk": "junk", "spam": "junk", "quarantine": "quarantine"}
 
 
+@functools.lru_cache(maxsize=1024)
 def place_of(folder: str) -> str:
     """Gives where a Maildir folder files mail: junk (Junk, Spam), quarantine, else inbox."""
     return _FOLDER_PLACES.get(folder.rsplit(".", 1)[-1].lower(), "inbox")
@@ -229,15 +231,24 @@ def _outcome(run: PolicyRun, user: str | None) -> tuple[PolicyOutcome, dict[str,
     counts = dict.fromkeys(PLACES, 0)
     moves: list[tuple[int, float, str, Move]] = []
     would_by_path: dict[str, str] = {}
+    # Facts compare without their evidence, which only words the reasons, and decide() never
+    # reads the envelope sender (often unique: VERP): so messages share decisions, and only
+    # the ones that move need their own sentences.
+    memo: dict[tuple[AuthFacts, Policy], str] = {}
     for msg in run.messages:
-        verdict = verdict_for(msg, run.policies, user)
-        would = verdict.would_be
+        rec = msg.record
+        policy = run.policies.for_user(user or rec.rcpt)
+        facts = with_arc_trust(rec.facts, policy.trusted_arc_sealers)
+        key = (replace(facts, mailfrom=""), policy)
+        would = memo.get(key) or ""
+        if not would:
+            would = memo[key] = decide(facts, policy).would_be
         counts[would] = counts.get(would, 0) + 1
         would_by_path[msg.path] = would
         if would == msg.place:
             continue
+        verdict = decide(facts, policy)
         fp = msg.place == "inbox"
-        rec = msg.record
         move = Move(
             path=msg.path,
             folder=msg.folder,
@@ -284,6 +295,7 @@ def _psl() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+@functools.lru_cache(maxsize=65536)
 def public_suffix(domain: str) -> str:
     """Gives the public suffix of a domain by the offline Public Suffix List ("." + suffix)."""
     if not domain:
@@ -310,7 +322,10 @@ def _suffixes(
         for name, would in filed.items():
             per_policy[suffix][name] += would.get(m.path, "inbox") != "inbox"
     ranked = sorted(rows.items(), key=lambda r: (-r[1][0], r[0]))
-    return tuple(SuffixRow(s, *v, filed={n: per_policy[s][n] for n in filed}) for s, v in ranked)
+    return tuple(
+        SuffixRow(s, v[0], v[1], v[2], v[3], {n: per_policy[s][n] for n in filed})
+        for s, v in ranked
+    )
 
 
 def _forwarded(

@@ -1,4 +1,4 @@
-"""What a report needs to know about each message, cached in SQLite so a later run asks no DNS.
+"""What a report needs to know about each message: checked in parallel, then cached in SQLite.
 
 A report judges the same messages under several policies.  The checks (and so
 every DNS query) depend only on the message bytes and the ``[classifier]``
@@ -13,27 +13,38 @@ recomputes it per policy from the cached sealers.
 
 The cache lives under ``$XDG_CACHE_HOME/authsieve/`` (``~/.cache/authsieve/``
 when unset); it is a cache: a file of another schema version is emptied.
+`scan` fills it: messages not in it are checked in a thread pool sharing one
+`Resolver` and so one DNS cache (DNS waits release the GIL).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 from email.header import decode_header, make_header
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from classifier.checks import CheckReport, facts_from
 from classifier.config import Settings
+from classifier.dns import Resolver
 from classifier.facts import AuthFacts
 from classifier.message import Message
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from classifier.checks import CheckReport
+
+SCHEMA_VERSION = 2
 CACHE_NAME = "report.sqlite3"
 _COMMIT_EVERY = 500
+_BATCH = 500  # keys per SELECT
+_HEADER_WINDOW = 65_536  # a header block is read from the first 64 KiB only
 _TEMP_CHECKS = ("spf", "helo_spf", "dkim", "arc", "dmarc")
 
 
@@ -45,13 +56,14 @@ def display_text(value: str | None, limit: int = 200) -> str:
     """Gives a header value as a person reads it: RFC 2047 words decoded, one printable line."""
     if not value:
         return ""
-    raw = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    try:
-        text = str(make_header(decode_header(raw)))
-    except Exception:  # RFC 2047 decoding raises on malformed words: show them as written
-        text = raw
-    # Control characters from a sender must never reach a terminal (escape sequences).
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    # RFC 2047 §2: only "=?" starts an encoded-word; malformed ones raise and stay as written.
+    if "=?" in text:
+        with contextlib.suppress(Exception):
+            text = str(make_header(decode_header(text)))
+    if not text.isprintable():
+        # Control characters from a sender must never reach a terminal (escape sequences).
+        text = "".join(ch if ch.isprintable() else " " for ch in text)
     return " ".join(text.split())[:limit]
 
 
@@ -80,23 +92,46 @@ class CheckRecord:
         )
 
     def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d["facts"] = self.facts.to_dict()
+        # Field by field rather than dataclasses.asdict: the cache writes one per message.
+        facts = self.facts
+        d: dict[str, object] = {k: getattr(self, k) for k in _TEXT_FIELDS}
+        d["facts"] = {**facts.__dict__, "arc_sealers": list(facts.arc_sealers)}
         d["dkim"] = [list(p) for p in self.dkim]
+        d["dns_queries"] = self.dns_queries
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> CheckRecord:
+    def from_dict(cls, d: dict[str, Any]) -> CheckRecord:
         """Gives the record back from `to_dict` output (raises KeyError/TypeError when foreign)."""
-        facts = dict(d["facts"])  # type: ignore[call-overload]
-        facts["arc_sealers"] = tuple(facts.get("arc_sealers", ()))
-        values = {**d, "facts": AuthFacts(**facts)}
-        values["dkim"] = tuple((str(r), str(dom)) for r, dom in d["dkim"])  # type: ignore[attr-defined]
-        return cls(**values)  # type: ignore[arg-type]
+        facts = {**d["facts"], "arc_sealers": tuple(d["facts"].get("arc_sealers", ()))}
+        return cls(
+            **{k: d[k] for k in _TEXT_FIELDS},
+            facts=AuthFacts(**facts),
+            dkim=tuple((str(r), str(dom)) for r, dom in d["dkim"]),
+            dns_queries=int(d["dns_queries"]),
+        )
+
+
+_TEXT_FIELDS = (
+    "message_id",
+    "subject",
+    "from_header",
+    "date",
+    "list_id",
+    "rcpt",
+    "client_ip",
+    "client_name",
+)
+
+
+def _json(record: CheckRecord) -> str:
+    return json.dumps(record.to_dict(), ensure_ascii=True, separators=(",", ":"))
 
 
 def record_from(report: CheckReport, message: Message) -> CheckRecord:
     """Gives the record of one checked message (the facts as `classifier.checks.facts_from`)."""
+    from classifier.checks import facts_from
+
     env = report.envelope
     return CheckRecord(
         message_id=(message.get("Message-ID") or "").strip(),
@@ -128,9 +163,22 @@ def with_arc_trust(facts: AuthFacts, trusted_arc_sealers: tuple[str, ...]) -> Au
     return facts if ok == facts.arc_trusted else replace(facts, arc_trusted=ok)
 
 
-def message_key(data: bytes, message: Message) -> tuple[str, str]:
-    """Gives (Message-ID, SHA-256 of the bytes): the identity of a message in the cache."""
-    return (message.get("Message-ID") or "").strip(), hashlib.sha256(data).hexdigest()
+def message_key(data: bytes) -> tuple[str, str]:
+    """Gives (Message-ID, SHA-256 of the bytes): the identity of a message in the cache.
+
+    The Message-ID is the first line of the first such field of the header
+    block, lower-cased: the key must be cheap and stable, and the hash alone
+    already tells messages apart.
+    """
+    window = data[:_HEADER_WINDOW]
+    ends = [i for i in (window.find(b"\n\r\n"), window.find(b"\n\n")) if i >= 0]
+    head = b"\n" + window[: min(ends)].lower() if ends else b"\n" + window.lower()
+    at = head.find(b"\nmessage-id:")
+    mid = b""
+    if at >= 0:
+        stop = head.find(b"\n", at + 1)
+        mid = head[at + 12 : stop if stop >= 0 else len(head)].strip()
+    return mid.decode("utf-8", "replace"), hashlib.sha256(data).hexdigest()
 
 
 def checks_fingerprint(settings: Settings) -> str:
@@ -170,47 +218,64 @@ class ReportCache:
 
     def _prepare(self) -> None:
         db = self._db
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
+        # A cache may lose its last writes on a power cut, never its consistency: WAL keeps
+        # commits cheap (no fsync each) on a file of tens of megabytes.
+        if self.path != ":memory:":
+            db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             db.execute("DROP TABLE IF EXISTS checks")
         db.execute(
             "CREATE TABLE IF NOT EXISTS checks ("
             " message_id TEXT NOT NULL, sha256 TEXT NOT NULL, settings TEXT NOT NULL,"
             " checked REAL NOT NULL, temperror INTEGER NOT NULL, record TEXT NOT NULL,"
-            " PRIMARY KEY (message_id, sha256, settings)) WITHOUT ROWID"
+            " PRIMARY KEY (sha256, settings, message_id))"
         )
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.commit()
 
     def get(self, message_id: str, digest: str, settings: str) -> CheckRecord | None:
         """Gives the cached record of this message under these settings, or None."""
-        row = self._db.execute(
-            "SELECT record FROM checks WHERE message_id = ? AND sha256 = ? AND settings = ?",
-            (message_id, digest, settings),
-        ).fetchone()
-        if row is None:
-            return None
-        try:
-            record = CheckRecord.from_dict(json.loads(row[0]))
-        except (ValueError, KeyError, TypeError):
-            return None  # written by another version: check again
-        self.hits += 1
-        return record
+        return self.get_many([(message_id, digest)], settings).get((message_id, digest))
+
+    def get_many(
+        self, keys: Sequence[tuple[str, str]], settings: str
+    ) -> dict[tuple[str, str], CheckRecord]:
+        """Gives the cached records of these (Message-ID, SHA-256) keys under these settings."""
+        found: dict[tuple[str, str], CheckRecord] = {}
+        wanted = set(keys)
+        for start in range(0, len(keys), _BATCH):
+            digests = [digest for _, digest in keys[start : start + _BATCH]]
+            rows = self._db.execute(
+                "SELECT message_id, sha256, record FROM checks WHERE settings = ? AND sha256 IN"
+                f" ({','.join('?' * len(digests))})",
+                (settings, *digests),
+            )
+            for mid, digest, text in rows:
+                if (mid, digest) not in wanted:
+                    continue
+                try:
+                    found[(mid, digest)] = CheckRecord.from_dict(json.loads(text))
+                except (ValueError, KeyError, TypeError):
+                    continue  # written by another version: check again
+        self.hits += len(found)
+        return found
 
     def put(self, message_id: str, digest: str, settings: str, record: CheckRecord) -> None:
-        """Stores (or replaces) a record; committed in batches and by `close`."""
-        self._db.execute(
+        """Stores (or replaces) one record; committed in batches and by `flush`."""
+        self.put_many([(message_id, digest, settings, record)])
+
+    def put_many(self, rows: Sequence[tuple[str, str, str, CheckRecord]]) -> None:
+        """Stores (or replaces) records; committed in batches and by `flush`."""
+        now = time.time()
+        self._db.executemany(
             "INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?, ?, ?)",
             (
-                message_id,
-                digest,
-                settings,
-                time.time(),
-                int(record.temperror),
-                json.dumps(record.to_dict(), ensure_ascii=True, separators=(",", ":")),
+                (mid, digest, settings, now, int(record.temperror), _json(record))
+                for mid, digest, settings, record in rows
             ),
         )
-        self._pending += 1
+        self._pending += len(rows)
         if self._pending >= _COMMIT_EVERY:
             self.flush()
 
@@ -223,3 +288,98 @@ class ReportCache:
         """Commits and closes the file."""
         self.flush()
         self._db.close()
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
+    """Gives a function that advances a rich progress bar on stderr (a no-op when disabled)."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("scan", total=total)
+        yield lambda: bar.advance(task)
+
+
+def check_record(path: Path, settings: Settings, resolver: Resolver) -> CheckRecord:
+    """Gives the check record of one message file (runs in a worker thread)."""
+    from classifier.checks import run_checks
+
+    data = path.read_bytes()
+    return record_from(run_checks(data, settings, resolver), Message.parse(data))
+
+
+def scan(
+    paths: Sequence[Path],
+    settings: Settings,
+    resolver: Resolver,
+    cache: ReportCache,
+    warn: Callable[[str], None],
+    fresh: bool = False,
+    jobs: int = 8,
+    show_progress: bool = False,
+) -> tuple[list[CheckRecord | None], dict[str, int]]:
+    """Gives each file's record (cached, else checked; None if unreadable) and the counts.
+
+    First the cache is read for every file, then the rest is checked by the
+    workers, each reading its own file, and the new records are written at
+    the end: a main thread busy with files or SQLite while the workers
+    compute would trade the GIL with them at every step (the convoy effect).
+    Only the main thread touches the cache.
+    """
+    fp = checks_fingerprint(settings)
+    found: list[CheckRecord | None] = [None] * len(paths)
+    counts = {"checked": 0, "cached": 0, "unreadable": 0}
+    keys: list[tuple[str, str] | None] = []
+    with progress_bar(show_progress, len(paths)) as advance:
+        for path in paths:
+            try:
+                keys.append(message_key(path.read_bytes()))
+            except OSError as exc:
+                warn(f"{path}: cannot read: {exc.strerror}")
+                keys.append(None)
+                counts["unreadable"] += 1
+                advance()
+        readable = [k for k in keys if k is not None]
+        cached = {} if fresh else cache.get_many(readable, fp)
+        missing: list[tuple[int, str, str]] = []
+        for i, key in enumerate(keys):
+            if key is None:
+                continue
+            found[i] = cached.get(key)
+            if found[i] is None:
+                missing.append((i, *key))
+            else:
+                counts["cached"] += 1
+                advance()
+        fresh_rows = []
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="authsieve-scan") as pool:
+            futures = {
+                pool.submit(check_record, paths[m[0]], settings, resolver): m for m in missing
+            }
+            for fut in as_completed(futures):
+                i, mid, digest = futures[fut]
+                try:
+                    record = fut.result()
+                except Exception as exc:  # one message the engine cannot handle is not fatal
+                    warn(f"{paths[i]}: checks failed: {type(exc).__name__}: {exc}")
+                    counts["unreadable"] += 1
+                else:
+                    found[i] = record
+                    fresh_rows.append((mid, digest, fp, record))
+                    counts["checked"] += 1
+                advance()
+    # Written once the workers are done: the main thread stays off the GIL meanwhile.
+    cache.put_many(fresh_rows)
+    cache.flush()
+    return found, counts

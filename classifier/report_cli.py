@@ -15,24 +15,23 @@ original is unlinked, so a crash leaves a duplicate, never a loss.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from classifier.checks import run_checks
 from classifier.cli import UsageError, make_resolver_for
 from classifier.config import Settings, load_settings
 from classifier.dns import Resolver
 from classifier.message import Message
 from classifier.policy import Policies, load_policies
-from classifier.report import PolicyRun, ScannedMessage, build_report
+from classifier.report import PolicyRun, ScannedMessage, build_report, verdict_for
 from classifier.report_cache import (
     CacheError,
     CheckRecord,
@@ -41,11 +40,28 @@ from classifier.report_cache import (
     default_cache_path,
     message_key,
     record_from,
+    scan,
 )
 
-DEFAULT_JOBS = 4
-PROGRESS_FROM = 1000  # messages: below this a scan takes seconds and needs no bar
+DEFAULT_JOBS = 8
+PROGRESS_FROM = 1000  # messages: a shorter scan takes seconds and needs no bar
 _STAMP = re.compile(r"(\d{9,11})[.]")
+_TEMP_KEYS = ("spf", "helo-spf", "dkim", "arc", "dmarc")  # X-Authsieve keys
+# Folders of mail the user wrote or threw away (RFC 6154 \Sent, \Drafts, \Trash): not
+# received mail a policy could misfile, and their "SPF none" would only skew the counts.
+SKIPPED_FOLDERS = frozenset(
+    {
+        "sent",
+        "sent messages",
+        "sent items",
+        "drafts",
+        "templates",
+        "outbox",
+        "trash",
+        "deleted messages",
+        "deleted items",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -59,21 +75,28 @@ class MailFile:
 
 
 def _delivered(entry: os.DirEntry[str]) -> float:
-    # The Maildir name starts with the delivery time; the mtime is Dovecot's received date.
+    # A Maildir name starts with the delivery time; else the mtime (Dovecot's received date).
     m = _STAMP.match(entry.name)
     return float(m.group(1)) if m else entry.stat().st_mtime
 
 
 def maildir_files(paths: Sequence[str], since: float | None = None) -> list[MailFile]:
-    """Gives the message files of each Maildir (INBOX and each .Folder) delivered since `since`."""
+    """Gives the message files of each Maildir (INBOX and each .Folder) delivered since `since`.
+
+    Sent, Drafts, Trash and their like are left out (SKIPPED_FOLDERS).
+    """
     out: list[MailFile] = []
     for name in paths:
         root = Path(name)
-        if not root.is_dir():
-            raise UsageError(f"{root}: no such Maildir")
-        if not any((root / sub).is_dir() for sub in ("new", "cur")):
+        if not root.is_dir() or not any((root / sub).is_dir() for sub in ("new", "cur")):
             raise UsageError(f"{root}: not a Maildir (no new/ or cur/)")
-        subfolders = sorted(d for d in root.iterdir() if d.name.startswith(".") and d.is_dir())
+        subfolders = sorted(
+            d
+            for d in root.iterdir()
+            if d.name.startswith(".")
+            and d.name.rsplit(".", 1)[-1].lower() not in SKIPPED_FOLDERS
+            and d.is_dir()
+        )
         for folder_dir, folder in [(root, "INBOX"), *((d, d.name) for d in subfolders)]:
             for sub in ("new", "cur"):
                 if not (folder_dir / sub).is_dir():
@@ -108,7 +131,7 @@ def _inside(path: Path, roots: Sequence[Path]) -> bool:
 
 
 def open_cache(args: argparse.Namespace, roots: Sequence[Path]) -> ReportCache:
-    """Gives the report cache: --cache FILE, :memory: for --no-cache, else the XDG default."""
+    """Gives the report cache: --cache FILE, in memory for --no-cache, else the XDG default."""
     if args.no_cache:
         return ReportCache(":memory:")
     path = Path(args.cache) if args.cache else default_cache_path()
@@ -120,87 +143,8 @@ def open_cache(args: argparse.Namespace, roots: Sequence[Path]) -> ReportCache:
         raise UsageError(str(exc)) from None
 
 
-@contextlib.contextmanager
-def progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    """Gives a function that advances a rich progress bar on stderr (a no-op when disabled)."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("scan", total=total)
-        yield lambda: bar.advance(task)
-
-
-def check_record(data: bytes, settings: Settings, resolver: Resolver) -> CheckRecord:
-    """Gives the check record of one message's bytes (runs in a worker thread)."""
-    return record_from(run_checks(data, settings, resolver), Message.parse(data))
-
-
 def _warn(text: str) -> None:
     print(f"authsieve: {text}", file=sys.stderr)
-
-
-def scan(
-    files: Sequence[MailFile],
-    settings: Settings,
-    resolver: Resolver,
-    cache: ReportCache,
-    fresh: bool = False,
-    jobs: int = DEFAULT_JOBS,
-    show_progress: bool = False,
-) -> tuple[list[ScannedMessage], dict[str, int]]:
-    """Gives every readable message with its record (cached, else checked) and the counts."""
-    fp = checks_fingerprint(settings)
-    found: list[ScannedMessage | None] = [None] * len(files)
-    counts = {"files": len(files), "checked": 0, "cached": 0, "unreadable": 0}
-    pool = ThreadPoolExecutor(max_workers=max(jobs, 1), thread_name_prefix="report")
-    pending: dict[Future[CheckRecord], tuple[int, str, str]] = {}
-
-    def collect(block_above: int, advance: Callable[[], None]) -> None:
-        while len(pending) > block_above:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                i, mid, digest = pending.pop(fut)
-                f = files[i]
-                try:
-                    record = fut.result()
-                except (
-                    Exception
-                ) as exc:  # a message the engine cannot handle is reported, not fatal
-                    _warn(f"{f.path}: checks failed: {type(exc).__name__}: {exc}")
-                    counts["unreadable"] += 1
-                else:
-                    cache.put(mid, digest, fp, record)
-                    found[i] = ScannedMessage(str(f.path), f.folder, f.delivered, record)
-                    counts["checked"] += 1
-                advance()
-
-    with pool, progress_bar(show_progress, len(files)) as advance:
-        for i, f in enumerate(files):
-            try:
-                data = f.path.read_bytes()
-            except OSError as exc:
-                _warn(f"{f.path}: cannot read: {exc.strerror}")
-                counts["unreadable"] += 1
-                advance()
-                continue
-            mid, digest = message_key(data, Message.parse(data))
-            record = None if fresh else cache.get(mid, digest, fp)
-            if record is not None:
-                found[i] = ScannedMessage(str(f.path), f.folder, f.delivered, record)
-                counts["cached"] += 1
-                advance()
-                continue
-            pending[pool.submit(check_record, data, settings, resolver)] = (i, mid, digest)
-            # A bounded window keeps memory flat on a 50,000-message Maildir.
-            collect(4 * max(jobs, 1), advance)
-        collect(0, advance)
-    cache.flush()
-    return [m for m in found if m is not None], counts
 
 
 def policy_sets(args: argparse.Namespace, settings: Settings) -> list[tuple[str, str, Policies]]:
@@ -209,13 +153,8 @@ def policy_sets(args: argparse.Namespace, settings: Settings) -> list[tuple[str,
         return [("configured", settings.source, load_policies(settings))]
     out: list[tuple[str, str, Policies]] = []
     for path in args.policy:
-        name = Path(path).stem or "policy"
-        taken = {n for n, _, _ in out}
-        name = next(
-            n
-            for k in range(1, len(taken) + 2)
-            if (n := name if k == 1 else f"{name}-{k}") not in taken
-        )
+        stem, taken = Path(path).stem or "policy", {n for n, _, _ in out}
+        name = stem if stem not in taken else f"{stem}-{len(out) + 1}"
         out.append((name, path, load_policies(load_settings(path))))
     return out
 
@@ -231,29 +170,35 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     sets = policy_sets(args, settings)
     resolver = make_resolver_for(args, settings)
     cache = open_cache(args, roots)
-    show = sys.stderr.isatty() and (
-        args.progress or (args.progress is None and len(files) >= PROGRESS_FROM)
-    )
+    long_run = len(files) >= PROGRESS_FROM if args.progress is None else args.progress
     started = time.perf_counter()
-    scans: dict[str, tuple[list[ScannedMessage], dict[str, int]]] = {}
+    scans: dict[str, tuple[tuple[ScannedMessage, ...], dict[str, int]]] = {}
     runs = []
     try:
         for name, source, policies in sets:
+            # The trust path steps over the policy's forwarders, so they shape the checks.
             base = policies.for_user(args.user) if args.user else policies.default
             check_settings = settings.with_forwarders(base.trusted_forwarders)
             fp = checks_fingerprint(check_settings)
             if fp not in scans:
-                scans[fp] = scan(
-                    files, check_settings, resolver, cache, args.recheck, args.jobs, bool(show)
+                show = long_run and sys.stderr.isatty()
+                paths = [f.path for f in files]
+                records, counts = scan(
+                    paths, check_settings, resolver, cache, _warn, args.recheck, args.jobs, show
                 )
-            runs.append(PolicyRun(name, source, policies, tuple(scans[fp][0])))
+                scanned = tuple(
+                    ScannedMessage(str(f.path), f.folder, f.delivered, r)
+                    for f, r in zip(files, records, strict=True)
+                    if r is not None
+                )
+                scans[fp] = (scanned, counts)
+            runs.append(PolicyRun(name, source, policies, scans[fp][0]))
     finally:
         cache.close()
     seconds = time.perf_counter() - started
-    stats: dict[str, float | int] = {
-        k: sum(s[1][k] for s in scans.values()) for k in ("checked", "cached", "unreadable")
-    }
-    stats["files"] = len(files)
+    stats: dict[str, float | int] = {"files": len(files)}
+    for key in ("checked", "cached", "unreadable"):
+        stats[key] = sum(counts[key] for _, counts in scans.values())
     stats["dns_queries"] = resolver.queries_sent
     stats["seconds"] = round(seconds, 2)
     stats["rate"] = round(len(files) * len(scans) / seconds) if seconds > 0 else 0
@@ -268,7 +213,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     elif args.csv:
         sys.stdout.write(render.render_csv(report))
     else:
-        sys.stdout.write(render.render_table(report, limit=args.top))
+        sys.stdout.write(render.render_table(report, limit=20))
     return 0
 
 
@@ -282,7 +227,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
 
 
-_TEMP_KEYS = ("spf", "helo-spf", "dkim", "arc", "dmarc")
+# ---------------------------------------------------------------------------- recheck
 
 
 def our_header(message: Message, authserv_id: str) -> dict[str, str] | None:
@@ -304,7 +249,11 @@ def our_header(message: Message, authserv_id: str) -> dict[str, str] | None:
     return None
 
 
-def _results(values: dict[str, str]) -> str:
+def _results(record: CheckRecord) -> dict[str, str]:
+    return {k: getattr(record.facts, k.replace("-", "_")) for k in _TEMP_KEYS}
+
+
+def _words(values: dict[str, str]) -> str:
     return " ".join(f"{k}={values.get(k) or 'none'}" for k in _TEMP_KEYS)
 
 
@@ -318,11 +267,20 @@ class Recheck:
     after: str  # the results now
     was: str  # the verdict it was filed by
     now: str  # the verdict now
-    outcome: str  # moved | would move | unchanged | still temperror | left where the user put it
+    # moved | would move | unchanged | still temperror | left where the user put it | not moved: …
+    outcome: str
     new_path: str = ""
 
     def to_dict(self) -> dict[str, str]:
         return dict(self.__dict__)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def refile(src: Path, root: Path, folder: str, data: bytes) -> Path:
@@ -362,14 +320,11 @@ def refile(src: Path, root: Path, folder: str, data: bytes) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    for directory in {final.parent, src.parent}:
-        if directory == src.parent:
-            src.unlink()
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    _fsync_dir(final.parent)
+    # Gone already means renamed meanwhile (a flag change): the copy is in place, so the
+    # worst case is a duplicate, never a loss.
+    src.unlink(missing_ok=True)
+    _fsync_dir(src.parent)
     return final
 
 
@@ -380,75 +335,66 @@ def recheck_one(
     policies: Policies,
     resolver: Resolver,
     cache: ReportCache,
-    fp: str,
 ) -> Recheck | None:
     """Gives what recheck did to one message, or None when its result was not temperror."""
     from classifier.annotate import annotate
     from classifier.deliver import FOLDERS
     from classifier.evaluate import evaluate
-    from classifier.report import verdict_for
 
     data = f.path.read_bytes()
     message = Message.parse(data)
-    mid, digest = message_key(data, message)
+    mid, digest = message_key(data)
+    base = policies.for_user(args.user) if args.user else policies.default
+    fp = checks_fingerprint(settings.with_forwarders(base.trusted_forwarders))
     cached = cache.get(mid, digest, fp)
     header = our_header(message, settings.authserv_id)
     if cached is not None:
         if not cached.temperror:
             return None  # the cache is newer than any header: a recheck already resolved it
-        facts = cached.facts
-        before = _results({k: getattr(facts, k.replace("-", "_")) for k in _TEMP_KEYS})
-        scanned = ScannedMessage(str(f.path), f.folder, f.delivered, cached)
-        was = verdict_for(scanned, policies, args.user).action
+        before = _words(_results(cached))
+        was = verdict_for(ScannedMessage(str(f.path), f.folder, 0, cached), policies, args.user)
+        was_action = was.action
     elif header is not None and any(header.get(k) == "temperror" for k in _TEMP_KEYS):
-        before, was = _results(header), header.get("verdict", "inbox")
+        before, was_action = _words(header), "inbox"
     else:
         return None
     if header is not None and header.get("verdict") in FOLDERS:
-        was = header["verdict"]  # where delivery filed it, whatever the cache says
+        was_action = header["verdict"]  # where delivery filed it, whatever the cache says
     result = evaluate(data, settings, resolver, user=args.user, policies=policies)
     record = record_from(result.report, message)
     cache.put(mid, digest, fp, record)
-    facts = record.facts
-    after = _results({k: getattr(facts, k.replace("-", "_")) for k in _TEMP_KEYS})
     now = result.verdict.action
-    rc = Recheck(str(f.path), f.folder, before, after, was, now, "unchanged")
+    rc = Recheck(str(f.path), f.folder, before, _words(_results(record)), was_action, now, "")
     if record.temperror:
-        return Recheck(**{**rc.to_dict(), "outcome": "still temperror"})
-    if now == was:
-        return rc
-    if f.folder != (FOLDERS[was] or "INBOX"):
-        return Recheck(**{**rc.to_dict(), "outcome": "left where the user put it"})
+        return replace(rc, outcome="still temperror")
+    if now == was_action:
+        return replace(rc, outcome="unchanged")
+    if f.folder != (FOLDERS[was_action] or "INBOX"):
+        return replace(rc, outcome="left where the user put it")
     if args.dry_run:
-        return Recheck(**{**rc.to_dict(), "outcome": "would move"})
+        return replace(rc, outcome="would move")
     if header is not None:
         # The message carries our results: it moves with the new ones, not the temperror.
-        data = annotate(
-            data, result.report, settings.authserv_id, result.header_value(settings.authserv_id)
-        )
-        new_mid, new_digest = message_key(data, Message.parse(data))
-        cache.put(new_mid, new_digest, fp, record)
+        value = result.header_value(settings.authserv_id)
+        data = annotate(data, result.report, settings.authserv_id, value)
+        cache.put(*message_key(data), fp, record)
     try:
         new_path = refile(f.path, f.root, FOLDERS[now], data)
     except OSError as exc:
-        raise UsageError(f"{f.path}: cannot move: {exc.strerror}") from None
-    return Recheck(**{**rc.to_dict(), "outcome": "moved", "new_path": str(new_path)})
+        return replace(rc, outcome=f"not moved: {exc.strerror}")
+    return replace(rc, outcome="moved", new_path=str(new_path))
 
 
 def cmd_recheck(args: argparse.Namespace, settings: Settings) -> int:
-    import json
-
     files = maildir_files(args.paths)
     policies = load_policies(settings)
     resolver = make_resolver_for(args, settings)
     cache = open_cache(args, [Path(p) for p in args.paths])
-    base = policies.for_user(args.user) if args.user else policies.default
-    fp = checks_fingerprint(settings.with_forwarders(base.trusted_forwarders))
     done: list[Recheck] = []
     try:
         for f in files:
             try:
-                rc = recheck_one(f, args, settings, policies, resolver, cache, fp)
+                rc = recheck_one(f, args, settings, policies, resolver, cache)
             except OSError as exc:
                 _warn(f"{f.path}: cannot read: {exc.strerror}")
                 continue
@@ -460,65 +406,69 @@ def cmd_recheck(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print(json.dumps(rc.to_dict(), ensure_ascii=False))
         else:
-            print(
-                f"{rc.path}\n    {rc.before}  →  {rc.after}\n    {rc.was} → {rc.now}: {rc.outcome}"
-                + (f" ({rc.new_path})" if rc.new_path else "")
-            )
+            where = f" ({rc.new_path})" if rc.new_path else ""
+            print(f"{rc.path}\n    {rc.before}  →  {rc.after}")
+            print(f"    {rc.was} → {rc.now}: {rc.outcome}{where}")
     if not args.json:
         moved = sum(rc.outcome == "moved" for rc in done)
         print(f"{len(done)} of {len(files)} messages had a temperror result; {moved} moved")
-    return 0
+    # A message that should have moved and could not is worth a non-zero exit (cron mails it).
+    return 1 if any(rc.outcome.startswith("not moved") for rc in done) else 0
 
 
-def add_report_parser(subparsers: argparse._SubParsersAction, add_common: Callable) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser(
-        "report",
-        help="what each policy would do to the mail you have",
-        description="Read Maildirs (never writing to them) and show the check results, what "
-        "each policy would file where, and which messages it would move.",
-    )
+# ---------------------------------------------------------------------------- parsers
+
+
+def _shared(
+    p: argparse.ArgumentParser, add_common: Callable[[argparse.ArgumentParser], None]
+) -> None:
     add_common(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="a Maildir (its .Folders included)")
+    p.add_argument("--user", help="judge with this user's policy (default: each recipient's)")
+    p.add_argument("--cache", metavar="FILE", help="results cache (default under $XDG_CACHE_HOME)")
+    p.add_argument("--no-cache", action="store_true", help="keep results in memory only")
+
+
+def add_report_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser(
+        "report",
+        help="what each policy would do to the mail you have",
+        description="Read Maildirs (never writing to them) and show the check results, where "
+        "each policy would file the mail, and which messages it would move.",
+    )
+    _shared(p, add_common)
     p.add_argument(
         "--policy",
         action="append",
         default=[],
         metavar="FILE",
-        help="a config file whose [policy] and [users] to compare; repeatable "
-        "(default: the configured policy)",
+        help="config file whose [policy] and [users] to compare; repeatable",
     )
-    p.add_argument("--user", help="judge with this user's policy (default: each recipient's)")
     p.add_argument("--since", metavar="DATE", help="only mail delivered since DATE (2025-03-01)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON document")
     out.add_argument("--csv", action="store_true", help="CSV: section, policy, item, key, value")
     out.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
-    p.add_argument("--top", type=int, default=10, help="rows in the domain table (default 10)")
-    p.add_argument("--cache", metavar="FILE", help="results cache (default under $XDG_CACHE_HOME)")
-    p.add_argument("--no-cache", action="store_true", help="keep results in memory only")
+    p.add_argument("--top", type=int, default=10, help="rows of the domain table (default 10)")
     p.add_argument("--recheck", action="store_true", help="check every message afresh")
-    p.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="parallel checks (default 4)")
+    p.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="parallel checks (default 8)")
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bar on stderr (default: on long runs, when it is a terminal)",
+        help="progress bar on a terminal's stderr (default: on long runs)",
     )
     p.set_defaults(handler=cmd_report)
 
 
-def add_recheck_parser(subparsers: argparse._SubParsersAction, add_common: Callable) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser(
+def add_recheck_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser(
         "recheck",
         help="re-check messages whose result was temperror",
         description="Check again every message whose cached or header result was temperror "
         "and move it to the folder of its new verdict when that changed.",
     )
-    add_common(p)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="a Maildir (its .Folders included)")
-    p.add_argument("--user", help="judge with this user's policy (default: each recipient's)")
-    p.add_argument("--cache", metavar="FILE", help="results cache (default under $XDG_CACHE_HOME)")
-    p.add_argument("--no-cache", action="store_true", help="use only the X-Authsieve headers")
+    _shared(p, add_common)
     p.add_argument("--dry-run", action="store_true", help="say what would move; move nothing")
     p.add_argument("--json", action="store_true", help="one JSON object per rechecked message")
     p.set_defaults(handler=cmd_recheck)

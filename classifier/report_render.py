@@ -274,7 +274,7 @@ _CSS = (
     ".legend i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}"
     "table{border-collapse:collapse;margin:6px 0}th,td{padding:3px 10px;text-align:left;"
     "border-bottom:1px solid #eee;vertical-align:top}td.n{text-align:right;"
-    "font-variant-numeric:tabular-nums}tr.fp td{background:#fff4f4}"
+    "font-variant-numeric:tabular-nums}tr.fp td{background:#fff4f4}td.nw{white-space:nowrap}"
     ".reasons{color:#555;font-size:12px;margin:0;padding-left:16px}"
     "code{background:#f3f3f3;padding:1px 4px;border-radius:3px}"
     "svg text{font:11px system-ui,sans-serif}"
@@ -315,7 +315,8 @@ def timeline_svg(report: Report, width: int = 520, height: int = 240) -> str:
     slot = (width - left - 8) / max(len(periods), 1)
     bar = max(min(slot * 0.7, 36), 1)
     step = max(1, -(-len(periods) // 12))  # at most about 12 labels under the axis
-    parts = [_text(left - 6, top + 4, peak, anchor="end")]
+    grid = f'<line x1="{left}" y1="{top}" x2="{width - 8}" y2="{top}" stroke="#ddd"/>'
+    parts = [grid, _text(left - 6, top + 4, peak, anchor="end")]
     for i, period in enumerate(periods):
         x, y = left + i * slot + (slot - bar) / 2, float(top + plot_h)
         for key in TIMELINE_KEYS:
@@ -352,6 +353,12 @@ def policy_svg(report: Report, height: int = 240) -> str:
     return _svg(width, height, "inbox, junk and quarantine per policy", parts, top + plot_h)
 
 
+def _td(value: object, key: str) -> str:
+    if isinstance(value, int):
+        return f'<td class="n" data-k="{escape(key)}">{value}</td>'
+    return '<td class="n">-</td>' if value == "-" else f"<td>{escape(str(value))}</td>"
+
+
 def _html_table(table: Table) -> str:
     if not table.rows:
         return f'<p id="{table.id}">None.</p>'
@@ -359,12 +366,7 @@ def _html_table(table: Table) -> str:
     body = []
     for row in table.rows:
         (first, _), *rest = row
-        cells = "".join(
-            f'<td class="n" data-k="{escape(k)}">{v}</td>'
-            if isinstance(v, int)
-            else f"<td>{escape(str(v))}</td>"
-            for v, k in rest
-        )
+        cells = "".join(_td(v, k) for v, k in rest)
         body.append(f"<tr><th>{escape(str(first))}</th>{cells}</tr>")
     rows = "".join(body)
     return f'<table id="{table.id}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
@@ -383,7 +385,8 @@ def _html_moves(p: PolicyOutcome, limit: int) -> str:
         fp = m.likely_false_positive
         rows.append(
             f'<tr class="{"fp" if fp else "mv"}"><td>{"likely false positive" if fp else ""}</td>'
-            f"<td>{escape(m.date)}</td><td>{escape(m.folder)} → {escape(m.would)}</td>"
+            f'<td class="nw">{escape(m.date)}</td>'
+            f'<td class="nw">{escape(m.folder)} → {escape(m.would)}</td>'
             f"<td>{escape(m.sender)}</td>"
             f'<td>{escape(m.subject)}<ul class="reasons">{reasons}</ul></td></tr>'
         )
