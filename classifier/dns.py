@@ -20,6 +20,7 @@ NODATA: `Answer.records == ()`), and a temporary failure (`DnsTempError`).
 from __future__ import annotations
 
 import ipaddress
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +43,8 @@ import dns.zone
 # NS → host name without the trailing dot.
 Record = str | tuple[bytes, ...] | tuple[int, str]
 
+# Names that need no IDNA or escaping work: the usual case, kept off the slow path.
+_PLAIN_NAME = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
 SUPPORTED_TYPES = frozenset({"A", "AAAA", "TXT", "MX", "PTR", "CNAME", "NS", "SPF"})
 MAX_CNAME_CHAIN = 8
 NEGATIVE_TTL = 300
@@ -261,6 +264,7 @@ class Resolver:
         default_factory=OrderedDict, repr=False
     )
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _inflight: dict[tuple[str, str], threading.Event] = field(default_factory=dict, repr=False)
 
     def query(self, qname: str, rdtype: str, timeout: float | None = None) -> Answer:
         """Gives the answer for (qname, rdtype); raises DnsTempError on a temporary failure."""
@@ -268,11 +272,12 @@ class Resolver:
         rdtype = rdtype.upper()
         if rdtype not in SUPPORTED_TYPES:
             raise ValueError(f"unsupported query type {rdtype}")
-        try:
-            # One spelling for every source: A-labels, odd octets as \DDD (as ZoneSource keys).
-            qname = normalize_name(dns.name.from_text(qname + ".").to_text()) if qname else ""
-        except (dns.exception.DNSException, UnicodeError, ValueError):
-            return Answer(qname, rdtype, (), nxdomain=True)  # not a name the DNS can hold
+        if not _PLAIN_NAME.match(qname):
+            try:
+                # One spelling for every source: A-labels, odd octets as \DDD (as ZoneSource).
+                qname = normalize_name(dns.name.from_text(qname + ".").to_text()) if qname else ""
+            except (dns.exception.DNSException, UnicodeError, ValueError):
+                return Answer(qname, rdtype, (), nxdomain=True)  # not a name the DNS can hold
         key = (qname, rdtype)
         now = self.clock()
         with self._lock:
@@ -287,15 +292,37 @@ class Resolver:
         ):
             # Not a name the DNS can hold: nothing exists there.
             return Answer(qname, rdtype, (), nxdomain=True)
+        wait = self.timeout if timeout is None else timeout
         with self._lock:
-            self.queries_sent += 1
-        answer = self.source.lookup(qname, rdtype, self.timeout if timeout is None else timeout)
-        with self._lock:
-            self._cache[key] = (now + answer.ttl, answer)
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.max_entries:
-                self._cache.popitem(last=False)
-        return answer
+            pending = self._inflight.get(key)
+            if pending is None:
+                self._inflight[key] = threading.Event()
+        if pending is not None:
+            # Another thread is asking the same question (a burst from one sender in a
+            # parallel scan): wait for its answer instead of asking the server again.
+            pending.wait(wait)
+            with self._lock:
+                hit = self._cache.get(key)
+            if hit is not None:
+                return hit[1]
+            return self._ask(key, wait, now, owner=False)  # it failed: ask ourselves
+        return self._ask(key, wait, now, owner=True)
+
+    def _ask(self, key: tuple[str, str], timeout: float, now: float, owner: bool) -> Answer:
+        try:
+            with self._lock:
+                self.queries_sent += 1
+            answer = self.source.lookup(key[0], key[1], timeout)
+            with self._lock:
+                self._cache[key] = (now + answer.ttl, answer)
+                self._cache.move_to_end(key)
+                while len(self._cache) > self.max_entries:
+                    self._cache.popitem(last=False)
+            return answer
+        finally:
+            if owner:
+                with self._lock:
+                    self._inflight.pop(key).set()
 
     def session(self, budget: float = 20.0) -> DnsSession:
         """Gives a per-message view with its own memo, query count and time budget."""

@@ -392,3 +392,26 @@ def test_odd_and_internationalized_names_answer_alike_from_both_sources(
     for resolver in (resolver_for(fresh), Resolver(ZoneSource(ZONE))):
         assert resolver.query("bücher.example", "A").records == ("192.0.2.9",)
         assert resolver.query("macro%percent  space.example.com", "A").records == ("192.0.2.8",)
+
+
+def test_concurrent_misses_on_one_name_send_one_query(dns_server) -> None:  # type: ignore[no-untyped-def]
+    import threading as _threading
+
+    from tests.conftest import resolver_for as _resolver_for
+
+    server = dns_server('burst.example. TXT "v=spf1 -all"\n')
+    resolver = _resolver_for(server)
+    start = _threading.Barrier(8)
+    answers = []
+
+    def ask() -> None:
+        start.wait()
+        answers.append(resolver.query("burst.example", "TXT"))
+
+    threads = [_threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 8 and len(set(answers)) == 1
+    assert server.queries[("burst.example.", "TXT")] == 1
