@@ -120,8 +120,11 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
     else:
         results.append(_spf_ar(report))
     for sig in report.dkim:
+        # authres quotes a reason only when it is given to the constructor.
+        reason = sig.reason if sig.result != "pass" and sig.reason else None
         d = DKIMAuthenticationResult(
             result=sig.result,
+            reason=reason,
             header_d=ar_value(sig.domain) if sig.domain else None,
             header_s=ar_value(sig.selector) if sig.selector else None,
         )
@@ -133,8 +136,6 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
             d.properties.append(
                 AuthenticationResultProperty("header", "a", ar_value(sig.algorithm))
             )
-        if sig.result != "pass" and sig.reason:
-            d.reason = ar_value(sig.reason)
         results.append(d)
     if not report.dkim:
         results.append(DKIMAuthenticationResult(result="none"))

@@ -49,6 +49,12 @@ class Settings:
     dns_zone: str | None = None
     log_file: str | None = None
     daemon_socket: str | None = None  # where `authsieve serve` listens and `pipe` asks
+    # [watch] and [quarantine]; None: the command's default applies
+    watch_roots: tuple[str, ...] | None = None
+    watch_path_template: str | None = None
+    watch_rescan_interval: float | None = None
+    watch_workers: int | None = None
+    quarantine_retention_days: float | None = None
     source: str = "<defaults>"
     # [policy] and [users."…"] exactly as read; classifier.policy validates them.
     policy_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -107,7 +113,56 @@ _CLASSIFIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "log_file": str,
     "daemon_socket": str,
 }
-_TOP_KEYS = {"classifier", "policy", "users"}
+_TOP_KEYS = {"classifier", "policy", "users", "watch", "quarantine"}
+# section → key → (Settings field, check, what the check wants)
+_SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
+    "watch": {
+        "roots": (
+            "watch_roots",
+            lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+            "a list of paths or globs",
+        ),
+        "path_template": (
+            "watch_path_template",
+            lambda v: isinstance(v, str) and "{" in v,
+            "a template such as {domain}/{local}/Maildir",
+        ),
+        "rescan_interval": (
+            "watch_rescan_interval",
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+            "a number of seconds > 0",
+        ),
+        "workers": (
+            "watch_workers",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+            "a whole number >= 0 (0: one per CPU)",
+        ),
+    },
+    "quarantine": {
+        "retention_days": (
+            "quarantine_retention_days",
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+            "a number of days > 0",
+        ),
+    },
+}
+
+
+def _section_values(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Gives the Settings fields of the [watch] and [quarantine] sections, validated."""
+    out: dict[str, Any] = {}
+    for section, keys in _SECTION_KEYS.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(source, section, "must be a table")
+        for key, value in table.items():
+            if key not in keys:
+                raise ConfigError(source, f"{section}.{key}", "unknown key")
+            name, check, wanted = keys[key]
+            if not check(value):
+                raise ConfigError(source, f"{section}.{key}", f"expected {wanted}, got {value!r}")
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def _network(source: str, key: str, value: object) -> Network:
@@ -176,6 +231,7 @@ def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settin
         dns_zone=section.get("dns_zone"),
         log_file=section.get("log_file"),
         daemon_socket=section.get("daemon_socket"),
+        **_section_values(data, source),
         source=source,
         policy_raw=policy,
         users_raw=users,

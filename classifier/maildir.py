@@ -19,6 +19,8 @@ message by Message-ID and body hash).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import glob
 import hashlib
@@ -27,7 +29,9 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from classifier.deliver import FOLDERS, maildir_name
 from classifier.message import Message
@@ -88,20 +92,29 @@ def is_unfiled(name: str) -> bool:
     return is_message_name(name) and not MaildirName.parse(name).marked
 
 
+@lru_cache(maxsize=64)
+def _template_patterns(template: str) -> tuple[re.Pattern[str], ...]:
+    parts = [p for p in template.strip("/").split("/") if p]
+    return tuple(
+        re.compile(re.sub(r"\\\{(user|local|domain)\\\}", r"(?P<\1>[^/]+)", re.escape(part)))
+        for part in parts
+    )
+
+
+@lru_cache(maxsize=4096)
 def user_from_path(maildir: Path, template: str) -> str | None:
     """Gives the user a Maildir belongs to by the path template, or None when it does not match.
 
     ``{domain}/{local}/Maildir`` reads ``/var/vmail/family.example/alice/Maildir``
     as alice@family.example; ``{user}`` stands for a whole address.
     """
-    parts = [p for p in template.strip("/").split("/") if p]
+    patterns = _template_patterns(template)
     path_parts = [p for p in str(maildir).rstrip("/").split("/") if p]
-    if not parts or len(path_parts) < len(parts):
+    if not patterns or len(path_parts) < len(patterns):
         return None
     found: dict[str, str] = {}
-    for pattern, actual in zip(parts, path_parts[-len(parts) :], strict=True):
-        regex = re.sub(r"\\\{(user|local|domain)\\\}", r"(?P<\1>[^/]+)", re.escape(pattern))
-        m = re.fullmatch(regex, actual)
+    for pattern, actual in zip(patterns, path_parts[-len(patterns) :], strict=True):
+        m = pattern.fullmatch(actual)
         if m is None:
             return None
         found.update(m.groupdict())
@@ -139,11 +152,16 @@ def _owner_of(path: Path) -> tuple[int, int] | None:
 
 
 def ensure_folder(maildir: Path, folder: str) -> Path:
-    """Gives ``maildir/.Folder``, created with tmp/new/cur, ``maildirfolder`` and a subscription."""
+    """Gives ``maildir/.Folder``, created with tmp/new/cur, a subscription and ``maildirfolder``.
+
+    ``maildirfolder`` comes last, so a creation cut short (a full disk) is
+    completed, subscription included, by the next call.
+    """
     if not folder:
         return maildir
     base = maildir / folder
-    if (base / "new").is_dir() and (base / "tmp").is_dir() and (base / "cur").is_dir():
+    marker = base / "maildirfolder"
+    if marker.exists():
         return base
     owner = _owner_of(maildir)
     mode = maildir.stat().st_mode & 0o777
@@ -154,12 +172,10 @@ def ensure_folder(maildir: Path, folder: str) -> Path:
             continue
         if owner:
             os.chown(path, *owner)
-    marker = base / "maildirfolder"
-    if not marker.exists():
-        marker.touch(mode=0o600)
-        if owner:
-            os.chown(marker, *owner)
     subscribe(maildir, folder.lstrip("."))
+    marker.touch(mode=0o600)
+    if owner:
+        os.chown(marker, *owner)
     return base
 
 
@@ -244,16 +260,17 @@ def identity(data: bytes) -> tuple[str, str]:
 
 
 def _write_synced(path: Path, data: bytes, like: os.stat_result | None) -> None:
+    mode = like.st_mode & 0o777 if like is not None else 0o600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
-        # A leftover of a killed run: it was never linked into place, so it is garbage.
+        # A leftover of a killed run: it was never renamed into place, so it is garbage.
         path.unlink()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        if like is not None:
-            os.fchmod(fd, like.st_mode & 0o777)
-            if os.geteuid() == 0:
+        if like is not None and (like.st_uid, like.st_gid) != (os.geteuid(), os.getegid()):
+            # Only root gets here with another owner: the copy must stay the mailbox owner's.
+            with contextlib.suppress(PermissionError):
                 os.fchown(fd, like.st_uid, like.st_gid)
         view = memoryview(data)
         while view:
@@ -272,19 +289,41 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _renameat2() -> Any:
+    with contextlib.suppress(OSError, AttributeError):
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+        fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+        return fn
+    return None
+
+
+_RENAMEAT2 = _renameat2()
+_AT_FDCWD, _RENAME_NOREPLACE = -100, 1
+
+
 def _place(tmp: Path, final: Path) -> bool:
-    """Gives True when tmp now also sits at final, False when final was already there."""
+    """Gives True when tmp was moved to final, False when final was already there (never replaced).
+
+    One renameat2(RENAME_NOREPLACE) where the kernel and file system have it,
+    else link() + unlink(): a plain rename() would replace an existing file.
+    """
+    if _RENAMEAT2 is not None:
+        if (
+            _RENAMEAT2(
+                _AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(final), _RENAME_NOREPLACE
+            )
+            == 0
+        ):
+            return True
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            return False
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(final))
     try:
-        os.link(tmp, final)  # unlike rename, link never replaces a file already there
+        os.link(tmp, final)
     except FileExistsError:
         return False
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-        if final.exists():
-            return False
-        os.rename(tmp, final)
-        return True
     tmp.unlink()
     return True
 
@@ -303,21 +342,21 @@ def _unlink_original(original: Path) -> None:
                 Path(entry.path).unlink(missing_ok=True)
 
 
-def commit(original: Path, data: bytes, dest: Path) -> Path:
-    """Gives the path of `data` filed into folder `dest` in place of `original`, which is removed.
+def place(original: Path, data: bytes, dest: Path, like: os.stat_result | None = None) -> Path:
+    """Gives the path where `data`, the new version of `original`, now sits in folder `dest`.
 
-    tmp/, fsync, link into new/ (cur/ with the flags kept when the original
-    was in cur/), fsync the directory, then unlink the original.  Raises
-    OSError (the original untouched, nothing left in tmp/) when a write fails.
+    tmp/, fsync, then a no-replace rename into new/ (cur/ with the flags kept
+    when the original was in cur/).  The original is still there: `finish`
+    removes it.  Raises OSError (the original untouched, nothing left in
+    tmp/) when a write fails.
     """
     info = MaildirName.parse(original.name).info if original.parent.name == "cur" else ""
-    try:
-        like: os.stat_result | None = original.stat()
-    except FileNotFoundError:
-        like = None
+    if like is None:
+        with contextlib.suppress(FileNotFoundError):
+            like = original.stat()
     # The derived name first; a fresh one only if a different message already holds it.
-    for source in (original.name, maildir_name()):
-        name = processed_name(source, data, info)
+    for attempt in range(2):
+        name = processed_name(maildir_name() if attempt else original.name, data, info)
         tmp = dest / "tmp" / name.partition(INFO_SEP)[0]
         final = dest / ("cur" if info else "new") / name
         try:
@@ -327,15 +366,36 @@ def commit(original: Path, data: bytes, dest: Path) -> Path:
             tmp.unlink(missing_ok=True)
             raise
         if placed:
-            break
+            return final
         tmp.unlink(missing_ok=True)
         try:
             if identity(final.read_bytes()) == identity(data):
-                break  # an earlier, killed run filed it already
+                return final  # an earlier, killed run filed it already
         except FileNotFoundError:
-            break  # it was there a moment ago under our name: moved on by Dovecot
-    fsync_dir(final.parent)
-    _unlink_original(original)
+            return final  # it was there a moment ago under our name: moved on by Dovecot
+    return final
+
+
+def finish(placed: list[tuple[Path, Path]]) -> None:
+    """Removes each original once the directories holding the new copies are synced.
+
+    `placed` holds (original, copy) pairs; one fsync per directory serves
+    them all, so a batch costs one directory sync, not one per message.
+    """
+    for directory in {copy.parent for _, copy in placed}:
+        fsync_dir(directory)
+    for original, _ in placed:
+        _unlink_original(original)
+
+
+def commit(original: Path, data: bytes, dest: Path, like: os.stat_result | None = None) -> Path:
+    """Gives the path of `data` filed into folder `dest` in place of `original`, which is removed.
+
+    `place` then `finish` for one message: tmp/, fsync, rename, directory
+    fsync, unlink of the original.
+    """
+    final = place(original, data, dest, like)
+    finish([(original, final)])
     return final
 
 

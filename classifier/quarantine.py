@@ -77,7 +77,7 @@ class QuarantinedMessage:
         return dict(self.__dict__)
 
 
-def message_id(path: Path) -> str:
+def short_id(path: Path) -> str:
     """Gives the short id of a quarantined file (stable across our renames: hashed core)."""
     return hashlib.sha1(MaildirName.parse(path.name).core.encode()).hexdigest()[:12]
 
@@ -103,7 +103,7 @@ def describe(path: Path, user: str, data: bytes) -> QuarantinedMessage:
     except OSError:
         arrived, size = 0.0, len(data)
     return QuarantinedMessage(
-        id=message_id(path),
+        id=short_id(path),
         path=str(path),
         user=user,
         arrived=arrived,

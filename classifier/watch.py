@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import multiprocessing
 import os
 import queue
@@ -34,21 +35,31 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from classifier.annotate import annotate
 from classifier.config import ConfigError, Settings, load_settings
 from classifier.deliver import FOLDERS
 from classifier.dns import Resolver
-from classifier.facts import HEADER_NAME, parse_header_value, safe_domain
+from classifier.evaluate import evaluate
+from classifier.facts import (
+    HEADER_NAME,
+    AuthFacts,
+    parse_header_value,
+    render_header_value,
+    safe_domain,
+)
 from classifier.log import log
 from classifier.maildir import (
     MaildirName,
-    commit,
     ensure_folder,
     expand_roots,
+    finish,
     is_unfiled,
+    place,
     recover,
     user_from_path,
 )
 from classifier.message import Message
+from classifier.policy import Policies, load_policies
 
 DEFAULT_TEMPLATE = "{domain}/{local}/Maildir"
 DEFAULT_RESCAN = 60.0
@@ -79,6 +90,22 @@ class Job:
     resolver: Resolver
     path_template: str = DEFAULT_TEMPLATE
     config_path: str | None = None  # re-read by worker processes on a reload
+    policies: Policies | None = None  # validated once, not per message
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        resolver: Resolver,
+        path_template: str = DEFAULT_TEMPLATE,
+        config_path: str | None = None,
+    ) -> Job:
+        """Gives a Job with the policies of `settings` loaded (ConfigError when they are bad)."""
+        return cls(settings, resolver, path_template, config_path, load_policies(settings))
+
+    def reloaded(self, settings: Settings) -> Job:
+        """Gives this Job with new settings and their policies."""
+        return replace(self, settings=settings, policies=load_policies(settings))
 
 
 @dataclass(frozen=True)
@@ -125,19 +152,21 @@ class Classified:
         return {"action": self.action, "summary": self.summary, "error": self.error}
 
 
-def classify(data: bytes, settings: Settings, resolver: Resolver, user: str | None) -> Classified:
+def classify(
+    data: bytes,
+    settings: Settings,
+    resolver: Resolver,
+    user: str | None,
+    policies: Policies | None = None,
+) -> Classified:
     """Gives the annotated message and its action (on an internal error: the original, to INBOX).
 
     The error case carries a temperror X-Authsieve that says so, like pipe
     mode (DESIGN.md "Failure rules"), so the watcher never retries it forever.
     """
-    from classifier.annotate import annotate
-    from classifier.evaluate import evaluate
-    from classifier.facts import AuthFacts, render_header_value
-    from classifier.policy import load_policies
-
     try:
-        result = evaluate(data, settings, resolver, user=user, policies=load_policies(settings))
+        policies = policies or load_policies(settings)
+        result = evaluate(data, settings, resolver, user=user, policies=policies)
         value = result.header_value(settings.authserv_id)
         out = annotate(data, result.report, settings.authserv_id, value)
     except Exception as exc:
@@ -156,30 +185,107 @@ def classify(data: bytes, settings: Settings, resolver: Resolver, user: str | No
     return Classified(out, verdict.action, summary)
 
 
-def process_path(path: Path, job: Job) -> Outcome:
-    """Gives the outcome of filing one message file: checked, annotated, committed by verdict."""
+@dataclass(frozen=True)
+class _Checked:
+    """A message checked and annotated, waiting to be filed."""
+
+    path: Path
+    maildir: Path
+    user: str | None
+    result: Classified
+    like: os.stat_result  # the original's owner and mode, for the new copy
+
+
+def _read(path: Path) -> tuple[bytes, os.stat_result]:
+    with path.open("rb", buffering=0) as fh:
+        return fh.read(), os.fstat(fh.fileno())
+
+
+def check_path(path: Path, job: Job) -> Outcome | _Checked:
+    """Gives the checked message, or the outcome when there is nothing to file."""
     if MaildirName.parse(path.name).marked:
         return Outcome(str(path), "own")
     try:
-        data = path.read_bytes()
+        data, like = _read(path)
     except FileNotFoundError:
         return Outcome(str(path), "gone")
     except OSError as exc:
         log.error("%s: cannot read: %s", path, exc.strerror)
         return Outcome(str(path), "error", detail=f"read: {exc.strerror}")
-    if carries_our_header(Message.parse(data), job.settings.authserv_id):
+    # Ours sits above the first Received, near the top; most mail has none: skip the parse.
+    maybe_ours = HEADER_NAME.lower().encode() in data[:16384].lower()
+    if maybe_ours and carries_our_header(Message.parse(data), job.settings.authserv_id):
         return Outcome(str(path), "left-alone", detail="already carries our X-Authsieve")
     maildir = path.parent.parent
     user = user_from_path(maildir, job.path_template)
-    result = classify(data, job.settings, job.resolver, user)
+    result = classify(data, job.settings, job.resolver, user, job.policies)
+    return _Checked(path, maildir, user, result, like)
+
+
+def _place_checked(checked: _Checked) -> Outcome | tuple[_Checked, Path]:
+    result = checked.result
     try:
-        final = commit(path, result.data, ensure_folder(maildir, FOLDERS.get(result.action, "")))
+        dest = ensure_folder(checked.maildir, FOLDERS.get(result.action, ""))
+        return checked, place(checked.path, result.data, dest, checked.like)
     except OSError as exc:
         # Full disk, quota, permissions: the original stays; the next rescan tries again.
-        log.error("%s: not filed, original kept: %s", path, exc)
-        return Outcome(str(path), "error", result.action, detail=str(exc))
-    log.info("filed %s as %s user=%s %s", path.name, final, user or "-", result.summary)
-    return Outcome(str(path), "filed", result.action, str(final), result.error)
+        log.error("%s: not filed, original kept: %s", checked.path, exc)
+        return Outcome(str(checked.path), "error", result.action, detail=str(exc))
+
+
+def _finish_batch(placed: list[tuple[_Checked, Path]]) -> list[Outcome]:
+    try:
+        finish([(c.path, final) for c, final in placed])
+    except OSError as exc:
+        # The copies are in place and the originals still there: filing one again finds
+        # its copy under the derived name and only removes the original.
+        log.error("not finished, originals kept for now: %s", exc)
+        return [Outcome(str(c.path), "error", c.result.action, detail=str(exc)) for c, _ in placed]
+    for c, final in placed:
+        log.info("filed %s as %s user=%s %s", c.path.name, final, c.user or "-", c.result.summary)
+    return [
+        Outcome(str(c.path), "filed", c.result.action, str(final), c.result.error)
+        for c, final in placed
+    ]
+
+
+def _guarded(fn: Callable[..., Any], path: str, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as exc:  # a bug must not stop the watcher; the file stays where it is
+        log.exception("%s: internal error", path)
+        return Outcome(path, "error", detail=f"internal error: {type(exc).__name__}")
+
+
+def file_batch(paths: list[str], job: Job, io: Executor | None = None) -> list[Outcome]:
+    """Gives the outcome of filing each path, in order.
+
+    Each message is checked here; its copy is written on `io` (when given),
+    so one message's fsync waits while the next is checked.  The originals
+    go at the end, after one directory sync for the whole batch.
+    """
+    steps: list[Any] = []
+    for p in paths:
+        checked = _guarded(check_path, p, Path(p), job)
+        if isinstance(checked, Outcome):
+            steps.append(checked)
+        else:
+            steps.append(
+                io.submit(_guarded, _place_checked, p, checked) if io else _place_checked(checked)
+            )
+    steps = [s.result() if isinstance(s, Future) else s for s in steps]
+    placed = [s for s in steps if isinstance(s, tuple)]
+    try:
+        finished = iter(_finish_batch(placed))
+    except Exception as exc:
+        log.exception("internal error while finishing a batch")
+        finished = iter([Outcome(str(c.path), "error", detail=repr(exc)) for c, _ in placed])
+    return [next(finished) if isinstance(s, tuple) else s for s in steps]
+
+
+def process_path(path: Path, job: Job) -> Outcome:
+    """Gives the outcome of filing one message file: checked, annotated, filed by verdict."""
+    return file_batch([str(path)], job)[0]
 
 
 # One Job per worker process, set once by _init_worker: worker processes are forked with
@@ -204,23 +310,17 @@ def _init_worker(job: Job, parent: int) -> None:
     _WORKER.update(job=job, generation=0)
 
 
-def _work_in_process(path: str, generation: int) -> Outcome:
+def _work_in_process(paths: list[str], generation: int) -> list[Outcome]:
     job: Job = _WORKER["job"]
     if generation != _WORKER["generation"]:
         try:
-            job = replace(job, settings=load_settings(job.config_path))
+            job = job.reloaded(load_settings(job.config_path))
         except ConfigError as exc:
             log.error("config reload failed in worker, keeping the old policy: %s", exc)
         _WORKER.update(job=job, generation=generation)
-    return _safe_process(path, job)
-
-
-def _safe_process(path: str, job: Job) -> Outcome:
-    try:
-        return process_path(Path(path), job)
-    except Exception as exc:  # a bug must not stop the watcher; the file stays where it is
-        log.exception("%s: internal error", path)
-        return Outcome(path, "error", detail=f"internal error: {type(exc).__name__}")
+    if "io" not in _WORKER:  # started here, after the fork: a thread does not survive one
+        _WORKER["io"] = ThreadPoolExecutor(1, thread_name_prefix="authsieve-commit")
+    return file_batch(paths, job, _WORKER["io"])
 
 
 def _ping() -> int:
@@ -243,6 +343,7 @@ def sd_notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
 
 @dataclass
 class _MaildirState:
+    lock_fd: int  # flock on the Maildir: one watcher per Maildir, never two
     left_alone: set[str] = field(default_factory=set)
     watch: Any = None
 
@@ -280,7 +381,7 @@ class Watcher:
         self.maildirs: dict[Path, _MaildirState] = {}
         self.pending: set[str] = set()
         self.backlog: deque[str] = deque()
-        self.futures: dict[Future[Outcome], str] = {}
+        self.futures: dict[Future[list[Outcome]], list[str]] = {}
         self.counts: Counter[str] = Counter()
         self.stop = threading.Event()
         self.elapsed = 0.0
@@ -336,21 +437,22 @@ class Watcher:
                 state.left_alone.add(p.name)
 
     def _dispatch(self, pool: Executor | None) -> None:
+        workers = max(1, self.options.workers)
         if pool is None:
-            for _ in range(min(len(self.backlog), 64)):
-                if self.stop.is_set():
-                    return
-                path = self.backlog.popleft()
-                self._finish(path, _safe_process(path, self.job))
+            if self.backlog and not self.stop.is_set():
+                batch = [self.backlog.popleft() for _ in range(min(len(self.backlog), 16))]
+                for path, outcome in zip(batch, file_batch(batch, self.job), strict=True):
+                    self._finish(path, outcome)
             return
-        limit = 2 * max(1, self.options.workers)  # a second task each hides the round trip
-        while self.backlog and len(self.futures) < limit and not self.stop.is_set():
-            path = self.backlog.popleft()
+        while self.backlog and len(self.futures) < 2 * workers and not self.stop.is_set():
+            # Small batches when little waits (latency), up to 16 when much does (throughput).
+            size = max(1, min(16, len(self.backlog) // (2 * workers)))
+            batch = [self.backlog.popleft() for _ in range(size)]
             if isinstance(pool, ProcessPoolExecutor):
-                fut = pool.submit(_work_in_process, path, self.generation)
+                fut = pool.submit(_work_in_process, batch, self.generation)
             else:
-                fut = pool.submit(_safe_process, path, self.job)
-            self.futures[fut] = path
+                fut = pool.submit(file_batch, batch, self.job)
+            self.futures[fut] = batch
             fut.add_done_callback(lambda f: self.inbox.put(("done", f)))
 
     def _handle(self, item: tuple[str, Any]) -> None:
@@ -358,14 +460,16 @@ class Watcher:
         if kind == "path":
             self._enqueue(value)
         elif kind == "done":
-            path = self.futures.pop(value)
+            batch = self.futures.pop(value)
             if value.cancelled():
-                self.pending.discard(path)
+                self.pending.difference_update(batch)
                 return
             exc = value.exception()
             if isinstance(exc, BrokenProcessPool):
                 raise exc
-            self._finish(path, value.result() if exc is None else Outcome(path, "error"))
+            outcomes = value.result() if exc is None else [Outcome(p, "error") for p in batch]
+            for path, outcome in zip(batch, outcomes, strict=True):
+                self._finish(path, outcome)
 
     def _maybe_reload(self) -> None:
         mtime = self._mtime()
@@ -377,25 +481,59 @@ class Watcher:
         except ConfigError as exc:
             log.error("config reload failed, keeping the old policy: %s", exc)
             return
-        self.job = replace(self.job, settings=settings)
+        try:
+            self.job = self.job.reloaded(settings)
+        except ConfigError as exc:
+            log.error("config reload failed, keeping the old policy: %s", exc)
+            return
         self.generation += 1
         log.info("config reloaded")
+
+    def _adopt(self, maildir: Path, observer: Any) -> _MaildirState | None:
+        """Gives the state of a Maildir seen for the first time: locked, repaired, then watched."""
+        try:
+            fd = os.open(maildir, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            log.error("%s: cannot open: %s", maildir, exc.strerror)
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            repaired = recover(maildir)
+        except OSError as exc:
+            os.close(fd)
+            if isinstance(exc, BlockingIOError):
+                exc = OSError("another authsieve watch is filing it")
+            log.error("%s: skipped until the next rescan: %s", maildir, exc)
+            return None
+        if repaired.stale_tmp or repaired.orphans_removed or repaired.orphans_kept:
+            log.warning(
+                "%s: repaired after an interruption: %d unfinished copies removed from tmp/,"
+                " %d originals removed (already filed), %d kept (name clash)",
+                maildir,
+                len(repaired.stale_tmp),
+                len(repaired.orphans_removed),
+                len(repaired.orphans_kept),
+            )
+        state = self.maildirs[maildir] = _MaildirState(fd)
+        if observer is not None:
+            try:
+                state.watch = observer.schedule(
+                    _Events(self.inbox.put), str(maildir / "new"), recursive=False
+                )
+            except OSError as exc:  # fs.inotify.max_user_watches reached, most likely
+                log.error("%s: not watched (%s); found by rescans only", maildir, exc)
+        return state
 
     def rescan(self, observer: Any) -> None:
         """Finds Maildirs (new ones repaired, then watched) and queues every unfiled message."""
         self._maybe_reload()
         found = expand_roots(self.options.roots)
+        if not found and not self.maildirs:
+            log.warning("no Maildir found under %s", ", ".join(self.options.roots))
         for maildir in found:
-            state = self.maildirs.get(maildir)
+            state = self.maildirs.get(maildir) or self._adopt(maildir, observer)
             if state is None:
-                repaired = recover(maildir)
-                if repaired.stale_tmp or repaired.orphans_removed or repaired.orphans_kept:
-                    log.warning("%s: repaired after an interruption: %s", maildir, repaired)
-                state = self.maildirs[maildir] = _MaildirState()
-                if observer is not None:
-                    state.watch = observer.schedule(
-                        _Events(self.inbox.put), str(maildir / "new"), recursive=False
-                    )
+                continue
             try:
                 entries = [e.name for e in os.scandir(maildir / "new") if e.is_file()]
             except OSError as exc:
@@ -406,10 +544,14 @@ class Watcher:
                 if name not in state.left_alone and is_unfiled(name):
                     self._enqueue(str(maildir / "new" / name))
         for maildir in set(self.maildirs) - set(found):
-            gone = self.maildirs.pop(maildir)
-            if observer is not None and gone.watch is not None:
-                with contextlib.suppress(KeyError):
-                    observer.unschedule(gone.watch)
+            self._release(self.maildirs.pop(maildir), observer)
+
+    @staticmethod
+    def _release(state: _MaildirState, observer: Any) -> None:
+        if observer is not None and state.watch is not None:
+            with contextlib.suppress(KeyError):
+                observer.unschedule(state.watch)
+        os.close(state.lock_fd)
 
     def run(self) -> int:
         """Runs until SIGTERM (or, with `once`, until nothing waits); gives the exit code."""
@@ -440,6 +582,9 @@ class Watcher:
             if observer is not None:
                 observer.stop()
                 observer.join()
+            for state in self.maildirs.values():
+                os.close(state.lock_fd)
+            self.maildirs.clear()
             self._restore_signals(previous)
         self.elapsed = time.monotonic() - started
         return 0
@@ -464,6 +609,8 @@ class Watcher:
                 )
                 while True:
                     self._handle(self.inbox.get_nowait())
+            if self._hup:
+                self._maybe_reload()
             now = time.monotonic()
             if now >= next_rescan and not self.options.once:
                 self.rescan(observer)

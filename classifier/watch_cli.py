@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import glob
 import json
 import logging
 import os
@@ -182,8 +183,8 @@ def _maildirs(args: argparse.Namespace, settings: Settings) -> list[tuple[Path, 
     if not args.user:
         return [(m, u or str(m)) for m, u in found]
     want = normalize_user(args.user)
-    if len(found) == 1 and not found[0][1]:
-        return [(found[0][0], want)]  # one Maildir the template cannot read: it is this user's
+    if len(roots) == 1 and not glob.has_magic(roots[0]) and len(found) == 1:
+        return [(found[0][0], want)]  # one Maildir named outright: it is this user's
     mine = [(m, u) for m, u in found if u == want]
     if not mine:
         raise UsageError(f"--user {args.user}: no Maildir of that user under {', '.join(roots)}")
@@ -260,14 +261,15 @@ def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
             continue
         if not e.sender_address or "@" not in e.sender_address:
             raise UsageError(f"{e.id}: no From address to allow")
-        if not args.config:
-            raise UsageError("--allow: give --config, the file to add the sender to")
+        config = Path(args.config or settings.source)
+        if not config.is_file():
+            raise UsageError("--allow: no config file to add the sender to (give --config)")
         entry = "@" + e.sender_address.rpartition("@")[2] if args.allow_domain else e.sender_address
         inherited = load_policies(settings).default.allow_senders
         try:
-            added = allow_sender_in_config(Path(args.config), e.user, entry, inherited)
+            added = allow_sender_in_config(config, e.user, entry, inherited)
         except QuarantineError as exc:
-            raise UsageError(f"{args.config}: {exc}") from None
+            raise UsageError(f"{config}: {exc}") from None
         print(f"{entry}: {'added to' if added else 'already in'} allow_senders of {e.user}")
         if not e.from_authenticated:
             print("note: allowed senders pass only when their mail authenticates (DMARC-aligned)")

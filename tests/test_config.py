@@ -74,3 +74,30 @@ def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
 def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_settings(tmp_path / "absent.toml")
+
+
+def test_watch_and_quarantine_sections(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[watch]\nroots = ["/var/vmail/*/*/Maildir"]\npath_template = "{domain}/{local}/Maildir"\n'
+        "rescan_interval = 30\nworkers = 2\n[quarantine]\nretention_days = 14\n",
+    )
+    settings = load_settings(path)
+    assert settings.watch_roots == ("/var/vmail/*/*/Maildir",)
+    assert settings.watch_rescan_interval == 30 and settings.watch_workers == 2
+    assert settings.quarantine_retention_days == 14
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[watch]\nworkers = -1\n", "watch.workers"),
+        ("[watch]\nroots = '/var/vmail'\n", "watch.roots"),
+        ("[watch]\nevery = 3\n", "watch.every"),
+        ("[quarantine]\nretention_days = 0\n", "quarantine.retention_days"),
+    ],
+)
+def test_bad_watch_settings_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert info.value.key == key

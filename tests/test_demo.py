@@ -89,3 +89,23 @@ def test_forwarded_message_is_judged_behind_the_trusted_relay(results: dict[str,
     env = forwarded[0]["envelope"]
     assert env["forwarded_by"] == "relay.uni.example"
     assert forwarded[0]["spf"]["result"] == "pass"
+
+
+def test_every_demo_message_annotates_without_an_internal_error() -> None:
+    import authres
+
+    from classifier.message import Message
+
+    for path in sorted(p for p in DEMO.rglob("*") if p.is_file() and "," in p.name):
+        proc = subprocess.run(
+            [sys.executable, "-c", "from classifier.cli import main; raise SystemExit(main())",
+             "annotate", "--config", str(ROOT / "examples" / "config.toml"),
+             "--dns-zone", str(DEMO / "zone.txt"), str(path)],
+            capture_output=True, cwd=ROOT, check=False, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 0, (path.name, proc.stderr)
+        msg = Message.parse(proc.stdout)
+        assert "error=" not in (msg.get("X-Authsieve") or ""), path.name
+        ar = authres.AuthenticationResultsHeader.parse_value(msg.get("Authentication-Results"))
+        assert ar.authserv_id == "mx.family.example"
+        assert proc.stdout.endswith(path.read_bytes())
