@@ -41,17 +41,19 @@ _OUR_NAMES = ("authentication-results", "received-spf", HEADER_NAME.lower())
 
 
 def ar_value(text: str) -> str:
-    """Gives a property value safe in Authentication-Results (RFC 8601 §2.2 pvalue).
+    """Gives a property value that authres writes safely (RFC 8601 §2.2 pvalue).
 
-    A token or a plain local@domain stays as it is; anything else, such as a
-    MAIL FROM of ``a;dkim=pass@x``, becomes one quoted-string so it cannot
-    end the property or start another result.
+    authres quotes a value that is not a token by itself, except when it holds
+    an "@": then it writes it as it is, so a MAIL FROM of ``a;dkim=pass@x``
+    would end the property and start a forged result.  Such a value, unless it
+    is a plain local@domain, is made one quoted-string here; all other values
+    are left to authres (quoting them here too would quote them twice).
     """
     text = " ".join(text.split())
-    if _TOKEN.match(text):
+    if "@" not in text or _TOKEN.match(text):
         return text
-    local, at, domain = text.rpartition("@")
-    if at and _DOMAIN.match(domain) and (not local or _DOT_ATOM.match(local)):
+    local, _, domain = text.rpartition("@")
+    if _DOMAIN.match(domain) and (not local or _DOT_ATOM.match(local)):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
