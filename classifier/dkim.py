@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import dkim
@@ -206,6 +207,16 @@ def _check_key_record(record: bytes, tags: dict[bytes, bytes]) -> bool:
     return b"y" in flags
 
 
+@lru_cache(maxsize=1024)
+def _key_bits(name: str, record: bytes) -> int:
+    """Gives the key size of a key record; raises as dkimpy does for an unusable key.
+
+    Cached: parsing the key (ASN.1 in pure Python) costs more than the rest of
+    our own checks of a signature, and the same keys sign most mail.
+    """
+    return int(dkim.evaluate_pk(name, record)[1])
+
+
 def _verify(
     signer: dkim.DKIM,
     field: list[bytes] | tuple[bytes, bytes],
@@ -233,7 +244,7 @@ def _verify(
         raise _Verdict("permerror", f"no key for {name}")
     testing = _check_key_record(record, tags)
     try:
-        _, bits, _, _ = dkim.evaluate_pk(name, record)
+        bits = _key_bits(name, record)
     except Exception as exc:
         raise _Verdict("permerror", f"unusable key at {name}: {_dkimpy_reason(exc)}") from exc
     if tags[b"a"].lower().startswith(b"rsa-") and bits < MIN_RSA_BITS:
