@@ -11,11 +11,13 @@ nothing below it is read.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from classifier.config import Settings
 from classifier.message import Message
-from classifier.received import ReceivedHop, normalize_ip, parse_received
+from classifier.received import ReceivedHop, normalize_ip, parse_received_field
 
 
 @dataclass(frozen=True)
@@ -64,71 +66,101 @@ class Envelope:
         }
 
 
+_NO_HINTS = Hints()
+# Settings.is_trusted_ip hashes every network on each call (the key of its cache), while
+# every message asks about the same few addresses: loopback, our relays.  Its answers are
+# kept per Settings object (held here, so its id is not reused), a few objects at most.
+_TRUST_ANSWERS: dict[int, tuple[Settings, dict[str, bool]]] = {}
+
+
+def _trust_answers(settings: Settings) -> dict[str, bool]:
+    """Gives the remembered Settings.is_trusted_ip answers for these settings, by address."""
+    entry = _TRUST_ANSWERS.get(id(settings))
+    if entry is None or entry[0] is not settings or len(entry[1]) > 4096:
+        if len(_TRUST_ANSWERS) > 8:
+            _TRUST_ANSWERS.clear()
+        entry = _TRUST_ANSWERS[id(settings)] = (settings, {})
+    return entry[1]
+
+
 def strip_angle(addr: str) -> str:
     """Gives an address without angle brackets, comments or surrounding space ("" for <>)."""
     text = addr.strip()
-    if "<" in text and ">" in text[text.index("<") :]:
-        text = text[text.index("<") + 1 : text.index(">", text.index("<"))]
+    start = text.find("<")
+    if start >= 0:
+        end = text.find(">", start)
+        if end >= 0:
+            text = text[start + 1 : end]
     return text.strip().strip('"').strip()
 
 
-@dataclass(frozen=True)
-class _Walk:
+class _Walk(NamedTuple):
     hops: tuple[ReceivedHop, ...]  # the hops read, top first; nothing below the client
     hop: ReceivedHop | None
-    index: int | None
+    hop_index: int | None
     authenticated: bool
     forwarded_by: str | None
     envelope_from: str | None
     evidence: tuple[str, ...]
 
 
-def walk_trust_path(values: list[str], settings: Settings) -> _Walk:
-    """Gives the hop that names the SMTP client, walking down from the top (DESIGN.md)."""
+def walk_trust_path(fields: Iterable[bytes], settings: Settings) -> _Walk:
+    """Gives the hop that names the SMTP client, walking down the Received fields (DESIGN.md)."""
     evidence: list[str] = []
     forwarded_by: str | None = None
     envelope_from: str | None = None
     hops: list[ReceivedHop] = []
-    for i, value in enumerate(values):
+    trusted = _trust_answers(settings)
+    for i, field in enumerate(fields, 1):
         # Parsed one by one: what lies below the client is never read.
-        hop = parse_received(value)
+        hop = parse_received_field(field)
         hops.append(hop)
         if envelope_from is None and hop.envelope_from is not None:
             envelope_from = hop.envelope_from
-        where = f"Received #{i + 1}"
         if not hop.parsed:
-            evidence.append(f"envelope: unparsed Received ({where}); client unknown")
-            return _Walk(tuple(hops), None, i, False, forwarded_by, envelope_from, tuple(evidence))
+            evidence.append(f"envelope: unparsed Received (Received #{i}); client unknown")
+            return _Walk(
+                tuple(hops), None, i - 1, False, forwarded_by, envelope_from, tuple(evidence)
+            )
         if hop.authenticated:
             evidence.append(
-                f"{where}: SMTP AUTH ({hop.protocol or 'authenticated'}"
+                f"Received #{i}: SMTP AUTH ({hop.protocol or 'authenticated'}"
                 + (f" as {hop.auth_user}" if hop.auth_user else "")
                 + ") — our own user"
             )
-            return _Walk(tuple(hops), hop, i, True, forwarded_by, envelope_from, tuple(evidence))
-        if hop.local or (hop.ip is None and hop.protocol in ("LMTP", "LOCAL")):
-            evidence.append(f"{where}: local hand-over ({hop.protocol or hop.fmt}), stepped over")
+            return _Walk(
+                tuple(hops), hop, i - 1, True, forwarded_by, envelope_from, tuple(evidence)
+            )
+        ip = hop.ip
+        if hop.local or (ip is None and hop.protocol in ("LMTP", "LOCAL")):
+            evidence.append(
+                f"Received #{i}: local hand-over ({hop.protocol or hop.fmt}), stepped over"
+            )
             continue
-        if hop.ip is None:
+        if ip is None:
             # Stepping over a hop we cannot place would let a forged header below it speak.
-            evidence.append(f"envelope: no client address in {where}; client unknown")
-            return _Walk(tuple(hops), None, i, False, forwarded_by, envelope_from, tuple(evidence))
-        if settings.is_trusted_ip(hop.ip):  # loopback is always in trusted_networks
-            evidence.append(f"{where}: {hop.ip} is in trusted_networks, stepped over")
+            evidence.append(f"envelope: no client address in Received #{i}; client unknown")
+            return _Walk(
+                tuple(hops), None, i - 1, False, forwarded_by, envelope_from, tuple(evidence)
+            )
+        ours = trusted.get(ip)
+        if ours is None:
+            ours = trusted[ip] = settings.is_trusted_ip(ip)
+        if ours:  # loopback is always in trusted_networks
+            evidence.append(f"Received #{i}: {ip} is in trusted_networks, stepped over")
             continue
         # HELO is the client's own claim: only our server's reverse lookup names a forwarder.
-        forwarder = settings.forwarder_match(hop.ip, (hop.rdns,))
+        forwarder = settings.forwarder_match(ip, (hop.rdns,))
         if forwarder:
-            forwarded_by = forwarded_by or (hop.rdns or hop.ip)
-            evidence.append(f"{where}: {hop.ip} is trusted forwarder {forwarder}, stepped over")
+            forwarded_by = forwarded_by or (hop.rdns or ip)
+            evidence.append(f"Received #{i}: {ip} is trusted forwarder {forwarder}, stepped over")
             continue
+        rdns = f" ({hop.rdns})" if hop.rdns else ""
+        helo = f" HELO {hop.helo}" if hop.helo else ""
         evidence.append(
-            f"{where}: client {hop.ip}"
-            + (f" ({hop.rdns})" if hop.rdns else "")
-            + (f" HELO {hop.helo}" if hop.helo else "")
-            + f" [{hop.fmt}] — first hop from outside"
+            f"Received #{i}: client {ip}{rdns}{helo} [{hop.fmt}] — first hop from outside"
         )
-        return _Walk(tuple(hops), hop, i, False, forwarded_by, envelope_from, tuple(evidence))
+        return _Walk(tuple(hops), hop, i - 1, False, forwarded_by, envelope_from, tuple(evidence))
     if hops:
         evidence.append("no Received hop from outside: locally submitted")
     else:
@@ -138,8 +170,8 @@ def walk_trust_path(values: list[str], settings: Settings) -> _Walk:
 
 def recover_envelope(message: Message, settings: Settings, hints: Hints | None = None) -> Envelope:
     """Gives the Envelope of a delivered message; hints from Postfix take precedence (DESIGN.md)."""
-    hints = hints or Hints()
-    walk = walk_trust_path(message.get_all("Received"), settings)
+    hints = hints or _NO_HINTS
+    walk = walk_trust_path(message.raws("Received"), settings)
     evidence = list(walk.evidence)
     hop = walk.hop
     client_ip = hop.ip if hop else None
@@ -192,14 +224,18 @@ def recover_envelope(message: Message, settings: Settings, hints: Hints | None =
                 rcpt = strip_angle(value)
                 break
 
-    return Envelope(
-        client_ip=client_ip,
-        helo=helo,
-        rdns=rdns if rdns and rdns.lower() != "unknown" else None,
-        mail_from=mail_from,
-        rcpt=rcpt or None,
-        authenticated=walk.authenticated,
-        forwarded_by=walk.forwarded_by,
-        hop_index=walk.index,
-        evidence=tuple(evidence),
-    )
+    # Filled in one step: the frozen dataclass's __init__ pays one object.__setattr__ a field.
+    envelope = object.__new__(Envelope)
+    fields = {
+        "client_ip": client_ip,
+        "helo": helo,
+        "rdns": rdns if rdns and rdns.lower() != "unknown" else None,
+        "mail_from": mail_from,
+        "rcpt": rcpt or None,
+        "authenticated": walk.authenticated,
+        "forwarded_by": walk.forwarded_by,
+        "hop_index": walk.hop_index,
+        "evidence": tuple(evidence),
+    }
+    object.__setattr__(envelope, "__dict__", fields)
+    return envelope

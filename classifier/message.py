@@ -9,7 +9,12 @@ exact bytes, and the body is kept as it came.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from itertools import compress
 
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 # The empty line that ends the header block (RFC 5322 §2.1), found where a line starts.
@@ -17,6 +22,18 @@ _EMPTY_LINE = re.compile(rb"\n\r?\n")
 # A line break followed by a field name starts a new field; any other line (folding, or
 # junk RFC 5322 §2.2 has no place for) stays with the field above, bytes intact.
 _FIELD_BREAK = re.compile(rb"\n(?=([\x21-\x39\x3b-\x7e]+)[ \t]*:)")
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+    )
+}
+_ZONES = {"ut": 0, "utc": 0, "gmt": 0, "z": 0, "est": -300, "edt": -240, "cst": -360}
+_ZONES |= {"cdt": -300, "mst": -420, "mdt": -360, "pst": -480, "pdt": -420}
+_DATE = re.compile(
+    r"(?:[A-Za-z]{3}[a-z]*,? ?)?(\d{1,2})[ -]([A-Za-z]{3})[a-z]*\.?[ -](\d{2,4}) "
+    r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)? ?(?:([+-])(\d\d)(\d\d)|([A-Za-z]{1,5})\b)?"
+)
 
 
 @dataclass(frozen=True)
@@ -33,82 +50,170 @@ class HeaderField:
 
     def value(self) -> str:
         """Gives the unfolded value after the colon (8-bit bytes kept via surrogateescape)."""
-        _, _, rest = self.raw.partition(b":")
-        text = rest.decode("utf-8", "surrogateescape")
-        flat = text.strip()
-        if "\n" not in text and "\r" not in text:
-            return flat
-        # One line of printable ASCII with single spaces is already unfolded; splitting and
-        # joining it again would cost more than reading the rest of the field.
-        if flat.isascii() and flat.isprintable() and "  " not in flat:
-            return flat
-        return " ".join(flat.split())
+        return unfolded_value(self.raw)
 
 
-_new = object.__new__
-_set = object.__setattr__
+def unfolded_value(raw: bytes) -> str:
+    """Gives the unfolded value after the colon of a field's raw bytes (RFC 5322 §2.2.3)."""
+    _, _, rest = raw.partition(b":")
+    text = rest.decode("utf-8", "surrogateescape")
+    flat = text.strip()
+    if "\n" not in text and "\r" not in text:
+        return flat
+    # Looking costs a fraction of splitting and joining it again.
+    return flat if _single_spaced(flat) else " ".join(flat.split())
 
 
-def _field(name: bytes, raw: bytes) -> HeaderField:
-    # A message has dozens of fields and every delivery splits them: the frozen
-    # dataclass's __init__ and __post_init__ would cost more than the split itself.
-    f = _new(HeaderField)
-    text = name.decode("ascii")
-    _set(f, "__dict__", {"name": text, "raw": raw, "key": text.lower()})
-    return f
+def _single_spaced(text: str) -> bool:
+    """Tells whether the only whitespace in text is single spaces (unfolding changes nothing)."""
+    if not text.isascii():
+        return text.isprintable() and "  " not in text  # all other whitespace is unprintable
+    # What str.split() splits ASCII on, one memchr each: far quicker than isprintable().
+    return not (
+        "  " in text
+        or "\t" in text
+        or "\n" in text
+        or "\r" in text
+        or "\x0b" in text
+        or "\x0c" in text
+        or "\x1c" in text
+        or "\x1d" in text
+        or "\x1e" in text
+        or "\x1f" in text
+    )
 
 
-@dataclass(frozen=True)
 class Message:
-    """A message split into header fields and the bytes that follow them (separator and body)."""
+    """A message split into header fields and the bytes that follow them (separator and body).
 
-    fields: tuple[HeaderField, ...]
-    rest: bytes  # the empty line and the body, or b"" when there is no body
-    eol: bytes = b"\r\n"  # the line ending the header block uses
+    A value, like a frozen dataclass: ``Message(fields, rest, eol)``.  ``parse`` cuts the
+    header block with one regex split and keeps the pieces; the HeaderField objects are
+    made on first use of ``fields``, and ``get``/``get_all``/``values`` read the pieces,
+    because a delivery asks for a few names out of dozens of fields.
+    """
+
+    __slots__ = ("_eol", "_fields", "_keys", "_names", "_raws", "_rest")
+
+    def __init__(self, fields: Iterable[HeaderField], rest: bytes, eol: bytes = b"\r\n") -> None:
+        self._fields: tuple[HeaderField, ...] | None = tuple(fields)
+        self._names = [f.name for f in self._fields]
+        self._keys = [f.key for f in self._fields]
+        self._raws = [f.raw for f in self._fields]
+        self._rest = rest
+        self._eol = eol
 
     @classmethod
     def parse(cls, data: bytes) -> Message:
         """Gives the message's fields; never raises (garbage lines join the previous field)."""
-        eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
+        eol = b"\r\n" if data.find(b"\r\n", 0, 4096) >= 0 else b"\n"
         first = _FIELD_NAME.match(data)
         if first is None:
-            # No header block at all (or an empty one): everything is body.
-            return cls((), data, eol)
+            return cls((), data, eol)  # no header block at all (or an empty one): all body
         empty = _EMPTY_LINE.search(data)
         end = empty.start() + 1 if empty is not None else len(data)
-        # One C-level split instead of a Python loop per line: [raw, name, raw, name, …, raw],
-        # each raw but the last without the line break the split consumed.
+        # One split instead of a Python loop per line: [raw, name, raw, name, …, raw].
         parts = _FIELD_BREAK.split(data[:end])
-        last = len(parts) - 1
-        fields = [_field(first.group(1), parts[0] + b"\n" if last else parts[0])]
-        for i in range(1, last, 2):
-            raw = parts[i + 1]
-            fields.append(_field(parts[i], raw + b"\n" if i + 1 < last else raw))
-        return cls(tuple(fields), data[end:], eol)
+        raws = [raw + b"\n" for raw in parts[0:-1:2]]  # the split took their line break
+        raws.append(parts[-1])
+        # A name holds no line break: joined, all names are decoded and lowered at once.
+        names = b"\n".join([first.group(1), *parts[1::2]]).decode("ascii")
+        msg = object.__new__(cls)
+        msg._names, msg._keys = names.split("\n"), names.lower().split("\n")
+        msg._raws, msg._rest, msg._eol, msg._fields = raws, data[end:], eol, None
+        return msg
 
-    def _by_key(self) -> dict[str, list[HeaderField]]:
-        """Gives the fields grouped by lower-cased name, top first (built once per message)."""
-        index: dict[str, list[HeaderField]] | None = self.__dict__.get("_index")
-        if index is None:
-            index = {}
-            for f in self.fields:
-                same = index.get(f.key)
-                if same is None:
-                    index[f.key] = [f]
-                else:
-                    same.append(f)
-            self.__dict__["_index"] = index
-        return index
+    @property
+    def fields(self) -> tuple[HeaderField, ...]:
+        """Gives the header fields, top first."""
+        if self._fields is None:
+            self._fields = tuple(map(HeaderField, self._names, self._raws, self._keys))
+        return self._fields
+
+    @property
+    def rest(self) -> bytes:
+        """Gives the empty line and the body, or b"" when there is no body."""
+        return self._rest
+
+    @property
+    def eol(self) -> bytes:
+        """Gives the line ending the header block uses."""
+        return self._eol
+
+    def raws(self, name: str) -> Iterator[bytes]:
+        """Gives the raw bytes of the fields with this name, top first, as they are read."""
+        # Iterators written in C pick the fields: no Python loop over the header.
+        return compress(self._raws, map(name.lower().__eq__, self._keys))
+
+    def values(self, name: str) -> Iterator[str]:
+        """Gives the unfolded values of the fields with this name, top first, as they are read."""
+        return map(unfolded_value, self.raws(name))
 
     def get_all(self, name: str) -> list[str]:
         """Gives the unfolded values of every field with this name, top first."""
-        return [f.value() for f in self._by_key().get(name.lower(), ())]
+        key, keys = name.lower(), self._keys
+        if keys.count(key) == 1:  # the usual case, found without a loop in Python
+            return [unfolded_value(self._raws[keys.index(key)])]
+        return list(self.values(name))
 
     def get(self, name: str) -> str | None:
         """Gives the unfolded value of the topmost field with this name, or None."""
-        same = self._by_key().get(name.lower())
-        return same[0].value() if same else None
+        return next(self.values(name), None)
 
     def to_bytes(self) -> bytes:
         """Gives the message's bytes back exactly."""
-        return b"".join(f.raw for f in self.fields) + self.rest
+        return b"".join(self._raws) + self._rest
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return (self._raws, self._names, self._keys, self._rest, self._eol) == (
+            other._raws,
+            other._names,
+            other._keys,
+            other._rest,
+            other._eol,
+        )
+
+    def __hash__(self) -> int:
+        return hash((tuple(self._raws), self._rest, self._eol))
+
+    def __repr__(self) -> str:
+        return f"Message(fields={self.fields!r}, rest={self._rest!r}, eol={self._eol!r})"
+
+
+def parse_date(text: str | None) -> datetime | None:
+    """Gives a date-time as an aware datetime, or None (RFC 5322 §3.3, obsolete forms §4.3)."""
+    if not text:
+        return None
+    text = text.strip(" _-.,;")[:120]
+    m = _DATE.match(text)
+    if m is not None:
+        day, mon, year, hour, minute, second, sign, tzh, tzm, zone = m.groups()
+        month = _MONTHS.get(mon.lower())
+        if month is not None:
+            y = int(year)
+            if y < 100:
+                y += 2000 if y < 50 else 1900  # RFC 5322 §4.3
+            elif y < 1000:
+                y += 1900
+            if sign:
+                offset = (int(tzh) * 60 + int(tzm)) * (-1 if sign == "-" else 1)
+            else:
+                # RFC 5322 §4.3: an unknown zone name carries no information, i.e. -0000.
+                offset = _ZONES.get(zone.lower(), 0) if zone else 0
+            try:
+                return datetime(
+                    y, month, int(day), int(hour), int(minute), int(second or 0), 0, _tz(offset)
+                )
+            except (ValueError, OverflowError):
+                pass
+    try:
+        parsed = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@lru_cache(maxsize=64)
+def _tz(offset_minutes: int) -> timezone:
+    return UTC if offset_minutes == 0 else timezone(timedelta(minutes=offset_minutes))

@@ -137,8 +137,8 @@ _PAREN_IP = ("helo (ip)", HELO_PAREN_IP, NAME_IS_HELO)
 _QMAIL_HELO = ("qmail (HELO)", QMAIL_HELO, NAME_IS_RDNS)
 _QMAIL_IP = ("qmail (ip)", QMAIL_IP, NAME_IS_RDNS)
 
-# The reader the quick path of classifier/received.py stands in for.
-SENDMAIL_READER = Reader(*_SENDMAIL)
+# The readers the quick path of classifier/received.py stands in for.
+SENDMAIL_READER, BARE_HELO_READER = Reader(*_SENDMAIL), Reader(*_BARE_HELO)
 POSTFIX = _family("postfix", _SENDMAIL, _BARE_HELO)
 SENDMAIL_FAMILY = _family(
     "sendmail", _SENDMAIL, ("sendmail local", SENDMAIL_NOIP, NAME_IS_HELO), _PAREN_IP, _BARE_HELO
@@ -195,31 +195,21 @@ FALLBACK = _family(
 # Markers in the lower-cased header, mostly the software named in a comment.  No real
 # header carries two of them, so the commonest are tried first.
 _MARKERS: dict[str, Family] = {
-    "(postfix": POSTFIX,
-    "(authenticated sender:": POSTFIX,
-    "(exim": EXIM_FAMILY,
-    "/exim)": EXIM_FAMILY,
-    "(fetchmail": FETCHMAIL,
-    "(amavis": AMAVIS,
-    "(opensmtpd": OPENSMTPD,
-    "(communigate": COMMUNIGATE_FAMILY,
-    "(ecelerity": ECELERITY,
-    "(mdaemon": MDAEMON,
-    "(intermail": INTERMAIL,
-    "(stalwart": STALWART,
-    "(courier": COURIER,
-    "(auth: ": COURIER,
-    "softdnserr": COURIER,
-    "[::ffff:": COURIER,
-    "(scalix": SCALIX,
-    "[xmail": XMAIL,
-    "microsoft smtp": EXCHANGE,
-    "with mapi": EXCHANGE,
-    "exchange internet mail": EXCHANGE,
-    " via smap": FWTK_FAMILY,
-    " via csmap": FWTK_FAMILY,
-    " via smtp by": FWTK_FAMILY,
-}
+    "(postfix": POSTFIX, "(authenticated sender:": POSTFIX,
+    "(exim": EXIM_FAMILY, "/exim)": EXIM_FAMILY, "(fetchmail": FETCHMAIL, "(amavis": AMAVIS,
+    "(opensmtpd": OPENSMTPD, "(communigate": COMMUNIGATE_FAMILY, "(ecelerity": ECELERITY,
+    "(mdaemon": MDAEMON, "(intermail": INTERMAIL, "(stalwart": STALWART,
+    "(courier": COURIER, "(auth: ": COURIER, "softdnserr": COURIER, "[::ffff:": COURIER,
+    "(scalix": SCALIX, "[xmail": XMAIL,
+    "microsoft smtp": EXCHANGE, "with mapi": EXCHANGE, "exchange internet mail": EXCHANGE,
+    " via smap": FWTK_FAMILY, " via csmap": FWTK_FAMILY, " via smtp by": FWTK_FAMILY,
+}  # fmt: skip
+# Most markers open a comment: one search tells whether any of them is in the line, so a
+# line with none (Dovecot LMTP's, say) is not searched once per marker.
+_COMMENT_MARKER = re.compile(
+    r"\((?:" + "|".join(re.escape(m[1:]) for m in _MARKERS if m[0] == "(") + ")"
+)
+_OTHER_MARKERS = {m: family for m, family in _MARKERS.items() if m[0] != "("}
 _SENDMAIL_VERSION = re.compile(r"^\(\S*?\d+\.\d+[\w.+-]*(?: \([^()]*\))?/")
 _GOOGLE_HOSTS = ("google.com", "gmail.com", "googlemail.com")
 _OFFICE365_HOSTS = ("outlook.com", "office365.com")
@@ -227,7 +217,8 @@ _OFFICE365_HOSTS = ("outlook.com", "office365.com")
 
 def detect_family(low: str, by_host: str, by_comment: str, protocol: str | None) -> Family:
     """Gives the MTA family whose patterns fit this header, or FALLBACK (RFC 5321 §4.4)."""
-    for marker, family in _MARKERS.items():
+    markers = _MARKERS if _COMMENT_MARKER.search(low) else _OTHER_MARKERS
+    for marker, family in markers.items():
         if marker in low:
             return family
     host = by_host.lower()
@@ -301,6 +292,7 @@ def _is_address(text: str) -> bool:
     return (first.isdigit() or ":" in text) and address_of(text) is not None
 
 
+@lru_cache(maxsize=4096)  # the same few names come back in every message: localhost, relays
 def clean_name(text: str | None) -> str | None:
     """Gives a reverse-DNS name as a plain host name: no <>, no trailing dot, None if absent."""
     if not text:
@@ -395,8 +387,11 @@ _GMX_SUBMISSION = re.compile(r" by mail\.gmx\.(?:net|com) \(mp\w*\)", re.I)
 
 def envelope_from(work: str, low: str, second_from: str | None) -> str | None:
     """Gives the envelope sender a hop recorded: Exim/qmail comments, XMail's "from <x>"."""
-    if "envelope-" in low:
-        m = _ENVELOPE.search(work)
+    at = low.find("envelope-")
+    if at >= 0:
+        # The pattern has no literal start to skip ahead with; in ASCII text low and work
+        # line up, so the search starts at the marker (or the "(" before it).
+        m = _ENVELOPE.search(work, at - 1 if at and work.isascii() else 0)
         if m:
             return m.group(1)
     if second_from is not None:
@@ -433,7 +428,7 @@ def local_reason(
         return "Postfix pickup (from userid)"
     if family == "exchange" and "pickup service" in low:
         return "Exchange pickup service"
-    if "[unix:" in low or "[unix socket]" in low or "[local]" in low:
+    if ("[unix" in low and ("[unix:" in low or "[unix socket]" in low)) or "[local]" in low:
         return "local socket"
     if ip is None and (submitted or "/submit)" in low):
         return "Sendmail local submission"

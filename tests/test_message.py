@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from classifier.message import Message
+from classifier.message import Message, parse_date
 
 SAMPLE = (
     b"Received: from a by b;\r\n\tTue, 28 Nov 2026 10:00:00 +0000\r\n"
@@ -55,3 +55,33 @@ def test_garbage_line_inside_header_block_stays_with_previous_field() -> None:
 @given(st.binary(max_size=2000))
 def test_any_bytes_round_trip(data: bytes) -> None:
     assert Message.parse(data).to_bytes() == data
+
+
+def test_message_made_from_its_fields_equals_the_parsed_one() -> None:
+    msg = Message.parse(SAMPLE)
+    again = Message(msg.fields, msg.rest, msg.eol)
+    assert again == msg
+    assert again.to_bytes() == SAMPLE
+    assert again.get_all("Received") == msg.get_all("Received")
+
+
+def test_unfolding_collapses_whitespace_of_folded_fields_only() -> None:
+    msg = Message.parse(b"A:  x \t y\r\nB: p\r\n  q\r\nC:  one  line")
+    assert msg.get("a") == "x y"  # ends with a line break: unfolded
+    assert msg.get("b") == "p q"
+    assert msg.get("c") == "one  line"  # no line break at all: only stripped
+
+
+def test_values_are_unfolded_only_as_they_are_read() -> None:
+    msg = Message.parse(b"Received: a\r\nX: 1\r\nReceived: b\r\nReceived: c\r\n\r\n")
+    values = msg.values("RECEIVED")
+    assert next(values) == "a"
+    assert list(values) == ["b", "c"]
+
+
+def test_parse_date_reads_rfc_5322_and_obsolete_dates() -> None:
+    current = parse_date("Tue, 28 Nov 2026 10:00:00 +0100")
+    obsolete = parse_date("28 Nov 99 10:00 EST")  # RFC 5322 §4.3: two-digit year, zone name
+    assert current is not None and current.isoformat() == "2026-11-28T10:00:00+01:00"
+    assert obsolete is not None and obsolete.isoformat() == "1999-11-28T10:00:00-05:00"
+    assert parse_date("not a date") is None
