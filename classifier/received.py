@@ -325,7 +325,7 @@ def _quick(raw: str) -> ReceivedHop | None:
         return None
     fmt = family.name
     ip = part.ip
-    evidence = (f"{fmt}: from part read as '{part.reader}'",)
+    evidence: tuple[str, ...] = (f"{fmt}: from part read as '{part.reader}'",)
     if ip is None and ip_text:
         evidence += (f"no usable address in '{ip_text}'",)
     cut = 5 + len(name)  # the client's own words end with its HELO name
