@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from itertools import compress
+from itertools import compress, repeat
+from operator import add
 
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 # The empty line that ends the header block (RFC 5322 §2.1), found where a line starts.
@@ -88,17 +89,18 @@ class Message:
 
     A value, like a frozen dataclass: ``Message(fields, rest, eol)``.  ``parse`` cuts the
     header block with one regex split and keeps the pieces; the HeaderField objects are
-    made on first use of ``fields``, and ``get``/``get_all``/``values`` read the pieces,
+    made on first use of ``fields``, and ``raws``/``values``/``get_all`` read the pieces,
     because a delivery asks for a few names out of dozens of fields.
     """
 
-    __slots__ = ("_eol", "_fields", "_keys", "_names", "_raws", "_rest")
+    __slots__ = ("_bare", "_eol", "_fields", "_keys", "_names", "_raws", "_rest")
 
     def __init__(self, fields: Iterable[HeaderField], rest: bytes, eol: bytes = b"\r\n") -> None:
         self._fields: tuple[HeaderField, ...] | None = tuple(fields)
         self._names = [f.name for f in self._fields]
         self._keys = [f.key for f in self._fields]
-        self._raws = [f.raw for f in self._fields]
+        self._raws: list[bytes] | None = [f.raw for f in self._fields]
+        self._bare: list[bytes] | None = None
         self._rest = rest
         self._eol = eol
 
@@ -113,20 +115,36 @@ class Message:
         end = empty.start() + 1 if empty is not None else len(data)
         # One split instead of a Python loop per line: [raw, name, raw, name, …, raw].
         parts = _FIELD_BREAK.split(data[:end])
-        raws = [raw + b"\n" for raw in parts[0:-1:2]]  # the split took their line break
-        raws.append(parts[-1])
+        msg = object.__new__(cls)
         # A name holds no line break: joined, all names are decoded and lowered at once.
         names = b"\n".join([first.group(1), *parts[1::2]]).decode("ascii")
-        msg = object.__new__(cls)
         msg._names, msg._keys = names.split("\n"), names.lower().split("\n")
-        msg._raws, msg._rest, msg._eol, msg._fields = raws, data[end:], eol, None
+        msg._rest, msg._eol, msg._fields = data[end:], eol, None
+        bare = parts[0::2]  # each field without the line break the split took
+        if bare[-1][-1:] == b"\n":
+            # Every field ends with a line break: a field gets it back only when read.
+            bare[-1] = bare[-1][:-1]
+            msg._bare, msg._raws = bare, None
+        else:
+            msg._bare, msg._raws = None, [raw + b"\n" for raw in bare[:-1]] + bare[-1:]
         return msg
+
+    def _raw(self, at: int) -> bytes:
+        if self._raws is None:
+            assert self._bare is not None  # parse keeps one of the two
+            return self._bare[at] + b"\n"
+        return self._raws[at]
+
+    def _raw_list(self) -> list[bytes]:
+        if self._raws is None:
+            self._raws = [raw + b"\n" for raw in self._bare or ()]
+        return self._raws
 
     @property
     def fields(self) -> tuple[HeaderField, ...]:
         """Gives the header fields, top first."""
         if self._fields is None:
-            self._fields = tuple(map(HeaderField, self._names, self._raws, self._keys))
+            self._fields = tuple(map(HeaderField, self._names, self._raw_list(), self._keys))
         return self._fields
 
     @property
@@ -142,7 +160,10 @@ class Message:
     def raws(self, name: str) -> Iterator[bytes]:
         """Gives the raw bytes of the fields with this name, top first, as they are read."""
         # Iterators written in C pick the fields: no Python loop over the header.
-        return compress(self._raws, map(name.lower().__eq__, self._keys))
+        chosen = map(name.lower().__eq__, self._keys)
+        if self._bare is not None and self._raws is None:
+            return map(add, compress(self._bare, chosen), repeat(b"\n"))
+        return compress(self._raw_list(), chosen)
 
     def values(self, name: str) -> Iterator[str]:
         """Gives the unfolded values of the fields with this name, top first, as they are read."""
@@ -151,9 +172,10 @@ class Message:
     def get_all(self, name: str) -> list[str]:
         """Gives the unfolded values of every field with this name, top first."""
         key, keys = name.lower(), self._keys
-        if keys.count(key) == 1:  # the usual case, found without a loop in Python
-            return [unfolded_value(self._raws[keys.index(key)])]
-        return list(self.values(name))
+        if keys.count(key) != 1:
+            return list(self.values(name))
+        # The usual case, found without a loop in Python.
+        return [unfolded_value(self._raw(keys.index(key)))]
 
     def get(self, name: str) -> str | None:
         """Gives the unfolded value of the topmost field with this name, or None."""
@@ -161,13 +183,13 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Gives the message's bytes back exactly."""
-        return b"".join(self._raws) + self._rest
+        return b"".join(self._raw_list()) + self._rest
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
             return NotImplemented
-        return (self._raws, self._names, self._keys, self._rest, self._eol) == (
-            other._raws,
+        return (self._raw_list(), self._names, self._keys, self._rest, self._eol) == (
+            other._raw_list(),
             other._names,
             other._keys,
             other._rest,
@@ -175,7 +197,7 @@ class Message:
         )
 
     def __hash__(self) -> int:
-        return hash((tuple(self._raws), self._rest, self._eol))
+        return hash((tuple(self._raw_list()), self._rest, self._eol))
 
     def __repr__(self) -> str:
         return f"Message(fields={self.fields!r}, rest={self._rest!r}, eol={self._eol!r})"
