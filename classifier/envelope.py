@@ -110,57 +110,50 @@ def walk_trust_path(fields: Iterable[bytes], settings: Settings) -> _Walk:
     forwarded_by: str | None = None
     envelope_from: str | None = None
     hops: list[ReceivedHop] = []
-    trusted = _trust_answers(settings)
-    for i, field in enumerate(fields, 1):
+    trusted_ips = _trust_answers(settings)
+    for i, field in enumerate(fields):
         # Parsed one by one: what lies below the client is never read.
         hop = parse_received_field(field)
         hops.append(hop)
         if envelope_from is None and hop.envelope_from is not None:
             envelope_from = hop.envelope_from
+        where = f"Received #{i + 1}"
         if not hop.parsed:
-            evidence.append(f"envelope: unparsed Received (Received #{i}); client unknown")
-            return _Walk(
-                tuple(hops), None, i - 1, False, forwarded_by, envelope_from, tuple(evidence)
-            )
+            evidence.append(f"envelope: unparsed Received ({where}); client unknown")
+            return _Walk(tuple(hops), None, i, False, forwarded_by, envelope_from, tuple(evidence))
         if hop.authenticated:
             evidence.append(
-                f"Received #{i}: SMTP AUTH ({hop.protocol or 'authenticated'}"
+                f"{where}: SMTP AUTH ({hop.protocol or 'authenticated'}"
                 + (f" as {hop.auth_user}" if hop.auth_user else "")
                 + ") — our own user"
             )
-            return _Walk(
-                tuple(hops), hop, i - 1, True, forwarded_by, envelope_from, tuple(evidence)
-            )
-        ip = hop.ip
-        if hop.local or (ip is None and hop.protocol in ("LMTP", "LOCAL")):
-            evidence.append(
-                f"Received #{i}: local hand-over ({hop.protocol or hop.fmt}), stepped over"
-            )
+            return _Walk(tuple(hops), hop, i, True, forwarded_by, envelope_from, tuple(evidence))
+        if hop.local or (hop.ip is None and hop.protocol in ("LMTP", "LOCAL")):
+            evidence.append(f"{where}: local hand-over ({hop.protocol or hop.fmt}), stepped over")
             continue
-        if ip is None:
+        if hop.ip is None:
             # Stepping over a hop we cannot place would let a forged header below it speak.
-            evidence.append(f"envelope: no client address in Received #{i}; client unknown")
-            return _Walk(
-                tuple(hops), None, i - 1, False, forwarded_by, envelope_from, tuple(evidence)
-            )
-        ours = trusted.get(ip)
-        if ours is None:
-            ours = trusted[ip] = settings.is_trusted_ip(ip)
-        if ours:  # loopback is always in trusted_networks
-            evidence.append(f"Received #{i}: {ip} is in trusted_networks, stepped over")
+            evidence.append(f"envelope: no client address in {where}; client unknown")
+            return _Walk(tuple(hops), None, i, False, forwarded_by, envelope_from, tuple(evidence))
+        trusted = trusted_ips.get(hop.ip)
+        if trusted is None:
+            trusted = trusted_ips[hop.ip] = settings.is_trusted_ip(hop.ip)
+        if trusted:  # loopback is always in trusted_networks
+            evidence.append(f"{where}: {hop.ip} is in trusted_networks, stepped over")
             continue
         # HELO is the client's own claim: only our server's reverse lookup names a forwarder.
-        forwarder = settings.forwarder_match(ip, (hop.rdns,))
+        forwarder = settings.trusted_forwarders and settings.forwarder_match(hop.ip, (hop.rdns,))
         if forwarder:
-            forwarded_by = forwarded_by or (hop.rdns or ip)
-            evidence.append(f"Received #{i}: {ip} is trusted forwarder {forwarder}, stepped over")
+            forwarded_by = forwarded_by or (hop.rdns or hop.ip)
+            evidence.append(f"{where}: {hop.ip} is trusted forwarder {forwarder}, stepped over")
             continue
-        rdns = f" ({hop.rdns})" if hop.rdns else ""
-        helo = f" HELO {hop.helo}" if hop.helo else ""
         evidence.append(
-            f"Received #{i}: client {ip}{rdns}{helo} [{hop.fmt}] — first hop from outside"
+            f"{where}: client {hop.ip}"
+            + (f" ({hop.rdns})" if hop.rdns else "")
+            + (f" HELO {hop.helo}" if hop.helo else "")
+            + f" [{hop.fmt}] — first hop from outside"
         )
-        return _Walk(tuple(hops), hop, i - 1, False, forwarded_by, envelope_from, tuple(evidence))
+        return _Walk(tuple(hops), hop, i, False, forwarded_by, envelope_from, tuple(evidence))
     if hops:
         evidence.append("no Received hop from outside: locally submitted")
     else:

@@ -23,18 +23,6 @@ _EMPTY_LINE = re.compile(rb"\n\r?\n")
 # A line break followed by a field name starts a new field; any other line (folding, or
 # junk RFC 5322 §2.2 has no place for) stays with the field above, bytes intact.
 _FIELD_BREAK = re.compile(rb"\n(?=([\x21-\x39\x3b-\x7e]+)[ \t]*:)")
-_MONTHS = {
-    m: i + 1
-    for i, m in enumerate(
-        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-    )
-}
-_ZONES = {"ut": 0, "utc": 0, "gmt": 0, "z": 0, "est": -300, "edt": -240, "cst": -360}
-_ZONES |= {"cdt": -300, "mst": -420, "mdt": -360, "pst": -480, "pdt": -420}
-_DATE = re.compile(
-    r"(?:[A-Za-z]{3}[a-z]*,? ?)?(\d{1,2})[ -]([A-Za-z]{3})[a-z]*\.?[ -](\d{2,4}) "
-    r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)? ?(?:([+-])(\d\d)(\d\d)|([A-Za-z]{1,5})\b)?"
-)
 
 
 @dataclass(frozen=True)
@@ -61,27 +49,9 @@ def unfolded_value(raw: bytes) -> str:
     flat = text.strip()
     if "\n" not in text and "\r" not in text:
         return flat
-    # Looking costs a fraction of splitting and joining it again.
-    return flat if _single_spaced(flat) else " ".join(flat.split())
-
-
-def _single_spaced(text: str) -> bool:
-    """Tells whether the only whitespace in text is single spaces (unfolding changes nothing)."""
-    if not text.isascii():
-        return text.isprintable() and "  " not in text  # all other whitespace is unprintable
-    # What str.split() splits ASCII on, one memchr each: far quicker than isprintable().
-    return not (
-        "  " in text
-        or "\t" in text
-        or "\n" in text
-        or "\r" in text
-        or "\x0b" in text
-        or "\x0c" in text
-        or "\x1c" in text
-        or "\x1d" in text
-        or "\x1e" in text
-        or "\x1f" in text
-    )
+    # Printable text with single spaces is already unfolded (every whitespace character
+    # but the space is unprintable): looking costs a fraction of splitting and joining.
+    return flat if flat.isprintable() and "  " not in flat else " ".join(flat.split())
 
 
 class Message:
@@ -93,6 +63,10 @@ class Message:
     because a delivery asks for a few names out of dozens of fields.
     """
 
+    # A parsed message keeps its fields as the split gives them, without the line break
+    # each one ends with (``_bare``): a field gets it back only when read.  ``_raws``, the
+    # whole fields, is made on first need, or kept from the start when not every field
+    # ends with a line break.
     __slots__ = ("_bare", "_eol", "_fields", "_keys", "_names", "_raws", "_rest")
 
     def __init__(self, fields: Iterable[HeaderField], rest: bytes, eol: bytes = b"\r\n") -> None:
@@ -120,9 +94,8 @@ class Message:
         names = b"\n".join([first.group(1), *parts[1::2]]).decode("ascii")
         msg._names, msg._keys = names.split("\n"), names.lower().split("\n")
         msg._rest, msg._eol, msg._fields = data[end:], eol, None
-        bare = parts[0::2]  # each field without the line break the split took
+        bare = parts[0::2]  # the split took the line break of all but the last
         if bare[-1][-1:] == b"\n":
-            # Every field ends with a line break: a field gets it back only when read.
             bare[-1] = bare[-1][:-1]
             msg._bare, msg._raws = bare, None
         else:
@@ -130,10 +103,9 @@ class Message:
         return msg
 
     def _raw(self, at: int) -> bytes:
-        if self._raws is None:
-            assert self._bare is not None  # parse keeps one of the two
+        if self._raws is None and self._bare is not None:
             return self._bare[at] + b"\n"
-        return self._raws[at]
+        return self._raw_list()[at]
 
     def _raw_list(self) -> list[bytes]:
         if self._raws is None:
@@ -161,7 +133,7 @@ class Message:
         """Gives the raw bytes of the fields with this name, top first, as they are read."""
         # Iterators written in C pick the fields: no Python loop over the header.
         chosen = map(name.lower().__eq__, self._keys)
-        if self._bare is not None and self._raws is None:
+        if self._raws is None and self._bare is not None:
             return map(add, compress(self._bare, chosen), repeat(b"\n"))
         return compress(self._raw_list(), chosen)
 
@@ -201,6 +173,20 @@ class Message:
 
     def __repr__(self) -> str:
         return f"Message(fields={self.fields!r}, rest={self._rest!r}, eol={self._eol!r})"
+
+
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+    )
+}
+_ZONES = {"ut": 0, "utc": 0, "gmt": 0, "z": 0, "est": -300, "edt": -240, "cst": -360}
+_ZONES |= {"cdt": -300, "mst": -420, "mdt": -360, "pst": -480, "pdt": -420}
+_DATE = re.compile(
+    r"(?:[A-Za-z]{3}[a-z]*,? ?)?(\d{1,2})[ -]([A-Za-z]{3})[a-z]*\.?[ -](\d{2,4}) "
+    r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)? ?(?:([+-])(\d\d)(\d\d)|([A-Za-z]{1,5})\b)?"
+)
 
 
 def parse_date(text: str | None) -> datetime | None:

@@ -253,11 +253,12 @@ def normalize_ip(text: str) -> str | None:
     """
     if not isinstance(text, str) or len(text) > 80:
         return None
-    return _normalize_ip(text.strip())
+    return normalize_ip_text(text.strip())
 
 
 @lru_cache(maxsize=4096)
-def _normalize_ip(text: str) -> str | None:
+def normalize_ip_text(text: str) -> str | None:
+    """Gives normalize_ip(text) for a str already stripped and at most 80 characters long."""
     if text[:1] == "[" and text[-1:] == "]":
         text = text[1:-1].strip()
     if text[:5].lower() == "ipv6:":
@@ -463,7 +464,7 @@ def auth_reason(
             user = user or found
     if reason is None and "gmx." in low and _GMX_SUBMISSION.search(work):
         reason = "GMX submission server (mail.gmx.net mp*)"
-    if reason is None and " auth" in with_value.lower():
+    if reason is None and " " in with_value and " auth" in with_value.lower():
         words = [w.strip("[](),;").upper() for w in with_value.replace("\x01", " ").split()]
         if "AUTH" in words:
             reason = "AUTH in with clause"

@@ -85,3 +85,11 @@ def test_parse_date_reads_rfc_5322_and_obsolete_dates() -> None:
     assert current is not None and current.isoformat() == "2026-11-28T10:00:00+01:00"
     assert obsolete is not None and obsolete.isoformat() == "1999-11-28T10:00:00-05:00"
     assert parse_date("not a date") is None
+
+
+def test_raws_give_the_exact_bytes_of_the_fields_asked_for() -> None:
+    msg = Message.parse(SAMPLE)
+    assert list(msg.raws("RECEIVED")) == [msg.fields[0].raw]
+    headers_only = Message.parse(b"Received: a\r\nReceived: b")  # no line break at the end
+    assert list(headers_only.raws("received")) == [b"Received: a\r\n", b"Received: b"]
+    assert list(headers_only.raws("x")) == []

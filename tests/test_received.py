@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from classifier import received
-from classifier.received import ReceivedHop, normalize_ip, parse_received
+from classifier.message import unfolded_value
+from classifier.received import ReceivedHop, normalize_ip, parse_received, parse_received_field
 from tests.conftest import SUITES, suite_path
 
 SUITE = SUITES / "received"
@@ -342,6 +343,28 @@ def test_quick_path_reads_every_suite_line_as_the_general_reader_does() -> None:
             general.to_dict(),
         ), line
     assert quick > 80  # measured: 97
+
+
+def test_raw_field_reads_as_its_unfolded_value_does() -> None:
+    suite_path("received", SAMPLES_FILE)
+    for line in _suite_lines() + CHAIN:
+        folded = line.replace(" by ", "\r\n\tby ", 1)
+        spaced = line.replace(" ", "  ", 1)
+        for field in (
+            f"Received: {line}\r\n",
+            f"Received:\t {line} \n",
+            f"Received: {folded}\r\n",
+            f"Received: {spaced}\r\n",
+            f"Received: {line}",  # the last field of a message without a body
+        ):
+            raw = field.encode("utf-8", "surrogateescape")
+            expected = parse_received(unfolded_value(raw))
+            assert parse_received_field(raw).to_dict() == expected.to_dict(), field
+
+
+def test_raw_field_that_is_not_bytes_gives_an_unparsed_hop() -> None:
+    hop = parse_received_field("Received: from a by b; x")  # type: ignore[arg-type]
+    assert not hop.parsed and hop.fmt == "unparsed"
 
 
 @pytest.mark.parametrize("index", [0, 1, 2, 3, 5, 7])
