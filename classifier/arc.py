@@ -17,13 +17,17 @@ import authres
 import dkim
 from dkim.util import parse_tag_value
 
-from classifier.dkim import DkimKeyTempError, dkimpy_txt_lookup, header_fields
+from classifier.dkim import DkimKeyTempError, dkimpy_txt_lookup, header_end, header_fields
 from classifier.dns import DnsSession
 
 MAX_INSTANCES = 50  # RFC 8617 §4.2.1, §5.2 step 1
 _ARC_FIELDS = (b"arc-seal", b"arc-message-signature", b"arc-authentication-results")
 _INSTANCE = re.compile(rb"^\s*i\s*=\s*(\d{1,6})\s*(?:;|$)")
 _FWS = re.compile(rb"\r?\n[ \t]+")
+# An ARC field starts a line of the header block; most mail has none, and one search says so.
+_ANY_ARC_FIELD = re.compile(
+    rb"^arc-(?:seal|message-signature|authentication-results):", re.IGNORECASE | re.MULTILINE
+)
 
 # dkimpy logs every failing seal at ERROR; the result carries the reason instead.
 _DKIMPY_LOG = logging.Logger("authsieve.dkimpy.arc")
@@ -102,6 +106,9 @@ def check_arc(message: bytes, dns: DnsSession) -> ArcResult:
 
     Never raises: a chain dkimpy cannot process is a fail with the reason.
     """
+    end = header_end(message)
+    if _ANY_ARC_FIELD.search(message, 0, end[1] if end else len(message)) is None:
+        return ArcResult("none", 0, (), "", "", "", "", "no ARC header fields")
     fields = [(n, v) for n, v in header_fields(message) if n.lower() in _ARC_FIELDS]
     instances = max((i for _, v in fields if (i := _instance(v)) is not None), default=0)
     oldest = _oldest_results(fields)
