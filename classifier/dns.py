@@ -109,6 +109,9 @@ def _records_from_rrset(rrset: dns.rrset.RRset) -> tuple[Record, ...]:
     return tuple(out)
 
 
+EDNS_PAYLOAD = 1232
+
+
 @dataclass(frozen=True)
 class ServerSource:
     """Asks recursive (or authoritative) nameservers, each given as (host, port)."""
@@ -148,7 +151,9 @@ class ServerSource:
         return cls(tuple(servers) or (("127.0.0.1", 53),))
 
     def lookup(self, qname: str, rdtype: str, timeout: float) -> Answer:
-        query = dns.message.make_query(qname + ".", rdtype)
+        # EDNS0 (RFC 6891) with the 1232-octet payload of DNS Flag Day 2020: a 2048-bit
+        # DKIM key fits, where the plain 512 octets would make every key lookup a TCP retry.
+        query = dns.message.make_query(qname + ".", rdtype, use_edns=0, payload=EDNS_PAYLOAD)
         query.flags |= dns.flags.RD
         last = "no nameserver answered"
         for host, port in self.servers:

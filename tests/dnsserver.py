@@ -12,9 +12,12 @@ the client retries over TCP.  Names listed in `servfail` answer SERVFAIL.
 
 from __future__ import annotations
 
+import signal
 import socket
 import socketserver
 import struct
+import subprocess
+import sys
 import threading
 from collections import Counter
 
@@ -53,6 +56,10 @@ class DnsTestServer:
         self.zone = ZoneData(zone_text)
         self.servfail = {dns.name.from_text(n) for n in servfail}
         self.queries: Counter[tuple[str, str]] = Counter()
+        # The zone never changes: each distinct question is answered once, and a repeat gets
+        # the same reply with its own ID (keyed by the query after the ID: flags, question,
+        # EDNS).  A benchmark then times the client, not this server's Python.
+        self._replies: dict[tuple[bytes, bool], tuple[tuple[str, str], bytes]] = {}
         self._lock = threading.Lock()
         server = self
 
@@ -113,32 +120,46 @@ class DnsTestServer:
             s.server_close()
 
     def answer(self, wire: bytes, udp: bool) -> bytes:
+        key = (wire[2:], udp)
+        with self._lock:
+            known = self._replies.get(key)
+            if known is not None:
+                self.queries[known[0]] += 1
+        if known is not None:
+            return wire[:2] + known[1][2:]
+        reply, question = self._answer(wire, udp)
+        if question is not None:
+            with self._lock:
+                self._replies[key] = (question, reply)
+        return reply
+
+    def _answer(self, wire: bytes, udp: bool) -> tuple[bytes, tuple[str, str] | None]:
+        """Gives the reply to a query, and its (name, type) when it asked a question."""
         try:
             query = dns.message.from_wire(wire)
         except Exception:
-            return b""
+            return b"", None
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
         response.flags &= ~dns.flags.RA
         if not query.question:
             response.set_rcode(dns.rcode.FORMERR)
-            return response.to_wire()
+            return response.to_wire(), None
         question = query.question[0]
+        asked = (question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))
         with self._lock:
-            self.queries[
-                (question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))
-            ] += 1
+            self.queries[asked] += 1
         if question.name in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
-            return response.to_wire()
+            return response.to_wire(), asked
         self._fill(response, question.name, question.rdtype)
-        wire_out = response.to_wire()
+        wire_out = response.to_wire(max_size=65535)  # the UDP limit is applied below
         limit = query.payload if query.edns >= 0 else 512
         if udp and len(wire_out) > limit:
             truncated = dns.message.make_response(query)
             truncated.flags |= dns.flags.AA | dns.flags.TC
-            return truncated.to_wire()
-        return wire_out
+            return truncated.to_wire(), asked
+        return wire_out, asked
 
     def _fill(self, response: dns.message.Message, name: dns.name.Name, rdtype: int) -> None:
         for _ in range(8):
@@ -168,3 +189,43 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class DnsServerProcess:
+    """The same server in a process of its own, as a real nameserver runs beside authsieve.
+
+    For benchmarks: in-process, the server's own Python work would compete with
+    the code measured for one interpreter lock.
+    """
+
+    def __init__(self, zone_text: str) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(zone_text)
+        self._proc.stdin.close()
+        self.address = self._proc.stdout.readline().strip()
+        if not self.address:
+            self._proc.kill()
+            raise RuntimeError("the DNS server process did not start")
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+
+
+def _serve_stdin_zone() -> None:
+    """Serves the zone text read from stdin; prints the address, then runs until killed."""
+    server = DnsTestServer(sys.stdin.read())
+    print(server.address, flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.stop()
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    _serve_stdin_zone()

@@ -24,6 +24,7 @@ from tests.conftest import resolver_for
 from tests.dnsserver import DnsTestServer, free_udp_port
 
 BIG_TXT = " ".join(f'"{chr(97 + i) * 200}"' for i in range(3))  # 600 octets: over UDP's 512
+HUGE_TXT = " ".join(f'"{chr(97 + i) * 200}"' for i in range(8))  # 1,600 octets: over EDNS's 1232
 
 ZONE = f"""
 example.com.             300 IN TXT "v=spf1 ip4:192.0.2.0/24 " "-all"
@@ -37,6 +38,7 @@ alias2.example.com.      300 IN CNAME mail.example.com.
 dangling.example.com.    300 IN CNAME nowhere.example.com.
 deep.sub.example.com.    300 IN A 192.0.2.2
 big.example.com.         300 IN TXT {BIG_TXT}
+huge.example.com.        300 IN TXT {HUGE_TXT}
 1.2.0.192.in-addr.arpa.  300 IN PTR mail.example.com.
 1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa. 300 PTR mail.example.com.
 short.example.com.       60 IN A 192.0.2.3
@@ -63,6 +65,7 @@ QUESTIONS = [
     ("alias.example.com", "CNAME"),
     ("dangling.example.com", "A"),  # chain ends in NXDOMAIN
     ("big.example.com", "TXT"),
+    ("huge.example.com", "TXT"),
     ("1.2.0.192.in-addr.arpa", "PTR"),
     (reverse_name("2001:db8::1"), "PTR"),
     ("short.example.com", "A"),
@@ -152,10 +155,17 @@ def test_txt_over_512_octets_arrives_whole(resolver: Resolver) -> None:
     assert answer.records == (tuple(bytes([97 + i]) * 200 for i in range(3)),)
 
 
-def test_txt_over_512_octets_falls_back_to_tcp(fresh: DnsTestServer) -> None:
+def test_txt_over_512_octets_comes_over_udp_with_edns(fresh: DnsTestServer) -> None:
+    # A 2048-bit DKIM key needs more than 512 octets: EDNS0 (RFC 6891) saves the TCP retry.
     resolver_for(fresh).query("big.example.com", "TXT")
+    assert fresh.queries[("big.example.com.", "TXT")] == 1
+
+
+def test_txt_over_the_edns_payload_falls_back_to_tcp(fresh: DnsTestServer) -> None:
+    answer = resolver_for(fresh).query("huge.example.com", "TXT")
+    assert answer.records == (tuple(bytes([97 + i]) * 200 for i in range(8)),)
     # Once over UDP (answered truncated), once again over TCP.
-    assert fresh.queries[("big.example.com.", "TXT")] == 2
+    assert fresh.queries[("huge.example.com.", "TXT")] == 2
 
 
 def test_mx_ptr_and_aaaa_records(resolver: Resolver) -> None:
