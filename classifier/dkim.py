@@ -335,7 +335,7 @@ def _result(
         except Exception:
             tags = {}
     domain = _text(tags.get(b"d"))
-    b_value = re.sub(rb"\s+", b"", tags.get(b"b", b""))
+    b_value = b"".join(tags.get(b"b", b"").split())
     return DkimSignatureResult(
         result=outcome.result,
         domain=domain,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 from classifier.dns import DnsSession, DnsTempError
@@ -230,8 +231,12 @@ def _fields(tag: str, value: str) -> dict[str, Any]:
     return {}  # v, rf, ri: checked, but nothing to keep
 
 
+# The same few records come with most mail; a parsed record is immutable, so it is shared.
+_parse_known = lru_cache(maxsize=4096)(parse_record)
+
+
 def _records(texts: list[str], mode: str) -> list[DmarcRecord]:
-    return [r for r in (parse_record(t, mode) for t in texts) if isinstance(r, DmarcRecord)]
+    return [r for r in (_parse_known(t, mode) for t in texts) if isinstance(r, DmarcRecord)]
 
 
 def records_at(

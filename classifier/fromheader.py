@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 try:  # IDNA 2008 (RFC 5891) when the idna package is there; Python's IDNA 2003 codec otherwise
     import idna as _idna
@@ -34,6 +35,7 @@ class _Token:
     spaced: bool  # whitespace or a comment came right before it
 
 
+@lru_cache(maxsize=8192)  # pure, and every message asks about the same few domains
 def normalize_domain(text: str) -> str | None:
     """Gives a domain as DMARC compares it (lower case, A-labels, no final dot), or None.
 

@@ -100,6 +100,8 @@ def _reason(result: str, domain: str, client_ip: str, mechanism: str, detail: st
 
 def _printable(text: str) -> str:
     """Gives text with every non-printable character (CR, LF, NUL, lone surrogates…) as '?'."""
+    if text.isprintable():
+        return text  # nearly always: one C call instead of a Python step per character
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
