@@ -242,15 +242,22 @@ def _public_key(name: str, record: bytes) -> tuple[object, int, bytes, bool]:
     return pk, int(bits), ktag, bool(tlsrpt)
 
 
+class _Header(NamedTuple):
+    """Every field of the message as dkimpy read it, and their names in lower case."""
+
+    fields: list[list[bytes]]
+    names: list[bytes]
+
+
 def _verify(
     signer: dkim.DKIM,
-    headers: list[list[bytes]],
+    header: _Header,
     field: list[bytes] | tuple[bytes, bytes],
     tags: dict[bytes, bytes],
     dns: DnsSession,
     now: float,
 ) -> _Outcome:
-    """Gives the outcome of one parsed signature (RFC 6376 §6.1); `headers` are all fields."""
+    """Gives the outcome of one parsed signature (RFC 6376 §6.1)."""
     try:
         dkim.validate_signature_fields({k: v for k, v in tags.items() if k not in (b"t", b"x")})
     except dkim.DKIMException as exc:
@@ -281,7 +288,9 @@ def _verify(
     # dkimpy canonicalises every field for every signature, then picks those h= names
     # (RFC 6376 §5.4.2); it gets only the fields so named, in order, so it picks the same.
     wanted = set(signed)
-    signer.headers = [h for h in headers if h[0].lower() in wanted]
+    signer.headers = [
+        h for h, name in zip(header.fields, header.names, strict=True) if name in wanted
+    ]
     try:
         ok = signer.verify_sig_process(dict(tags), list(signed), field, None)
     except dkim.ValidationError as exc:
@@ -296,28 +305,25 @@ def _verify(
     except Exception as exc:
         return _Outcome("permerror", _unverifiable(exc), bits, testing)
     finally:
-        signer.headers = headers
+        signer.headers = header.fields
     if not ok:
         return _Outcome("fail", "signature did not verify", bits, testing)
-    added = _unsigned_extra_fields(headers, signed)
+    added = _unsigned_extra_fields(header.names, signed)
     note = f"; unsigned extra {', '.join(added)} field (RFC 6376 §8.15)" if added else ""
     return _Outcome("pass", "signature verified" + note, bits, testing)
 
 
-def _unsigned_extra_fields(headers: Iterable[list[bytes]], signed: list[bytes]) -> list[str]:
+def _unsigned_extra_fields(names: list[bytes], signed: list[bytes]) -> list[str]:
     """Gives the singleton fields that occur more often than the signature covers them.
 
     An added Subject or To above the signed one keeps the signature valid while
     a mail reader shows the added one (RFC 6376 §8.15); this is evidence for
-    the verdict, not a failure.
+    the verdict, not a failure.  `names` are the message's field names in lower case.
     """
-    counts: dict[bytes, int] = {}
-    for name, _ in headers:
-        counts[name.lower()] = counts.get(name.lower(), 0) + 1
     return [
         name.decode().title()
         for name in SINGLETON_FIELDS
-        if 0 < signed.count(name) < counts.get(name, 0)
+        if 0 < signed.count(name) < names.count(name)
     ]
 
 
@@ -352,7 +358,7 @@ def _result(
 
 def _check_one(
     signer: dkim.DKIM,
-    headers: list[list[bytes]],
+    header: _Header,
     index: int,
     field: list[bytes],
     dns: DnsSession,
@@ -371,7 +377,7 @@ def _check_one(
             index, b"", _Outcome("permerror", f"malformed tag list: {_dkimpy_reason(exc)}")
         )
     try:
-        outcome = _verify(signer, headers, field, tags, dns, now)
+        outcome = _verify(signer, header, field, tags, dns, now)
     except _Verdict as verdict:
         outcome = _Outcome(verdict.result, verdict.reason)
     except Exception as exc:
@@ -412,8 +418,10 @@ def check_dkim(
         return ()
     try:
         signer = _signer(message)
-        headers: list[list[bytes]] = signer.headers
-        fields = [h for h in headers if h[0].lower() == b"dkim-signature"]
+        header = _Header(signer.headers, [h[0].lower() for h in signer.headers])
+        fields = [
+            h for h, n in zip(header.fields, header.names, strict=True) if n == b"dkim-signature"
+        ]
     except Exception as exc:
         found = [v for n, v in header_fields(message) if n.lower() == b"dkim-signature"]
         reason = f"message header not parseable: {_dkimpy_reason(exc)[:120]}"
@@ -426,7 +434,7 @@ def check_dkim(
             )
             results.append(_result(index, field[1], _Outcome("policy", skipped)))
             continue
-        results.append(_check_one(signer, headers, index, field, dns, clock))
+        results.append(_check_one(signer, header, index, field, dns, clock))
     return tuple(results)
 
 
