@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import threading
+import traceback
 from collections import Counter
 
 import dns.flags
@@ -63,13 +64,6 @@ class DnsTestServer:
         self._lock = threading.Lock()
         server = self
 
-        class Udp(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                data, sock = self.request
-                reply = server.answer(data, udp=True)
-                if reply:
-                    sock.sendto(reply, self.client_address)
-
         class Tcp(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 while True:
@@ -86,19 +80,37 @@ class DnsTestServer:
                     reply = server.answer(data, udp=False)
                     self.request.sendall(struct.pack("!H", len(reply)) + reply)
 
-        socketserver.UDPServer.allow_reuse_address = True
-        # One thread answers UDP in turn: cheaper per query than a thread each.
-        self._udp = socketserver.UDPServer(("127.0.0.1", 0), Udp)
-        self.port = self._udp.server_address[1]
+        # One thread answers UDP in turn, straight from the socket: socketserver's select
+        # loop and handler object per datagram would cost more than a cached answer.
+        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._udp.bind(("127.0.0.1", 0))
+        self.port = self._udp.getsockname()[1]
+        self._stopping = False
         socketserver.ThreadingTCPServer.allow_reuse_address = True
         self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
-        self._udp.daemon_threads = self._tcp.daemon_threads = True
+        self._tcp.daemon_threads = True
         self._threads = [
-            threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True)
-            for s in (self._udp, self._tcp)
+            threading.Thread(target=self._serve_udp, daemon=True),
+            threading.Thread(target=self._tcp.serve_forever, args=(0.05,), daemon=True),
         ]
         for t in self._threads:
             t.start()
+
+    def _serve_udp(self) -> None:
+        while True:
+            try:
+                data, client = self._udp.recvfrom(65535)
+            except OSError:
+                return
+            if self._stopping:
+                return
+            try:
+                reply = self.answer(data, udp=True)
+                if reply:
+                    self._udp.sendto(reply, client)
+            except Exception:  # a bad datagram must not stop the server
+                traceback.print_exc()
 
     @property
     def address(self) -> str:
@@ -115,9 +127,14 @@ class DnsTestServer:
             self.queries.clear()
 
     def stop(self) -> None:
-        for s in (self._udp, self._tcp):
-            s.shutdown()
-            s.server_close()
+        self._stopping = True
+        # A datagram to itself wakes the UDP thread, which sees the flag and returns.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as wake:
+            wake.sendto(b"", ("127.0.0.1", self.port))
+        self._threads[0].join(5)
+        self._udp.close()
+        self._tcp.shutdown()
+        self._tcp.server_close()
 
     def answer(self, wire: bytes, udp: bool) -> bytes:
         key = (wire[2:], udp)
