@@ -21,6 +21,8 @@ from itertools import count
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+from classifier.files import fsync_dir, write_synced
+
 EX_OK = 0
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
@@ -132,25 +134,13 @@ def write_maildir(root: Path, folder: str, data: bytes, name: str | None = None)
     name = name or maildir_name()
     tmp = base / "tmp" / name
     final = base / "new" / name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    write_synced(tmp, data)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         os.rename(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(base / "new", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(base / "new")
     return final
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from classifier.deliver import FOLDERS, maildir_name
+from classifier.files import fsync_dir, write_all
 from classifier.message import Message
 
 MARK = "authsieve"
@@ -272,18 +273,7 @@ def _write_synced(path: Path, data: bytes, like: os.stat_result | None) -> None:
             # Only root gets here with another owner: the copy must stay the mailbox owner's.
             with contextlib.suppress(PermissionError):
                 os.fchown(fd, like.st_uid, like.st_gid)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Makes a directory's entries durable (a rename is only safe once its directory is synced)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -34,11 +34,11 @@ from typing import Any
 
 from classifier.checks import first_from_address
 from classifier.facts import HEADER_NAME, parse_header_value, quote
+from classifier.files import fsync_dir, write_all
 from classifier.maildir import (
     MaildirName,
     commit,
     folder_path,
-    fsync_dir,
     identity,
     list_folder,
     user_from_path,
@@ -371,7 +371,7 @@ def write_atomically(path: Path, text: str) -> None:
         try:
             if os.geteuid() == 0:
                 os.fchown(fd, st.st_uid, st.st_gid)
-            os.write(fd, text.encode("utf-8"))
+            write_all(fd, text.encode("utf-8"))
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -29,6 +29,7 @@ from typing import Any
 from classifier.cli import UsageError, make_resolver_for
 from classifier.config import Settings, load_settings
 from classifier.dns import Resolver
+from classifier.files import fsync_dir, write_all
 from classifier.message import Message
 from classifier.policy import Policies, load_policies
 from classifier.report import PolicyRun, ScannedMessage, build_report, verdict_for
@@ -275,14 +276,6 @@ class Recheck:
         return dict(self.__dict__)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def refile(src: Path, root: Path, folder: str, data: bytes) -> Path:
     """Gives the new path of a message moved to ROOT/FOLDER the Maildir way, data as its bytes.
 
@@ -306,9 +299,7 @@ def refile(src: Path, root: Path, folder: str, data: bytes) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             os.fchmod(fd, st.st_mode & 0o777)
             if os.geteuid() == 0:
                 os.fchown(fd, st.st_uid, st.st_gid)
@@ -320,11 +311,11 @@ def refile(src: Path, root: Path, folder: str, data: bytes) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     # Gone already means renamed meanwhile (a flag change): the copy is in place, so the
     # worst case is a duplicate, never a loss.
     src.unlink(missing_ok=True)
-    _fsync_dir(src.parent)
+    fsync_dir(src.parent)
     return final
 
 

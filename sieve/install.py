@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from classifier.files import fsync_dir, write_all
 from sieve.pigeonhole import compile_script_file, find_tool
 
 SCRIPT_NAME = "authsieve"
@@ -45,15 +46,7 @@ class InstallResult:
 def _write_synced(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -88,7 +81,7 @@ def install_to_dir(
         os.replace(tmp, final)
         if compiled:
             os.replace(tmp_bin, final_bin)
-        _sync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
         raise InstallError(f"{final}: cannot write: {exc.strerror}") from None
     finally:
