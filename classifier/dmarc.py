@@ -56,7 +56,7 @@ class DmarcResult:
     result: str  # pass fail none temperror permerror (RFC 8601 §2.7.1)
     policy: str  # the policy that applies to the message ("" when none applies)
     from_domain: str
-    org_domain: str
+    org_domain: str  # "" when nothing needed it (the author's own record, identical identifiers)
     spf_aligned: bool
     dkim_aligned: bool
     aligned_by: str  # "dkim:<d>", "spf" or ""
@@ -121,7 +121,10 @@ def organizational_domain(domain: str, dns: DnsSession | None, mode: str = "rfc9
     return (_OrgDomains(dns, mode).of(name) or "") if name else ""
 
 
-def _alignment(author: str, identifier: str, orgs: _OrgDomains, strict: bool) -> str:
+def _alignment(
+    author: str, identifier: str, orgs: _OrgDomains, strict: bool, lookup: bool = True
+) -> str:
+    """Gives "strict", "relaxed", "" or "unknown"; without `lookup`, "later" where DNS must tell."""
     ident = normalize_domain(identifier)
     if not ident:
         return ""
@@ -130,6 +133,8 @@ def _alignment(author: str, identifier: str, orgs: _OrgDomains, strict: bool) ->
     # Organizational Domains are the name or an ancestor: without a shared top label they differ.
     if strict or ident.rsplit(".", 1)[-1] != author.rsplit(".", 1)[-1]:
         return ""
+    if not lookup:
+        return "later"
     ours, theirs = orgs.of(author), orgs.of(ident)
     if ours is None or theirs is None:
         return "unknown"
@@ -161,14 +166,18 @@ class _Discovery:
 
 
 def _discover_9989(author: str, dns: DnsSession) -> _Discovery:
-    """Finds the record by the tree walk: the author's, the org domain's, the PSD's (§4.10.1)."""
-    walk = tree_walk(author, dns)
+    """Finds the record by the tree walk: the author's, the org domain's, the PSD's (§4.10.1).
+
+    The author's own record ends discovery: its p= applies whatever the
+    Organizational Domain is, which is then looked up only if alignment needs it.
+    """
+    walk = tree_walk(author, dns, policy_only=True)
     if not walk.steps:
         return _Discovery(temp=walk.error)
-    org = None if walk.error else walk.organizational_domain()
     first = walk.steps[0]
     if first.record is not None:
-        return _Discovery(first.record, author, "author", org)
+        return _Discovery(first.record, author, "author", None)
+    org = None if walk.error else walk.organizational_domain()
     if walk.error or org is None:
         return _Discovery(temp=walk.error)
     record = walk.record_at(org)
@@ -241,14 +250,28 @@ def _align(
     """
     notes: list[str] = []
     by, unknown, dkim_ok = "", False, False
+    later: list[tuple[int, str]] = []  # (note index, d=) where relaxed alignment needs DNS
     for res, d in dkim:
         if _word(res) != "pass":
             notes.append(f"DKIM {d or '(no d=)'}: {_word(res) or 'none'}")
             continue
+        kind = _alignment(author, d, orgs, record.adkim == "s", lookup=False)
+        if kind == "later":
+            later.append((len(notes), d))
+            notes.append("")
+            continue
+        notes.append(f"DKIM {d}: pass, {_ALIGNED[kind]}")
+        if kind == "strict" and not dkim_ok:
+            dkim_ok, by = True, f"dkim:{normalize_domain(d)}"
+    for at, d in later:
+        if dkim_ok:
+            # One aligned signature is enough (RFC 7489 §3.1.1, RFC 9989 §4.4): no walk for more.
+            notes[at] = f"DKIM {d}: pass, alignment not looked up (another signature aligns)"
+            continue
         kind = _alignment(author, d, orgs, record.adkim == "s")
         unknown |= kind == "unknown"
-        notes.append(f"DKIM {d}: pass, {_ALIGNED[kind]}")
-        if kind in ("strict", "relaxed") and not dkim_ok:
+        notes[at] = f"DKIM {d}: pass, {_ALIGNED[kind]}"
+        if kind == "relaxed":
             dkim_ok, by = True, f"dkim:{normalize_domain(d)}"
     spf_result, spf_domain = spf
     spf_ok = False

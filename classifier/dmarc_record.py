@@ -319,11 +319,14 @@ class TreeWalk:
         return [f"_dmarc.{s.name}" for s in self.steps]
 
 
-def tree_walk(domain: str, dns: DnsSession) -> TreeWalk:
+def tree_walk(domain: str, dns: DnsSession, policy_only: bool = False) -> TreeWalk:
     """Gives the DNS Tree Walk from a domain: queries up to eight names (RFC 9989 §4.10).
 
     The walk stops early at the first single record carrying psd=y or psd=n
-    (steps 2 and 6), or at a temporary DNS failure, which it records.
+    (steps 2 and 6), or at a temporary DNS failure, which it records.  With
+    `policy_only`, a record at the domain itself ends it too: policy discovery
+    is done there (§4.10.1), and the names above matter only to an
+    Organizational Domain that may never be needed.
     """
     steps: list[WalkStep] = []
     for name in walk_names(domain):
@@ -333,7 +336,7 @@ def tree_walk(domain: str, dns: DnsSession) -> TreeWalk:
             return TreeWalk(domain, tuple(steps), f"_dmarc.{name}: {exc.reason}")
         record = found[0] if len(found) == 1 else None
         steps.append(WalkStep(name, record, len(found), nxdomain))
-        if record is not None and record.psd in ("y", "n"):
+        if record is not None and (record.psd in ("y", "n") or (policy_only and len(steps) == 1)):
             break
     return TreeWalk(domain, tuple(steps))
 

@@ -599,6 +599,43 @@ def test_tree_walk_asks_at_most_eight_names_per_lookup(pool: ServerPool) -> None
     assert (result.result, result.dkim_aligned, result.org_domain) == ("pass", True, "deep.example")
 
 
+def test_the_authors_own_record_and_an_identical_identifier_need_no_tree_walk(
+    pool: ServerPool,
+) -> None:
+    server = pool.get(zone(_dmarc__shop__example=REJECT, _dmarc__example="v=DMARC1; p=none"))
+    server.reset_counts()
+    dns = resolver_for(server).session()
+    result = check_dmarc(
+        ["x@shop.example"],
+        "pass",
+        "shop.example",
+        [("pass", "esp.example"), ("pass", "shop.example")],
+        dns,
+    )
+    assert (result.result, result.aligned_by, result.disposition) == (
+        "pass",
+        "dkim:shop.example",
+        "none",
+    )
+    # Policy discovery ends at the author's record; no Organizational Domain was needed.
+    assert set(server.queries) == {("_dmarc.shop.example.", "TXT")}
+    assert "DKIM esp.example: pass, alignment not looked up" in result.reason
+    assert result.org_domain == ""
+
+
+def test_relaxed_alignment_still_walks_when_nothing_aligns_exactly(pool: ServerPool) -> None:
+    server = pool.get(zone(_dmarc__shop__example=REJECT))
+    server.reset_counts()
+    dns = resolver_for(server).session()
+    result = check_dmarc(["x@shop.example"], "fail", "", [("pass", "mail.shop.example")], dns)
+    assert (result.result, result.aligned_by, result.org_domain) == (
+        "pass",
+        "dkim:mail.shop.example",
+        "shop.example",
+    )
+    assert ("_dmarc.example.", "TXT") in server.queries
+
+
 def test_psd_y_makes_the_label_below_the_organizational_domain(pool: ServerPool) -> None:
     dns = pool.session(
         zone(_dmarc__bank__test="v=DMARC1; p=reject; psd=y", _dmarc__giant__bank__test=REJECT)
