@@ -38,8 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from classifier.config import load_settings  # noqa: E402
 from classifier.dns import Resolver, ServerSource  # noqa: E402
+from classifier.filing import Job, classify  # noqa: E402
 from classifier.maildir import MaildirName  # noqa: E402
-from classifier.watch import Job, Watcher, WatchOptions, classify  # noqa: E402
+from classifier.watch import Watcher, WatchOptions  # noqa: E402
 from tests.dnsserver import DnsTestServer  # noqa: E402
 
 DEMO = ROOT / "examples" / "maildir"

@@ -31,37 +31,19 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classifier.annotate import annotate
 from classifier.config import ConfigError, Settings, load_settings
-from classifier.deliver import FOLDERS
-from classifier.dns import Resolver
-from classifier.evaluate import evaluate
-from classifier.facts import (
-    HEADER_NAME,
-    AuthFacts,
-    parse_header_value,
-    render_header_value,
-    safe_domain,
-)
+from classifier.filing import DEFAULT_TEMPLATE, Job, Outcome, file_batch
 from classifier.log import log
 from classifier.maildir import (
-    MaildirName,
-    ensure_folder,
     expand_roots,
-    finish,
     is_unfiled,
-    place,
     recover,
-    user_from_path,
 )
-from classifier.message import Message
-from classifier.policy import Policies, load_policies
 
-DEFAULT_TEMPLATE = "{domain}/{local}/Maildir"
 DEFAULT_RESCAN = 60.0
 EX_SOFTWARE = 70
 _PR_SET_PDEATHSIG = 1
@@ -80,212 +62,6 @@ class WatchOptions:
 
     def to_dict(self) -> dict[str, object]:
         return {**self.__dict__, "roots": list(self.roots)}
-
-
-@dataclass(frozen=True)
-class Job:
-    """Everything a worker needs to file one message."""
-
-    settings: Settings
-    resolver: Resolver
-    path_template: str = DEFAULT_TEMPLATE
-    config_path: str | None = None  # re-read by worker processes on a reload
-    policies: Policies | None = None  # validated once, not per message
-
-    @classmethod
-    def build(
-        cls,
-        settings: Settings,
-        resolver: Resolver,
-        path_template: str = DEFAULT_TEMPLATE,
-        config_path: str | None = None,
-    ) -> Job:
-        """Gives a Job with the policies of `settings` loaded (ConfigError when they are bad)."""
-        return cls(settings, resolver, path_template, config_path, load_policies(settings))
-
-    def reloaded(self, settings: Settings) -> Job:
-        """Gives this Job with new settings and their policies."""
-        return replace(self, settings=settings, policies=load_policies(settings))
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one file, and why."""
-
-    path: str
-    status: str  # filed | left-alone | own | gone | error
-    action: str = ""
-    dest: str = ""
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
-
-
-def carries_our_header(message: Message, authserv_id: str) -> bool:
-    """Tells whether the message already has our X-Authsieve (our id=) above its first Received.
-
-    Only local software writes above the topmost Received, so one there
-    with our id is from an earlier pass (RFC 8601 §5; same rule as
-    `annotate.defuse`).
-    """
-    ours = safe_domain(authserv_id) or "localhost"
-    key = HEADER_NAME.lower()
-    for f in message.fields:
-        if f.key == "received":
-            return False
-        if f.key == key and parse_header_value(f.value()).get("id", "").lower() == ours:
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class Classified:
-    """The annotated bytes of one message, the verdict's action, and a log line saying why."""
-
-    data: bytes
-    action: str
-    summary: str
-    error: str = ""
-
-    def to_dict(self) -> dict[str, object]:
-        return {"action": self.action, "summary": self.summary, "error": self.error}
-
-
-def classify(
-    data: bytes,
-    settings: Settings,
-    resolver: Resolver,
-    user: str | None,
-    policies: Policies | None = None,
-) -> Classified:
-    """Gives the annotated message and its action (on an internal error: the original, to INBOX).
-
-    The error case carries a temperror X-Authsieve that says so, like pipe
-    mode (DESIGN.md "Failure rules"), so the watcher never retries it forever.
-    """
-    try:
-        policies = policies or load_policies(settings)
-        result = evaluate(data, settings, resolver, user=user, policies=policies)
-        value = result.header_value(settings.authserv_id)
-        out = annotate(data, result.report, settings.authserv_id, value)
-    except Exception as exc:
-        log.exception("internal error while checking; filing unchanged to INBOX")
-        error = f"internal error: {type(exc).__name__}"
-        temp = AuthFacts(spf="temperror", dkim="temperror", arc="none", dmarc="temperror")
-        value = render_header_value(temp, settings.authserv_id, "inbox", "enforce", error=error)
-        eol = Message.parse(data).eol
-        return Classified(f"{HEADER_NAME}: {value}".encode() + eol + data, "inbox", "error", error)
-    facts, verdict = result.facts, result.verdict
-    summary = (
-        f"spf={facts.spf} dkim={facts.dkim} dmarc={facts.dmarc} verdict={verdict.action}"
-        + (f" would={verdict.would_be}" if verdict.observe else "")
-        + (f" reasons={'; '.join(verdict.reasons)}" if verdict.reasons else "")
-    )
-    return Classified(out, verdict.action, summary)
-
-
-@dataclass(frozen=True)
-class _Checked:
-    """A message checked and annotated, waiting to be filed."""
-
-    path: Path
-    maildir: Path
-    user: str | None
-    result: Classified
-    like: os.stat_result  # the original's owner and mode, for the new copy
-
-
-def _read(path: Path) -> tuple[bytes, os.stat_result]:
-    with path.open("rb", buffering=0) as fh:
-        return fh.read(), os.fstat(fh.fileno())
-
-
-def check_path(path: Path, job: Job) -> Outcome | _Checked:
-    """Gives the checked message, or the outcome when there is nothing to file."""
-    if MaildirName.parse(path.name).marked:
-        return Outcome(str(path), "own")
-    try:
-        data, like = _read(path)
-    except FileNotFoundError:
-        return Outcome(str(path), "gone")
-    except OSError as exc:
-        log.error("%s: cannot read: %s", path, exc.strerror)
-        return Outcome(str(path), "error", detail=f"read: {exc.strerror}")
-    # Ours sits above the first Received, near the top; most mail has none: skip the parse.
-    maybe_ours = HEADER_NAME.lower().encode() in data[:16384].lower()
-    if maybe_ours and carries_our_header(Message.parse(data), job.settings.authserv_id):
-        return Outcome(str(path), "left-alone", detail="already carries our X-Authsieve")
-    maildir = path.parent.parent
-    user = user_from_path(maildir, job.path_template)
-    result = classify(data, job.settings, job.resolver, user, job.policies)
-    return _Checked(path, maildir, user, result, like)
-
-
-def _place_checked(checked: _Checked) -> Outcome | tuple[_Checked, Path]:
-    result = checked.result
-    try:
-        dest = ensure_folder(checked.maildir, FOLDERS.get(result.action, ""))
-        return checked, place(checked.path, result.data, dest, checked.like)
-    except OSError as exc:
-        # Full disk, quota, permissions: the original stays; the next rescan tries again.
-        log.error("%s: not filed, original kept: %s", checked.path, exc)
-        return Outcome(str(checked.path), "error", result.action, detail=str(exc))
-
-
-def _finish_batch(placed: list[tuple[_Checked, Path]]) -> list[Outcome]:
-    try:
-        finish([(c.path, final) for c, final in placed])
-    except OSError as exc:
-        # The copies are in place and the originals still there: filing one again finds
-        # its copy under the derived name and only removes the original.
-        log.error("not finished, originals kept for now: %s", exc)
-        return [Outcome(str(c.path), "error", c.result.action, detail=str(exc)) for c, _ in placed]
-    for c, final in placed:
-        log.info("filed %s as %s user=%s %s", c.path.name, final, c.user or "-", c.result.summary)
-    return [
-        Outcome(str(c.path), "filed", c.result.action, str(final), c.result.error)
-        for c, final in placed
-    ]
-
-
-def _guarded(fn: Callable[..., Any], path: str, *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except Exception as exc:  # a bug must not stop the watcher; the file stays where it is
-        log.exception("%s: internal error", path)
-        return Outcome(path, "error", detail=f"internal error: {type(exc).__name__}")
-
-
-def file_batch(paths: list[str], job: Job, io: Executor | None = None) -> list[Outcome]:
-    """Gives the outcome of filing each path, in order.
-
-    Each message is checked here; its copy is written on `io` (when given),
-    so one message's fsync waits while the next is checked.  The originals
-    go at the end, after one directory sync for the whole batch.
-    """
-    steps: list[Any] = []
-    for p in paths:
-        checked = _guarded(check_path, p, Path(p), job)
-        if isinstance(checked, Outcome):
-            steps.append(checked)
-        else:
-            steps.append(
-                io.submit(_guarded, _place_checked, p, checked) if io else _place_checked(checked)
-            )
-    steps = [s.result() if isinstance(s, Future) else s for s in steps]
-    placed = [s for s in steps if isinstance(s, tuple)]
-    try:
-        finished = iter(_finish_batch(placed))
-    except Exception as exc:
-        log.exception("internal error while finishing a batch")
-        finished = iter([Outcome(str(c.path), "error", detail=repr(exc)) for c, _ in placed])
-    return [next(finished) if isinstance(s, tuple) else s for s in steps]
-
-
-def process_path(path: Path, job: Job) -> Outcome:
-    """Gives the outcome of filing one message file: checked, annotated, filed by verdict."""
-    return file_batch([str(path)], job)[0]
 
 
 # One Job per worker process, set once by _init_worker: worker processes are forked with

@@ -74,7 +74,8 @@ def _setup_logging(settings: Settings, debug: bool) -> None:
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
-    from classifier.watch import Job, Watcher, WatchOptions
+    from classifier.filing import Job
+    from classifier.watch import Watcher, WatchOptions
 
     roots = tuple(args.roots) or tuple(configured(settings, "watch_roots"))
     if not roots:

@@ -16,6 +16,7 @@ import pytest
 
 from classifier.cli import main
 from classifier.config import load_settings
+from classifier.filing import Job, carries_our_header, process_path
 from classifier.maildir import MaildirName, list_folder
 from classifier.message import Message
 from classifier.policy import load_policies
@@ -29,7 +30,6 @@ from classifier.quarantine import (
     purge,
     release,
 )
-from classifier.watch import Job, carries_our_header, process_path
 from tests.conftest import ROOT, resolver_for
 from tests.dnsserver import DnsTestServer
 

@@ -17,16 +17,10 @@ import pytest
 
 from classifier.cli import main
 from classifier.config import load_settings
+from classifier.filing import Job, carries_our_header, process_path
 from classifier.maildir import MaildirName, identity, list_folder
 from classifier.message import Message
-from classifier.watch import (
-    Job,
-    Watcher,
-    WatchOptions,
-    carries_our_header,
-    process_path,
-    sd_notify,
-)
+from classifier.watch import Watcher, WatchOptions, sd_notify
 from tests.conftest import ROOT, resolver_for
 from tests.dnsserver import DnsTestServer
 
