@@ -53,7 +53,7 @@ PLUGINS = {
         "what each policy would do to the mail you have",
     ),
     "recheck": (
-        "classifier.report_cli",
+        "classifier.recheck",
         "add_recheck_parser",
         "re-check messages whose result was temperror",
     ),

@@ -82,13 +82,21 @@ class DnsTestServer:
 
         # One thread answers UDP in turn, straight from the socket: socketserver's select
         # loop and handler object per datagram would cost more than a cached answer.
-        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._udp.bind(("127.0.0.1", 0))
-        self.port = self._udp.getsockname()[1]
-        self._stopping = False
+        # No SO_REUSEADDR: with it, Linux may give a port-0 bind a port another such UDP
+        # socket holds, and a test's queries would reach another test's server.
         socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
+        for attempt in range(20):
+            self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._udp.bind(("127.0.0.1", 0))
+            self.port = self._udp.getsockname()[1]
+            try:  # TCP on the same port number, as a nameserver listens
+                self._tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
+                break
+            except OSError:
+                self._udp.close()
+                if attempt == 19:
+                    raise
+        self._stopping = False
         self._tcp.daemon_threads = True
         self._threads = [
             threading.Thread(target=self._serve_udp, daemon=True),

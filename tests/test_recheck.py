@@ -18,7 +18,7 @@ from classifier.config import settings_from_dict
 from classifier.evaluate import evaluate
 from classifier.facts import parse_header_value
 from classifier.message import Message
-from classifier.report_cli import refile
+from classifier.recheck import refile
 from tests.conftest import resolver_for
 from tests.dnsserver import DnsTestServer
 from tests.test_report import CONFIG, PROFILES, SERVFAIL, ZONE, delivered, make_message, snapshot
