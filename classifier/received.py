@@ -69,6 +69,8 @@ _QUICK = re.compile(
 # A NamedTuple's own __new__ is a Python function: the quick path makes the tuple directly.
 _from_part = partial(tuple.__new__, FromPart)
 _new, _set = object.__new__, object.__setattr__
+# "(name [address])" or "([address])": how Postfix and Sendmail name the client.
+_CLIENT_COMMENT = re.compile(r"\((?:[^\s()\[\]]+ )?\[[^\s()\[\]]+\]\)")
 # Words SENDMAIL's lookahead refuses as a reverse-DNS name: the general reader decides.
 _NOT_RDNS = frozenset(("HELO", "EHLO", "LHLO", "ACCOUNT"))
 # Run on lower-cased text; the character before a keyword is checked in Python.
@@ -271,12 +273,18 @@ def _parse(raw: str) -> ReceivedHop:
             low = work.lower()
     elif low.startswith("(qmail "):
         return _qmail_local(raw, work)
-    if low.startswith("from ") and "(postfix" in low:
+    if low.startswith("from "):
         # Postfix writes the client's HELO argument as sent but for <>()\";:@ (smtpd.c
         # neuter()): spaces, brackets and words such as "with LMTP by" survive.  Up to
-        # Postfix's "(name [address])" it is one HELO, so it is made one word here.
+        # Postfix's "(name [address])" it is one HELO, so it is made one word here.  Known
+        # by that comment followed by a by clause, not by the name: mail_name can be changed.
         paren = work.find(" (", 5)
-        if paren > 5 and " " in work[5:paren]:
+        if (
+            paren > 5
+            and " " in work[5:paren]
+            and ("(postfix" in low or _CLIENT_COMMENT.match(work, paren + 1))
+            and low.find(" by ", paren) > 0
+        ):
             work = work[:5] + work[5:paren].replace(" ", "\x02") + work[paren:]
             low = work.lower()
     frame = _read_frame(work) if low.startswith("from ") else None

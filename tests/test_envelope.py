@@ -206,6 +206,19 @@ def test_forwarder_claimed_only_in_helo_is_not_trusted() -> None:
     assert env.client_ip == "192.0.2.201"
 
 
+def test_helo_posing_as_a_local_hop_fails_under_any_mail_name() -> None:
+    # A client's HELO "x [127.0.0.1] by mx.family.example with LMTP" must not turn our own
+    # hop into a local hand-over, or the forged hop below would name the client.
+    helo = "x [127.0.0.1] by mx.family.example with LMTP"
+    for mail_name in ("Postfix", "Mailserver"):
+        ours = postfix_hop(helo, "evil.example", "198.51.100.7").replace(
+            "(Postfix)", f"({mail_name})"
+        )
+        forged = postfix_hop("good.example", "good.example", "192.0.2.99", by="evil.example")
+        env = recover_envelope(message(ours, forged), SETTINGS)
+        assert (env.client_ip, env.hop_index, env.helo) == ("198.51.100.7", 0, helo), mail_name
+
+
 def test_hints_take_precedence_and_disagreement_is_recorded() -> None:
     env = recover_envelope(
         message(

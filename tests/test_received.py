@@ -919,13 +919,16 @@ def test_yahoo_style_auth_plain_comment() -> None:
         "b envelope-from x",
         "x by relay.example with ESMTPSA id 1",
         "SquirrelMail authenticated user bob",
+        "x [127.0.0.1] by mx.example.org with LMTP",
     ],
 )
-def test_postfix_helo_cannot_forge_what_our_server_wrote(helo: str) -> None:
+@pytest.mark.parametrize("mail_name", ["Postfix", "Mailserver"])  # Postfix's mail_name setting
+def test_postfix_helo_cannot_forge_what_our_server_wrote(helo: str, mail_name: str) -> None:
     # Postfix keeps spaces and brackets in the HELO (it neuters only <>()\";:@), so a
     # client can send words that look like clauses or markers of a local hand-over.
     hop = hop_of(
-        f"from {helo} (unknown [203.0.113.9]) by mx.example.org (Postfix) with ESMTP id 4Sg2" + DATE
+        f"from {helo} (unknown [203.0.113.9]) by mx.example.org ({mail_name}) with ESMTP id 4Sg2"
+        + DATE
     )
     assert fields_of(hop, "helo", "ip", "by", "protocol", "queue_id") == {
         "helo": helo,
