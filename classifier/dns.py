@@ -159,6 +159,14 @@ class ServerSource:
         for host, port in self.servers:
             try:
                 response, _ = dns.query.udp_with_fallback(query, host, timeout=timeout, port=port)
+                if response.rcode() == dns.rcode.FORMERR and response.edns < 0:
+                    # A server from before EDNS refuses the OPT record: ask it plainly, with
+                    # TCP for what does not fit in 512 octets (RFC 6891 §7).
+                    plain = dns.message.make_query(qname + ".", rdtype)
+                    plain.flags |= dns.flags.RD
+                    response, _ = dns.query.udp_with_fallback(
+                        plain, host, timeout=timeout, port=port
+                    )
             except (dns.exception.Timeout, TimeoutError):
                 last = f"timeout after {timeout:g}s at {host}:{port}"
                 continue

@@ -53,9 +53,10 @@ class ZoneData:
 class DnsTestServer:
     """Serves ZoneData on 127.0.0.1 at a random port over UDP and TCP until `stop()`."""
 
-    def __init__(self, zone_text: str, servfail: tuple[str, ...] = ()) -> None:
+    def __init__(self, zone_text: str, servfail: tuple[str, ...] = (), edns: bool = True) -> None:
         self.zone = ZoneData(zone_text)
         self.servfail = {dns.name.from_text(n) for n in servfail}
+        self.edns = edns  # False: answer FORMERR to a query with EDNS, as old servers do
         self.queries: Counter[tuple[str, str]] = Counter()
         # The zone never changes: each distinct question is answered once, and a repeat gets
         # the same reply with its own ID (keyed by the query after the ID: flags, question,
@@ -168,6 +169,10 @@ class DnsTestServer:
         response.flags |= dns.flags.AA
         response.flags &= ~dns.flags.RA
         if not query.question:
+            response.set_rcode(dns.rcode.FORMERR)
+            return response.to_wire(), None
+        if query.edns >= 0 and not self.edns:
+            response.use_edns(False)
             response.set_rcode(dns.rcode.FORMERR)
             return response.to_wire(), None
         question = query.question[0]

@@ -168,6 +168,19 @@ def test_txt_over_the_edns_payload_falls_back_to_tcp(fresh: DnsTestServer) -> No
     assert fresh.queries[("huge.example.com.", "TXT")] == 2
 
 
+def test_a_server_without_edns_is_asked_again_plainly() -> None:
+    # RFC 6891 §7: FORMERR to a query with an OPT record means a server from before EDNS.
+    old = DnsTestServer(ZONE, edns=False)
+    try:
+        answer = resolver_for(old).query("big.example.com", "TXT")
+        assert answer.records == (tuple(bytes([97 + i]) * 200 for i in range(3)),)
+        # The plain query over UDP (600 octets: truncated), then over TCP.
+        assert old.queries[("big.example.com.", "TXT")] == 2
+        assert resolver_for(old).query("mail.example.com", "A").records == ("192.0.2.1",)
+    finally:
+        old.stop()
+
+
 def test_mx_ptr_and_aaaa_records(resolver: Resolver) -> None:
     assert sorted(resolver.query("example.com", "MX").records) == [
         (10, "mail.example.com"),
