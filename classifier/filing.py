@@ -18,21 +18,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from classifier.annotate import annotate
 from classifier.config import Settings
 from classifier.deliver import FOLDERS
 from classifier.dns import Resolver
-from classifier.evaluate import evaluate
-from classifier.facts import (
-    HEADER_NAME,
-    AuthFacts,
-    parse_header_value,
-    render_header_value,
-    safe_domain,
-)
+from classifier.facts import HEADER_NAME, parse_header_value, safe_domain
 from classifier.log import log
 from classifier.maildir import MaildirName, ensure_folder, finish, place, user_from_path
 from classifier.message import Message
+from classifier.pipe import PipeOutcome, process
 from classifier.policy import Policies, load_policies
 
 DEFAULT_TEMPLATE = "{domain}/{local}/Maildir"
@@ -95,50 +88,20 @@ def carries_our_header(message: Message, authserv_id: str) -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class Classified:
-    """The annotated bytes of one message, the verdict's action, and a log line saying why."""
-
-    data: bytes
-    action: str
-    summary: str
-    error: str = ""
-
-    def to_dict(self) -> dict[str, object]:
-        return {"action": self.action, "summary": self.summary, "error": self.error}
-
-
 def classify(
     data: bytes,
     settings: Settings,
     resolver: Resolver,
     user: str | None,
     policies: Policies | None = None,
-) -> Classified:
+) -> PipeOutcome:
     """Gives the annotated message and its action (on an internal error: the original, to INBOX).
 
-    The error case carries a temperror X-Authsieve that says so, like pipe
-    mode (DESIGN.md "Failure rules"), so the watcher never retries it forever.
+    The same step as pipe mode (`pipe.process`, DESIGN.md "Failure rules"): the
+    error case carries a temperror X-Authsieve that says so, so the watcher
+    never retries it forever.
     """
-    try:
-        policies = policies or load_policies(settings)
-        result = evaluate(data, settings, resolver, user=user, policies=policies)
-        value = result.header_value(settings.authserv_id)
-        out = annotate(data, result.report, settings.authserv_id, value)
-    except Exception as exc:
-        log.exception("internal error while checking; filing unchanged to INBOX")
-        error = f"internal error: {type(exc).__name__}"
-        temp = AuthFacts(spf="temperror", dkim="temperror", arc="none", dmarc="temperror")
-        value = render_header_value(temp, settings.authserv_id, "inbox", "enforce", error=error)
-        eol = Message.parse(data).eol
-        return Classified(f"{HEADER_NAME}: {value}".encode() + eol + data, "inbox", "error", error)
-    facts, verdict = result.facts, result.verdict
-    summary = (
-        f"spf={facts.spf} dkim={facts.dkim} dmarc={facts.dmarc} verdict={verdict.action}"
-        + (f" would={verdict.would_be}" if verdict.observe else "")
-        + (f" reasons={'; '.join(verdict.reasons)}" if verdict.reasons else "")
-    )
-    return Classified(out, verdict.action, summary)
+    return process(data, settings, resolver, {}, user, policies)
 
 
 @dataclass(frozen=True)
@@ -148,7 +111,7 @@ class _Checked:
     path: Path
     maildir: Path
     user: str | None
-    result: Classified
+    result: PipeOutcome
     like: os.stat_result  # the original's owner and mode, for the new copy
 
 

@@ -24,13 +24,18 @@ from classifier.log import log
 
 if TYPE_CHECKING:
     from classifier.dns import Resolver
+    from classifier.policy import Policies
 
 HINT_KEYS = ("sender", "recipient", "client_address", "client_helo", "client_hostname")
 
 
 @dataclass(frozen=True)
 class PipeOutcome:
-    """What happened to one message: the bytes to deliver, where, and why."""
+    """What happened to one message: the bytes to deliver or file, where, and why.
+
+    Pipe delivery, the daemon and the Maildir watcher (`classifier.filing`) all
+    get it from `process`, so the failure rule lives in one place.
+    """
 
     data: bytes
     action: str
@@ -44,15 +49,20 @@ def process(
     resolver: Resolver,
     hints: dict[str, str | None],
     user: str | None,
+    policies: Policies | None = None,
 ) -> PipeOutcome:
-    """Gives the annotated message and verdict (on an internal error: original + error header)."""
+    """Gives the annotated message and verdict (on an internal error: original + error header).
+
+    `policies` are those of `settings`, loaded once by a caller that files many
+    messages; None loads them here (a bad policy raises ConfigError).
+    """
     from classifier.annotate import annotate
     from classifier.envelope import Hints
     from classifier.evaluate import evaluate
-    from classifier.facts import AuthFacts, render_header_value
+    from classifier.facts import HEADER_NAME, AuthFacts, render_header_value
     from classifier.policy import load_policies
 
-    policies = load_policies(settings)
+    policies = policies or load_policies(settings)
     try:
         hinted = Hints(**{k: hints.get(k) for k in HINT_KEYS})
         result = evaluate(data, settings, resolver, hinted, user, policies)
@@ -72,7 +82,7 @@ def process(
         temp = AuthFacts(spf="temperror", dkim="temperror", arc="none", dmarc="temperror")
         value = render_header_value(temp, settings.authserv_id, "inbox", "enforce", error=error)
         eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
-        header = f"X-Authsieve: {value}".encode() + eol
+        header = f"{HEADER_NAME}: {value}".encode() + eol
         return PipeOutcome(header + data, "inbox", "error", error)
 
 
