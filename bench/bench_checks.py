@@ -6,8 +6,8 @@ from the loopback test server (tests/dnsserver.py): queries are counted on one
 in this process, and timed against one in a process of its own, as a real
 nameserver runs beside authsieve (in-process, its Python would share the
 interpreter lock with the check being timed).  This VM's speed drifts by up to
-1.6x from minute to minute: compare runs with `python3 -m timeit
-"sum(range(10**6))"` beside them (about 16.7 ms when the machine is quick).
+1.6x from minute to minute: read the figures against the machine reference
+printed with them (bench/machine.py).
 
 Run: .venv/bin/python bench/bench_checks.py
 Targets (issue 3): warm cache <= 2 ms median, cold cache <= 10 ms median;
@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import dkim  # noqa: E402
 
+from bench.machine import reference_line  # noqa: E402
 from classifier.checks import run_checks  # noqa: E402
 from classifier.config import settings_from_dict  # noqa: E402
 from classifier.dns import Resolver, ServerSource  # noqa: E402
@@ -123,6 +124,7 @@ def main() -> None:
         f"full check, cold cache: median {statistics.median(cold):.2f} ms "
         f"(p90 {statistics.quantiles(cold, n=10)[-1]:.2f} ms)"
     )
+    print(reference_line())
 
 
 if __name__ == "__main__":

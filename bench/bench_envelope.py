@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.machine import reference_line
 from classifier.config import settings_from_dict
 from classifier.envelope import recover_envelope
 from classifier.message import Message
@@ -60,6 +61,7 @@ def main() -> None:
             recover_envelope(Message.parse(MESSAGE), SETTINGS)
         runs.append((time.perf_counter() - start) / n * 1e6)
     print(f"envelope (8 hops, parse + trust path): median {statistics.median(runs):.1f} µs/message")
+    print(reference_line())
 
 
 if __name__ == "__main__":
