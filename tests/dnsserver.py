@@ -12,6 +12,7 @@ the client retries over TCP.  Names listed in `servfail` answer SERVFAIL.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import socketserver
@@ -249,10 +250,17 @@ class DnsServerProcess:
 
 
 def _serve_stdin_zone() -> None:
-    """Serves the zone text read from stdin; prints the address, then runs until killed."""
+    """Serves the zone text read from stdin; prints the address, then runs until told to stop.
+
+    SIGTERM or SIGINT stops it, and so does the death of the process that started
+    it: a benchmark killed half-way must not leave a server behind.
+    """
+    parent = os.getppid()
     server = DnsTestServer(sys.stdin.read())
     print(server.address, flush=True)
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    while os.getppid() == parent:
+        if signal.sigtimedwait({signal.SIGTERM, signal.SIGINT}, 1.0) is not None:
+            break
     server.stop()
 
 
