@@ -38,8 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from classifier.config import load_settings  # noqa: E402
 from classifier.dns import Resolver, ServerSource  # noqa: E402
-from classifier.filing import Job, classify  # noqa: E402
+from classifier.filing import Job  # noqa: E402
 from classifier.maildir import MaildirName  # noqa: E402
+from classifier.pipe import process  # noqa: E402
 from classifier.watch import Watcher, WatchOptions  # noqa: E402
 from tests.dnsserver import DnsTestServer  # noqa: E402
 
@@ -83,7 +84,7 @@ def warm_resolver(server: DnsTestServer) -> Resolver:
     resolver = Resolver(ServerSource.from_spec(server.address), timeout=2.0)
     settings = load_settings(CONFIG)
     for data in templates():
-        classify(data, settings, resolver, None)
+        process(data, settings, resolver, {}, None)
     return resolver
 
 

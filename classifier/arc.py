@@ -17,7 +17,13 @@ import authres
 import dkim
 from dkim.util import parse_tag_value
 
-from classifier.dkim import DkimKeyTempError, dkimpy_txt_lookup, header_end, header_fields
+from classifier.dkim import (
+    DkimKeyTempError,
+    dkimpy_txt_lookup,
+    field_in_header,
+    header_end,
+    header_fields,
+)
 from classifier.dns import DnsSession
 
 MAX_INSTANCES = 50  # RFC 8617 §4.2.1, §5.2 step 1
@@ -106,8 +112,7 @@ def check_arc(message: bytes, dns: DnsSession) -> ArcResult:
 
     Never raises: a chain dkimpy cannot process is a fail with the reason.
     """
-    end = header_end(message)
-    if _ANY_ARC_FIELD.search(message, 0, end[1] if end else len(message)) is None:
+    if not field_in_header(message, _ANY_ARC_FIELD, header_end(message)):
         return ArcResult("none", 0, (), "", "", "", "", "no ARC header fields")
     fields = [(n, v) for n, v in header_fields(message) if n.lower() in _ARC_FIELDS]
     instances = max((i for _, v in fields if (i := _instance(v)) is not None), default=0)

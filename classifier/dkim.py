@@ -99,6 +99,15 @@ def header_end(message: bytes) -> tuple[int, int] | None:
     return match.span() if match else None
 
 
+def field_in_header(message: bytes, field: re.Pattern[bytes], end: tuple[int, int] | None) -> bool:
+    """Tells whether a field matching `field` (anchored at a line start) is in the header block.
+
+    `end` is `header_end(message)`; one search answers for the many messages
+    that carry no such field, before any parsing.
+    """
+    return field.search(message, 0, end[1] if end else len(message)) is not None
+
+
 def header_fields(message: bytes) -> list[tuple[bytes, bytes]]:
     """Gives (name, raw value) of each header field, skipping lines that are not fields.
 
@@ -385,15 +394,15 @@ def _check_one(
     return _result(index, value, outcome, tags)
 
 
-def _signer(message: bytes) -> dkim.DKIM:
+def _signer(message: bytes, end: tuple[int, int] | None) -> dkim.DKIM:
     """Gives dkimpy's verifier for the message without splitting the body into lines.
 
     dkimpy splits the whole message into a list of lines to find the body; for
     a 50 MB message that alone costs more than the message.  Its parser gets
     the header block only, and the body is handed over as one CRLF string,
     the form its parser would have produced (RFC 6376 §3.4 works on CRLF lines).
+    `end` is `header_end(message)`.
     """
-    end = header_end(message)
     if end is None:
         return dkim.DKIM(message, logger=_DKIMPY_LOG, minkey=MIN_RSA_BITS)
     signer = dkim.DKIM(message[: end[1]], logger=_DKIMPY_LOG, minkey=MIN_RSA_BITS)
@@ -414,10 +423,10 @@ def check_dkim(
     """
     clock = time.time() if now is None else now
     end = header_end(message)
-    if _SIGNATURE_FIELD.search(message, 0, end[1] if end else len(message)) is None:
+    if not field_in_header(message, _SIGNATURE_FIELD, end):
         return ()
     try:
-        signer = _signer(message)
+        signer = _signer(message, end)
         header = _Header(signer.headers, [h[0].lower() for h in signer.headers])
         fields = [
             h for h, n in zip(header.fields, header.names, strict=True) if n == b"dkim-signature"

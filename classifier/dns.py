@@ -151,10 +151,7 @@ class ServerSource:
         return cls(tuple(servers) or (("127.0.0.1", 53),))
 
     def lookup(self, qname: str, rdtype: str, timeout: float) -> Answer:
-        # EDNS0 (RFC 6891) with the 1232-octet payload of DNS Flag Day 2020: a 2048-bit
-        # DKIM key fits, where the plain 512 octets would make every key lookup a TCP retry.
-        query = dns.message.make_query(qname + ".", rdtype, use_edns=0, payload=EDNS_PAYLOAD)
-        query.flags |= dns.flags.RD
+        query = _query(qname, rdtype, edns=True)
         last = "no nameserver answered"
         for host, port in self.servers:
             try:
@@ -162,8 +159,7 @@ class ServerSource:
                 if response.rcode() == dns.rcode.FORMERR and response.edns < 0:
                     # A server from before EDNS refuses the OPT record: ask it plainly, with
                     # TCP for what does not fit in 512 octets (RFC 6891 §7).
-                    plain = dns.message.make_query(qname + ".", rdtype)
-                    plain.flags |= dns.flags.RD
+                    plain = _query(qname, rdtype, edns=False)
                     response, _ = dns.query.udp_with_fallback(
                         plain, host, timeout=timeout, port=port
                     )
@@ -181,6 +177,20 @@ class ServerSource:
                 continue
             return _answer_from_response(qname, rdtype, response)
         raise DnsTempError(qname, rdtype, last)
+
+
+def _query(qname: str, rdtype: str, edns: bool) -> dns.message.Message:
+    """Gives a recursive query, with EDNS0 unless asked not to.
+
+    EDNS0 (RFC 6891) with the 1232-octet payload of DNS Flag Day 2020: a 2048-bit
+    DKIM key fits, where the plain 512 octets would make every key lookup a TCP retry.
+    """
+    if edns:
+        query = dns.message.make_query(qname + ".", rdtype, use_edns=0, payload=EDNS_PAYLOAD)
+    else:
+        query = dns.message.make_query(qname + ".", rdtype)
+    query.flags |= dns.flags.RD
+    return query
 
 
 def _negative_ttl(response: dns.message.Message) -> int:

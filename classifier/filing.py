@@ -88,22 +88,6 @@ def carries_our_header(message: Message, authserv_id: str) -> bool:
     return False
 
 
-def classify(
-    data: bytes,
-    settings: Settings,
-    resolver: Resolver,
-    user: str | None,
-    policies: Policies | None = None,
-) -> PipeOutcome:
-    """Gives the annotated message and its action (on an internal error: the original, to INBOX).
-
-    The same step as pipe mode (`pipe.process`, DESIGN.md "Failure rules"): the
-    error case carries a temperror X-Authsieve that says so, so the watcher
-    never retries it forever.
-    """
-    return process(data, settings, resolver, {}, user, policies)
-
-
 @dataclass(frozen=True)
 class _Checked:
     """A message checked and annotated, waiting to be filed."""
@@ -137,7 +121,9 @@ def check_path(path: Path, job: Job) -> Outcome | _Checked:
         return Outcome(str(path), "left-alone", detail="already carries our X-Authsieve")
     maildir = path.parent.parent
     user = user_from_path(maildir, job.path_template)
-    result = classify(data, job.settings, job.resolver, user, job.policies)
+    # The pipe's own step and failure rule: an internal error files the original, to INBOX,
+    # with a temperror header, so the watcher never retries it forever.
+    result = process(data, job.settings, job.resolver, {}, user, job.policies)
     return _Checked(path, maildir, user, result, like)
 
 

@@ -20,18 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "config.toml"
+sys.path.insert(0, str(ROOT))
+from tests.helpers import CHROMIUM_FLAGS  # noqa: E402
+
 STRICTER = '\nspf_none = "junk"\nspf_softfail = "junk"\nspf_neutral = "junk"\n'
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-]
 
 
 def main() -> int:
@@ -78,7 +70,7 @@ def main() -> int:
         subprocess.run(
             [
                 chromium,
-                *FLAGS,
+                *CHROMIUM_FLAGS,
                 f"--user-data-dir={d / 'profile'}",
                 f"--window-size={args.size}",
                 f"--screenshot={Path(args.out).resolve()}",

@@ -23,39 +23,13 @@ import pytest
 from classifier.maildir import MaildirName, list_folder
 from tests.conftest import ROOT
 from tests.dnsserver import DnsTestServer
+from tests.helpers import group_processes, make_maildir, wait_for
 
 DEMO = ROOT / "examples" / "maildir"
 CONFIG = ROOT / "examples" / "config.toml"
 CLI = [sys.executable, "-c", "import sys; from classifier.cli import main; sys.exit(main())"]
 PHISH = DEMO / "new" / "1741659463.M783163P47153.mx,S=1392,W=1392"  # → .Quarantine
 PLAIN = DEMO / "cur" / "1740909903.M813757P24158.mx,S=1440,W=1440:2,S"  # → INBOX
-
-
-def make_maildir(path: Path) -> Path:
-    for sub in ("tmp", "new", "cur"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def group(pgid: int) -> list[int]:
-    """Gives the live processes of a process group (the watcher and its workers)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
 
 
 def filed(maildir: Path) -> list[Path]:
@@ -196,7 +170,8 @@ def test_file_size_limit_keeps_the_original_and_files_it_once_lifted(
         time.sleep(0.8)
         assert original.read_bytes() == big
         assert filed(maildir) == [] and leftovers_in_tmp(maildir) == []
-        for pid in group(service.proc.pid):  # space is back: lift the limit of every process
+        # Space is back: lift the limit of every process of the watcher.
+        for pid in group_processes(service.proc.pid):
             resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
         wait_for(lambda: len(filed(maildir)) == 1, 20, "the message to be filed")
         assert service.stop() == 0

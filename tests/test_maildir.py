@@ -22,6 +22,7 @@ from classifier.maildir import (
     user_from_path,
     virtual_size,
 )
+from tests.helpers import make_maildir
 
 MSG = (
     b"Received: from a by b; Tue, 11 Mar 2025 03:17:43 +0100\r\n"
@@ -34,12 +35,6 @@ ORIGINAL = "1741659463.M783163P47153.mx,S=1392,W=1420"
 
 def annotated(data: bytes = MSG) -> bytes:
     return b"X-Authsieve: v=1; id=mx.example; verdict=inbox\r\n" + data
-
-
-def make_maildir(path: Path) -> Path:
-    for sub in ("tmp", "new", "cur"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def deliver(maildir: Path, name: str = ORIGINAL, data: bytes = MSG, sub: str = "new") -> Path:

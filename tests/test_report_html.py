@@ -16,20 +16,10 @@ import pytest
 
 from classifier.cli import main
 from tests.dnsserver import DnsTestServer
+from tests.helpers import CHROMIUM_FLAGS
 from tests.test_report import CONFIG, SERVFAIL, SPECS, STRICT, ZONE, build_maildir, expected
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-]
 
 
 class DataKeys(HTMLParser):
@@ -63,7 +53,13 @@ class DataKeys(HTMLParser):
 
 def chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [CHROMIUM or "chromium", *FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()],
+        [
+            CHROMIUM or "chromium",
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            *args,
+            page.as_uri(),
+        ],
         capture_output=True,
         timeout=90,
         check=True,

@@ -23,6 +23,7 @@ from classifier.message import Message
 from classifier.watch import Watcher, WatchOptions, sd_notify
 from tests.conftest import ROOT, resolver_for
 from tests.dnsserver import DnsTestServer
+from tests.helpers import wait_for
 
 DEMO = ROOT / "examples" / "maildir"
 # The command as the console script runs it (python -m would load cli.py twice).
@@ -63,14 +64,6 @@ def our_headers(data: bytes) -> tuple[int, int]:
     ours = [f for f in message.fields if f.key == "x-authsieve"]
     ar = [v for v in message.get_all("Authentication-Results") if v.startswith(AUTHSERV)]
     return len(ours), len(ar)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
 
 
 def unfiled(maildir: Path) -> list[str]:

@@ -29,6 +29,7 @@ from classifier.maildir import MaildirName, identity, list_folder, virtual_size
 from classifier.message import Message
 from tests.conftest import ROOT
 from tests.dnsserver import DnsTestServer
+from tests.helpers import group_processes, wait_for
 
 DEMO = ROOT / "examples" / "maildir"
 CONFIG = ROOT / "examples" / "config.toml"
@@ -69,26 +70,6 @@ def drop_all(new: Path, stop: threading.Event, rate: float) -> None:
         else:
             os.rename(tmp / name, new / name)
         time.sleep(1 / rate)
-
-
-def group_alive(pgid: int) -> bool:
-    """Tells whether any process of the group is still running (zombies do not count)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def all_messages(maildir: Path) -> list[Path]:
@@ -152,7 +133,7 @@ def test_every_message_survives_sigkill_exactly_once(
             else:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            wait_for(lambda p=proc: not group_alive(p.pid), 10, "the workers to die")  # type: ignore[misc]
+            wait_for(lambda p=proc: not group_processes(p.pid), 10, "the workers to die")  # type: ignore[misc]
         dropper.join(120)
         proc = start()
         wait_for(lambda: filed_count(maildir) >= TOTAL, 120, "every message to be filed")
