@@ -8,15 +8,15 @@ turns the report into the `AuthFacts` that a policy decides on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.utils import getaddresses
 
 from classifier.arc import ArcResult, check_arc
 from classifier.config import Settings
 from classifier.dkim import DkimSignatureResult, check_dkim, dkim_summary
 from classifier.dmarc import DmarcResult, check_dmarc, from_domains
 from classifier.dns import Resolver
-from classifier.envelope import Envelope, Hints, recover_envelope, strip_angle
+from classifier.envelope import Envelope, Hints, recover_envelope
 from classifier.facts import AuthFacts
+from classifier.fromheader import first_mailbox
 from classifier.message import Message
 from classifier.spf import SpfResult, check_helo_spf, check_spf
 
@@ -67,15 +67,7 @@ def _not_checked(identity: str, envelope: Envelope, reason: str) -> SpfResult:
 
 def first_from_address(message: Message) -> str:
     """Gives the address of the first From mailbox, lower-cased ("" when there is none)."""
-    value = message.get("From")
-    if not value:
-        return ""
-    try:
-        pairs = getaddresses([value])
-    except Exception:  # the email package raises on some hostile input
-        pairs = []
-    addr = next((a for _, a in pairs if a), "") or strip_angle(value.split(",")[0])
-    return addr.strip().lower()
+    return first_mailbox(message.get_all("From"))
 
 
 def run_checks(

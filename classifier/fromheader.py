@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 try:  # IDNA 2008 (RFC 5891) when the idna package is there; Python's IDNA 2003 codec otherwise
     import idna as _idna
@@ -28,8 +28,7 @@ _SPECIALS = "<>,;:@[]"
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
-@dataclass(frozen=True)
-class _Token:
+class _Token(NamedTuple):  # a tuple: built for every token, a frozen dataclass costs 5x
     kind: str  # "atom", "quoted", "special", "literal"
     text: str
     spaced: bool  # whitespace or a comment came right before it
@@ -72,7 +71,9 @@ def _tokens(value: str) -> list[_Token]:
     i, n, spaced = 0, len(value), False
     while i < n:
         ch = value[i]
-        if ch.isspace():
+        if ch.isspace() or ch == ")":
+            # A ")" outside a comment is not RFC 5322; read as a space, it can neither join
+            # nor split an address (and cannot stall this loop).
             spaced, i = True, i + 1
         elif ch == "(":
             depth, i = 1, i + 1
@@ -170,6 +171,35 @@ def _mailbox_ats(unit: list[_Token]) -> list[int]:
             (inside if depth else outside).append(index)
     has_angle = any(t.kind == "special" and t.text == "<" for t in unit)
     return inside if has_angle else outside
+
+
+_LITERAL = re.compile(r"^\[[^\[\]\\@]*\]$")  # RFC 5322 §3.4.1 domain-literal, dtext only
+_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+
+
+def first_mailbox(from_header_values: Iterable[object] | None) -> str:
+    """Gives the first mailbox of the From fields as local@domain, lower-cased, or "".
+
+    Read as `from_domains` reads them, so an allow list meets the very mailbox
+    whose domain DMARC judged; the domain in A-labels, a quoted local part
+    that is not a dot-atom in quotes (RFC 5322 §3.4.1).
+    """
+    for value in from_header_values or []:
+        if value is None:
+            continue
+        unfolded = str(value).replace("\r\n", "").replace("\n", "").replace("\r", "")
+        for unit in _units(_tokens(unfolded)):
+            for at in _mailbox_ats(unit):
+                raw, literal = _domain_after(unit, at)
+                domain = (raw if _LITERAL.match(raw) else "") if literal else normalize_domain(raw)
+                if not domain:
+                    continue
+                local = unit[at - 1]
+                text = local.text
+                if local.kind == "quoted" and not _DOT_ATOM.match(text):
+                    text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                return f"{text}@{domain}".lower()
+    return ""
 
 
 def from_domains(from_header_values: Iterable[object] | None) -> tuple[list[str], str]:

@@ -73,6 +73,24 @@ def test_first_from_address_ignores_display_names_and_comments() -> None:
     assert first_from_address(msg) == "mailer-daemon@isp.example"
 
 
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [
+        # The mailbox DMARC judges, not an address-like display name.
+        ('"boss@bank.example" <Thief@Evil.example>', "thief@evil.example"),
+        ("Team: Ann <ann@a.example>, bob@b.example;", "ann@a.example"),
+        ("Ann <ann@b\xc3\xbccher.example>", "ann@xn--bcher-kva.example"),
+        ('"john doe"@example.com', '"john doe"@example.com'),
+        ('"john.doe"@example.com', "john.doe@example.com"),
+        ("undisclosed-recipients:;", ""),
+        ("news@", ""),
+    ],
+)
+def test_first_from_address_is_the_mailbox_dmarc_reads(value: str, address: str) -> None:
+    msg = Message.parse(b"From: " + value.encode("latin-1") + b"\r\n\r\n")
+    assert first_from_address(msg) == address
+
+
 HOSTILE = {
     "no headers": b"just a body without any header\r\n",
     "empty": b"",
