@@ -1,7 +1,8 @@
 """DKIM verification of every signature of a message (RFC 6376, RFC 8463 Ed25519, RFC 8301).
 
-dkimpy does the canonicalisation and the cryptography; this module decides
-what each signature's result is and why, in RFC 8601 §2.7.1 terms:
+dkimpy parses the header and canonicalises, `dkim_signature` checks the
+cryptography; this module decides what each signature's result is and why,
+in RFC 8601 §2.7.1 terms:
 
 - ``pass``: the signature verifies with an acceptable key and algorithm;
 - ``fail``: it does not verify (header signature or body hash mismatch), or it
@@ -20,7 +21,6 @@ message is allowed to raise out of `check_dkim`.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -31,6 +31,13 @@ from typing import NamedTuple
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from classifier.dkim_signature import (
+    BadSignatureTags,
+    BodyHashMismatch,
+    SignedMessage,
+    public_key,
+    verify,
+)
 from classifier.dns import DnsSession, DnsTempError
 
 MAX_SIGNATURES = 16
@@ -43,9 +50,6 @@ MIN_RSA_BITS = 1024  # RFC 8301 §3.2
 # dkimpy's own leeway for t= and x=, kept so that pinning `now` changes nothing else.
 CLOCK_SLOP = 36_000
 
-# dkimpy logs every failing signature at ERROR; the results carry the reason instead.
-_DKIMPY_LOG = logging.Logger("authsieve.dkimpy")
-_DKIMPY_LOG.disabled = True
 
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
 _TIMESTAMP = re.compile(rb"\d{1,12}")
@@ -239,28 +243,8 @@ def _key_tags(record: bytes) -> dict[bytes, bytes]:
     return parse_tag_value(record)
 
 
-@lru_cache(maxsize=1024)
-def _public_key(name: str, record: bytes) -> tuple[object, int, bytes, bool]:
-    """Gives dkimpy's (key, bits, key type, tlsrpt flag) for a key record; raises as dkimpy does.
-
-    Cached: parsing the key (ASN.1 in pure Python) costs more than the rest of
-    our own checks of a signature, and the same keys sign most mail.  The key
-    objects are only read by the verification.
-    """
-    pk, bits, ktag, tlsrpt = dkim.evaluate_pk(name, record)
-    return pk, int(bits), ktag, bool(tlsrpt)
-
-
-class _Header(NamedTuple):
-    """Every field of the message as dkimpy read it, and their names in lower case."""
-
-    fields: list[list[bytes]]
-    names: list[bytes]
-
-
 def _verify(
-    signer: dkim.DKIM,
-    header: _Header,
+    message: SignedMessage,
     field: list[bytes] | tuple[bytes, bytes],
     tags: dict[bytes, bytes],
     dns: DnsSession,
@@ -286,38 +270,23 @@ def _verify(
         raise _Verdict("permerror", f"no key for {name}")
     testing = _check_key_record(record, tags)
     try:
-        key = _public_key(name, record)
+        key = public_key(name, record)
     except Exception as exc:
         raise _Verdict("permerror", f"unusable key at {name}: {_dkimpy_reason(exc)}") from exc
-    bits = key[1]
-    if tags[b"a"].lower().startswith(b"rsa-") and bits < MIN_RSA_BITS:
+    bits = key.bits
+    if key.ktype == b"rsa" and bits < MIN_RSA_BITS:
         return _Outcome("fail", f"key too short ({bits} bits; RFC 8301 §3.2)", bits, testing)
-    # dkimpy's verify_sig would parse the key again; the parsed one is handed over instead.
-    signer.pk, signer.keysize, signer.ktag, signer.seqtlsrpt = key
-    # dkimpy canonicalises every field for every signature, then picks those h= names
-    # (RFC 6376 §5.4.2); it gets only the fields so named, in order, so it picks the same.
-    wanted = set(signed)
-    signer.headers = [
-        h for h, name in zip(header.fields, header.names, strict=True) if name in wanted
-    ]
     try:
-        ok = signer.verify_sig_process(dict(tags), list(signed), field, None)
-    except dkim.ValidationError as exc:
-        if str(exc).startswith("body hash mismatch"):
-            return _Outcome("fail", "body hash mismatch", bits, testing)
-        return _Outcome("permerror", _dkimpy_reason(exc), bits, testing)
-    except dkim.KeyFormatError as exc:
-        # dkimpy's name for a signature longer than the key's modulus: it cannot verify.
-        return _Outcome(
-            "fail", f"signature does not fit the key: {_dkimpy_reason(exc)}", bits, testing
-        )
+        ok = verify(key, tags, signed, field, message)
+    except BodyHashMismatch:
+        return _Outcome("fail", "body hash mismatch", bits, testing)
+    except BadSignatureTags as exc:
+        return _Outcome("permerror", str(exc), bits, testing)
     except Exception as exc:
         return _Outcome("permerror", _unverifiable(exc), bits, testing)
-    finally:
-        signer.headers = header.fields
     if not ok:
         return _Outcome("fail", "signature did not verify", bits, testing)
-    added = _unsigned_extra_fields(header.names, signed)
+    added = _unsigned_extra_fields(message.names, signed)
     note = f"; unsigned extra {', '.join(added)} field (RFC 6376 §8.15)" if added else ""
     return _Outcome("pass", "signature verified" + note, bits, testing)
 
@@ -366,8 +335,7 @@ def _result(
 
 
 def _check_one(
-    signer: dkim.DKIM,
-    header: _Header,
+    message: SignedMessage,
     index: int,
     field: list[bytes],
     dns: DnsSession,
@@ -386,7 +354,7 @@ def _check_one(
             index, b"", _Outcome("permerror", f"malformed tag list: {_dkimpy_reason(exc)}")
         )
     try:
-        outcome = _verify(signer, header, field, tags, dns, now)
+        outcome = _verify(message, field, tags, dns, now)
     except _Verdict as verdict:
         outcome = _Outcome(verdict.result, verdict.reason)
     except Exception as exc:
@@ -394,23 +362,22 @@ def _check_one(
     return _result(index, value, outcome, tags)
 
 
-def _signer(message: bytes, end: tuple[int, int] | None) -> dkim.DKIM:
-    """Gives dkimpy's verifier for the message without splitting the body into lines.
+def _signed_message(message: bytes, end: tuple[int, int] | None) -> SignedMessage:
+    """Gives the message as dkimpy's parser reads it, without splitting the body into lines.
 
     dkimpy splits the whole message into a list of lines to find the body; for
     a 50 MB message that alone costs more than the message.  Its parser gets
-    the header block only, and the body is handed over as one CRLF string,
-    the form its parser would have produced (RFC 6376 §3.4 works on CRLF lines).
+    the header block only, and the body is taken as one CRLF string, the form
+    its parser would have produced (RFC 6376 §3.4 works on CRLF lines).
     `end` is `header_end(message)`.
     """
     if end is None:
-        return dkim.DKIM(message, logger=_DKIMPY_LOG, minkey=MIN_RSA_BITS)
-    signer = dkim.DKIM(message[: end[1]], logger=_DKIMPY_LOG, minkey=MIN_RSA_BITS)
+        return SignedMessage(*dkim.rfc822_parse(message))
+    fields, _ = dkim.rfc822_parse(message[: end[1]])
     body = message[end[1] :]
     if body.count(b"\n") != body.count(b"\r\n"):
         body = re.sub(rb"\r?\n", b"\r\n", body)
-    signer.body = body
-    return signer
+    return SignedMessage(fields, body)
 
 
 def check_dkim(
@@ -426,10 +393,9 @@ def check_dkim(
     if not field_in_header(message, _SIGNATURE_FIELD, end):
         return ()
     try:
-        signer = _signer(message, end)
-        header = _Header(signer.headers, [h[0].lower() for h in signer.headers])
+        signed = _signed_message(message, end)
         fields = [
-            h for h, n in zip(header.fields, header.names, strict=True) if n == b"dkim-signature"
+            f for f, n in zip(signed.fields, signed.names, strict=True) if n == b"dkim-signature"
         ]
     except Exception as exc:
         found = [v for n, v in header_fields(message) if n.lower() == b"dkim-signature"]
@@ -443,7 +409,7 @@ def check_dkim(
             )
             results.append(_result(index, field[1], _Outcome("policy", skipped)))
             continue
-        results.append(_check_one(signer, header, index, field, dns, clock))
+        results.append(_check_one(signed, index, field, dns, clock))
     return tuple(results)
 
 

@@ -16,6 +16,9 @@ from pathlib import Path
 import dkim
 import pytest
 import yaml
+from dkim.canonicalization import CanonicalizationPolicy
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from classifier.dkim import (
     MAX_SIGNATURES,
@@ -23,6 +26,7 @@ from classifier.dkim import (
     check_dkim,
     dkim_summary,
 )
+from classifier.dkim_signature import _B_VALUE, SignedMessage
 from classifier.dns import DnsSession, Resolver, ServerSource
 from tests.conftest import SUITES, resolver_for, suite_path
 from tests.dnsserver import DnsTestServer, free_udp_port
@@ -559,3 +563,95 @@ def test_to_dict_carries_the_evidence():
         "index": 0,
         "testing": False,
     }
+
+
+# --- our cryptographic step against dkimpy's own verification ----------------------------
+
+EQUIVALENCE_KEYS = [
+    ("2048_testkey.key", "2048_testkey_wo_markers.pub.txt", b"rsa-sha256"),
+    ("1024_testkey.key", "1024_testkey_wo_markers.pub.txt", b"rsa-sha256"),
+    ("ed25519test.key", "ed25519test.dns", b"ed25519-sha256"),
+]
+
+
+def _mutations(message: bytes, rng: random.Random) -> Iterator[tuple[str, bytes]]:
+    """Gives edits a message meets in transit or from an attacker, one at a time."""
+    header, _, body = message.partition(b"\r\n\r\n")
+    yield "unchanged", message
+    yield "subject changed", message.replace(b"Subject: Testing", b"Subject: Testinh")
+    yield "unsigned field added", b"X-Spam: no\r\n" + message
+    yield "second From on top", b"From: evil@example.org\r\n" + message
+    yield "subject refolded", message.replace(b"Subject: Testing", b"Subject:\r\n \t Testing ")
+    yield "body trailing blanks", header + b"\r\n\r\n" + body.replace(b"message.", b"message.  ")
+    yield "body empty lines added", message + b"\r\n\r\n"
+    yield "body changed", message.replace(b"a test", b"a best")
+    b_start = message.index(b" b=") + 3
+    for _ in range(3):
+        at = rng.randrange(b_start, b_start + 40)
+        if message[at : at + 1].isalnum():
+            swapped = b"B" if message[at : at + 1] != b"B" else b"C"
+            yield f"b= octet {at} changed", message[:at] + swapped + message[at + 1 :]
+    at = rng.randrange(len(header))
+    yield f"header octet {at} dropped", message[:at] + message[at + 1 :]
+
+
+@pytest.mark.parametrize(("private", "public", "algorithm"), EQUIVALENCE_KEYS)
+@pytest.mark.parametrize("canon", [b"simple/simple", b"relaxed/relaxed", b"relaxed/simple"])
+def test_verification_agrees_with_dkimpys_own(dns_for, private, public, algorithm, canon):
+    """OpenSSL and libsodium decide as dkimpy's own verifier does, edit by edit."""
+    key = dkimpy_data(private).read_bytes()
+    record = key_file(public)
+    header = dkim.sign(
+        PLAIN,
+        b"sel",
+        b"example.com",
+        key,
+        signature_algorithm=algorithm,
+        canonicalize=tuple(canon.split(b"/")),
+        include_headers=[b"from", b"to", b"subject", b"date"],
+    )
+    rng = random.Random(f"{private}{canon!r}")
+    verdicts = []
+    for what, message in _mutations(crlf(header + PLAIN), rng):
+        (ours,) = check_dkim(message, dns_for({"sel._domainkey.example.com": record}))
+        theirs = dkim.verify(message, dnsfunc=lambda name, timeout=5: record.encode())
+        verdicts.append((what, ours.result == "pass", theirs))
+    assert [v for v in verdicts if v[1] != v[2]] == []
+    assert verdicts[0][1] and sum(v[1] for v in verdicts) < len(verdicts) - 3
+
+
+# Pieces of a signature field, whole tags among them so that b= values turn up often.
+_TAG_PIECES = [b"; b=", b" b =", b"b", b"=", b";", b" ", b"\t", b"\r\n", b"\r\n\t", b"\n", b"\r"]
+_TAG_PIECES += [b"AB+/", b"z", b"0", b"==", b"h=from", b"; bh=", b"v=1"]
+
+
+@settings(max_examples=3000, deadline=None)
+@example(b"; b=AB+/\r\n")
+@example(b" b =\r\n\tAB \r\n z==\t;")
+@given(st.lists(st.sampled_from(_TAG_PIECES), max_size=24).map(b"".join))
+def test_b_value_blanking_matches_dkimpys_pattern(value):
+    """Our pattern for emptying b= takes what dkimpy's RE_BTAG takes, and leaves it nothing."""
+    ours = _B_VALUE.sub(rb"\1", value)
+    assert ours == dkim.RE_BTAG.sub(rb"\1", value)
+    assert dkim.RE_BTAG.sub(rb"\1", ours) == ours
+
+
+def test_fields_and_body_are_canonicalised_once_per_message(dns_for):
+    """Two signatures with one canonicalisation share the work; the results still differ."""
+    rsa = dkimpy_data("test.private").read_bytes()
+    message = signed(PLAIN, b"test", b"example.com", rsa)
+    message = signed(message, b"test", b"example.com", rsa)
+    message = message.replace(b"This is a test", b"This is a fest", 1)
+    (top, bottom) = check_dkim(
+        message, dns_for({"test._domainkey.example.com": key_file("test.txt")})
+    )
+    assert (
+        (top.result, top.reason) == (bottom.result, bottom.reason) == ("fail", "body hash mismatch")
+    )
+    shared = SignedMessage([[b"Subject", b" A  b\r\n"], [b"From", b" x\r\n"]], b"body\r\n")
+    policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    first = shared.canonical_fields(policy, {b"subject"})
+    assert first == [(b"subject", b"A b\r\n")]
+    assert shared.canonical_fields(policy, {b"subject", b"from"})[0] is first[0]
+    assert shared.body_hash(policy, "sha256", None) is shared.body_hash(policy, "sha256", None)
+    assert shared.body_hash(policy, "sha256", b"2") != shared.body_hash(policy, "sha256", None)
