@@ -24,10 +24,10 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import dns.exception
 import dns.flags
@@ -37,6 +37,8 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.zone
+
+from classifier import dns_wire
 
 # A record's value: A/AAAA → address text; TXT → tuple of the character-strings
 # (bytes, unjoined, as SPF needs them); MX → (preference, host); PTR, CNAME,
@@ -94,9 +96,9 @@ class Source(Protocol):
     def lookup(self, qname: str, rdtype: str, timeout: float) -> Answer: ...
 
 
-def _records_from_rrset(rrset: dns.rrset.RRset) -> tuple[Record, ...]:
+def _records(rdatas: Iterable[Any]) -> tuple[Record, ...]:
     out: list[Record] = []
-    for rd in rrset:
+    for rd in rdatas:
         kind = dns.rdatatype.to_text(rd.rdtype)
         if kind in ("A", "AAAA"):
             out.append(str(rd.address))
@@ -107,9 +109,6 @@ def _records_from_rrset(rrset: dns.rrset.RRset) -> tuple[Record, ...]:
         elif kind in ("PTR", "CNAME", "NS"):
             out.append(normalize_name(rd.target.to_text()))
     return tuple(out)
-
-
-EDNS_PAYLOAD = 1232
 
 
 @dataclass(frozen=True)
@@ -151,32 +150,58 @@ class ServerSource:
         return cls(tuple(servers) or (("127.0.0.1", 53),))
 
     def lookup(self, qname: str, rdtype: str, timeout: float) -> Answer:
-        query = _query(qname, rdtype, edns=True)
+        name = dns.name.from_text(qname + ".")
+        kind = dns.rdatatype.from_text(rdtype)
         last = "no nameserver answered"
         for host, port in self.servers:
             try:
-                response, _ = dns.query.udp_with_fallback(query, host, timeout=timeout, port=port)
-                if response.rcode() == dns.rcode.FORMERR and response.edns < 0:
+                # The lean exchange answers the common case; dnspython's takes the rest.
+                reply = dns_wire.ask(name, kind, (host, port), timeout)
+                if reply is None or reply.truncated:
+                    reply = _full_exchange(
+                        qname, rdtype, host, port, timeout, tcp=reply is not None
+                    )
+                elif reply.rcode == dns.rcode.FORMERR and not reply.edns:
                     # A server from before EDNS refuses the OPT record: ask it plainly, with
                     # TCP for what does not fit in 512 octets (RFC 6891 §7).
-                    plain = _query(qname, rdtype, edns=False)
-                    response, _ = dns.query.udp_with_fallback(
-                        plain, host, timeout=timeout, port=port
-                    )
+                    reply = _full_exchange(qname, rdtype, host, port, timeout, edns=False)
             except (dns.exception.Timeout, TimeoutError):
                 last = f"timeout after {timeout:g}s at {host}:{port}"
                 continue
             except (OSError, dns.exception.DNSException) as exc:
                 last = f"{type(exc).__name__} at {host}:{port}: {exc}"
                 continue
-            rcode = response.rcode()
-            if rcode == dns.rcode.NXDOMAIN:
-                return Answer(qname, rdtype, (), nxdomain=True, ttl=_negative_ttl(response))
-            if rcode != dns.rcode.NOERROR:
-                last = f"{dns.rcode.to_text(rcode)} from {host}:{port}"
+            if reply.rcode == dns.rcode.NXDOMAIN:
+                return Answer(qname, rdtype, (), nxdomain=True, ttl=_negative_ttl(reply))
+            if reply.rcode != dns.rcode.NOERROR:
+                last = f"{dns.rcode.to_text(dns.rcode.Rcode.make(reply.rcode))} from {host}:{port}"
                 continue
-            return _answer_from_response(qname, rdtype, response)
+            return _answer_from_reply(qname, rdtype, name, kind, reply)
         raise DnsTempError(qname, rdtype, last)
+
+
+def _full_exchange(
+    qname: str,
+    rdtype: str,
+    host: str,
+    port: int,
+    timeout: float,
+    edns: bool = True,
+    tcp: bool = False,
+) -> dns_wire.Reply:
+    """Asks through dnspython's own exchange: over TCP when asked, else UDP with TCP after TC."""
+    query = _query(qname, rdtype, edns=edns)
+    if tcp:
+        response = dns.query.tcp(query, host, timeout=timeout, port=port)
+    else:
+        response, _ = dns.query.udp_with_fallback(query, host, timeout=timeout, port=port)
+
+    def records(section: list[dns.rrset.RRset]) -> list[dns_wire.Rr]:
+        return [(rrset.name, rrset.rdtype, rrset.ttl, rd) for rrset in section for rd in rrset]
+
+    return dns_wire.Reply(
+        response.rcode(), records(response.answer), records(response.authority), edns=edns
+    )
 
 
 def _query(qname: str, rdtype: str, edns: bool) -> dns.message.Message:
@@ -186,34 +211,39 @@ def _query(qname: str, rdtype: str, edns: bool) -> dns.message.Message:
     DKIM key fits, where the plain 512 octets would make every key lookup a TCP retry.
     """
     if edns:
-        query = dns.message.make_query(qname + ".", rdtype, use_edns=0, payload=EDNS_PAYLOAD)
+        query = dns.message.make_query(
+            qname + ".", rdtype, use_edns=0, payload=dns_wire.EDNS_PAYLOAD
+        )
     else:
         query = dns.message.make_query(qname + ".", rdtype)
     query.flags |= dns.flags.RD
     return query
 
 
-def _negative_ttl(response: dns.message.Message) -> int:
-    for rrset in response.authority:
-        if rrset.rdtype == dns.rdatatype.SOA:
+def _negative_ttl(reply: dns_wire.Reply) -> int:
+    for _, rdtype, ttl, rdata in reply.authority:
+        if rdtype == dns.rdatatype.SOA:
             # RFC 2308 §5: the smaller of the SOA's TTL and its MINIMUM field.
-            return min(int(rrset.ttl), int(rrset[0].minimum), NEGATIVE_TTL)
+            return min(ttl, int(rdata.minimum), NEGATIVE_TTL)
     return NEGATIVE_TTL
 
 
-def _answer_from_response(qname: str, rdtype: str, response: dns.message.Message) -> Answer:
-    """Follows the CNAME chain inside one response to the records of the asked type."""
-    wanted = dns.rdatatype.from_text(rdtype)
-    name = dns.name.from_text(qname + ".")
+def _answer_from_reply(
+    qname: str, rdtype: str, name: dns.name.Name, wanted: int, reply: dns_wire.Reply
+) -> Answer:
+    """Follows the CNAME chain inside one reply to the records of the asked type."""
     for _ in range(MAX_CNAME_CHAIN):
-        rrset = response.get_rrset(response.answer, name, dns.rdataclass.IN, wanted)
-        if rrset is not None:
-            return Answer(qname, rdtype, _records_from_rrset(rrset), ttl=int(rrset.ttl))
-        cname = response.get_rrset(response.answer, name, dns.rdataclass.IN, dns.rdatatype.CNAME)
+        found = [rr for rr in reply.answer if rr[1] == wanted and rr[0] == name]
+        if found:
+            rdatas = list(dict.fromkeys(rr[3] for rr in found))  # an RRset holds no duplicates
+            return Answer(qname, rdtype, _records(rdatas), ttl=min(rr[2] for rr in found))
+        cname = next(
+            (rr for rr in reply.answer if rr[1] == dns.rdatatype.CNAME and rr[0] == name), None
+        )
         if cname is None or wanted == dns.rdatatype.CNAME:
             break
-        name = cname[0].target
-    return Answer(qname, rdtype, (), ttl=_negative_ttl(response))
+        name = cname[3].target
+    return Answer(qname, rdtype, (), ttl=_negative_ttl(reply))
 
 
 class ZoneSource:
@@ -242,7 +272,7 @@ class ZoneSource:
                 kind = dns.rdatatype.to_text(rdataset.rdtype)
                 rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype)
                 rrset.update(rdataset)
-                per_type[kind] = _records_from_rrset(rrset)
+                per_type[kind] = _records(rrset)
                 self._ttls[(owner, kind)] = int(rdataset.ttl)
         self._names = frozenset(self._nodes)
 

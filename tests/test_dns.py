@@ -5,18 +5,27 @@ Both sources read the same zone text and must give the same answers.
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dns.message
+import dns.name
+import dns.rdatatype
+import dns.rrset
 import pytest
 
+from classifier import dns_wire
 from classifier.dns import (
     Answer,
     DnsTempError,
     Resolver,
     ServerSource,
     ZoneSource,
+    _answer_from_reply,
+    _full_exchange,
     make_resolver,
     reverse_name,
 )
@@ -438,3 +447,90 @@ def test_concurrent_misses_on_one_name_send_one_query(dns_server) -> None:  # ty
         t.join()
     assert len(answers) == 8 and len(set(answers)) == 1
     assert server.queries[("burst.example.", "TXT")] == 1
+
+
+# --- the lean UDP exchange (classifier/dns_wire.py) against dnspython's own ------------
+
+
+def test_lean_exchange_reads_replies_as_dnspython_does(fresh: DnsTestServer) -> None:
+    """Record for record, in order, with the same TTL: the lean reader and dnspython agree."""
+    host, port = fresh.address.split(":")
+    source = ServerSource.from_spec(fresh.address)
+    for qname, rdtype in [*QUESTIONS, ("broken.example.com", "A")]:
+        qname = qname.lower().rstrip(".")
+        name, kind = dns.name.from_text(qname + "."), dns.rdatatype.from_text(rdtype)
+        full = _full_exchange(qname, rdtype, host, int(port), 2)
+        lean = dns_wire.ask(name, kind, (host, int(port)), 2)
+        assert lean is not None, (qname, rdtype)
+        if rdtype == "TXT" and qname.startswith("huge"):
+            assert lean.truncated and not lean.answer
+            continue
+        assert (lean.rcode, lean.answer, lean.authority) == (
+            full.rcode,
+            full.answer,
+            full.authority,
+        ), (qname, rdtype)
+        if full.rcode in (0, 3):
+            assert source.lookup(qname, rdtype, 2) == (
+                _answer_from_reply(qname, rdtype, name, kind, full)
+                if full.rcode == 0
+                else Answer(qname, rdtype, (), nxdomain=True, ttl=300)
+            ), (qname, rdtype)
+
+
+def test_stray_and_forged_datagrams_do_not_answer_the_query() -> None:
+    """Only the reply from the server asked, with our ID and our question, is read (RFC 5452)."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    forger.bind(("127.0.0.1", 0))
+
+    def respond() -> None:
+        wire, client = server.recvfrom(65535)
+        query = dns.message.from_wire(wire)
+
+        def reply(address: str, qid: int | None = None, qname: str | None = None) -> bytes:
+            asked = dns.message.make_query(qname, "A") if qname else query
+            response = dns.message.make_response(asked)
+            response.id = query.id if qid is None else qid
+            name = asked.question[0].name
+            response.answer.append(dns.rrset.from_text(name, 300, "IN", "A", address))
+            return response.to_wire()
+
+        forger.sendto(reply("203.0.113.1"), client)  # right ID, wrong source port
+        server.sendto(reply("203.0.113.2", qid=(query.id + 1) % 65536), client)  # wrong ID
+        server.sendto(reply("203.0.113.3", qname="other.example."), client)  # other question
+        server.sendto(b"\x00", client)  # not DNS at all
+        server.sendto(reply("192.0.2.1"), client)
+
+    thread = threading.Thread(target=respond)
+    thread.start()
+    try:
+        answer = ServerSource((("127.0.0.1", server.getsockname()[1]),)).lookup(
+            "mail.example.com", "A", 2
+        )
+    finally:
+        thread.join(5)
+        server.close()
+        forger.close()
+    assert answer.records == ("192.0.2.1",)
+
+
+def test_a_server_that_never_answers_our_question_times_out() -> None:
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+
+    def respond() -> None:
+        wire, client = server.recvfrom(65535)
+        server.sendto(wire, client)  # the query itself echoed back: not a response
+
+    thread = threading.Thread(target=respond)
+    thread.start()
+    try:
+        with pytest.raises(DnsTempError, match=r"timeout after 0\.3s"):
+            Resolver(ServerSource((("127.0.0.1", server.getsockname()[1]),)), timeout=0.3).query(
+                "mail.example.com", "A"
+            )
+    finally:
+        thread.join(5)
+        server.close()
