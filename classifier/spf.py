@@ -170,7 +170,9 @@ def _domain_problem(domain: str) -> tuple[str, str]:
         domain = domain[:-1]
     if not domain:
         return "", "there is no domain"
-    if domain.startswith("[") or _client_ip(domain) is not None:
+    # Only digits and dots, or a colon, can make an address (a name holds no colon).
+    literal = ":" in domain or domain.replace(".", "").isdigit()
+    if domain.startswith("[") or (literal and _client_ip(domain) is not None):
         return "", f"{_printable(domain)!r} is an address literal, not a domain"
     if not domain.isascii():
         try:

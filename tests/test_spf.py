@@ -356,7 +356,9 @@ def test_helo_check_fails_a_host_the_helo_domain_does_not_list(server: DnsTestSe
     assert (r.result, r.identity, r.mechanism) == ("fail", "helo", "-all")
 
 
-@pytest.mark.parametrize("helo", ["[192.0.2.77]", "192.0.2.77", "[IPv6:2001:db8::1]"])
+@pytest.mark.parametrize(
+    "helo", ["[192.0.2.77]", "192.0.2.77", "[IPv6:2001:db8::1]", "2001:db8::1", "IPv6:2001:db8::1"]
+)
 def test_helo_check_with_ip_literal_is_none_without_dns(server: DnsTestServer, helo: str) -> None:
     r = check_helo_spf("192.0.2.77", helo, _session(server))
     assert (r.result, r.domain) == ("none", "")
