@@ -261,7 +261,7 @@ def _verify(
     _check_times(tags, now)
     if tags[b"a"].lower() == b"rsa-sha1":
         raise _Verdict("fail", "rsa-sha1 not allowed (RFC 8301 §3.1)")
-    name = f"{_text(tags[b's'])}._domainkey.{_text(tags[b'd'])}"
+    name = _key_name(tags)
     try:
         record = dkimpy_txt_lookup(dns)(name)
     except DkimKeyTempError as exc:
@@ -334,32 +334,39 @@ def _result(
     )
 
 
+def _read_tags(value: bytes) -> dict[bytes, bytes] | _Outcome:
+    """Gives the tags of a signature field, or the permerror outcome when they cannot be read."""
+    if len(value) > MAX_SIGNATURE_OCTETS:
+        return _Outcome("permerror", f"header too long ({len(value)} octets)")
+    try:
+        return parse_tag_value(value)
+    except Exception as exc:
+        return _Outcome("permerror", f"malformed tag list: {_dkimpy_reason(exc)}")
+
+
+def _key_name(tags: dict[bytes, bytes]) -> str:
+    """Gives the name of the key record a signature names (RFC 6376 §3.6.2.1)."""
+    return f"{_text(tags[b's'])}._domainkey.{_text(tags[b'd'])}"
+
+
 def _check_one(
     message: SignedMessage,
     index: int,
     field: list[bytes],
+    tags: dict[bytes, bytes] | _Outcome,
     dns: DnsSession,
     now: float,
 ) -> DkimSignatureResult:
     """Gives the result of the signature field at `index`, whatever its content."""
-    value = field[1]
-    if len(value) > MAX_SIGNATURE_OCTETS:
-        return _result(
-            index, value, _Outcome("permerror", f"header too long ({len(value)} octets)")
-        )
-    try:
-        tags = parse_tag_value(value)
-    except Exception as exc:
-        return _result(
-            index, b"", _Outcome("permerror", f"malformed tag list: {_dkimpy_reason(exc)}")
-        )
+    if isinstance(tags, _Outcome):
+        return _result(index, field[1], tags)  # the evidence reads what it can of the field
     try:
         outcome = _verify(message, field, tags, dns, now)
     except _Verdict as verdict:
         outcome = _Outcome(verdict.result, verdict.reason)
     except Exception as exc:
         outcome = _Outcome("permerror", _unverifiable(exc))
-    return _result(index, value, outcome, tags)
+    return _result(index, field[1], outcome, tags)
 
 
 def _signed_message(message: bytes, end: tuple[int, int] | None) -> SignedMessage:
@@ -380,8 +387,47 @@ def _signed_message(message: bytes, end: tuple[int, int] | None) -> SignedMessag
     return SignedMessage(fields, body)
 
 
-def check_dkim(
-    message: bytes, dns: DnsSession, now: float | None = None
+@dataclass(frozen=True)
+class Signatures:
+    """The DKIM-Signature fields of a message, read once for the key lookups and the checks.
+
+    `unreadable` says why dkimpy could not read the header block ("" when it
+    could); each signature then gets a permerror with that reason.
+    """
+
+    message: SignedMessage | None
+    fields: tuple[list[bytes], ...]
+    tags: tuple[dict[bytes, bytes] | _Outcome, ...]
+    unreadable: str = ""
+
+    def key_names(self) -> list[str]:
+        """Gives the key record names the verified signatures will look up, in order."""
+        return [
+            _key_name(tags)
+            for tags in self.tags[:MAX_SIGNATURES]
+            if isinstance(tags, dict) and b"s" in tags and b"d" in tags
+        ]
+
+
+def read_signatures(message: bytes) -> Signatures:
+    """Gives the message's DKIM-Signature fields with their tags (none when unsigned)."""
+    end = header_end(message)
+    if not field_in_header(message, _SIGNATURE_FIELD, end):
+        return Signatures(None, (), ())
+    try:
+        signed = _signed_message(message, end)
+    except Exception as exc:
+        found = [[n, v] for n, v in header_fields(message) if n.lower() == b"dkim-signature"]
+        reason = f"message header not parseable: {_dkimpy_reason(exc)[:120]}"
+        return Signatures(None, tuple(found), (), reason)
+    fields = tuple(
+        f for f, n in zip(signed.fields, signed.names, strict=True) if n == b"dkim-signature"
+    )
+    return Signatures(signed, fields, tuple(_read_tags(f[1]) for f in fields[:MAX_SIGNATURES]))
+
+
+def verify_signatures(
+    signatures: Signatures, dns: DnsSession, now: float | None = None
 ) -> tuple[DkimSignatureResult, ...]:
     """Gives one result per DKIM-Signature, top first; () when unsigned (RFC 6376 §6.1).
 
@@ -389,28 +435,27 @@ def check_dkim(
     the current time.
     """
     clock = time.time() if now is None else now
-    end = header_end(message)
-    if not field_in_header(message, _SIGNATURE_FIELD, end):
-        return ()
-    try:
-        signed = _signed_message(message, end)
-        fields = [
-            f for f, n in zip(signed.fields, signed.names, strict=True) if n == b"dkim-signature"
-        ]
-    except Exception as exc:
-        found = [v for n, v in header_fields(message) if n.lower() == b"dkim-signature"]
-        reason = f"message header not parseable: {_dkimpy_reason(exc)[:120]}"
-        return tuple(_result(i, v, _Outcome("permerror", reason)) for i, v in enumerate(found))
+    if signatures.message is None:
+        outcome = _Outcome("permerror", signatures.unreadable)
+        return tuple(_result(i, f[1], outcome) for i, f in enumerate(signatures.fields))
     results = []
-    for index, field in enumerate(fields):
+    for index, field in enumerate(signatures.fields):
         if index >= MAX_SIGNATURES:
             skipped = (
                 f"not verified: only the first {MAX_SIGNATURES} signatures are (RFC 6376 §6.1)"
             )
             results.append(_result(index, field[1], _Outcome("policy", skipped)))
             continue
-        results.append(_check_one(signed, index, field, dns, clock))
+        tags = signatures.tags[index]
+        results.append(_check_one(signatures.message, index, field, tags, dns, clock))
     return tuple(results)
+
+
+def check_dkim(
+    message: bytes, dns: DnsSession, now: float | None = None
+) -> tuple[DkimSignatureResult, ...]:
+    """Gives one result per DKIM-Signature, top first; () when unsigned (RFC 6376 §6.1)."""
+    return verify_signatures(read_signatures(message), dns, now)
 
 
 # The order in which a single word sums up several signatures: any pass is enough for

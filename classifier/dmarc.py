@@ -405,6 +405,15 @@ def _failed(word: str, mode: str, reason: str, from_domain: str = "") -> DmarcRe
     return DmarcResult(word, "", from_domain, "", False, False, "", mode, "", "", False, reason)
 
 
+def record_names(from_header_values: Iterable[object] | None) -> list[str]:
+    """Gives the names whose records the check reads first: _dmarc of each Author Domain."""
+    domains, error = from_domains([v for v in (from_header_values or []) if v is not None])
+    distinct = list(dict.fromkeys(domains))
+    if error or len(distinct) > MAX_AUTHOR_DOMAINS:
+        return []  # the check ends before any lookup
+    return [f"_dmarc.{d}" for d in distinct]
+
+
 def check_dmarc(
     from_header_values: Iterable[object] | None,
     spf_result: str,

@@ -4,7 +4,8 @@ Every query authsieve makes (SPF, DKIM keys, ARC keys, DMARC records, reverse
 DNS) goes through a `Resolver`.  A resolver has exactly one `Source`:
 
 - `ServerSource`: one or more nameservers (``--dns-server HOST:PORT`` or the
-  system's resolv.conf), queried over UDP with TCP fallback on truncation;
+  system's resolv.conf), queried over UDP with TCP fallback on truncation
+  (`dns_wire` reads the common reply, dnspython's exchange the rest);
 - `ZoneSource`: a zone file held in memory (``--dns-zone FILE``), answering
   authoritatively, so the demo and the tests run without any network.
 
@@ -93,7 +94,13 @@ def normalize_name(name: str) -> str:
 class Source(Protocol):
     """Where answers come from."""
 
-    def lookup(self, qname: str, rdtype: str, timeout: float) -> Answer: ...
+    def lookup(
+        self, qname: str, rdtype: str, timeout: float, sent: dns_wire.Pending | None = None
+    ) -> Answer: ...
+
+    def send(self, qname: str, rdtype: str, timeout: float) -> dns_wire.Pending | None:
+        """Sends the query ahead for `lookup` to read (None: this source answers at once)."""
+        ...
 
 
 def _records(rdatas: Iterable[Any]) -> tuple[Record, ...]:
@@ -149,14 +156,28 @@ class ServerSource:
             pass
         return cls(tuple(servers) or (("127.0.0.1", 53),))
 
-    def lookup(self, qname: str, rdtype: str, timeout: float) -> Answer:
+    def send(self, qname: str, rdtype: str, timeout: float) -> dns_wire.Pending | None:
+        """Sends the query to the first nameserver now; `lookup` reads the reply."""
+        try:
+            name = dns.name.from_text(qname + ".")
+            return dns_wire.Pending(name, dns.rdatatype.from_text(rdtype), self.servers[0], timeout)
+        except (OSError, dns.exception.DNSException):
+            return None  # `lookup` asks again, and says why when it fails
+
+    def lookup(
+        self, qname: str, rdtype: str, timeout: float, sent: dns_wire.Pending | None = None
+    ) -> Answer:
+        """Gives the answer, reading `sent` (from `send`) for the first nameserver."""
         name = dns.name.from_text(qname + ".")
         kind = dns.rdatatype.from_text(rdtype)
         last = "no nameserver answered"
         for host, port in self.servers:
             try:
                 # The lean exchange answers the common case; dnspython's takes the rest.
-                reply = dns_wire.ask(name, kind, (host, port), timeout)
+                if sent is not None and sent.server == (host, port):
+                    reply = sent.receive()
+                else:
+                    reply = dns_wire.ask(name, kind, (host, port), timeout)
                 if reply is None or reply.truncated:
                     reply = _full_exchange(
                         qname, rdtype, host, port, timeout, tcp=reply is not None
@@ -288,7 +309,13 @@ class ZoneSource:
         suffix = "." + owner
         return any(n.endswith(suffix) for n in self._names)
 
-    def lookup(self, qname: str, rdtype: str, timeout: float) -> Answer:
+    def send(self, qname: str, rdtype: str, timeout: float) -> None:
+        """Nothing to send ahead: the zone answers at once."""
+        return None
+
+    def lookup(
+        self, qname: str, rdtype: str, timeout: float, sent: dns_wire.Pending | None = None
+    ) -> Answer:
         owner = qname
         for _ in range(MAX_CNAME_CHAIN):
             per_type = self._nodes.get(owner, {})
@@ -299,6 +326,29 @@ class ZoneSource:
                 continue
             break
         return Answer(qname, rdtype, (), nxdomain=not self._exists(owner))
+
+
+Key = tuple[str, str]  # (normalized name, type), as the cache keeps them
+
+
+def _key(qname: str, rdtype: str) -> Key:
+    """Gives the cache key of a question; raises ValueError for an unsupported type."""
+    qname = normalize_name(qname)
+    rdtype = rdtype.upper()
+    if rdtype not in SUPPORTED_TYPES:
+        raise ValueError(f"unsupported query type {rdtype}")
+    if not _PLAIN_NAME.match(qname):
+        try:
+            # One spelling for every source: A-labels, odd octets as \DDD (as ZoneSource).
+            qname = normalize_name(dns.name.from_text(qname + ".").to_text()) if qname else ""
+        except (dns.exception.DNSException, UnicodeError, ValueError):
+            qname = ""  # not a name the DNS can hold
+    return qname, rdtype
+
+
+def _holdable(qname: str) -> bool:
+    """Tells whether the DNS can hold the name (RFC 1035 §2.3.4); elsewhere nothing exists."""
+    return bool(qname) and len(qname) <= 253 and all(0 < len(x) <= 63 for x in qname.split("."))
 
 
 @dataclass
@@ -318,37 +368,24 @@ class Resolver:
     )
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _inflight: dict[tuple[str, str], threading.Event] = field(default_factory=dict, repr=False)
+    _sent: dict[tuple[str, str], dns_wire.Pending] = field(default_factory=dict, repr=False)
 
     def query(self, qname: str, rdtype: str, timeout: float | None = None) -> Answer:
         """Gives the answer for (qname, rdtype); raises DnsTempError on a temporary failure."""
-        qname = normalize_name(qname)
-        rdtype = rdtype.upper()
-        if rdtype not in SUPPORTED_TYPES:
-            raise ValueError(f"unsupported query type {rdtype}")
-        if not _PLAIN_NAME.match(qname):
-            try:
-                # One spelling for every source: A-labels, odd octets as \DDD (as ZoneSource).
-                qname = normalize_name(dns.name.from_text(qname + ".").to_text()) if qname else ""
-            except (dns.exception.DNSException, UnicodeError, ValueError):
-                return Answer(qname, rdtype, (), nxdomain=True)  # not a name the DNS can hold
-        key = (qname, rdtype)
+        key = _key(qname, rdtype)
         now = self.clock()
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and hit[0] > now:
                 self._cache.move_to_end(key)
                 return hit[1]
-        if (
-            not qname
-            or len(qname) > 253
-            or any(len(lbl) > 63 or not lbl for lbl in qname.split("."))
-        ):
-            # Not a name the DNS can hold: nothing exists there.
-            return Answer(qname, rdtype, (), nxdomain=True)
+        if not _holdable(key[0]):
+            return Answer(key[0], key[1], (), nxdomain=True)  # nothing exists there
         wait = self.timeout if timeout is None else timeout
         with self._lock:
-            pending = self._inflight.get(key)
-            if pending is None:
+            sent = self._sent.pop(key, None)
+            pending = None if sent is not None else self._inflight.get(key)
+            if sent is None and pending is None:
                 self._inflight[key] = threading.Event()
         if pending is not None:
             # Another thread is asking the same question (a burst from one sender in a
@@ -359,13 +396,64 @@ class Resolver:
             if hit is not None:
                 return hit[1]
             return self._ask(key, wait, now, owner=False)  # it failed: ask ourselves
-        return self._ask(key, wait, now, owner=True)
+        return self._ask(key, wait, now, owner=True, sent=sent)
 
-    def _ask(self, key: tuple[str, str], timeout: float, now: float, owner: bool) -> Answer:
-        try:
+    def send_ahead(self, questions: Iterable[tuple[str, str]], timeout: float) -> list[Key]:
+        """Sends the queries of questions not cached nor on their way; gives their keys.
+
+        The first `query` for such a question reads its reply, whichever thread
+        asks; `forget` closes those that no one asked for.
+        """
+        sent = []
+        now = self.clock()
+        for qname, rdtype in questions:
+            try:
+                key = _key(qname, rdtype)
+            except ValueError:
+                continue
             with self._lock:
+                hit = self._cache.get(key)
+                if (hit is not None and hit[0] > now) or key in self._inflight:
+                    continue
+                if not _holdable(key[0]):
+                    continue
+                self._inflight[key] = threading.Event()
+            try:
+                pending = self.source.send(key[0], key[1], timeout)
+            except Exception:  # the question is asked again in `query`, which says what failed
+                pending = None
+            with self._lock:
+                if pending is None:
+                    self._inflight.pop(key).set()
+                    continue
                 self.queries_sent += 1
-            answer = self.source.lookup(key[0], key[1], timeout)
+                self._sent[key] = pending
+            sent.append(key)
+        return sent
+
+    def forget(self, keys: Iterable[Key]) -> None:
+        """Closes the queries sent ahead for these keys that no one has read."""
+        for key in keys:
+            with self._lock:
+                pending = self._sent.pop(key, None)
+                if pending is not None:
+                    self._inflight.pop(key).set()
+            if pending is not None:
+                pending.close()
+
+    def _ask(
+        self,
+        key: Key,
+        timeout: float,
+        now: float,
+        owner: bool,
+        sent: dns_wire.Pending | None = None,
+    ) -> Answer:
+        try:
+            if sent is None:
+                with self._lock:
+                    self.queries_sent += 1
+            answer = self.source.lookup(key[0], key[1], timeout, sent)
             with self._lock:
                 self._cache[key] = (now + answer.ttl, answer)
                 self._cache.move_to_end(key)
@@ -391,6 +479,7 @@ class DnsSession:
     queries: int = 0
     _started: float | None = None
     _memo: dict[tuple[str, str], Answer | DnsTempError] = field(default_factory=dict, repr=False)
+    _ahead: list[Key] = field(default_factory=list, repr=False)
 
     def query(self, qname: str, rdtype: str) -> Answer:
         """Gives the answer for (qname, rdtype); DnsTempError also once the budget is spent."""
@@ -414,6 +503,26 @@ class DnsSession:
             raise
         self._memo[key] = answer
         return answer
+
+    def send_ahead(self, questions: Iterable[tuple[str, str]]) -> None:
+        """Sends the queries the checks will ask first, so that their round trips overlap.
+
+        Nothing is counted or remembered until a check asks (`query`); `close`
+        stops waiting for those that no check asked.
+        """
+        clock = self.resolver.clock
+        if self._started is None:
+            self._started = clock()
+        remaining = self.budget - (clock() - self._started)
+        if remaining > 0:
+            fresh = [q for q in questions if (normalize_name(q[0]), q[1].upper()) not in self._memo]
+            timeout = min(self.resolver.timeout, remaining)
+            self._ahead.extend(self.resolver.send_ahead(fresh, timeout))
+
+    def close(self) -> None:
+        """Ends the session: queries sent ahead that no check asked are no longer waited for."""
+        self.resolver.forget(self._ahead)
+        self._ahead.clear()
 
     def txt(self, qname: str) -> list[str]:
         """Gives the TXT records at qname, each joined into one string."""

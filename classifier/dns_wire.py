@@ -135,6 +135,73 @@ def _same_host(got: str, asked: str) -> bool:
         return False
 
 
+class Pending:
+    """A query on its way: sent from its own socket, its reply read by `receive`.
+
+    Sending several before reading any lets their round trips overlap (a
+    message's DKIM keys, DMARC record and SPF records are known at once).
+    A new socket per query keeps the source port random (RFC 5452 §9.2), as
+    dnspython does.
+    """
+
+    def __init__(
+        self,
+        qname: dns.name.Name,
+        rdtype: int,
+        server: tuple[str, int],
+        timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.qname = qname
+        self.rdtype = rdtype
+        self.server = server
+        self.timeout = timeout
+        self._clock = clock
+        self._id = secrets.randbits(16)
+        wire = (
+            _HEADER.pack(self._id, _RD, 1, 0, 0, 1)
+            + cast(bytes, qname.to_wire())  # bytes, as no file is given
+            + _QTAIL.pack(rdtype, _IN)
+            + _OPT
+        )
+        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self._sock.setblocking(False)
+            self._deadline = clock() + timeout
+            self._sock.sendto(wire, server)
+        except OSError:
+            self._sock.close()
+            raise
+
+    def receive(self) -> Reply | None:
+        """Gives the reply (None: use the full path), and closes the socket.
+
+        Raises TimeoutError when no matching reply came by the deadline.
+        """
+        try:
+            while True:
+                left = self._deadline - self._clock()
+                if left <= 0 or not select.select([self._sock], [], [], left)[0]:
+                    raise TimeoutError(f"no reply in {self.timeout:g}s")
+                try:
+                    data, source = self._sock.recvfrom(65535)
+                except BlockingIOError:
+                    continue
+                if source[1] != self.server[1] or not _same_host(source[0], self.server[0]):
+                    continue  # not from the server we asked (RFC 5452 §4.1)
+                try:
+                    return parse_reply(data, self._id, self.qname, self.rdtype)
+                except ValueError:
+                    continue
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stops waiting for the reply (a query sent ahead that no check needed)."""
+        self._sock.close()
+
+
 def ask(
     qname: dns.name.Name,
     rdtype: int,
@@ -142,35 +209,9 @@ def ask(
     timeout: float,
     clock: Callable[[], float] = time.monotonic,
 ) -> Reply | None:
-    """Sends one EDNS query from a fresh socket and gives the reply (None: use the full path).
+    """Sends one EDNS query and gives the reply (None: use the full path).
 
     Raises TimeoutError when no matching reply came in time, OSError when
-    the network refuses.  A new socket per query keeps the source port random
-    (RFC 5452 §9.2), as dnspython does.
+    the network refuses.
     """
-    query_id = secrets.randbits(16)
-    wire = (
-        _HEADER.pack(query_id, _RD, 1, 0, 0, 1)
-        + cast(bytes, qname.to_wire())  # bytes, as no file is given
-        + _QTAIL.pack(rdtype, _IN)
-        + _OPT
-    )
-    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
-    deadline = clock() + timeout
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
-        sock.sendto(wire, server)
-        while True:
-            left = deadline - clock()
-            if left <= 0 or not select.select([sock], [], [], left)[0]:
-                raise TimeoutError(f"no reply in {timeout:g}s")
-            try:
-                data, source = sock.recvfrom(65535)
-            except BlockingIOError:
-                continue
-            if source[1] != server[1] or not _same_host(source[0], server[0]):
-                continue  # not from the server we asked (RFC 5452 §4.1)
-            try:
-                return parse_reply(data, query_id, qname, rdtype)
-            except ValueError:
-                continue
+    return Pending(qname, rdtype, server, timeout, clock).receive()

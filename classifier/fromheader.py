@@ -218,21 +218,39 @@ def from_domains(from_header_values: Iterable[object] | None) -> tuple[list[str]
     domains: list[str] = []
     problems: list[str] = []
     for value in values:
-        unfolded = value.replace("\r\n", "").replace("\n", "").replace("\r", "")
-        found_here = False
-        for unit in _units(_tokens(unfolded)):
-            for at in _mailbox_ats(unit):
-                raw, literal = _domain_after(unit, at)
-                domain = None if literal else normalize_domain(raw)
-                if domain is None:
-                    what = "an address literal" if literal else "not a domain name"
-                    problems.append(f"{raw or '(empty)'} is {what}")
-                    continue
-                domains.append(domain)
-                found_here = True
-        if not found_here and not problems:
-            shown = unfolded.strip()[:200]
+        found, trouble, shown = _read_from_value(value)
+        domains += found
+        problems += trouble
+        if not found and not problems:
             problems.append(f"no address with a domain in From: {shown}" if shown else "empty From")
     if domains:
         return domains, ""
     return [], "; ".join(problems) or "no address with a domain in From"
+
+
+def _read_from_value(value: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """Gives the domains of one From value, what is wrong with it, and its text to show.
+
+    Values of a line's length are cached (a message's checks read its From
+    twice, and senders repeat theirs); longer ones would make the cache large.
+    """
+    return _read_short(value) if len(value) <= 998 else _read_any(value)
+
+
+def _read_any(value: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    unfolded = value.replace("\r\n", "").replace("\n", "").replace("\r", "")
+    domains: list[str] = []
+    problems: list[str] = []
+    for unit in _units(_tokens(unfolded)):
+        for at in _mailbox_ats(unit):
+            raw, literal = _domain_after(unit, at)
+            domain = None if literal else normalize_domain(raw)
+            if domain is None:
+                what = "an address literal" if literal else "not a domain name"
+                problems.append(f"{raw or '(empty)'} is {what}")
+                continue
+            domains.append(domain)
+    return tuple(domains), tuple(problems), unfolded.strip()[:200]
+
+
+_read_short = lru_cache(maxsize=1024)(_read_any)

@@ -246,6 +246,23 @@ def _evaluate(
     )
 
 
+def record_domains(mail_from: str | None, helo: str) -> list[str]:
+    """Gives the domains whose SPF records the HELO and MAIL FROM checks read first."""
+    out = []
+    helo_domain, problem = _domain_problem(helo.strip())
+    if not problem:
+        out.append(helo_domain)
+    sender = (mail_from or "").strip()
+    if sender.startswith("<") and sender.endswith(">"):
+        sender = sender[1:-1].strip()
+    if sender:
+        _, at, domain = sender.partition("@")
+        domain, problem = _domain_problem(domain if at else sender)
+        if not problem and domain not in out:
+            out.append(domain)
+    return out
+
+
 def check_helo_spf(client_ip: str, helo: str, dns: DnsSession, receiver: str = "") -> SpfResult:
     """Gives the SPF result for the HELO identity, postmaster@HELO (RFC 7208 §2.3).
 

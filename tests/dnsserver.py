@@ -59,6 +59,7 @@ class DnsTestServer:
         self.servfail = {dns.name.from_text(n) for n in servfail}
         self.edns = edns  # False: answer FORMERR to a query with EDNS, as old servers do
         self.queries: Counter[tuple[str, str]] = Counter()
+        self.log: list[tuple[str, str]] = []  # every question, in the order it came in
         # The zone never changes: each distinct question is answered once, and a repeat gets
         # the same reply with its own ID (keyed by the query after the ID: flags, question,
         # EDNS).  A benchmark then times the client, not this server's Python.
@@ -135,6 +136,7 @@ class DnsTestServer:
     def reset_counts(self) -> None:
         with self._lock:
             self.queries.clear()
+            self.log.clear()
 
     def stop(self) -> None:
         self._stopping = True
@@ -152,6 +154,7 @@ class DnsTestServer:
             known = self._replies.get(key)
             if known is not None:
                 self.queries[known[0]] += 1
+                self.log.append(known[0])
         if known is not None:
             return wire[:2] + known[1][2:]
         reply, question = self._answer(wire, udp)
@@ -180,6 +183,7 @@ class DnsTestServer:
         asked = (question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))
         with self._lock:
             self.queries[asked] += 1
+            self.log.append(asked)
         if question.name in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
             return response.to_wire(), asked

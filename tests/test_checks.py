@@ -183,3 +183,47 @@ def test_50_mb_body_is_checked_within_3x_its_size(
     assert "['pass']" in dkim_results  # the body hash was computed over all 50 MB
     # The message is read into memory once (1x); the checks may add at most 2x more.
     assert grown < 2 * len(data), f"grew {grown / 2**20:.0f} MiB for {len(data) / 2**20:.0f} MiB"
+
+
+def _signed(data: bytes, algorithm: bytes = b"rsa-sha256", selector: bytes = b"test") -> bytes:
+    key = suite_path("dkim", "dkimpy-data", "test.private").read_bytes()
+    header, _, rest = data.partition(b"From:")
+    body = b"From:" + rest
+    sig = dkim.sign(body, selector, b"example.com", key, signature_algorithm=algorithm)
+    return header + sig + body
+
+
+def test_first_records_of_every_check_are_asked_together(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    """DKIM key, DMARC record and both SPF records go out before any reply is read."""
+    key = suite_path("dkim", "dkimpy-data", "test.txt").read_text().strip()
+    server = dns_server(ZONE + f'test._domainkey.example.com. TXT "{key}"\n')
+    data = _signed(HOP + b"From: News <news@example.com>\r\nSubject: x\r\n\r\nHello\r\n")
+    resolver = resolver_for(server)
+    report = run_checks(data, SETTINGS, resolver)
+    assert (report.spf.result, report.dkim_result, report.dmarc.result) == ("pass",) * 3
+    first = [
+        ("test._domainkey.example.com.", "TXT"),
+        ("_dmarc.example.com.", "TXT"),
+        ("mail.example.com.", "TXT"),  # the HELO name
+        ("example.com.", "TXT"),  # the MAIL FROM domain
+    ]
+    assert server.log == [*first, ("_spf.example.com.", "TXT")]  # the include comes after
+    assert report.dns_queries == len(server.log)
+    run_checks(data, SETTINGS, resolver)
+    assert len(server.log) == 5  # all cached: nothing is sent ahead again
+
+
+def test_a_key_sent_for_but_never_looked_up_is_asked_once_and_let_go(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    server = dns_server(ZONE)
+    # rsa-sha1 fails before its key is looked up (RFC 8301): the query sent ahead is unused.
+    data = _signed(HOP + b"From: news@example.com\r\n\r\nHello\r\n", b"rsa-sha1", b"old")
+    resolver = resolver_for(server)
+    report = run_checks(data, SETTINGS, resolver)
+    assert report.dkim[0].reason.startswith("rsa-sha1 not allowed")
+    assert server.queries[("old._domainkey.example.com.", "TXT")] == 1
+    assert max(server.queries.values()) == 1
+    assert not resolver._sent and not resolver._inflight  # nothing left waiting

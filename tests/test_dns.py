@@ -31,6 +31,7 @@ from classifier.dns import (
 )
 from tests.conftest import resolver_for
 from tests.dnsserver import DnsTestServer, free_udp_port
+from tests.helpers import wait_for
 
 BIG_TXT = " ".join(f'"{chr(97 + i) * 200}"' for i in range(3))  # 600 octets: over UDP's 512
 HUGE_TXT = " ".join(f'"{chr(97 + i) * 200}"' for i in range(8))  # 1,600 octets: over EDNS's 1232
@@ -534,3 +535,41 @@ def test_a_server_that_never_answers_our_question_times_out() -> None:
     finally:
         thread.join(5)
         server.close()
+
+
+def test_queries_sent_ahead_are_read_once_and_let_go_when_unasked(fresh: DnsTestServer) -> None:
+    resolver = resolver_for(fresh)
+    session = resolver.session()
+    ahead = [("mail.example.com", "A"), ("example.com", "MX"), ("MAIL.example.com.", "A")]
+    session.send_ahead(ahead)
+    assert session.query("mail.example.com", "A").records == ("192.0.2.1",)
+    assert session.queries == 1  # counted when a check asks, not when sent
+    session.close()
+    assert not resolver._sent and not resolver._inflight
+    # The unread query did go out (its reply is dropped with the socket), once.
+    wait_for(lambda: fresh.queries[("example.com.", "MX")] == 1, 5, "the MX query")
+    assert dict(fresh.queries) == {("mail.example.com.", "A"): 1, ("example.com.", "MX"): 1}
+    # The question let go is asked afresh when someone needs it.
+    assert len(resolver.query("example.com", "MX").records) == 2
+    assert fresh.queries[("example.com.", "MX")] == 2
+
+
+def test_a_query_sent_ahead_is_read_by_whichever_session_asks_first(fresh: DnsTestServer) -> None:
+    resolver = resolver_for(fresh)
+    first, second = resolver.session(), resolver.session()
+    first.send_ahead([("mail.example.com", "AAAA")])
+    assert second.query("mail.example.com", "AAAA").records == ("2001:db8::1",)
+    assert first.query("mail.example.com", "AAAA").records == ("2001:db8::1",)  # from the cache
+    first.close()
+    assert fresh.queries[("mail.example.com.", "AAAA")] == 1
+
+
+def test_nothing_is_sent_ahead_for_a_zone_or_an_unsendable_name(fresh: DnsTestServer) -> None:
+    zone = Resolver(ZoneSource(ZONE)).session()
+    zone.send_ahead([("mail.example.com", "A")])
+    assert zone.query("mail.example.com", "A").records == ("192.0.2.1",)
+    resolver = resolver_for(fresh)
+    session = resolver.session()
+    session.send_ahead([("a" * 64 + ".example.com", "TXT"), ("example.com", "BOGUS")])
+    session.close()
+    assert fresh.query_count == 0 and not resolver._inflight
