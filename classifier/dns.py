@@ -207,6 +207,7 @@ def _full_exchange(
     host: str,
     port: int,
     timeout: float,
+    *,
     edns: bool = True,
     tcp: bool = False,
 ) -> dns_wire.Reply:
@@ -221,7 +222,10 @@ def _full_exchange(
         return [(rrset.name, rrset.rdtype, rrset.ttl, rd) for rrset in section for rd in rrset]
 
     return dns_wire.Reply(
-        response.rcode(), records(response.answer), records(response.authority), edns=edns
+        response.rcode(),
+        records(response.answer),
+        records(response.authority),
+        edns=response.edns >= 0,
     )
 
 
@@ -363,12 +367,10 @@ class Resolver:
     max_entries: int = 50_000
     clock: Callable[[], float] = time.monotonic
     queries_sent: int = 0
-    _cache: OrderedDict[tuple[str, str], tuple[float, Answer]] = field(
-        default_factory=OrderedDict, repr=False
-    )
+    _cache: OrderedDict[Key, tuple[float, Answer]] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _inflight: dict[tuple[str, str], threading.Event] = field(default_factory=dict, repr=False)
-    _sent: dict[tuple[str, str], dns_wire.Pending] = field(default_factory=dict, repr=False)
+    _inflight: dict[Key, threading.Event] = field(default_factory=dict, repr=False)
+    _sent: dict[Key, dns_wire.Pending] = field(default_factory=dict, repr=False)
 
     def query(self, qname: str, rdtype: str, timeout: float | None = None) -> Answer:
         """Gives the answer for (qname, rdtype); raises DnsTempError on a temporary failure."""
@@ -380,7 +382,8 @@ class Resolver:
                 self._cache.move_to_end(key)
                 return hit[1]
         if not _holdable(key[0]):
-            return Answer(key[0], key[1], (), nxdomain=True)  # nothing exists there
+            # Not a name the DNS can hold: nothing exists there.
+            return Answer(key[0] or normalize_name(qname), key[1], (), nxdomain=True)
         wait = self.timeout if timeout is None else timeout
         with self._lock:
             sent = self._sent.pop(key, None)
