@@ -179,10 +179,13 @@ class Pending:
 
         Raises TimeoutError when no matching reply came by the deadline.
         """
+        # poll, not select: a busy daemon may hold more than select's 1,024 descriptors.
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
         try:
             while True:
                 left = self._deadline - self._clock()
-                if left <= 0 or not select.select([self._sock], [], [], left)[0]:
+                if left <= 0 or not poller.poll(left * 1000):
                     raise TimeoutError(f"no reply in {self.timeout:g}s")
                 try:
                     data, source = self._sock.recvfrom(65535)

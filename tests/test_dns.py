@@ -5,6 +5,7 @@ Both sources read the same zone text and must give the same answers.
 
 from __future__ import annotations
 
+import resource
 import socket
 import threading
 from collections.abc import Iterator
@@ -573,3 +574,19 @@ def test_nothing_is_sent_ahead_for_a_zone_or_an_unsendable_name(fresh: DnsTestSe
     session.send_ahead([("a" * 64 + ".example.com", "TXT"), ("example.com", "BOGUS")])
     session.close()
     assert fresh.query_count == 0 and not resolver._inflight
+
+
+def test_a_process_holding_over_1024_descriptors_still_gets_answers(fresh: DnsTestServer) -> None:
+    """select() cannot watch a descriptor over 1,023; a busy daemon may hold that many."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"descriptor limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(1030)]
+    try:
+        assert held[-1].fileno() > 1024
+        assert resolver_for(fresh).query("mail.example.com", "A").records == ("192.0.2.1",)
+    finally:
+        for sock in held:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
