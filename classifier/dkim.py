@@ -374,17 +374,22 @@ def _signed_message(message: bytes, end: tuple[int, int] | None) -> SignedMessag
 
     dkimpy splits the whole message into a list of lines to find the body; for
     a 50 MB message that alone costs more than the message.  Its parser gets
-    the header block only, and the body is taken as one CRLF string, the form
-    its parser would have produced (RFC 6376 §3.4 works on CRLF lines).
-    `end` is `header_end(message)`.
+    the header block only; the body stays where it is in the message and is
+    hashed a slice at a time (`dkim_body`).  `end` is `header_end(message)`.
     """
     if end is None:
-        return SignedMessage(*dkim.rfc822_parse(message))
+        return SignedMessage(dkim.rfc822_parse(message)[0], b"", 0)  # no body
     fields, _ = dkim.rfc822_parse(message[: end[1]])
+    return SignedMessage(fields, message, end[1])
+
+
+def crlf_body(message: bytes, end: tuple[int, int]) -> bytes:
+    """Gives the body after the header end `end`, its lines ended by CRLF (RFC 6376 §3.4)."""
     body = message[end[1] :]
     if body.count(b"\n") != body.count(b"\r\n"):
-        body = re.sub(rb"\r?\n", b"\r\n", body)
-    return SignedMessage(fields, body)
+        # Two copies in C rather than a regex that holds a piece per line.
+        body = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return body
 
 
 @dataclass(frozen=True)

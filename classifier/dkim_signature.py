@@ -24,6 +24,8 @@ import dkim
 import nacl.exceptions
 from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
 
+from classifier.dkim_body import body_hash
+
 _WHITESPACE = re.compile(rb"\s+")
 # dkimpy's RE_BTAG with its FWS written as \s* (FWS, (\s*\r?\n)?\s+, matches exactly the runs
 # of white space): the same matches, without a nested group per character of b=, which
@@ -33,7 +35,7 @@ _HASHES = {b"rsa-sha256": "sha256", b"ed25519-sha256": "sha256", b"rsa-sha1": "s
 
 
 class BodyHashMismatch(Exception):
-    """The body does not hash to the signature's bh= (RFC 6376 §6.1.3 step 3)."""
+    """The body does not hash to the signature's bh= (RFC 6376 §6.1.3)."""
 
 
 class BadSignatureTags(Exception):
@@ -71,16 +73,18 @@ class SignedMessage:
     """A message as DKIM reads it (RFC 6376 §3.4), with what its signatures can share.
 
     `fields` are dkimpy's (name, value) pairs, values with their line breaks;
-    `body` has CRLF line ends.  Signatures of one message mostly name the same
-    fields and canonicalise the same body the same way (an ESP's signature
-    beside the author domain's): each field and each body hash is worked out
-    once per message and canonicalisation, not once per signature.
+    the body is `message` from `body_start` on, with whatever line ends it has.
+    Signatures of one message mostly name the same fields and canonicalise the
+    same body the same way (an ESP's signature beside the author domain's):
+    each field and each body hash is worked out once per message and
+    canonicalisation, not once per signature.
     """
 
-    def __init__(self, fields: list[list[bytes]], body: bytes) -> None:
+    def __init__(self, fields: list[list[bytes]], message: bytes, body_start: int) -> None:
         self.fields = fields
         self.names = [f[0].lower() for f in fields]
-        self.body = body
+        self._message = message
+        self._body_start = body_start
         self._fields: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}
         self._body_hashes: dict[tuple[bytes, str, bytes | None], bytes] = {}
 
@@ -103,10 +107,9 @@ class SignedMessage:
         key = (policy.body_algorithm.name, digest, length)
         found = self._body_hashes.get(key)
         if found is None:
-            body = policy.canonicalize_body(self.body)
-            if length is not None:
-                body = body[: int(length)]
-            found = self._body_hashes[key] = hashlib.new(digest, body).digest()
+            limit = None if length is None else int(length)
+            found = body_hash(self._message, self._body_start, key[0], digest, limit)
+            self._body_hashes[key] = found
         return found
 
 

@@ -166,3 +166,23 @@ def test_to_dict_carries_sealers_and_oldest_results(dns_for):
         2,
     )
     assert set(data) >= {"oldest_results", "oldest_spf", "oldest_dkim", "oldest_dmarc", "reason"}
+
+
+def test_a_body_too_costly_for_dkimpy_to_canonicalise_is_not_validated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sealed demo message passes; the same with a long text body is refused, with why."""
+    from pathlib import Path
+
+    from classifier import arc
+    from classifier.dns import ZoneSource
+
+    root = Path(__file__).resolve().parent.parent / "examples" / "maildir"
+    sealed = next(root.glob("*/1741463056.*")).read_bytes()
+    keys = Resolver(ZoneSource((root / "zone.txt").read_text()))
+    assert check_arc(sealed, keys.session()).result == "pass"
+    monkeypatch.setattr(arc, "MAX_CANONICALISATION", 100_000)  # instead of 64 MiB
+    result = check_arc(sealed + b"word " * 20_000 + b"\r\n", keys.session())
+    assert result.result == "fail"
+    assert result.reason.startswith("not validated: canonicalising this 0.1 MiB message")
+    assert result.sealers == ("lists.example",)  # the evidence is still there
