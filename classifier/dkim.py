@@ -386,8 +386,10 @@ def _signed_message(message: bytes, end: tuple[int, int] | None) -> SignedMessag
 def crlf_body(message: bytes, end: tuple[int, int]) -> bytes:
     """Gives the body after the header end `end`, its lines ended by CRLF (RFC 6376 §3.4)."""
     body = message[end[1] :]
+    if b"\r" not in body:  # LF only, as Postfix's pipe and Maildir files have it
+        return body.replace(b"\n", b"\r\n")
     if body.count(b"\n") != body.count(b"\r\n"):
-        # Two copies in C rather than a regex that holds a piece per line.
+        # Copies made in C rather than a regex that holds a piece per line.
         body = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     return body
 

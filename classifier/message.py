@@ -67,7 +67,7 @@ class Message:
     # each one ends with (``_bare``): a field gets it back only when read.  ``_raws``, the
     # whole fields, is made on first need, or kept from the start when not every field
     # ends with a line break.
-    __slots__ = ("_bare", "_eol", "_fields", "_keys", "_names", "_raws", "_rest")
+    __slots__ = ("_bare", "_data", "_eol", "_fields", "_keys", "_names", "_raws", "_start")
 
     def __init__(self, fields: Iterable[HeaderField], rest: bytes, eol: bytes = b"\r\n") -> None:
         self._fields: tuple[HeaderField, ...] | None = tuple(fields)
@@ -75,7 +75,9 @@ class Message:
         self._keys = [f.key for f in self._fields]
         self._raws: list[bytes] | None = [f.raw for f in self._fields]
         self._bare: list[bytes] | None = None
-        self._rest = rest
+        # The rest is kept where it lies in the data given (a parsed message: the whole
+        # message), and cut out only when asked for: a 50 MB body is not copied to be read.
+        self._data, self._start = rest, 0
         self._eol = eol
 
     @classmethod
@@ -93,7 +95,7 @@ class Message:
         # A name holds no line break: joined, all names are decoded and lowered at once.
         names = b"\n".join([first.group(1), *parts[1::2]]).decode("ascii")
         msg._names, msg._keys = names.split("\n"), names.lower().split("\n")
-        msg._rest, msg._eol, msg._fields = data[end:], eol, None
+        msg._data, msg._start, msg._eol, msg._fields = data, end, eol, None
         bare = parts[0::2]  # the split took the line break of all but the last
         if bare[-1][-1:] == b"\n":
             bare[-1] = bare[-1][:-1]
@@ -121,8 +123,8 @@ class Message:
 
     @property
     def rest(self) -> bytes:
-        """Gives the empty line and the body, or b"" when there is no body."""
-        return self._rest
+        """Gives the empty line and the body, or b"" when there is no body (a new copy)."""
+        return self._data[self._start :] if self._start else self._data
 
     @property
     def eol(self) -> bytes:
@@ -155,24 +157,24 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Gives the message's bytes back exactly."""
-        return b"".join(self._raw_list()) + self._rest
+        return b"".join([*self._raw_list(), memoryview(self._data)[self._start :]])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
             return NotImplemented
-        return (self._raw_list(), self._names, self._keys, self._rest, self._eol) == (
+        return (self._raw_list(), self._names, self._keys, self.rest, self._eol) == (
             other._raw_list(),
             other._names,
             other._keys,
-            other._rest,
+            other.rest,
             other._eol,
         )
 
     def __hash__(self) -> int:
-        return hash((tuple(self._raw_list()), self._rest, self._eol))
+        return hash((tuple(self._raw_list()), self.rest, self._eol))
 
     def __repr__(self) -> str:
-        return f"Message(fields={self.fields!r}, rest={self._rest!r}, eol={self._eol!r})"
+        return f"Message(fields={self.fields!r}, rest={self.rest!r}, eol={self._eol!r})"
 
 
 _MONTHS = {
