@@ -383,17 +383,6 @@ def _signed_message(message: bytes, end: tuple[int, int] | None) -> SignedMessag
     return SignedMessage(fields, message, end[1])
 
 
-def crlf_body(message: bytes, end: tuple[int, int]) -> bytes:
-    """Gives the body after the header end `end`, its lines ended by CRLF (RFC 6376 §3.4)."""
-    body = message[end[1] :]
-    if b"\r" not in body:  # LF only, as Postfix's pipe and Maildir files have it
-        return body.replace(b"\n", b"\r\n")
-    if body.count(b"\n") != body.count(b"\r\n"):
-        # Copies made in C rather than a regex that holds a piece per line.
-        body = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    return body
-
-
 @dataclass(frozen=True)
 class Signatures:
     """The DKIM-Signature fields of a message, read once for the key lookups and the checks.

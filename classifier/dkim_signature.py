@@ -132,7 +132,10 @@ def verify(
     digest = _HASHES.get(tags[b"a"])
     if digest is None:
         raise BadSignatureTags(f"unknown a= {tags[b'a']!r}")
-    if message.body_hash(policy, digest, tags.get(b"l")) != _base64(tags[b"bh"], "bh"):
+    # An ARC-Seal signs header fields only: it has no bh= (RFC 8617 §4.1.3).
+    if b"bh" in tags and message.body_hash(policy, digest, tags.get(b"l")) != _base64(
+        tags[b"bh"], "bh"
+    ):
         raise BodyHashMismatch()
     # A second From above the signed one is hashed as well, so that adding one breaks the
     # signature (dkimpy's fix for Debian bug 644046; RFC 6376 §8.15).
