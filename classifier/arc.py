@@ -167,6 +167,22 @@ def _verify_chain(message: bytes, dns: DnsSession) -> tuple[object, object]:
     return cv, reason
 
 
+def key_names(message: bytes) -> list[str]:
+    """Gives the key records the chain validation looks up: those of every ARC signature."""
+    if not field_in_header(message, _ANY_ARC_FIELD, header_end(message)):
+        return []
+    names = []
+    for name, value in header_fields(message):
+        if name.lower() not in (b"arc-seal", b"arc-message-signature"):
+            continue
+        try:
+            tags = parse_tag_value(_FWS.sub(b" ", value))
+            names.append((tags[b"s"] + b"._domainkey." + tags[b"d"]).decode("utf-8", "replace"))
+        except Exception:
+            continue  # a set dkimpy will refuse before any lookup
+    return list(dict.fromkeys(names))[: 2 * MAX_INSTANCES]
+
+
 def check_arc(message: bytes, dns: DnsSession) -> ArcResult:
     """Gives the ARC chain validation status, sealers and the oldest AAR (RFC 8617 §5.2).
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from classifier.arc import ArcResult, check_arc
+from classifier.arc import key_names as arc_key_names
 from classifier.config import Settings
 from classifier.dkim import (
     DkimSignatureResult,
@@ -102,7 +103,7 @@ def _run(
     spf_applies = bool(envelope.client_ip) and not envelope.authenticated
     # The first record of every check is known now: asking for all of them at once lets
     # their round trips overlap; each check then reads its reply (or the cache) as before.
-    first = [(name, "TXT") for name in signatures.key_names()]
+    first = [(name, "TXT") for name in signatures.key_names() + arc_key_names(data)]
     first += [(name, "TXT") for name in record_names(message.get_all("From"))]
     if spf_applies:
         first += [(d, "TXT") for d in record_domains(envelope.mail_from, envelope.helo or "")]

@@ -23,7 +23,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import dns.exception
 import dns.name
@@ -41,7 +41,6 @@ _QR = 0x8000
 _TC = 0x0200
 # RFC 6891 §6.1.2: root owner, type OPT, our payload size, extended rcode 0, version 0.
 _OPT = b"\x00" + struct.pack("!HHIH", 41, EDNS_PAYLOAD, 0, 0)
-_NOERROR, _FORMERR, _NXDOMAIN = 0, 1, 3
 _IN = dns.rdataclass.IN
 _OPT_TYPE = dns.rdatatype.OPT
 
@@ -49,28 +48,18 @@ _OPT_TYPE = dns.rdatatype.OPT
 Rr = tuple[dns.name.Name, int, int, Any]
 
 
-class Reply:
+class Reply(NamedTuple):
     """The parts of a reply that decide an answer: rcode, answer and authority records.
 
     `truncated` (TC: ask again over TCP) and `edns` (the reply carried OPT)
     tell the caller what to do with a reply that holds no usable records.
     """
 
-    __slots__ = ("answer", "authority", "edns", "rcode", "truncated")
-
-    def __init__(
-        self,
-        rcode: int,
-        answer: list[Rr],
-        authority: list[Rr],
-        truncated: bool = False,
-        edns: bool = True,
-    ) -> None:
-        self.rcode = rcode
-        self.answer = answer
-        self.authority = authority
-        self.truncated = truncated
-        self.edns = edns
+    rcode: int
+    answer: list[Rr]
+    authority: list[Rr]
+    truncated: bool = False
+    edns: bool = True
 
 
 def _read_records(parser: dns.wire.Parser, count: int) -> list[Rr]:

@@ -195,3 +195,15 @@ def test_the_demo_chain_validates_and_a_changed_body_breaks_it() -> None:
         dkim.CV_Pass,
         dkim.CV_Fail,
     ]
+
+
+def test_key_names_are_those_of_every_arc_signature_once() -> None:
+    from classifier.arc import key_names
+
+    seal = b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=lists.example; s=k1; b=AAAA\r\n"
+    ams = b"ARC-Message-Signature: i=1; a=rsa-sha256; d=lists.example; s=k1; h=from; bh=A; b=A\r\n"
+    seal2 = b"ARC-Seal: i=2; a=rsa-sha256; cv=pass; d=fwd.example;\r\n s=k2; b=AAAA\r\n"
+    broken = b"ARC-Seal: i=3; this is no tag list\r\n"
+    message = broken + seal2 + seal + ams + b"From: a@b.example\r\n\r\nbody\r\n"
+    assert key_names(message) == ["k2._domainkey.fwd.example", "k1._domainkey.lists.example"]
+    assert key_names(b"From: a@b.example\r\n\r\nARC-Seal: i=1; d=x; s=y\r\n") == []
