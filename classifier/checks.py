@@ -104,7 +104,8 @@ def _run(
     # The first record of every check is known now: asking for all of them at once lets
     # their round trips overlap; each check then reads its reply (or the cache) as before.
     first = [(name, "TXT") for name in signatures.key_names() + arc_key_names(data)]
-    first += [(name, "TXT") for name in record_names(message.get_all("From"))]
+    from_values = message.get_all("From")
+    first += [(name, "TXT") for name in record_names(from_values)]
     if spf_applies:
         first += [(d, "TXT") for d in record_domains(envelope.mail_from, envelope.helo or "")]
     dns.send_ahead(first)
@@ -130,7 +131,7 @@ def _run(
     dkim = verify_signatures(signatures, dns)
     arc = check_arc(data, dns)
     dmarc = check_dmarc(
-        message.get_all("From"),
+        from_values,
         spf.result,
         spf.domain,
         [(d.result, d.domain) for d in dkim],

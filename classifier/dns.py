@@ -168,8 +168,10 @@ class ServerSource:
         self, qname: str, rdtype: str, timeout: float, sent: dns_wire.Pending | None = None
     ) -> Answer:
         """Gives the answer, reading `sent` (from `send`) for the first nameserver."""
-        name = dns.name.from_text(qname + ".")
-        kind = dns.rdatatype.from_text(rdtype)
+        if sent is not None:
+            name, kind = sent.qname, sent.rdtype
+        else:
+            name, kind = dns.name.from_text(qname + "."), dns.rdatatype.from_text(rdtype)
         last = "no nameserver answered"
         for host, port in self.servers:
             try:

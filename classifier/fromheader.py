@@ -15,7 +15,7 @@ and U-labels turned into A-labels (RFC 9989 §5.3.1, RFC 5890 §2.3).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -187,19 +187,27 @@ def first_mailbox(from_header_values: Iterable[object] | None) -> str:
     for value in from_header_values or []:
         if value is None:
             continue
-        unfolded = str(value).replace("\r\n", "").replace("\n", "").replace("\r", "")
-        for unit in _units(_tokens(unfolded)):
-            for at in _mailbox_ats(unit):
-                raw, literal = _domain_after(unit, at)
-                domain = (raw if _LITERAL.match(raw) else "") if literal else normalize_domain(raw)
-                if not domain:
-                    continue
-                local = unit[at - 1]
-                text = local.text
-                if local.kind == "quoted" and not _DOT_ATOM.match(text):
-                    text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                return f"{text}@{domain}".lower()
+        for local, raw, literal in _mailboxes(_unfold(str(value))):
+            domain = (raw if _LITERAL.match(raw) else "") if literal else normalize_domain(raw)
+            if not domain:
+                continue
+            text = local.text
+            if local.kind == "quoted" and not _DOT_ATOM.match(text):
+                text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return f"{text}@{domain}".lower()
     return ""
+
+
+def _unfold(value: str) -> str:
+    return value.replace("\r\n", "").replace("\n", "").replace("\r", "")
+
+
+def _mailboxes(unfolded: str) -> Iterator[tuple[_Token, str, bool]]:
+    """Yields (local-part token, raw domain, is an address literal) per mailbox of a value."""
+    for unit in _units(_tokens(unfolded)):
+        for at in _mailbox_ats(unit):
+            raw, literal = _domain_after(unit, at)
+            yield unit[at - 1], raw, literal
 
 
 def from_domains(from_header_values: Iterable[object] | None) -> tuple[list[str], str]:
@@ -238,18 +246,16 @@ def _read_from_value(value: str) -> tuple[tuple[str, ...], tuple[str, ...], str]
 
 
 def _read_any(value: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
-    unfolded = value.replace("\r\n", "").replace("\n", "").replace("\r", "")
+    unfolded = _unfold(value)
     domains: list[str] = []
     problems: list[str] = []
-    for unit in _units(_tokens(unfolded)):
-        for at in _mailbox_ats(unit):
-            raw, literal = _domain_after(unit, at)
-            domain = None if literal else normalize_domain(raw)
-            if domain is None:
-                what = "an address literal" if literal else "not a domain name"
-                problems.append(f"{raw or '(empty)'} is {what}")
-                continue
-            domains.append(domain)
+    for _, raw, literal in _mailboxes(unfolded):
+        domain = None if literal else normalize_domain(raw)
+        if domain is None:
+            what = "an address literal" if literal else "not a domain name"
+            problems.append(f"{raw or '(empty)'} is {what}")
+            continue
+        domains.append(domain)
     return tuple(domains), tuple(problems), unfolded.strip()[:200]
 
 

@@ -123,7 +123,10 @@ class Message:
 
     @property
     def rest(self) -> bytes:
-        """Gives the empty line and the body, or b"" when there is no body (a new copy)."""
+        """Gives the empty line and the body, or b"" when there is no body.
+
+        A parsed message cuts it from the message here, on each call.
+        """
         return self._data[self._start :] if self._start else self._data
 
     @property

@@ -252,15 +252,26 @@ def record_domains(mail_from: str | None, helo: str) -> list[str]:
     helo_domain, problem = _domain_problem(helo.strip())
     if not problem:
         out.append(helo_domain)
-    sender = (mail_from or "").strip()
-    if sender.startswith("<") and sender.endswith(">"):
-        sender = sender[1:-1].strip()
+    sender, _, domain = _sender(mail_from or "")
     if sender:
-        _, at, domain = sender.partition("@")
-        domain, problem = _domain_problem(domain if at else sender)
+        domain, problem = _domain_problem(domain)
         if not problem and domain not in out:
             out.append(domain)
     return out
+
+
+def _sender(mail_from: str) -> tuple[str, str, str]:
+    """Gives the MAIL FROM address without angle brackets, its local part and its domain.
+
+    A sender without "@" is read as pyspf reads it: postmaster at that domain.
+    """
+    sender = mail_from.strip()
+    if sender.startswith("<") and sender.endswith(">"):
+        sender = sender[1:-1].strip()
+    local, at, domain = sender.partition("@")
+    if not at:
+        local, domain = "postmaster", sender
+    return sender, local, domain
 
 
 def check_helo_spf(client_ip: str, helo: str, dns: DnsSession, receiver: str = "") -> SpfResult:
@@ -291,18 +302,13 @@ def check_spf(
     A null sender ("" or "<>") checks postmaster@HELO, reported as identity
     "helo".  Bad input gives a result with the reason, never an exception.
     """
-    sender = mail_from.strip()
-    if sender.startswith("<") and sender.endswith(">"):
-        sender = sender[1:-1].strip()
+    sender, local, domain = _sender(mail_from)
     if not sender:
         return check_helo_spf(client_ip, helo, dns, receiver)
     ip = _client_ip(client_ip)
     if ip is None:
         why = f"the client address {_printable(client_ip)!r} is not an IP address"
         return _none("mailfrom", "", sender, _printable(client_ip), helo, why)
-    local, at, domain = sender.partition("@")
-    if not at:
-        local, domain = "postmaster", sender  # as pyspf reads a sender without "@"
     domain, problem = _domain_problem(domain)
     if problem:
         why = f"the MAIL FROM domain cannot be checked: {problem}"
