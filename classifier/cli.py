@@ -88,6 +88,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     pipe.add_argument("--client-helo", help="SMTP client HELO (${client_helo})")
     pipe.add_argument("--client-hostname", help="SMTP client reverse DNS (${client_hostname})")
     pipe.add_argument(
+        "--sasl-username",
+        help="SMTP AUTH login of the client (${sasl_username}; empty: none), outranks headers",
+    )
+    pipe.add_argument(
         "--deliver",
         default="stdout",
         metavar="TARGET",
@@ -269,6 +273,8 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
         "client_address": _macro(args.client_address),
         "client_helo": _macro(args.client_helo),
         "client_hostname": _macro(args.client_hostname),
+        # Empty is Postfix's "no login", not a missing macro.
+        "sasl_username": None if args.sasl_username is None else args.sasl_username.strip(),
     }
     outcome = None
     socket_path = args.daemon or settings.daemon_socket

@@ -29,6 +29,8 @@ class Hints:
     client_address: str | None = None
     client_helo: str | None = None
     client_hostname: str | None = None
+    # ${sasl_username}: "" when Postfix's client did not log in, None when not given.
+    sasl_username: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,19 +172,36 @@ def recover_envelope(message: Message, settings: Settings, hints: Hints | None =
     client_ip = hop.ip if hop else None
     helo = hop.helo if hop else None
     rdns = hop.rdns if hop else None
+    authenticated = walk.authenticated
 
-    if hints.client_address:
-        hinted = normalize_ip(hints.client_address)
-        if hinted and client_ip and hinted != client_ip:
+    hinted = normalize_ip(hints.client_address) if hints.client_address else None
+    if hinted and settings.is_trusted_ip(hinted):
+        # Postfix's macros describe its last SMTP client: a content filter re-injecting
+        # on loopback, say.  The client is further down, where the walk found it.
+        evidence.append(f"hint client_address {hinted} is in trusted_networks: hints not used")
+    elif hinted:
+        if client_ip and hinted != client_ip:
             evidence.append(f"hint client_address {hinted} differs from Received ({client_ip})")
-        if hinted:
-            client_ip = hinted
-    if hints.client_helo:
-        if helo and hints.client_helo.lower() != helo.lower():
-            evidence.append(f"hint client_helo {hints.client_helo} differs from Received ({helo})")
-        helo = hints.client_helo
-    if hints.client_hostname and hints.client_hostname.lower() != "unknown":
-        rdns = hints.client_hostname
+        client_ip = hinted
+        if hints.client_helo:
+            if helo and hints.client_helo.lower() != helo.lower():
+                evidence.append(
+                    f"hint client_helo {hints.client_helo} differs from Received ({helo})"
+                )
+            helo = hints.client_helo
+        if hints.client_hostname and hints.client_hostname.lower() != "unknown":
+            rdns = hints.client_hostname
+        if hints.sasl_username is not None:
+            # Postfix's word on SMTP AUTH outranks any Received header (DESIGN.md).
+            if hints.sasl_username:
+                if not authenticated:
+                    evidence.append(f"Postfix: SASL login {hints.sasl_username} — our own user")
+                authenticated = True
+            elif authenticated:
+                evidence.append(
+                    "Postfix: no SASL login; the AUTH a Received header claims is ignored"
+                )
+                authenticated = False
 
     return_paths = message.get_all("Return-Path")
     mail_from: str | None = None
@@ -225,7 +244,7 @@ def recover_envelope(message: Message, settings: Settings, hints: Hints | None =
         "rdns": rdns if rdns and rdns.lower() != "unknown" else None,
         "mail_from": mail_from,
         "rcpt": rcpt or None,
-        "authenticated": walk.authenticated,
+        "authenticated": authenticated,
         "forwarded_by": walk.forwarded_by,
         "hop_index": walk.hop_index,
         "evidence": tuple(evidence),

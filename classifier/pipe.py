@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from classifier.dns import Resolver
     from classifier.policy import Policies
 
-HINT_KEYS = ("sender", "recipient", "client_address", "client_helo", "client_hostname")
+HINT_KEYS = (
+    "sender", "recipient", "client_address", "client_helo", "client_hostname", "sasl_username"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

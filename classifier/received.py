@@ -25,6 +25,7 @@ from classifier.received_formats import (
     POSTFIX,
     SENDMAIL_READER,
     FromPart,
+    Marks,
     auth_reason,
     clean_name,
     detect_family,
@@ -44,14 +45,21 @@ _MAX_FROM_CHARS = 512
 # A comment, up to three levels deep; possessive quantifiers keep it linear on junk.
 _COMMENT = re.compile(r"\((?:[^()]++|\((?:[^()]++|\([^()]*+\))*+\))*+\)")
 # The usual line in one match: "from X (…) by Y (…) with P id I for <R>; date".  Comments
-# nest two deep; possessive quantifiers keep the match linear.
+# nest two deep; possessive quantifiers keep the match linear.  The clauses after the by
+# host are matched as one run and then read one by one (_CLAUSE): a repeated group keeps
+# its last value, and the first "with" is the one the MTA wrote.
 _FRAME = re.compile(
-    r"from ([^\s();]*(?: ?\((?:[^()]++|\([^()]*+\))*+\))*+)"
-    r" by ([^\s();]+)(?: (\((?:[^()]++|\([^()]*+\))*+\)))?"
-    r"(?: (?:\((?:[^()]++|\([^()]*+\))*+\)|with ([^\s();]+)|via ([^\s();]+)|id ([^\s();]+)"
-    r"|for ([^\s();]+)))*"
+    r"from ([^\s();]*(?: ?\((?:[^()]++|\((?:[^()]++|\([^()]*+\))*+\))*+\))*+)"
+    r" by ([^\s();]+)"
+    r"((?: (?:\((?:[^()]++|\([^()]*+\))*+\)|with [^\s();]+|via [^\s();]+|id [^\s();]+"
+    r"|for [^\s();]+))*)"
     r" ?;(.*)"
 )
+_CLAUSE = re.compile(r" (?:(\((?:[^()]++|\([^()]*+\))*+\))|(with|via|id|for) ([^\s();]+))")
+# A quoted string (RFC 5321 §4.1.2 Quoted-string), as in a local part: masked before a
+# line is cut, so that "x) with ESMTPSA (" inside an address never reads as clauses.
+_QUOTED = re.compile(r'"(?:[^"\\]++|\\.)*+"')
+_MASKED = re.compile(r"\x03(\d+)\x03")
 # The shapes nearly every delivery carries -- Postfix and OpenSMTPD relays, amavis, Dovecot
 # LMTP -- in one match: "from HELO (RDNS [IPv4]) (…) by HOST (…) with P id I for <R>; date"
 # or "from HELO by HOST …".  It is _FRAME with the from part spelled out and plainer words,
@@ -61,7 +69,7 @@ _HOST = r"[A-Za-z0-9][A-Za-z0-9.-]*"
 _NOTE = r"\([ -'*-~]*+(?:\([ -'*-~]*+\)[ -'*-~]*+)*+\)"  # one level of nesting, as _FRAME
 _IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
 _QUICK = re.compile(
-    rf"from ({_HOST})(?: \((?:({_HOST}) )?\[({_IPV4})\]\)(?: {_NOTE})*+)?"
+    rf"from ({_HOST})(?: \((?:({_HOST}) )?\[({_IPV4})\]\)((?: {_NOTE})*+))?"
     rf" by ({_HOST})(?: ({_NOTE}))?"
     rf"(?: {_NOTE}| with ([A-Za-z0-9]+)| id ([A-Za-z0-9]+)| for (<?[!-'*-:=?-~]+>?))*+"
     r" ?;([ -~]*+)\Z"
@@ -74,6 +82,7 @@ _CLIENT_COMMENT = re.compile(r"\((?:[^\s()\[\]]+ )?\[[^\s()\[\]]+\]\)")
 # Words SENDMAIL's lookahead refuses as a reverse-DNS name: the general reader decides.
 _NOT_RDNS = frozenset(("HELO", "EHLO", "LHLO", "ACCOUNT"))
 # Run on lower-cased text; the character before a keyword is checked in Python.
+_FIRST_WORD = re.compile(r"[^\s()]*")
 _KEYWORD = re.compile(r"(?:from|by|with|id|for|via)(?![^ \x01<\[;])")
 _QMAIL_LOCAL = re.compile(r"^\(qmail \d+ (?:messnum \d+ )?invoked (by|from|for) ", re.I)
 _KNOWN_PROTOCOL = re.compile(
@@ -187,6 +196,7 @@ class _Frame(NamedTuple):
     for_value: str
     second_from: str | None  # XMail/IBM: "for <rcpt> from <sender>"
     date_text: str | None
+    by_notes: tuple[str, ...] = ()  # every comment from the by host to the date
 
 
 def _read_frame(work: str) -> _Frame | None:
@@ -194,12 +204,24 @@ def _read_frame(work: str) -> _Frame | None:
     m = _FRAME.match(work)
     if m is None:
         return None
-    from_text, by, byc, with_, via, id_, for_, date = m.groups()
+    from_text, by, tail, date = m.groups()
     if " id " in date or " for " in date:
         return None  # clauses after the date: the clause reader takes them
+    values: dict[str, str] = {}
+    notes: list[str] = []
+    for clause in _CLAUSE.finditer(tail):
+        note, kw, value = clause.groups()
+        if note is not None:
+            notes.append(note)
+        elif kw not in values:
+            values[kw] = value
+    by_comment = notes[0] if tail.startswith(" (") else ""
+    if "(" in date:
+        notes += _COMMENT.findall(date)  # "; date (envelope-from x)": ISC's Postfix
     return _Frame(
-        from_text, by, byc or "", with_ or "", via or "", id_ or "", for_ or "", None, date
-    )
+        from_text, by, by_comment, values.get("with", ""), values.get("via", ""),
+        values.get("id", ""), values.get("for", ""), None, date, tuple(notes),
+    )  # fmt: skip
 
 
 def _read_clauses(work: str) -> _Frame:
@@ -241,6 +263,9 @@ def _read_clauses(work: str) -> _Frame:
     if from_text is not None and comments:
         from_text = _restore(from_text, comments, masked.count("\x01", 0, starts["from"]))
     semi = masked.rfind(";")
+    by_notes: tuple[str, ...] = ()
+    if "by" in starts and comments:
+        by_notes = tuple(comments[masked.count("\x01", 0, starts["by"]) :])
     return _Frame(
         from_text.strip() if from_text is not None else None,
         by_value,
@@ -251,14 +276,43 @@ def _read_clauses(work: str) -> _Frame:
         values.get("for", ""),
         second_from,
         masked[semi + 1 :].replace("\x01", " ") if semi >= 0 else None,
+        by_notes,
     )
+
+
+def _mask_quotes(work: str) -> tuple[str, tuple[str, ...]]:
+    """Gives the line with each quoted string replaced by a numbered mark, and the strings."""
+    quoted: list[str] = []
+
+    def mask(m: re.Match[str]) -> str:
+        quoted.append(m.group())
+        return f"\x03{len(quoted) - 1}\x03"
+
+    return _QUOTED.sub(mask, work), tuple(quoted)
+
+
+def _unmask(value: str | None, quoted: tuple[str, ...]) -> str | None:
+    """Gives a value read from a masked line with its quoted strings put back."""
+    if value is None or "\x03" not in value:
+        return value
+    return _MASKED.sub(lambda m: quoted[int(m.group(1))], value)
 
 
 def _parse(raw: str) -> ReceivedHop:
     work = raw if len(raw) <= _MAX_CHARS else raw[:_MAX_CHARS]
-    if "  " in work or "\t" in work or "\x01" in work or "\x02" in work or not work.isascii():
-        # \x01 and \x02 are the placeholders below
-        work = " ".join(work.replace("\x01", " ").replace("\x02", " ").split())
+    if (
+        "  " in work
+        or "\t" in work
+        or "\x01" in work
+        or "\x02" in work
+        or "\x03" in work
+        or not work.isascii()
+    ):
+        # \x01, \x02 and \x03 are the placeholders below
+        work = " ".join(work.replace("\x01", " ").replace("\x02", " ").replace("\x03", " ").split())
+    quoted: tuple[str, ...] = ()
+    if '"' in work:
+        work, quoted = _mask_quotes(work)
     low = work.lower()
     if low.startswith("received:"):
         work, low = work[9:].lstrip(), low[9:].lstrip()
@@ -288,7 +342,7 @@ def _parse(raw: str) -> ReceivedHop:
             work = work[:5] + work[5:paren].replace(" ", "\x02") + work[paren:]
             low = work.lower()
     frame = _read_frame(work) if low.startswith("from ") else None
-    return _build(raw, work, low, frame or _read_clauses(work), submitted)
+    return _build(raw, work, low, frame or _read_clauses(work), submitted, quoted)
 
 
 def _quick(raw: str) -> ReceivedHop | None:
@@ -298,14 +352,14 @@ def _quick(raw: str) -> ReceivedHop | None:
     suite line), for a fraction of the cost: one match reads the frame and the from part,
     and the family's reader is known from the shape instead of searched for.
     """
-    m = _QUICK.match(raw) if len(raw) <= _MAX_CHARS else None
+    m = _QUICK.match(raw) if len(raw) <= _MAX_CHARS and '"' not in raw else None
     if m is None:
         return None
-    name, rdns, ip_text, by, by_comment, with_value, id_value, for_value, date = m.groups()
+    name, rdns, ip_text, notes, by, by_comment, with_value, id_value, for_value, date = m.groups()
     if (
         with_value is None
         # the from part, "from " to " by ", is cut to _MAX_FROM_CHARS by the general reader
-        or (len(raw) > _MAX_FROM_CHARS and m.start(4) - 9 > _MAX_FROM_CHARS)
+        or (len(raw) > _MAX_FROM_CHARS and m.start(5) - 9 > _MAX_FROM_CHARS)
         or " id " in date  # clauses after the date: the clause reader takes them
         or " for " in date
         or "  " in raw  # _parse would rewrite it first
@@ -324,28 +378,34 @@ def _quick(raw: str) -> ReceivedHop | None:
             return None
         rdns, ip = (clean_name(rdns) if rdns else None), normalize_ip_text(ip_text)
         part = _from_part((name, rdns, ip, ip_text, None, None, None, "sendmail"))
+        from_notes: tuple[str, ...] = (raw[raw.rfind("(", 0, m.start(3)) : m.end(3) + 2],)
+        if notes:
+            from_notes += tuple(_COMMENT.findall(notes))
     elif family.readers[-1] == BARE_HELO_READER and family is not POSTFIX and name[0].isalpha():
         # A HELO name alone.  (Under Postfix, _parse would join "name by host …" into one.)
         part = _from_part((name, None, None, None, None, None, None, "bare"))
+        from_notes = ()
     else:
         return None
     fmt, ip = family.name, part.ip
     evidence: tuple[str, ...] = (f"{fmt}: from part read as '{part.reader}'",)
     if ip is None and ip_text:
         evidence += (f"no usable address in '{ip_text}'",)
-    scope = raw[5 + len(name) :]  # the client's own words end with its HELO name
-    scope_low = scope.lower()
-    local = local_reason(scope_low, protocol, fmt, True, False, ip, part)
+    by_notes: tuple[str, ...] = ()
+    if by_comment is not None or "(" in raw[m.end(5) :]:
+        by_notes = tuple(_COMMENT.findall(raw, m.end(5)))
+    marks = Marks(raw[5 : m.start(5) - 4], from_notes, by, by_comment or "", by_notes, with_value)
+    local = local_reason(protocol, fmt, True, False, ip, part, marks)
     if local:
         evidence += (f"local: {local}",)
-    auth_user, why_auth = auth_reason(scope_low, scope, protocol, with_value, part)
+    auth_user, why_auth = auth_reason(protocol, part, marks)
     if why_auth:
         evidence += (f"authenticated: {why_auth}",)
     hop = _new(ReceivedHop)  # _new_hop inlined: a call less for nearly every hop
     _set(hop, "__dict__", {
         "raw": raw, "helo": name, "rdns": rdns, "ip": ip, "by": by, "protocol": protocol,
         "queue_id": id_value, "for_addr": for_value.strip("<>,;") or None if for_value else None,
-        "envelope_from": envelope_from(scope, scope_low, None),
+        "envelope_from": envelope_from(marks, None),
         "authenticated": why_auth is not None, "auth_user": auth_user, "ident": None,
         "local": local is not None, "fmt": fmt, "parsed": True,
         "evidence": evidence, "date_text": date,
@@ -353,9 +413,15 @@ def _quick(raw: str) -> ReceivedHop | None:
     return hop
 
 
-def _build(raw: str, work: str, low: str, frame: _Frame, submitted: bool) -> ReceivedHop:
-    """Gives the hop: the family's patterns read the from part, then the flags are set."""
-    from_text, by_value, by_comment, with_value, via_value, id_value, for_value, _, _ = frame
+def _build(
+    raw: str, work: str, low: str, frame: _Frame, submitted: bool, quoted: tuple[str, ...] = ()
+) -> ReceivedHop:
+    """Gives the hop: the family's patterns read the from part, then the flags are set.
+
+    Local hand-over and AUTH are read only from what the receiving MTA wrote in fixed
+    places (classifier.received_formats.Marks); the HELO, names and addresses never count.
+    """
+    from_text, by_value, by_comment, with_value, via_value, id_value, for_value, _, _, _ = frame
     by = _first_token(by_value)
     protocol = _protocol(with_value) or _protocol(via_value, known_only=True)
     if protocol is None and "(via http)" in low:
@@ -369,6 +435,7 @@ def _build(raw: str, work: str, low: str, frame: _Frame, submitted: bool) -> Rec
     evidence: list[str] = []
 
     part: FromPart | None = None
+    from_notes: tuple[str, ...] = ()
     if from_text:
         from_text = from_text[:_MAX_FROM_CHARS]
         part = read_from(family, from_text)
@@ -377,6 +444,9 @@ def _build(raw: str, work: str, low: str, frame: _Frame, submitted: bool) -> Rec
             fmt = "fallback"
         if part is not None:
             evidence.append(f"{fmt}: from part read as '{part.reader}'")
+        if "(" in from_text:
+            first = _FIRST_WORD.match(from_text)
+            from_notes = tuple(_COMMENT.findall(from_text, first.end() if first else 0))
     ip = part.ip if part is not None else None
     if ip is None and part is not None and part.ip_text:
         evidence.append(f"no usable address in '{part.ip_text}'")
@@ -384,26 +454,29 @@ def _build(raw: str, work: str, low: str, frame: _Frame, submitted: bool) -> Rec
         why = "unparsed: no from or by clause could be read"
         return _unparsed(raw, why, frame.date_text)
 
-    # The first word after "from" is the client's own claim (its HELO): markers of local
-    # hand-over, AUTH or envelope sender count only in what the receiving MTA wrote.
-    cut = 5 + len(from_text.split(" ", 1)[0]) if from_text and low.startswith("from ") else 0
-    scope, scope_low = work[cut:], low[cut:]
-    local = local or local_reason(
-        scope_low, protocol, fmt, from_text is not None, submitted, ip, part
+    marks = Marks(
+        from_text or "", from_notes, by or "", by_comment, frame.by_notes, with_value.strip()
     )
+    local = local or local_reason(protocol, fmt, from_text is not None, submitted, ip, part, marks)
     if local:
         evidence.append(f"local: {local}")
-    auth_user, why_auth = auth_reason(scope_low, scope, protocol, with_value, part)
+    auth_user, why_auth = auth_reason(protocol, part, marks)
     if why_auth:
         evidence.append(f"authenticated: {why_auth}")
+    helo = part.helo.replace("\x02", " ") if part and part.helo else None
+    if helo and quoted:
+        helo = _unmask(helo, quoted)
+    if helo and helo[:1] == '"' and part is not None and part.reader == "smap":
+        helo = helo[1:-1] or None  # TIS smap: 'claiming to be "x"'
     return _new_hop({
-        "raw": raw, "helo": part.helo.replace("\x02", " ") if part and part.helo else None,
+        "raw": raw, "helo": helo,
         "rdns": part.rdns if part else None, "ip": ip, "by": by, "protocol": protocol,
-        "queue_id": _first_token(id_value), "for_addr": _first_token(for_value),
-        "envelope_from": envelope_from(scope, scope_low, frame.second_from),
-        "authenticated": why_auth is not None, "auth_user": auth_user,
-        "ident": part.ident if part else None, "local": local is not None, "fmt": fmt,
-        "parsed": True, "evidence": tuple(evidence), "date_text": frame.date_text,
+        "queue_id": _unmask(_first_token(id_value), quoted),
+        "for_addr": _unmask(_first_token(for_value), quoted),
+        "envelope_from": _unmask(envelope_from(marks, frame.second_from), quoted),
+        "authenticated": why_auth is not None, "auth_user": _unmask(auth_user, quoted),
+        "ident": _unmask(part.ident, quoted) if part else None, "local": local is not None,
+        "fmt": fmt, "parsed": True, "evidence": tuple(evidence), "date_text": frame.date_text,
     })  # fmt: skip
 
 
@@ -446,15 +519,19 @@ def _protocol(value: str, known_only: bool = False) -> str | None:
 
 
 def _qmail_local(raw: str, work: str) -> ReceivedHop:
-    """Gives the hop for qmail-queue's own line, "(qmail N invoked by uid N)"."""
+    """Gives the hop for qmail-queue's own line, "(qmail N invoked by uid N)".
+
+    qmail-queue writes it above the hop qmail-smtpd wrote ("invoked from network") or
+    for a message a local program handed it ("invoked by uid N"): a hand-over inside the
+    host either way, so the walk steps over it to the line below, if any.
+    """
     m = _QMAIL_LOCAL.match(work)
     if m is None:
         return _unparsed(raw, "unparsed: unknown qmail comment")
     how = m.group(1).lower()
-    local = how != "from"
-    why = "qmail-queue invoked locally" if local else "qmail-queue invoked from network"
+    why = "qmail-queue invoked from network" if how == "from" else "qmail-queue invoked locally"
     semi = work.rfind(";")
     return ReceivedHop(
         raw, None, None, None, None, None, None, None, None, False, None, None,
-        local, "qmail", True, (why,), work[semi + 1 :] if semi >= 0 else None,
+        True, "qmail", True, (f"local: {why}",), work[semi + 1 :] if semi >= 0 else None,
     )  # fmt: skip

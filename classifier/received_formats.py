@@ -109,7 +109,7 @@ HELO_PAREN_IP = _r(
 # TIS FWTK smap / smtpd: "rdns(ip)", "rdns(ip, HELO x)", 'rdns(ip), claiming to be "x"'.
 FWTK = _r(
     r"^(?P<name>[^\s()]+)\((?P<ip>[^\s(),]+)(?:, HELO (?P<helo>[^\s()]+))?\)"
-    r"(?:, claiming to be \"(?P<helob>[^\"]*)\")?"
+    r"(?:, claiming to be (?P<helob>\x03\d+\x03|\"[^\"]*\"))?"  # quoted: received.py masks
 )
 # CommuniGate Pro: "[ip] (account u HELO h)", "name ([ip] verified)", "[ip] (account u [ip])".
 CGP = _r(
@@ -368,33 +368,66 @@ def _interpret(g: dict[str, str | None], reader: Reader) -> FromPart:
     )
 
 
-# What MTAs write to say "handed over inside the host" or "this was our AUTH user".
+# What MTAs write to say "handed over inside the host" or "this was our AUTH user".  Each
+# is read only in the place its MTA writes it (DESIGN.md, "Trust path"): the ``with``
+# keyword, a comment that opens in the from part after the first word, a comment of the
+# by clause.  The HELO, a reverse name and every address are the sender's words: a
+# marker found inside them means nothing.  A comment can only be opened by the MTA:
+# Postfix turns "(" and ")" of a HELO into "?" (smtpd.c, neuter()), a reverse name is a
+# host name, and quoted local parts are masked before a line is cut (received.py).
 _NETWORK_PROTOCOLS = frozenset(
     ("SMTP", "ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA", "UTF8SMTP", "UTF8SMTPS")
 )
 _AUTH_PROTOCOL = re.compile(r"^(?:(?:UTF8)?(?:E?SMTP|LMTP)S?A|ASMTP|HTTP\w*)$")
-_ENVELOPE = re.compile(r"\(?envelope-(?:from|sender)\s+<?([^<>\s,()]*)>?", re.I)
-_AUTH_MARKS = re.compile(
-    r"\(authenticated sender: ?(?P<postfix>[^)\s]+)"
-    r"|\(authenticated(?: (?:as|by) (?P<as>[^)\s,;]+)| bits=\d+| \(\d+ bits\))?[,)]"
-    r"|\(auth: (?P<mech>[\w-]+)(?: (?P<courier>[^,)\s]+))?"
-    r"|\(account (?P<account>[^)\s]+)"
-    r"|\w+ authenticated user (?P<webmail>[^)\s]+)\)"
-    r"|\) as user (?P<asuser>\S+)",
+# A whole comment, matched from its "(": Exim, Dovecot LMTP, qmail-scanner.
+_ENVELOPE_NOTE = re.compile(r"\(envelope-(?:from|sender)\s+<?([^<>\s,()]*)>?", re.I)
+# The comment an MTA writes about the AUTH of its own session, matched from its "(":
+# Postfix "(Authenticated sender: u)", Sendmail "(authenticated bits=0)", Courier
+# "(AUTH: LOGIN u, TLS: …)", CommuniGate "(account u HELO h)", webmail "(SquirrelMail
+# authenticated user u)", CriticalPath (a by-clause comment) "(authenticated as u)".
+_AUTH_NOTE = re.compile(
+    r"\((?:authenticated sender: ?(?P<postfix>[^()\s]+)\)"
+    r"|authenticated(?: (?:as|by) (?P<as>[^()\s,;]+)| bits=\d+| \(\d+ bits\))?[,)]"
+    r"|auth: (?P<mech>[\w-]+)(?: (?P<courier>[^,()\s]+))?"
+    r"|account (?P<account>[^()\s]+)"
+    r"|\w+ authenticated user (?P<webmail>[^()\s]+)\))",
     re.I,
 )
-_GMX_SUBMISSION = re.compile(r" by mail\.gmx\.(?:net|com) \(mp\w*\)", re.I)
+# "from 192.0.2.5 ( [192.0.2.5]) as user u by …": after the last comment of the from part.
+_AS_USER = re.compile(r"\) as user (\S+)$", re.I)
+_POSTFIX_PICKUP = re.compile(r"\([^()]*, from userid \d+\)$", re.I)
+# The address part of the client comment: OpenSMTPD "[local]", Cyrus "[unix socket]",
+# Sendmail "[[UNIX: localhost]]".
+_LOCAL_SOCKET = re.compile(
+    r"\((?:[^\s()\[\]]+ ?)?\[(?:local|unix socket|\[unix: ?[^\[\]]*\]|unix:[^\[\]]*)\]\)$", re.I
+)
+_GMX_SUBMISSION = re.compile(r"\(mp\w*\)$", re.I)
+_GMX_HOSTS = frozenset(("mail.gmx.net", "mail.gmx.com"))
 
 
-def envelope_from(work: str, low: str, second_from: str | None) -> str | None:
-    """Gives the envelope sender a hop recorded: Exim/qmail comments, XMail's "from <x>"."""
-    at = low.find("envelope-")
-    if at >= 0:
-        # The pattern has no literal start to skip ahead with; in ASCII text low and work
-        # line up, so the search starts at the marker (or the "(" before it).
-        m = _ENVELOPE.search(work, at - 1 if at and work.isascii() else 0)
-        if m:
-            return m.group(1)
+class Marks(NamedTuple):
+    """What the receiving MTA wrote in the fixed places of its line; nothing else is read.
+
+    ``from_notes`` are the comments of the from part after its first word (the client
+    comment first), ``by_notes`` those after the by host up to the date; quoted strings
+    inside them are still masked.
+    """
+
+    from_text: str
+    from_notes: tuple[str, ...]
+    by_host: str
+    by_comment: str
+    by_notes: tuple[str, ...]
+    with_value: str
+
+
+def envelope_from(marks: Marks, second_from: str | None) -> str | None:
+    """Gives the envelope sender a hop recorded: Exim/LMTP comments, XMail's "from <x>"."""
+    for note in marks.by_notes + marks.from_notes:
+        if note[1:10].lower() == "envelope-":
+            m = _ENVELOPE_NOTE.match(note)
+            if m:
+                return m.group(1)
     if second_from is not None:
         value = second_from.strip()
         if value.startswith("<"):
@@ -403,13 +436,13 @@ def envelope_from(work: str, low: str, second_from: str | None) -> str | None:
 
 
 def local_reason(
-    low: str,
     protocol: str | None,
     family: str,
     has_from: bool,
     submitted: bool,
     ip: str | None,
     part: FromPart | None,
+    marks: Marks,
 ) -> str | None:
     """Gives why the sending side is not an SMTP client on the network, or None.
 
@@ -423,15 +456,16 @@ def local_reason(
             return f"{protocol} delivery (RFC 2033)"
         if protocol.startswith(("IMAP", "POP")) or family == "fetchmail":
             return f"fetched by {protocol} and re-injected"
-    if "qmail-scanner" in low:
+    if marks.with_value[:13].lower() == "qmail-scanner":
         return "qmail-scanner re-queue"
-    if "from userid" in low:
+    by_comment = marks.by_comment
+    if by_comment and _POSTFIX_PICKUP.match(by_comment):
         return "Postfix pickup (from userid)"
-    if family == "exchange" and "pickup service" in low:
+    if family == "exchange" and marks.from_text.lower() == "mail pickup service":
         return "Exchange pickup service"
-    if ("[unix" in low and ("[unix:" in low or "[unix socket]" in low)) or "[local]" in low:
+    if marks.from_notes and _LOCAL_SOCKET.match(marks.from_notes[0]):
         return "local socket"
-    if ip is None and (submitted or "/submit)" in low):
+    if ip is None and (submitted or by_comment.lower().endswith("/submit)")):
         return "Sendmail local submission"
     if not has_from:
         return "no from clause"
@@ -441,7 +475,7 @@ def local_reason(
 
 
 def auth_reason(
-    low: str, work: str, protocol: str | None, with_value: str, part: FromPart | None
+    protocol: str | None, part: FromPart | None, marks: Marks
 ) -> tuple[str | None, str | None]:
     """Gives (AUTH user, why the hop is authenticated) or (None, None) (RFC 4954 §7, RFC 3848)."""
     user = part.auth_user if part else None
@@ -453,17 +487,27 @@ def auth_reason(
         or (protocol not in _NETWORK_PROTOCOLS and _AUTH_PROTOCOL.match(protocol))
     ):
         reason = reason or f"with {protocol}"
-    if "auth" in low or "account " in low or " as user " in low:
-        for m in _AUTH_MARKS.finditer(work):
-            if m.group("mech"):
-                found = m.group("courier")
-                reason = reason or f"AUTH: {m.group('mech')}"
-            else:
-                found = next((v for v in m.groupdict().values() if v), None)
-                reason = reason or m.group(0).strip("( )")
-            user = user or found
-    if reason is None and "gmx." in low and _GMX_SUBMISSION.search(work):
+    for note in marks.from_notes + marks.by_notes[:2]:
+        m = _AUTH_NOTE.match(note)
+        if m is None:
+            continue
+        if m.group("mech"):
+            found = m.group("courier")
+            reason = reason or f"AUTH: {m.group('mech')}"
+        else:
+            found = next((v for v in m.groupdict().values() if v), None)
+            reason = reason or m.group(0).strip("( )")
+        user = user or found
+    if marks.from_notes and (m := _AS_USER.search(marks.from_text)):
+        reason = reason or "as user"
+        user = user or m.group(1)
+    if (
+        reason is None
+        and marks.by_host.lower() in _GMX_HOSTS
+        and _GMX_SUBMISSION.match(marks.by_comment)
+    ):
         reason = "GMX submission server (mail.gmx.net mp*)"
+    with_value = marks.with_value
     if reason is None and " " in with_value and " auth" in with_value.lower():
         words = [w.strip("[](),;").upper() for w in with_value.replace("\x01", " ").split()]
         if "AUTH" in words:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from classifier.config import settings_from_dict
 from classifier.envelope import Hints, recover_envelope
 from classifier.message import Message
@@ -265,3 +267,128 @@ def test_hop_without_client_address_stops_the_walk() -> None:
     )
     assert env.client_ip is None
     assert any("no client address" in e for e in env.evidence)
+
+
+# --- issue 12: forgeries that reached INBOX -------------------------------------------------
+
+
+def lmtp_hop(mail_from: str, rcpt: str = "<alice@family.example>") -> str:
+    """Dovecot LMTP's own line, with the envelope sender exactly as the client gave it."""
+    return (
+        "Received: from mx.family.example ([127.0.0.1])\r\n\tby mx.family.example with LMTP"
+        f"\r\n\tid kHsGBbTrYWUoBQAA\r\n\t(envelope-from <{mail_from}>)\r\n\tfor {rcpt};"
+        " Tue, 28 Nov 2026 10:00:03 +0000\r\n"
+    )
+
+
+FORGED_AUTH_HOP = (
+    "Received: from laptop (dsl.bank.example [198.51.100.7]) (Authenticated sender: ceo)"
+    " by smtp.bank.example (Postfix) with ESMTPSA id 1 for <alice@family.example>;"
+    " Tue, 28 Nov 2026 09:59:00 +0000\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "mail_from",
+    [
+        '"x (Authenticated sender: bob) y"@evil.example',
+        '"x) with ESMTPSA id y ("@evil.example',
+        '"x) (auth: PLAIN bob, "@evil.example',
+        '"x) (account bob) ("@evil.example',
+        '"x) by mx.family.example with LMTP ("@evil.example',
+        '"\\") (Authenticated sender: bob) (\\""@evil.example',
+    ],
+)
+def test_lmtp_envelope_from_with_auth_words_is_not_our_own_user(mail_from: str) -> None:
+    env = recover_envelope(
+        message(
+            lmtp_hop(mail_from),
+            postfix_hop("mail.evil.example", "mail.evil.example", "192.0.2.66"),
+        ),
+        SETTINGS,
+    )
+    assert (env.client_ip, env.helo, env.authenticated) == (
+        "192.0.2.66",
+        "mail.evil.example",
+        False,
+    )
+    assert env.hop_index == 1
+
+
+def test_lmtp_hop_keeps_the_quoted_envelope_sender_whole() -> None:
+    mail_from = '"x (Authenticated sender: bob) y"@evil.example'
+    env = recover_envelope(message(lmtp_hop(mail_from)), SETTINGS)
+    assert env.mail_from is not None and env.mail_from.endswith("@evil.example")
+    assert "Authenticated sender: bob" in env.mail_from
+    assert env.authenticated is False
+
+
+@pytest.mark.parametrize(
+    "rdns",
+    ["qmail-scanner.evil.example", "qmail-scanner", "unix.evil.example", "local.evil.example"],
+)
+def test_reverse_name_with_local_marker_does_not_step_over_the_client(rdns: str) -> None:
+    env = recover_envelope(
+        message(LMTP, postfix_hop("mail.evil.example", rdns, "192.0.2.66"), FORGED_AUTH_HOP),
+        SETTINGS,
+    )
+    assert (env.client_ip, env.helo, env.authenticated) == (
+        "192.0.2.66",
+        "mail.evil.example",
+        False,
+    )
+    assert env.hop_index == 1
+
+
+def test_postfix_says_no_login_so_a_claimed_auth_is_ignored() -> None:
+    # Even a hop that really reads as AUTH counts for nothing when Postfix, which wrote
+    # it, says the client did not log in (pipe(8) ${sasl_username} empty).
+    forged_top = FORGED_AUTH_HOP.replace("smtp.bank.example", "mx.family.example")
+    hints = Hints(client_address="198.51.100.7", client_helo="laptop", sasl_username="")
+    env = recover_envelope(message(forged_top), SETTINGS, hints)
+    assert (env.client_ip, env.authenticated) == ("198.51.100.7", False)
+    assert any("no SASL login" in e for e in env.evidence)
+
+
+def test_postfix_login_makes_our_own_user_without_any_header() -> None:
+    hints = Hints(client_address="192.0.2.10", client_helo="laptop", sasl_username="alice")
+    env = recover_envelope(
+        message(postfix_hop("laptop", "dsl.example.net", "192.0.2.10")), SETTINGS, hints
+    )
+    assert (env.client_ip, env.authenticated) == ("192.0.2.10", True)
+
+
+def test_hints_of_a_loopback_reinjection_do_not_name_the_client() -> None:
+    # Behind a content filter, pipe(8)'s macros describe the filter on 127.0.0.1.
+    hints = Hints(client_address="127.0.0.1", client_helo="localhost", sasl_username="")
+    env = recover_envelope(
+        message(
+            AMAVIS_BACK,
+            AMAVIS_SCAN,
+            postfix_hop("laptop", "dsl.example.net", "192.0.2.10").replace("ESMTPS", "ESMTPSA"),
+        ),
+        SETTINGS,
+        hints,
+    )
+    assert (env.client_ip, env.helo, env.authenticated) == ("192.0.2.10", "laptop", True)
+
+
+QMAIL_NETWORK = "Received: (qmail 4711 invoked from network); 28 Nov 2026 10:00:02 -0000\r\n"
+QMAIL_SMTPD = (
+    "Received: from mail.example.net (HELO mail.example.net) (192.0.2.33)\r\n"
+    "  by mx.family.example with SMTP; 28 Nov 2026 10:00:01 -0000\r\n"
+)
+
+
+def test_qmail_queue_line_is_stepped_over_to_the_smtpd_hop() -> None:
+    env = recover_envelope(message(QMAIL_NETWORK, QMAIL_SMTPD), SETTINGS)
+    assert (env.client_ip, env.helo, env.hop_index) == ("192.0.2.33", "mail.example.net", 1)
+
+
+def test_qmail_local_submission_has_no_network_client() -> None:
+    env = recover_envelope(
+        message("Received: (qmail 4712 invoked by uid 1000); 28 Nov 2026 10:00:02 -0000\r\n"),
+        SETTINGS,
+    )
+    assert (env.client_ip, env.authenticated) == (None, False)
+    assert "locally submitted" in env.evidence[-2] + env.evidence[-1]
