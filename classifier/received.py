@@ -82,6 +82,8 @@ _CLIENT_COMMENT = re.compile(r"\((?:[^\s()\[\]]+ )?\[[^\s()\[\]]+\]\)")
 # Words SENDMAIL's lookahead refuses as a reverse-DNS name: the general reader decides.
 _NOT_RDNS = frozenset(("HELO", "EHLO", "LHLO", "ACCOUNT"))
 # Run on lower-cased text; the character before a keyword is checked in Python.
+# Family markers a from part holds after the client comment: Postfix's and Courier's AUTH.
+_FROM_NOTE_MARKERS = ("(authenticated sender:", "(auth: ")
 _FIRST_WORD = re.compile(r"[^\s()]*")
 _KEYWORD = re.compile(r"(?:from|by|with|id|for|via)(?![^ \x01<\[;])")
 _QMAIL_LOCAL = re.compile(r"^\(qmail \d+ (?:messnum \d+ )?invoked (by|from|for) ", re.I)
@@ -371,7 +373,9 @@ def _quick(raw: str) -> ReceivedHop | None:
     if by_comment == "(Postfix)":
         family = POSTFIX  # the first marker detect_family looks for: no search needed
     else:
-        family = detect_family(raw.lower(), by, by_comment or "", protocol)
+        # the sender's words (HELO, reverse name) never pick the family
+        tail = raw[m.end(3) if ip_text is not None else m.end(1) :].lower()
+        family = detect_family(tail, by, by_comment or "", protocol)
     if ip_text is not None:
         # "helo (rdns [ip])", "helo ([ip])": SENDMAIL's reading, as _interpret gives it.
         if family.readers[0] != SENDMAIL_READER or (rdns and rdns.upper() in _NOT_RDNS):
@@ -424,29 +428,30 @@ def _build(
     from_text, by_value, by_comment, with_value, via_value, id_value, for_value, _, _, _ = frame
     by = _first_token(by_value)
     protocol = _protocol(with_value) or _protocol(via_value, known_only=True)
-    if protocol is None and "(via http)" in low:
+    if protocol is None and any(note.lower() == "(via http)" for note in frame.by_notes):
         protocol = "HTTP"  # web.de: "by host (via HTTP)"
     local = None
     if protocol is not None and protocol.startswith("LOCAL-"):
         # Exim's local-esmtp, local-bsmtp…: that dialect, spoken by a local process.
         local, protocol = f"with {protocol.lower()}", protocol[6:] or None
-    family = detect_family(low, by or "", by_comment, protocol)
+    from_notes: tuple[str, ...] = ()
+    if from_text:
+        from_text = from_text[:_MAX_FROM_CHARS]
+        if "(" in from_text:
+            first = _FIRST_WORD.match(from_text)
+            from_notes = tuple(_COMMENT.findall(from_text, first.end() if first else 0))
+    family = detect_family(_mta_words(low, from_text, from_notes), by or "", by_comment, protocol)
     fmt = family.name
     evidence: list[str] = []
 
     part: FromPart | None = None
-    from_notes: tuple[str, ...] = ()
     if from_text:
-        from_text = from_text[:_MAX_FROM_CHARS]
         part = read_from(family, from_text)
         if part is None and family is not FALLBACK:
             part = read_from(FALLBACK, from_text)
             fmt = "fallback"
         if part is not None:
             evidence.append(f"{fmt}: from part read as '{part.reader}'")
-        if "(" in from_text:
-            first = _FIRST_WORD.match(from_text)
-            from_notes = tuple(_COMMENT.findall(from_text, first.end() if first else 0))
     ip = part.ip if part is not None else None
     if ip is None and part is not None and part.ip_text:
         evidence.append(f"no usable address in '{part.ip_text}'")
@@ -478,6 +483,34 @@ def _build(
         "ident": _unmask(part.ident, quoted) if part else None, "local": local is not None,
         "fmt": fmt, "parsed": True, "evidence": tuple(evidence), "date_text": frame.date_text,
     })  # fmt: skip
+
+
+def _mta_words(low: str, from_text: str | None, from_notes: tuple[str, ...]) -> str:
+    """Gives the lower-cased text the MTA family is told by: the sender's words left out.
+
+    The HELO, the reverse name and the ident of the client comment are the sender's: a
+    PTR such as exim-1.evil.example must not make a Postfix line read as Exim's.  Kept:
+    everything from the end of the from part on, the comments after the client comment,
+    the client comment's address and its opening word when that is a command (qmail's
+    "(HELO x)").
+    """
+    if not from_text or not low.startswith("from "):
+        return low
+    end = low.find(from_text.lower(), 5)
+    rest = low[end + len(from_text) :] if end >= 0 else low
+    if not from_notes:
+        return rest
+    client = from_notes[0].lower()
+    words = [rest]
+    for note in from_notes[1:]:  # qmail's "(ident@ip)" holds the sender's ident
+        low_note = note.lower()
+        if low_note.startswith(_FROM_NOTE_MARKERS):
+            words.append(low_note[: low_note.find(":") + 1])
+    if client.startswith(("(helo ", "(ehlo ", "(lhlo ")):
+        words.append(client[:6])
+    if "[" in client:
+        words.append(client[client.find("[") :])
+    return " ".join(words)
 
 
 def _restore(masked: str, comments: list[str], first: int) -> str:

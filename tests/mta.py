@@ -322,17 +322,25 @@ class Mta:
         raise AssertionError(f"Postfix processes in {spool} survived SIGKILL")
 
     def send(
-        self, message: bytes, *, token: str, mail_from: str, rcpt: str, client_ip: str, helo: str
+        self,
+        message: bytes,
+        *,
+        token: str,
+        mail_from: str,
+        rcpt: str,
+        client_ip: str,
+        helo: str,
+        client_name: str = "[UNAVAILABLE]",
     ) -> str:
         """Sends message over SMTP as the client (ip, helo) played by XCLIENT; gives the queue id.
 
-        The client has no reverse DNS name (``[UNAVAILABLE]``).
+        client_name is the client's reverse DNS name; by default it has none.
         """
         path = self.root / "out" / f"{token}.eml"
         path.write_bytes(message)
         argv = ["swaks", "--server", "127.0.0.1", "--port", str(self.port), "--timeout", "10"]
         argv += ["--helo", helo, "--xclient-helo", helo, "--xclient-addr", client_ip]
-        argv += ["--xclient-name", "[UNAVAILABLE]", "--from", mail_from, "--to", rcpt]
+        argv += ["--xclient-name", client_name, "--from", mail_from, "--to", rcpt]
         argv += ["--data", f"@{path}"]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         found = re.search(r"<-  250 .*queued as (\w+)", proc.stdout)

@@ -285,3 +285,50 @@ def test_every_message_sent_is_delivered_exactly_once(mta: Mta) -> None:
         copies = [m.user for m in delivered if sent.token.encode() in m.data]
         assert copies == [sent.rcpt], f"{sent}: delivered to {copies}"
     assert len(delivered) == len(mta.sent)
+
+
+# A hop the sender wrote whole, below Postfix's own: it claims an AUTH login and names a
+# client that SPF would pass for pass.example and reject.example alike.
+FORGED_HOPS = (
+    b"Received: from laptop (dsl.reject.example [192.0.2.7]) (Authenticated sender: ceo)\r\n"
+    b"\tby mx.test.example (Postfix) with ESMTPSA id 4ZZZ for <bob@test.example>;\r\n"
+    b"\tSat, 01 Mar 2025 09:59:00 +0000\r\n"
+    b"Received: (qmail 1 invoked by uid 0); 01 Mar 2025 09:58:00 -0000\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "mail_from, helo, client_name",
+    [
+        # issue 12, 1: an AUTH phrase in a quoted local part (RFC 5321 §4.1.2)
+        ('"x (Authenticated sender: bob) y"@reject.example', "mail.reject.example", None),
+        ('"x) with ESMTPSA id y ("@reject.example', "mail.reject.example", None),
+        ('"x) (auth: PLAIN bob, "@reject.example', "mail.reject.example", None),
+        ('"x) (account bob) ("@reject.example', "mail.reject.example", None),
+        # issue 12, 2: a reverse name that reads as a local re-queue
+        ("ceo@reject.example", "mail.reject.example", "qmail-scanner.reject.example"),
+        ("ceo@reject.example", "mail.reject.example", "local.unix.reject.example"),
+        # marker words in the HELO, which Postfix keeps but for its parentheses
+        ("ceo@reject.example", "x (Authenticated sender: bob) with ESMTPSA [local]", None),
+    ],
+)
+def test_forged_trust_words_through_real_postfix_are_quarantined(
+    mta: Mta, mail_from: str, helo: str, client_name: str | None
+) -> None:
+    token = f"t{uuid.uuid4().hex[:12]}"
+    data = FORGED_HOPS + message("The CEO <ceo@reject.example>", token)
+    mta.send(
+        data,
+        token=token,
+        mail_from=mail_from,
+        rcpt=ENFORCED,
+        client_ip=STRANGER,
+        helo=helo,
+        client_name=client_name or "[UNAVAILABLE]",
+    )
+    got = mta.wait_delivered(token)
+    fields = verdict(got)
+    assert (got.folder, fields["verdict"], fields["dmarc"]) == ("Quarantine", "quarantine", "fail")
+    assert fields.get("submission", "no") == "no", fields
+    assert f"client-ip={STRANGER};" in header(got, "Received-SPF")
+    mta.wait_queue_empty()
