@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from classifier import __version__
 from classifier.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="authsieve",
         description="SPF, DKIM, ARC and DMARC at delivery time; failures filed, never bounced.",
     )
+    parser.add_argument("--version", action="version", version=f"authsieve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = sub.add_parser("check", help="check messages or Maildirs and print the results")
