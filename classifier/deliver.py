@@ -61,6 +61,32 @@ class StdoutDelivery:
             raise DeliveryError(EX_TEMPFAIL, f"cannot write to stdout: {exc.strerror}") from None
 
 
+REASON_LIMIT = 300  # characters of the next stage's own words in Postfix's queue and bounces
+
+
+def stage_reason(stderr: bytes) -> str:
+    """Gives the line of a failed program's stderr that says why, printable and bounded.
+
+    Dovecot ends an error with "Internal error occurred. Refer to server log…"
+    after the line that names the cause (when it logs to stderr): the last
+    ``Error:``/``Fatal:`` line that is more than that wins, else the last line.
+    """
+    text = stderr.decode("utf-8", "replace")
+    lines = [
+        "".join(c if c.isprintable() else " " for c in line).strip() for line in text.splitlines()
+    ]
+    lines = [line for line in lines if line]
+    if not lines:
+        return "nothing on stderr (see its own log)"
+    causes = [
+        line
+        for line in lines
+        if ("Error:" in line or "Fatal:" in line) and "Refer to server log" not in line
+    ]
+    line = (causes or lines)[-1]
+    return line if len(line) <= REASON_LIMIT else line[: REASON_LIMIT - 3] + "..."
+
+
 def _run(argv: list[str], data: bytes, timeout: float) -> None:
     try:
         proc = subprocess.run(argv, input=data, capture_output=True, timeout=timeout, check=False)
@@ -71,11 +97,10 @@ def _run(argv: list[str], data: bytes, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         raise DeliveryError(EX_TEMPFAIL, f"{argv[0]}: no answer after {timeout:g}s") from None
     if proc.returncode != 0:
-        said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = said[-1] if said else "no message"
         # A signal (negative code) is temporary too: Postfix must keep the message.
         code = proc.returncode if proc.returncode > 0 else EX_TEMPFAIL
-        raise DeliveryError(code, f"{Path(argv[0]).name} exited {proc.returncode}: {detail}")
+        name = Path(argv[0]).name
+        raise DeliveryError(code, f"{name} exited {proc.returncode}: {stage_reason(proc.stderr)}")
 
 
 @dataclass(frozen=True)
