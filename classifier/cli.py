@@ -90,12 +90,31 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     pipe.add_argument("--client-helo", help="SMTP client HELO (${client_helo})")
     pipe.add_argument("--client-hostname", help="SMTP client reverse DNS (${client_hostname})")
     pipe.add_argument(
+        "--user",
+        metavar="ADDRESS",
+        help="the mailbox the recipient belongs to, without its +detail (${user}@${domain}):"
+        " whose policy decides, and dovecot-lda's -d (default: the recipient)",
+    )
+    pipe.add_argument(
+        "--original-recipient",
+        metavar="ADDRESS",
+        help="the recipient before aliasing (${original_recipient}): dovecot-lda's -a,"
+        ' what Sieve\'s envelope "to" sees (default: the recipient)',
+    )
+    pipe.add_argument(
         "--deliver",
         default="stdout",
         metavar="TARGET",
         help="stdout | dovecot-lda | sendmail | maildir:PATH (default stdout)",
     )
     pipe.add_argument("--lda-path", default="/usr/lib/dovecot/dovecot-lda")
+    pipe.add_argument(
+        "--lda-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for dovecot-lda, repeatable; write --lda-arg=-c --lda-arg=FILE",
+    )
     pipe.add_argument(
         "--daemon",
         metavar="SOCKET",
@@ -256,18 +275,26 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     configure_logging(settings, args.debug)
     try:
-        delivery = delivery_from_spec(args.deliver, args.lda_path, args.sendmail_path)
+        delivery = delivery_from_spec(
+            args.deliver,
+            args.lda_path,
+            args.sendmail_path,
+            tuple(args.lda_arg),
+            _macro(args.user),
+            _macro(args.original_recipient),
+        )
     except ValueError as exc:
         log.error("bad pipe arguments: %s", exc)
         print(f"authsieve: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
     data = sys.stdin.buffer.read()
     recipients = list(args.recipient)
-    user = recipients[0] if recipients else None
+    # The mailbox's owner decides: you+news@ is you@ when the delimiter is "+".
+    user = _macro(args.user) or (recipients[0] if recipients else None)
     hints: dict[str, str | None] = {
         # pipe(8) spells the null sender MAILER-DAEMON unless the service sets null_sender=.
         "sender": "" if (args.sender or "").strip().upper() == "MAILER-DAEMON" else args.sender,
-        "recipient": user,
+        "recipient": recipients[0] if recipients else None,
         "client_address": _macro(args.client_address),
         "client_helo": _macro(args.client_helo),
         "client_hostname": _macro(args.client_hostname),

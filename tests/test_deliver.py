@@ -1,4 +1,4 @@
-"""Delivery targets (deliver.py): why a next stage failed."""
+"""Delivery targets (deliver.py): dovecot-lda's arguments, and why a next stage failed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from classifier.deliver import REASON_LIMIT, DeliveryError, DovecotLdaDelivery, stage_reason
+from classifier.deliver import (
+    REASON_LIMIT,
+    DeliveryError,
+    DovecotLdaDelivery,
+    delivery_from_spec,
+    stage_reason,
+)
 
 # What dovecot-lda 2.3 writes to stderr for an unwritable Maildir when log_path = /dev/stderr.
 DOVECOT_STDERR = (
@@ -59,3 +65,39 @@ def test_lda_failure_carries_its_own_line_and_exit_code(tmp_path: Path) -> None:
         DovecotLdaDelivery(str(lda)).deliver(b"x\n", "a@example.com", ["u@family.example"], "inbox")
     assert caught.value.code == 75
     assert str(caught.value) == "lda exited 75: lda(u): Error: quota exceeded"
+
+
+def test_plus_address_goes_to_the_users_mailbox_with_the_address_for_sieve(tmp_path: Path) -> None:
+    lda = recording_lda(tmp_path)
+    delivery = delivery_from_spec(
+        "dovecot-lda",
+        str(lda),
+        user="you@family.example",
+        original_recipient="you+news@family.example",
+    )
+    delivery.deliver(b"x\n", "a@example.com", ["you+news@family.example"], "inbox")
+    assert (tmp_path / "argv").read_text().split() == [
+        "-e", "-f", "a@example.com", "-d", "you@family.example", "-a", "you+news@family.example",
+    ]  # fmt: skip
+
+
+def test_without_a_user_the_recipient_is_both_mailbox_and_address(tmp_path: Path) -> None:
+    lda = recording_lda(tmp_path)
+    delivery_from_spec("dovecot-lda", str(lda)).deliver(b"x\n", "", ["you@family.example"], "junk")
+    assert (tmp_path / "argv").read_text().split() == [
+        "-e", "-f", "<>", "-d", "you@family.example", "-a", "you@family.example",
+    ]  # fmt: skip
+
+
+def test_extra_lda_arguments_come_first(tmp_path: Path) -> None:
+    lda = recording_lda(tmp_path)
+    extra = ("-c", "/etc/dovecot/lda.conf", "-o", "mail_debug=yes")
+    delivery = delivery_from_spec("dovecot-lda", str(lda), lda_args=extra)
+    delivery.deliver(b"x\n", "a@example.com", ["u@family.example"], "inbox")
+    assert (tmp_path / "argv").read_text().split()[:5] == [*extra, "-e"]
+
+
+@pytest.mark.parametrize("arg", ["-d", "-a", "-f", "-e", "-dother@family.example"])
+def test_extra_lda_argument_authsieve_sets_itself_is_refused(arg: str) -> None:
+    with pytest.raises(ValueError, match=f"--lda-arg {arg}: authsieve sets {arg[:2]}"):
+        delivery_from_spec("dovecot-lda", lda_args=("-c", "/etc/x.conf", arg))
