@@ -32,7 +32,7 @@ from classifier.config import settings_from_dict  # noqa: E402
 from classifier.dns import Resolver, ServerSource  # noqa: E402
 from tests.dnsserver import DnsServerProcess, DnsTestServer  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "testsuites" / "dkim" / "dkimpy-data"
+DATA = ROOT / "tests" / "vectors" / "dkim" / "dkimpy-data"
 
 
 def txt(owner: str, record: str) -> str:

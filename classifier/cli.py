@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from classifier import __version__
 from classifier.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="authsieve",
         description="SPF, DKIM, ARC and DMARC at delivery time; failures filed, never bounced.",
     )
+    parser.add_argument("--version", action="version", version=f"authsieve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = sub.add_parser("check", help="check messages or Maildirs and print the results")
@@ -92,12 +94,31 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="SMTP AUTH login of the client (${sasl_username}; empty: none), outranks headers",
     )
     pipe.add_argument(
+        "--user",
+        metavar="ADDRESS",
+        help="the mailbox the recipient belongs to, without its +detail (${user}@${domain}):"
+        " whose policy decides, and dovecot-lda's -d (default: the recipient)",
+    )
+    pipe.add_argument(
+        "--original-recipient",
+        metavar="ADDRESS",
+        help="the recipient before aliasing (${original_recipient}): dovecot-lda's -a,"
+        ' what Sieve\'s envelope "to" sees (default: the recipient)',
+    )
+    pipe.add_argument(
         "--deliver",
         default="stdout",
         metavar="TARGET",
         help="stdout | dovecot-lda | sendmail | maildir:PATH (default stdout)",
     )
     pipe.add_argument("--lda-path", default="/usr/lib/dovecot/dovecot-lda")
+    pipe.add_argument(
+        "--lda-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for dovecot-lda, repeatable; write --lda-arg=-c --lda-arg=FILE",
+    )
     pipe.add_argument(
         "--daemon",
         metavar="SOCKET",
@@ -258,18 +279,26 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     configure_logging(settings, args.debug)
     try:
-        delivery = delivery_from_spec(args.deliver, args.lda_path, args.sendmail_path)
+        delivery = delivery_from_spec(
+            args.deliver,
+            args.lda_path,
+            args.sendmail_path,
+            tuple(args.lda_arg),
+            _macro(args.user),
+            _macro(args.original_recipient),
+        )
     except ValueError as exc:
         log.error("bad pipe arguments: %s", exc)
         print(f"authsieve: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
     data = sys.stdin.buffer.read()
     recipients = list(args.recipient)
-    user = recipients[0] if recipients else None
+    # The mailbox's owner decides: you+news@ is you@ when the delimiter is "+".
+    user = _macro(args.user) or (recipients[0] if recipients else None)
     hints: dict[str, str | None] = {
         # pipe(8) spells the null sender MAILER-DAEMON unless the service sets null_sender=.
         "sender": "" if (args.sender or "").strip().upper() == "MAILER-DAEMON" else args.sender,
-        "recipient": user,
+        "recipient": recipients[0] if recipients else None,
         "client_address": _macro(args.client_address),
         "client_helo": _macro(args.client_helo),
         "client_hostname": _macro(args.client_hostname),

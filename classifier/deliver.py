@@ -61,6 +61,34 @@ class StdoutDelivery:
             raise DeliveryError(EX_TEMPFAIL, f"cannot write to stdout: {exc.strerror}") from None
 
 
+REASON_LIMIT = 300  # characters of the next stage's own words in Postfix's queue and bounces
+# Options authsieve itself gives dovecot-lda, from the envelope: not for --lda-arg.
+LDA_OWN_OPTIONS = ("-a", "-d", "-e", "-f")
+
+
+def stage_reason(stderr: bytes) -> str:
+    """Gives the line of a failed program's stderr that says why, printable and bounded.
+
+    Dovecot ends an error with "Internal error occurred. Refer to server log…"
+    after the line that names the cause (when it logs to stderr): the last
+    ``Error:``/``Fatal:`` line that is more than that wins, else the last line.
+    """
+    text = stderr.decode("utf-8", "replace")
+    lines = [
+        "".join(c if c.isprintable() else " " for c in line).strip() for line in text.splitlines()
+    ]
+    lines = [line for line in lines if line]
+    if not lines:
+        return "nothing on stderr (see its own log)"
+    causes = [
+        line
+        for line in lines
+        if ("Error:" in line or "Fatal:" in line) and "Refer to server log" not in line
+    ]
+    line = (causes or lines)[-1]
+    return line if len(line) <= REASON_LIMIT else line[: REASON_LIMIT - 3] + "..."
+
+
 def _run(argv: list[str], data: bytes, timeout: float) -> None:
     try:
         proc = subprocess.run(argv, input=data, capture_output=True, timeout=timeout, check=False)
@@ -71,31 +99,40 @@ def _run(argv: list[str], data: bytes, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         raise DeliveryError(EX_TEMPFAIL, f"{argv[0]}: no answer after {timeout:g}s") from None
     if proc.returncode != 0:
-        said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = said[-1] if said else "no message"
         # A signal (negative code) is temporary too: Postfix must keep the message.
         code = proc.returncode if proc.returncode > 0 else EX_TEMPFAIL
-        raise DeliveryError(code, f"{Path(argv[0]).name} exited {proc.returncode}: {detail}")
+        name = Path(argv[0]).name
+        raise DeliveryError(code, f"{name} exited {proc.returncode}: {stage_reason(proc.stderr)}")
 
 
 @dataclass(frozen=True)
 class DovecotLdaDelivery:
-    """Hands the message to dovecot-lda, which runs the user's Sieve (and so files it)."""
+    """Hands the message to dovecot-lda, which runs the user's Sieve (and so files it).
+
+    `user` is the Dovecot user whose mailbox and Sieve script take the message
+    (``-d``; pipe(8)'s ``${user}@${domain}``: the recipient without its
+    ``+detail``), `original_recipient` the address Sieve's ``envelope "to"``
+    sees (``-a``; ``${original_recipient}``), as Postfix's LMTP client gives
+    Dovecot's LMTP server the address and its ORCPT.  Without them, the
+    recipient is both.  `extra_args` go to dovecot-lda before authsieve's own
+    (``-c FILE``, ``-o setting=value``).
+    """
 
     path: str = DEFAULT_LDA
-    config: str | None = None
+    extra_args: tuple[str, ...] = ()
+    user: str | None = None
+    original_recipient: str | None = None
     timeout: float = 300.0
 
     def deliver(self, data: bytes, sender: str, recipients: list[str], action: str) -> None:
+        alone = len(recipients) == 1
         for rcpt in recipients or [""]:
-            argv = [self.path]
-            if self.config:
-                argv += ["-c", self.config]
-            argv += ["-e", "-f", sender or "<>"]
+            argv = [self.path, *self.extra_args, "-e", "-f", sender or "<>"]
             if rcpt:
                 # -d: whose mailbox and Sieve (Dovecot userdb); pipe(8) runs every delivery
                 # as one user, so without it all mail would land in that user's mailbox.
-                argv += ["-d", rcpt, "-a", rcpt]
+                user = (alone and self.user) or rcpt
+                argv += ["-d", user, "-a", (alone and self.original_recipient) or rcpt]
             _run(argv, data, self.timeout)
 
 
@@ -162,13 +199,26 @@ class MaildirDelivery:
 
 
 def delivery_from_spec(
-    spec: str, lda_path: str = DEFAULT_LDA, sendmail_path: str = DEFAULT_SENDMAIL
+    spec: str,
+    lda_path: str = DEFAULT_LDA,
+    sendmail_path: str = DEFAULT_SENDMAIL,
+    lda_args: tuple[str, ...] = (),
+    user: str | None = None,
+    original_recipient: str | None = None,
 ) -> Delivery:
-    """Gives the delivery for ``stdout``, ``dovecot-lda``, ``sendmail`` or ``maildir:PATH``."""
+    """Gives the delivery for ``stdout``, ``dovecot-lda``, ``sendmail`` or ``maildir:PATH``.
+
+    `lda_args`, `user` and `original_recipient` are dovecot-lda's (see
+    DovecotLdaDelivery); an lda_arg that is one of the options authsieve sets
+    from the envelope (``-d``, ``-a``, ``-f``, ``-e``) is refused.
+    """
     if spec == "stdout":
         return StdoutDelivery()
     if spec == "dovecot-lda":
-        return DovecotLdaDelivery(lda_path)
+        for arg in lda_args:
+            if arg[:2] in LDA_OWN_OPTIONS:
+                raise ValueError(f"--lda-arg {arg}: authsieve sets {arg[:2]} from the envelope")
+        return DovecotLdaDelivery(lda_path, tuple(lda_args), user, original_recipient)
     if spec == "sendmail":
         return SendmailDelivery(sendmail_path)
     if spec.startswith("maildir:") and len(spec) > len("maildir:"):

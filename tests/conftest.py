@@ -1,4 +1,4 @@
-"""Shared fixtures: a real DNS server on loopback, and the public test suites."""
+"""Shared fixtures: a real DNS server on loopback, and the public test vectors."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from classifier.dns import Resolver, ServerSource
 from tests.dnsserver import DnsTestServer
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = ROOT.parent / "shared" / "testsuites"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def suite_path(*parts: str) -> Path:
-    """Gives a file of ../shared/testsuites, skipping the test when the folder is absent."""
-    path = SUITES.joinpath(*parts)
+def vector_path(*parts: str) -> Path:
+    """Gives a file of tests/vectors; a missing one fails (they ship with the tests, never skip)."""
+    path = VECTORS.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"test suite file not present: {path}")
+        raise FileNotFoundError(f"test vector missing: {path}")
     return path
 
 

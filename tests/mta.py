@@ -4,9 +4,11 @@
 map sends ``test.example`` to the ``authsieve`` pipe(8) service of
 examples/postfix/master.cf, which runs ``authsieve pipe --deliver
 dovecot-lda`` as ``nobody``; dovecot-lda (configured with the snippets of
-examples/dovecot/) runs each recipient's Sieve script and writes into
-``mail/<address>/Maildir``.  No Dovecot server runs: a small wrapper plays
-Dovecot's userdb, taking the mailbox user from ``-d`` (else ``-a``).
+examples/dovecot/, its config file given with ``--lda-arg=-c``) runs each
+recipient's Sieve script and writes into ``mail/<address>/Maildir``.  Both
+have ``recipient_delimiter = +``.  No Dovecot server runs: a small wrapper
+plays Dovecot's userdb, taking the mailbox user from ``-d`` (else ``-a``);
+a user without a home is unknown (exit 67, as dovecot-lda's userdb lookup).
 Everything is killed and removed when the ``with`` block ends, even when a
 test failed (``AUTHSIEVE_KEEP_MTA=1`` keeps the files for a post-mortem).
 
@@ -62,7 +64,7 @@ PROBE = (
     "import importlib.util, tomllib, spf, dkim, nacl.signing, authres, dns.resolver,"
     " publicsuffixlist; assert importlib.util.find_spec('classifier.cli')"
 )
-FOLDERS = {"": "INBOX", ".Junk": "Junk", ".Quarantine": "Quarantine"}
+FOLDERS = {"": "INBOX", ".Junk": "Junk", ".Quarantine": "Quarantine", ".News": "News"}
 
 
 def missing_parts() -> str:
@@ -193,7 +195,8 @@ def pipe_service(root: Path, user: str) -> str:
     """Gives the authsieve service of examples/postfix/master.cf, with this instance's paths.
 
     The test runs the lines an admin copies; only the pipe user, the command's
-    path, the config and the dovecot-lda stand-in are replaced.
+    path, the config and the dovecot-lda stand-in are replaced, and the
+    stand-in is given its config file as an admin would (``--lda-arg``).
     """
     lines = (EXAMPLES / "postfix" / "master.cf").read_text().splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("authsieve "))
@@ -206,7 +209,8 @@ def pipe_service(root: Path, user: str) -> str:
     command = "argv=/usr/local/bin/authsieve pipe"
     assert command in service, f"examples/postfix/master.cf: no {command!r}"
     ours = f"argv={root}/bin/authsieve pipe --config {root}/authsieve.toml"
-    return service.replace(command, ours) + f"\n  --lda-path {root}/bin/dovecot-lda\n"
+    lda = f"--lda-path {root}/bin/dovecot-lda --lda-arg=-c --lda-arg={root}/dovecot/dovecot.conf"
+    return service.replace(command, ours) + f"\n  {lda}\n"
 
 
 @dataclass(frozen=True)
@@ -525,6 +529,7 @@ alias_maps =
 alias_database =
 relay_domains = {domain}
 transport_maps = inline:{{ {domain}=authsieve: }}
+recipient_delimiter = +
 authsieve_destination_recipient_limit = 1
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
 smtpd_peername_lookup = no
@@ -565,6 +570,7 @@ log_path = {root}/dovecot/dovecot.log
 stats_writer_socket_path =
 mail_location = maildir:~/Maildir
 hostname = {host}
+recipient_delimiter = +
 namespace inbox {{
   inbox = yes
 }}
@@ -583,7 +589,8 @@ export PYTHONPATH
 exec {python} -m classifier.cli "$@"
 """
 
-# Plays Dovecot's userdb: the user is -d's (else the -a recipient), home mail/<user>.
+# Plays Dovecot's userdb: the user is -d's (else the -a recipient), home mail/<user>;
+# a user without a home is unknown.  The config file comes from authsieve's --lda-arg.
 LDA = """\
 #!/bin/sh
 user=
@@ -603,5 +610,9 @@ done
 USER=${{user:-nobody}}
 HOME={root}/mail/$USER
 export USER HOME
-exec {lda} -c {root}/dovecot/dovecot.conf "$@"
+if [ ! -d "$HOME" ]; then
+  echo "lda($USER): Error: userdb lookup: user $USER doesn't exist" >&2
+  exit 67
+fi
+exec {lda} "$@"
 """

@@ -13,7 +13,7 @@ from classifier.checks import facts_from, run_checks
 from classifier.config import settings_from_dict
 from classifier.facts import parse_header_value, render_header_value
 from classifier.message import Message
-from tests.conftest import resolver_for, suite_path
+from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer
 
 AUTHSERV = "mx.family.example"
@@ -24,7 +24,7 @@ SETTINGS = settings_from_dict(
 
 def dkim_key_record() -> str:
     """Gives the zone line of the 2048-bit test key at s2048._domainkey.example.com."""
-    record = suite_path("dkim", "dkimpy-data", "2048_testkey_wo_markers.pub.txt").read_text()
+    record = vector_path("dkim", "dkimpy-data", "2048_testkey_wo_markers.pub.txt").read_text()
     record = "".join(record.split())
     chunks = " ".join(f'"{record[i : i + 200]}"' for i in range(0, len(record), 200))
     return f"s2048._domainkey.example.com. TXT {chunks}\n"
@@ -44,7 +44,7 @@ def signed_message(mail_from: str = "news@example.com", client: str = "192.0.2.1
         b"Subject: Offers\r\nMessage-ID: <1@example.com>\r\n"
         b"Date: Sat, 28 Nov 2026 09:00:00 +0000\r\n\r\nHello Alice.\r\n"
     )
-    key = suite_path("dkim", "dkimpy-data", "2048_testkey.key").read_bytes()
+    key = vector_path("dkim", "dkimpy-data", "2048_testkey.key").read_bytes()
     sig = dkim.sign(body, b"s2048", b"example.com", key, include_headers=[b"from", b"subject"])
     received = (
         f"Return-Path: <{mail_from}>\r\n"

@@ -16,11 +16,11 @@ import yaml
 from classifier.arc import MAX_INSTANCES, ArcResult, check_arc
 from classifier.dkim import dkimpy_txt_lookup
 from classifier.dns import DnsSession, Resolver, ServerSource
-from tests.conftest import SUITES, resolver_for, suite_path
+from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer, free_udp_port
 from tests.test_dkim import crlf, zone_text
 
-VALIMAIL = SUITES / "arc-valimail" / "arc-draft-validation-tests.yml"
+VALIMAIL = vector_path("arc-valimail", "arc-draft-validation-tests.yml")
 # Cases whose expected cv is empty in the suite: a chain that already carries cv=fail.
 # Disputed upstream (OpenARC issue #78); RFC 8617 §5.2 step 2 makes such a chain fail,
 # which is what we assert instead of the empty string.
@@ -30,8 +30,6 @@ DISPUTED = {"cv_fail_i1_as_cv_fail", "cv_fail_i2_as2_fail", "cv_fail_i2_as1_fail
 @cache
 def valimail_cases() -> list[tuple[dict[str, str], str, dict]]:
     """Gives (txt-records, case name, case) of every validation case, as YAML parses them."""
-    if not VALIMAIL.exists():
-        return []
     cases = []
     for scenario in yaml.safe_load_all(VALIMAIL.read_text()):
         for name, case in scenario["tests"].items():
@@ -40,7 +38,6 @@ def valimail_cases() -> list[tuple[dict[str, str], str, dict]]:
 
 
 def valimail_case(name: str) -> tuple[dict[str, str], bytes]:
-    suite_path("arc-valimail", "arc-draft-validation-tests.yml")
     records, _, case = next(c for c in valimail_cases() if c[1] == name)
     return records, crlf(case["message"].encode())
 
@@ -76,7 +73,6 @@ def test_valimail_validation_suite(dns_for, records, name, case):
 
 
 def test_valimail_suite_has_171_cases_with_3_disputed():
-    suite_path("arc-valimail", "arc-draft-validation-tests.yml")
     cases = valimail_cases()
     assert len(cases) == 171
     assert {name for _, name, case in cases if case["cv"] == ""} == DISPUTED
@@ -100,7 +96,7 @@ def test_oldest_aar_is_parsed(dns_for):
 
 def stalwart(name: str) -> tuple[dict[str, str], bytes]:
     """Gives (key records, message with CRLF) of a stalwart ARC test file."""
-    raw = suite_path("arc-stalwart", name).read_bytes().replace(b"\r\n", b"\n")
+    raw = vector_path("arc-stalwart", name).read_bytes().replace(b"\r\n", b"\n")
     head, _, message = raw.partition(b"\n\n")
     records = dict(line.split(" ", 1) for line in head.decode().splitlines() if line.strip())
     return records, crlf(message)

@@ -1,7 +1,7 @@
 """Authentication-Results: public parser cases parse with authres, and our quoting round-trips.
 
 Cases: RFC 8601 Appendix B (as quoted by dkim_verifier), dkim_verifier's and
-go-msgauth's parser cases (../shared/testsuites/authres/authres-parse-cases.yaml)
+go-msgauth's parser cases (tests/vectors/authres/authres-parse-cases.yaml)
 and the authres package's own doctests (authres-py-doctest-cases.yaml).
 """
 
@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from classifier.annotate import ar_value
-from tests.conftest import suite_path
+from tests.conftest import vector_path
 
 # What authres 1.2 itself cannot parse (RFC-valid or not), so there is nothing to round-trip.
 AUTHRES_CANNOT_PARSE = {
@@ -32,7 +32,7 @@ AUTHRES_DIFFERS = {
 
 
 def _cases() -> list[tuple[str, dict[str, Any]]]:
-    data = yaml.safe_load(suite_path("authres", "authres-parse-cases.yaml").read_text())
+    data = yaml.safe_load(vector_path("authres", "authres-parse-cases.yaml").read_text())
     out = []
     for section in ("rfc8601_appendix_b", "dkim_verifier_other", "go_msgauth"):
         for n, case in enumerate(data[section]):
@@ -133,7 +133,7 @@ def test_rfc8601_appendix_b_parses_except_the_comment_heavy_example() -> None:
     assert parsed == len(appendix) - 1 == 10
 
 
-DOCTESTS = yaml.safe_load(suite_path("authres", "authres-py-doctest-cases.yaml").read_text())
+DOCTESTS = yaml.safe_load(vector_path("authres", "authres-py-doctest-cases.yaml").read_text())
 
 
 @pytest.mark.parametrize("n", range(len(DOCTESTS["parse_cases"])))

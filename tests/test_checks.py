@@ -14,7 +14,7 @@ from classifier.checks import facts_from, first_from_address, run_checks
 from classifier.config import settings_from_dict
 from classifier.dkim import header_end
 from classifier.message import Message
-from tests.conftest import resolver_for, suite_path
+from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer, free_udp_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,7 +184,7 @@ def test_50_mb_body_is_checked_within_3x_its_size(
     from tests.test_annotate import dkim_key_record
 
     server = dns_server(ZONE + dkim_key_record())
-    key = suite_path("dkim", "dkimpy-data", "2048_testkey.key").read_bytes()
+    key = vector_path("dkim", "dkimpy-data", "2048_testkey.key").read_bytes()
     unsigned = b"From: news@example.com\r\nSubject: big\r\n\r\n" + BIG_BODY
     canon = tuple(canonicalization.split(b"/"))
     data = HOP + dkim.sign(unsigned, b"s2048", b"example.com", key, canonicalize=canon) + unsigned
@@ -207,7 +207,7 @@ def test_50_mb_body_under_an_arc_chain_is_checked_within_3x_its_size(
 
 
 def _signed(data: bytes, algorithm: bytes = b"rsa-sha256", selector: bytes = b"test") -> bytes:
-    key = suite_path("dkim", "dkimpy-data", "test.private").read_bytes()
+    key = vector_path("dkim", "dkimpy-data", "test.private").read_bytes()
     header, _, rest = data.partition(b"From:")
     body = b"From:" + rest
     sig = dkim.sign(body, selector, b"example.com", key, signature_algorithm=algorithm)
@@ -218,7 +218,7 @@ def test_first_records_of_every_check_are_asked_together(
     dns_server: Callable[..., DnsTestServer],
 ) -> None:
     """DKIM key, DMARC record and both SPF records go out before any reply is read."""
-    key = suite_path("dkim", "dkimpy-data", "test.txt").read_text().strip()
+    key = vector_path("dkim", "dkimpy-data", "test.txt").read_text().strip()
     server = dns_server(ZONE + f'test._domainkey.example.com. TXT "{key}"\n')
     data = _signed(HOP + b"From: News <news@example.com>\r\nSubject: x\r\n\r\nHello\r\n")
     resolver = resolver_for(server)

@@ -30,7 +30,7 @@ from classifier.dkim import (
 )
 from classifier.dkim_signature import _B_VALUE, SignedMessage
 from classifier.dns import DnsSession, Resolver, ServerSource
-from tests.conftest import SUITES, resolver_for, suite_path
+from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer, free_udp_port
 
 STALWART_TIME = 1667843664  # the clock of stalwart mail-auth's dkim_verify test
@@ -81,7 +81,7 @@ def crlf(data: bytes) -> bytes:
 
 
 def dkimpy_data(name: str) -> Path:
-    return suite_path("dkim", "dkimpy-data", name)
+    return vector_path("dkim", "dkimpy-data", name)
 
 
 def key_file(name: str) -> str:
@@ -127,7 +127,7 @@ def results_of(results: tuple[DkimSignatureResult, ...]) -> tuple[str, ...]:
 
 
 def rfc8463_records() -> dict[str, str]:
-    folder = suite_path("dkim", "rfc8463-appendix-a")
+    folder = vector_path("dkim", "rfc8463-appendix-a")
     return {
         "brisbane._domainkey.football.example.com": (
             folder / "brisbane._domainkey.football.example.com.txt"
@@ -143,7 +143,7 @@ def rfc8463_records() -> dict[str, str]:
 
 
 def test_rfc8463_ed25519_and_rsa_signatures_both_pass(dns_for):
-    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    message = vector_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
     results = check_dkim(message, dns_for(rfc8463_records()))
     assert [(r.result, r.algorithm, r.selector, r.bits, r.index) for r in results] == [
         ("pass", "ed25519-sha256", "brisbane", 256, 0),
@@ -155,7 +155,7 @@ def test_rfc8463_ed25519_and_rsa_signatures_both_pass(dns_for):
 
 
 def test_rfc8463_body_change_is_body_hash_mismatch_for_both(dns_for):
-    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    message = vector_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
     tampered = message.replace(b"Joe.", b"Mallory.")
     assert tampered != message
     results = check_dkim(tampered, dns_for(rfc8463_records()))
@@ -163,12 +163,12 @@ def test_rfc8463_body_change_is_body_hash_mismatch_for_both(dns_for):
 
 
 def lieser_defaults() -> dict[str, str]:
-    cases = yaml.safe_load(suite_path("dkim", "dkim-verifier-lieser", "cases.yaml").read_text())
+    cases = yaml.safe_load(vector_path("dkim", "dkim-verifier-lieser", "cases.yaml").read_text())
     return dict(cases["dns_default"])
 
 
 def test_rfc6376_a2_corrected_example_passes(dns_for):
-    path = suite_path("dkim", "dkim-verifier-lieser", "data", "rfc6376-A.2.eml")
+    path = vector_path("dkim", "dkim-verifier-lieser", "data", "rfc6376-A.2.eml")
     (result,) = check_dkim(crlf(path.read_bytes()), dns_for(lieser_defaults()))
     assert (result.result, result.domain, result.selector, result.identity, result.bits) == (
         "pass",
@@ -292,8 +292,8 @@ LIESER_POLICY = {
 
 
 def lieser_cases() -> list[dict]:
-    path = SUITES / "dkim" / "dkim-verifier-lieser" / "cases.yaml"
-    return yaml.safe_load(path.read_text())["cases"] if path.exists() else []
+    path = vector_path("dkim", "dkim-verifier-lieser", "cases.yaml")
+    return yaml.safe_load(path.read_text())["cases"]
 
 
 def lieser_expected(entry: dict) -> tuple[str, str]:
@@ -310,7 +310,7 @@ def test_dkim_verifier_cases(dns_for, case):
     p_value = records["brisbane._domainkey.example.com"].split("p=", 1)[1]
     for owner, record in (case.get("dns_override") or {}).items():
         records[owner] = re.sub(r"p=P$", f"p={p_value}", record)
-    message = crlf(suite_path("dkim", "dkim-verifier-lieser", case["file"]).read_bytes())
+    message = crlf(vector_path("dkim", "dkim-verifier-lieser", case["file"]).read_bytes())
     expected = case["expected"]
     if isinstance(expected, dict):  # per-mode expectations; the DKIM result is the same in all
         expected = next(iter(expected.values()))
@@ -338,7 +338,7 @@ def test_dkim_verifier_cases(dns_for, case):
 
 def stalwart(name: str) -> tuple[dict[str, str], bytes]:
     """Gives (key records, message with CRLF) of a stalwart test file."""
-    raw = suite_path("dkim", "stalwart-mail-auth", name).read_bytes().replace(b"\r\n", b"\n")
+    raw = vector_path("dkim", "stalwart-mail-auth", name).read_bytes().replace(b"\r\n", b"\n")
     head, _, message = raw.partition(b"\n\n")
     records = dict(line.split(" ", 1) for line in head.decode().splitlines() if line.strip())
     return records, crlf(message)
@@ -384,7 +384,7 @@ def test_rsa_key_of_512_bits_fails(dns_for):
 
 def test_unreachable_dns_is_temperror():
     resolver = Resolver(ServerSource.from_spec(f"127.0.0.1:{free_udp_port()}"), timeout=0.3)
-    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    message = vector_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
     results = check_dkim(message, resolver.session())
     assert results_of(results) == ("temperror", "temperror")
     assert all(r.reason.startswith("DNS temporary failure: ") for r in results)
@@ -394,14 +394,14 @@ def test_unreachable_dns_is_temperror():
 def test_servfail_on_the_key_is_temperror(dns_server):
     owner = "test._domainkey.football.example.com"
     server = dns_server(zone_text(rfc8463_records()), servfail=(owner + ".",))
-    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    message = vector_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
     results = check_dkim(message, resolver_for(server).session())
     assert results_of(results) == ("pass", "temperror")
     assert dkim_summary(results) == "pass"
 
 
 def test_missing_key_is_permerror(dns_for):
-    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    message = vector_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
     records = {"brisbane._domainkey.football.example.com": FOOTBALL_ED25519}
     results = check_dkim(message, dns_for(records))
     assert [(r.result, r.reason) for r in results] == [
@@ -412,7 +412,7 @@ def test_missing_key_is_permerror(dns_for):
 
 def test_three_signatures_give_three_results_in_header_order(dns_for):
     rsa = dkimpy_data("test.private").read_bytes()
-    ed = suite_path("dkim", "rfc8463-appendix-a", "brisbane.ed25519.private.b64").read_bytes()
+    ed = vector_path("dkim", "rfc8463-appendix-a", "brisbane.ed25519.private.b64").read_bytes()
     message = signed(PLAIN, b"test", b"example.com", rsa)  # bottom
     message = signed(message, b"gone", b"example.org", rsa)
     message = signed(message, b"brisbane", b"football.example.com", ed.strip(), b"ed25519-sha256")
@@ -441,14 +441,14 @@ def test_signatures_beyond_the_limit_are_not_verified(dns_for):
 
 
 def test_timestamp_in_the_future_fails(dns_for):
-    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    message = vector_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
     results = check_dkim(message, dns_for(rfc8463_records()), now=1528637909 - 86400)
     assert [r.reason for r in results] == ["signature timestamp in the future (t=1528637909)"] * 2
     assert results_of(results) == ("fail", "fail")
 
 
 def test_expiry_before_timestamp_is_permerror(dns_for):
-    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    message = vector_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
     tampered = message.replace(b"t=1528637909;", b"t=1528637909; x=1528637000;", 1)
     results = check_dkim(tampered, dns_for(rfc8463_records()))
     assert (results[0].result, results[0].reason) == (
@@ -458,7 +458,7 @@ def test_expiry_before_timestamp_is_permerror(dns_for):
 
 
 def test_unsigned_from_is_permerror(dns_for):
-    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    message = vector_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
     tampered = re.sub(rb"h=[^;]*;", b"h=to : subject;", message, count=1)
     results = check_dkim(tampered, dns_for(rfc8463_records()))
     assert (results[0].result, results[0].reason) == (

@@ -37,6 +37,11 @@ _dmarc.reject.example. TXT "v=DMARC1; p=reject"
 ENFORCED = "bob@test.example"
 OBSERVER = "olga@test.example"
 BROKEN = "dora@test.example"  # the one whose Maildir the deferral test breaks
+SORTER = "pat@test.example"  # her own Sieve files mail to pat+news@ into News
+SORTER_SIEVE = """\
+require ["envelope", "subaddress", "fileinto", "mailbox"];
+if envelope :detail "to" "news" { fileinto :create "News"; }
+"""
 
 
 def config_text(dns_server: str, root: Path, timeout: float = 1, budget: float = 3) -> str:
@@ -78,6 +83,7 @@ def mta() -> Iterator[Mta]:
             running.set_config(config_text(dns.address, running.root))
             for user in (ENFORCED, OBSERVER, BROKEN):
                 running.add_user(user, generated_sieve(running.config, user))
+            running.add_user(SORTER, SORTER_SIEVE)
             wrapper = str(running.root / "bin" / "authsieve")
             proc = run_as(running.user, [wrapper, "pipe", "--help"], {})
             assert proc.returncode == 0, f"authsieve pipe cannot start: {proc.stderr.decode()}"
@@ -117,6 +123,12 @@ def verdict(delivered: Delivered) -> dict[str, str]:
     values = msg.get_all("X-Authsieve") or []
     assert len(values) == 1, f"expected one X-Authsieve header, got {values}"
     return parse_header_value(str(values[0]))
+
+
+def mailbox_of(rcpt: str) -> str:
+    """Gives the mailbox an address belongs to: without its +detail (recipient_delimiter)."""
+    local, _, domain = rcpt.partition("@")
+    return f"{local.partition('+')[0]}@{domain}"
 
 
 def header(delivered: Delivered, name: str) -> str:
@@ -266,7 +278,9 @@ def test_unwritable_maildir_defers_then_delivers_after_fix_and_flush(mta: Mta) -
         )
         deferred = mta.wait_deferred(queue_id)
         assert [r["address"] for r in deferred["recipients"]] == [BROKEN]
-        assert "dovecot-lda exited 75" in str(deferred["recipients"][0].get("delay_reason"))
+        # What Postfix shows in mailq is dovecot-lda's own line, not only its exit code.
+        reason = str(deferred["recipients"][0].get("delay_reason"))
+        assert "dovecot-lda exited 75: Internal error occurred." in reason
         assert mta.find(token) == []
     finally:
         for d in subdirs:
@@ -278,12 +292,72 @@ def test_unwritable_maildir_defers_then_delivers_after_fix_and_flush(mta: Mta) -
     mta.wait_queue_empty()
 
 
+def test_plus_address_lands_in_the_users_mailbox_filed_as_without_it(mta: Mta) -> None:
+    # recipient_delimiter = + in Postfix and Dovecot: bob+news@ is bob's mailbox.
+    plus = ENFORCED.replace("@", "+news@")
+    good, _ = send(
+        mta,
+        mail_from="alice@pass.example",
+        header_from="alice@pass.example",
+        rcpt=plus,
+        client_ip=GOOD_CLIENT,
+        helo="mail.pass.example",
+    )
+    bad, _ = send(
+        mta,
+        mail_from="mallory@fail.example",
+        header_from="mallory@fail.example",
+        rcpt=plus,
+        client_ip=STRANGER,
+        helo="mail.fail.example",
+    )
+    inbox, junk = mta.wait_delivered(good), mta.wait_delivered(bad)
+    assert (inbox.user, inbox.folder, verdict(inbox)["verdict"]) == (ENFORCED, "INBOX", "inbox")
+    assert (junk.user, junk.folder, verdict(junk)["verdict"]) == (ENFORCED, "Junk", "junk")
+    assert header(inbox, "Delivered-To") == plus
+    mta.wait_queue_empty()
+
+
+def test_plus_address_is_decided_by_the_users_own_policy(mta: Mta) -> None:
+    token, _ = send(
+        mta,
+        mail_from="mallory@fail.example",
+        header_from="mallory@fail.example",
+        rcpt=OBSERVER.replace("@", "+shop@"),
+        client_ip=STRANGER,
+        helo="mail.fail.example",
+    )
+    got = mta.wait_delivered(token)
+    assert (got.user, got.folder) == (OBSERVER, "INBOX")
+    fields = verdict(got)
+    assert (fields["verdict"], fields["mode"], fields["spf"]) == ("inbox", "observe", "fail")
+    mta.wait_queue_empty()
+
+
+def test_sieve_sees_the_plus_detail_of_the_envelope_recipient(mta: Mta) -> None:
+    tokens = [
+        send(
+            mta,
+            mail_from="alice@pass.example",
+            header_from="alice@pass.example",
+            rcpt=rcpt,
+            client_ip=GOOD_CLIENT,
+            helo="mail.pass.example",
+        )[0]
+        for rcpt in (SORTER.replace("@", "+news@"), SORTER)
+    ]
+    news, plain = (mta.wait_delivered(token) for token in tokens)
+    assert (news.user, news.folder) == (SORTER, "News")
+    assert (plain.user, plain.folder) == (SORTER, "INBOX")
+    mta.wait_queue_empty()
+
+
 def test_every_message_sent_is_delivered_exactly_once(mta: Mta) -> None:
     mta.wait_queue_empty()
     delivered = mta.mailboxes()
     for sent in mta.sent:
         copies = [m.user for m in delivered if sent.token.encode() in m.data]
-        assert copies == [sent.rcpt], f"{sent}: delivered to {copies}"
+        assert copies == [mailbox_of(sent.rcpt)], f"{sent}: delivered to {copies}"
     assert len(delivered) == len(mta.sent)
 
 

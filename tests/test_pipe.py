@@ -109,6 +109,55 @@ def test_dovecot_lda_gets_sender_and_recipient_as_arguments(tmp_path: Path) -> N
     assert (tmp_path / "msg").read_bytes().endswith(NEWSLETTER.read_bytes())
 
 
+def test_pipe_gives_dovecot_lda_the_mailbox_the_address_and_extra_arguments(
+    tmp_path: Path,
+) -> None:
+    lda = tmp_path / "lda"
+    log = tmp_path / "argv"
+    lda.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {log}\ncat >/dev/null\n')
+    lda.chmod(0o755)
+    proc = pipe(
+        "--dns-zone", str(ZONE), "--deliver", "dovecot-lda", "--lda-path", str(lda),
+        "--lda-arg=-c", "--lda-arg=/etc/dovecot/lda.conf",
+        "--sender", "bounce@shop.example", "--recipient", "alice+news@family.example",
+        "--user", "alice@family.example", "--original-recipient", "news@family.example",
+        stdin=NEWSLETTER.read_bytes(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().split() == [
+        "-c", "/etc/dovecot/lda.conf", "-e", "-f", "bounce@shop.example",
+        "-d", "alice@family.example", "-a", "news@family.example",
+    ]  # fmt: skip
+
+
+def test_lda_argument_authsieve_sets_itself_defers_with_one_line() -> None:
+    proc = pipe(
+        "--dns-zone", str(ZONE), "--deliver", "dovecot-lda", "--lda-arg=-d",
+        "--lda-arg=eve@family.example", "--recipient", "alice@family.example",
+        stdin=NEWSLETTER.read_bytes(),
+    )  # fmt: skip
+    assert proc.returncode == 75
+    assert proc.stderr == b"authsieve: --lda-arg -d: authsieve sets -d from the envelope\n"
+
+
+@pytest.mark.parametrize(("user", "mode"), [(None, "enforce"), ("bob@family.example", "observe")])
+def test_plus_address_is_decided_by_its_users_policy(user: str | None, mode: str) -> None:
+    # examples/config.toml: bob@family.example observes; everybody else enforces.
+    args = ["--recipient", "bob+shop@family.example"] + (["--user", user] if user else [])
+    proc = pipe("--dns-zone", str(ZONE), *args, "--deliver", "stdout", stdin=PHISH.read_bytes())
+    assert proc.returncode == 0, proc.stderr
+    fields = parse_header_value(Message.parse(proc.stdout).get("X-Authsieve") or "")
+    assert (fields["mode"], fields["verdict"]) == (
+        (mode, "inbox") if mode == "observe" else (mode, "quarantine")
+    )
+
+
+def test_readme_shows_the_master_cf_service_as_written() -> None:
+    master = (ROOT / "examples" / "postfix" / "master.cf").read_text()
+    service = master[master.index("\nauthsieve ") + 1 :].strip()
+    assert f"```\n{service}\n```" in (ROOT / "README.md").read_text()
+
+
 def test_typo_in_pipe_arguments_defers_instead_of_bouncing() -> None:
     proc = pipe("--bogus", stdin=NEWSLETTER.read_bytes())
     assert proc.returncode == 75

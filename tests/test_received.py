@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from classifier import received
 from classifier.message import unfolded_value
 from classifier.received import ReceivedHop, normalize_ip, parse_received, parse_received_field
-from tests.conftest import SUITES, suite_path
+from tests.conftest import VECTORS
 
-SUITE = SUITES / "received"
+SUITE = VECTORS / "received"
 SA_FILE = "spamassassin-rcvd-parser.yaml"
 STALWART_FILE = "stalwart-mail-parser-received.json"
 SAMPLES_FILE = "received-samples.txt"
@@ -30,23 +30,17 @@ def _slug(text: str, words: int = 3) -> str:
 
 
 def _sa_cases() -> list[Any]:
-    path = SUITE / SA_FILE
-    if not path.exists():
-        return []
-    cases = yaml.safe_load(path.read_text(encoding="utf-8"))["cases"]
+    cases = yaml.safe_load((SUITE / SA_FILE).read_text(encoding="utf-8"))["cases"]
     return [pytest.param(c, id=f"sa{i:03d}-{_slug(c['received'])}") for i, c in enumerate(cases)]
 
 
 def _stalwart_cases() -> list[dict[str, Any]]:
-    path = SUITE / STALWART_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    return json.loads((SUITE / STALWART_FILE).read_text(encoding="utf-8"))
 
 
 def _samples() -> list[tuple[str, str]]:
     """Gives (family label, header value) for each shape of received-samples.txt."""
     path = SUITE / SAMPLES_FILE
-    if not path.exists():
-        return []
     out, family = [], ""
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("# source:"):
@@ -96,7 +90,6 @@ def _sa_expected(fields: dict[str, str]) -> dict[str, object]:
 
 @pytest.mark.parametrize("case", _sa_cases())
 def test_spamassassin_case_reads_as_spamassassin_does(case: dict[str, Any]) -> None:
-    suite_path("received", SA_FILE)
     hop = parse_received(case["received"])
     if case.get("ignored"):
         # SpamAssassin skips these hand-offs; the trust path may only take a hop with an
@@ -247,7 +240,6 @@ def _stalwart_fields(expected: dict[str, Any], hop: ReceivedHop) -> list[tuple[s
     "index", [pytest.param(i, id=f"st{i:03d}-{_slug(c['header'])}") for i, c in enumerate(STALWART)]
 )
 def test_stalwart_header_fields_match_or_are_known_differences(index: int) -> None:
-    suite_path("received", STALWART_FILE)
     case = STALWART[index]
     hop = parse_received(case["header"])
     for field, want, got in _stalwart_fields(case["expected"], hop):
@@ -259,7 +251,6 @@ def test_stalwart_header_fields_match_or_are_known_differences(index: int) -> No
 
 
 def test_stalwart_fields_match_for_at_least_95_percent() -> None:
-    suite_path("received", STALWART_FILE)
     total, failing = 0, set()
     for index, case in enumerate(STALWART):
         for field, want, got in _stalwart_fields(case["expected"], parse_received(case["header"])):
@@ -271,7 +262,6 @@ def test_stalwart_fields_match_for_at_least_95_percent() -> None:
 
 
 def test_known_differences_name_fields_stalwart_states() -> None:
-    suite_path("received", STALWART_FILE)
     for index, field in KNOWN_DIFFERENCES:
         hop = parse_received(STALWART[index]["header"])
         assert field in {f for f, _, _ in _stalwart_fields(STALWART[index]["expected"], hop)}
@@ -285,7 +275,6 @@ def test_known_differences_name_fields_stalwart_states() -> None:
     [pytest.param(f, v, id=f"sample{i:03d}-{_slug(f, 2)}") for i, (f, v) in enumerate(SAMPLES)],
 )
 def test_sample_shape_reads_into_a_hop(family: str, value: str) -> None:
-    suite_path("received", SAMPLES_FILE)
     hop = parse_received(value)
     assert isinstance(hop, ReceivedHop)
     assert hop.raw == value
@@ -294,7 +283,6 @@ def test_sample_shape_reads_into_a_hop(family: str, value: str) -> None:
 
 
 def test_nearly_all_sample_shapes_are_parsed() -> None:
-    suite_path("received", SAMPLES_FILE)
     parsed = sum(parse_received(value).parsed for _, value in SAMPLES)
     assert len(SAMPLES) == 420
     assert parsed / len(SAMPLES) >= 0.99  # measured: 417 of 420
@@ -302,7 +290,6 @@ def test_nearly_all_sample_shapes_are_parsed() -> None:
 
 def test_frame_shortcut_reads_the_same_as_the_clause_reader() -> None:
     """The one-regex reading of well-formed lines must agree with the general reader."""
-    suite_path("received", SAMPLES_FILE)
     lines = [v for _, v in SAMPLES] + [c["header"] for c in STALWART]
     compared = 0
     for line in lines:
@@ -320,15 +307,13 @@ def test_frame_shortcut_reads_the_same_as_the_clause_reader() -> None:
 
 def _suite_lines() -> list[str]:
     lines = [v for _, v in SAMPLES] + [c["header"] for c in STALWART]
-    if (SUITE / SA_FILE).exists():
-        cases = yaml.safe_load((SUITE / SA_FILE).read_text(encoding="utf-8"))["cases"]
-        lines += [c["received"] for c in cases]
+    cases = yaml.safe_load((SUITE / SA_FILE).read_text(encoding="utf-8"))["cases"]
+    lines += [c["received"] for c in cases]
     return lines
 
 
 def test_quick_path_reads_every_suite_line_as_the_general_reader_does() -> None:
     """The one-match reading of the commonest shapes must give the general reader's hop."""
-    suite_path("received", SAMPLES_FILE)
     quick = 0
     for line in _suite_lines() + CHAIN:
         raw = received._unfold(line)
@@ -346,7 +331,6 @@ def test_quick_path_reads_every_suite_line_as_the_general_reader_does() -> None:
 
 
 def test_raw_field_reads_as_its_unfolded_value_does() -> None:
-    suite_path("received", SAMPLES_FILE)
     for line in _suite_lines() + CHAIN:
         folded = line.replace(" by ", "\r\n\tby ", 1)
         spaced = line.replace(" ", "  ", 1)
