@@ -205,7 +205,7 @@ def pipe_service(root: Path, user: str) -> str:
         if not line[:1].isspace() or not line.strip():
             break
         block.append(line)
-    service = re.sub(r"\buser=\S+", f"user={user}", "\n".join(block))
+    service = re.sub(r"(?<![-\w])user=\S+", f"user={user}", "\n".join(block))
     command = "argv=/usr/local/bin/authsieve pipe"
     assert command in service, f"examples/postfix/master.cf: no {command!r}"
     ours = f"argv={root}/bin/authsieve pipe --config {root}/authsieve.toml"
