@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import authres
 import dkim
 import pytest
 
@@ -248,3 +250,59 @@ def test_a_key_sent_for_but_never_looked_up_is_asked_once_and_let_go(
     assert server.queries[("old._domainkey.example.com.", "TXT")] == 1
     assert max(server.queries.values()) == 1
     assert not resolver._sent and not resolver._inflight  # nothing left waiting
+
+
+# --- quoted local parts in the MAIL FROM (RFC 5321 §4.1.2) -------------------------------------
+
+QUOTED_ZONE = """
+sender.example. TXT "v=spf1 ip4:192.0.2.0/24 -all"
+evil.test. TXT "v=spf1 -all"
+shop.example. TXT "v=spf1 ip4:192.0.2.0/24 -all"
+"""
+
+
+def quoted_sender_message(mail_from: str) -> bytes:
+    return (
+        f"Return-Path: <{mail_from}>\r\n".encode()
+        + HOP.split(b"\r\n", 1)[1]
+        + b"From: <a@sender.example>\r\nSubject: x\r\n\r\nHello\r\n"
+    )
+
+
+def test_quoted_local_part_with_at_is_checked_at_the_domain_after_the_last_at(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    server = dns_server(QUOTED_ZONE)
+    report = run_checks(
+        quoted_sender_message('"john@evil.test"@sender.example'), SETTINGS, resolver_for(server)
+    )
+    assert (report.spf.result, report.spf.domain) == ("pass", "sender.example")
+    assert report.spf.sender == '"john@evil.test"@sender.example'
+    assert facts_from(report).mailfrom_domain == "sender.example"
+    assert server.queries.get(("evil.test", "TXT"), 0) == 0
+
+
+def test_quoted_local_part_keeps_its_quotes_in_headers_json_and_log(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    from classifier.pipe import process
+
+    server = dns_server(QUOTED_ZONE)
+    addr = '"ceo;dmarc=pass\\"x"@shop.example'
+    outcome = process(
+        quoted_sender_message(addr), SETTINGS, resolver_for(server), {}, "alice@family.example"
+    )
+    msg = Message.parse(outcome.data)
+    received_spf = msg.get("Received-SPF") or ""
+    assert 'envelope-from="\\"ceo;dmarc=pass\\\\\\"x\\"@shop.example";' in received_spf
+    ar = authres.AuthenticationResultsHeader.parse_value(msg.get("Authentication-Results") or "")
+    spf = next(r for r in ar.results if r.method == "spf")
+    # authres gives the quoted-string's content still escaped (RFC 5322 §3.2.4 quoted-pair)
+    assert (spf.result, re.sub(r"\\(.)", r"\1", spf.smtp_mailfrom)) == ("pass", addr)
+    assert [r.method for r in ar.results] == ["spf", "dkim", "arc", "dmarc"]
+    assert "mailfrom-domain=shop.example;" in (msg.get("X-Authsieve") or "")
+    assert f"from=<{addr}>" in outcome.summary
+    report = run_checks(quoted_sender_message(addr), SETTINGS, resolver_for(server))
+    data = report.to_dict()
+    assert data["envelope"]["mail_from"] == addr  # type: ignore[index]
+    assert data["spf"]["sender"] == addr  # type: ignore[index]
