@@ -192,13 +192,17 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
     if not report.dkim:
         results.append(DKIMAuthenticationResult(result="none"))
     arc = ARCAuthenticationResult(result=report.arc.result)
-    if report.arc.sealers:
+    if report.arc.internal_error:
+        arc.result_comment = "internal error"
+    elif report.arc.sealers:
         arc.result_comment = ar_comment("sealed by " + ", ".join(report.arc.sealers))
     results.append(arc)
     dm = report.dmarc
     dmarc = DMARCAuthenticationResult(result=dm.result)
     if dm.from_domain:
         dmarc.header_from = ar_value(dm.from_domain)
+    if dm.internal_error:
+        dmarc.result_comment = "internal error"  # RFC 8601 has no word for it: permerror
     if dm.policy:
         dmarc.policy = ar_value(dm.policy)
         dmarc.result_comment = ar_comment(

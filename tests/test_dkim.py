@@ -564,6 +564,7 @@ def test_to_dict_carries_the_evidence():
         "reason": "r",
         "index": 0,
         "testing": False,
+        "internal_error": False,
     }
 
 
