@@ -183,7 +183,8 @@ def facts_from(report: CheckReport, trusted_arc_sealers: tuple[str, ...] = ()) -
         mailfrom_domain=env.mail_from_domain,
         from_address=report.from_address,
         mailfrom=env.mail_from or "",
-        from_authenticated=dmarc.result == "pass" or dmarc.spf_aligned or dmarc.dkim_aligned,
+        from_authenticated=not dmarc.internal_error
+        and (dmarc.result == "pass" or dmarc.spf_aligned or dmarc.dkim_aligned),
         submission=env.authenticated,
         forwarded_by=env.forwarded_by or "",
         arc_trusted=arc_trusted,

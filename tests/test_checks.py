@@ -11,10 +11,13 @@ from pathlib import Path
 import authres
 import dkim
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from classifier.checks import facts_from, first_from_address, run_checks
 from classifier.config import settings_from_dict
 from classifier.dkim import header_end
+from classifier.facts import render_header_value
 from classifier.message import Message
 from tests.conftest import resolver_for, suite_path
 from tests.dnsserver import DnsTestServer, free_udp_port
@@ -306,3 +309,158 @@ def test_quoted_local_part_keeps_its_quotes_in_headers_json_and_log(
     data = report.to_dict()
     assert data["envelope"]["mail_from"] == addr  # type: ignore[index]
     assert data["spf"]["sender"] == addr  # type: ignore[index]
+
+
+# --- several From domains, judged by the whole check and the default policy ------------------
+
+BANK_ZONE = '_dmarc.bank.example. TXT "v=DMARC1; p=reject"\n' + "".join(
+    f'x{i}.example. TXT "v=spf1 ip4:192.0.2.0/24 -all"\n' for i in range(1, 6)
+)
+
+
+def bank_message(from_value: str) -> bytes:
+    return (
+        b"Return-Path: <bounce@x1.example>\r\n"
+        + HOP.split(b"\r\n", 1)[1]
+        + f"From: {from_value}\r\nSubject: Your account\r\n\r\nHello\r\n".encode()
+    )
+
+
+def test_six_from_domains_are_not_more_lenient_than_the_first(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    from classifier.policy import Policy
+    from classifier.verdict import decide
+
+    server = dns_server(BANK_ZONE)
+    bank = '"Bank" <security@bank.example>'
+    alone = facts_from(run_checks(bank_message(bank), SETTINGS, resolver_for(server)))
+    extra = ", ".join(f"<a@x{i}.example>" for i in range(1, 6))
+    six = facts_from(run_checks(bank_message(f"{bank}, {extra}"), SETTINGS, resolver_for(server)))
+    assert (alone.dmarc, alone.dmarc_policy) == ("fail", "reject")
+    assert (six.dmarc, six.dmarc_policy, six.from_domain) == ("fail", "reject", "bank.example")
+    assert decide(alone, Policy()).action == decide(six, Policy()).action == "quarantine"
+    # The bank last: x1..x5 are evaluated (x1 passes SPF aligned), the bank is not: no pass.
+    last = facts_from(run_checks(bank_message(f"{extra}, {bank}"), SETTINGS, resolver_for(server)))
+    assert (last.dmarc, last.from_authenticated) == ("permerror", False)
+    verdict = decide(last, Policy())
+    assert verdict.action == "junk"
+    assert any("(dmarc_permerror = junk)" in r for r in verdict.reasons)
+
+
+def test_an_internal_error_in_a_check_reaches_the_facts_as_its_own_word(
+    server: DnsTestServer,
+) -> None:
+    from dataclasses import replace
+
+    data = HOP + b"From: News <news@example.com>\r\nSubject: x\r\n\r\nHello\r\n"
+    report = run_checks(data, SETTINGS, resolver_for(server))
+    broken = replace(
+        report,
+        dmarc=replace(report.dmarc, result="permerror", internal_error=True, reason="boom"),
+        arc=replace(report.arc, result="fail", internal_error=True),
+    )
+    facts = facts_from(broken)
+    assert (facts.dmarc, facts.arc, facts.from_authenticated) == ("internal", "internal", False)
+    assert "dmarc=internal;" in render_header_value(facts, "mx.family.example", "inbox", "enforce")
+
+
+# --- hostile messages: no temperror without a DNS cause (ISSUE 19) -----------------------------
+
+HOSTILE_ZONE = (
+    BANK_ZONE
+    + '_dmarc.x1.example. TXT "v=DMARC1; p=quarantine; sp=reject; np=reject"\n'
+    + 'sel._domainkey.bank.example. TXT "v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCB"\n'
+    + 'ed._domainkey.x1.example. TXT "v=DKIM1; k=ed25519; '
+    + 'p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="\n'
+)
+FROM_VALUES = (
+    '"Bank" <security@bank.example>',
+    ", ".join(f"a@x{i}.example" for i in range(1, 7)),
+    "<>",
+    "undisclosed-recipients:;",
+    '"a@bank.example"@x1.example',
+    "=?utf-8?q?Bank?= <security@bank.example>",
+    "(a (b <x@evil.test>) c) security@bank.example",
+    "a@[192.0.2.1]",
+    "@",
+    '"unterminated <a@bank.example>',
+    "a@bank.example>, <",
+    "a@bank..example",
+    "a@-bank.example",
+    "a@" + "x." * 130 + "example",
+    "a@bücher.example",
+    "a@bank.example\x00",
+)
+SIGNATURES = (
+    "v=1; a=rsa-sha256; d=bank.example; s=sel; h=from; bh=AAAA; b=AAAA",
+    "v=1; a=ed25519-sha256; d=x1.example; s=ed; c=relaxed/relaxed; h=from:subject; bh=; b=",
+    "v=1; a=rsa-sha256; d=; s=; h=; bh=; b=",
+    "v=1; a=rsa-sha256; d=bank.example; s=a..b; h=from; bh=AAAA; b=AAAA; l=99999999999",
+    "v=1; a=rsa-sha256; d=bank.example.; s=sel; h=from:from:from; t=2; x=1; bh=AA; b=AA",
+    "v=1; a=rsa-sha256; d=bank.example; s=sel\\; h=from; i=@evil.test; bh=AAAA; b=AAAA",
+    "v=1; a=rsa-sha256; d=x\x01y.example; s=sel; h=from; bh=AAAA; b=====",
+    "v=2; a=foo; d=bank.example; s=sel",
+    "garbage ;;; ===",
+)
+ARC_SETS = (
+    "ARC-Seal: i=1; a=rsa-sha256; cv=none; d=x1.example; s=ed; b=AAAA\r\n"
+    "ARC-Message-Signature: i=1; a=rsa-sha256; d=x1.example; s=ed; h=from; bh=AA; b=AA\r\n"
+    "ARC-Authentication-Results: i=1; x1.example; spf=pass; dmarc=pass\r\n",
+    "ARC-Seal: i=99999999; cv=pass; d=x1.example; s=ed; b=\r\n",
+    "ARC-Authentication-Results: i=1; (((; dmarc=pass\r\n",
+    "ARC-Seal: i=2; cv=fail; d=bank.example; s=sel; b=AA\r\n"
+    "ARC-Seal: i=1; cv=none; d=bank.example; s=sel; b=AA\r\n",
+)
+RETURN_PATHS = (
+    "<bounce@x1.example>",
+    '<"john@evil.test"@x1.example>',
+    '<"ceo;dmarc=pass\\"x"@bank.example>',
+    "<>",
+    "<@>",
+    "<a@[192.0.2.1]>",
+    '<"unterminated@x1.example>',
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_hostile_messages_give_no_temperror_without_a_dns_cause(
+    dns_server: Callable[..., DnsTestServer], data: st.DataObject
+) -> None:
+    """A healthy DNS server answers every query: no result may be temperror (RFC 8601 §2.7.1)."""
+    server = hostile_server(dns_server)
+    headers = [f"Return-Path: {data.draw(st.sampled_from(RETURN_PATHS))}\r\n"]
+    headers.append(HOP.split(b"\r\n", 1)[1].decode())
+    headers += data.draw(st.lists(st.sampled_from(ARC_SETS), max_size=2))
+    for sig in data.draw(st.lists(st.sampled_from(SIGNATURES), max_size=3)):
+        headers.append(f"DKIM-Signature: {sig}\r\n")
+    for value in data.draw(st.lists(st.sampled_from(FROM_VALUES), max_size=3)):
+        headers.append(f"From: {value}\r\n")
+    message = "".join(headers).encode("utf-8", "surrogateescape") + b"Subject: x\r\n\r\nHi\r\n"
+    report = run_checks(message, SETTINGS, resolver_for(server))
+    results = {
+        "spf": (report.spf.result, report.spf.reason),
+        "helo_spf": (report.helo_spf.result, report.helo_spf.reason),
+        "arc": (report.arc.result, report.arc.reason),
+        "dmarc": (report.dmarc.result, report.dmarc.reason),
+        **{f"dkim{d.index}": (d.result, d.reason) for d in report.dkim},
+    }
+    assert [k for k, (word, _) in results.items() if word == "temperror"] == [], results
+    internal = [d.reason for d in report.dkim if d.internal_error]
+    internal += [r.reason for r in (report.arc, report.dmarc) if r.internal_error]
+    assert internal == []
+    facts = facts_from(report)
+    assert "temperror" not in (facts.spf, facts.helo_spf, facts.dkim, facts.arc, facts.dmarc)
+
+
+_HOSTILE_SERVERS: dict[int, DnsTestServer] = {}
+
+
+def hostile_server(dns_server: Callable[..., DnsTestServer]) -> DnsTestServer:
+    """Gives one server for all examples of a test run (the fixture lives as long as the test)."""
+    key = id(dns_server)
+    if key not in _HOSTILE_SERVERS:
+        _HOSTILE_SERVERS.clear()
+        _HOSTILE_SERVERS[key] = dns_server(HOSTILE_ZONE)
+    return _HOSTILE_SERVERS[key]
