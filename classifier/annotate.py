@@ -4,11 +4,11 @@ Order of work (RFC 8601 §5, DESIGN.md "Results, in headers"):
 1. Our own headers from an earlier pass sit above the topmost Received (only
    local software writes there): they are dropped, so a second pass gives the
    same bytes and never a second set.
-2. Below that, any Authentication-Results carrying our authserv-id (compared as
-   RFC 8601 §2.5 defines it: comments removed, quotes removed, case and a
-   trailing dot ignored) and any
-   X-Authsieve came from outside: renamed to ``X-Original-…`` so nothing
-   downstream (Sieve, mail clients) can take them for ours.
+2. Below that, any Authentication-Results carrying our authserv-id (compared
+   as RFC 8601 §2.5 defines it: comments removed, quotes removed, case and a
+   trailing dot ignored) and any X-Authsieve came from outside: renamed to
+   ``X-Original-…`` so nothing downstream (Sieve, mail clients) can take them
+   for ours.
 3. Authentication-Results (authres), Received-SPF and X-Authsieve are
    prepended.  No other byte changes, so the original DKIM signatures still
    verify.

@@ -13,9 +13,12 @@ Two modes, chosen by the caller:
   7489, and ignoring it would let a non-existent subdomain escape it.
 
 Choices where the RFCs leave room, each stated where it is made: several From
-domains are all evaluated and the most severe result wins (RFC 7489 §6.6.1,
-RFC 9989 §11.5); a From without a usable domain is ``permerror``; a temporary
-DNS failure on a query the answer depends on is ``temperror`` (RFC 9989 §5.3.6).
+domains are evaluated and the most severe result wins (RFC 7489 §6.6.1,
+RFC 9989 §11.5); beyond the first five, a fail among those is the result and
+otherwise ``permerror``, never ``pass``; a From without a usable domain is
+``permerror``; a temporary DNS failure on a query the answer depends on is
+``temperror`` (RFC 9989 §5.3.6), and an internal error is never one: it is
+logged and reported as ``permerror`` with ``internal_error`` set.
 """
 
 from __future__ import annotations
