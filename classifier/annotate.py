@@ -4,9 +4,11 @@ Order of work (RFC 8601 §5, DESIGN.md "Results, in headers"):
 1. Our own headers from an earlier pass sit above the topmost Received (only
    local software writes there): they are dropped, so a second pass gives the
    same bytes and never a second set.
-2. Below that, any Authentication-Results carrying our authserv-id and any
-   X-Authsieve came from outside: renamed to ``X-Original-…`` so nothing
-   downstream (Sieve, mail clients) can take them for ours.
+2. Below that, any Authentication-Results carrying our authserv-id (compared
+   as RFC 8601 §2.5 defines it: comments removed, quotes removed, case and a
+   trailing dot ignored) and any X-Authsieve came from outside: renamed to
+   ``X-Original-…`` so nothing downstream (Sieve, mail clients) can take them
+   for ours.
 3. Authentication-Results (authres), Received-SPF and X-Authsieve are
    prepended.  No other byte changes, so the original DKIM signatures still
    verify.
@@ -64,16 +66,64 @@ def ar_comment(text: str) -> str:
     return re.sub(r"([()\\])", r"\\\1", flat)
 
 
+def _skip_cfws(value: str, i: int) -> int:
+    """Gives the index after the white space and comments (nested, with quoted-pairs) at i.
+
+    RFC 5322 §3.2.2: a comment may hold comments and backslash-escaped characters.
+    """
+    depth = 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\" and depth:
+            i += 2
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif not depth and not ch.isspace():
+            return i
+        i += 1
+    return i
+
+
 def authserv_id_of(value: str) -> str:
-    """Gives the authserv-id of an Authentication-Results value, lower-cased (RFC 8601 §2.2)."""
-    text = re.sub(r"\([^()]*\)", " ", value)
-    return text.split(";", 1)[0].strip().split()[0].lower() if text.strip() else ""
+    """Gives the authserv-id of an Authentication-Results value as RFC 8601 §2.5 compares it.
+
+    The authserv-id is a ``value`` (RFC 2045 token or quoted-string, RFC 8601
+    §2.2) after optional CFWS.  Comments, nested ones too, are not part of it;
+    a quoted-string is compared unquoted; the comparison ignores case and a
+    trailing dot (RFC 8601 §2.5: the same host name, written another way, is
+    the same id).  So ``(a (b) c) "MX.Example.ORG."`` gives ``mx.example.org``.
+    """
+    i = _skip_cfws(value, 0)
+    if value[i : i + 1] == '"':
+        out: list[str] = []
+        i += 1
+        while i < len(value) and value[i] != '"':
+            if value[i] == "\\":
+                i += 1
+            out.append(value[i : i + 1])
+            i += 1
+        text = "".join(out)
+    else:
+        end = i
+        while end < len(value) and value[end] not in ';("' and not value[end].isspace():
+            end += 1
+        text = value[i:end]
+    return normalize_authserv_id(text)
+
+
+def normalize_authserv_id(text: str) -> str:
+    """Gives an authserv-id in the form two ids are compared in (RFC 8601 §2.5)."""
+    return " ".join(text.split()).lower().rstrip(".")
 
 
 def _ours(field: HeaderField, authserv_id: str) -> bool:
     key = field.key
     if key == "authentication-results":
-        return authserv_id_of(field.value()) == authserv_id.lower()
+        ours = normalize_authserv_id(authserv_id)
+        return bool(ours) and authserv_id_of(field.value()) == ours
     if key == HEADER_NAME.lower():
         return True
     if key == "received-spf":
@@ -142,13 +192,17 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
     if not report.dkim:
         results.append(DKIMAuthenticationResult(result="none"))
     arc = ARCAuthenticationResult(result=report.arc.result)
-    if report.arc.sealers:
+    if report.arc.internal_error:
+        arc.result_comment = "internal error"
+    elif report.arc.sealers:
         arc.result_comment = ar_comment("sealed by " + ", ".join(report.arc.sealers))
     results.append(arc)
     dm = report.dmarc
     dmarc = DMARCAuthenticationResult(result=dm.result)
     if dm.from_domain:
         dmarc.header_from = ar_value(dm.from_domain)
+    if dm.internal_error:
+        dmarc.result_comment = "internal error"  # RFC 8601 has no word for it: permerror
     if dm.policy:
         dmarc.policy = ar_value(dm.policy)
         dmarc.result_comment = ar_comment(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import authres
 import dkim
@@ -34,6 +34,7 @@ from classifier.dkim_signature import (
     verify,
 )
 from classifier.dns import DnsSession
+from classifier.log import log
 
 MAX_INSTANCES = 50  # RFC 8617 §4.2.1, §5.2 step 1
 _ARC_FIELDS = (b"arc-seal", b"arc-message-signature", b"arc-authentication-results")
@@ -61,6 +62,7 @@ class ArcResult:
     oldest_dkim: str  # dkim=: "pass" when any dkim= passed, else the first
     oldest_dmarc: str  # dmarc=
     reason: str
+    internal_error: bool = False  # our code raised: result fail, reason and log say why
 
     def to_dict(self) -> dict:
         """Gives the result as plain values for --json."""
@@ -159,7 +161,11 @@ class _ChainVerifier(dkim.ARC):
 
 def _verify_chain(message: bytes, dns: DnsSession) -> tuple[object, object]:
     """Gives dkimpy's chain validation status and reason, as its `arc_verify` does."""
-    verifier = _ChainVerifier(message, header_end(message))
+    try:
+        verifier = _ChainVerifier(message, header_end(message))
+    except IndexError as exc:
+        # dkimpy's header parser on a block that starts with a continuation line.
+        raise dkim.MessageFormatError(f"header not parseable: {exc}") from exc
     try:
         cv, _, reason = verifier.verify(dnsfunc=dkimpy_txt_lookup(dns))
     except dkim.DKIMException as exc:
@@ -206,8 +212,13 @@ def check_arc(message: bytes, dns: DnsSession) -> ArcResult:
         cv, reason = _verify_chain(message, dns)
     except DkimKeyTempError as exc:
         return result("temperror", exc.reason)
-    except Exception as exc:
+    except (dkim.DKIMException, ValueError) as exc:  # a header dkimpy or a decoder cannot read
         return result("fail", f"ARC not verifiable: {type(exc).__name__}: {exc}"[:300])
+    except Exception as exc:
+        # Not a temperror, which files nothing: the policy's internal_error decides.
+        log.exception("internal error in the ARC check")
+        reason = f"internal error in the ARC check: {type(exc).__name__}: {exc}"[:300]
+        return replace(result("fail", reason), internal_error=True)
     text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
     text = re.sub(r"b'([^']*)'", r"\1", text)[:300]
     if cv == dkim.CV_Pass:

@@ -22,7 +22,7 @@ from classifier.dkim import (
 from classifier.dmarc import DmarcResult, check_dmarc, from_domains, record_names
 from classifier.dns import DnsSession, Resolver
 from classifier.envelope import Envelope, Hints, recover_envelope
-from classifier.facts import AuthFacts
+from classifier.facts import INTERNAL, AuthFacts
 from classifier.fromheader import first_mailbox
 from classifier.message import Message
 from classifier.spf import SpfResult, check_helo_spf, check_spf, record_domains
@@ -167,18 +167,24 @@ def facts_from(report: CheckReport, trusted_arc_sealers: tuple[str, ...] = ()) -
         f"{d.result} d={d.domain} s={d.selector}" + (f" ({d.reason})" if d.reason else "")
         for d in report.dkim
     )
+    # An internal error is its own word (facts.INTERNAL), so that neither a permerror
+    # rule nor the absence of one decides it: the policy's internal_error does.
+    dkim_word = report.dkim_result
+    if dkim_word != "pass" and any(d.internal_error for d in report.dkim):
+        dkim_word = INTERNAL
     return AuthFacts(
         spf=report.spf.result,
         helo_spf=report.helo_spf.result,
-        dkim=report.dkim_result,
-        arc=report.arc.result,
-        dmarc=dmarc.result,
+        dkim=dkim_word,
+        arc=INTERNAL if report.arc.internal_error else report.arc.result,
+        dmarc=INTERNAL if dmarc.internal_error else dmarc.result,
         dmarc_policy=dmarc.policy if dmarc.result == "fail" else (dmarc.policy or ""),
         from_domain=from_domain,
         mailfrom_domain=env.mail_from_domain,
         from_address=report.from_address,
         mailfrom=env.mail_from or "",
-        from_authenticated=dmarc.result == "pass" or dmarc.spf_aligned or dmarc.dkim_aligned,
+        from_authenticated=not dmarc.internal_error
+        and (dmarc.result == "pass" or dmarc.spf_aligned or dmarc.dkim_aligned),
         submission=env.authenticated,
         forwarded_by=env.forwarded_by or "",
         arc_trusted=arc_trusted,

@@ -15,6 +15,10 @@ in RFC 8601 §2.7.1 terms:
 - ``policy``: not looked at, because the message carries more signatures than
   we verify (RFC 6376 §6.1 lets a verifier limit them).
 
+A check that raises an error dkimpy does not raise for bad input is an
+internal error: permerror with ``internal_error`` set, a reason saying so and
+a log line with the traceback; the policy files it under ``internal_error``.
+
 Every key lookup goes through the message's `DnsSession`; nothing from a
 message is allowed to raise out of `check_dkim`.
 """
@@ -39,6 +43,7 @@ from classifier.dkim_signature import (
     verify,
 )
 from classifier.dns import DnsSession, DnsTempError
+from classifier.log import log
 
 MAX_SIGNATURES = 16
 # RFC 5322 §3.6: fields that occur at most once, so an extra copy is an attack (RFC 6376 §8.15).
@@ -159,6 +164,7 @@ class DkimSignatureResult:
     reason: str
     index: int  # 0-based position among the DKIM-Signature fields, from the top
     testing: bool = False  # key has t=y: treat like unsigned mail (RFC 6376 §3.6.1)
+    internal_error: bool = False  # our code raised: result permerror, reason and log say why
 
     def to_dict(self) -> dict:
         """Gives the result as plain values for --json."""
@@ -170,6 +176,19 @@ class _Outcome(NamedTuple):
     reason: str
     bits: int | None = None
     testing: bool = False
+    internal: bool = False
+
+
+# What dkimpy and the decoders raise on a message or key they cannot read: a permerror.
+# Anything else is an error of ours, logged and reported as such (never a temperror).
+_INPUT_ERRORS = (dkim.DKIMException, ValueError)
+
+
+def _internal(exc: Exception, bits: int | None = None, testing: bool = False) -> _Outcome:
+    """Gives the outcome of a signature whose check raised an unexpected error, logged."""
+    log.exception("internal error in the DKIM check")
+    reason = f"internal error in the DKIM check: {type(exc).__name__}: {_dkimpy_reason(exc)}"
+    return _Outcome("permerror", reason, bits, testing, internal=True)
 
 
 class _Verdict(Exception):
@@ -282,8 +301,10 @@ def _verify(
         return _Outcome("fail", "body hash mismatch", bits, testing)
     except BadSignatureTags as exc:
         return _Outcome("permerror", str(exc), bits, testing)
-    except Exception as exc:
+    except _INPUT_ERRORS as exc:
         return _Outcome("permerror", _unverifiable(exc), bits, testing)
+    except Exception as exc:
+        return _internal(exc, bits, testing)
     if not ok:
         return _Outcome("fail", "signature did not verify", bits, testing)
     added = _unsigned_extra_fields(message.names, signed)
@@ -331,6 +352,7 @@ def _result(
         reason=outcome.reason,
         index=index,
         testing=outcome.testing,
+        internal_error=outcome.internal,
     )
 
 
@@ -364,8 +386,10 @@ def _check_one(
         outcome = _verify(message, field, tags, dns, now)
     except _Verdict as verdict:
         outcome = _Outcome(verdict.result, verdict.reason)
-    except Exception as exc:
+    except _INPUT_ERRORS as exc:
         outcome = _Outcome("permerror", _unverifiable(exc))
+    except Exception as exc:
+        outcome = _internal(exc)
     return _result(index, field[1], outcome, tags)
 
 

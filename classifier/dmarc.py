@@ -13,9 +13,12 @@ Two modes, chosen by the caller:
   7489, and ignoring it would let a non-existent subdomain escape it.
 
 Choices where the RFCs leave room, each stated where it is made: several From
-domains are all evaluated and the most severe result wins (RFC 7489 §6.6.1,
-RFC 9989 §11.5); a From without a usable domain is ``permerror``; a temporary
-DNS failure on a query the answer depends on is ``temperror`` (RFC 9989 §5.3.6).
+domains are evaluated and the most severe result wins (RFC 7489 §6.6.1,
+RFC 9989 §11.5); beyond the first five, a fail among those is the result and
+otherwise ``permerror``, never ``pass``; a From without a usable domain is
+``permerror``; a temporary DNS failure on a query the answer depends on is
+``temperror`` (RFC 9989 §5.3.6), and an internal error is never one: it is
+logged and reported as ``permerror`` with ``internal_error`` set.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from publicsuffixlist import PublicSuffixList
 from classifier.dmarc_record import MODES, DmarcRecord, records_at, tree_walk
 from classifier.dns import DnsSession, DnsTempError
 from classifier.fromheader import from_domains, normalize_domain
+from classifier.log import log
 
 __all__ = [
     "DmarcResult",
@@ -67,6 +71,7 @@ class DmarcResult:
     reason: str
     published_policy: str = ""  # the policy as published, before t=y / pct sampling
     pct: int | None = None  # rfc7489 mode only
+    internal_error: bool = False  # the check raised: result permerror, reason and log say why
 
     @property
     def disposition(self) -> str:
@@ -401,17 +406,32 @@ def _severity(r: DmarcResult) -> int:
     return {"temperror": 4, "permerror": 2, "none": 1}.get(r.result, 0)
 
 
-def _failed(word: str, mode: str, reason: str, from_domain: str = "") -> DmarcResult:
-    return DmarcResult(word, "", from_domain, "", False, False, "", mode, "", "", False, reason)
+def _failed(
+    word: str, mode: str, reason: str, from_domain: str = "", internal: bool = False
+) -> DmarcResult:
+    return DmarcResult(
+        word,
+        "",
+        from_domain,
+        "",
+        False,
+        False,
+        "",
+        mode,
+        "",
+        "",
+        False,
+        reason,
+        internal_error=internal,
+    )
 
 
 def record_names(from_header_values: Iterable[object] | None) -> list[str]:
     """Gives the names whose records the check reads first: _dmarc of each Author Domain."""
     domains, error = from_domains([v for v in (from_header_values or []) if v is not None])
-    distinct = list(dict.fromkeys(domains))
-    if error or len(distinct) > MAX_AUTHOR_DOMAINS:
+    if error:
         return []  # the check ends before any lookup
-    return [f"_dmarc.{d}" for d in distinct]
+    return [f"_dmarc.{d}" for d in list(dict.fromkeys(domains))[:MAX_AUTHOR_DOMAINS]]
 
 
 def check_dmarc(
@@ -429,12 +449,16 @@ def check_dmarc(
     null reverse-path, postmaster@HELO, RFC 7208 §2.4); a HELO-only check never
     counts (RFC 9989 §4.4.2).  `dkim` is (result, d=) per signature.  `sample`
     is a random draw in [0, 1) for pct= in rfc7489 mode (None: pct is recorded,
-    not applied).  Never raises: an internal error gives temperror with its reason.
+    not applied).  Never raises: an internal error is logged with its traceback and
+    gives permerror with ``internal_error`` set, never temperror (a temperror files
+    nothing, so an input that made this code raise would switch DMARC off).
     """
     try:
         return _check(from_header_values, spf_result, spf_domain, dkim, dns, mode, sample)
     except Exception as exc:  # never let a message's content break delivery (DESIGN.md)
-        return _failed("temperror", str(mode), f"internal error in the DMARC check: {exc!r}")
+        log.exception("internal error in the DMARC check")
+        reason = f"internal error in the DMARC check: {type(exc).__name__}: {exc}"[:300]
+        return _failed("permerror", str(mode), reason, internal=True)
 
 
 def _check(
@@ -453,19 +477,14 @@ def _check(
     if error:
         return _failed("permerror", mode, f"{error}: no Author Domain (RFC 9989 §5.3.1)")
     distinct = list(dict.fromkeys(domains))
-    if len(distinct) > MAX_AUTHOR_DOMAINS:
-        return _failed(
-            "permerror",
-            mode,
-            f"From names {len(distinct)} domains; more than {MAX_AUTHOR_DOMAINS}"
-            " are not evaluated (RFC 9989 §11.5)",
-            distinct[0],
-        )
+    evaluated = distinct[:MAX_AUTHOR_DOMAINS]
     spf = (str(spf_result or ""), str(spf_domain or ""))
     signatures = [(str(r or ""), str(d or "")) for r, d in (dkim or [])]
     orgs = _OrgDomains(dns, mode)
-    results = [_evaluate(d, spf, signatures, dns, mode, sample, orgs) for d in distinct]
+    results = [_evaluate(d, spf, signatures, dns, mode, sample, orgs) for d in evaluated]
     worst = max(results, key=_severity)
+    if len(distinct) > MAX_AUTHOR_DOMAINS:
+        return _beyond_the_cap(distinct, results)
     if len(results) == 1 and len(values) <= 1:
         return worst
     fields = f" in {len(values)} From fields" if len(values) > 1 else ""
@@ -474,3 +493,39 @@ def _check(
         " evaluated and the most severe result given (RFC 7489 §6.6.1, RFC 9989 §11.5)"
     )
     return replace(worst, reason=f"{note}: {worst.reason}")
+
+
+def _beyond_the_cap(distinct: list[str], results: list[DmarcResult]) -> DmarcResult:
+    """Gives the result for a From naming more Author Domains than are evaluated.
+
+    RFC 9989 §11.5 lets a receiver limit the Author Domains it evaluates, and
+    RFC 7489 §6.6.1 asks for the most severe policy when several are; the
+    extra domains must not make the message pass where the first alone would
+    not.  The first MAX_AUTHOR_DOMAINS are evaluated: a fail among them is the
+    result, with the most severe policy seen; otherwise the domains left
+    unevaluated are not authenticated and the result is permerror (policy key
+    ``dmarc_permerror``), never pass.
+    """
+    shown = ", ".join(distinct[:MAX_AUTHOR_DOMAINS]) + ", …"
+    note = (
+        f"From names {len(distinct)} domains ({shown}); the first {MAX_AUTHOR_DOMAINS} are"
+        " evaluated (RFC 9989 §11.5)"
+    )
+    failed = [r for r in results if r.result == "fail"]
+    if failed:
+        worst = max(failed, key=_severity)
+        return replace(
+            worst,
+            reason=f"{note} and the most severe failure given (RFC 7489 §6.6.1): {worst.reason}",
+        )
+    first = results[0]
+    return replace(
+        first,
+        result="permerror",
+        policy="",
+        spf_aligned=False,
+        dkim_aligned=False,
+        aligned_by="",
+        reason=f"{note}; none failed, but {len(distinct) - MAX_AUTHOR_DOMAINS} more"
+        " are not authenticated: no pass",
+    )

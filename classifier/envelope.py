@@ -49,10 +49,14 @@ class Envelope:
 
     @property
     def mail_from_domain(self) -> str:
-        """Gives the domain of the envelope sender ("" for the null or an unknown sender)."""
-        if not self.mail_from or "@" not in self.mail_from:
+        """Gives the domain of the envelope sender ("" for the null or an unknown sender).
+
+        The domain follows the last "@" outside quotes (RFC 5321 §4.1.2): the
+        SPF domain of ``"john@evil.test"@sender.example`` is sender.example.
+        """
+        if not self.mail_from:
             return ""
-        return self.mail_from.rpartition("@")[2].rstrip(".").lower()
+        return split_address(self.mail_from)[1].rstrip(".").lower()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -85,15 +89,58 @@ def _trust_answers(settings: Settings) -> dict[str, bool]:
     return entry[1]
 
 
+def _outside_quotes(text: str) -> list[tuple[int, str]]:
+    """Gives (index, character) of every character of text that is not inside a quoted-string.
+
+    RFC 5321 §4.1.2: a Quoted-string local part may hold "@", "<", ">" and a
+    backslash-escaped quote (quoted-pairSMTP); none of them ends it.
+    """
+    out: list[tuple[int, str]] = []
+    quoted = escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted:
+            if ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        else:
+            out.append((i, ch))
+    return out
+
+
+def split_address(addr: str) -> tuple[str, str]:
+    """Gives (local part, domain) of a bare address, split at the last "@" outside quotes.
+
+    RFC 5321 §4.1.2: Mailbox = Local-part "@" Domain, and a Local-part may be a
+    Quoted-string holding "@": ``"john@evil.test"@sender.example`` has the
+    domain sender.example.  The local part keeps its quotes.  An address
+    without such an "@" is all local part, with the domain "".
+    """
+    ats = [i for i, ch in _outside_quotes(addr) if ch == "@"]
+    if not ats:
+        return addr, ""
+    return addr[: ats[-1]], addr[ats[-1] + 1 :]
+
+
 def strip_angle(addr: str) -> str:
-    """Gives an address without angle brackets, comments or surrounding space ("" for <>)."""
+    """Gives an address without angle brackets, comments or surrounding space ("" for <>).
+
+    Brackets inside a quoted local part are part of it, and the quotes stay
+    (RFC 5321 §4.1.2): ``<"ceo;dmarc=pass\\"x"@shop.example>`` gives
+    ``"ceo;dmarc=pass\\"x"@shop.example``.
+    """
     text = addr.strip()
-    start = text.find("<")
+    plain = _outside_quotes(text)
+    start = next((i for i, ch in plain if ch == "<"), -1)
     if start >= 0:
-        end = text.find(">", start)
+        end = next((i for i, ch in plain if ch == ">" and i > start), -1)
         if end >= 0:
             text = text[start + 1 : end]
-    return text.strip().strip('"').strip()
+    return text.strip()
 
 
 class _Walk(NamedTuple):

@@ -14,6 +14,10 @@ from a fixed vocabulary, domains, or a quoted string for the reason):
      submission=no; forwarded=no; arc-trusted=no; arc-spf=; arc-dkim=; arc-dmarc=;
      reason="..."
 
+The result words are RFC 8601's plus ``internal``: the check ended on an
+internal error (its evidence says which and why); a policy files it under
+``internal_error``.  The arc-* fields hold RFC 8601 words only.
+
 Domains are written only when they are plain LDH names (checked here), so
 sender-controlled text can never add a key or end the header; the reason is
 a quoted-string with `"` and `\\` escaped and line breaks removed.
@@ -25,9 +29,14 @@ import re
 from dataclasses import asdict, dataclass, field
 
 HEADER_NAME = "X-Authsieve"
-RESULTS = frozenset(
+# The RFC 8601 §2.7 result words: what an ARC sealer's Authentication-Results can say.
+AAR_RESULTS = frozenset(
     {"pass", "fail", "softfail", "neutral", "none", "permerror", "temperror", "policy"}
 )
+# Ours only, never written to Authentication-Results: the check stopped on an error of
+# ours (a bug, an exception from a library), not on the message or the DNS.
+INTERNAL = "internal"
+RESULTS = AAR_RESULTS | {INTERNAL}
 POLICIES = frozenset({"", "none", "quarantine", "reject"})
 _LDH = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}$")
 
@@ -101,9 +110,9 @@ def render_header_value(
         f"forwarded={'yes' if facts.forwarded_by else 'no'}",
         f"arc-trusted={'yes' if facts.arc_trusted else 'no'}",
         # What the oldest trusted ARC sealer saw; empty when absent (the local result stands).
-        f"arc-spf={facts.arc_oldest_spf if facts.arc_oldest_spf in RESULTS else ''}",
-        f"arc-dkim={facts.arc_oldest_dkim if facts.arc_oldest_dkim in RESULTS else ''}",
-        f"arc-dmarc={facts.arc_oldest_dmarc if facts.arc_oldest_dmarc in RESULTS else ''}",
+        f"arc-spf={facts.arc_oldest_spf if facts.arc_oldest_spf in AAR_RESULTS else ''}",
+        f"arc-dkim={facts.arc_oldest_dkim if facts.arc_oldest_dkim in AAR_RESULTS else ''}",
+        f"arc-dmarc={facts.arc_oldest_dmarc if facts.arc_oldest_dmarc in AAR_RESULTS else ''}",
     ]
     if error:
         parts.append(f"error={quote(error)}")

@@ -3,8 +3,9 @@
 Failure rules (DESIGN.md): exit 0 only when the message was delivered; 75
 when the next stage failed temporarily, so Postfix keeps it and retries.  An
 internal error in the checks still delivers the message, unchanged but for an
-``X-Authsieve: …; verdict=inbox; error=…`` header, and the traceback goes to
-the log.  Nothing reaches stderr unless delivery failed: Postfix mails stderr
+``X-Authsieve: …; spf=internal; …; error=…`` header, and the traceback goes to
+the log; it is filed as the recipient's ``internal_error`` says (inbox by
+default), never as a temperror.  Nothing reaches stderr unless delivery failed: Postfix mails stderr
 back to the sender in bounces.
 
 This module's top level stays light: a pipe process that hands the checks to
@@ -61,8 +62,9 @@ def process(
     from classifier.annotate import annotate
     from classifier.envelope import Hints
     from classifier.evaluate import evaluate
-    from classifier.facts import HEADER_NAME, AuthFacts, render_header_value
+    from classifier.facts import HEADER_NAME, INTERNAL, AuthFacts, render_header_value
     from classifier.policy import load_policies
+    from classifier.verdict import decide
 
     policies = policies or load_policies(settings)
     try:
@@ -81,11 +83,22 @@ def process(
     except Exception as exc:
         log.exception("internal error while checking; delivering unchanged")
         error = f"internal error: {type(exc).__name__}"
-        temp = AuthFacts(spf="temperror", dkim="temperror", arc="none", dmarc="temperror")
-        value = render_header_value(temp, settings.authserv_id, "inbox", "enforce", error=error)
+        # Not a temperror (which files nothing): the recipient's internal_error decides,
+        # and the Sieve script reads the same words from the header.
+        failed = AuthFacts(spf=INTERNAL, dkim=INTERNAL, arc=INTERNAL, dmarc=INTERNAL)
+        policy = policies.for_user(user or hints.get("recipient") or "")
+        verdict = decide(failed, policy)
+        value = render_header_value(
+            failed,
+            settings.authserv_id,
+            verdict.action,
+            policy.mode,
+            "; ".join(verdict.reasons),
+            error=error,
+        )
         eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
         header = f"{HEADER_NAME}: {value}".encode() + eol
-        return PipeOutcome(header + data, "inbox", "error", error)
+        return PipeOutcome(header + data, verdict.action, "error", error)
 
 
 def deliver_outcome(

@@ -29,6 +29,8 @@ ACTION_KEYS = (
     "dmarc_reject",
     "dmarc_quarantine",
     "dmarc_none",
+    "dmarc_permerror",
+    "internal_error",
     "blocked_action",
 )
 LIST_KEYS = (
@@ -54,6 +56,13 @@ class Policy:
     dmarc_reject: str = "quarantine"
     dmarc_quarantine: str = "junk"
     dmarc_none: str = "inbox"
+    # DMARC permerror: no From, a From without a readable domain, or more Author Domains
+    # than are evaluated with none failing (RFC 9989 §5.3.1, §11.5): DMARC cannot protect
+    # the name a mail client shows, so it is not trusted by default.
+    dmarc_permerror: str = "junk"
+    # A check that stopped on an error of ours: "inbox" adds nothing, so the other rules
+    # decide; the error never removes a rule that fires (it is no temperror).
+    internal_error: str = "inbox"
     blocked_domain_suffixes: tuple[str, ...] = ()  # normalised: lower case, no leading dot
     blocked_action: str = "junk"
     allow_senders: tuple[str, ...] = ()  # lower case "local@domain" or "@domain"

@@ -25,6 +25,7 @@ import dns.exception
 import spf as pyspf
 
 from classifier.dns import DnsSession, DnsTempError, Record
+from classifier.envelope import split_address, strip_angle
 
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
 
@@ -219,6 +220,12 @@ def _evaluate(
             strict=True,
             querytime=0,  # the session's budget is the time limit (RFC 7208 §4.6.4)
         )
+        if identity == "mailfrom":
+            # pyspf splits the sender at its first "@"; a quoted local part may hold one
+            # (RFC 5321 §4.1.2), so the %{l}/%{o}/%{d} it checks are set from our split.
+            # RFC 7208 §4.3: an empty local part reads as "postmaster".
+            query.l = split_address(sender)[0] or "postmaster"
+            query.d = query.o = domain
         query.set_default_explanation(_NO_EXP)
         result, _code, text = query.check()
         mechanism = query.mechanism or ""
@@ -263,13 +270,13 @@ def record_domains(mail_from: str | None, helo: str) -> list[str]:
 def _sender(mail_from: str) -> tuple[str, str, str]:
     """Gives the MAIL FROM address without angle brackets, its local part and its domain.
 
-    A sender without "@" is read as pyspf reads it: postmaster at that domain.
+    The domain follows the last "@" outside quotes (RFC 5321 §4.1.2), and a
+    quoted local part keeps its quotes.  A sender without such an "@" is read
+    as pyspf reads it: postmaster at that domain.
     """
-    sender = mail_from.strip()
-    if sender.startswith("<") and sender.endswith(">"):
-        sender = sender[1:-1].strip()
-    local, at, domain = sender.partition("@")
-    if not at:
+    sender = strip_angle(mail_from)
+    local, domain = split_address(sender)
+    if not domain and not sender.endswith("@"):
         local, domain = "postmaster", sender
     return sender, local, domain
 

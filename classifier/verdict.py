@@ -11,7 +11,9 @@ reach the same folder.  Precedence, most decisive first:
    authenticated (DMARC pass, or SPF/DKIM pass aligned with From; or, under
    a trusted ARC chain, DMARC pass in the oldest ARC Authentication-Results);
 3. otherwise every rule that fires proposes an action and the most severe wins
-   (quarantine > junk > inbox).  A temperror fires no rule.
+   (quarantine > junk > inbox).  A temperror fires no rule.  An internal error
+   (the result word ``internal``) fires ``internal_error``, and never hides
+   another rule: a check that raised is not a temperror.
 
 Under a trusted ARC chain (`AuthFacts.arc_trusted`: the chain passed and its
 sealers are in ``trusted_arc_sealers``) the SPF, DKIM and DMARC results are
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from classifier.facts import POLICIES, RESULTS, AuthFacts, safe_domain
+from classifier.facts import AAR_RESULTS, INTERNAL, POLICIES, RESULTS, AuthFacts, safe_domain
 from classifier.policy import (
     SEVERITY,
     SPF_RULES,
@@ -92,7 +94,7 @@ def effective_results(facts: AuthFacts) -> EffectiveResults:
     used: list[str] = []
     if facts.arc_trusted:
         for name, value in oldest.items():
-            if value in RESULTS:
+            if value in AAR_RESULTS:
                 local[name] = value
                 used.append(name)
     policy = facts.dmarc_policy if facts.dmarc_policy in POLICIES and facts.dmarc_policy else "none"
@@ -169,6 +171,18 @@ def fired_rules(
         else:
             text = _sentence(prefix, ev.get("dmarc", ""))
         out.append((key, policy.action_for(key), text))
+    if eff.dmarc == "permerror":
+        prefix = "DMARC permerror"
+        if "dmarc" in eff.arc_used:
+            text = prefix + arc_note
+        else:
+            text = _sentence(prefix, ev.get("dmarc", ""))
+        out.append(("dmarc_permerror", policy.action_for("dmarc_permerror"), text))
+    failed = internal_errors(facts, eff)
+    if failed:
+        details = "; ".join(ev.get(name, "") for name in failed if ev.get(name))
+        text = _sentence(f"Internal error in the {', '.join(failed)} check", details)
+        out.append(("internal_error", policy.action_for("internal_error"), text))
     for label, domain in (("From", eff.from_domain), ("Envelope sender", eff.mailfrom_domain)):
         for suffix in policy.blocked_domain_suffixes:
             norm = normalize_suffix(suffix)
@@ -177,6 +191,12 @@ def fired_rules(
                 out.append(("blocked_action", policy.action_for("blocked_action"), text))
                 break
     return out
+
+
+def internal_errors(facts: AuthFacts, eff: EffectiveResults) -> list[str]:
+    """Gives the checks whose judged result is an internal error (spf, dkim, arc, dmarc)."""
+    judged = {"spf": eff.spf, "dkim": eff.dkim, "arc": _token(facts.arc), "dmarc": eff.dmarc}
+    return [name for name, word in judged.items() if word == INTERNAL]
 
 
 def _context(facts: AuthFacts, eff: EffectiveResults) -> list[str]:
@@ -228,7 +248,13 @@ def decide(facts: AuthFacts, policy: Policy) -> Verdict:
     if not filing:
         temp = [n for n in ("spf", "dkim", "dmarc") if getattr(eff, n) == "temperror"]
         summary = f"SPF {eff.spf}, DKIM {eff.dkim}, DMARC {eff.dmarc}"
-        if temp:
+        failed = internal_errors(facts, eff)
+        if failed:
+            reasons.append(
+                f"{summary}: an internal error ({', '.join(failed)}) files no mail under "
+                "internal_error = inbox, and no other rule files this message"
+            )
+        elif temp:
             reasons.append(
                 f"{summary}: a temporary DNS failure ({', '.join(temp)}) "
                 "never files mail on its own"

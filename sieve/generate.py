@@ -24,7 +24,7 @@ inside a regex they need only their dots escaped.
 
 from __future__ import annotations
 
-from classifier.facts import HEADER_NAME, safe_domain
+from classifier.facts import HEADER_NAME, INTERNAL, safe_domain
 from classifier.policy import SPF_RULES, Policy, normalize_suffix, split_sender
 
 REQUIRE = ("fileinto", "mailbox", "imap4flags", "regex", "index")
@@ -146,6 +146,13 @@ def _conditions(policy: Policy, s: _Script, action: str) -> list[tuple[str, str]
     if dmarc:
         keys = ", ".join(f"dmarc_{p}" for p in dmarc)
         out.append((f"{keys} = {action}", s.effective("dmarc", "fail", policy="|".join(dmarc))))
+    if policy.action_for("dmarc_permerror") == action:
+        out.append((f"dmarc_permerror = {action}", s.effective("dmarc", "permerror")))
+    if policy.action_for("internal_error") == action:
+        # Mirrors verdict.internal_errors: the judged spf, dkim, dmarc, and the local arc.
+        tests = [s.effective(name, INTERNAL) for name in ("spf", "dkim", "dmarc")]
+        tests.append(s.has(arc=INTERNAL))
+        out.append((f"internal_error = {action}", "anyof (" + ",\n  ".join(tests) + ")"))
     suffixes = [n for n in (normalize_suffix(x) for x in policy.blocked_domain_suffixes) if n]
     if suffixes and policy.action_for("blocked_action") == action:
         # A suffix that is a single label "none" must not match the header's from-domain=none.
@@ -204,7 +211,15 @@ def _header(policy: Policy, authserv_id: str) -> list[str]:
     ]
     for key in ("spf_fail", "spf_softfail", "spf_neutral", "spf_none", "spf_permerror"):
         lines.append(f"# {key} = {policy.action_for(key)}")
-    for key in ("dkim_fail", "dmarc_reject", "dmarc_quarantine", "dmarc_none", "blocked_action"):
+    for key in (
+        "dkim_fail",
+        "dmarc_reject",
+        "dmarc_quarantine",
+        "dmarc_none",
+        "dmarc_permerror",
+        "internal_error",
+        "blocked_action",
+    ):
         lines.append(f"# {key} = {policy.action_for(key)}")
     return lines
 

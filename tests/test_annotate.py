@@ -152,3 +152,68 @@ def test_defuse_keeps_foreign_headers() -> None:
 )
 def test_ar_value_quotes_what_is_not_a_token(text: str, expected: str) -> None:
     assert ar_value(text) == expected
+
+
+def forged_below_received(ar_value_text: str) -> bytes:
+    """Gives the signed message with a sender-written Authentication-Results below our Received."""
+    data = signed_message()
+    i = data.index(b"Received: from mail.example.com")
+    j = data.index(b"\r\n", i) + 2
+    forged = f"Authentication-Results: {ar_value_text}; dkim=pass; dmarc=pass\r\n".encode()
+    return data[:j] + forged + data[j:]
+
+
+def survivors(out: bytes) -> list[str]:
+    """Gives the Authentication-Results left with a forged dmarc=pass (ours says dmarc=pass too)."""
+    return [
+        v
+        for v in Message.parse(out).get_all("Authentication-Results")
+        if "dkim=pass; dmarc=pass" in " ".join(v.split())
+    ]
+
+
+def test_forged_ar_with_trailing_dot_id_is_renamed(server: DnsTestServer) -> None:
+    out, _ = annotated(forged_below_received(f"{AUTHSERV}."), server)
+    assert survivors(out) == []
+    assert Message.parse(out).get_all("X-Original-Authentication-Results") == [
+        f"{AUTHSERV}.; dkim=pass; dmarc=pass"
+    ]
+
+
+def test_forged_ar_with_quoted_id_is_renamed(server: DnsTestServer) -> None:
+    out, _ = annotated(forged_below_received(f'"{AUTHSERV}"'), server)
+    assert survivors(out) == []
+    assert len(Message.parse(out).get_all("X-Original-Authentication-Results")) == 1
+
+
+def test_forged_ar_with_nested_comment_before_id_is_renamed(server: DnsTestServer) -> None:
+    out, _ = annotated(forged_below_received(f"(a (b) c) {AUTHSERV}"), server)
+    assert survivors(out) == []
+    assert len(Message.parse(out).get_all("X-Original-Authentication-Results")) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("mx.family.example; spf=pass", "mx.family.example"),
+        ("MX.Family.Example.; spf=pass", "mx.family.example"),
+        ('"mx.family.example"; spf=pass', "mx.family.example"),
+        ('"MX.family.example."; spf=pass', "mx.family.example"),
+        ("(a (b) c) mx.family.example; spf=pass", "mx.family.example"),
+        ("(a \\) (b) c) mx.family.example 1; spf=pass", "mx.family.example"),
+        ("mx.family.example(comment); none", "mx.family.example"),
+        ('"mx.family(not a comment).example"; none', "mx.family(not a comment).example"),
+        ("(only a comment)", ""),
+        ("", ""),
+    ],
+)
+def test_authserv_id_is_read_as_rfc8601_compares_it(value: str, expected: str) -> None:
+    assert authserv_id_of(value) == expected
+
+
+@pytest.mark.parametrize(
+    "other", ["mx.family.example.evil", '"mx.family.example x"', "(mx.family.example) other"]
+)
+def test_ar_of_another_authserv_id_is_kept(other: str) -> None:
+    data = f"Received: by {AUTHSERV}\r\nAuthentication-Results: {other}; spf=pass\r\n\r\nx"
+    assert defuse(Message.parse(data.encode()), AUTHSERV).to_bytes() == data.encode()

@@ -203,3 +203,23 @@ def test_key_names_are_those_of_every_arc_signature_once() -> None:
     message = broken + seal2 + seal + ams + b"From: a@b.example\r\n\r\nbody\r\n"
     assert key_names(message) == ["k2._domainkey.fwd.example", "k1._domainkey.lists.example"]
     assert key_names(b"From: a@b.example\r\n\r\nARC-Seal: i=1; d=x; s=y\r\n") == []
+
+
+class MisbehavingDns:
+    """A DNS session whose TXT answer is not a list: our code then raises, as a bug would."""
+
+    def txt(self, name: str) -> object:
+        return 42
+
+
+def test_internal_error_in_the_chain_check_is_logged_and_flagged(caplog, monkeypatch):
+    from classifier.log import log
+
+    monkeypatch.setattr(log, "propagate", True)  # configure_logging may have turned it off
+    _, message = valimail_case("cv_pass_i1_1")
+    with caplog.at_level("ERROR", logger="authsieve"):
+        result = check_arc(message, MisbehavingDns())  # type: ignore[arg-type]
+    assert (result.result, result.internal_error) == ("fail", True)
+    assert result.reason.startswith("internal error in the ARC check: TypeError: ")
+    (record,) = [r for r in caplog.records if r.name == "authsieve"]
+    assert record.exc_info and record.exc_info[0] is TypeError

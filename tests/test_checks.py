@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import authres
 import dkim
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from classifier.checks import facts_from, first_from_address, run_checks
 from classifier.config import settings_from_dict
 from classifier.dkim import header_end
+from classifier.facts import render_header_value
 from classifier.message import Message
 from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer, free_udp_port
@@ -248,3 +253,214 @@ def test_a_key_sent_for_but_never_looked_up_is_asked_once_and_let_go(
     assert server.queries[("old._domainkey.example.com.", "TXT")] == 1
     assert max(server.queries.values()) == 1
     assert not resolver._sent and not resolver._inflight  # nothing left waiting
+
+
+# --- quoted local parts in the MAIL FROM (RFC 5321 §4.1.2) -------------------------------------
+
+QUOTED_ZONE = """
+sender.example. TXT "v=spf1 ip4:192.0.2.0/24 -all"
+evil.test. TXT "v=spf1 -all"
+shop.example. TXT "v=spf1 ip4:192.0.2.0/24 -all"
+"""
+
+
+def quoted_sender_message(mail_from: str) -> bytes:
+    return (
+        f"Return-Path: <{mail_from}>\r\n".encode()
+        + HOP.split(b"\r\n", 1)[1]
+        + b"From: <a@sender.example>\r\nSubject: x\r\n\r\nHello\r\n"
+    )
+
+
+def test_quoted_local_part_with_at_is_checked_at_the_domain_after_the_last_at(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    server = dns_server(QUOTED_ZONE)
+    report = run_checks(
+        quoted_sender_message('"john@evil.test"@sender.example'), SETTINGS, resolver_for(server)
+    )
+    assert (report.spf.result, report.spf.domain) == ("pass", "sender.example")
+    assert report.spf.sender == '"john@evil.test"@sender.example'
+    assert facts_from(report).mailfrom_domain == "sender.example"
+    assert server.queries.get(("evil.test", "TXT"), 0) == 0
+
+
+def test_quoted_local_part_keeps_its_quotes_in_headers_json_and_log(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    from classifier.pipe import process
+
+    server = dns_server(QUOTED_ZONE)
+    addr = '"ceo;dmarc=pass\\"x"@shop.example'
+    outcome = process(
+        quoted_sender_message(addr), SETTINGS, resolver_for(server), {}, "alice@family.example"
+    )
+    msg = Message.parse(outcome.data)
+    received_spf = msg.get("Received-SPF") or ""
+    assert 'envelope-from="\\"ceo;dmarc=pass\\\\\\"x\\"@shop.example";' in received_spf
+    ar = authres.AuthenticationResultsHeader.parse_value(msg.get("Authentication-Results") or "")
+    spf = next(r for r in ar.results if r.method == "spf")
+    # authres gives the quoted-string's content still escaped (RFC 5322 §3.2.4 quoted-pair)
+    assert (spf.result, re.sub(r"\\(.)", r"\1", spf.smtp_mailfrom)) == ("pass", addr)
+    assert [r.method for r in ar.results] == ["spf", "dkim", "arc", "dmarc"]
+    assert "mailfrom-domain=shop.example;" in (msg.get("X-Authsieve") or "")
+    assert f"from=<{addr}>" in outcome.summary
+    report = run_checks(quoted_sender_message(addr), SETTINGS, resolver_for(server))
+    data = report.to_dict()
+    assert data["envelope"]["mail_from"] == addr  # type: ignore[index]
+    assert data["spf"]["sender"] == addr  # type: ignore[index]
+
+
+# --- several From domains, judged by the whole check and the default policy ------------------
+
+BANK_ZONE = '_dmarc.bank.example. TXT "v=DMARC1; p=reject"\n' + "".join(
+    f'x{i}.example. TXT "v=spf1 ip4:192.0.2.0/24 -all"\n' for i in range(1, 6)
+)
+
+
+def bank_message(from_value: str) -> bytes:
+    return (
+        b"Return-Path: <bounce@x1.example>\r\n"
+        + HOP.split(b"\r\n", 1)[1]
+        + f"From: {from_value}\r\nSubject: Your account\r\n\r\nHello\r\n".encode()
+    )
+
+
+def test_six_from_domains_are_not_more_lenient_than_the_first(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    from classifier.policy import Policy
+    from classifier.verdict import decide
+
+    server = dns_server(BANK_ZONE)
+    bank = '"Bank" <security@bank.example>'
+    alone = facts_from(run_checks(bank_message(bank), SETTINGS, resolver_for(server)))
+    extra = ", ".join(f"<a@x{i}.example>" for i in range(1, 6))
+    six = facts_from(run_checks(bank_message(f"{bank}, {extra}"), SETTINGS, resolver_for(server)))
+    assert (alone.dmarc, alone.dmarc_policy) == ("fail", "reject")
+    assert (six.dmarc, six.dmarc_policy, six.from_domain) == ("fail", "reject", "bank.example")
+    assert decide(alone, Policy()).action == decide(six, Policy()).action == "quarantine"
+    # The bank last: x1..x5 are evaluated (x1 passes SPF aligned), the bank is not: no pass.
+    last = facts_from(run_checks(bank_message(f"{extra}, {bank}"), SETTINGS, resolver_for(server)))
+    assert (last.dmarc, last.from_authenticated) == ("permerror", False)
+    verdict = decide(last, Policy())
+    assert verdict.action == "junk"
+    assert any("(dmarc_permerror = junk)" in r for r in verdict.reasons)
+
+
+def test_an_internal_error_in_a_check_reaches_the_facts_as_its_own_word(
+    server: DnsTestServer,
+) -> None:
+    from dataclasses import replace
+
+    data = HOP + b"From: News <news@example.com>\r\nSubject: x\r\n\r\nHello\r\n"
+    report = run_checks(data, SETTINGS, resolver_for(server))
+    broken = replace(
+        report,
+        dmarc=replace(report.dmarc, result="permerror", internal_error=True, reason="boom"),
+        arc=replace(report.arc, result="fail", internal_error=True),
+    )
+    facts = facts_from(broken)
+    assert (facts.dmarc, facts.arc, facts.from_authenticated) == ("internal", "internal", False)
+    assert "dmarc=internal;" in render_header_value(facts, "mx.family.example", "inbox", "enforce")
+
+
+# --- hostile messages: no temperror without a DNS cause (ISSUE 19) -----------------------------
+
+HOSTILE_ZONE = (
+    BANK_ZONE
+    + '_dmarc.x1.example. TXT "v=DMARC1; p=quarantine; sp=reject; np=reject"\n'
+    + 'sel._domainkey.bank.example. TXT "v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCB"\n'
+    + 'ed._domainkey.x1.example. TXT "v=DKIM1; k=ed25519; '
+    + 'p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="\n'
+)
+FROM_VALUES = (
+    '"Bank" <security@bank.example>',
+    ", ".join(f"a@x{i}.example" for i in range(1, 7)),
+    "<>",
+    "undisclosed-recipients:;",
+    '"a@bank.example"@x1.example',
+    "=?utf-8?q?Bank?= <security@bank.example>",
+    "(a (b <x@evil.test>) c) security@bank.example",
+    "a@[192.0.2.1]",
+    "@",
+    '"unterminated <a@bank.example>',
+    "a@bank.example>, <",
+    "a@bank..example",
+    "a@-bank.example",
+    "a@" + "x." * 130 + "example",
+    "a@bücher.example",
+    "a@bank.example\x00",
+)
+SIGNATURES = (
+    "v=1; a=rsa-sha256; d=bank.example; s=sel; h=from; bh=AAAA; b=AAAA",
+    "v=1; a=ed25519-sha256; d=x1.example; s=ed; c=relaxed/relaxed; h=from:subject; bh=; b=",
+    "v=1; a=rsa-sha256; d=; s=; h=; bh=; b=",
+    "v=1; a=rsa-sha256; d=bank.example; s=a..b; h=from; bh=AAAA; b=AAAA; l=99999999999",
+    "v=1; a=rsa-sha256; d=bank.example.; s=sel; h=from:from:from; t=2; x=1; bh=AA; b=AA",
+    "v=1; a=rsa-sha256; d=bank.example; s=sel\\; h=from; i=@evil.test; bh=AAAA; b=AAAA",
+    "v=1; a=rsa-sha256; d=x\x01y.example; s=sel; h=from; bh=AAAA; b=====",
+    "v=2; a=foo; d=bank.example; s=sel",
+    "garbage ;;; ===",
+)
+ARC_SETS = (
+    "ARC-Seal: i=1; a=rsa-sha256; cv=none; d=x1.example; s=ed; b=AAAA\r\n"
+    "ARC-Message-Signature: i=1; a=rsa-sha256; d=x1.example; s=ed; h=from; bh=AA; b=AA\r\n"
+    "ARC-Authentication-Results: i=1; x1.example; spf=pass; dmarc=pass\r\n",
+    "ARC-Seal: i=99999999; cv=pass; d=x1.example; s=ed; b=\r\n",
+    "ARC-Authentication-Results: i=1; (((; dmarc=pass\r\n",
+    "ARC-Seal: i=2; cv=fail; d=bank.example; s=sel; b=AA\r\n"
+    "ARC-Seal: i=1; cv=none; d=bank.example; s=sel; b=AA\r\n",
+)
+RETURN_PATHS = (
+    "<bounce@x1.example>",
+    '<"john@evil.test"@x1.example>',
+    '<"ceo;dmarc=pass\\"x"@bank.example>',
+    "<>",
+    "<@>",
+    "<a@[192.0.2.1]>",
+    '<"unterminated@x1.example>',
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_hostile_messages_give_no_temperror_without_a_dns_cause(
+    dns_server: Callable[..., DnsTestServer], data: st.DataObject
+) -> None:
+    """A healthy DNS server answers every query: no result may be temperror (RFC 8601 §2.7.1)."""
+    server = hostile_server(dns_server)
+    headers = [f"Return-Path: {data.draw(st.sampled_from(RETURN_PATHS))}\r\n"]
+    headers.append(HOP.split(b"\r\n", 1)[1].decode())
+    headers += data.draw(st.lists(st.sampled_from(ARC_SETS), max_size=2))
+    for sig in data.draw(st.lists(st.sampled_from(SIGNATURES), max_size=3)):
+        headers.append(f"DKIM-Signature: {sig}\r\n")
+    for value in data.draw(st.lists(st.sampled_from(FROM_VALUES), max_size=3)):
+        headers.append(f"From: {value}\r\n")
+    message = "".join(headers).encode("utf-8", "surrogateescape") + b"Subject: x\r\n\r\nHi\r\n"
+    report = run_checks(message, SETTINGS, resolver_for(server))
+    results = {
+        "spf": (report.spf.result, report.spf.reason),
+        "helo_spf": (report.helo_spf.result, report.helo_spf.reason),
+        "arc": (report.arc.result, report.arc.reason),
+        "dmarc": (report.dmarc.result, report.dmarc.reason),
+        **{f"dkim{d.index}": (d.result, d.reason) for d in report.dkim},
+    }
+    assert [k for k, (word, _) in results.items() if word == "temperror"] == [], results
+    internal = [d.reason for d in report.dkim if d.internal_error]
+    internal += [r.reason for r in (report.arc, report.dmarc) if r.internal_error]
+    assert internal == []
+    facts = facts_from(report)
+    assert "temperror" not in (facts.spf, facts.helo_spf, facts.dkim, facts.arc, facts.dmarc)
+
+
+_HOSTILE_SERVERS: dict[int, DnsTestServer] = {}
+
+
+def hostile_server(dns_server: Callable[..., DnsTestServer]) -> DnsTestServer:
+    """Gives one server for all examples of a test run (the fixture lives as long as the test)."""
+    key = id(dns_server)
+    if key not in _HOSTILE_SERVERS:
+        _HOSTILE_SERVERS.clear()
+        _HOSTILE_SERVERS[key] = dns_server(HOSTILE_ZONE)
+    return _HOSTILE_SERVERS[key]

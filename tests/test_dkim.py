@@ -564,6 +564,7 @@ def test_to_dict_carries_the_evidence():
         "reason": "r",
         "index": 0,
         "testing": False,
+        "internal_error": False,
     }
 
 
@@ -683,3 +684,25 @@ def test_body_hash_by_slices_equals_dkimpys_whole_body(body, length):
         for size in (1, 2, 7, dkim_body.SLICE):
             got = dkim_body.body_hash(message, len(header), name, "sha256", length, size)
             assert got == expected, (name, size)
+
+
+class MisbehavingDns:
+    """A DNS session whose TXT answer is not a list: our code then raises, as a bug would."""
+
+    def txt(self, name: str) -> object:
+        return 42
+
+
+def test_internal_error_in_a_signature_check_is_logged_and_flagged(caplog, monkeypatch):
+    from classifier.log import log
+
+    monkeypatch.setattr(log, "propagate", True)  # configure_logging may have turned it off
+    message = suite_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    with caplog.at_level("ERROR", logger="authsieve"):
+        results = check_dkim(message, MisbehavingDns(), now=1528637909)  # type: ignore[arg-type]
+    assert [(r.result, r.internal_error) for r in results] == [("permerror", True)] * 2
+    assert results[0].reason.startswith("internal error in the DKIM check: TypeError: ")
+    records = [r for r in caplog.records if r.name == "authsieve"]
+    assert [r.getMessage() for r in records] == ["internal error in the DKIM check"] * 2
+    assert all(r.exc_info and r.exc_info[0] is TypeError for r in records)
+    assert dkim_summary(results) == "permerror"  # the facts make it "internal"

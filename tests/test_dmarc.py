@@ -800,3 +800,70 @@ def test_public_suffix_list_is_built_only_when_rfc7489_is_used() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.split() == ["0", "1"]
+
+
+# --- more Author Domains than are evaluated (RFC 9989 §11.5, RFC 7489 §6.6.1) ------------------
+
+EXTRA = [f"a@x{i}.test" for i in range(1, 6)]
+BANK_ZONE = dict(_dmarc__bank__test=REJECT, **{f"_dmarc__x{i}__test": REJECT for i in range(1, 6)})
+
+
+def test_six_from_domains_are_not_more_lenient_than_the_first(pool: ServerPool) -> None:
+    dns = pool.session(zone(**BANK_ZONE))
+    alone = check_dmarc(['"Bank" <security@bank.test>'], "none", "", [], dns)
+    assert (alone.result, alone.policy) == ("fail", "reject")
+    value = '"Bank" <security@bank.test>, ' + ", ".join(f"<{a}>" for a in EXTRA)
+    # x1..x5 sign for themselves: each alone would pass, the bank would not.
+    passing = [("pass", f"x{i}.test") for i in range(1, 6)]
+    six = check_dmarc([value], "none", "", passing, dns)
+    assert (six.result, six.policy, six.from_domain) == ("fail", "reject", "bank.test")
+    assert "From names 6 domains" in six.reason and "most severe" in six.reason
+    as_fields = check_dmarc(['"Bank" <security@bank.test>', *EXTRA], "none", "", passing, dns)
+    assert (as_fields.result, as_fields.policy) == ("fail", "reject")
+
+
+def test_the_most_severe_policy_among_the_evaluated_domains_is_given(pool: ServerPool) -> None:
+    dns = pool.session(zone(_dmarc__soft__test="v=DMARC1; p=quarantine", **BANK_ZONE))
+    value = ", ".join(["a@soft.test", "b@bank.test", *(f"c@y{i}.test" for i in range(1, 6))])
+    result = check_dmarc([value], "none", "", [], dns)
+    assert (result.result, result.policy, result.from_domain) == ("fail", "reject", "bank.test")
+
+
+def test_a_domain_beyond_the_cap_cannot_ride_on_passing_ones(pool: ServerPool) -> None:
+    dns = pool.session(zone(**BANK_ZONE))
+    passing = [("pass", f"x{i}.test") for i in range(1, 6)]
+    result = check_dmarc([", ".join([*EXTRA, "security@bank.test"])], "none", "", passing, dns)
+    assert (result.result, result.policy, result.from_domain) == ("permerror", "", "x1.test")
+    assert not (result.spf_aligned or result.dkim_aligned)
+    assert "1 more are not authenticated: no pass" in result.reason
+
+
+def test_records_of_the_evaluated_author_domains_are_sent_ahead() -> None:
+    from classifier.dmarc import record_names
+
+    names = record_names([", ".join(["a@bank.test", *EXTRA])])
+    assert names == ["_dmarc.bank.test", *(f"_dmarc.x{i}.test" for i in range(1, 5))]
+
+
+class Unprintable:
+    """A value whose text cannot be taken: makes the DMARC code raise, as a bug would."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_internal_error_in_the_dmarc_check_is_logged_and_not_a_temperror(
+    pool: ServerPool, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from classifier.log import log
+
+    # configure_logging, run by another test, may have stopped records reaching caplog.
+    monkeypatch.setattr(log, "propagate", True)
+    dns = pool.session(zone(**BANK_ZONE))
+    with caplog.at_level("ERROR", logger="authsieve"):
+        result = check_dmarc(["security@bank.test"], "none", "", [(Unprintable(), "x")], dns)
+    assert (result.result, result.internal_error) == ("permerror", True)
+    assert result.reason == "internal error in the DMARC check: RuntimeError: no text"
+    (record,) = [r for r in caplog.records if r.name == "authsieve"]
+    assert record.getMessage() == "internal error in the DMARC check"
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError

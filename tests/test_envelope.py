@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from classifier.config import settings_from_dict
-from classifier.envelope import Hints, recover_envelope
+from classifier.envelope import Hints, recover_envelope, split_address, strip_angle
 from classifier.message import Message
 
 SETTINGS = settings_from_dict(
@@ -318,8 +320,7 @@ def test_lmtp_envelope_from_with_auth_words_is_not_our_own_user(mail_from: str) 
 def test_lmtp_hop_keeps_the_quoted_envelope_sender_whole() -> None:
     mail_from = '"x (Authenticated sender: bob) y"@evil.example'
     env = recover_envelope(message(lmtp_hop(mail_from)), SETTINGS)
-    assert env.mail_from is not None and env.mail_from.endswith("@evil.example")
-    assert "Authenticated sender: bob" in env.mail_from
+    assert (env.mail_from, env.mail_from_domain) == (mail_from, "evil.example")
     assert env.authenticated is False
 
 
@@ -392,3 +393,58 @@ def test_qmail_local_submission_has_no_network_client() -> None:
     )
     assert (env.client_ip, env.authenticated) == (None, False)
     assert "locally submitted" in env.evidence[-2] + env.evidence[-1]
+
+
+# --- quoted local parts (RFC 5321 §4.1.2) -----------------------------------------------------
+
+CLIENT_HOP = postfix_hop("mail.sender.example", "mail.sender.example", "192.0.2.10")
+
+
+def test_quoted_local_part_holding_at_gives_the_domain_after_the_last_at() -> None:
+    env = recover_envelope(
+        message('Return-Path: <"john@evil.test"@sender.example>\r\n', CLIENT_HOP), SETTINGS
+    )
+    assert env.mail_from == '"john@evil.test"@sender.example'
+    assert env.mail_from_domain == "sender.example"
+
+
+def test_quoted_local_part_keeps_its_quotes_from_return_path_and_hint() -> None:
+    addr = '"ceo;dmarc=pass\\"x"@shop.example'
+    from_header = recover_envelope(message(f"Return-Path: <{addr}>\r\n", CLIENT_HOP), SETTINGS)
+    from_hint = recover_envelope(message(CLIENT_HOP), SETTINGS, Hints(sender=f"<{addr}>"))
+    assert from_header.mail_from == from_hint.mail_from == addr
+    assert from_header.mail_from_domain == from_hint.mail_from_domain == "shop.example"
+
+
+@pytest.mark.parametrize(
+    ("text", "bare"),
+    [
+        ("<a@b.example>", "a@b.example"),
+        (" <> ", ""),
+        ('<"a>b"@x.example>', '"a>b"@x.example'),
+        ('<"<x@y>"@z.example>', '"<x@y>"@z.example'),
+        ('"a<b"@x.example', '"a<b"@x.example'),
+        ("Name <a@b.example>", "a@b.example"),
+    ],
+)
+def test_strip_angle_keeps_quoted_local_parts_whole(text: str, bare: str) -> None:
+    assert strip_angle(text) == bare
+
+
+QUOTED_TEXT = st.text(
+    st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from(["@", "<", ">", '"']),
+    max_size=30,
+)
+
+
+@given(local=QUOTED_TEXT, domain=st.from_regex(r"[a-z][a-z0-9-]{0,10}\.example", fullmatch=True))
+@settings(max_examples=300, deadline=None)
+def test_any_quoted_local_part_leaves_the_domain_and_the_quotes_alone(
+    local: str, domain: str
+) -> None:
+    quoted = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    addr = f"{quoted}@{domain}"
+    assert strip_angle(f"<{addr}>") == addr
+    assert split_address(addr) == (quoted, domain)
+    env = recover_envelope(message(f"Return-Path: <{addr}>\r\n", CLIENT_HOP), SETTINGS)
+    assert (env.mail_from, env.mail_from_domain) == (addr, domain)

@@ -211,8 +211,21 @@ def test_internal_error_delivers_unchanged_with_an_error_header() -> None:
     assert outcome.data.endswith(data)
     header = Message.parse(outcome.data).get("X-Authsieve") or ""
     fields = parse_header_value(header)
-    assert fields["verdict"] == "inbox" and fields["spf"] == "temperror"
+    assert fields["verdict"] == "inbox" and fields["spf"] == "internal"
+    assert fields["dkim"] == fields["arc"] == fields["dmarc"] == "internal"
     assert fields["error"] == "internal error: RuntimeError"
+
+
+def test_internal_error_in_the_pipe_is_filed_by_internal_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    alice = '\n[users."alice@family.example"]\ninternal_error = "junk"\n'
+    config.write_text(CONFIG.read_text() + alice)
+    settings = load_settings(config)
+    data = NEWSLETTER.read_bytes()
+    outcome = process(data, settings, Exploding(), HINTS, "alice@family.example")  # type: ignore[arg-type]
+    assert outcome.action == "junk"
+    fields = parse_header_value(Message.parse(outcome.data).get("X-Authsieve") or "")
+    assert (fields["verdict"], fields["dmarc"]) == ("junk", "internal")
 
 
 @pytest.fixture

@@ -182,3 +182,19 @@ def test_policy_to_dict_lists_are_lists() -> None:
     d = Policy(allow_senders=("@a.example",)).to_dict()
     assert d["allow_senders"] == ["@a.example"]
     assert d["spf_fail"] == "junk"
+
+
+def test_dmarc_permerror_and_internal_error_have_documented_defaults_and_are_validated() -> None:
+    p = policies_from().default
+    assert (p.dmarc_permerror, p.internal_error) == ("junk", "inbox")
+    user = policies_from(
+        {"dmarc_permerror": "Quarantine"}, {"ann@example.org": {"internal_error": "junk"}}
+    )
+    assert user.default.dmarc_permerror == "quarantine"
+    assert user.for_user("ann@example.org").internal_error == "junk"
+    err = config_error({"internal_error": "later"})
+    assert (err.key, err.problem) == (
+        "policy.internal_error",
+        "expected inbox, junk or quarantine, got 'later'",
+    )
+    assert config_error({"dmarc_permerorr": "junk"}).problem == "unknown key"

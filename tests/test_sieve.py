@@ -50,6 +50,8 @@ CONFIG = {
             "dkim_fail": "junk",
             "dmarc_quarantine": "quarantine",
             "dmarc_none": "junk",
+            "dmarc_permerror": "quarantine",
+            "internal_error": "junk",
             "blocked_domain_suffixes": [".cyou", ".top"],
             "blocked_action": "quarantine",
             "allow_senders": [],
@@ -58,6 +60,8 @@ CONFIG = {
             "spf_fail": "inbox",
             "dmarc_reject": "junk",
             "dmarc_quarantine": "inbox",
+            "dmarc_permerror": "inbox",
+            "internal_error": "quarantine",
             "blocked_domain_suffixes": [],
             "allow_senders": ["@example.com", "@friends.example", "boss@shop.cyou"],
         },
@@ -131,9 +135,9 @@ MAILFROM_DOMAINS = ("example.com", "bulk.cyou", "", "friends.example", "bounce.b
 def grid(count: int = 80, seed: int = 4) -> list[AuthFacts]:
     """Gives varied facts: every result word, DMARC policy, suffix, allow, submission, ARC."""
     rng = random.Random(seed)
-    spf = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
-    dkim = ("pass", "fail", "none", "temperror", "permerror")
-    dmarc = ("pass", "fail", "fail", "none", "temperror", "permerror")
+    spf = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror", "internal")
+    dkim = ("pass", "fail", "none", "temperror", "permerror", "internal")
+    dmarc = ("pass", "fail", "fail", "none", "temperror", "permerror", "permerror", "internal")
     out: list[AuthFacts] = []
     for i in range(count):
         from_domain = rng.choice(DOMAINS)
@@ -147,7 +151,7 @@ def grid(count: int = 80, seed: int = 4) -> list[AuthFacts]:
                 spf=spf[i % len(spf)] if i < 2 * len(spf) else rng.choice(spf),
                 helo_spf=rng.choice(spf),
                 dkim=rng.choice(dkim),
-                arc=rng.choice(("pass", "fail", "none")),
+                arc=rng.choice(("pass", "fail", "none", "internal")),
                 dmarc=rng.choice(dmarc),
                 dmarc_policy=rng.choice(("", "none", "quarantine", "reject", "reject")),
                 from_domain=from_domain,
@@ -159,7 +163,9 @@ def grid(count: int = 80, seed: int = 4) -> list[AuthFacts]:
                 arc_trusted=arc_trusted,
                 arc_oldest_spf=rng.choice(("", "pass", "fail", "softfail")) if arc_trusted else "",
                 arc_oldest_dkim=rng.choice(("", "pass", "fail")) if arc_trusted else "",
-                arc_oldest_dmarc=rng.choice(("", "pass", "fail")) if arc_trusted else "",
+                arc_oldest_dmarc=(
+                    rng.choice(("", "pass", "fail", "permerror")) if arc_trusted else ""
+                ),
                 arc_sealers=("lists.example.net",) if arc_trusted else (),
                 evidence={"spf": "SPF fail: 198.51.100.7 is not permitted by example.com (-all)"},
             )
@@ -190,6 +196,74 @@ def test_python_verdict_and_pigeonhole_folder_agree_for_every_message_and_policy
     # Not vacuous: every policy except observe filed into all three folders.
     assert seen["global"] == seen["strict@example.org"] == {"inbox", "junk", "quarantine"}
     assert len(messages) * len(USERS) >= 200
+
+
+# Facts that only dmarc_permerror or internal_error can file, and what each policy files them as.
+NEW_KEY_CASES = (
+    # (facts, key that fires)
+    (AuthFacts(spf="pass", dmarc="permerror", from_domain=""), "dmarc_permerror"),
+    (
+        AuthFacts(spf="softfail", dkim="none", dmarc="internal", from_domain="bank.example"),
+        "internal_error",
+    ),
+    (
+        AuthFacts(spf="pass", dkim="internal", dmarc="pass", from_domain="x.example"),
+        "internal_error",
+    ),
+    (
+        AuthFacts(spf="pass", arc="internal", dmarc="none", from_domain="x.example"),
+        "internal_error",
+    ),
+    (
+        AuthFacts(spf="internal", dkim="internal", arc="internal", dmarc="internal"),
+        "internal_error",
+    ),
+    (
+        AuthFacts(
+            spf="fail",
+            dmarc="pass",
+            arc="pass",
+            arc_trusted=True,
+            arc_oldest_dmarc="permerror",
+            arc_sealers=("lists.example.net",),
+        ),
+        "dmarc_permerror",
+    ),
+)
+
+
+@needs_pigeonhole
+@pytest.mark.parametrize("action", ["inbox", "junk", "quarantine"])
+def test_dmarc_permerror_and_internal_error_file_alike_in_python_and_pigeonhole(
+    pigeonhole: Pigeonhole, action: str
+) -> None:
+    policy = Policy(spf_fail="inbox", dmarc_permerror=action, internal_error=action)
+    name = compiled(pigeonhole, policy, f"newkeys-{action}")
+    for f, key in NEW_KEY_CASES:
+        verdict = decide(f, policy)
+        assert verdict.action == action, (f, verdict)
+        if action != "inbox":
+            assert any(f"({key} = {action})" in r for r in verdict.reasons), verdict.reasons
+        run = pigeonhole.run(name, annotated(header_value(f, verdict, policy), "a@x.example"))
+        assert folder_of(run.stores) == action, (f, key)
+    # A trusted ARC chain whose first sealer saw a DMARC pass replaces a local internal error.
+    replaced = AuthFacts(
+        dmarc="internal",
+        arc="pass",
+        arc_trusted=True,
+        arc_oldest_dmarc="pass",
+        arc_sealers=("lists.example.net",),
+    )
+    verdict = decide(replaced, policy)
+    assert verdict.action == "inbox"
+    run = pigeonhole.run(name, annotated(header_value(replaced, verdict, policy), "a@x.example"))
+    assert folder_of(run.stores) == "inbox"
+
+
+def test_grid_has_messages_only_the_new_keys_file() -> None:
+    words = [(f.spf, f.dkim, f.arc, f.dmarc) for f in grid()]
+    assert any("internal" in w for w in words)
+    assert any(w[3] == "permerror" for w in words)
 
 
 @needs_pigeonhole

@@ -246,3 +246,68 @@ def test_unknown_result_words_are_judged_as_the_header_writes_them() -> None:
     v = decide(facts(spf="FAIL"), Policy(spf_none="junk"))
     assert v.action == "junk"
     assert v.reasons[0].startswith("SPF none")
+
+
+# --- dmarc_permerror and internal_error -------------------------------------------------------
+
+
+def test_dmarc_permerror_is_junk_by_default_and_says_why() -> None:
+    f = facts(
+        dmarc="permerror",
+        dmarc_policy="",
+        from_authenticated=False,
+        evidence={"dmarc": "no From header field: no Author Domain (RFC 9989 §5.3.1)"},
+    )
+    v = decide(f, Policy())
+    assert v.action == "junk"
+    assert v.reasons == (
+        "DMARC permerror: no From header field: no Author Domain (RFC 9989 §5.3.1)"
+        " (dmarc_permerror = junk)",
+    )
+    assert decide(f, Policy(dmarc_permerror="inbox")).action == "inbox"
+
+
+def test_internal_error_by_default_gives_the_verdict_of_the_other_checks() -> None:
+    dmarc_broke = {"dmarc": "internal", "dmarc_policy": "", "from_authenticated": False}
+    alone = decide(facts(**dmarc_broke), Policy())
+    assert alone.action == "inbox"
+    assert alone.reasons == (
+        "SPF pass, DKIM pass, DMARC internal: an internal error (dmarc) files no mail under"
+        " internal_error = inbox, and no other rule files this message",
+    )
+    # Never a free pass: the rules that fire on the other results still file.
+    assert decide(facts(spf="fail", **dmarc_broke), Policy()).action == "junk"
+    assert decide(facts(spf="fail", **dmarc_broke), Policy(spf_fail="quarantine")).action == (
+        "quarantine"
+    )
+
+
+def test_internal_error_is_filed_by_its_own_key_and_names_the_check() -> None:
+    f = facts(
+        dkim="internal",
+        arc="internal",
+        evidence={"dkim": "permerror d=example.com s=s (internal error in the DKIM check: X)"},
+    )
+    v = decide(f, Policy(internal_error="quarantine"))
+    assert v.action == "quarantine"
+    assert v.reasons == (
+        "Internal error in the dkim, arc check: permerror d=example.com s=s (internal error in"
+        " the DKIM check: X) (internal_error = quarantine)",
+    )
+
+
+def test_internal_error_does_not_open_the_allow_list() -> None:
+    f = facts(spf="fail", dmarc="internal", from_authenticated=False)
+    assert decide(f, Policy(allow_senders=("@example.com",))).action == "junk"
+
+
+def test_a_trusted_arc_result_replaces_a_local_internal_error_as_any_local_result() -> None:
+    f = facts(
+        dmarc="internal",
+        arc="pass",
+        arc_trusted=True,
+        arc_oldest_dmarc="pass",
+        arc_sealers=("lists.example",),
+    )
+    assert decide(f, Policy(internal_error="junk")).action == "inbox"
+    assert decide(replace(f, arc_oldest_dmarc=""), Policy(internal_error="junk")).action == "junk"
