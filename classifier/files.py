@@ -14,9 +14,11 @@ created with ``O_EXCL`` (which never follows a symlink at the name, open(2)).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
+import threading
 from pathlib import Path
 
 # open(2): O_NOFOLLOW fails with ELOOP on a symlink; O_DIRECTORY with ENOTDIR on a file.
@@ -87,10 +89,8 @@ def write_synced(
         finally:
             os.close(fd)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -107,3 +107,67 @@ def fsync_dir(path: Name | int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DirTree:
+    """Open descriptors of the directories under one root (a Maildir), none reached by a symlink.
+
+    `fd(path)` opens each component below the Maildir with O_NOFOLLOW from
+    its parent's descriptor and keeps it for the next call: a batch of
+    messages costs a few opens, not several per message.  The Maildir itself
+    is opened as named (the administrator's path).  Paths are those the
+    caller built from the root, not resolved ones.  Safe to share between
+    the threads of one batch; `close` (or ``with``) releases every descriptor.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._fds: dict[Path, int] = {}
+        self._lock = threading.Lock()
+        self._owner: tuple[int, int] | None = None
+
+    def __enter__(self) -> DirTree:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def fd(self, path: Path) -> int:
+        """Gives a descriptor of directory path (the root or below it); ELOOP for a symlink."""
+        with self._lock:
+            return self._open(path)
+
+    def _open(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is not None:
+            return fd
+        if path == self.root:
+            fd = open_dir(path, follow=True)
+        elif self.root in path.parents:
+            fd = open_dir(path.name, dir_fd=self._open(path.parent))
+        else:  # not below this Maildir (a caller's own folder): its last component at least
+            fd = open_dir(path)
+        self._fds[path] = fd
+        return fd
+
+    def owner(self) -> tuple[int, int]:
+        """Gives the (uid, gid) of the root: whom every file and folder written below belongs to."""
+        if self._owner is None:
+            st = os.fstat(self.fd(self.root))
+            self._owner = (st.st_uid, st.st_gid)
+        return self._owner
+
+    def read(self, path: Path) -> tuple[bytes, os.stat_result]:
+        """Gives the bytes and status of a regular file; a symlink, FIFO or device: OSError."""
+        return read_regular(path.name, self.fd(path.parent))
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+def tree_for(*paths: Path) -> DirTree:
+    """Gives a DirTree rooted where the given directories meet (the Maildir in every real use)."""
+    return DirTree(Path(os.path.commonpath([str(p) for p in paths])))

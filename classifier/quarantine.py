@@ -34,7 +34,14 @@ from typing import Any
 
 from classifier.checks import first_from_address
 from classifier.facts import HEADER_NAME, parse_header_value, quote
-from classifier.files import fsync_dir, write_all
+from classifier.files import (
+    READ_FLAGS,
+    DirTree,
+    create_file,
+    fsync_dir,
+    temp_name,
+    write_all,
+)
 from classifier.maildir import (
     MaildirName,
     commit,
@@ -118,22 +125,30 @@ def describe(path: Path, user: str, data: bytes) -> QuarantinedMessage:
     )
 
 
-def _read_head(path: Path) -> bytes:
-    with path.open("rb") as fh:
-        return fh.read(_HEAD_LIMIT)
+def _read_head(path: Path, tree: DirTree) -> bytes:
+    fd = os.open(path.name, READ_FLAGS, dir_fd=tree.fd(path.parent))
+    try:
+        return os.read(fd, _HEAD_LIMIT)
+    finally:
+        os.close(fd)
 
 
 def list_quarantine(
     maildir: Path, template: str, user: str | None = None
 ) -> list[QuarantinedMessage]:
-    """Gives the messages in a Maildir's quarantine, oldest first."""
+    """Gives the messages in a Maildir's quarantine, oldest first.
+
+    A quarantine folder reached through a symlink the mailbox owner planted
+    is not read (OSError ELOOP is taken as "nothing there").
+    """
     owner = user or user_from_path(maildir, template) or str(maildir)
     entries = []
-    for path in list_folder(folder_path(maildir, "quarantine")):
-        try:
-            entries.append(describe(path, owner, _read_head(path)))
-        except FileNotFoundError:
-            continue
+    with DirTree(maildir) as tree:
+        for path in list_folder(folder_path(maildir, "quarantine")):
+            try:
+                entries.append(describe(path, owner, _read_head(path, tree)))
+            except OSError:
+                continue
     return sorted(entries, key=lambda e: (e.arrived, e.id))
 
 
@@ -184,7 +199,11 @@ def purge(
     old = [e for e in entries if e.arrived < cutoff]
     if not dry_run:
         for e in old:
-            Path(e.path).unlink(missing_ok=True)
+            path = Path(e.path)
+            # Through the Maildir's descriptors: a .Quarantine the user linked elsewhere
+            # must not make root delete files there.
+            with DirTree(path.parents[2]) as tree, contextlib.suppress(FileNotFoundError):
+                os.unlink(path.name, dir_fd=tree.fd(path.parent))
     return old
 
 
@@ -365,8 +384,8 @@ def add_allowed_sender(text: str, user: str, entry: str, inherited: tuple[str, .
 def write_atomically(path: Path, text: str) -> None:
     """Replaces a file's text: a sibling temp file (same owner and mode), fsync, rename, fsync."""
     st = path.stat()
-    tmp = path.with_name(f".{path.name}.authsieve-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, st.st_mode & 0o777)
+    tmp = path.with_name(temp_name(f".{path.name}.authsieve-"))
+    fd = create_file(tmp, st.st_mode & 0o777)
     try:
         try:
             if os.geteuid() == 0:

@@ -11,7 +11,9 @@ import pytest
 from sieve.install import install_to_dir, read_password_file
 from tests.helpers import as_nobody, give_to_nobody
 
-SCRIPT = 'require ["fileinto"];\nif header :contains "X-Authsieve" "verdict=junk" { fileinto "Junk"; }\n'
+SCRIPT = (
+    'require ["fileinto"];\nif header :contains "X-Authsieve" "verdict=junk" { fileinto "Junk"; }\n'
+)
 
 
 def test_install_as_root_never_writes_through_a_link_the_user_planted(open_tmp: Path) -> None:
