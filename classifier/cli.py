@@ -128,7 +128,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="resident checker for `pipe --daemon` (UNIX socket)")
     add_common(serve)
     serve.add_argument("--socket", metavar="PATH", help="socket path (default: daemon_socket)")
-    serve.add_argument("--socket-mode", default="666", help="octal permissions of the socket")
+    serve.add_argument(
+        "--socket-mode", help="octal permissions of the socket (default: socket_mode, 600)"
+    )
     pipe.add_argument("--sendmail-path", default="/usr/sbin/sendmail")
 
     # Commands that live in their own modules, each adding its own sub-parser; a module is
@@ -308,9 +310,10 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
     outcome = None
     socket_path = args.daemon or settings.daemon_socket
     if socket_path:
-        from classifier.daemon_client import ask_daemon
+        from classifier.daemon_client import ask_daemon, trusted_uids
 
-        outcome = ask_daemon(socket_path, data, hints, user, settings.dns_budget + 10)
+        trusted = trusted_uids(settings.daemon_user)
+        outcome = ask_daemon(socket_path, data, hints, user, settings.dns_budget + 10, trusted)
         if outcome is None:
             log.warning("daemon at %s did not answer; checking in this process", socket_path)
     if outcome is None:
@@ -325,20 +328,26 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from classifier.daemon import serve
+    from classifier.daemon import DaemonSetupError, serve
     from classifier.log import configure_logging
 
     configure_logging(settings, args.debug)
     path = args.socket or settings.daemon_socket
     if not path:
         raise UsageError("serve: no socket: give --socket PATH or classifier.daemon_socket")
-    try:
-        mode = int(args.socket_mode, 8)
-    except ValueError:
-        raise UsageError(f"--socket-mode {args.socket_mode!r}: not an octal mode") from None
+    mode = None
+    if args.socket_mode is not None:
+        try:
+            mode = int(args.socket_mode, 8)
+        except ValueError:
+            raise UsageError(f"--socket-mode {args.socket_mode!r}: not an octal mode") from None
+        if not 0 <= mode <= 0o777 or mode & 0o007:
+            raise UsageError(f"--socket-mode {args.socket_mode}: owner/group bits only (600, 660)")
     resolver = make_resolver_for(args, settings)
     try:
         return serve(path, settings, resolver, mode)
+    except DaemonSetupError as exc:
+        raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot listen: {exc.strerror}") from None
 

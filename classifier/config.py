@@ -49,6 +49,14 @@ class Settings:
     dns_zone: str | None = None
     log_file: str | None = None
     daemon_socket: str | None = None  # where `authsieve serve` listens and `pipe` asks
+    # `authsieve serve`: whom the socket belongs to (the pipe user), its mode, whom the
+    # daemon runs as (and whom `pipe` accepts as its peer besides root), and its limits.
+    socket_user: str | None = None
+    socket_mode: int = 0o600
+    daemon_user: str | None = None
+    daemon_max_message_size: int | None = None  # None: Postfix's message_size_limit
+    daemon_idle_timeout: float = 10.0
+    daemon_max_connections: int = 64
     # [watch] and [quarantine]; None: the command's default applies
     watch_roots: tuple[str, ...] | None = None
     watch_path_template: str | None = None
@@ -112,6 +120,12 @@ _CLASSIFIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "dns_zone": str,
     "log_file": str,
     "daemon_socket": str,
+    "socket_user": str,
+    "socket_mode": (int, str),
+    "daemon_user": str,
+    "daemon_max_message_size": int,
+    "daemon_idle_timeout": (int, float),
+    "daemon_max_connections": int,
 }
 _TOP_KEYS = {"classifier", "policy", "users", "watch", "quarantine"}
 # section → key → (Settings field, check, what the check wants)
@@ -186,6 +200,50 @@ def _forwarder(source: str, key: str, value: object) -> Network | str:
         return name
 
 
+def _socket_mode(source: str, value: int | str) -> int:
+    """Gives a socket mode from 0o660 (TOML octal) or "660"; only owner and group bits."""
+    try:
+        mode = value if isinstance(value, int) else int(value, 8)
+    except ValueError:
+        raise ConfigError(
+            source, "classifier.socket_mode", f"not an octal mode: {value!r}"
+        ) from None
+    if not 0 <= mode <= 0o777 or mode & 0o007:
+        # A socket others may write to lets any local user feed the daemon (issue 19).
+        raise ConfigError(
+            source,
+            "classifier.socket_mode",
+            f"expected owner/group bits only (0o600, 0o660): {value!r}",
+        )
+    return mode
+
+
+def _daemon_values(section: dict[str, Any], source: str) -> dict[str, Any]:
+    """Gives the `serve` settings of [classifier], validated."""
+    out: dict[str, Any] = {}
+    for key in ("socket_user", "daemon_user"):
+        if key in section:
+            name = section[key].strip()
+            if not name or any(c.isspace() or c in ":/" for c in name):
+                raise ConfigError(source, f"classifier.{key}", f"not a user name: {section[key]!r}")
+            out[key] = name
+    if "socket_mode" in section:
+        out["socket_mode"] = _socket_mode(source, section["socket_mode"])
+    limits = {
+        "daemon_max_message_size": (1024, 1 << 34),
+        "daemon_idle_timeout": (0.1, 3600),
+        "daemon_max_connections": (1, 65536),
+    }
+    for key, (low, high) in limits.items():
+        if key in section:
+            if not low <= section[key] <= high:
+                raise ConfigError(
+                    source, f"classifier.{key}", f"out of range {low}..{high}: {section[key]!r}"
+                )
+            out[key] = section[key]
+    return out
+
+
 def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settings:
     """Gives Settings for a parsed TOML document; raises ConfigError naming the key at fault."""
     for key in data:
@@ -231,6 +289,7 @@ def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settin
         dns_zone=section.get("dns_zone"),
         log_file=section.get("log_file"),
         daemon_socket=section.get("daemon_socket"),
+        **_daemon_values(section, source),
         **_section_values(data, source),
         source=source,
         policy_raw=policy,

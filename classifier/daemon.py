@@ -6,21 +6,79 @@ keeps the engine imported, the config and policies loaded and one DNS cache
 warm, and answers `authsieve pipe --daemon SOCKET` with the annotated
 message and its verdict.  Delivery stays in the pipe process, as the user
 Postfix runs it as.
+
+Any local user who can connect is a client, so the daemon bounds what one
+can cost it: a frame's size (`max_size`, Postfix's message_size_limit by
+default), the time a request may take to arrive (`idle_timeout`), and the
+number of connections served at once (more are closed at once; the pipe
+process then checks in-process).  The socket is created 0600 and given to
+``socket_user`` with ``socket_mode``; started as root with ``daemon_user``
+set, the daemon then runs as that user.  Errors are one log line each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
+import shutil
 import signal
 import socketserver
 import stat
+import subprocess
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from classifier.config import Settings
-from classifier.daemon_client import read_frame, write_frame
+from classifier.daemon_client import FrameError, read_frame, write_frame
 from classifier.dns import Resolver
 from classifier.log import log
 from classifier.pipe import HINT_KEYS, process
+
+POSTFIX_DEFAULT_SIZE = 10_240_000  # postconf(5) message_size_limit default
+
+
+class DaemonSetupError(Exception):
+    """The daemon cannot start as configured: one line for the user (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may cost the daemon."""
+
+    max_size: int = POSTFIX_DEFAULT_SIZE
+    idle_timeout: float = 10.0
+    max_connections: int = 64
+
+
+def postfix_size_limit() -> int:
+    """Gives Postfix's message_size_limit (postconf -h), else its default; 0 (no limit) too."""
+    postconf = shutil.which("postconf") or (
+        "/usr/sbin/postconf" if Path("/usr/sbin/postconf").exists() else None
+    )
+    if postconf:
+        with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+            out = subprocess.run(
+                [postconf, "-h", "message_size_limit"],
+                capture_output=True,
+                timeout=10,
+                check=True,
+            ).stdout
+            value = int(out.strip())
+            if value > 0:
+                return value
+    return POSTFIX_DEFAULT_SIZE
+
+
+def limits_from(settings: Settings) -> Limits:
+    """Gives the daemon's limits from the [classifier] daemon_* keys."""
+    return Limits(
+        max_size=settings.daemon_max_message_size or postfix_size_limit(),
+        idle_timeout=settings.daemon_idle_timeout,
+        max_connections=settings.daemon_max_connections,
+    )
 
 
 def _hints(value: object) -> dict[str, str | None]:
@@ -28,16 +86,67 @@ def _hints(value: object) -> dict[str, str | None]:
     return {k: (str(raw[k]) if raw.get(k) is not None else None) for k in HINT_KEYS}
 
 
+def _user(name: str, key: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise DaemonSetupError(f"classifier.{key} {name!r}: no such user") from None
+
+
+class DaemonServer(socketserver.ThreadingUnixStreamServer):
+    """A threading UNIX-socket server that serves at most `limits.max_connections` at once."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, handler: Any, limits: Limits) -> None:
+        self.limits = limits
+        self.slots = threading.BoundedSemaphore(limits.max_connections)
+        super().__init__(path, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.warning("daemon: %d connections busy, one refused", self.limits.max_connections)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        exc = sys.exc_info()[1]
+        log.error("daemon: request failed: %s: %s", type(exc).__name__, exc)
+
+
 def make_server(
-    path: str, settings: Settings, resolver: Resolver, mode: int = 0o666
-) -> socketserver.ThreadingUnixStreamServer:
-    """Gives a server bound to the socket path (a stale socket file is replaced)."""
+    path: str,
+    settings: Settings,
+    resolver: Resolver,
+    mode: int | None = None,
+    limits: Limits | None = None,
+) -> DaemonServer:
+    """Gives a server bound to the socket path (a stale socket file is replaced).
+
+    The socket is born 0600 (umask) and only then given its owner
+    (``socket_user``, when root) and mode, so no one else can connect in between.
+    """
+    lim = limits or limits_from(settings)
+    mode = settings.socket_mode if mode is None else mode
 
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             try:
-                meta, data = read_frame(self.request)
-            except (OSError, ValueError) as exc:
+                meta, data = read_frame(self.request, lim.max_size, lim.idle_timeout)
+            except (OSError, FrameError) as exc:
                 log.warning("daemon: bad request: %s", exc)
                 return
             user = meta.get("user")
@@ -50,36 +159,69 @@ def make_server(
                 "error": outcome.error,
             }
             try:
+                self.request.settimeout(lim.idle_timeout)
                 write_frame(self.request, meta_out, outcome.data)
             except OSError as exc:
                 log.warning("daemon: client went away: %s", exc)
 
     target = Path(path)
-    if target.exists() and stat.S_ISSOCK(target.stat().st_mode):
+    if target.exists() and stat.S_ISSOCK(target.lstat().st_mode):
         target.unlink()
-    server = socketserver.ThreadingUnixStreamServer(path, Handler)
-    server.daemon_threads = True
+    owner = None
+    if settings.socket_user and os.geteuid() == 0:
+        pw = _user(settings.socket_user, "socket_user")
+        owner = (pw.pw_uid, pw.pw_gid)
+    old = os.umask(0o177)
+    try:
+        server = DaemonServer(path, Handler, lim)
+    finally:
+        os.umask(old)
+    if owner:
+        os.chown(path, *owner, follow_symlinks=False)
     os.chmod(path, mode)
     return server
 
 
-def serve(path: str, settings: Settings, resolver: Resolver, mode: int = 0o666) -> int:
+def drop_privileges(settings: Settings) -> None:
+    """Runs the rest of this process as ``daemon_user`` when started as root with one set."""
+    if os.geteuid() != 0 or not settings.daemon_user:
+        return
+    pw = _user(settings.daemon_user, "daemon_user")
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+
+
+def serve(
+    path: str,
+    settings: Settings,
+    resolver: Resolver,
+    mode: int | None = None,
+    limits: Limits | None = None,
+) -> int:
     """Answers pipe processes until SIGTERM or SIGINT; gives the exit code."""
-    server = make_server(path, settings, resolver, mode)
+    server = make_server(path, settings, resolver, mode, limits)
+    drop_privileges(settings)
 
     def stop(signum: int, _frame: object) -> None:
         log.info("daemon: signal %d, stopping", signum)
         # shutdown() waits for serve_forever, which runs in this thread: ask from another.
-        import threading
-
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("daemon: listening on %s", path)
+    log.info(
+        "daemon: listening on %s (uid %d, at most %d connections, %d octets, %gs)",
+        path,
+        os.geteuid(),
+        server.limits.max_connections,
+        server.limits.max_size,
+        server.limits.idle_timeout,
+    )
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
-        Path(path).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(path).unlink(missing_ok=True)
     return 0

@@ -11,6 +11,7 @@ unchanged to INBOX with a temperror header saying why.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -22,6 +23,7 @@ from classifier.config import Settings
 from classifier.deliver import FOLDERS
 from classifier.dns import Resolver
 from classifier.facts import HEADER_NAME, parse_header_value, safe_domain
+from classifier.files import DirTree
 from classifier.log import log
 from classifier.maildir import MaildirName, ensure_folder, finish, place, user_from_path
 from classifier.message import Message
@@ -97,41 +99,50 @@ class _Checked:
     user: str | None
     result: PipeOutcome
     like: os.stat_result  # the original's owner and mode, for the new copy
+    tree: DirTree  # the Maildir's directories, opened without following symlinks
 
 
-def _read(path: Path) -> tuple[bytes, os.stat_result]:
-    with path.open("rb", buffering=0) as fh:
-        return fh.read(), os.fstat(fh.fileno())
+def check_path(path: Path, job: Job, tree: DirTree) -> Outcome | _Checked:
+    """Gives the checked message, or the outcome when there is nothing to file.
 
-
-def check_path(path: Path, job: Job) -> Outcome | _Checked:
-    """Gives the checked message, or the outcome when there is nothing to file."""
+    The file is opened with O_NOFOLLOW from the descriptor of its directory,
+    itself reached without following a symlink: a link the mailbox owner put
+    in ``new/`` (or in place of ``new/``) is never read.  As root, a file
+    that is not the Maildir owner's (a hard link to someone else's) is left
+    alone: its copy would be the Maildir owner's to read.
+    """
     if MaildirName.parse(path.name).marked:
         return Outcome(str(path), "own")
+    maildir = path.parent.parent
     try:
-        data, like = _read(path)
+        data, like = tree.read(path)
     except FileNotFoundError:
         return Outcome(str(path), "gone")
     except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, None):
+            log.warning("%s: left alone: a symlink or not a regular file", path)
+            return Outcome(str(path), "left-alone", detail="symlink or not a regular file")
         log.error("%s: cannot read: %s", path, exc.strerror)
         return Outcome(str(path), "error", detail=f"read: {exc.strerror}")
+    if os.geteuid() == 0 and like.st_uid != tree.owner()[0]:
+        log.warning("%s: left alone: owned by uid %d, not the Maildir's owner", path, like.st_uid)
+        return Outcome(str(path), "left-alone", detail="not owned by the Maildir's owner")
     # Ours sits above the first Received, near the top; most mail has none: skip the parse.
     maybe_ours = HEADER_NAME.lower().encode() in data[:16384].lower()
     if maybe_ours and carries_our_header(Message.parse(data), job.settings.authserv_id):
         return Outcome(str(path), "left-alone", detail="already carries our X-Authsieve")
-    maildir = path.parent.parent
     user = user_from_path(maildir, job.path_template)
     # The pipe's own step and failure rule: an internal error files the original, to INBOX,
     # with a temperror header, so the watcher never retries it forever.
     result = process(data, job.settings, job.resolver, {}, user, job.policies)
-    return _Checked(path, maildir, user, result, like)
+    return _Checked(path, maildir, user, result, like, tree)
 
 
 def _place_checked(checked: _Checked) -> Outcome | tuple[_Checked, Path]:
     result = checked.result
     try:
-        dest = ensure_folder(checked.maildir, FOLDERS.get(result.action, ""))
-        return checked, place(checked.path, result.data, dest, checked.like)
+        dest = ensure_folder(checked.maildir, FOLDERS.get(result.action, ""), checked.tree)
+        return checked, place(checked.path, result.data, dest, checked.like, checked.tree)
     except OSError as exc:
         # Full disk, quota, permissions: the original stays; the next rescan tries again.
         log.error("%s: not filed, original kept: %s", checked.path, exc)
@@ -140,7 +151,8 @@ def _place_checked(checked: _Checked) -> Outcome | tuple[_Checked, Path]:
 
 def _finish_batch(placed: list[tuple[_Checked, Path]]) -> list[Outcome]:
     try:
-        finish([(c.path, final) for c, final in placed])
+        for tree in {id(c.tree): c.tree for c, _ in placed}.values():
+            finish([(c.path, final) for c, final in placed if c.tree is tree], tree)
     except OSError as exc:
         # The copies are in place and the originals still there: filing one again finds
         # its copy under the derived name and only removes the original.
@@ -169,9 +181,22 @@ def file_batch(paths: list[str], job: Job, io: Executor | None = None) -> list[O
     so one message's fsync waits while the next is checked.  The originals
     go at the end, after one directory sync for the whole batch.
     """
+    trees: dict[Path, DirTree] = {}
+    try:
+        return _file_batch(paths, job, io, trees)
+    finally:
+        for tree in trees.values():
+            tree.close()
+
+
+def _file_batch(
+    paths: list[str], job: Job, io: Executor | None, trees: dict[Path, DirTree]
+) -> list[Outcome]:
     steps: list[Any] = []
     for p in paths:
-        checked = _guarded(check_path, p, Path(p), job)
+        maildir = Path(p).parent.parent
+        tree = trees.get(maildir) or trees.setdefault(maildir, DirTree(maildir))
+        checked = _guarded(check_path, p, Path(p), job, tree)
         if isinstance(checked, Outcome):
             steps.append(checked)
         else:

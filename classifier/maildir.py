@@ -15,6 +15,14 @@ between any two steps leaves one of these states, each repaired by
 `recover`: a stale file in ``tmp/`` (removed), or the original and its copy
 both present (the original removed once both are shown to be the same
 message by Message-ID and body hash).
+
+A Maildir belongs to its user, who can put a symlink under any name in it;
+the watcher often runs as root.  So every open, mkdir, rename and unlink
+below the Maildir goes through a directory descriptor of `files.DirTree`, each
+directory opened with O_NOFOLLOW from its parent: a planted link fails the
+operation (ELOOP) instead of sending root's writes, or reads, where it points.
+New files and folders are given to the Maildir's owner through their
+descriptors.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import glob
 import hashlib
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +43,15 @@ from pathlib import Path
 from typing import Any
 
 from classifier.deliver import FOLDERS, maildir_name
-from classifier.files import fsync_dir, write_all
+from classifier.files import (
+    DirTree,
+    create_file,
+    fsync_dir,
+    open_dir,
+    read_regular,
+    tree_for,
+    write_all,
+)
 from classifier.message import Message
 
 MARK = "authsieve"
@@ -144,40 +161,65 @@ def folder_path(maildir: Path, action: str) -> Path:
     return maildir / folder if folder else maildir
 
 
-def _owner_of(path: Path) -> tuple[int, int] | None:
+def _owner_of(tree: DirTree) -> tuple[int, int] | None:
     """Gives (uid, gid) to hand new files to: only root can, and must, so Dovecot can write them."""
-    if os.geteuid() != 0:
-        return None
-    st = path.stat()
-    return st.st_uid, st.st_gid
+    return tree.owner() if os.geteuid() == 0 else None
 
 
-def ensure_folder(maildir: Path, folder: str) -> Path:
+def _mkdir_owned(name: str, parent_fd: int, mode: int, owner: tuple[int, int] | None) -> None:
+    """Makes directory name under parent_fd, owned by owner; an existing one is left as it is."""
+    try:
+        os.mkdir(name, mode, dir_fd=parent_fd)
+    except FileExistsError:
+        return
+    if owner:
+        # Through a descriptor opened without following: a link swapped in meanwhile fails.
+        fd = open_dir(name, dir_fd=parent_fd)
+        try:
+            os.fchown(fd, *owner)
+        finally:
+            os.close(fd)
+
+
+def ensure_folder(maildir: Path, folder: str, tree: DirTree | None = None) -> Path:
     """Gives ``maildir/.Folder``, created with tmp/new/cur, a subscription and ``maildirfolder``.
 
     ``maildirfolder`` comes last, so a creation cut short (a full disk) is
-    completed, subscription included, by the next call.
+    completed, subscription included, by the next call.  A symlink anywhere
+    on the way (``.Quarantine`` or its ``new``) raises OSError (ELOOP).
     """
     if not folder:
         return maildir
-    base = maildir / folder
-    marker = base / "maildirfolder"
-    if marker.exists():
-        return base
-    owner = _owner_of(maildir)
-    mode = maildir.stat().st_mode & 0o777
-    for path in (base, base / "tmp", base / "new", base / "cur"):
+    own = tree is None
+    tree = tree or DirTree(maildir)
+    try:
+        base = maildir / folder
+        root_fd = tree.fd(maildir)
         try:
-            path.mkdir(mode=mode)
+            os.stat("maildirfolder", dir_fd=tree.fd(base), follow_symlinks=False)
+            return base
+        except FileNotFoundError:
+            pass
+        owner = _owner_of(tree)
+        mode = stat.S_IMODE(os.fstat(root_fd).st_mode)
+        _mkdir_owned(folder, root_fd, mode, owner)
+        base_fd = tree.fd(base)
+        for sub in ("tmp", "new", "cur"):
+            _mkdir_owned(sub, base_fd, mode, owner)
+        subscribe(maildir, folder.lstrip("."), tree=tree)
+        try:
+            fd = create_file("maildirfolder", 0o600, base_fd)
         except FileExistsError:
-            continue
-        if owner:
-            os.chown(path, *owner)
-    subscribe(maildir, folder.lstrip("."))
-    marker.touch(mode=0o600)
-    if owner:
-        os.chown(marker, *owner)
-    return base
+            return base
+        try:
+            if owner:
+                os.fchown(fd, *owner)
+        finally:
+            os.close(fd)
+        return base
+    finally:
+        if own:
+            tree.close()
 
 
 def _tab_escape(text: str) -> str:
@@ -187,67 +229,97 @@ def _tab_escape(text: str) -> str:
     )
 
 
-def read_subscriptions(maildir: Path) -> tuple[int, list[str]]:
-    """Gives the subscriptions file's version (2 when absent) and its lines as stored."""
+def read_subscriptions(maildir: Path, dir_fd: int | None = None) -> tuple[int, list[str]]:
+    """Gives the subscriptions file's version (2 when absent) and its lines as stored.
+
+    With dir_fd (the Maildir's descriptor) the file is read from there, and a
+    symlink in its place raises OSError instead of being read.
+    """
     try:
-        text = (maildir / SUBSCRIPTIONS).read_text(encoding="utf-8", errors="surrogateescape")
+        if dir_fd is None:
+            raw = (maildir / SUBSCRIPTIONS).read_bytes()
+        else:
+            raw, _ = read_regular(SUBSCRIPTIONS, dir_fd)
     except FileNotFoundError:
         return 2, []
+    text = raw.decode("utf-8", errors="surrogateescape")
     if text.startswith(_V2_HEADER):
         return 2, [line for line in text[len(_V2_HEADER) :].split("\n") if line]
     return 1, [line for line in text.split("\n") if line]
 
 
-def subscribe(maildir: Path, mailbox: str, timeout: float = 10.0) -> bool:
+def subscribe(
+    maildir: Path, mailbox: str, timeout: float = 10.0, tree: DirTree | None = None
+) -> bool:
     """Gives True when `mailbox` was added to Dovecot's ``subscriptions``, False if already there.
 
     Written the way Dovecot writes it: the dotlock ``subscriptions.lock`` is
     created exclusively, filled, fsynced and renamed over the file; the
     version 2 header (``V<TAB>2``) is kept, or used for a new file.
     """
-    path = maildir / SUBSCRIPTIONS
-    lock = maildir / (SUBSCRIPTIONS + ".lock")
+    own = tree is None
+    tree = tree or DirTree(maildir)
+    try:
+        return _subscribe(tree, maildir, mailbox, timeout)
+    finally:
+        if own:
+            tree.close()
+
+
+def _subscribe(tree: DirTree, maildir: Path, mailbox: str, timeout: float) -> bool:
+    dir_fd = tree.fd(maildir)
+    lock = SUBSCRIPTIONS + ".lock"
     deadline = time.monotonic() + timeout
     while True:
         try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = create_file(lock, 0o600, dir_fd)
             break
         except FileExistsError:
             try:
-                if time.time() - lock.stat().st_mtime > _LOCK_STALE:
-                    lock.unlink(missing_ok=True)
+                st = os.stat(lock, dir_fd=dir_fd, follow_symlinks=False)
+                if time.time() - st.st_mtime > _LOCK_STALE:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(lock, dir_fd=dir_fd)
                     continue
             except FileNotFoundError:
                 continue
             if time.monotonic() > deadline:
-                raise OSError(errno.EAGAIN, "timeout waiting for the lock", str(lock)) from None
+                raise OSError(
+                    errno.EAGAIN, "timeout waiting for the lock", str(maildir / lock)
+                ) from None
             time.sleep(0.05)
     try:
-        version, lines = read_subscriptions(maildir)
+        version, lines = read_subscriptions(maildir, dir_fd)
         entry = _tab_escape(mailbox) if version >= 2 else mailbox
         if entry in lines:
             os.close(fd)
-            lock.unlink(missing_ok=True)
+            os.unlink(lock, dir_fd=dir_fd)
             return False
         text = (_V2_HEADER if version >= 2 else "") + "".join(f"{x}\n" for x in [*lines, entry])
-        os.write(fd, text.encode("utf-8", "surrogateescape"))
+        write_all(fd, text.encode("utf-8", "surrogateescape"))
         os.fsync(fd)
-        owner = _owner_of(maildir)
+        owner = _owner_of(tree)
         if owner:
             os.fchown(fd, *owner)
         os.close(fd)
-        os.rename(lock, path)
+        os.rename(lock, SUBSCRIPTIONS, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         return True
     except BaseException:
-        lock.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(lock, dir_fd=dir_fd)
         raise
 
 
 def list_folder(folder: Path) -> Iterator[Path]:
-    """Gives the message files of one folder, new/ then cur/, each sorted by name."""
+    """Gives the message files of one folder, new/ then cur/, each sorted by name.
+
+    Symlinks are not messages: they are never listed (nor followed).
+    """
     for sub in ("new", "cur"):
         try:
-            names = sorted(e.name for e in os.scandir(folder / sub) if e.is_file())
+            names = sorted(
+                e.name for e in os.scandir(folder / sub) if e.is_file(follow_symlinks=False)
+            )
         except FileNotFoundError:
             continue
         yield from (folder / sub / n for n in names if is_message_name(n))
@@ -260,19 +332,21 @@ def identity(data: bytes) -> tuple[str, str]:
     return (message.get("Message-ID") or "").strip(), hashlib.sha256(body).hexdigest()
 
 
-def _write_synced(path: Path, data: bytes, like: os.stat_result | None) -> None:
+def _write_synced(
+    name: str, data: bytes, like: os.stat_result | None, dir_fd: int, owner: tuple[int, int] | None
+) -> None:
     mode = like.st_mode & 0o777 if like is not None else 0o600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        fd = create_file(name, mode, dir_fd)
     except FileExistsError:
         # A leftover of a killed run: it was never renamed into place, so it is garbage.
-        path.unlink()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        os.unlink(name, dir_fd=dir_fd)
+        fd = create_file(name, mode, dir_fd)
     try:
-        if like is not None and (like.st_uid, like.st_gid) != (os.geteuid(), os.getegid()):
-            # Only root gets here with another owner: the copy must stay the mailbox owner's.
+        if owner is not None and owner != (os.geteuid(), os.getegid()):
+            # Only root gets here with another owner: the copy must be the mailbox owner's.
             with contextlib.suppress(PermissionError):
-                os.fchown(fd, like.st_uid, like.st_gid)
+                os.fchown(fd, *owner)
         write_all(fd, data)
         os.fsync(fd)
     finally:
@@ -288,104 +362,131 @@ def _renameat2() -> Any:
 
 
 _RENAMEAT2 = _renameat2()
-_AT_FDCWD, _RENAME_NOREPLACE = -100, 1
+_RENAME_NOREPLACE = 1
 
 
-def _place(tmp: Path, final: Path) -> bool:
-    """Gives True when tmp was moved to final, False when final was already there (never replaced).
+def _place(tmp_fd: int, name: str, final_fd: int, final_name: str) -> bool:
+    """Gives True when tmp/name was moved to final, False when final was already there.
 
     One renameat2(RENAME_NOREPLACE) where the kernel and file system have it,
-    else link() + unlink(): a plain rename() would replace an existing file.
+    else linkat() + unlinkat(): a plain rename() would replace an existing
+    file.  Both work on directory descriptors and never follow a symlink.
     """
     if _RENAMEAT2 is not None:
-        if (
-            _RENAMEAT2(
-                _AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(final), _RENAME_NOREPLACE
-            )
-            == 0
-        ):
+        if _RENAMEAT2(tmp_fd, name.encode(), final_fd, final_name.encode(), _RENAME_NOREPLACE) == 0:
             return True
         err = ctypes.get_errno()
         if err == errno.EEXIST:
             return False
         if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise OSError(err, os.strerror(err), str(final))
+            raise OSError(err, os.strerror(err), final_name)
     try:
-        os.link(tmp, final)
+        os.link(name, final_name, src_dir_fd=tmp_fd, dst_dir_fd=final_fd, follow_symlinks=False)
     except FileExistsError:
         return False
-    tmp.unlink()
+    os.unlink(name, dir_fd=tmp_fd)
     return True
 
 
-def _unlink_original(original: Path) -> None:
+def _unlink_original(original: Path, tree: DirTree) -> None:
     try:
-        original.unlink()
+        os.unlink(original.name, dir_fd=tree.fd(original.parent))
     except FileNotFoundError:
         # Dovecot may have moved it from new/ to cur/ (adding flags) while we worked.
         if original.parent.name != "new":
             return
-        cur = original.parent.parent / "cur"
+        cur_fd = tree.fd(original.parent.parent / "cur")
         prefix = MaildirName.parse(original.name).base + INFO_SEP
-        for entry in os.scandir(cur):
+        for entry in os.scandir(cur_fd):
             if entry.name.startswith(prefix):
-                Path(entry.path).unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=cur_fd)
 
 
-def place(original: Path, data: bytes, dest: Path, like: os.stat_result | None = None) -> Path:
+def place(
+    original: Path,
+    data: bytes,
+    dest: Path,
+    like: os.stat_result | None = None,
+    tree: DirTree | None = None,
+) -> Path:
     """Gives the path where `data`, the new version of `original`, now sits in folder `dest`.
 
     tmp/, fsync, then a no-replace rename into new/ (cur/ with the flags kept
     when the original was in cur/).  The original is still there: `finish`
     removes it.  Raises OSError (the original untouched, nothing left in
-    tmp/) when a write fails.
+    tmp/) when a write fails, or when a directory on the way is a symlink.
+    `tree` holds the Maildir's directory descriptors (one is made otherwise).
     """
+    if tree is None:
+        with tree_for(original.parent.parent, dest) as own:
+            return place(original, data, dest, like, own)
     info = MaildirName.parse(original.name).info if original.parent.name == "cur" else ""
     if like is None:
         with contextlib.suppress(FileNotFoundError):
-            like = original.stat()
+            like = os.stat(original.name, dir_fd=tree.fd(original.parent), follow_symlinks=False)
+    owner = _owner_of(tree)
+    tmp_fd = tree.fd(dest / "tmp")
+    final_dir = dest / ("cur" if info else "new")
+    final_fd = tree.fd(final_dir)
     # The derived name first; a fresh one only if a different message already holds it.
     for attempt in range(2):
         name = processed_name(maildir_name() if attempt else original.name, data, info)
-        tmp = dest / "tmp" / name.partition(INFO_SEP)[0]
-        final = dest / ("cur" if info else "new") / name
+        tmp = name.partition(INFO_SEP)[0]
         try:
-            _write_synced(tmp, data, like)
-            placed = _place(tmp, final)
+            _write_synced(tmp, data, like, tmp_fd, owner)
+            placed = _place(tmp_fd, tmp, final_fd, name)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=tmp_fd)
             raise
         if placed:
-            return final
-        tmp.unlink(missing_ok=True)
+            return final_dir / name
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=tmp_fd)
         try:
-            if identity(final.read_bytes()) == identity(data):
-                return final  # an earlier, killed run filed it already
+            if identity(read_regular(name, final_fd)[0]) == identity(data):
+                return final_dir / name  # an earlier, killed run filed it already
         except FileNotFoundError:
-            return final  # it was there a moment ago under our name: moved on by Dovecot
-    return final
+            return final_dir / name  # it was there a moment ago under our name: moved on by Dovecot
+    return final_dir / name
 
 
-def finish(placed: list[tuple[Path, Path]]) -> None:
+def finish(placed: list[tuple[Path, Path]], tree: DirTree | None = None) -> None:
     """Removes each original once the directories holding the new copies are synced.
 
     `placed` holds (original, copy) pairs; one fsync per directory serves
     them all, so a batch costs one directory sync, not one per message.
     """
+    if tree is None:
+        if not placed:
+            return
+        folders = [p.parent.parent for pair in placed for p in pair]
+        with tree_for(*folders) as own:
+            return finish(placed, own)
     for directory in {copy.parent for _, copy in placed}:
-        fsync_dir(directory)
+        fsync_dir(tree.fd(directory))
     for original, _ in placed:
-        _unlink_original(original)
+        _unlink_original(original, tree)
 
 
-def commit(original: Path, data: bytes, dest: Path, like: os.stat_result | None = None) -> Path:
+def commit(
+    original: Path,
+    data: bytes,
+    dest: Path,
+    like: os.stat_result | None = None,
+    tree: DirTree | None = None,
+) -> Path:
     """Gives the path of `data` filed into folder `dest` in place of `original`, which is removed.
 
     `place` then `finish` for one message: tmp/, fsync, rename, directory
     fsync, unlink of the original.
     """
-    final = place(original, data, dest, like)
-    finish([(original, final)])
+    if tree is None:
+        with tree_for(original.parent.parent, dest) as own:
+            return commit(original, data, dest, like, own)
+    final = place(original, data, dest, like, tree)
+    finish([(original, final)], tree)
     return final
 
 
@@ -420,19 +521,31 @@ def recover(maildir: Path) -> Recovery:
     """Gives what was repaired after a kill: our stale tmp/ files removed, filed originals removed.
 
     Run before anything else touches this Maildir: a tmp/ file of ours is
-    then never one in progress.
+    then never one in progress.  A folder reached through a symlink is
+    skipped, never read or cleaned.
     """
+    with DirTree(maildir) as tree:
+        return _recover(maildir, tree)
+
+
+def _recover(maildir: Path, tree: DirTree) -> Recovery:
     stale: list[str] = []
     for action in ("inbox", "junk", "quarantine"):
         tmp = folder_path(maildir, action) / "tmp"
         try:
-            entries = list(os.scandir(tmp))
+            tmp_fd = tree.fd(tmp)
+            entries = [e.name for e in os.scandir(tmp_fd)]
         except FileNotFoundError:
             continue
-        for entry in entries:
-            if MaildirName.parse(entry.name).marked:
-                Path(entry.path).unlink(missing_ok=True)
-                stale.append(entry.path)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                continue
+            raise
+        for name in entries:
+            if MaildirName.parse(name).marked:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=tmp_fd)
+                stale.append(str(tmp / name))
     originals = [p for p in list_folder(maildir) if not MaildirName.parse(p.name).marked]
     if not originals:
         return Recovery(tuple(stale))
@@ -444,11 +557,12 @@ def recover(maildir: Path) -> Recovery:
         if copy is None:
             continue
         try:
-            same = identity(path.read_bytes()) == identity(copy.read_bytes())
-        except FileNotFoundError:
+            same = identity(tree.read(path)[0]) == identity(tree.read(copy)[0])
+        except OSError:  # gone meanwhile, or not a file we may read: left alone
             continue
         if same:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.name, dir_fd=tree.fd(path.parent))
             removed.append(str(path))
         else:
             kept.append(str(path))

@@ -27,14 +27,21 @@ import re
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.header import decode_header, make_header
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 from classifier.checks import first_from_address
+from classifier.display import display_text, printable
 from classifier.facts import HEADER_NAME, parse_header_value, quote
-from classifier.files import fsync_dir, write_all
+from classifier.files import (
+    READ_FLAGS,
+    DirTree,
+    create_file,
+    fsync_dir,
+    temp_name,
+    write_all,
+)
 from classifier.maildir import (
     MaildirName,
     commit,
@@ -82,17 +89,6 @@ def short_id(path: Path) -> str:
     return hashlib.sha1(MaildirName.parse(path.name).core.encode()).hexdigest()[:12]
 
 
-def _display(value: str | None) -> str:
-    """Gives a header value with RFC 2047 encoded-words decoded, on one line."""
-    if not value:
-        return ""
-    try:
-        text = str(make_header(decode_header(value)))
-    except Exception:  # hostile encoded-words: show them as they came
-        text = value
-    return " ".join(text.split())
-
-
 def describe(path: Path, user: str, data: bytes) -> QuarantinedMessage:
     """Gives what list/show/digest tell about one quarantined message (never raises on content)."""
     message = Message.parse(data)
@@ -107,33 +103,41 @@ def describe(path: Path, user: str, data: bytes) -> QuarantinedMessage:
         path=str(path),
         user=user,
         arrived=arrived,
-        date=_display(message.get("Date")),
-        sender=_display(message.get("From")),
+        date=display_text(message.get("Date"), None),
+        sender=display_text(message.get("From"), None),
         sender_address=first_from_address(message),
-        subject=_display(message.get("Subject")),
-        verdict=ours.get("verdict", ""),
-        reasons=ours.get("reason", ""),
+        subject=display_text(message.get("Subject"), None),
+        verdict=printable(ours.get("verdict", "")),
+        reasons=printable(ours.get("reason", "")),
         from_authenticated=ours.get("from-auth") == "yes",
         size=size,
     )
 
 
-def _read_head(path: Path) -> bytes:
-    with path.open("rb") as fh:
-        return fh.read(_HEAD_LIMIT)
+def _read_head(path: Path, tree: DirTree) -> bytes:
+    fd = os.open(path.name, READ_FLAGS, dir_fd=tree.fd(path.parent))
+    try:
+        return os.read(fd, _HEAD_LIMIT)
+    finally:
+        os.close(fd)
 
 
 def list_quarantine(
     maildir: Path, template: str, user: str | None = None
 ) -> list[QuarantinedMessage]:
-    """Gives the messages in a Maildir's quarantine, oldest first."""
+    """Gives the messages in a Maildir's quarantine, oldest first.
+
+    A quarantine folder reached through a symlink the mailbox owner planted
+    is not read (OSError ELOOP is taken as "nothing there").
+    """
     owner = user or user_from_path(maildir, template) or str(maildir)
     entries = []
-    for path in list_folder(folder_path(maildir, "quarantine")):
-        try:
-            entries.append(describe(path, owner, _read_head(path)))
-        except FileNotFoundError:
-            continue
+    with DirTree(maildir) as tree:
+        for path in list_folder(folder_path(maildir, "quarantine")):
+            try:
+                entries.append(describe(path, owner, _read_head(path, tree)))
+            except OSError:
+                continue
     return sorted(entries, key=lambda e: (e.arrived, e.id))
 
 
@@ -184,7 +188,11 @@ def purge(
     old = [e for e in entries if e.arrived < cutoff]
     if not dry_run:
         for e in old:
-            Path(e.path).unlink(missing_ok=True)
+            path = Path(e.path)
+            # Through the Maildir's descriptors: a .Quarantine the user linked elsewhere
+            # must not make root delete files there.
+            with DirTree(path.parents[2]) as tree, contextlib.suppress(FileNotFoundError):
+                os.unlink(path.name, dir_fd=tree.fd(path.parent))
     return old
 
 
@@ -203,7 +211,14 @@ def digest(
     now: datetime,
     sender: str = "",
 ) -> str:
-    """Gives a plain-text summary of a user's quarantine, fit to mail (whole message if sender)."""
+    """Gives a plain-text summary of a user's quarantine, fit to mail (whole message if sender).
+
+    Raises QuarantineError for a user or sender with control characters: they
+    go into header lines, where a line break would start a header of its own.
+    """
+    for what, value in (("user", user), ("sender", sender)):
+        if not value.isprintable():
+            raise QuarantineError(f"{what} {value!r}: control characters are not allowed")
     lines: list[str] = []
     count = len(entries)
     if sender:
@@ -238,7 +253,27 @@ def digest(
         "If one of them is mail you wanted, ask your mail administrator to release it:",
         f"    authsieve quarantine release --user {user} ID",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(w for line in lines for w in wrap_octets(line)) + "\n"
+
+
+def wrap_octets(line: str, limit: int = 998, indent: str = "    ") -> list[str]:
+    """Gives line cut into lines of at most `limit` octets in UTF-8 (RFC 5322 §2.1.1).
+
+    Cuts fall between characters, never inside one; later pieces are indented.
+    """
+    if len(line.encode("utf-8", "surrogateescape")) <= limit:
+        return [line]
+    out: list[str] = []
+    piece, size = "", 0
+    for ch in line:
+        n = len(ch.encode("utf-8", "surrogateescape"))
+        if size + n > limit:
+            out.append(piece)
+            piece, size = indent, len(indent)
+        piece += ch
+        size += n
+    out.append(piece)
+    return out
 
 
 # --- the allow list in the TOML config ------------------------------------------------------
@@ -365,8 +400,8 @@ def add_allowed_sender(text: str, user: str, entry: str, inherited: tuple[str, .
 def write_atomically(path: Path, text: str) -> None:
     """Replaces a file's text: a sibling temp file (same owner and mode), fsync, rename, fsync."""
     st = path.stat()
-    tmp = path.with_name(f".{path.name}.authsieve-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, st.st_mode & 0o777)
+    tmp = path.with_name(temp_name(f".{path.name}.authsieve-"))
+    fd = create_file(tmp, st.st_mode & 0o777)
     try:
         try:
             if os.geteuid() == 0:

@@ -28,11 +28,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from email.header import decode_header, make_header
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from classifier.config import Settings
+from classifier.display import display_text
 from classifier.dns import Resolver
 from classifier.facts import AuthFacts
 from classifier.message import Message
@@ -50,21 +50,6 @@ _TEMP_CHECKS = ("spf", "helo_spf", "dkim", "arc", "dmarc")
 
 class CacheError(Exception):
     """The cache file cannot be opened or is not an authsieve cache."""
-
-
-def display_text(value: str | None, limit: int = 200) -> str:
-    """Gives a header value as a person reads it: RFC 2047 words decoded, one printable line."""
-    if not value:
-        return ""
-    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    # RFC 2047 §2: only "=?" starts an encoded-word; malformed ones raise and stay as written.
-    if "=?" in text:
-        with contextlib.suppress(Exception):
-            text = str(make_header(decode_header(text)))
-    if not text.isprintable():
-        # Control characters from a sender must never reach a terminal (escape sequences).
-        text = "".join(ch if ch.isprintable() else " " for ch in text)
-    return " ".join(text.split())[:limit]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
+from classifier.display import csv_cell
 from classifier.report import CHECK_WORDS, PLACES, TIMELINE_KEYS, PolicyOutcome, Report
 
 _WORDS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror", "policy")
@@ -249,7 +250,7 @@ def render_csv(report: Report) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(("section", "policy", "item", "key", "value"))
-    writer.writerows(csv_rows(report))
+    writer.writerows([csv_cell(c) for c in row] for row in csv_rows(report))
     return buf.getvalue()
 
 

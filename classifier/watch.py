@@ -311,7 +311,9 @@ class Watcher:
             if state is None:
                 continue
             try:
-                entries = [e.name for e in os.scandir(maildir / "new") if e.is_file()]
+                entries = [
+                    e.name for e in os.scandir(maildir / "new") if e.is_file(follow_symlinks=False)
+                ]
             except OSError as exc:
                 log.error("%s: cannot list new/: %s", maildir, exc.strerror)
                 continue

@@ -177,6 +177,8 @@ def _maildirs(args: argparse.Namespace, settings: Settings) -> list[tuple[Path, 
     roots = tuple(args.maildir) or tuple(configured(settings, "watch_roots"))
     if not roots:
         raise UsageError("quarantine: no Maildir given (--maildir or [watch] roots)")
+    if args.user and not args.user.isprintable():
+        raise UsageError(f"--user {args.user!r}: control characters are not allowed")
     template = args.path_template or configured(settings, "watch_path_template")
     found = [(m, user_from_path(m, template) or "") for m in expand_roots(roots)]
     if not found:
@@ -215,6 +217,7 @@ def _find(args: argparse.Namespace, settings: Settings, wanted: str) -> tuple[Pa
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from classifier.display import printable
     from classifier.quarantine import date_text
 
     pairs = _entries(args, settings)
@@ -222,7 +225,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print(json.dumps(e.to_dict(), ensure_ascii=False))
         else:
-            who = "" if args.user else f"{e.user}  "
+            who = "" if args.user else f"{printable(e.user)}  "
             print(f"{e.id}  {who}{date_text(e)}  {e.sender[:40]}  {e.subject[:50]}")
             if e.reasons:
                 print(f"{'':14}why: {e.reasons}")
@@ -232,12 +235,15 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    from classifier.display import printable
     from classifier.quarantine import date_text
 
     _, e = _find(args, settings, args.id)
     data = Path(e.path).read_bytes()
     if not args.raw:
-        print(f"Id:       {e.id}\nUser:     {e.user}\nFile:     {e.path}\nDate:     {date_text(e)}")
+        # The file name is the mailbox owner's choice: shown like the sender's text.
+        user, path = printable(e.user), printable(e.path)
+        print(f"Id:       {e.id}\nUser:     {user}\nFile:     {path}\nDate:     {date_text(e)}")
         print(f"From:     {e.sender}\nSubject:  {e.subject}\nVerdict:  {e.verdict}")
         print(f"Why:      {e.reasons or '-'}\n")
     sys.stdout.flush()
@@ -246,6 +252,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
+    from classifier.display import printable
     from classifier.policy import load_policies
     from classifier.quarantine import QuarantineError, allow_sender_in_config, release
 
@@ -257,7 +264,7 @@ def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             print(f"authsieve: {e.id}: not released (left in quarantine): {exc}", file=sys.stderr)
             return 75
-        print(f"{e.id}: released to {dest}")
+        print(f"{e.id}: released to {printable(str(dest))}")
         if not (args.allow or args.allow_domain):
             continue
         if not e.sender_address or "@" not in e.sender_address:
@@ -278,26 +285,34 @@ def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from classifier.display import printable
     from classifier.quarantine import purge
 
     days = args.retention_days or configured(settings, "quarantine_retention_days")
     gone = purge([e for _, e in _entries(args, settings)], days, time.time(), args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for e in gone:
-        print(f"{verb} {e.id}  {e.user}  {e.sender[:40]}  {e.subject[:50]}")
+        print(f"{verb} {e.id}  {printable(e.user)}  {e.sender[:40]}  {e.subject[:50]}")
     print(f"{verb} {len(gone)} message(s) older than {days:g} days")
     return 0
 
 
 def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
-    from classifier.quarantine import digest
+    from classifier.quarantine import QuarantineError, digest
 
     if not args.user:
         raise UsageError("digest: --user is required")
+    if args.mail_from and not args.mail_from.isprintable():
+        # It becomes a header line: a line break would add headers (RFC 5322 §2.2).
+        raise UsageError(f"--mail-from {args.mail_from!r}: control characters are not allowed")
     days = configured(settings, "quarantine_retention_days")
     entries = [e for _, e in _entries(args, settings)]
     if args.days:
         entries = [e for e in entries if e.arrived >= time.time() - args.days * 86400]
     user = entries[0].user if entries else args.user
-    print(digest(user, entries, days, datetime.now(UTC), args.mail_from or ""), end="")
+    try:
+        text = digest(user, entries, days, datetime.now(UTC), args.mail_from or "")
+    except QuarantineError as exc:
+        raise UsageError(str(exc)) from None
+    print(text, end="")
     return 0

@@ -1,8 +1,9 @@
 """Putting a generated script where Dovecot runs it: a directory, or a ManageSieve server.
 
 A directory install never leaves a half-written or uncompilable script in
-place: the script is written to a temporary file, fsynced, compiled with
-sievec when it is installed, and only then renamed over the old one.  A
+place: the script is compiled with sievec (when installed) in a private
+temporary directory, then written to a temporary file of random name in the
+target directory, fsynced, and only then renamed over the old one.  A
 ManageSieve install (RFC 5804) uploads with PUTSCRIPT, which the server
 checks, then SETACTIVE, through sievelib's client.
 """
@@ -11,11 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
-from classifier.files import fsync_dir, write_all
+from classifier.files import fsync_dir, open_dir, temp_name, write_synced
 from sieve.pigeonhole import compile_script_file, find_tool
 
 SCRIPT_NAME = "authsieve"
@@ -43,13 +48,21 @@ class InstallResult:
         }
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def _put(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None:
+    """Puts data at dir_fd/name: a new, unpredictable temp file, fsynced, renamed over name.
+
+    The directory may belong to the mail user (the per-user install): the temp
+    file is created with O_EXCL|O_NOFOLLOW under a random name, and rename(2)
+    replaces a symlink at the final name instead of writing where it points.
+    """
+    tmp = temp_name(f".{name}.", ".tmp")
+    write_synced(tmp, data, mode, dir_fd=dir_fd)
     try:
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
 
 
 def install_to_dir(
@@ -57,48 +70,63 @@ def install_to_dir(
 ) -> InstallResult:
     """Gives the installed DIR/name.sieve (and .svbin), written atomically; raises InstallError.
 
-    The binary is renamed into place after the script so that it is the newer
-    file: Dovecot then uses it instead of recompiling (sieve_before
+    sievec compiles in a private temporary directory of ours, never in DIR
+    (which the mail user may own and fill with links); the results are then
+    put into DIR by `_put`.  The binary is put after the script so that it is
+    the newer file: Dovecot then uses it instead of recompiling (sieve_before
     directories are usually not writable by the mail user).
     """
     if not directory.is_dir():
         raise InstallError(f"{directory}: no such directory")
     final = directory / f"{name}.sieve"
     final_bin = directory / f"{name}.svbin"
-    # sievec names the script after the file: keep the ".sieve" ending on the temp file.
-    tmp = directory / f".{name}.{os.getpid()}.tmp.sieve"
-    tmp_bin = directory / f".{name}.{os.getpid()}.tmp.svbin"
+    data = script.encode("utf-8")
     try:
-        _write_synced(tmp, script.encode("utf-8"))
-        compiled = False
+        binary = b""
         if compile_with_sievec and find_tool("sievec"):
-            result = compile_script_file(tmp, tmp_bin)
-            if not result.ok:
-                raise InstallError(f"{final}: sievec rejected the script: {result.first_error()}")
-            with open(tmp_bin, "rb+") as fh:
-                os.fsync(fh.fileno())
-            compiled = True
-        os.replace(tmp, final)
-        if compiled:
-            os.replace(tmp_bin, final_bin)
-        fsync_dir(directory)
+            with tempfile.TemporaryDirectory(prefix="authsieve-sievec-") as private:
+                # sievec names the script after the file: keep the name and the ".sieve" ending.
+                src, out = Path(private, f"{name}.sieve"), Path(private, f"{name}.svbin")
+                write_synced(src, data, 0o600)
+                result = compile_script_file(src, out)
+                if not result.ok:
+                    raise InstallError(
+                        f"{final}: sievec rejected the script: {result.first_error()}"
+                    )
+                binary = out.read_bytes()
+        dir_fd = open_dir(directory, follow=True)
+        try:
+            _put(dir_fd, final.name, data)
+            if binary:
+                _put(dir_fd, final_bin.name, binary)
+            fsync_dir(dir_fd)
+        finally:
+            os.close(dir_fd)
     except OSError as exc:
-        raise InstallError(f"{final}: cannot write: {exc.strerror}") from None
-    finally:
-        for leftover in (tmp, tmp_bin):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+        raise InstallError(f"{final}: cannot write: {exc.strerror or exc}") from None
     return InstallResult(
-        target=str(final), compiled=compiled, binary=str(final_bin) if compiled else ""
+        target=str(final), compiled=bool(binary), binary=str(final_bin) if binary else ""
     )
 
 
-def read_password_file(path: Path) -> str:
-    """Gives the password on the first line of path (the line break removed)."""
+def read_password_file(path: Path, warn: TextIO | None = None) -> str:
+    """Gives the password on the first line of path (the line break removed).
+
+    Warns (one line on `warn`, stderr by default) when the file is readable by
+    its group or by others: a password there is everyone's.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            text = fh.read()
     except OSError as exc:
         raise InstallError(f"{path}: cannot read: {exc.strerror}") from None
+    if mode & 0o044:
+        print(
+            f"authsieve: warning: {path}: the password file is readable by others"
+            f" (mode {stat.S_IMODE(mode):04o}); chmod 600 it",
+            file=warn or sys.stderr,
+        )
     lines = text.splitlines()
     if not lines or not lines[0]:
         raise InstallError(f"{path}: empty password file")

@@ -41,3 +41,21 @@ def dns_server() -> Iterator[Callable[..., DnsTestServer]]:
 def resolver_for(server: DnsTestServer, timeout: float = 2.0) -> Resolver:
     """Gives a Resolver that asks the loopback test server."""
     return Resolver(ServerSource.from_spec(server.address), timeout=timeout)
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """Gives a fresh directory under /tmp that every local user can reach (mode 0755).
+
+    pytest's tmp_path sits below a root-only directory; the security tests
+    need one that their unprivileged user (nobody) can walk into.
+    """
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="authsieve-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

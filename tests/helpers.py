@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,3 +49,39 @@ def group_processes(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             pids.append(int(stat.parent.name))
     return pids
+
+
+NOBODY = (65534, 65534)  # nobody:nogroup, the unprivileged local user of the security tests
+
+
+def as_nobody(fn: Callable[[], object]) -> None:
+    """Runs fn in a forked child as nobody:nogroup (tests run as root); fails if fn raised.
+
+    The child sheds root the way a login would: no supplementary groups,
+    then the group, then the user.
+    """
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY[1])
+            os.setuid(NOBODY[0])
+            fn()
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the unprivileged child failed"
+
+
+def give_to_nobody(*paths: Path) -> None:
+    """Hands paths to nobody:nogroup, each reachable by it (mode 0755 for directories)."""
+    for p in paths:
+        os.chown(p, *NOBODY)
+        if p.is_dir():
+            p.chmod(0o755)

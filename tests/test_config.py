@@ -101,3 +101,43 @@ def test_bad_watch_settings_name_the_key(tmp_path: Path, text: str, key: str) ->
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text))
     assert info.value.key == key
+
+
+def test_daemon_keys_give_the_socket_owner_mode_and_limits() -> None:
+    s = settings_from_dict(
+        {
+            "classifier": {
+                "socket_user": "postfix-pipe",
+                "socket_mode": "660",
+                "daemon_user": "authsieve",
+                "daemon_max_message_size": 52428800,
+                "daemon_idle_timeout": 5,
+                "daemon_max_connections": 16,
+            }
+        }
+    )
+    assert (s.socket_user, s.socket_mode, s.daemon_user) == ("postfix-pipe", 0o660, "authsieve")
+    assert (s.daemon_max_message_size, s.daemon_idle_timeout, s.daemon_max_connections) == (
+        52428800,
+        5,
+        16,
+    )
+    assert settings_from_dict({}).socket_mode == 0o600
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("socket_mode", 0o666),  # anyone could hand the daemon work
+        ("socket_mode", "rw"),
+        ("socket_user", "a b"),
+        ("daemon_max_message_size", 0),
+        ("daemon_idle_timeout", 0),
+        ("daemon_max_connections", 0),
+    ],
+)
+def test_bad_daemon_keys_are_one_line_naming_the_key(key: str, value: object) -> None:
+    with pytest.raises(ConfigError) as err:
+        settings_from_dict({"classifier": {key: value}}, source="c.toml")
+    assert str(err.value).startswith(f"c.toml: classifier.{key}: ")
+    assert "\n" not in str(err.value)

@@ -230,6 +230,7 @@ def test_wrong_password_is_one_line_and_exit_2(
     settings = settings_from_dict(CONFIG, source="test.toml")
     password_file = tmp_path / "password"
     password_file.write_text("wrong\n")
+    password_file.chmod(0o600)  # a readable one adds a warning line first
     assert cmd_sieve_install(_args(dovecot.port, password_file), settings) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"authsieve: managesieve://{USER}@127.0.0.1:{dovecot.port}/")
