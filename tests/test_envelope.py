@@ -431,10 +431,12 @@ def test_strip_angle_keeps_quoted_local_parts_whole(text: str, bare: str) -> Non
     assert strip_angle(text) == bare
 
 
+# Runs of white space are left out: a header value's white space is collapsed when it is
+# read (classifier/message.py unfolded_value), a quoted local part's too.
 QUOTED_TEXT = st.text(
     st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from(["@", "<", ">", '"']),
     max_size=30,
-)
+).filter(lambda t: "  " not in t and t == t.strip())
 
 
 @given(local=QUOTED_TEXT, domain=st.from_regex(r"[a-z][a-z0-9-]{0,10}\.example", fullmatch=True))
