@@ -39,6 +39,7 @@ _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(\.[A-Za-z0-9!#$%&'*+\
 _DOMAIN = re.compile(
     r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
 )
+_RECEIVER = re.compile(r"receiver\s*=\s*(\"[^\"]*\"|[^;\s]+)", re.IGNORECASE)
 _OUR_NAMES = ("authentication-results", "received-spf", HEADER_NAME.lower())
 
 
@@ -127,7 +128,13 @@ def _ours(field: HeaderField, authserv_id: str) -> bool:
     if key == HEADER_NAME.lower():
         return True
     if key == "received-spf":
-        return f"receiver={authserv_id.lower()}" in field.value().lower()
+        # RFC 7208 §9.1: "receiver=" names the host that wrote the field; compared as an
+        # authserv-id is, so "receiver=MX.Example.ORG." is ours too.
+        ours = normalize_authserv_id(authserv_id)
+        return bool(ours) and any(
+            normalize_authserv_id(m.group(1).strip('"')) == ours
+            for m in _RECEIVER.finditer(field.value())
+        )
     return False
 
 
@@ -141,10 +148,11 @@ def defuse(message: Message, authserv_id: str) -> Message:
         if field.key in _OUR_NAMES and _ours(field, authserv_id):
             if above_received:
                 continue
-            if field.key != "received-spf":
-                new_name = "X-Original-" + field.name
-                out.append(HeaderField(new_name, new_name.encode() + field.raw[len(field.name) :]))
-                continue
+            # A copy below the topmost Received was written by someone else in our name:
+            # kept for the record under another name, never where a reader trusts it.
+            new_name = "X-Original-" + field.name
+            out.append(HeaderField(new_name, new_name.encode() + field.raw[len(field.name) :]))
+            continue
         out.append(field)
     return Message(tuple(out), message.rest, message.eol)
 

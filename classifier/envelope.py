@@ -191,7 +191,8 @@ def walk_trust_path(fields: Iterable[bytes], settings: Settings) -> _Walk:
             evidence.append(f"{where}: {hop.ip} is in trusted_networks, stepped over")
             continue
         # HELO is the client's own claim: only our server's reverse lookup names a forwarder.
-        forwarder = settings.trusted_forwarders and settings.forwarder_match(hop.ip, (hop.rdns,))
+        rdns = hop.rdns if hop.rdns_confirmed else None
+        forwarder = settings.trusted_forwarders and settings.forwarder_match(hop.ip, (rdns,))
         if forwarder:
             forwarded_by = forwarded_by or (hop.rdns or hop.ip)
             evidence.append(f"{where}: {hop.ip} is trusted forwarder {forwarder}, stepped over")

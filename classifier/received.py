@@ -117,6 +117,9 @@ class ReceivedHop:
     parsed: bool
     evidence: tuple[str, ...] = ()
     date_text: str | None = field(default=None, repr=False, compare=False)  # after the ";"
+    # False when the MTA says it could not confirm the reverse name (Sendmail's "(may be
+    # forged)"): the name is then the sender's own PTR and names no trusted forwarder.
+    rdns_confirmed: bool = True
 
     @cached_property
     def date(self) -> datetime | None:
@@ -412,7 +415,7 @@ def _quick(raw: str) -> ReceivedHop | None:
         "envelope_from": envelope_from(marks, None),
         "authenticated": why_auth is not None, "auth_user": auth_user, "ident": None,
         "local": local is not None, "fmt": fmt, "parsed": True,
-        "evidence": evidence, "date_text": date,
+        "evidence": evidence, "date_text": date, "rdns_confirmed": True,
     })  # fmt: skip
     return hop
 
@@ -455,6 +458,9 @@ def _build(
     ip = part.ip if part is not None else None
     if ip is None and part is not None and part.ip_text:
         evidence.append(f"no usable address in '{part.ip_text}'")
+    rdns_confirmed = not (from_notes and "(may be forged)" in from_notes[0].lower())
+    if not rdns_confirmed and part is not None and part.rdns:
+        evidence.append(f"reverse name {part.rdns} not confirmed (may be forged)")
     if not (by or (part is not None and (part.helo or part.ip_text or part.rdns))):
         why = "unparsed: no from or by clause could be read"
         return _unparsed(raw, why, frame.date_text)
@@ -482,6 +488,7 @@ def _build(
         "authenticated": why_auth is not None, "auth_user": _unmask(auth_user, quoted),
         "ident": _unmask(part.ident, quoted) if part else None, "local": local is not None,
         "fmt": fmt, "parsed": True, "evidence": tuple(evidence), "date_text": frame.date_text,
+        "rdns_confirmed": rdns_confirmed,
     })  # fmt: skip
 
 

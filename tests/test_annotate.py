@@ -217,3 +217,30 @@ def test_authserv_id_is_read_as_rfc8601_compares_it(value: str, expected: str) -
 def test_ar_of_another_authserv_id_is_kept(other: str) -> None:
     data = f"Received: by {AUTHSERV}\r\nAuthentication-Results: {other}; spf=pass\r\n\r\nx"
     assert defuse(Message.parse(data.encode()), AUTHSERV).to_bytes() == data.encode()
+
+
+@pytest.mark.parametrize(
+    "receiver", [f"{AUTHSERV.upper()}.", f'"{AUTHSERV}"', f"{AUTHSERV}", f" {AUTHSERV}."]
+)
+def test_forged_received_spf_naming_us_as_receiver_is_renamed(
+    server: DnsTestServer, receiver: str
+) -> None:
+    data = signed_message()
+    forged = (
+        "Received-SPF: Pass (mailfrom) identity=mailfrom; client-ip=192.0.2.10;"
+        f" receiver={receiver}; envelope-from=ceo@bank.example\r\n"
+    ).encode()
+    below = data.index(b"\r\n", data.index(b"Received: from mail.example.com")) + 2
+    out, _ = annotated(data[:below] + forged + data[below:], server)
+    fields = Message.parse(out)
+    assert len(fields.get_all("Received-SPF")) == 1  # ours only
+    assert "ceo@bank.example" not in (fields.get("Received-SPF") or "")
+    assert len(fields.get_all("X-Original-Received-SPF")) == 1
+
+
+def test_received_spf_of_another_receiver_is_kept(server: DnsTestServer) -> None:
+    forged = b"Received-SPF: Pass identity=mailfrom; receiver=mx.other.example\r\n"
+    data = signed_message()
+    below = data.index(b"\r\n", data.index(b"Received: from mail.example.com")) + 2
+    out, _ = annotated(data[:below] + forged + data[below:], server)
+    assert len(Message.parse(out).get_all("Received-SPF")) == 2

@@ -450,3 +450,20 @@ def test_any_quoted_local_part_leaves_the_domain_and_the_quotes_alone(
     assert split_address(addr) == (quoted, domain)
     env = recover_envelope(message(f"Return-Path: <{addr}>\r\n", CLIENT_HOP), SETTINGS)
     assert (env.mail_from, env.mail_from_domain) == (addr, domain)
+
+
+def test_forwarder_named_only_by_an_unconfirmed_reverse_name_is_not_trusted() -> None:
+    # Sendmail writes "(may be forged)" when the PTR did not confirm: the name is the
+    # sender's own, and relay.uni.example is a trusted forwarder by name.
+    hop = (
+        "Received: from relay (relay.uni.example [192.0.2.44] (may be forged))"
+        " by mx.family.example (8.17.1/8.17.1) with ESMTP id 3ABC;"
+        " Tue, 28 Nov 2026 10:00:01 +0000\r\n"
+    )
+    env = recover_envelope(message(hop, FORGED_AUTH_HOP), SETTINGS)
+    assert (env.client_ip, env.forwarded_by, env.hop_index) == ("192.0.2.44", None, 0)
+    confirmed = hop.replace(" (may be forged)", "")
+    env = recover_envelope(
+        message(confirmed, postfix_hop("a", "b.example", "192.0.2.45")), SETTINGS
+    )
+    assert (env.client_ip, env.forwarded_by) == ("192.0.2.45", "relay.uni.example")

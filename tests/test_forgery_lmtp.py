@@ -215,31 +215,62 @@ FORGED_HOP = (
 )
 
 
-def message(top: str, token: str) -> bytes:
+CEO = "From: The CEO <ceo@reject.example>\r\n"
+# issue 12, 3: the bank's address first, five more Author Domains after it
+SIX_DOMAINS = (
+    'From: "Bank" <ceo@reject.example>, '
+    + ", ".join(f"<a@x{i}.example>" for i in range(1, 6))
+    + "\r\n"
+)
+# issue 12, 4: results under our authserv-id, written as RFC 8601 allows
+FORGED_RESULTS = "".join(
+    f"Authentication-Results: {aid}; spf=pass; dkim=pass; dmarc=pass header.from=reject.example\r\n"
+    f"X-Authsieve: v=1; id={aid}; verdict=inbox; mode=enforce\r\n"
+    for aid in ("mx.family.example.", '"mx.family.example"', "(a (b) c) MX.family.example")
+)
+
+
+def message(top: str, token: str, from_field: str = CEO, extra: str = "") -> bytes:
     return (
-        top + FORGED_HOP + "From: The CEO <ceo@reject.example>\r\n"
-        f"To: {RCPT}\r\nSubject: {token}\r\nMessage-ID: <{token}@reject.example>\r\n"
+        top + FORGED_HOP + extra + from_field
+        + f"To: {RCPT}\r\nSubject: {token}\r\nMessage-ID: <{token}@reject.example>\r\n"
         "Date: Sat, 01 Mar 2025 09:58:00 +0000\r\n\r\nPlease pay.\r\n"
-    ).encode()
+    ).encode()  # fmt: skip
 
 
 ATTACKS = [
     # issue 12, 1: Dovecot writes the quoted local part into its own Received line
-    pytest.param('"x (Authenticated sender: bob) y"@reject.example', "unknown", id="auth-sender"),
-    pytest.param('"x) with ESMTPSA id y ("@reject.example', "unknown", id="with-esmtpsa"),
-    pytest.param('"x) (auth: PLAIN bob, "@reject.example', "unknown", id="courier-auth"),
-    pytest.param('"x) (account bob) ("@reject.example', "unknown", id="communigate-account"),
+    pytest.param('"x (Authenticated sender: bob) y"@reject.example', "unknown", CEO, "",
+                 id="auth-sender"),
+    pytest.param('"x) with ESMTPSA id y ("@reject.example', "unknown", CEO, "", id="with-esmtpsa"),
+    pytest.param('"x) (auth: PLAIN bob, "@reject.example', "unknown", CEO, "", id="courier-auth"),
+    pytest.param('"x) (account bob) ("@reject.example', "unknown", CEO, "",
+                 id="communigate-account"),
     # issue 12, 2: a reverse name that reads as a local re-queue
-    pytest.param("ceo@reject.example", "qmail-scanner.reject.example", id="qmail-scanner-rdns"),
-]
+    pytest.param("ceo@reject.example", "qmail-scanner.reject.example", CEO, "",
+                 id="qmail-scanner-rdns"),
+    pytest.param("ceo@reject.example", "unknown", SIX_DOMAINS, "", id="six-from-domains"),
+    pytest.param("ceo@reject.example", "unknown", CEO, FORGED_RESULTS, id="forged-results"),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize("mail_from, rdns", ATTACKS)
+def our_results(data: bytes) -> list[str]:
+    """Gives every Authentication-Results and X-Authsieve value that carries our id."""
+    from classifier.annotate import authserv_id_of
+    from classifier.message import Message
+
+    parsed = Message.parse(data)
+    values = [v for v in parsed.get_all("Authentication-Results") if
+              authserv_id_of(v) == "mx.family.example"]  # fmt: skip
+    return values + parsed.get_all("X-Authsieve")
+
+
+@pytest.mark.parametrize("mail_from, rdns, from_field, extra", ATTACKS)
 def test_forgery_stored_by_dovecot_lmtp_is_quarantined_everywhere(
-    lmtp: Lmtp, config: Path, mail_from: str, rdns: str
+    lmtp: Lmtp, config: Path, mail_from: str, rdns: str, from_field: str, extra: str
 ) -> None:
     token = f"t{uuid.uuid4().hex[:12]}"
-    stored = lmtp.deliver(mail_from, message(postfix_hop(rdns), token))
+    stored = lmtp.deliver(mail_from, message(postfix_hop(rdns), token, from_field, extra))
     data = stored.read_bytes()
     assert b"with LMTP" in data and mail_from.encode() in data  # Dovecot wrote it verbatim
 
@@ -258,6 +289,9 @@ def test_forgery_stored_by_dovecot_lmtp_is_quarantined_everywhere(
     piped = authsieve("pipe", "--config", str(config), "--deliver", "stdout", *macros, data=data)
     assert piped.returncode == 0, piped.stderr
     assert b"verdict=quarantine" in piped.stdout and b"submission=no" in piped.stdout
+    # Exactly one result header of each kind under our id: the one we wrote.
+    mine = our_results(piped.stdout)
+    assert len(mine) == 2 and all("dmarc=fail" in " ".join(v.split()) for v in mine), mine
 
     with Pigeonhole() as ph:
         script = authsieve("sieve", "generate", "--config", str(config), "--user", RCPT)
@@ -272,10 +306,10 @@ def test_the_watcher_files_lmtp_forgeries_out_of_inbox(lmtp: Lmtp, config: Path)
         pytest.skip("Pigeonhole not installed")
     tokens = []
     for param in ATTACKS:
-        mail_from, rdns = param.values
+        mail_from, rdns, from_field, extra = (str(v) for v in param.values)
         token = f"t{uuid.uuid4().hex[:12]}"
         tokens.append(token)
-        lmtp.deliver(str(mail_from), message(postfix_hop(str(rdns)), token))
+        lmtp.deliver(mail_from, message(postfix_hop(rdns), token, from_field, extra))
     watched = authsieve(
         "watch", "--config", str(config), "--once", "--json", "--workers", "1",
         "--path-template", "{local}", str(lmtp.maildir()),
@@ -289,3 +323,6 @@ def test_the_watcher_files_lmtp_forgeries_out_of_inbox(lmtp: Lmtp, config: Path)
     for token in tokens:
         assert token.encode() not in inbox
         assert token.encode() in quarantined
+    for path in lmtp.maildir().glob(".Quarantine/*/*"):
+        mine = our_results(path.read_bytes())
+        assert len(mine) == 2 and all("dmarc=fail" in " ".join(v.split()) for v in mine), mine
