@@ -438,12 +438,13 @@ def _build(
         # Exim's local-esmtp, local-bsmtp…: that dialect, spoken by a local process.
         local, protocol = f"with {protocol.lower()}", protocol[6:] or None
     from_notes: tuple[str, ...] = ()
+    whole_from = from_text  # where the from part ends, for _mta_words
     if from_text:
         from_text = from_text[:_MAX_FROM_CHARS]
         if "(" in from_text:
             first = _FIRST_WORD.match(from_text)
             from_notes = tuple(_COMMENT.findall(from_text, first.end() if first else 0))
-    family = detect_family(_mta_words(low, from_text, from_notes), by or "", by_comment, protocol)
+    family = detect_family(_mta_words(low, whole_from, from_notes), by or "", by_comment, protocol)
     fmt = family.name
     evidence: list[str] = []
 
