@@ -74,6 +74,14 @@ _QUICK = re.compile(
     rf"(?: {_NOTE}| with ([A-Za-z0-9]+)| id ([A-Za-z0-9]+)| for (<?[!-'*-:=?-~]+>?))*+"
     r" ?;([ -~]*+)\Z"
 )
+# After the client comment: the MTA's own comments (TLS, AUTH) and then the by clause.
+_AFTER_CLIENT = re.compile(r"(?: \((?:[^()]++|\([^()]*+\))*+\))* by ")
+# A HELO made one word: space, "(", ")" and ";" become placeholders, undone when read.
+_HELO_MASK = str.maketrans(" ();", "\x02\x04\x05\x06")
+# qmail's own "rdns (HELO x)" before its "(ip)": the name and the HELO are two things.
+_QMAIL_NAME_HELO = re.compile(r"[^\s()]+ \((?:HELO|EHLO|LHLO)(?: [^()]*)?\)$", re.I)
+_HELO_UNMASK = str.maketrans("\x02\x04\x05\x06", " ();")
+_NO_PLACEHOLDERS = str.maketrans(dict.fromkeys("\x01\x02\x03\x04\x05\x06", " "))
 # A NamedTuple's own __new__ is a Python function: the quick path makes the tuple directly.
 _from_part = partial(tuple.__new__, FromPart)
 _new, _set = object.__new__, object.__setattr__
@@ -305,16 +313,9 @@ def _unmask(value: str | None, quoted: tuple[str, ...]) -> str | None:
 
 def _parse(raw: str) -> ReceivedHop:
     work = raw if len(raw) <= _MAX_CHARS else raw[:_MAX_CHARS]
-    if (
-        "  " in work
-        or "\t" in work
-        or "\x01" in work
-        or "\x02" in work
-        or "\x03" in work
-        or not work.isascii()
-    ):
-        # \x01, \x02 and \x03 are the placeholders below
-        work = " ".join(work.replace("\x01", " ").replace("\x02", " ").replace("\x03", " ").split())
+    if "  " in work or "\t" in work or not work.isascii() or not work.isprintable():
+        # \x01 to \x06 are the placeholders below
+        work = " ".join(work.translate(_NO_PLACEHOLDERS).split())
     quoted: tuple[str, ...] = ()
     if '"' in work:
         work, quoted = _mask_quotes(work)
@@ -333,21 +334,35 @@ def _parse(raw: str) -> ReceivedHop:
     elif low.startswith("(qmail "):
         return _qmail_local(raw, work)
     if low.startswith("from "):
-        # Postfix writes the client's HELO argument as sent but for <>()\";:@ (smtpd.c
-        # neuter()): spaces, brackets and words such as "with LMTP by" survive.  Up to
-        # Postfix's "(name [address])" it is one HELO, so it is made one word here.  Known
-        # by that comment followed by a by clause, not by the name: mail_name can be changed.
-        paren = work.find(" (", 5)
-        if (
-            paren > 5
-            and " " in work[5:paren]
-            and ("(postfix" in low or _CLIENT_COMMENT.match(work, paren + 1))
-            and low.find(" by ", paren) > 0
-        ):
-            work = work[:5] + work[5:paren].replace(" ", "\x02") + work[paren:]
-            low = work.lower()
+        work = _join_helo(work)
+        low = work.lower()
     frame = _read_frame(work) if low.startswith("from ") else None
     return _build(raw, work, low, frame or _read_clauses(work), submitted, quoted)
+
+
+def _join_helo(work: str) -> str:
+    """Gives the line with everything before the client comment made one word: the HELO.
+
+    Postfix and Sendmail name the client "(name [address])" right after the HELO, with
+    only their own comments (TLS, AUTH) after it up to "by".  A HELO is the client's
+    own text: Postfix keeps spaces and brackets in it (it turns only characters such as
+    <>()\";:@ into "?", smtpd.c neuter()), and an MTA that writes it verbatim keeps
+    "(localhost [127.0.0.1])" too.  So the last such comment before the by clause is
+    the MTA's; what stands before it is one HELO, its spaces, parentheses and ";"
+    replaced by placeholders until it is read.  The mail_name plays no part.
+    """
+    start = -1
+    for m in _CLIENT_COMMENT.finditer(work, 5):
+        if _AFTER_CLIENT.match(work, m.end()):
+            start = m.start()
+    if start <= 6:
+        return work
+    helo = work[5:start].rstrip(" ")
+    if not any(c in helo for c in " ();"):
+        return work
+    if work[start + 1] == "[" and _QMAIL_NAME_HELO.match(helo):
+        return work  # qmail-ldap: "rdns (HELO x) ([ip])"; Postfix always names the client
+    return work[:5] + helo.translate(_HELO_MASK) + " " + work[start:]
 
 
 def _quick(raw: str) -> ReceivedHop | None:
@@ -371,7 +386,8 @@ def _quick(raw: str) -> ReceivedHop | None:
     ):
         return None
     protocol = with_value.upper()
-    if protocol not in _COMMON_PROTOCOLS:
+    if protocol not in _COMMON_PROTOCOLS or (notes and "[" in notes):
+        # "[" after the client comment: the HELO may hold a comment of its own (_join_helo)
         return None
     if by_comment == "(Postfix)":
         family = POSTFIX  # the first marker detect_family looks for: no search needed
@@ -475,7 +491,7 @@ def _build(
     auth_user, why_auth = auth_reason(protocol, part, marks)
     if why_auth:
         evidence.append(f"authenticated: {why_auth}")
-    helo = part.helo.replace("\x02", " ") if part and part.helo else None
+    helo = part.helo.translate(_HELO_UNMASK) if part and part.helo else None
     if helo and quoted:
         helo = _unmask(helo, quoted)
     if helo and helo[:1] == '"' and part is not None and part.reader == "smap":
