@@ -511,13 +511,15 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 @contextlib.contextmanager
 def throwaway_mta(
-    domain: str = DOMAIN, master_cf: str | None = None, snippets: dict[str, str] | None = None
+    domain: str = DOMAIN,
+    master_cf: str | None = None,
+    snippets: Callable[[Path], dict[str, str]] | None = None,
 ) -> Iterator[Mta | str]:
     """Gives a running Mta, or why none can run here; kills it and removes its files after.
 
     domain is the one Postfix hands to authsieve; master_cf holds the authsieve service
-    (default: examples/postfix/master.cf); snippets are Dovecot conf.d files by name
-    (default: examples/dovecot/'s DOVECOT_SNIPPETS).
+    (default: examples/postfix/master.cf); snippets gives the Dovecot conf.d files by name
+    for the temp dir it is given (default: examples/dovecot/'s DOVECOT_SNIPPETS).
     """
     reason = missing_parts()
     if reason:
@@ -534,7 +536,7 @@ def throwaway_mta(
             return
         mta = Mta(root, free_tcp_port(), interpreter, user, domain, master_cf)
         if snippets is not None:
-            mta.snippets = snippets
+            mta.snippets = snippets(root)
         mta.write_files()
         mta.start()
         yield mta
