@@ -5,7 +5,8 @@ map sends ``test.example`` to the ``authsieve`` pipe(8) service of
 examples/postfix/master.cf, which runs ``authsieve pipe --deliver
 dovecot-lda`` as ``nobody``; dovecot-lda (configured with the snippets of
 examples/dovecot/, its config file given with ``--lda-arg=-c``) runs each
-recipient's Sieve script and writes into ``mail/<address>/Maildir``.  Both
+recipient's Sieve script and writes into ``mail/<domain>/<local>/Maildir``
+(the layout of the README's ``/var/vmail/*/*/Maildir``).  Both
 have ``recipient_delimiter = +``.  No Dovecot server runs: a small wrapper
 plays Dovecot's userdb, taking the mailbox user from ``-d`` (else ``-a``);
 a user without a home is unknown (exit 67, as dovecot-lda's userdb lookup).
@@ -41,7 +42,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
-DOVECOT_SNIPPETS = ("15-lda.conf", "15-mailboxes.conf")  # included as they are
+# conf.d files of examples/dovecot/ that dovecot-lda reads, included as they are (the
+# auth socket's and sieve_before's have no use without a Dovecot server).
+DOVECOT_SNIPPETS = ("90-authsieve-lda.conf", "90-authsieve-mailboxes.conf")
 POSTFIX = "/usr/sbin/postfix"
 POSTQUEUE = "/usr/sbin/postqueue"
 DOVECOT_LDA = "/usr/lib/dovecot/dovecot-lda"
@@ -65,6 +68,11 @@ PROBE = (
     " publicsuffixlist; assert importlib.util.find_spec('classifier.cli')"
 )
 FOLDERS = {"": "INBOX", ".Junk": "Junk", ".Quarantine": "Quarantine", ".News": "News"}
+
+
+def example_snippets() -> dict[str, str]:
+    """Gives the examples/dovecot/ files of DOVECOT_SNIPPETS by name, as an admin copies them."""
+    return {name: (EXAMPLES / "dovecot" / name).read_text() for name in DOVECOT_SNIPPETS}
 
 
 def missing_parts() -> str:
@@ -191,14 +199,15 @@ def pipe_interpreter(root: Path, user: pwd.struct_passwd) -> Interpreter | str:
     return f"no Python {user.pw_name} can run has authsieve's dependencies: {'; '.join(tried)}"
 
 
-def pipe_service(root: Path, user: str) -> str:
-    """Gives the authsieve service of examples/postfix/master.cf, with this instance's paths.
+def pipe_service(root: Path, user: str, master_cf: str | None = None) -> str:
+    """Gives the authsieve service of master_cf (default: examples/postfix/master.cf), localised.
 
     The test runs the lines an admin copies; only the pipe user, the command's
     path, the config and the dovecot-lda stand-in are replaced, and the
     stand-in is given its config file as an admin would (``--lda-arg``).
     """
-    lines = (EXAMPLES / "postfix" / "master.cf").read_text().splitlines()
+    text = (EXAMPLES / "postfix" / "master.cf").read_text() if master_cf is None else master_cf
+    lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("authsieve "))
     block = [lines[first]]
     for line in lines[first + 1 :]:
@@ -240,26 +249,36 @@ class Mta:
     port: int
     interpreter: Interpreter
     user: pwd.struct_passwd
+    domain: str = DOMAIN
+    master_cf: str | None = None  # the text holding the authsieve service; None: the example's
+    snippets: dict[str, str] = field(default_factory=example_snippets)  # conf.d name → text
     sent: list[Sent] = field(default_factory=list)
 
     @property
     def config(self) -> Path:
         return self.root / "authsieve.toml"
 
+    def home(self, addr: str) -> Path:
+        """Gives addr's home, as the stand-in userdb finds it: mail/<domain>/<local>."""
+        local, _, domain = addr.lower().rpartition("@")
+        return self.root / "mail" / domain / local
+
     def maildir(self, addr: str) -> Path:
-        return self.root / "mail" / addr.lower() / "Maildir"
+        return self.home(addr) / "Maildir"
 
     def write_files(self) -> None:
         """Writes Postfix's, Dovecot's and the wrappers' files (authsieve's: `set_config`)."""
         r = self.root
         for sub in ("etc", "spool", "data", "mail", "bin", "dovecot/run", "dovecot/state", "out"):
             (r / sub).mkdir(parents=True, exist_ok=True)
-        (r / "etc/main.cf").write_text(MAIN_CF.format(root=r, domain=DOMAIN, host=HOSTNAME))
-        master = MASTER_CF.format(port=self.port) + pipe_service(r, self.user.pw_name)
-        (r / "etc/master.cf").write_text(master)
-        (r / "dovecot/dovecot.conf").write_text(DOVECOT_CONF.format(root=r, host=HOSTNAME))
-        for snippet in DOVECOT_SNIPPETS:
-            shutil.copyfile(EXAMPLES / "dovecot" / snippet, r / "dovecot" / snippet)
+        (r / "etc/main.cf").write_text(MAIN_CF.format(root=r, domain=self.domain, host=HOSTNAME))
+        service = pipe_service(r, self.user.pw_name, self.master_cf)
+        (r / "etc/master.cf").write_text(MASTER_CF.format(port=self.port) + service)
+        includes = "".join(f"!include {name}\n" for name in self.snippets)
+        conf = DOVECOT_CONF.format(root=r, host=HOSTNAME, includes=includes)
+        (r / "dovecot/dovecot.conf").write_text(conf)
+        for name, text in self.snippets.items():
+            (r / "dovecot" / name).write_text(text)
         path = ":".join(self.interpreter.path)
         (r / "bin/authsieve").write_text(
             AUTHSIEVE.format(python=self.interpreter.python, path=path)
@@ -279,11 +298,16 @@ class Mta:
         self.config.write_text(text)
         self.config.chmod(0o644)
 
-    def add_user(self, addr: str, sieve: str) -> None:
-        """Creates addr's Maildir and installs its Sieve script, compiled to catch errors now."""
-        home = self.maildir(addr).parent
+    def add_user(self, addr: str, sieve: str | None) -> None:
+        """Creates addr's Maildir and installs its Sieve script (if any), compiled to check it."""
+        home = self.home(addr)
         for sub in ("tmp", "new", "cur"):
             (home / "Maildir" / sub).mkdir(parents=True, exist_ok=True)
+        for parent in (home.parent, home.parent.parent):
+            parent.chmod(0o755)
+        give(home, self.user)
+        if sieve is None:
+            return
         (home / ".dovecot.sieve").write_text(sieve)
         give(home, self.user)
         argv = [SIEVEC, "-c", str(self.root / "dovecot/dovecot.conf"), str(home / ".dovecot.sieve")]
@@ -388,12 +412,13 @@ class Mta:
     def mailboxes(self) -> list[Delivered]:
         """Gives every message in every user's INBOX, Junk and Quarantine."""
         found = []
-        for home in sorted((self.root / "mail").iterdir()):
+        for home in sorted((self.root / "mail").glob("*/*")):
+            user = f"{home.name}@{home.parent.name}"
             for suffix, folder in FOLDERS.items():
                 for sub in ("new", "cur"):
                     d = home / "Maildir" / suffix / sub
                     files = sorted(d.iterdir()) if d.is_dir() else []
-                    found += [Delivered(home.name, folder, p, p.read_bytes()) for p in files]
+                    found += [Delivered(user, folder, p, p.read_bytes()) for p in files]
         return found
 
     def find(self, token: str) -> list[Delivered]:
@@ -485,8 +510,17 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 
 @contextlib.contextmanager
-def throwaway_mta() -> Iterator[Mta | str]:
-    """Gives a running Mta, or why none can run here; kills it and removes its files after."""
+def throwaway_mta(
+    domain: str = DOMAIN,
+    master_cf: str | None = None,
+    snippets: Callable[[Path], dict[str, str]] | None = None,
+) -> Iterator[Mta | str]:
+    """Gives a running Mta, or why none can run here; kills it and removes its files after.
+
+    domain is the one Postfix hands to authsieve; master_cf holds the authsieve service
+    (default: examples/postfix/master.cf); snippets gives the Dovecot conf.d files by name
+    for the temp dir it is given (default: examples/dovecot/'s DOVECOT_SNIPPETS).
+    """
     reason = missing_parts()
     if reason:
         yield reason
@@ -500,7 +534,9 @@ def throwaway_mta() -> Iterator[Mta | str]:
         if isinstance(interpreter, str):
             yield interpreter
             return
-        mta = Mta(root, free_tcp_port(), interpreter, user)
+        mta = Mta(root, free_tcp_port(), interpreter, user, domain, master_cf)
+        if snippets is not None:
+            mta.snippets = snippets(root)
         mta.write_files()
         mta.start()
         yield mta
@@ -574,9 +610,7 @@ recipient_delimiter = +
 namespace inbox {{
   inbox = yes
 }}
-!include 15-lda.conf
-!include 15-mailboxes.conf
-plugin {{
+{includes}plugin {{
   sieve = file:~/sieve;active=~/.dovecot.sieve
 }}
 """
@@ -589,7 +623,7 @@ export PYTHONPATH
 exec {python} -m classifier.cli "$@"
 """
 
-# Plays Dovecot's userdb: the user is -d's (else the -a recipient), home mail/<user>;
+# Plays Dovecot's userdb: the user is -d's (else the -a recipient), home mail/<domain>/<local>;
 # a user without a home is unknown.  The config file comes from authsieve's --lda-arg.
 LDA = """\
 #!/bin/sh
@@ -608,7 +642,7 @@ for arg do
   set -- "$@" "$arg"
 done
 USER=${{user:-nobody}}
-HOME={root}/mail/$USER
+HOME={root}/mail/${{USER##*@}}/${{USER%@*}}
 export USER HOME
 if [ ! -d "$HOME" ]; then
   echo "lda($USER): Error: userdb lookup: user $USER doesn't exist" >&2
