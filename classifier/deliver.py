@@ -20,8 +20,8 @@ import os
 import sys
 import time
 from itertools import count
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
 if TYPE_CHECKING:
     from pathlib import Path
     from typing import Protocol
