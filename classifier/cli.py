@@ -1,25 +1,25 @@
 """The `authsieve` command: argument parsing, files, output and exit codes.
 
 Errors a user can meet are one line on stderr and exit code 2; a traceback
-only with ``--debug``.  Heavy modules are imported inside the commands that
-need them, so `authsieve pipe` starts fast.
+only with ``--debug``.  Every module is imported inside the command that
+needs it, even argparse: `authsieve pipe --daemon` goes to
+`classifier.handover` before anything else is loaded, so it starts fast.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from classifier import __version__
-from classifier.config import ConfigError, Settings, load_settings
 
+TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterator, Sequence
+    from pathlib import Path
+
     from classifier.checks import CheckReport
+    from classifier.config import Settings
     from classifier.dns import Resolver
     from classifier.verdict import Verdict
 
@@ -62,6 +62,9 @@ PLUGINS = {
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    import argparse
+    import importlib
+
     parser = argparse.ArgumentParser(
         prog="authsieve",
         description="SPF, DKIM, ARC and DMARC at delivery time; failures filed, never bounced.",
@@ -167,6 +170,8 @@ def make_resolver_for(args: argparse.Namespace, settings: Settings) -> Resolver:
 
 def iter_message_files(paths: Sequence[str]) -> Iterator[Path]:
     """Gives every message file named: files as given, Maildirs as new/ and cur/ of each folder."""
+    from pathlib import Path
+
     for name in paths:
         path = Path(name)
         if path.is_file():
@@ -189,6 +194,8 @@ def iter_message_files(paths: Sequence[str]) -> Iterator[Path]:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
     from classifier.evaluate import evaluate
     from classifier.policy import load_policies
 
@@ -254,6 +261,8 @@ def print_table(rows: list[tuple[Path, CheckReport, Verdict]]) -> None:
 
 
 def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
     from classifier.annotate import annotate
     from classifier.evaluate import evaluate
 
@@ -275,8 +284,9 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
     from classifier.deliver import delivery_from_spec
+    from classifier.handover import macro, pipe_hints
     from classifier.log import configure_logging, log
-    from classifier.pipe import deliver_outcome, process
+    from classifier.pipe import PipeOutcome, deliver_outcome, process
 
     started = time.monotonic()
     configure_logging(settings, args.debug)
@@ -286,44 +296,55 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
             args.lda_path,
             args.sendmail_path,
             tuple(args.lda_arg),
-            _macro(args.user),
-            _macro(args.original_recipient),
+            macro(args.user),
+            macro(args.original_recipient),
         )
     except ValueError as exc:
         log.error("bad pipe arguments: %s", exc)
         print(f"authsieve: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
-    data = sys.stdin.buffer.read()
+    # Read already when `classifier.handover` tried the daemon and could not use it.
+    handed_over = args.message is not None
+    data = args.message if handed_over else sys.stdin.buffer.read()
     recipients = list(args.recipient)
+    hints = pipe_hints(
+        args.sender,
+        recipients,
+        args.client_address,
+        args.client_helo,
+        args.client_hostname,
+        args.sasl_username,
+    )
     # The mailbox's owner decides: you+news@ is you@ when the delimiter is "+".
-    user = _macro(args.user) or (recipients[0] if recipients else None)
-    hints: dict[str, str | None] = {
-        # pipe(8) spells the null sender MAILER-DAEMON unless the service sets null_sender=.
-        "sender": "" if (args.sender or "").strip().upper() == "MAILER-DAEMON" else args.sender,
-        "recipient": recipients[0] if recipients else None,
-        "client_address": _macro(args.client_address),
-        "client_helo": _macro(args.client_helo),
-        "client_hostname": _macro(args.client_hostname),
-        # Empty is Postfix's "no login", not a missing macro.
-        "sasl_username": None if args.sasl_username is None else args.sasl_username.strip(),
-    }
+    user = macro(args.user) or hints["recipient"]
     outcome = None
     socket_path = args.daemon or settings.daemon_socket
-    if socket_path:
-        from classifier.daemon_client import ask_daemon, trusted_uids
+    if socket_path and not handed_over:
+        from classifier.daemon_client import call_daemon, trusted_uids
 
         trusted = trusted_uids(settings.daemon_user)
-        outcome = ask_daemon(socket_path, data, hints, user, settings.dns_budget + 10, trusted)
-        if outcome is None:
-            log.warning("daemon at %s did not answer; checking in this process", socket_path)
-    if outcome is None:
-        try:
-            resolver = make_resolver_for(args, settings)
-        except UsageError as exc:
-            log.error("bad pipe arguments: %s", exc)
-            print(f"authsieve: {exc}", file=sys.stderr)
-            return EX_TEMPFAIL
-        outcome = process(data, settings, resolver, hints, user)
+        call = call_daemon(socket_path, data, hints, user, settings.dns_budget + 10, trusted)
+        if call is not None:
+            a = call.answer
+            code = deliver_outcome(
+                PipeOutcome(a.data, a.action, a.summary, a.error),
+                delivery,
+                hints["sender"],
+                recipients,
+                started,
+                log_it=False,
+            )
+            call.report(code, recipients, (time.monotonic() - started) * 1000)
+            return code
+    if socket_path:
+        log.warning("daemon at %s did not answer; checking in this process", socket_path)
+    try:
+        resolver = make_resolver_for(args, settings)
+    except UsageError as exc:
+        log.error("bad pipe arguments: %s", exc)
+        print(f"authsieve: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    outcome = process(data, settings, resolver, hints, user)
     return deliver_outcome(outcome, delivery, hints["sender"], recipients, started)
 
 
@@ -345,18 +366,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"--socket-mode {args.socket_mode}: owner/group bits only (600, 660)")
     resolver = make_resolver_for(args, settings)
     try:
-        return serve(path, settings, resolver, mode)
+        return serve(path, settings, resolver, mode, reload=lambda: _reload(args))
     except DaemonSetupError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot listen: {exc.strerror}") from None
 
 
-def _macro(value: str | None) -> str | None:
-    """Gives a pipe(8) macro value, or None when Postfix had none (empty or "unknown")."""
-    if value is None or value.strip() in ("", "unknown", "[UNAVAILABLE]"):
-        return None
-    return value.strip()
+def _reload(args: argparse.Namespace) -> tuple[Settings, Resolver]:
+    """Gives the settings and resolver `serve` was started with, read afresh (SIGHUP)."""
+    from classifier.config import load_settings
+
+    settings = load_settings(args.config)
+    return settings, make_resolver_for(args, settings)
 
 
 COMMANDS = {"check": cmd_check, "annotate": cmd_annotate, "pipe": cmd_pipe, "serve": cmd_serve}
@@ -364,6 +386,16 @@ COMMANDS = {"check": cmd_check, "annotate": cmd_annotate, "pipe": cmd_pipe, "ser
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    message = None
+    if argv[:1] == ["pipe"]:
+        from classifier.handover import hand_over
+
+        handover = hand_over(argv[1:])
+        if handover.code is not None:
+            return handover.code
+        message = handover.data
+    from classifier.config import ConfigError, load_settings
+
     parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
@@ -372,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["pipe"] and exc.code not in (0, None):
             return EX_TEMPFAIL
         raise
+    args.message = message
     debug = getattr(args, "debug", False)
     try:
         settings = load_settings(getattr(args, "config", None))

@@ -14,6 +14,10 @@ number of connections served at once (more are closed at once; the pipe
 process then checks in-process).  The socket is created 0600 and given to
 ``socket_user`` with ``socket_mode``; started as root with ``daemon_user``
 set, the daemon then runs as that user.  Errors are one log line each.
+
+SIGHUP re-reads the config and its policies (and the resolver they name);
+a config that fails to load is one log line and the old one stays.  The
+socket, its owner and mode, the user and the limits stay as started.
 """
 
 from __future__ import annotations
@@ -27,21 +31,37 @@ import socketserver
 import stat
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from classifier.config import Settings
-from classifier.daemon_client import FrameError, read_frame, write_frame
+from classifier.daemon_client import FrameError, decode_head, read_frame, read_line, write_frame
 from classifier.dns import Resolver
 from classifier.log import log
 from classifier.pipe import HINT_KEYS, process
+from classifier.policy import Policies, load_policies
 
 POSTFIX_DEFAULT_SIZE = 10_240_000  # postconf(5) message_size_limit default
 
 
 class DaemonSetupError(Exception):
     """The daemon cannot start as configured: one line for the user (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What the daemon checks with: swapped whole on SIGHUP, read once per request."""
+
+    settings: Settings
+    resolver: Resolver
+    policies: Policies
+
+
+def engine_for(settings: Settings, resolver: Resolver) -> Engine:
+    """Gives the engine for these settings; a bad policy raises ConfigError."""
+    return Engine(settings, resolver, load_policies(settings))
 
 
 @dataclass(frozen=True)
@@ -98,8 +118,9 @@ class DaemonServer(socketserver.ThreadingUnixStreamServer):
 
     daemon_threads = True
 
-    def __init__(self, path: str, handler: Any, limits: Limits) -> None:
+    def __init__(self, path: str, handler: Any, limits: Limits, engine: Engine) -> None:
         self.limits = limits
+        self.engine = engine
         self.slots = threading.BoundedSemaphore(limits.max_connections)
         super().__init__(path, handler)
 
@@ -141,8 +162,11 @@ def make_server(
     """
     lim = limits or limits_from(settings)
     mode = settings.socket_mode if mode is None else mode
+    engine = engine_for(settings, resolver)
 
     class Handler(socketserver.BaseRequestHandler):
+        server: DaemonServer
+
         def handle(self) -> None:
             try:
                 meta, data = read_frame(self.request, lim.max_size, lim.idle_timeout)
@@ -150,8 +174,14 @@ def make_server(
                 log.warning("daemon: bad request: %s", exc)
                 return
             user = meta.get("user")
+            engine = self.server.engine
             outcome = process(
-                data, settings, resolver, _hints(meta.get("hints")), str(user) if user else None
+                data,
+                engine.settings,
+                engine.resolver,
+                _hints(meta.get("hints")),
+                str(user) if user else None,
+                engine.policies,
             )
             meta_out = {
                 "action": outcome.action,
@@ -161,8 +191,12 @@ def make_server(
             try:
                 self.request.settimeout(lim.idle_timeout)
                 write_frame(self.request, meta_out, outcome.data)
-            except OSError as exc:
-                log.warning("daemon: client went away: %s", exc)
+                report = decode_head(read_line(self.request, lim.idle_timeout))
+            except (OSError, FrameError) as exc:
+                # The client delivers all the same; it logs the delivery itself.
+                log.info("daemon: no delivery report: %s", exc)
+                return
+            log_delivery(report, outcome.summary)
 
     target = Path(path)
     if target.exists() and stat.S_ISSOCK(target.lstat().st_mode):
@@ -173,13 +207,38 @@ def make_server(
         owner = (pw.pw_uid, pw.pw_gid)
     old = os.umask(0o177)
     try:
-        server = DaemonServer(path, Handler, lim)
+        server = DaemonServer(path, Handler, lim, engine)
     finally:
         os.umask(old)
     if owner:
         os.chown(path, *owner, follow_symlinks=False)
     os.chmod(path, mode)
     return server
+
+
+def log_delivery(report: dict[str, object], summary: str) -> None:
+    """Logs the pipe process's delivery line, as it would itself (classifier.pipe)."""
+    to = report.get("to")
+    recipients = ",".join(str(r) for r in to) if isinstance(to, list) else ""
+    code = report.get("delivered")
+    ms = report.get("ms")
+    ms = ms if isinstance(ms, int | float) else 0.0
+    if code == 0:
+        log.info("delivered to=%s %s (%.0f ms)", recipients or "-", summary, ms)
+    else:
+        log.error("delivery failed (exit %s): %s", code, report.get("reason", ""))
+
+
+def reload_engine(server: DaemonServer, reload: Callable[[], tuple[Settings, Resolver]]) -> None:
+    """Swaps in the engine of a freshly read config; a bad one is one log line, the old stays."""
+    try:
+        settings, resolver = reload()
+        engine = engine_for(settings, resolver)
+    except Exception as exc:  # ConfigError, UsageError, a zone that no longer parses
+        log.error("daemon: reload failed, keeping the running config: %s", exc)
+        return
+    server.engine = engine
+    log.info("daemon: reloaded %s", settings.source)
 
 
 def drop_privileges(settings: Settings) -> None:
@@ -198,10 +257,16 @@ def serve(
     resolver: Resolver,
     mode: int | None = None,
     limits: Limits | None = None,
+    reload: Callable[[], tuple[Settings, Resolver]] | None = None,
 ) -> int:
-    """Answers pipe processes until SIGTERM or SIGINT; gives the exit code."""
+    """Answers pipe processes until SIGTERM or SIGINT (SIGHUP: `reload`); gives the exit code."""
     server = make_server(path, settings, resolver, mode, limits)
     drop_privileges(settings)
+
+    def hup(_signum: int, _frame: object) -> None:
+        # Not in the handler itself: it may interrupt a thread that holds the log's lock.
+        if reload is not None:
+            threading.Thread(target=reload_engine, args=(server, reload), daemon=True).start()
 
     def stop(signum: int, _frame: object) -> None:
         log.info("daemon: signal %d, stopping", signum)
@@ -210,6 +275,7 @@ def serve(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hup)
     log.info(
         "daemon: listening on %s (uid %d, at most %d connections, %d octets, %gs)",
         path,

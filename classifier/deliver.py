@@ -6,22 +6,32 @@ their own arguments), so adding a target never touches the checks.  Every
 75 (EX_TEMPFAIL) when the next stage failed temporarily so that Postfix keeps
 the message and retries.  Processes are started with an argument list, never
 through a shell.
+
+This module is on the path of every `authsieve pipe --daemon` process
+(`classifier.handover`), which must start in about the time Python itself
+does: it imports only builtin modules at its top (dataclasses, subprocess
+and pathlib cost several milliseconds each) and the rest where a target uses it.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from itertools import count
-from pathlib import Path
-from typing import ClassVar, Protocol
 
-from classifier.files import fsync_dir, write_synced
+TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Protocol
+
+    class Delivery(Protocol):
+        """A delivery target."""
+
+        def deliver(self, data: bytes, sender: str, recipients: list[str], action: str) -> None:
+            """Delivers the message or raises DeliveryError."""
+
 
 EX_OK = 0
 EX_SOFTWARE = 70
@@ -40,18 +50,8 @@ class DeliveryError(Exception):
         self.code = code
 
 
-class Delivery(Protocol):
-    """A delivery target."""
-
-    def deliver(self, data: bytes, sender: str, recipients: list[str], action: str) -> None:
-        """Delivers the message or raises DeliveryError."""
-
-
-@dataclass(frozen=True)
 class StdoutDelivery:
     """Filter mode: the annotated message on stdout (also fits Pigeonhole's extprograms filter)."""
-
-    spec: ClassVar[str] = "stdout"
 
     def deliver(self, data: bytes, sender: str, recipients: list[str], action: str) -> None:
         try:
@@ -90,6 +90,8 @@ def stage_reason(stderr: bytes) -> str:
 
 
 def _run(argv: list[str], data: bytes, timeout: float) -> None:
+    import subprocess
+
     try:
         proc = subprocess.run(argv, input=data, capture_output=True, timeout=timeout, check=False)
     except FileNotFoundError:
@@ -101,11 +103,10 @@ def _run(argv: list[str], data: bytes, timeout: float) -> None:
     if proc.returncode != 0:
         # A signal (negative code) is temporary too: Postfix must keep the message.
         code = proc.returncode if proc.returncode > 0 else EX_TEMPFAIL
-        name = Path(argv[0]).name
+        name = os.path.basename(argv[0])
         raise DeliveryError(code, f"{name} exited {proc.returncode}: {stage_reason(proc.stderr)}")
 
 
-@dataclass(frozen=True)
 class DovecotLdaDelivery:
     """Hands the message to dovecot-lda, which runs the user's Sieve (and so files it).
 
@@ -118,11 +119,19 @@ class DovecotLdaDelivery:
     (``-c FILE``, ``-o setting=value``).
     """
 
-    path: str = DEFAULT_LDA
-    extra_args: tuple[str, ...] = ()
-    user: str | None = None
-    original_recipient: str | None = None
-    timeout: float = 300.0
+    def __init__(
+        self,
+        path: str = DEFAULT_LDA,
+        extra_args: tuple[str, ...] = (),
+        user: str | None = None,
+        original_recipient: str | None = None,
+        timeout: float = 300.0,
+    ) -> None:
+        self.path = path
+        self.extra_args = extra_args
+        self.user = user
+        self.original_recipient = original_recipient
+        self.timeout = timeout
 
     def deliver(self, data: bytes, sender: str, recipients: list[str], action: str) -> None:
         alone = len(recipients) == 1
@@ -136,12 +145,12 @@ class DovecotLdaDelivery:
             _run(argv, data, self.timeout)
 
 
-@dataclass(frozen=True)
 class SendmailDelivery:
     """Re-injects the message for an after-queue content filter (``sendmail -G -i -f S -- R…``)."""
 
-    path: str = DEFAULT_SENDMAIL
-    timeout: float = 300.0
+    def __init__(self, path: str = DEFAULT_SENDMAIL, timeout: float = 300.0) -> None:
+        self.path = path
+        self.timeout = timeout
 
     def deliver(self, data: bytes, sender: str, recipients: list[str], action: str) -> None:
         if not recipients:
@@ -151,6 +160,8 @@ class SendmailDelivery:
 
 def maildir_name() -> str:
     """Gives a unique Maildir file name (the time.MusecPpidQn.host form Dovecot uses)."""
+    import socket
+
     now = time.time()
     host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
     return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_SEQUENCE)}.{host}"
@@ -161,6 +172,8 @@ def write_maildir(root: Path, folder: str, data: bytes, name: str | None = None)
 
     The folder (a Maildir++ sub-folder such as ``.Junk``) is created when missing.
     """
+    from classifier.files import fsync_dir, write_synced
+
     base = root / folder if folder else root
     # A Maildir++ folder lives inside a Maildir: make sure both are whole.
     for d in {root, base}:
@@ -181,11 +194,11 @@ def write_maildir(root: Path, folder: str, data: bytes, name: str | None = None)
     return final
 
 
-@dataclass(frozen=True)
 class MaildirDelivery:
     """Writes into a Maildir itself and files by the verdict: INBOX, .Junk, .Quarantine."""
 
-    root: Path
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
     def deliver(self, data: bytes, sender: str, recipients: list[str], action: str) -> None:
         try:
@@ -222,5 +235,7 @@ def delivery_from_spec(
     if spec == "sendmail":
         return SendmailDelivery(sendmail_path)
     if spec.startswith("maildir:") and len(spec) > len("maildir:"):
+        from pathlib import Path
+
         return MaildirDelivery(Path(spec[len("maildir:") :]))
     raise ValueError(f"unknown delivery {spec!r} (stdout, dovecot-lda, sendmail, maildir:PATH)")

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from classifier.config import Settings
-from classifier.deliver import Delivery, DeliveryError
+from classifier.deliver import DeliveryError
 from classifier.log import log
 
 if TYPE_CHECKING:
+    from classifier.deliver import Delivery
     from classifier.dns import Resolver
     from classifier.policy import Policies
 
@@ -107,15 +108,22 @@ def deliver_outcome(
     sender: str | None,
     recipients: list[str],
     started: float,
+    log_it: bool = True,
 ) -> int:
-    """Delivers the outcome; gives the sysexits code for Postfix (stderr only on failure)."""
+    """Delivers the outcome; gives the sysexits code for Postfix (stderr only on failure).
+
+    `log_it` False leaves the delivery line to the daemon that checked the message.
+    """
     envelope_sender = (sender or "").strip().strip("<>").strip()
     try:
         delivery.deliver(outcome.data, envelope_sender, recipients, outcome.action)
     except DeliveryError as exc:
-        log.error("delivery failed (exit %d): %s", exc.code, exc)
+        if log_it:
+            log.error("delivery failed (exit %d): %s", exc.code, exc)
         print(f"authsieve: delivery failed: {exc}", file=sys.stderr)
         return exc.code
+    if not log_it:
+        return 0
     log.info(
         "delivered to=%s %s (%.0f ms)",
         ",".join(recipients) or "-",

@@ -1,0 +1,109 @@
+"""`authsieve pipe --daemon` (handover.py) with a real `authsieve serve`: options, reload, kill."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from classifier.cli import build_parser
+from classifier.handover import FLAG_OPTIONS, VALUE_OPTIONS
+from tests.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "examples" / "maildir"
+CONFIG = ROOT / "examples" / "config.toml"
+PHISH = next((DEMO / "new").glob("1741659463.*"))
+CLI = [sys.executable, "-m", "classifier.cli"]
+
+
+def test_fast_path_knows_every_pipe_option() -> None:
+    parser = build_parser(["pipe"])
+    sub = next(a for a in parser._actions if a.dest == "command")
+    pipe = sub.choices["pipe"]  # type: ignore[index]
+    names = {s for a in pipe._actions for s in a.option_strings if s.startswith("--")}
+    assert names - {"--help"} == VALUE_OPTIONS | FLAG_OPTIONS
+
+
+def test_daemon_killed_mid_message_falls_back_and_delivers_once(tmp_path: Path) -> None:
+    # A nameserver that never answers keeps the daemon inside the message.
+    mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mute.bind(("127.0.0.1", 0))
+    sock = tmp_path / "authsieve.sock"
+    log = tmp_path / "daemon.log"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.read_text().replace("[classifier]", f'[classifier]\nlog_file = "{log}"', 1)
+    )
+    serve = subprocess.Popen(
+        [*CLI, "serve", "--config", str(config), "--socket", str(sock),
+         "--dns-server", f"127.0.0.1:{mute.getsockname()[1]}"],
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        wait_for(sock.exists, what="the daemon's socket")
+        pipe = subprocess.Popen(
+            [*CLI, "pipe", "--config", str(config), "--daemon", str(sock),
+             "--dns-zone", str(DEMO / "zone.txt"), "--recipient", "alice@family.example",
+             "--deliver", f"maildir:{tmp_path / 'md'}"],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert pipe.stdin is not None
+        pipe.stdin.write(PHISH.read_bytes())
+        pipe.stdin.close()
+        wait_for(lambda: _ready(mute), what="the daemon's first DNS query")
+        serve.send_signal(signal.SIGKILL)
+        assert pipe.wait(60) == 0, pipe.stderr.read() if pipe.stderr else ""
+    finally:
+        serve.kill()
+        serve.wait()
+        mute.close()
+    delivered = list((tmp_path / "md").rglob("new/*"))
+    assert len(delivered) == 1
+    assert delivered[0].read_bytes().endswith(PHISH.read_bytes())
+    assert b"X-Authsieve:" in delivered[0].read_bytes()
+
+
+def _ready(s: socket.socket) -> bool:
+    import select
+
+    return bool(select.select([s], [], [], 0)[0])
+
+
+def test_sighup_reloads_config_and_a_bad_one_keeps_the_old(tmp_path: Path) -> None:
+    sock = tmp_path / "authsieve.sock"
+    log = tmp_path / "daemon.log"
+    config = tmp_path / "config.toml"
+    good = CONFIG.read_text().replace("[classifier]", f'[classifier]\nlog_file = "{log}"', 1)
+    config.write_text(good)
+    serve = subprocess.Popen(
+        [*CLI, "serve", "--config", str(config), "--socket", str(sock),
+         "--dns-zone", str(DEMO / "zone.txt")],
+        cwd=ROOT,
+    )  # fmt: skip
+
+    def verdict() -> bytes:
+        out = subprocess.run(
+            [*CLI, "pipe", "--daemon", str(sock), "--recipient", "alice@family.example"],
+            cwd=ROOT, input=PHISH.read_bytes(), capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        return next(line for line in out.splitlines() if line.startswith(b"X-Authsieve:"))
+
+    try:
+        wait_for(sock.exists, what="the daemon's socket")
+        assert b"verdict=quarantine" in verdict()
+        config.write_text(good.replace('mode = "enforce"', 'mode = "observe"', 1))
+        serve.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in log.read_text(), what="the reload")
+        assert b"verdict=inbox" in verdict()
+        config.write_text("[classifier\n")
+        serve.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in log.read_text(), what="the failed reload")
+        assert b"verdict=inbox" in verdict()
+        assert sum("reload failed" in line for line in log.read_text().splitlines()) == 1
+        assert serve.poll() is None
+    finally:
+        serve.terminate()
+        serve.wait(10)
