@@ -53,6 +53,10 @@ def ar_value(text: str) -> str:
     are left to authres (quoting them here too would quote them twice).
     """
     text = " ".join(text.split())
+    if not text.isprintable():
+        # A control character (ESC from a MAIL FROM, say) would reach a mail client's
+        # header view: "?" as Received-SPF writes it.
+        text = "".join(c if c.isprintable() else "?" for c in text)
     if "@" not in text or _TOKEN.match(text):
         return text
     local, _, domain = text.rpartition("@")

@@ -23,6 +23,7 @@ socket, its owner and mode, the user and the limits stay as started.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pwd
 import shutil
@@ -205,14 +206,27 @@ def make_server(
     if settings.socket_user and os.geteuid() == 0:
         pw = _user(settings.socket_user, "socket_user")
         owner = (pw.pw_uid, pw.pw_gid)
+    # Bound under a name of its own, given its owner and mode, then renamed into place:
+    # whoever finds the socket at `path` finds it finished (a client, or a test).
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
     old = os.umask(0o177)
     try:
-        server = DaemonServer(path, Handler, lim, engine)
+        server = DaemonServer(str(temp), Handler, lim, engine)
     finally:
         os.umask(old)
-    if owner:
-        os.chown(path, *owner, follow_symlinks=False)
-    os.chmod(path, mode)
+    try:
+        if owner:
+            os.chown(temp, *owner, follow_symlinks=False)
+        os.chmod(temp, mode)
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                # rename() would replace it: a mistyped path must not cost a file
+                raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
+        os.rename(temp, path)
+    except OSError:
+        server.server_close()
+        temp.unlink(missing_ok=True)
+        raise
     return server
 
 

@@ -45,3 +45,22 @@ def csv_cell(value: object) -> object:
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
+
+
+def terminal_text(data: bytes) -> str:
+    """Gives a message as lines a terminal shows as they are: every control but tab escaped.
+
+    ESC, BEL, CR and the like from a sender would otherwise act on the terminal of the
+    admin who reads the message (``quarantine show``); ``--raw`` gives the bytes.
+    """
+    text = data.decode("utf-8", "replace").replace("\r\n", "\n")
+    if text.isprintable():
+        return text
+    return "".join(
+        ch
+        if ch.isprintable() or ch in "\n\t"
+        else f"\\x{ord(ch):02x}"
+        if ord(ch) < 0x100
+        else f"\\u{ord(ch):04x}"
+        for ch in text
+    )

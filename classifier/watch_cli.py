@@ -235,19 +235,22 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    from classifier.display import printable
+    from classifier.display import printable, terminal_text
     from classifier.quarantine import date_text
 
     _, e = _find(args, settings, args.id)
     data = Path(e.path).read_bytes()
-    if not args.raw:
-        # The file name is the mailbox owner's choice: shown like the sender's text.
-        user, path = printable(e.user), printable(e.path)
-        print(f"Id:       {e.id}\nUser:     {user}\nFile:     {path}\nDate:     {date_text(e)}")
-        print(f"From:     {e.sender}\nSubject:  {e.subject}\nVerdict:  {e.verdict}")
-        print(f"Why:      {e.reasons or '-'}\n")
-    sys.stdout.flush()
-    sys.stdout.buffer.write(data)
+    if args.raw:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        return 0
+    # The file name is the mailbox owner's choice: shown like the sender's text.
+    user, path = printable(e.user), printable(e.path)
+    print(f"Id:       {e.id}\nUser:     {user}\nFile:     {path}\nDate:     {date_text(e)}")
+    print(f"From:     {e.sender}\nSubject:  {e.subject}\nVerdict:  {e.verdict}")
+    print(f"Why:      {e.reasons or '-'}\n")
+    # The message as the terminal may show it: the sender's control characters escaped.
+    sys.stdout.write(terminal_text(data))
     return 0
 
 

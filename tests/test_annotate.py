@@ -244,3 +244,16 @@ def test_received_spf_of_another_receiver_is_kept(server: DnsTestServer) -> None
     below = data.index(b"\r\n", data.index(b"Received: from mail.example.com")) + 2
     out, _ = annotated(data[:below] + forged + data[below:], server)
     assert len(Message.parse(out).get_all("Received-SPF")) == 2
+
+
+def test_control_characters_of_a_mail_from_never_reach_authentication_results(
+    server: DnsTestServer,
+) -> None:
+    # attacker review: ESC in Return-Path reached smtp.mailfrom raw
+    out, _ = annotated(signed_message(mail_from="\x1b[35m@evil.example"), server)
+    ours = Message.parse(out).get("Authentication-Results") or ""
+    assert "\x1b" not in ours and "smtp.mailfrom=" in ours and "?[35m@evil.example" in ours
+
+
+def test_ar_value_turns_control_characters_into_question_marks() -> None:
+    assert ar_value("a\x1bb\x00c@x.example") == "a?b?c@x.example"

@@ -75,9 +75,22 @@ def test_quarantine_show_prints_no_escape_sequences_above_the_message(
     hostile = next(e for e in list_quarantine(maildir, TEMPLATE) if "hello" in e.subject)
     argv = ["quarantine", "show", "--config", str(CONFIG), "--maildir", str(maildir)]
     assert main([*argv, "--user", USER, hostile.id]) == 0
-    head = capsys.readouterr().out.split("\n\n", 1)[0]
+    out = capsys.readouterr().out
+    head, message = out.split("\n\n", 1)
     assert ESC not in head and no_controls(head)
     assert "Why:      SPF fail" in head
+    # the message below it too (attacker review): ESC shown as \x1b, lines kept
+    assert ESC not in message and "\x07" not in message
+    assert "\\x1b[31mred" in message and message.count("\n") > 3
+
+
+def test_quarantine_show_raw_gives_the_bytes_as_they_are(
+    maildir: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    hostile = next(e for e in list_quarantine(maildir, TEMPLATE) if "hello" in e.subject)
+    argv = ["quarantine", "show", "--config", str(CONFIG), "--maildir", str(maildir), "--raw"]
+    assert main([*argv, "--user", USER, hostile.id]) == 0
+    assert capsysbinary.readouterr().out == Path(hostile.path).read_bytes()
 
 
 def test_one_helper_strips_what_a_terminal_would_run() -> None:
