@@ -30,6 +30,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "watch_path_template": "{domain}/{local}/Maildir",
     "watch_rescan_interval": 60.0,
     "watch_workers": 0,  # 0: one worker process per CPU
+    "watch_cur_max_age_days": 7.0,  # unfiled mail a client moved to cur/: this recent only
     "quarantine_retention_days": 30.0,
 }
 
@@ -93,6 +94,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         workers=int(workers or os.cpu_count() or DEFAULT_WORKERS),
         pool="thread" if args.threads else "process",
         once=args.once,
+        cur_max_age=float(configured(settings, "watch_cur_max_age_days")) * 86400,
     )
     _setup_logging(settings, args.debug)
     job = Job(settings, make_resolver_for(args, settings), options.path_template, args.config)

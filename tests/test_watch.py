@@ -76,8 +76,10 @@ def test_demo_messages_are_filed_by_their_verdict(maildir: Path, dns: DnsTestSer
     assert {k: o.action for k, o in outcomes.items()} == EXPECTED
     for core, action in EXPECTED.items():
         dest = Path(outcomes[core].dest)
-        assert dest.parent == maildir / FOLDER[action] / "new"
-        assert dest.name.startswith(core + ",authsieve,S=")
+        # Junk as Sieve's `addflag "$Junk"; fileinto "Junk"` leaves it: in cur/ with keyword a.
+        sub, info = ("cur", ":2,a") if action == "junk" else ("new", "")
+        assert dest.parent == maildir / FOLDER[action] / sub
+        assert dest.name.startswith(core + ",authsieve,S=") and dest.name.endswith(info)
         assert our_headers(dest.read_bytes()) == (1, 1)
     assert unfiled(maildir) == [] and os.listdir(maildir / "tmp") == [".keep"]
     assert (maildir / "subscriptions").read_text() == "V\t2\n\nQuarantine\n"
@@ -276,7 +278,7 @@ def test_service_notifies_ready_files_mail_and_stops_cleanly_on_sigterm(
         phish = "1741659463.M783163P47153.mx,S=1392,W=1392"
         drop(maildir, DEMO / "new" / phish, "1800000001.M9P7.mx", "link")
         wait_for(lambda: unfiled(maildir) == [])
-        assert any(n.startswith("1800000001.M9P7.mx,") for n in os.listdir(maildir / ".Junk/new"))
+        assert any(n.startswith("1800000001.M9P7.mx,") for n in os.listdir(maildir / ".Junk/cur"))
         proc.send_signal(signal.SIGTERM)
         assert notify.recv(200) == b"STOPPING=1"
         assert proc.wait(timeout=20) == 0
