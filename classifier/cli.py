@@ -285,11 +285,11 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
 
     from classifier.deliver import delivery_from_spec
     from classifier.handover import macro, pipe_hints
-    from classifier.log import configure_logging, log
+    from classifier.log import configure_logging, dropped, log
     from classifier.pipe import PipeOutcome, deliver_outcome, process
 
     started = time.monotonic()
-    configure_logging(settings, args.debug)
+    configure_logging(settings, args.debug, stderr=False)
     try:
         delivery = delivery_from_spec(
             args.deliver,
@@ -345,7 +345,11 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
         print(f"authsieve: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
     outcome = process(data, settings, resolver, hints, user)
-    return deliver_outcome(outcome, delivery, hints["sender"], recipients, started)
+    code = deliver_outcome(outcome, delivery, hints["sender"], recipients, started)
+    if code != 0 and dropped():
+        # stderr is allowed now (delivery failed), and it is the only place left to say so.
+        print(f"authsieve: {dropped()} log line(s) dropped: no log file or syslog", file=sys.stderr)
+    return code
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

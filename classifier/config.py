@@ -62,6 +62,7 @@ class Settings:
     watch_path_template: str | None = None
     watch_rescan_interval: float | None = None
     watch_workers: int | None = None
+    watch_cur_max_age_days: float | None = None
     quarantine_retention_days: float | None = None
     source: str = "<defaults>"
     # [policy] and [users."…"] exactly as read; classifier.policy validates them.
@@ -150,6 +151,11 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
             "watch_workers",
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
             "a whole number >= 0 (0: one per CPU)",
+        ),
+        "cur_max_age_days": (
+            "watch_cur_max_age_days",
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
+            "a number of days >= 0 (0: cur/ is never checked)",
         ),
     },
     "quarantine": {

@@ -15,10 +15,12 @@ created with ``O_EXCL`` (which never follows a symlink at the name, open(2)).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
 import threading
+import time
 from pathlib import Path
 
 # open(2): O_NOFOLLOW fails with ELOOP on a symlink; O_DIRECTORY with ENOTDIR on a file.
@@ -92,6 +94,38 @@ def write_synced(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path, dir_fd=dir_fd)
         raise
+
+
+DOTLOCK_STALE = 30.0  # seconds: Dovecot's SUBSCRIPTION_FILE_CHANGE_TIMEOUT
+
+
+def take_dotlock(
+    name: str, dir_fd: int, timeout: float = 10.0, stale: float = DOTLOCK_STALE
+) -> int:
+    """Gives a descriptor of ``name.lock``, created exclusively: Dovecot's dotlock on `name`.
+
+    The lock file is also the new version of the file (filled, fsynced and
+    renamed over `name` by the caller, as Dovecot's file_dotlock_replace
+    does).  A lock older than `stale` seconds is a crashed writer's and is
+    removed; waiting longer than `timeout` raises OSError (EAGAIN).
+    """
+    lock = name + ".lock"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return create_file(lock, 0o600, dir_fd)
+        except FileExistsError:
+            try:
+                st = os.stat(lock, dir_fd=dir_fd, follow_symlinks=False)
+                if time.time() - st.st_mtime > stale:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(lock, dir_fd=dir_fd)
+                    continue
+            except FileNotFoundError:
+                continue
+            if time.monotonic() > deadline:
+                raise OSError(errno.EAGAIN, "timeout waiting for the lock", lock) from None
+            time.sleep(0.05)
 
 
 def fsync_dir(path: Name | int) -> None:

@@ -24,6 +24,7 @@ from classifier.deliver import FOLDERS
 from classifier.dns import Resolver
 from classifier.facts import HEADER_NAME, parse_header_value, safe_domain
 from classifier.files import DirTree
+from classifier.keywords import JUNK_KEYWORD
 from classifier.log import log
 from classifier.maildir import MaildirName, ensure_folder, finish, place, user_from_path
 from classifier.message import Message
@@ -142,7 +143,10 @@ def _place_checked(checked: _Checked) -> Outcome | tuple[_Checked, Path]:
     result = checked.result
     try:
         dest = ensure_folder(checked.maildir, FOLDERS.get(result.action, ""), checked.tree)
-        return checked, place(checked.path, result.data, dest, checked.like, checked.tree)
+        # Filed as Sieve files it: Junk with the $Junk keyword (mail clients' "junk" mark).
+        keywords = (JUNK_KEYWORD,) if result.action == "junk" else ()
+        placed = place(checked.path, result.data, dest, checked.like, checked.tree, keywords)
+        return checked, placed
     except OSError as exc:
         # Full disk, quota, permissions: the original stays; the next rescan tries again.
         log.error("%s: not filed, original kept: %s", checked.path, exc)

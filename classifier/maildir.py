@@ -35,7 +35,6 @@ import hashlib
 import os
 import re
 import stat
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,9 +48,11 @@ from classifier.files import (
     fsync_dir,
     open_dir,
     read_regular,
+    take_dotlock,
     tree_for,
     write_all,
 )
+from classifier.keywords import carried_info
 from classifier.message import Message
 
 MARK = "authsieve"
@@ -59,7 +60,6 @@ INFO_SEP = ":"
 SUBSCRIPTIONS = "subscriptions"
 _V2_HEADER = "V\t2\n\n"
 _SIZE_FIELD = re.compile(r",[SW]=\d*")
-_LOCK_STALE = 30.0  # seconds: Dovecot's SUBSCRIPTION_FILE_CHANGE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -269,25 +269,7 @@ def subscribe(
 def _subscribe(tree: DirTree, maildir: Path, mailbox: str, timeout: float) -> bool:
     dir_fd = tree.fd(maildir)
     lock = SUBSCRIPTIONS + ".lock"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = create_file(lock, 0o600, dir_fd)
-            break
-        except FileExistsError:
-            try:
-                st = os.stat(lock, dir_fd=dir_fd, follow_symlinks=False)
-                if time.time() - st.st_mtime > _LOCK_STALE:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(lock, dir_fd=dir_fd)
-                    continue
-            except FileNotFoundError:
-                continue
-            if time.monotonic() > deadline:
-                raise OSError(
-                    errno.EAGAIN, "timeout waiting for the lock", str(maildir / lock)
-                ) from None
-            time.sleep(0.05)
+    fd = take_dotlock(SUBSCRIPTIONS, dir_fd, timeout)
     try:
         version, lines = read_subscriptions(maildir, dir_fd)
         entry = _tab_escape(mailbox) if version >= 2 else mailbox
@@ -388,19 +370,36 @@ def _place(tmp_fd: int, name: str, final_fd: int, final_name: str) -> bool:
     return True
 
 
-def _unlink_original(original: Path, tree: DirTree) -> None:
+def _unlink_original(original: Path, tree: DirTree) -> str | None:
+    """Removes the original; gives its info when a client renamed it meanwhile, else None."""
     try:
         os.unlink(original.name, dir_fd=tree.fd(original.parent))
+        return None
     except FileNotFoundError:
-        # Dovecot may have moved it from new/ to cur/ (adding flags) while we worked.
-        if original.parent.name != "new":
-            return
-        cur_fd = tree.fd(original.parent.parent / "cur")
-        prefix = MaildirName.parse(original.name).base + INFO_SEP
-        for entry in os.scandir(cur_fd):
-            if entry.name.startswith(prefix):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.name, dir_fd=cur_fd)
+        # Dovecot may have moved it from new/ to cur/, or changed its flags in cur/ (a new
+        # info after the base), while we worked: the original is then under another name.
+        if original.parent.name not in ("new", "cur"):
+            return None
+    cur_fd = tree.fd(original.parent.parent / "cur")
+    prefix = MaildirName.parse(original.name).base + INFO_SEP
+    info = None
+    for entry in os.scandir(cur_fd):
+        if entry.name.startswith(prefix):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.name, dir_fd=cur_fd)
+                info = MaildirName.parse(entry.name).info
+    return info
+
+
+def _take_flags(copy: Path, info: str, tree: DirTree) -> None:
+    """Gives the copy, in its folder's cur/, the flags a client set on the original meanwhile."""
+    name = MaildirName.parse(copy.name)
+    target = f"{name.base}{INFO_SEP}{info}"
+    if copy.parent.name == "cur" and name.info == info:
+        return
+    with contextlib.suppress(OSError):  # moved on by Dovecot already: its flags are newer
+        cur = copy.parent.parent / "cur"
+        os.rename(copy.name, target, src_dir_fd=tree.fd(copy.parent), dst_dir_fd=tree.fd(cur))
 
 
 def place(
@@ -409,23 +408,31 @@ def place(
     dest: Path,
     like: os.stat_result | None = None,
     tree: DirTree | None = None,
+    keywords: tuple[str, ...] = (),
 ) -> Path:
     """Gives the path where `data`, the new version of `original`, now sits in folder `dest`.
 
-    tmp/, fsync, then a no-replace rename into new/ (cur/ with the flags kept
-    when the original was in cur/).  The original is still there: `finish`
-    removes it.  Raises OSError (the original untouched, nothing left in
-    tmp/) when a write fails, or when a directory on the way is a symlink.
-    `tree` holds the Maildir's directory descriptors (one is made otherwise).
+    tmp/, fsync, then a no-replace rename into new/, or into cur/ when the
+    copy has flags: those of an original in cur/ (its keyword letters
+    translated for dest, `keywords.carried_info`) and the `keywords` given
+    (``$Junk``, as Dovecot files a Sieve ``addflag``).  The original is
+    still there: `finish` removes it.  Raises OSError (the original
+    untouched, nothing left in tmp/) when a write fails, or when a directory
+    on the way is a symlink.  `tree` holds the Maildir's directory
+    descriptors (one is made otherwise).
     """
     if tree is None:
         with tree_for(original.parent.parent, dest) as own:
-            return place(original, data, dest, like, own)
+            return place(original, data, dest, like, own, keywords)
+    source = original.parent.parent
     info = MaildirName.parse(original.name).info if original.parent.name == "cur" else ""
     if like is None:
         with contextlib.suppress(FileNotFoundError):
             like = os.stat(original.name, dir_fd=tree.fd(original.parent), follow_symlinks=False)
     owner = _owner_of(tree)
+    if keywords or (info and source != dest):
+        source_fd = None if source == dest else tree.fd(source)
+        info = carried_info(info, source_fd, tree.fd(dest), keywords, owner)
     tmp_fd = tree.fd(dest / "tmp")
     final_dir = dest / ("cur" if info else "new")
     final_fd = tree.fd(final_dir)
@@ -466,8 +473,11 @@ def finish(placed: list[tuple[Path, Path]], tree: DirTree | None = None) -> None
             return finish(placed, own)
     for directory in {copy.parent for _, copy in placed}:
         fsync_dir(tree.fd(directory))
-    for original, _ in placed:
-        _unlink_original(original, tree)
+    for original, copy in placed:
+        info = _unlink_original(original, tree)
+        # Letters mean the same only within one folder: elsewhere the flags read stay.
+        if info is not None and copy.parent.parent == original.parent.parent:
+            _take_flags(copy, info, tree)
 
 
 def commit(

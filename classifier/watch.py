@@ -39,12 +39,15 @@ from classifier.config import ConfigError, Settings, load_settings
 from classifier.filing import DEFAULT_TEMPLATE, Job, Outcome, file_batch
 from classifier.log import log
 from classifier.maildir import (
+    MaildirName,
     expand_roots,
+    is_message_name,
     is_unfiled,
     recover,
 )
 
 DEFAULT_RESCAN = 60.0
+DEFAULT_CUR_MAX_AGE = 7 * 86400.0
 EX_SOFTWARE = 70
 _PR_SET_PDEATHSIG = 1
 
@@ -59,6 +62,9 @@ class WatchOptions:
     workers: int = 2  # 0: every message in the main process
     pool: str = "process"  # or "thread" (one shared resolver, one core)
     once: bool = False  # process what is waiting, then exit
+    # Unfiled mail a client moved to cur/ is filed when it arrived this many seconds ago
+    # or less (0: never): older mail there was the user's before the watcher came.
+    cur_max_age: float = DEFAULT_CUR_MAX_AGE
 
     def to_dict(self) -> dict[str, object]:
         return {**self.__dict__, "roots": list(self.roots)}
@@ -121,6 +127,7 @@ def sd_notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
 class _MaildirState:
     lock_fd: int  # flock on the Maildir: one watcher per Maildir, never two
     left_alone: set[str] = field(default_factory=set)
+    cur_seen: set[str] = field(default_factory=set)  # cur/ bases not ours to file: never reread
     watch: Any = None
 
 
@@ -209,7 +216,9 @@ class Watcher:
         if outcome.status == "left-alone":
             p = Path(path)
             state = self.maildirs.get(p.parent.parent)
-            if state is not None:
+            if state is not None and p.parent.name == "cur":
+                state.cur_seen.add(MaildirName.parse(p.name).base)
+            elif state is not None:
                 state.left_alone.add(p.name)
 
     def _dispatch(self, pool: Executor | None) -> None:
@@ -306,6 +315,9 @@ class Watcher:
         found = expand_roots(self.options.roots)
         if not found and not self.maildirs:
             log.warning("no Maildir found under %s", ", ".join(self.options.roots))
+        # A message in hand (from new/) must not be taken again from cur/, where Dovecot
+        # may have moved it meanwhile: two copies would be filed.
+        busy = {MaildirName.parse(Path(p).name).base for p in self.pending}
         for maildir in found:
             state = self.maildirs.get(maildir) or self._adopt(maildir, observer)
             if state is None:
@@ -321,8 +333,42 @@ class Watcher:
             for name in entries:
                 if name not in state.left_alone and is_unfiled(name):
                     self._enqueue(str(maildir / "new" / name))
+            if self.options.cur_max_age > 0:
+                self._queue_cur(maildir, state, busy)
         for maildir in set(self.maildirs) - set(found):
             self._release(self.maildirs.pop(maildir), observer)
+
+    def _queue_cur(self, maildir: Path, state: _MaildirState, busy: set[str]) -> None:
+        """Queues the unfiled mail in cur/: moved there by a client while we were not running.
+
+        Names alone tell our copies (``,authsieve``); any other recent name is
+        read once by the filing step, which leaves alone a message carrying our
+        X-Authsieve (delivered through `authsieve pipe`, moved back from Junk by
+        the user), and then never again: its base stays in `cur_seen`.
+        """
+        oldest = time.time() - self.options.cur_max_age
+        try:
+            entries = [e for e in os.scandir(maildir / "cur") if e.is_file(follow_symlinks=False)]
+        except OSError as exc:
+            log.error("%s: cannot list cur/: %s", maildir, exc.strerror)
+            return
+        bases: set[str] = set()
+        for entry in entries:
+            name = MaildirName.parse(entry.name)
+            bases.add(name.base)
+            if name.marked or not is_message_name(entry.name) or name.base in busy:
+                continue
+            if name.base in state.cur_seen:
+                continue
+            try:
+                arrived = _arrival(entry)
+            except OSError:
+                continue
+            if arrived < oldest:
+                state.cur_seen.add(name.base)
+                continue
+            self._enqueue(str(maildir / "cur" / entry.name))
+        state.cur_seen.intersection_update(bases)
 
     @staticmethod
     def _release(state: _MaildirState, observer: Any) -> None:
@@ -412,6 +458,17 @@ class Watcher:
     def _restore_signals(previous: dict[int, Any]) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _arrival(entry: os.DirEntry[str]) -> float:
+    """Gives when a message arrived: the earlier of its name's time and its mtime.
+
+    Maildir names begin with the delivery time; Dovecot sets the mtime to the
+    IMAP INTERNALDATE, which an APPENDed copy of old mail keeps.
+    """
+    mtime = entry.stat(follow_symlinks=False).st_mtime
+    head = entry.name.partition(".")[0]
+    return min(mtime, float(head)) if head.isdigit() else mtime
 
 
 def _watchdog_interval() -> float:

@@ -30,6 +30,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "watch_path_template": "{domain}/{local}/Maildir",
     "watch_rescan_interval": 60.0,
     "watch_workers": 0,  # 0: one worker process per CPU
+    "watch_cur_max_age_days": 7.0,  # unfiled mail a client moved to cur/: this recent only
     "quarantine_retention_days": 30.0,
 }
 
@@ -69,11 +70,13 @@ def _setup_logging(settings: Settings, debug: bool) -> None:
     from classifier.log import configure_logging, log
 
     configure_logging(settings, debug)
-    if not settings.log_file and sys.stderr.isatty():
+    on_stderr = any(type(h) is logging.StreamHandler for h in log.handlers)
+    if not settings.log_file and sys.stderr.isatty() and not on_stderr:
         log.addHandler(logging.StreamHandler())
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    from classifier.display import printable
     from classifier.filing import Job
     from classifier.watch import Watcher, WatchOptions
 
@@ -93,7 +96,18 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         workers=int(workers or os.cpu_count() or DEFAULT_WORKERS),
         pool="thread" if args.threads else "process",
         once=args.once,
+        cur_max_age=float(configured(settings, "watch_cur_max_age_days")) * 86400,
     )
+    from classifier.maildir import expand_roots
+
+    found = expand_roots(roots)
+    if not found:
+        raise UsageError(f"watch: no Maildir (a directory with new/) at {', '.join(roots)}")
+    if sys.stderr.isatty():  # in the foreground: say what is watched, and how to stop
+        shown = ", ".join(printable(str(m)) for m in found[:3])
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        how = "once" if args.once else f"rescan every {interval:g} s; Ctrl-C stops"
+        print(f"authsieve watch: {len(found)} Maildir(s): {shown}{more} ({how})", file=sys.stderr)
     _setup_logging(settings, args.debug)
     job = Job(settings, make_resolver_for(args, settings), options.path_template, args.config)
     config = args.config

@@ -183,7 +183,18 @@ def test_commit_removes_the_original_that_dovecot_moved_to_cur_meanwhile(tmp_pat
     original = deliver(maildir)
     os.rename(original, maildir / "cur" / (ORIGINAL + ":2,"))  # a client looked at INBOX
     final = commit(original, annotated(), maildir)
-    assert files(maildir) == [f"new/{final.name}"]
+    assert files(maildir) == [f"cur/{final.name}:2,"]  # where the client saw it
+
+
+def test_commit_removes_the_cur_original_whose_flags_a_client_changed_meanwhile(
+    tmp_path: Path,
+) -> None:
+    maildir = make_maildir(tmp_path / "Maildir")
+    original = deliver(maildir, ORIGINAL + ":2,", sub="cur")
+    os.rename(original, maildir / "cur" / (ORIGINAL + ":2,S"))  # the client read it
+    final = commit(original, annotated(), maildir)
+    assert final.name.endswith(":2,")
+    assert files(maildir) == [f"cur/{final.name}S"]  # one copy, with the flag set last
 
 
 def test_commit_after_a_kill_between_link_and_unlink_files_once(tmp_path: Path) -> None:

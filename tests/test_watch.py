@@ -76,8 +76,10 @@ def test_demo_messages_are_filed_by_their_verdict(maildir: Path, dns: DnsTestSer
     assert {k: o.action for k, o in outcomes.items()} == EXPECTED
     for core, action in EXPECTED.items():
         dest = Path(outcomes[core].dest)
-        assert dest.parent == maildir / FOLDER[action] / "new"
-        assert dest.name.startswith(core + ",authsieve,S=")
+        # Junk as Sieve's `addflag "$Junk"; fileinto "Junk"` leaves it: in cur/ with keyword a.
+        sub, info = ("cur", ":2,a") if action == "junk" else ("new", "")
+        assert dest.parent == maildir / FOLDER[action] / sub
+        assert dest.name.startswith(core + ",authsieve,S=") and dest.name.endswith(info)
         assert our_headers(dest.read_bytes()) == (1, 1)
     assert unfiled(maildir) == [] and os.listdir(maildir / "tmp") == [".keep"]
     assert (maildir / "subscriptions").read_text() == "V\t2\n\nQuarantine\n"
@@ -239,6 +241,49 @@ def test_watch_without_a_maildir_is_a_usage_error(capsys: pytest.CaptureFixture[
     )
 
 
+def test_watch_whose_roots_match_no_maildir_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    glob = str(tmp_path / "vmail" / "*" / "*" / "Maildir")
+    assert main(["watch", "--config", str(CONFIG), "--once", glob, str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"authsieve: watch: no Maildir (a directory with new/) at {glob}, {tmp_path}\n"
+    )
+
+
+def test_watch_in_the_foreground_says_what_it_watches(maildir: Path, dns: DnsTestServer) -> None:
+    """On a terminal (a pty here) the first line names the Maildirs and how to stop."""
+    import pty
+
+    other = maildir.parent.parent / "bob" / "Maildir"
+    for sub in ("tmp", "new", "cur"):
+        (other / sub).mkdir(parents=True)
+    glob = str(maildir.parent.parent / "*" / "Maildir")
+    argv = [*CLI, "watch", "--config", str(CONFIG), "--dns-server", dns.address]
+    argv += ["--rescan-interval", "30", "--workers", "0", glob]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("NOTIFY_SOCKET", None)
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=child_fd, stdout=subprocess.DEVNULL)
+    os.close(child_fd)
+    try:
+        seen = b""
+        while b"\n" not in seen:
+            seen += os.read(main_fd, 1000)
+        wait_for(lambda: unfiled(maildir) == [])  # running: SIGTERM is handled now
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main_fd)
+    assert seen.split(b"\r\n")[0].decode() == (
+        f"authsieve watch: 2 Maildir(s): {maildir}, {other} (rescan every 30 s; Ctrl-C stops)"
+    )
+
+
 def test_service_notifies_ready_files_mail_and_stops_cleanly_on_sigterm(
     maildir: Path, dns: DnsTestServer, tmp_path: Path
 ) -> None:
@@ -276,7 +321,7 @@ def test_service_notifies_ready_files_mail_and_stops_cleanly_on_sigterm(
         phish = "1741659463.M783163P47153.mx,S=1392,W=1392"
         drop(maildir, DEMO / "new" / phish, "1800000001.M9P7.mx", "link")
         wait_for(lambda: unfiled(maildir) == [])
-        assert any(n.startswith("1800000001.M9P7.mx,") for n in os.listdir(maildir / ".Junk/new"))
+        assert any(n.startswith("1800000001.M9P7.mx,") for n in os.listdir(maildir / ".Junk/cur"))
         proc.send_signal(signal.SIGTERM)
         assert notify.recv(200) == b"STOPPING=1"
         assert proc.wait(timeout=20) == 0
