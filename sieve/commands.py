@@ -91,7 +91,12 @@ def cmd_sieve_install(
         if args.dir:
             script = generate_script(policy_for(settings, args.user), settings.authserv_id)
             result = install_to_dir(script, Path(args.dir), name=name)
-            note = f" (compiled {result.binary})" if result.compiled else " (sievec not found)"
+            if result.compiled:
+                note = f" (compiled {result.binary})"
+            elif result.checked:
+                note = " (checked by sievec; Dovecot compiles it as the directory's owner)"
+            else:
+                note = " (sievec not found)"
             out.write(f"installed {result.target}{note}\n")
             return 0
         if not args.user:
