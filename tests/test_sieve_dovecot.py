@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from classifier.annotate import fold
-from classifier.config import settings_from_dict
+from classifier.config import load_settings, settings_from_dict
 from classifier.facts import AuthFacts, render_header_value
 from classifier.policy import load_policies
+from classifier.quarantine import allow_sender_in_config
 from classifier.verdict import decide
-from sieve.generate import generate_script
+from sieve.generate import generate_global_script
 from sieve.install import install_to_dir
 from tests.mta import DOVECOT_LDA, run_as
 
@@ -95,16 +96,13 @@ class Lda:
         proc = run_as(self.user, argv, env, message)
         assert proc.returncode == 0, proc.stderr.decode()
         maildir = self.root / "home" / "Maildir"
-        found = [
-            (sub.name or "INBOX").lstrip(".")
-            for sub in [maildir, *maildir.glob(".*")]
-            for _ in (sub / "new").glob("*")
-        ]
+        # A message with keywords ($Junk) goes to cur/, others to new/.
+        folders = [maildir, *(d for d in maildir.iterdir() if d.name.startswith("."))]
+        found = [f for d in folders for sub in ("new", "cur") for f in d.glob(f"{sub}/*")]
         assert len(found) == 1, found
-        for sub in [maildir, *maildir.glob(".*")]:
-            for f in (sub / "new").glob("*"):
-                f.unlink()
-        return "INBOX" if found[0] == "Maildir" else found[0]
+        found[0].unlink()
+        folder = found[0].parent.parent
+        return "INBOX" if folder == maildir else folder.name.lstrip(".")
 
     def sieve_errors(self) -> list[str]:
         """Gives every line of Dovecot's log that reports an error or a warning of Sieve."""
@@ -140,7 +138,7 @@ def test_installed_script_is_run_by_dovecot_lda_as_the_mail_user_without_errors(
     lda: Lda,
 ) -> None:
     policies = load_policies(settings_from_dict({}, source="test.toml"))
-    lda.install(generate_script(policies.default, AUTHSERV))
+    lda.install(generate_global_script(policies, AUTHSERV))
     for name in ("authsieve.sieve", "authsieve.svbin"):
         mode = stat.S_IMODE((lda.before / name).stat().st_mode)
         assert mode == 0o644, (name, oct(mode))
@@ -153,3 +151,54 @@ def test_installed_script_is_run_by_dovecot_lda_as_the_mail_user_without_errors(
     assert lda.sieve_errors() == []
     # Dovecot used the installed binary: it did not write one of its own next to it.
     assert sorted(p.name for p in lda.before.iterdir()) == ["authsieve.sieve", "authsieve.svbin"]
+
+
+CONFIG = """\
+[classifier]
+authserv_id = "mx.example.org"
+
+[policy]
+blocked_domain_suffixes = [".cyou"]
+
+[users."you@example.org"]
+blocked_action = "quarantine"
+"""
+
+
+@needs_lda
+def test_users_table_and_release_allow_reach_the_sieve_dovecot_runs(lda: Lda) -> None:
+    """The issue's case, delivered by dovecot-lda: header verdict and folder never disagree."""
+    config = lda.root / "config.toml"
+    config.write_text(CONFIG)
+    policies = load_policies(load_settings(config))
+    lda.install(generate_global_script(policies, AUTHSERV))
+    shop = AuthFacts(
+        spf="pass",
+        dkim="pass",
+        dmarc="pass",
+        from_domain="shop.cyou",
+        from_address="boss@shop.cyou",
+        from_authenticated=True,
+    )
+
+    def deliver(user: str) -> tuple[str, str]:
+        policy = load_policies(load_settings(config)).for_user(user)
+        verdict = decide(shop, policy)
+        value = render_header_value(
+            shop,
+            AUTHSERV,
+            verdict.action,
+            policy.mode,
+            allowed=bool(verdict.allowed),
+            user=policy.user,
+        )
+        # The plus address is what Sieve's envelope "to" sees; the table is the mailbox's.
+        return verdict.action, lda.deliver(message(value), "you+shop@example.org")
+
+    assert deliver("you@example.org") == ("quarantine", "Quarantine")
+    assert deliver("other@example.org") == ("junk", "Junk")
+    # `quarantine release --allow` edits the config; the installed script stays as it was.
+    assert allow_sender_in_config(config, "you@example.org", "boss@shop.cyou", ())
+    assert deliver("you@example.org") == ("inbox", "INBOX")
+    assert deliver("other@example.org") == ("junk", "Junk")
+    assert lda.sieve_errors() == []
