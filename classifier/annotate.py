@@ -210,7 +210,11 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
         arc.result_comment = ar_comment("sealed by " + ", ".join(report.arc.sealers))
     results.append(arc)
     dm = report.dmarc
-    dmarc = DMARCAuthenticationResult(result=dm.result)
+    if env.authenticated and dm.result == "none":
+        # Our own user's submission: DMARC was not evaluated, and the header says so.
+        dmarc = DMARCAuthenticationResult(result="none", reason=dm.reason or None)
+    else:
+        dmarc = DMARCAuthenticationResult(result=dm.result)
     if dm.from_domain:
         dmarc.header_from = ar_value(dm.from_domain)
     if dm.internal_error:

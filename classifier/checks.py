@@ -58,6 +58,34 @@ class CheckReport:
         }
 
 
+SUBMISSION_NOT_EVALUATED = "not evaluated: submitted by our own authenticated user (SMTP AUTH)"
+
+
+def _dmarc_not_evaluated(from_values: list[str], mode: str) -> DmarcResult:
+    """Gives DMARC "none" for a message our own user submitted: nothing was evaluated.
+
+    DMARC protects receivers from mail that claims a domain it cannot prove;
+    a submission is judged by its SMTP AUTH instead (DESIGN.md "Trust path"
+    5) and SPF was not applied, so a DMARC "fail" would report checks never
+    made.  The From domain is still read, for the header.
+    """
+    domains, _ = from_domains(from_values)
+    return DmarcResult(
+        result="none",
+        policy="",
+        from_domain=domains[0] if domains else "",
+        org_domain="",
+        spf_aligned=False,
+        dkim_aligned=False,
+        aligned_by="",
+        mode=mode,
+        record="",
+        record_domain="",
+        testing=False,
+        reason=SUBMISSION_NOT_EVALUATED,
+    )
+
+
 def _not_checked(identity: str, envelope: Envelope, reason: str) -> SpfResult:
     return SpfResult(
         result="none",
@@ -105,7 +133,8 @@ def _run(
     # their round trips overlap; each check then reads its reply (or the cache) as before.
     first = [(name, "TXT") for name in signatures.key_names() + arc_key_names(data)]
     from_values = message.get_all("From")
-    first += [(name, "TXT") for name in record_names(from_values)]
+    if not envelope.authenticated:
+        first += [(name, "TXT") for name in record_names(from_values)]
     if spf_applies:
         first += [(d, "TXT") for d in record_domains(envelope.mail_from, envelope.helo or "")]
     dns.send_ahead(first)
@@ -130,14 +159,17 @@ def _run(
 
     dkim = verify_signatures(signatures, dns)
     arc = check_arc(data, dns)
-    dmarc = check_dmarc(
-        from_values,
-        spf.result,
-        spf.domain,
-        [(d.result, d.domain) for d in dkim],
-        dns,
-        mode=settings.dmarc_mode,
-    )
+    if envelope.authenticated:
+        dmarc = _dmarc_not_evaluated(from_values, settings.dmarc_mode)
+    else:
+        dmarc = check_dmarc(
+            from_values,
+            spf.result,
+            spf.domain,
+            [(d.result, d.domain) for d in dkim],
+            dns,
+            mode=settings.dmarc_mode,
+        )
     return CheckReport(
         envelope=envelope,
         spf=spf,

@@ -34,6 +34,8 @@ class Evaluation:
             self.verdict.action,
             self.policy.mode,
             "; ".join(self.verdict.reasons),
+            allowed=bool(self.verdict.allowed),
+            user=self.policy.user,
         )
 
     def to_dict(self) -> dict[str, object]:

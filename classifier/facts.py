@@ -89,9 +89,23 @@ def quote(text: str) -> str:
 
 
 def render_header_value(
-    facts: AuthFacts, authserv_id: str, verdict: str, mode: str, reason: str = "", error: str = ""
+    facts: AuthFacts,
+    authserv_id: str,
+    verdict: str,
+    mode: str,
+    reason: str = "",
+    error: str = "",
+    allowed: bool = False,
+    user: str = "",
 ) -> str:
-    """Gives the X-Authsieve header value (without the name) for these facts."""
+    """Gives the X-Authsieve header value (without the name) for these facts.
+
+    `allowed` is the policy's allow_senders decision (`Verdict.allowed`) and
+    `user` the ``[users."…"]`` table whose policy decided ("" for the global
+    one): the Sieve script reads both, so the list and the table it files by
+    are the ones Python used at delivery (a ``quarantine release --allow``
+    counts from the next message on, without reinstalling a script).
+    """
     parts = [
         "v=1",
         f"id={safe_domain(authserv_id) or 'localhost'}",
@@ -113,7 +127,10 @@ def render_header_value(
         f"arc-spf={facts.arc_oldest_spf if facts.arc_oldest_spf in AAR_RESULTS else ''}",
         f"arc-dkim={facts.arc_oldest_dkim if facts.arc_oldest_dkim in AAR_RESULTS else ''}",
         f"arc-dmarc={facts.arc_oldest_dmarc if facts.arc_oldest_dmarc in AAR_RESULTS else ''}",
+        f"allowed={'yes' if allowed else 'no'}",
     ]
+    if user:
+        parts.append(f"user={quote(user)}")
     if error:
         parts.append(f"error={quote(error)}")
     if reason:

@@ -76,16 +76,21 @@ def write_synced(
     mode: int = 0o600,
     dir_fd: int | None = None,
     owner: tuple[int, int] | None = None,
+    exact_mode: bool = False,
 ) -> None:
     """Creates path (it must not exist) with data, fsynced; removes it again on failure.
 
     `owner` (uid, gid) is given to the file through its descriptor, never by name.
+    `exact_mode` sets `mode` through the descriptor too, so that the umask (077
+    in many root shells) cannot take away what another user must read.
     """
     fd = create_file(path, mode, dir_fd)
     try:
         try:
             if owner is not None:
                 os.fchown(fd, *owner)
+            if exact_mode:
+                os.fchmod(fd, mode)
             write_all(fd, data)
             os.fsync(fd)
         finally:

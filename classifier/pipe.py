@@ -96,6 +96,7 @@ def process(
             policy.mode,
             "; ".join(verdict.reasons),
             error=error,
+            user=policy.user,
         )
         eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
         header = f"{HEADER_NAME}: {value}".encode() + eol

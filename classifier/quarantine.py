@@ -141,17 +141,27 @@ def list_quarantine(
     return sorted(entries, key=lambda e: (e.arrived, e.id))
 
 
-def find(entries: list[QuarantinedMessage], wanted: str) -> QuarantinedMessage:
-    """Gives the entry named by id, id prefix (6+ characters) or file name.
+MIN_ID_PREFIX = 6  # characters of an id that name a message (ids have 12)
 
-    Raises QuarantineError when none or several match.
+
+def find(entries: list[QuarantinedMessage], wanted: str) -> QuarantinedMessage:
+    """Gives the entry named by id, id prefix (MIN_ID_PREFIX+ characters) or file name.
+
+    Raises QuarantineError when none or several match, or when an id is too
+    short to name one (rather than saying there is no such message).
     """
     wanted = wanted.strip()
     hits = [
         e
         for e in entries
-        if wanted in (e.id, Path(e.path).name) or (len(wanted) >= 6 and e.id.startswith(wanted))
+        if wanted in (e.id, Path(e.path).name)
+        or (len(wanted) >= MIN_ID_PREFIX and e.id.startswith(wanted))
     ]
+    if not hits and len(wanted) < MIN_ID_PREFIX:
+        raise QuarantineError(
+            f"{wanted or '(empty)'}: too short; give at least {MIN_ID_PREFIX} characters"
+            " of the id (`authsieve quarantine list` shows them)"
+        )
     if not hits:
         raise QuarantineError(f"{wanted}: no such message in quarantine")
     if len(hits) > 1:

@@ -158,7 +158,7 @@ def recheck_one(
     if header is not None and header.get("verdict") in FOLDERS:
         was_action = header["verdict"]  # where delivery filed it, whatever the cache says
     result = evaluate(data, settings, resolver, user=args.user, policies=policies)
-    record = record_from(result.report, message)
+    record = record_from(result.report, message, settings.authserv_id)
     cache.put(mid, digest, fp, record)
     now = result.verdict.action
     rc = Recheck(str(f.path), f.folder, before, _words(_results(record)), was_action, now, "")

@@ -36,6 +36,12 @@ TIMELINE_KEYS = ("pass", "fail", "none", "error")  # DMARC result; error: temper
 SPF_FAILURES = frozenset({"fail", "softfail", "permerror"})
 DKIM_FAILURES = frozenset({"fail", "permerror"})
 _FOLDER_PLACES = {"junk": "junk", "spam": "junk", "quarantine": "quarantine"}
+LIKELY_FALSE_POSITIVE_MEANS = (
+    "likely false positive: a message a person kept in the inbox (authsieve filed it in"
+    " enforce mode and it was left there or moved back, or it was released from quarantine)"
+    " that this policy would file away; observe-mode deliveries and mail authsieve never"
+    " filed are not counted"
+)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -80,7 +86,9 @@ class Move:
     sender: str
     subject: str
     reasons: tuple[str, ...]
-    likely_false_positive: bool  # kept in the inbox, but the policy would file it away
+    # In the inbox because a person kept it there (`CheckRecord.placed_by_a_person`),
+    # and the policy would file it away.
+    likely_false_positive: bool
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "reasons": list(self.reasons)}
@@ -248,7 +256,7 @@ def _outcome(run: PolicyRun, user: str | None) -> tuple[PolicyOutcome, dict[str,
         if would == msg.place:
             continue
         verdict = decide(facts, policy)
-        fp = msg.place == "inbox"
+        fp = msg.place == "inbox" and rec.placed_by_a_person
         move = Move(
             path=msg.path,
             folder=msg.folder,

@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 from classifier.config import Settings
 from classifier.display import display_text
 from classifier.dns import Resolver
-from classifier.facts import AuthFacts
+from classifier.facts import HEADER_NAME, AuthFacts, parse_header_value, safe_domain
 from classifier.message import Message
 
 if TYPE_CHECKING:
     from classifier.checks import CheckReport
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: CheckRecord.delivery
 CACHE_NAME = "report.sqlite3"
 _COMMIT_EVERY = 500
 _BATCH = 500  # keys per SELECT
@@ -67,6 +67,21 @@ class CheckRecord:
     facts: AuthFacts  # arc_trusted as for no trusted sealer: see with_arc_trust
     dkim: tuple[tuple[str, str], ...]  # (result, d=) of every signature, top first
     dns_queries: int
+    # How the file came to be where it is: "enforce" or "observe" (our X-Authsieve's mode),
+    # "released" (X-Authsieve-Released: a person took it out of quarantine), "" (authsieve
+    # never filed it: the watcher missed it, or it predates authsieve).
+    delivery: str = ""
+
+    @property
+    def placed_by_a_person(self) -> bool:
+        """Tells whether where the message is now is a person's choice, not only authsieve's.
+
+        Filed in enforce mode, the message was where the policy put it and a
+        person left it there or moved it; a release is a person's act.  Observe
+        mode delivers everything to the inbox, and mail authsieve never filed
+        was judged by nobody.
+        """
+        return self.delivery in ("enforce", "released")
 
     @property
     def temperror(self) -> bool:
@@ -83,6 +98,7 @@ class CheckRecord:
         d["facts"] = {**facts.__dict__, "arc_sealers": list(facts.arc_sealers)}
         d["dkim"] = [list(p) for p in self.dkim]
         d["dns_queries"] = self.dns_queries
+        d["delivery"] = self.delivery
         return d
 
     @classmethod
@@ -94,6 +110,7 @@ class CheckRecord:
             facts=AuthFacts(**facts),
             dkim=tuple((str(r), str(dom)) for r, dom in d["dkim"]),
             dns_queries=int(d["dns_queries"]),
+            delivery=str(d["delivery"]),
         )
 
 
@@ -113,7 +130,25 @@ def _json(record: CheckRecord) -> str:
     return json.dumps(record.to_dict(), ensure_ascii=True, separators=(",", ":"))
 
 
-def record_from(report: CheckReport, message: Message) -> CheckRecord:
+def delivery_of(message: Message, authserv_id: str) -> str:
+    """Gives how authsieve filed message (`CheckRecord.delivery`), from the headers it wrote.
+
+    Only the topmost X-Authsieve counts, and only with our id= (RFC 8601 §5:
+    a copy the sender wrote is renamed at delivery, or was never ours).
+    """
+    from classifier.quarantine import RELEASED_HEADER
+
+    ours = parse_header_value(message.get(HEADER_NAME) or "")
+    if ours.get("v") != "1" or ours.get("id", "").lower() != (
+        safe_domain(authserv_id) or "localhost"
+    ):
+        return ""
+    if message.get(RELEASED_HEADER) is not None:
+        return "released"
+    return "observe" if ours.get("mode") == "observe" else "enforce"
+
+
+def record_from(report: CheckReport, message: Message, authserv_id: str) -> CheckRecord:
     """Gives the record of one checked message (the facts as `classifier.checks.facts_from`)."""
     from classifier.checks import facts_from
 
@@ -130,6 +165,7 @@ def record_from(report: CheckReport, message: Message) -> CheckRecord:
         facts=facts_from(report, ()),
         dkim=tuple((d.result, d.domain) for d in report.dkim),
         dns_queries=report.dns_queries,
+        delivery=delivery_of(message, authserv_id),
     )
 
 
@@ -301,7 +337,8 @@ def check_record(path: Path, settings: Settings, resolver: Resolver) -> CheckRec
     from classifier.checks import run_checks
 
     data = path.read_bytes()
-    return record_from(run_checks(data, settings, resolver), Message.parse(data))
+    message = Message.parse(data)
+    return record_from(run_checks(data, settings, resolver), message, settings.authserv_id)
 
 
 def scan(

@@ -11,12 +11,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
 from classifier.display import csv_cell
-from classifier.report import CHECK_WORDS, PLACES, TIMELINE_KEYS, PolicyOutcome, Report
+from classifier.report import (
+    CHECK_WORDS,
+    LIKELY_FALSE_POSITIVE_MEANS,
+    PLACES,
+    TIMELINE_KEYS,
+    PolicyOutcome,
+    Report,
+)
 
 _WORDS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror", "policy")
 _LABELS = {"spf": "SPF", "dkim": "DKIM", "arc": "ARC", "dmarc": "DMARC"}
@@ -165,6 +173,9 @@ def _move_lines(outcome: PolicyOutcome, limit: int) -> list[str]:
     out = [f"Moves under {outcome.name} (likely false positives first, marked !)"]
     if not outcome.moves:
         return [*out, "  none: every message is where this policy would put it"]
+    out += textwrap.wrap(
+        "! " + LIKELY_FALSE_POSITIVE_MEANS, 78, initial_indent="  ", subsequent_indent="    "
+    )
     for move in outcome.moves[:limit]:
         mark = "!" if move.likely_false_positive else " "
         out.append(
@@ -380,6 +391,7 @@ def _html_moves(p: PolicyOutcome, limit: int) -> str:
     )
     if not p.moves:
         return head + "<p>None: every message is where this policy would put it.</p>"
+    head += f'<p class="note">{escape(LIKELY_FALSE_POSITIVE_MEANS.capitalize())}.</p>'
     rows = []
     for m in p.moves[:limit]:
         reasons = "".join(f"<li>{escape(r)}</li>" for r in m.reasons)

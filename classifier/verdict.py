@@ -47,6 +47,7 @@ class Verdict:
     would_be: str  # the enforce-mode action (equals action unless observe)
     observe: bool
     reasons: tuple[str, ...]
+    allowed: str = ""  # the allow_senders entry that let the message through, or ""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -54,6 +55,7 @@ class Verdict:
             "reasons": list(self.reasons),
             "observe": self.observe,
             "would_be": self.would_be,
+            "allowed": self.allowed,
         }
 
 
@@ -216,7 +218,7 @@ def _context(facts: AuthFacts, eff: EffectiveResults) -> list[str]:
     return notes
 
 
-def _finish(policy: Policy, would_be: str, reasons: list[str]) -> Verdict:
+def _finish(policy: Policy, would_be: str, reasons: list[str], allowed: str = "") -> Verdict:
     observe = policy.mode == "observe"
     if observe and would_be != "inbox":
         reasons = [*reasons, f"Observe mode: delivered to INBOX, enforce mode would {would_be}"]
@@ -225,6 +227,7 @@ def _finish(policy: Policy, would_be: str, reasons: list[str]) -> Verdict:
         would_be=would_be,
         observe=observe,
         reasons=tuple(reasons),
+        allowed=allowed,
     )
 
 
@@ -238,7 +241,7 @@ def decide(facts: AuthFacts, policy: Policy) -> Verdict:
     entry = allowed_entry(facts, policy, eff)
     if entry:
         reasons.append(f"Allowed sender {entry}: From {facts.from_address} is authenticated")
-        return _finish(policy, "inbox", reasons)
+        return _finish(policy, "inbox", reasons, allowed=entry)
     rules = fired_rules(facts, policy, eff)
     would_be = max((action for _, action, _ in rules), key=SEVERITY.__getitem__, default="inbox")
     filing = sorted(

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from classifier.config import Settings
 from classifier.policy import Policy, load_policies, normalize_user
-from sieve.generate import generate_script
+from sieve.generate import generate_global_script, generate_script
 from sieve.install import (
     SCRIPT_NAME,
     InstallError,
@@ -38,7 +38,7 @@ def add_sieve_parser(
     sub = sieve.add_subparsers(dest="sieve_command", required=True, metavar="SUBCOMMAND")
 
     gen = sub.add_parser(
-        "generate", help="print the Sieve script for the global or a user's policy"
+        "generate", help="print the global Sieve script (every user's table) or a user's own"
     )
     gen.add_argument("--user", metavar="ADDR", help="use this user's [users] overrides")
     gen.set_defaults(handler=cmd_sieve_generate)
@@ -62,6 +62,13 @@ def add_sieve_parser(
     return sieve
 
 
+def script_for(settings: Settings, user: str | None) -> str:
+    """Gives the script to install: the user's own, or the global one with every user's table."""
+    if user:
+        return generate_script(policy_for(settings, user), settings.authserv_id)
+    return generate_global_script(load_policies(settings), settings.authserv_id)
+
+
 def policy_for(settings: Settings, user: str | None) -> Policy:
     """Gives the policy the script compiles: the user's merged policy, or the global one."""
     policies = load_policies(settings)
@@ -73,8 +80,8 @@ def policy_for(settings: Settings, user: str | None) -> Policy:
 def cmd_sieve_generate(
     args: argparse.Namespace, settings: Settings, out: TextIO | None = None
 ) -> int:
-    """Prints the script for --user (or the global policy); gives the exit code."""
-    script = generate_script(policy_for(settings, args.user), settings.authserv_id)
+    """Prints the script for --user (or the global one); gives the exit code."""
+    script = script_for(settings, args.user)
     (out or sys.stdout).write(script)
     return 0
 
@@ -89,9 +96,14 @@ def cmd_sieve_install(
         return _fail(f"--name {name!r}: not a plain script name")
     try:
         if args.dir:
-            script = generate_script(policy_for(settings, args.user), settings.authserv_id)
+            script = script_for(settings, args.user)
             result = install_to_dir(script, Path(args.dir), name=name)
-            note = f" (compiled {result.binary})" if result.compiled else " (sievec not found)"
+            if result.compiled:
+                note = f" (compiled {result.binary})"
+            elif result.checked:
+                note = " (checked by sievec; Dovecot compiles it as the directory's owner)"
+            else:
+                note = " (sievec not found)"
             out.write(f"installed {result.target}{note}\n")
             return 0
         if not args.user:
@@ -100,7 +112,7 @@ def cmd_sieve_install(
             return _fail("--managesieve needs --password-file FILE")
         host, port = parse_hostport(args.managesieve)
         password = read_password_file(Path(args.password_file))
-        script = generate_script(policy_for(settings, args.user), settings.authserv_id)
+        script = script_for(settings, args.user)
         result = install_managesieve(
             script, host, port, args.login or args.user, password, name, args.starttls
         )

@@ -1,4 +1,4 @@
-"""A user's policy compiled to a Sieve script that files on the X-Authsieve header.
+"""A policy compiled to a Sieve script that files on the X-Authsieve header.
 
 The script recomputes `classifier.verdict.decide` from the header's fields
 for this user's policy, so a user who edits the policy part of their script
@@ -8,24 +8,34 @@ that cannot be forged:
 - only the topmost X-Authsieve field (``:index 1``, RFC 5260 §6): authsieve
   prepends its own and renames every incoming copy, so a copy the sender
   wrote lower down is never consulted;
-- only when that field starts ``v=1; id=<our authserv-id>;`` and then holds
-  the fixed fields in their fixed order, each a token or a plain domain.  Every
-  test is one regex anchored at ``^`` that spells out the whole fixed part, so
-  nothing after it -- the ``error="…"`` and ``reason="…"`` strings, which may
-  repeat sender text -- can make a test match;
+- only when that field starts ``v=1; id=<our authserv-id>;``.  The fixed
+  fields after it (`FIELDS`) are tokens or plain domains, never a ``;`` or a
+  quote, always all written and in their order, so every test is one regex
+  anchored at ``^`` that counts the fields before the one it reads
+  (``([^;]*;){N}``) and names that one.  Nothing after the fixed part -- the
+  ``error="…"`` and ``reason="…"`` strings, which may repeat sender text --
+  can make a test match;
 - never Authentication-Results, and never the header's own ``verdict=``.
+
+What depends on the config rather than on the message is decided in Python
+at delivery and written into the header, so that the script never files by
+a stale copy: ``allowed=yes`` when an allow_senders entry let the message
+through (`Verdict.allowed`; `quarantine release --allow` adds entries), and
+``user="…"`` naming the ``[users."…"]`` table whose policy decided.  The
+global script (`generate_global_script`) holds one branch per user table,
+chosen by that field, so it files every user's mail as Python does.
 
 Config strings reach the script only as Sieve quoted-strings (RFC 5228
 §2.4.2: ``"`` and ``\\`` escaped, CR, LF and NUL removed), never as code; the
 script requires no "variables", so a ``${…}`` in a value is not expanded.
-Blocked suffixes and allow-list domains are plain DNS names (or dropped), so
-inside a regex they need only their dots escaped.
+Blocked suffixes are plain DNS names (or dropped), so inside a regex they
+need only their dots escaped.
 """
 
 from __future__ import annotations
 
-from classifier.facts import HEADER_NAME, INTERNAL, safe_domain
-from classifier.policy import SPF_RULES, Policy, normalize_suffix, split_sender
+from classifier.facts import HEADER_NAME, INTERNAL, quote, safe_domain
+from classifier.policy import SPF_RULES, Policies, Policy, normalize_suffix, split_sender
 
 REQUIRE = ("fileinto", "mailbox", "imap4flags", "regex", "index")
 JUNK_FOLDER = "Junk"
@@ -47,11 +57,15 @@ FIELDS = (
     "submission",
     "forwarded",
     "arc-trusted",
+    # Oldest ARC Authentication-Results (empty = absent), then the allow-list decision.
+    "arc-spf",
+    "arc-dkim",
+    "arc-dmarc",
+    "allowed",
 )
-# Oldest ARC Authentication-Results, written after arc-trusted when known (empty = absent).
-ARC_FIELDS = ("arc-spf", "arc-dkim", "arc-dmarc")
-_ANY = "[a-z0-9.-]*"
-_SEP = ";[[:space:]]+"  # the annotator folds after ";", and unfolding leaves the tab
+_SKIP = "([^;]*;)"  # one fixed field, with the space before it and the ";" after it
+_SEP = "[[:space:]]+"  # the annotator folds after ";", and unfolding leaves the tab
+COMMENT_WIDTH = 76
 
 
 def sieve_string(text: str) -> str:
@@ -77,24 +91,40 @@ def _re_domain(domain: str) -> str:
     return domain.replace(".", "\\.")
 
 
+def _re_literal(text: str) -> str:
+    """Gives text as a POSIX ERE matching exactly it: every special character backslashed."""
+    return "".join("\\" + c if c in ".[]{}()\\*+?^$|" else c for c in text)
+
+
+def _skip(n: int) -> str:
+    return "" if n == 0 else (_SKIP if n == 1 else f"{_SKIP}{{{n}}}")
+
+
 def field_regex(authserv_id: str, **want: str) -> str:
     """Gives a POSIX ERE matching an X-Authsieve value of ours whose fields match want.
 
-    want maps field names (underscores for dashes) to ERE fragments; every
-    other field matches any token or domain.  The ``(;|$)`` end means the
-    last fixed field is complete, whatever quoted fields follow.
+    want maps field names (underscores for dashes) to ERE fragments, plus
+    ``user`` for the exact user name.  The fields before and between the
+    wanted ones are counted, not named; the ``(;|$)`` end means the last
+    wanted field is complete, whatever follows.
     """
     want = {k.replace("_", "-"): v for k, v in want.items()}
-    parts = ["^v=1", f"id={_re_domain(header_id(authserv_id))}"]
-    parts += [f"{name}=({want[name]})" if name in want else f"{name}={_ANY}" for name in FIELDS]
-    pattern = _SEP.join(parts)
-    arc = _SEP + _SEP.join(
-        f"arc-{n}=({want.get('arc-' + n, '[a-z]*')})" for n in ("spf", "dkim", "dmarc")
-    )
-    if any(name in want for name in ARC_FIELDS):
-        pattern += arc
-    else:
-        pattern += f"({arc})?"
+    unknown = set(want) - set(FIELDS) - {"user"}
+    if unknown:
+        raise ValueError(f"not X-Authsieve fields: {sorted(unknown)}")
+    pattern = f"^v=1;{_SEP}id={_re_domain(header_id(authserv_id))};"
+    skipped = 0
+    last = max((FIELDS.index(k) for k in want if k in FIELDS), default=-1)
+    for i, name in enumerate(FIELDS[: last + 1]):
+        if name in want:
+            pattern += f"{_skip(skipped)}{_SEP}{name}=({want[name]})"
+            pattern += ";" if i < last or "user" in want else ""
+            skipped = 0
+        else:
+            skipped += 1
+    if "user" in want:
+        skipped = len(FIELDS) - 1 - last
+        pattern += f"{_skip(skipped)}{_SEP}user={_re_literal(quote(want['user']))}"
     return pattern + "(;|$)"
 
 
@@ -106,7 +136,7 @@ class _Script:
 
     def has(self, **want: str) -> str:
         regex = field_regex(self.authserv_id, **want)
-        return f"header :index 1 :regex {sieve_string(HEADER_NAME)} {sieve_string(regex)}"
+        return f"header :index 1 :regex {sieve_string(HEADER_NAME)}\n  {sieve_string(regex)}"
 
     def effective(self, name: str, values: str, **extra: str) -> str:
         """Test: the judged result `name` (spf, dkim, dmarc) is one of values (an ERE group body).
@@ -117,18 +147,20 @@ class _Script:
         arc = f"arc_{name}"
         local_untrusted = self.has(arc_trusted="no", **{name: values}, **extra)
         from_arc = self.has(arc_trusted="yes", **{arc: values}, **extra)
-        local_trusted = (
-            f"allof ({self.has(arc_trusted='yes', **{name: values}, **extra)},\n"
-            f"                   not {self.has(arc_trusted='yes', **{arc: '[a-z]+'})})"
+        local_trusted = _group(
+            "allof",
+            [
+                self.has(arc_trusted="yes", **{name: values}, **extra),
+                "not " + _indent(self.has(arc_trusted="yes", **{arc: "[a-z]+"}), 4, False),
+            ],
         )
-        return f"anyof ({local_untrusted},\n         {from_arc},\n         {local_trusted})"
+        return _group("anyof", [local_untrusted, from_arc, local_trusted])
 
-    def from_authenticated(self, domain: str) -> str:
-        d = _re_domain(domain)
-        return (
-            f"anyof ({self.has(from_auth='yes', from_domain=d)},\n"
-            f"                {self.has(arc_trusted='yes', arc_dmarc='pass', from_domain=d)})"
-        )
+
+def _group(word: str, tests: list[str]) -> str:
+    """Gives ``word (t1, t2, …)`` with each test's lines aligned after the parenthesis."""
+    pad = len(word) + 2
+    return f"{word} (" + ",\n".join(_indent(t, pad, i > 0) for i, t in enumerate(tests)) + ")"
 
 
 def _conditions(policy: Policy, s: _Script, action: str) -> list[tuple[str, str]]:
@@ -152,7 +184,7 @@ def _conditions(policy: Policy, s: _Script, action: str) -> list[tuple[str, str]
         # Mirrors verdict.internal_errors: the judged spf, dkim, dmarc, and the local arc.
         tests = [s.effective(name, INTERNAL) for name in ("spf", "dkim", "dmarc")]
         tests.append(s.has(arc=INTERNAL))
-        out.append((f"internal_error = {action}", "anyof (" + ",\n  ".join(tests) + ")"))
+        out.append((f"internal_error = {action}", _group("anyof", tests)))
     suffixes = [n for n in (normalize_suffix(x) for x in policy.blocked_domain_suffixes) if n]
     if suffixes and policy.action_for("blocked_action") == action:
         # A suffix that is a single label "none" must not match the header's from-domain=none.
@@ -174,41 +206,35 @@ def _conditions(policy: Policy, s: _Script, action: str) -> list[tuple[str, str]
     return out
 
 
-def _allow_tests(policy: Policy, s: _Script) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for entry in policy.allow_senders:
-        parts = split_sender(entry)
-        if parts is None:
-            continue
-        local, domain = parts
-        if local:
-            addr = f'address :index 1 :all :is "from" {sieve_string(local + "@" + domain)}'
-        else:
-            addr = f'address :index 1 :domain :is "from" {sieve_string(domain)}'
-        test = f"allof ({addr},\n       {s.from_authenticated(domain)})"
-        out.append((f"allow_senders {comment_text(local + '@' + domain)}", test))
-    return out
-
-
 def _anyof(tests: list[tuple[str, str]]) -> str:
     body = ",\n".join(f"# {c}\n{t}" for c, t in tests)
     return "anyof (\n" + _indent(body, 2) + "\n)"
 
 
-def _indent(text: str, n: int) -> str:
-    return "\n".join((" " * n + line) if line else line for line in text.splitlines())
+def _indent(text: str, n: int, first: bool = True) -> str:
+    """Gives text with every line (but the first, unless `first`) indented by n spaces."""
+    lines = text.splitlines()
+    return "\n".join(
+        (" " * n + line) if line and (first or i > 0) else line for i, line in enumerate(lines)
+    )
 
 
-def _header(policy: Policy, authserv_id: str) -> list[str]:
-    who = policy.user or "every user (global policy)"
-    lines = [
-        f"# authsieve filing policy for {comment_text(who)}",
-        "# Generated by `authsieve sieve generate`. Edit the actions to change your own filing;",
-        "# `authsieve sieve install` replaces this script with a freshly generated one.",
-        f"# Reads only the topmost X-Authsieve header whose id= is {header_id(authserv_id)};",
-        "# never Authentication-Results, never the header's own verdict= or reason=.",
-        f"# mode = {policy.mode}",
-    ]
+def _wrapped_comment(label: str, items: list[str]) -> list[str]:
+    """Gives ``# label: a, b, …`` as comment lines of at most COMMENT_WIDTH characters."""
+    lines: list[str] = []
+    line = f"# {label}:"
+    for i, item in enumerate(items):
+        word = " " + comment_text(item) + ("," if i < len(items) - 1 else "")
+        if len(line) + len(word) > COMMENT_WIDTH and line != f"# {label}:":
+            lines.append(line)
+            line = "#  "
+        line += word
+    lines.append(line + (" (none)" if not items else ""))
+    return lines
+
+
+def _policy_comments(policy: Policy) -> list[str]:
+    lines = [f"# mode = {policy.mode}"]
     for key in ("spf_fail", "spf_softfail", "spf_neutral", "spf_none", "spf_permerror"):
         lines.append(f"# {key} = {policy.action_for(key)}")
     for key in (
@@ -221,7 +247,51 @@ def _header(policy: Policy, authserv_id: str) -> list[str]:
         "blocked_action",
     ):
         lines.append(f"# {key} = {policy.action_for(key)}")
+    lines += _wrapped_comment(
+        "allow_senders (decided by authsieve at delivery, read as allowed=yes)",
+        [f"{p[0]}@{p[1]}" for p in map(split_sender, policy.allow_senders) if p],
+    )
     return lines
+
+
+def _header(who: str, authserv_id: str) -> list[str]:
+    return [
+        f"# authsieve filing policy for {comment_text(who)}",
+        "# Generated by `authsieve sieve generate`. Edit the actions to change your own filing;",
+        "# `authsieve sieve install` replaces this script with a freshly generated one.",
+        f"# Reads only the topmost X-Authsieve header whose id= is {header_id(authserv_id)};",
+        "# never Authentication-Results, never the header's own verdict= or reason=.",
+    ]
+
+
+def _chain(policy: Policy, s: _Script) -> list[str]:
+    """Gives the if/elsif chain that files as decide() does for policy."""
+    observe = policy.mode == "observe"
+    branches: list[tuple[str, str]] = [
+        ("# Submitted by our own user (SMTP AUTH): implicit keep.", s.has(submission="yes")),
+        (
+            "# Allow-listed sender, From domain authenticated: implicit keep.",
+            s.has(allowed="yes"),
+        ),
+    ]
+    fileinto_q = f"fileinto :create {sieve_string(QUARANTINE_FOLDER)};"
+    fileinto_j = f"fileinto :create :flags {sieve_string(JUNK_FLAG)} {sieve_string(JUNK_FOLDER)};"
+    for action, command in (("quarantine", fileinto_q), ("junk", fileinto_j)):
+        tests = _conditions(policy, s, action)
+        if tests:
+            body = f"# observe mode, would: {command}" if observe else command
+            branches.append((body, _anyof(tests)))
+    lines: list[str] = []
+    for i, (body, test) in enumerate(branches):
+        keyword = "if" if i == 0 else "} elsif"
+        lines.append(f"{keyword} {_indent(test, 2, False)} {{")
+        lines.append(f"  {body}")
+    lines.append("}")
+    return lines
+
+
+def _require() -> str:
+    return "require [" + ", ".join(sieve_string(r) for r in REQUIRE) + "];"
 
 
 def generate_script(policy: Policy, authserv_id: str) -> str:
@@ -231,28 +301,43 @@ def generate_script(policy: Policy, authserv_id: str) -> str:
     regex (draft-ietf-sieve-regex), index (RFC 5260).
     """
     s = _Script(authserv_id)
-    observe = policy.mode == "observe"
-    lines = _header(policy, authserv_id)
-    lines.append("require [" + ", ".join(sieve_string(r) for r in REQUIRE) + "];")
-    lines.append("")
-    branches: list[tuple[str, str]] = [
-        ("# Submitted by our own user (SMTP AUTH): implicit keep.", s.has(submission="yes"))
+    lines = _header(policy.user or "every user (global policy)", authserv_id)
+    lines += _policy_comments(policy)
+    lines += [_require(), ""]
+    lines += _chain(policy, s)
+    return "\n".join(lines) + "\n"
+
+
+def generate_global_script(policies: Policies, authserv_id: str) -> str:
+    """Gives the one script for every user (sieve_before): a branch per ``[users."…"]`` table.
+
+    A branch is chosen by the header's ``user="…"``, which names the table
+    whose policy decided at delivery: the mailbox user (``--user``, without
+    its +detail), never an address from the message or the envelope, so an
+    alias or a plus address files by the same table in Python and in Sieve.
+    Mail for a user without a table (no ``user=``) takes the global policy.
+    """
+    s = _Script(authserv_id)
+    lines = _header("every user (global policy and each [users] table)", authserv_id)
+    lines += ["#", "# Global [policy]:", *_policy_comments(policies.default)]
+    lines += [_require(), ""]
+    default_chain = _chain(policies.default, s)
+    branches = [
+        (name, chain)
+        for name, policy in policies.users
+        if (chain := _chain(policy, s)) != default_chain
     ]
-    allow = _allow_tests(policy, s)
-    if allow:
-        branches.append(
-            ("# Allow-listed, From domain authenticated: implicit keep.", _anyof(allow))
-        )
-    fileinto_q = f"fileinto :create {sieve_string(QUARANTINE_FOLDER)};"
-    fileinto_j = f"fileinto :create :flags {sieve_string(JUNK_FLAG)} {sieve_string(JUNK_FOLDER)};"
-    for action, command in (("quarantine", fileinto_q), ("junk", fileinto_j)):
-        tests = _conditions(policy, s, action)
-        if tests:
-            body = f"# observe mode, would: {command}" if observe else command
-            branches.append((body, _anyof(tests)))
-    for i, (body, test) in enumerate(branches):
+    for i, (name, chain) in enumerate(branches):
         keyword = "if" if i == 0 else "} elsif"
-        lines.append(f"{keyword} {test} {{")
-        lines.append(f"  {body}")
-    lines.append("}")
+        lines.append(f"# [users.{comment_text(quote(name))}]")
+        lines.append(f"{keyword} {_indent(s.has(user=name), 2, False)} {{")
+        lines += [f"  {c}" for c in _policy_comments(policies.for_user(name))]
+        lines += [_indent(line, 2) for line in chain]
+    if branches:
+        lines.append("} else {")
+        lines.append("  # Every other user: the global [policy].")
+        lines += [_indent(line, 2) for line in default_chain]
+        lines.append("}")
+    else:
+        lines += default_chain
     return "\n".join(lines) + "\n"

@@ -38,6 +38,7 @@ class InstallResult:
     compiled: bool = False
     binary: str = ""
     active: bool = False
+    checked: bool = False  # sievec accepted the script (also when no binary was installed)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -45,18 +46,25 @@ class InstallResult:
             "compiled": self.compiled,
             "binary": self.binary,
             "active": self.active,
+            "checked": self.checked,
         }
 
 
-def _put(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None:
+INSTALLED_MODE = 0o644  # Dovecot reads the script and its binary as the mail user, not root
+
+
+def _put(dir_fd: int, name: str, data: bytes, mode: int = INSTALLED_MODE) -> None:
     """Puts data at dir_fd/name: a new, unpredictable temp file, fsynced, renamed over name.
 
     The directory may belong to the mail user (the per-user install): the temp
     file is created with O_EXCL|O_NOFOLLOW under a random name, and rename(2)
     replaces a symlink at the final name instead of writing where it points.
+    The mode is set through the descriptor whatever the umask: a 0600 root
+    file in sieve_before makes dovecot-lda (as vmail) log errors and recompile
+    on every delivery.
     """
     tmp = temp_name(f".{name}.", ".tmp")
-    write_synced(tmp, data, mode, dir_fd=dir_fd)
+    write_synced(tmp, data, mode, dir_fd=dir_fd, exact_mode=True)
     try:
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
@@ -65,47 +73,71 @@ def _put(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def _sievec(script: Path, shown: Path) -> bytes:
+    """Gives the binary sievec makes of script; raises InstallError naming `shown`.
+
+    The output goes to a private temporary directory of ours.  A binary
+    records the path of its script, and Dovecot recompiles (and, in a
+    directory it may not write, logs errors on every delivery) when that is
+    not the path it runs: compile the installed file to use the binary there.
+    """
+    with tempfile.TemporaryDirectory(prefix="authsieve-sievec-") as private:
+        out = Path(private, script.with_suffix(".svbin").name)
+        result = compile_script_file(script, out)
+        if not result.ok:
+            raise InstallError(f"{shown}: sievec rejected the script: {result.first_error()}")
+        return out.read_bytes()
+
+
 def install_to_dir(
     script: str, directory: Path, name: str = SCRIPT_NAME, compile_with_sievec: bool = True
 ) -> InstallResult:
     """Gives the installed DIR/name.sieve (and .svbin), written atomically; raises InstallError.
 
-    sievec compiles in a private temporary directory of ours, never in DIR
-    (which the mail user may own and fill with links); the results are then
-    put into DIR by `_put`.  The binary is put after the script so that it is
-    the newer file: Dovecot then uses it instead of recompiling (sieve_before
-    directories are usually not writable by the mail user).
+    sievec first checks the script in a private temporary directory of ours,
+    never in DIR (which the mail user may own and fill with links); a script
+    it rejects replaces nothing.  The files are put into DIR by `_put`, mode
+    0644.  In a directory of ours (root's sieve_before directory) the
+    installed script is then compiled under the path Dovecot runs and the
+    binary put after it, so that it is the newer file: Dovecot uses it
+    instead of recompiling (sieve_before directories are usually not writable
+    by the mail user).  In a directory another user owns, sievec never reads
+    what that user could swap: Dovecot compiles the script there itself.
     """
     if not directory.is_dir():
         raise InstallError(f"{directory}: no such directory")
-    final = directory / f"{name}.sieve"
-    final_bin = directory / f"{name}.svbin"
+    # Dovecot names the script by the path in its config: absolute, as the admin wrote it.
+    final = Path(os.path.abspath(directory)) / f"{name}.sieve"
+    final_bin = final.with_suffix(".svbin")
     data = script.encode("utf-8")
+    checked = False
     try:
         binary = b""
-        if compile_with_sievec and find_tool("sievec"):
+        use_sievec = compile_with_sievec and bool(find_tool("sievec"))
+        if use_sievec:
             with tempfile.TemporaryDirectory(prefix="authsieve-sievec-") as private:
                 # sievec names the script after the file: keep the name and the ".sieve" ending.
-                src, out = Path(private, f"{name}.sieve"), Path(private, f"{name}.svbin")
+                src = Path(private, final.name)
                 write_synced(src, data, 0o600)
-                result = compile_script_file(src, out)
-                if not result.ok:
-                    raise InstallError(
-                        f"{final}: sievec rejected the script: {result.first_error()}"
-                    )
-                binary = out.read_bytes()
+                _sievec(src, final)
+            checked = True
         dir_fd = open_dir(directory, follow=True)
         try:
             _put(dir_fd, final.name, data)
-            if binary:
-                _put(dir_fd, final_bin.name, binary)
             fsync_dir(dir_fd)
+            if use_sievec and os.fstat(dir_fd).st_uid == os.geteuid():
+                binary = _sievec(final, final)
+                _put(dir_fd, final_bin.name, binary)
+                fsync_dir(dir_fd)
         finally:
             os.close(dir_fd)
     except OSError as exc:
         raise InstallError(f"{final}: cannot write: {exc.strerror or exc}") from None
     return InstallResult(
-        target=str(final), compiled=bool(binary), binary=str(final_bin) if binary else ""
+        target=str(final),
+        compiled=bool(binary),
+        binary=str(final_bin) if binary else "",
+        checked=checked,
     )
 
 

@@ -464,3 +464,33 @@ def hostile_server(dns_server: Callable[..., DnsTestServer]) -> DnsTestServer:
         _HOSTILE_SERVERS.clear()
         _HOSTILE_SERVERS[key] = dns_server(HOSTILE_ZONE)
     return _HOSTILE_SERVERS[key]
+
+
+SUBMITTED = (
+    b"Return-Path: <ceo@family.example>\r\n"
+    b"Received: from laptop (dsl.isp.example [198.51.100.7]) (Authenticated sender: ceo)"
+    b" by mx.family.example (Postfix) with ESMTPSA id 4Sg2Vb1;"
+    b" Sat, 28 Nov 2026 09:00:01 +0000\r\n"
+    b"From: CEO <ceo@family.example>\r\nTo: x@example.com\r\nSubject: x\r\n\r\nHello\r\n"
+)
+
+
+def test_our_own_users_submission_is_not_written_up_as_a_dmarc_fail(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    """SMTP AUTH mail: SPF not applied, so DMARC was not evaluated, and the headers say so."""
+    from classifier.annotate import annotate
+
+    server = dns_server('_dmarc.family.example. TXT "v=DMARC1; p=reject"\n')
+    report = run_checks(SUBMITTED, SETTINGS, resolver_for(server))
+    assert report.envelope.authenticated
+    assert (report.dmarc.result, report.dmarc.policy) == ("none", "")
+    assert report.dmarc.reason.startswith("not evaluated: submitted by our own")
+    assert ("_dmarc.family.example", "TXT") not in server.log
+    facts = facts_from(report)
+    assert (facts.dmarc, facts.submission, facts.from_domain) == ("none", True, "family.example")
+    out = Message.parse(annotate(SUBMITTED, report, "mx.family.example", "v=1"))
+    ar = " ".join((out.get("Authentication-Results") or "").split())
+    assert "dmarc=fail" not in ar
+    assert 'dmarc=none reason="not evaluated: submitted by our own authenticated user' in ar
+    assert ar.startswith("mx.family.example; auth=pass")

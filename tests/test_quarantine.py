@@ -73,8 +73,26 @@ def test_find_takes_an_id_a_prefix_or_the_file_name(maildir: Path) -> None:
     assert find(entries, Path(bank.path).name) is bank
     with pytest.raises(QuarantineError, match="no such message"):
         find(entries, "ffffffffffff")
-    with pytest.raises(QuarantineError, match="no such message"):
+    with pytest.raises(QuarantineError) as short:
         find(entries, bank.id[:3])  # too short to be taken as a prefix
+    assert str(short.value).startswith(
+        f"{bank.id[:3]}: too short; give at least 6 characters of the id"
+    )
+    with pytest.raises(QuarantineError, match="no such message"):
+        find(entries, "ffffff")
+
+
+def test_release_of_a_too_short_id_says_so(
+    maildir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roots = str(maildir.parent.parent.parent / "*" / "*" / "Maildir")
+    bank = list_quarantine(maildir, TEMPLATE)[1]
+    argv = ["quarantine", "release", "--config", str(CONFIG), "--maildir", roots]
+    assert main([*argv, "--user", USER, bank.id[:4]]) == 2
+    err = capsys.readouterr().err
+    assert f"{bank.id[:4]}: too short; give at least 6 characters of the id" in err
+    assert "no such message" not in err
+    assert Path(bank.path).exists()
 
 
 def test_release_moves_to_inbox_with_the_released_header(maildir: Path) -> None:

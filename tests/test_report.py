@@ -152,8 +152,21 @@ def delivered(day: int, index: int) -> int:
     return int(datetime(2025, 3, day, 10, index, tzinfo=UTC).timestamp())
 
 
-def make_message(profile: Profile, subject: str, when: int, index: int) -> bytes:
-    """Gives a delivered message: signed by its sender, then Received by our Postfix."""
+# The headers authsieve leaves on a message it filed (or a person released), by delivery.
+DELIVERY_HEADERS = {
+    "enforce": "X-Authsieve: v=1; id=mx.family.example; verdict=inbox; mode=enforce\r\n",
+    "observe": "X-Authsieve: v=1; id=mx.family.example; verdict=inbox; mode=observe\r\n",
+    "released": "X-Authsieve-Released: Sat, 08 Mar 2025 09:00:00 +0000; by=alice\r\n"
+    "X-Authsieve: v=1; id=mx.family.example; verdict=quarantine; mode=enforce\r\n",
+    "foreign": "X-Authsieve: v=1; id=mx.other.example; verdict=inbox; mode=enforce\r\n",
+    "": "",
+}
+
+
+def make_message(
+    profile: Profile, subject: str, when: int, index: int, delivery: str = ""
+) -> bytes:
+    """Gives a delivered message: signed by its sender, Received by our Postfix, filed."""
     date = datetime.fromtimestamp(when, UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
     body = (
         f"From: {profile.sender}\r\nTo: alice@family.example\r\nSubject: {subject}\r\n"
@@ -178,7 +191,8 @@ def make_message(profile: Profile, subject: str, when: int, index: int) -> bytes
     )
     behind = f"Received: {profile.behind}\r\n" if profile.behind else ""
     top = f"Return-Path: <{profile.mail_from}>\r\nDelivered-To: alice@family.example\r\n"
-    return top.encode() + ours.encode() + behind.encode() + body
+    filed = DELIVERY_HEADERS[delivery]
+    return filed.encode() + top.encode() + ours.encode() + behind.encode() + body
 
 
 def build_maildir(root: Path, specs: list[tuple[str, str, str, int, str]] = SPECS) -> Path:
@@ -188,7 +202,8 @@ def build_maildir(root: Path, specs: list[tuple[str, str, str, int, str]] = SPEC
             (root / folder / sub).mkdir(parents=True, exist_ok=True)
     for index, (kind, folder, sub, day, subject) in enumerate(specs):
         when = delivered(day, index)
-        data = make_message(PROFILES[kind], subject, when, index)
+        # Filed by authsieve in enforce mode: where each sits is where a person kept it.
+        data = make_message(PROFILES[kind], subject, when, index, "enforce")
         name = f"{when}.M{index}P1.mx,S={len(data)},W={len(data)}" + (
             ":2,S" if sub == "cur" else ""
         )
@@ -558,7 +573,8 @@ def test_cached_record_decides_as_delivery_does_on_the_demo_maildir(tmp_path: Pa
     arc_trusted = 0
     for path in files:
         data = path.read_bytes()
-        record = record_from(run_checks(data, settings, resolver), Message.parse(data))
+        message = Message.parse(data)
+        record = record_from(run_checks(data, settings, resolver), message, settings.authserv_id)
         cache.put("id", path.name, "fp", record)
         back = cache.get("id", path.name, "fp")
         assert back == record and isinstance(back, CheckRecord)
@@ -573,3 +589,40 @@ def test_cached_record_decides_as_delivery_does_on_the_demo_maildir(tmp_path: Pa
         arc_trusted += want.facts.arc_trusted
     assert arc_trusted == 1  # the photo club list, sealed by lists.example
     cache.close()
+
+
+@pytest.mark.parametrize(
+    ("delivery", "counted"),
+    [
+        ("enforce", True),
+        ("released", True),
+        ("observe", False),
+        ("", False),
+        ("foreign", False),
+    ],
+)
+def test_likely_false_positives_count_only_mail_a_person_kept(
+    tmp_path: Path,
+    dns_server: Callable[..., DnsTestServer],
+    capsys: pytest.CaptureFixture[str],
+    delivery: str,
+    counted: bool,
+) -> None:
+    """Observe-mode deliveries and mail authsieve never filed were placed by nobody."""
+    maildir = build_maildir(tmp_path / "Maildir", [])
+    when = delivered(6, 1)
+    data = make_message(PROFILES["plain"], "Birthday", when, 1, delivery)
+    (maildir / "cur" / f"{when}.M1P1.mx:2,S").write_bytes(data)
+    (tmp_path / "strict.toml").write_text(STRICT)
+    server = dns_server(ZONE, servfail=SERVFAIL)
+    args = ["--config", str(tmp_path / "strict.toml"), "--dns-server", server.address]
+    args += ["--cache", str(tmp_path / "cache.sqlite3")]
+    assert main(["report", *args, "--json", str(maildir)]) == 0
+    policy = json.loads(capsys.readouterr().out)["policies"][0]
+    assert [(m["now"], m["would"]) for m in policy["moves"]] == [("inbox", "junk")]
+    assert policy["likely_false_positives"] == (1 if counted else 0)
+    assert policy["moves"][0]["likely_false_positive"] is counted
+    assert main(["report", *args, str(maildir)]) == 0
+    text = capsys.readouterr().out
+    assert "! likely false positive: a message a person kept in the inbox" in text
+    assert ("  ! 2025-03-06" in text) is counted

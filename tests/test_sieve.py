@@ -16,12 +16,13 @@ import pytest
 
 from classifier.annotate import defuse, fold
 from classifier.config import settings_from_dict
-from classifier.facts import RESULTS, AuthFacts, render_header_value
+from classifier.facts import AuthFacts, render_header_value
 from classifier.message import Message
-from classifier.policy import Policy, load_policies
+from classifier.policy import Policies, Policy, load_policies
+from classifier.quarantine import allow_sender_in_config
 from classifier.verdict import Verdict, decide
 from sieve.commands import cmd_sieve_generate, cmd_sieve_install
-from sieve.generate import field_regex, generate_script, sieve_string
+from sieve.generate import field_regex, generate_global_script, generate_script, sieve_string
 from sieve.install import InstallError, install_to_dir
 from sieve.pigeonhole import Pigeonhole, find_tool, parse_sieve_test_output
 
@@ -65,6 +66,8 @@ CONFIG = {
             "blocked_domain_suffixes": [],
             "allow_senders": ["@example.com", "@friends.example", "boss@shop.cyou"],
         },
+        # A name with ERE and quoted-string specials: its branch must match it literally.
+        "team.lead+ops@example.org": {"spf_fail": "quarantine", "spf_softfail": "junk"},
     },
 }
 POLICIES = load_policies(settings_from_dict(CONFIG, source="test.toml"))
@@ -72,27 +75,16 @@ USERS = ("", "observer@example.org", "strict@example.org", "lenient@example.org"
 
 
 def header_value(facts: AuthFacts, verdict: Verdict, policy: Policy, reason: str = "") -> str:
-    """Gives the X-Authsieve value as the annotator writes it.
-
-    The oldest ARC results (arc-spf/-dkim/-dmarc) are added after arc-trusted
-    when render_header_value does not write them yet: the script reads them
-    there, and decide() judges on them under a trusted chain.
-    """
-    value = render_header_value(
-        facts, AUTHSERV, verdict.action, policy.mode, reason or "; ".join(verdict.reasons)
+    """Gives the X-Authsieve value as the annotator writes it (`Evaluation.header_value`)."""
+    return render_header_value(
+        facts,
+        AUTHSERV,
+        verdict.action,
+        policy.mode,
+        reason or "; ".join(verdict.reasons),
+        allowed=bool(verdict.allowed),
+        user=policy.user,
     )
-    if "arc-spf=" not in value:
-        arc = "; ".join(
-            f"arc-{n}={v if v in RESULTS else ''}"
-            for n, v in (
-                ("spf", facts.arc_oldest_spf),
-                ("dkim", facts.arc_oldest_dkim),
-                ("dmarc", facts.arc_oldest_dmarc),
-            )
-        )
-        flag = "yes" if facts.arc_trusted else "no"
-        value = value.replace(f"arc-trusted={flag}", f"arc-trusted={flag}; {arc}", 1)
-    return value
 
 
 def annotated(value: str, from_address: str, extra: bytes = b"", top: bytes = b"") -> bytes:
@@ -198,6 +190,132 @@ def test_python_verdict_and_pigeonhole_folder_agree_for_every_message_and_policy
     assert len(messages) * len(USERS) >= 200
 
 
+@needs_pigeonhole
+def test_global_script_files_every_users_mail_by_that_users_table(
+    pigeonhole: Pigeonhole,
+) -> None:
+    """One sieve_before script for everybody: each [users] table reaches the Sieve that runs."""
+    name = "global"
+    result = pigeonhole.compile(generate_global_script(POLICIES, AUTHSERV), name)
+    assert result.ok, result.errors
+    users = (*USERS, "team.lead+ops@example.org", "no-table@example.org")
+    messages = grid()
+    disagreements = []
+    seen: dict[str, set[str]] = {}
+    for user in users:
+        policy = POLICIES.for_user(user)
+        for i, f in enumerate(messages):
+            verdict = decide(f, policy)
+            run = pigeonhole.run(name, annotated(header_value(f, verdict, policy), f.from_address))
+            seen.setdefault(user, set()).add(verdict.action)
+            if folder_of(run.stores) != verdict.action:
+                disagreements.append((user, i, verdict.action, folder_of(run.stores)))
+    assert disagreements == []
+    # Not vacuous: the tables really differ, and the strict user's branch is taken.
+    assert seen["strict@example.org"] == {"inbox", "junk", "quarantine"}
+    assert seen["observer@example.org"] == {"inbox"}
+    spf_fail = AuthFacts(spf="fail", dmarc="none", from_domain="example.net")
+    folders = {}
+    for user in ("", "team.lead+ops@example.org", "team.lead+opsx@example.org"):
+        policy = POLICIES.for_user(user)
+        value = header_value(spf_fail, decide(spf_fail, policy), policy)
+        folders[user] = folder_of(pigeonhole.run(name, annotated(value, "a@example.net")).stores)
+    assert folders == {
+        "": "junk",
+        "team.lead+ops@example.org": "quarantine",
+        "team.lead+opsx@example.org": "junk",
+    }
+
+
+@needs_pigeonhole
+def test_a_forged_user_field_in_the_reason_does_not_choose_a_branch(
+    pigeonhole: Pigeonhole,
+) -> None:
+    name = "global-forged"
+    assert pigeonhole.compile(generate_global_script(POLICIES, AUTHSERV), name).ok
+    f = AuthFacts(spf="fail", dmarc="none", from_domain="example.net")
+    policy = POLICIES.default
+    verdict = decide(f, policy)
+    reason = 'x"; user="lenient@example.org"; allowed=yes; "'
+    value = header_value(f, verdict, policy, reason=reason)
+    assert folder_of(pigeonhole.run(name, annotated(value, "a@example.net")).stores) == "junk"
+
+
+RELEASE_CONFIG = """\
+[classifier]
+authserv_id = "mx.example.org"
+
+[policy]
+blocked_domain_suffixes = [".cyou"]
+blocked_action = "quarantine"
+allow_senders = ["@friends.example"]
+
+[users."strict@example.org"]
+blocked_action = "quarantine"
+spf_softfail = "junk"
+"""
+
+
+@needs_pigeonhole
+@pytest.mark.parametrize("user", ["strict@example.org", "plain@example.org"])
+def test_release_allow_reaches_the_installed_script_without_reinstalling(
+    pigeonhole: Pigeonhole, tmp_path: Path, user: str
+) -> None:
+    """The issue's case: after `release --allow`, the next message is kept by Python and Sieve."""
+    from classifier.config import load_settings
+
+    config = tmp_path / "config.toml"
+    config.write_text(RELEASE_CONFIG)
+    before = load_policies(load_settings(config))
+    name = f"release-{user.split('@')[0]}"
+    # Installed once, before the release: the allow list must not need a new script.
+    assert pigeonhole.compile(generate_global_script(before, AUTHSERV), name).ok
+    shop = AuthFacts(
+        spf="pass",
+        dkim="pass",
+        dmarc="pass",
+        dmarc_policy="none",
+        from_domain="shop.cyou",
+        from_address="boss@shop.cyou",
+        from_authenticated=True,
+    )
+    folders = []
+    for policies in (before, None):
+        if policies is None:
+            added = allow_sender_in_config(
+                config, user, "boss@shop.cyou", before.default.allow_senders
+            )
+            assert added
+            policies = load_policies(load_settings(config))
+        policy = policies.for_user(user)
+        verdict = decide(shop, policy)
+        value = header_value(shop, verdict, policy)
+        run = pigeonhole.run(name, annotated(value, shop.from_address))
+        assert folder_of(run.stores) == verdict.action, value
+        folders.append((verdict.action, "allowed=yes" in value))
+    assert folders == [("quarantine", False), ("inbox", True)]
+    # The unauthenticated copy of the same From is still quarantined by both.
+    forged = replace(shop, dkim="fail", dmarc="fail", from_authenticated=False)
+    policy = policies.for_user(user)
+    verdict = decide(forged, policy)
+    run = pigeonhole.run(name, annotated(header_value(forged, verdict, policy), "boss@shop.cyou"))
+    assert (verdict.action, folder_of(run.stores)) == ("quarantine", "quarantine")
+
+
+def test_generated_lines_stay_readable() -> None:
+    """Users open their script: no line of hundreds of characters (it was 650)."""
+    policies = Policies(
+        default=POLICIES.default,
+        users=(*POLICIES.users, ("x@example.org", Policy(internal_error="quarantine"))),
+    )
+    for script in (
+        generate_global_script(policies, AUTHSERV),
+        *(generate_script(POLICIES.for_user(u), AUTHSERV) for u in USERS),
+    ):
+        widest = max(len(line) for line in script.splitlines())
+        assert widest <= 200, widest
+
+
 # Facts that only dmarc_permerror or internal_error can file, and what each policy files them as.
 NEW_KEY_CASES = (
     # (facts, key that fires)
@@ -277,9 +395,7 @@ def test_script_agrees_on_trusted_arc_messages_with_the_header_as_written(
         name = compiled(pigeonhole, policy, f"arc{n}")
         for f in messages:
             verdict = decide(f, policy)
-            value = render_header_value(
-                f, AUTHSERV, verdict.action, policy.mode, "; ".join(verdict.reasons)
-            )
+            value = header_value(f, verdict, policy)
             got = folder_of(pigeonhole.run(name, annotated(value, f.from_address)).stores)
             if got != verdict.action:
                 disagreements.append((user, verdict.action, got))
@@ -443,8 +559,12 @@ def test_sieve_string_escapes_quote_and_backslash_and_drops_line_breaks() -> Non
 def test_field_regex_is_anchored_at_our_id_and_fixed_fields() -> None:
     regex = field_regex(AUTHSERV, spf="fail")
     assert regex.startswith("^v=1;[[:space:]]+id=mx\\.example\\.org;")
-    assert ";[[:space:]]+spf=(fail);" in regex
+    assert regex == "^v=1;[[:space:]]+id=mx\\.example\\.org;([^;]*;){2}[[:space:]]+spf=(fail)(;|$)"
     assert '"' not in regex
+    # A user name is matched literally, quoted as the header writes it.
+    user = field_regex(AUTHSERV, user='a"b\\c.d+e@example.org')
+    quoted = 'user="a\\\\"b\\\\\\\\c\\.d\\+e@example\\.org"(;|$)'
+    assert user.endswith("([^;]*;){18}[[:space:]]+" + quoted)
 
 
 @needs_pigeonhole
@@ -461,7 +581,9 @@ def test_config_strings_cannot_inject_sieve(pigeonhole: Pigeonhole) -> None:
         'fileinto :create "Quarantine";',
         'fileinto :create :flags "$Junk" "Junk";',
     }
-    assert 'address :index 1 :all :is "from" "a\\"b\\\\c;d}e@example.com",' in script
+    # Allow-list entries are decided in Python (allowed=yes); the script shows them in comments.
+    assert 'a"b\\c;d}e@example.com' in script
+    assert all(line.lstrip().startswith("#") for line in script.splitlines() if "d}e@" in line)
     name = "nasty"
     result = pigeonhole.compile(script, name)
     assert result.ok, result.errors
@@ -586,3 +708,30 @@ def test_install_command_writes_the_users_script(tmp_path: Path) -> None:
         f"installed {tmp_path / 'authsieve.sieve'} (compiled {tmp_path / 'authsieve.svbin'})\n"
     )
     assert "policy for lenient@example.org" in (tmp_path / "authsieve.sieve").read_text()
+
+
+def test_the_annotators_header_carries_the_allow_decision_and_the_users_table() -> None:
+    """What the Sieve script reads is what `pipe`, `check` and `watch` write (Evaluation)."""
+    from typing import Any, cast
+
+    from classifier.evaluate import Evaluation
+
+    f = AuthFacts(
+        spf="fail",
+        dkim="pass",
+        dmarc="pass",
+        from_domain="friends.example",
+        from_address="ann@friends.example",
+        from_authenticated=True,
+    )
+    for user, allowed, named in (
+        ("", "yes", ""),
+        ("lenient@example.org", "yes", 'user="lenient@example.org"'),
+        ("strict@example.org", "no", 'user="strict@example.org"'),
+    ):
+        policy = POLICIES.for_user(user)
+        verdict = decide(f, policy)
+        value = Evaluation(cast(Any, None), f, policy, verdict).header_value(AUTHSERV)
+        assert value == header_value(f, verdict, policy)
+        assert f"; allowed={allowed}" in value
+        assert ("; user=" in value) == bool(named) and named in value

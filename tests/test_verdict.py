@@ -186,6 +186,7 @@ def test_observe_mode_delivers_to_inbox_and_records_the_would_be_verdict() -> No
         "reasons": list(v.reasons),
         "observe": True,
         "would_be": "quarantine",
+        "allowed": "",
     }
 
 
