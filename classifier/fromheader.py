@@ -47,7 +47,7 @@ def normalize_domain(text: str) -> str | None:
     if not name:
         return None
     if not name.isascii():
-        name = _to_a_labels(name) or ""
+        name = to_a_labels(name) or ""
     name = name.lower()
     if not name or len(name) > 253:
         return None
@@ -56,7 +56,8 @@ def normalize_domain(text: str) -> str | None:
     return name
 
 
-def _to_a_labels(name: str) -> str | None:
+def to_a_labels(name: str) -> str | None:
+    """Gives an internationalised domain name in A-labels (RFC 5891), or None."""
     try:
         if _idna is not None:
             return str(_idna.encode(name, uts46=True).decode("ascii"))

@@ -305,7 +305,11 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     from classifier.display import printable
     from classifier.quarantine import purge
 
-    days = args.retention_days or configured(settings, "quarantine_retention_days")
+    days = args.retention_days
+    if days is None:
+        days = configured(settings, "quarantine_retention_days")
+    elif not days > 0:  # 0 read as "the default" once, -1 as "everything": neither is asked for
+        raise UsageError(f"--retention-days {days:g}: must be more than 0")
     gone = purge([e for _, e in _entries(args, settings)], days, time.time(), args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for e in gone:

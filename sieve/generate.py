@@ -189,7 +189,7 @@ def _conditions(policy: Policy, s: _Script, action: str) -> list[tuple[str, str]
     if suffixes and policy.action_for("blocked_action") == action:
         # A suffix that is a single label "none" must not match the header's from-domain=none.
         patterns = [
-            ("([a-z0-9-]+\\.)+" if n == "none" else "([a-z0-9-]+\\.)*") + _re_domain(n)
+            ("([a-z0-9_-]+\\.)+" if n == "none" else "([a-z0-9_-]+\\.)*") + _re_domain(n)
             for n in suffixes
         ]
         body = "|".join(patterns)

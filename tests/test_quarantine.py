@@ -278,3 +278,15 @@ def test_quarantine_of_an_unknown_user_is_a_usage_error(
     assert capsys.readouterr().err.startswith(
         "authsieve: --user x@y.example: no Maildir of that user"
     )
+
+
+@pytest.mark.parametrize("days", ["0", "-1"])
+def test_purge_refuses_a_retention_that_is_not_positive(
+    maildir: Path, days: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # admin review: 0 was read as the default 30, -1 would have deleted everything
+    before = sorted(p.name for p in maildir.rglob("*") if p.is_file())
+    argv = ["quarantine", "purge", "--config", str(CONFIG), "--maildir", str(maildir)]
+    assert main([*argv, "--retention-days", days]) == 2
+    assert "must be more than 0" in capsys.readouterr().err
+    assert sorted(p.name for p in maildir.rglob("*") if p.is_file()) == before

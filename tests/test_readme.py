@@ -57,8 +57,6 @@ LDA_FILES = DOVECOT_FILES[1:]
 STOCK_DOVECOT = Path("/usr/share/dovecot")
 DOVECONF = "/usr/bin/doveconf"
 
-ISSUE_13_3 = "issue 13.3 (release --allow reaching the Sieve script): merged separately"
-
 
 def readme_blocks() -> dict[str, str]:
     """Gives the README's marked fenced blocks by marker name, unindented."""
@@ -344,7 +342,6 @@ def test_blocked_suffix_is_quarantined_and_listed_by_the_quarantine_command(
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=False, reason=ISSUE_13_3)
 def test_release_allow_lets_the_sender_in_next_time(enforcing: Mta) -> None:
     first = send(enforcing, "friend@lucky-winner.cyou", GOOD_CLIENT)
     assert enforcing.wait_delivered(first).folder == "Quarantine"

@@ -735,3 +735,28 @@ def test_the_annotators_header_carries_the_allow_decision_and_the_users_table() 
         assert value == header_value(f, verdict, policy)
         assert f"; allowed={allowed}" in value
         assert ("; user=" in value) == bool(named) and named in value
+
+
+@needs_pigeonhole
+@pytest.mark.parametrize(
+    ("from_domain", "mailfrom_domain"),
+    [
+        ("_a.cyou", "example.com"),  # attacker review: an underscore label
+        ("example.com", "x._b.cyou"),
+        ("élan.cyou", "example.com"),  # an internationalised name, judged in A-labels
+        ("example.com", "élan.cyou"),
+    ],
+)
+def test_blocked_suffix_sees_underscore_and_idn_domains_in_python_and_pigeonhole(
+    pigeonhole: Pigeonhole, from_domain: str, mailfrom_domain: str
+) -> None:
+    policy = POLICIES.for_user("")
+    name = compiled(pigeonhole, policy, "suffixes")
+    facts = AuthFacts(
+        spf="pass", dkim="none", dmarc="none", from_domain=from_domain,
+        mailfrom_domain=mailfrom_domain, from_address=f"promo@{from_domain}",
+    )  # fmt: skip
+    verdict = decide(facts, policy)
+    assert verdict.action == policy.action_for("blocked_action") != "inbox", verdict
+    run = pigeonhole.run(name, annotated(header_value(facts, verdict, policy), "promo@x.example"))
+    assert folder_of(run.stores) == verdict.action
