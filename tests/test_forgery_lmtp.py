@@ -293,6 +293,11 @@ def test_forgery_stored_by_dovecot_lmtp_is_quarantined_everywhere(
     mine = our_results(piped.stdout)
     assert len(mine) == 2 and all("dmarc=fail" in " ".join(v.split()) for v in mine), mine
 
+    # pipe without Postfix's macros (a transport that passes none): the headers alone
+    bare = authsieve("pipe", "--config", str(config), "--deliver", "stdout", data=data)
+    assert bare.returncode == 0, bare.stderr
+    assert b"verdict=quarantine" in bare.stdout and b"submission=no" in bare.stdout
+
     with Pigeonhole() as ph:
         script = authsieve("sieve", "generate", "--config", str(config), "--user", RCPT)
         assert script.returncode == 0, script.stderr
