@@ -40,7 +40,7 @@ from typing import Any
 from classifier.config import Settings
 from classifier.daemon_client import FrameError, decode_head, read_frame, read_line, write_frame
 from classifier.dns import Resolver
-from classifier.log import log
+from classifier.log import log, reopen_logging
 from classifier.pipe import HINT_KEYS, process
 from classifier.policy import Policies, load_policies
 
@@ -252,6 +252,7 @@ def reload_engine(server: DaemonServer, reload: Callable[[], tuple[Settings, Res
         log.error("daemon: reload failed, keeping the running config: %s", exc)
         return
     server.engine = engine
+    reopen_logging(settings)  # a rotated log file is let go
     log.info("daemon: reloaded %s", settings.source)
 
 

@@ -144,3 +144,17 @@ def configure_logging(
         logging.raiseExceptions = False
     if problem:
         log.warning("%s", problem)
+
+
+def reopen_logging(settings: Settings) -> None:
+    """Opens the log anew, as configure_logging would (SIGHUP, after a config reload).
+
+    The file a log rotation moved away is let go, and a log_file that has become
+    writable (its directory made since the start) is taken up; the level is kept.
+    """
+    level = log.level
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    configure_logging(settings)
+    log.setLevel(level)

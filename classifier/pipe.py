@@ -75,7 +75,7 @@ def process(
         out = annotate(data, result.report, settings.authserv_id, value)
         env, facts, verdict = result.report.envelope, result.facts, result.verdict
         summary = (
-            f"client={env.client_ip} from=<{env.mail_from or ''}>"
+            f"client={env.client_ip or '-'} from=<{env.mail_from or ''}>"
             f" spf={facts.spf} dkim={facts.dkim} dmarc={facts.dmarc} verdict={verdict.action}"
             + (f" would={verdict.would_be}" if verdict.observe else "")
             + (f" reasons={'; '.join(verdict.reasons)}" if verdict.reasons else "")

@@ -135,7 +135,9 @@ def split_sender(entry: str) -> tuple[str, str] | None:
         return None
     local, at, domain = text.rpartition("@")
     domain = safe_domain(domain)
-    if not at or not domain:
+    # RFC 5321 §4.1.2: a mail domain is letters, digits and hyphens.  safe_domain also
+    # takes "_" (so that a blocked suffix sees x@_a.cyou); an allowed sender must not.
+    if not at or not domain or "_" in domain:
         return None
     return local, domain
 

@@ -27,7 +27,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -207,11 +207,12 @@ def purge(
 
 
 def date_text(entry: QuarantinedMessage) -> str:
-    """Gives the message's date as YYYY-MM-DD HH:MM (its Date header, else when it arrived)."""
-    try:
-        return parsedate_to_datetime(entry.date).strftime("%Y-%m-%d %H:%M")
-    except (TypeError, ValueError, IndexError):
-        return datetime.fromtimestamp(entry.arrived, UTC).strftime("%Y-%m-%d %H:%M")
+    """Gives when the message arrived, as YYYY-MM-DD HH:MM UTC.
+
+    Not its Date header: the sender writes that, and purge goes by arrival, so a
+    list that showed it would not say which messages purge deletes next.
+    """
+    return datetime.fromtimestamp(entry.arrived, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def digest(
@@ -248,8 +249,9 @@ def digest(
         return "\n".join(lines) + "\n"
     lines += [
         f"{count} message{'s are' if count != 1 else ' is'} held in quarantine for {user}.",
-        "They did not prove who sent them (SPF, DKIM, DMARC), so they were kept out",
-        f"of your inbox. Each is deleted {retention_days:g} days after it arrived.",
+        "They were kept out of your inbox for the reason shown with each: most did not",
+        "prove who sent them (SPF, DKIM, DMARC), some come from senders the policy blocks.",
+        f"Each is deleted {retention_days:g} days after it arrived (the date shown).",
         "",
     ]
     for e in entries:

@@ -37,7 +37,7 @@ from typing import Any
 
 from classifier.config import ConfigError, Settings, load_settings
 from classifier.filing import DEFAULT_TEMPLATE, Job, Outcome, file_batch
-from classifier.log import log
+from classifier.log import log, reopen_logging
 from classifier.maildir import (
     MaildirName,
     expand_roots,
@@ -96,7 +96,9 @@ def _work_in_process(paths: list[str], generation: int) -> list[Outcome]:
     job: Job = _WORKER["job"]
     if generation != _WORKER["generation"]:
         try:
-            job = job.reloaded(load_settings(job.config_path))
+            settings = load_settings(job.config_path)
+            job = job.reloaded(settings)
+            reopen_logging(settings)
         except ConfigError as exc:
             log.error("config reload failed in worker, keeping the old policy: %s", exc)
         _WORKER.update(job=job, generation=generation)
@@ -260,7 +262,7 @@ class Watcher:
         mtime = self._mtime()
         if not (self._hup or mtime != self._config_mtime) or self.reload is None:
             return
-        self._hup, self._config_mtime = False, mtime
+        hup, self._hup, self._config_mtime = self._hup, False, mtime
         try:
             settings = self.reload()
         except ConfigError as exc:
@@ -272,6 +274,8 @@ class Watcher:
             log.error("config reload failed, keeping the old policy: %s", exc)
             return
         self.generation += 1
+        if hup:
+            reopen_logging(settings)  # a rotated log file is let go (workers: next batch)
         log.info("config reloaded")
 
     def _adopt(self, maildir: Path, observer: Any) -> _MaildirState | None:

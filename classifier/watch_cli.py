@@ -297,7 +297,11 @@ def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"{config}: {exc}") from None
         print(f"{entry}: {'added to' if added else 'already in'} allow_senders of {e.user}")
         if not e.from_authenticated:
-            print("note: allowed senders pass only when their mail authenticates (DMARC-aligned)")
+            print(
+                "warning: this message did not authenticate its From domain (no DMARC-aligned"
+                " SPF or DKIM pass), and an allowed sender passes only when it does: the next"
+                " message like this one will be filed the same way"
+            )
     return 0
 
 

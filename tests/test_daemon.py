@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import pwd
+import signal
 import socket
 import subprocess
 import sys
@@ -222,3 +223,16 @@ def test_pipe_refuses_a_listener_that_is_not_the_daemon(open_tmp: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert b"verdict=quarantine" in proc.stdout  # checked in-process instead
     assert not got.exists() or b"Subject" not in got.read_bytes()
+
+
+def test_sighup_lets_go_of_a_rotated_log_file(daemon: Daemon) -> None:
+    # admin review: after logrotate moved the file away, SIGHUP kept writing to it
+    rotated = daemon.log.with_name("authsieve.log.1")
+    wait_for(lambda: daemon.log.exists(), what="the log file")
+    daemon.log.rename(rotated)
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: daemon.log.exists() and "reloaded" in daemon.log.read_text(),
+             what="the reload line in a new log file")  # fmt: skip
+    outcome = ask_daemon(str(daemon.socket), PHISH.read_bytes(), HINTS, "alice@x", 30)
+    assert outcome is not None and outcome.action == "quarantine"
+    assert "reloaded" not in rotated.read_text()
