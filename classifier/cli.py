@@ -127,6 +127,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         metavar="SOCKET",
         help="let `authsieve serve` on this socket check the message (falls back to in-process)",
     )
+    pipe.add_argument(
+        "--daemon-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="check in-process when the daemon has not answered by then"
+        " (default: dns_budget + 10, or 60 on the fast path)",
+    )
 
     serve = sub.add_parser("serve", help="resident checker for `pipe --daemon` (UNIX socket)")
     add_common(serve)
@@ -323,7 +330,8 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
         from classifier.daemon_client import call_daemon, trusted_uids
 
         trusted = trusted_uids(settings.daemon_user)
-        call = call_daemon(socket_path, data, hints, user, settings.dns_budget + 10, trusted)
+        wait = args.daemon_timeout or settings.dns_budget + 10
+        call = call_daemon(socket_path, data, hints, user, wait, trusted)
         if call is not None:
             a = call.answer
             code = deliver_outcome(
@@ -388,6 +396,21 @@ def _reload(args: argparse.Namespace) -> tuple[Settings, Resolver]:
 COMMANDS = {"check": cmd_check, "annotate": cmd_annotate, "pipe": cmd_pipe, "serve": cmd_serve}
 
 
+# argparse drops "--" even from "--opt=--" (its end-of-options mark), leaving a list where
+# a string was due: a client whose HELO is "--" deferred every delivery.  A value given
+# with "=" is the macro pipe(8) expanded, whatever it says: it passes argparse disguised.
+_DASHES = "\x00authsieve-dashes\x00"
+
+
+def _shield(arg: str) -> str:
+    name, eq, value = arg.partition("=")
+    return f"{name}={_DASHES}" if eq and name.startswith("--") and value == "--" else arg
+
+
+def _unshield(value: str) -> str:
+    return "--" if value == _DASHES else value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     message = None
@@ -402,7 +425,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser(argv)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args([_shield(a) for a in argv])
+        for name, value in vars(args).items():
+            if isinstance(value, str):
+                setattr(args, name, _unshield(value))
+            elif isinstance(value, list):
+                setattr(args, name, [_unshield(v) if isinstance(v, str) else v for v in value])
     except SystemExit as exc:
         # A mistake in master.cf's argv must keep mail queued, not bounce it.
         if argv[:1] == ["pipe"] and exc.code not in (0, None):

@@ -15,7 +15,8 @@ Two modes, chosen by the caller:
 Choices where the RFCs leave room, each stated where it is made: several From
 domains are evaluated and the most severe result wins (RFC 7489 §6.6.1,
 RFC 9989 §11.5); beyond the first five, a fail among those is the result and
-otherwise ``permerror``, never ``pass``; a From without a usable domain is
+otherwise ``fail`` under ``reject`` (the unevaluated ones may publish it), never
+``pass``; a From without a usable domain is
 ``permerror``; a temporary DNS failure on a query the answer depends on is
 ``temperror`` (RFC 9989 §5.3.6), and an internal error is never one: it is
 logged and reported as ``permerror`` with ``internal_error`` set.
@@ -500,11 +501,12 @@ def _beyond_the_cap(distinct: list[str], results: list[DmarcResult]) -> DmarcRes
 
     RFC 9989 §11.5 lets a receiver limit the Author Domains it evaluates, and
     RFC 7489 §6.6.1 asks for the most severe policy when several are; the
-    extra domains must not make the message pass where the first alone would
-    not.  The first MAX_AUTHOR_DOMAINS are evaluated: a fail among them is the
-    result, with the most severe policy seen; otherwise the domains left
-    unevaluated are not authenticated and the result is permerror (policy key
-    ``dmarc_permerror``), never pass.
+    extra domains must not make a message more welcome than any one of them
+    alone.  The first MAX_AUTHOR_DOMAINS are evaluated: a fail among them is
+    the result, with the most severe policy seen.  Otherwise a domain left
+    unevaluated -- the bank's, put sixth -- may publish p=reject and is not
+    authenticated: the message fails under ``reject``, the most severe policy
+    any of them could publish (policy key ``dmarc_reject``).
     """
     shown = ", ".join(distinct[:MAX_AUTHOR_DOMAINS]) + ", …"
     note = (
@@ -521,11 +523,11 @@ def _beyond_the_cap(distinct: list[str], results: list[DmarcResult]) -> DmarcRes
     first = results[0]
     return replace(
         first,
-        result="permerror",
-        policy="",
+        result="fail",
+        policy="reject",
         spf_aligned=False,
         dkim_aligned=False,
         aligned_by="",
-        reason=f"{note}; none failed, but {len(distinct) - MAX_AUTHOR_DOMAINS} more"
-        " are not authenticated: no pass",
+        reason=f"{note}; {len(distinct) - MAX_AUTHOR_DOMAINS} more are not authenticated and"
+        " may publish p=reject: judged as failing under reject (RFC 7489 §6.6.1)",
     )

@@ -27,10 +27,14 @@ VALUE_OPTIONS = frozenset(
         "--config", "--dns-server", "--dns-zone", "--sender", "--recipient", "--client-address",
         "--client-helo", "--client-hostname", "--sasl-username", "--user",
         "--original-recipient", "--deliver", "--lda-path", "--lda-arg", "--daemon",
-        "--sendmail-path",
+        "--daemon-timeout", "--sendmail-path",
     }
 )  # fmt: skip
 LIST_OPTIONS = frozenset({"--recipient", "--lda-arg"})
+# The fast path reads no config, so not dns_budget either: a daemon that has not answered
+# by then (stopped with SIGSTOP, overloaded) is given up on and the message checked here.
+# The default dns_budget (20 s) fits well inside; --daemon-timeout for a larger budget.
+FAST_PATH_WAIT = 60.0
 FLAG_OPTIONS = frozenset({"--debug"})
 
 
@@ -135,8 +139,17 @@ def hand_over(argv: Sequence[str]) -> Handover:
         opt("--sasl-username"),
     )
     # The mailbox's owner decides: you+news@ is you@ when the delimiter is "+".
+    try:
+        wait = float(opt("--daemon-timeout") or FAST_PATH_WAIT)
+    except ValueError:
+        return Handover(None, data)  # argparse says what is wrong
     call = call_daemon(
-        str(opt("--daemon")), data, hints, user or hints["recipient"], trusted=lambda: _trusted(opt)
+        str(opt("--daemon")),
+        data,
+        hints,
+        user or hints["recipient"],
+        wait,
+        trusted=lambda: _trusted(opt),
     )
     if call is None:
         return Handover(None, data)

@@ -236,3 +236,20 @@ def test_sighup_lets_go_of_a_rotated_log_file(daemon: Daemon) -> None:
     outcome = ask_daemon(str(daemon.socket), PHISH.read_bytes(), HINTS, "alice@x", 30)
     assert outcome is not None and outcome.action == "quarantine"
     assert "reloaded" not in rotated.read_text()
+
+
+def test_a_daemon_that_never_answers_costs_a_fallback_not_the_delivery(daemon: Daemon) -> None:
+    # attacker review: a stopped daemon held the pipe until Postfix's command_time_limit
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        argv = [*CLI, "pipe", "--config", str(ROOT / "examples" / "config.toml")]
+        argv += ["--dns-zone", str(ZONE), "--recipient=alice@family.example", "--deliver=stdout"]
+        argv += [f"--daemon={daemon.socket}", "--daemon-timeout=2"]
+        proc = subprocess.run(argv, input=PHISH.read_bytes(), capture_output=True, cwd=ROOT,
+                              timeout=60, check=False)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert b"verdict=quarantine" in proc.stdout
+        assert time.monotonic() - started < 30
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)

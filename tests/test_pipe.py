@@ -271,3 +271,20 @@ def test_serve_refuses_a_socket_it_cannot_create(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert b"cannot listen" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["--client-helo", "--client-hostname", "--client-address", "--sasl-username", "--sender",
+     "--user", "--original-recipient"],
+)  # fmt: skip
+@pytest.mark.parametrize("daemon", [False, True])
+def test_a_macro_value_of_two_dashes_is_a_value(option: str, daemon: bool) -> None:
+    # attacker review: "EHLO --" made argparse drop the value, and every delivery deferred
+    fast = ["--daemon=/nonexistent/authsieve.sock"] if daemon else []
+    proc = pipe(
+        "--dns-zone", str(ZONE), "--recipient=alice@family.example", "--deliver", "stdout",
+        *fast, f"{option}=--", stdin=PHISH.read_bytes(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert b"verdict=quarantine" in proc.stdout and b"internal" not in proc.stdout
