@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from classifier import __version__
+from classifier.usage import UsageError
 
 TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
 if TYPE_CHECKING:
@@ -26,10 +27,6 @@ if TYPE_CHECKING:
 EX_USAGE = 2
 EX_TEMPFAIL = 75
 EX_SOFTWARE = 70
-
-
-class UsageError(Exception):
-    """A bad argument or path: one line for the user, exit 2."""
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -54,7 +51,7 @@ PLUGINS = {
         "what each policy would do to the mail you have",
     ),
     "recheck": (
-        "classifier.recheck",
+        "classifier.recheck_cli",
         "add_recheck_parser",
         "re-check messages whose result was temperror",
     ),
@@ -434,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run as `python -m classifier.cli`, this file is __main__; the plugins import
-    # classifier.cli, so main() must come from there to catch their UsageError.
+    # classifier.cli, so main() comes from there: one copy of the module, not two.
     from classifier.cli import main as package_main
 
     sys.exit(package_main())

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from classifier.fromheader import to_a_labels
 
 HEADER_NAME = "X-Authsieve"
+RELEASED_HEADER = "X-Authsieve-Released"  # written by `authsieve quarantine release`
 # The RFC 8601 §2.7 result words: what an ARC sealer's Authentication-Results can say.
 AAR_RESULTS = frozenset(
     {"pass", "fail", "softfail", "neutral", "none", "permerror", "temperror", "policy"}

@@ -33,7 +33,7 @@ from typing import Any
 
 from classifier.checks import first_from_address
 from classifier.display import display_text, printable
-from classifier.facts import HEADER_NAME, parse_header_value, quote
+from classifier.facts import HEADER_NAME, RELEASED_HEADER, parse_header_value, quote
 from classifier.files import (
     READ_FLAGS,
     DirTree,
@@ -53,7 +53,6 @@ from classifier.maildir import (
 from classifier.message import Message
 from classifier.policy import normalize_user
 
-RELEASED_HEADER = "X-Authsieve-Released"
 DEFAULT_RETENTION_DAYS = 30
 _HEAD_LIMIT = 65536
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~@]+$")

@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any
 from classifier.config import Settings
 from classifier.display import display_text
 from classifier.dns import Resolver
-from classifier.facts import HEADER_NAME, AuthFacts, parse_header_value, safe_domain
+from classifier.facts import (
+    HEADER_NAME,
+    RELEASED_HEADER,
+    AuthFacts,
+    parse_header_value,
+    safe_domain,
+)
 from classifier.message import Message
 
 if TYPE_CHECKING:
@@ -136,8 +142,6 @@ def delivery_of(message: Message, authserv_id: str) -> str:
     Only the topmost X-Authsieve counts, and only with our id= (RFC 8601 §5:
     a copy the sender wrote is renamed at delivery, or was never ours).
     """
-    from classifier.quarantine import RELEASED_HEADER
-
     ours = parse_header_value(message.get(HEADER_NAME) or "")
     if ours.get("v") != "1" or ours.get("id", "").lower() != (
         safe_domain(authserv_id) or "localhost"
