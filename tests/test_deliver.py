@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.deliver import (
+from classifier.delivery.targets import (
     REASON_LIMIT,
     DeliveryError,
     DovecotLdaDelivery,
