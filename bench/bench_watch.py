@@ -45,7 +45,7 @@ from classifier.mailstore.watch import Watcher, WatchOptions  # noqa: E402
 from tests.dnsserver import DnsTestServer  # noqa: E402
 
 DEMO = ROOT / "examples" / "maildir"
-# The command as the console script runs it (python -m would load cli.py twice).
+# The command as the console script runs it (python -m would load commands/main.py twice).
 CLI = [
     sys.executable,
     "-c",

@@ -1,4 +1,4 @@
-"""The `authsieve` command line (cli.py): what every command shares."""
+"""The `authsieve` command line (classifier/commands/main.py): what every command shares."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from tests.dnsserver import DnsTestServer
 from tests.helpers import wait_for
 
 DEMO = ROOT / "examples" / "maildir"
-# The command as the console script runs it (python -m would load cli.py twice).
+# The command as the console script runs it (python -m would load commands/main.py twice).
 CLI = [
     sys.executable,
     "-c",
