@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 import dkim  # noqa: E402
 
 from bench.machine import reference_line  # noqa: E402
-from classifier.checks import run_checks  # noqa: E402
+from classifier.auth.checks import run_checks  # noqa: E402
 from classifier.config import settings_from_dict  # noqa: E402
-from classifier.dns import Resolver, ServerSource  # noqa: E402
+from classifier.lookup.resolver import Resolver, ServerSource  # noqa: E402
 from tests.dnsserver import DnsServerProcess, DnsTestServer  # noqa: E402
 
 DATA = ROOT / "tests" / "vectors" / "dkim" / "dkimpy-data"

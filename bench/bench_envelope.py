@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import reference_line
 from classifier.config import settings_from_dict
-from classifier.envelope import recover_envelope
+from classifier.envelope.trust import recover_envelope
 from classifier.message import Message
 
 HOPS = [

@@ -43,8 +43,8 @@ USER = "nobody" if os.geteuid() == 0 else None
 # Bytecode as an installed package has it (pip compiles on install); the variable that
 # forbids writing it would make every start compile our modules from source.
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-SCRIPT = "#!{python}\nimport sys\nfrom classifier.cli import main\nif __name__ == '__main__':\n" \
-    "    sys.exit(main())\n"  # fmt: skip
+SCRIPT = "#!{python}\nimport sys\nfrom classifier.commands.main import main\n" \
+    "if __name__ == '__main__':\n    sys.exit(main())\n"  # fmt: skip
 DOVECOT_CONF = """\
 mail_location = maildir:{d}/Maildir
 mail_home = {d}

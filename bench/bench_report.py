@@ -10,7 +10,7 @@ real nameserver would be.
 - cold: an empty results cache, every message checked (`--jobs`, default 8);
 - cached: the same Maildir judged by another policy (zero DNS queries).
 
-Both runs are the real command (`python3 -m classifier.cli report --json`),
+Both runs are the real command (`python3 -m classifier.commands.main report --json`),
 timed end to end, start-up included; its CPU time is printed too, because on
 a shared machine the wall-clock figure mostly measures the neighbours.
 
@@ -130,7 +130,7 @@ def report(address: str, d: Path, policy: str, jobs: int, cache: Path) -> Run:
     argv = [
         sys.executable,
         "-m",
-        "classifier.cli",
+        "classifier.commands.main",
         "report",
         "--config",
         str(d / "config.toml"),

@@ -37,16 +37,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from classifier.config import load_settings  # noqa: E402
-from classifier.dns import Resolver, ServerSource  # noqa: E402
-from classifier.filing import Job  # noqa: E402
-from classifier.maildir import MaildirName  # noqa: E402
-from classifier.pipe import process  # noqa: E402
-from classifier.watch import Watcher, WatchOptions  # noqa: E402
+from classifier.delivery.pipe import process  # noqa: E402
+from classifier.lookup.resolver import Resolver, ServerSource  # noqa: E402
+from classifier.mailstore.filing import Job  # noqa: E402
+from classifier.mailstore.maildir import MaildirName  # noqa: E402
+from classifier.mailstore.watch import Watcher, WatchOptions  # noqa: E402
 from tests.dnsserver import DnsTestServer  # noqa: E402
 
 DEMO = ROOT / "examples" / "maildir"
-# The command as the console script runs it (python -m would load cli.py twice).
-CLI = [sys.executable, "-c", "import sys; from classifier.cli import main; sys.exit(main())"]
+# The command as the console script runs it (python -m would load commands/main.py twice).
+CLI = [
+    sys.executable,
+    "-c",
+    "import sys; from classifier.commands.main import main; sys.exit(main())",
+]
 CONFIG = ROOT / "examples" / "config.toml"
 
 

@@ -28,10 +28,10 @@ from authres.arc import ARCAuthenticationResult
 from authres.core import AuthenticationResult
 from authres.dmarc import DMARCAuthenticationResult
 
-from classifier.checks import CheckReport
-from classifier.facts import HEADER_NAME
+from classifier.auth.checks import CheckReport
+from classifier.auth.facts import HEADER_NAME
+from classifier.auth.spf import received_spf_header
 from classifier.message import HeaderField, Message
-from classifier.spf import received_spf_header
 
 # RFC 2045 §5.1 token: any CHAR except SPACE, CTLs and tspecials.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")

@@ -2,7 +2,7 @@
 
 One file (``/etc/authsieve/config.toml`` unless ``--config`` says otherwise)
 with a ``[classifier]`` section for the engine and ``[policy]`` /
-``[users."addr"]`` sections for the verdict (parsed by `classifier.policy`).
+``[users."addr"]`` sections for the verdict (parsed by `classifier.policy.rules`).
 Every mistake a user can make is a `ConfigError` naming the file, the key and
 the value; the command line turns it into one line and exit code 2.
 """
@@ -65,7 +65,7 @@ class Settings:
     watch_cur_max_age_days: float | None = None
     quarantine_retention_days: float | None = None
     source: str = "<defaults>"
-    # [policy] and [users."…"] exactly as read; classifier.policy validates them.
+    # [policy] and [users."…"] exactly as read; classifier.policy.rules validates them.
     policy_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     users_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from classifier.checks import CheckReport, facts_from, run_checks
+from classifier.auth.checks import CheckReport, facts_from, run_checks
+from classifier.auth.facts import AuthFacts, render_header_value
 from classifier.config import Settings
-from classifier.dns import Resolver
-from classifier.envelope import Hints
-from classifier.facts import AuthFacts, render_header_value
-from classifier.policy import Policies, Policy, load_policies
-from classifier.verdict import Verdict, decide
+from classifier.envelope.trust import Hints
+from classifier.lookup.resolver import Resolver
+from classifier.policy.rules import Policies, Policy, load_policies
+from classifier.policy.verdict import Verdict, decide
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "classifier.cli",
+                "classifier.commands.main",
                 "report",
                 "--config",
                 str(CONFIG),

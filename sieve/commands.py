@@ -1,6 +1,6 @@
 """`authsieve sieve generate|install`: the command-line side of the Sieve scripts.
 
-`classifier.cli` calls `add_sieve_parser(subparsers, add_common)`; each
+`classifier.commands.main` calls `add_sieve_parser(subparsers, add_common)`; each
 subcommand stores its handler as ``args.handler``, called with
 ``(args, settings)`` and returning the exit code.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from classifier.config import Settings
-from classifier.policy import Policy, load_policies, normalize_user
+from classifier.policy.rules import Policy, load_policies, normalize_user
 from sieve.generate import generate_global_script, generate_script
 from sieve.install import (
     SCRIPT_NAME,

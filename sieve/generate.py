@@ -1,6 +1,6 @@
 """A policy compiled to a Sieve script that files on the X-Authsieve header.
 
-The script recomputes `classifier.verdict.decide` from the header's fields
+The script recomputes `classifier.policy.verdict.decide` from the header's fields
 for this user's policy, so a user who edits the policy part of their script
 (through ManageSieve) changes only their own filing.  What it reads, and why
 that cannot be forged:
@@ -34,8 +34,8 @@ need only their dots escaped.
 
 from __future__ import annotations
 
-from classifier.facts import HEADER_NAME, INTERNAL, quote, safe_domain
-from classifier.policy import SPF_RULES, Policies, Policy, normalize_suffix, split_sender
+from classifier.auth.facts import HEADER_NAME, INTERNAL, quote, safe_domain
+from classifier.policy.rules import SPF_RULES, Policies, Policy, normalize_suffix, split_sender
 
 REQUIRE = ("fileinto", "mailbox", "imap4flags", "regex", "index")
 JUNK_FOLDER = "Junk"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.dns import Resolver, ServerSource
+from classifier.lookup.resolver import Resolver, ServerSource
 from tests.dnsserver import DnsTestServer
 
 ROOT = Path(__file__).resolve().parent.parent

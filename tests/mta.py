@@ -65,7 +65,7 @@ DEPENDENCIES = (
 )
 PROBE = (
     "import importlib.util, tomllib, spf, dkim, nacl.signing, authres, dns.resolver,"
-    " publicsuffixlist; assert importlib.util.find_spec('classifier.cli')"
+    " publicsuffixlist; assert importlib.util.find_spec('classifier.commands.main')"
 )
 FOLDERS = {"": "INBOX", ".Junk": "Junk", ".Quarantine": "Quarantine", ".News": "News"}
 
@@ -620,7 +620,7 @@ AUTHSIEVE = """\
 #!/bin/sh
 PYTHONPATH={path}
 export PYTHONPATH
-exec {python} -m classifier.cli "$@"
+exec {python} -m classifier.commands.main "$@"
 """
 
 # Plays Dovecot's userdb: the user is -d's (else the -a recipient), home mail/<domain>/<local>;

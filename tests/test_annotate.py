@@ -9,9 +9,9 @@ import dkim
 import pytest
 
 from classifier.annotate import annotate, ar_value, authserv_id_of, defuse
-from classifier.checks import facts_from, run_checks
+from classifier.auth.checks import facts_from, run_checks
+from classifier.auth.facts import parse_header_value, render_header_value
 from classifier.config import settings_from_dict
-from classifier.facts import parse_header_value, render_header_value
 from classifier.message import Message
 from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer

@@ -1,4 +1,4 @@
-"""Tests for classifier.arc: ValiMail's validation suite, stalwart chains and the oldest AAR.
+"""Tests for classifier.auth.arc: ValiMail's validation suite, stalwart chains and the oldest AAR.
 
 One loopback DNS server per key-record set (module-scoped): the ValiMail suite
 has 10 scenarios and 171 cases, and a server takes half a second to stop.
@@ -13,9 +13,9 @@ from functools import cache
 import pytest
 import yaml
 
-from classifier.arc import MAX_INSTANCES, ArcResult, check_arc
-from classifier.dkim import dkimpy_txt_lookup
-from classifier.dns import DnsSession, Resolver, ServerSource
+from classifier.auth.arc import MAX_INSTANCES, ArcResult, check_arc
+from classifier.auth.dkim import dkimpy_txt_lookup
+from classifier.lookup.resolver import DnsSession, Resolver, ServerSource
 from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer, free_udp_port
 from tests.test_dkim import crlf, zone_text
@@ -171,8 +171,8 @@ def test_the_demo_chain_validates_and_a_changed_body_breaks_it() -> None:
 
     import dkim
 
-    from classifier.dkim_body import SLICE
-    from classifier.dns import ZoneSource
+    from classifier.auth.dkim_body import SLICE
+    from classifier.lookup.resolver import ZoneSource
 
     root = Path(__file__).resolve().parent.parent / "examples" / "maildir"
     sealed = next(root.glob("*/1741463056.*")).read_bytes()
@@ -194,7 +194,7 @@ def test_the_demo_chain_validates_and_a_changed_body_breaks_it() -> None:
 
 
 def test_key_names_are_those_of_every_arc_signature_once() -> None:
-    from classifier.arc import key_names
+    from classifier.auth.arc import key_names
 
     seal = b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=lists.example; s=k1; b=AAAA\r\n"
     ams = b"ARC-Message-Signature: i=1; a=rsa-sha256; d=lists.example; s=k1; h=from; bh=A; b=A\r\n"

@@ -1,4 +1,4 @@
-"""All checks of one message together, on good and on hostile input (classifier/checks.py)."""
+"""All checks of one message together, on good and on hostile input (classifier/auth/checks.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from classifier.checks import facts_from, first_from_address, run_checks
+from classifier.auth.checks import facts_from, first_from_address, run_checks
+from classifier.auth.dkim import header_end
+from classifier.auth.facts import render_header_value
 from classifier.config import settings_from_dict
-from classifier.dkim import header_end
-from classifier.facts import render_header_value
 from classifier.message import Message
 from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer, free_udp_port
@@ -63,7 +63,7 @@ def test_no_query_is_sent_twice_within_one_message(server: DnsTestServer) -> Non
 
 
 def test_unreachable_dns_gives_temperror_not_fail() -> None:
-    from classifier.dns import Resolver, ServerSource
+    from classifier.lookup.resolver import Resolver, ServerSource
 
     resolver = Resolver(ServerSource.from_spec(f"127.0.0.1:{free_udp_port()}"), timeout=0.3)
     data = HOP + b"From: news@example.com\r\n\r\nHello\r\n"
@@ -127,7 +127,7 @@ def test_check_command_exits_0_on_hostile_files(server: DnsTestServer, tmp_path:
         [
             sys.executable,
             "-m",
-            "classifier.cli",
+            "classifier.commands.main",
             "check",
             "--json",
             "--dns-server",
@@ -148,9 +148,9 @@ def test_check_command_exits_0_on_hostile_files(server: DnsTestServer, tmp_path:
 # the file, would hide anything below what reading it took).
 MEMORY_PROBE = """
 import sys, tracemalloc
-from classifier.checks import run_checks
+from classifier.auth.checks import run_checks
 from classifier.config import settings_from_dict
-from classifier.dns import Resolver, ServerSource
+from classifier.lookup.resolver import Resolver, ServerSource
 data = open(sys.argv[1], "rb").read()
 settings = settings_from_dict({"classifier": {"authserv_id": "mx.family.example"}})
 tracemalloc.start()
@@ -288,7 +288,7 @@ def test_quoted_local_part_with_at_is_checked_at_the_domain_after_the_last_at(
 def test_quoted_local_part_keeps_its_quotes_in_headers_json_and_log(
     dns_server: Callable[..., DnsTestServer],
 ) -> None:
-    from classifier.pipe import process
+    from classifier.delivery.pipe import process
 
     server = dns_server(QUOTED_ZONE)
     addr = '"ceo;dmarc=pass\\"x"@shop.example'
@@ -329,8 +329,8 @@ def bank_message(from_value: str) -> bytes:
 def test_six_from_domains_are_not_more_lenient_than_the_first(
     dns_server: Callable[..., DnsTestServer],
 ) -> None:
-    from classifier.policy import Policy
-    from classifier.verdict import decide
+    from classifier.policy.rules import Policy
+    from classifier.policy.verdict import decide
 
     server = dns_server(BANK_ZONE)
     bank = '"Bank" <security@bank.example>'

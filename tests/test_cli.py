@@ -1,4 +1,4 @@
-"""The `authsieve` command line (cli.py): what every command shares."""
+"""The `authsieve` command line (classifier/commands/main.py): what every command shares."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_version_is_the_packages_and_exits_0() -> None:
-    argv = [sys.executable, "-m", "classifier.cli", "--version"]
+    argv = [sys.executable, "-m", "classifier.commands.main", "--version"]
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False, timeout=60)
     assert (proc.returncode, proc.stdout, proc.stderr) == (
         0,

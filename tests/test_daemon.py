@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.daemon_client import ask_daemon
+from classifier.delivery.daemon_client import ask_daemon
 from tests.helpers import NOBODY, as_nobody, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ DEMO = ROOT / "examples" / "maildir"
 ZONE = DEMO / "zone.txt"
 PHISH = next((DEMO / "new").glob("1741659463.*"))
 HINTS = {"recipient": "alice@family.example"}
-CLI = [sys.executable, "-m", "classifier.cli"]
+CLI = [sys.executable, "-m", "classifier.commands.main"]
 MAX_SIZE = 1_000_000
 MAX_CONNECTIONS = 8
 

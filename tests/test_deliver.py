@@ -1,4 +1,4 @@
-"""Delivery targets (deliver.py): dovecot-lda's arguments, and why a next stage failed."""
+"""Delivery targets (delivery/targets.py): dovecot-lda's arguments, and why a next stage failed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.deliver import (
+from classifier.delivery.targets import (
     REASON_LIMIT,
     DeliveryError,
     DovecotLdaDelivery,

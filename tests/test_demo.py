@@ -33,7 +33,7 @@ def results() -> dict[str, dict]:
         [
             sys.executable,
             "-m",
-            "classifier.cli",
+            "classifier.commands.main",
             "check",
             "--json",
             "--config",
@@ -98,7 +98,8 @@ def test_every_demo_message_annotates_without_an_internal_error() -> None:
 
     for path in sorted(p for p in DEMO.rglob("*") if p.is_file() and "," in p.name):
         proc = subprocess.run(
-            [sys.executable, "-c", "from classifier.cli import main; raise SystemExit(main())",
+            [sys.executable, "-c",
+             "from classifier.commands.main import main; raise SystemExit(main())",
              "annotate", "--config", str(ROOT / "examples" / "config.toml"),
              "--dns-zone", str(DEMO / "zone.txt"), str(path)],
             capture_output=True, cwd=ROOT, check=False, timeout=60,

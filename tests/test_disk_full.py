@@ -20,14 +20,18 @@ from pathlib import Path
 
 import pytest
 
-from classifier.maildir import MaildirName, list_folder
+from classifier.mailstore.maildir import MaildirName, list_folder
 from tests.conftest import ROOT
 from tests.dnsserver import DnsTestServer
 from tests.helpers import group_processes, make_maildir, wait_for
 
 DEMO = ROOT / "examples" / "maildir"
 CONFIG = ROOT / "examples" / "config.toml"
-CLI = [sys.executable, "-c", "import sys; from classifier.cli import main; sys.exit(main())"]
+CLI = [
+    sys.executable,
+    "-c",
+    "import sys; from classifier.commands.main import main; sys.exit(main())",
+]
 PHISH = DEMO / "new" / "1741659463.M783163P47153.mx,S=1392,W=1392"  # → .Quarantine
 PLAIN = DEMO / "cur" / "1740909903.M813757P24158.mx,S=1440,W=1440:2,S"  # → INBOX
 

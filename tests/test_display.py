@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from classifier.cli import main
+from classifier.commands.main import main
 from classifier.config import load_settings
 from classifier.display import csv_cell, display_text, printable
-from classifier.filing import Job, process_path
 from classifier.log import log
-from classifier.quarantine import digest, list_quarantine
-from classifier.report import PLACES, Move, PolicyOutcome, Report
-from classifier.report_render import render_csv
+from classifier.mailstore.filing import Job, process_path
+from classifier.mailstore.quarantine import digest, list_quarantine
+from classifier.report.build import PLACES, Move, PolicyOutcome, Report
+from classifier.report.render import render_csv
 from tests.conftest import ROOT, resolver_for
 from tests.dnsserver import DnsTestServer
 
@@ -107,7 +107,7 @@ def test_digest_lines_are_at_most_998_octets() -> None:
 
 
 def list_for_digest(subject: str) -> Iterator[object]:
-    from classifier.quarantine import QuarantinedMessage
+    from classifier.mailstore.quarantine import QuarantinedMessage
 
     yield QuarantinedMessage(
         "0123456789ab", "/x", USER, 0.0, "", "a@b.example", "a@b.example", subject, "quarantine",

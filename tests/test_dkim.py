@@ -1,4 +1,4 @@
-"""Tests for classifier.dkim: one result per DKIM-Signature, from public vectors and crafted mail.
+"""Tests for classifier.auth.dkim: one result per DKIM-Signature, public vectors and crafted mail.
 
 Key records are served by real loopback DNS servers (tests/dnsserver.py).
 Servers are pooled per module, one per distinct zone, so that the ~50 cases
@@ -21,15 +21,15 @@ from dkim.canonicalization import CanonicalizationPolicy
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from classifier import dkim_body
-from classifier.dkim import (
+from classifier.auth import dkim_body
+from classifier.auth.dkim import (
     MAX_SIGNATURES,
     DkimSignatureResult,
     check_dkim,
     dkim_summary,
 )
-from classifier.dkim_signature import _B_VALUE, SignedMessage
-from classifier.dns import DnsSession, Resolver, ServerSource
+from classifier.auth.dkim_signature import _B_VALUE, SignedMessage
+from classifier.lookup.resolver import DnsSession, Resolver, ServerSource
 from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer, free_udp_port
 
@@ -660,7 +660,7 @@ def test_fields_and_body_are_canonicalised_once_per_message(dns_for):
     assert shared.body_hash(policy, "sha256", b"2") != shared.body_hash(policy, "sha256", None)
 
 
-# --- the body hash, a slice at a time (classifier/dkim_body.py) ---------------------------
+# --- the body hash, a slice at a time (classifier/auth/dkim_body.py) ---------------------------
 
 _BODY_PIECES = [b"a", b"word ", b" ", b"\t", b"  \t ", b"\r\n", b"\n", b"\r", b"\r\n\r\n", b"x y"]
 

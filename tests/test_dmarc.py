@@ -39,7 +39,7 @@ import pytest
 import yaml
 from publicsuffixlist import PublicSuffixList
 
-from classifier.dmarc import (
+from classifier.auth.dmarc import (
     DmarcResult,
     alignment_kind,
     check_dmarc,
@@ -47,7 +47,7 @@ from classifier.dmarc import (
     organizational_domain,
     psl_organizational_domain,
 )
-from classifier.dmarc_record import (
+from classifier.auth.dmarc_record import (
     DmarcRecord,
     external_destination_authorised,
     fetch_records,
@@ -56,7 +56,7 @@ from classifier.dmarc_record import (
     valid_tag_value,
     walk_names,
 )
-from classifier.dns import DnsSession, Resolver, ServerSource
+from classifier.lookup.resolver import DnsSession, Resolver, ServerSource
 from tests.conftest import ROOT, VECTORS, resolver_for
 from tests.dnsserver import DnsTestServer, free_udp_port
 
@@ -793,7 +793,7 @@ def test_result_to_dict_carries_the_evidence(pool: ServerPool) -> None:
 
 def test_public_suffix_list_is_built_only_when_rfc7489_is_used() -> None:
     code = (
-        "import classifier.dmarc as d\n"
+        "import classifier.auth.dmarc as d\n"
         "print(d._public_suffix_list.cache_info().currsize)\n"
         "d.psl_organizational_domain('a.example.co.uk')\n"
         "print(d._public_suffix_list.cache_info().currsize)\n"
@@ -840,7 +840,7 @@ def test_a_domain_beyond_the_cap_cannot_ride_on_passing_ones(pool: ServerPool) -
 
 
 def test_records_of_the_evaluated_author_domains_are_sent_ahead() -> None:
-    from classifier.dmarc import record_names
+    from classifier.auth.dmarc import record_names
 
     names = record_names([", ".join(["a@bank.test", *EXTRA])])
     assert names == ["_dmarc.bank.test", *(f"_dmarc.x{i}.test" for i in range(1, 5))]

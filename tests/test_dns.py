@@ -1,4 +1,4 @@
-"""Tests of classifier/dns.py against a real DNS server on loopback and against ZoneSource.
+"""Tests of classifier/lookup/resolver.py against a real DNS server on loopback and ZoneSource.
 
 Both sources read the same zone text and must give the same answers.
 """
@@ -18,8 +18,8 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from classifier import dns_wire
-from classifier.dns import (
+from classifier.lookup import wire as dns_wire
+from classifier.lookup.resolver import (
     Answer,
     DnsTempError,
     Resolver,
@@ -451,7 +451,7 @@ def test_concurrent_misses_on_one_name_send_one_query(dns_server) -> None:  # ty
     assert server.queries[("burst.example.", "TXT")] == 1
 
 
-# --- the lean UDP exchange (classifier/dns_wire.py) against dnspython's own ------------
+# --- the lean UDP exchange (classifier/lookup/wire.py) against dnspython's own ------------
 
 
 def test_lean_exchange_reads_replies_as_dnspython_does(fresh: DnsTestServer) -> None:

@@ -1,4 +1,4 @@
-"""Trust path: which Received header names the real SMTP client (classifier/envelope.py)."""
+"""Trust path: which Received header names the real SMTP client (classifier/envelope/trust.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from classifier.config import settings_from_dict
-from classifier.envelope import Hints, recover_envelope, split_address, strip_angle
+from classifier.envelope.trust import Hints, recover_envelope, split_address, strip_angle
 from classifier.message import Message
 
 SETTINGS = settings_from_dict(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from classifier.config import load_settings
-from classifier.filing import Job, process_path
+from classifier.mailstore.filing import Job, process_path
 from tests.conftest import ROOT, resolver_for
 from tests.dnsserver import DnsTestServer
 from tests.helpers import NOBODY, as_nobody

@@ -37,9 +37,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from classifier.config import settings_from_dict
-from classifier.envelope import Hints, recover_envelope
+from classifier.envelope.received import parse_received
+from classifier.envelope.trust import Hints, recover_envelope
 from classifier.message import Message
-from classifier.received import parse_received
 
 EXAMPLES = int(os.environ.get("AUTHSIEVE_FORGERY_EXAMPLES", "1350"))
 PROPERTY = settings(

@@ -189,7 +189,7 @@ dmarc_reject = "quarantine"
 
 def authsieve(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "classifier.cli", *args],
+        [sys.executable, "-m", "classifier.commands.main", *args],
         cwd=REPO,
         input=data,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""Tests of classifier/fromheader.py on hostile From fields: every input ends, and quickly."""
+"""Tests of classifier/auth/fromheader.py on hostile From fields: every input ends, and quickly."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifier.fromheader import first_mailbox, from_domains, normalize_domain
+from classifier.auth.fromheader import first_mailbox, from_domains, normalize_domain
 
 # Pieces that steer the tokenizer into every branch, unbalanced ones included.
 _PIECES = ["a", "b.example", "@", "<", ">", "(", ")", '"', "\\", "[", "]", ",", ";", ":", " "]

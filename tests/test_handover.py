@@ -8,15 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from classifier.cli import build_parser
-from classifier.handover import FLAG_OPTIONS, VALUE_OPTIONS
+from classifier.commands.main import build_parser
+from classifier.delivery.handover import FLAG_OPTIONS, VALUE_OPTIONS
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "maildir"
 CONFIG = ROOT / "examples" / "config.toml"
 PHISH = next((DEMO / "new").glob("1741659463.*"))
-CLI = [sys.executable, "-m", "classifier.cli"]
+CLI = [sys.executable, "-m", "classifier.commands.main"]
 
 
 def test_fast_path_knows_every_pipe_option() -> None:

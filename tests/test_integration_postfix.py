@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.facts import parse_header_value
+from classifier.auth.facts import parse_header_value
 from tests.dnsserver import DnsTestServer, free_udp_port
 from tests.mta import REPO, Delivered, Mta, run_as, throwaway_mta
 
@@ -66,7 +66,7 @@ mode = "observe"
 
 def generated_sieve(config: Path, user: str) -> str:
     """Gives the script `authsieve sieve generate` writes for user."""
-    argv = [sys.executable, "-m", "classifier.cli", "sieve", "generate"]
+    argv = [sys.executable, "-m", "classifier.commands.main", "sieve", "generate"]
     argv += ["--config", str(config), "--user", user]
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, f"sieve generate failed: {proc.stderr}"

@@ -92,7 +92,7 @@ def maildir_of_nobody(place: Path, name: str) -> Path:
 def run(
     python: Interpreter, argv: list[str], data: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
-    code = "import sys; from classifier.cli import main; sys.exit(main())"
+    code = "import sys; from classifier.commands.main import main; sys.exit(main())"
     return subprocess.run(
         without_syslog([python.python, "-c", code, *argv]),
         input=data,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.maildir import (
+from classifier.mailstore.maildir import (
     MaildirName,
     commit,
     ensure_folder,

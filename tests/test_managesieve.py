@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from classifier.config import settings_from_dict
-from classifier.policy import load_policies
+from classifier.policy.rules import load_policies
 from sieve.commands import cmd_sieve_install
 from sieve.generate import generate_script
 from sieve.install import SCRIPT_NAME, InstallError, install_managesieve

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from classifier.auth.facts import parse_header_value
 from classifier.config import load_settings
-from classifier.daemon import make_server
-from classifier.daemon_client import ask_daemon
-from classifier.dns import make_resolver
-from classifier.facts import parse_header_value
+from classifier.delivery.daemon import make_server
+from classifier.delivery.daemon_client import ask_daemon
+from classifier.delivery.pipe import process
+from classifier.lookup.resolver import make_resolver
 from classifier.message import Message
-from classifier.pipe import process
 from tests.dnsserver import free_udp_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,15 @@ HINTS = {"recipient": "alice@family.example"}
 
 
 def pipe(*args: str, stdin: bytes, config: Path = CONFIG) -> subprocess.CompletedProcess[bytes]:
-    argv = [sys.executable, "-m", "classifier.cli", "pipe", "--config", str(config), *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "classifier.commands.main",
+        "pipe",
+        "--config",
+        str(config),
+        *args,
+    ]
     return subprocess.run(argv, input=stdin, capture_output=True, cwd=ROOT, check=False, timeout=60)
 
 
@@ -265,7 +273,7 @@ def test_pipe_through_daemon_and_fallback_when_it_is_down(daemon: str, tmp_path:
 @pytest.mark.skipif(shutil.which("true") is None or os.geteuid() != 0, reason="needs root")
 def test_serve_refuses_a_socket_it_cannot_create(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "classifier.cli", "serve", "--config", str(CONFIG),
+        [sys.executable, "-m", "classifier.commands.main", "serve", "--config", str(CONFIG),
          "--dns-zone", str(ZONE), "--socket", str(tmp_path / "no" / "such" / "dir.sock")],
         capture_output=True, cwd=ROOT, check=False, timeout=30,
     )  # fmt: skip

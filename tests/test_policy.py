@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from classifier.config import ConfigError, settings_from_dict
-from classifier.policy import (
+from classifier.policy.rules import (
     Policies,
     Policy,
     load_policies,
@@ -154,7 +154,7 @@ def test_same_user_twice_in_different_case_is_an_error() -> None:
 def test_config_error_on_the_command_line_is_one_line_and_exit_2(
     tmp_path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from classifier.cli import main
+    from classifier.commands.main import main
 
     config = tmp_path / "config.toml"
     config.write_text('[policy]\nblocked_domain_suffixes = ".cyou"\n')

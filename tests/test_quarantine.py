@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from classifier.cli import main
+from classifier.commands.main import main
 from classifier.config import load_settings
-from classifier.filing import Job, carries_our_header, process_path
-from classifier.maildir import MaildirName, list_folder
-from classifier.message import Message
-from classifier.policy import load_policies
-from classifier.quarantine import (
+from classifier.mailstore.filing import Job, carries_our_header, process_path
+from classifier.mailstore.maildir import MaildirName, list_folder
+from classifier.mailstore.quarantine import (
     QuarantineError,
     add_allowed_sender,
     allow_sender_in_config,
@@ -30,6 +28,8 @@ from classifier.quarantine import (
     purge,
     release,
 )
+from classifier.message import Message
+from classifier.policy.rules import load_policies
 from tests.conftest import ROOT, resolver_for
 from tests.dnsserver import DnsTestServer
 

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import pytest
 
+from classifier.auth.facts import parse_header_value
+from classifier.commands.watch import SETTING_DEFAULTS, configured
 from classifier.config import settings_from_dict
-from classifier.facts import parse_header_value
-from classifier.policy import Policy, load_policies
-from classifier.watch_cli import SETTING_DEFAULTS, configured
+from classifier.policy.rules import Policy, load_policies
 from tests.dnsserver import DnsTestServer
 from tests.mta import EXAMPLES, REPO, Delivered, Mta, open_up, throwaway_mta, wait_until
 
@@ -188,7 +188,7 @@ def localised_snippets(root: Path) -> dict[str, str]:
 
 def authsieve(*args: str) -> subprocess.CompletedProcess[str]:
     """Runs the authsieve command line as root (the administrator), from the repository."""
-    argv = [sys.executable, "-m", "classifier.cli", *args]
+    argv = [sys.executable, "-m", "classifier.commands.main", *args]
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
 
 

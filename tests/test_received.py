@@ -1,4 +1,4 @@
-"""Received header parsing (classifier/received.py): public suites, one line per MTA, junk."""
+"""Received header parsing (classifier/envelope/received.py): public suites, each MTA, junk."""
 
 from __future__ import annotations
 
@@ -14,9 +14,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from classifier import received
+from classifier.envelope import received
+from classifier.envelope.received import (
+    ReceivedHop,
+    normalize_ip,
+    parse_received,
+    parse_received_field,
+)
 from classifier.message import unfolded_value
-from classifier.received import ReceivedHop, normalize_ip, parse_received, parse_received_field
 from tests.conftest import VECTORS
 
 SUITE = VECTORS / "received"

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from classifier.annotate import annotate
-from classifier.cli import main
+from classifier.auth.facts import parse_header_value
+from classifier.commands.main import main
 from classifier.config import settings_from_dict
 from classifier.evaluate import evaluate
-from classifier.facts import parse_header_value
+from classifier.mailstore.recheck import refile
 from classifier.message import Message
-from classifier.recheck import refile
 from tests.conftest import resolver_for
 from tests.dnsserver import DnsTestServer
 from tests.test_report import CONFIG, PROFILES, SERVFAIL, ZONE, delivered, make_message, snapshot

@@ -24,22 +24,22 @@ import nacl.encoding
 import nacl.signing
 import pytest
 
-from classifier.checks import run_checks
-from classifier.cli import main
+from classifier.auth.checks import run_checks
+from classifier.commands.main import main
 from classifier.config import load_settings
-from classifier.dns import make_resolver
 from classifier.evaluate import evaluate
+from classifier.lookup.resolver import make_resolver
 from classifier.message import Message
-from classifier.policy import load_policies
-from classifier.report import ScannedMessage, place_of, verdict_for
-from classifier.report_cache import (
+from classifier.policy.rules import load_policies
+from classifier.policy.verdict import decide
+from classifier.report.build import ScannedMessage, place_of, verdict_for
+from classifier.report.cache import (
     CheckRecord,
     ReportCache,
     default_cache_path,
     display_text,
     record_from,
 )
-from classifier.verdict import decide
 from tests.dnsserver import DnsTestServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.cli import main
+from classifier.commands.main import main
 from tests.dnsserver import DnsTestServer
 from tests.helpers import CHROMIUM_FLAGS
 from tests.test_report import CONFIG, SERVFAIL, SPECS, STRICT, ZONE, build_maildir, expected

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from classifier.annotate import defuse, fold
+from classifier.auth.facts import AuthFacts, render_header_value
 from classifier.config import settings_from_dict
-from classifier.facts import AuthFacts, render_header_value
+from classifier.mailstore.quarantine import allow_sender_in_config
 from classifier.message import Message
-from classifier.policy import Policies, Policy, load_policies
-from classifier.quarantine import allow_sender_in_config
-from classifier.verdict import Verdict, decide
+from classifier.policy.rules import Policies, Policy, load_policies
+from classifier.policy.verdict import Verdict, decide
 from sieve.commands import cmd_sieve_generate, cmd_sieve_install
 from sieve.generate import field_regex, generate_global_script, generate_script, sieve_string
 from sieve.install import InstallError, install_to_dir

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from classifier.annotate import fold
+from classifier.auth.facts import AuthFacts, render_header_value
 from classifier.config import load_settings, settings_from_dict
-from classifier.facts import AuthFacts, render_header_value
-from classifier.policy import load_policies
-from classifier.quarantine import allow_sender_in_config
-from classifier.verdict import decide
+from classifier.mailstore.quarantine import allow_sender_in_config
+from classifier.policy.rules import load_policies
+from classifier.policy.verdict import decide
 from sieve.generate import generate_global_script
 from sieve.install import install_to_dir
 from tests.mta import DOVECOT_LDA, run_as

@@ -1,7 +1,7 @@
-"""Tests of classifier/spf.py: the OpenSPF RFC 7208 suite and the behaviour around pyspf.
+"""Tests of classifier/auth/spf.py: the OpenSPF RFC 7208 suite and the behaviour around pyspf.
 
 Every DNS answer comes from a real DNS server on loopback (tests.dnsserver),
-reached through classifier.dns, as in production.
+reached through classifier.lookup.resolver, as in production.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ import pytest
 import spf as pyspf
 import yaml
 
-from classifier.dns import DnsSession, Resolver, ServerSource
-from classifier.spf import (
+from classifier.auth.spf import (
     SpfResult,
     check_helo_spf,
     check_spf,
     default_explanation,
     received_spf_header,
 )
+from classifier.lookup.resolver import DnsSession, Resolver, ServerSource
 from tests.conftest import ROOT, resolver_for, vector_path
 from tests.dnsserver import DnsTestServer, free_udp_port
 
@@ -489,7 +489,7 @@ def test_pyspf_outside_a_check_sends_no_query(server: DnsTestServer) -> None:
 
 
 def test_importing_the_module_leaves_pyspf_untouched() -> None:
-    code = "import spf, classifier.spf; print(spf.DNSLookup.__name__)"
+    code = "import spf, classifier.auth.spf; print(spf.DNSLookup.__name__)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from classifier.facts import AuthFacts
-from classifier.policy import Policy
-from classifier.verdict import decide, effective_results
+from classifier.auth.facts import AuthFacts
+from classifier.policy.rules import Policy
+from classifier.policy.verdict import decide, effective_results
 
 SPF_EVIDENCE = "SPF fail: 198.51.100.7 is not permitted by example.com (-all)"
 

@@ -15,19 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from classifier.cli import main
+from classifier.commands.main import main
 from classifier.config import load_settings
-from classifier.filing import Job, carries_our_header, process_path
-from classifier.maildir import MaildirName, identity, list_folder
+from classifier.mailstore.filing import Job, carries_our_header, process_path
+from classifier.mailstore.maildir import MaildirName, identity, list_folder
+from classifier.mailstore.watch import Watcher, WatchOptions, sd_notify
 from classifier.message import Message
-from classifier.watch import Watcher, WatchOptions, sd_notify
 from tests.conftest import ROOT, resolver_for
 from tests.dnsserver import DnsTestServer
 from tests.helpers import wait_for
 
 DEMO = ROOT / "examples" / "maildir"
-# The command as the console script runs it (python -m would load cli.py twice).
-CLI = [sys.executable, "-c", "import sys; from classifier.cli import main; sys.exit(main())"]
+# The command as the console script runs it (python -m would load commands/main.py twice).
+CLI = [
+    sys.executable,
+    "-c",
+    "import sys; from classifier.commands.main import main; sys.exit(main())",
+]
 CONFIG = ROOT / "examples" / "config.toml"
 AUTHSERV = "mx.family.example"
 # The demo's new/ messages and the folder each belongs in (examples/maildir/README.md).

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from classifier.maildir import MaildirName, identity, list_folder, virtual_size
+from classifier.mailstore.maildir import MaildirName, identity, list_folder, virtual_size
 from classifier.message import Message
 from tests.conftest import ROOT
 from tests.dnsserver import DnsTestServer
@@ -33,7 +33,11 @@ from tests.helpers import group_processes, wait_for
 
 DEMO = ROOT / "examples" / "maildir"
 CONFIG = ROOT / "examples" / "config.toml"
-CLI = [sys.executable, "-c", "import sys; from classifier.cli import main; sys.exit(main())"]
+CLI = [
+    sys.executable,
+    "-c",
+    "import sys; from classifier.commands.main import main; sys.exit(main())",
+]
 AUTHSERV = "mx.family.example"
 TOTAL = 2000
 KILLS = 20

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from classifier.config import load_settings
-from classifier.filing import Job
-from classifier.keywords import parse_keywords, render_keywords
-from classifier.maildir import MaildirName, list_folder
-from classifier.watch import Watcher, WatchOptions
+from classifier.mailstore.filing import Job
+from classifier.mailstore.keywords import parse_keywords, render_keywords
+from classifier.mailstore.maildir import MaildirName, list_folder
+from classifier.mailstore.watch import Watcher, WatchOptions
 from tests.conftest import ROOT, resolver_for
 from tests.dnsserver import DnsTestServer
 from tests.helpers import NOBODY, wait_for

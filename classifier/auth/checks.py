@@ -1,0 +1,236 @@
+"""All checks of one message, combined: envelope, SPF, HELO SPF, DKIM, ARC and DMARC.
+
+`run_checks` is a function of values (message bytes, settings, hints) whose
+only effect is DNS, through the one resolver it is given.  `facts_from`
+turns the report into the `AuthFacts` that a policy decides on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from classifier.auth.arc import ArcResult, check_arc
+from classifier.auth.arc import key_names as arc_key_names
+from classifier.auth.dkim import (
+    DkimSignatureResult,
+    Signatures,
+    dkim_summary,
+    read_signatures,
+    verify_signatures,
+)
+from classifier.auth.dmarc import DmarcResult, check_dmarc, from_domains, record_names
+from classifier.auth.facts import INTERNAL, AuthFacts
+from classifier.auth.fromheader import first_mailbox
+from classifier.auth.spf import SpfResult, check_helo_spf, check_spf, record_domains
+from classifier.config import Settings
+from classifier.envelope.trust import Envelope, Hints, recover_envelope
+from classifier.lookup.resolver import DnsSession, Resolver
+from classifier.message import Message
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Every result for one message, each carrying its own evidence."""
+
+    envelope: Envelope
+    spf: SpfResult
+    helo_spf: SpfResult
+    dkim: tuple[DkimSignatureResult, ...]
+    arc: ArcResult
+    dmarc: DmarcResult
+    from_address: str
+    dns_queries: int
+
+    @property
+    def dkim_result(self) -> str:
+        """Gives the one DKIM word for the message (pass when any signature passed)."""
+        return dkim_summary(self.dkim)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "envelope": self.envelope.to_dict(),
+            "spf": self.spf.to_dict(),
+            "helo_spf": self.helo_spf.to_dict(),
+            "dkim": [d.to_dict() for d in self.dkim],
+            "arc": self.arc.to_dict(),
+            "dmarc": self.dmarc.to_dict(),
+            "dns_queries": self.dns_queries,
+        }
+
+
+SUBMISSION_NOT_EVALUATED = "not evaluated: submitted by our own authenticated user (SMTP AUTH)"
+
+
+def _dmarc_not_evaluated(from_values: list[str], mode: str) -> DmarcResult:
+    """Gives DMARC "none" for a message our own user submitted: nothing was evaluated.
+
+    DMARC protects receivers from mail that claims a domain it cannot prove;
+    a submission is judged by its SMTP AUTH instead (DESIGN.md "Trust path"
+    5) and SPF was not applied, so a DMARC "fail" would report checks never
+    made.  The From domain is still read, for the header.
+    """
+    domains, _ = from_domains(from_values)
+    return DmarcResult(
+        result="none",
+        policy="",
+        from_domain=domains[0] if domains else "",
+        org_domain="",
+        spf_aligned=False,
+        dkim_aligned=False,
+        aligned_by="",
+        mode=mode,
+        record="",
+        record_domain="",
+        testing=False,
+        reason=SUBMISSION_NOT_EVALUATED,
+    )
+
+
+def _not_checked(identity: str, envelope: Envelope, reason: str) -> SpfResult:
+    return SpfResult(
+        result="none",
+        identity=identity,
+        domain="",
+        sender=envelope.mail_from or "",
+        client_ip=envelope.client_ip or "",
+        helo=envelope.helo or "",
+        mechanism="",
+        explanation=reason,
+        reason=reason,
+    )
+
+
+def first_from_address(message: Message) -> str:
+    """Gives the address of the first From mailbox, lower-cased ("" when there is none)."""
+    return first_mailbox(message.get_all("From"))
+
+
+def run_checks(
+    data: bytes, settings: Settings, resolver: Resolver, hints: Hints | None = None
+) -> CheckReport:
+    """Gives every check's result for one delivered message (RFC 7208, 6376, 8617, 7489/9989)."""
+    message = Message.parse(data)
+    envelope = recover_envelope(message, settings, hints)
+    signatures = read_signatures(data)
+    dns = resolver.session(settings.dns_budget)
+    try:
+        return _run(data, message, envelope, signatures, settings, dns)
+    finally:
+        dns.close()
+
+
+def _run(
+    data: bytes,
+    message: Message,
+    envelope: Envelope,
+    signatures: Signatures,
+    settings: Settings,
+    dns: DnsSession,
+) -> CheckReport:
+    receiver = settings.authserv_id
+    spf_applies = bool(envelope.client_ip) and not envelope.authenticated
+    # The first record of every check is known now: asking for all of them at once lets
+    # their round trips overlap; each check then reads its reply (or the cache) as before.
+    first = [(name, "TXT") for name in signatures.key_names() + arc_key_names(data)]
+    from_values = message.get_all("From")
+    if not envelope.authenticated:
+        first += [(name, "TXT") for name in record_names(from_values)]
+    if spf_applies:
+        first += [(d, "TXT") for d in record_domains(envelope.mail_from, envelope.helo or "")]
+    dns.send_ahead(first)
+
+    if envelope.authenticated:
+        spf = _not_checked("mailfrom", envelope, "authenticated submission: SPF not applied")
+        helo_spf = _not_checked("helo", envelope, "authenticated submission: SPF not applied")
+    elif not envelope.client_ip:
+        reason = "no SMTP client from outside found in the Received headers"
+        spf = _not_checked("mailfrom", envelope, reason)
+        helo_spf = _not_checked("helo", envelope, reason)
+    else:
+        helo = envelope.helo or ""
+        helo_spf = check_helo_spf(envelope.client_ip, helo, dns, receiver=receiver)
+        if envelope.mail_from is None:
+            spf = _not_checked("mailfrom", envelope, "envelope sender unknown")
+        elif envelope.mail_from == "":
+            # RFC 7208 §2.4: a null reverse-path is checked as postmaster@HELO.
+            spf = helo_spf
+        else:
+            spf = check_spf(envelope.client_ip, envelope.mail_from, helo, dns, receiver=receiver)
+
+    dkim = verify_signatures(signatures, dns)
+    arc = check_arc(data, dns)
+    if envelope.authenticated:
+        dmarc = _dmarc_not_evaluated(from_values, settings.dmarc_mode)
+    else:
+        dmarc = check_dmarc(
+            from_values,
+            spf.result,
+            spf.domain,
+            [(d.result, d.domain) for d in dkim],
+            dns,
+            mode=settings.dmarc_mode,
+        )
+    return CheckReport(
+        envelope=envelope,
+        spf=spf,
+        helo_spf=helo_spf,
+        dkim=dkim,
+        arc=arc,
+        dmarc=dmarc,
+        from_address=first_from_address(message),
+        dns_queries=dns.queries,
+    )
+
+
+def facts_from(report: CheckReport, trusted_arc_sealers: tuple[str, ...] = ()) -> AuthFacts:
+    """Gives the AuthFacts a policy decides on, with one evidence sentence per check."""
+    env = report.envelope
+    dmarc = report.dmarc
+    domains, _ = from_domains([report.from_address]) if report.from_address else ([], "")
+    from_domain = dmarc.from_domain or (domains[0] if domains else "")
+    sealers = tuple(s.lower() for s in report.arc.sealers)
+    trusted = {s.lower().rstrip(".") for s in trusted_arc_sealers}
+    # The oldest results are only as good as every sealer that carried them (RFC 8617 §9.4).
+    arc_trusted = (
+        report.arc.result == "pass" and bool(sealers) and all(s in trusted for s in sealers)
+    )
+    passing = [d for d in report.dkim if d.result == "pass"]
+    dkim_evidence = "; ".join(
+        f"{d.result} d={d.domain} s={d.selector}" + (f" ({d.reason})" if d.reason else "")
+        for d in report.dkim
+    )
+    # An internal error is its own word (facts.INTERNAL), so that neither a permerror
+    # rule nor the absence of one decides it: the policy's internal_error does.
+    dkim_word = report.dkim_result
+    if dkim_word != "pass" and any(d.internal_error for d in report.dkim):
+        dkim_word = INTERNAL
+    return AuthFacts(
+        spf=report.spf.result,
+        helo_spf=report.helo_spf.result,
+        dkim=dkim_word,
+        arc=INTERNAL if report.arc.internal_error else report.arc.result,
+        dmarc=INTERNAL if dmarc.internal_error else dmarc.result,
+        dmarc_policy=dmarc.policy if dmarc.result == "fail" else (dmarc.policy or ""),
+        from_domain=from_domain,
+        mailfrom_domain=env.mail_from_domain,
+        from_address=report.from_address,
+        mailfrom=env.mail_from or "",
+        from_authenticated=not dmarc.internal_error
+        and (dmarc.result == "pass" or dmarc.spf_aligned or dmarc.dkim_aligned),
+        submission=env.authenticated,
+        forwarded_by=env.forwarded_by or "",
+        arc_trusted=arc_trusted,
+        arc_oldest_spf=report.arc.oldest_spf,
+        arc_oldest_dkim=report.arc.oldest_dkim,
+        arc_oldest_dmarc=report.arc.oldest_dmarc,
+        arc_sealers=sealers,
+        evidence={
+            "envelope": env.evidence[-1] if env.evidence else "",
+            "spf": report.spf.reason,
+            "helo_spf": report.helo_spf.reason,
+            "dkim": dkim_evidence or "no DKIM signature",
+            "dkim_pass": ", ".join(d.domain for d in passing),
+            "arc": report.arc.reason,
+            "dmarc": dmarc.reason,
+        },
+    )

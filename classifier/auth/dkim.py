@@ -1,0 +1,497 @@
+"""DKIM verification of every signature of a message (RFC 6376, RFC 8463 Ed25519, RFC 8301).
+
+dkimpy parses the header and canonicalises, `dkim_signature` checks the
+cryptography; this module decides what each signature's result is and why,
+in RFC 8601 §2.7.1 terms:
+
+- ``pass``: the signature verifies with an acceptable key and algorithm;
+- ``fail``: it does not verify (header signature or body hash mismatch), or it
+  uses what RFC 8301 forbids (rsa-sha1, RSA keys under 1024 bits), or it
+  expired (RFC 6376 §3.5 x=) or claims a time in the future;
+- ``permerror``: it cannot be verified and never will be: malformed tags, a
+  required tag missing, From not signed, no key record, an unusable, revoked
+  or mismatched key (RFC 6376 §6.1.1, §6.1.2);
+- ``temperror``: the key lookup failed temporarily (timeout, SERVFAIL, budget);
+- ``policy``: not looked at, because the message carries more signatures than
+  we verify (RFC 6376 §6.1 lets a verifier limit them).
+
+A check that raises an error dkimpy does not raise for bad input is an
+internal error: permerror with ``internal_error`` set, a reason saying so and
+a log line with the traceback; the policy files it under ``internal_error``.
+
+Every key lookup goes through the message's `DnsSession`; nothing from a
+message is allowed to raise out of `check_dkim`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import NamedTuple
+
+import dkim
+from dkim.util import InvalidTagValueList, parse_tag_value
+
+from classifier.auth.dkim_signature import (
+    BadSignatureTags,
+    BodyHashMismatch,
+    SignedMessage,
+    public_key,
+    verify,
+)
+from classifier.log import log
+from classifier.lookup.resolver import DnsSession, DnsTempError
+
+MAX_SIGNATURES = 16
+# RFC 5322 §3.6: fields that occur at most once, so an extra copy is an attack (RFC 6376 §8.15).
+SINGLETON_FIELDS = tuple(
+    b"from sender reply-to to cc subject date message-id in-reply-to references".split()
+)
+MAX_SIGNATURE_OCTETS = 16_384  # real signatures are under 2 KB; the cap bounds dkimpy's regexes
+MIN_RSA_BITS = 1024  # RFC 8301 §3.2
+# dkimpy's own leeway for t= and x=, kept so that pinning `now` changes nothing else.
+CLOCK_SLOP = 36_000
+
+
+_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
+_TIMESTAMP = re.compile(rb"\d{1,12}")
+_EMPTY_LINE = re.compile(rb"\n\r?\n")
+# A DKIM-Signature field starts a line of the header block (both parsers read names this way).
+_SIGNATURE_FIELD = re.compile(rb"^dkim-signature:", re.IGNORECASE | re.MULTILINE)
+
+
+class DkimKeyTempError(Exception):
+    """A key lookup failed temporarily; raised through dkimpy so it is not read as 'no key'."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def dkimpy_txt_lookup(dns: DnsSession) -> Callable[..., bytes | None]:
+    """Gives a dkimpy ``dnsfunc``: the first TXT record at a name, None when there is none.
+
+    dkimpy turns any DNS failure into "no key"; raising `DkimKeyTempError`
+    instead keeps a temporary failure a temperror (RFC 6376 §6.1.2).
+    """
+
+    def lookup(name: bytes | str, timeout: float = 5) -> bytes | None:
+        text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        try:
+            records = dns.txt(text)
+        except DnsTempError as exc:
+            raise DkimKeyTempError(f"DNS temporary failure: {exc.reason}") from exc
+        except Exception:
+            # A name the DNS cannot carry (bad escape, IDNA error) has no key.
+            return None
+        # RFC 6376 §3.6.2.2 leaves several records undefined; take the first, as dkimpy does.
+        return records[0].encode("utf-8") if records else None
+
+    return lookup
+
+
+def header_end(message: bytes) -> tuple[int, int] | None:
+    """Gives the span of the empty line that ends the header block (RFC 5322 §2.1), or None.
+
+    The span starts at the line break of the last field; a message that starts
+    with an empty line has an empty header block.  (One regex with "^|" in it
+    is ten times slower: it loses the scan for a literal line break.)
+    """
+    if message[:1] == b"\n":
+        return 0, 1
+    if message[:2] == b"\r\n":
+        return 0, 2
+    match = _EMPTY_LINE.search(message)
+    return match.span() if match else None
+
+
+def field_in_header(message: bytes, field: re.Pattern[bytes], end: tuple[int, int] | None) -> bool:
+    """Tells whether a field matching `field` (anchored at a line start) is in the header block.
+
+    `end` is `header_end(message)`; one search answers for the many messages
+    that carry no such field, before any parsing.
+    """
+    return field.search(message, 0, end[1] if end else len(message)) is not None
+
+
+def header_fields(message: bytes) -> list[tuple[bytes, bytes]]:
+    """Gives (name, raw value) of each header field, skipping lines that are not fields.
+
+    Lenient on purpose (RFC 5322 §2.2): used to find signatures even when
+    dkimpy refuses the header block, so each one still gets a result.
+    """
+    fields: list[tuple[bytes, bytes]] = []
+    name: bytes | None = None
+    value = b""
+    end = header_end(message)
+    for line in re.split(rb"\r?\n", message[: end[0]] if end else message):
+        if line[:1] in (b" ", b"\t"):
+            if name is not None:
+                value += b"\r\n" + line
+            continue
+        if name is not None:
+            fields.append((name, value))
+        match = _FIELD_NAME.match(line)
+        name, value = (match.group(1), line[match.end() :]) if match else (None, b"")
+    if name is not None:
+        fields.append((name, value))
+    return fields
+
+
+def _dkimpy_reason(exc: Exception) -> str:
+    """Gives dkimpy's message without the b'…' of Python's bytes repr, at most 200 characters."""
+    return re.sub(r"b'([^']*)'", r"\1", str(exc))[:200]
+
+
+def _text(value: bytes | None) -> str:
+    return "" if value is None else value.decode("utf-8", "replace").strip()
+
+
+@dataclass(frozen=True)
+class DkimSignatureResult:
+    """The result of one DKIM-Signature header field, with the evidence for it."""
+
+    result: str  # pass fail neutral policy temperror permerror (RFC 8601 §2.7.1)
+    domain: str  # d=
+    selector: str  # s=
+    algorithm: str  # a=
+    b: str  # first 8 characters of b= (header.b, RFC 6008)
+    identity: str  # i=, or "@" + d= when absent (RFC 6376 §3.5)
+    bits: int | None  # key size: RSA modulus bits, 256 for Ed25519
+    reason: str
+    index: int  # 0-based position among the DKIM-Signature fields, from the top
+    testing: bool = False  # key has t=y: treat like unsigned mail (RFC 6376 §3.6.1)
+    internal_error: bool = False  # our code raised: result permerror, reason and log say why
+
+    def to_dict(self) -> dict:
+        """Gives the result as plain values for --json."""
+        return asdict(self)
+
+
+class _Outcome(NamedTuple):
+    result: str
+    reason: str
+    bits: int | None = None
+    testing: bool = False
+    internal: bool = False
+
+
+# What dkimpy and the decoders raise on a message or key they cannot read: a permerror.
+# Anything else is an error of ours, logged and reported as such (never a temperror).
+_INPUT_ERRORS = (dkim.DKIMException, ValueError)
+
+
+def _internal(exc: Exception, bits: int | None = None, testing: bool = False) -> _Outcome:
+    """Gives the outcome of a signature whose check raised an unexpected error, logged."""
+    log.exception("internal error in the DKIM check")
+    reason = f"internal error in the DKIM check: {type(exc).__name__}: {_dkimpy_reason(exc)}"
+    return _Outcome("permerror", reason, bits, testing, internal=True)
+
+
+class _Verdict(Exception):
+    """Ends the checks of one signature early, before the key is known, with a result."""
+
+    def __init__(self, result: str, reason: str) -> None:
+        super().__init__(reason)
+        self.result = result
+        self.reason = reason
+
+
+def _check_times(tags: dict[bytes, bytes], now: float) -> None:
+    """Raises a verdict when t= or x= are malformed or rule the signature out (RFC 6376 §3.5)."""
+    stamps: dict[bytes, int] = {}
+    for tag in (b"t", b"x"):
+        if tag in tags:
+            if _TIMESTAMP.fullmatch(tags[tag]) is None:
+                raise _Verdict("permerror", f"{tag.decode()}= is not a timestamp")
+            stamps[tag] = int(tags[tag])
+    t, x = stamps.get(b"t"), stamps.get(b"x")
+    if t is not None and x is not None and x <= t:
+        raise _Verdict("permerror", f"x={x} is not after t={t}")
+    if x is not None and x < now - CLOCK_SLOP:
+        raise _Verdict("fail", f"signature expired (x={x})")
+    if t is not None and t > now + CLOCK_SLOP:
+        raise _Verdict("fail", f"signature timestamp in the future (t={t})")
+
+
+def _check_key_record(record: bytes, tags: dict[bytes, bytes]) -> bool:
+    """Gives whether the key is in testing mode; raises a verdict for an unusable key.
+
+    RFC 6376 §3.6.1 (tags of the key record) and §6.1.2 (what makes a key unusable).
+    """
+    try:
+        key = _key_tags(record)
+    except InvalidTagValueList as exc:
+        raise _Verdict("permerror", f"malformed key record: {exc}") from exc
+    if key.get(b"v", b"DKIM1") != b"DKIM1":
+        raise _Verdict("permerror", "key record v= is not DKIM1")
+    if b"p" not in key:
+        raise _Verdict("permerror", "key record has no p=")
+    if not key[b"p"]:
+        raise _Verdict("permerror", "key revoked (empty p=)")
+    ktype = key.get(b"k", b"rsa").lower()
+    algorithm = tags[b"a"].lower()
+    if ktype not in (b"rsa", b"ed25519"):
+        raise _Verdict("permerror", f"unknown key type k={_text(ktype)}")
+    if not algorithm.startswith(ktype + b"-"):
+        raise _Verdict(
+            "permerror", f"key type k={_text(ktype)} does not match a={_text(algorithm)}"
+        )
+    if b"h" in key:
+        hashes = {h.strip().lower() for h in key[b"h"].split(b":")}
+        if algorithm.split(b"-", 1)[1] not in hashes:
+            raise _Verdict("permerror", f"key h={_text(key[b'h'])} excludes a={_text(algorithm)}")
+    if b"s" in key:
+        services = {s.strip().lower() for s in key[b"s"].split(b":")}
+        if not services & {b"*", b"email"}:
+            raise _Verdict("permerror", f"key is not for email (s={_text(key[b's'])})")
+    flags = {f.strip().lower() for f in key.get(b"t", b"").split(b":")}
+    if b"s" in flags:
+        i_domain = tags.get(b"i", b"@" + tags[b"d"]).rpartition(b"@")[2]
+        if i_domain.lower() != tags[b"d"].lower():
+            raise _Verdict("permerror", "key flag t=s forbids an i= subdomain of d=")
+    return b"y" in flags
+
+
+@lru_cache(maxsize=1024)
+def _key_tags(record: bytes) -> dict[bytes, bytes]:
+    """Gives the tags of a key record (read only: the dict is shared by every caller)."""
+    return parse_tag_value(record)
+
+
+def _verify(
+    message: SignedMessage,
+    field: list[bytes] | tuple[bytes, bytes],
+    tags: dict[bytes, bytes],
+    dns: DnsSession,
+    now: float,
+) -> _Outcome:
+    """Gives the outcome of one parsed signature (RFC 6376 §6.1)."""
+    try:
+        dkim.validate_signature_fields({k: v for k, v in tags.items() if k not in (b"t", b"x")})
+    except dkim.DKIMException as exc:
+        raise _Verdict("permerror", _dkimpy_reason(exc)) from exc
+    signed = [h.strip().lower() for h in re.split(rb"\s*:\s*", tags[b"h"])]
+    if b"from" not in signed:
+        raise _Verdict("permerror", "From header field not signed (RFC 6376 §6.1.1)")
+    _check_times(tags, now)
+    if tags[b"a"].lower() == b"rsa-sha1":
+        raise _Verdict("fail", "rsa-sha1 not allowed (RFC 8301 §3.1)")
+    name = _key_name(tags)
+    try:
+        record = dkimpy_txt_lookup(dns)(name)
+    except DkimKeyTempError as exc:
+        raise _Verdict("temperror", exc.reason) from exc
+    if record is None:
+        raise _Verdict("permerror", f"no key for {name}")
+    testing = _check_key_record(record, tags)
+    try:
+        key = public_key(name, record)
+    except Exception as exc:
+        raise _Verdict("permerror", f"unusable key at {name}: {_dkimpy_reason(exc)}") from exc
+    bits = key.bits
+    if key.ktype == b"rsa" and bits < MIN_RSA_BITS:
+        return _Outcome("fail", f"key too short ({bits} bits; RFC 8301 §3.2)", bits, testing)
+    try:
+        ok = verify(key, tags, signed, field, message)
+    except BodyHashMismatch:
+        return _Outcome("fail", "body hash mismatch", bits, testing)
+    except BadSignatureTags as exc:
+        return _Outcome("permerror", str(exc), bits, testing)
+    except _INPUT_ERRORS as exc:
+        return _Outcome("permerror", _unverifiable(exc), bits, testing)
+    except Exception as exc:
+        return _internal(exc, bits, testing)
+    if not ok:
+        return _Outcome("fail", "signature did not verify", bits, testing)
+    added = _unsigned_extra_fields(message.names, signed)
+    note = f"; unsigned extra {', '.join(added)} field (RFC 6376 §8.15)" if added else ""
+    return _Outcome("pass", "signature verified" + note, bits, testing)
+
+
+def _unsigned_extra_fields(names: list[bytes], signed: list[bytes]) -> list[str]:
+    """Gives the singleton fields that occur more often than the signature covers them.
+
+    An added Subject or To above the signed one keeps the signature valid while
+    a mail reader shows the added one (RFC 6376 §8.15); this is evidence for
+    the verdict, not a failure.  `names` are the message's field names in lower case.
+    """
+    return [
+        name.decode().title()
+        for name in SINGLETON_FIELDS
+        if 0 < signed.count(name) < names.count(name)
+    ]
+
+
+def _unverifiable(exc: Exception) -> str:
+    return f"unverifiable signature: {type(exc).__name__}: {_dkimpy_reason(exc)}"
+
+
+def _result(
+    index: int, value: bytes, outcome: _Outcome, tags: dict[bytes, bytes] | None = None
+) -> DkimSignatureResult:
+    """Gives the result for a signature field value, its tags read leniently for the evidence."""
+    if tags is None:
+        try:
+            tags = parse_tag_value(value)
+        except Exception:
+            tags = {}
+    domain = _text(tags.get(b"d"))
+    b_value = b"".join(tags.get(b"b", b"").split())
+    return DkimSignatureResult(
+        result=outcome.result,
+        domain=domain,
+        selector=_text(tags.get(b"s")),
+        algorithm=_text(tags.get(b"a")),
+        b=_text(b_value[:8]),
+        identity=_text(tags.get(b"i")) or f"@{domain}",
+        bits=outcome.bits,
+        reason=outcome.reason,
+        index=index,
+        testing=outcome.testing,
+        internal_error=outcome.internal,
+    )
+
+
+def _read_tags(value: bytes) -> dict[bytes, bytes] | _Outcome:
+    """Gives the tags of a signature field, or the permerror outcome when they cannot be read."""
+    if len(value) > MAX_SIGNATURE_OCTETS:
+        return _Outcome("permerror", f"header too long ({len(value)} octets)")
+    try:
+        return parse_tag_value(value)
+    except Exception as exc:
+        return _Outcome("permerror", f"malformed tag list: {_dkimpy_reason(exc)}")
+
+
+def _key_name(tags: dict[bytes, bytes]) -> str:
+    """Gives the name of the key record a signature names (RFC 6376 §3.6.2.1)."""
+    return f"{_text(tags[b's'])}._domainkey.{_text(tags[b'd'])}"
+
+
+def _check_one(
+    message: SignedMessage,
+    index: int,
+    field: list[bytes],
+    tags: dict[bytes, bytes] | _Outcome,
+    dns: DnsSession,
+    now: float,
+) -> DkimSignatureResult:
+    """Gives the result of the signature field at `index`, whatever its content."""
+    if isinstance(tags, _Outcome):
+        return _result(index, field[1], tags)  # the evidence reads what it can of the field
+    try:
+        outcome = _verify(message, field, tags, dns, now)
+    except _Verdict as verdict:
+        outcome = _Outcome(verdict.result, verdict.reason)
+    except _INPUT_ERRORS as exc:
+        outcome = _Outcome("permerror", _unverifiable(exc))
+    except Exception as exc:
+        outcome = _internal(exc)
+    return _result(index, field[1], outcome, tags)
+
+
+def _signed_message(message: bytes, end: tuple[int, int] | None) -> SignedMessage:
+    """Gives the message as dkimpy's parser reads it, without splitting the body into lines.
+
+    dkimpy splits the whole message into a list of lines to find the body; for
+    a 50 MB message that alone costs more than the message.  Its parser gets
+    the header block only; the body stays where it is in the message and is
+    hashed a slice at a time (`dkim_body`).  `end` is `header_end(message)`.
+    """
+    if end is None:
+        return SignedMessage(dkim.rfc822_parse(message)[0], b"", 0)  # no body
+    fields, _ = dkim.rfc822_parse(message[: end[1]])
+    return SignedMessage(fields, message, end[1])
+
+
+@dataclass(frozen=True)
+class Signatures:
+    """The DKIM-Signature fields of a message, read once for the key lookups and the checks.
+
+    `unreadable` says why dkimpy could not read the header block ("" when it
+    could); each signature then gets a permerror with that reason.
+    """
+
+    message: SignedMessage | None
+    fields: tuple[list[bytes], ...]
+    tags: tuple[dict[bytes, bytes] | _Outcome, ...]
+    unreadable: str = ""
+
+    def key_names(self) -> list[str]:
+        """Gives the key record names the verified signatures will look up, in order."""
+        return [
+            _key_name(tags)
+            for tags in self.tags[:MAX_SIGNATURES]
+            if isinstance(tags, dict) and b"s" in tags and b"d" in tags
+        ]
+
+
+def read_signatures(message: bytes) -> Signatures:
+    """Gives the message's DKIM-Signature fields with their tags (none when unsigned)."""
+    end = header_end(message)
+    if not field_in_header(message, _SIGNATURE_FIELD, end):
+        return Signatures(None, (), ())
+    try:
+        signed = _signed_message(message, end)
+    except Exception as exc:
+        found = [[n, v] for n, v in header_fields(message) if n.lower() == b"dkim-signature"]
+        reason = f"message header not parseable: {_dkimpy_reason(exc)[:120]}"
+        return Signatures(None, tuple(found), (), reason)
+    fields = tuple(
+        f for f, n in zip(signed.fields, signed.names, strict=True) if n == b"dkim-signature"
+    )
+    return Signatures(signed, fields, tuple(_read_tags(f[1]) for f in fields[:MAX_SIGNATURES]))
+
+
+def verify_signatures(
+    signatures: Signatures, dns: DnsSession, now: float | None = None
+) -> tuple[DkimSignatureResult, ...]:
+    """Gives one result per DKIM-Signature, top first; () when unsigned (RFC 6376 §6.1).
+
+    `now` is the verification time for t= and x= (RFC 6376 §3.5); None means
+    the current time.
+    """
+    clock = time.time() if now is None else now
+    if signatures.message is None:
+        outcome = _Outcome("permerror", signatures.unreadable)
+        return tuple(_result(i, f[1], outcome) for i, f in enumerate(signatures.fields))
+    results = []
+    for index, field in enumerate(signatures.fields):
+        if index >= MAX_SIGNATURES:
+            skipped = (
+                f"not verified: only the first {MAX_SIGNATURES} signatures are (RFC 6376 §6.1)"
+            )
+            results.append(_result(index, field[1], _Outcome("policy", skipped)))
+            continue
+        tags = signatures.tags[index]
+        results.append(_check_one(signatures.message, index, field, tags, dns, clock))
+    return tuple(results)
+
+
+def check_dkim(
+    message: bytes, dns: DnsSession, now: float | None = None
+) -> tuple[DkimSignatureResult, ...]:
+    """Gives one result per DKIM-Signature, top first; () when unsigned (RFC 6376 §6.1)."""
+    return verify_signatures(read_signatures(message), dns, now)
+
+
+# The order in which a single word sums up several signatures: any pass is enough for
+# DMARC (RFC 7489 §4.2); a temporary failure may still turn into a pass on retry, so it
+# outranks the final outcomes; then what failed verification before what could not be read.
+_SUMMARY_ORDER = ("pass", "temperror", "fail", "permerror", "policy", "neutral")
+
+
+def dkim_summary(results: Iterable[DkimSignatureResult]) -> str:
+    """Gives one word for all signatures: the best of them, "none" when unsigned (RFC 8601 §2.7.1).
+
+    Precedence: pass, temperror, fail, permerror, policy, neutral (RFC 7489 §4.2:
+    one passing signature is enough).
+    """
+    seen = {r.result for r in results}
+    for word in _SUMMARY_ORDER:
+        if word in seen:
+            return word
+    return "none"

@@ -1,0 +1,533 @@
+"""DMARC: does the owner of the From domain vouch for this message, and what does it ask if not.
+
+Two modes, chosen by the caller:
+
+- ``rfc9989`` (default, DMARCbis): policy and Organizational Domain come from
+  the DNS Tree Walk (RFC 9989 §4.10), with ``psd=``, ``np=`` and ``t=y``;
+  ``pct``, ``rf`` and ``ri`` are unknown tags.
+- ``rfc7489``: the Organizational Domain comes from the Public Suffix List
+  (RFC 7489 §3.2, offline copy of the `publicsuffixlist` package, built at
+  first use), policy discovery asks the From domain then the Organizational
+  Domain (§6.6.3), ``pct=`` samples with the caller's random draw (§6.6.4).
+  ``np=`` is honoured here too: RFC 9091 registered it as an extension of RFC
+  7489, and ignoring it would let a non-existent subdomain escape it.
+
+Choices where the RFCs leave room, each stated where it is made: several From
+domains are evaluated and the most severe result wins (RFC 7489 §6.6.1,
+RFC 9989 §11.5); beyond the first five, a fail among those is the result and
+otherwise ``fail`` under ``reject`` (the unevaluated ones may publish it), never
+``pass``; a From without a usable domain is
+``permerror``; a temporary DNS failure on a query the answer depends on is
+``temperror`` (RFC 9989 §5.3.6), and an internal error is never one: it is
+logged and reported as ``permerror`` with ``internal_error`` set.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+
+from publicsuffixlist import PublicSuffixList
+
+from classifier.auth.dmarc_record import MODES, DmarcRecord, records_at, tree_walk
+from classifier.auth.fromheader import from_domains, normalize_domain
+from classifier.log import log
+from classifier.lookup.resolver import DnsSession, DnsTempError
+
+__all__ = [
+    "DmarcResult",
+    "alignment_kind",
+    "check_dmarc",
+    "from_domains",
+    "organizational_domain",
+    "psl_organizational_domain",
+]
+
+MAX_AUTHOR_DOMAINS = 5  # RFC 9989 §11.5: limit the Author Domains evaluated
+_DOWNGRADE = {"reject": "quarantine", "quarantine": "none", "none": "none"}
+_ALIGNED = {
+    "strict": "aligned (strict)",
+    "relaxed": "aligned (relaxed)",
+    "": "not aligned",
+    "unknown": "alignment unknown (DNS failure)",
+}
+
+
+@dataclass(frozen=True)
+class DmarcResult:
+    """The DMARC outcome for one message, with the record and the reasoning behind it."""
+
+    result: str  # pass fail none temperror permerror (RFC 8601 §2.7.1)
+    policy: str  # the policy that applies to the message ("" when none applies)
+    from_domain: str
+    org_domain: str  # "" when nothing needed it (the author's own record, identical identifiers)
+    spf_aligned: bool
+    dkim_aligned: bool
+    aligned_by: str  # "dkim:<d>", "spf" or ""
+    mode: str
+    record: str
+    record_domain: str  # the name the record was found at, e.g. "_dmarc.example.com"
+    testing: bool  # t=y, or pct below 100 in rfc7489 mode
+    reason: str
+    published_policy: str = ""  # the policy as published, before t=y / pct sampling
+    pct: int | None = None  # rfc7489 mode only
+    internal_error: bool = False  # the check raised: result permerror, reason and log say why
+
+    @property
+    def disposition(self) -> str:
+        """Gives what the Domain Owner asks for this message: its policy on fail, else none."""
+        return self.policy if self.result == "fail" else "none"
+
+    def to_dict(self) -> dict[str, object]:
+        out = asdict(self)
+        out["disposition"] = self.disposition
+        return out
+
+
+@functools.cache
+def _public_suffix_list() -> PublicSuffixList:
+    # Built at first rfc7489-mode use, never at import: most runs use rfc9989.
+    return PublicSuffixList()
+
+
+def psl_organizational_domain(domain: str, psl: PublicSuffixList | None = None) -> str:
+    """Gives the Organizational Domain by the Public Suffix List (RFC 7489 §3.2).
+
+    The public suffix plus one label; a name that is itself a public suffix is
+    its own Organizational Domain.
+    """
+    try:
+        return (psl or _public_suffix_list()).privatesuffix(domain) or domain
+    except (ValueError, TypeError):
+        return domain
+
+
+class _OrgDomains:
+    """Organizational Domains of one message's names, each looked up once."""
+
+    def __init__(self, dns: DnsSession | None, mode: str) -> None:
+        self.dns, self.mode = dns, mode
+        self.known: dict[str, str | None] = {}
+
+    def of(self, domain: str) -> str | None:
+        """Gives the Organizational Domain, or None after a temporary DNS failure."""
+        if domain not in self.known:
+            if self.mode == "rfc7489" or self.dns is None:
+                self.known[domain] = psl_organizational_domain(domain)
+            else:
+                walk = tree_walk(domain, self.dns)
+                self.known[domain] = None if walk.error else walk.organizational_domain()
+        return self.known[domain]
+
+
+def organizational_domain(domain: str, dns: DnsSession | None, mode: str = "rfc9989") -> str:
+    """Gives the Organizational Domain (RFC 9989 §4.10.2 or RFC 7489 §3.2), "" on DNS failure."""
+    name = normalize_domain(domain)
+    return (_OrgDomains(dns, mode).of(name) or "") if name else ""
+
+
+def _alignment(
+    author: str, identifier: str, orgs: _OrgDomains, strict: bool, lookup: bool = True
+) -> str:
+    """Gives "strict", "relaxed", "" or "unknown"; without `lookup`, "later" where DNS must tell."""
+    ident = normalize_domain(identifier)
+    if not ident:
+        return ""
+    if ident == author:
+        return "strict"
+    # Organizational Domains are the name or an ancestor: without a shared top label they differ.
+    if strict or ident.rsplit(".", 1)[-1] != author.rsplit(".", 1)[-1]:
+        return ""
+    if not lookup:
+        return "later"
+    ours, theirs = orgs.of(author), orgs.of(ident)
+    if ours is None or theirs is None:
+        return "unknown"
+    return "relaxed" if ours == theirs else ""
+
+
+def alignment_kind(
+    author: str, identifier: str, dns: DnsSession | None, mode: str = "rfc9989"
+) -> str:
+    """Gives how an identifier aligns with the Author Domain (RFC 9989 §3.2.10, RFC 7489 §3.1).
+
+    "strict" (identical), "relaxed" (same Organizational Domain), "" (not
+    aligned) or "unknown" (a temporary DNS failure hid an Organizational Domain).
+    """
+    name = normalize_domain(author)
+    return _alignment(name, identifier, _OrgDomains(dns, mode), False) if name else ""
+
+
+@dataclass(frozen=True)
+class _Discovery:
+    """Where policy discovery ended: the record, whose it is, or why there is none."""
+
+    record: DmarcRecord | None = None
+    record_domain: str = ""
+    kind: str = ""  # "author", "org", "psd"
+    org_domain: str | None = None
+    problem: str = ""  # why no record applies
+    temp: str = ""  # a temporary DNS failure that stopped discovery
+
+
+def _discover_9989(author: str, dns: DnsSession) -> _Discovery:
+    """Finds the record by the tree walk: the author's, the org domain's, the PSD's (§4.10.1).
+
+    The author's own record ends discovery: its p= applies whatever the
+    Organizational Domain is, which is then looked up only if alignment needs it.
+    """
+    walk = tree_walk(author, dns, policy_only=True)
+    if not walk.steps:
+        return _Discovery(temp=walk.error)
+    first = walk.steps[0]
+    if first.record is not None:
+        return _Discovery(first.record, author, "author", None)
+    org = None if walk.error else walk.organizational_domain()
+    if walk.error or org is None:
+        return _Discovery(temp=walk.error)
+    record = walk.record_at(org)
+    if record is not None:
+        return _Discovery(record, org, "org", org)
+    psd = walk.psd_record()
+    if psd is not None:
+        return _Discovery(psd[1], psd[0], "psd", org)
+    discarded = [f"_dmarc.{s.name}" for s in walk.steps if s.found > 1]
+    problem = f"no DMARC record at {', '.join(walk.queried())}"
+    if discarded:
+        problem += f"; several records at {', '.join(discarded)} were all discarded (§4.10)"
+    return _Discovery(org_domain=org, problem=problem)
+
+
+def _discover_7489(author: str, dns: DnsSession) -> _Discovery:
+    """Finds the record at the From domain, else at its PSL Organizational Domain (§6.6.3)."""
+    org = psl_organizational_domain(author)
+    found, _ = records_at(author, dns, "rfc7489")
+    where, kind = author, "author"
+    if not found and org != author:
+        found, _ = records_at(org, dns, "rfc7489")
+        where, kind = org, "org"
+    if len(found) == 1:
+        return _Discovery(found[0], where, kind, org)
+    queried = " and ".join(f"_dmarc.{d}" for d in dict.fromkeys((author, org)))
+    if found:
+        problem = f"{len(found)} DMARC records at _dmarc.{where}: DMARC not applied (§6.6.3 step 5)"
+    else:
+        problem = f"no DMARC record at {queried}"
+    return _Discovery(org_domain=org, problem=problem)
+
+
+def _author_exists(author: str, dns: DnsSession) -> bool:
+    """Tells whether the Author Domain exists: any answer but NXDOMAIN (RFC 9989 §3.2.13, A.4).
+
+    The ``_dmarc`` query of discovery already tells when it was not NXDOMAIN;
+    otherwise a CNAME query, which a name answers without following anything.
+    """
+    if not dns.query(f"_dmarc.{author}", "TXT").nxdomain:
+        return True
+    return not dns.query(author, "CNAME").nxdomain
+
+
+def _word(result: object) -> str:
+    return str(result or "").strip().split(" ", 1)[0].split("(", 1)[0].lower()
+
+
+@dataclass(frozen=True)
+class _Alignment:
+    spf: bool
+    dkim: bool
+    by: str  # "dkim:<d>", "spf" or ""
+    unknown: bool  # a temporary DNS failure hid an Organizational Domain
+    notes: tuple[str, ...]
+
+
+def _align(
+    author: str,
+    spf: tuple[str, str],
+    dkim: list[tuple[str, str]],
+    record: DmarcRecord,
+    orgs: _OrgDomains,
+) -> _Alignment:
+    """Gives which passing identifiers align (RFC 9989 §4.4, §5.3.4; RFC 7489 §3.1).
+
+    Every passing DKIM signature counts; SPF counts only as a pass of the MAIL
+    FROM identity the caller checked.  A DKIM alignment is preferred as the
+    evidence, since it survives forwarding.
+    """
+    notes: list[str] = []
+    by, unknown, dkim_ok = "", False, False
+    later: list[tuple[int, str]] = []  # (note index, d=) where relaxed alignment needs DNS
+    for res, d in dkim:
+        if _word(res) != "pass":
+            notes.append(f"DKIM {d or '(no d=)'}: {_word(res) or 'none'}")
+            continue
+        kind = _alignment(author, d, orgs, record.adkim == "s", lookup=False)
+        if kind == "later":
+            later.append((len(notes), d))
+            notes.append("")
+            continue
+        notes.append(f"DKIM {d}: pass, {_ALIGNED[kind]}")
+        if kind == "strict" and not dkim_ok:
+            dkim_ok, by = True, f"dkim:{normalize_domain(d)}"
+    for at, d in later:
+        if dkim_ok:
+            # One aligned signature is enough (RFC 7489 §3.1.1, RFC 9989 §4.4): no walk for more.
+            notes[at] = f"DKIM {d}: pass, alignment not looked up (another signature aligns)"
+            continue
+        kind = _alignment(author, d, orgs, record.adkim == "s")
+        unknown |= kind == "unknown"
+        notes[at] = f"DKIM {d}: pass, {_ALIGNED[kind]}"
+        if kind == "relaxed":
+            dkim_ok, by = True, f"dkim:{normalize_domain(d)}"
+    spf_result, spf_domain = spf
+    spf_ok = False
+    if _word(spf_result) == "pass" and spf_domain:
+        kind = _alignment(author, spf_domain, orgs, record.aspf == "s")
+        unknown |= kind == "unknown"
+        spf_ok = kind in ("strict", "relaxed")
+        notes.append(f"SPF {spf_domain}: pass, {_ALIGNED[kind]}")
+        by = by or ("spf" if spf_ok else "")
+    else:
+        notes.append(f"SPF {spf_domain or '(no domain)'}: {_word(spf_result) or 'none'}")
+    return _Alignment(spf_ok, dkim_ok, by, unknown, tuple(notes))
+
+
+def _choose_policy(
+    author: str, org: str | None, found: _Discovery, record: DmarcRecord, dns: DnsSession
+) -> tuple[str, str]:
+    """Gives (the tag it comes from, the policy) for the Author Domain; raises DnsTempError.
+
+    RFC 9989 §4.7: p= for the domain itself, sp= for existing and np= for
+    non-existent subdomains of the Organizational Domain (each falling back to
+    p=).  The sp/np definitions speak of subdomains of the Organizational
+    Domain, so an Author Domain that is its own Organizational Domain under a
+    PSD record gets p= (as RFC 9091 did).  Existence is asked only when np=
+    would change the answer.
+    """
+    problem = record.policy_problem()
+    if problem:
+        return f"{problem}, so p=none as rua= is present (RFC 9989 §4.10.1),", "none"
+    p = record.p or "none"
+    if found.kind == "author" or author == org:
+        return "p", p
+    tag, policy = ("sp", record.sp) if record.sp else ("p", p)
+    if record.np and record.np != policy and not _author_exists(author, dns):
+        return "np", record.np
+    return tag, policy
+
+
+def _evaluate(
+    author: str,
+    spf: tuple[str, str],
+    dkim: list[tuple[str, str]],
+    dns: DnsSession,
+    mode: str,
+    sample: float | None,
+    orgs: _OrgDomains,
+) -> DmarcResult:
+    """Gives the DMARC result for one Author Domain (RFC 9989 §5.3.2-5.3.6, RFC 7489 §6.6)."""
+    org: str | None = None
+
+    def early(word: str, reason: str, record: str = "", where: str = "") -> DmarcResult:
+        return DmarcResult(
+            word, "", author, org or "", False, False, "", mode, record, where, False, reason
+        )
+
+    try:
+        found = _discover_7489(author, dns) if mode == "rfc7489" else _discover_9989(author, dns)
+    except DnsTempError as exc:
+        return early("temperror", f"DNS temporary failure at {exc.qname}: {exc.reason}")
+    org = found.org_domain
+    if found.temp:
+        return early("temperror", f"DNS temporary failure during policy discovery: {found.temp}")
+    record = found.record
+    if record is None:
+        return early("none", f"{found.problem}: DMARC does not apply to {author}")
+    where = f"_dmarc.{found.record_domain}"
+    if record.policy_problem() and not record.rua:
+        return early(
+            "none",
+            f"record at {where} has {record.policy_problem()} and no usable rua=:"
+            " no DMARC processing (RFC 9989 §4.10.1, RFC 7489 §6.6.3 step 6)",
+            record.text,
+            where,
+        )
+    if org is not None:
+        orgs.known.setdefault(author, org)
+    aligned = _align(author, spf, dkim, record, orgs)
+    passed = aligned.spf or aligned.dkim
+    org = orgs.known.get(author, org)
+    summary = "; ".join(aligned.notes)
+    if not passed and aligned.unknown:
+        reason = (
+            f"a temporary DNS failure hid an Organizational Domain needed for alignment: {summary}"
+        )
+        return early("temperror", reason, record.text, where)
+    try:
+        tag, published = _choose_policy(author, org, found, record, dns)
+    except DnsTempError as exc:
+        if not passed:
+            return early("temperror", f"DNS temporary failure at {exc.qname}: {exc.reason}")
+        # the message passes whatever np= says: report the existing-subdomain policy
+        tag, published = ("sp", record.sp) if record.sp else ("p", record.p or "none")
+
+    # Testing (RFC 9989 §4.7 t=y) or sampling (RFC 7489 §6.6.4 pct=): one level lower.
+    policy, pct = published, (record.pct if mode == "rfc7489" else None)
+    testing = record.testing if pct is None else pct < 100
+    how = "t=y" if pct is None else f"pct={pct}"
+    detail = f"policy {published} ({tag} of {where})"
+    sampled_out = pct is None or (sample is not None and sample >= pct / 100)
+    if testing and sampled_out and _DOWNGRADE[published] != published:
+        policy = _DOWNGRADE[published]
+        detail += f", applied as {policy} ({how})"
+    elif testing:
+        detail += f", {how}" + (" (sampling left to the receiver)" if sample is None else "")
+    lead = f"aligned by {aligned.by}" if passed else "no aligned SPF or DKIM pass"
+    return DmarcResult(
+        "pass" if passed else "fail",
+        policy,
+        author,
+        org or "",
+        aligned.spf,
+        aligned.dkim,
+        aligned.by,
+        mode,
+        record.text,
+        where,
+        testing,
+        f"{lead} for {author} ({summary}); {detail}",
+        published,
+        pct,
+    )
+
+
+def _severity(r: DmarcResult) -> int:
+    if r.result == "fail":
+        return {"reject": 6, "quarantine": 5}.get(r.policy, 3)
+    return {"temperror": 4, "permerror": 2, "none": 1}.get(r.result, 0)
+
+
+def _failed(
+    word: str, mode: str, reason: str, from_domain: str = "", internal: bool = False
+) -> DmarcResult:
+    return DmarcResult(
+        word,
+        "",
+        from_domain,
+        "",
+        False,
+        False,
+        "",
+        mode,
+        "",
+        "",
+        False,
+        reason,
+        internal_error=internal,
+    )
+
+
+def record_names(from_header_values: Iterable[object] | None) -> list[str]:
+    """Gives the names whose records the check reads first: _dmarc of each Author Domain."""
+    domains, error = from_domains([v for v in (from_header_values or []) if v is not None])
+    if error:
+        return []  # the check ends before any lookup
+    return [f"_dmarc.{d}" for d in list(dict.fromkeys(domains))[:MAX_AUTHOR_DOMAINS]]
+
+
+def check_dmarc(
+    from_header_values: Iterable[object] | None,
+    spf_result: str,
+    spf_domain: str,
+    dkim: Iterable[tuple[str, str]],
+    dns: DnsSession,
+    mode: str = "rfc9989",
+    sample: float | None = None,
+) -> DmarcResult:
+    """Gives the DMARC result of a message (RFC 9989 §5.3, or RFC 7489 §6.6 in rfc7489 mode).
+
+    `spf_result`/`spf_domain` are the SPF check of the MAIL FROM identity (for a
+    null reverse-path, postmaster@HELO, RFC 7208 §2.4); a HELO-only check never
+    counts (RFC 9989 §4.4.2).  `dkim` is (result, d=) per signature.  `sample`
+    is a random draw in [0, 1) for pct= in rfc7489 mode (None: pct is recorded,
+    not applied).  Never raises: an internal error is logged with its traceback and
+    gives permerror with ``internal_error`` set, never temperror (a temperror files
+    nothing, so an input that made this code raise would switch DMARC off).
+    """
+    try:
+        return _check(from_header_values, spf_result, spf_domain, dkim, dns, mode, sample)
+    except Exception as exc:  # never let a message's content break delivery (DESIGN.md)
+        log.exception("internal error in the DMARC check")
+        reason = f"internal error in the DMARC check: {type(exc).__name__}: {exc}"[:300]
+        return _failed("permerror", str(mode), reason, internal=True)
+
+
+def _check(
+    from_header_values: Iterable[object] | None,
+    spf_result: str,
+    spf_domain: str,
+    dkim: Iterable[tuple[str, str]],
+    dns: DnsSession,
+    mode: str,
+    sample: float | None,
+) -> DmarcResult:
+    if mode not in MODES:
+        return _failed("permerror", str(mode), f"unknown DMARC mode {mode!r}")
+    values = [v for v in (from_header_values or []) if v is not None]
+    domains, error = from_domains(values)
+    if error:
+        return _failed("permerror", mode, f"{error}: no Author Domain (RFC 9989 §5.3.1)")
+    distinct = list(dict.fromkeys(domains))
+    evaluated = distinct[:MAX_AUTHOR_DOMAINS]
+    spf = (str(spf_result or ""), str(spf_domain or ""))
+    signatures = [(str(r or ""), str(d or "")) for r, d in (dkim or [])]
+    orgs = _OrgDomains(dns, mode)
+    results = [_evaluate(d, spf, signatures, dns, mode, sample, orgs) for d in evaluated]
+    worst = max(results, key=_severity)
+    if len(distinct) > MAX_AUTHOR_DOMAINS:
+        return _beyond_the_cap(distinct, results)
+    if len(results) == 1 and len(values) <= 1:
+        return worst
+    fields = f" in {len(values)} From fields" if len(values) > 1 else ""
+    note = (
+        f"From holds {len(distinct)} domain(s) ({', '.join(distinct)}){fields}; each is"
+        " evaluated and the most severe result given (RFC 7489 §6.6.1, RFC 9989 §11.5)"
+    )
+    return replace(worst, reason=f"{note}: {worst.reason}")
+
+
+def _beyond_the_cap(distinct: list[str], results: list[DmarcResult]) -> DmarcResult:
+    """Gives the result for a From naming more Author Domains than are evaluated.
+
+    RFC 9989 §11.5 lets a receiver limit the Author Domains it evaluates, and
+    RFC 7489 §6.6.1 asks for the most severe policy when several are; the
+    extra domains must not make a message more welcome than any one of them
+    alone.  The first MAX_AUTHOR_DOMAINS are evaluated: a fail among them is
+    the result, with the most severe policy seen.  Otherwise a domain left
+    unevaluated -- the bank's, put sixth -- may publish p=reject and is not
+    authenticated: the message fails under ``reject``, the most severe policy
+    any of them could publish (policy key ``dmarc_reject``).
+    """
+    shown = ", ".join(distinct[:MAX_AUTHOR_DOMAINS]) + ", …"
+    note = (
+        f"From names {len(distinct)} domains ({shown}); the first {MAX_AUTHOR_DOMAINS} are"
+        " evaluated (RFC 9989 §11.5)"
+    )
+    failed = [r for r in results if r.result == "fail"]
+    if failed:
+        worst = max(failed, key=_severity)
+        return replace(
+            worst,
+            reason=f"{note} and the most severe failure given (RFC 7489 §6.6.1): {worst.reason}",
+        )
+    first = results[0]
+    return replace(
+        first,
+        result="fail",
+        policy="reject",
+        spf_aligned=False,
+        dkim_aligned=False,
+        aligned_by="",
+        reason=f"{note}; {len(distinct) - MAX_AUTHOR_DOMAINS} more are not authenticated and"
+        " may publish p=reject: judged as failing under reject (RFC 7489 §6.6.1)",
+    )

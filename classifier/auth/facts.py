@@ -1,0 +1,162 @@
+"""The facts a policy decides on, and the X-Authsieve header that carries them to Sieve.
+
+`AuthFacts` is the summary of one message's checks: the same values decide
+the verdict in Python (`classifier.policy.verdict`) and, written into the
+X-Authsieve header, in the Sieve script that Pigeonhole runs
+(`sieve.generate`).  Both read the same fields, so both reach the same folder.
+
+Header grammar (one line, ``; ``-separated ``key=value``; values are tokens
+from a fixed vocabulary, domains, or a quoted string for the reason):
+
+    X-Authsieve: v=1; id=mx.example.org; verdict=junk; mode=enforce; spf=fail;
+     helo-spf=none; dkim=none; arc=none; dmarc=fail; policy=reject;
+     from-domain=example.com; mailfrom-domain=example.com; from-auth=no;
+     submission=no; forwarded=no; arc-trusted=no; arc-spf=; arc-dkim=; arc-dmarc=;
+     reason="..."
+
+The result words are RFC 8601's plus ``internal``: the check ended on an
+internal error (its evidence says which and why); a policy files it under
+``internal_error``.  The arc-* fields hold RFC 8601 words only.
+
+Domains are written only when they are plain LDH names (checked here), so
+sender-controlled text can never add a key or end the header; the reason is
+a quoted-string with `"` and `\\` escaped and line breaks removed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from classifier.auth.fromheader import to_a_labels
+
+HEADER_NAME = "X-Authsieve"
+RELEASED_HEADER = "X-Authsieve-Released"  # written by `authsieve quarantine release`
+# The RFC 8601 §2.7 result words: what an ARC sealer's Authentication-Results can say.
+AAR_RESULTS = frozenset(
+    {"pass", "fail", "softfail", "neutral", "none", "permerror", "temperror", "policy"}
+)
+# Ours only, never written to Authentication-Results: the check stopped on an error of
+# ours (a bug, an exception from a library), not on the message or the DNS.
+INTERNAL = "internal"
+RESULTS = AAR_RESULTS | {INTERNAL}
+POLICIES = frozenset({"", "none", "quarantine", "reject"})
+_LDH = re.compile(r"^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_-]{1,63}$")
+
+
+def safe_domain(text: str) -> str:
+    """Gives the domain in lower case when it is a plain DNS name, else "".
+
+    An internationalised name is given in A-labels, and "_" is allowed in a label
+    (DNS names may hold it, RFC 2181 §11): either would otherwise read as no domain
+    at all, and a blocked suffix would not see x@élan.cyou or x@_a.cyou.
+    """
+    d = text.strip().rstrip(".").lower()
+    if d and not d.isascii():
+        d = (to_a_labels(d) or "").lower()
+    return d if _LDH.match(d) else ""
+
+
+def _token(value: str, allowed: frozenset[str]) -> str:
+    return value if value in allowed else "none"
+
+
+@dataclass(frozen=True)
+class AuthFacts:
+    """What the checks found about one message, in the terms a policy uses."""
+
+    spf: str = "none"  # MAIL FROM result (HELO result when the sender is null)
+    helo_spf: str = "none"
+    dkim: str = "none"  # pass if any signature passed, else the summary (fail/temperror/…)
+    arc: str = "none"
+    dmarc: str = "none"
+    dmarc_policy: str = ""  # the DMARC policy that applies ("" when no record)
+    from_domain: str = ""
+    mailfrom_domain: str = ""
+    from_address: str = ""  # the RFC5322.From address, for allow lists (not written to the header)
+    mailfrom: str = ""  # the envelope sender (not written to the header)
+    from_authenticated: bool = False  # DMARC pass, or an SPF/DKIM pass aligned with From
+    submission: bool = False  # arrived by SMTP AUTH: our own user
+    forwarded_by: str = ""  # trusted forwarder that handed the message over
+    arc_trusted: bool = False  # ARC pass sealed by a configured trusted sealer
+    arc_oldest_spf: str = ""
+    arc_oldest_dkim: str = ""
+    arc_oldest_dmarc: str = ""
+    arc_sealers: tuple[str, ...] = ()
+    evidence: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # evidence: check name ("spf", "dkim", "dmarc", "arc", "envelope") → a sentence saying why
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["arc_sealers"] = list(self.arc_sealers)
+        return d
+
+
+def quote(text: str) -> str:
+    """Gives an RFC 5322 quoted-string of text on one line (RFC 5322 §3.2.4)."""
+    flat = " ".join(str(text).split())
+    return '"' + flat.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_header_value(
+    facts: AuthFacts,
+    authserv_id: str,
+    verdict: str,
+    mode: str,
+    reason: str = "",
+    error: str = "",
+    allowed: bool = False,
+    user: str = "",
+) -> str:
+    """Gives the X-Authsieve header value (without the name) for these facts.
+
+    `allowed` is the policy's allow_senders decision (`Verdict.allowed`) and
+    `user` the ``[users."…"]`` table whose policy decided ("" for the global
+    one): the Sieve script reads both, so the list and the table it files by
+    are the ones Python used at delivery (a ``quarantine release --allow``
+    counts from the next message on, without reinstalling a script).
+    """
+    parts = [
+        "v=1",
+        f"id={safe_domain(authserv_id) or 'localhost'}",
+        f"verdict={verdict if verdict in ('inbox', 'junk', 'quarantine') else 'inbox'}",
+        f"mode={'observe' if mode == 'observe' else 'enforce'}",
+        f"spf={_token(facts.spf, RESULTS)}",
+        f"helo-spf={_token(facts.helo_spf, RESULTS)}",
+        f"dkim={_token(facts.dkim, RESULTS)}",
+        f"arc={_token(facts.arc, RESULTS)}",
+        f"dmarc={_token(facts.dmarc, RESULTS)}",
+        f"policy={facts.dmarc_policy if facts.dmarc_policy in POLICIES - {''} else 'none'}",
+        f"from-domain={safe_domain(facts.from_domain) or 'none'}",
+        f"mailfrom-domain={safe_domain(facts.mailfrom_domain) or 'none'}",
+        f"from-auth={'yes' if facts.from_authenticated else 'no'}",
+        f"submission={'yes' if facts.submission else 'no'}",
+        f"forwarded={'yes' if facts.forwarded_by else 'no'}",
+        f"arc-trusted={'yes' if facts.arc_trusted else 'no'}",
+        # What the oldest trusted ARC sealer saw; empty when absent (the local result stands).
+        f"arc-spf={facts.arc_oldest_spf if facts.arc_oldest_spf in AAR_RESULTS else ''}",
+        f"arc-dkim={facts.arc_oldest_dkim if facts.arc_oldest_dkim in AAR_RESULTS else ''}",
+        f"arc-dmarc={facts.arc_oldest_dmarc if facts.arc_oldest_dmarc in AAR_RESULTS else ''}",
+        f"allowed={'yes' if allowed else 'no'}",
+    ]
+    if user:
+        parts.append(f"user={quote(user)}")
+    if error:
+        parts.append(f"error={quote(error)}")
+    if reason:
+        parts.append(f"reason={quote(reason)}")
+    return "; ".join(parts)
+
+
+_PAIR = re.compile(r'\s*([a-z][a-z0-9-]*)=("(?:[^"\\]|\\.)*"|[^;\s]*)\s*(?:;|$)', re.I)
+
+
+def parse_header_value(value: str) -> dict[str, str]:
+    """Gives the key=value pairs of an X-Authsieve value (quoted strings unquoted)."""
+    out: dict[str, str] = {}
+    for m in _PAIR.finditer(" ".join(value.split())):
+        key, val = m.group(1).lower(), m.group(2)
+        if val.startswith('"'):
+            val = re.sub(r"\\(.)", r"\1", val[1:-1])
+        out.setdefault(key, val)
+    return out

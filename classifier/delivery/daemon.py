@@ -1,0 +1,314 @@
+"""`authsieve serve`: a resident checker on a UNIX socket for the Postfix pipe transport.
+
+Postfix starts one process per delivery; most of its cost is importing the
+libraries and asking DNS with a cold cache.  The daemon pays both once: it
+keeps the engine imported, the config and policies loaded and one DNS cache
+warm, and answers `authsieve pipe --daemon SOCKET` with the annotated
+message and its verdict.  Delivery stays in the pipe process, as the user
+Postfix runs it as.
+
+Any local user who can connect is a client, so the daemon bounds what one
+can cost it: a frame's size (`max_size`, Postfix's message_size_limit by
+default), the time a request may take to arrive (`idle_timeout`), and the
+number of connections served at once (more are closed at once; the pipe
+process then checks in-process).  The socket is created 0600 and given to
+``socket_user`` with ``socket_mode``; started as root with ``daemon_user``
+set, the daemon then runs as that user.  Errors are one log line each.
+
+SIGHUP re-reads the config and its policies (and the resolver they name);
+a config that fails to load is one log line and the old one stays.  The
+socket, its owner and mode, the user and the limits stay as started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import pwd
+import shutil
+import signal
+import socketserver
+import stat
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from classifier.config import Settings
+from classifier.delivery.daemon_client import (
+    FrameError,
+    decode_head,
+    read_frame,
+    read_line,
+    write_frame,
+)
+from classifier.delivery.pipe import HINT_KEYS, process
+from classifier.log import log, reopen_logging
+from classifier.lookup.resolver import Resolver
+from classifier.policy.rules import Policies, load_policies
+
+POSTFIX_DEFAULT_SIZE = 10_240_000  # postconf(5) message_size_limit default
+
+
+class DaemonSetupError(Exception):
+    """The daemon cannot start as configured: one line for the user (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What the daemon checks with: swapped whole on SIGHUP, read once per request."""
+
+    settings: Settings
+    resolver: Resolver
+    policies: Policies
+
+
+def engine_for(settings: Settings, resolver: Resolver) -> Engine:
+    """Gives the engine for these settings; a bad policy raises ConfigError."""
+    return Engine(settings, resolver, load_policies(settings))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may cost the daemon."""
+
+    max_size: int = POSTFIX_DEFAULT_SIZE
+    idle_timeout: float = 10.0
+    max_connections: int = 64
+
+
+def postfix_size_limit() -> int:
+    """Gives Postfix's message_size_limit (postconf -h), else its default; 0 (no limit) too."""
+    postconf = shutil.which("postconf") or (
+        "/usr/sbin/postconf" if Path("/usr/sbin/postconf").exists() else None
+    )
+    if postconf:
+        with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+            out = subprocess.run(
+                [postconf, "-h", "message_size_limit"],
+                capture_output=True,
+                timeout=10,
+                check=True,
+            ).stdout
+            value = int(out.strip())
+            if value > 0:
+                return value
+    return POSTFIX_DEFAULT_SIZE
+
+
+def limits_from(settings: Settings) -> Limits:
+    """Gives the daemon's limits from the [classifier] daemon_* keys."""
+    return Limits(
+        max_size=settings.daemon_max_message_size or postfix_size_limit(),
+        idle_timeout=settings.daemon_idle_timeout,
+        max_connections=settings.daemon_max_connections,
+    )
+
+
+def _hints(value: object) -> dict[str, str | None]:
+    raw = value if isinstance(value, dict) else {}
+    return {k: (str(raw[k]) if raw.get(k) is not None else None) for k in HINT_KEYS}
+
+
+def _user(name: str, key: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise DaemonSetupError(f"classifier.{key} {name!r}: no such user") from None
+
+
+class DaemonServer(socketserver.ThreadingUnixStreamServer):
+    """A threading UNIX-socket server that serves at most `limits.max_connections` at once."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, handler: Any, limits: Limits, engine: Engine) -> None:
+        self.limits = limits
+        self.engine = engine
+        self.slots = threading.BoundedSemaphore(limits.max_connections)
+        super().__init__(path, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.warning("daemon: %d connections busy, one refused", self.limits.max_connections)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        exc = sys.exc_info()[1]
+        log.error("daemon: request failed: %s: %s", type(exc).__name__, exc)
+
+
+def make_server(
+    path: str,
+    settings: Settings,
+    resolver: Resolver,
+    mode: int | None = None,
+    limits: Limits | None = None,
+) -> DaemonServer:
+    """Gives a server bound to the socket path (a stale socket file is replaced).
+
+    The socket is born 0600 (umask) and only then given its owner
+    (``socket_user``, when root) and mode, so no one else can connect in between.
+    """
+    lim = limits or limits_from(settings)
+    mode = settings.socket_mode if mode is None else mode
+    engine = engine_for(settings, resolver)
+
+    class Handler(socketserver.BaseRequestHandler):
+        server: DaemonServer
+
+        def handle(self) -> None:
+            try:
+                meta, data = read_frame(self.request, lim.max_size, lim.idle_timeout)
+            except (OSError, FrameError) as exc:
+                log.warning("daemon: bad request: %s", exc)
+                return
+            user = meta.get("user")
+            engine = self.server.engine
+            outcome = process(
+                data,
+                engine.settings,
+                engine.resolver,
+                _hints(meta.get("hints")),
+                str(user) if user else None,
+                engine.policies,
+            )
+            meta_out = {
+                "action": outcome.action,
+                "summary": outcome.summary,
+                "error": outcome.error,
+            }
+            try:
+                self.request.settimeout(lim.idle_timeout)
+                write_frame(self.request, meta_out, outcome.data)
+                report = decode_head(read_line(self.request, lim.idle_timeout))
+            except (OSError, FrameError) as exc:
+                # The client delivers all the same; it logs the delivery itself.
+                log.info("daemon: no delivery report: %s", exc)
+                return
+            log_delivery(report, outcome.summary)
+
+    target = Path(path)
+    if target.exists() and stat.S_ISSOCK(target.lstat().st_mode):
+        target.unlink()
+    owner = None
+    if settings.socket_user and os.geteuid() == 0:
+        pw = _user(settings.socket_user, "socket_user")
+        owner = (pw.pw_uid, pw.pw_gid)
+    # Bound under a name of its own, given its owner and mode, then renamed into place:
+    # whoever finds the socket at `path` finds it finished (a client, or a test).
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    old = os.umask(0o177)
+    try:
+        server = DaemonServer(str(temp), Handler, lim, engine)
+    finally:
+        os.umask(old)
+    try:
+        if owner:
+            os.chown(temp, *owner, follow_symlinks=False)
+        os.chmod(temp, mode)
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                # rename() would replace it: a mistyped path must not cost a file
+                raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
+        os.rename(temp, path)
+    except OSError:
+        server.server_close()
+        temp.unlink(missing_ok=True)
+        raise
+    return server
+
+
+def log_delivery(report: dict[str, object], summary: str) -> None:
+    """Logs the pipe process's delivery line, as it would itself (classifier.delivery.pipe)."""
+    to = report.get("to")
+    recipients = ",".join(str(r) for r in to) if isinstance(to, list) else ""
+    code = report.get("delivered")
+    ms = report.get("ms")
+    ms = ms if isinstance(ms, int | float) else 0.0
+    if code == 0:
+        log.info("delivered to=%s %s (%.0f ms)", recipients or "-", summary, ms)
+    else:
+        log.error("delivery failed (exit %s): %s", code, report.get("reason", ""))
+
+
+def reload_engine(server: DaemonServer, reload: Callable[[], tuple[Settings, Resolver]]) -> None:
+    """Swaps in the engine of a freshly read config; a bad one is one log line, the old stays."""
+    try:
+        settings, resolver = reload()
+        engine = engine_for(settings, resolver)
+    except Exception as exc:  # ConfigError, UsageError, a zone that no longer parses
+        log.error("daemon: reload failed, keeping the running config: %s", exc)
+        return
+    server.engine = engine
+    reopen_logging(settings)  # a rotated log file is let go
+    log.info("daemon: reloaded %s", settings.source)
+
+
+def drop_privileges(settings: Settings) -> None:
+    """Runs the rest of this process as ``daemon_user`` when started as root with one set."""
+    if os.geteuid() != 0 or not settings.daemon_user:
+        return
+    pw = _user(settings.daemon_user, "daemon_user")
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+
+
+def serve(
+    path: str,
+    settings: Settings,
+    resolver: Resolver,
+    mode: int | None = None,
+    limits: Limits | None = None,
+    reload: Callable[[], tuple[Settings, Resolver]] | None = None,
+) -> int:
+    """Answers pipe processes until SIGTERM or SIGINT (SIGHUP: `reload`); gives the exit code."""
+    server = make_server(path, settings, resolver, mode, limits)
+    drop_privileges(settings)
+
+    def hup(_signum: int, _frame: object) -> None:
+        # Not in the handler itself: it may interrupt a thread that holds the log's lock.
+        if reload is not None:
+            threading.Thread(target=reload_engine, args=(server, reload), daemon=True).start()
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("daemon: signal %d, stopping", signum)
+        # shutdown() waits for serve_forever, which runs in this thread: ask from another.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hup)
+    log.info(
+        "daemon: listening on %s (uid %d, at most %d connections, %d octets, %gs)",
+        path,
+        os.geteuid(),
+        server.limits.max_connections,
+        server.limits.max_size,
+        server.limits.idle_timeout,
+    )
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        with contextlib.suppress(OSError):
+            Path(path).unlink(missing_ok=True)
+    return 0

@@ -1,0 +1,265 @@
+"""The pipe side of the resident daemon: hand one message over a UNIX socket, get it back checked.
+
+Builtin modules only (``_socket``, ``_json``, ``pwd``: no ``socket``, ``json``
+or ``re``, which cost a pipe process several milliseconds each), so that a
+pipe process talking to `authsieve serve` starts as fast as Python can.  Any
+trouble reaching the daemon gives None and the caller checks the message
+in-process instead: the daemon is an optimisation, never a point of failure.
+
+Before a message is handed over, the listening peer is asked who it is
+(SO_PEERCRED, unix(7)): only root, the configured ``daemon_user`` or this
+process's own user may receive it.  Whoever else listens on the socket path
+(a local user who got there first while the daemon was down) would
+otherwise read every message and decide what is delivered.
+
+Wire format (one request per connection):
+    client → daemon: one line of JSON with "size", then exactly that many octets of message;
+    daemon → client: the same, the annotated message and its verdict;
+    client → daemon: one line of JSON saying how delivery went, which the daemon logs.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import sys
+import time
+
+TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Mapping
+    from socket import socket
+
+    from classifier.delivery.pipe import PipeOutcome
+
+try:
+    import _json
+
+    class _Strict:
+        """What the C JSON scanner asks of json.JSONDecoder: the defaults of json.loads."""
+
+        strict = True
+        object_hook = None
+        object_pairs_hook = None
+        parse_float = float
+        parse_int = int
+        parse_constant = None
+
+    _scan = _json.make_scanner(_Strict())  # type: ignore[arg-type]
+    _quote = _json.encode_basestring_ascii
+except (ImportError, AttributeError):  # not CPython: the json module does the same, slower
+    import json
+
+    _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+    _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+PROTOCOL = 1
+MAX_LINE = 1 << 16  # a frame head is a few hundred octets of JSON
+_CHUNK = 1 << 20
+_UCRED_SIZE = 12  # struct ucred: int pid, uid, gid
+# The daemon bounds its own DNS time (dns_budget, at most 600 s): this only
+# catches a daemon that hangs; Postfix's command_time_limit (1000 s) is longer.
+DEFAULT_WAIT = 610.0
+
+
+class FrameError(ValueError):
+    """A frame that breaks the protocol or a limit: the connection is dropped."""
+
+
+def encode_head(meta: Mapping[str, object]) -> bytes:
+    """Gives one line of JSON (ASCII) for a head of strings, numbers, None and such tables."""
+    return _encode(meta).encode("ascii") + b"\n"
+
+
+def _encode(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return str(_quote(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_quote(str(k))}:{_encode(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_encode(v) for v in value) + "]"
+    raise TypeError(f"not in a frame head: {type(value).__name__}")
+
+
+def decode_head(line: bytes) -> dict[str, object]:
+    """Gives the JSON object of one head line; raises FrameError when it is not one."""
+    try:
+        text = line.decode("utf-8").strip()
+        value, end = _scan(text, 0)
+    except (ValueError, StopIteration, RecursionError):
+        raise FrameError("frame head is not JSON") from None
+    if end != len(text) or not isinstance(value, dict):
+        raise FrameError("frame head is not a JSON object")
+    return value
+
+
+def _recv(sock: socket, size: int, deadline: float) -> bytes:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("no complete frame in time")
+    sock.settimeout(remaining)
+    return sock.recv(size)
+
+
+def read_line(sock: socket, timeout: float) -> bytes:
+    """Gives one line (without more: a line is the last thing its sender writes before waiting)."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\n" not in buf:
+        if len(buf) > MAX_LINE:
+            raise FrameError("frame head too long")
+        chunk = _recv(sock, MAX_LINE, deadline)
+        if not chunk:
+            raise FrameError("no frame head")
+        buf += chunk
+    return buf
+
+
+def read_frame(sock: socket, max_size: int, timeout: float) -> tuple[dict[str, object], bytes]:
+    """Gives the JSON head and the payload of one frame; raises OSError/FrameError when broken.
+
+    The whole frame must arrive within `timeout` seconds and its payload be
+    at most `max_size` octets: a frame announcing more is refused before any
+    of it is read, so a local user cannot make the reader grow without bound.
+    """
+    deadline = time.monotonic() + timeout
+    buf = read_line(sock, timeout)
+    head, _, rest = buf.partition(b"\n")
+    meta = decode_head(head)
+    if meta.get("v") != PROTOCOL:
+        raise FrameError("unknown protocol version")
+    size = meta.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise FrameError("bad frame size")
+    if size > max_size:
+        raise FrameError(f"frame of {size} octets is over the limit of {max_size}")
+    if len(rest) > size:
+        raise FrameError("data after the frame")
+    payload = bytearray(rest)
+    while len(payload) < size:
+        chunk = _recv(sock, min(_CHUNK, size - len(payload)), deadline)
+        if not chunk:
+            raise FrameError("short frame")
+        payload += chunk
+    return meta, bytes(payload)
+
+
+def write_frame(sock: socket, meta: Mapping[str, object], payload: bytes) -> None:
+    """Sends one frame: the JSON head with the payload's size, then the payload."""
+    sock.sendall(encode_head({**meta, "v": PROTOCOL, "size": len(payload)}) + payload)
+
+
+def peer_uid(sock: socket) -> int:
+    """Gives the uid of the process at the other end of a connected UNIX socket (SO_PEERCRED)."""
+    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _UCRED_SIZE)
+    return int.from_bytes(raw[4:8], sys.byteorder, signed=True)
+
+
+def trusted_uids(daemon_user: str | None) -> frozenset[int]:
+    """Gives the uids a pipe process may hand mail to: root, itself, and daemon_user."""
+    uids = {0, os.geteuid()}
+    if daemon_user:
+        import pwd
+
+        try:
+            uids.add(pwd.getpwnam(daemon_user).pw_uid)
+        except KeyError:
+            _warn(f"daemon_user {daemon_user}: no such user; only root is trusted")
+    return frozenset(uids)
+
+
+def _warn(text: str) -> None:
+    import logging
+
+    logging.getLogger("authsieve").warning("%s", text)
+
+
+class Answer:
+    """The daemon's answer: the annotated message, the verdict's action, the log summary."""
+
+    __slots__ = ("action", "data", "error", "summary")
+
+    def __init__(self, data: bytes, action: str, summary: str, error: str) -> None:
+        self.data, self.action, self.summary, self.error = data, action, summary, error
+
+
+class DaemonCall:
+    """One message handed to the daemon: `answer`, then `report` how its delivery went."""
+
+    def __init__(self, sock: socket, answer: Answer) -> None:
+        self.sock, self.answer = sock, answer
+
+    def report(self, code: int, recipients: list[str], ms: float, reason: str = "") -> bool:
+        """Tells the daemon the delivery's exit code, for its log; False when it is gone."""
+        try:
+            line = {"delivered": code, "to": recipients, "ms": round(ms, 1), "reason": reason}
+            self.sock.sendall(encode_head(line))
+            return True
+        except OSError:
+            return False
+        finally:
+            self.sock.close()
+
+
+def call_daemon(
+    path: str,
+    data: bytes,
+    hints: Mapping[str, str | None],
+    user: str | None,
+    timeout: float = DEFAULT_WAIT,
+    trusted: Collection[int] | Callable[[], Collection[int]] = (0,),
+) -> DaemonCall | None:
+    """Gives the daemon's answer on an open connection, or None when the daemon cannot be used.
+
+    None, without a byte of the message sent, also when the peer listening on
+    `path` runs as a uid not in `trusted`; a function there is asked only
+    when the peer is neither root nor this process's user (it may read the config).
+    """
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        uid = peer_uid(sock)  # type: ignore[arg-type]
+        if callable(trusted):
+            trusted = (0, os.geteuid()) if uid in (0, os.geteuid()) else trusted()
+        if uid not in trusted:
+            _warn(f"daemon at {path} runs as uid {uid}, not a trusted user: not used")
+            sock.close()
+            return None
+        write_frame(sock, {"hints": dict(hints), "user": user}, data)  # type: ignore[arg-type]
+        # Our headers add a few KiB; anything much larger is not our daemon's answer.
+        meta, payload = read_frame(sock, len(data) + (1 << 20), timeout)  # type: ignore[arg-type]
+    except (OSError, ValueError):
+        sock.close()
+        return None
+    action = meta.get("action")
+    if action not in ("inbox", "junk", "quarantine"):
+        sock.close()
+        return None
+    answer = Answer(payload, str(action), str(meta.get("summary", "")), str(meta.get("error", "")))
+    return DaemonCall(sock, answer)  # type: ignore[arg-type]
+
+
+def ask_daemon(
+    path: str,
+    data: bytes,
+    hints: Mapping[str, str | None],
+    user: str | None,
+    timeout: float,
+    trusted: Collection[int] = (0,),
+) -> PipeOutcome | None:
+    """Gives the daemon's outcome for the message, or None when the daemon cannot be used."""
+    from classifier.delivery.pipe import PipeOutcome
+
+    call = call_daemon(path, data, hints, user, timeout, trusted)
+    if call is None:
+        return None
+    call.sock.close()
+    a = call.answer
+    return PipeOutcome(a.data, a.action, a.summary, a.error)

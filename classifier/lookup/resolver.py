@@ -1,0 +1,551 @@
+"""One DNS layer for every check: sources, a TTL cache, timeouts and a per-message budget.
+
+Every query authsieve makes (SPF, DKIM keys, ARC keys, DMARC records, reverse
+DNS) goes through a `Resolver`.  A resolver has exactly one `Source`:
+
+- `ServerSource`: one or more nameservers (``--dns-server HOST:PORT`` or the
+  system's resolv.conf), queried over UDP with TCP fallback on truncation
+  (`wire` reads the common reply, dnspython's exchange the rest);
+- `ZoneSource`: a zone file held in memory (``--dns-zone FILE``), answering
+  authoritatively, so the demo and the tests run without any network.
+
+Per message, `Resolver.session(budget)` gives a `DnsSession`: it remembers
+every answer of that message (no query twice within one message), counts
+queries, and turns the time budget into `DnsTempError` once it is spent.
+
+Answers distinguish the three outcomes that SPF and DMARC care about
+(RFC 7208 §4.4, §5; RFC 7489 §6.6.3): records, no records (NXDOMAIN or
+NODATA: `Answer.records == ()`), and a temporary failure (`DnsTempError`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.zone
+
+from classifier.lookup import wire
+
+# A record's value: A/AAAA → address text; TXT → tuple of the character-strings
+# (bytes, unjoined, as SPF needs them); MX → (preference, host); PTR, CNAME,
+# NS → host name without the trailing dot.
+Record = str | tuple[bytes, ...] | tuple[int, str]
+
+# Names that need no IDNA or escaping work: the usual case, kept off the slow path.
+_PLAIN_NAME = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+SUPPORTED_TYPES = frozenset({"A", "AAAA", "TXT", "MX", "PTR", "CNAME", "NS", "SPF"})
+MAX_CNAME_CHAIN = 8
+NEGATIVE_TTL = 300
+
+
+class DnsError(Exception):
+    """Base of the errors this layer raises."""
+
+
+class DnsTempError(DnsError):
+    """A temporary failure: timeout, SERVFAIL, refused, or the time budget is spent."""
+
+    def __init__(self, qname: str, rdtype: str, reason: str) -> None:
+        super().__init__(f"{qname}/{rdtype}: {reason}")
+        self.qname = qname
+        self.rdtype = rdtype
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The records for (qname, rdtype); empty for NXDOMAIN or NODATA."""
+
+    qname: str
+    rdtype: str
+    records: tuple[Record, ...]
+    nxdomain: bool = False
+    ttl: int = NEGATIVE_TTL
+
+    def txt_strings(self) -> list[str]:
+        """Gives each TXT record as one string, its character-strings joined (RFC 7208 §3.3)."""
+        out = []
+        for rec in self.records:
+            if isinstance(rec, tuple) and all(isinstance(p, bytes) for p in rec):
+                out.append(b"".join(rec).decode("utf-8", "replace"))  # type: ignore[arg-type]
+        return out
+
+
+def normalize_name(name: str) -> str:
+    """Gives the query name in lower case without the trailing dot."""
+    return name.strip().rstrip(".").lower()
+
+
+class Source(Protocol):
+    """Where answers come from."""
+
+    def lookup(
+        self, qname: str, rdtype: str, timeout: float, sent: wire.Pending | None = None
+    ) -> Answer: ...
+
+    def send(self, qname: str, rdtype: str, timeout: float) -> wire.Pending | None:
+        """Sends the query ahead for `lookup` to read (None: this source answers at once)."""
+        ...
+
+
+def _records(rdatas: Iterable[Any]) -> tuple[Record, ...]:
+    out: list[Record] = []
+    for rd in rdatas:
+        kind = dns.rdatatype.to_text(rd.rdtype)
+        if kind in ("A", "AAAA"):
+            out.append(str(rd.address))
+        elif kind in ("TXT", "SPF"):
+            out.append(tuple(bytes(s) for s in rd.strings))
+        elif kind == "MX":
+            out.append((int(rd.preference), normalize_name(rd.exchange.to_text())))
+        elif kind in ("PTR", "CNAME", "NS"):
+            out.append(normalize_name(rd.target.to_text()))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ServerSource:
+    """Asks recursive (or authoritative) nameservers, each given as (host, port)."""
+
+    servers: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def from_spec(cls, spec: str) -> ServerSource:
+        """Gives a source for ``HOST``, ``HOST:PORT`` or ``[V6]:PORT``; raises ValueError."""
+        spec = spec.strip()
+        host, port = spec, 53
+        if spec.startswith("["):
+            host, _, rest = spec[1:].partition("]")
+            if rest:
+                if not rest.startswith(":"):
+                    raise ValueError(f"unexpected text after the address: {spec!r}")
+                port = int(rest[1:])
+        elif spec.count(":") == 1:
+            host, _, p = spec.partition(":")
+            port = int(p)
+        ipaddress.ip_address(host)
+        if not 0 < port < 65536:
+            raise ValueError(f"port out of range: {port}")
+        return cls(((host, port),))
+
+    @classmethod
+    def from_resolv_conf(cls, path: str = "/etc/resolv.conf") -> ServerSource:
+        """Gives a source for the nameservers of resolv.conf (127.0.0.1 when it names none)."""
+        servers = []
+        try:
+            for line in Path(path).read_text().splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    servers.append((parts[1].split("%")[0], 53))
+        except OSError:
+            pass
+        return cls(tuple(servers) or (("127.0.0.1", 53),))
+
+    def send(self, qname: str, rdtype: str, timeout: float) -> wire.Pending | None:
+        """Sends the query to the first nameserver now; `lookup` reads the reply."""
+        try:
+            name = dns.name.from_text(qname + ".")
+            return wire.Pending(name, dns.rdatatype.from_text(rdtype), self.servers[0], timeout)
+        except (OSError, dns.exception.DNSException):
+            return None  # `lookup` asks again, and says why when it fails
+
+    def lookup(
+        self, qname: str, rdtype: str, timeout: float, sent: wire.Pending | None = None
+    ) -> Answer:
+        """Gives the answer, reading `sent` (from `send`) for the first nameserver."""
+        if sent is not None:
+            name, kind = sent.qname, sent.rdtype
+        else:
+            name, kind = dns.name.from_text(qname + "."), dns.rdatatype.from_text(rdtype)
+        last = "no nameserver answered"
+        for host, port in self.servers:
+            try:
+                # The lean exchange answers the common case; dnspython's takes the rest.
+                if sent is not None and sent.server == (host, port):
+                    reply = sent.receive()
+                else:
+                    reply = wire.ask(name, kind, (host, port), timeout)
+                if reply is None or reply.truncated:
+                    reply = _full_exchange(
+                        qname, rdtype, host, port, timeout, tcp=reply is not None
+                    )
+                elif reply.rcode == dns.rcode.FORMERR and not reply.edns:
+                    # A server from before EDNS refuses the OPT record: ask it plainly, with
+                    # TCP for what does not fit in 512 octets (RFC 6891 §7).
+                    reply = _full_exchange(qname, rdtype, host, port, timeout, edns=False)
+            except (dns.exception.Timeout, TimeoutError):
+                last = f"timeout after {timeout:g}s at {host}:{port}"
+                continue
+            except (OSError, dns.exception.DNSException) as exc:
+                last = f"{type(exc).__name__} at {host}:{port}: {exc}"
+                continue
+            if reply.rcode == dns.rcode.NXDOMAIN:
+                return Answer(qname, rdtype, (), nxdomain=True, ttl=_negative_ttl(reply))
+            if reply.rcode != dns.rcode.NOERROR:
+                last = f"{dns.rcode.to_text(dns.rcode.Rcode.make(reply.rcode))} from {host}:{port}"
+                continue
+            return _answer_from_reply(qname, rdtype, name, kind, reply)
+        raise DnsTempError(qname, rdtype, last)
+
+
+def _full_exchange(
+    qname: str,
+    rdtype: str,
+    host: str,
+    port: int,
+    timeout: float,
+    *,
+    edns: bool = True,
+    tcp: bool = False,
+) -> wire.Reply:
+    """Asks through dnspython's own exchange: over TCP when asked, else UDP with TCP after TC."""
+    query = _query(qname, rdtype, edns=edns)
+    if tcp:
+        response = dns.query.tcp(query, host, timeout=timeout, port=port)
+    else:
+        response, _ = dns.query.udp_with_fallback(query, host, timeout=timeout, port=port)
+
+    def records(section: list[dns.rrset.RRset]) -> list[wire.Rr]:
+        return [(rrset.name, rrset.rdtype, rrset.ttl, rd) for rrset in section for rd in rrset]
+
+    return wire.Reply(
+        response.rcode(),
+        records(response.answer),
+        records(response.authority),
+        edns=response.edns >= 0,
+    )
+
+
+def _query(qname: str, rdtype: str, edns: bool) -> dns.message.Message:
+    """Gives a recursive query, with EDNS0 unless asked not to.
+
+    EDNS0 (RFC 6891) with the 1232-octet payload of DNS Flag Day 2020: a 2048-bit
+    DKIM key fits, where the plain 512 octets would make every key lookup a TCP retry.
+    """
+    if edns:
+        query = dns.message.make_query(qname + ".", rdtype, use_edns=0, payload=wire.EDNS_PAYLOAD)
+    else:
+        query = dns.message.make_query(qname + ".", rdtype)
+    query.flags |= dns.flags.RD
+    return query
+
+
+def _negative_ttl(reply: wire.Reply) -> int:
+    for _, rdtype, ttl, rdata in reply.authority:
+        if rdtype == dns.rdatatype.SOA:
+            # RFC 2308 §5: the smaller of the SOA's TTL and its MINIMUM field.
+            return min(ttl, int(rdata.minimum), NEGATIVE_TTL)
+    return NEGATIVE_TTL
+
+
+def _answer_from_reply(
+    qname: str, rdtype: str, name: dns.name.Name, wanted: int, reply: wire.Reply
+) -> Answer:
+    """Follows the CNAME chain inside one reply to the records of the asked type."""
+    for _ in range(MAX_CNAME_CHAIN):
+        found = [rr for rr in reply.answer if rr[1] == wanted and rr[0] == name]
+        if found:
+            rdatas = list(dict.fromkeys(rr[3] for rr in found))  # an RRset holds no duplicates
+            return Answer(qname, rdtype, _records(rdatas), ttl=min(rr[2] for rr in found))
+        cname = next(
+            (rr for rr in reply.answer if rr[1] == dns.rdatatype.CNAME and rr[0] == name), None
+        )
+        if cname is None or wanted == dns.rdatatype.CNAME:
+            break
+        name = cname[3].target
+    return Answer(qname, rdtype, (), ttl=_negative_ttl(reply))
+
+
+class ZoneSource:
+    """Answers from a zone file held in memory, authoritatively and without any network.
+
+    The file uses absolute owner names (or ``$ORIGIN``) and may hold many
+    domains.  A name that exists only because something below it exists
+    (an empty non-terminal) answers NODATA, not NXDOMAIN (RFC 8020).
+    """
+
+    def __init__(self, text: str, filename: str = "<zone>") -> None:
+        # A default TTL, so that a zone written without $TTL loads as the test server loads it.
+        zone = dns.zone.from_text(
+            "$TTL 300\n" + text,
+            origin=dns.name.root,
+            relativize=False,
+            check_origin=False,
+            filename=filename,
+        )
+        self._nodes: dict[str, dict[str, tuple[Record, ...]]] = {}
+        self._ttls: dict[tuple[str, str], int] = {}
+        for name, node in zone.nodes.items():
+            owner = normalize_name(name.to_text())
+            per_type = self._nodes.setdefault(owner, {})
+            for rdataset in node.rdatasets:
+                kind = dns.rdatatype.to_text(rdataset.rdtype)
+                rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype)
+                rrset.update(rdataset)
+                per_type[kind] = _records(rrset)
+                self._ttls[(owner, kind)] = int(rdataset.ttl)
+        self._names = frozenset(self._nodes)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ZoneSource:
+        """Reads a zone file; raises OSError or dns.exception.DNSException on bad input."""
+        p = Path(path)
+        return cls(p.read_text(encoding="utf-8"), filename=str(p))
+
+    def _exists(self, owner: str) -> bool:
+        if owner in self._names:
+            return True
+        suffix = "." + owner
+        return any(n.endswith(suffix) for n in self._names)
+
+    def send(self, qname: str, rdtype: str, timeout: float) -> None:
+        """Nothing to send ahead: the zone answers at once."""
+        return None
+
+    def lookup(
+        self, qname: str, rdtype: str, timeout: float, sent: wire.Pending | None = None
+    ) -> Answer:
+        owner = qname
+        for _ in range(MAX_CNAME_CHAIN):
+            per_type = self._nodes.get(owner, {})
+            if rdtype in per_type:
+                return Answer(qname, rdtype, per_type[rdtype], ttl=self._ttls[(owner, rdtype)])
+            if "CNAME" in per_type and rdtype != "CNAME":
+                owner = str(per_type["CNAME"][0])
+                continue
+            break
+        return Answer(qname, rdtype, (), nxdomain=not self._exists(owner))
+
+
+Key = tuple[str, str]  # (normalized name, type), as the cache keeps them
+
+
+def _key(qname: str, rdtype: str) -> Key:
+    """Gives the cache key of a question; raises ValueError for an unsupported type."""
+    qname = normalize_name(qname)
+    rdtype = rdtype.upper()
+    if rdtype not in SUPPORTED_TYPES:
+        raise ValueError(f"unsupported query type {rdtype}")
+    if not _PLAIN_NAME.match(qname):
+        try:
+            # One spelling for every source: A-labels, odd octets as \DDD (as ZoneSource).
+            qname = normalize_name(dns.name.from_text(qname + ".").to_text()) if qname else ""
+        except (dns.exception.DNSException, UnicodeError, ValueError):
+            qname = ""  # not a name the DNS can hold
+    return qname, rdtype
+
+
+def _holdable(qname: str) -> bool:
+    """Tells whether the DNS can hold the name (RFC 1035 §2.3.4); elsewhere nothing exists."""
+    return bool(qname) and len(qname) <= 253 and all(0 < len(x) <= 63 for x in qname.split("."))
+
+
+@dataclass
+class Resolver:
+    """Answers DNS queries from one source through a TTL cache shared by all messages.
+
+    Thread-safe: a parallel scan shares one resolver and so one cache.
+    """
+
+    source: Source
+    timeout: float = 5.0
+    max_entries: int = 50_000
+    clock: Callable[[], float] = time.monotonic
+    queries_sent: int = 0
+    _cache: OrderedDict[Key, tuple[float, Answer]] = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _inflight: dict[Key, threading.Event] = field(default_factory=dict, repr=False)
+    _sent: dict[Key, wire.Pending] = field(default_factory=dict, repr=False)
+
+    def query(self, qname: str, rdtype: str, timeout: float | None = None) -> Answer:
+        """Gives the answer for (qname, rdtype); raises DnsTempError on a temporary failure."""
+        key = _key(qname, rdtype)
+        now = self.clock()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                self._cache.move_to_end(key)
+                return hit[1]
+        if not _holdable(key[0]):
+            # Not a name the DNS can hold: nothing exists there.
+            return Answer(key[0] or normalize_name(qname), key[1], (), nxdomain=True)
+        wait = self.timeout if timeout is None else timeout
+        with self._lock:
+            sent = self._sent.pop(key, None)
+            pending = None if sent is not None else self._inflight.get(key)
+            if sent is None and pending is None:
+                self._inflight[key] = threading.Event()
+        if pending is not None:
+            # Another thread is asking the same question (a burst from one sender in a
+            # parallel scan): wait for its answer instead of asking the server again.
+            pending.wait(wait)
+            with self._lock:
+                hit = self._cache.get(key)
+            if hit is not None:
+                return hit[1]
+            return self._ask(key, wait, now, owner=False)  # it failed: ask ourselves
+        return self._ask(key, wait, now, owner=True, sent=sent)
+
+    def send_ahead(self, questions: Iterable[tuple[str, str]], timeout: float) -> list[Key]:
+        """Sends the queries of questions not cached nor on their way; gives their keys.
+
+        The first `query` for such a question reads its reply, whichever thread
+        asks; `forget` closes those that no one asked for.
+        """
+        sent = []
+        now = self.clock()
+        for qname, rdtype in questions:
+            try:
+                key = _key(qname, rdtype)
+            except ValueError:
+                continue
+            with self._lock:
+                hit = self._cache.get(key)
+                if (hit is not None and hit[0] > now) or key in self._inflight:
+                    continue
+                if not _holdable(key[0]):
+                    continue
+                self._inflight[key] = threading.Event()
+            try:
+                pending = self.source.send(key[0], key[1], timeout)
+            except Exception:  # the question is asked again in `query`, which says what failed
+                pending = None
+            with self._lock:
+                if pending is None:
+                    self._inflight.pop(key).set()
+                    continue
+                self.queries_sent += 1
+                self._sent[key] = pending
+            sent.append(key)
+        return sent
+
+    def forget(self, keys: Iterable[Key]) -> None:
+        """Closes the queries sent ahead for these keys that no one has read."""
+        for key in keys:
+            with self._lock:
+                pending = self._sent.pop(key, None)
+                if pending is not None:
+                    self._inflight.pop(key).set()
+            if pending is not None:
+                pending.close()
+
+    def _ask(
+        self,
+        key: Key,
+        timeout: float,
+        now: float,
+        owner: bool,
+        sent: wire.Pending | None = None,
+    ) -> Answer:
+        try:
+            if sent is None:
+                with self._lock:
+                    self.queries_sent += 1
+            answer = self.source.lookup(key[0], key[1], timeout, sent)
+            with self._lock:
+                self._cache[key] = (now + answer.ttl, answer)
+                self._cache.move_to_end(key)
+                while len(self._cache) > self.max_entries:
+                    self._cache.popitem(last=False)
+            return answer
+        finally:
+            if owner:
+                with self._lock:
+                    self._inflight.pop(key).set()
+
+    def session(self, budget: float = 20.0) -> DnsSession:
+        """Gives a per-message view with its own memo, query count and time budget."""
+        return DnsSession(self, budget)
+
+
+@dataclass
+class DnsSession:
+    """The DNS view of one message: no query twice, and a time budget for all of them."""
+
+    resolver: Resolver
+    budget: float
+    queries: int = 0
+    _started: float | None = None
+    _memo: dict[tuple[str, str], Answer | DnsTempError] = field(default_factory=dict, repr=False)
+    _ahead: list[Key] = field(default_factory=list, repr=False)
+
+    def query(self, qname: str, rdtype: str) -> Answer:
+        """Gives the answer for (qname, rdtype); DnsTempError also once the budget is spent."""
+        key = (normalize_name(qname), rdtype.upper())
+        if key in self._memo:
+            memo = self._memo[key]
+            if isinstance(memo, DnsTempError):
+                raise memo
+            return memo
+        clock = self.resolver.clock
+        if self._started is None:
+            self._started = clock()
+        remaining = self.budget - (clock() - self._started)
+        if remaining <= 0:
+            raise DnsTempError(key[0], key[1], f"DNS time budget of {self.budget:g}s spent")
+        self.queries += 1
+        try:
+            answer = self.resolver.query(key[0], key[1], min(self.resolver.timeout, remaining))
+        except DnsTempError as exc:
+            self._memo[key] = exc
+            raise
+        self._memo[key] = answer
+        return answer
+
+    def send_ahead(self, questions: Iterable[tuple[str, str]]) -> None:
+        """Sends the queries the checks will ask first, so that their round trips overlap.
+
+        Nothing is counted or remembered until a check asks (`query`); `close`
+        stops waiting for those that no check asked.
+        """
+        clock = self.resolver.clock
+        if self._started is None:
+            self._started = clock()
+        remaining = self.budget - (clock() - self._started)
+        if remaining > 0:
+            fresh = [q for q in questions if (normalize_name(q[0]), q[1].upper()) not in self._memo]
+            timeout = min(self.resolver.timeout, remaining)
+            self._ahead.extend(self.resolver.send_ahead(fresh, timeout))
+
+    def close(self) -> None:
+        """Ends the session: queries sent ahead that no check asked are no longer waited for."""
+        self.resolver.forget(self._ahead)
+        self._ahead.clear()
+
+    def txt(self, qname: str) -> list[str]:
+        """Gives the TXT records at qname, each joined into one string."""
+        return self.query(qname, "TXT").txt_strings()
+
+
+def make_resolver(
+    dns_server: str | None = None, dns_zone: str | Path | None = None, timeout: float = 5.0
+) -> Resolver:
+    """Gives a resolver for a zone file, a nameserver spec, or the system's resolv.conf."""
+    source: Source
+    if dns_zone is not None:
+        source = ZoneSource.from_file(dns_zone)
+    elif dns_server is not None:
+        source = ServerSource.from_spec(dns_server)
+    else:
+        source = ServerSource.from_resolv_conf()
+    return Resolver(source, timeout=timeout)
+
+
+def reverse_name(ip: str) -> str:
+    """Gives the in-addr.arpa / ip6.arpa name of an address (RFC 1035 §3.5, RFC 3596 §2.5)."""
+    return normalize_name(ipaddress.ip_address(ip).reverse_pointer)

@@ -1,0 +1,229 @@
+"""The filing policy from the TOML config: global ``[policy]`` and ``[users."addr"]`` overrides.
+
+A `Policy` maps authentication results to an action (``inbox``, ``junk``,
+``quarantine``).  `load_policies` validates the raw tables that
+`classifier.config` read; every mistake is a `ConfigError` naming the file
+and the key (``policy.spf_fail``, ``users."alice@example.org".blocked_action``).
+A user's table overrides the global one key by key (a list replaces the
+global list).  The same `Policy` value is decided in Python
+(`classifier.policy.verdict.decide`) and compiled to Sieve (`sieve.generate`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from classifier.auth.facts import safe_domain
+from classifier.config import ConfigError, Settings
+
+ACTIONS = ("inbox", "junk", "quarantine")
+SEVERITY = {"inbox": 0, "junk": 1, "quarantine": 2}
+MODES = ("enforce", "observe")
+# The SPF results a policy may file on; pass, temperror and policy never file (DESIGN.md).
+SPF_RULES = ("fail", "softfail", "neutral", "none", "permerror")
+ACTION_KEYS = (
+    *(f"spf_{r}" for r in SPF_RULES),
+    "dkim_fail",
+    "dmarc_reject",
+    "dmarc_quarantine",
+    "dmarc_none",
+    "dmarc_permerror",
+    "internal_error",
+    "blocked_action",
+)
+LIST_KEYS = (
+    "blocked_domain_suffixes",
+    "allow_senders",
+    "trusted_forwarders",
+    "trusted_arc_sealers",
+)
+_TEMPERROR_KEYS = ("spf_temperror", "dkim_temperror", "dmarc_temperror", "arc_temperror")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One user's (or the global) policy: results → actions, lists, and the mode."""
+
+    mode: str = "enforce"
+    spf_fail: str = "junk"
+    spf_softfail: str = "inbox"
+    spf_neutral: str = "inbox"
+    spf_none: str = "inbox"
+    spf_permerror: str = "inbox"
+    dkim_fail: str = "inbox"
+    dmarc_reject: str = "quarantine"
+    dmarc_quarantine: str = "junk"
+    dmarc_none: str = "inbox"
+    # DMARC permerror: no From, a From without a readable domain, or more Author Domains
+    # than are evaluated with none failing (RFC 9989 §5.3.1, §11.5): DMARC cannot protect
+    # the name a mail client shows, so it is not trusted by default.
+    dmarc_permerror: str = "junk"
+    # A check that stopped on an error of ours: "inbox" adds nothing, so the other rules
+    # decide; the error never removes a rule that fires (it is no temperror).
+    internal_error: str = "inbox"
+    blocked_domain_suffixes: tuple[str, ...] = ()  # normalised: lower case, no leading dot
+    blocked_action: str = "junk"
+    allow_senders: tuple[str, ...] = ()  # lower case "local@domain" or "@domain"
+    trusted_forwarders: tuple[str, ...] = ()  # host names or CIDRs (used by the envelope step)
+    trusted_arc_sealers: tuple[str, ...] = ()  # ARC-Seal d= domains (used by checks.facts_from)
+    user: str = ""  # whose policy this is; "" for the global one
+
+    def action_for(self, key: str) -> str:
+        """Gives the action configured under an action key such as ``spf_fail``."""
+        value = getattr(self, key)
+        return value if value in SEVERITY else "inbox"
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        for key in LIST_KEYS:
+            d[key] = list(d[key])
+        return d
+
+
+@dataclass(frozen=True)
+class Policies:
+    """The global policy and every user's merged policy, looked up by address."""
+
+    default: Policy
+    users: tuple[tuple[str, Policy], ...] = ()
+
+    def for_user(self, addr: str) -> Policy:
+        """Gives addr's policy (case-insensitive match), or the global one for unknown users."""
+        key = normalize_user(addr)
+        for name, policy in self.users:
+            if name == key:
+                return policy
+        return self.default
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "default": self.default.to_dict(),
+            "users": {name: p.to_dict() for name, p in self.users},
+        }
+
+
+def normalize_user(addr: str) -> str:
+    """Gives a recipient address in the form used to look up users: bare and lower case."""
+    return addr.strip().strip("<>").strip().lower()
+
+
+def normalize_suffix(text: str) -> str:
+    """Gives a blocked suffix as a lower-case DNS name without the leading dot, or "" if invalid."""
+    if not isinstance(text, str) or any(ord(c) < 33 or ord(c) > 126 for c in text):
+        return ""
+    return safe_domain(text.strip().lstrip("."))
+
+
+def suffix_matches(domain: str, suffix: str) -> bool:
+    """Tells whether a (plain, lower-case) domain is suffix or lies below it."""
+    return bool(domain and suffix) and (domain == suffix or domain.endswith("." + suffix))
+
+
+def split_sender(entry: str) -> tuple[str, str] | None:
+    """Gives (local part or "", domain) of an allow_senders entry, or None when it is unusable.
+
+    ``@example.org`` allows the whole domain; ``ann@example.org`` one address.
+    Whitespace and control characters are never part of an entry: such an
+    entry could not be matched against a From address anyway.
+    """
+    if not isinstance(entry, str):
+        return None
+    text = entry.strip().lower()
+    if any(ord(c) < 33 or ord(c) == 127 for c in text):
+        return None
+    local, at, domain = text.rpartition("@")
+    domain = safe_domain(domain)
+    # RFC 5321 §4.1.2: a mail domain is letters, digits and hyphens.  safe_domain also
+    # takes "_" (so that a blocked suffix sees x@_a.cyou); an allowed sender must not.
+    if not at or not domain or "_" in domain:
+        return None
+    return local, domain
+
+
+def _key_name(user: str | None, key: str) -> str:
+    # TOML dotted-key spelling, so the user can find the line: users."a@b".key
+    return f"policy.{key}" if user is None else f"users.{json.dumps(user)}.{key}"
+
+
+def _check_action(source: str, name: str, value: object) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in ACTIONS:
+        raise ConfigError(source, name, f"expected inbox, junk or quarantine, got {value!r}")
+    return value.strip().lower()
+
+
+def _check_list(source: str, name: str, key: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(source, name, f"expected a list of strings, got {value!r}")
+    out: list[str] = []
+    for i, item in enumerate(value):
+        item_name = f"{name}[{i}]"
+        if not isinstance(item, str):
+            raise ConfigError(source, item_name, f"expected a string, got {item!r}")
+        if key == "blocked_domain_suffixes":
+            norm = normalize_suffix(item)
+            if not norm:
+                raise ConfigError(source, item_name, f"not a domain suffix: {item!r}")
+        elif key == "allow_senders":
+            parts = split_sender(item)
+            if parts is None:
+                raise ConfigError(
+                    source, item_name, f"expected an address or @domain, got {item!r}"
+                )
+            norm = f"{parts[0]}@{parts[1]}"
+        else:
+            norm = item.strip().rstrip(".").lower()
+            if not norm or any(ord(c) < 33 or ord(c) == 127 for c in norm):
+                raise ConfigError(source, item_name, f"expected a host name or CIDR, got {item!r}")
+        if norm not in out:
+            out.append(norm)
+    return tuple(out)
+
+
+def parse_policy_table(source: str, table: object, user: str | None = None) -> dict[str, Any]:
+    """Gives the validated keys of one policy table; raises ConfigError naming the key at fault."""
+    if not isinstance(table, dict):
+        where = "policy" if user is None else f"users.{json.dumps(user)}"
+        raise ConfigError(source, where, "must be a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        name = _key_name(user, key)
+        if key == "mode":
+            if not isinstance(value, str) or value.strip().lower() not in MODES:
+                raise ConfigError(source, name, f"expected enforce or observe, got {value!r}")
+            values[key] = value.strip().lower()
+        elif key in ACTION_KEYS:
+            values[key] = _check_action(source, name, value)
+        elif key in LIST_KEYS:
+            values[key] = _check_list(source, name, key, value)
+        elif key in _TEMPERROR_KEYS:
+            raise ConfigError(source, name, "unknown key (a temperror never files mail on its own)")
+        else:
+            raise ConfigError(source, name, "unknown key")
+    return values
+
+
+def load_policies(settings: Settings) -> Policies:
+    """Gives the global policy and each user's merged policy from the config's raw tables."""
+    source = settings.source
+    default = replace(Policy(), **parse_policy_table(source, settings.policy_raw))
+    users: list[tuple[str, Policy]] = []
+    seen: dict[str, str] = {}
+    for addr, table in settings.users_raw.items():
+        key = normalize_user(addr)
+        if "@" not in key or any(ord(c) < 33 or ord(c) == 127 for c in key):
+            raise ConfigError(source, f"users.{json.dumps(addr)}", "not an email address")
+        if key in seen:
+            raise ConfigError(
+                source, f"users.{json.dumps(addr)}", f"same user as users.{json.dumps(seen[key])}"
+            )
+        seen[key] = addr
+        overrides = parse_policy_table(source, table, user=addr)
+        users.append((key, replace(default, user=key, **overrides)))
+    return Policies(default=default, users=tuple(users))
+
+
+def policy_keys() -> tuple[str, ...]:
+    """Gives every key a policy table may hold (for documentation and error hints)."""
+    return tuple(f.name for f in fields(Policy) if f.name != "user")
