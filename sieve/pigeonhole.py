@@ -9,6 +9,7 @@ made world-readable inside that directory.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -33,11 +34,35 @@ def find_tool(name: str) -> str | None:
     return None
 
 
-def private_config(workdir: Path) -> str:
+DOVECOT = "/usr/sbin/dovecot"
+
+
+@functools.cache
+def dovecot_version(binary: str = DOVECOT) -> tuple[int, int]:
+    """Gives the installed Dovecot's (major, minor) from `dovecot --version`; (2, 3) if unknown."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+        found = re.match(r"(\d+)\.(\d+)", out.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        found = None
+    return (int(found[1]), int(found[2])) if found else (2, 3)
+
+
+def private_config(workdir: Path, version: tuple[int, int] | None = None) -> str:
     """Gives the text of a dovecot.conf good enough for sievec and sieve-test in workdir."""
+    # Dovecot 2.4 wants its config version first and split mail_location up (doc.dovecot.org,
+    # "Upgrading Dovecot CE from 2.3 to 2.4"); 2.3 knows neither setting.
+    if (version or dovecot_version()) >= (2, 4):
+        head = ["dovecot_config_version = 2.4.0", "dovecot_storage_version = 2.4.0"]
+        mail = ["mail_driver = maildir", f"mail_path = {workdir}/mail"]
+    else:
+        head, mail = [], [f"mail_location = maildir:{workdir}/mail"]
     lines = [
+        *head,
         f"mail_home = {workdir}/home",
-        f"mail_location = maildir:{workdir}/mail",
+        *mail,
         "ssl = no",
         "log_path = /dev/stderr",
         "stats_writer_socket_path =",

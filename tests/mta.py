@@ -4,7 +4,9 @@
 map sends ``test.example`` to the ``authsieve`` pipe(8) service of
 examples/postfix/master.cf, which runs ``authsieve pipe --deliver
 dovecot-lda`` as ``nobody``; dovecot-lda (configured with the snippets of
-examples/dovecot/, its config file given with ``--lda-arg=-c``) runs each
+examples/dovecot/2.3/ or 2.4/, as ``dovecot --version`` says, written in that
+version's syntax by tests/dovecot_conf.py, its config file given with
+``--lda-arg=-c``) runs each
 recipient's Sieve script and writes into ``mail/<domain>/<local>/Maildir``
 (the layout of the README's ``/var/vmail/*/*/Maildir``).  Both
 have ``recipient_delimiter = +``.  No Dovecot server runs: a small wrapper
@@ -40,9 +42,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.dovecot_conf import DovecotSyntax
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
-# conf.d files of examples/dovecot/ that dovecot-lda reads, included as they are (the
+# conf.d files of examples/dovecot/VERSION/ that dovecot-lda reads, included as they are (the
 # auth socket's and sieve_before's have no use without a Dovecot server).
 DOVECOT_SNIPPETS = ("90-authsieve-lda.conf", "90-authsieve-mailboxes.conf")
 POSTFIX = "/usr/sbin/postfix"
@@ -71,8 +75,9 @@ FOLDERS = {"": "INBOX", ".Junk": "Junk", ".Quarantine": "Quarantine", ".News": "
 
 
 def example_snippets() -> dict[str, str]:
-    """Gives the examples/dovecot/ files of DOVECOT_SNIPPETS by name, as an admin copies them."""
-    return {name: (EXAMPLES / "dovecot" / name).read_text() for name in DOVECOT_SNIPPETS}
+    """Gives the installed Dovecot's example files of DOVECOT_SNIPPETS by name, as copied."""
+    folder = EXAMPLES / "dovecot" / DovecotSyntax().examples
+    return {name: (folder / name).read_text() for name in DOVECOT_SNIPPETS}
 
 
 def missing_parts() -> str:
@@ -274,16 +279,15 @@ class Mta:
         (r / "etc/main.cf").write_text(MAIN_CF.format(root=r, domain=self.domain, host=HOSTNAME))
         service = pipe_service(r, self.user.pw_name, self.master_cf)
         (r / "etc/master.cf").write_text(MASTER_CF.format(port=self.port) + service)
-        includes = "".join(f"!include {name}\n" for name in self.snippets)
-        conf = DOVECOT_CONF.format(root=r, host=HOSTNAME, includes=includes)
-        (r / "dovecot/dovecot.conf").write_text(conf)
+        (r / "dovecot/dovecot.conf").write_text(dovecot_conf(r, self.snippets))
         for name, text in self.snippets.items():
             (r / "dovecot" / name).write_text(text)
         path = ":".join(self.interpreter.path)
         (r / "bin/authsieve").write_text(
             AUTHSIEVE.format(python=self.interpreter.python, path=path)
         )
-        (r / "bin/dovecot-lda").write_text(LDA.format(root=r, lda=DOVECOT_LDA))
+        home_args = " ".join(DovecotSyntax().lda_home_args('"$HOME"'))
+        (r / "bin/dovecot-lda").write_text(LDA.format(root=r, lda=DOVECOT_LDA, home=home_args))
         for log in ("authsieve.log", "dovecot/dovecot.log"):
             (r / log).touch()
         open_up(r)
@@ -596,22 +600,32 @@ anvil     unix  - - n - 1 anvil
 postlog   unix-dgram n - n - 1 postlogd
 """
 
+
+def dovecot_conf(root: Path, snippets: dict[str, str], syntax: DovecotSyntax | None = None) -> str:
+    """Gives dovecot-lda's dovecot.conf (including the snippets) in the installed syntax."""
+    syntax = syntax or DovecotSyntax()
+    includes = "".join(f"!include {name}\n" for name in snippets)
+    return (
+        syntax.header()
+        + "# dovecot-lda only: no Dovecot server runs.\n"
+        + DOVECOT_CONF.format(root=root, host=HOSTNAME)
+        + syntax.maildir("~/Maildir")
+        + includes
+        + syntax.sieve_scripts("~/sieve", "~/.dovecot.sieve")
+    )
+
+
 DOVECOT_CONF = """\
-# dovecot-lda only: no Dovecot server runs.
 protocols =
 ssl = no
 base_dir = {root}/dovecot/run
 state_dir = {root}/dovecot/state
 log_path = {root}/dovecot/dovecot.log
 stats_writer_socket_path =
-mail_location = maildir:~/Maildir
 hostname = {host}
 recipient_delimiter = +
 namespace inbox {{
   inbox = yes
-}}
-{includes}plugin {{
-  sieve = file:~/sieve;active=~/.dovecot.sieve
 }}
 """
 
@@ -648,5 +662,5 @@ if [ ! -d "$HOME" ]; then
   echo "lda($USER): Error: userdb lookup: user $USER doesn't exist" >&2
   exit 67
 fi
-exec {lda} "$@"
+exec {lda} {home} "$@"
 """

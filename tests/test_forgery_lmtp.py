@@ -25,6 +25,7 @@ import pytest
 
 from sieve.pigeonhole import Pigeonhole, find_tool
 from tests.dnsserver import DnsTestServer
+from tests.dovecot_conf import DovecotSyntax
 from tests.helpers import wait_for
 from tests.mta import REPO, free_tcp_port
 
@@ -43,8 +44,7 @@ DOVECOT_CONF = """\
 protocols = lmtp
 base_dir = {root}/run
 state_dir = {root}/state
-mail_location = maildir:{root}/mail/%n
-mail_home = {root}/home/%n
+mail_home = {root}/home/{user}
 mail_uid = nobody
 mail_gid = nogroup
 first_valid_uid = 1
@@ -56,14 +56,6 @@ hostname = mx.family.example
 default_internal_user = nobody
 default_internal_group = nogroup
 default_login_user = nobody
-passdb {{
-  driver = static
-  args = nopassword=y
-}}
-userdb {{
-  driver = static
-  args = uid=nobody gid=nogroup
-}}
 service lmtp {{
   inet_listener lmtp {{
     address = 127.0.0.1
@@ -71,6 +63,19 @@ service lmtp {{
   }}
 }}
 """
+
+
+def lmtp_conf(root: Path, port: int, syntax: DovecotSyntax | None = None) -> str:
+    """Gives the private LMTP server's dovecot.conf, in the installed Dovecot's syntax."""
+    syntax = syntax or DovecotSyntax()
+    user = syntax.username()
+    return (
+        syntax.header()
+        + DOVECOT_CONF.format(root=root, port=port, user=user)
+        + syntax.maildir(f"{root}/mail/{user}")
+        + syntax.static_passdb()
+        + syntax.static_userdb("nobody", "nogroup")
+    )
 
 
 class Lmtp:
@@ -83,7 +88,7 @@ class Lmtp:
         for sub in ("mail", "home"):
             shutil.chown(root / sub, "nobody", "nogroup")
         self.config = root / "dovecot.conf"
-        self.config.write_text(DOVECOT_CONF.format(root=root, port=self.port))
+        self.config.write_text(lmtp_conf(root, self.port))
 
     def start(self) -> str:
         """Starts Dovecot; gives why it could not start ("" when it runs)."""

@@ -22,6 +22,7 @@ from classifier.policy.rules import load_policies
 from sieve.commands import cmd_sieve_install
 from sieve.generate import generate_script
 from sieve.install import SCRIPT_NAME, InstallError, install_managesieve
+from tests.dovecot_conf import DovecotSyntax
 
 pytestmark = pytest.mark.integration
 
@@ -69,38 +70,37 @@ def _accounts() -> tuple[str, str, str, str]:
     return internal, login, "nobody", "nogroup"
 
 
-def _config(root: Path, port: int) -> str:
+def _config(root: Path, port: int, syntax: DovecotSyntax | None = None) -> str:
     internal, login, mail_user, mail_group = _accounts()
-    return f"""
+    syntax = syntax or DovecotSyntax()
+    return (
+        syntax.header()
+        + _SERVER.format(root=root, port=port, internal=internal, login=login)
+        + syntax.allow_cleartext()
+        + syntax.maildir("~/Maildir")
+        + syntax.passwd_file_passdb(f"{root}/passwd")
+        + syntax.static_userdb(mail_user, mail_group, f"{root}/home/{syntax.username()}")
+        + syntax.sieve_scripts("~/sieve", "~/.dovecot.sieve")
+    )
+
+
+_SERVER = """
 base_dir = {root}/run
 state_dir = {root}/state
 protocols = sieve
 listen = 127.0.0.1
 ssl = no
-disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
 log_path = {root}/dovecot.log
 default_internal_user = {internal}
 default_login_user = {login}
 first_valid_uid = 1
-mail_location = maildir:~/Maildir
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={mail_user} gid={mail_group} home={root}/home/%n
-}}
 service managesieve-login {{
   inet_listener sieve {{
     address = 127.0.0.1
     port = {port}
   }}
-}}
-plugin {{
-  sieve = file:~/sieve;active=~/.dovecot.sieve
 }}
 """
 

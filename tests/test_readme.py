@@ -2,13 +2,14 @@
 
 A fenced block the tests use has a marker line just before it in README.md,
 ``<!-- readme-test: NAME -->``.  The policy and ``[watch]`` defaults blocks
-are compared with the code's defaults; the Dovecot blocks with the files of
-examples/dovecot/ and, through ``doveconf -n``, with Debian's stock
-configuration they are added to.  Then a private Postfix (tests/mta.py) runs
-the README's master.cf service, dovecot-lda reads the README's conf.d blocks
-as new files, authsieve reads the README's config.toml (observe, then the
-enforce block of step 7), and the global Sieve script is installed with the
-README's command.  Only paths change: the DNS server, the log file, the
+are compared with the code's defaults; the Dovecot blocks (one per file for
+Dovecot 2.3 and one for 2.4 where their syntax differs) with the files of
+examples/dovecot/2.3/ and 2.4/ and, through ``doveconf -n``, with Debian's stock
+configuration of the installed version that they are added to.  Then a private
+Postfix (tests/mta.py) runs the README's master.cf service, dovecot-lda reads the
+README's conf.d blocks as new files, authsieve reads the README's config.toml
+(observe, then the enforce block of step 7), and the global Sieve script is
+installed with the README's command.  Only paths change: the DNS server, the log file, the
 sieve_before directory and the Maildirs live in the temp dir.
 """
 
@@ -39,6 +40,7 @@ from classifier.commands.watch import SETTING_DEFAULTS, configured
 from classifier.config import settings_from_dict
 from classifier.policy.rules import Policy, load_policies
 from tests.dnsserver import DnsTestServer
+from tests.dovecot_conf import DovecotSyntax
 from tests.mta import EXAMPLES, REPO, Delivered, Mta, open_up, throwaway_mta, wait_until
 
 README = REPO / "README.md"
@@ -54,6 +56,9 @@ DOVECOT_FILES = (
 )
 # dovecot-lda without a Dovecot server has no use for the auth socket's file.
 LDA_FILES = DOVECOT_FILES[1:]
+# The README shows these twice, for Dovecot 2.3 and for 2.4; the others are the same for both.
+PER_VERSION = ("90-authsieve-lda.conf", "90-authsieve-sieve.conf")
+VERSIONS = ("2.3", "2.4")
 STOCK_DOVECOT = Path("/usr/share/dovecot")
 DOVECONF = "/usr/bin/doveconf"
 
@@ -65,6 +70,11 @@ def readme_blocks() -> dict[str, str]:
         assert m["name"] not in blocks, f"README.md: two blocks marked {m['name']!r}"
         blocks[m["name"]] = textwrap.dedent(m["body"])
     return blocks
+
+
+def dovecot_block(blocks: dict[str, str], version: str, name: str) -> str:
+    """Gives the README's block of the conf.d file name for Dovecot version ("2.3", "2.4")."""
+    return blocks[f"dovecot {version} {name}" if name in PER_VERSION else f"dovecot {name}"]
 
 
 def settings_lines(text: str) -> list[str]:
@@ -80,7 +90,8 @@ def settings_lines(text: str) -> list[str]:
 def test_readme_marks_every_block_the_tests_run() -> None:
     names = set(readme_blocks())
     wanted = {"policy defaults", "watch defaults", "config.toml", "config.toml enforce"}
-    wanted |= {"master.cf"} | {f"dovecot {name}" for name in DOVECOT_FILES}
+    wanted |= {"master.cf"} | {f"dovecot {n}" for n in DOVECOT_FILES if n not in PER_VERSION}
+    wanted |= {f"dovecot {v} {n}" for v in VERSIONS for n in PER_VERSION}
     assert names == wanted
 
 
@@ -108,10 +119,19 @@ def test_readme_config_blocks_are_valid_config() -> None:
         load_policies(settings)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("name", DOVECOT_FILES)
-def test_dovecot_blocks_are_the_example_files_without_comments(name: str) -> None:
-    example = (EXAMPLES / "dovecot" / name).read_text()
-    assert settings_lines(readme_blocks()[f"dovecot {name}"]) == settings_lines(example)
+def test_dovecot_blocks_are_the_example_files_without_comments(version: str, name: str) -> None:
+    example = (EXAMPLES / "dovecot" / version / name).read_text()
+    shown = dovecot_block(readme_blocks(), version, name)
+    assert settings_lines(shown) == settings_lines(example)
+
+
+def mailbox_settings(conf: str, name: str) -> set[str]:
+    """Gives the settings of the first `mailbox NAME { … }` block of doveconf's output."""
+    found = re.search(rf"mailbox {name} {{\n(.*?)\n\s*}}", conf, re.DOTALL)
+    assert found, f"no mailbox {name}"
+    return {line.strip() for line in found[1].splitlines()}
 
 
 def test_dovecot_blocks_added_to_debians_stock_config_keep_its_folders(tmp_path: Path) -> None:
@@ -119,10 +139,11 @@ def test_dovecot_blocks_added_to_debians_stock_config_keep_its_folders(tmp_path:
         pytest.skip("Debian's dovecot-core is not installed")
     shutil.copy(STOCK_DOVECOT / "dovecot.conf", tmp_path)
     shutil.copytree(STOCK_DOVECOT / "conf.d", tmp_path / "conf.d")
+    syntax = DovecotSyntax()
     for name in DOVECOT_FILES:
         target = tmp_path / "conf.d" / name
         assert not target.exists(), f"{name} would replace one of Debian's files"
-        target.write_text(readme_blocks()[f"dovecot {name}"])
+        target.write_text(dovecot_block(readme_blocks(), syntax.examples, name))
     proc = subprocess.run(
         [DOVECONF, "-c", str(tmp_path / "dovecot.conf"), "-n"],
         capture_output=True,
@@ -131,12 +152,18 @@ def test_dovecot_blocks_added_to_debians_stock_config_keep_its_folders(tmp_path:
     )
     assert proc.returncode == 0, proc.stderr
     conf = proc.stdout
-    for folder, flag in (("Drafts", "Drafts"), ("Sent", "Sent"), ("Trash", "Trash")):
-        assert re.search(rf"mailbox {folder} {{\n\s+special_use = \\{flag}\n", conf), folder
-    assert re.search(r"mailbox Junk {\n\s+auto = subscribe\n\s+special_use = \\Junk\n", conf)
-    assert re.search(r"mailbox Quarantine {\n\s+auto = subscribe\n", conf)
-    assert "sieve_before = /etc/dovecot/sieve-before.d/" in conf
-    assert re.search(r"protocol lda {\n\s+mail_plugins = \" ?sieve\"", conf)
+    for folder in ("Drafts", "Sent", "Trash"):
+        assert f"special_use = \\{folder}" in mailbox_settings(conf, folder), folder
+    assert {"auto = subscribe", "special_use = \\Junk"} <= mailbox_settings(conf, "Junk")
+    assert "auto = subscribe" in mailbox_settings(conf, "Quarantine")
+    if syntax.v24:
+        before = re.search(r"sieve_script authsieve {\n(.*?)\n\s*}", conf, re.DOTALL)
+        assert before and "type = before" in before[1], conf
+        assert "path = /etc/dovecot/sieve-before.d/" in before[1]
+        assert re.search(r"protocol lda {[^}]*mail_plugins[^}]*sieve", conf), conf
+    else:
+        assert "sieve_before = /etc/dovecot/sieve-before.d/" in conf
+        assert re.search(r"protocol lda {\n\s+mail_plugins = \" ?sieve\"", conf)
     protocols = re.search(r"^protocols = (.*)$", conf, re.MULTILINE)
     words = protocols[1].strip('" ').split() if protocols else []
     assert words.count("sieve") <= 1, f"protocols = {words}"
@@ -176,8 +203,8 @@ def enforced_config(text: str, blocks: dict[str, str]) -> str:
 
 
 def localised_snippets(root: Path) -> dict[str, str]:
-    blocks = readme_blocks()
-    texts = {name: blocks[f"dovecot {name}"] for name in LDA_FILES}
+    blocks, version = readme_blocks(), DovecotSyntax().examples
+    texts = {name: dovecot_block(blocks, version, name) for name in LDA_FILES}
     sieve = texts["90-authsieve-sieve.conf"]
     assert "/etc/dovecot/sieve-before.d/" in sieve
     texts["90-authsieve-sieve.conf"] = sieve.replace(

@@ -25,6 +25,7 @@ from classifier.policy.rules import load_policies
 from classifier.policy.verdict import decide
 from sieve.generate import generate_global_script
 from sieve.install import install_to_dir
+from tests.dovecot_conf import DovecotSyntax
 from tests.mta import DOVECOT_LDA, run_as
 
 AUTHSERV = "mx.example.org"
@@ -42,7 +43,6 @@ state_dir = {root}/state
 log_path = {root}/dovecot.log
 stats_writer_socket_path =
 mail_home = {root}/home
-mail_location = maildir:{root}/home/Maildir
 postmaster_address = postmaster@example.org
 hostname = {host}
 recipient_delimiter = +
@@ -50,14 +50,19 @@ lda_mailbox_autocreate = yes
 namespace inbox {{
   inbox = yes
 }}
-protocol lda {{
-  mail_plugins = $mail_plugins sieve
-}}
-plugin {{
-  sieve = file:{root}/home/sieve;active={root}/home/.dovecot.sieve
-  sieve_before = {root}/sieve-before.d/
-}}
 """
+
+
+def dovecot_conf(root: Path, syntax: DovecotSyntax) -> str:
+    """Gives the dovecot.conf of the test, in the syntax of the installed Dovecot."""
+    home = f"{root}/home"
+    return (
+        syntax.header()
+        + CONF.format(root=root, host=AUTHSERV)
+        + syntax.maildir(f"{home}/Maildir")
+        + syntax.sieve_plugin("lda")
+        + syntax.sieve_scripts(f"{home}/sieve", f"{home}/.dovecot.sieve", f"{root}/sieve-before.d/")
+    )
 
 
 class Lda:
@@ -75,7 +80,8 @@ class Lda:
         self.log.touch()
         os.chown(self.log, self.user.pw_uid, self.user.pw_gid)
         self.conf = root / "dovecot.conf"
-        self.conf.write_text(CONF.format(root=root, host=AUTHSERV))
+        self.syntax = DovecotSyntax()
+        self.conf.write_text(dovecot_conf(root, self.syntax))
         self.conf.chmod(0o644)
 
     def install(self, script: str) -> None:
@@ -92,6 +98,7 @@ class Lda:
         Without -d, dovecot-lda delivers as the calling user (no userdb needed).
         """
         argv = [DOVECOT_LDA, "-c", str(self.conf), "-e", "-f", "x@sender.example", "-a", address]
+        argv += self.syntax.lda_home_args(str(self.root / "home"))
         env = {"USER": NOBODY, "HOME": str(self.root / "home")}
         proc = run_as(self.user, argv, env, message)
         assert proc.returncode == 0, proc.stderr.decode()

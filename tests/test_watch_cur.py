@@ -25,6 +25,7 @@ from classifier.mailstore.maildir import MaildirName, list_folder
 from classifier.mailstore.watch import Watcher, WatchOptions
 from tests.conftest import ROOT, resolver_for
 from tests.dnsserver import DnsTestServer
+from tests.dovecot_conf import DovecotSyntax
 from tests.helpers import NOBODY, wait_for
 
 DEMO = ROOT / "examples" / "maildir"
@@ -181,7 +182,6 @@ def test_dovecot_keywords_file_round_trips_and_skips_bad_lines() -> None:
 
 
 DOVECOT_CONF = """\
-mail_location = maildir:{maildir}
 mail_home = {home}
 mail_uid = nobody
 mail_gid = nogroup
@@ -205,7 +205,8 @@ def test_dovecot_reads_the_junk_keyword_and_the_flags_the_watcher_filed(
 
     home = maildir.parent
     conf = home / "dovecot.conf"
-    conf.write_text(DOVECOT_CONF.format(maildir=maildir, home=home))
+    syntax = DovecotSyntax()
+    conf.write_text(syntax.header() + syntax.maildir(str(maildir)) + DOVECOT_CONF.format(home=home))
     (home / "run").mkdir()
     for path in (conf, home / "run", home):
         os.chown(path, *NOBODY)
