@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path("/etc/authsieve/config.toml")
+DEFAULT_REPORT_STORE = "sqlite:/var/lib/authsieve/reports.db"  # when [reports] names none
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[Network, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
@@ -64,6 +65,12 @@ class Settings:
     watch_workers: int | None = None
     watch_cur_max_age_days: float | None = None
     quarantine_retention_days: float | None = None
+    # [reports] (DMARC aggregate reports, issue 16); reports_store None: nothing is recorded
+    reports_store: str | None = None
+    reports_retention_days: float | None = None
+    reports_org_name: str | None = None
+    reports_email: str | None = None
+    reports_extra_contact_info: str | None = None
     source: str = "<defaults>"
     # [policy] and [users."…"] exactly as read; classifier.policy.rules validates them.
     policy_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -128,7 +135,7 @@ _CLASSIFIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "daemon_idle_timeout": (int, float),
     "daemon_max_connections": int,
 }
-_TOP_KEYS = {"classifier", "policy", "users", "watch", "quarantine"}
+_TOP_KEYS = {"classifier", "policy", "users", "watch", "quarantine", "reports"}
 # section → key → (Settings field, check, what the check wants)
 _SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
     "watch": {
@@ -165,11 +172,34 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
             "a number of days > 0",
         ),
     },
+    "reports": {
+        "store": (
+            "reports_store",
+            lambda v: isinstance(v, str) and v.startswith(("sqlite:", "postgresql:")),
+            "sqlite:PATH",
+        ),
+        "retention_days": (
+            "reports_retention_days",
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+            "a number of days > 0",
+        ),
+        "org_name": ("reports_org_name", lambda v: isinstance(v, str) and v.strip(), "a name"),
+        "email": (
+            "reports_email",
+            lambda v: isinstance(v, str) and "@" in v,
+            "an address such as dmarc-reports@example.org",
+        ),
+        "extra_contact_info": (
+            "reports_extra_contact_info",
+            lambda v: isinstance(v, str),
+            "a string (a URL or a telephone number)",
+        ),
+    },
 }
 
 
 def _section_values(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """Gives the Settings fields of the [watch] and [quarantine] sections, validated."""
+    """Gives the Settings fields of the [watch], [quarantine] and [reports] sections, validated."""
     out: dict[str, Any] = {}
     for section, keys in _SECTION_KEYS.items():
         table = data.get(section, {})
@@ -182,6 +212,8 @@ def _section_values(data: dict[str, Any], source: str) -> dict[str, Any]:
             if not check(value):
                 raise ConfigError(source, f"{section}.{key}", f"expected {wanted}, got {value!r}")
             out[name] = tuple(value) if isinstance(value, list) else value
+    if "reports" in data:
+        out.setdefault("reports_store", DEFAULT_REPORT_STORE)  # a [reports] table turns it on
     return out
 
 

@@ -25,6 +25,7 @@ LAYERS = (
     "auth",  # step 2: spf, dkim, arc, dmarc, fromheader, checks, facts
     "policy",  # step 3: rules, verdict
     "steps",  # steps 1-4 together: evaluate, annotate
+    "aggregate",  # DMARC aggregate reports: rows, store, feedback (RFC 9990)
     "delivery",  # pipe, targets, daemon, daemon_client, handover
     "report",  # build, cache, render
     "mailstore",  # maildir, keywords, mailfiles, filing, watch, quarantine, recheck

@@ -80,6 +80,10 @@ def process(
             + (f" would={verdict.would_be}" if verdict.observe else "")
             + (f" reasons={'; '.join(verdict.reasons)}" if verdict.reasons else "")
         )
+        if settings.reports_store:  # DMARC aggregate reports (issue 16); never raises
+            from classifier.aggregate.store import record_delivery
+
+            record_delivery(settings, result)
         return PipeOutcome(out, verdict.action, summary)
     except Exception as exc:
         log.exception("internal error while checking; delivering unchanged")
