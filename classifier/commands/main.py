@@ -59,6 +59,11 @@ PLUGINS = {
         "add_recheck_parser",
         "re-check messages whose result was temperror",
     ),
+    "dmarc-report": (
+        "classifier.commands.dmarc_report",
+        "add_dmarc_report_parser",
+        "build DMARC aggregate reports (RFC 9990) from the report store",
+    ),
 }
 
 
