@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from functools import cached_property, partial
 from typing import NamedTuple
 
 from classifier.envelope.formats import (
@@ -82,9 +81,6 @@ _HELO_MASK = str.maketrans(" ();", "\x02\x04\x05\x06")
 _QMAIL_NAME_HELO = re.compile(r"[^\s()]+ \((?:HELO|EHLO|LHLO)(?: [^()]*)?\)$", re.I)
 _HELO_UNMASK = str.maketrans("\x02\x04\x05\x06", " ();")
 _NO_PLACEHOLDERS = str.maketrans(dict.fromkeys("\x01\x02\x03\x04\x05\x06", " "))
-# A NamedTuple's own __new__ is a Python function: the quick path makes the tuple directly.
-_from_part = partial(tuple.__new__, FromPart)
-_new, _set = object.__new__, object.__setattr__
 # "(name [address])" or "([address])": how Postfix and Sendmail name the client.
 _CLIENT_COMMENT = re.compile(r"\((?:[^\s()\[\]]+ )?\[[^\s()\[\]]+\]\)")
 # Words SENDMAIL's lookahead refuses as a reverse-DNS name: the general reader decides.
@@ -104,7 +100,7 @@ _COMMON_PROTOCOLS = frozenset(("SMTP", "ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA", "
 _PROTOCOL_ALIASES = {"SMTPSVC": "SMTP", "ESMTP-TLS": "ESMTPS"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReceivedHop:
     """What one Received header says about one hop, with the evidence for its flags."""
 
@@ -129,12 +125,12 @@ class ReceivedHop:
     # forged)"): the name is then the sender's own PTR and names no trusted forwarder.
     rdns_confirmed: bool = True
 
-    @cached_property
+    @property
     def date(self) -> datetime | None:
         """Gives the date after the ";", timezone-aware, or None (RFC 5322 §3.3).
 
-        Read on first use: the trust path never needs it, and parsing it is a third
-        of the cost of reading a header.
+        Read when asked for, not kept: the trust path never needs it, and parsing it is
+        a third of the cost of reading a header.
         """
         return parse_date(self.date_text)
 
@@ -146,16 +142,9 @@ class ReceivedHop:
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["evidence"] = list(self.evidence)
-        out["date"] = self.date.isoformat() if self.date else None
+        date = self.date
+        out["date"] = date.isoformat() if date else None
         return out
-
-
-def _new_hop(fields: dict[str, object]) -> ReceivedHop:
-    # A frozen dataclass's __init__ pays one object.__setattr__ per field, keywords a dict
-    # of their own: every delivery reads several hops, so the dict becomes the instance's.
-    hop = object.__new__(ReceivedHop)
-    object.__setattr__(hop, "__dict__", fields)
-    return hop
 
 
 def parse_received(value: str) -> ReceivedHop:
@@ -400,13 +389,13 @@ def _quick(raw: str) -> ReceivedHop | None:
         if family.readers[0] != SENDMAIL_READER or (rdns and rdns.upper() in _NOT_RDNS):
             return None
         rdns, ip = (clean_name(rdns) if rdns else None), normalize_ip_text(ip_text)
-        part = _from_part((name, rdns, ip, ip_text, None, None, None, "sendmail"))
+        part = FromPart(name, rdns, ip, ip_text, None, None, None, "sendmail")
         from_notes: tuple[str, ...] = (raw[raw.rfind("(", 0, m.start(3)) : m.end(3) + 2],)
         if notes:
             from_notes += tuple(_COMMENT.findall(notes))
     elif family.readers[-1] == BARE_HELO_READER and family is not POSTFIX and name[0].isalpha():
         # A HELO name alone.  (Under Postfix, _parse would join "name by host …" into one.)
-        part = _from_part((name, None, None, None, None, None, None, "bare"))
+        part = FromPart(name, None, None, None, None, None, None, "bare")
         from_notes = ()
     else:
         return None
@@ -424,16 +413,25 @@ def _quick(raw: str) -> ReceivedHop | None:
     auth_user, why_auth = auth_reason(protocol, part, marks)
     if why_auth:
         evidence += (f"authenticated: {why_auth}",)
-    hop = _new(ReceivedHop)  # _new_hop inlined: a call less for nearly every hop
-    _set(hop, "__dict__", {
-        "raw": raw, "helo": name, "rdns": rdns, "ip": ip, "by": by, "protocol": protocol,
-        "queue_id": id_value, "for_addr": for_value.strip("<>,;") or None if for_value else None,
-        "envelope_from": envelope_from(marks, None),
-        "authenticated": why_auth is not None, "auth_user": auth_user, "ident": None,
-        "local": local is not None, "fmt": fmt, "parsed": True,
-        "evidence": evidence, "date_text": date, "rdns_confirmed": True,
-    })  # fmt: skip
-    return hop
+    return ReceivedHop(
+        raw=raw,
+        helo=name,
+        rdns=rdns,
+        ip=ip,
+        by=by,
+        protocol=protocol,
+        queue_id=id_value,
+        for_addr=for_value.strip("<>,;") or None if for_value else None,
+        envelope_from=envelope_from(marks, None),
+        authenticated=why_auth is not None,
+        auth_user=auth_user,
+        ident=None,
+        local=local is not None,
+        fmt=fmt,
+        parsed=True,
+        evidence=evidence,
+        date_text=date,
+    )
 
 
 def _build(
@@ -496,17 +494,26 @@ def _build(
         helo = _unmask(helo, quoted)
     if helo and helo[:1] == '"' and part is not None and part.reader == "smap":
         helo = helo[1:-1] or None  # TIS smap: 'claiming to be "x"'
-    return _new_hop({
-        "raw": raw, "helo": helo,
-        "rdns": part.rdns if part else None, "ip": ip, "by": by, "protocol": protocol,
-        "queue_id": _unmask(_first_token(id_value), quoted),
-        "for_addr": _unmask(_first_token(for_value), quoted),
-        "envelope_from": _unmask(envelope_from(marks, frame.second_from), quoted),
-        "authenticated": why_auth is not None, "auth_user": _unmask(auth_user, quoted),
-        "ident": _unmask(part.ident, quoted) if part else None, "local": local is not None,
-        "fmt": fmt, "parsed": True, "evidence": tuple(evidence), "date_text": frame.date_text,
-        "rdns_confirmed": rdns_confirmed,
-    })  # fmt: skip
+    return ReceivedHop(
+        raw=raw,
+        helo=helo,
+        rdns=part.rdns if part else None,
+        ip=ip,
+        by=by,
+        protocol=protocol,
+        queue_id=_unmask(_first_token(id_value), quoted),
+        for_addr=_unmask(_first_token(for_value), quoted),
+        envelope_from=_unmask(envelope_from(marks, frame.second_from), quoted),
+        authenticated=why_auth is not None,
+        auth_user=_unmask(auth_user, quoted),
+        ident=_unmask(part.ident, quoted) if part else None,
+        local=local is not None,
+        fmt=fmt,
+        parsed=True,
+        evidence=tuple(evidence),
+        date_text=frame.date_text,
+        rdns_confirmed=rdns_confirmed,
+    )
 
 
 def _mta_words(low: str, from_text: str | None, from_notes: tuple[str, ...]) -> str:
