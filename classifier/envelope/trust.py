@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from classifier.config import Settings
-from classifier.envelope.received import ReceivedHop, normalize_ip, parse_received_field
+from classifier.envelope.hop import ReceivedHop
+from classifier.envelope.received import normalize_ip, parse_received_field
 from classifier.message import Message
 
 
