@@ -16,6 +16,7 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from itertools import compress, repeat
 from operator import add
+from typing import NamedTuple
 
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 # The empty line that ends the header block (RFC 5322 §2.1), found where a line starts.
@@ -54,6 +55,16 @@ def unfolded_value(raw: bytes) -> str:
     return flat if flat.isprintable() and "  " not in flat else " ".join(flat.split())
 
 
+class _Split(NamedTuple):
+    """What Message.parse cut from a message's bytes, for Message to keep."""
+
+    names: list[str]  # as written, top first
+    keys: list[str]  # the names in lower case
+    bare: list[bytes] | None  # each field without its line break, when every field had one
+    raws: list[bytes] | None  # each whole field, when the last one had no line break
+    end: int  # where the header block ends: the empty line and the body follow
+
+
 class Message:
     """A message split into header fields and the bytes that follow them (separator and body).
 
@@ -68,16 +79,33 @@ class Message:
     # whole fields, is made on first need, or kept from the start when not every field
     # ends with a line break.
     __slots__ = ("_bare", "_data", "_eol", "_fields", "_keys", "_names", "_raws", "_start")
+    _fields: tuple[HeaderField, ...] | None
+    _raws: list[bytes] | None
+    _bare: list[bytes] | None
 
-    def __init__(self, fields: Iterable[HeaderField], rest: bytes, eol: bytes = b"\r\n") -> None:
-        self._fields: tuple[HeaderField, ...] | None = tuple(fields)
-        self._names = [f.name for f in self._fields]
-        self._keys = [f.key for f in self._fields]
-        self._raws: list[bytes] | None = [f.raw for f in self._fields]
-        self._bare: list[bytes] | None = None
+    def __init__(
+        self,
+        fields: Iterable[HeaderField],
+        rest: bytes,
+        eol: bytes = b"\r\n",
+        *,
+        split: _Split | None = None,
+    ) -> None:
+        """Makes the message of these fields and rest; ``split`` is for Message.parse alone.
+
+        Given ``split``, the fields are what parse cut and ``rest`` is the whole message.
+        """
+        if split is None:
+            self._fields = tuple(fields)
+            self._names = [f.name for f in self._fields]
+            self._keys = [f.key for f in self._fields]
+            self._raws, self._bare, self._start = [f.raw for f in self._fields], None, 0
+        else:
+            self._fields = None
+            self._names, self._keys, self._bare, self._raws, self._start = split
         # The rest is kept where it lies in the data given (a parsed message: the whole
         # message), and cut out only when asked for: a 50 MB body is not copied to be read.
-        self._data, self._start = rest, 0
+        self._data = rest
         self._eol = eol
 
     @classmethod
@@ -91,18 +119,18 @@ class Message:
         end = empty.start() + 1 if empty is not None else len(data)
         # One split instead of a Python loop per line: [raw, name, raw, name, …, raw].
         parts = _FIELD_BREAK.split(data[:end])
-        msg = object.__new__(cls)
         # A name holds no line break: joined, all names are decoded and lowered at once.
         names = b"\n".join([first.group(1), *parts[1::2]]).decode("ascii")
-        msg._names, msg._keys = names.split("\n"), names.lower().split("\n")
-        msg._data, msg._start, msg._eol, msg._fields = data, end, eol, None
-        bare = parts[0::2]  # the split took the line break of all but the last
-        if bare[-1][-1:] == b"\n":
-            bare[-1] = bare[-1][:-1]
-            msg._bare, msg._raws = bare, None
+        fields = parts[0::2]  # the split took the line break of all but the last
+        bare: list[bytes] | None = None
+        raws: list[bytes] | None = None
+        if fields[-1][-1:] == b"\n":
+            fields[-1] = fields[-1][:-1]
+            bare = fields
         else:
-            msg._bare, msg._raws = None, [raw + b"\n" for raw in bare[:-1]] + bare[-1:]
-        return msg
+            raws = [raw + b"\n" for raw in fields[:-1]] + fields[-1:]
+        split = _Split(names.split("\n"), names.lower().split("\n"), bare, raws, end)
+        return cls((), data, eol, split=split)
 
     def _raw(self, at: int) -> bytes:
         if self._raws is None and self._bare is not None:

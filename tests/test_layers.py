@@ -21,14 +21,14 @@ PACKAGE = ROOT / "classifier"
 LAYERS = (
     "foundation",  # message, config, files, log, display, usage
     "lookup",  # DNS: resolver, wire
-    "envelope",  # step 1: received, formats, trust
+    "envelope",  # step 1: received, hop, clauses, quick, formats, trust
     "auth",  # step 2: spf, dkim, arc, dmarc, fromheader, checks, facts
     "policy",  # step 3: rules, verdict
     "steps",  # steps 1-4 together: evaluate, annotate
     "aggregate",  # DMARC aggregate reports: rows, store, feedback (RFC 9990)
     "delivery",  # pipe, targets, daemon, daemon_client, handover
     "report",  # build, cache, render
-    "mailstore",  # maildir, keywords, mailfiles, filing, watch, quarantine, recheck
+    "mailstore",  # maildir, folders, keywords, mailfiles, filing, watch, quarantine, recheck
     "commands",  # argument parsing and exit codes: the top of the house
 )
 FOUNDATION = frozenset({"message", "config", "files", "log", "display", "usage"})

@@ -8,17 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from classifier.mailstore.folders import ensure_folder, read_subscriptions, subscribe
 from classifier.mailstore.maildir import (
     MaildirName,
     commit,
-    ensure_folder,
     expand_roots,
     identity,
     list_folder,
     processed_name,
-    read_subscriptions,
     recover,
-    subscribe,
     user_from_path,
     virtual_size,
 )

@@ -1,7 +1,9 @@
 """Step 1, the envelope: which Received header tells the truth, and what it says.
 
-`received` reads one Received header into a `ReceivedHop`, with `formats`,
-the readers of each MTA's way of writing it; `trust` walks the chain from the
+`received` reads one Received header into a `ReceivedHop` (`hop`): `quick`
+reads the commonest shapes in one match, `clauses` cuts any other line at its
+keywords, and `formats` holds the readers of each MTA's way of writing the
+from part; `trust` walks the chain from the
 top (DESIGN.md "Trust path") to the SMTP client, its HELO and rDNS name, the
 envelope sender and the recipient: an `Envelope`.
 

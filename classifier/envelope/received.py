@@ -2,10 +2,9 @@
 
 The frame is common to every MTA: ``from`` … ``by`` … ``with`` … ``id`` … ``for`` … ``;``
 date.  The shapes Postfix, amavis and Dovecot write for nearly every delivery are read in
-one match (``_quick``); any other well-formed line is cut in one regex match; any other
-line has its comments masked first, so that the ``with`` in ``(using TLSv1.3 with cipher
-…)`` never starts a clause, and is then cut at the keywords.  The ``from`` part -- where
-MTAs disagree -- is read by the patterns of the recognised family
+one match (classifier/envelope/quick.py); this module is the general reader of every
+other line: it cuts the line into clauses (classifier/envelope/clauses.py), and the
+``from`` part -- where MTAs disagree -- is read by the patterns of the recognised family
 (classifier/envelope/formats.py).  Nothing here raises on input from a message: a header
 that cannot be read comes back with ``parsed=False`` and ``fmt="unparsed"``.
 """
@@ -13,67 +12,36 @@ that cannot be read comes back with ``parsed=False`` and ``fmt="unparsed"``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
-from datetime import datetime
-from functools import cached_property, partial
-from typing import NamedTuple
 
+from classifier.envelope.clauses import (
+    COMMENT,
+    COMMON_PROTOCOLS,
+    MAX_CHARS,
+    MAX_FROM_CHARS,
+    Frame,
+    first_token,
+    mask_quotes,
+    read_clauses,
+    read_frame,
+    unmask,
+)
 from classifier.envelope.formats import (
-    BARE_HELO_READER,
     FALLBACK,
-    POSTFIX,
-    SENDMAIL_READER,
     FromPart,
     Marks,
     auth_reason,
-    clean_name,
     detect_family,
     envelope_from,
     local_reason,
     normalize_ip,
-    normalize_ip_text,
     read_from,
 )
-from classifier.message import parse_date, unfolded_value
+from classifier.envelope.hop import ReceivedHop
+from classifier.envelope.quick import read_quick
+from classifier.message import unfolded_value
 
 __all__ = ["ReceivedHop", "normalize_ip", "parse_received", "parse_received_field"]
 
-# Real Received headers stay under 1 KB; the cap bounds every regex below on hostile input.
-_MAX_CHARS = 4096
-_MAX_FROM_CHARS = 512
-
-# A comment, up to three levels deep; possessive quantifiers keep it linear on junk.
-_COMMENT = re.compile(r"\((?:[^()]++|\((?:[^()]++|\([^()]*+\))*+\))*+\)")
-# The usual line in one match: "from X (…) by Y (…) with P id I for <R>; date".  Comments
-# nest two deep; possessive quantifiers keep the match linear.  The clauses after the by
-# host are matched as one run and then read one by one (_CLAUSE): a repeated group keeps
-# its last value, and the first "with" is the one the MTA wrote.
-_FRAME = re.compile(
-    r"from ([^\s();]*(?: ?\((?:[^()]++|\((?:[^()]++|\([^()]*+\))*+\))*+\))*+)"
-    r" by ([^\s();]+)"
-    r"((?: (?:\((?:[^()]++|\([^()]*+\))*+\)|with [^\s();]+|via [^\s();]+|id [^\s();]+"
-    r"|for [^\s();]+))*)"
-    r" ?;(.*)"
-)
-_CLAUSE = re.compile(r" (?:(\((?:[^()]++|\([^()]*+\))*+\))|(with|via|id|for) ([^\s();]+))")
-# A quoted string (RFC 5321 §4.1.2 Quoted-string), as in a local part: masked before a
-# line is cut, so that "x) with ESMTPSA (" inside an address never reads as clauses.
-_QUOTED = re.compile(r'"(?:[^"\\]++|\\.)*+"')
-_MASKED = re.compile(r"\x03(\d+)\x03")
-# The shapes nearly every delivery carries -- Postfix and OpenSMTPD relays, amavis, Dovecot
-# LMTP -- in one match: "from HELO (RDNS [IPv4]) (…) by HOST (…) with P id I for <R>; date"
-# or "from HELO by HOST …".  It is _FRAME with the from part spelled out and plainer words,
-# so a line it matches is cut exactly where _FRAME cuts it; any other line is left to the
-# general reader.  Only printable ASCII matches: _parse would rewrite anything else.
-_HOST = r"[A-Za-z0-9][A-Za-z0-9.-]*"
-_NOTE = r"\([ -'*-~]*+(?:\([ -'*-~]*+\)[ -'*-~]*+)*+\)"  # one level of nesting, as _FRAME
-_IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
-_QUICK = re.compile(
-    rf"from ({_HOST})(?: \((?:({_HOST}) )?\[({_IPV4})\]\)((?: {_NOTE})*+))?"
-    rf" by ({_HOST})(?: ({_NOTE}))?"
-    rf"(?: {_NOTE}| with ([A-Za-z0-9]+)| id ([A-Za-z0-9]+)| for (<?[!-'*-:=?-~]+>?))*+"
-    r" ?;([ -~]*+)\Z"
-)
 # After the client comment: the MTA's own comments (TLS, AUTH) and then the by clause.
 _AFTER_CLIENT = re.compile(r"(?: \((?:[^()]++|\([^()]*+\))*+\))* by ")
 # A HELO made one word: space, "(", ")" and ";" become placeholders, undone when read.
@@ -82,80 +50,17 @@ _HELO_MASK = str.maketrans(" ();", "\x02\x04\x05\x06")
 _QMAIL_NAME_HELO = re.compile(r"[^\s()]+ \((?:HELO|EHLO|LHLO)(?: [^()]*)?\)$", re.I)
 _HELO_UNMASK = str.maketrans("\x02\x04\x05\x06", " ();")
 _NO_PLACEHOLDERS = str.maketrans(dict.fromkeys("\x01\x02\x03\x04\x05\x06", " "))
-# A NamedTuple's own __new__ is a Python function: the quick path makes the tuple directly.
-_from_part = partial(tuple.__new__, FromPart)
-_new, _set = object.__new__, object.__setattr__
 # "(name [address])" or "([address])": how Postfix and Sendmail name the client.
 _CLIENT_COMMENT = re.compile(r"\((?:[^\s()\[\]]+ )?\[[^\s()\[\]]+\]\)")
-# Words SENDMAIL's lookahead refuses as a reverse-DNS name: the general reader decides.
-_NOT_RDNS = frozenset(("HELO", "EHLO", "LHLO", "ACCOUNT"))
-# Run on lower-cased text; the character before a keyword is checked in Python.
 # Family markers a from part holds after the client comment: Postfix's and Courier's AUTH.
 _FROM_NOTE_MARKERS = ("(authenticated sender:", "(auth: ")
 _FIRST_WORD = re.compile(r"[^\s()]*")
-_KEYWORD = re.compile(r"(?:from|by|with|id|for|via)(?![^ \x01<\[;])")
 _QMAIL_LOCAL = re.compile(r"^\(qmail \d+ (?:messnum \d+ )?invoked (by|from|for) ", re.I)
 _KNOWN_PROTOCOL = re.compile(
     r"^(?:(?:UTF8)?(?:E?SMTP|LMTP)S?A?|ESMTPSA|B?SMTP|ASMTP|QMQP|HTTP\w*|IMAPS?|POP3?S?"
     r"|LOCAL(?:-[A-Z0-9]+)?|MAPI|NNFMP|ECSTREAM|TCP|SUBMISSION)$"
 )
-_COMMON_PROTOCOLS = frozenset(("SMTP", "ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA", "LMTP", "LMTPA",
-                               "LOCAL", "HTTP", "UTF8SMTP", "UTF8SMTPS"))  # fmt: skip
 _PROTOCOL_ALIASES = {"SMTPSVC": "SMTP", "ESMTP-TLS": "ESMTPS"}
-
-
-@dataclass(frozen=True)
-class ReceivedHop:
-    """What one Received header says about one hop, with the evidence for its flags."""
-
-    raw: str
-    helo: str | None
-    rdns: str | None
-    ip: str | None
-    by: str | None
-    protocol: str | None
-    queue_id: str | None
-    for_addr: str | None
-    envelope_from: str | None  # "" is the null sender <>
-    authenticated: bool
-    auth_user: str | None
-    ident: str | None
-    local: bool
-    fmt: str
-    parsed: bool
-    evidence: tuple[str, ...] = ()
-    date_text: str | None = field(default=None, repr=False, compare=False)  # after the ";"
-    # False when the MTA says it could not confirm the reverse name (Sendmail's "(may be
-    # forged)"): the name is then the sender's own PTR and names no trusted forwarder.
-    rdns_confirmed: bool = True
-
-    @cached_property
-    def date(self) -> datetime | None:
-        """Gives the date after the ";", timezone-aware, or None (RFC 5322 §3.3).
-
-        Read on first use: the trust path never needs it, and parsing it is a third
-        of the cost of reading a header.
-        """
-        return parse_date(self.date_text)
-
-    @property
-    def network_client(self) -> bool:
-        """Gives True when the hop names an SMTP client reached over the network."""
-        return self.ip is not None and not self.local
-
-    def to_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["evidence"] = list(self.evidence)
-        out["date"] = self.date.isoformat() if self.date else None
-        return out
-
-
-def _new_hop(fields: dict[str, object]) -> ReceivedHop:
-    # A frozen dataclass's __init__ pays one object.__setattr__ per field, keywords a dict
-    # of their own: every delivery reads several hops, so the dict becomes the instance's.
-    hop = object.__new__(ReceivedHop)
-    object.__setattr__(hop, "__dict__", fields)
-    return hop
 
 
 def parse_received(value: str) -> ReceivedHop:
@@ -163,7 +68,7 @@ def parse_received(value: str) -> ReceivedHop:
     raw = ""
     try:
         raw = _unfold(value)
-        return _quick(raw) or _parse(raw)
+        return read_quick(raw) or _parse(raw)
     except Exception as exc:  # the last guard: a message must never crash the reader
         return _unparsed(raw, f"unparsed: {type(exc).__name__}")
 
@@ -177,7 +82,7 @@ def parse_received_field(raw: bytes) -> ReceivedHop:
     """
     try:
         line = raw.partition(b":")[2].decode("utf-8", "surrogateescape").strip()
-        return _quick(line) or parse_received(unfolded_value(raw))
+        return read_quick(line) or parse_received(unfolded_value(raw))
     except Exception as exc:  # the last guard: a message must never crash the reader
         return _unparsed("", f"unparsed: {type(exc).__name__}")
 
@@ -197,128 +102,14 @@ def _unparsed(raw: str, why: str, date_text: str | None = None) -> ReceivedHop:
     )  # fmt: skip
 
 
-class _Frame(NamedTuple):
-    """The clauses of one header, before the ``from`` part is read (RFC 5321 §4.4)."""
-
-    from_text: str | None  # None: no from clause at all
-    by_value: str
-    by_comment: str  # the first comment after the by host: "(Postfix)", "(8.17.1/8.17.1)"
-    with_value: str
-    via_value: str
-    id_value: str
-    for_value: str
-    second_from: str | None  # XMail/IBM: "for <rcpt> from <sender>"
-    date_text: str | None
-    by_notes: tuple[str, ...] = ()  # every comment from the by host to the date
-
-
-def _read_frame(work: str) -> _Frame | None:
-    """Gives the clauses of a well-formed ``from … by … with … id … for …; date`` line."""
-    m = _FRAME.match(work)
-    if m is None:
-        return None
-    from_text, by, tail, date = m.groups()
-    if " id " in date or " for " in date:
-        return None  # clauses after the date: the clause reader takes them
-    values: dict[str, str] = {}
-    notes: list[str] = []
-    for clause in _CLAUSE.finditer(tail):
-        note, kw, value = clause.groups()
-        if note is not None:
-            notes.append(note)
-        elif kw not in values:
-            values[kw] = value
-    by_comment = notes[0] if tail.startswith(" (") else ""
-    if "(" in date:
-        notes += _COMMENT.findall(date)  # "; date (envelope-from x)": ISC's Postfix
-    return _Frame(
-        from_text, by, by_comment, values.get("with", ""), values.get("via", ""),
-        values.get("id", ""), values.get("for", ""), None, date, tuple(notes),
-    )  # fmt: skip
-
-
-def _read_clauses(work: str) -> _Frame:
-    """Gives the clauses of any line: comments masked, cut at the keywords (RFC 5321 §4.4)."""
-    comments: list[str] = []
-
-    def mask(m: re.Match[str]) -> str:
-        comments.append(m.group())
-        return "\x01"
-
-    masked = _COMMENT.sub(mask, work) if "(" in work else work
-    low = masked.lower()
-    values: dict[str, str] = {}
-    starts: dict[str, int] = {}
-    second_from = None
-    marks = [
-        (m.group(), m.start(), m.end())
-        for m in _KEYWORD.finditer(low)
-        # "by" inside "ruby" or "_by_" is no keyword
-        if not m.start() or low[m.start() - 1] in " \x01;,"
-    ]
-    marks.append(("", len(masked), 0))
-    for i in range(len(marks) - 1):
-        kw, _, begin = marks[i]
-        value = masked[begin : marks[i + 1][1]]
-        semi = value.find(";")
-        if semi >= 0:
-            value = value[:semi]
-        if kw not in values:
-            values[kw] = value
-            starts[kw] = begin
-        elif kw == "from" and second_from is None:
-            second_from = value
-    by_value = values.get("by", "")
-    by_comment = ""
-    if "\x01" in by_value:
-        by_comment = comments[masked.count("\x01", 0, starts["by"] + by_value.index("\x01"))]
-    from_text = values.get("from")
-    if from_text is not None and comments:
-        from_text = _restore(from_text, comments, masked.count("\x01", 0, starts["from"]))
-    semi = masked.rfind(";")
-    by_notes: tuple[str, ...] = ()
-    if "by" in starts and comments:
-        by_notes = tuple(comments[masked.count("\x01", 0, starts["by"]) :])
-    return _Frame(
-        from_text.strip() if from_text is not None else None,
-        by_value,
-        by_comment,
-        values.get("with", ""),
-        values.get("via", ""),
-        values.get("id", ""),
-        values.get("for", ""),
-        second_from,
-        masked[semi + 1 :].replace("\x01", " ") if semi >= 0 else None,
-        by_notes,
-    )
-
-
-def _mask_quotes(work: str) -> tuple[str, tuple[str, ...]]:
-    """Gives the line with each quoted string replaced by a numbered mark, and the strings."""
-    quoted: list[str] = []
-
-    def mask(m: re.Match[str]) -> str:
-        quoted.append(m.group())
-        return f"\x03{len(quoted) - 1}\x03"
-
-    return _QUOTED.sub(mask, work), tuple(quoted)
-
-
-def _unmask(value: str | None, quoted: tuple[str, ...]) -> str | None:
-    """Gives a value read from a masked line with its quoted strings put back."""
-    if value is None or "\x03" not in value:
-        return value
-    return _MASKED.sub(lambda m: quoted[int(m.group(1))], value)
-
-
 def _parse(raw: str) -> ReceivedHop:
-    work = raw if len(raw) <= _MAX_CHARS else raw[:_MAX_CHARS]
+    work = raw if len(raw) <= MAX_CHARS else raw[:MAX_CHARS]
     if "  " in work or "\t" in work or not work.isascii() or not work.isprintable():
         # \x01 to \x06 are the placeholders below
         work = " ".join(work.translate(_NO_PLACEHOLDERS).split())
     quoted: tuple[str, ...] = ()
     if '"' in work:
-        work, quoted = _mask_quotes(work)
+        work, quoted = mask_quotes(work)
     low = work.lower()
     if low.startswith("received:"):
         work, low = work[9:].lstrip(), low[9:].lstrip()
@@ -336,8 +127,8 @@ def _parse(raw: str) -> ReceivedHop:
     if low.startswith("from "):
         work = _join_helo(work)
         low = work.lower()
-    frame = _read_frame(work) if low.startswith("from ") else None
-    return _build(raw, work, low, frame or _read_clauses(work), submitted, quoted)
+    frame = read_frame(work) if low.startswith("from ") else None
+    return _build(raw, work, low, frame or read_clauses(work), submitted, quoted)
 
 
 def _join_helo(work: str) -> str:
@@ -365,79 +156,8 @@ def _join_helo(work: str) -> str:
     return work[:5] + helo.translate(_HELO_MASK) + " " + work[start:]
 
 
-def _quick(raw: str) -> ReceivedHop | None:
-    """Gives the hop of a line in one of the commonest shapes, or None (the general reader's).
-
-    The same hop as _parse, field for field (tests/test_received.py checks it on every
-    suite line), for a fraction of the cost: one match reads the frame and the from part,
-    and the family's reader is known from the shape instead of searched for.
-    """
-    m = _QUICK.match(raw) if len(raw) <= _MAX_CHARS and '"' not in raw else None
-    if m is None:
-        return None
-    name, rdns, ip_text, notes, by, by_comment, with_value, id_value, for_value, date = m.groups()
-    if (
-        with_value is None
-        # the from part, "from " to " by ", is cut to _MAX_FROM_CHARS by the general reader
-        or (len(raw) > _MAX_FROM_CHARS and m.start(5) - 9 > _MAX_FROM_CHARS)
-        or " id " in date  # clauses after the date: the clause reader takes them
-        or " for " in date
-        or "  " in raw  # _parse would rewrite it first
-    ):
-        return None
-    protocol = with_value.upper()
-    if protocol not in _COMMON_PROTOCOLS or (notes and "[" in notes):
-        # "[" after the client comment: the HELO may hold a comment of its own (_join_helo)
-        return None
-    if by_comment == "(Postfix)":
-        family = POSTFIX  # the first marker detect_family looks for: no search needed
-    else:
-        # the sender's words (HELO, reverse name) never pick the family
-        tail = raw[m.end(3) if ip_text is not None else m.end(1) :].lower()
-        family = detect_family(tail, by, by_comment or "", protocol)
-    if ip_text is not None:
-        # "helo (rdns [ip])", "helo ([ip])": SENDMAIL's reading, as _interpret gives it.
-        if family.readers[0] != SENDMAIL_READER or (rdns and rdns.upper() in _NOT_RDNS):
-            return None
-        rdns, ip = (clean_name(rdns) if rdns else None), normalize_ip_text(ip_text)
-        part = _from_part((name, rdns, ip, ip_text, None, None, None, "sendmail"))
-        from_notes: tuple[str, ...] = (raw[raw.rfind("(", 0, m.start(3)) : m.end(3) + 2],)
-        if notes:
-            from_notes += tuple(_COMMENT.findall(notes))
-    elif family.readers[-1] == BARE_HELO_READER and family is not POSTFIX and name[0].isalpha():
-        # A HELO name alone.  (Under Postfix, _parse would join "name by host …" into one.)
-        part = _from_part((name, None, None, None, None, None, None, "bare"))
-        from_notes = ()
-    else:
-        return None
-    fmt, ip = family.name, part.ip
-    evidence: tuple[str, ...] = (f"{fmt}: from part read as '{part.reader}'",)
-    if ip is None and ip_text:
-        evidence += (f"no usable address in '{ip_text}'",)
-    by_notes: tuple[str, ...] = ()
-    if by_comment is not None or "(" in raw[m.end(5) :]:
-        by_notes = tuple(_COMMENT.findall(raw, m.end(5)))
-    marks = Marks(raw[5 : m.start(5) - 4], from_notes, by, by_comment or "", by_notes, with_value)
-    local = local_reason(protocol, fmt, True, False, ip, part, marks)
-    if local:
-        evidence += (f"local: {local}",)
-    auth_user, why_auth = auth_reason(protocol, part, marks)
-    if why_auth:
-        evidence += (f"authenticated: {why_auth}",)
-    hop = _new(ReceivedHop)  # _new_hop inlined: a call less for nearly every hop
-    _set(hop, "__dict__", {
-        "raw": raw, "helo": name, "rdns": rdns, "ip": ip, "by": by, "protocol": protocol,
-        "queue_id": id_value, "for_addr": for_value.strip("<>,;") or None if for_value else None,
-        "envelope_from": envelope_from(marks, None),
-        "authenticated": why_auth is not None, "auth_user": auth_user, "ident": None,
-        "local": local is not None, "fmt": fmt, "parsed": True,
-        "evidence": evidence, "date_text": date, "rdns_confirmed": True,
-    })  # fmt: skip
-    return hop
-
-
 def _build(
-    raw: str, work: str, low: str, frame: _Frame, submitted: bool, quoted: tuple[str, ...] = ()
+    raw: str, work: str, low: str, frame: Frame, submitted: bool, quoted: tuple[str, ...] = ()
 ) -> ReceivedHop:
     """Gives the hop: the family's patterns read the from part, then the flags are set.
 
@@ -445,7 +165,7 @@ def _build(
     places (classifier.envelope.formats.Marks); the HELO, names and addresses never count.
     """
     from_text, by_value, by_comment, with_value, via_value, id_value, for_value, _, _, _ = frame
-    by = _first_token(by_value)
+    by = first_token(by_value)
     protocol = _protocol(with_value) or _protocol(via_value, known_only=True)
     if protocol is None and any(note.lower() == "(via http)" for note in frame.by_notes):
         protocol = "HTTP"  # web.de: "by host (via HTTP)"
@@ -456,10 +176,10 @@ def _build(
     from_notes: tuple[str, ...] = ()
     whole_from = from_text  # where the from part ends, for _mta_words
     if from_text:
-        from_text = from_text[:_MAX_FROM_CHARS]
+        from_text = from_text[:MAX_FROM_CHARS]
         if "(" in from_text:
             first = _FIRST_WORD.match(from_text)
-            from_notes = tuple(_COMMENT.findall(from_text, first.end() if first else 0))
+            from_notes = tuple(COMMENT.findall(from_text, first.end() if first else 0))
     family = detect_family(_mta_words(low, whole_from, from_notes), by or "", by_comment, protocol)
     fmt = family.name
     evidence: list[str] = []
@@ -493,20 +213,29 @@ def _build(
         evidence.append(f"authenticated: {why_auth}")
     helo = part.helo.translate(_HELO_UNMASK) if part and part.helo else None
     if helo and quoted:
-        helo = _unmask(helo, quoted)
+        helo = unmask(helo, quoted)
     if helo and helo[:1] == '"' and part is not None and part.reader == "smap":
         helo = helo[1:-1] or None  # TIS smap: 'claiming to be "x"'
-    return _new_hop({
-        "raw": raw, "helo": helo,
-        "rdns": part.rdns if part else None, "ip": ip, "by": by, "protocol": protocol,
-        "queue_id": _unmask(_first_token(id_value), quoted),
-        "for_addr": _unmask(_first_token(for_value), quoted),
-        "envelope_from": _unmask(envelope_from(marks, frame.second_from), quoted),
-        "authenticated": why_auth is not None, "auth_user": _unmask(auth_user, quoted),
-        "ident": _unmask(part.ident, quoted) if part else None, "local": local is not None,
-        "fmt": fmt, "parsed": True, "evidence": tuple(evidence), "date_text": frame.date_text,
-        "rdns_confirmed": rdns_confirmed,
-    })  # fmt: skip
+    return ReceivedHop(
+        raw=raw,
+        helo=helo,
+        rdns=part.rdns if part else None,
+        ip=ip,
+        by=by,
+        protocol=protocol,
+        queue_id=unmask(first_token(id_value), quoted),
+        for_addr=unmask(first_token(for_value), quoted),
+        envelope_from=unmask(envelope_from(marks, frame.second_from), quoted),
+        authenticated=why_auth is not None,
+        auth_user=unmask(auth_user, quoted),
+        ident=unmask(part.ident, quoted) if part else None,
+        local=local is not None,
+        fmt=fmt,
+        parsed=True,
+        evidence=tuple(evidence),
+        date_text=frame.date_text,
+        rdns_confirmed=rdns_confirmed,
+    )
 
 
 def _mta_words(low: str, from_text: str | None, from_notes: tuple[str, ...]) -> str:
@@ -537,32 +266,10 @@ def _mta_words(low: str, from_text: str | None, from_notes: tuple[str, ...]) -> 
     return " ".join(words)
 
 
-def _restore(masked: str, comments: list[str], first: int) -> str:
-    """Gives a masked slice with its comments put back in place."""
-    if "\x01" not in masked:
-        return masked
-    pieces = masked.split("\x01")
-    out = [pieces[0]]
-    for i, piece in enumerate(pieces[1:]):
-        out.append(comments[first + i] if first + i < len(comments) else "")
-        out.append(piece)
-    return "".join(out)
-
-
-def _first_token(value: str) -> str | None:
-    """Gives the first word of a clause without <>, trailing punctuation or comments."""
-    if " " in value or "\x01" in value:
-        words = value.replace("\x01", " ").split(None, 1)
-        if not words:
-            return None
-        value = words[0]
-    return value.strip("<>,;") or None
-
-
 def _protocol(value: str, known_only: bool = False) -> str | None:
     """Gives the protocol named in a ``with`` (or ``via``) clause, upper-cased (RFC 3848)."""
     words = value.split(None, 1)
-    if words and (word := words[0].upper()) in _COMMON_PROTOCOLS:
+    if words and (word := words[0].upper()) in COMMON_PROTOCOLS:
         return word
     tokens = value.replace("\x01", " ").split()[:6]
     for token in tokens:

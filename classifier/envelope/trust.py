@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from classifier.config import Settings
-from classifier.envelope.received import ReceivedHop, normalize_ip, parse_received_field
+from classifier.envelope.hop import ReceivedHop
+from classifier.envelope.received import normalize_ip, parse_received_field
 from classifier.message import Message
 
 
@@ -33,7 +34,7 @@ class Hints:
     sasl_username: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """The recovered SMTP envelope, with the evidence for each part."""
 
@@ -284,18 +285,14 @@ def recover_envelope(message: Message, settings: Settings, hints: Hints | None =
                 rcpt = strip_angle(value)
                 break
 
-    # Filled in one step: the frozen dataclass's __init__ pays one object.__setattr__ a field.
-    envelope = object.__new__(Envelope)
-    fields = {
-        "client_ip": client_ip,
-        "helo": helo,
-        "rdns": rdns if rdns and rdns.lower() != "unknown" else None,
-        "mail_from": mail_from,
-        "rcpt": rcpt or None,
-        "authenticated": authenticated,
-        "forwarded_by": walk.forwarded_by,
-        "hop_index": walk.hop_index,
-        "evidence": tuple(evidence),
-    }
-    object.__setattr__(envelope, "__dict__", fields)
-    return envelope
+    return Envelope(
+        client_ip=client_ip,
+        helo=helo,
+        rdns=rdns if rdns and rdns.lower() != "unknown" else None,
+        mail_from=mail_from,
+        rcpt=rcpt or None,
+        authenticated=authenticated,
+        forwarded_by=walk.forwarded_by,
+        hop_index=walk.hop_index,
+        evidence=tuple(evidence),
+    )

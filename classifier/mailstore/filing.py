@@ -26,8 +26,9 @@ from classifier.delivery.targets import FOLDERS
 from classifier.files import DirTree
 from classifier.log import log
 from classifier.lookup.resolver import Resolver
+from classifier.mailstore.folders import ensure_folder
 from classifier.mailstore.keywords import JUNK_KEYWORD
-from classifier.mailstore.maildir import MaildirName, ensure_folder, finish, place, user_from_path
+from classifier.mailstore.maildir import MaildirName, finish, place, user_from_path
 from classifier.message import Message
 from classifier.policy.rules import Policies, load_policies
 

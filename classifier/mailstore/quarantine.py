@@ -42,10 +42,10 @@ from classifier.files import (
     temp_name,
     write_all,
 )
+from classifier.mailstore.folders import folder_path
 from classifier.mailstore.maildir import (
     MaildirName,
     commit,
-    folder_path,
     identity,
     list_folder,
     user_from_path,

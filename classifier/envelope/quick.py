@@ -1,0 +1,126 @@
+"""The Received lines nearly every delivery carries, read in one match (RFC 5321 §4.4).
+
+Postfix and OpenSMTPD relays, amavis and Dovecot LMTP write a few shapes for nearly every
+hop: read_quick reads them with one regex, and gives None for any other line, which
+the general reader (classifier/envelope/received.py) then reads.  The hop it gives is
+the general reader's, field for field (tests/test_received.py checks it on every suite
+line).
+"""
+
+from __future__ import annotations
+
+import re
+
+from classifier.envelope.clauses import COMMENT, COMMON_PROTOCOLS, MAX_CHARS, MAX_FROM_CHARS
+from classifier.envelope.formats import (
+    BARE_HELO_READER,
+    POSTFIX,
+    SENDMAIL_READER,
+    FromPart,
+    Marks,
+    auth_reason,
+    clean_name,
+    detect_family,
+    envelope_from,
+    local_reason,
+    normalize_ip_text,
+)
+from classifier.envelope.hop import ReceivedHop
+
+# The shapes nearly every delivery carries -- Postfix and OpenSMTPD relays, amavis, Dovecot
+# LMTP -- in one match: "from HELO (RDNS [IPv4]) (…) by HOST (…) with P id I for <R>; date"
+# or "from HELO by HOST …".  It is the frame pattern of read_frame (clauses.py) with the
+# from part spelled out and plainer words, so a line it matches is cut exactly where
+# read_frame cuts it; any other line is left to the general reader.  Only printable ASCII
+# matches: the general reader would rewrite anything else.
+_HOST = r"[A-Za-z0-9][A-Za-z0-9.-]*"
+_NOTE = r"\([ -'*-~]*+(?:\([ -'*-~]*+\)[ -'*-~]*+)*+\)"  # one level of nesting, as the frame
+_IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+_QUICK = re.compile(
+    rf"from ({_HOST})(?: \((?:({_HOST}) )?\[({_IPV4})\]\)((?: {_NOTE})*+))?"
+    rf" by ({_HOST})(?: ({_NOTE}))?"
+    rf"(?: {_NOTE}| with ([A-Za-z0-9]+)| id ([A-Za-z0-9]+)| for (<?[!-'*-:=?-~]+>?))*+"
+    r" ?;([ -~]*+)\Z"
+)
+# Words SENDMAIL's lookahead refuses as a reverse-DNS name: the general reader decides.
+_NOT_RDNS = frozenset(("HELO", "EHLO", "LHLO", "ACCOUNT"))
+
+
+def read_quick(raw: str) -> ReceivedHop | None:
+    """Gives the hop of a line in one of the commonest shapes, or None (the general reader's).
+
+    The same hop as _parse, field for field (tests/test_received.py checks it on every
+    suite line), for a fraction of the cost: one match reads the frame and the from part,
+    and the family's reader is known from the shape instead of searched for.
+    """
+    m = _QUICK.match(raw) if len(raw) <= MAX_CHARS and '"' not in raw else None
+    if m is None:
+        return None
+    name, rdns, ip_text, notes, by, by_comment, with_value, id_value, for_value, date = m.groups()
+    if (
+        with_value is None
+        # the from part, "from " to " by ", is cut to MAX_FROM_CHARS by the general reader
+        or (len(raw) > MAX_FROM_CHARS and m.start(5) - 9 > MAX_FROM_CHARS)
+        or " id " in date  # clauses after the date: the clause reader takes them
+        or " for " in date
+        or "  " in raw  # _parse would rewrite it first
+    ):
+        return None
+    protocol = with_value.upper()
+    if protocol not in COMMON_PROTOCOLS or (notes and "[" in notes):
+        # "[" after the client comment: the HELO may hold a comment of its own (_join_helo)
+        return None
+    if by_comment == "(Postfix)":
+        family = POSTFIX  # the first marker detect_family looks for: no search needed
+    else:
+        # the sender's words (HELO, reverse name) never pick the family
+        tail = raw[m.end(3) if ip_text is not None else m.end(1) :].lower()
+        family = detect_family(tail, by, by_comment or "", protocol)
+    if ip_text is not None:
+        # "helo (rdns [ip])", "helo ([ip])": SENDMAIL's reading, as _interpret gives it.
+        if family.readers[0] != SENDMAIL_READER or (rdns and rdns.upper() in _NOT_RDNS):
+            return None
+        rdns, ip = (clean_name(rdns) if rdns else None), normalize_ip_text(ip_text)
+        part = FromPart(name, rdns, ip, ip_text, None, None, None, "sendmail")
+        from_notes: tuple[str, ...] = (raw[raw.rfind("(", 0, m.start(3)) : m.end(3) + 2],)
+        if notes:
+            from_notes += tuple(COMMENT.findall(notes))
+    elif family.readers[-1] == BARE_HELO_READER and family is not POSTFIX and name[0].isalpha():
+        # A HELO name alone.  (Under Postfix, _parse would join "name by host …" into one.)
+        part = FromPart(name, None, None, None, None, None, None, "bare")
+        from_notes = ()
+    else:
+        return None
+    fmt, ip = family.name, part.ip
+    evidence: tuple[str, ...] = (f"{fmt}: from part read as '{part.reader}'",)
+    if ip is None and ip_text:
+        evidence += (f"no usable address in '{ip_text}'",)
+    by_notes: tuple[str, ...] = ()
+    if by_comment is not None or "(" in raw[m.end(5) :]:
+        by_notes = tuple(COMMENT.findall(raw, m.end(5)))
+    marks = Marks(raw[5 : m.start(5) - 4], from_notes, by, by_comment or "", by_notes, with_value)
+    local = local_reason(protocol, fmt, True, False, ip, part, marks)
+    if local:
+        evidence += (f"local: {local}",)
+    auth_user, why_auth = auth_reason(protocol, part, marks)
+    if why_auth:
+        evidence += (f"authenticated: {why_auth}",)
+    return ReceivedHop(
+        raw=raw,
+        helo=name,
+        rdns=rdns,
+        ip=ip,
+        by=by,
+        protocol=protocol,
+        queue_id=id_value,
+        for_addr=for_value.strip("<>,;") or None if for_value else None,
+        envelope_from=envelope_from(marks, None),
+        authenticated=why_auth is not None,
+        auth_user=auth_user,
+        ident=None,
+        local=local is not None,
+        fmt=fmt,
+        parsed=True,
+        evidence=evidence,
+        date_text=date,
+    )
