@@ -21,7 +21,7 @@ PACKAGE = ROOT / "classifier"
 LAYERS = (
     "foundation",  # message, config, files, log, display, usage
     "lookup",  # DNS: resolver, wire
-    "envelope",  # step 1: received, hop, clauses, quick, formats, trust
+    "envelope",  # step 1: received, hop, clauses, quick, formats, marks, trust
     "auth",  # step 2: spf, dkim, arc, dmarc, fromheader, checks, facts
     "policy",  # step 3: rules, verdict
     "steps",  # steps 1-4 together: evaluate, annotate

@@ -2,8 +2,9 @@
 
 `received` reads one Received header into a `ReceivedHop` (`hop`): `quick`
 reads the commonest shapes in one match, `clauses` cuts any other line at its
-keywords, and `formats` holds the readers of each MTA's way of writing the
-from part; `trust` walks the chain from the
+keywords, `formats` holds the readers of each MTA's way of writing the
+from part, and `marks` reads only what the receiving MTA wrote in fixed places
+(AUTH, local hand-over, envelope sender); `trust` walks the chain from the
 top (DESIGN.md "Trust path") to the SMTP client, its HELO and rDNS name, the
 envelope sender and the recipient: an `Envelope`.
 

@@ -17,15 +17,12 @@ from classifier.envelope.formats import (
     POSTFIX,
     SENDMAIL_READER,
     FromPart,
-    Marks,
-    auth_reason,
     clean_name,
     detect_family,
-    envelope_from,
-    local_reason,
     normalize_ip_text,
 )
 from classifier.envelope.hop import ReceivedHop
+from classifier.envelope.marks import Marks, auth_reason, envelope_from, local_reason
 
 # The shapes nearly every delivery carries -- Postfix and OpenSMTPD relays, amavis, Dovecot
 # LMTP -- in one match: "from HELO (RDNS [IPv4]) (…) by HOST (…) with P id I for <R>; date"

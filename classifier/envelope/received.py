@@ -25,18 +25,9 @@ from classifier.envelope.clauses import (
     read_frame,
     unmask,
 )
-from classifier.envelope.formats import (
-    FALLBACK,
-    FromPart,
-    Marks,
-    auth_reason,
-    detect_family,
-    envelope_from,
-    local_reason,
-    normalize_ip,
-    read_from,
-)
+from classifier.envelope.formats import FALLBACK, FromPart, detect_family, normalize_ip, read_from
 from classifier.envelope.hop import ReceivedHop
+from classifier.envelope.marks import Marks, auth_reason, envelope_from, local_reason
 from classifier.envelope.quick import read_quick
 from classifier.message import unfolded_value
 
@@ -162,7 +153,7 @@ def _build(
     """Gives the hop: the family's patterns read the from part, then the flags are set.
 
     Local hand-over and AUTH are read only from what the receiving MTA wrote in fixed
-    places (classifier.envelope.formats.Marks); the HELO, names and addresses never count.
+    places (classifier.envelope.marks.Marks); the HELO, names and addresses never count.
     """
     from_text, by_value, by_comment, with_value, via_value, id_value, for_value, _, _, _ = frame
     by = first_token(by_value)
