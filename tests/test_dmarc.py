@@ -39,14 +39,8 @@ import pytest
 import yaml
 from publicsuffixlist import PublicSuffixList
 
-from classifier.auth.dmarc import (
-    DmarcResult,
-    alignment_kind,
-    check_dmarc,
-    from_domains,
-    organizational_domain,
-    psl_organizational_domain,
-)
+from classifier.auth.dmarc import DmarcResult, alignment_kind, check_dmarc, from_domains
+from classifier.auth.dmarc_discovery import organizational_domain, psl_organizational_domain
 from classifier.auth.dmarc_record import (
     DmarcRecord,
     external_destination_authorised,
@@ -793,7 +787,7 @@ def test_result_to_dict_carries_the_evidence(pool: ServerPool) -> None:
 
 def test_public_suffix_list_is_built_only_when_rfc7489_is_used() -> None:
     code = (
-        "import classifier.auth.dmarc as d\n"
+        "import classifier.auth.dmarc_discovery as d\n"
         "print(d._public_suffix_list.cache_info().currsize)\n"
         "d.psl_organizational_domain('a.example.co.uk')\n"
         "print(d._public_suffix_list.cache_info().currsize)\n"

@@ -24,13 +24,17 @@ logged and reported as ``permerror`` with ``internal_error`` set.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 
-from publicsuffixlist import PublicSuffixList
-
-from classifier.auth.dmarc_record import MODES, DmarcRecord, records_at, tree_walk
+from classifier.auth.dmarc_discovery import (
+    Discovery,
+    OrgDomains,
+    author_exists,
+    discover_7489,
+    discover_9989,
+)
+from classifier.auth.dmarc_record import MODES, DmarcRecord
 from classifier.auth.fromheader import from_domains, normalize_domain
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession, DnsTempError
@@ -40,8 +44,6 @@ __all__ = [
     "alignment_kind",
     "check_dmarc",
     "from_domains",
-    "organizational_domain",
-    "psl_organizational_domain",
 ]
 
 MAX_AUTHOR_DOMAINS = 5  # RFC 9989 §11.5: limit the Author Domains evaluated
@@ -85,50 +87,8 @@ class DmarcResult:
         return out
 
 
-@functools.cache
-def _public_suffix_list() -> PublicSuffixList:
-    # Built at first rfc7489-mode use, never at import: most runs use rfc9989.
-    return PublicSuffixList()
-
-
-def psl_organizational_domain(domain: str, psl: PublicSuffixList | None = None) -> str:
-    """Gives the Organizational Domain by the Public Suffix List (RFC 7489 §3.2).
-
-    The public suffix plus one label; a name that is itself a public suffix is
-    its own Organizational Domain.
-    """
-    try:
-        return (psl or _public_suffix_list()).privatesuffix(domain) or domain
-    except (ValueError, TypeError):
-        return domain
-
-
-class _OrgDomains:
-    """Organizational Domains of one message's names, each looked up once."""
-
-    def __init__(self, dns: DnsSession | None, mode: str) -> None:
-        self.dns, self.mode = dns, mode
-        self.known: dict[str, str | None] = {}
-
-    def of(self, domain: str) -> str | None:
-        """Gives the Organizational Domain, or None after a temporary DNS failure."""
-        if domain not in self.known:
-            if self.mode == "rfc7489" or self.dns is None:
-                self.known[domain] = psl_organizational_domain(domain)
-            else:
-                walk = tree_walk(domain, self.dns)
-                self.known[domain] = None if walk.error else walk.organizational_domain()
-        return self.known[domain]
-
-
-def organizational_domain(domain: str, dns: DnsSession | None, mode: str = "rfc9989") -> str:
-    """Gives the Organizational Domain (RFC 9989 §4.10.2 or RFC 7489 §3.2), "" on DNS failure."""
-    name = normalize_domain(domain)
-    return (_OrgDomains(dns, mode).of(name) or "") if name else ""
-
-
 def _alignment(
-    author: str, identifier: str, orgs: _OrgDomains, strict: bool, lookup: bool = True
+    author: str, identifier: str, orgs: OrgDomains, strict: bool, lookup: bool = True
 ) -> str:
     """Gives "strict", "relaxed", "" or "unknown"; without `lookup`, "later" where DNS must tell."""
     ident = normalize_domain(identifier)
@@ -156,76 +116,7 @@ def alignment_kind(
     aligned) or "unknown" (a temporary DNS failure hid an Organizational Domain).
     """
     name = normalize_domain(author)
-    return _alignment(name, identifier, _OrgDomains(dns, mode), False) if name else ""
-
-
-@dataclass(frozen=True)
-class _Discovery:
-    """Where policy discovery ended: the record, whose it is, or why there is none."""
-
-    record: DmarcRecord | None = None
-    record_domain: str = ""
-    kind: str = ""  # "author", "org", "psd"
-    org_domain: str | None = None
-    problem: str = ""  # why no record applies
-    temp: str = ""  # a temporary DNS failure that stopped discovery
-
-
-def _discover_9989(author: str, dns: DnsSession) -> _Discovery:
-    """Finds the record by the tree walk: the author's, the org domain's, the PSD's (§4.10.1).
-
-    The author's own record ends discovery: its p= applies whatever the
-    Organizational Domain is, which is then looked up only if alignment needs it.
-    """
-    walk = tree_walk(author, dns, policy_only=True)
-    if not walk.steps:
-        return _Discovery(temp=walk.error)
-    first = walk.steps[0]
-    if first.record is not None:
-        return _Discovery(first.record, author, "author", None)
-    org = None if walk.error else walk.organizational_domain()
-    if walk.error or org is None:
-        return _Discovery(temp=walk.error)
-    record = walk.record_at(org)
-    if record is not None:
-        return _Discovery(record, org, "org", org)
-    psd = walk.psd_record()
-    if psd is not None:
-        return _Discovery(psd[1], psd[0], "psd", org)
-    discarded = [f"_dmarc.{s.name}" for s in walk.steps if s.found > 1]
-    problem = f"no DMARC record at {', '.join(walk.queried())}"
-    if discarded:
-        problem += f"; several records at {', '.join(discarded)} were all discarded (§4.10)"
-    return _Discovery(org_domain=org, problem=problem)
-
-
-def _discover_7489(author: str, dns: DnsSession) -> _Discovery:
-    """Finds the record at the From domain, else at its PSL Organizational Domain (§6.6.3)."""
-    org = psl_organizational_domain(author)
-    found, _ = records_at(author, dns, "rfc7489")
-    where, kind = author, "author"
-    if not found and org != author:
-        found, _ = records_at(org, dns, "rfc7489")
-        where, kind = org, "org"
-    if len(found) == 1:
-        return _Discovery(found[0], where, kind, org)
-    queried = " and ".join(f"_dmarc.{d}" for d in dict.fromkeys((author, org)))
-    if found:
-        problem = f"{len(found)} DMARC records at _dmarc.{where}: DMARC not applied (§6.6.3 step 5)"
-    else:
-        problem = f"no DMARC record at {queried}"
-    return _Discovery(org_domain=org, problem=problem)
-
-
-def _author_exists(author: str, dns: DnsSession) -> bool:
-    """Tells whether the Author Domain exists: any answer but NXDOMAIN (RFC 9989 §3.2.13, A.4).
-
-    The ``_dmarc`` query of discovery already tells when it was not NXDOMAIN;
-    otherwise a CNAME query, which a name answers without following anything.
-    """
-    if not dns.query(f"_dmarc.{author}", "TXT").nxdomain:
-        return True
-    return not dns.query(author, "CNAME").nxdomain
+    return _alignment(name, identifier, OrgDomains(dns, mode), False) if name else ""
 
 
 def _word(result: object) -> str:
@@ -246,7 +137,7 @@ def _align(
     spf: tuple[str, str],
     dkim: list[tuple[str, str]],
     record: DmarcRecord,
-    orgs: _OrgDomains,
+    orgs: OrgDomains,
 ) -> _Alignment:
     """Gives which passing identifiers align (RFC 9989 §4.4, §5.3.4; RFC 7489 §3.1).
 
@@ -293,7 +184,7 @@ def _align(
 
 
 def _choose_policy(
-    author: str, org: str | None, found: _Discovery, record: DmarcRecord, dns: DnsSession
+    author: str, org: str | None, found: Discovery, record: DmarcRecord, dns: DnsSession
 ) -> tuple[str, str]:
     """Gives (the tag it comes from, the policy) for the Author Domain; raises DnsTempError.
 
@@ -311,7 +202,7 @@ def _choose_policy(
     if found.kind == "author" or author == org:
         return "p", p
     tag, policy = ("sp", record.sp) if record.sp else ("p", p)
-    if record.np and record.np != policy and not _author_exists(author, dns):
+    if record.np and record.np != policy and not author_exists(author, dns):
         return "np", record.np
     return tag, policy
 
@@ -323,7 +214,7 @@ def _evaluate(
     dns: DnsSession,
     mode: str,
     sample: float | None,
-    orgs: _OrgDomains,
+    orgs: OrgDomains,
 ) -> DmarcResult:
     """Gives the DMARC result for one Author Domain (RFC 9989 §5.3.2-5.3.6, RFC 7489 §6.6)."""
     org: str | None = None
@@ -334,7 +225,7 @@ def _evaluate(
         )
 
     try:
-        found = _discover_7489(author, dns) if mode == "rfc7489" else _discover_9989(author, dns)
+        found = discover_7489(author, dns) if mode == "rfc7489" else discover_9989(author, dns)
     except DnsTempError as exc:
         return early("temperror", f"DNS temporary failure at {exc.qname}: {exc.reason}")
     org = found.org_domain
@@ -481,7 +372,7 @@ def _check(
     evaluated = distinct[:MAX_AUTHOR_DOMAINS]
     spf = (str(spf_result or ""), str(spf_domain or ""))
     signatures = [(str(r or ""), str(d or "")) for r, d in (dkim or [])]
-    orgs = _OrgDomains(dns, mode)
+    orgs = OrgDomains(dns, mode)
     results = [_evaluate(d, spf, signatures, dns, mode, sample, orgs) for d in evaluated]
     worst = max(results, key=_severity)
     if len(distinct) > MAX_AUTHOR_DOMAINS:
