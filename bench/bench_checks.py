@@ -29,7 +29,8 @@ import dkim  # noqa: E402
 from bench.machine import reference_line  # noqa: E402
 from classifier.auth.checks import run_checks  # noqa: E402
 from classifier.config import settings_from_dict  # noqa: E402
-from classifier.lookup.resolver import Resolver, ServerSource  # noqa: E402
+from classifier.lookup.resolver import Resolver  # noqa: E402
+from classifier.lookup.sources import ServerSource  # noqa: E402
 from tests.dnsserver import DnsServerProcess, DnsTestServer  # noqa: E402
 
 DATA = ROOT / "tests" / "vectors" / "dkim" / "dkimpy-data"

@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from classifier.config import load_settings  # noqa: E402
 from classifier.delivery.pipe import process  # noqa: E402
-from classifier.lookup.resolver import Resolver, ServerSource  # noqa: E402
+from classifier.lookup.resolver import Resolver  # noqa: E402
+from classifier.lookup.sources import ServerSource  # noqa: E402
 from classifier.mailstore.filing import Job  # noqa: E402
 from classifier.mailstore.maildir import MaildirName  # noqa: E402
 from classifier.mailstore.watch import Watcher, WatchOptions  # noqa: E402

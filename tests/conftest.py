@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from classifier.lookup.resolver import Resolver, ServerSource
+from classifier.lookup.resolver import Resolver
+from classifier.lookup.sources import ServerSource
 from tests.dnsserver import DnsTestServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """A small authoritative DNS server on 127.0.0.1 for tests, answering from zone text.
 
-It is deliberately independent of `classifier.lookup.resolver.ZoneSource`: tests reach it
+It is deliberately independent of `classifier.lookup.sources.ZoneSource`: tests reach it
 over real UDP/TCP through `ServerSource`, as authsieve reaches a real server.
 
 Behaviour that SPF and DMARC depend on is exact: NXDOMAIN for a name that does

@@ -15,7 +15,8 @@ import yaml
 
 from classifier.auth.arc import MAX_INSTANCES, ArcResult, check_arc
 from classifier.auth.dkim import dkimpy_txt_lookup
-from classifier.lookup.resolver import DnsSession, Resolver, ServerSource
+from classifier.lookup.resolver import DnsSession, Resolver
+from classifier.lookup.sources import ServerSource
 from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer, free_udp_port
 from tests.test_dkim import crlf, zone_text
@@ -172,7 +173,7 @@ def test_the_demo_chain_validates_and_a_changed_body_breaks_it() -> None:
     import dkim
 
     from classifier.auth.dkim_body import SLICE
-    from classifier.lookup.resolver import ZoneSource
+    from classifier.lookup.sources import ZoneSource
 
     root = Path(__file__).resolve().parent.parent / "examples" / "maildir"
     sealed = next(root.glob("*/1741463056.*")).read_bytes()

@@ -63,7 +63,8 @@ def test_no_query_is_sent_twice_within_one_message(server: DnsTestServer) -> Non
 
 
 def test_unreachable_dns_gives_temperror_not_fail() -> None:
-    from classifier.lookup.resolver import Resolver, ServerSource
+    from classifier.lookup.resolver import Resolver
+    from classifier.lookup.sources import ServerSource
 
     resolver = Resolver(ServerSource.from_spec(f"127.0.0.1:{free_udp_port()}"), timeout=0.3)
     data = HOP + b"From: news@example.com\r\n\r\nHello\r\n"
@@ -150,7 +151,8 @@ MEMORY_PROBE = """
 import sys, tracemalloc
 from classifier.auth.checks import run_checks
 from classifier.config import settings_from_dict
-from classifier.lookup.resolver import Resolver, ServerSource
+from classifier.lookup.resolver import Resolver
+from classifier.lookup.sources import ServerSource
 data = open(sys.argv[1], "rb").read()
 settings = settings_from_dict({"classifier": {"authserv_id": "mx.family.example"}})
 tracemalloc.start()

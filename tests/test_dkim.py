@@ -29,7 +29,8 @@ from classifier.auth.dkim import (
     dkim_summary,
 )
 from classifier.auth.dkim_signature import _B_VALUE, SignedMessage
-from classifier.lookup.resolver import DnsSession, Resolver, ServerSource
+from classifier.lookup.resolver import DnsSession, Resolver
+from classifier.lookup.sources import ServerSource
 from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer, free_udp_port
 

@@ -50,7 +50,8 @@ from classifier.auth.dmarc_record import (
     valid_tag_value,
     walk_names,
 )
-from classifier.lookup.resolver import DnsSession, Resolver, ServerSource
+from classifier.lookup.resolver import DnsSession, Resolver
+from classifier.lookup.sources import ServerSource
 from tests.conftest import ROOT, VECTORS, resolver_for
 from tests.dnsserver import DnsTestServer, free_udp_port
 

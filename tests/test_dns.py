@@ -1,4 +1,4 @@
-"""Tests of classifier/lookup/resolver.py against a real DNS server on loopback and ZoneSource.
+"""Tests of classifier/lookup (resolver, sources) against a loopback DNS server and ZoneSource.
 
 Both sources read the same zone text and must give the same answers.
 """
@@ -19,17 +19,8 @@ import dns.rrset
 import pytest
 
 from classifier.lookup import wire as dns_wire
-from classifier.lookup.resolver import (
-    Answer,
-    DnsTempError,
-    Resolver,
-    ServerSource,
-    ZoneSource,
-    _answer_from_reply,
-    _full_exchange,
-    make_resolver,
-    reverse_name,
-)
+from classifier.lookup.resolver import Answer, DnsTempError, Resolver, make_resolver, reverse_name
+from classifier.lookup.sources import ServerSource, ZoneSource, _answer_from_reply, _full_exchange
 from tests.conftest import resolver_for
 from tests.dnsserver import DnsTestServer, free_udp_port
 from tests.helpers import wait_for

@@ -20,7 +20,7 @@ PACKAGE = ROOT / "classifier"
 # Bottom first.  "foundation" and "steps" are modules at the top of classifier/.
 LAYERS = (
     "foundation",  # message, config, files, log, display, usage
-    "lookup",  # DNS: resolver, wire
+    "lookup",  # DNS: resolver, sources, wire
     "envelope",  # step 1: received, hop, clauses, quick, formats, marks, trust
     "auth",  # step 2: spf, dkim, arc, dmarc, fromheader, checks, facts
     "policy",  # step 3: rules, verdict

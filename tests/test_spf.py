@@ -30,7 +30,8 @@ from classifier.auth.spf import (
     default_explanation,
     received_spf_header,
 )
-from classifier.lookup.resolver import DnsSession, Resolver, ServerSource
+from classifier.lookup.resolver import DnsSession, Resolver
+from classifier.lookup.sources import ServerSource
 from tests.conftest import ROOT, resolver_for, vector_path
 from tests.dnsserver import DnsTestServer, free_udp_port
 

@@ -1,8 +1,9 @@
 """DNS: every query of the checks goes through one `Resolver` (cache, timeouts, zone file).
 
-`resolver` holds `Resolver` (a nameserver, resolv.conf, or a zone file
-answering offline), the per-message `DnsSession` and `make_resolver`; `wire`
-is the lean UDP exchange for the common reply.  (Not named ``dns``: that
+`resolver` holds `Resolver` (the cache), the per-message `DnsSession`, the
+answers and errors, and `make_resolver`; `sources` the places answers come
+from (nameservers, resolv.conf, or a zone file answering offline); `wire` is
+the lean UDP exchange for the common reply.  (Not named ``dns``: that
 reads like dnspython's own package in every import line.)
 
 May import: the foundation modules at the top of `classifier` only.
