@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from classifier.auth.checks import facts_from, first_from_address, run_checks
-from classifier.auth.dkim import header_end
 from classifier.auth.facts import render_header_value
+from classifier.auth.header_block import header_end
 from classifier.config import settings_from_dict
 from classifier.message import Message
 from tests.conftest import resolver_for, vector_path

@@ -22,7 +22,7 @@ LAYERS = (
     "foundation",  # message, config, files, log, display, usage
     "lookup",  # DNS: resolver, sources, wire
     "envelope",  # step 1: received, hop, clauses, quick, formats, marks, trust
-    "auth",  # step 2: spf, dkim, arc, dmarc, fromheader, checks, facts
+    "auth",  # step 2: spf, dkim, arc, header_block, dmarc(_discovery), fromheader, checks, facts
     "policy",  # step 3: rules, verdict
     "steps",  # steps 1-4 together: evaluate, annotate
     "aggregate",  # DMARC aggregate reports: rows, store, feedback (RFC 9990)

@@ -18,14 +18,7 @@ import authres
 import dkim
 from dkim.util import parse_tag_value
 
-from classifier.auth.dkim import (
-    MIN_RSA_BITS,
-    DkimKeyTempError,
-    dkimpy_txt_lookup,
-    field_in_header,
-    header_end,
-    header_fields,
-)
+from classifier.auth.dkim import MIN_RSA_BITS, DkimKeyTempError, dkimpy_txt_lookup
 from classifier.auth.dkim_signature import (
     BadSignatureTags,
     BodyHashMismatch,
@@ -33,6 +26,7 @@ from classifier.auth.dkim_signature import (
     public_key,
     verify,
 )
+from classifier.auth.header_block import field_in_header, header_end, header_fields
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession
 
