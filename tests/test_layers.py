@@ -28,7 +28,8 @@ LAYERS = (
     "aggregate",  # DMARC aggregate reports: rows, store, feedback (RFC 9990)
     "delivery",  # pipe, targets, daemon, daemon_client, handover
     "report",  # build, cache, render
-    "mailstore",  # maildir, folders, keywords, mailfiles, filing, watch, quarantine, recheck
+    "mailstore",  # maildir, folders, keywords, mailfiles, filing, watch (workers, sd_notify),
+    # quarantine, recheck
     "commands",  # argument parsing and exit codes: the top of the house
 )
 FOUNDATION = frozenset({"message", "config", "files", "log", "display", "usage"})

@@ -19,7 +19,8 @@ from classifier.commands.main import main
 from classifier.config import load_settings
 from classifier.mailstore.filing import Job, carries_our_header, process_path
 from classifier.mailstore.maildir import MaildirName, identity, list_folder
-from classifier.mailstore.watch import Watcher, WatchOptions, sd_notify
+from classifier.mailstore.sd_notify import sd_notify
+from classifier.mailstore.watch import Watcher, WatchOptions
 from classifier.message import Message
 from tests.conftest import ROOT, resolver_for
 from tests.dnsserver import DnsTestServer

@@ -3,7 +3,8 @@
 `maildir` is Maildir on disk (names, moves that survive SIGKILL), `folders`
 its Maildir++ folders and Dovecot's subscriptions, `keywords` Dovecot's
 keyword files, `mailfiles` the walk over a Maildir's messages; `filing`
-checks and files a batch of messages and `watch` runs it as mail lands;
+checks and files a batch of messages and `watch` runs it as mail lands
+(its `workers` processes; `sd_notify` tells the service manager);
 `quarantine` lists, releases and purges the quarantine;
 `recheck` looks again at mail whose result was temperror.
 

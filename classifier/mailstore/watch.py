@@ -18,24 +18,22 @@ STOPPING=1 and watchdog pings (sd_notify(3)).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import multiprocessing
 import os
 import queue
 import signal
-import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classifier.config import ConfigError, Settings, load_settings
+from classifier.config import ConfigError, Settings
 from classifier.log import log, reopen_logging
 from classifier.mailstore.filing import DEFAULT_TEMPLATE, Job, Outcome, file_batch
 from classifier.mailstore.maildir import (
@@ -45,11 +43,12 @@ from classifier.mailstore.maildir import (
     is_unfiled,
     recover,
 )
+from classifier.mailstore.sd_notify import sd_notify, watchdog_interval
+from classifier.mailstore.workers import init_worker, ping, work_in_process
 
 DEFAULT_RESCAN = 60.0
 DEFAULT_CUR_MAX_AGE = 7 * 86400.0
 EX_SOFTWARE = 70
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -70,59 +69,8 @@ class WatchOptions:
         return {**self.__dict__, "roots": list(self.roots)}
 
 
-# One Job per worker process, set once by _init_worker: worker processes are forked with
+# One Job per worker process, set once by init_worker: worker processes are forked with
 # it (no pickling of the resolver's zone), and each task then only carries a path.
-_WORKER: dict[str, Any] = {}
-
-
-def _set_parent_death_signal() -> None:
-    """Asks Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def _init_worker(job: Job, parent: int) -> None:
-    _set_parent_death_signal()
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-    # The parent decides when to stop; a worker must finish the message in hand.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    _WORKER.update(job=job, generation=0)
-
-
-def _work_in_process(paths: list[str], generation: int) -> list[Outcome]:
-    job: Job = _WORKER["job"]
-    if generation != _WORKER["generation"]:
-        try:
-            settings = load_settings(job.config_path)
-            job = job.reloaded(settings)
-            reopen_logging(settings)
-        except ConfigError as exc:
-            log.error("config reload failed in worker, keeping the old policy: %s", exc)
-        _WORKER.update(job=job, generation=generation)
-    if "io" not in _WORKER:  # started here, after the fork: a thread does not survive one
-        _WORKER["io"] = ThreadPoolExecutor(1, thread_name_prefix="authsieve-commit")
-    return file_batch(paths, job, _WORKER["io"])
-
-
-def _ping() -> int:
-    return os.getpid()
-
-
-def sd_notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Gives True when the service manager was sent `state` over NOTIFY_SOCKET (sd_notify(3))."""
-    address = (environ if environ is not None else os.environ).get("NOTIFY_SOCKET", "")
-    if not address or address[0] not in "/@":
-        return False
-    target = "\0" + address[1:] if address[0] == "@" else address  # "@": abstract namespace
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(state.encode(), target)
-    except OSError:
-        return False
-    return True
 
 
 @dataclass
@@ -197,11 +145,11 @@ class Watcher:
         pool = ProcessPoolExecutor(
             opts.workers,
             mp_context=multiprocessing.get_context("fork"),
-            initializer=_init_worker,
+            initializer=init_worker,
             initargs=(self.job, os.getpid()),
         )
         # Fork every worker now, before watchdog starts its threads (fork copies no threads).
-        for f in [pool.submit(_ping) for _ in range(opts.workers)]:
+        for f in [pool.submit(ping) for _ in range(opts.workers)]:
             f.result()
         return pool
 
@@ -236,7 +184,7 @@ class Watcher:
             size = max(1, min(16, len(self.backlog) // (2 * workers)))
             batch = [self.backlog.popleft() for _ in range(size)]
             if isinstance(pool, ProcessPoolExecutor):
-                fut = pool.submit(_work_in_process, batch, self.generation)
+                fut = pool.submit(work_in_process, batch, self.generation)
             else:
                 fut = pool.submit(file_batch, batch, self.job)
             self.futures[fut] = batch
@@ -421,7 +369,7 @@ class Watcher:
         interval = max(0.05, self.options.rescan_interval)
         workers = max(1, self.options.workers)
         next_rescan = time.monotonic() + interval
-        ping = _watchdog_interval()
+        ping = watchdog_interval()
         next_ping = time.monotonic()
         while not self.stop.is_set():
             self._dispatch(pool)
@@ -473,12 +421,3 @@ def _arrival(entry: os.DirEntry[str]) -> float:
     mtime = entry.stat(follow_symlinks=False).st_mtime
     head = entry.name.partition(".")[0]
     return min(mtime, float(head)) if head.isdigit() else mtime
-
-
-def _watchdog_interval() -> float:
-    """Gives half the service manager's watchdog timeout in seconds, or 0 when none is set."""
-    usec = os.environ.get("WATCHDOG_USEC", "")
-    pid = os.environ.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or (pid and pid != str(os.getpid())):
-        return 0.0
-    return int(usec) / 2e6
