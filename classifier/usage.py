@@ -1,10 +1,8 @@
-"""UsageError: a bad argument or path the user gave, told in one line with exit code 2.
+"""UsageError, kept importable from here while branches written before `classifier.errors` merge.
 
-Raised wherever what the user named is read (a Maildir path, a zone file, an
-option's value); the command line catches it.  Imports nothing, so the
-command line can name it before anything else is loaded.
+New code imports it from `classifier.errors`.
 """
 
+from classifier.errors import UsageError
 
-class UsageError(Exception):
-    """A bad argument or path: one line for the user, exit 2."""
+__all__ = ["UsageError"]

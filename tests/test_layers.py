@@ -19,7 +19,7 @@ PACKAGE = ROOT / "classifier"
 
 # Bottom first.  "foundation" and "steps" are modules at the top of classifier/.
 LAYERS = (
-    "foundation",  # message, config, files, log, display, usage
+    "foundation",  # message, config, files, log, display, errors, usage
     "lookup",  # DNS: resolver, wire
     "envelope",  # step 1: received, formats, trust
     "auth",  # step 2: spf, dkim, arc, dmarc, fromheader, checks, facts
@@ -30,7 +30,7 @@ LAYERS = (
     "mailstore",  # maildir, keywords, mailfiles, filing, watch, quarantine, recheck
     "commands",  # argument parsing and exit codes: the top of the house
 )
-FOUNDATION = frozenset({"message", "config", "files", "log", "display", "usage"})
+FOUNDATION = frozenset({"message", "config", "files", "log", "display", "errors", "usage"})
 STEPS = frozenset({"evaluate", "annotate"})
 FORBIDDEN = frozenset({("envelope", "lookup")})  # besides the order
 CORE = frozenset({"foundation", "lookup", "envelope", "auth", "policy", "steps"})

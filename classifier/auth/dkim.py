@@ -42,6 +42,7 @@ from classifier.auth.dkim_signature import (
     public_key,
     verify,
 )
+from classifier.errors import AuthsieveError
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession, DnsTempError
 
@@ -63,7 +64,7 @@ _EMPTY_LINE = re.compile(rb"\n\r?\n")
 _SIGNATURE_FIELD = re.compile(rb"^dkim-signature:", re.IGNORECASE | re.MULTILINE)
 
 
-class DkimKeyTempError(Exception):
+class DkimKeyTempError(AuthsieveError):
     """A key lookup failed temporarily; raised through dkimpy so it is not read as 'no key'."""
 
     def __init__(self, reason: str) -> None:

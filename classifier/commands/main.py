@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from classifier import __version__
-from classifier.usage import UsageError
+from classifier.errors import EX_INTERRUPTED, EX_SOFTWARE, EX_TEMPFAIL, AuthsieveError, UsageError
 
 TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
 if TYPE_CHECKING:
@@ -23,10 +23,6 @@ if TYPE_CHECKING:
     from classifier.config import Settings
     from classifier.lookup.resolver import Resolver
     from classifier.policy.verdict import Verdict
-
-EX_USAGE = 2
-EX_TEMPFAIL = 75
-EX_SOFTWARE = 70
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -165,15 +161,7 @@ def make_resolver_for(args: argparse.Namespace, settings: Settings) -> Resolver:
 
     zone = args.dns_zone or settings.dns_zone
     server = args.dns_server or settings.dns_server
-    try:
-        return make_resolver(dns_server=server, dns_zone=zone, timeout=settings.dns_timeout)
-    except OSError as exc:
-        raise UsageError(f"{zone}: cannot read zone file: {exc.strerror}") from None
-    except ValueError as exc:
-        what = f"--dns-zone {zone}" if zone else f"--dns-server {server}"
-        raise UsageError(f"{what}: {exc}") from None
-    except Exception as exc:  # dnspython's zone syntax errors have no common base we can name
-        raise UsageError(f"{zone}: bad zone file: {exc}") from None
+    return make_resolver(dns_server=server, dns_zone=zone, timeout=settings.dns_timeout)
 
 
 def iter_message_files(paths: Sequence[str]) -> Iterator[Path]:
@@ -298,19 +286,14 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
 
     started = time.monotonic()
     configure_logging(settings, args.debug, stderr=False)
-    try:
-        delivery = delivery_from_spec(
-            args.deliver,
-            args.lda_path,
-            args.sendmail_path,
-            tuple(args.lda_arg),
-            macro(args.user),
-            macro(args.original_recipient),
-        )
-    except ValueError as exc:
-        log.error("bad pipe arguments: %s", exc)
-        print(f"authsieve: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
+    delivery = delivery_from_spec(
+        args.deliver,
+        args.lda_path,
+        args.sendmail_path,
+        tuple(args.lda_arg),
+        macro(args.user),
+        macro(args.original_recipient),
+    )
     # Read already when `classifier.delivery.handover` tried the daemon and could not use it.
     handed_over = args.message is not None
     data = args.message if handed_over else sys.stdin.buffer.read()
@@ -347,12 +330,7 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
             return code
     if socket_path:
         log.warning("daemon at %s did not answer; checking in this process", socket_path)
-    try:
-        resolver = make_resolver_for(args, settings)
-    except UsageError as exc:
-        log.error("bad pipe arguments: %s", exc)
-        print(f"authsieve: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
+    resolver = make_resolver_for(args, settings)
     outcome = process(data, settings, resolver, hints, user)
     code = deliver_outcome(outcome, delivery, hints["sender"], recipients, started)
     if code != 0 and dropped():
@@ -362,7 +340,7 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from classifier.delivery.daemon import DaemonSetupError, serve
+    from classifier.delivery.daemon import serve
     from classifier.log import configure_logging
 
     configure_logging(settings, args.debug)
@@ -380,8 +358,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     resolver = make_resolver_for(args, settings)
     try:
         return serve(path, settings, resolver, mode, reload=lambda: _reload(args))
-    except DaemonSetupError as exc:
-        raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot listen: {exc.strerror}") from None
 
@@ -422,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handover.code is not None:
             return handover.code
         message = handover.data
-    from classifier.config import ConfigError, load_settings
+    from classifier.config import load_settings
 
     parser = build_parser(argv)
     try:
@@ -443,14 +419,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(getattr(args, "config", None))
         handler = COMMANDS.get(args.command) or args.handler
         return int(handler(args, settings))
-    except (ConfigError, UsageError) as exc:
+    except AuthsieveError as exc:
         if debug:
             raise
         print(f"authsieve: {exc}", file=sys.stderr)
-        # In pipe mode a bad config must not bounce mail: Postfix keeps it and retries.
-        return EX_TEMPFAIL if args.command == "pipe" else EX_USAGE
+        if args.command == "pipe":
+            from classifier.log import log
+
+            log.error("%s", exc)
+            # A bad config or argument must not bounce mail: Postfix keeps it and retries.
+            return EX_TEMPFAIL
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED
     except BrokenPipeError:
         return 0
     except Exception as exc:

@@ -46,6 +46,7 @@ from classifier.delivery.daemon_client import (
     write_frame,
 )
 from classifier.delivery.pipe import HINT_KEYS, process
+from classifier.errors import UsageError
 from classifier.log import log, reopen_logging
 from classifier.lookup.resolver import Resolver
 from classifier.policy.rules import Policies, load_policies
@@ -53,7 +54,7 @@ from classifier.policy.rules import Policies, load_policies
 POSTFIX_DEFAULT_SIZE = 10_240_000  # postconf(5) message_size_limit default
 
 
-class DaemonSetupError(Exception):
+class DaemonSetupError(UsageError):
     """The daemon cannot start as configured: one line for the user (exit 2)."""
 
 

@@ -25,6 +25,8 @@ import os
 import sys
 import time
 
+from classifier.errors import TempError
+
 TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
@@ -62,7 +64,7 @@ _UCRED_SIZE = 12  # struct ucred: int pid, uid, gid
 DEFAULT_WAIT = 610.0
 
 
-class FrameError(ValueError):
+class FrameError(TempError):
     """A frame that breaks the protocol or a limit: the connection is dropped."""
 
 
@@ -235,7 +237,7 @@ def call_daemon(
         write_frame(sock, {"hints": dict(hints), "user": user}, data)  # type: ignore[arg-type]
         # Our headers add a few KiB; anything much larger is not our daemon's answer.
         meta, payload = read_frame(sock, len(data) + (1 << 20), timeout)  # type: ignore[arg-type]
-    except (OSError, ValueError):
+    except (OSError, ValueError, FrameError):
         sock.close()
         return None
     action = meta.get("action")

@@ -112,6 +112,7 @@ def hand_over(argv: Sequence[str]) -> Handover:
         return Handover(None)
     from classifier.delivery.daemon_client import call_daemon
     from classifier.delivery.targets import DeliveryError, delivery_from_spec
+    from classifier.errors import UsageError
 
     def opt(name: str) -> str | None:
         value = options.get(name)
@@ -128,7 +129,7 @@ def hand_over(argv: Sequence[str]) -> Handover:
             user,
             macro(opt("--original-recipient")),
         )
-    except ValueError:
+    except UsageError:
         return Handover(None)  # the full path says what is wrong, where it is logged
     data = sys.stdin.buffer.read()
     hints = pipe_hints(
@@ -160,9 +161,9 @@ def hand_over(argv: Sequence[str]) -> Handover:
         delivery.deliver(answer.data, sender, recipients, answer.action)
     except DeliveryError as exc:
         print(f"authsieve: delivery failed: {exc}", file=sys.stderr)
-        if not call.report(exc.code, recipients, 0.0, str(exc)):
-            _log_here(options, f"delivery failed (exit {exc.code}): {exc}", error=True)
-        return Handover(exc.code, data)
+        if not call.report(exc.exit_code, recipients, 0.0, str(exc)):
+            _log_here(options, f"delivery failed (exit {exc.exit_code}): {exc}", error=True)
+        return Handover(exc.exit_code, data)
     ms = (time.monotonic() - started) * 1000
     if not call.report(0, recipients, ms):
         # The daemon went away after answering: the delivery line is ours to write.

@@ -120,9 +120,9 @@ def deliver_outcome(
         delivery.deliver(outcome.data, envelope_sender, recipients, outcome.action)
     except DeliveryError as exc:
         if log_it:
-            log.error("delivery failed (exit %d): %s", exc.code, exc)
+            log.error("delivery failed (exit %d): %s", exc.exit_code, exc)
         print(f"authsieve: delivery failed: {exc}", file=sys.stderr)
-        return exc.code
+        return exc.exit_code
     if not log_it:
         return 0
     log.info(

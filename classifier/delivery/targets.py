@@ -21,6 +21,8 @@ import sys
 import time
 from itertools import count
 
+from classifier.errors import EX_TEMPFAIL, AuthsieveError, UsageError
+
 TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
 if TYPE_CHECKING:
     from pathlib import Path
@@ -33,21 +35,18 @@ if TYPE_CHECKING:
             """Delivers the message or raises DeliveryError."""
 
 
-EX_OK = 0
-EX_SOFTWARE = 70
-EX_TEMPFAIL = 75
 FOLDERS = {"inbox": "", "junk": ".Junk", "quarantine": ".Quarantine"}
 DEFAULT_LDA = "/usr/lib/dovecot/dovecot-lda"
 DEFAULT_SENDMAIL = "/usr/sbin/sendmail"
 _SEQUENCE = count()
 
 
-class DeliveryError(Exception):
-    """Delivery failed; `code` is the sysexits code to exit with."""
+class DeliveryError(AuthsieveError):
+    """Delivery failed; `exit_code` is the sysexits code to exit with (the next stage's own)."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.exit_code = code
 
 
 class StdoutDelivery:
@@ -230,7 +229,7 @@ def delivery_from_spec(
     if spec == "dovecot-lda":
         for arg in lda_args:
             if arg[:2] in LDA_OWN_OPTIONS:
-                raise ValueError(f"--lda-arg {arg}: authsieve sets {arg[:2]} from the envelope")
+                raise UsageError(f"--lda-arg {arg}: authsieve sets {arg[:2]} from the envelope")
         return DovecotLdaDelivery(lda_path, tuple(lda_args), user, original_recipient)
     if spec == "sendmail":
         return SendmailDelivery(sendmail_path)
@@ -238,4 +237,4 @@ def delivery_from_spec(
         from pathlib import Path
 
         return MaildirDelivery(Path(spec[len("maildir:") :]))
-    raise ValueError(f"unknown delivery {spec!r} (stdout, dovecot-lda, sendmail, maildir:PATH)")
+    raise UsageError(f"unknown delivery {spec!r} (stdout, dovecot-lda, sendmail, maildir:PATH)")
