@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from classifier.commands.main import make_resolver_for
+from classifier.commands.options import make_resolver_for
 from classifier.config import Settings, load_settings
 from classifier.errors import UsageError
 from classifier.mailstore.mailfiles import maildir_files

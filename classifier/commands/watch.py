@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from classifier.commands.main import make_resolver_for
+from classifier.commands.options import make_resolver_for
 from classifier.config import Settings, load_settings
-from classifier.errors import UsageError
+from classifier.errors import EX_TEMPFAIL, UsageError
 
 DEFAULT_WORKERS = 2
 SETTING_DEFAULTS: dict[str, Any] = {
@@ -136,7 +136,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print(" ".join(f"{k}={v}" for k, v in summary.items()))
         if c["error"] and code == 0:
-            code = 75  # EX_TEMPFAIL: something is left for the next run
+            code = EX_TEMPFAIL  # something is left for the next run
     return code
 
 
@@ -278,7 +278,7 @@ def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
             dest = release(maildir, e, by, datetime.now(UTC))
         except OSError as exc:
             print(f"authsieve: {e.id}: not released (left in quarantine): {exc}", file=sys.stderr)
-            return 75
+            return EX_TEMPFAIL
         print(f"{e.id}: released to {printable(str(dest))}")
         if not (args.allow or args.allow_domain):
             continue
