@@ -290,7 +290,7 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
 
     from classifier.commands.options import make_resolver_for
     from classifier.delivery.handover import macro, pipe_hints
-    from classifier.delivery.pipe import PipeOutcome, deliver_outcome, process
+    from classifier.delivery.pipe import deliver_outcome
     from classifier.delivery.targets import delivery_from_spec
     from classifier.log import configure_logging, dropped, log
 
@@ -329,7 +329,9 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
         if call is not None:
             a = call.answer
             code = deliver_outcome(
-                PipeOutcome(a.data, a.action, a.summary, a.error),
+                a.data,
+                a.action,
+                a.summary,
                 delivery,
                 hints["sender"],
                 recipients,
@@ -341,8 +343,20 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
     if socket_path:
         log.warning("daemon at %s did not answer; checking in this process", socket_path)
     resolver = make_resolver_for(args, settings)
-    outcome = process(data, settings, resolver, hints, user)
-    code = deliver_outcome(outcome, delivery, hints["sender"], recipients, started)
+    from classifier.envelope.trust import Hints
+    from classifier.evaluate import check_and_annotate
+
+    # The hints travel as JSON to the daemon; in this process they are the engine's Hints.
+    outcome = check_and_annotate(data, settings, resolver, Hints(**hints), user)
+    code = deliver_outcome(
+        outcome.data,
+        outcome.action,
+        outcome.summary,
+        delivery,
+        hints["sender"],
+        recipients,
+        started,
+    )
     if code != 0 and dropped():
         # stderr is allowed now (delivery failed), and it is the only place left to say so.
         print(f"authsieve: {dropped()} log line(s) dropped: no log file or syslog", file=sys.stderr)

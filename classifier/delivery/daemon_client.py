@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
     from socket import socket
 
-    from classifier.delivery.pipe import PipeOutcome
 
 try:
     import _json
@@ -255,13 +254,10 @@ def ask_daemon(
     user: str | None,
     timeout: float,
     trusted: Collection[int] = (0,),
-) -> PipeOutcome | None:
-    """Gives the daemon's outcome for the message, or None when the daemon cannot be used."""
-    from classifier.delivery.pipe import PipeOutcome
-
+) -> Answer | None:
+    """Gives the daemon's answer for the message, or None when the daemon cannot be used."""
     call = call_daemon(path, data, hints, user, timeout, trusted)
     if call is None:
         return None
     call.sock.close()
-    a = call.answer
-    return PipeOutcome(a.data, a.action, a.summary, a.error)
+    return call.answer

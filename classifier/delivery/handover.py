@@ -86,7 +86,7 @@ def pipe_hints(
     client_hostname: str | None,
     sasl_username: str | None,
 ) -> dict[str, str | None]:
-    """Gives the envelope hints of pipe(8)'s macros, as the checks read them."""
+    """Gives the hints of pipe(8)'s macros as they travel to the daemon (JSON)."""
     return {
         # pipe(8) spells the null sender MAILER-DAEMON unless the service sets null_sender=.
         "sender": "" if (sender or "").strip().upper() == "MAILER-DAEMON" else sender,

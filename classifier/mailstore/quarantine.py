@@ -54,7 +54,6 @@ from classifier.mailstore.maildir import (
 from classifier.message import Message
 from classifier.policy.rules import normalize_user
 
-DEFAULT_RETENTION_DAYS = 30
 _HEAD_LIMIT = 65536
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~@]+$")
 

@@ -12,7 +12,7 @@ global list).  The same `Policy` value is decided in Python
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from classifier.auth.facts import safe_domain
@@ -222,8 +222,3 @@ def load_policies(settings: Settings) -> Policies:
         overrides = parse_policy_table(source, table, user=addr)
         users.append((key, replace(default, user=key, **overrides)))
     return Policies(default=default, users=tuple(users))
-
-
-def policy_keys() -> tuple[str, ...]:
-    """Gives every key a policy table may hold (for documentation and error hints)."""
-    return tuple(f.name for f in fields(Policy) if f.name != "user")
