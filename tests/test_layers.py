@@ -1,4 +1,4 @@
-"""The parts of classifier/ and which may import which (README "Development", DESIGN.md).
+"""The parts of classifier/ and which may import which (README "Development").
 
 The import graph is read with `ast` from the source files, every `import`
 counted, those inside functions and `if TYPE_CHECKING:` too: a lazy import is

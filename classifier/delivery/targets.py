@@ -1,16 +1,20 @@
 """Where an annotated message goes: one small delivery object per target.
 
-Each target parses its own ``--deliver`` spec (like aiosmtpd's handlers parse
-their own arguments), so adding a target never touches the checks.  Every
-`deliver` returns a sysexits code: 0 only when the message was delivered,
-75 (EX_TEMPFAIL) when the next stage failed temporarily so that Postfix keeps
-the message and retries.  Processes are started with an argument list, never
-through a shell.
+A target is an object with ``deliver(data, sender, recipients, action)``:
+stdout, dovecot-lda, sendmail (re-injection) or ``maildir:PATH``.
+`delivery_from_spec` turns the ``--deliver`` value into one; adding a target
+is a class and a line there, and never touches the checks.  `deliver`
+returns nothing when the message was delivered and raises DeliveryError,
+carrying the sysexits code to exit with, when it was not: 75 (EX_TEMPFAIL)
+when the next stage failed temporarily, so that Postfix keeps the message and
+retries, or the next stage's own code.  Processes are started with an
+argument list, never through a shell.
 
 This module is on the path of every `authsieve pipe --daemon` process
 (`classifier.delivery.handover`), which must start in about the time Python itself
-does: it imports only builtin modules at its top (dataclasses, subprocess
-and pathlib cost several milliseconds each) and the rest where a target uses it.
+does: it imports only builtin modules and `classifier.errors` at its top
+(dataclasses, subprocess and pathlib cost several milliseconds each) and the
+rest where a target uses it.
 """
 
 from __future__ import annotations

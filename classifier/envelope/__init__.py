@@ -2,7 +2,7 @@
 
 `received` reads one Received header into a `ReceivedHop`, with `formats`,
 the readers of each MTA's way of writing it; `trust` walks the chain from the
-top (DESIGN.md "Trust path") to the SMTP client, its HELO and rDNS name, the
+top (docs/design.md, "The trust rule") to the SMTP client, its HELO and rDNS name, the
 envelope sender and the recipient: an `Envelope`.
 
 May import: the foundation modules at the top of `classifier` only.  Never

@@ -37,6 +37,7 @@ import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import dns.zone
 
 from classifier.errors import TempError, UsageError

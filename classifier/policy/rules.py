@@ -21,7 +21,7 @@ from classifier.config import ConfigError, Settings
 ACTIONS = ("inbox", "junk", "quarantine")
 SEVERITY = {"inbox": 0, "junk": 1, "quarantine": 2}
 MODES = ("enforce", "observe")
-# The SPF results a policy may file on; pass, temperror and policy never file (DESIGN.md).
+# The SPF results a policy may file on; pass, temperror and policy never file (docs/design.md).
 SPF_RULES = ("fail", "softfail", "neutral", "none", "permerror")
 ACTION_KEYS = (
     *(f"spf_{r}" for r in SPF_RULES),
