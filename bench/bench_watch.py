@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from classifier.config import load_settings  # noqa: E402
-from classifier.delivery.pipe import process  # noqa: E402
+from classifier.evaluate import check_and_annotate  # noqa: E402
 from classifier.lookup.resolver import Resolver  # noqa: E402
 from classifier.lookup.sources import ServerSource  # noqa: E402
 from classifier.mailstore.filing import Job  # noqa: E402
@@ -89,7 +89,7 @@ def warm_resolver(server: DnsTestServer) -> Resolver:
     resolver = Resolver(ServerSource.from_spec(server.address), timeout=2.0)
     settings = load_settings(CONFIG)
     for data in templates():
-        process(data, settings, resolver, {}, None)
+        check_and_annotate(data, settings, resolver, None, None)
     return resolver
 
 

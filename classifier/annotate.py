@@ -1,6 +1,6 @@
 """The annotated message: forged copies of our headers defused, our results prepended.
 
-Order of work (RFC 8601 §5, DESIGN.md "Results, in headers"):
+Order of work (RFC 8601 §5; docs/design.md, "The trust rule"):
 1. Our own headers from an earlier pass sit above the topmost Received (only
    local software writes there): they are dropped, so a second pass gives the
    same bytes and never a second set.

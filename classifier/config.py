@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from classifier.errors import UsageError
+
 DEFAULT_PATH = Path("/etc/authsieve/config.toml")
 DEFAULT_REPORT_STORE = "sqlite:/var/lib/authsieve/reports.db"  # when [reports] names none
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -26,8 +28,8 @@ LOOPBACK: tuple[Network, ...] = (
 )
 
 
-class ConfigError(Exception):
-    """A bad config file: the message names the file, the key and the value."""
+class ConfigError(UsageError):
+    """A bad config file: the message names the file, the key and the value (exit 2)."""
 
     def __init__(self, source: str, key: str, problem: str) -> None:
         super().__init__(f"{source}: {key}: {problem}")

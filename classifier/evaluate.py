@@ -1,17 +1,27 @@
 """One message from bytes to verdict: checks, facts, the recipient's policy and its decision.
 
-The command line, the pipe transport and the watcher all go through
-`evaluate`, so a message gets the same verdict whichever way it comes in.
+The command line, the pipe transport, the daemon and the watcher all go
+through `evaluate`, so a message gets the same verdict whichever way it
+comes in; the last three through `check_and_annotate`, so the failure rule
+for an internal error (docs/design.md, "Failure rules") lives in one place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from classifier.annotate import annotate
 from classifier.auth.checks import CheckReport, facts_from, run_checks
-from classifier.auth.facts import AuthFacts, render_header_value
+from classifier.auth.facts import (
+    HEADER_NAME,
+    INTERNAL,
+    AuthFacts,
+    render_header_value,
+)
 from classifier.config import Settings
 from classifier.envelope.trust import Hints
+from classifier.log import log
 from classifier.lookup.resolver import Resolver
 from classifier.policy.rules import Policies, Policy, load_policies
 from classifier.policy.verdict import Verdict, decide
@@ -63,3 +73,71 @@ def evaluate(
     policy = known or policies.for_user(report.envelope.rcpt or "")
     facts = facts_from(report, policy.trusted_arc_sealers)
     return Evaluation(report, facts, policy, decide(facts, policy))
+
+
+@dataclass(frozen=True)
+class Annotated:
+    """One message checked and annotated: the bytes to deliver or file, where, and why."""
+
+    data: bytes
+    action: str
+    summary: str
+    error: str = ""
+
+
+def check_and_annotate(
+    data: bytes,
+    settings: Settings,
+    resolver: Resolver,
+    hints: Hints | None,
+    user: str | None,
+    policies: Policies | None = None,
+    record: Callable[[Evaluation], object] | None = None,
+) -> Annotated:
+    """Gives the annotated message and verdict (on an internal error: original + error header).
+
+    `record` is handed the evaluation of a message that was checked (the DMARC
+    aggregate report rows, `classifier.aggregate.store.recorder`); it must not raise.
+
+    An internal error still gives the message, unchanged but for an
+    ``X-Authsieve: …; spf=internal; …; error=…`` header, and logs the
+    traceback; it is filed as the recipient's ``internal_error`` says (inbox
+    by default), never as a temperror.  `policies` are those of `settings`,
+    loaded once by a caller that files many messages; None loads them here
+    (a bad policy raises ConfigError).
+    """
+    policies = policies or load_policies(settings)
+    try:
+        result = evaluate(data, settings, resolver, hints, user, policies)
+        value = result.header_value(settings.authserv_id)
+        out = annotate(data, result.report, settings.authserv_id, value)
+        env, facts, verdict = result.report.envelope, result.facts, result.verdict
+        summary = (
+            f"client={env.client_ip or '-'} from=<{env.mail_from or ''}>"
+            f" spf={facts.spf} dkim={facts.dkim} dmarc={facts.dmarc} verdict={verdict.action}"
+            + (f" would={verdict.would_be}" if verdict.observe else "")
+            + (f" reasons={'; '.join(verdict.reasons)}" if verdict.reasons else "")
+        )
+        if record is not None:
+            record(result)  # DMARC aggregate report rows (classifier.aggregate); never raises
+        return Annotated(out, verdict.action, summary)
+    except Exception as exc:
+        log.exception("internal error while checking; delivering unchanged")
+        error = f"internal error: {type(exc).__name__}"
+        # Not a temperror (which files nothing): the recipient's internal_error decides,
+        # and the Sieve script reads the same words from the header.
+        failed = AuthFacts(spf=INTERNAL, dkim=INTERNAL, arc=INTERNAL, dmarc=INTERNAL)
+        policy = policies.for_user(user or (hints.recipient if hints else None) or "")
+        verdict = decide(failed, policy)
+        value = render_header_value(
+            failed,
+            settings.authserv_id,
+            verdict.action,
+            policy.mode,
+            "; ".join(verdict.reasons),
+            error=error,
+            user=policy.user,
+        )
+        eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
+        header = f"{HEADER_NAME}: {value}".encode() + eol
+        return Annotated(header + data, verdict.action, "error", error)

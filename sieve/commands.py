@@ -15,18 +15,16 @@ from pathlib import Path
 from typing import TextIO
 
 from classifier.config import Settings
+from classifier.errors import EX_USAGE, UsageError
 from classifier.policy.rules import Policy, load_policies, normalize_user
 from sieve.generate import generate_global_script, generate_script
 from sieve.install import (
     SCRIPT_NAME,
-    InstallError,
     install_managesieve,
     install_to_dir,
     parse_hostport,
     read_password_file,
 )
-
-EX_USAGE = 2
 
 
 def add_sieve_parser(
@@ -89,40 +87,35 @@ def cmd_sieve_generate(
 def cmd_sieve_install(
     args: argparse.Namespace, settings: Settings, out: TextIO | None = None
 ) -> int:
-    """Installs the script into --dir or over --managesieve; gives the exit code (2 on failure)."""
+    """Installs the script into --dir or over --managesieve; gives the exit code.
+
+    A script that cannot be installed raises InstallError (exit 2, said by the command line).
+    """
     out = out or sys.stdout
     name = args.name
     if not name or any(c in name for c in "/\\\0\r\n") or name.startswith("."):
-        return _fail(f"--name {name!r}: not a plain script name")
-    try:
-        if args.dir:
-            script = script_for(settings, args.user)
-            result = install_to_dir(script, Path(args.dir), name=name)
-            if result.compiled:
-                note = f" (compiled {result.binary})"
-            elif result.checked:
-                note = " (checked by sievec; Dovecot compiles it as the directory's owner)"
-            else:
-                note = " (sievec not found)"
-            out.write(f"installed {result.target}{note}\n")
-            return 0
-        if not args.user:
-            return _fail("--managesieve needs --user ADDR")
-        if not args.password_file:
-            return _fail("--managesieve needs --password-file FILE")
-        host, port = parse_hostport(args.managesieve)
-        password = read_password_file(Path(args.password_file))
+        raise UsageError(f"--name {name!r}: not a plain script name")
+    if args.dir:
         script = script_for(settings, args.user)
-        result = install_managesieve(
-            script, host, port, args.login or args.user, password, name, args.starttls
-        )
-    except InstallError as exc:
-        return _fail(str(exc))
+        result = install_to_dir(script, Path(args.dir), name=name)
+        if result.compiled:
+            note = f" (compiled {result.binary})"
+        elif result.checked:
+            note = " (checked by sievec; Dovecot compiles it as the directory's owner)"
+        else:
+            note = " (sievec not found)"
+        out.write(f"installed {result.target}{note}\n")
+        return 0
+    if not args.user:
+        raise UsageError("--managesieve needs --user ADDR")
+    if not args.password_file:
+        raise UsageError("--managesieve needs --password-file FILE")
+    host, port = parse_hostport(args.managesieve)
+    password = read_password_file(Path(args.password_file))
+    script = script_for(settings, args.user)
+    result = install_managesieve(
+        script, host, port, args.login or args.user, password, name, args.starttls
+    )
     state = "active" if result.active else "uploaded, NOT active"
     out.write(f"installed {result.target} ({state})\n")
     return 0 if result.active else EX_USAGE
-
-
-def _fail(message: str) -> int:
-    print(f"authsieve: {message}", file=sys.stderr)
-    return EX_USAGE

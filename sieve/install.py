@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from classifier.errors import UsageError
 from classifier.files import fsync_dir, open_dir, temp_name, write_synced
 from sieve.pigeonhole import compile_script_file, find_tool
 
 SCRIPT_NAME = "authsieve"
 
 
-class InstallError(Exception):
+class InstallError(UsageError):
     """An install that did not happen: one line for the user (exit 2)."""
 
 

@@ -290,12 +290,12 @@ def test_quoted_local_part_with_at_is_checked_at_the_domain_after_the_last_at(
 def test_quoted_local_part_keeps_its_quotes_in_headers_json_and_log(
     dns_server: Callable[..., DnsTestServer],
 ) -> None:
-    from classifier.delivery.pipe import process
+    from classifier.evaluate import check_and_annotate
 
     server = dns_server(QUOTED_ZONE)
     addr = '"ceo;dmarc=pass\\"x"@shop.example'
-    outcome = process(
-        quoted_sender_message(addr), SETTINGS, resolver_for(server), {}, "alice@family.example"
+    outcome = check_and_annotate(
+        quoted_sender_message(addr), SETTINGS, resolver_for(server), None, "alice@family.example"
     )
     msg = Message.parse(outcome.data)
     received_spf = msg.get("Received-SPF") or ""

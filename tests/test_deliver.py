@@ -13,6 +13,7 @@ from classifier.delivery.targets import (
     delivery_from_spec,
     stage_reason,
 )
+from classifier.errors import UsageError
 
 # What dovecot-lda 2.3 writes to stderr for an unwritable Maildir when log_path = /dev/stderr.
 DOVECOT_STDERR = (
@@ -63,7 +64,7 @@ def test_lda_failure_carries_its_own_line_and_exit_code(tmp_path: Path) -> None:
     lda = recording_lda(tmp_path, 75, "lda(u): Error: quota exceeded\\nInternal error occurred.")
     with pytest.raises(DeliveryError) as caught:
         DovecotLdaDelivery(str(lda)).deliver(b"x\n", "a@example.com", ["u@family.example"], "inbox")
-    assert caught.value.code == 75
+    assert caught.value.exit_code == 75
     assert str(caught.value) == "lda exited 75: lda(u): Error: quota exceeded"
 
 
@@ -99,5 +100,5 @@ def test_extra_lda_arguments_come_first(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("arg", ["-d", "-a", "-f", "-e", "-dother@family.example"])
 def test_extra_lda_argument_authsieve_sets_itself_is_refused(arg: str) -> None:
-    with pytest.raises(ValueError, match=f"--lda-arg {arg}: authsieve sets {arg[:2]}"):
+    with pytest.raises(UsageError, match=f"--lda-arg {arg}: authsieve sets {arg[:2]}"):
         delivery_from_spec("dovecot-lda", lda_args=("-c", "/etc/x.conf", arg))

@@ -18,6 +18,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from classifier.errors import UsageError
 from classifier.lookup import wire as dns_wire
 from classifier.lookup.resolver import Answer, DnsTempError, Resolver, make_resolver, reverse_name
 from classifier.lookup.sources import ServerSource, ZoneSource, _answer_from_reply, _full_exchange
@@ -383,8 +384,15 @@ def test_make_resolver_picks_zone_then_server_then_resolv_conf(tmp_path: Path) -
 
 
 def test_make_resolver_rejects_a_bad_server_spec() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match="--dns-server not a server: "):
         make_resolver(dns_server="not a server")
+
+
+def test_make_resolver_names_a_zone_file_it_cannot_parse(tmp_path: Path) -> None:
+    zone_file = tmp_path / "bad.zone"
+    zone_file.write_text("example.com. 300 IN A not-an-address\n", encoding="utf-8")
+    with pytest.raises(UsageError, match=rf"^{zone_file}: bad zone file: "):
+        make_resolver(dns_zone=zone_file)
 
 
 def test_zone_file_with_a_syntax_error_is_rejected(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The parts of classifier/ and which may import which (README "Development", DESIGN.md).
+"""The parts of classifier/ and which may import which (README "Development").
 
 The import graph is read with `ast` from the source files, every `import`
 counted, those inside functions and `if TYPE_CHECKING:` too: a lazy import is
@@ -19,7 +19,7 @@ PACKAGE = ROOT / "classifier"
 
 # Bottom first.  "foundation" and "steps" are modules at the top of classifier/.
 LAYERS = (
-    "foundation",  # message, config, files, log, display, usage
+    "foundation",  # message, config, files, log, display, errors
     "lookup",  # DNS: resolver, sources, wire
     "envelope",  # step 1: received, hop, clauses, quick, formats, marks, trust
     "auth",  # step 2: spf, dkim, arc, header_block, dmarc(_discovery), fromheader, checks, facts
@@ -32,7 +32,7 @@ LAYERS = (
     # quarantine, recheck
     "commands",  # argument parsing and exit codes: the top of the house
 )
-FOUNDATION = frozenset({"message", "config", "files", "log", "display", "usage"})
+FOUNDATION = frozenset({"message", "config", "files", "log", "display", "errors"})
 STEPS = frozenset({"evaluate", "annotate"})
 FORBIDDEN = frozenset({("envelope", "lookup")})  # besides the order
 CORE = frozenset({"foundation", "lookup", "envelope", "auth", "policy", "steps"})

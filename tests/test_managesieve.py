@@ -231,7 +231,9 @@ def test_wrong_password_is_one_line_and_exit_2(
     password_file = tmp_path / "password"
     password_file.write_text("wrong\n")
     password_file.chmod(0o600)  # a readable one adds a warning line first
-    assert cmd_sieve_install(_args(dovecot.port, password_file), settings) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"authsieve: managesieve://{USER}@127.0.0.1:{dovecot.port}/")
-    assert "login failed" in err and err.count("\n") == 1
+    with pytest.raises(InstallError) as info:
+        cmd_sieve_install(_args(dovecot.port, password_file), settings)
+    said = str(info.value)  # the command line's one catch prints it after "authsieve: "
+    assert said.startswith(f"managesieve://{USER}@127.0.0.1:{dovecot.port}/")
+    assert "login failed" in said and "\n" not in said
+    assert info.value.exit_code == 2 and capsys.readouterr().err == ""

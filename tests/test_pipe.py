@@ -16,7 +16,8 @@ from classifier.auth.facts import parse_header_value
 from classifier.config import load_settings
 from classifier.delivery.daemon import make_server
 from classifier.delivery.daemon_client import ask_daemon
-from classifier.delivery.pipe import process
+from classifier.envelope.trust import Hints
+from classifier.evaluate import check_and_annotate
 from classifier.lookup.resolver import make_resolver
 from classifier.message import Message
 from tests.dnsserver import free_udp_port
@@ -28,7 +29,8 @@ ZONE = DEMO / "zone.txt"
 NEWSLETTER = next((DEMO / "new").glob("1741761007.*"))  # all pass → inbox
 PHISH = next((DEMO / "new").glob("1741659463.*"))  # SPF fail, DMARC p=reject → quarantine
 CYOU = next((DEMO / "new").glob("1741223639.*"))  # blocked suffix → junk
-HINTS = {"recipient": "alice@family.example"}
+HINTS = Hints(recipient="alice@family.example")
+WIRE_HINTS = {"recipient": "alice@family.example"}  # as a pipe process sends them
 
 
 def pipe(*args: str, stdin: bytes, config: Path = CONFIG) -> subprocess.CompletedProcess[bytes]:
@@ -214,7 +216,7 @@ class Exploding:
 def test_internal_error_delivers_unchanged_with_an_error_header() -> None:
     settings = load_settings(CONFIG)
     data = NEWSLETTER.read_bytes()
-    outcome = process(data, settings, Exploding(), HINTS, "alice@family.example")  # type: ignore[arg-type]
+    outcome = check_and_annotate(data, settings, Exploding(), HINTS, "alice@family.example")  # type: ignore[arg-type]
     assert outcome.action == "inbox"
     assert outcome.data.endswith(data)
     header = Message.parse(outcome.data).get("X-Authsieve") or ""
@@ -230,7 +232,7 @@ def test_internal_error_in_the_pipe_is_filed_by_internal_error(tmp_path: Path) -
     config.write_text(CONFIG.read_text() + alice)
     settings = load_settings(config)
     data = NEWSLETTER.read_bytes()
-    outcome = process(data, settings, Exploding(), HINTS, "alice@family.example")  # type: ignore[arg-type]
+    outcome = check_and_annotate(data, settings, Exploding(), HINTS, "alice@family.example")  # type: ignore[arg-type]
     assert outcome.action == "junk"
     fields = parse_header_value(Message.parse(outcome.data).get("X-Authsieve") or "")
     assert (fields["verdict"], fields["dmarc"]) == ("junk", "internal")
@@ -252,9 +254,16 @@ def test_daemon_gives_what_the_pipe_process_would(daemon: str) -> None:
     settings = load_settings(CONFIG)
     for message in (NEWSLETTER, PHISH, CYOU):
         data = message.read_bytes()
-        local = process(data, settings, make_resolver(dns_zone=ZONE), HINTS, "alice@family.example")
-        remote = ask_daemon(daemon, data, HINTS, "alice@family.example", timeout=30)
-        assert remote == local
+        resolver = make_resolver(dns_zone=ZONE)
+        local = check_and_annotate(data, settings, resolver, HINTS, "alice@family.example")
+        remote = ask_daemon(daemon, data, WIRE_HINTS, "alice@family.example", timeout=30)
+        assert remote is not None
+        assert (remote.data, remote.action, remote.summary, remote.error) == (
+            local.data,
+            local.action,
+            local.summary,
+            local.error,
+        )
 
 
 def test_pipe_through_daemon_and_fallback_when_it_is_down(daemon: str, tmp_path: Path) -> None:

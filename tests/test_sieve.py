@@ -689,13 +689,13 @@ def test_generate_command_prints_the_users_script() -> None:
     )
 
 
-def test_install_command_into_missing_dir_is_one_line_and_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_install_command_into_missing_dir_is_one_line_and_exit_2(tmp_path: Path) -> None:
     settings = settings_from_dict(CONFIG, source="test.toml")
     missing = tmp_path / "nope"
-    assert cmd_sieve_install(_args(dir=str(missing)), settings) == 2
-    assert capsys.readouterr().err == f"authsieve: {missing}: no such directory\n"
+    with pytest.raises(InstallError) as info:
+        cmd_sieve_install(_args(dir=str(missing)), settings)
+    assert str(info.value) == f"{missing}: no such directory"
+    assert info.value.exit_code == 2  # said as one line by the command line's one catch
 
 
 @needs_pigeonhole

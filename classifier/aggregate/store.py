@@ -11,10 +11,11 @@ report is built.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -182,9 +183,10 @@ def retention_seconds(settings: Settings) -> float:
 def record_delivery(settings: Settings, evaluation: Evaluation, now: float | None = None) -> bool:
     """Records the report rows of one delivered message; gives whether any were written.
 
-    The one hook the delivery paths call (`classifier.delivery.pipe.process`,
-    which pipe, serve and the watcher share).  Never raises: whatever goes
-    wrong here is logged, and the message is delivered as decided.
+    The one hook of the delivery paths: `recorder(settings)` is handed to
+    `classifier.evaluate.check_and_annotate`, which pipe, serve and the watcher
+    share.  Never raises: whatever goes wrong here is logged, and the message is
+    delivered as decided.
     """
     now = time.time() if now is None else now
     try:
@@ -193,3 +195,10 @@ def record_delivery(settings: Settings, evaluation: Evaluation, now: float | Non
         log.exception("report rows not computed; delivery goes on")
         return False
     return record_rows(settings, rows, now)
+
+
+def recorder(settings: Settings) -> Callable[[Evaluation], bool] | None:
+    """Gives what records a delivered message's rows under these settings, or None when off."""
+    if not settings.reports_store:
+        return None
+    return functools.partial(record_delivery, settings)

@@ -65,7 +65,7 @@ def _dmarc_not_evaluated(from_values: list[str], mode: str) -> DmarcResult:
     """Gives DMARC "none" for a message our own user submitted: nothing was evaluated.
 
     DMARC protects receivers from mail that claims a domain it cannot prove;
-    a submission is judged by its SMTP AUTH instead (DESIGN.md "Trust path"
+    a submission is judged by its SMTP AUTH instead (docs/design.md "The trust rule"
     5) and SPF was not applied, so a DMARC "fail" would report checks never
     made.  The From domain is still read, for the header.
     """

@@ -43,6 +43,7 @@ from classifier.auth.dkim_signature import (
     verify,
 )
 from classifier.auth.header_block import field_in_header, header_end, header_fields
+from classifier.errors import AuthsieveError
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession, DnsTempError
 
@@ -62,7 +63,7 @@ _TIMESTAMP = re.compile(rb"\d{1,12}")
 _SIGNATURE_FIELD = re.compile(rb"^dkim-signature:", re.IGNORECASE | re.MULTILINE)
 
 
-class DkimKeyTempError(Exception):
+class DkimKeyTempError(AuthsieveError):
     """A key lookup failed temporarily; raised through dkimpy so it is not read as 'no key'."""
 
     def __init__(self, reason: str) -> None:

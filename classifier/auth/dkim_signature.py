@@ -25,6 +25,7 @@ import nacl.exceptions
 from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
 
 from classifier.auth.dkim_body import body_hash
+from classifier.errors import AuthsieveError
 
 _WHITESPACE = re.compile(rb"\s+")
 # dkimpy's RE_BTAG with its FWS written as \s* (FWS, (\s*\r?\n)?\s+, matches exactly the runs
@@ -34,11 +35,11 @@ _B_VALUE = re.compile(rb"([;\s]b\s*=)(?:[\sA-Za-z0-9+/=]*[A-Za-z0-9+/=])?(?:\r?\
 _HASHES = {b"rsa-sha256": "sha256", b"ed25519-sha256": "sha256", b"rsa-sha1": "sha1"}
 
 
-class BodyHashMismatch(Exception):
+class BodyHashMismatch(AuthsieveError):
     """The body does not hash to the signature's bh= (RFC 6376 §6.1.3)."""
 
 
-class BadSignatureTags(Exception):
+class BadSignatureTags(AuthsieveError):
     """The tags do not say how to verify: unknown c= or a=, or b=/bh= not base64."""
 
 

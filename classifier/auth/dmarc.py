@@ -347,7 +347,7 @@ def check_dmarc(
     """
     try:
         return _check(from_header_values, spf_result, spf_domain, dkim, dns, mode, sample)
-    except Exception as exc:  # never let a message's content break delivery (DESIGN.md)
+    except Exception as exc:  # never let a message's content break delivery (docs/design.md)
         log.exception("internal error in the DMARC check")
         reason = f"internal error in the DMARC check: {type(exc).__name__}: {exc}"[:300]
         return _failed("permerror", str(mode), reason, internal=True)

@@ -23,7 +23,6 @@ from classifier.lookup.resolver import DnsSession, DnsTempError
 MODES = ("rfc9989", "rfc7489")
 REQUESTS = ("none", "quarantine", "reject")
 REPORT_SCHEMES = frozenset({"mailto", "http", "https"})
-MAX_WALK_QUERIES = 8  # RFC 9989 §4.10
 
 _COMMON_TAGS = frozenset({"v", "p", "sp", "np", "adkim", "aspf", "fo", "rua", "ruf"})
 KNOWN_TAGS = {

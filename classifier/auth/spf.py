@@ -144,8 +144,9 @@ def _pyspf_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None
 
 def _install_lookup() -> None:
     """Points pyspf's module-level DNS hook at the session adapter (idempotent)."""
-    if pyspf.DNSLookup is not _pyspf_lookup:
-        with _INSTALL_LOCK:
+    # The test and the set under one lock: with the test outside it, the lock guarded nothing.
+    with _INSTALL_LOCK:
+        if pyspf.DNSLookup is not _pyspf_lookup:
             pyspf.DNSLookup = _pyspf_lookup
 
 

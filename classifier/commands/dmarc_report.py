@@ -19,7 +19,7 @@ from typing import Any
 from classifier.aggregate.feedback import DAY, Reporter, build_reports, last_complete_day
 from classifier.aggregate.store import ReportStore, StoreError, retention_seconds
 from classifier.config import Settings
-from classifier.usage import UsageError
+from classifier.errors import UsageError
 
 
 def _period(args: argparse.Namespace) -> tuple[int, int]:

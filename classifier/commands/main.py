@@ -1,7 +1,10 @@
 """The `authsieve` command: argument parsing, files, output and exit codes.
 
-Errors a user can meet are one line on stderr and exit code 2; a traceback
-only with ``--debug``.  Every module is imported inside the command that
+Every command registers itself: `COMMANDS` names the module and the function
+that adds its sub-parser, which sets the handler `main` calls.  Errors are
+`classifier.errors.AuthsieveError`s, caught once in `main`: one line on stderr
+and the error's exit code (2 for usage and config errors; 75 for any of them
+in pipe mode); a traceback only with ``--debug``.  Every module is imported inside the command that
 needs it, even argparse: `authsieve pipe --daemon` goes to
 `classifier.delivery.handover` before anything else is loaded, so it starts fast.
 """
@@ -11,39 +14,31 @@ from __future__ import annotations
 import sys
 
 from classifier import __version__
-from classifier.usage import UsageError
+from classifier.errors import EX_INTERRUPTED, EX_SOFTWARE, EX_TEMPFAIL, AuthsieveError, UsageError
 
 TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
+    from typing import Any
 
     from classifier.auth.checks import CheckReport
     from classifier.config import Settings
     from classifier.lookup.resolver import Resolver
     from classifier.policy.verdict import Verdict
 
-EX_USAGE = 2
-EX_TEMPFAIL = 75
-EX_SOFTWARE = 70
 
-
-def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML config file (default /etc/authsieve/config.toml)")
-    p.add_argument("--dns-server", metavar="HOST:PORT", help="ask this nameserver")
-    p.add_argument("--dns-zone", metavar="FILE", help="answer DNS from this zone file (offline)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-
-
-# command → (module, function adding its sub-parser, one-line help)
-PLUGINS = {
+# Every command, in the order `--help` lists them: command → (module, the function that adds
+# its sub-parser with its handler, one-line help).  A module is imported only when its
+# command (or the full help) is asked for, so `pipe` starts fast.
+COMMANDS = {
+    "check": ("classifier.commands.main", "add_check_parser", "check messages or Maildirs"),
+    "annotate": ("classifier.commands.main", "add_annotate_parser", "annotate one message"),
+    "pipe": ("classifier.commands.main", "add_pipe_parser", "Postfix pipe(8) transport"),
+    "serve": ("classifier.commands.main", "add_serve_parser", "resident checker for pipe"),
     "sieve": ("sieve.commands", "add_sieve_parser", "generate or install the Sieve script"),
-    "watch": (
-        "classifier.commands.watch",
-        "add_watch_parser",
-        "classify mail as it lands in Maildirs",
-    ),
+    "watch": ("classifier.commands.watch", "add_watch_parser", "classify mail as it lands"),
     "quarantine": (
         "classifier.commands.watch",
         "add_quarantine_parser",
@@ -68,8 +63,16 @@ PLUGINS = {
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Gives the parser: every command's sub-parser, each setting its own handler.
+
+    Only the module of the command named in `argv` is imported (all of them for
+    the full help); a module that cannot be imported raises AuthsieveError
+    naming it, rather than argparse's "invalid choice".
+    """
     import argparse
     import importlib
+
+    from classifier.commands.options import add_common
 
     parser = argparse.ArgumentParser(
         prog="authsieve",
@@ -77,18 +80,37 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"authsieve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    first = next((a for a in (argv or []) if not a.startswith("-")), None)
+    for name, (module, function, summary) in COMMANDS.items():
+        if argv is not None and first not in (None, name):
+            sub.add_parser(name, help=summary)
+            continue
+        try:
+            add = getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError) as exc:
+            raise AuthsieveError(f"{name}: cannot load {module}.{function}: {exc}") from exc
+        add(sub, add_common)
+    return parser
 
+
+def add_check_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
     check = sub.add_parser("check", help="check messages or Maildirs and print the results")
     add_common(check)
     check.add_argument("--json", action="store_true", help="one JSON object per message")
     check.add_argument("--user", help="decide with this user's policy (default: the recipient's)")
     check.add_argument("paths", nargs="+", metavar="PATH", help="message file or Maildir")
+    check.set_defaults(handler=cmd_check)
 
+
+def add_annotate_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
     annotate = sub.add_parser("annotate", help="write the annotated message to stdout")
     add_common(annotate)
     annotate.add_argument("--user", help="decide with this user's policy")
     annotate.add_argument("file", nargs="?", help="message file (default: stdin)")
+    annotate.set_defaults(handler=cmd_annotate)
 
+
+def add_pipe_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
     pipe = sub.add_parser("pipe", help="Postfix pipe(8) transport: check, annotate, deliver")
     add_common(pipe)
     pipe.add_argument("--sender", help="envelope sender (${sender})")
@@ -140,45 +162,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="check in-process when the daemon has not answered by then"
         " (default: dns_budget + 10, or 60 on the fast path)",
     )
+    pipe.add_argument("--sendmail-path", default="/usr/sbin/sendmail")
+    pipe.set_defaults(handler=cmd_pipe)
 
+
+def add_serve_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
     serve = sub.add_parser("serve", help="resident checker for `pipe --daemon` (UNIX socket)")
     add_common(serve)
     serve.add_argument("--socket", metavar="PATH", help="socket path (default: daemon_socket)")
     serve.add_argument(
         "--socket-mode", help="octal permissions of the socket (default: socket_mode, 600)"
     )
-    pipe.add_argument("--sendmail-path", default="/usr/sbin/sendmail")
-
-    # Commands that live in their own modules, each adding its own sub-parser; a module is
-    # imported only when its command (or the full help) is asked for, so `pipe` starts fast.
-    first = next((a for a in (argv or []) if not a.startswith("-")), None)
-    for name, (module, function, summary) in PLUGINS.items():
-        if argv is None or first in (None, name):
-            try:
-                add = getattr(importlib.import_module(module), function)
-            except (ImportError, AttributeError):
-                continue
-            add(sub, add_common)
-        else:
-            sub.add_parser(name, help=summary)
-    return parser
-
-
-def make_resolver_for(args: argparse.Namespace, settings: Settings) -> Resolver:
-    """Gives the one resolver: --dns-zone, else --dns-server, else the config, else resolv.conf."""
-    from classifier.lookup.resolver import make_resolver
-
-    zone = args.dns_zone or settings.dns_zone
-    server = args.dns_server or settings.dns_server
-    try:
-        return make_resolver(dns_server=server, dns_zone=zone, timeout=settings.dns_timeout)
-    except OSError as exc:
-        raise UsageError(f"{zone}: cannot read zone file: {exc.strerror}") from None
-    except ValueError as exc:
-        what = f"--dns-zone {zone}" if zone else f"--dns-server {server}"
-        raise UsageError(f"{what}: {exc}") from None
-    except Exception as exc:  # dnspython's zone syntax errors have no common base we can name
-        raise UsageError(f"{zone}: bad zone file: {exc}") from None
+    serve.set_defaults(handler=cmd_serve)
 
 
 def iter_message_files(paths: Sequence[str]) -> Iterator[Path]:
@@ -209,6 +204,7 @@ def iter_message_files(paths: Sequence[str]) -> Iterator[Path]:
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
+    from classifier.commands.options import make_resolver_for
     from classifier.evaluate import evaluate
     from classifier.policy.rules import load_policies
 
@@ -277,6 +273,7 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from classifier.annotate import annotate
+    from classifier.commands.options import make_resolver_for
     from classifier.evaluate import evaluate
 
     resolver = make_resolver_for(args, settings)
@@ -296,26 +293,22 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
+    from classifier.commands.options import make_resolver_for
     from classifier.delivery.handover import macro, pipe_hints
-    from classifier.delivery.pipe import PipeOutcome, deliver_outcome, process
+    from classifier.delivery.pipe import deliver_outcome
     from classifier.delivery.targets import delivery_from_spec
     from classifier.log import configure_logging, dropped, log
 
     started = time.monotonic()
     configure_logging(settings, args.debug, stderr=False)
-    try:
-        delivery = delivery_from_spec(
-            args.deliver,
-            args.lda_path,
-            args.sendmail_path,
-            tuple(args.lda_arg),
-            macro(args.user),
-            macro(args.original_recipient),
-        )
-    except ValueError as exc:
-        log.error("bad pipe arguments: %s", exc)
-        print(f"authsieve: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
+    delivery = delivery_from_spec(
+        args.deliver,
+        args.lda_path,
+        args.sendmail_path,
+        tuple(args.lda_arg),
+        macro(args.user),
+        macro(args.original_recipient),
+    )
     # Read already when `classifier.delivery.handover` tried the daemon and could not use it.
     handed_over = args.message is not None
     data = args.message if handed_over else sys.stdin.buffer.read()
@@ -341,7 +334,9 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
         if call is not None:
             a = call.answer
             code = deliver_outcome(
-                PipeOutcome(a.data, a.action, a.summary, a.error),
+                a.data,
+                a.action,
+                a.summary,
                 delivery,
                 hints["sender"],
                 recipients,
@@ -352,14 +347,24 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
             return code
     if socket_path:
         log.warning("daemon at %s did not answer; checking in this process", socket_path)
-    try:
-        resolver = make_resolver_for(args, settings)
-    except UsageError as exc:
-        log.error("bad pipe arguments: %s", exc)
-        print(f"authsieve: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
-    outcome = process(data, settings, resolver, hints, user)
-    code = deliver_outcome(outcome, delivery, hints["sender"], recipients, started)
+    resolver = make_resolver_for(args, settings)
+    # The hints travel as JSON to the daemon; in this process they are the engine's Hints.
+    from classifier.aggregate.store import recorder
+    from classifier.envelope.trust import Hints
+    from classifier.evaluate import check_and_annotate
+
+    outcome = check_and_annotate(
+        data, settings, resolver, Hints(**hints), user, record=recorder(settings)
+    )
+    code = deliver_outcome(
+        outcome.data,
+        outcome.action,
+        outcome.summary,
+        delivery,
+        hints["sender"],
+        recipients,
+        started,
+    )
     if code != 0 and dropped():
         # stderr is allowed now (delivery failed), and it is the only place left to say so.
         print(f"authsieve: {dropped()} log line(s) dropped: no log file or syslog", file=sys.stderr)
@@ -367,7 +372,8 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from classifier.delivery.daemon import DaemonSetupError, serve
+    from classifier.commands.options import make_resolver_for
+    from classifier.delivery.daemon import serve
     from classifier.log import configure_logging
 
     configure_logging(settings, args.debug)
@@ -385,21 +391,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     resolver = make_resolver_for(args, settings)
     try:
         return serve(path, settings, resolver, mode, reload=lambda: _reload(args))
-    except DaemonSetupError as exc:
-        raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot listen: {exc.strerror}") from None
 
 
 def _reload(args: argparse.Namespace) -> tuple[Settings, Resolver]:
     """Gives the settings and resolver `serve` was started with, read afresh (SIGHUP)."""
+    from classifier.commands.options import make_resolver_for
     from classifier.config import load_settings
 
     settings = load_settings(args.config)
     return settings, make_resolver_for(args, settings)
-
-
-COMMANDS = {"check": cmd_check, "annotate": cmd_annotate, "pipe": cmd_pipe, "serve": cmd_serve}
 
 
 # argparse drops "--" even from "--opt=--" (its end-of-options mark), leaving a list where
@@ -417,6 +419,21 @@ def _unshield(value: str) -> str:
     return "--" if value == _DASHES else value
 
 
+def fail(exc: AuthsieveError, pipe: bool, debug: bool) -> int:
+    """Says the error in one line (a traceback with --debug) and gives its exit code."""
+    if debug:
+        raise exc
+    print(f"authsieve: {exc}", file=sys.stderr)
+    if pipe:
+        from classifier.log import log
+
+        if log.handlers:  # set up by cmd_pipe; before that, Python would print it again
+            log.error("%s", exc)
+        # A bad config or argument must not bounce mail: Postfix keeps it and retries.
+        return EX_TEMPFAIL
+    return exc.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     message = None
@@ -427,9 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handover.code is not None:
             return handover.code
         message = handover.data
-    from classifier.config import ConfigError, load_settings
+    from classifier.config import load_settings
 
-    parser = build_parser(argv)
+    try:
+        parser = build_parser(argv)
+    except AuthsieveError as exc:  # a command module that cannot be imported
+        return fail(exc, argv[:1] == ["pipe"], "--debug" in argv)
     try:
         args = parser.parse_args([_shield(a) for a in argv])
         for name, value in vars(args).items():
@@ -446,16 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     try:
         settings = load_settings(getattr(args, "config", None))
-        handler = COMMANDS.get(args.command) or args.handler
-        return int(handler(args, settings))
-    except (ConfigError, UsageError) as exc:
-        if debug:
-            raise
-        print(f"authsieve: {exc}", file=sys.stderr)
-        # In pipe mode a bad config must not bounce mail: Postfix keeps it and retries.
-        return EX_TEMPFAIL if args.command == "pipe" else EX_USAGE
+        return int(args.handler(args, settings))
+    except AuthsieveError as exc:
+        return fail(exc, args.command == "pipe", debug)
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED
     except BrokenPipeError:
         return 0
     except Exception as exc:
@@ -467,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run as `python -m classifier.commands.main`, this file is __main__; the plugins import
+    # Run as `python -m classifier.commands.main`, this file is __main__; COMMANDS names
     # classifier.commands.main, so main() comes from there: one copy of the module, not two.
     from classifier.commands.main import main as package_main
 

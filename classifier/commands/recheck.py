@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from classifier.commands.main import make_resolver_for
+from classifier.commands.options import make_resolver_for
 from classifier.commands.report import open_cache, shared_arguments, warn
 from classifier.config import Settings
 from classifier.mailstore.mailfiles import maildir_files
@@ -25,7 +25,7 @@ def cmd_recheck(args: argparse.Namespace, settings: Settings) -> int:
     try:
         for f in files:
             try:
-                rc = recheck_one(f, args, settings, policies, resolver, cache)
+                rc = recheck_one(f, settings, policies, resolver, cache, args.user, args.dry_run)
             except OSError as exc:
                 warn(f"{f.path}: cannot read: {exc.strerror}")
                 continue

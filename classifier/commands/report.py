@@ -21,19 +21,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from classifier.commands.main import make_resolver_for
+from classifier.commands.options import make_resolver_for
 from classifier.config import Settings, load_settings
+from classifier.errors import UsageError
 from classifier.mailstore.mailfiles import maildir_files
 from classifier.policy.rules import Policies, load_policies
 from classifier.report.build import PolicyRun, ScannedMessage, build_report
 from classifier.report.cache import (
-    CacheError,
     ReportCache,
     checks_fingerprint,
     default_cache_path,
     scan,
 )
-from classifier.usage import UsageError
 
 DEFAULT_JOBS = 8
 PROGRESS_FROM = 1000  # messages: a shorter scan takes seconds and needs no bar
@@ -62,10 +61,7 @@ def open_cache(args: argparse.Namespace, roots: Sequence[Path]) -> ReportCache:
     path = Path(args.cache) if args.cache else default_cache_path()
     if _inside(path, roots):
         raise UsageError(f"--cache {path}: inside a Maildir; the report never writes there")
-    try:
-        return ReportCache(path)
-    except CacheError as exc:
-        raise UsageError(str(exc)) from None
+    return ReportCache(path)
 
 
 def warn(text: str) -> None:

@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from classifier.commands.main import UsageError, make_resolver_for
+from classifier.commands.options import make_resolver_for
 from classifier.config import Settings, load_settings
+from classifier.errors import EX_TEMPFAIL, UsageError
 
 DEFAULT_WORKERS = 2
 SETTING_DEFAULTS: dict[str, Any] = {
@@ -135,7 +136,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print(" ".join(f"{k}={v}" for k, v in summary.items()))
         if c["error"] and code == 0:
-            code = 75  # EX_TEMPFAIL: something is left for the next run
+            code = EX_TEMPFAIL  # something is left for the next run
     return code
 
 
@@ -220,13 +221,10 @@ def _entries(args: argparse.Namespace, settings: Settings) -> list[tuple[Path, A
 
 
 def _find(args: argparse.Namespace, settings: Settings, wanted: str) -> tuple[Path, Any]:
-    from classifier.mailstore.quarantine import QuarantineError, find
+    from classifier.mailstore.quarantine import find
 
     pairs = _entries(args, settings)
-    try:
-        entry = find([e for _, e in pairs], wanted)
-    except QuarantineError as exc:
-        raise UsageError(str(exc)) from None
+    entry = find([e for _, e in pairs], wanted)
     return next((m, e) for m, e in pairs if e is entry)
 
 
@@ -270,7 +268,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
     from classifier.display import printable
-    from classifier.mailstore.quarantine import QuarantineError, allow_sender_in_config, release
+    from classifier.mailstore.quarantine import allow_sender_in_config, release
     from classifier.policy.rules import load_policies
 
     by = args.by or getpass.getuser()
@@ -280,7 +278,7 @@ def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
             dest = release(maildir, e, by, datetime.now(UTC))
         except OSError as exc:
             print(f"authsieve: {e.id}: not released (left in quarantine): {exc}", file=sys.stderr)
-            return 75
+            return EX_TEMPFAIL
         print(f"{e.id}: released to {printable(str(dest))}")
         if not (args.allow or args.allow_domain):
             continue
@@ -291,10 +289,7 @@ def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("--allow: no config file to add the sender to (give --config)")
         entry = "@" + e.sender_address.rpartition("@")[2] if args.allow_domain else e.sender_address
         inherited = load_policies(settings).default.allow_senders
-        try:
-            added = allow_sender_in_config(config, e.user, entry, inherited)
-        except QuarantineError as exc:
-            raise UsageError(f"{config}: {exc}") from None
+        added = allow_sender_in_config(config, e.user, entry, inherited)
         print(f"{entry}: {'added to' if added else 'already in'} allow_senders of {e.user}")
         if not e.from_authenticated:
             print(
@@ -323,7 +318,7 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
-    from classifier.mailstore.quarantine import QuarantineError, digest
+    from classifier.mailstore.quarantine import digest
 
     if not args.user:
         raise UsageError("digest: --user is required")
@@ -335,9 +330,6 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     if args.days:
         entries = [e for e in entries if e.arrived >= time.time() - args.days * 86400]
     user = entries[0].user if entries else args.user
-    try:
-        text = digest(user, entries, days, datetime.now(UTC), args.mail_from or "")
-    except QuarantineError as exc:
-        raise UsageError(str(exc)) from None
+    text = digest(user, entries, days, datetime.now(UTC), args.mail_from or "")
     print(text, end="")
     return 0

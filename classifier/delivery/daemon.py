@@ -33,10 +33,11 @@ import stat
 import subprocess
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from classifier.aggregate.store import recorder
 from classifier.config import Settings
 from classifier.delivery.daemon_client import (
     FrameError,
@@ -45,7 +46,9 @@ from classifier.delivery.daemon_client import (
     read_line,
     write_frame,
 )
-from classifier.delivery.pipe import HINT_KEYS, process
+from classifier.envelope.trust import Hints
+from classifier.errors import UsageError
+from classifier.evaluate import check_and_annotate
 from classifier.log import log, reopen_logging
 from classifier.lookup.resolver import Resolver
 from classifier.policy.rules import Policies, load_policies
@@ -53,7 +56,7 @@ from classifier.policy.rules import Policies, load_policies
 POSTFIX_DEFAULT_SIZE = 10_240_000  # postconf(5) message_size_limit default
 
 
-class DaemonSetupError(Exception):
+class DaemonSetupError(UsageError):
     """The daemon cannot start as configured: one line for the user (exit 2)."""
 
 
@@ -108,9 +111,14 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
-def _hints(value: object) -> dict[str, str | None]:
+def _hints(value: object) -> Hints:
+    """Gives the Hints a pipe process sent as JSON; keys it does not know are dropped."""
     raw = value if isinstance(value, dict) else {}
-    return {k: (str(raw[k]) if raw.get(k) is not None else None) for k in HINT_KEYS}
+    return Hints(**{f.name: _text(raw.get(f.name)) for f in fields(Hints)})
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _user(name: str, key: str) -> pwd.struct_passwd:
@@ -182,13 +190,14 @@ def make_server(
                 return
             user = meta.get("user")
             engine = self.server.engine
-            outcome = process(
+            outcome = check_and_annotate(
                 data,
                 engine.settings,
                 engine.resolver,
                 _hints(meta.get("hints")),
                 str(user) if user else None,
                 engine.policies,
+                recorder(engine.settings),
             )
             meta_out = {
                 "action": outcome.action,

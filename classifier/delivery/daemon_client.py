@@ -25,12 +25,13 @@ import os
 import sys
 import time
 
+from classifier.errors import TempError
+
 TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
     from socket import socket
 
-    from classifier.delivery.pipe import PipeOutcome
 
 try:
     import _json
@@ -62,7 +63,7 @@ _UCRED_SIZE = 12  # struct ucred: int pid, uid, gid
 DEFAULT_WAIT = 610.0
 
 
-class FrameError(ValueError):
+class FrameError(TempError):
     """A frame that breaks the protocol or a limit: the connection is dropped."""
 
 
@@ -235,7 +236,7 @@ def call_daemon(
         write_frame(sock, {"hints": dict(hints), "user": user}, data)  # type: ignore[arg-type]
         # Our headers add a few KiB; anything much larger is not our daemon's answer.
         meta, payload = read_frame(sock, len(data) + (1 << 20), timeout)  # type: ignore[arg-type]
-    except (OSError, ValueError):
+    except (OSError, ValueError, FrameError):
         sock.close()
         return None
     action = meta.get("action")
@@ -253,13 +254,10 @@ def ask_daemon(
     user: str | None,
     timeout: float,
     trusted: Collection[int] = (0,),
-) -> PipeOutcome | None:
-    """Gives the daemon's outcome for the message, or None when the daemon cannot be used."""
-    from classifier.delivery.pipe import PipeOutcome
-
+) -> Answer | None:
+    """Gives the daemon's answer for the message, or None when the daemon cannot be used."""
     call = call_daemon(path, data, hints, user, timeout, trusted)
     if call is None:
         return None
     call.sock.close()
-    a = call.answer
-    return PipeOutcome(a.data, a.action, a.summary, a.error)
+    return call.answer

@@ -86,7 +86,7 @@ def pipe_hints(
     client_hostname: str | None,
     sasl_username: str | None,
 ) -> dict[str, str | None]:
-    """Gives the envelope hints of pipe(8)'s macros, as the checks read them."""
+    """Gives the hints of pipe(8)'s macros as they travel to the daemon (JSON)."""
     return {
         # pipe(8) spells the null sender MAILER-DAEMON unless the service sets null_sender=.
         "sender": "" if (sender or "").strip().upper() == "MAILER-DAEMON" else sender,
@@ -112,6 +112,7 @@ def hand_over(argv: Sequence[str]) -> Handover:
         return Handover(None)
     from classifier.delivery.daemon_client import call_daemon
     from classifier.delivery.targets import DeliveryError, delivery_from_spec
+    from classifier.errors import UsageError
 
     def opt(name: str) -> str | None:
         value = options.get(name)
@@ -128,7 +129,7 @@ def hand_over(argv: Sequence[str]) -> Handover:
             user,
             macro(opt("--original-recipient")),
         )
-    except ValueError:
+    except UsageError:
         return Handover(None)  # the full path says what is wrong, where it is logged
     data = sys.stdin.buffer.read()
     hints = pipe_hints(
@@ -160,9 +161,9 @@ def hand_over(argv: Sequence[str]) -> Handover:
         delivery.deliver(answer.data, sender, recipients, answer.action)
     except DeliveryError as exc:
         print(f"authsieve: delivery failed: {exc}", file=sys.stderr)
-        if not call.report(exc.code, recipients, 0.0, str(exc)):
-            _log_here(options, f"delivery failed (exit {exc.code}): {exc}", error=True)
-        return Handover(exc.code, data)
+        if not call.report(exc.exit_code, recipients, 0.0, str(exc)):
+            _log_here(options, f"delivery failed (exit {exc.exit_code}): {exc}", error=True)
+        return Handover(exc.exit_code, data)
     ms = (time.monotonic() - started) * 1000
     if not call.report(0, recipients, ms):
         # The daemon went away after answering: the delivery line is ours to write.

@@ -1,16 +1,20 @@
 """Where an annotated message goes: one small delivery object per target.
 
-Each target parses its own ``--deliver`` spec (like aiosmtpd's handlers parse
-their own arguments), so adding a target never touches the checks.  Every
-`deliver` returns a sysexits code: 0 only when the message was delivered,
-75 (EX_TEMPFAIL) when the next stage failed temporarily so that Postfix keeps
-the message and retries.  Processes are started with an argument list, never
-through a shell.
+A target is an object with ``deliver(data, sender, recipients, action)``:
+stdout, dovecot-lda, sendmail (re-injection) or ``maildir:PATH``.
+`delivery_from_spec` turns the ``--deliver`` value into one; adding a target
+is a class and a line there, and never touches the checks.  `deliver`
+returns nothing when the message was delivered and raises DeliveryError,
+carrying the sysexits code to exit with, when it was not: 75 (EX_TEMPFAIL)
+when the next stage failed temporarily, so that Postfix keeps the message and
+retries, or the next stage's own code.  Processes are started with an
+argument list, never through a shell.
 
 This module is on the path of every `authsieve pipe --daemon` process
 (`classifier.delivery.handover`), which must start in about the time Python itself
-does: it imports only builtin modules at its top (dataclasses, subprocess
-and pathlib cost several milliseconds each) and the rest where a target uses it.
+does: it imports only builtin modules and `classifier.errors` at its top
+(dataclasses, subprocess and pathlib cost several milliseconds each) and the
+rest where a target uses it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import os
 import sys
 import time
 from itertools import count
+
+from classifier.errors import EX_TEMPFAIL, AuthsieveError, UsageError
 
 TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
 if TYPE_CHECKING:
@@ -33,21 +39,18 @@ if TYPE_CHECKING:
             """Delivers the message or raises DeliveryError."""
 
 
-EX_OK = 0
-EX_SOFTWARE = 70
-EX_TEMPFAIL = 75
 FOLDERS = {"inbox": "", "junk": ".Junk", "quarantine": ".Quarantine"}
 DEFAULT_LDA = "/usr/lib/dovecot/dovecot-lda"
 DEFAULT_SENDMAIL = "/usr/sbin/sendmail"
 _SEQUENCE = count()
 
 
-class DeliveryError(Exception):
-    """Delivery failed; `code` is the sysexits code to exit with."""
+class DeliveryError(AuthsieveError):
+    """Delivery failed; `exit_code` is the sysexits code to exit with (the next stage's own)."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.exit_code = code
 
 
 class StdoutDelivery:
@@ -230,7 +233,7 @@ def delivery_from_spec(
     if spec == "dovecot-lda":
         for arg in lda_args:
             if arg[:2] in LDA_OWN_OPTIONS:
-                raise ValueError(f"--lda-arg {arg}: authsieve sets {arg[:2]} from the envelope")
+                raise UsageError(f"--lda-arg {arg}: authsieve sets {arg[:2]} from the envelope")
         return DovecotLdaDelivery(lda_path, tuple(lda_args), user, original_recipient)
     if spec == "sendmail":
         return SendmailDelivery(sendmail_path)
@@ -238,4 +241,4 @@ def delivery_from_spec(
         from pathlib import Path
 
         return MaildirDelivery(Path(spec[len("maildir:") :]))
-    raise ValueError(f"unknown delivery {spec!r} (stdout, dovecot-lda, sendmail, maildir:PATH)")
+    raise UsageError(f"unknown delivery {spec!r} (stdout, dovecot-lda, sendmail, maildir:PATH)")

@@ -5,7 +5,7 @@ reads the commonest shapes in one match, `clauses` cuts any other line at its
 keywords, `formats` holds the readers of each MTA's way of writing the
 from part, and `marks` reads only what the receiving MTA wrote in fixed places
 (AUTH, local hand-over, envelope sender); `trust` walks the chain from the
-top (DESIGN.md "Trust path") to the SMTP client, its HELO and rDNS name, the
+top (docs/design.md, "The trust rule") to the SMTP client, its HELO and rDNS name, the
 envelope sender and the recipient: an `Envelope`.
 
 May import: the foundation modules at the top of `classifier` only.  Never

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from classifier.envelope.formats import FromPart
 
 # What MTAs write to say "handed over inside the host" or "this was our AUTH user".  Each
-# is read only in the place its MTA writes it (DESIGN.md, "Trust path"): the ``with``
+# is read only in the place its MTA writes it (docs/design.md, "The trust rule"): the ``with``
 # keyword, a comment that opens in the from part after the first word, a comment of the
 # by clause.  The HELO, a reverse name and every address are the sender's words: a
 # marker found inside them means nothing.  A comment can only be opened by the MTA:

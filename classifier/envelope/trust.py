@@ -1,7 +1,7 @@
 """The SMTP envelope recovered from a delivered message: who really handed it to us.
 
 Only Received headers that our own servers wrote are true.  Walking from the
-top (DESIGN.md, "Trust path"): the topmost hop was written by the delivering
+top (docs/design.md, "The trust rule"): the topmost hop was written by the delivering
 server; a hop whose sending side is ours (trusted_networks, loopback, a local
 hand-over such as LMTP or a content filter on 127.0.0.1) is stepped over; a
 trusted forwarder is stepped over and recorded; a hop that shows SMTP AUTH is
@@ -155,7 +155,7 @@ class _Walk(NamedTuple):
 
 
 def walk_trust_path(fields: Iterable[bytes], settings: Settings) -> _Walk:
-    """Gives the hop that names the SMTP client, walking down the Received fields (DESIGN.md)."""
+    """Gives the hop that names the SMTP client, walking the Received fields (docs/design.md)."""
     evidence: list[str] = []
     forwarded_by: str | None = None
     envelope_from: str | None = None
@@ -213,7 +213,7 @@ def walk_trust_path(fields: Iterable[bytes], settings: Settings) -> _Walk:
 
 
 def recover_envelope(message: Message, settings: Settings, hints: Hints | None = None) -> Envelope:
-    """Gives the Envelope of a delivered message; hints from Postfix take precedence (DESIGN.md)."""
+    """Gives the Envelope of a delivered message; Postfix's hints come first (docs/design.md)."""
     hints = hints or _NO_HINTS
     walk = walk_trust_path(message.raws("Received"), settings)
     evidence = list(walk.evidence)
@@ -241,7 +241,7 @@ def recover_envelope(message: Message, settings: Settings, hints: Hints | None =
         if hints.client_hostname and hints.client_hostname.lower() != "unknown":
             rdns = hints.client_hostname
         if hints.sasl_username is not None:
-            # Postfix's word on SMTP AUTH outranks any Received header (DESIGN.md).
+            # Postfix's word on SMTP AUTH outranks any Received header (docs/design.md).
             if hints.sasl_username:
                 if not authenticated:
                     evidence.append(f"Postfix: SASL login {hints.sasl_username} — our own user")

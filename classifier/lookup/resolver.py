@@ -40,8 +40,10 @@ import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import dns.zone
 
+from classifier.errors import TempError, UsageError
 from classifier.lookup import wire
 
 # A record's value: A/AAAA → address text; TXT → tuple of the character-strings
@@ -56,8 +58,8 @@ MAX_CNAME_CHAIN = 8
 NEGATIVE_TTL = 300
 
 
-class DnsError(Exception):
-    """Base of the errors this layer raises."""
+class DnsError(TempError):
+    """Base of the errors this layer raises (exit 75 when one reaches the top)."""
 
 
 class DnsTempError(DnsError):
@@ -309,17 +311,28 @@ class DnsSession:
 def make_resolver(
     dns_server: str | None = None, dns_zone: str | Path | None = None, timeout: float = 5.0
 ) -> Resolver:
-    """Gives a resolver for a zone file, a nameserver spec, or the system's resolv.conf."""
+    """Gives a resolver for a zone file, a nameserver spec, or the system's resolv.conf.
+
+    A zone file or a nameserver that cannot be used raises UsageError naming it.
+    """
     # Imported here: the sources need this module's Answer and errors.
     from classifier.lookup.sources import ServerSource, ZoneSource
 
     source: Source
-    if dns_zone is not None:
-        source = ZoneSource.from_file(dns_zone)
-    elif dns_server is not None:
-        source = ServerSource.from_spec(dns_server)
-    else:
-        source = ServerSource.from_resolv_conf()
+    try:
+        if dns_zone is not None:
+            source = ZoneSource.from_file(dns_zone)
+        elif dns_server is not None:
+            source = ServerSource.from_spec(dns_server)
+        else:
+            source = ServerSource.from_resolv_conf()
+    except OSError as exc:
+        raise UsageError(f"{dns_zone}: cannot read zone file: {exc.strerror}") from None
+    except ValueError as exc:
+        what = f"--dns-zone {dns_zone}" if dns_zone else f"--dns-server {dns_server}"
+        raise UsageError(f"{what}: {exc}") from None
+    except Exception as exc:  # dnspython's zone syntax errors share no base we can name
+        raise UsageError(f"{dns_zone}: bad zone file: {exc}") from None
     return Resolver(source, timeout=timeout)
 
 

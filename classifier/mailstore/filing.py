@@ -19,10 +19,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from classifier.aggregate.store import recorder
 from classifier.auth.facts import HEADER_NAME, parse_header_value, safe_domain
 from classifier.config import Settings
-from classifier.delivery.pipe import PipeOutcome, process
 from classifier.delivery.targets import FOLDERS
+from classifier.evaluate import Annotated, check_and_annotate
 from classifier.files import DirTree
 from classifier.log import log
 from classifier.lookup.resolver import Resolver
@@ -99,7 +100,7 @@ class _Checked:
     path: Path
     maildir: Path
     user: str | None
-    result: PipeOutcome
+    result: Annotated
     like: os.stat_result  # the original's owner and mode, for the new copy
     tree: DirTree  # the Maildir's directories, opened without following symlinks
 
@@ -134,9 +135,11 @@ def check_path(path: Path, job: Job, tree: DirTree) -> Outcome | _Checked:
     if maybe_ours and carries_our_header(Message.parse(data), job.settings.authserv_id):
         return Outcome(str(path), "left-alone", detail="already carries our X-Authsieve")
     user = user_from_path(maildir, job.path_template)
-    # The pipe's own step and failure rule: an internal error files the original, to INBOX,
-    # with a temperror header, so the watcher never retries it forever.
-    result = process(data, job.settings, job.resolver, {}, user, job.policies)
+    # The pipe's own step and failure rule: an internal error files the original with an
+    # `internal` header, where internal_error says, so the watcher never retries it forever.
+    result = check_and_annotate(
+        data, job.settings, job.resolver, None, user, job.policies, recorder(job.settings)
+    )
     return _Checked(path, maildir, user, result, like, tree)
 
 

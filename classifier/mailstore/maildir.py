@@ -8,7 +8,7 @@ files: a restart that finds an original next to a processed copy of the same
 core knows the copy was already renamed into place and removes the original
 instead of filing it twice.
 
-The order of work in `commit` (Maildir spec, DESIGN.md "Failure rules"):
+The order of work in `commit` (Maildir spec, docs/design.md "The failure rules"):
 write to ``tmp/``, fsync, link into ``new/`` (or ``cur/`` with the flags
 kept), fsync the directory, and only then unlink the original.  A kill
 between any two steps leaves one of these states, each repaired by

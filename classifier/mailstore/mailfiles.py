@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifier.usage import UsageError
+from classifier.errors import UsageError
 
 _STAMP = re.compile(r"(\d{9,11})[.]")
 # Folders of mail the user wrote or threw away (RFC 6154 \Sent, \Drafts, \Trash): not

@@ -34,6 +34,7 @@ from typing import Any
 from classifier.auth.checks import first_from_address
 from classifier.auth.facts import HEADER_NAME, RELEASED_HEADER, parse_header_value, quote
 from classifier.display import display_text, printable
+from classifier.errors import UsageError
 from classifier.files import (
     READ_FLAGS,
     DirTree,
@@ -53,13 +54,12 @@ from classifier.mailstore.maildir import (
 from classifier.message import Message
 from classifier.policy.rules import normalize_user
 
-DEFAULT_RETENTION_DAYS = 30
 _HEAD_LIMIT = 65536
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~@]+$")
 
 
-class QuarantineError(Exception):
-    """A request that cannot be done as asked: one line for the user."""
+class QuarantineError(UsageError):
+    """A request that cannot be done as asked: one line for the user (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -429,12 +429,18 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def allow_sender_in_config(config: Path, user: str, entry: str, inherited: tuple[str, ...]) -> bool:
-    """Gives True when `entry` was added to the user's allow list in the config file."""
+    """Gives True when `entry` was added to the user's allow list in the config file.
+
+    Raises QuarantineError, naming the file, when it cannot be edited safely.
+    """
     dir_fd = os.open(config.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(dir_fd, fcntl.LOCK_EX)  # two releases at once must not lose an entry
         text = config.read_text(encoding="utf-8")
-        new = add_allowed_sender(text, user, entry, inherited)
+        try:
+            new = add_allowed_sender(text, user, entry, inherited)
+        except QuarantineError as exc:
+            raise QuarantineError(f"{config}: {exc}") from None
         if new == text:
             return False
         write_atomically(config, new)

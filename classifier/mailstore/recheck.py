@@ -10,7 +10,6 @@ leaves a duplicate, never a loss.
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -123,13 +122,18 @@ def refile(src: Path, root: Path, folder: str, data: bytes) -> Path:
 
 def recheck_one(
     f: MailFile,
-    args: argparse.Namespace,
     settings: Settings,
     policies: Policies,
     resolver: Resolver,
     cache: ReportCache,
+    user: str | None = None,
+    dry_run: bool = False,
 ) -> Recheck | None:
-    """Gives what recheck did to one message, or None when its result was not temperror."""
+    """Gives what recheck did to one message, or None when its result was not temperror.
+
+    `user` judges every message by that user's policy (default: each recipient's);
+    `dry_run` says what would move and moves nothing.
+    """
     from classifier.annotate import annotate
     from classifier.delivery.targets import FOLDERS
     from classifier.evaluate import evaluate
@@ -137,7 +141,7 @@ def recheck_one(
     data = f.path.read_bytes()
     message = Message.parse(data)
     mid, digest = message_key(data)
-    base = policies.for_user(args.user) if args.user else policies.default
+    base = policies.for_user(user) if user else policies.default
     fp = checks_fingerprint(settings.with_forwarders(base.trusted_forwarders))
     cached = cache.get(mid, digest, fp)
     header = our_header(message, settings.authserv_id)
@@ -145,7 +149,7 @@ def recheck_one(
         if not cached.temperror:
             return None  # the cache is newer than any header: a recheck already resolved it
         before = _words(_results(cached))
-        was = verdict_for(ScannedMessage(str(f.path), f.folder, 0, cached), policies, args.user)
+        was = verdict_for(ScannedMessage(str(f.path), f.folder, 0, cached), policies, user)
         was_action = was.action
     elif header is not None and any(header.get(k) == "temperror" for k in _TEMP_KEYS):
         before, was_action = _words(header), "inbox"
@@ -153,7 +157,7 @@ def recheck_one(
         return None
     if header is not None and header.get("verdict") in FOLDERS:
         was_action = header["verdict"]  # where delivery filed it, whatever the cache says
-    result = evaluate(data, settings, resolver, user=args.user, policies=policies)
+    result = evaluate(data, settings, resolver, user=user, policies=policies)
     record = record_from(result.report, message, settings.authserv_id)
     cache.put(mid, digest, fp, record)
     now = result.verdict.action
@@ -164,7 +168,7 @@ def recheck_one(
         return replace(rc, outcome="unchanged")
     if f.folder != (FOLDERS[was_action] or "INBOX"):
         return replace(rc, outcome="left where the user put it")
-    if args.dry_run:
+    if dry_run:
         return replace(rc, outcome="would move")
     if header is not None:
         # The message carries our results: it moves with the new ones, not the temperror.

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from classifier.config import ConfigError, Settings
+from classifier.errors import EX_SOFTWARE
 from classifier.log import log, reopen_logging
 from classifier.mailstore.filing import DEFAULT_TEMPLATE, Job, Outcome, file_batch
 from classifier.mailstore.maildir import (
@@ -48,7 +49,6 @@ from classifier.mailstore.workers import init_worker, ping, work_in_process
 
 DEFAULT_RESCAN = 60.0
 DEFAULT_CUR_MAX_AGE = 7 * 86400.0
-EX_SOFTWARE = 70
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ global list).  The same `Policy` value is decided in Python
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from classifier.auth.facts import safe_domain
@@ -21,7 +21,7 @@ from classifier.config import ConfigError, Settings
 ACTIONS = ("inbox", "junk", "quarantine")
 SEVERITY = {"inbox": 0, "junk": 1, "quarantine": 2}
 MODES = ("enforce", "observe")
-# The SPF results a policy may file on; pass, temperror and policy never file (DESIGN.md).
+# The SPF results a policy may file on; pass, temperror and policy never file (docs/design.md).
 SPF_RULES = ("fail", "softfail", "neutral", "none", "permerror")
 ACTION_KEYS = (
     *(f"spf_{r}" for r in SPF_RULES),
@@ -222,8 +222,3 @@ def load_policies(settings: Settings) -> Policies:
         overrides = parse_policy_table(source, table, user=addr)
         users.append((key, replace(default, user=key, **overrides)))
     return Policies(default=default, users=tuple(users))
-
-
-def policy_keys() -> tuple[str, ...]:
-    """Gives every key a policy table may hold (for documentation and error hints)."""
-    return tuple(f.name for f in fields(Policy) if f.name != "user")

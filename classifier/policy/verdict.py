@@ -232,7 +232,7 @@ def _finish(policy: Policy, would_be: str, reasons: list[str], allowed: str = ""
 
 
 def decide(facts: AuthFacts, policy: Policy) -> Verdict:
-    """Gives the verdict of policy on these facts (DESIGN.md "Policy"; RFC 7489 §6.6.2)."""
+    """Gives the verdict of policy on these facts (README "Policy"; RFC 7489 §6.6.2)."""
     eff = effective_results(facts)
     reasons = _context(facts, eff)
     if facts.submission:

@@ -40,6 +40,7 @@ from classifier.auth.facts import (
 )
 from classifier.config import Settings
 from classifier.display import display_text
+from classifier.errors import UsageError
 from classifier.lookup.resolver import Resolver
 from classifier.message import Message
 
@@ -54,8 +55,8 @@ _HEADER_WINDOW = 65_536  # a header block is read from the first 64 KiB only
 _TEMP_CHECKS = ("spf", "helo_spf", "dkim", "arc", "dmarc")
 
 
-class CacheError(Exception):
-    """The cache file cannot be opened or is not an authsieve cache."""
+class CacheError(UsageError):
+    """The cache file cannot be opened or is not an authsieve cache (exit 2)."""
 
 
 @dataclass(frozen=True)
