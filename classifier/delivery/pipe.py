@@ -61,11 +61,9 @@ def process(
     messages; None loads them here (a bad policy raises ConfigError).
     """
     from classifier.annotate import annotate
-    from classifier.auth.facts import HEADER_NAME, INTERNAL, AuthFacts, render_header_value
     from classifier.envelope.trust import Hints
     from classifier.evaluate import evaluate
     from classifier.policy.rules import load_policies
-    from classifier.policy.verdict import decide
 
     policies = policies or load_policies(settings)
     try:
@@ -83,24 +81,40 @@ def process(
         return PipeOutcome(out, verdict.action, summary)
     except Exception as exc:
         log.exception("internal error while checking; delivering unchanged")
-        error = f"internal error: {type(exc).__name__}"
-        # Not a temperror (which files nothing): the recipient's internal_error decides,
-        # and the Sieve script reads the same words from the header.
-        failed = AuthFacts(spf=INTERNAL, dkim=INTERNAL, arc=INTERNAL, dmarc=INTERNAL)
-        policy = policies.for_user(user or hints.get("recipient") or "")
-        verdict = decide(failed, policy)
-        value = render_header_value(
-            failed,
-            settings.authserv_id,
-            verdict.action,
-            policy.mode,
-            "; ".join(verdict.reasons),
-            error=error,
-            user=policy.user,
-        )
-        eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
-        header = f"{HEADER_NAME}: {value}".encode() + eol
-        return PipeOutcome(header + data, verdict.action, "error", error)
+        return failed_outcome(
+            data, settings, policies, user or hints.get("recipient") or "",
+            f"internal error: {type(exc).__name__}",
+        )  # fmt: skip
+
+
+def failed_outcome(
+    data: bytes, settings: Settings, policies: Policies | None, user: str, error: str
+) -> PipeOutcome:
+    """Gives the original message under one X-Authsieve header saying the checks failed.
+
+    Not a temperror (which files nothing): the recipient's ``internal_error`` decides, and
+    the Sieve script reads the same words from the header.  `policies` None (they could
+    not be loaded) takes the built-in global policy.
+    """
+    from classifier.auth.facts import HEADER_NAME, INTERNAL, AuthFacts, render_header_value
+    from classifier.policy.rules import Policies, Policy
+    from classifier.policy.verdict import decide
+
+    failed = AuthFacts(spf=INTERNAL, dkim=INTERNAL, arc=INTERNAL, dmarc=INTERNAL)
+    policy = (policies or Policies(Policy())).for_user(user)
+    verdict = decide(failed, policy)
+    value = render_header_value(
+        failed,
+        settings.authserv_id,
+        verdict.action,
+        policy.mode,
+        "; ".join(verdict.reasons),
+        error=error,
+        user=policy.user,
+    )
+    eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
+    header = f"{HEADER_NAME}: {value}".encode() + eol
+    return PipeOutcome(header + data, verdict.action, "error", error)
 
 
 def deliver_outcome(
