@@ -40,19 +40,25 @@ ATTACK_ZONE = """
 reject.example.        TXT "v=spf1 ip4:192.0.2.7 -all"
 _dmarc.reject.example. TXT "v=DMARC1; p=reject"
 """
-PLUGIN = """\
-lda_mailbox_autocreate = yes
-protocol lmtp {{
-  mail_plugins = $mail_plugins sieve
-}}
-plugin {{
-  sieve_before = {root}/before-lmtp/
-  sieve_plugins = sieve_extprograms
-  sieve_global_extensions = +vnd.dovecot.filter +editheader
-  sieve_filter_bin_dir = {root}/filter-bin
-  sieve_filter_exec_timeout = 10s
-}}
-"""
+# The README's conf.d file, its paths moved into the temp dir.
+EXAMPLE = REPO / "examples" / "dovecot" / "2.3" / "90-authsieve-filter.conf"
+PATHS = {
+    "/etc/dovecot/sieve-before.d/": "{root}/before-lmtp/",
+    "/usr/local/lib/authsieve/sieve-filter": "{root}/filter-bin",
+    "file:~/sieve;active=~/.dovecot.sieve": "file:{root}/home/sieve;active={root}/home/.dovecot."
+    + "sieve",
+}
+
+
+def example_conf(root: Path) -> str:
+    """Gives examples/dovecot/2.3/90-authsieve-filter.conf with the test's paths."""
+    text = EXAMPLE.read_text()
+    for path, ours in PATHS.items():
+        assert path in text, path
+        text = text.replace(path, ours.format(root=root))
+    return text
+
+
 LDA_CONF = """\
 protocols =
 ssl = no
@@ -110,7 +116,7 @@ class FilterSetup:
         self.config = root / "authsieve.toml"
         self.config.write_text(demo.replace(line, line + extra, 1))
         self.config.chmod(0o644)
-        self.lmtp.config.write_text(self.lmtp.config.read_text() + PLUGIN.format(root=root))
+        self.lmtp.config.write_text(self.lmtp.config.read_text() + example_conf(root))
         syntax = DovecotSyntax()
         self.lda_conf = root / "lda.conf"
         self.lda_conf.write_text(

@@ -23,6 +23,7 @@ nothing to stderr (Dovecot logs it as an error).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -147,14 +148,11 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
     from classifier.delivery.handover import macro
     from classifier.delivery.pipe import PipeOutcome, process
     from classifier.log import configure_logging, log
-    from classifier.policy.rules import load_policies
 
     settings = load_settings(args.options.get("--config"))
     state["settings"] = settings
     configure_logging(settings, False, stderr=False)
     state["logging"] = True
-    policies = load_policies(settings)
-    state["policies"] = policies
     recipient = macro(args.recipient)
     sender = args.sender
     hints: dict[str, str | None] = {"sender": sender, "recipient": recipient}
@@ -176,6 +174,11 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
             return PipeOutcome(a.data, a.action, a.summary, a.error)
         log.warning("filter: daemon at %s did not answer; checking in this process", socket_path)
     from classifier.lookup.resolver import make_resolver
+    from classifier.policy.rules import load_policies
+
+    # Loaded only here: the daemon has its own, and the hand-over stays light.
+    policies = load_policies(settings)
+    state["policies"] = policies
 
     resolver = make_resolver(
         dns_server=args.options.get("--dns-server") or settings.dns_server,
@@ -204,6 +207,12 @@ def _fallback(data: bytes, args: FilterArgs, state: dict[str, object], error: st
             settings = Settings(authserv_id=default_authserv_id())
         user = (args.recipient or "").strip()
         policies = state.get("policies")
+        if policies is None and "settings" in state:
+            from classifier.config import ConfigError
+            from classifier.policy.rules import load_policies
+
+            with contextlib.suppress(ConfigError):
+                policies = load_policies(settings)  # type: ignore[arg-type]
         return failed_outcome(data, settings, policies, user, error).data  # type: ignore[arg-type]
     except Exception:
         return data  # Sieve's rules then find no header of ours: the implicit keep
