@@ -308,3 +308,10 @@ def test_checks_that_hang_are_given_up_before_dovecot_kills_the_filter(
     assert folder == "INBOX" and stored.endswith(data.replace(b"\r\n", b"\n"))
     fields = parse_header_value(Message.parse(stored).get_all("X-Authsieve")[0])
     assert fields["spf"] == "internal" and fields["error"].startswith("timeout")
+
+
+def test_readme_block_is_the_example_conf_d_file_the_test_runs() -> None:
+    from tests.test_readme import readme_blocks, settings_lines
+
+    shown = readme_blocks()["lmtp-filter 90-authsieve-filter.conf"]
+    assert settings_lines(shown) == settings_lines(EXAMPLE.read_text())
