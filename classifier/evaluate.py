@@ -123,21 +123,33 @@ def check_and_annotate(
         return Annotated(out, verdict.action, summary)
     except Exception as exc:
         log.exception("internal error while checking; delivering unchanged")
-        error = f"internal error: {type(exc).__name__}"
-        # Not a temperror (which files nothing): the recipient's internal_error decides,
-        # and the Sieve script reads the same words from the header.
-        failed = AuthFacts(spf=INTERNAL, dkim=INTERNAL, arc=INTERNAL, dmarc=INTERNAL)
-        policy = policies.for_user(user or (hints.recipient if hints else None) or "")
-        verdict = decide(failed, policy)
-        value = render_header_value(
-            failed,
-            settings.authserv_id,
-            verdict.action,
-            policy.mode,
-            "; ".join(verdict.reasons),
-            error=error,
-            user=policy.user,
+        user = user or (hints.recipient if hints else None) or ""
+        return failed_annotation(
+            data, settings, policies, user, f"internal error: {type(exc).__name__}"
         )
-        eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
-        header = f"{HEADER_NAME}: {value}".encode() + eol
-        return Annotated(header + data, verdict.action, "error", error)
+
+
+def failed_annotation(
+    data: bytes, settings: Settings, policies: Policies | None, user: str, error: str
+) -> Annotated:
+    """Gives the original message under one X-Authsieve header saying the checks failed.
+
+    Not a temperror (which files nothing): the recipient's ``internal_error`` decides,
+    and the Sieve script reads the same words from the header.  `policies` None (they
+    could not be loaded) takes the built-in global policy.
+    """
+    failed = AuthFacts(spf=INTERNAL, dkim=INTERNAL, arc=INTERNAL, dmarc=INTERNAL)
+    policy = (policies or Policies(Policy())).for_user(user)
+    verdict = decide(failed, policy)
+    value = render_header_value(
+        failed,
+        settings.authserv_id,
+        verdict.action,
+        policy.mode,
+        "; ".join(verdict.reasons),
+        error=error,
+        user=policy.user,
+    )
+    eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
+    header = f"{HEADER_NAME}: {value}".encode() + eol
+    return Annotated(header + data, verdict.action, "error", error)

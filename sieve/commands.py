@@ -8,6 +8,7 @@ subcommand stores its handler as ``args.handler``, called with
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,10 +18,13 @@ from typing import TextIO
 from classifier.config import Settings
 from classifier.errors import EX_USAGE, UsageError
 from classifier.policy.rules import Policy, load_policies, normalize_user
+from sieve.filterscript import DEFAULT_DEADLINE, PROGRAM, generate_filter_script, program_text
 from sieve.generate import generate_global_script, generate_script
 from sieve.install import (
     SCRIPT_NAME,
+    InstallError,
     install_managesieve,
+    install_program,
     install_to_dir,
     parse_hostport,
     read_password_file,
@@ -39,6 +43,9 @@ def add_sieve_parser(
         "generate", help="print the global Sieve script (every user's table) or a user's own"
     )
     gen.add_argument("--user", metavar="ADDR", help="use this user's [users] overrides")
+    gen.add_argument(
+        "--filter", action="store_true", help="Dovecot LMTP: run authsieve-filter first (global)"
+    )
     gen.set_defaults(handler=cmd_sieve_generate)
 
     inst = sub.add_parser("install", help="write the script to a directory or upload it")
@@ -46,6 +53,20 @@ def add_sieve_parser(
     where.add_argument("--dir", metavar="DIR", help="write DIR/NAME.sieve atomically, then sievec")
     where.add_argument(
         "--managesieve", metavar="HOST:PORT", help="upload and activate over ManageSieve"
+    )
+    where.add_argument(
+        "--filter-dir",
+        metavar="DIR",
+        help="write the authsieve-filter program (sieve_filter_bin_dir)",
+    )
+    inst.add_argument(
+        "--filter", action="store_true", help="with --dir: the script that runs authsieve-filter"
+    )
+    inst.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE,
+        help=f"--filter-dir: answer within this many seconds (default {DEFAULT_DEADLINE:g})",
     )
     inst.add_argument("--user", metavar="ADDR", help="whose policy (and ManageSieve login)")
     inst.add_argument("--login", metavar="NAME", help="ManageSieve login if not --user")
@@ -60,8 +81,18 @@ def add_sieve_parser(
     return sieve
 
 
-def script_for(settings: Settings, user: str | None) -> str:
-    """Gives the script to install: the user's own, or the global one with every user's table."""
+def script_for(settings: Settings, user: str | None, filter_first: bool = False) -> str:
+    """Gives the script to install: the user's own, or the global one with every user's table.
+
+    `filter_first` gives the global script that first runs authsieve-filter (issue 18).
+    """
+    if filter_first:
+        if user:
+            raise InstallError("--filter is the global sieve_before script: no --user")
+        try:
+            return generate_filter_script(load_policies(settings), settings.authserv_id)
+        except ValueError as exc:
+            raise InstallError(str(exc)) from None
     if user:
         return generate_script(policy_for(settings, user), settings.authserv_id)
     return generate_global_script(load_policies(settings), settings.authserv_id)
@@ -79,7 +110,7 @@ def cmd_sieve_generate(
     args: argparse.Namespace, settings: Settings, out: TextIO | None = None
 ) -> int:
     """Prints the script for --user (or the global one); gives the exit code."""
-    script = script_for(settings, args.user)
+    script = script_for(settings, args.user, getattr(args, "filter", False))
     (out or sys.stdout).write(script)
     return 0
 
@@ -95,8 +126,14 @@ def cmd_sieve_install(
     name = args.name
     if not name or any(c in name for c in "/\\\0\r\n") or name.startswith("."):
         raise UsageError(f"--name {name!r}: not a plain script name")
+    if getattr(args, "filter_dir", None):
+        if not 0 < args.deadline <= 3600:
+            raise UsageError(f"--deadline {args.deadline:g}: not between 0 and 3600 seconds")
+        text = program_text(filter_command(), settings_path(args), args.deadline)
+        out.write(f"installed {install_program(text, Path(args.filter_dir), PROGRAM)}\n")
+        return 0
     if args.dir:
-        script = script_for(settings, args.user)
+        script = script_for(settings, args.user, getattr(args, "filter", False))
         result = install_to_dir(script, Path(args.dir), name=name)
         if result.compiled:
             note = f" (compiled {result.binary})"
@@ -119,3 +156,17 @@ def cmd_sieve_install(
     state = "active" if result.active else "uploaded, NOT active"
     out.write(f"installed {result.target} ({state})\n")
     return 0 if result.active else EX_USAGE
+
+
+def filter_command() -> list[str]:
+    """Gives the command that runs authsieve with this Python: the console script if present."""
+    script = Path(sys.executable).parent / "authsieve"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "classifier.commands.main"]
+
+
+def settings_path(args: argparse.Namespace) -> str | None:
+    """Gives the config file the program is to read: --config, else the default (None)."""
+    config = getattr(args, "config", None)
+    return str(config) if config else None

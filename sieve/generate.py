@@ -93,7 +93,8 @@ def _re_domain(domain: str) -> str:
 
 def _re_literal(text: str) -> str:
     """Gives text as a POSIX ERE matching exactly it: every special character backslashed."""
-    return "".join("\\" + c if c in ".[]{}()\\*+?^$|" else c for c in text)
+    # "$" as a bracket, never "\\$": a "${" would be a variable in the --filter script.
+    return "".join("[$]" if c == "$" else ("\\" + c if c in ".[]{}()\\*+?^|" else c) for c in text)
 
 
 def _skip(n: int) -> str:
@@ -321,6 +322,13 @@ def generate_global_script(policies: Policies, authserv_id: str) -> str:
     lines = _header("every user (global policy and each [users] table)", authserv_id)
     lines += ["#", "# Global [policy]:", *_policy_comments(policies.default)]
     lines += [_require(), ""]
+    lines += _global_rules(policies, s)
+    return "\n".join(lines) + "\n"
+
+
+def _global_rules(policies: Policies, s: _Script) -> list[str]:
+    """Gives the rules of the global script: one branch per user table that differs."""
+    lines: list[str] = []
     default_chain = _chain(policies.default, s)
     branches = [
         (name, chain)
@@ -340,4 +348,4 @@ def generate_global_script(policies: Policies, authserv_id: str) -> str:
         lines.append("}")
     else:
         lines += default_chain
-    return "\n".join(lines) + "\n"
+    return lines

@@ -142,6 +142,23 @@ def install_to_dir(
     )
 
 
+def install_program(text: str, directory: Path, name: str) -> str:
+    """Gives DIR/name, the program written atomically, mode 0755 (sieve_filter_bin_dir)."""
+    if not directory.is_dir():
+        raise InstallError(f"{directory}: no such directory")
+    final = Path(os.path.abspath(directory)) / name
+    try:
+        dir_fd = open_dir(directory, follow=True)
+        try:
+            _put(dir_fd, name, text.encode("utf-8"), mode=0o755)
+            fsync_dir(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise InstallError(f"{final}: cannot write: {exc.strerror or exc}") from None
+    return str(final)
+
+
 def read_password_file(path: Path, warn: TextIO | None = None) -> str:
     """Gives the password on the first line of path (the line break removed).
 

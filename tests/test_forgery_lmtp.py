@@ -121,6 +121,13 @@ class Lmtp:
     def deliver(self, mail_from: str, data: bytes) -> Path:
         """Hands data over LMTP (RFC 2033), MAIL FROM exactly as given; gives the stored file."""
         before = set(self.maildir().glob("new/*")) if self.maildir().exists() else set()
+        self.send(mail_from, data)
+        stored = set(self.maildir().glob("new/*")) - before
+        assert len(stored) == 1, stored
+        return stored.pop()
+
+    def send(self, mail_from: str, data: bytes) -> None:
+        """Hands data over LMTP (RFC 2033), MAIL FROM exactly as given; asserts a 250 for it."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
             reader = sock.makefile("rb")
 
@@ -144,9 +151,6 @@ class Lmtp:
             sock.sendall(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
             assert reply().startswith(b"250")
             command("QUIT", b"221")
-        stored = set(self.maildir().glob("new/*")) - before
-        assert len(stored) == 1, stored
-        return stored.pop()
 
     def maildir(self) -> Path:
         return self.root / "mail" / USER

@@ -437,6 +437,11 @@ def fail(exc: AuthsieveError, pipe: bool, debug: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     message = None
+    if argv[:1] == ["filter"]:
+        # Pigeonhole's filter (issue 18): no argparse, nothing may stop the answer.
+        from classifier.delivery.sievefilter import run_filter
+
+        return run_filter(argv[1:])
     if argv[:1] == ["pipe"]:
         from classifier.delivery.handover import hand_over
 

@@ -1,0 +1,233 @@
+"""`authsieve filter`: the program Pigeonhole's ``filter`` command runs inside Dovecot's delivery.
+
+A server that delivers with ``virtual_transport = lmtp:…`` keeps its Postfix
+as it is: the global ``sieve_before`` script (``authsieve sieve generate
+--filter``) filters each message through this program (the extprograms
+plugin's ``vnd.dovecot.filter``), whose standard output *replaces* the message
+for every later rule, and then files on the X-Authsieve header as pipe mode's
+script does.  The client, HELO and envelope sender come from the Received
+headers; Sieve gives the envelope (``RECIPIENT SENDER`` after ``--``).
+
+Failure rule: the program never loses or holds mail.  It always reads the
+whole message, always writes a whole message and always exits 0: any error
+(a bad config, an exception, a daemon that does not answer) gives the
+original message under the failure header of `classifier.evaluate.failed_annotation`.
+It must also finish before Pigeonhole's ``sieve_filter_exec_timeout`` (10 s
+by default): Pigeonhole 0.5.19 kills a program that overruns and then aborts
+the LMTP process ("Panic: output stream … is missing error handling"), so the
+LMTP client gets no answer and the message waits in Postfix's queue.  A
+watchdog therefore writes the failure answer at ``--deadline`` (default 8 s)
+whatever the checks are doing.  Nothing goes to stdout but the message, and
+nothing to stderr (Dovecot logs it as an error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import BinaryIO
+
+    from classifier.evaluate import Annotated
+
+# Under Pigeonhole's default sieve_filter_exec_timeout (10 s), with room for Python's start.
+DEFAULT_DEADLINE = 8.0
+VALUE_OPTIONS = ("--config", "--deadline", "--daemon", "--dns-server", "--dns-zone")
+
+
+class FilterArgs:
+    """The filter's command line: options, then ``--``, then RECIPIENT and SENDER from Sieve."""
+
+    __slots__ = ("deadline", "options", "recipient", "sender")
+
+    def __init__(self, options: dict[str, str], recipient: str | None, sender: str | None):
+        self.options, self.recipient, self.sender = options, recipient, sender
+        try:
+            deadline = float(options.get("--deadline", DEFAULT_DEADLINE))
+        except ValueError:
+            deadline = DEFAULT_DEADLINE
+        self.deadline = deadline if 0 < deadline <= 3600 else DEFAULT_DEADLINE
+
+
+def parse_filter_args(argv: Sequence[str]) -> FilterArgs:
+    """Gives the options given before ``--`` and the envelope after it; never raises.
+
+    Everything after ``--`` (or after the first word that is not an option) is
+    envelope, however it looks: MAIL FROM is the sender's to choose, and
+    ``--config=/tmp/x`` as a sender must stay a sender.  Unknown options are ignored.
+    """
+    options: dict[str, str] = {}
+    rest: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest = args[i + 1 :]
+            break
+        name, eq, value = arg.partition("=")
+        if not name.startswith("--"):
+            rest = args[i:]
+            break
+        if not eq and name in VALUE_OPTIONS and i + 1 < len(args):
+            i += 1
+            value = args[i]
+        if name in VALUE_OPTIONS:
+            options[name] = value
+        i += 1
+    recipient = rest[0] if rest and rest[0] else None
+    sender = rest[1] if len(rest) > 1 else None
+    return FilterArgs(options, recipient, sender)
+
+
+class Answer:
+    """The one answer this process writes, whichever of the checks and the watchdog comes first."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+        self.written = False
+
+    def write(self, data: bytes) -> bool:
+        """Writes data as the answer unless one was written; gives whether this one was."""
+        with self.lock:
+            if self.written:
+                return False
+            self.written = True
+            try:
+                self.out.write(data)
+                self.out.flush()
+            except OSError:
+                pass  # Dovecot went away: nothing left to tell it
+            return True
+
+
+def run_filter(
+    argv: Sequence[str], stdin: BinaryIO | None = None, stdout: BinaryIO | None = None
+) -> int:
+    """Writes the message checked and annotated, or original + failure header; gives 0."""
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    started = time.monotonic()
+    args = parse_filter_args(argv)
+    try:
+        data = stdin.read()
+    except Exception:
+        return 0  # nothing read: Sieve's filter fails and the script adds the header
+    answer = Answer(stdout)
+    state: dict[str, object] = {}
+
+    def give_up() -> None:
+        if answer.write(_fallback(data, args, state, "timeout: checks took too long")):
+            _log(state, f"filter: deadline {args.deadline:g} s passed; delivered unchecked")
+            os._exit(0)
+
+    timer = threading.Timer(max(0.1, args.deadline - (time.monotonic() - started)), give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        outcome = _check(data, args, state, started)
+        result = outcome.data
+    except Exception as exc:
+        _log(state, f"filter: internal error {type(exc).__name__}: {exc}", error=True)
+        result = _fallback(data, args, state, f"internal error: {type(exc).__name__}")
+    timer.cancel()
+    answer.write(result)
+    return 0
+
+
+def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: float) -> Annotated:
+    """Gives the outcome from the daemon when configured and answering, else from this process."""
+    from classifier.aggregate.store import recorder
+    from classifier.config import load_settings
+    from classifier.delivery.handover import macro
+    from classifier.envelope.trust import Hints
+    from classifier.evaluate import Annotated, check_and_annotate
+    from classifier.log import configure_logging, log
+
+    settings = load_settings(args.options.get("--config"))
+    state["settings"] = settings
+    configure_logging(settings, False, stderr=False)
+    state["logging"] = True
+    recipient = macro(args.recipient)
+    sender = args.sender
+    hints: dict[str, str | None] = {"sender": sender, "recipient": recipient}
+    socket_path = args.options.get("--daemon") or settings.daemon_socket
+    if socket_path:
+        from classifier.delivery.daemon_client import call_daemon, trusted_uids
+
+        # Leave a second of the deadline for checking here should the daemon not answer.
+        wait = args.deadline - (time.monotonic() - started) - 1.0
+        call = None
+        if wait > 0.1:
+            call = call_daemon(
+                socket_path, data, hints, recipient, wait, trusted_uids(settings.daemon_user)
+            )
+        if call is not None:
+            a = call.answer
+            ms = (time.monotonic() - started) * 1000
+            call.report(0, [recipient or "-"], ms)
+            return Annotated(a.data, a.action, a.summary, a.error)
+        log.warning("filter: daemon at %s did not answer; checking in this process", socket_path)
+    from classifier.lookup.resolver import make_resolver
+    from classifier.policy.rules import load_policies
+
+    # Loaded only here: the daemon has its own, and the hand-over stays light.
+    policies = load_policies(settings)
+    state["policies"] = policies
+
+    resolver = make_resolver(
+        dns_server=args.options.get("--dns-server") or settings.dns_server,
+        dns_zone=args.options.get("--dns-zone") or settings.dns_zone,
+        timeout=settings.dns_timeout,
+    )
+    outcome = check_and_annotate(
+        data, settings, resolver, Hints(**hints), recipient, policies, recorder(settings)
+    )
+    log.info(
+        "filtered to=%s %s (%.0f ms)",
+        recipient or "-",
+        outcome.summary,
+        (time.monotonic() - started) * 1000,
+    )
+    return outcome
+
+
+def _fallback(data: bytes, args: FilterArgs, state: dict[str, object], error: str) -> bytes:
+    """Gives the original message under the failure header; the header alone may not fail."""
+    from classifier.evaluate import failed_annotation
+
+    settings = state.get("settings")
+    try:
+        if settings is None:
+            from classifier.config import Settings, default_authserv_id
+
+            settings = Settings(authserv_id=default_authserv_id())
+        user = (args.recipient or "").strip()
+        policies = state.get("policies")
+        if policies is None and "settings" in state:
+            from classifier.config import ConfigError
+            from classifier.policy.rules import load_policies
+
+            with contextlib.suppress(ConfigError):
+                policies = load_policies(settings)  # type: ignore[arg-type]
+        return failed_annotation(data, settings, policies, user, error).data  # type: ignore[arg-type]
+    except Exception:
+        return data  # Sieve's rules then find no header of ours: the implicit keep
+
+
+def _log(state: dict[str, object], line: str, error: bool = False) -> None:
+    if not state.get("logging"):
+        return
+    try:
+        from classifier.log import log
+
+        (log.error if error else log.warning)("%s", line)
+    except Exception:
+        pass
