@@ -1,0 +1,200 @@
+"""`authsieve pipe` (Postfix's pipe(8) transport, the full path) and `authsieve serve`.
+
+The fast path of `pipe --daemon` never comes here: `classifier.delivery.handover`
+hands the message over first, and only what it cannot do falls back to `cmd_pipe`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from classifier.errors import UsageError
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+    from typing import Any
+
+    from classifier.config import Settings
+    from classifier.lookup.resolver import Resolver
+
+
+def add_pipe_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    pipe = sub.add_parser("pipe", help="Postfix pipe(8) transport: check, annotate, deliver")
+    add_common(pipe)
+    pipe.add_argument("--sender", help="envelope sender (${sender})")
+    pipe.add_argument(
+        "--recipient", action="append", default=[], help="recipient (${recipient}); repeatable"
+    )
+    pipe.add_argument("--client-address", help="SMTP client IP (${client_address})")
+    pipe.add_argument("--client-helo", help="SMTP client HELO (${client_helo})")
+    pipe.add_argument("--client-hostname", help="SMTP client reverse DNS (${client_hostname})")
+    pipe.add_argument(
+        "--sasl-username",
+        help="SMTP AUTH login of the client (${sasl_username}; empty: none), outranks headers",
+    )
+    pipe.add_argument(
+        "--user",
+        metavar="ADDRESS",
+        help="the mailbox the recipient belongs to, without its +detail (${user}@${domain}):"
+        " whose policy decides, and dovecot-lda's -d (default: the recipient)",
+    )
+    pipe.add_argument(
+        "--original-recipient",
+        metavar="ADDRESS",
+        help="the recipient before aliasing (${original_recipient}): dovecot-lda's -a,"
+        ' what Sieve\'s envelope "to" sees (default: the recipient)',
+    )
+    pipe.add_argument(
+        "--deliver",
+        default="stdout",
+        metavar="TARGET",
+        help="stdout | dovecot-lda | sendmail | maildir:PATH (default stdout)",
+    )
+    pipe.add_argument("--lda-path", default="/usr/lib/dovecot/dovecot-lda")
+    pipe.add_argument(
+        "--lda-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for dovecot-lda, repeatable; write --lda-arg=-c --lda-arg=FILE",
+    )
+    pipe.add_argument(
+        "--daemon",
+        metavar="SOCKET",
+        help="let `authsieve serve` on this socket check the message (falls back to in-process)",
+    )
+    pipe.add_argument(
+        "--daemon-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="check in-process when the daemon has not answered by then"
+        " (default: dns_budget + 10, or 60 on the fast path)",
+    )
+    pipe.add_argument("--sendmail-path", default="/usr/sbin/sendmail")
+    pipe.set_defaults(handler=cmd_pipe)
+
+
+def add_serve_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    serve = sub.add_parser("serve", help="resident checker for `pipe --daemon` (UNIX socket)")
+    add_common(serve)
+    serve.add_argument("--socket", metavar="PATH", help="socket path (default: daemon_socket)")
+    serve.add_argument(
+        "--socket-mode", help="octal permissions of the socket (default: socket_mode, 600)"
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+
+def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from classifier.commands.options import make_resolver_for
+    from classifier.delivery.handover import macro, pipe_hints
+    from classifier.delivery.pipe import deliver_outcome
+    from classifier.delivery.targets import delivery_from_spec
+    from classifier.log import configure_logging, dropped, log
+
+    started = time.monotonic()
+    configure_logging(settings, args.debug, stderr=False)
+    delivery = delivery_from_spec(
+        args.deliver,
+        args.lda_path,
+        args.sendmail_path,
+        tuple(args.lda_arg),
+        macro(args.user),
+        macro(args.original_recipient),
+    )
+    # Read already when `classifier.delivery.handover` tried the daemon and could not use it.
+    handed_over = args.message is not None
+    data = args.message if handed_over else sys.stdin.buffer.read()
+    recipients = list(args.recipient)
+    hints = pipe_hints(
+        args.sender,
+        recipients,
+        args.client_address,
+        args.client_helo,
+        args.client_hostname,
+        args.sasl_username,
+    )
+    # The mailbox's owner decides: you+news@ is you@ when the delimiter is "+".
+    user = macro(args.user) or hints["recipient"]
+    outcome = None
+    socket_path = args.daemon or settings.daemon_socket
+    if socket_path and not handed_over:
+        from classifier.delivery.daemon_client import call_daemon, trusted_uids
+
+        trusted = trusted_uids(settings.daemon_user)
+        wait = args.daemon_timeout or settings.dns_budget + 10
+        call = call_daemon(socket_path, data, hints, user, wait, trusted)
+        if call is not None:
+            a = call.answer
+            code = deliver_outcome(
+                a.data,
+                a.action,
+                a.summary,
+                delivery,
+                hints["sender"],
+                recipients,
+                started,
+                log_it=False,
+            )
+            call.report(code, recipients, (time.monotonic() - started) * 1000)
+            return code
+    if socket_path:
+        log.warning("daemon at %s did not answer; checking in this process", socket_path)
+    resolver = make_resolver_for(args, settings)
+    # The hints travel as JSON to the daemon; in this process they are the engine's Hints.
+    from classifier.aggregate.store import recorder
+    from classifier.envelope.trust import Hints
+    from classifier.evaluate import check_and_annotate
+
+    outcome = check_and_annotate(
+        data, settings, resolver, Hints(**hints), user, record=recorder(settings)
+    )
+    code = deliver_outcome(
+        outcome.data,
+        outcome.action,
+        outcome.summary,
+        delivery,
+        hints["sender"],
+        recipients,
+        started,
+    )
+    if code != 0 and dropped():
+        # stderr is allowed now (delivery failed), and it is the only place left to say so.
+        print(f"authsieve: {dropped()} log line(s) dropped: no log file or syslog", file=sys.stderr)
+    return code
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from classifier.commands.options import make_resolver_for
+    from classifier.delivery.daemon import serve
+    from classifier.log import configure_logging
+
+    configure_logging(settings, args.debug)
+    path = args.socket or settings.daemon_socket
+    if not path:
+        raise UsageError("serve: no socket: give --socket PATH or classifier.daemon_socket")
+    mode = None
+    if args.socket_mode is not None:
+        try:
+            mode = int(args.socket_mode, 8)
+        except ValueError:
+            raise UsageError(f"--socket-mode {args.socket_mode!r}: not an octal mode") from None
+        if not 0 <= mode <= 0o777 or mode & 0o007:
+            raise UsageError(f"--socket-mode {args.socket_mode}: owner/group bits only (600, 660)")
+    resolver = make_resolver_for(args, settings)
+    try:
+        return serve(path, settings, resolver, mode, reload=lambda: _reload(args))
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot listen: {exc.strerror}") from None
+
+
+def _reload(args: argparse.Namespace) -> tuple[Settings, Resolver]:
+    """Gives the settings and resolver `serve` was started with, read afresh (SIGHUP)."""
+    from classifier.commands.options import make_resolver_for
+    from classifier.config import load_settings
+
+    settings = load_settings(args.config)
+    return settings, make_resolver_for(args, settings)
