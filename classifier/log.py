@@ -78,13 +78,13 @@ def dropped() -> int:
 
 def _syslog(paths: tuple[str, ...]) -> tuple[logging.Handler | None, str]:
     """Gives a handler for the first syslog socket that takes a connection, or None and why."""
-    # Imported only when used: it costs start-up time in every pipe process.
-    from logging.handlers import SysLogHandler
-
     why = f"no syslog at {', '.join(paths)}"
     for path in paths:
         if not os.path.exists(path):
             continue
+        # Imported only when a socket is there: it costs start-up time in every pipe process.
+        from logging.handlers import SysLogHandler
+
         try:
             handler = SysLogHandler(path, facility=SysLogHandler.LOG_MAIL)
         except OSError as exc:

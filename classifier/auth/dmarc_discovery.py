@@ -12,16 +12,20 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from publicsuffixlist import PublicSuffixList
-
 from classifier.auth.dmarc_record import DmarcRecord, records_at, tree_walk
 from classifier.auth.fromheader import normalize_domain
 from classifier.lookup.resolver import DnsSession
 
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from publicsuffixlist import PublicSuffixList
+
 
 @functools.cache
 def _public_suffix_list() -> PublicSuffixList:
-    # Built at first rfc7489-mode use, never at import: most runs use rfc9989.
+    # Imported and built at first rfc7489-mode use, never at import: most runs use rfc9989.
+    from publicsuffixlist import PublicSuffixList
+
     return PublicSuffixList()
 
 

@@ -145,13 +145,15 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
         log.warning("daemon at %s did not answer; checking in this process", socket_path)
     resolver = make_resolver_for(args, settings)
     # The hints travel as JSON to the daemon; in this process they are the engine's Hints.
-    from classifier.aggregate.store import recorder
     from classifier.envelope.trust import Hints
     from classifier.evaluate import check_and_annotate
 
-    outcome = check_and_annotate(
-        data, settings, resolver, Hints(**hints), user, record=recorder(settings)
-    )
+    record = None
+    if settings.reports_store:  # the store (sqlite3) is imported only when [reports] is on
+        from classifier.aggregate.store import recorder
+
+        record = recorder(settings)
+    outcome = check_and_annotate(data, settings, resolver, Hints(**hints), user, record=record)
     code = deliver_outcome(
         outcome.data,
         outcome.action,

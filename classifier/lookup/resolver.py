@@ -41,7 +41,6 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
-import dns.zone
 
 from classifier.errors import TempError, UsageError
 from classifier.lookup import wire

@@ -24,7 +24,6 @@ import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
-import dns.zone
 
 from classifier.lookup import wire
 from classifier.lookup.resolver import (
@@ -214,6 +213,8 @@ class ZoneSource:
     """
 
     def __init__(self, text: str, filename: str = "<zone>") -> None:
+        import dns.zone  # only --dns-zone reads a zone file: not in every pipe process
+
         # A default TTL, so that a zone written without $TTL loads as the test server loads it.
         zone = dns.zone.from_text(
             "$TTL 300\n" + text,
