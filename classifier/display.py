@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 from email.header import decode_header, make_header
 
+from classifier.log import log_value
+
 # OWASP "CSV Injection": a cell starting with one of these is read as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -53,14 +55,4 @@ def terminal_text(data: bytes) -> str:
     ESC, BEL, CR and the like from a sender would otherwise act on the terminal of the
     admin who reads the message (``quarantine show``); ``--raw`` gives the bytes.
     """
-    text = data.decode("utf-8", "replace").replace("\r\n", "\n")
-    if text.isprintable():
-        return text
-    return "".join(
-        ch
-        if ch.isprintable() or ch in "\n\t"
-        else f"\\x{ord(ch):02x}"
-        if ord(ch) < 0x100
-        else f"\\u{ord(ch):04x}"
-        for ch in text
-    )
+    return log_value(data.decode("utf-8", "replace").replace("\r\n", "\n"), keep="\n\t")

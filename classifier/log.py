@@ -29,13 +29,16 @@ from classifier.config import Settings
 log = logging.getLogger("authsieve")
 
 
-def log_value(text: str) -> str:
-    """Gives text with every non-printable character (line breaks, NUL, ESC, C1, bidi) escaped."""
+def log_value(text: str, keep: str = "") -> str:
+    """Gives text with every non-printable character (line breaks, NUL, ESC, C1, bidi) escaped.
+
+    `keep` names control characters left as they are (a terminal's line breaks and tabs).
+    """
     if text.isprintable():
         return text
     return "".join(
         ch
-        if ch.isprintable()
+        if ch.isprintable() or ch in keep
         else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
         for ch in text
     )

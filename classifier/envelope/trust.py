@@ -90,6 +90,14 @@ def _trust_answers(settings: Settings) -> dict[str, bool]:
     return entry[1]
 
 
+def _is_trusted(ip: str, settings: Settings, answers: dict[str, bool]) -> bool:
+    """Gives Settings.is_trusted_ip(ip), remembered in `answers`."""
+    trusted = answers.get(ip)
+    if trusted is None:
+        trusted = answers[ip] = settings.is_trusted_ip(ip)
+    return trusted
+
+
 def _outside_quotes(text: str) -> list[tuple[int, str]]:
     """Gives (index, character) of every character of text that is not inside a quoted-string.
 
@@ -185,10 +193,7 @@ def walk_trust_path(fields: Iterable[bytes], settings: Settings) -> _Walk:
             # Stepping over a hop we cannot place would let a forged header below it speak.
             evidence.append(f"envelope: no client address in {where}; client unknown")
             return _Walk(tuple(hops), None, i, False, forwarded_by, envelope_from, tuple(evidence))
-        trusted = trusted_ips.get(hop.ip)
-        if trusted is None:
-            trusted = trusted_ips[hop.ip] = settings.is_trusted_ip(hop.ip)
-        if trusted:  # loopback is always in trusted_networks
+        if _is_trusted(hop.ip, settings, trusted_ips):  # loopback is always in trusted_networks
             evidence.append(f"{where}: {hop.ip} is in trusted_networks, stepped over")
             continue
         # HELO is the client's own claim: only our server's reverse lookup names a forwarder.
@@ -224,7 +229,7 @@ def recover_envelope(message: Message, settings: Settings, hints: Hints | None =
     authenticated = walk.authenticated
 
     hinted = normalize_ip(hints.client_address) if hints.client_address else None
-    if hinted and settings.is_trusted_ip(hinted):
+    if hinted and _is_trusted(hinted, settings, _trust_answers(settings)):
         # Postfix's macros describe its last SMTP client: a content filter re-injecting
         # on loopback, say.  The client is further down, where the walk found it.
         evidence.append(f"hint client_address {hinted} is in trusted_networks: hints not used")
