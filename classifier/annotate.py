@@ -144,6 +144,8 @@ def _ours(field: HeaderField, authserv_id: str) -> bool:
 
 def defuse(message: Message, authserv_id: str) -> Message:
     """Gives the message without our earlier annotation and with forged copies renamed."""
+    if not message.has(*_OUR_NAMES):
+        return message  # the usual case: nothing of ours, no field made
     out: list[HeaderField] = []
     above_received = True
     for field in message.fields:
@@ -231,6 +233,8 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
 
 def _split_outside_quotes(value: str) -> list[str]:
     """Gives value split at "; " wherever that is not inside a quoted-string."""
+    if '"' not in value:
+        return value.split("; ")  # no quoted-string: every "; " separates
     parts: list[str] = []
     start, quoted, escaped = 0, False, False
     for i, ch in enumerate(value):
@@ -263,8 +267,15 @@ def fold(name: str, value: str, eol: bytes) -> bytes:
 
 
 def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str) -> bytes:
-    """Gives the message with our headers prepended and forged copies defused."""
-    message = defuse(Message.parse(data), authserv_id)
+    """Gives the message with our headers prepended and forged copies defused.
+
+    The message the checks parsed (`CheckReport.message`) is read again when it is
+    `data`'s; a report of other bytes has them parsed here.
+    """
+    parsed = report.message
+    if parsed is None or parsed.data is not data:
+        parsed = Message.parse(data)
+    message = defuse(parsed, authserv_id)
     eol = message.eol
     new = [
         fold("Authentication-Results", authentication_results(report, authserv_id), eol),
@@ -272,4 +283,7 @@ def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value
     if not report.envelope.authenticated and report.envelope.client_ip:
         new.append(fold("Received-SPF", received_spf_header(report.spf, authserv_id), eol))
     new.append(fold(HEADER_NAME, authsieve_value, eol))
+    if message is parsed and parsed.data is data:
+        new.append(data)  # nothing defused: the message as it came, not joined again
+        return b"".join(new)
     return b"".join(new) + message.to_bytes()

@@ -29,9 +29,11 @@ from classifier.auth.dkim_signature import (
 from classifier.auth.header_block import field_in_header, header_end, header_fields
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession
+from classifier.message import Message
 
 MAX_INSTANCES = 50  # RFC 8617 §4.2.1, §5.2 step 1
 _ARC_FIELDS = (b"arc-seal", b"arc-message-signature", b"arc-authentication-results")
+_ARC_KEYS = tuple(name.decode() for name in _ARC_FIELDS)
 _INSTANCE = re.compile(rb"^\s*i\s*=\s*(\d{1,6})\s*(?:;|$)")
 _FWS = re.compile(rb"\r?\n[ \t]+")
 # An ARC field starts a line of the header block; most mail has none, and one search says so.
@@ -122,13 +124,25 @@ class _ChainVerifier(dkim.ARC):
     (`dkim_signature`).  dkimpy's own check parsed each key again, ran RSA in
     Python and canonicalised the body whole: 4 ms for one ARC set, and 22 times
     the body in memory for a large text body.
+
+    A parsed message's fields are handed to dkimpy (its ``headers``, as its own
+    parser makes them), so the header block is not cut again; an unclean one
+    (`Message.clean`) goes through dkimpy's parser, which refuses it or skips an
+    mbox "From " line, as before.
     """
 
-    def __init__(self, message: bytes, end: tuple[int, int] | None) -> None:
-        header = message if end is None else message[: end[1]]
-        super().__init__(header, logger=_DKIMPY_LOG, minkey=MIN_RSA_BITS)
-        body_at = len(message) if end is None else end[1]
-        self._signed = SignedMessage(self.headers, message, body_at)
+    def __init__(self, message: Message) -> None:
+        data, end = message.data, message.header_end
+        if message.clean:
+            super().__init__(None, logger=_DKIMPY_LOG, minkey=MIN_RSA_BITS)
+            self.headers = list(message.dkim_fields())
+            self.body = b""  # never read: verify_sig hashes the body a slice at a time
+        else:
+            super().__init__(
+                data if end is None else data[: end[1]], logger=_DKIMPY_LOG, minkey=MIN_RSA_BITS
+            )
+        body_at = len(data) if end is None else end[1]
+        self._signed = SignedMessage(self.headers, data, body_at)
 
     def verify_sig(
         self,
@@ -153,10 +167,10 @@ class _ChainVerifier(dkim.ARC):
             return False
 
 
-def _verify_chain(message: bytes, dns: DnsSession) -> tuple[object, object]:
+def _verify_chain(message: Message, dns: DnsSession) -> tuple[object, object]:
     """Gives dkimpy's chain validation status and reason, as its `arc_verify` does."""
     try:
-        verifier = _ChainVerifier(message, header_end(message))
+        verifier = _ChainVerifier(message)
     except IndexError as exc:
         # dkimpy's header parser on a block that starts with a continuation line.
         raise dkim.MessageFormatError(f"header not parseable: {exc}") from exc
@@ -167,12 +181,33 @@ def _verify_chain(message: bytes, dns: DnsSession) -> tuple[object, object]:
     return cv, reason
 
 
-def key_names(message: bytes) -> list[str]:
-    """Gives the key records the chain validation looks up: those of every ARC signature."""
-    if not field_in_header(message, _ANY_ARC_FIELD, header_end(message)):
+def _arc_fields(message: Message) -> list[tuple[bytes, bytes]]:
+    """Gives (name, value) of the ARC fields, in order; [] when there are none.
+
+    A clean message (`Message.clean`) gives them from its parsed fields; any
+    other goes through `header_fields`, which skips the lines that are no field.
+    """
+    if not message.clean:
+        data = message.data
+        if not field_in_header(data, _ANY_ARC_FIELD, header_end(data)):
+            return []
+        return [(n, v) for n, v in header_fields(data) if n.lower() in _ARC_FIELDS]
+    keys = message.keys()
+    if not message.has(*_ARC_KEYS):
         return []
+    return [
+        (key.encode(), field[1][:-2])
+        for key, field in zip(keys, message.dkim_fields(), strict=True)
+        if key in _ARC_KEYS
+    ]
+
+
+def key_names(message: Message | bytes) -> list[str]:
+    """Gives the key records the chain validation looks up: those of every ARC signature."""
+    if isinstance(message, bytes):
+        message = Message.parse(message)
     names = []
-    for name, value in header_fields(message):
+    for name, value in _arc_fields(message):
         if name.lower() not in (b"arc-seal", b"arc-message-signature"):
             continue
         try:
@@ -183,14 +218,16 @@ def key_names(message: bytes) -> list[str]:
     return list(dict.fromkeys(names))[: 2 * MAX_INSTANCES]
 
 
-def check_arc(message: bytes, dns: DnsSession) -> ArcResult:
+def check_arc(message: Message | bytes, dns: DnsSession) -> ArcResult:
     """Gives the ARC chain validation status, sealers and the oldest AAR (RFC 8617 §5.2).
 
     Never raises: a chain dkimpy cannot process is a fail with the reason.
     """
-    if not field_in_header(message, _ANY_ARC_FIELD, header_end(message)):
+    if isinstance(message, bytes):
+        message = Message.parse(message)
+    fields = _arc_fields(message)
+    if not fields:
         return ArcResult("none", 0, (), "", "", "", "", "no ARC header fields")
-    fields = [(n, v) for n, v in header_fields(message) if n.lower() in _ARC_FIELDS]
     instances = max((i for _, v in fields if (i := _instance(v)) is not None), default=0)
     oldest = _oldest_results(fields)
     spf, dkim_word, dmarc = _parse_aar(oldest) if oldest else ("", "", "")
@@ -198,8 +235,6 @@ def check_arc(message: bytes, dns: DnsSession) -> ArcResult:
     def result(word: str, reason: str) -> ArcResult:
         return ArcResult(word, instances, _sealers(fields), oldest, spf, dkim_word, dmarc, reason)
 
-    if not fields:
-        return result("none", "no ARC header fields")
     if instances > MAX_INSTANCES:
         return result("fail", f"{instances} ARC sets, more than {MAX_INSTANCES} (RFC 8617 §5.2)")
     try:

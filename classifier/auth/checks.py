@@ -7,7 +7,7 @@ turns the report into the `AuthFacts` that a policy decides on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from classifier.auth.arc import ArcResult, check_arc
 from classifier.auth.arc import key_names as arc_key_names
@@ -40,6 +40,8 @@ class CheckReport:
     dmarc: DmarcResult
     from_address: str
     dns_queries: int
+    # The message as parsed once for every step (annotate reads it again for nothing).
+    message: Message | None = field(default=None, compare=False, repr=False)
 
     @property
     def dkim_result(self) -> str:
@@ -111,16 +113,15 @@ def run_checks(
     """Gives every check's result for one delivered message (RFC 7208, 6376, 8617, 7489/9989)."""
     message = Message.parse(data)
     envelope = recover_envelope(message, settings, hints)
-    signatures = read_signatures(data)
+    signatures = read_signatures(message)
     dns = resolver.session(settings.dns_budget)
     try:
-        return _run(data, message, envelope, signatures, settings, dns)
+        return _run(message, envelope, signatures, settings, dns)
     finally:
         dns.close()
 
 
 def _run(
-    data: bytes,
     message: Message,
     envelope: Envelope,
     signatures: Signatures,
@@ -131,7 +132,7 @@ def _run(
     spf_applies = bool(envelope.client_ip) and not envelope.authenticated
     # The first record of every check is known now: asking for all of them at once lets
     # their round trips overlap; each check then reads its reply (or the cache) as before.
-    first = [(name, "TXT") for name in signatures.key_names() + arc_key_names(data)]
+    first = [(name, "TXT") for name in signatures.key_names() + arc_key_names(message)]
     from_values = message.get_all("From")
     if not envelope.authenticated:
         first += [(name, "TXT") for name in record_names(from_values)]
@@ -158,7 +159,7 @@ def _run(
             spf = check_spf(envelope.client_ip, envelope.mail_from, helo, dns, receiver=receiver)
 
     dkim = verify_signatures(signatures, dns)
-    arc = check_arc(data, dns)
+    arc = check_arc(message, dns)
     if envelope.authenticated:
         dmarc = _dmarc_not_evaluated(from_values, settings.dmarc_mode)
     else:
@@ -179,6 +180,7 @@ def _run(
         dmarc=dmarc,
         from_address=first_from_address(message),
         dns_queries=dns.queries,
+        message=message,
     )
 
 

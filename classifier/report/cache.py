@@ -342,8 +342,10 @@ def check_record(path: Path, settings: Settings, resolver: Resolver) -> CheckRec
     from classifier.auth.checks import run_checks
 
     data = path.read_bytes()
-    message = Message.parse(data)
-    return record_from(run_checks(data, settings, resolver), message, settings.authserv_id)
+    report = run_checks(data, settings, resolver)
+    # The message the checks parsed, not cut up again.
+    message = report.message or Message.parse(data)
+    return record_from(report, message, settings.authserv_id)
 
 
 def scan(
