@@ -231,22 +231,21 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
     return str(header).split(":", 1)[1].strip()
 
 
+# A quoted-string with its quoted-pairs (RFC 5322 §3.2.4), or the "; " between two parts.
+_QUOTED_OR_SEPARATOR = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|; ', re.DOTALL)
+
+
 def _split_outside_quotes(value: str) -> list[str]:
     """Gives value split at "; " wherever that is not inside a quoted-string."""
     if '"' not in value:
         return value.split("; ")  # no quoted-string: every "; " separates
     parts: list[str] = []
-    start, quoted, escaped = 0, False, False
-    for i, ch in enumerate(value):
-        if escaped:
-            escaped = False
-        elif ch == "\\" and quoted:
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == ";" and value[i + 1 : i + 2] == " ":
-            parts.append(value[start:i])
-            start = i + 2
+    start = 0
+    # A quoted-string (to its closing quote, or to the end when unclosed) is skipped whole.
+    for match in _QUOTED_OR_SEPARATOR.finditer(value):
+        if match.group() == "; ":
+            parts.append(value[start : match.start()])
+            start = match.end()
     parts.append(value[start:])
     return parts
 

@@ -236,8 +236,8 @@ class Message:
                 name, _, value = raw.partition(b":")
                 if value[-1:] == b"\n":
                     value = value[:-2] if value[-2:] == b"\r\n" else value[:-1]
-                if b"\n" in value:
-                    value = _LINE_END.sub(b"\r\n", value)
+                if b"\n" in value and value.count(b"\n") != value.count(b"\r\n"):
+                    value = _LINE_END.sub(b"\r\n", value)  # folded with bare LF
                 out.append([name, value + b"\r\n"])
             self._dkim = out
         return self._dkim
