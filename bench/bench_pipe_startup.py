@@ -5,7 +5,7 @@ Measured in the same run, interleaved, so machine noise hits all alike:
   b  python3 -c "import spf, dkim, dns.resolver, authres"   (the imports-only script)
   c  authsieve pipe --deliver stdout < message            (in-process checks, loopback DNS)
   d  authsieve pipe --daemon SOCKET --deliver stdout      (a real `authsieve serve`)
-  e  dovecot-lda alone, private config (the next stage's own cost)
+  e  dovecot-lda alone, private config (the next stage's own cost), -d as f gives it
   f  authsieve pipe --daemon SOCKET --deliver dovecot-lda
 Every command runs with one interpreter: a venv made here whose site-packages
 point at this tree and at .venv's libraries, as a `pip install .` (not an
@@ -61,6 +61,22 @@ userdb {{
 """
 
 
+# dovecot-lda -d asks Dovecot's auth service for the user (userdb), and no Dovecot server
+# runs here: without it, -d ends in exit 75.  As tests/mta.py does, a wrapper plays the
+# userdb (every user is the one mailbox under mail_home) and drops -d; rows e and f both
+# go through it, so f - e is still authsieve's part.
+LDA_WRAPPER = """#!/bin/sh
+take=
+for arg do
+  shift
+  if [ "$take" = d ]; then take=; continue; fi
+  if [ "$arg" = -d ]; then take=d; continue; fi
+  set -- "$@" "$arg"
+done
+exec {lda} "$@"
+"""
+
+
 def bench_interpreter(work: Path) -> str:
     """Gives a python whose site-packages hold this tree and .venv's libraries, nothing else."""
     venv.create(work / "venv", with_pip=False)
@@ -110,13 +126,21 @@ def main() -> None:
         (work / "dovecot.log").touch()
         shutil.chown(work / "dovecot.log", "nobody")
     pipe = [authsieve, "pipe", "--recipient", "alice@family.example", "--sender", "a@x.example"]
-    lda = ["--deliver", "dovecot-lda", "--lda-path", LDA, f"--lda-arg=-c{work}/dovecot.conf"]
+    wrapper = work / "dovecot-lda"
+    wrapper.write_text(LDA_WRAPPER.format(lda=LDA))
+    wrapper.chmod(0o755)
+    lda = [
+        "--deliver", "dovecot-lda", "--lda-path", str(wrapper), f"--lda-arg=-c{work}/dovecot.conf"
+    ]  # fmt: skip
+    rcpt = ["-d", "alice@family.example", "-a", "alice@family.example"]
     commands: dict[str, list[str] | None] = {
         "a  python -c pass": [py, "-c", "pass"],
         "b  imports only": [py, "-c", "import spf, dkim, dns.resolver, authres"],
         "c  pipe in-process": [*pipe, "--config", config, "--dns-server", dns.address],
         "d  pipe --daemon, stdout": [*pipe, "--daemon", sock],
-        "e  dovecot-lda alone": [LDA, f"-c{work}/dovecot.conf", "-e", "-f", "a@x.example"],
+        "e  dovecot-lda alone": [
+            str(wrapper), f"-c{work}/dovecot.conf", "-e", "-f", "a@x.example", *rcpt
+        ],  # fmt: skip
         "f  pipe --daemon, lda": [*pipe, "--daemon", sock, *lda],
     }
     if not Path(LDA).exists():
