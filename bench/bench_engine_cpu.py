@@ -157,8 +157,9 @@ def main() -> None:
         if args.profile:
             for label, tree, python in trees:
                 print(f"== {label} ({tree}): cProfile, {args.rounds} rounds, by own time")
+                argv = [python, "-c", CHILD, str(tree), str(work), str(args.rounds)]
                 run = subprocess.run(
-                    [python, "-c", CHILD, str(tree), str(work), str(args.rounds), str(args.profile)],
+                    [*argv, str(args.profile)],
                     capture_output=True,
                     text=True,
                     check=True,
@@ -174,7 +175,7 @@ def main() -> None:
                 seen[label] = result
         first = next(iter(seen.values()))
         print(f"{first['messages']} messages, {args.runs} x {args.rounds} rounds per tree")
-        for label, tree, _ in trees:
+        for label, _, _ in trees:
             print(
                 f"{label:10} {seen[label]['module']}: CPU per message median "
                 f"{statistics.median(cpu[label]):.3f} ms (min {min(cpu[label]):.3f})"
@@ -186,9 +187,7 @@ def main() -> None:
             print(f"this tree / baseline: {ratio:.2f} (target <= 0.50)")
             print("verdicts and annotated bytes identical:", same)
         if args.instructions:
-            counted = {
-                label: instructions(python, tree, work, 3) for label, tree, python in trees
-            }
+            counted = {label: instructions(python, tree, work, 3) for label, tree, python in trees}
             for label, count in counted.items():
                 print(f"{label:10} instructions per message (callgrind): {count / 1e6:.2f} M")
             if args.baseline:

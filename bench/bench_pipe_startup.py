@@ -132,15 +132,21 @@ def main() -> None:
     lda = [
         "--deliver", "dovecot-lda", "--lda-path", str(wrapper), f"--lda-arg=-c{work}/dovecot.conf"
     ]  # fmt: skip
-    rcpt = ["-d", "alice@family.example", "-a", "alice@family.example"]
+    lda_alone = [
+        "-e",
+        "-f",
+        "a@x.example",
+        "-d",
+        "alice@family.example",
+        "-a",
+        "alice@family.example",
+    ]
     commands: dict[str, list[str] | None] = {
         "a  python -c pass": [py, "-c", "pass"],
         "b  imports only": [py, "-c", "import spf, dkim, dns.resolver, authres"],
         "c  pipe in-process": [*pipe, "--config", config, "--dns-server", dns.address],
         "d  pipe --daemon, stdout": [*pipe, "--daemon", sock],
-        "e  dovecot-lda alone": [
-            str(wrapper), f"-c{work}/dovecot.conf", "-e", "-f", "a@x.example", *rcpt
-        ],  # fmt: skip
+        "e  dovecot-lda alone": [str(wrapper), f"-c{work}/dovecot.conf", *lda_alone],
         "f  pipe --daemon, lda": [*pipe, "--daemon", sock, *lda],
     }
     if not Path(LDA).exists():

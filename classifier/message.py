@@ -213,7 +213,7 @@ class Message:
         """
         return self._clean
 
-    def keys(self) -> list[str]:
+    def field_keys(self) -> list[str]:
         """Gives the field names in lower case, top first (shared: do not change it)."""
         return self._keys
 

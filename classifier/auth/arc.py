@@ -9,27 +9,16 @@ message, in order, and the ARC-Authentication-Results of the first sealer
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
-import authres
-import dkim
-from dkim.util import parse_tag_value
-
-from classifier.auth.dkim import MIN_RSA_BITS, DkimKeyTempError, dkimpy_txt_lookup
-from classifier.auth.dkim_signature import (
-    BadSignatureTags,
-    BodyHashMismatch,
-    SignedMessage,
-    public_key,
-    verify,
-)
 from classifier.auth.header_block import field_in_header, header_end, header_fields
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession
 from classifier.message import Message
+
+# dkimpy, authres and the chain's cryptography (classifier.auth.arc_chain) are imported
+# when a message carries ARC fields: most mail does not, and the pipe starts per message.
 
 MAX_INSTANCES = 50  # RFC 8617 §4.2.1, §5.2 step 1
 _ARC_FIELDS = (b"arc-seal", b"arc-message-signature", b"arc-authentication-results")
@@ -40,10 +29,6 @@ _FWS = re.compile(rb"\r?\n[ \t]+")
 _ANY_ARC_FIELD = re.compile(
     rb"^arc-(?:seal|message-signature|authentication-results):", re.IGNORECASE | re.MULTILINE
 )
-
-# dkimpy logs every failing seal at ERROR; the result carries the reason instead.
-_DKIMPY_LOG = logging.Logger("authsieve.dkimpy.arc")
-_DKIMPY_LOG.disabled = True
 
 
 @dataclass(frozen=True)
@@ -67,6 +52,8 @@ class ArcResult:
 
 def _instance(value: bytes) -> int | None:
     """Gives the i= of an ARC field: the leading tag in AAR, any tag in AMS and AS."""
+    from dkim.util import parse_tag_value
+
     match = _INSTANCE.match(value)
     if match:
         return int(match.group(1))
@@ -77,6 +64,8 @@ def _instance(value: bytes) -> int | None:
 
 
 def _sealers(fields: list[tuple[bytes, bytes]]) -> tuple[str, ...]:
+    from dkim.util import parse_tag_value
+
     seals = []
     for name, value in fields:
         if name.lower() != b"arc-seal":
@@ -93,6 +82,8 @@ def _sealers(fields: list[tuple[bytes, bytes]]) -> tuple[str, ...]:
 
 def _parse_aar(value: str) -> tuple[str, str, str]:
     """Gives (spf, dkim, dmarc) of an Authentication-Results value (RFC 8601 §2.2)."""
+    import authres
+
     try:
         header = authres.AuthenticationResultsHeader.parse_value(value)
     except Exception:
@@ -114,73 +105,6 @@ def _oldest_results(fields: list[tuple[bytes, bytes]]) -> str:
     return ""
 
 
-class _ChainVerifier(dkim.ARC):
-    """dkimpy's walk of an ARC chain, each of its signatures checked as our DKIM ones are.
-
-    dkimpy decides what each ARC set must hold and how the chain validates
-    (RFC 8617 §5.2); every ARC-Message-Signature and ARC-Seal it asks about
-    is checked through `verify_sig`, its hook for one signature, with the key
-    cache, OpenSSL or libsodium, and a body hashed a slice at a time
-    (`dkim_signature`).  dkimpy's own check parsed each key again, ran RSA in
-    Python and canonicalised the body whole: 4 ms for one ARC set, and 22 times
-    the body in memory for a large text body.
-
-    A parsed message's fields are handed to dkimpy (its ``headers``, as its own
-    parser makes them), so the header block is not cut again; an unclean one
-    (`Message.clean`) goes through dkimpy's parser, which refuses it or skips an
-    mbox "From " line, as before.
-    """
-
-    def __init__(self, message: Message) -> None:
-        data, end = message.data, message.header_end
-        if message.clean:
-            super().__init__(None, logger=_DKIMPY_LOG, minkey=MIN_RSA_BITS)
-            self.headers = list(message.dkim_fields())
-            self.body = b""  # never read: verify_sig hashes the body a slice at a time
-        else:
-            super().__init__(
-                data if end is None else data[: end[1]], logger=_DKIMPY_LOG, minkey=MIN_RSA_BITS
-            )
-        body_at = len(data) if end is None else end[1]
-        self._signed = SignedMessage(self.headers, data, body_at)
-
-    def verify_sig(
-        self,
-        sig: dict[bytes, bytes],
-        include_headers: list[bytes],
-        sig_header: tuple[bytes, bytes],
-        dnsfunc: Callable[..., bytes | None],
-    ) -> bool:
-        name = (sig[b"s"] + b"._domainkey." + sig[b"d"]).decode("utf-8", "replace")
-        record = dnsfunc(name)  # raises DkimKeyTempError on a temporary DNS failure
-        if record is None:
-            return False
-        try:
-            key = public_key(name, record)
-        except Exception:  # an unusable key verifies nothing, as dkimpy has it
-            return False
-        if key.ktype == b"rsa" and key.bits < MIN_RSA_BITS:
-            return False  # RFC 8301 §3.2
-        try:
-            return verify(key, sig, list(include_headers), sig_header, self._signed)
-        except (BodyHashMismatch, BadSignatureTags):
-            return False
-
-
-def _verify_chain(message: Message, dns: DnsSession) -> tuple[object, object]:
-    """Gives dkimpy's chain validation status and reason, as its `arc_verify` does."""
-    try:
-        verifier = _ChainVerifier(message)
-    except IndexError as exc:
-        # dkimpy's header parser on a block that starts with a continuation line.
-        raise dkim.MessageFormatError(f"header not parseable: {exc}") from exc
-    try:
-        cv, _, reason = verifier.verify(dnsfunc=dkimpy_txt_lookup(dns))
-    except dkim.DKIMException as exc:
-        return dkim.CV_Fail, str(exc)
-    return cv, reason
-
-
 def _arc_fields(message: Message) -> list[tuple[bytes, bytes]]:
     """Gives (name, value) of the ARC fields, in order; [] when there are none.
 
@@ -192,7 +116,7 @@ def _arc_fields(message: Message) -> list[tuple[bytes, bytes]]:
         if not field_in_header(data, _ANY_ARC_FIELD, header_end(data)):
             return []
         return [(n, v) for n, v in header_fields(data) if n.lower() in _ARC_FIELDS]
-    keys = message.keys()
+    keys = message.field_keys()
     if not message.has(*_ARC_KEYS):
         return []
     return [
@@ -206,6 +130,8 @@ def key_names(message: Message | bytes) -> list[str]:
     """Gives the key records the chain validation looks up: those of every ARC signature."""
     if isinstance(message, bytes):
         message = Message.parse(message)
+    from dkim.util import parse_tag_value
+
     names = []
     for name, value in _arc_fields(message):
         if name.lower() not in (b"arc-seal", b"arc-message-signature"):
@@ -228,6 +154,11 @@ def check_arc(message: Message | bytes, dns: DnsSession) -> ArcResult:
     fields = _arc_fields(message)
     if not fields:
         return ArcResult("none", 0, (), "", "", "", "", "no ARC header fields")
+    import dkim
+
+    from classifier.auth.arc_chain import verify_chain
+    from classifier.auth.dkim import DkimKeyTempError
+
     instances = max((i for _, v in fields if (i := _instance(v)) is not None), default=0)
     oldest = _oldest_results(fields)
     spf, dkim_word, dmarc = _parse_aar(oldest) if oldest else ("", "", "")
@@ -238,7 +169,7 @@ def check_arc(message: Message | bytes, dns: DnsSession) -> ArcResult:
     if instances > MAX_INSTANCES:
         return result("fail", f"{instances} ARC sets, more than {MAX_INSTANCES} (RFC 8617 §5.2)")
     try:
-        cv, reason = _verify_chain(message, dns)
+        cv, reason = verify_chain(message, dns)
     except DkimKeyTempError as exc:
         return result("temperror", exc.reason)
     except (dkim.DKIMException, ValueError) as exc:  # a header dkimpy or a decoder cannot read

@@ -8,16 +8,10 @@ turns the report into the `AuthFacts` that a policy decides on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from classifier.auth.arc import ArcResult, check_arc
 from classifier.auth.arc import key_names as arc_key_names
-from classifier.auth.dkim import (
-    DkimSignatureResult,
-    Signatures,
-    dkim_summary,
-    read_signatures,
-    verify_signatures,
-)
 from classifier.auth.dmarc import DmarcResult, check_dmarc, from_domains, record_names
 from classifier.auth.facts import INTERNAL, AuthFacts
 from classifier.auth.fromheader import first_mailbox
@@ -26,6 +20,9 @@ from classifier.config import Settings
 from classifier.envelope.trust import Envelope, Hints, recover_envelope
 from classifier.lookup.resolver import DnsSession, Resolver
 from classifier.message import Message
+
+if TYPE_CHECKING:
+    from classifier.auth.dkim import DkimSignatureResult, Signatures
 
 
 @dataclass(frozen=True)
@@ -46,6 +43,10 @@ class CheckReport:
     @property
     def dkim_result(self) -> str:
         """Gives the one DKIM word for the message (pass when any signature passed)."""
+        if not self.dkim:
+            return "none"  # unsigned: the DKIM module need not be loaded to say so
+        from classifier.auth.dkim import dkim_summary
+
         return dkim_summary(self.dkim)
 
     def to_dict(self) -> dict[str, object]:
@@ -113,7 +114,13 @@ def run_checks(
     """Gives every check's result for one delivered message (RFC 7208, 6376, 8617, 7489/9989)."""
     message = Message.parse(data)
     envelope = recover_envelope(message, settings, hints)
-    signatures = read_signatures(message)
+    signatures = None
+    # dkimpy and the cryptography load for a signed message only (most pipe processes
+    # start for one message); a header block dkimpy reads itself (not clean) may hide one.
+    if "dkim-signature" in message.field_keys() or not message.clean:
+        from classifier.auth.dkim import read_signatures
+
+        signatures = read_signatures(message)
     dns = resolver.session(settings.dns_budget)
     try:
         return _run(message, envelope, signatures, settings, dns)
@@ -124,7 +131,7 @@ def run_checks(
 def _run(
     message: Message,
     envelope: Envelope,
-    signatures: Signatures,
+    signatures: Signatures | None,
     settings: Settings,
     dns: DnsSession,
 ) -> CheckReport:
@@ -132,7 +139,8 @@ def _run(
     spf_applies = bool(envelope.client_ip) and not envelope.authenticated
     # The first record of every check is known now: asking for all of them at once lets
     # their round trips overlap; each check then reads its reply (or the cache) as before.
-    first = [(name, "TXT") for name in signatures.key_names() + arc_key_names(message)]
+    keys = signatures.key_names() if signatures is not None else []
+    first = [(name, "TXT") for name in keys + arc_key_names(message)]
     from_values = message.get_all("From")
     if not envelope.authenticated:
         first += [(name, "TXT") for name in record_names(from_values)]
@@ -158,7 +166,11 @@ def _run(
         else:
             spf = check_spf(envelope.client_ip, envelope.mail_from, helo, dns, receiver=receiver)
 
-    dkim = verify_signatures(signatures, dns)
+    dkim: tuple[DkimSignatureResult, ...] = ()
+    if signatures is not None:
+        from classifier.auth.dkim import verify_signatures
+
+        dkim = verify_signatures(signatures, dns)
     arc = check_arc(message, dns)
     if envelope.authenticated:
         dmarc = _dmarc_not_evaluated(from_values, settings.dmarc_mode)

@@ -394,13 +394,15 @@ def read_signatures(message: Message | bytes) -> Signatures:
         message = Message.parse(message)
     if not message.clean:
         return _read_signatures_unclean(message.data)
-    if "dkim-signature" not in message.keys():
+    if "dkim-signature" not in message.field_keys():
         return Signatures(None, (), ())
     end = message.header_end
     fields = message.dkim_fields()
     data = message.data
     signed = SignedMessage(fields, data, end[1]) if end else SignedMessage(fields, b"", 0)
-    found = tuple(f for f, n in zip(fields, message.keys(), strict=True) if n == "dkim-signature")
+    found = tuple(
+        f for f, n in zip(fields, message.field_keys(), strict=True) if n == "dkim-signature"
+    )
     return Signatures(signed, found, tuple(_read_tags(f[1]) for f in found[:MAX_SIGNATURES]))
 
 
