@@ -130,10 +130,13 @@ def key_names(message: Message | bytes) -> list[str]:
     """Gives the key records the chain validation looks up: those of every ARC signature."""
     if isinstance(message, bytes):
         message = Message.parse(message)
+    fields = _arc_fields(message)
+    if not fields:
+        return []
     from dkim.util import parse_tag_value
 
     names = []
-    for name, value in _arc_fields(message):
+    for name, value in fields:
         if name.lower() not in (b"arc-seal", b"arc-message-signature"):
             continue
         try:
