@@ -13,6 +13,9 @@ editable install, whose import hook alone doubles `python -c pass`).
 Messages: the five of examples/maildir, in turn; DNS from a loopback server
 in a process of its own.
 Run: .venv/bin/python bench/bench_pipe_startup.py [ROUNDS]
+     .venv/bin/python bench/bench_pipe_startup.py --instructions
+       (a, b and c counted by valgrind's callgrind instead: a figure a loaded, shared
+       machine does not change; c for an unsigned and for a DKIM-signed demo message)
 Targets (issue 15): d <= 2 x a; c <= 1.3 x b; f - e beside d - a.
 """
 
@@ -106,7 +109,48 @@ def timed(argv: list[str], stdin: bytes, user: str | None = None) -> float:
     return elapsed
 
 
+def instructions() -> None:
+    """Prints callgrind's instruction counts of a, b and c, and c / b."""
+    import re
+
+    work = Path(tempfile.mkdtemp(prefix="authsieve-bench-"))
+    py = bench_interpreter(work)
+    config = str(ROOT / "examples" / "config.toml")
+    dns = DnsServerProcess((DEMO / "zone.txt").read_text())
+    unsigned = DEMO / "cur" / "1740909903.M813757P24158.mx,S=1440,W=1440:2,S"
+    signed = DEMO / "new" / "1741009930.M779552P1665.mx,S=2263,W=2263"
+    pipe = [py, "-c", SCRIPT.split("\n", 1)[1], "pipe", "--recipient", "alice@family.example"]
+    pipe += ["--sender", "a@x.example", "--config", config, "--dns-server", dns.address]
+    runs = {
+        "a  python -c pass": ([py, "-c", "pass"], b""),
+        "b  imports only": ([py, "-c", "import spf, dkim, dns.resolver, authres"], b""),
+        "c  pipe in-process, unsigned": (pipe, unsigned.read_bytes()),
+        "c  pipe in-process, DKIM-signed": (pipe, signed.read_bytes()),
+    }
+    counts = {}
+    try:
+        for name, (argv, stdin) in runs.items():
+            proc = subprocess.run(
+                ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                input=stdin, capture_output=True, cwd=ROOT, env=ENV, check=True,
+            )  # fmt: skip
+            found = re.search(rb"Collected : (\d+)", proc.stderr)
+            assert found, proc.stderr[-500:]
+            counts[name] = int(found.group(1))
+            print(f"{name:34s} {counts[name] / 1e6:8.1f} M instructions")
+    finally:
+        dns.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    b = counts["b  imports only"]
+    for name in runs:
+        if name.startswith("c"):
+            print(f"{name} / b = {counts[name] / b:.2f}  (target <= 1.30)")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--instructions"]:
+        instructions()
+        return
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     messages = sorted((DEMO / "new").iterdir()) + sorted((DEMO / "cur").iterdir())
     compileall.compile_dir(ROOT / "classifier", quiet=1)

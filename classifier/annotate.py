@@ -31,6 +31,7 @@ from authres.dmarc import DMARCAuthenticationResult
 from classifier.auth.checks import CheckReport
 from classifier.auth.facts import HEADER_NAME
 from classifier.auth.spf import received_spf_header
+from classifier.lazyre import lazy
 from classifier.message import HeaderField, Message
 
 # RFC 2045 §5.1 token: any CHAR except SPACE, CTLs and tspecials.
@@ -39,7 +40,7 @@ _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(\.[A-Za-z0-9!#$%&'*+\
 _DOMAIN = re.compile(
     r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
 )
-_RECEIVER = re.compile(r"receiver\s*=\s*(\"[^\"]*\"|[^;\s]+)", re.IGNORECASE)
+_RECEIVER = lazy(r"receiver\s*=\s*(\"[^\"]*\"|[^;\s]+)", re.IGNORECASE)
 _OUR_NAMES = ("authentication-results", "received-spf", HEADER_NAME.lower())
 
 

@@ -18,6 +18,8 @@ from itertools import compress, repeat
 from operator import add
 from typing import NamedTuple
 
+from classifier.lazyre import lazy
+
 # The one field-name rule of authsieve, for every step that reads the header block
 # (the checks, DKIM and ARC through dkimpy, annotate, the report): a name is 1*ftext,
 # printable US-ASCII but ":" (RFC 5322 §2.2, §3.6.8), and white space between the name
@@ -32,7 +34,7 @@ _FIELD_BREAK = re.compile(rb"\n(?=([\x21-\x39\x3b-\x7e]+)[ \t]*:)")
 # A line of the header block that is neither a field nor folding (RFC 5322 §2.2): dkimpy
 # refuses a header block with one (an mbox "From " line it skips).
 _NOT_A_FIELD = re.compile(rb"\n(?![ \t]|[\x21-\x39\x3b-\x7e]+[ \t]*:)")
-_LINE_END = re.compile(rb"\r?\n")
+_LINE_END = lazy(rb"\r?\n")
 
 
 @dataclass(frozen=True)
@@ -309,7 +311,7 @@ _MONTHS = {
 }
 _ZONES = {"ut": 0, "utc": 0, "gmt": 0, "z": 0, "est": -300, "edt": -240, "cst": -360}
 _ZONES |= {"cdt": -300, "mst": -420, "mdt": -360, "pst": -480, "pdt": -420}
-_DATE = re.compile(
+_DATE = lazy(
     r"(?:[A-Za-z]{3}[a-z]*,? ?)?(\d{1,2})[ -]([A-Za-z]{3})[a-z]*\.?[ -](\d{2,4}) "
     r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)? ?(?:([+-])(\d\d)(\d\d)|([A-Za-z]{1,5})\b)?"
 )

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "classifier"
 
 # Bottom first.  "foundation" and "steps" are modules at the top of classifier/.
 LAYERS = (
-    "foundation",  # message, config, files, log, display, errors
+    "foundation",  # message, config, files, log, display, errors, lazyre
     "lookup",  # DNS: resolver, sources, wire
     "envelope",  # step 1: received, hop, clauses, quick, formats, marks, trust
     "auth",  # step 2: spf, dkim, arc, header_block, dmarc(_discovery), fromheader, checks, facts
@@ -32,7 +32,7 @@ LAYERS = (
     # quarantine, recheck
     "commands",  # argument parsing and exit codes: the top of the house
 )
-FOUNDATION = frozenset({"message", "config", "files", "log", "display", "errors"})
+FOUNDATION = frozenset({"message", "config", "files", "log", "display", "errors", "lazyre"})
 STEPS = frozenset({"evaluate", "annotate"})
 FORBIDDEN = frozenset({("envelope", "lookup")})  # besides the order
 CORE = frozenset({"foundation", "lookup", "envelope", "auth", "policy", "steps"})

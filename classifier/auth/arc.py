@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 
 from classifier.auth.header_block import field_in_header, header_end, header_fields
+from classifier.lazyre import lazy
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession
 from classifier.message import Message
@@ -26,7 +27,7 @@ _ARC_KEYS = tuple(name.decode() for name in _ARC_FIELDS)
 _INSTANCE = re.compile(rb"^\s*i\s*=\s*(\d{1,6})\s*(?:;|$)")
 _FWS = re.compile(rb"\r?\n[ \t]+")
 # An ARC field starts a line of the header block; most mail has none, and one search says so.
-_ANY_ARC_FIELD = re.compile(
+_ANY_ARC_FIELD = lazy(
     rb"^arc-(?:seal|message-signature|authentication-results):", re.IGNORECASE | re.MULTILINE
 )
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
+from classifier.lazyre import lazy
 from classifier.lookup.resolver import DnsSession, DnsTempError
 
 MODES = ("rfc9989", "rfc7489")
@@ -33,7 +34,7 @@ _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # RFC 3986 URI characters without "," and "!", which a DMARC URI must percent-encode (§4.8)
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):([A-Za-z0-9\-._~:/?#\[\]@$&'()*+=%]+)$")
 _SIZE = re.compile(r"![0-9]+[kmgtKMGT]?$")
-_DIGITS = re.compile(r"^[0-9]{1,10}$")
+_DIGITS = lazy(r"^[0-9]{1,10}$")
 _WSP = " \t\r\n"
 
 

@@ -29,6 +29,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from classifier.auth.fromheader import to_a_labels
+from classifier.lazyre import lazy
 
 HEADER_NAME = "X-Authsieve"
 RELEASED_HEADER = "X-Authsieve-Released"  # written by `authsieve quarantine release`
@@ -148,7 +149,7 @@ def render_header_value(
     return "; ".join(parts)
 
 
-_PAIR = re.compile(r'\s*([a-z][a-z0-9-]*)=("(?:[^"\\]|\\.)*"|[^;\s]*)\s*(?:;|$)', re.I)
+_PAIR = lazy(r'\s*([a-z][a-z0-9-]*)=("(?:[^"\\]|\\.)*"|[^;\s]*)\s*(?:;|$)', re.I)
 
 
 def parse_header_value(value: str) -> dict[str, str]:

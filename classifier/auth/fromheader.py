@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import NamedTuple
 
+from classifier.lazyre import lazy
+
 try:  # IDNA 2008 (RFC 5891) when the idna package is there; Python's IDNA 2003 codec otherwise
     import idna as _idna
 except ImportError:  # pragma: no cover - depends on the environment
@@ -174,8 +176,8 @@ def _mailbox_ats(unit: list[_Token]) -> list[int]:
     return inside if has_angle else outside
 
 
-_LITERAL = re.compile(r"^\[[^\[\]\\@]*\]$")  # RFC 5322 §3.4.1 domain-literal, dtext only
-_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_LITERAL = lazy(r"^\[[^\[\]\\@]*\]$")  # RFC 5322 §3.4.1 domain-literal, dtext only
+_DOT_ATOM = lazy(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 
 
 def first_mailbox(from_header_values: Iterable[object] | None) -> str:
