@@ -131,6 +131,7 @@ def instructions(python: str, tree: Path, work: Path, rounds: int) -> float:
                 capture_output=True,
                 text=True,
                 check=True,
+                env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict layouts every run
             )
         found = re.search(r"Collected : (\d+)", run.stderr)
         assert found, run.stderr[-2000:]
