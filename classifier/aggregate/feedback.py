@@ -40,6 +40,7 @@ class AggregateReport:
     xml: bytes
     records: int
     messages: int
+    discovery_method: str = "treewalk"  # how the policy was found: "psl" is RFC 7489's lookup
 
     def gzipped(self) -> bytes:
         """Gives the XML compressed with GZIP (RFC 1952), the same bytes every time."""
@@ -157,6 +158,7 @@ def build_report(
         xml,
         len(firsts),
         len(rows),
+        last.discovery_method,
     )
 
 

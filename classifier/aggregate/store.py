@@ -30,6 +30,12 @@ DEFAULT_STORE = DEFAULT_REPORT_STORE
 DEFAULT_RETENTION_DAYS = 35.0
 WRITE_TIMEOUT = 0.5  # seconds: a delivery waits no longer than this for the store
 _PURGE_EVERY = 3600.0
+# What the README's "DMARC aggregate reports" section has the admin do: pipe (vmail), the
+# watcher and serve all append, so the directory is theirs to write (group authsieve).
+STORE_HINT = (
+    "the store's directory must be writable by the pipe, watch and serve users: "
+    "install -d -o vmail -g authsieve -m 2770 /var/lib/authsieve (README: DMARC aggregate reports)"
+)
 _last_purge: dict[str, float] = {}
 
 _SCHEMA = """
@@ -170,7 +176,13 @@ def record_rows(settings: Settings, rows: tuple[ReportRow, ...], now: float | No
                 store.purge(int(now - retention_seconds(settings)))
         return True
     except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
-        log.warning("report store %s not written, %d row(s) skipped: %s", url, len(rows), exc)
+        log.warning(
+            "report store %s not written, %d row(s) skipped: %s; %s",
+            url,
+            len(rows),
+            exc,
+            STORE_HINT,
+        )
         return False
 
 
