@@ -11,6 +11,9 @@ from __future__ import annotations
 import email
 import email.policy
 import gzip
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -21,7 +24,7 @@ import pytest
 
 from classifier.aggregate.rows import DkimEntry, ReportRow
 from classifier.aggregate.store import ReportStore
-from classifier.commands.main import main
+from classifier.commands.main import build_parser, main
 from tests.dnsserver import DnsTestServer
 from tests.mta import Mta, throwaway_mta, wait_until
 
@@ -209,4 +212,64 @@ def test_a_store_that_cannot_be_opened_says_who_must_write_it(
     assert main(["dmarc-report", "--config", str(config), "--dry-run", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"reports.store sqlite:{blocked}/reports.db: cannot be opened" in err
-    assert "writable by the pipe, watch and serve users: install -d -o vmail" in err
+    assert "dmarc-report run as (vmail in the examples): install -d -o vmail -g vmail" in err
+
+
+# --- examples/systemd and examples/cron run the same command, as the store's user ----------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SERVICE = EXAMPLES / "systemd" / "authsieve-dmarc-report.service"
+TIMER = EXAMPLES / "systemd" / "authsieve-dmarc-report.timer"
+CRON = EXAMPLES / "cron" / "authsieve-dmarc-report"
+
+
+def unit_value(unit: Path, key: str) -> str:
+    (value,) = [ln.split("=", 1)[1] for ln in unit.read_text().splitlines() if ln.startswith(key)]
+    return value.strip()
+
+
+def test_timer_service_and_cron_line_send_yesterdays_reports_as_vmail() -> None:
+    command = unit_value(SERVICE, "ExecStart=").split()
+    assert command[1:] == [
+        "dmarc-report", "--config", "/etc/authsieve/config.toml", "--send",
+    ]  # fmt: skip
+    args = build_parser(command[1:]).parse_args(command[1:])
+    assert (args.send, args.dry_run, args.day, args.force) == (True, None, None, False)
+    assert unit_value(SERVICE, "User=") == "vmail" and unit_value(SERVICE, "Type=") == "oneshot"
+    # Postfix's sendmail runs the setgid postdrop: nothing may set no_new_privs.
+    text = SERVICE.read_text()
+    for implies in ("\nNoNewPrivileges=yes", "\nRestrictAddressFamilies=", "\nPrivateDevices="):
+        assert implies not in text
+    assert "/var/spool/postfix/maildrop" in unit_value(SERVICE, "ReadWritePaths=")
+    assert unit_value(SERVICE, "RestartPreventExitStatus=") == "2"
+    assert unit_value(TIMER, "OnCalendar=") == "*-*-* 00:10:00 UTC"
+    assert unit_value(TIMER, "RandomizedDelaySec=") == "45min"
+    (line,) = [ln for ln in CRON.read_text().splitlines() if ln and ln[0].isdigit()]
+    fields = line.split()
+    minute, hour, *_ = fields[:5]
+    assert (int(minute), int(hour), fields[2:5]) == (23, 1, ["*", "*", "*"])
+    assert fields[5] == "vmail" and fields[6:] == command
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_analyze_verifies_the_timer_and_its_service(tmp_path: Path) -> None:
+    for unit in (SERVICE, TIMER):
+        text = unit.read_text().replace("/usr/local/bin/authsieve", sys.executable)
+        (tmp_path / unit.name).write_text(text)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / TIMER.name), str(tmp_path / SERVICE.name)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    complaints = [line for line in done.stderr.splitlines() if str(tmp_path) in line]
+    assert done.returncode == 0 and complaints == [], done.stderr
+    calendar = subprocess.run(
+        ["systemd-analyze", "calendar", unit_value(TIMER, "OnCalendar=")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "Normalized form: *-*-* 00:10:00 UTC" in calendar.stdout

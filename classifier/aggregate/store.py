@@ -30,11 +30,12 @@ DEFAULT_STORE = DEFAULT_REPORT_STORE
 DEFAULT_RETENTION_DAYS = 35.0
 WRITE_TIMEOUT = 0.5  # seconds: a delivery waits no longer than this for the store
 _PURGE_EVERY = 3600.0
-# What the README's "DMARC aggregate reports" section has the admin do: pipe (vmail), the
-# watcher and serve all append, so the directory is theirs to write (group authsieve).
+# What the README's "DMARC aggregate reports" section has the admin do: the pipe, the
+# watcher, the daemon and dmarc-report all open the store, as one user (vmail).
 STORE_HINT = (
-    "the store's directory must be writable by the pipe, watch and serve users: "
-    "install -d -o vmail -g authsieve -m 2770 /var/lib/authsieve (README: DMARC aggregate reports)"
+    "the store must be writable by the user authsieve pipe, watch, serve and dmarc-report run"
+    " as (vmail in the examples): install -d -o vmail -g vmail -m 750 /var/lib/authsieve"
+    " (README: DMARC aggregate reports)"
 )
 _last_purge: dict[str, float] = {}
 

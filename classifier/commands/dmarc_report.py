@@ -167,7 +167,11 @@ def cmd_dmarc_report(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     resolver = make_resolver_for(args, settings)
     if args.dry_run:
-        return _dry_run(Path(args.dry_run), reports, reporter, settings, resolver, begin, end)
+        out = Path(args.dry_run)
+        try:
+            return _dry_run(out, reports, reporter, settings, resolver, begin, end)
+        except OSError as exc:
+            raise UsageError(f"--dry-run {out}: {exc.strerror or exc}") from None
     try:
         ledger = SentLog(sent_log_path(settings))
     except OSError as exc:
