@@ -107,7 +107,10 @@ def _record(feedback: ET.Element, row: ReportRow, count: int) -> None:
         _text(dkim, "result", sig.result)
     spf = ET.SubElement(auth, "spf")
     _text(spf, "domain", row.spf_domain)
-    _text(spf, "scope", row.spf_scope)
+    # RFC 9990 Appendix A SPFDomainScope has "mfrom" alone: DMARC uses the MAIL FROM
+    # identity only, and a null sender's check of postmaster@HELO is that identity's
+    # (RFC 7208 §2.4), which rows recorded before this still call "helo".
+    _text(spf, "scope", "mfrom")
     _text(spf, "result", row.spf_result)
 
 

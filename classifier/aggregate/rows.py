@@ -26,9 +26,12 @@ if TYPE_CHECKING:
 DISPOSITIONS = ("none", "pass", "quarantine", "reject")
 # RFC 9990 §2.1.5 (Policy Override Reason), PolicyOverrideType.
 OVERRIDE_TYPES = ("local_policy", "mailing_list", "other", "policy_test_mode", "trusted_forwarder")
-# RFC 8601 §2.7.1 / §2.7.2 words an aggregate report may carry (DKIMResultType, SPFResultType).
+# RFC 8601 §2.7.1 / §2.7.2 words an aggregate report may carry (RFC 9990 Appendix A,
+# DKIMResultType and SPFResultType, which has "policy" too).
 DKIM_RESULTS = frozenset({"none", "pass", "fail", "policy", "neutral", "temperror", "permerror"})
-SPF_RESULTS = frozenset({"none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"})
+SPF_RESULTS = frozenset(
+    {"none", "neutral", "pass", "fail", "softfail", "policy", "temperror", "permerror"}
+)
 
 
 @dataclass(frozen=True, slots=True)
