@@ -1,6 +1,6 @@
 """Where a Policy Domain's aggregate reports go: its rua= mailto: URIs, checked at send time.
 
-The record is read again when the report is sent (RFC 9990 §3.1: the rua=
+The record is read again when the report is sent (RFC 9990 §3.2: the rua=
 tag of the DMARC Policy Record names the destinations), through the one DNS
 layer.  A destination whose Organizational Domain is not the Policy Domain's
 must agree to receive the reports (RFC 9990 §4, "Verifying External
@@ -23,6 +23,9 @@ from classifier.auth.dmarc_record import external_destination_authorised, record
 from classifier.auth.facts import safe_domain
 from classifier.lookup.resolver import DnsSession, DnsTempError
 
+# RFC 9990 §3.2 lets a receiver limit the URIs it supports: a record naming dozens of
+# addresses gets reports at the first few only.
+MAX_URIS = 5
 # What we put on sendmail's command line and in To:: a plain addr-spec, no
 # quoting, no comments, no second address (a "," in a DMARC URI is percent-encoded).
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
@@ -105,13 +108,14 @@ def _checked(
     # Step 9: the destination's rua= replaces ours, but only toward the same host.
     found = [(r, mailto_address(r)) for r in replacement]
     same = [Destination(r, a, host, True) for r, a in found if a and a.endswith(f"@{host}")]
-    return same or Skipped(uri, f"{name}: its rua= names no mailto: address at {host}")
+    return same[:MAX_URIS] or Skipped(uri, f"{name}: its rua= names no mailto: address at {host}")
 
 
 def find_destinations(policy_domain: str, dns: DnsSession, mode: str = "rfc9989") -> Destinations:
     """Gives where a Policy Domain's reports go, from its record as published now.
 
-    The URIs are taken in the order given (RFC 9990 §3.1); each address once.
+    The URIs are taken in the order given (RFC 9990 §3.2), at most MAX_URIS of
+    them; each address once.
     """
     try:
         records, _ = records_at(policy_domain, dns, mode)
@@ -123,8 +127,9 @@ def find_destinations(policy_domain: str, dns: DnsSession, mode: str = "rfc9989"
     if not records[0].rua:
         return Destinations(policy_domain, problem=f"no rua= in _dmarc.{policy_domain}")
     send: dict[str, Destination] = {}
-    skipped: list[Skipped] = []
-    for uri in records[0].rua:
+    rua = records[0].rua
+    skipped = [Skipped(uri, f"beyond the first {MAX_URIS} rua= URIs") for uri in rua[MAX_URIS:]]
+    for uri in rua[:MAX_URIS]:
         try:
             checked = _checked(uri, policy_domain, dns, mode)
         except DnsTempError as exc:
