@@ -1,4 +1,4 @@
-"""One aggregate-report row per delivered message: the check results in RFC 9990's terms.
+"""Aggregate-report rows per delivered message and Author Domain: the results in RFC 9990's terms.
 
 `rows_from` is a pure function of an `Evaluation` and the delivery time: the
 delivery paths (`authsieve pipe`, `serve`, the Maildir watcher) hand it what
