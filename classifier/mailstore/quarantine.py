@@ -25,6 +25,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -295,7 +296,6 @@ _USER_HEADER = re.compile(
     re.MULTILINE,
 )
 _ANY_HEADER = re.compile(r"^[ \t]*\[", re.MULTILINE)
-_ALLOW_KEY = re.compile(r"^([ \t]*)allow_senders[ \t]*=[ \t]*", re.MULTILINE)
 
 
 def _toml_key(quoted: str) -> str:
@@ -364,47 +364,113 @@ def add_allowed_sender(text: str, user: str, entry: str, inherited: tuple[str, .
     Raises QuarantineError when the file is laid out so that a safe edit is
     not possible (then the line to add by hand is named).
     """
+    return add_list_entry(text, user, "allow_senders", entry, inherited)
+
+
+_POLICY_HEADER = re.compile(r"^[ \t]*\[[ \t]*policy[ \t]*\][ \t]*(?:\#.*)?$", re.MULTILINE)
+
+
+def _table_header(text: str, user: str) -> re.Match[str] | None:
+    """Gives the header line of [users."user"] (or of [policy] for user ""), or None."""
+    if not user:
+        return _POLICY_HEADER.search(text)
+    key = normalize_user(user)
+    return next(
+        (m for m in _USER_HEADER.finditer(text) if normalize_user(_toml_key(m.group(1))) == key),
+        None,
+    )
+
+
+def add_list_entry(
+    text: str, user: str, list_key: str, entry: str, inherited: tuple[str, ...] = ()
+) -> str:
+    """Gives the config text with `entry` in a list of [users."user"] ([policy] for user "").
+
+    Everything else stays as it was; the result is parsed back and must differ
+    in that one list only.  A new user list starts with the `inherited` global
+    entries (a user's list replaces the global one).  Raises QuarantineError
+    when the file is laid out so that a safe edit is not possible.
+    """
     key = normalize_user(user)
     try:
         before = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise QuarantineError(f"not valid TOML: {exc}") from None
-    users = before.get("users", {})
-    actual = next((k for k in users if normalize_user(k) == key), None)
-    current = (
-        list(users.get(actual, {}).get("allow_senders", inherited)) if actual else list(inherited)
-    )
-    if entry in [e.strip().lower() for e in current]:
+    if key:
+        users = before.get("users", {})
+        actual = next((k for k in users if normalize_user(k) == key), None)
+        table = users.get(actual, {}) if actual else {}
+        shown = f"users.{json.dumps(key)}"
+    else:
+        actual, table, shown = None, before.get("policy", {}), "policy"
+    current = list(table.get(list_key, inherited))
+    if entry.strip().lower() in [str(e).strip().lower() for e in current]:
         return text
-    header = next(
-        (m for m in _USER_HEADER.finditer(text) if normalize_user(_toml_key(m.group(1))) == key),
-        None,
-    )
+    header = _table_header(text, key)
+    values = ", ".join(json.dumps(e) for e in [*current, entry])
     if header is None:
-        values = ", ".join(json.dumps(e) for e in [*current, entry])
-        new = text.rstrip("\n") + f"\n\n[users.{json.dumps(key)}]\nallow_senders = [{values}]\n"
+        head = f"[users.{json.dumps(key)}]" if key else "[policy]"
+        new = text.rstrip("\n") + f"\n\n{head}\n{list_key} = [{values}]\n"
         actual = actual or key
     else:
         nxt = _ANY_HEADER.search(text, header.end())
         end = nxt.start() if nxt else len(text)
-        found = _ALLOW_KEY.search(text, header.end(), end)
+        key_line = re.compile(rf"^([ \t]*){re.escape(list_key)}[ \t]*=[ \t]*", re.MULTILINE)
+        found = key_line.search(text, header.end(), end)
         if found is not None:
             new = _insert_into_array(text, found.end(), entry)
         else:
-            values = ", ".join(json.dumps(e) for e in [*current, entry])
             at = header.end() + 1 if header.end() < len(text) else len(text)
             new = text[:at] + ("" if text[at - 1 : at] == "\n" or at == 0 else "\n")
-            new += f"allow_senders = [{values}]\n" + text[at:]
+            new += f"{list_key} = [{values}]\n" + text[at:]
     expected: dict[str, Any] = copy.deepcopy(before)
-    expected.setdefault("users", {}).setdefault(actual, {})["allow_senders"] = [*current, entry]
+    if key:
+        expected.setdefault("users", {}).setdefault(actual, {})[list_key] = [*current, entry]
+    else:
+        expected.setdefault("policy", {})[list_key] = [*current, entry]
     try:
         after = tomllib.loads(new)
     except tomllib.TOMLDecodeError:
         after = None
     if after != expected:
-        raise QuarantineError(
-            f'cannot edit safely; add "{entry}" to users.{json.dumps(key)}.allow_senders by hand'
+        raise QuarantineError(f'cannot edit safely; add "{entry}" to {shown}.{list_key} by hand')
+    return new
+
+
+def set_policy_action(text: str, action_key: str, action: str) -> str:
+    """Gives the config text with ``action_key = "action"`` in [policy], all else as it was.
+
+    Raises QuarantineError when the file is laid out so that a safe edit is not possible.
+    """
+    try:
+        before = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise QuarantineError(f"not valid TOML: {exc}") from None
+    line = f"{action_key} = {json.dumps(action)}"
+    header = _table_header(text, "")
+    if header is None:
+        new = text.rstrip("\n") + f"\n\n[policy]\n{line}\n"
+    else:
+        nxt = _ANY_HEADER.search(text, header.end())
+        end = nxt.start() if nxt else len(text)
+        value = re.compile(
+            rf"^[ \t]*{re.escape(action_key)}[ \t]*=[ \t]*(\"[^\"\n]*\"|'[^'\n]*')", re.MULTILINE
         )
+        found = value.search(text, header.end(), end)
+        if found is not None:
+            new = text[: found.start(1)] + json.dumps(action) + text[found.end(1) :]
+        else:
+            at = header.end() + 1 if header.end() < len(text) else len(text)
+            new = text[:at] + ("" if text[at - 1 : at] == "\n" or at == 0 else "\n")
+            new += line + "\n" + text[at:]
+    expected: dict[str, Any] = copy.deepcopy(before)
+    expected.setdefault("policy", {})[action_key] = action
+    try:
+        after = tomllib.loads(new)
+    except tomllib.TOMLDecodeError:
+        after = None
+    if after != expected:
+        raise QuarantineError(f"cannot edit safely; set policy.{line} by hand")
     return new
 
 
@@ -433,12 +499,21 @@ def allow_sender_in_config(config: Path, user: str, entry: str, inherited: tuple
 
     Raises QuarantineError, naming the file, when it cannot be edited safely.
     """
+    return edit_config(config, lambda text: add_allowed_sender(text, user, entry, inherited))
+
+
+def edit_config(config: Path, change: Callable[[str], str]) -> bool:
+    """Gives True when `change` changed the config file's text, replaced atomically.
+
+    The directory is locked, so that two edits at once do not lose one.  Raises
+    QuarantineError, naming the file, when the change cannot be made safely.
+    """
     dir_fd = os.open(config.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(dir_fd, fcntl.LOCK_EX)  # two releases at once must not lose an entry
         text = config.read_text(encoding="utf-8")
         try:
-            new = add_allowed_sender(text, user, entry, inherited)
+            new = change(text)
         except QuarantineError as exc:
             raise QuarantineError(f"{config}: {exc}") from None
         if new == text:
