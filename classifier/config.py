@@ -235,7 +235,7 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
 
 
 def _section_values(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """Gives the Settings fields of the [watch], [quarantine], [reports], [learn] sections, validated."""
+    """Gives the Settings fields of the [watch] … [learn] sections, validated."""
     out: dict[str, Any] = {}
     for section, keys in _SECTION_KEYS.items():
         table = data.get(section, {})

@@ -242,12 +242,12 @@ def propose(moves: Iterable[Move], policies: Policies, thresholds: Thresholds) -
     ]
 
 
-def render(proposals: list[Proposal]) -> str:
-    """Gives the proposals as numbered plain text, for `suggest` and the digest."""
-    if not proposals:
+def render(numbered: list[tuple[int, Proposal]]) -> str:
+    """Gives the (number, proposal) pairs as plain text, for `suggest` and the digest."""
+    if not numbered:
         return "No proposals: the moves recorded so far argue for no change.\n"
     lines = []
-    for n, p in enumerate(proposals, 1):
+    for n, p in numbered:
         lines.append(f"{n}. {p.summary}")
         lines.append(f"   change: [{p.table}] {p.key} {'=' if p.kind == 'relax_rule' else '+='}"
                      f" \"{p.value}\"")  # fmt: skip
