@@ -209,8 +209,7 @@ def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _apply(args: argparse.Namespace, settings: Settings, proposal: Proposal) -> int:
-    from classifier.mailstore.configedit import add_list_entry, edit_config, set_policy_action
-    from classifier.policy.rules import load_policies
+    from classifier.mailstore.configedit import edit_config, set_policy_action
 
     config = Path(args.config or settings.source)
     if not config.is_file():
@@ -218,16 +217,30 @@ def _apply(args: argparse.Namespace, settings: Settings, proposal: Proposal) -> 
     if proposal.kind == "relax_rule":
         changed = edit_config(config, lambda t: set_policy_action(t, proposal.key, proposal.value))
     else:
-        inherited: tuple[str, ...] = ()
-        if proposal.user:  # a user's new list starts with the global entries it replaces
-            inherited = tuple(getattr(load_policies(settings).default, proposal.key))
-        changed = edit_config(
-            config,
-            lambda t: add_list_entry(t, proposal.user, proposal.key, proposal.value, inherited),
-        )
+        changed = edit_config(config, lambda t: _add_entry(t, settings, proposal))
     said = "added" if changed else "already there"
     print(f"{config}: [{proposal.table}] {proposal.key}: {proposal.value} {said}")
     return _reinstall(args, settings, config)
+
+
+def _add_entry(text: str, settings: Settings, proposal: Proposal) -> str:
+    """Gives the config text with the proposal's list entry added where it takes effect.
+
+    A user's list replaces the global one (`classifier.policy.rules`): a new user
+    list starts with the global entries, and a global entry goes into every user
+    table that has its own list too, or it would not reach those users.
+    """
+    from classifier.mailstore.configedit import add_list_entry
+    from classifier.policy.rules import load_policies
+
+    if proposal.user:
+        inherited = tuple(getattr(load_policies(settings).default, proposal.key))
+        return add_list_entry(text, proposal.user, proposal.key, proposal.value, inherited)
+    text = add_list_entry(text, "", proposal.key, proposal.value)
+    for user, table in sorted(settings.users_raw.items()):
+        if isinstance(table, dict) and proposal.key in table:
+            text = add_list_entry(text, user, proposal.key, proposal.value)
+    return text
 
 
 def _reinstall(args: argparse.Namespace, settings: Settings, config: Path) -> int:
