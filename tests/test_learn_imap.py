@@ -12,6 +12,7 @@ through `authsieve pipe` and the reinstalled script through sieve-test.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import imaplib
 import io
@@ -221,8 +222,7 @@ def imap() -> Iterator[Imap]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _install_args(**given: str) -> object:
-    import argparse
+def _install_args(**given: str) -> argparse.Namespace:
 
     values = {
         "name": "authsieve",
