@@ -425,6 +425,19 @@ def test_moves_are_recorded_once_proposed_applied_and_change_the_next_delivery(
     assert "every time authenticated" in str(proposals[0]["summary"])
     code, text = authsieve("suggest", "--config", str(imap.config))
     assert code == 0 and text.startswith("1. allow sender news@news.shop.example for alice")
+    # The administrator's weekly digest carries the same proposals, numbered alike.
+    maildir = imap.root / "home" / "alice" / "Maildir"
+    code, mail = authsieve(
+        "quarantine", "digest", "--config", str(imap.config), "--maildir", str(maildir),
+        "--user", ALICE, "--mail-from", "postmaster@family.example", "--proposals",
+    )  # fmt: skip
+    assert code == 0 and mail.startswith("From: postmaster@family.example\n")
+    assert mail.endswith("\n-- \n" + PROPOSALS_HEAD + text)
+    code, mail = authsieve(
+        "quarantine", "digest", "--config", str(imap.config), "--maildir", str(maildir),
+        "--user", ALICE,
+    )  # fmt: skip
+    assert code == 0 and "allow sender" not in mail
 
     # Before --apply: the next .cyou message goes to INBOX, the newsletter to alice's Junk.
     before_d = str(imap.root / "sieve-before.d")
@@ -441,6 +454,12 @@ def test_moves_are_recorded_once_proposed_applied_and_change_the_next_delivery(
     assert next_delivery(imap, variant(CYOU, 33), ALICE) == ("junk", "Junk")
     assert next_delivery(imap, variant(NEWS, 34), ALICE) == ("inbox", "INBOX")
     assert suggestions(imap) == []  # what the policy now does is not proposed again
+
+
+PROPOSALS_HEAD = (
+    "Policy proposals from what users moved in and out of Junk (authsieve suggest;\n"
+    "apply one with: authsieve suggest --apply N):\n\n"
+)
 
 
 def next_delivery(imap: Imap, data: bytes, user: str) -> tuple[str, str]:

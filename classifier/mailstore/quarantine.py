@@ -210,8 +210,12 @@ def digest(
     retention_days: float,
     now: datetime,
     sender: str = "",
+    appendix: str = "",
 ) -> str:
     """Gives a plain-text summary of a user's quarantine, fit to mail (whole message if sender).
+
+    `appendix` is added at the end under a line of its own: the policy proposals
+    for the administrator (`quarantine digest --proposals`).
 
     Raises QuarantineError for a user or sender with control characters: they
     go into header lines, where a line break would start a header of its own.
@@ -233,9 +237,10 @@ def digest(
             "Auto-Submitted: auto-generated",
             "",
         ]
+    tail = ["", "-- ", *appendix.rstrip("\n").splitlines()] if appendix else []
     if not entries:
         lines.append(f"No messages for {user} are held in quarantine.")
-        return "\n".join(lines) + "\n"
+        return "\n".join(w for line in lines + tail for w in wrap_octets(line)) + "\n"
     lines += [
         f"{count} message{'s are' if count != 1 else ' is'} held in quarantine for {user}.",
         "They were kept out of your inbox for the reason shown with each: most did not",
@@ -253,6 +258,7 @@ def digest(
     lines += [
         "If one of them is mail you wanted, ask your mail administrator to release it:",
         f"    authsieve quarantine release --user {user} ID",
+        *tail,
     ]
     return "\n".join(w for line in lines for w in wrap_octets(line)) + "\n"
 
