@@ -21,7 +21,7 @@ from classifier.errors import UsageError
 
 DEFAULT_PATH = Path("/etc/authsieve/config.toml")
 DEFAULT_REPORT_STORE = "sqlite:/var/lib/authsieve/reports.db"  # when [reports] names none
-DEFAULT_LEARN_STORE = "sqlite:/var/lib/authsieve/learning.db"  # when [learn] names none
+DEFAULT_LEARN_STORE = "sqlite:/var/lib/authsieve/learning/moves.db"  # the mail user's directory
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[Network, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),

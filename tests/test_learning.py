@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import sqlite3
 import subprocess
 import sys
@@ -342,4 +341,3 @@ def test_nothing_is_printed_by_learn_in_the_foreground_without_a_learn_table(
     finally:
         sys.stdin = sys_stdin
     assert (code, out.getvalue()) == (0, "")
-    assert not os.path.exists(tmp_path / "learning.db")

@@ -1,7 +1,7 @@
 """The learning store: the moves `authsieve learn` records, read back by `authsieve suggest`.
 
 SQLite in WAL mode, opened as the report store is (`classifier.aggregate.store.open_sqlite`),
-at ``[learn] store`` (default ``sqlite:/var/lib/authsieve/learning.db``).  `learn`
+at ``[learn] store`` (default ``sqlite:/var/lib/authsieve/learning/moves.db``).  `learn`
 runs as the mail user, inside Dovecot's IMAP process: the directory must be
 writable by that user.  A move is one row under its key (Message-ID, user,
 direction): the same message moved twice the same way by the same user counts
