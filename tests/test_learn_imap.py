@@ -454,6 +454,9 @@ def test_moves_are_recorded_once_proposed_applied_and_change_the_next_delivery(
     assert next_delivery(imap, variant(CYOU, 33), ALICE) == ("junk", "Junk")
     assert next_delivery(imap, variant(NEWS, 34), ALICE) == ("inbox", "INBOX")
     assert suggestions(imap) == []  # what the policy now does is not proposed again
+    # suggest ran as root on the mail user's store: it left no file the mail user cannot write.
+    owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in store.parent.iterdir()}
+    assert owners and set(owners.values()) == {NOBODY}, owners
 
 
 PROPOSALS_HEAD = (

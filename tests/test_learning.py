@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from classifier.annotate import fold
 from classifier.auth.facts import AuthFacts, render_header_value
+from classifier.commands.learn import as_store_owner
 from classifier.commands.main import main
 from classifier.config import settings_from_dict
 from classifier.learning.moves import JUNKED, RESCUED, Move, direction_of, read_move
@@ -35,6 +37,7 @@ from classifier.policy.rules import load_policies
 from sieve.commands import filter_command
 from sieve.imapsieve import compile_config, generate_learn_script, learn_program_text
 from sieve.pigeonhole import Pigeonhole, dovecot_version, find_tool
+from tests.helpers import NOBODY
 
 AUTHSERV = "mx.example.org"
 SETTINGS = settings_from_dict({"classifier": {"authserv_id": AUTHSERV}})
@@ -341,3 +344,32 @@ def test_nothing_is_printed_by_learn_in_the_foreground_without_a_learn_table(
     finally:
         sys.stdin = sys_stdin
     assert (code, out.getvalue()) == (0, "")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: root's suggest on the mail user's store")
+def test_root_works_on_the_store_as_the_owner_of_its_directory(open_tmp: Path) -> None:
+    store = open_tmp / "learning"
+    store.mkdir()
+    os.chown(store, *NOBODY)
+    with as_store_owner(f"sqlite:{store}/moves.db"):
+        assert (os.geteuid(), os.getegid()) == NOBODY
+        LearningStore.open(f"sqlite:{store}/moves.db").close()
+    assert os.geteuid() == 0
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in store.iterdir()} == {NOBODY}
+    with as_store_owner(f"sqlite:{open_tmp}/root-owned/moves.db"):
+        assert os.geteuid() == 0  # a directory that is not there yet, or root's: stays root
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    config = tmp_path / "config.toml"
+    learn = f'[learn]\nstore = "sqlite:{tmp_path}/file/x.db"\n'
+    config.write_text(f'[classifier]\nauthserv_id = "{AUTHSERV}"\n{learn}')
+    assert main(["suggest", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"authsieve: learn store sqlite:{tmp_path}/file/x.db: ")
+        and err.count("\n") == 1
+    )

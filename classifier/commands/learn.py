@@ -16,12 +16,14 @@ the script Dovecot runs and the verdict authsieve writes stay equal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,6 +162,7 @@ def logging_shutdown() -> None:
 
 
 def _proposals(settings: Settings) -> list[Proposal]:
+    from classifier.aggregate.store import StoreError
     from classifier.learning.proposals import (
         DEFAULT_MIN_MESSAGES,
         DEFAULT_MIN_USERS,
@@ -176,10 +179,41 @@ def _proposals(settings: Settings) -> list[Proposal]:
         settings.learn_min_messages or DEFAULT_MIN_MESSAGES,
         settings.learn_min_users or DEFAULT_MIN_USERS,
     )
-    with LearningStore.open(url) as store:
-        store.purge(int(time.time() - retention_seconds(settings)))
-        moves = list(store.moves())
+    try:
+        with as_store_owner(url), LearningStore.open(url) as store:
+            store.purge(int(time.time() - retention_seconds(settings)))
+            moves = list(store.moves())
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        raise UsageError(f"learn store {url}: {exc}") from None
     return propose(moves, load_policies(settings), thresholds)
+
+
+@contextlib.contextmanager
+def as_store_owner(url: str) -> Iterator[None]:
+    """Runs the block as the owner of the store's directory when root runs it.
+
+    The directory belongs to the mail user, who runs `learn`: root opening the
+    database there would create its -wal and -shm files as root (and lock the
+    mail user out), and would follow a link the mail user planted under those
+    names.  As that user, root can do only what the user could.
+    """
+    from classifier.aggregate.store import sqlite_path
+
+    directory = sqlite_path(url).parent
+    try:
+        st = directory.stat()
+    except OSError:
+        st = None
+    if os.geteuid() != 0 or st is None or st.st_uid == 0:
+        yield
+        return
+    os.setegid(st.st_gid)
+    os.seteuid(st.st_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
 
 
 def open_proposals(settings: Settings) -> list[Proposal]:
