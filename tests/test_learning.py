@@ -24,7 +24,7 @@ from classifier.annotate import fold
 from classifier.auth.facts import AuthFacts, render_header_value
 from classifier.commands.learn import as_store_owner
 from classifier.commands.main import main
-from classifier.config import settings_from_dict
+from classifier.config import load_settings, settings_from_dict
 from classifier.learning.moves import JUNKED, RESCUED, Move, direction_of, read_move
 from classifier.learning.proposals import Thresholds, propose, render
 from classifier.learning.store import LearningStore
@@ -37,6 +37,7 @@ from classifier.policy.rules import load_policies
 from sieve.commands import filter_command
 from sieve.imapsieve import compile_config, generate_learn_script, learn_program_text
 from sieve.pigeonhole import Pigeonhole, dovecot_version, find_tool
+from tests.conftest import ROOT
 from tests.helpers import NOBODY
 
 AUTHSERV = "mx.example.org"
@@ -99,6 +100,26 @@ def test_headers_below_the_topmost_received_teach_nothing() -> None:
 def test_another_authserv_id_teaches_nothing() -> None:
     other = settings_from_dict({"classifier": {"authserv_id": "mx.other.example"}})
     assert read_move(ours() + RECEIVED + BODY, "ann@example.org", "Junk", "INBOX", other, 7) is None
+
+
+def test_the_sealers_of_a_passing_arc_chain_are_recorded() -> None:
+    ar = f"{AUTHSERV}; spf=fail smtp.mailfrom=x@lists.example; arc=pass (sealed by lists.example)"
+    data = fold("Authentication-Results", ar, b"\r\n") + ours()[ours().index(b"X-Authsieve") :]
+    move = read_move(data + RECEIVED + BODY, "ann@example.org", "Junk", "INBOX", SETTINGS, 7)
+    assert move is not None and (move.arc_sealers, move.dkim_domains) == (("lists.example",), ())
+
+
+def test_a_delivered_demo_message_teaches_its_dkim_and_arc_domains() -> None:
+    demo = ROOT / "examples" / "maildir" / "cur" / "1741463056.M393007P13352.mx,S=5516,W=5516:2,S"
+    config = ROOT / "examples" / "config.toml"
+    zone = ROOT / "examples" / "maildir" / "zone.txt"
+    argv = [*filter_command(), "annotate", "--config", str(config), "--dns-zone", str(zone)]
+    data = subprocess.run([*argv, str(demo)], capture_output=True, check=True).stdout
+    demo_settings = load_settings(config)
+    move = read_move(data, "alice@family.example", "Junk", "INBOX", demo_settings, 7)
+    assert move is not None
+    assert (move.dkim_domains, move.arc_sealers) == (("lists.example",), ("lists.example",))
+    assert (move.client_ip, move.spf, move.spf_hop) == ("203.0.113.150", "fail", "mx.lists.example")
 
 
 def test_authentication_results_of_another_host_add_no_dkim_domain() -> None:
@@ -168,12 +189,16 @@ def test_forwarder_proposed_from_rescues_by_two_users_with_dkim_upstream() -> No
     assert [(p.value, p.messages, p.users) for p in found] == [
         ("relay.uni.example", 3, ("ann@example.org", "bob@example.org"))
     ]
-    assert "all SPF fail at that hop, DKIM pass upstream (shop.example)" in found[0].summary
+    assert "all SPF fail at that hop, DKIM or ARC pass upstream (shop.example)" in found[0].summary
 
 
-def test_no_forwarder_when_nothing_was_signed_upstream() -> None:
+def test_no_forwarder_when_nothing_was_signed_or_sealed_upstream() -> None:
     moves = [move(n, dkim_domains=()) for n in (1, 2)] + [move(3, "bob@example.org")]
     assert not [p for p in propose(moves, POLICIES, T) if p.kind == "trust_forwarder"]
+    sealed = [dataclasses.replace(m, arc_sealers=("lists.example",)) for m in moves]
+    assert [p.value for p in propose(sealed, POLICIES, T) if p.kind == "trust_forwarder"] == [
+        "relay.uni.example"
+    ]
 
 
 def test_allow_is_never_proposed_for_an_unauthenticated_sender() -> None:

@@ -30,6 +30,7 @@ QUARANTINE = "quarantine"
 # Folders a move into teaches nothing: deleting is not a judgement on the sender.
 _IGNORED = frozenset({"trash", "deleted messages", "deleted items"})
 _RULE = re.compile(r"\(([a-z_]+) = (?:junk|quarantine)\)")
+_ARC_PASS = re.compile(r"^\s*arc\s*=\s*pass\s*\(sealed by ([^()]*)\)", re.I)
 _DKIM_PASS = re.compile(r"^\s*dkim\s*=\s*pass\b.*?\bheader\.d\s*=\s*\"?([A-Za-z0-9._-]+)", re.I)
 
 
@@ -62,10 +63,12 @@ class Move:
     client_helo: str
     spf_hop: str  # the client whose SPF failed: reverse name, else IP ("" when SPF did not fail)
     dkim_domains: tuple[str, ...]  # d= of every passing DKIM signature
+    arc_sealers: tuple[str, ...]  # d= of the ARC sealers of a passing chain
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
-        d["rules"], d["dkim_domains"] = list(self.rules), list(self.dkim_domains)
+        for name in ("rules", "dkim_domains", "arc_sealers"):
+            d[name] = list(d[name])
         return d
 
 
@@ -114,12 +117,23 @@ def our_fields(message: Message, authserv_id: str) -> tuple[dict[str, str] | Non
 
 def dkim_pass_domains(results: list[str]) -> tuple[str, ...]:
     """Gives the d= of every dkim=pass in our Authentication-Results values, sorted."""
-    found = set()
+    found: set[str] = set()
     for value in results:
         for part in " ".join(value.split()).split(";"):
             m = _DKIM_PASS.match(part)
             if m and (d := safe_domain(m.group(1))):
                 found.add(d)
+    return tuple(sorted(found))
+
+
+def arc_pass_sealers(results: list[str]) -> tuple[str, ...]:
+    """Gives the sealers our Authentication-Results name for arc=pass ("sealed by a, b")."""
+    found: set[str] = set()
+    for value in results:
+        for part in " ".join(value.split()).split(";"):
+            m = _ARC_PASS.match(part)
+            if m:
+                found.update(d for x in m.group(1).split(",") if (d := safe_domain(x)))
     return tuple(sorted(found))
 
 
@@ -171,4 +185,5 @@ def read_move(
         client_helo=(env.helo or "")[:255],
         spf_hop=safe_domain(hop) or (env.client_ip or "" if hop else ""),
         dkim_domains=dkim_pass_domains(results),
+        arc_sealers=arc_pass_sealers(results),
     )

@@ -10,7 +10,7 @@ Four kinds, each a change to one list or key of the TOML config:
   users or more make it a global proposal.
 - ``trust_forwarder``: the SMTP client (by the reverse name our MTA wrote,
   else the IP) whose SPF failed on rescued messages that carried a passing
-  DKIM signature from upstream: a forwarder or a list that breaks SPF.
+  DKIM signature or ARC chain from upstream: a forwarder or a list that breaks SPF.
 - ``block_suffix``: a From domain (or, for several of them, their top-level
   domain: the ``.cyou`` case) that users moved into Junk and never rescued.
 - ``relax_rule``: a weak rule (``spf_softfail`` and the like) whose filings
@@ -151,16 +151,16 @@ def _forwarders(moves: list[Move], policy: Policy, t: Thresholds) -> list[Propos
         users = sorted({m.user for m in group})
         if hop in known or len(group) < t.min_messages or len(users) < t.min_users:
             continue
-        if not all(m.dkim_domains for m in group):
+        if not all(m.dkim_domains or m.arc_sealers for m in group):
             continue  # a hop that breaks SPF of mail nobody signed may be the forger
-        upstream = sorted({d for m in group for d in m.dkim_domains})
+        upstream = sorted({d for m in group for d in (*m.dkim_domains, *m.arc_sealers)})
         results = sorted({m.spf for m in group})
         out.append(
             Proposal(
                 "trust_forwarder", "", "trusted_forwarders", hop, len(group), tuple(users),
                 f"trust forwarder {hop}: {_plural(len(group), 'message')} rescued by"
                 f" {_by(group)}, all SPF {'/'.join(results)} at that hop,"
-                f" DKIM pass upstream ({', '.join(upstream[:5])})",
+                f" DKIM or ARC pass upstream ({', '.join(upstream[:5])})",
                 _examples(group),
             )
         )  # fmt: skip

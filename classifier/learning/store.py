@@ -22,7 +22,7 @@ from classifier.learning.moves import Move
 
 DEFAULT_RETENTION_DAYS = 180.0
 _COLUMNS = tuple(f.name for f in fields(Move))
-_LISTS = ("rules", "dkim_domains")
+_LISTS = ("rules", "dkim_domains", "arc_sealers")
 _FLAGS = ("from_auth", "forwarded", "allowed")
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS moves ("
