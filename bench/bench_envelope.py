@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import reference_line
-from classifier.config import settings_from_dict
+from classifier.config import config_from_dict
 from classifier.envelope.trust import recover_envelope
 from classifier.message import Message
 
@@ -45,9 +45,9 @@ MESSAGE = (
     + "".join(h + "\r\n" for h in HOPS)
     + "From: Shop <news@shop.example>\r\nTo: alice@family.example\r\nSubject: Offers\r\n\r\nHi\r\n"
 ).encode()
-SETTINGS = settings_from_dict(
+SETTINGS = config_from_dict(
     {"classifier": {"authserv_id": "mx.family.example", "trusted_networks": ["203.0.113.25/32"]}}
-)
+).engine
 
 
 def main() -> None:

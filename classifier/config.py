@@ -1,15 +1,19 @@
-"""Settings from the TOML config file, validated into frozen values.
+"""The TOML config file, validated once into one frozen `Config`.
 
-One file (``/etc/authsieve/config.toml`` unless ``--config`` says otherwise)
-with a ``[classifier]`` section for the engine and ``[policy]`` /
-``[users."addr"]`` sections for the verdict (parsed by `classifier.policy.rules`).
-Every mistake a user can make is a `ConfigError` naming the file, the key and
-the value; the command line turns it into one line and exit code 2.
+One file (``/etc/authsieve/config.toml`` unless ``--config`` says otherwise):
+``[classifier]`` for the engine (`Settings`), ``[policy]`` / ``[users."addr"]``
+for the verdict (`classifier.policies`), ``[watch]``, ``[quarantine]`` and
+``[reports]``.  `load_config` checks every key when the file is read, so a
+daemon or a watcher finds a mistake at start or reload, not at the first
+message; defaults are the dataclasses' field defaults.  Every mistake is a
+`ConfigError` naming the file, the key and the value; the command line turns
+it into one line and exit code 2.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -17,7 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from classifier.errors import UsageError
+from classifier.errors import ConfigError
+from classifier.policies import Policies, policies_from_tables
 
 DEFAULT_PATH = Path("/etc/authsieve/config.toml")
 DEFAULT_REPORT_STORE = "sqlite:/var/lib/authsieve/reports.db"  # when [reports] names none
@@ -28,19 +33,9 @@ LOOPBACK: tuple[Network, ...] = (
 )
 
 
-class ConfigError(UsageError):
-    """A bad config file: the message names the file, the key and the value (exit 2)."""
-
-    def __init__(self, source: str, key: str, problem: str) -> None:
-        super().__init__(f"{source}: {key}: {problem}")
-        self.source = source
-        self.key = key
-        self.problem = problem
-
-
 @dataclass(frozen=True)
 class Settings:
-    """The engine's settings (section ``[classifier]``) plus the raw policy sections."""
+    """The engine's settings: section ``[classifier]``."""
 
     authserv_id: str
     trusted_networks: tuple[Network, ...] = LOOPBACK
@@ -60,23 +55,7 @@ class Settings:
     daemon_max_message_size: int | None = None  # None: Postfix's message_size_limit
     daemon_idle_timeout: float = 10.0
     daemon_max_connections: int = 64
-    # [watch] and [quarantine]; None: the command's default applies
-    watch_roots: tuple[str, ...] | None = None
-    watch_path_template: str | None = None
-    watch_rescan_interval: float | None = None
-    watch_workers: int | None = None
-    watch_cur_max_age_days: float | None = None
-    quarantine_retention_days: float | None = None
-    # [reports] (DMARC aggregate reports, issue 16); reports_store None: nothing is recorded
-    reports_store: str | None = None
-    reports_retention_days: float | None = None
-    reports_org_name: str | None = None
-    reports_email: str | None = None
-    reports_extra_contact_info: str | None = None
     source: str = "<defaults>"
-    # [policy] and [users."…"] exactly as read; classifier.policy.rules validates them.
-    policy_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    users_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def with_forwarders(self, entries: tuple[str, ...]) -> Settings:
         """Gives these settings with more trusted forwarders (host names or CIDRs) added."""
@@ -138,61 +117,79 @@ _CLASSIFIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "daemon_max_connections": int,
 }
 _TOP_KEYS = {"classifier", "policy", "users", "watch", "quarantine", "reports"}
-# section → key → (Settings field, check, what the check wants)
-_SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """Section ``[watch]``: what `authsieve watch` watches (command-line options win)."""
+
+    roots: tuple[str, ...] = ()
+    path_template: str = "{domain}/{local}/Maildir"
+    rescan_interval: float = 60.0
+    workers: int = 0  # 0: one worker process per CPU
+    cur_max_age_days: float = 7.0  # unfiled mail a client moved to cur/: this recent only
+
+
+@dataclass(frozen=True)
+class QuarantineConfig:
+    """Section ``[quarantine]``."""
+
+    retention_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class ReportsConfig:
+    """Section ``[reports]`` (DMARC aggregate reports, issue 16): its presence turns them on."""
+
+    store: str = DEFAULT_REPORT_STORE
+    retention_days: float = 35.0
+    org_name: str = ""  # "": the authserv_id
+    email: str = ""
+    extra_contact_info: str = ""
+
+
+def _number(low: float, strict: bool = True) -> Any:
+    def check(v: object) -> bool:
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+        return ok and (v > low if strict else v >= low)  # type: ignore[operator]
+
+    return check
+
+
+# section → key → (check, what the check wants)
+_SECTION_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
     "watch": {
         "roots": (
-            "watch_roots",
             lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
             "a list of paths or globs",
         ),
         "path_template": (
-            "watch_path_template",
             lambda v: isinstance(v, str) and "{" in v,
             "a template such as {domain}/{local}/Maildir",
         ),
-        "rescan_interval": (
-            "watch_rescan_interval",
-            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
-            "a number of seconds > 0",
-        ),
+        "rescan_interval": (_number(0), "a number of seconds > 0"),
         "workers": (
-            "watch_workers",
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
             "a whole number >= 0 (0: one per CPU)",
         ),
         "cur_max_age_days": (
-            "watch_cur_max_age_days",
-            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
+            _number(0, strict=False),
             "a number of days >= 0 (0: cur/ is never checked)",
         ),
     },
-    "quarantine": {
-        "retention_days": (
-            "quarantine_retention_days",
-            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
-            "a number of days > 0",
-        ),
-    },
+    "quarantine": {"retention_days": (_number(0), "a number of days > 0")},
     "reports": {
         "store": (
-            "reports_store",
             lambda v: isinstance(v, str) and v.startswith(("sqlite:", "postgresql:")),
             "sqlite:PATH",
         ),
-        "retention_days": (
-            "reports_retention_days",
-            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
-            "a number of days > 0",
-        ),
-        "org_name": ("reports_org_name", lambda v: isinstance(v, str) and v.strip(), "a name"),
+        "retention_days": (_number(0), "a number of days > 0"),
+        "org_name": (lambda v: isinstance(v, str) and v.strip(), "a name"),
         "email": (
-            "reports_email",
             lambda v: isinstance(v, str) and "@" in v,
             "an address such as dmarc-reports@example.org",
         ),
         "extra_contact_info": (
-            "reports_extra_contact_info",
             lambda v: isinstance(v, str),
             "a string (a URL or a telephone number)",
         ),
@@ -200,22 +197,20 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
 }
 
 
-def _section_values(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """Gives the Settings fields of the [watch], [quarantine] and [reports] sections, validated."""
+def _section(data: dict[str, Any], source: str, section: str) -> dict[str, Any]:
+    """Gives one of [watch], [quarantine], [reports] as dataclass arguments, validated."""
+    table = data.get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(source, section, "must be a table")
+    keys = _SECTION_KEYS[section]
     out: dict[str, Any] = {}
-    for section, keys in _SECTION_KEYS.items():
-        table = data.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(source, section, "must be a table")
-        for key, value in table.items():
-            if key not in keys:
-                raise ConfigError(source, f"{section}.{key}", "unknown key")
-            name, check, wanted = keys[key]
-            if not check(value):
-                raise ConfigError(source, f"{section}.{key}", f"expected {wanted}, got {value!r}")
-            out[name] = tuple(value) if isinstance(value, list) else value
-    if "reports" in data:
-        out.setdefault("reports_store", DEFAULT_REPORT_STORE)  # a [reports] table turns it on
+    for key, value in table.items():
+        if key not in keys:
+            raise ConfigError(source, f"{section}.{key}", "unknown key")
+        check, wanted = keys[key]
+        if not check(value):
+            raise ConfigError(source, f"{section}.{key}", f"expected {wanted}, got {value!r}")
+        out[key] = tuple(value) if isinstance(value, list) else value
     return out
 
 
@@ -284,11 +279,8 @@ def _daemon_values(section: dict[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
-def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settings:
-    """Gives Settings for a parsed TOML document; raises ConfigError naming the key at fault."""
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise ConfigError(source, key, "unknown section or key")
+def _engine(data: dict[str, Any], source: str) -> Settings:
+    """Gives the [classifier] section as Settings; raises ConfigError naming the key at fault."""
     section = data.get("classifier", {})
     if not isinstance(section, dict):
         raise ConfigError(source, "classifier", "must be a table")
@@ -312,12 +304,6 @@ def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settin
     for key in ("dns_timeout", "dns_budget"):
         if key in section and not 0 < section[key] <= 600:
             raise ConfigError(source, f"classifier.{key}", f"out of range: {section[key]!r}")
-    policy = data.get("policy", {})
-    users = data.get("users", {})
-    if not isinstance(policy, dict):
-        raise ConfigError(source, "policy", "must be a table")
-    if not isinstance(users, dict):
-        raise ConfigError(source, "users", "must be a table of tables")
     return Settings(
         authserv_id=section.get("authserv_id") or default_authserv_id(),
         trusted_networks=LOOPBACK + nets,
@@ -330,15 +316,45 @@ def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settin
         log_file=section.get("log_file"),
         daemon_socket=section.get("daemon_socket"),
         **_daemon_values(section, source),
-        **_section_values(data, source),
         source=source,
-        policy_raw=policy,
-        users_raw=users,
     )
 
 
-def load_settings(path: str | Path | None) -> Settings:
-    """Gives Settings from a file; the default path may be absent (then defaults apply).
+@dataclass(frozen=True)
+class Config:
+    """The whole config file, every key validated: engine, policies and the other sections."""
+
+    engine: Settings
+    policies: Policies = field(default_factory=lambda: policies_from_tables("<defaults>", {}, {}))
+    watch: WatchConfig = WatchConfig()
+    quarantine: QuarantineConfig = QuarantineConfig()
+    reports: ReportsConfig | None = None  # None: no [reports] table, nothing is recorded
+    source: str = "<defaults>"
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Gives the Config of a parsed TOML document; raises ConfigError naming the key at fault."""
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(source, key, "unknown section or key")
+    engine = _engine(data, source)
+    policies = policies_from_tables(source, data.get("policy", {}), data.get("users", {}))
+    for name, policy in (("policy", policies.default), *policies.users):
+        where = "policy" if name == "policy" else f"users.{json.dumps(name)}"
+        for i, entry in enumerate(policy.trusted_forwarders):
+            _forwarder(source, f"{where}.trusted_forwarders[{i}]", entry)
+    return Config(
+        engine=engine,
+        policies=policies,
+        watch=WatchConfig(**_section(data, source, "watch")),
+        quarantine=QuarantineConfig(**_section(data, source, "quarantine")),
+        reports=ReportsConfig(**_section(data, source, "reports")) if "reports" in data else None,
+        source=source,
+    )
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Gives the Config of a file; the default path may be absent (then defaults apply).
 
     Raises ConfigError for an unreadable or invalid file.
     """
@@ -347,11 +363,11 @@ def load_settings(path: str | Path | None) -> Settings:
     if not p.exists():
         if explicit:
             raise ConfigError(str(p), "-", "no such file")
-        return settings_from_dict({}, source="<defaults>")
+        return config_from_dict({}, source="<defaults>")
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(str(p), "-", f"cannot read: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), "-", f"not valid TOML: {exc}") from None
-    return settings_from_dict(data, source=str(p))
+    return config_from_dict(data, source=str(p))

@@ -34,8 +34,9 @@ need only their dots escaped.
 
 from __future__ import annotations
 
-from classifier.auth.facts import HEADER_NAME, INTERNAL, quote, safe_domain
-from classifier.policy.rules import SPF_RULES, Policies, Policy, normalize_suffix, split_sender
+from classifier.auth.facts import HEADER_NAME, INTERNAL, quote
+from classifier.names import safe_domain
+from classifier.policies import SPF_RULES, Policies, Policy, normalize_suffix, split_sender
 
 REQUIRE = ("fileinto", "mailbox", "imap4flags", "regex", "index")
 JUNK_FOLDER = "Junk"

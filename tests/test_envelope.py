@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifier.config import settings_from_dict
+from classifier.config import config_from_dict
 from classifier.envelope.trust import Hints, recover_envelope, split_address, strip_angle
 from classifier.message import Message
 
-SETTINGS = settings_from_dict(
+SETTINGS = config_from_dict(
     {
         "classifier": {
             "authserv_id": "mx.family.example",
@@ -18,7 +18,7 @@ SETTINGS = settings_from_dict(
             "trusted_forwarders": ["relay.uni.example", "198.51.100.128/25"],
         }
     }
-)
+).engine
 
 LMTP = (
     "Received: from mx.family.example by mx.family.example with LMTP id kHsGBbTrYWUoBQAA"

@@ -36,7 +36,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from classifier.config import settings_from_dict
+from classifier.config import config_from_dict
 from classifier.envelope.received import parse_received
 from classifier.envelope.trust import Hints, recover_envelope
 from classifier.message import Message
@@ -352,7 +352,7 @@ def test_every_slot_hostile_at_once_moves_no_decision(fmt: Format) -> None:
 
 # --- the whole trust path -------------------------------------------------------------------
 
-SETTINGS = settings_from_dict({"classifier": {"authserv_id": "mx.family.example"}})
+SETTINGS = config_from_dict({"classifier": {"authserv_id": "mx.family.example"}}).engine
 BY_FORMAT = {f.name: f for f in FORMATS}
 
 

@@ -36,9 +36,8 @@ from pathlib import Path
 import pytest
 
 from classifier.auth.facts import parse_header_value
-from classifier.commands.watch import SETTING_DEFAULTS, configured
-from classifier.config import settings_from_dict
-from classifier.policy.rules import Policy, load_policies
+from classifier.config import QuarantineConfig, WatchConfig, config_from_dict
+from classifier.policies import Policy
 from tests.dnsserver import DnsTestServer
 from tests.dovecot_conf import DovecotSyntax
 from tests.mta import EXAMPLES, REPO, Delivered, Mta, open_up, throwaway_mta, wait_until
@@ -100,24 +99,24 @@ def test_policy_defaults_block_is_the_codes_defaults() -> None:
     data = tomllib.loads(readme_blocks()["policy defaults"])
     keys = {f.name for f in fields(Policy)} - {"user"}
     assert set(data["policy"]) == keys, "the README's block lists every [policy] key"
-    shown = load_policies(settings_from_dict(data)).default
-    assert shown == load_policies(settings_from_dict({})).default == Policy()
+    shown = config_from_dict(data).policies.default
+    assert shown == config_from_dict({}).policies.default == Policy()
 
 
 def test_watch_defaults_block_is_the_codes_defaults() -> None:
     data = tomllib.loads(readme_blocks()["watch defaults"])
-    settings = settings_from_dict(data)
-    shown = {f"{section}_{key}" for section, table in data.items() for key in table}
-    assert shown == set(SETTING_DEFAULTS), "the README's block lists every [watch]/[quarantine] key"
-    for name, default in SETTING_DEFAULTS.items():
-        assert configured(settings, name) == default, name
+    config = config_from_dict(data)
+    shown = {(section, key) for section, table in data.items() for key in table}
+    sections = {"watch": WatchConfig, "quarantine": QuarantineConfig}
+    wanted = {(name, f.name) for name, kind in sections.items() for f in fields(kind)}
+    assert shown == wanted, "the README's block lists every [watch]/[quarantine] key"
+    assert config.watch == WatchConfig() and config.quarantine == QuarantineConfig()
 
 
 def test_readme_config_blocks_are_valid_config() -> None:
     blocks = readme_blocks()
     for text in (blocks["config.toml"], enforced_config(blocks["config.toml"], blocks)):
-        settings = settings_from_dict(tomllib.loads(text), "README.md")
-        load_policies(settings)
+        config_from_dict(tomllib.loads(text), "README.md")
 
 
 @pytest.mark.parametrize("version", VERSIONS)

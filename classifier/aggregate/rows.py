@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from classifier.auth.dmarc_record import DmarcRecord, parse_record
-from classifier.auth.facts import safe_domain
+from classifier.names import safe_domain
 
 if TYPE_CHECKING:
     from classifier.evaluate import Evaluation

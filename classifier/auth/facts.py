@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from classifier.auth.fromheader import to_a_labels
+from classifier.names import safe_domain
 
 HEADER_NAME = "X-Authsieve"
 RELEASED_HEADER = "X-Authsieve-Released"  # written by `authsieve quarantine release`
@@ -41,20 +41,6 @@ AAR_RESULTS = frozenset(
 INTERNAL = "internal"
 RESULTS = AAR_RESULTS | {INTERNAL}
 POLICIES = frozenset({"", "none", "quarantine", "reject"})
-_LDH = re.compile(r"^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_-]{1,63}$")
-
-
-def safe_domain(text: str) -> str:
-    """Gives the domain in lower case when it is a plain DNS name, else "".
-
-    An internationalised name is given in A-labels, and "_" is allowed in a label
-    (DNS names may hold it, RFC 2181 §11): either would otherwise read as no domain
-    at all, and a blocked suffix would not see x@élan.cyou or x@_a.cyou.
-    """
-    d = text.strip().rstrip(".").lower()
-    if d and not d.isascii():
-        d = (to_a_labels(d) or "").lower()
-    return d if _LDH.match(d) else ""
 
 
 def _token(value: str, allowed: frozenset[str]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from classifier.aggregate.feedback import DAY, Reporter, build_reports, last_complete_day
 from classifier.aggregate.store import ReportStore, StoreError, retention_seconds
-from classifier.config import Settings
+from classifier.config import Config, ReportsConfig
 from classifier.errors import UsageError
 
 
@@ -33,29 +33,36 @@ def _period(args: argparse.Namespace) -> tuple[int, int]:
     return begin, begin + DAY
 
 
-def reporter_for(settings: Settings) -> Reporter:
+def _reports_of(config: Config) -> ReportsConfig:
+    """Gives the [reports] table; raises UsageError when there is none."""
+    if config.reports is None:
+        raise UsageError(f"{config.source}: reports: no [reports] table, nothing is recorded")
+    return config.reports
+
+
+def reporter_for(config: Config) -> Reporter:
     """Gives who signs the reports, from [reports]; raises UsageError naming a missing key."""
-    if not settings.reports_store:
-        raise UsageError(f"{settings.source}: reports: no [reports] table, nothing is recorded")
-    if not settings.reports_email:
-        raise UsageError(f"{settings.source}: reports.email: needed in every report (RFC 9990)")
+    reports = _reports_of(config)
+    if not reports.email:
+        raise UsageError(f"{config.source}: reports.email: needed in every report (RFC 9990)")
+    authserv_id = config.engine.authserv_id
     return Reporter(
-        org_name=settings.reports_org_name or settings.authserv_id,
-        email=settings.reports_email,
-        receiver=settings.authserv_id,
-        extra_contact_info=settings.reports_extra_contact_info or "",
+        org_name=reports.org_name or authserv_id,
+        email=reports.email,
+        receiver=authserv_id,
+        extra_contact_info=reports.extra_contact_info,
     )
 
 
-def cmd_dmarc_report(args: argparse.Namespace, settings: Settings) -> int:
-    reporter = reporter_for(settings)
-    assert settings.reports_store
+def cmd_dmarc_report(args: argparse.Namespace, config: Config) -> int:
+    reporter = reporter_for(config)
+    reports_config = _reports_of(config)
     begin, end = _period(args)
     if not args.dry_run:
         raise UsageError("dmarc-report: sending is not built yet; give --dry-run DIR")
     try:
-        with ReportStore.open(settings.reports_store) as store:
-            store.purge(int(time.time() - retention_seconds(settings)))
+        with ReportStore.open(reports_config.store) as store:
+            store.purge(int(time.time() - retention_seconds(reports_config)))
             reports = build_reports(store.rows_between(begin, end), begin, end, reporter)
     except StoreError as exc:
         raise UsageError(f"reports.store: {exc}") from None

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from classifier.auth.facts import AAR_RESULTS, INTERNAL, POLICIES, RESULTS, AuthFacts, safe_domain
-from classifier.policy.rules import (
+from classifier.auth.facts import AAR_RESULTS, INTERNAL, POLICIES, RESULTS, AuthFacts
+from classifier.names import safe_domain
+from classifier.policies import (
     SEVERITY,
     SPF_RULES,
     Policy,

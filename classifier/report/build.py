@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from publicsuffixlist import PublicSuffixList
 
 from classifier.auth.facts import AuthFacts
-from classifier.policy.rules import Policies, Policy
+from classifier.policies import Policies, Policy
 from classifier.policy.verdict import Verdict, decide
 from classifier.report.cache import CheckRecord, with_arc_trust
 

@@ -1,8 +1,9 @@
 """The filing policy from the TOML config: global ``[policy]`` and ``[users."addr"]`` overrides.
 
 A `Policy` maps authentication results to an action (``inbox``, ``junk``,
-``quarantine``).  `load_policies` validates the raw tables that
-`classifier.config` read; every mistake is a `ConfigError` naming the file
+``quarantine``).  `policies_from_tables` validates the tables when
+`classifier.config.load_config` reads the file (a foundation module, so the
+config holds typed policies); every mistake is a `ConfigError` naming the file
 and the key (``policy.spf_fail``, ``users."alice@example.org".blocked_action``).
 A user's table overrides the global one key by key (a list replaces the
 global list).  The same `Policy` value is decided in Python
@@ -15,8 +16,8 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from classifier.auth.facts import safe_domain
-from classifier.config import ConfigError, Settings
+from classifier.errors import ConfigError
+from classifier.names import safe_domain
 
 ACTIONS = ("inbox", "junk", "quarantine")
 SEVERITY = {"inbox": 0, "junk": 1, "quarantine": 2}
@@ -204,13 +205,18 @@ def parse_policy_table(source: str, table: object, user: str | None = None) -> d
     return values
 
 
-def load_policies(settings: Settings) -> Policies:
-    """Gives the global policy and each user's merged policy from the config's raw tables."""
-    source = settings.source
-    default = replace(Policy(), **parse_policy_table(source, settings.policy_raw))
-    users: list[tuple[str, Policy]] = []
+def policies_from_tables(source: str, policy: object, users: object) -> Policies:
+    """Gives the global policy and each user's merged policy from the [policy] and [users] tables.
+
+    Every key is validated here, once, when the config is loaded; defaults are
+    the `Policy` field defaults.  Raises ConfigError naming the key at fault.
+    """
+    default = replace(Policy(), **parse_policy_table(source, policy))
+    if not isinstance(users, dict):
+        raise ConfigError(source, "users", "must be a table of tables")
+    entries: list[tuple[str, Policy]] = []
     seen: dict[str, str] = {}
-    for addr, table in settings.users_raw.items():
+    for addr, table in users.items():
         key = normalize_user(addr)
         if "@" not in key or any(ord(c) < 33 or ord(c) == 127 for c in key):
             raise ConfigError(source, f"users.{json.dumps(addr)}", "not an email address")
@@ -220,5 +226,5 @@ def load_policies(settings: Settings) -> Policies:
             )
         seen[key] = addr
         overrides = parse_policy_table(source, table, user=addr)
-        users.append((key, replace(default, user=key, **overrides)))
-    return Policies(default=default, users=tuple(users))
+        entries.append((key, replace(default, user=key, **overrides)))
+    return Policies(default=default, users=tuple(entries))
