@@ -16,21 +16,17 @@ import ipaddress
 import json
 import socket
 import tomllib
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from classifier.errors import ConfigError
 from classifier.policies import Policies, policies_from_tables
+from classifier.trusted import LOOPBACK, Network, TrustMatcher, parse_forwarder
 
 DEFAULT_PATH = Path("/etc/authsieve/config.toml")
 DEFAULT_REPORT_STORE = "sqlite:/var/lib/authsieve/reports.db"  # when [reports] names none
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-LOOPBACK: tuple[Network, ...] = (
-    ipaddress.ip_network("127.0.0.0/8"),
-    ipaddress.ip_network("::1/128"),
-)
 
 
 @dataclass(frozen=True)
@@ -56,41 +52,37 @@ class Settings:
     daemon_idle_timeout: float = 10.0
     daemon_max_connections: int = 64
     source: str = "<defaults>"
+    # The matchers of the policies' trusted_forwarders lists (trust_for), built at load.
+    _policy_trust: dict[tuple[str, ...], TrustMatcher] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
-    def with_forwarders(self, entries: tuple[str, ...]) -> Settings:
-        """Gives these settings with more trusted forwarders (host names or CIDRs) added."""
-        extra = tuple(
-            f
-            for i, e in enumerate(entries)
-            if (f := _forwarder(self.source, f"policy.trusted_forwarders[{i}]", e))
-            not in self.trusted_forwarders
-        )
-        return replace(self, trusted_forwarders=self.trusted_forwarders + extra) if extra else self
+    @cached_property
+    def trust(self) -> TrustMatcher:
+        """Gives the matcher of trusted_networks and [classifier].trusted_forwarders."""
+        return TrustMatcher(self.trusted_networks, self.trusted_forwarders)
 
-    def is_trusted_ip(self, ip: str) -> bool:
-        """Tells whether ip lies inside trusted_networks (loopback always does)."""
-        return _in_networks(ip, self.trusted_networks)
+    def trust_for(self, forwarders: tuple[str, ...]) -> TrustMatcher:
+        """Gives the matcher with a policy's trusted_forwarders added, built once per list.
 
-    def forwarder_match(self, ip: str | None, names: tuple[str | None, ...]) -> str:
-        """Gives the trusted_forwarders entry that matches this hop's IP or host names, or ""."""
-        for entry in self.trusted_forwarders:
-            if isinstance(entry, str):
-                for name in names:
-                    n = (name or "").rstrip(".").lower()
-                    if n and (n == entry or n.endswith("." + entry)):
-                        return entry
-            elif ip and _in_networks(ip, (entry,)):
-                return str(entry)
-        return ""
-
-
-@lru_cache(maxsize=8192)
-def _in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(addr.version == n.version and addr in n for n in networks)
+        `load_config` builds the matcher of every policy's list, so a message only
+        looks it up; a list no policy of the file names (``report --policy``)
+        is built at its first use.  Raises ConfigError for an entry that is no
+        CIDR or host name.
+        """
+        if not forwarders:
+            return self.trust
+        matchers = self._policy_trust
+        matcher = matchers.get(forwarders)
+        if matcher is None:
+            if len(matchers) >= 256:  # more distinct lists than a config holds: start afresh
+                matchers.clear()
+            entries = (
+                parse_forwarder(self.source, f"policy.trusted_forwarders[{i}]", e)
+                for i, e in enumerate(forwarders)
+            )
+            matcher = matchers[forwarders] = self.trust.with_forwarders(entries)
+        return matcher
 
 
 def default_authserv_id() -> str:
@@ -223,18 +215,6 @@ def _network(source: str, key: str, value: object) -> Network:
         raise ConfigError(source, key, f"not a CIDR network: {value!r}") from None
 
 
-def _forwarder(source: str, key: str, value: object) -> Network | str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(source, key, f"expected a CIDR or a host name, got {value!r}")
-    try:
-        return ipaddress.ip_network(value.strip(), strict=False)
-    except ValueError:
-        name = value.strip().rstrip(".").lower()
-        if any(c.isspace() or c in "/:@" for c in name):
-            raise ConfigError(source, key, f"not a CIDR network or host name: {value!r}") from None
-        return name
-
-
 def _socket_mode(source: str, value: int | str) -> int:
     """Gives a socket mode from 0o660 (TOML octal) or "660"; only owner and group bits."""
     try:
@@ -295,7 +275,7 @@ def _engine(data: dict[str, Any], source: str) -> Settings:
         for i, v in enumerate(section.get("trusted_networks", []))
     )
     forwarders = tuple(
-        _forwarder(source, f"classifier.trusted_forwarders[{i}]", v)
+        parse_forwarder(source, f"classifier.trusted_forwarders[{i}]", v)
         for i, v in enumerate(section.get("trusted_forwarders", []))
     )
     mode = section.get("dmarc_mode", "rfc9989")
@@ -342,7 +322,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     for name, policy in (("policy", policies.default), *policies.users):
         where = "policy" if name == "policy" else f"users.{json.dumps(name)}"
         for i, entry in enumerate(policy.trusted_forwarders):
-            _forwarder(source, f"{where}.trusted_forwarders[{i}]", entry)
+            parse_forwarder(source, f"{where}.trusted_forwarders[{i}]", entry)
+        engine.trust_for(policy.trusted_forwarders)  # built now, looked up per message
     return Config(
         engine=engine,
         policies=policies,

@@ -68,7 +68,7 @@ def evaluate(
     """
     known = policies.for_user(user) if user else None
     forwarders = (known or policies.default).trusted_forwarders
-    report = run_checks(data, settings.with_forwarders(forwarders), resolver, hints)
+    report = run_checks(data, settings, resolver, hints, settings.trust_for(forwarders))
     policy = known or policies.for_user(report.envelope.rcpt or "")
     facts = facts_from(report, policy.trusted_arc_sealers)
     return Evaluation(report, facts, policy, decide(facts, policy))

@@ -19,9 +19,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_without_file_keep_loopback_trusted() -> None:
     settings = config_from_dict({}).engine
-    assert settings.is_trusted_ip("127.0.0.1")
-    assert settings.is_trusted_ip("::1")
-    assert not settings.is_trusted_ip("192.0.2.1")
+    assert settings.trust.is_trusted_ip("127.0.0.1")
+    assert settings.trust.is_trusted_ip("::1")
+    assert not settings.trust.is_trusted_ip("192.0.2.1")
     assert settings.authserv_id
 
 
@@ -34,15 +34,16 @@ def test_trusted_networks_and_forwarders_are_parsed(tmp_path: Path) -> None:
     )
     settings = load_config(path).engine
     assert settings.authserv_id == "mx.example.org"
-    assert settings.is_trusted_ip("192.0.2.77")
-    assert settings.is_trusted_ip("2001:db8::1")
+    assert settings.trust.is_trusted_ip("192.0.2.77")
+    assert settings.trust.is_trusted_ip("2001:db8::1")
     assert settings.trusted_forwarders == (
         "relay.uni.example",
         ipaddress.ip_network("198.51.100.0/25"),
     )
-    assert settings.forwarder_match("203.0.113.1", ("a.relay.uni.example",)) == "relay.uni.example"
-    assert settings.forwarder_match("198.51.100.3", ()) == "198.51.100.0/25"
-    assert settings.forwarder_match("203.0.113.1", ("evilrelay.uni.example.com",)) == ""
+    trust = settings.trust
+    assert trust.forwarder_match("203.0.113.1", ("a.relay.uni.example",)) == "relay.uni.example"
+    assert trust.forwarder_match("198.51.100.3", ()) == "198.51.100.0/25"
+    assert trust.forwarder_match("203.0.113.1", ("evilrelay.uni.example.com",)) == ""
 
 
 @pytest.mark.parametrize(
@@ -176,3 +177,34 @@ def test_the_config_is_typed_and_frozen(tmp_path: Path) -> None:
     assert config.policies.for_user("b@example.org").spf_fail == "quarantine"  # inherited
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.watch.workers = 3  # type: ignore[misc]
+
+
+def test_trust_matchers_are_built_at_load_once_per_forwarders_list(tmp_path: Path) -> None:
+    text = (
+        '[classifier]\ntrusted_networks = ["192.0.2.0/24"]\ntrusted_forwarders = ["a.example"]\n'
+        '[policy]\ntrusted_forwarders = ["relay.uni.example", "a.example"]\n'
+        '[users."b@example.org"]\ntrusted_forwarders = ["198.51.100.0/25"]\n'
+    )
+    config = load_config(write(tmp_path, text))
+    engine = config.engine
+    default = config.policies.default.trusted_forwarders
+    matcher = engine.trust_for(default)
+    # The same object for every message of that policy: its remembered answers are kept.
+    assert engine.trust_for(default) is matcher
+    assert engine.trust_for(()) is engine.trust
+    assert matcher.forwarders == ("a.example", "relay.uni.example")  # no entry twice
+    assert matcher.forwarder_match("203.0.113.9", ("mx.relay.uni.example",)) == "relay.uni.example"
+    assert matcher.is_trusted_ip("192.0.2.7") and not matcher.is_trusted_ip("192.0.3.7")
+    user = engine.trust_for(config.policies.for_user("b@example.org").trusted_forwarders)
+    assert user.forwarder_match("198.51.100.3", ()) == "198.51.100.0/25"
+    assert engine.trust.forwarder_match("198.51.100.3", ()) == ""  # the engine's own lists
+
+
+def test_a_trust_matcher_remembers_a_bounded_number_of_answers() -> None:
+    from classifier import trusted
+
+    matcher = config_from_dict({}).engine.trust
+    for i in range(trusted._MAX_ANSWERS + 10):
+        assert not matcher.is_trusted_ip(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
+    assert matcher.is_trusted_ip("127.0.0.1")
+    assert len(matcher._answers) <= trusted._MAX_ANSWERS

@@ -26,6 +26,7 @@ from classifier.config import Settings
 from classifier.envelope.trust import Envelope, Hints, recover_envelope
 from classifier.lookup.resolver import DnsSession, Resolver
 from classifier.message import Message
+from classifier.trusted import TrustMatcher
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,19 @@ def first_from_address(message: Message) -> str:
 
 
 def run_checks(
-    data: bytes, settings: Settings, resolver: Resolver, hints: Hints | None = None
+    data: bytes,
+    settings: Settings,
+    resolver: Resolver,
+    hints: Hints | None = None,
+    trust: TrustMatcher | None = None,
 ) -> CheckReport:
-    """Gives every check's result for one delivered message (RFC 7208, 6376, 8617, 7489/9989)."""
+    """Gives every check's result for one delivered message (RFC 7208, 6376, 8617, 7489/9989).
+
+    `trust` is the matcher of the recipient policy's forwarders (`Settings.trust_for`);
+    None: the engine's own lists.
+    """
     message = Message.parse(data)
-    envelope = recover_envelope(message, settings, hints)
+    envelope = recover_envelope(message, trust or settings.trust, hints)
     signatures = read_signatures(data)
     dns = resolver.session(settings.dns_budget)
     try:

@@ -100,13 +100,13 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
         for name, source, policies in sets:
             # The trust path steps over the policy's forwarders, so they shape the checks.
             base = policies.for_user(args.user) if args.user else policies.default
-            check_settings = settings.with_forwarders(base.trusted_forwarders)
-            fp = checks_fingerprint(check_settings)
+            trust = settings.trust_for(base.trusted_forwarders)
+            fp = checks_fingerprint(settings, trust)
             if fp not in scans:
                 show = long_run and sys.stderr.isatty()
                 paths = [f.path for f in files]
                 records, counts = scan(
-                    paths, check_settings, resolver, cache, warn, args.recheck, args.jobs, show
+                    paths, settings, trust, resolver, cache, warn, args.recheck, args.jobs, show
                 )
                 scanned = tuple(
                     ScannedMessage(str(f.path), f.folder, f.delivered, r)

@@ -143,7 +143,7 @@ def recheck_one(
     message = Message.parse(data)
     mid, digest = message_key(data)
     base = policies.for_user(user) if user else policies.default
-    fp = checks_fingerprint(settings.with_forwarders(base.trusted_forwarders))
+    fp = checks_fingerprint(settings, settings.trust_for(base.trusted_forwarders))
     cached = cache.get(mid, digest, fp)
     header = our_header(message, settings.authserv_id)
     if cached is not None:
