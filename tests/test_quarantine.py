@@ -289,3 +289,43 @@ def test_purge_refuses_a_retention_that_is_not_positive(
     assert main([*argv, "--retention-days", days]) == 2
     assert "must be more than 0" in capsys.readouterr().err
     assert sorted(p.name for p in maildir.rglob("*") if p.is_file()) == before
+
+
+def _tomlkit_allow(text: str, user: str, entry: str, inherited: tuple[str, ...]) -> str:
+    """Gives the config with the entry added by tomlkit, the style-keeping TOML library."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    users = doc.setdefault("users", tomlkit.table(is_super_table=True))
+    table = users.setdefault(user, tomlkit.table())
+    if "allow_senders" not in table:
+        table["allow_senders"] = list(inherited)
+    table["allow_senders"].append(entry)
+    return tomlkit.dumps(doc)
+
+
+def _config_texts() -> list[tuple[str, str]]:
+    from tests.test_readme import readme_blocks
+
+    return [
+        ("README.md config.toml", readme_blocks()["config.toml"]),
+        ("examples/config.toml", (ROOT / "examples" / "config.toml").read_text()),
+    ]
+
+
+@pytest.mark.parametrize("name", ["README.md config.toml", "examples/config.toml"])
+def test_allow_edits_the_shipped_configs_as_tomlkit_does_and_keeps_their_comments(
+    name: str,
+) -> None:
+    # The hand-written editor stays (tomlkit is not needed at run time): here it must agree
+    # with tomlkit on the configs people start from, for a user with a table and one without.
+    text = dict(_config_texts())[name]
+    users = [*tomllib.loads(text).get("users", {}), "new@family.example"]
+    inherited = tuple(tomllib.loads(text).get("policy", {}).get("allow_senders", ()))
+    for user in users:
+        ours = add_allowed_sender(text, user, "c@d.example", inherited)
+        theirs = _tomlkit_allow(text, user, "c@d.example", inherited)
+        assert tomllib.loads(ours) == tomllib.loads(theirs), (name, user)
+        kept = [line for line in text.splitlines() if line.lstrip().startswith("#")]
+        assert all(line in ours.splitlines() for line in kept), (name, user)
+        assert ours.startswith(text.split(f'[users."{user}"]')[0].rstrip("\n")), (name, user)

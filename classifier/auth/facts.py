@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from classifier.names import safe_domain
+from classifier.names import quoted_string, safe_domain
 
 HEADER_NAME = "X-Authsieve"
 RELEASED_HEADER = "X-Authsieve-Released"  # written by `authsieve quarantine release`
@@ -80,8 +80,7 @@ class AuthFacts:
 
 def quote(text: str) -> str:
     """Gives an RFC 5322 quoted-string of text on one line (RFC 5322 §3.2.4)."""
-    flat = " ".join(str(text).split())
-    return '"' + flat.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return quoted_string(" ".join(str(text).split()))
 
 
 def render_header_value(

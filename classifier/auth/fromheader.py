@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import NamedTuple
 
-from classifier.names import to_a_labels
+from classifier.names import DOT_ATOM, quoted_string, to_a_labels
 
 _SPECIALS = "<>,;:@[]"
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
@@ -162,7 +162,6 @@ def _mailbox_ats(unit: list[_Token]) -> list[int]:
 
 
 _LITERAL = re.compile(r"^\[[^\[\]\\@]*\]$")  # RFC 5322 §3.4.1 domain-literal, dtext only
-_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 
 
 def first_mailbox(from_header_values: Iterable[object] | None) -> str:
@@ -180,8 +179,8 @@ def first_mailbox(from_header_values: Iterable[object] | None) -> str:
             if not domain:
                 continue
             text = local.text
-            if local.kind == "quoted" and not _DOT_ATOM.match(text):
-                text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            if local.kind == "quoted" and not DOT_ATOM.fullmatch(text):
+                text = quoted_string(text)
             return f"{text}@{domain}".lower()
     return ""
 

@@ -15,8 +15,6 @@ mechanisms and 2 void lookups; the time limit is the session's budget.
 from __future__ import annotations
 
 import contextvars
-import ipaddress
-import re
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,6 +24,7 @@ import spf as pyspf
 
 from classifier.envelope.trust import split_address, strip_angle
 from classifier.lookup.resolver import DnsSession, DnsTempError, Record
+from classifier.names import DOT_ATOM, normalize_ip, quoted_string
 
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
 
@@ -40,9 +39,6 @@ _SESSION: contextvars.ContextVar[DnsSession | None] = contextvars.ContextVar(
     "authsieve_spf_dns_session", default=None
 )
 _INSTALL_LOCK = threading.Lock()
-
-# RFC 5322 §3.2.3 dot-atom: a value of this shape needs no quoting.
-_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 
 @dataclass(frozen=True)
@@ -150,22 +146,6 @@ def _install_lookup() -> None:
             pyspf.DNSLookup = _pyspf_lookup
 
 
-def _client_ip(text: str) -> str | None:
-    """Gives the normalized client address, or None when it is not one."""
-    text = text.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    if text[:5].lower() == "ipv6:":
-        text = text[5:]
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)  # RFC 7208 §5: checked as the IPv4 client it is
-    return str(addr)
-
-
 def _domain_problem(domain: str) -> tuple[str, str]:
     """Gives (the domain in A-labels, "") or ("", why it cannot be checked) (RFC 7208 §4.3)."""
     if domain.endswith(".") and not domain.endswith(".."):
@@ -174,7 +154,7 @@ def _domain_problem(domain: str) -> tuple[str, str]:
         return "", "there is no domain"
     # Only digits and dots, or a colon, can make an address (a name holds no colon).
     literal = ":" in domain or domain.replace(".", "").isdigit()
-    if domain.startswith("[") or (literal and _client_ip(domain) is not None):
+    if domain.startswith("[") or (literal and normalize_ip(domain) is not None):
         return "", f"{_printable(domain)!r} is an address literal, not a domain"
     if not domain.isascii():
         try:
@@ -290,7 +270,7 @@ def check_helo_spf(client_ip: str, helo: str, dns: DnsSession, receiver: str = "
     """
     helo = helo.strip()
     sender = f"postmaster@{helo}"
-    ip = _client_ip(client_ip)
+    ip = normalize_ip(client_ip)
     if ip is None:
         why = f"the client address {_printable(client_ip)!r} is not an IP address"
         return _none("helo", "", sender, _printable(client_ip), helo, why)
@@ -313,7 +293,7 @@ def check_spf(
     sender, local, domain = _sender(mail_from)
     if not sender:
         return check_helo_spf(client_ip, helo, dns, receiver)
-    ip = _client_ip(client_ip)
+    ip = normalize_ip(client_ip)
     if ip is None:
         why = f"the client address {_printable(client_ip)!r} is not an IP address"
         return _none("mailfrom", "", sender, _printable(client_ip), helo, why)
@@ -331,10 +311,9 @@ def _header_value(text: str) -> str:
     not printable (CR, LF, NUL…) becomes '?', so a value can neither end the
     quotes, add a key, nor start a new header line.
     """
-    if _DOT_ATOM.fullmatch(text):
+    if DOT_ATOM.fullmatch(text):  # RFC 5322 §3.2.3: a dot-atom needs no quoting
         return text
-    escaped = _printable(text).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    return quoted_string(_printable(text))
 
 
 def received_spf_header(result: SpfResult, receiver: str) -> str:

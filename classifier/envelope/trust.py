@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from classifier.envelope.hop import ReceivedHop
-from classifier.envelope.received import normalize_ip, parse_received_field
+from classifier.envelope.received import parse_received_field
 from classifier.message import Message
+from classifier.names import normalize_ip
 from classifier.trusted import TrustMatcher
 
 

@@ -35,14 +35,7 @@ from classifier.auth.checks import first_from_address
 from classifier.auth.facts import HEADER_NAME, RELEASED_HEADER, parse_header_value, quote
 from classifier.display import display_text, printable
 from classifier.errors import UsageError
-from classifier.files import (
-    READ_FLAGS,
-    DirTree,
-    create_file,
-    fsync_dir,
-    temp_name,
-    write_all,
-)
+from classifier.files import READ_FLAGS, DirTree, replace_file
 from classifier.mailstore.folders import folder_path
 from classifier.mailstore.maildir import (
     MaildirName,
@@ -408,26 +401,6 @@ def add_allowed_sender(text: str, user: str, entry: str, inherited: tuple[str, .
     return new
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replaces a file's text: a sibling temp file (same owner and mode), fsync, rename, fsync."""
-    st = path.stat()
-    tmp = path.with_name(temp_name(f".{path.name}.authsieve-"))
-    fd = create_file(tmp, st.st_mode & 0o777)
-    try:
-        try:
-            if os.geteuid() == 0:
-                os.fchown(fd, st.st_uid, st.st_gid)
-            write_all(fd, text.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def allow_sender_in_config(config: Path, user: str, entry: str, inherited: tuple[str, ...]) -> bool:
     """Gives True when `entry` was added to the user's allow list in the config file.
 
@@ -443,7 +416,7 @@ def allow_sender_in_config(config: Path, user: str, entry: str, inherited: tuple
             raise QuarantineError(f"{config}: {exc}") from None
         if new == text:
             return False
-        write_atomically(config, new)
+        replace_file(config, new.encode("utf-8"))
         return True
     finally:
         with contextlib.suppress(OSError):
