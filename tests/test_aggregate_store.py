@@ -127,10 +127,30 @@ def test_an_unwritable_store_is_skipped_and_the_message_delivered(tmp_path: Path
 
 def _row(at: int, ip: str = "192.0.2.1") -> ReportRow:
     return ReportRow(
-        at, ip, "example.com", "example.com", "example.org", "example.com", "mfrom", "pass",
-        (DkimEntry("example.com", "s1", "pass"),), "pass", True, True, "example.com",
-        "treewalk", "reject", "reject", "", "r", "r", "n", "reject", "pass", (),
-    )  # fmt: skip
+        received_at=at,
+        source_ip=ip,
+        header_from="example.com",
+        envelope_from="example.com",
+        envelope_to="example.org",
+        spf_domain="example.com",
+        spf_scope="mfrom",
+        spf_result="pass",
+        dkim=(DkimEntry("example.com", "s1", "pass"),),
+        dmarc_result="pass",
+        dkim_aligned=True,
+        spf_aligned=True,
+        policy_domain="example.com",
+        discovery_method="treewalk",
+        p="reject",
+        sp="reject",
+        np="",
+        adkim="r",
+        aspf="r",
+        testing="n",
+        policy_applied="reject",
+        disposition="pass",
+        reasons=(),
+    )
 
 
 def test_rows_come_back_as_written_and_old_ones_are_purged(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "classifier"
 
 # Bottom first.  "foundation" and "steps" are modules at the top of classifier/.
 LAYERS = (
-    "foundation",  # message, config, policies, trusted, names, files, log, display, errors
+    "foundation",  # message, config, policies, trusted, names, vocab, files, log, display, errors
     "lookup",  # DNS: resolver, sources, wire
     "envelope",  # step 1: received, hop, clauses, quick, formats, marks, trust
     "auth",  # step 2: spf, dkim, arc, header_block, dmarc(_discovery), fromheader, checks, facts
@@ -33,7 +33,8 @@ LAYERS = (
     "commands",  # argument parsing and exit codes: the top of the house
 )
 FOUNDATION = frozenset(
-    {"message", "config", "policies", "trusted", "names", "files", "log", "display", "errors"}
+    {"message", "config", "policies", "trusted", "names", "vocab", "files", "log", "display"}
+    | {"errors"}
 )
 STEPS = frozenset({"evaluate", "annotate"})
 FORBIDDEN = frozenset({("envelope", "lookup")})  # besides the order

@@ -15,8 +15,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from classifier import vocab
 from classifier.auth.dmarc_record import DmarcRecord, parse_record
 from classifier.names import safe_domain
+from classifier.vocab import AAR_RESULTS, Result
 
 if TYPE_CHECKING:
     from classifier.evaluate import Evaluation
@@ -26,8 +28,8 @@ DISPOSITIONS = ("none", "pass", "quarantine", "reject")
 # RFC 9990 §2.1.5 (Policy Override Reason), PolicyOverrideType.
 OVERRIDE_TYPES = ("local_policy", "mailing_list", "other", "policy_test_mode", "trusted_forwarder")
 # RFC 8601 §2.7.1 / §2.7.2 words an aggregate report may carry (DKIMResultType, SPFResultType).
-DKIM_RESULTS = frozenset({"none", "pass", "fail", "policy", "neutral", "temperror", "permerror"})
-SPF_RESULTS = frozenset({"none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"})
+DKIM_RESULTS = frozenset(AAR_RESULTS - {Result.SOFTFAIL})
+SPF_RESULTS = frozenset(vocab.SPF_RESULTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,7 @@ class Override:
     comment: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReportRow:
     """One message for one Author Domain, as the report store keeps it."""
 

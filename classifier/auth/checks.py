@@ -27,6 +27,7 @@ from classifier.envelope.trust import Envelope, Hints, recover_envelope
 from classifier.lookup.resolver import DnsSession, Resolver
 from classifier.message import Message
 from classifier.trusted import TrustMatcher
+from classifier.vocab import Result
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def _dmarc_not_evaluated(from_values: list[str], mode: str) -> DmarcResult:
     """
     domains, _ = from_domains(from_values)
     return DmarcResult(
-        result="none",
+        result=Result.NONE,
         policy="",
         from_domain=domains[0] if domains else "",
         org_domain="",
@@ -89,7 +90,7 @@ def _dmarc_not_evaluated(from_values: list[str], mode: str) -> DmarcResult:
 
 def _not_checked(identity: str, envelope: Envelope, reason: str) -> SpfResult:
     return SpfResult(
-        result="none",
+        result=Result.NONE,
         identity=identity,
         domain="",
         sender=envelope.mail_from or "",

@@ -29,25 +29,20 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from classifier.names import quoted_string, safe_domain
+from classifier.vocab import AAR_RESULTS, DmarcPolicy, Result
 
 HEADER_NAME = "X-Authsieve"
 RELEASED_HEADER = "X-Authsieve-Released"  # written by `authsieve quarantine release`
-# The RFC 8601 §2.7 result words: what an ARC sealer's Authentication-Results can say.
-AAR_RESULTS = frozenset(
-    {"pass", "fail", "softfail", "neutral", "none", "permerror", "temperror", "policy"}
-)
-# Ours only, never written to Authentication-Results: the check stopped on an error of
-# ours (a bug, an exception from a library), not on the message or the DNS.
-INTERNAL = "internal"
-RESULTS = AAR_RESULTS | {INTERNAL}
-POLICIES = frozenset({"", "none", "quarantine", "reject"})
+INTERNAL = Result.INTERNAL
+RESULTS = frozenset(Result)  # the words the header may carry for a check
+POLICIES = frozenset({"", *DmarcPolicy})  # "": no DMARC record applies
 
 
 def _token(value: str, allowed: frozenset[str]) -> str:
     return value if value in allowed else "none"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AuthFacts:
     """What the checks found about one message, in the terms a policy uses."""
 

@@ -25,8 +25,9 @@ import spf as pyspf
 from classifier.envelope.trust import split_address, strip_angle
 from classifier.lookup.resolver import DnsSession, DnsTempError, Record
 from classifier.names import DOT_ATOM, normalize_ip, quoted_string
+from classifier.vocab import SPF_RESULTS, Result
 
-RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
+RESULTS = SPF_RESULTS
 
 # The tag of each result in Received-SPF, as postfix-policyd-spf-perl writes it.
 _HEADER_TAGS = {r: r.capitalize() for r in RESULTS}
@@ -41,11 +42,11 @@ _SESSION: contextvars.ContextVar[DnsSession | None] = contextvars.ContextVar(
 _INSTALL_LOCK = threading.Lock()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SpfResult:
     """The outcome of one SPF check and the evidence for it (RFC 7208 §2.6)."""
 
-    result: str  # pass fail softfail neutral none permerror temperror
+    result: Result  # one of SPF_RESULTS
     identity: str  # "mailfrom" or "helo"
     domain: str  # domain checked ("" when none)
     sender: str  # the full identity checked (postmaster@HELO for a null sender / HELO check)
@@ -173,7 +174,7 @@ def _domain_problem(domain: str) -> tuple[str, str]:
 
 def _none(identity: str, domain: str, sender: str, ip: str, helo: str, why: str) -> SpfResult:
     return SpfResult(
-        result="none",
+        result=Result.NONE,
         identity=identity,
         domain=domain,
         sender=_printable(sender),
@@ -215,7 +216,8 @@ def _evaluate(
     finally:
         _SESSION.reset(token)
     if result not in RESULTS:
-        text, result = f"pyspf gave the unknown result {result!r}", "permerror"
+        text, result = f"pyspf gave the unknown result {result!r}", Result.PERMERROR
+    result = Result(result)
     detail = _printable(str(text).removeprefix("SPF Permanent Error: "))
     detail = detail.removeprefix("SPF Temporary Error: ")
     explanation = default_explanation(result, domain, ip)

@@ -151,7 +151,7 @@ def recheck_one(
             return None  # the cache is newer than any header: a recheck already resolved it
         before = _words(_results(cached))
         was = verdict_for(ScannedMessage(str(f.path), f.folder, 0, cached), policies, user)
-        was_action = was.action
+        was_action: str = was.action
     elif header is not None and any(header.get(k) == "temperror" for k in _TEMP_KEYS):
         before, was_action = _words(header), "inbox"
     else:

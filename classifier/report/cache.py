@@ -60,7 +60,7 @@ class CacheError(UsageError):
     """The cache file cannot be opened or is not an authsieve cache (exit 2)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CheckRecord:
     """One message's check results and the header fields a report shows, policy-independent."""
 
