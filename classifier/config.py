@@ -138,6 +138,9 @@ class ReportsConfig:
     org_name: str = ""  # "": the authserv_id
     email: str = ""
     extra_contact_info: str = ""
+    sendmail: str = "/usr/sbin/sendmail"  # what `dmarc-report --send` hands reports to
+    max_message_size: int = 10_000_000  # bytes of one report message, larger: not sent
+    sent_log: str | None = None  # None: dmarc-sent.log beside a sqlite store
 
 
 def _number(low: float, strict: bool = True) -> Any:
@@ -184,6 +187,18 @@ _SECTION_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
         "extra_contact_info": (
             lambda v: isinstance(v, str),
             "a string (a URL or a telephone number)",
+        ),
+        "sendmail": (
+            lambda v: isinstance(v, str) and v.startswith("/"),
+            "an absolute path such as /usr/sbin/sendmail",
+        ),
+        "max_message_size": (
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1000,
+            "a number of bytes >= 1000",
+        ),
+        "sent_log": (
+            lambda v: isinstance(v, str) and v.startswith("/"),
+            "an absolute path",
         ),
     },
 }
