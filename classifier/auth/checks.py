@@ -74,16 +74,8 @@ def _dmarc_not_evaluated(from_values: list[str], mode: str) -> DmarcResult:
     domains, _ = from_domains(from_values)
     return DmarcResult(
         result=Result.NONE,
-        policy="",
         from_domain=domains[0] if domains else "",
-        org_domain="",
-        spf_aligned=False,
-        dkim_aligned=False,
-        aligned_by="",
         mode=mode,
-        record="",
-        record_domain="",
-        testing=False,
         reason=SUBMISSION_NOT_EVALUATED,
     )
 

@@ -63,16 +63,17 @@ class DmarcResult:
     """The DMARC outcome for one message, with the record and the reasoning behind it."""
 
     result: Result  # pass fail none temperror permerror (RFC 8601 §2.7.1)
-    policy: DmarcPolicy | Literal[""]  # the policy that applies to the message ("": none)
+    # The defaults are those of a message no record was evaluated for.
+    policy: DmarcPolicy | Literal[""] = ""  # the policy that applies to the message ("": none)
     from_domain: str
-    org_domain: str  # "" when nothing needed it (the author's own record, identical identifiers)
-    spf_aligned: bool
-    dkim_aligned: bool
-    aligned_by: str  # "dkim:<d>", "spf" or ""
+    org_domain: str = ""  # "" when nothing needed it (the author's own record, same identifiers)
+    spf_aligned: bool = False
+    dkim_aligned: bool = False
+    aligned_by: str = ""  # "dkim:<d>", "spf" or ""
     mode: str
-    record: str
-    record_domain: str  # the name the record was found at, e.g. "_dmarc.example.com"
-    testing: bool  # t=y, or pct below 100 in rfc7489 mode
+    record: str = ""
+    record_domain: str = ""  # the name the record was found at, e.g. "_dmarc.example.com"
+    testing: bool = False  # t=y, or pct below 100 in rfc7489 mode
     reason: str
     published_policy: DmarcPolicy | Literal[""] = ""  # as published, before t=y / pct sampling
     pct: int | None = None  # rfc7489 mode only
@@ -229,16 +230,11 @@ def _evaluate(
     def early(word: Result, reason: str, record: str = "", where: str = "") -> DmarcResult:
         return DmarcResult(
             result=word,
-            policy="",
             from_domain=author,
             org_domain=org or "",
-            spf_aligned=False,
-            dkim_aligned=False,
-            aligned_by="",
             mode=mode,
             record=record,
             record_domain=where,
-            testing=False,
             reason=reason,
         )
 
@@ -322,19 +318,7 @@ def _failed(
     word: Result, mode: str, reason: str, from_domain: str = "", internal: bool = False
 ) -> DmarcResult:
     return DmarcResult(
-        result=word,
-        policy="",
-        from_domain=from_domain,
-        org_domain="",
-        spf_aligned=False,
-        dkim_aligned=False,
-        aligned_by="",
-        mode=mode,
-        record="",
-        record_domain="",
-        testing=False,
-        reason=reason,
-        internal_error=internal,
+        result=word, from_domain=from_domain, mode=mode, reason=reason, internal_error=internal
     )
 
 
