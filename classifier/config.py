@@ -27,6 +27,7 @@ from classifier.trusted import LOOPBACK, Network, TrustMatcher, parse_forwarder
 
 DEFAULT_PATH = Path("/etc/authsieve/config.toml")
 DEFAULT_REPORT_STORE = "sqlite:/var/lib/authsieve/reports.db"  # when [reports] names none
+DEFAULT_LEARN_STORE = "sqlite:/var/lib/authsieve/learning/moves.db"  # the mail user's directory
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ _CLASSIFIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "daemon_idle_timeout": (int, float),
     "daemon_max_connections": int,
 }
-_TOP_KEYS = {"classifier", "policy", "users", "watch", "quarantine", "reports"}
+_TOP_KEYS = {"classifier", "policy", "users", "watch", "quarantine", "reports", "learn"}
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,17 @@ class ReportsConfig:
     sendmail: str = "/usr/sbin/sendmail"  # what `dmarc-report --send` hands reports to
     max_message_size: int = 10_000_000  # bytes of one report message, larger: not sent
     sent_log: str | None = None  # None: dmarc-sent.log beside a sqlite store
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Section ``[learn]`` (what users' moves teach, issue 17): its presence turns it on."""
+
+    store: str = DEFAULT_LEARN_STORE
+    retention_days: float = 180.0
+    min_messages: int = 5  # moves of one kind before a change is proposed
+    min_users: int = 2  # users among them
+    sieve_dir: str | None = None  # where `sieve install --dir` put the global script
 
 
 def _number(low: float, strict: bool = True) -> Any:
@@ -199,6 +211,28 @@ _SECTION_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
         "sent_log": (
             lambda v: isinstance(v, str) and v.startswith("/"),
             "an absolute path",
+        ),
+    },
+    "learn": {
+        "store": (
+            lambda v: isinstance(v, str) and v.startswith("sqlite:"),
+            "sqlite:PATH",
+        ),
+        "retention_days": (
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+            "a number of days > 0",
+        ),
+        "min_messages": (
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+            "a whole number >= 1",
+        ),
+        "min_users": (
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+            "a whole number >= 1",
+        ),
+        "sieve_dir": (
+            lambda v: isinstance(v, str) and v.startswith("/"),
+            "an absolute directory (where `sieve install --dir` put the global script)",
         ),
     },
 }
@@ -324,6 +358,7 @@ class Config:
     watch: WatchConfig = WatchConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
     reports: ReportsConfig | None = None  # None: no [reports] table, nothing is recorded
+    learn: LearnConfig | None = None  # None: no [learn] table, `learn` records nothing
     source: str = "<defaults>"
 
 
@@ -345,6 +380,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         watch=WatchConfig(**_section(data, source, "watch")),
         quarantine=QuarantineConfig(**_section(data, source, "quarantine")),
         reports=ReportsConfig(**_section(data, source, "reports")) if "reports" in data else None,
+        learn=LearnConfig(**_section(data, source, "learn")) if "learn" in data else None,
         source=source,
     )
 

@@ -37,7 +37,14 @@ import pytest
 
 from classifier.aggregate.store import ReportStore
 from classifier.auth.facts import parse_header_value
-from classifier.config import QuarantineConfig, ReportsConfig, WatchConfig, config_from_dict
+from classifier.config import (
+    DEFAULT_LEARN_STORE,
+    LearnConfig,
+    QuarantineConfig,
+    ReportsConfig,
+    WatchConfig,
+    config_from_dict,
+)
 from classifier.policies import Policy
 from tests.dnsserver import DnsTestServer
 from tests.dovecot_conf import DovecotSyntax
@@ -59,6 +66,7 @@ LDA_FILES = DOVECOT_FILES[1:]
 # The README shows these twice, for Dovecot 2.3 and for 2.4; the others are the same for both.
 PER_VERSION = ("90-authsieve-lda.conf", "90-authsieve-sieve.conf")
 VERSIONS = ("2.3", "2.4")
+IMAPSIEVE_FILE = "90-authsieve-imapsieve.conf"  # README: Learning from users' moves
 STOCK_DOVECOT = Path("/usr/share/dovecot")
 DOVECONF = "/usr/bin/doveconf"
 
@@ -94,7 +102,23 @@ def test_readme_marks_every_block_the_tests_run() -> None:
     wanted |= {f"dovecot {v} {n}" for v in VERSIONS for n in PER_VERSION}
     wanted |= {"lmtp-filter 90-authsieve-filter.conf"}  # tests/test_lmtp_filter.py
     wanted |= {f"reports {n}" for n in ("config.toml", "store directory", "timer", "cron")}
+    wanted |= {"learn config"} | {f"dovecot {v} {IMAPSIEVE_FILE}" for v in VERSIONS}
     assert names == wanted
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_imapsieve_blocks_are_the_example_files_without_comments(version: str) -> None:
+    # The example is what tests/test_learn_imap.py runs Dovecot with.
+    example = (EXAMPLES / "dovecot" / version / IMAPSIEVE_FILE).read_text()
+    shown = readme_blocks()[f"dovecot {version} {IMAPSIEVE_FILE}"]
+    assert settings_lines(shown) == settings_lines(example)
+
+
+def test_learn_block_is_valid_config_with_the_codes_default_store() -> None:
+    learn = config_from_dict(tomllib.loads(readme_blocks()["learn config"]), "README.md").learn
+    assert learn is not None and learn.store == DEFAULT_LEARN_STORE
+    assert (learn.min_messages, learn.min_users) == (5, 2)
+    assert learn.retention_days == LearnConfig().retention_days
 
 
 def test_policy_defaults_block_is_the_codes_defaults() -> None:
