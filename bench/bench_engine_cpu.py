@@ -47,21 +47,31 @@ sys.path.insert(0, tree)
 import classifier
 assert classifier.__file__.startswith(tree), classifier.__file__
 from pathlib import Path
-from classifier.config import load_settings
 from classifier.evaluate import check_and_annotate
 from classifier.lookup.resolver import Resolver
 from classifier.lookup.sources import ZoneSource
-from classifier.policy.rules import load_policies
 
-settings = load_settings(Path(work) / "config.toml")
-policies = load_policies(settings)
 resolver = Resolver(ZoneSource((Path(work) / "zone.txt").read_text()))
 messages = [p.read_bytes() for p in sorted(Path(work).glob("msg-*"))]
-actions = [check_and_annotate(m, settings, resolver, None, None, policies) for m in messages]
+try:  # one Config (issue 20): check_and_annotate takes the policies before the hints
+    from classifier.config import load_config
+except ImportError:  # a checkout from before it: Settings and load_policies
+    from classifier.config import load_settings
+    from classifier.policy.rules import load_policies
+
+    settings = load_settings(Path(work) / "config.toml")
+    policies = load_policies(settings)
+    def check(m):
+        return check_and_annotate(m, settings, resolver, None, None, policies)
+else:
+    config = load_config(Path(work) / "config.toml")
+    def check(m):
+        return check_and_annotate(m, config.engine, resolver, config.policies, None, None)
+actions = [check(m) for m in messages]
 
 def one_round():
     for m in messages:
-        check_and_annotate(m, settings, resolver, None, None, policies)
+        check(m)
 
 if len(sys.argv) > 4:
     import cProfile, pstats
