@@ -77,6 +77,8 @@ class Settings:
     reports_sendmail: str = "/usr/sbin/sendmail"  # what `dmarc-report --send` hands reports to
     reports_max_message_size: int = 10_000_000  # bytes of one report message, larger: not sent
     reports_sent_log: str | None = None  # None: dmarc-sent.log beside a sqlite store
+    reports_catch_up_days: int = 7  # `dmarc-report --send` sends unsent days this far back
+    reports_run_time_limit: float = 600.0  # seconds for one `dmarc-report` run's DNS checks
     # [learn] (what users' moves teach, issue 17); learn_store None: `learn` records nothing
     learn_store: str | None = None
     learn_retention_days: float | None = None
@@ -220,6 +222,16 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
             "reports_sent_log",
             lambda v: isinstance(v, str) and v.startswith("/"),
             "an absolute path",
+        ),
+        "catch_up_days": (
+            "reports_catch_up_days",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 366,
+            "a number of days from 1 to 366",
+        ),
+        "run_time_limit": (
+            "reports_run_time_limit",
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+            "a number of seconds > 0",
         ),
     },
     "learn": {

@@ -47,15 +47,37 @@ from classifier.lookup.resolver import Resolver
 SENDMAIL_TIMEOUT = 120.0  # seconds for one hand-over to sendmail
 
 
-def _period(args: argparse.Namespace) -> tuple[int, int]:
-    if not args.day:
-        return last_complete_day(time.time())
-    try:
-        day = datetime.strptime(args.day, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        raise UsageError(f"--day {args.day!r}: expected YYYY-MM-DD") from None
-    begin = int(day.timestamp())
-    return begin, begin + DAY
+def iso_day(begin: int) -> str:
+    """Gives the UTC day that starts at `begin`, as YYYY-MM-DD."""
+    return datetime.fromtimestamp(begin, UTC).strftime("%Y-%m-%d")
+
+
+def report_days(args: argparse.Namespace, settings: Settings, now: float) -> list[tuple[int, int]]:
+    """Gives the [begin, end) UTC days this run reports on, oldest first.
+
+    Only complete days: rows of today may still come, and the sent log would
+    keep a report of half a day from ever being completed.  ``--send`` without
+    ``--day`` catches up: every complete day of the last ``catch_up_days``, so a
+    run that failed (exit 75) and is retried after midnight still sends the
+    day it failed on; the sent log keeps a day from going twice.
+    """
+    last_begin, last_end = last_complete_day(now)
+    if args.day:
+        try:
+            day = datetime.strptime(args.day, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            raise UsageError(f"--day {args.day!r}: expected YYYY-MM-DD") from None
+        begin = int(day.timestamp())
+        if begin + DAY > now:
+            raise UsageError(
+                f"--day {args.day}: not a complete UTC day yet (the last one is"
+                f" {iso_day(last_begin)})"
+            )
+        return [(begin, begin + DAY)]
+    if not args.send or args.force:
+        return [(last_begin, last_end)]
+    back = settings.reports_catch_up_days
+    return [(last_begin - k * DAY, last_end - k * DAY) for k in reversed(range(back))]
 
 
 def reporter_for(settings: Settings) -> Reporter:
@@ -82,12 +104,22 @@ def sent_log_path(settings: Settings) -> Path:
     return Path("/var/lib/authsieve/dmarc-sent.log")
 
 
-def _build(settings: Settings, begin: int, end: int, reporter: Reporter) -> list[AggregateReport]:
+def _build(
+    settings: Settings, days: list[tuple[int, int]], reporter: Reporter, unique: str = ""
+) -> list[tuple[int, int, list[AggregateReport]]]:
+    """Gives each day with rows and its reports, oldest first."""
     url = settings.reports_store or ""
     try:
         with ReportStore.open(url) as store:
             store.purge(int(time.time() - retention_seconds(settings)))
-            return build_reports(store.rows_between(begin, end), begin, end, reporter)
+            out = []
+            for begin, end in days:
+                reports = build_reports(
+                    store.rows_between(begin, end), begin, end, reporter, unique
+                )
+                if reports:
+                    out.append((begin, end, reports))
+            return out
     except StoreError as exc:
         raise UsageError(f"reports.store: {exc}") from None
     except (OSError, sqlite3.Error) as exc:
@@ -141,45 +173,104 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(partial, path)  # a re-run gives the same name and bytes (RFC 9990 §3.2.2)
 
 
-def _destinations(report: AggregateReport, settings: Settings, resolver: Resolver) -> Destinations:
-    mode = "rfc7489" if report.discovery_method == "psl" else "rfc9989"
-    found = find_destinations(report.policy_domain, resolver.session(settings.dns_budget), mode)
-    if found.problem:
-        log.warning("dmarc-report: %s: no report sent: %s", report.policy_domain, found.problem)
+class Lookups:
+    """The destinations of each Policy Domain, looked up once per run, within the run's time.
+
+    Each lookup has ``dns_timeout``; the whole run has ``reports.run_time_limit``, so a
+    domain whose DNS hangs cannot keep the others' reports from going: a domain not
+    reached in time is left for the next run, which the exit code 75 asks for.
+    """
+
+    def __init__(self, settings: Settings, resolver: Resolver, now: float) -> None:
+        self.settings, self.resolver = settings, resolver
+        self.deadline = now + settings.reports_run_time_limit
+        self.found: dict[tuple[str, str], Destinations | None] = {}
+        self.out_of_time = 0
+
+    def get(self, report: AggregateReport) -> Destinations | None:
+        """Gives the report's destinations, or None when the run's time is spent."""
+        mode = "rfc7489" if report.discovery_method == "psl" else "rfc9989"
+        key = (report.policy_domain, mode)
+        if key in self.found:
+            return self.found[key]
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.out_of_time += 1
+            log.warning(
+                "dmarc-report: %s: not sent: reports.run_time_limit (%g s) spent,"
+                " left for the next run",
+                report.policy_domain,
+                self.settings.reports_run_time_limit,
+            )
+            self.found[key] = None
+            return None
+        session = self.resolver.session(min(self.settings.dns_budget, left))
+        found = find_destinations(report.policy_domain, session, mode)
+        _log_destinations(found)
+        self.found[key] = found
+        return found
+
+
+def _log_destinations(found: Destinations) -> None:
+    domain = found.policy_domain
+    if found.problem and found.temporary:
+        log.warning(
+            "dmarc-report: %s: not sent now, left for the next run: %s", domain, found.problem
+        )
+    elif found.problem:
+        log.warning("dmarc-report: %s: no report sent: %s", domain, found.problem)
     for skip in found.skipped:
         log.warning(
-            "dmarc-report: %s: %s skipped: %s",
-            report.policy_domain,
+            "dmarc-report: %s: %s skipped%s: %s",
+            domain,
             log_value(skip.uri),
+            " for now, left for the next run" if skip.temporary else "",
             log_value(skip.why),
         )
-    return found
+
+
+def _in_turn(
+    built: list[tuple[int, int, list[AggregateReport]]],
+) -> list[tuple[int, int, AggregateReport]]:
+    """Gives the reports in the order they are sent: most messages first, then by name.
+
+    A sender who makes up many Policy Domains with slow DNS gets them to the
+    end of the queue, behind the domains that most of the mail came from.
+    """
+    flat = [(begin, end, r) for begin, end, reports in built for r in reports]
+    return sorted(flat, key=lambda t: (-t[2].messages, t[2].policy_domain, t[0]))
 
 
 def cmd_dmarc_report(args: argparse.Namespace, settings: Settings) -> int:
     reporter = reporter_for(settings)
     if bool(args.dry_run) == bool(args.send):
         raise UsageError("dmarc-report: give either --send or --dry-run DIR")
-    begin, end = _period(args)
-    reports = _build(settings, begin, end, reporter)
-    if not reports:
-        print(f"no rows between {begin} and {end - 1}: no report")
+    now = time.time()
+    days = report_days(args, settings, now)
+    # RFC 9990 §3.2.1: a report built again on purpose is a new report, with its own Report-ID.
+    unique = str(int(now)) if args.force else ""
+    built = _build(settings, days, reporter, unique)
+    if not built:
+        first, last = iso_day(days[0][0]), iso_day(days[-1][0])
+        print(f"no rows for {first if first == last else f'{first} to {last}'} (UTC): no report")
         return 0
     resolver = make_resolver_for(args, settings)
+    lookups = Lookups(settings, resolver, time.monotonic())
     if args.dry_run:
         out = Path(args.dry_run)
         try:
-            return _dry_run(out, reports, reporter, settings, resolver, begin, end)
+            return _dry_run(out, built, reporter, lookups)
         except OSError as exc:
             raise UsageError(f"--dry-run {out}: {exc.strerror or exc}") from None
     try:
         ledger = SentLog(sent_log_path(settings))
     except OSError as exc:
         raise UsageError(f"reports.sent_log {sent_log_path(settings)}: {exc}") from None
+    quiet = not args.day  # a catch-up run does not list what went on earlier runs
     try:
         failed = sum(
-            _send(report, reporter, settings, resolver, args.force, ledger, begin, end)
-            for report in reports
+            _send(report, reporter, settings, lookups, args.force, ledger, begin, end, quiet)
+            for begin, end, report in _in_turn(built)
         )
     finally:
         ledger.close()
@@ -188,47 +279,50 @@ def cmd_dmarc_report(args: argparse.Namespace, settings: Settings) -> int:
 
 def _dry_run(
     out: Path,
-    reports: list[AggregateReport],
+    built: list[tuple[int, int, list[AggregateReport]]],
     reporter: Reporter,
-    settings: Settings,
-    resolver: Resolver,
-    begin: int,
-    end: int,
+    lookups: Lookups,
 ) -> int:
+    """Writes each report and the message it would go in; problems go to the log only."""
     out.mkdir(parents=True, exist_ok=True)
-    for report in reports:
+    left = 0
+    for begin, end, report in _in_turn(built):
         _write(out / report.filename, report.gzipped())
         print(f"{report.filename}: {report.messages} message(s) in {report.records} record(s)")
-        found = _destinations(report, settings, resolver)
-        to = tuple(d.address for d in found.send_to)
+        found = lookups.get(report)
+        if found is None or found.temporary:
+            left += 1
+        to = tuple(d.address for d in found.send_to) if found else ()
         if to:
             eml = report_message(report, reporter, to, begin, end - 1, time.time())
             _write(out / f"{report.filename.removesuffix('.xml.gz')}.eml", eml)
             print(f"  would send to {', '.join(to)}")
-        for skip in found.skipped:
-            print(f"  skipped {skip.uri}: {skip.why}")
-        if found.problem:
-            print(f"  not sent: {found.problem}")
-    return 0
+        else:
+            print("  would send to no one (see the log)")
+    return EX_TEMPFAIL if left else 0
 
 
 def _send(
     report: AggregateReport,
     reporter: Reporter,
     settings: Settings,
-    resolver: Resolver,
+    lookups: Lookups,
     force: bool,
     ledger: SentLog,
     begin: int,
     end: int,
+    quiet: bool = False,
 ) -> int:
-    """Sends one report to each of its destinations; gives how many hand-overs failed."""
+    """Sends one report to each of its destinations; gives how many are left for a later run."""
     domain = report.policy_domain
-    found = _destinations(report, settings, resolver)
+    found = lookups.get(report)
+    if found is None:
+        return 1
     failed = int(found.temporary)
     for dest in found.send_to:
         if ledger.has(begin, domain, dest.address) and not force:
-            print(f"{domain}: already sent to {dest.address}")
+            if not quiet:
+                print(f"{domain}: already sent to {dest.address}")
             continue
         message = report_message(report, reporter, (dest.address,), begin, end - 1, time.time())
         if len(message) > settings.reports_max_message_size:
@@ -270,7 +364,12 @@ def add_dmarc_report_parser(
         "domain publishes now.",
     )
     add_common_options(p)
-    p.add_argument("--day", metavar="YYYY-MM-DD", help="the UTC day to report on")
+    p.add_argument(
+        "--day",
+        metavar="YYYY-MM-DD",
+        help="the complete UTC day to report on (default: with --send, every complete day"
+        " of the last reports.catch_up_days not yet sent; with --dry-run, yesterday)",
+    )
     what = p.add_mutually_exclusive_group()
     what.add_argument(
         "--dry-run",
@@ -279,6 +378,8 @@ def add_dmarc_report_parser(
     )
     what.add_argument("--send", action="store_true", help="hand the reports to sendmail")
     p.add_argument(
-        "--force", action="store_true", help="send again what was already sent for that day"
+        "--force",
+        action="store_true",
+        help="send the day's reports again, as new reports with their own Report-ID",
     )
     p.set_defaults(handler=cmd_dmarc_report)

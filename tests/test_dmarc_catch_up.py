@@ -1,0 +1,176 @@
+"""`dmarc-report`: only complete days, catch-up of unsent days, DNS failures left for later.
+
+A sendmail stand-in writes each message it is handed into a directory (or
+refuses, exit 75, while a flag file exists); the loopback DNS server publishes
+the records, and answers SERVFAIL where a test needs a temporary failure.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from classifier.aggregate.feedback import DAY, AggregateReport
+from classifier.aggregate.rows import DkimEntry, ReportRow
+from classifier.aggregate.store import ReportStore
+from classifier.commands.dmarc_report import _in_turn
+from classifier.commands.main import main
+from tests.dnsserver import DnsTestServer
+
+ZONE = """\
+_dmarc.own.example. TXT "v=DMARC1; p=none; rua=mailto:agg@own.example"
+_dmarc.ext.example. TXT "v=DMARC1; p=none; rua=mailto:agg@own.example"
+_dmarc.flaky.example. TXT "v=DMARC1; p=none; rua=mailto:agg@own.example"
+"""
+# SERVFAIL: a temporary failure of the record, and of the external destination's consent.
+SERVFAIL = ("_dmarc.flaky.example.", "ext.example._report._dmarc.own.example.")
+
+SENDMAIL = """\
+#!/bin/sh
+if [ -e "{root}/refuse" ]; then echo "refused" >&2; exit 75; fi
+n=$(ls "{root}/out" | wc -l)
+cat > "{root}/out/$n.eml"
+"""
+
+
+def row(domain: str, at: int) -> ReportRow:
+    return ReportRow(
+        at, "192.0.2.7", domain, domain, "family.example", domain, "mfrom", "pass",
+        (DkimEntry(domain, "s1", "pass"),), "pass", True, True, domain, "treewalk",
+        "none", "none", "", "r", "r", "n", "none", "none", (),
+    )  # fmt: skip
+
+
+class Setup:
+    def __init__(self, root: Path, dns: str, extra: str = "") -> None:
+        self.root, self.dns = root, dns
+        (root / "out").mkdir()
+        sendmail = root / "sendmail"
+        sendmail.write_text(SENDMAIL.format(root=root))
+        sendmail.chmod(0o755)
+        self.config = root / "config.toml"
+        self.config.write_text(
+            f'[classifier]\nauthserv_id = "mx.family.example"\ndns_timeout = 1\n'
+            f'[reports]\nstore = "sqlite:{root / "reports.db"}"\n'
+            'email = "dmarc-reports@family.example"\n'
+            f'sendmail = "{sendmail}"\n{extra}'
+        )
+
+    def add(self, *rows: ReportRow) -> None:
+        with ReportStore.open(f"sqlite:{self.root / 'reports.db'}") as store:
+            store.append(rows)
+
+    def run(self, *extra: str) -> int:
+        argv = ["dmarc-report", "--config", str(self.config), "--dns-server", self.dns]
+        return main([*argv, *extra])
+
+    def sent(self) -> list[EmailMessage]:
+        parse = email.message_from_bytes
+        files = sorted((self.root / "out").iterdir(), key=lambda p: int(p.stem))
+        return [parse(p.read_bytes(), policy=email.policy.default) for p in files]  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def dns() -> Iterator[str]:
+    server = DnsTestServer(ZONE, servfail=SERVFAIL)
+    try:
+        yield server.address
+    finally:
+        server.stop()
+
+
+def today() -> int:
+    return int(time.time()) // DAY * DAY
+
+
+def iso(begin: int) -> str:
+    return datetime.fromtimestamp(begin, UTC).strftime("%Y-%m-%d")
+
+
+def test_an_incomplete_day_is_refused(
+    tmp_path: Path, dns: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = Setup(tmp_path, dns)
+    setup.add(row("own.example", today() + 1))
+    for day in (today(), today() + 3 * DAY):
+        assert setup.run("--send", "--day", iso(day)) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"--day {iso(day)}: not a complete UTC day yet (the last one is"
+                            f" {iso(today() - DAY)})")  # fmt: skip
+        assert "\n" not in err
+    assert setup.sent() == []
+
+
+def test_send_catches_up_on_the_days_a_failed_run_left(
+    tmp_path: Path, dns: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = Setup(tmp_path, dns)
+    two_ago, yesterday = today() - 2 * DAY, today() - DAY
+    setup.add(row("own.example", two_ago + 60), row("own.example", yesterday + 60))
+    setup.add(row("own.example", today() - 30 * DAY))  # beyond catch_up_days: not sent
+    # The run of two days ago failed; the retry runs after midnight, as the timer would.
+    (tmp_path / "refuse").touch()
+    assert setup.run("--send") == 75
+    (tmp_path / "refuse").unlink()
+    assert setup.run("--send") == 0
+    subjects = sorted(m["Subject"] for m in setup.sent())
+    assert len(subjects) == 2
+    assert f"Report-ID: <{two_ago}.own.example@mx.family.example>" in subjects[0]
+    assert f"Report-ID: <{yesterday}.own.example@mx.family.example>" in subjects[1]
+    # Nothing twice, and a catch-up run does not list what earlier runs sent.
+    capsys.readouterr()
+    assert setup.run("--send") == 0
+    assert len(setup.sent()) == 2
+    assert "already sent" not in capsys.readouterr().out
+
+    # --force sends the day again as another report (RFC 9990 §3.2.1: Report-ID unique).
+    assert setup.run("--send", "--force", "--day", iso(yesterday)) == 0
+    again = setup.sent()[-1]
+    assert len(setup.sent()) == 3
+    first_id = f"<{yesterday}.own.example@mx.family.example>"
+    assert first_id not in again["Subject"] and again["Message-ID"] != first_id
+    (part,) = [p for p in again.iter_attachments()]
+    assert part.get_filename() != f"mx.family.example!own.example!{yesterday}!{today() - 1}.xml.gz"
+
+
+def test_a_temporary_dns_failure_leaves_the_report_for_the_next_run(
+    tmp_path: Path, dns: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup = Setup(tmp_path, dns)
+    yesterday = today() - DAY
+    for domain in ("own.example", "ext.example", "flaky.example"):
+        setup.add(row(domain, yesterday + 60))
+    assert setup.run("--send") == 75
+    (sent,) = setup.sent()
+    assert "Report Domain: own.example " in sent["Subject"]
+    log = caplog.text
+    assert "flaky.example: not sent now, left for the next run: _dmarc.flaky.example" in log
+    assert "ext.example: mailto:agg@own.example skipped for now, left for the next run" in log
+    assert "not authorised" not in log and "no DMARC record" not in log
+
+
+def test_the_run_time_limit_leaves_the_rest_for_the_next_run(
+    tmp_path: Path, dns: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup = Setup(tmp_path, dns, "run_time_limit = 0.000001\n")
+    setup.add(row("own.example", today() - DAY + 60))
+    assert setup.run("--send") == 75
+    assert setup.sent() == []
+    assert "own.example: not sent: reports.run_time_limit (1e-06 s) spent" in caplog.text
+
+
+def test_reports_go_most_messages_first_so_made_up_domains_cannot_starve_the_rest() -> None:
+    def report(domain: str, messages: int) -> AggregateReport:
+        return AggregateReport(domain, f"{domain}.xml.gz", domain, b"", 1, messages)
+
+    many = [report(f"a{n}.example", 1) for n in range(3)]
+    built = [(0, DAY, [*many, report("zz.example", 40), report("b.example", 40)])]
+    order = [r.policy_domain for _, _, r in _in_turn(built)]
+    assert order == ["b.example", "zz.example", "a0.example", "a1.example", "a2.example"]
