@@ -146,13 +146,14 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
     resolver = make_resolver_for(args, settings)
     # The hints travel as JSON to the daemon; in this process they are the engine's Hints.
     from classifier.envelope.trust import Hints
-    from classifier.evaluate import check_and_annotate
+    from classifier.evaluate import HeldRecord, check_and_annotate
 
-    record = None
+    record = HeldRecord(None)
     if settings.reports_store:  # the store (sqlite3) is imported only when [reports] is on
         from classifier.aggregate.store import recorder
 
-        record = recorder(settings)
+        # Report rows only once the delivery target took the message (not on exit 75).
+        record = HeldRecord(recorder(settings))
     outcome = check_and_annotate(data, settings, resolver, Hints(**hints), user, record=record)
     code = deliver_outcome(
         outcome.data,
@@ -163,6 +164,8 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
         recipients,
         started,
     )
+    if code == 0:
+        record.delivered()
     if code != 0 and dropped():
         # stderr is allowed now (delivery failed), and it is the only place left to say so.
         print(f"authsieve: {dropped()} log line(s) dropped: no log file or syslog", file=sys.stderr)

@@ -48,7 +48,7 @@ from classifier.delivery.daemon_client import (
 )
 from classifier.envelope.trust import Hints
 from classifier.errors import UsageError
-from classifier.evaluate import check_and_annotate
+from classifier.evaluate import HeldRecord, check_and_annotate
 from classifier.log import log, reopen_logging
 from classifier.lookup.resolver import Resolver
 from classifier.policy.rules import Policies, load_policies
@@ -190,6 +190,8 @@ def make_server(
                 return
             user = meta.get("user")
             engine = self.server.engine
+            # Report rows only when the pipe process says the delivery succeeded.
+            record = HeldRecord(recorder(engine.settings))
             outcome = check_and_annotate(
                 data,
                 engine.settings,
@@ -197,7 +199,7 @@ def make_server(
                 _hints(meta.get("hints")),
                 str(user) if user else None,
                 engine.policies,
-                recorder(engine.settings),
+                record,
             )
             meta_out = {
                 "action": outcome.action,
@@ -213,6 +215,8 @@ def make_server(
                 log.info("daemon: no delivery report: %s", exc)
                 return
             log_delivery(report, outcome.summary)
+            if report.get("delivered") == 0:
+                record.delivered()
 
     target = Path(path)
     if target.exists() and stat.S_ISSOCK(target.lstat().st_mode):

@@ -23,7 +23,7 @@ from classifier.aggregate.store import recorder
 from classifier.auth.facts import HEADER_NAME, parse_header_value, safe_domain
 from classifier.config import Settings
 from classifier.delivery.targets import FOLDERS
-from classifier.evaluate import Annotated, check_and_annotate
+from classifier.evaluate import Annotated, HeldRecord, check_and_annotate
 from classifier.files import DirTree
 from classifier.log import log
 from classifier.lookup.resolver import Resolver
@@ -103,6 +103,7 @@ class _Checked:
     result: Annotated
     like: os.stat_result  # the original's owner and mode, for the new copy
     tree: DirTree  # the Maildir's directories, opened without following symlinks
+    record: HeldRecord  # its report rows, recorded once it is filed
 
 
 def check_path(path: Path, job: Job, tree: DirTree) -> Outcome | _Checked:
@@ -137,10 +138,9 @@ def check_path(path: Path, job: Job, tree: DirTree) -> Outcome | _Checked:
     user = user_from_path(maildir, job.path_template)
     # The pipe's own step and failure rule: an internal error files the original with an
     # `internal` header, where internal_error says, so the watcher never retries it forever.
-    result = check_and_annotate(
-        data, job.settings, job.resolver, None, user, job.policies, recorder(job.settings)
-    )
-    return _Checked(path, maildir, user, result, like, tree)
+    record = HeldRecord(recorder(job.settings))
+    result = check_and_annotate(data, job.settings, job.resolver, None, user, job.policies, record)
+    return _Checked(path, maildir, user, result, like, tree, record)
 
 
 def _place_checked(checked: _Checked) -> Outcome | tuple[_Checked, Path]:
@@ -168,6 +168,7 @@ def _finish_batch(placed: list[tuple[_Checked, Path]]) -> list[Outcome]:
         return [Outcome(str(c.path), "error", c.result.action, detail=str(exc)) for c, _ in placed]
     for c, final in placed:
         log.info("filed %s as %s user=%s %s", c.path.name, final, c.user or "-", c.result.summary)
+        c.record.delivered()
     return [
         Outcome(str(c.path), "filed", c.result.action, str(final), c.result.error)
         for c, final in placed
