@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -106,6 +107,9 @@ def test_an_incomplete_day_is_refused(
                             f" {iso(today() - DAY)})")  # fmt: skip
         assert "\n" not in err
     assert setup.sent() == []
+    out = tmp_path / "preview"
+    assert setup.run("--dry-run", str(out), "--day", iso(today() + DAY)) == 2
+    assert "not a complete UTC day yet" in capsys.readouterr().err
 
 
 def test_send_catches_up_on_the_days_a_failed_run_left(
@@ -174,3 +178,36 @@ def test_reports_go_most_messages_first_so_made_up_domains_cannot_starve_the_res
     built = [(0, DAY, [*many, report("zz.example", 40), report("b.example", 40)])]
     order = [r.policy_domain for _, _, r in _in_turn(built)]
     assert order == ["b.example", "zz.example", "a0.example", "a1.example", "a2.example"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the owner check is root's")
+def test_dry_run_writes_only_into_a_private_directory(
+    tmp_path: Path, dns: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = Setup(tmp_path, dns)
+    setup.add(row("own.example", today() - DAY + 60))
+    planted = tmp_path / "planted"  # where a local user's symlink points
+    planted.mkdir()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, 65534, 65534)
+    link = tmp_path / "link"
+    link.symlink_to(planted)
+    for out, why in ((link, "a symlink"), (shared, "writable by other users"),
+                     (theirs, "owned by uid 65534, not root")):  # fmt: skip
+        assert setup.run("--dry-run", str(out)) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"--dry-run {out}: {why}" + (
+            "; give a directory of your own" if why == "a symlink"
+            else "; use a private directory (install -d -m 700 DIR)")), err  # fmt: skip
+    assert list(planted.iterdir()) == list(shared.iterdir()) == list(theirs.iterdir()) == []
+    # A missing directory is made 0700; a sticky shared one (as /tmp) is fine.
+    fresh = tmp_path / "fresh"
+    assert setup.run("--dry-run", str(fresh)) == 0
+    assert fresh.stat().st_mode & 0o777 == 0o700 and len(list(fresh.iterdir())) == 2
+    shared.chmod(0o1777)
+    assert setup.run("--dry-run", str(shared)) == 0
+    assert len(list(shared.iterdir())) == 2

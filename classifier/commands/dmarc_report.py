@@ -12,9 +12,12 @@ sent, so a rerun for the same day sends nothing twice (``--force`` does);
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -41,6 +44,7 @@ from classifier.aggregate.store import (
 from classifier.commands.options import add_common, make_resolver_for
 from classifier.config import Settings
 from classifier.errors import EX_TEMPFAIL, UsageError
+from classifier.files import create_file, open_dir, temp_name, write_all
 from classifier.log import log, log_value
 from classifier.lookup.resolver import Resolver
 
@@ -68,7 +72,9 @@ def report_days(args: argparse.Namespace, settings: Settings, now: float) -> lis
         except ValueError:
             raise UsageError(f"--day {args.day!r}: expected YYYY-MM-DD") from None
         begin = int(day.timestamp())
-        if begin + DAY > now:
+        # A --dry-run of today is a preview and leaves no trace; a day to come has no rows.
+        preview = args.dry_run and begin <= now
+        if begin + DAY > now and not preview:
             raise UsageError(
                 f"--day {args.day}: not a complete UTC day yet (the last one is"
                 f" {iso_day(last_begin)})"
@@ -167,10 +173,46 @@ def hand_to_sendmail(sendmail: str, sender: str, rcpt: str, message: bytes) -> t
     return proc.returncode, (lines[-1] if lines else "")
 
 
-def _write(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.tmp")
-    partial.write_bytes(data)
-    os.replace(partial, path)  # a re-run gives the same name and bytes (RFC 9990 §3.2.2)
+def open_output_dir(path: Path) -> int:
+    """Gives a descriptor of the --dry-run directory, made 0700 when missing.
+
+    Opened with O_NOFOLLOW|O_DIRECTORY and written through only by that
+    descriptor, so a run as root never writes where a symlink points.  Refused
+    (UsageError): a symlink; a directory others may write to without the sticky
+    bit (they could swap the files); one another user owns, when run as root.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    try:
+        fd = open_dir(path)
+    except OSError as exc:
+        # Linux gives ENOTDIR for O_NOFOLLOW|O_DIRECTORY on a symlink, others ELOOP.
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and path.is_symlink():
+            raise UsageError(f"--dry-run {path}: a symlink; give a directory of your own") from None
+        raise
+    st = os.fstat(fd)
+    why = ""
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        why = "writable by other users"
+    elif os.geteuid() == 0 and st.st_uid != 0:
+        why = f"owned by uid {st.st_uid}, not root"
+    if why:
+        os.close(fd)
+        raise UsageError(
+            f"--dry-run {path}: {why}; use a private directory (install -d -m 700 DIR)"
+        )
+    return fd
+
+
+def _write(dir_fd: int, name: str, data: bytes) -> None:
+    partial = temp_name(".dmarc-", ".tmp")
+    fd = create_file(partial, 0o600, dir_fd)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+    # A re-run gives the same name and bytes (RFC 9990 §3.2.2).
+    os.replace(partial, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 class Lookups:
@@ -284,10 +326,22 @@ def _dry_run(
     lookups: Lookups,
 ) -> int:
     """Writes each report and the message it would go in; problems go to the log only."""
-    out.mkdir(parents=True, exist_ok=True)
+    dir_fd = open_output_dir(out)
+    try:
+        return _dry_run_into(dir_fd, built, reporter, lookups)
+    finally:
+        os.close(dir_fd)
+
+
+def _dry_run_into(
+    dir_fd: int,
+    built: list[tuple[int, int, list[AggregateReport]]],
+    reporter: Reporter,
+    lookups: Lookups,
+) -> int:
     left = 0
     for begin, end, report in _in_turn(built):
-        _write(out / report.filename, report.gzipped())
+        _write(dir_fd, report.filename, report.gzipped())
         print(f"{report.filename}: {report.messages} message(s) in {report.records} record(s)")
         found = lookups.get(report)
         if found is None or found.temporary:
@@ -295,7 +349,7 @@ def _dry_run(
         to = tuple(d.address for d in found.send_to) if found else ()
         if to:
             eml = report_message(report, reporter, to, begin, end - 1, time.time())
-            _write(out / f"{report.filename.removesuffix('.xml.gz')}.eml", eml)
+            _write(dir_fd, f"{report.filename.removesuffix('.xml.gz')}.eml", eml)
             print(f"  would send to {', '.join(to)}")
         else:
             print("  would send to no one (see the log)")
