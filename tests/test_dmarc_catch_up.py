@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import email
 import email.policy
+import grp
 import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,6 +31,7 @@ from classifier.commands.dmarc_report import _in_turn
 from classifier.commands.main import main
 from tests.dnsserver import DnsTestServer
 
+ROOT = Path(__file__).resolve().parent.parent
 ZONE = """\
 _dmarc.own.example. TXT "v=DMARC1; p=none; rua=mailto:agg@own.example"
 _dmarc.ext.example. TXT "v=DMARC1; p=none; rua=mailto:agg@own.example"
@@ -211,3 +218,46 @@ def test_dry_run_writes_only_into_a_private_directory(
     shared.chmod(0o1777)
     assert setup.run("--dry-run", str(shared)) == 0
     assert len(list(shared.iterdir())) == 2
+
+
+def test_no_rows_names_the_days_and_a_problem_is_told_once(
+    tmp_path: Path, dns: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    setup = Setup(tmp_path, dns)
+    day = today() - 3 * DAY
+    assert setup.run("--send", "--day", iso(day)) == 0
+    assert capsys.readouterr().out == f"no rows for {iso(day)} (UTC): no report\n"
+    setup.add(row("flaky.example", today() - DAY + 60))
+    out = tmp_path / "out"
+    assert setup.run("--dry-run", str(out)) == 75
+    printed = capsys.readouterr()
+    assert "_dmarc.flaky.example" not in printed.out + printed.err
+    assert caplog.text.count("flaky.example: not sent now") == 1
+    assert "would send to no one (see the log)" in printed.out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a root-owned store")
+def test_a_store_file_root_created_names_the_file_and_the_user_to_chown_it_to(
+    tmp_path: Path,
+) -> None:
+    lib = Path(tempfile.mkdtemp(prefix="authsieve-lib-"))
+    try:
+        lib.chmod(0o777)
+        db = lib / "reports.db"
+        with ReportStore.open(f"sqlite:{db}") as store:
+            store.append([row("own.example", today() - DAY + 60)])
+        config = lib / "config.toml"
+        config.write_text(f'[reports]\nstore = "sqlite:{db}"\nemail = "d@family.example"\n')
+        config.chmod(0o644)
+        argv = ["runuser", "-u", "nobody", "--", sys.executable, "-m", "classifier.commands.main"]
+        argv += ["dmarc-report", "--config", str(config), "--send"]
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert done.returncode == 2, done.stderr
+        group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+        existing = " ".join(str(p) for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm"))
+                            if p.exists())  # fmt: skip
+        assert f"{db} is not writable by nobody" in done.stderr
+        assert f"chown nobody:{group} {existing} (README" in done.stderr
+        assert "install -d" not in done.stderr and done.stderr.count("\n") == 1
+    finally:
+        shutil.rmtree(lib)

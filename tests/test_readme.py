@@ -561,3 +561,16 @@ def test_reports_store_directory_lets_the_pipe_user_record_and_report(mta: Mta) 
         assert [p.name.split("!")[1] for p in out.glob("*.xml.gz")] == ["lucky-winner.cyou"]
     finally:
         mta.set_config(config)
+
+
+def test_the_commands_list_names_every_command() -> None:
+    import argparse
+
+    from classifier.commands.main import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Commands", 1)[1].split("```", 2)[1]
+    listed = set(re.findall(r"^authsieve ([a-z-]+)", block, re.MULTILINE))
+    assert set(sub.choices) <= listed, set(sub.choices) - listed

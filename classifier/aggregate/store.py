@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from classifier.aggregate.hints import store_hint
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, rows_from
 from classifier.config import DEFAULT_REPORT_STORE, Settings
 from classifier.log import log
@@ -192,7 +193,7 @@ def record_rows(settings: Settings, rows: tuple[ReportRow, ...], now: float | No
             url,
             len(rows),
             exc,
-            STORE_HINT,
+            store_hint(sqlite_path(url)) if url.startswith("sqlite:") else STORE_HINT,
         )
         return False
 

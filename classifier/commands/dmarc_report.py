@@ -33,9 +33,9 @@ from classifier.aggregate.feedback import (
     build_reports,
     last_complete_day,
 )
+from classifier.aggregate.hints import store_hint
 from classifier.aggregate.message import report_message
 from classifier.aggregate.store import (
-    STORE_HINT,
     ReportStore,
     StoreError,
     retention_seconds,
@@ -129,7 +129,8 @@ def _build(
     except StoreError as exc:
         raise UsageError(f"reports.store: {exc}") from None
     except (OSError, sqlite3.Error) as exc:
-        raise UsageError(f"reports.store {url}: cannot be opened ({exc}); {STORE_HINT}") from None
+        hint = store_hint(sqlite_path(url))
+        raise UsageError(f"reports.store {url}: cannot be opened ({exc}); {hint}") from None
 
 
 class SentLog:

@@ -52,7 +52,11 @@ def add_pipe_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
         metavar="TARGET",
         help="stdout | dovecot-lda | sendmail | maildir:PATH (default stdout)",
     )
-    pipe.add_argument("--lda-path", default="/usr/lib/dovecot/dovecot-lda")
+    pipe.add_argument(
+        "--lda-path",
+        default="/usr/lib/dovecot/dovecot-lda",
+        help="the dovecot-lda that --deliver dovecot-lda runs (default: %(default)s)",
+    )
     pipe.add_argument(
         "--lda-arg",
         action="append",
@@ -72,7 +76,11 @@ def add_pipe_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
         help="check in-process when the daemon has not answered by then"
         " (default: dns_budget + 10, or 60 on the fast path)",
     )
-    pipe.add_argument("--sendmail-path", default="/usr/sbin/sendmail")
+    pipe.add_argument(
+        "--sendmail-path",
+        default="/usr/sbin/sendmail",
+        help="the sendmail that --deliver sendmail runs (default: %(default)s)",
+    )
     pipe.set_defaults(handler=cmd_pipe)
 
 
