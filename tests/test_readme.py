@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+from classifier.aggregate.rows import ReportRow
 from classifier.aggregate.store import ReportStore
 from classifier.auth.facts import parse_header_value
 from classifier.commands.watch import SETTING_DEFAULTS, configured
@@ -538,7 +539,6 @@ def test_reports_store_directory_lets_the_pipe_user_record_and_report(mta: Mta) 
         .replace("runuser -u vmail", f"runuser -u {user}")
         .replace("-- authsieve ", f"-- {mta.root}/bin/authsieve ")
         .replace("/etc/authsieve/config.toml", str(mta.config))
-        .replace("/tmp/dmarc-check", str(mta.root / "dmarc-check"))
     )
     mta.set_config(config + "\n" + reports)
     try:
@@ -547,8 +547,14 @@ def test_reports_store_directory_lets_the_pipe_user_record_and_report(mta: Mta) 
         assert (lib / "reports.db").stat().st_uid == mta.user.pw_uid
         token = send(mta, "promo@lucky-winner.cyou", GOOD_CLIENT)
         mta.wait_delivered(token)
-        with ReportStore.open(f"sqlite:{lib / 'reports.db'}") as store:
-            rows = list(store.rows_between(0, 2**40))
+
+        def recorded() -> list[ReportRow]:
+            with ReportStore.open(f"sqlite:{lib / 'reports.db'}") as store:
+                return list(store.rows_between(0, 2**40))
+
+        # The row is written once dovecot-lda has returned, just after the file appears.
+        wait_until(lambda: bool(recorded()), 10, "a report row", mta.logs)
+        rows = recorded()
         assert [(r.header_from, r.source_ip, r.dmarc_result) for r in rows] == [
             ("lucky-winner.cyou", GOOD_CLIENT, "pass")
         ]
