@@ -50,10 +50,30 @@ cat > "{root}/out/$n.eml"
 
 def row(domain: str, at: int) -> ReportRow:
     return ReportRow(
-        at, "192.0.2.7", domain, domain, "family.example", domain, "mfrom", "pass",
-        (DkimEntry(domain, "s1", "pass"),), "pass", True, True, domain, "treewalk",
-        "none", "none", "", "r", "r", "n", "none", "none", (),
-    )  # fmt: skip
+        received_at=at,
+        source_ip="192.0.2.7",
+        header_from=domain,
+        envelope_from=domain,
+        envelope_to="family.example",
+        spf_domain=domain,
+        spf_scope="mfrom",
+        spf_result="pass",
+        dkim=(DkimEntry(domain, "s1", "pass"),),
+        dmarc_result="pass",
+        dkim_aligned=True,
+        spf_aligned=True,
+        policy_domain=domain,
+        discovery_method="treewalk",
+        p="none",
+        sp="none",
+        np="",
+        adkim="r",
+        aspf="r",
+        testing="n",
+        policy_applied="none",
+        disposition="none",
+        reasons=(),
+    )
 
 
 class Setup:

@@ -42,7 +42,7 @@ from classifier.aggregate.store import (
     sqlite_path,
 )
 from classifier.commands.options import add_common, make_resolver_for
-from classifier.config import Settings
+from classifier.config import Config, ReportsConfig
 from classifier.errors import EX_TEMPFAIL, UsageError
 from classifier.files import create_file, open_dir, temp_name, write_all
 from classifier.log import log, log_value
@@ -56,7 +56,9 @@ def iso_day(begin: int) -> str:
     return datetime.fromtimestamp(begin, UTC).strftime("%Y-%m-%d")
 
 
-def report_days(args: argparse.Namespace, settings: Settings, now: float) -> list[tuple[int, int]]:
+def report_days(
+    args: argparse.Namespace, reports: ReportsConfig, now: float
+) -> list[tuple[int, int]]:
     """Gives the [begin, end) UTC days this run reports on, oldest first.
 
     Only complete days: rows of today may still come, and the sent log would
@@ -82,42 +84,53 @@ def report_days(args: argparse.Namespace, settings: Settings, now: float) -> lis
         return [(begin, begin + DAY)]
     if not args.send or args.force:
         return [(last_begin, last_end)]
-    back = settings.reports_catch_up_days
+    back = reports.catch_up_days
     return [(last_begin - k * DAY, last_end - k * DAY) for k in reversed(range(back))]
 
 
-def reporter_for(settings: Settings) -> Reporter:
+def _reports_of(config: Config) -> ReportsConfig:
+    """Gives the [reports] table; raises UsageError when there is none."""
+    if config.reports is None:
+        raise UsageError(f"{config.source}: reports: no [reports] table, nothing is recorded")
+    return config.reports
+
+
+def reporter_for(config: Config) -> Reporter:
     """Gives who signs the reports, from [reports]; raises UsageError naming a missing key."""
-    if not settings.reports_store:
-        raise UsageError(f"{settings.source}: reports: no [reports] table, nothing is recorded")
-    if not settings.reports_email:
-        raise UsageError(f"{settings.source}: reports.email: needed in every report (RFC 9990)")
+    reports = _reports_of(config)
+    if not reports.email:
+        raise UsageError(f"{config.source}: reports.email: needed in every report (RFC 9990)")
+    authserv_id = config.engine.authserv_id
     return Reporter(
-        org_name=settings.reports_org_name or settings.authserv_id,
-        email=settings.reports_email,
-        receiver=settings.authserv_id,
-        extra_contact_info=settings.reports_extra_contact_info or "",
+        org_name=reports.org_name or authserv_id,
+        email=reports.email,
+        receiver=authserv_id,
+        extra_contact_info=reports.extra_contact_info,
     )
 
 
-def sent_log_path(settings: Settings) -> Path:
+def sent_log_path(config: Config) -> Path:
     """Gives the file that remembers sent reports: reports.sent_log, else beside the store."""
-    if settings.reports_sent_log:
-        return Path(settings.reports_sent_log)
-    url = settings.reports_store or ""
+    reports = _reports_of(config)
+    if reports.sent_log:
+        return Path(reports.sent_log)
+    url = reports.store
     if url.startswith("sqlite:"):
         return sqlite_path(url).parent / "dmarc-sent.log"
     return Path("/var/lib/authsieve/dmarc-sent.log")
 
 
 def _build(
-    settings: Settings, days: list[tuple[int, int]], reporter: Reporter, unique: str = ""
+    reports_config: ReportsConfig,
+    days: list[tuple[int, int]],
+    reporter: Reporter,
+    unique: str = "",
 ) -> list[tuple[int, int, list[AggregateReport]]]:
     """Gives each day with rows and its reports, oldest first."""
-    url = settings.reports_store or ""
+    url = reports_config.store
     try:
         with ReportStore.open(url) as store:
-            store.purge(int(time.time() - retention_seconds(settings)))
+            store.purge(int(time.time() - retention_seconds(reports_config)))
             out = []
             for begin, end in days:
                 reports = build_reports(
@@ -224,9 +237,13 @@ class Lookups:
     reached in time is left for the next run, which the exit code 75 asks for.
     """
 
-    def __init__(self, settings: Settings, resolver: Resolver, now: float) -> None:
-        self.settings, self.resolver = settings, resolver
-        self.deadline = now + settings.reports_run_time_limit
+    def __init__(self, config: Config, resolver: Resolver, now: float) -> None:
+        self.reports, self.dns_budget, self.resolver = (
+            _reports_of(config),
+            config.engine.dns_budget,
+            resolver,
+        )
+        self.deadline = now + self.reports.run_time_limit
         self.found: dict[tuple[str, str], Destinations | None] = {}
         self.out_of_time = 0
 
@@ -243,11 +260,11 @@ class Lookups:
                 "dmarc-report: %s: not sent: reports.run_time_limit (%g s) spent,"
                 " left for the next run",
                 report.policy_domain,
-                self.settings.reports_run_time_limit,
+                self.reports.run_time_limit,
             )
             self.found[key] = None
             return None
-        session = self.resolver.session(min(self.settings.dns_budget, left))
+        session = self.resolver.session(min(self.dns_budget, left))
         found = find_destinations(report.policy_domain, session, mode)
         _log_destinations(found)
         self.found[key] = found
@@ -284,21 +301,22 @@ def _in_turn(
     return sorted(flat, key=lambda t: (-t[2].messages, t[2].policy_domain, t[0]))
 
 
-def cmd_dmarc_report(args: argparse.Namespace, settings: Settings) -> int:
-    reporter = reporter_for(settings)
+def cmd_dmarc_report(args: argparse.Namespace, config: Config) -> int:
+    reporter = reporter_for(config)
+    reports = _reports_of(config)
     if bool(args.dry_run) == bool(args.send):
         raise UsageError("dmarc-report: give either --send or --dry-run DIR")
     now = time.time()
-    days = report_days(args, settings, now)
+    days = report_days(args, reports, now)
     # RFC 9990 §3.2.1: a report built again on purpose is a new report, with its own Report-ID.
     unique = str(int(now)) if args.force else ""
-    built = _build(settings, days, reporter, unique)
+    built = _build(reports, days, reporter, unique)
     if not built:
         first, last = iso_day(days[0][0]), iso_day(days[-1][0])
         print(f"no rows for {first if first == last else f'{first} to {last}'} (UTC): no report")
         return 0
-    resolver = make_resolver_for(args, settings)
-    lookups = Lookups(settings, resolver, time.monotonic())
+    resolver = make_resolver_for(args, config)
+    lookups = Lookups(config, resolver, time.monotonic())
     if args.dry_run:
         out = Path(args.dry_run)
         try:
@@ -306,13 +324,13 @@ def cmd_dmarc_report(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             raise UsageError(f"--dry-run {out}: {exc.strerror or exc}") from None
     try:
-        ledger = SentLog(sent_log_path(settings))
+        ledger = SentLog(sent_log_path(config))
     except OSError as exc:
-        raise UsageError(f"reports.sent_log {sent_log_path(settings)}: {exc}") from None
+        raise UsageError(f"reports.sent_log {sent_log_path(config)}: {exc}") from None
     quiet = not args.day  # a catch-up run does not list what went on earlier runs
     try:
         failed = sum(
-            _send(report, reporter, settings, lookups, args.force, ledger, begin, end, quiet)
+            _send(report, reporter, reports, lookups, args.force, ledger, begin, end, quiet)
             for begin, end, report in _in_turn(built)
         )
     finally:
@@ -360,7 +378,7 @@ def _dry_run_into(
 def _send(
     report: AggregateReport,
     reporter: Reporter,
-    settings: Settings,
+    reports: ReportsConfig,
     lookups: Lookups,
     force: bool,
     ledger: SentLog,
@@ -380,19 +398,17 @@ def _send(
                 print(f"{domain}: already sent to {dest.address}")
             continue
         message = report_message(report, reporter, (dest.address,), begin, end - 1, time.time())
-        if len(message) > settings.reports_max_message_size:
+        if len(message) > reports.max_message_size:
             log.warning(
                 "dmarc-report: %s: report to %s not sent: %d bytes, over"
                 " reports.max_message_size (%d)",
                 domain,
                 dest.address,
                 len(message),
-                settings.reports_max_message_size,
+                reports.max_message_size,
             )
             continue
-        code, said = hand_to_sendmail(
-            settings.reports_sendmail, reporter.email, dest.address, message
-        )
+        code, said = hand_to_sendmail(reports.sendmail, reporter.email, dest.address, message)
         if code != 0:
             failed += 1
             log.error(
