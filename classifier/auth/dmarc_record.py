@@ -348,12 +348,10 @@ def external_destination_authorised(
 
     RFC 9990 §4 (RFC 7489 §7.1 before it): the destination publishes a DMARC
     record at ``<policy domain>._report._dmarc.<destination>``; a rua= in it
-    replaces the requested URIs.  Gives (authorised, replacement URIs); a
-    temporary DNS failure counts as not authorised.
+    replaces the requested URIs.  Gives (authorised, replacement URIs).  Raises
+    DnsTempError on a temporary DNS failure: that is not a "no" (RFC 9990 §4 step 5
+    lets the check be repeated later), and the caller decides what waits.
     """
-    try:
-        answer = dns.query(f"{policy_domain}._report._dmarc.{destination_domain}", "TXT")
-    except DnsTempError:
-        return False, ()
+    answer = dns.query(f"{policy_domain}._report._dmarc.{destination_domain}", "TXT")
     found = _records(answer.txt_strings(), "rfc7489")
     return bool(found), (found[0].rua if found else ())
