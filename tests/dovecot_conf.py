@@ -47,6 +47,14 @@ NAMES_24 = frozenset(
         "first_valid_uid",
         "mail_plugins",
         "mail_plugins/sieve",
+        # examples/dovecot/2.4/90-authsieve-filter.conf ("sieve extprograms" plugin page)
+        "sieve_plugins",
+        "sieve_plugins/sieve_extprograms",
+        "sieve_global_extensions",
+        "sieve_global_extensions/vnd.dovecot.filter",
+        "sieve_global_extensions/editheader",
+        "sieve_filter_bin_dir",
+        "sieve_filter_exec_timeout",
         "protocols",
         "protocol",
         "listen",
@@ -115,6 +123,7 @@ def setting_names(text: str) -> list[str]:
     A name inside a boolean-list block (2.4's ``mail_plugins { sieve = yes }``) is given
     with the list's name in front: ``mail_plugins/sieve``.
     """
+    lists = ("mail_plugins", "sieve_plugins", "sieve_global_extensions", "sieve_extensions")
     names: list[str] = []
     blocks: list[str] = []
     for line in settings_text(text).splitlines():
@@ -122,12 +131,12 @@ def setting_names(text: str) -> list[str]:
         if line == "}":
             blocks.pop()
             continue
-        found = re.match(r"([A-Za-z_][\w-]*)\s*(=|\{|[^\s={]+\s*\{)", line)
+        found = re.match(r"([A-Za-z_][\w.-]*)\s*(=|\{|[^\s={]+\s*\{)", line)
         if not found or line.startswith("!"):
             continue
         name = found[1]
-        if blocks and blocks[-1] == "mail_plugins":
-            name = f"mail_plugins/{name}"
+        if blocks and blocks[-1] in lists:
+            name = f"{blocks[-1]}/{name}"
         names.append(name)
         if line.endswith("{"):
             blocks.append(found[1])
