@@ -37,9 +37,15 @@ import pytest
 
 from classifier.aggregate.store import ReportStore
 from classifier.auth.facts import parse_header_value
-from classifier.commands.watch import SETTING_DEFAULTS, configured
-from classifier.config import Settings, settings_from_dict
-from classifier.policy.rules import Policy, load_policies
+from classifier.config import (
+    DEFAULT_LEARN_STORE,
+    LearnConfig,
+    QuarantineConfig,
+    ReportsConfig,
+    WatchConfig,
+    config_from_dict,
+)
+from classifier.policies import Policy
 from tests.dnsserver import DnsTestServer
 from tests.dovecot_conf import DovecotSyntax
 from tests.mta import EXAMPLES, REPO, Delivered, Mta, open_up, throwaway_mta, wait_until
@@ -60,6 +66,7 @@ LDA_FILES = DOVECOT_FILES[1:]
 # The README shows these twice, for Dovecot 2.3 and for 2.4; the others are the same for both.
 PER_VERSION = ("90-authsieve-lda.conf", "90-authsieve-sieve.conf")
 VERSIONS = ("2.3", "2.4")
+IMAPSIEVE_FILE = "90-authsieve-imapsieve.conf"  # README: Learning from users' moves
 STOCK_DOVECOT = Path("/usr/share/dovecot")
 DOVECONF = "/usr/bin/doveconf"
 
@@ -95,31 +102,47 @@ def test_readme_marks_every_block_the_tests_run() -> None:
     wanted |= {f"dovecot {v} {n}" for v in VERSIONS for n in PER_VERSION}
     wanted |= {f"lmtp-filter {v} 90-authsieve-filter.conf" for v in VERSIONS}  # test_lmtp_filter
     wanted |= {f"reports {n}" for n in ("config.toml", "store directory", "timer", "cron")}
+    wanted |= {"learn config"} | {f"dovecot {v} {IMAPSIEVE_FILE}" for v in VERSIONS}
     assert names == wanted
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_imapsieve_blocks_are_the_example_files_without_comments(version: str) -> None:
+    # The example is what tests/test_learn_imap.py runs Dovecot with.
+    example = (EXAMPLES / "dovecot" / version / IMAPSIEVE_FILE).read_text()
+    shown = readme_blocks()[f"dovecot {version} {IMAPSIEVE_FILE}"]
+    assert settings_lines(shown) == settings_lines(example)
+
+
+def test_learn_block_is_valid_config_with_the_codes_default_store() -> None:
+    learn = config_from_dict(tomllib.loads(readme_blocks()["learn config"]), "README.md").learn
+    assert learn is not None and learn.store == DEFAULT_LEARN_STORE
+    assert (learn.min_messages, learn.min_users) == (5, 2)
+    assert learn.retention_days == LearnConfig().retention_days
 
 
 def test_policy_defaults_block_is_the_codes_defaults() -> None:
     data = tomllib.loads(readme_blocks()["policy defaults"])
     keys = {f.name for f in fields(Policy)} - {"user"}
     assert set(data["policy"]) == keys, "the README's block lists every [policy] key"
-    shown = load_policies(settings_from_dict(data)).default
-    assert shown == load_policies(settings_from_dict({})).default == Policy()
+    shown = config_from_dict(data).policies.default
+    assert shown == config_from_dict({}).policies.default == Policy()
 
 
 def test_watch_defaults_block_is_the_codes_defaults() -> None:
     data = tomllib.loads(readme_blocks()["watch defaults"])
-    settings = settings_from_dict(data)
-    shown = {f"{section}_{key}" for section, table in data.items() for key in table}
-    assert shown == set(SETTING_DEFAULTS), "the README's block lists every [watch]/[quarantine] key"
-    for name, default in SETTING_DEFAULTS.items():
-        assert configured(settings, name) == default, name
+    config = config_from_dict(data)
+    shown = {(section, key) for section, table in data.items() for key in table}
+    sections = {"watch": WatchConfig, "quarantine": QuarantineConfig}
+    wanted = {(name, f.name) for name, kind in sections.items() for f in fields(kind)}
+    assert shown == wanted, "the README's block lists every [watch]/[quarantine] key"
+    assert config.watch == WatchConfig() and config.quarantine == QuarantineConfig()
 
 
 def test_readme_config_blocks_are_valid_config() -> None:
     blocks = readme_blocks()
     for text in (blocks["config.toml"], enforced_config(blocks["config.toml"], blocks)):
-        settings = settings_from_dict(tomllib.loads(text), "README.md")
-        load_policies(settings)
+        config_from_dict(tomllib.loads(text), "README.md")
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -486,20 +509,12 @@ def test_every_message_sent_is_delivered_exactly_once(mta: Mta) -> None:
 def test_reports_block_is_valid_config_naming_every_reports_key() -> None:
     block = readme_blocks()["reports config.toml"]
     shown = set(re.findall(r"^#? ?(\w+) = ", block, re.MULTILINE))
-    keys = {f.name.removeprefix("reports_") for f in fields(Settings)} & shown
-    assert (
-        shown
-        == keys
-        == {
-            f.name.removeprefix("reports_")
-            for f in fields(Settings)
-            if f.name.startswith("reports_")
-        }
-    )
-    settings = settings_from_dict(tomllib.loads(block), "README.md")
-    defaults = Settings(authserv_id="x")
-    assert settings.reports_sendmail == defaults.reports_sendmail
-    assert settings.reports_max_message_size == defaults.reports_max_message_size
+    assert shown == {f.name for f in fields(ReportsConfig)}
+    reports = config_from_dict(tomllib.loads(block), "README.md").reports
+    assert reports is not None
+    defaults = ReportsConfig()
+    assert reports.sendmail == defaults.sendmail
+    assert reports.max_message_size == defaults.max_message_size
 
 
 def test_reports_timer_and_cron_blocks_install_files_that_exist() -> None:

@@ -47,6 +47,16 @@ COMMANDS = {
         "add_recheck_parser",
         "re-check messages whose result was temperror",
     ),
+    "learn": (
+        "classifier.commands.learn",
+        "add_learn_parser",
+        "record a message a user moved (Dovecot imapsieve)",
+    ),
+    "suggest": (
+        "classifier.commands.learn",
+        "add_suggest_parser",
+        "policy changes that users' moves argue for",
+    ),
     "dmarc-report": (
         "classifier.commands.dmarc_report",
         "add_dmarc_report_parser",
@@ -131,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handover.code is not None:
             return handover.code
         message = handover.data
-    from classifier.config import load_settings
+    from classifier.config import load_config
 
     try:
         parser = build_parser(argv)
@@ -152,10 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.message = message
     debug = getattr(args, "debug", False)
     try:
-        settings = load_settings(getattr(args, "config", None))
-        return int(args.handler(args, settings))
+        config = load_config(getattr(args, "config", None))
+        return int(args.handler(args, config))
     except AuthsieveError as exc:
-        return fail(exc, args.command == "pipe", debug)
+        code = fail(exc, args.command == "pipe", debug)
+        # Dovecot's IMAP MOVE must not fail for learn: said on stderr (Dovecot's log) only.
+        return 0 if args.command == "learn" else code
     except KeyboardInterrupt:
         return EX_INTERRUPTED
     except BrokenPipeError:
