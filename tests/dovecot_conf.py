@@ -47,6 +47,12 @@ NAMES_24 = frozenset(
         "first_valid_uid",
         "mail_plugins",
         "mail_plugins/sieve",
+        # examples/dovecot/2.4/90-authsieve-filter.conf ("sieve extprograms" plugin page; the
+        # lists themselves are below, with issue 17's)
+        "sieve_global_extensions/vnd.dovecot.filter",
+        "sieve_global_extensions/editheader",
+        "sieve_filter_bin_dir",
+        "sieve_filter_exec_timeout",
         "protocols",
         "protocol",
         "listen",
@@ -85,7 +91,6 @@ NAMES_24 = frozenset(
         "service",
         "inet_listener",
         "unix_listener",
-        "address",
         "port",
         "mode",
         "user",
@@ -116,6 +121,7 @@ NAMES_24 = frozenset(
 BOOLEAN_LISTS = ("mail_plugins", "sieve_plugins", "sieve_global_extensions", "sieve_extensions")
 # Names only 2.3 knows: 2.4 refuses a file that has any of them ("sieve" at the top level is
 # 2.3's plugin setting; inside 2.4's mail_plugins { } list it is "mail_plugins/sieve").
+# "address" is 2.3's listener address (2.4: listen, see DovecotSyntax.inet_listener).
 ONLY_23 = (
     "mail_location",
     "sieve_before",
@@ -124,6 +130,7 @@ ONLY_23 = (
     "disable_plaintext_auth",
     "imapsieve_mailbox1_name",
     "imapsieve_mailbox1_before",
+    "address",
 )
 
 
@@ -244,6 +251,24 @@ class DovecotSyntax:
     def allow_cleartext(self) -> str:
         """Gives the setting that allows PLAIN logins without TLS (loopback tests)."""
         return "auth_allow_cleartext = yes\n" if self.v24 else "disable_plaintext_auth = no\n"
+
+    def inet_listener(self, name: str, port: int) -> str:
+        """Gives an inet_listener block for name on 127.0.0.1:port (inside a service block).
+
+        2.4 has no ``address`` in a listener: the global ``listen``, set inside the listener,
+        overrides it there (doc.dovecot.org "Service Configuration"; Dovecot documentation
+        pull request 1350 removed the ``inet_listener_address`` it had listed by mistake).
+        """
+        where = "listen" if self.v24 else "address"
+        return f"  inet_listener {name} {{\n    {where} = 127.0.0.1\n    port = {port}\n  }}\n"
+
+    def doveadm_mail_args(self) -> list[str]:
+        """Gives the arguments a doveadm mail command needs to read the configured mail_path.
+
+        2.4 refuses to guess the user: "One of -u, -F, -A or --no-userdb-lookup must be
+        provided" (2.4.1); --no-userdb-lookup runs as the calling user, as 2.3 did.
+        """
+        return ["--no-userdb-lookup"] if self.v24 else []
 
     def lda_home_args(self, home: str) -> list[str]:
         """Gives dovecot-lda's arguments that give it the home when it runs without -d.

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,11 @@ def copy_dependencies(source: str, dest: Path) -> bool:
         target.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             shutil.copyfile(located, target)
+    # Bytecode now, as pip makes it at install: nobody could not write it, and Python 3.12+
+    # would print pyspf's SyntaxWarning (an invalid escape in a docstring) on every run.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        compileall.compile_dir(dest, quiet=2)
     open_up(dest)
     return (dest / "spf.py").exists()
 

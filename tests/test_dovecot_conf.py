@@ -49,6 +49,9 @@ def every_piece(syntax: DovecotSyntax) -> str:
         + syntax.passwd_file_passdb("/etc/dovecot/passwd")
         + syntax.static_userdb("vmail", "vmail", f"/var/vmail/{syntax.username()}")
         + syntax.allow_cleartext()
+        + "service lmtp {\n"
+        + syntax.inet_listener("lmtp", 24)
+        + "}\n"
     )
 
 
@@ -172,8 +175,14 @@ def test_installed_version_is_read_from_dovecot() -> None:
 )
 def test_doveconf_2_4_reads_every_rendered_config(tmp_path: Path) -> None:
     (tmp_path / "home").mkdir()
+    # tests/mta.py's file includes the example snippets: they lie next to it, as there.
+    snippets = {p.name: p.read_text() for p in (EXAMPLES / "dovecot/2.4").glob("*.conf")}
+    for name, text in snippets.items():
+        (tmp_path / name).write_text(text)
+    lda_snippets = {n: t for n, t in snippets.items() if re.match(r"90-authsieve-[lm]", n)}
     texts = {
-        "mta": mta_conf(V24),
+        "mta": dovecot_conf(ROOT, lda_snippets, V24),
+        "lmtp-filter": lmtp_conf(tmp_path, 24, V24) + "!include 90-authsieve-filter.conf\n",
         "lda": lda_conf(tmp_path, V24),
         "sieve-tools": private_config(tmp_path, (2, 4)),
         "lmtp": lmtp_conf(tmp_path, 24, V24),

@@ -28,7 +28,7 @@ from classifier.annotate import authserv_id_of
 from classifier.auth.facts import parse_header_value
 from classifier.message import Message
 from tests.dnsserver import DnsTestServer
-from tests.dovecot_conf import DovecotSyntax
+from tests.dovecot_conf import DovecotSyntax, settings_text
 from tests.mta import DOVECOT_LDA, REPO, run_as
 from tests.test_forgery_lmtp import ATTACKS, DOVECOT, RCPT, Lmtp, message, postfix_hop
 
@@ -40,22 +40,27 @@ ATTACK_ZONE = """
 reject.example.        TXT "v=spf1 ip4:192.0.2.7 -all"
 _dmarc.reject.example. TXT "v=DMARC1; p=reject"
 """
-# The README's conf.d file, its paths moved into the temp dir.
-EXAMPLE = REPO / "examples" / "dovecot" / "2.3" / "90-authsieve-filter.conf"
+# The README's conf.d file for the installed Dovecot, its paths moved into the temp dir.
+EXAMPLES = REPO / "examples" / "dovecot"
+EXAMPLE = EXAMPLES / DovecotSyntax().examples / "90-authsieve-filter.conf"
 PATHS = {
     "/etc/dovecot/sieve-before.d/": "{root}/before-lmtp/",
     "/usr/local/lib/authsieve/sieve-filter": "{root}/filter-bin",
+    # 2.3 names the personal scripts in one setting, 2.4 in a sieve_script block.
     "file:~/sieve;active=~/.dovecot.sieve": "file:{root}/home/sieve;active={root}/home/.dovecot."
     + "sieve",
+    "path = ~/sieve\n": "path = {root}/home/sieve\n",
+    "active_path = ~/.dovecot.sieve": "active_path = {root}/home/.dovecot.sieve",
 }
 
 
-def example_conf(root: Path) -> str:
-    """Gives examples/dovecot/2.3/90-authsieve-filter.conf with the test's paths."""
-    text = EXAMPLE.read_text()
+def example_conf(root: Path, example: Path = EXAMPLE) -> str:
+    """Gives examples/dovecot/2.x/90-authsieve-filter.conf with the test's paths."""
+    text = example.read_text()
     for path, ours in PATHS.items():
-        assert path in text, path
+        assert path in text or "~" in path, path  # the version's own personal-script lines
         text = text.replace(path, ours.format(root=root))
+    assert "~" not in settings_text(text), text
     return text
 
 
@@ -191,8 +196,6 @@ def ours(data: bytes) -> list[tuple[str, str]]:
 def setup() -> Iterator[FilterSetup]:
     if not (os.access(DOVECOT, os.X_OK) and os.path.exists(DOVECOT_LDA)) or os.geteuid() != 0:
         pytest.skip("needs root, Dovecot and dovecot-lda (bash scripts/install-deps --test)")
-    if DovecotSyntax().v24:
-        pytest.skip("the filter settings of Dovecot 2.4 are not written yet (2.3 only)")
     if not os.path.exists("/usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so"):
         pytest.skip("Pigeonhole's extprograms plugin is not installed (Debian dovecot-sieve)")
     root = Path(tempfile.mkdtemp(prefix="authsieve-lmtpfilter-"))
@@ -310,8 +313,11 @@ def test_checks_that_hang_are_given_up_before_dovecot_kills_the_filter(
     assert fields["spf"] == "internal" and fields["error"].startswith("timeout")
 
 
-def test_readme_block_is_the_example_conf_d_file_the_test_runs() -> None:
+@pytest.mark.parametrize("version", ("2.3", "2.4"))
+def test_readme_block_is_the_example_conf_d_file_the_test_runs(version: str) -> None:
     from tests.test_readme import readme_blocks, settings_lines
 
-    shown = readme_blocks()["lmtp-filter 90-authsieve-filter.conf"]
-    assert settings_lines(shown) == settings_lines(EXAMPLE.read_text())
+    shown = readme_blocks()[f"lmtp-filter {version} 90-authsieve-filter.conf"]
+    example = EXAMPLES / version / "90-authsieve-filter.conf"
+    assert settings_lines(shown) == settings_lines(example.read_text())
+    assert "~" not in settings_text(example_conf(Path("/tmp/x"), example))
