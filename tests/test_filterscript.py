@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from classifier.auth.facts import parse_header_value
 from classifier.config import load_settings, settings_from_dict
+from classifier.evaluate import failed_annotation
 from classifier.policy.rules import load_policies
-from sieve.filterscript import generate_filter_script, program_text
+from sieve.filterscript import (
+    FAILED,
+    failure_header_value,
+    generate_filter_script,
+    program_text,
+)
 from sieve.generate import generate_global_script
+from sieve.pigeonhole import Pigeonhole, find_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "config.toml"
@@ -44,6 +55,7 @@ def test_a_user_name_with_dollar_brace_is_no_variable_in_the_filter_script() -> 
     uses = [line for line in code if "${" in line]
     assert all("authsieve_" in line or "${1}" in line for line in uses), uses
     assert "a[$]\\\\{x\\\\}@example\\\\.org" in script
+    assert 'envelope :all :is "to" "a${authsieve_dollar}{x}@example.org"' in script
 
 
 def test_program_runs_authsieve_filter_with_the_envelope_after_double_dash(tmp_path: Path) -> None:
@@ -70,3 +82,54 @@ def test_filter_script_is_global_only() -> None:
         cwd=ROOT, capture_output=True, check=False, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2 and b"--filter" in done.stderr
+
+
+EXTPROGRAMS = "/usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so"
+
+
+@pytest.mark.skipif(
+    not (find_tool("sievec") and find_tool("sieve-test") and os.path.exists(EXTPROGRAMS)),
+    reason="needs Pigeonhole with extprograms (bash scripts/install-deps --test)",
+)
+def test_a_failed_program_is_filed_by_the_recipients_internal_error() -> None:
+    settings = settings_from_dict(
+        {
+            "classifier": {"authserv_id": "mx.example.org"},
+            "policy": {"internal_error": "inbox"},
+            "users": {
+                "Carol@Example.org": {"internal_error": "quarantine"},
+                "dave@example.org": {"spf_fail": "quarantine"},
+                "f${x}@example.org": {"internal_error": "junk"},
+            },
+        }
+    )
+    policies = load_policies(settings)
+    script = generate_filter_script(policies, settings.authserv_id)
+    message = b"From: x@example.net\r\nSubject: hi\r\n\r\nbody\r\n"
+    with Pigeonhole() as ph:
+        # The program "crashes": Sieve's filter test is false and the script adds the header.
+        bindir = ph.workdir / "bin"
+        bindir.mkdir(mode=0o755)
+        program = bindir / "authsieve-filter"
+        program.write_text("#!/bin/sh\ncat >/dev/null\nexit 1\n")
+        program.chmod(0o755)
+        with ph.config.open("a") as conf:
+            conf.write(
+                "plugin {\n  sieve_plugins = sieve_extprograms\n"
+                "  sieve_extensions = +vnd.dovecot.filter +editheader\n"
+                f"  sieve_filter_bin_dir = {bindir}\n}}\n"
+            )
+        compiled = ph.compile(script, "filter")
+        assert compiled.ok, compiled.errors
+        carol = ph.run("filter", message, "x@example.net", "carol@example.org")
+        dave = ph.run("filter", message, "x@example.net", "dave@example.org")
+        stranger = ph.run("filter", message, "x@example.net", "erin@example.org")
+        dollar = ph.run("filter", message, "x@example.net", "f${x}@example.org")
+    assert carol.folder == "Quarantine"
+    assert dollar.folder == "Junk"  # the name, not a variable, matched
+    assert dave.folder == stranger.folder == "INBOX"
+    # Python's own failure header for Carol is the one the script added.
+    value = failure_header_value(policies, settings.authserv_id, "carol@example.org")
+    expected = failed_annotation(message, settings, policies, "carol@example.org", FAILED)
+    assert expected.data.startswith(f"X-Authsieve: {value}\r\n".encode())
+    assert parse_header_value(value)["user"] == "carol@example.org"
