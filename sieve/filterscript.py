@@ -145,9 +145,18 @@ def generate_filter_script(policies: Policies, authserv_id: str, program: str = 
     return "\n".join(lines) + "\n"
 
 
-def program_text(command: list[str], config: str | None, deadline: float) -> str:
-    """Gives the shell script to put in sieve_filter_bin_dir as `PROGRAM`."""
+def program_text(
+    command: list[str], config: str | None, deadline: float, daemon: str | None = None
+) -> str:
+    """Gives the shell script to put in sieve_filter_bin_dir as `PROGRAM`.
+
+    With `daemon` (the config's daemon_socket) the program hands each message to
+    `authsieve serve` without reading the config first (the fast start of
+    `classifier.delivery.sievefilter.hand_over`).
+    """
     argv = [*command, "filter"]
+    if daemon:
+        argv += ["--daemon", str(daemon)]
     if config:
         argv += ["--config", str(Path(config).resolve())]
     argv += ["--deadline", f"{deadline:g}"]

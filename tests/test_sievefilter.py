@@ -8,6 +8,7 @@ the clock let it down.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 from classifier.auth.facts import parse_header_value
-from classifier.delivery.sievefilter import DEFAULT_DEADLINE, parse_filter_args
+from classifier.delivery.sievefilter import DEFAULT_DEADLINE, VALUE_OPTIONS, parse_filter_args
 from classifier.message import Message
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,3 +154,63 @@ def test_the_daemon_answers_when_it_runs(tmp_path: Path) -> None:
     assert (proc.returncode, proc.stderr) == (0, b"")
     fields = x_authsieve(proc.stdout)
     assert (fields["verdict"], fields["spf"]) == ("quarantine", "fail")
+
+
+HEAVY = ("argparse", "tomllib", "logging", "threading", "dns", "classifier.config")
+PROBE = """\
+import sys
+from classifier.commands.main import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy} or m in {heavy})
+sys.stderr.write(" ".join(heavy))
+sys.exit(code)
+"""
+
+
+def test_the_daemons_hand_over_imports_no_config_logging_or_dns(tmp_path: Path) -> None:
+    from classifier.config import load_settings
+    from classifier.delivery.daemon import make_server
+    from classifier.lookup.resolver import make_resolver
+
+    settings = load_settings(CONFIG)
+    path = str(tmp_path / "d.sock")
+    server = make_server(path, settings, make_resolver(dns_zone=str(ZONE)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    probe = PROBE.format(heavy=repr(set(HEAVY)))
+    argv = [sys.executable, "-c", probe, "filter", "--daemon", path, "--config", str(CONFIG)]
+    try:
+        answered = subprocess.run(
+            [*argv, "--", RCPT, "x@example.net"],
+            input=PHISH.read_bytes(), capture_output=True, cwd=ROOT, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+        os.unlink(path)
+    # The same command with the daemon gone: checked in this process, the engine imported.
+    fallen = subprocess.run(
+        [*argv, "--dns-zone", str(ZONE), "--", RCPT, "x@example.net"],
+        input=PHISH.read_bytes(), capture_output=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert (answered.returncode, answered.stderr) == (0, b"")
+    assert x_authsieve(answered.stdout)["verdict"] == "quarantine"
+    assert fallen.returncode == 0
+    assert x_authsieve(fallen.stdout)["verdict"] == "quarantine"
+    imported = set(fallen.stderr.decode().split())
+    assert {"tomllib", "logging", "threading", "classifier.config"} <= imported
+
+
+def test_the_installed_programs_options_are_all_the_filters_own() -> None:
+    from sieve.filterscript import program_text
+
+    text = program_text(["/usr/bin/authsieve"], "/etc/authsieve/c.toml", 8, "/run/a s/d.sock")
+    argv = shlex.split(text.rsplit("exec ", 1)[1].replace('"$@"', RCPT))[2:]
+    args = parse_filter_args(argv)
+    assert args.options == {
+        "--daemon": "/run/a s/d.sock", "--config": "/etc/authsieve/c.toml", "--deadline": "8",
+    }  # fmt: skip
+    assert args.recipient == RCPT
+    readme = (ROOT / "README.md").read_text()
+    synopsis = next(line for line in readme.splitlines() if line.startswith("authsieve filter "))
+    shown = {word.strip("[]") for word in synopsis.split() if word.startswith("[--")}
+    assert shown <= set(VALUE_OPTIONS)

@@ -19,18 +19,28 @@ LMTP client gets no answer and the message waits in Postfix's queue.  A
 watchdog therefore writes the failure answer at ``--deadline`` (default 8 s)
 whatever the checks are doing.  Nothing goes to stdout but the message, and
 nothing to stderr (Dovecot logs it as an error).
+
+The hand-over: when the program's command line names the daemon (``--daemon``,
+written by ``sieve install --filter-dir`` from ``daemon_socket``), the message
+goes to `authsieve serve` before anything else is imported: no config read
+(no tomllib), no logging, no threading, no engine or dnspython; only builtin
+modules and `classifier.delivery.daemon_client`, as pipe mode's hand-over
+(`classifier.delivery.handover`).  Its wait on the daemon is bounded by the
+socket's timeout, one second short of the deadline; a daemon that is down,
+slow or not trusted gives the in-process path (config, logging, watchdog,
+checks) with what is left of the deadline, so the failure rule holds as
+before.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import threading
 import time
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Sequence
     from typing import BinaryIO
 
@@ -89,9 +99,9 @@ def parse_filter_args(argv: Sequence[str]) -> FilterArgs:
 class Answer:
     """The one answer this process writes, whichever of the checks and the watchdog comes first."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, lock: threading.Lock) -> None:
         self.out = out
-        self.lock = threading.Lock()
+        self.lock = lock
         self.written = False
 
     def write(self, data: bytes) -> bool:
@@ -120,7 +130,63 @@ def run_filter(
         data = stdin.read()
     except Exception:
         return 0  # nothing read: Sieve's filter fails and the script adds the header
-    answer = Answer(stdout)
+    if args.options.get("--daemon"):
+        try:
+            handed = hand_over(data, args, started)
+        except Exception:
+            handed = None  # whatever broke, the in-process path still answers
+        if handed is not None:
+            try:
+                stdout.write(handed)
+                stdout.flush()
+            except OSError:
+                pass  # Dovecot went away: nothing left to tell it
+            return 0
+    return _run_in_process(data, args, started, stdout)
+
+
+def hand_over(data: bytes, args: FilterArgs, started: float) -> bytes | None:
+    """Gives the message as the daemon named by ``--daemon`` annotated it, or None.
+
+    None when the daemon is down, slow, untrusted or answers nonsense: the caller
+    checks in-process then.  Reads no config unless the daemon's user must be
+    checked against ``daemon_user`` (it runs as neither root nor this user).
+    """
+    from classifier.delivery.daemon_client import call_daemon
+    from classifier.delivery.handover import macro
+
+    # Leave a second of the deadline for checking here should the daemon not answer.
+    wait = args.deadline - (time.monotonic() - started) - 1.0
+    if wait <= 0.1:
+        return None
+    recipient = macro(args.recipient)
+    hints = {"sender": args.sender, "recipient": recipient}
+    config = args.options.get("--config")
+    call = call_daemon(
+        args.options["--daemon"], data, hints, recipient, wait, lambda: _trusted(config)
+    )
+    if call is None:
+        return None
+    call.report(0, [recipient or "-"], (time.monotonic() - started) * 1000)
+    return call.answer.data
+
+
+def _trusted(config: str | None) -> frozenset[int]:
+    """Gives the uids trusted as the daemon: root, this user and the config's daemon_user."""
+    from classifier.config import ConfigError, load_settings
+    from classifier.delivery.daemon_client import trusted_uids
+
+    try:
+        return trusted_uids(load_settings(config).daemon_user)
+    except ConfigError:
+        return trusted_uids(None)
+
+
+def _run_in_process(data: bytes, args: FilterArgs, started: float, stdout: BinaryIO) -> int:
+    """Checks here (or through a daemon named only in the config) under the watchdog; gives 0."""
+    import threading
+
+    answer = Answer(stdout, threading.Lock())
     state: dict[str, object] = {}
 
     def give_up() -> None:
@@ -158,7 +224,12 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
     recipient = macro(args.recipient)
     sender = args.sender
     hints: dict[str, str | None] = {"sender": sender, "recipient": recipient}
-    socket_path = args.options.get("--daemon") or settings.daemon_socket
+    if args.options.get("--daemon"):
+        log.warning(
+            "filter: daemon at %s did not answer; checking in this process",
+            args.options["--daemon"],
+        )
+    socket_path = None if args.options.get("--daemon") else settings.daemon_socket
     if socket_path:
         from classifier.delivery.daemon_client import call_daemon, trusted_uids
 
@@ -215,8 +286,10 @@ def _fallback(data: bytes, args: FilterArgs, state: dict[str, object], error: st
             from classifier.config import ConfigError
             from classifier.policy.rules import load_policies
 
-            with contextlib.suppress(ConfigError):
+            try:
                 policies = load_policies(settings)  # type: ignore[arg-type]
+            except ConfigError:
+                policies = None
         return failed_annotation(data, settings, policies, user, error).data  # type: ignore[arg-type]
     except Exception:
         return data  # Sieve's rules then find no header of ours: the implicit keep
