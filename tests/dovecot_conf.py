@@ -23,11 +23,17 @@ so that the differences live in one place.  Sources, all in Dovecot's documentat
   ``passdb static { fields { nopassword = yes } }``, ``userdb static { fields { uid
   = … gid = … home = … } }``, ``passdb passwd-file { passwd_file_path = … }``.
 - dovecot-lda(1) of 2.4.1: ``lda_mailbox_autocreate`` keeps its name.
+- "Pigeonhole Sieve Extprograms Plugin" (core/plugins/sieve_extprograms,
+  https://doc.dovecot.org/latest/core/plugins/sieve_extprograms.html): the plugin
+  and the extensions are boolean lists, ``sieve_plugins { sieve_extprograms = yes }``
+  and ``sieve_global_extensions { vnd.dovecot.filter = yes }``; the program settings
+  keep their 2.3 names, ``sieve_filter_bin_dir`` and ``sieve_filter_exec_timeout``.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from sieve.pigeonhole import dovecot_version
 
@@ -96,8 +102,34 @@ NAMES_24 = frozenset(
         "default_internal_user",
         "default_internal_group",
         "default_login_user",
+        # Pigeonhole's extprograms (the LMTP filter, examples/dovecot/2.4/90-authsieve-filter.conf).
+        "sieve_plugins",
+        "sieve_plugins/sieve_extprograms",
+        "sieve_global_extensions",
+        "sieve_global_extensions/vnd.dovecot.filter",
+        "sieve_global_extensions/editheader",
+        "sieve_filter_bin_dir",
+        "sieve_filter_exec_timeout",
     )
 )
+# 2.4's boolean lists: their entries are ``NAME = yes`` inside the block.
+BOOLEAN_LISTS = ("mail_plugins", "sieve_plugins", "sieve_global_extensions", "sieve_extensions")
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "dovecot"
+# The paths of 90-authsieve-filter.conf, by version, and where the LMTP filter tests put them.
+FILTER_PATHS = {
+    "2.3": {
+        "/etc/dovecot/sieve-before.d/": "{root}/before-lmtp/",
+        "/usr/local/lib/authsieve/sieve-filter": "{root}/filter-bin",
+        "file:~/sieve;active=~/.dovecot.sieve": "file:{root}/home/sieve;"
+        + "active={root}/home/.dovecot.sieve",
+    },
+    "2.4": {
+        "/etc/dovecot/sieve-before.d/": "{root}/before-lmtp/",
+        "/usr/local/lib/authsieve/sieve-filter": "{root}/filter-bin",
+        "path = ~/sieve\n": "path = {root}/home/sieve\n",
+        "active_path = ~/.dovecot.sieve": "active_path = {root}/home/.dovecot.sieve",
+    },
+}
 # Names only 2.3 knows: 2.4 refuses a file that has any of them ("sieve" at the top level is
 # 2.3's plugin setting; inside 2.4's mail_plugins { } list it is "mail_plugins/sieve").
 ONLY_23 = ("mail_location", "sieve_before", "sieve", "plugin", "disable_plaintext_auth")
@@ -113,7 +145,8 @@ def setting_names(text: str) -> list[str]:
     """Gives the setting and block names of a dovecot.conf text, in order.
 
     A name inside a boolean-list block (2.4's ``mail_plugins { sieve = yes }``) is given
-    with the list's name in front: ``mail_plugins/sieve``.
+    with the list's name in front: ``mail_plugins/sieve``, ``sieve_global_extensions/
+    vnd.dovecot.filter``.
     """
     names: list[str] = []
     blocks: list[str] = []
@@ -122,12 +155,12 @@ def setting_names(text: str) -> list[str]:
         if line == "}":
             blocks.pop()
             continue
-        found = re.match(r"([A-Za-z_][\w-]*)\s*(=|\{|[^\s={]+\s*\{)", line)
+        found = re.match(r"([A-Za-z_][\w.-]*)\s*(=|\{|[^\s={]+\s*\{)", line)
         if not found or line.startswith("!"):
             continue
         name = found[1]
-        if blocks and blocks[-1] == "mail_plugins":
-            name = f"mail_plugins/{name}"
+        if blocks and blocks[-1] in BOOLEAN_LISTS:
+            name = f"{blocks[-1]}/{name}"
         names.append(name)
         if line.endswith("{"):
             blocks.append(found[1])
@@ -184,6 +217,19 @@ class DovecotSyntax:
         )
         if before:
             text += f"sieve_script authsieve {{\n  type = before\n  path = {before}\n}}\n"
+        return text
+
+    def lmtp_filter(self, root: str) -> str:
+        """Gives this version's examples 90-authsieve-filter.conf with its paths under root.
+
+        What the LMTP filter tests (tests/test_lmtp_filter.py) add to their LMTP
+        server's dovecot.conf: the README's file, only its paths moved.
+        """
+        text = (EXAMPLES / self.examples / "90-authsieve-filter.conf").read_text()
+        for path, ours in FILTER_PATHS[self.examples].items():
+            if path not in text:
+                raise ValueError(f"90-authsieve-filter.conf ({self.examples}): no {path!r}")
+            text = text.replace(path, ours.format(root=root))
         return text
 
     def static_passdb(self) -> str:
