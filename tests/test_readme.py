@@ -92,7 +92,9 @@ def test_readme_marks_every_block_the_tests_run() -> None:
     wanted = {"policy defaults", "watch defaults", "config.toml", "config.toml enforce"}
     wanted |= {"master.cf"} | {f"dovecot {n}" for n in DOVECOT_FILES if n not in PER_VERSION}
     wanted |= {f"dovecot {v} {n}" for v in VERSIONS for n in PER_VERSION}
-    wanted |= {"lmtp-filter 90-authsieve-filter.conf"}  # tests/test_lmtp_filter.py
+    # tests/test_lmtp_filter.py
+    wanted |= {f"lmtp-filter {v} 90-authsieve-filter.conf" for v in VERSIONS}
+    wanted |= {"lmtp-filter main.cf"}
     assert names == wanted
 
 
