@@ -23,6 +23,9 @@ so that the differences live in one place.  Sources, all in Dovecot's documentat
   ``passdb static { fields { nopassword = yes } }``, ``userdb static { fields { uid
   = … gid = … home = … } }``, ``passdb passwd-file { passwd_file_path = … }``.
 - dovecot-lda(1) of 2.4.1: ``lda_mailbox_autocreate`` keeps its name.
+- "Service Configuration" (core/config/service) and dovecot/documentation#1350: an
+  ``inet_listener`` has no ``address`` in 2.4 (2.4.1's doveconf refuses it); the global
+  ``listen`` (the same name in 2.3) says where every listener listens.
 - "Pigeonhole Sieve Extprograms Plugin" (core/plugins/sieve_extprograms,
   https://doc.dovecot.org/latest/core/plugins/sieve_extprograms.html): the plugin
   and the extensions are boolean lists, ``sieve_plugins { sieve_extprograms = yes }``
@@ -91,7 +94,6 @@ NAMES_24 = frozenset(
         "service",
         "inet_listener",
         "unix_listener",
-        "address",
         "port",
         "mode",
         "user",
@@ -132,7 +134,14 @@ FILTER_PATHS = {
 }
 # Names only 2.3 knows: 2.4 refuses a file that has any of them ("sieve" at the top level is
 # 2.3's plugin setting; inside 2.4's mail_plugins { } list it is "mail_plugins/sieve").
-ONLY_23 = ("mail_location", "sieve_before", "sieve", "plugin", "disable_plaintext_auth")
+ONLY_23 = (
+    "mail_location",
+    "sieve_before",
+    "sieve",
+    "plugin",
+    "disable_plaintext_auth",
+    "address",
+)
 
 
 def settings_text(text: str) -> str:

@@ -42,6 +42,7 @@ USER = "alice"
 RCPT = f"{USER}@family.example"
 DOVECOT_CONF = """\
 protocols = lmtp
+listen = 127.0.0.1
 base_dir = {root}/run
 state_dir = {root}/state
 mail_home = {root}/home/{user}
@@ -58,7 +59,6 @@ default_internal_group = nogroup
 default_login_user = nobody
 service lmtp {{
   inet_listener lmtp {{
-    address = 127.0.0.1
     port = {port}
   }}
 }}

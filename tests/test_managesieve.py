@@ -98,7 +98,6 @@ default_login_user = {login}
 first_valid_uid = 1
 service managesieve-login {{
   inet_listener sieve {{
-    address = 127.0.0.1
     port = {port}
   }}
 }}
