@@ -41,7 +41,7 @@ import time
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import BinaryIO
 
     from classifier.evaluate import Annotated
@@ -130,9 +130,12 @@ def run_filter(
         data = stdin.read()
     except Exception:
         return 0  # nothing read: Sieve's filter fails and the script adds the header
+    # What the hand-over had to say, logged by the in-process path once logging is set up:
+    # unconfigured, Python's logging would write it to stderr, which Dovecot logs as errors.
+    said: list[str] = []
     if args.options.get("--daemon"):
         try:
-            handed = hand_over(data, args, started)
+            handed = hand_over(data, args, started, said.append)
         except Exception:
             handed = None  # whatever broke, the in-process path still answers
         if handed is not None:
@@ -142,10 +145,12 @@ def run_filter(
             except OSError:
                 pass  # Dovecot went away: nothing left to tell it
             return 0
-    return _run_in_process(data, args, started, stdout)
+    return _run_in_process(data, args, started, stdout, said)
 
 
-def hand_over(data: bytes, args: FilterArgs, started: float) -> bytes | None:
+def hand_over(
+    data: bytes, args: FilterArgs, started: float, warn: Callable[[str], object]
+) -> bytes | None:
     """Gives the message as the daemon named by ``--daemon`` annotated it, or None.
 
     None when the daemon is down, slow, untrusted or answers nonsense: the caller
@@ -163,7 +168,13 @@ def hand_over(data: bytes, args: FilterArgs, started: float) -> bytes | None:
     hints = {"sender": args.sender, "recipient": recipient}
     config = args.options.get("--config")
     call = call_daemon(
-        args.options["--daemon"], data, hints, recipient, wait, lambda: _trusted(config)
+        args.options["--daemon"],
+        data,
+        hints,
+        recipient,
+        wait,
+        lambda: _trusted(config, warn),
+        warn,
     )
     if call is None:
         return None
@@ -171,23 +182,28 @@ def hand_over(data: bytes, args: FilterArgs, started: float) -> bytes | None:
     return call.answer.data
 
 
-def _trusted(config: str | None) -> frozenset[int]:
+def _trusted(config: str | None, warn: Callable[[str], object]) -> frozenset[int]:
     """Gives the uids trusted as the daemon: root, this user and the config's daemon_user."""
     from classifier.config import ConfigError, load_settings
     from classifier.delivery.daemon_client import trusted_uids
 
     try:
-        return trusted_uids(load_settings(config).daemon_user)
+        return trusted_uids(load_settings(config).daemon_user, warn)
     except ConfigError:
-        return trusted_uids(None)
+        return trusted_uids(None, warn)
 
 
-def _run_in_process(data: bytes, args: FilterArgs, started: float, stdout: BinaryIO) -> int:
-    """Checks here (or through a daemon named only in the config) under the watchdog; gives 0."""
+def _run_in_process(
+    data: bytes, args: FilterArgs, started: float, stdout: BinaryIO, said: Sequence[str] = ()
+) -> int:
+    """Checks here (or through a daemon named only in the config) under the watchdog; gives 0.
+
+    `said` holds the hand-over's warnings, logged once logging is set up.
+    """
     import threading
 
     answer = Answer(stdout, threading.Lock())
-    state: dict[str, object] = {}
+    state: dict[str, object] = {"said": said}
 
     def give_up() -> None:
         if answer.write(_fallback(data, args, state, "timeout: checks took too long")):
@@ -221,6 +237,8 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
     state["settings"] = settings
     configure_logging(settings, False, stderr=False)
     state["logging"] = True
+    for line in state.get("said") or ():  # type: ignore[attr-defined]
+        log.warning("filter: %s", line)
     recipient = macro(args.recipient)
     sender = args.sender
     hints: dict[str, str | None] = {"sender": sender, "recipient": recipient}
