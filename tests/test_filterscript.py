@@ -133,3 +133,20 @@ def test_a_failed_program_is_filed_by_the_recipients_internal_error() -> None:
     expected = failed_annotation(message, settings, policies, "carol@example.org", FAILED)
     assert expected.data.startswith(f"X-Authsieve: {value}\r\n".encode())
     assert parse_header_value(value)["user"] == "carol@example.org"
+
+
+def test_install_writes_the_daemon_socket_into_the_program(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.read_text().replace(
+            "[classifier]", '[classifier]\ndaemon_socket = "/run/authsieve/a.sock"', 1
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "classifier.commands.main", "sieve", "install",
+         "--filter-dir", str(tmp_path), "--config", str(config)],
+        cwd=ROOT, capture_output=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "authsieve-filter").read_text()
+    assert f" filter --daemon /run/authsieve/a.sock --config {config} --deadline 8 -- " in text
