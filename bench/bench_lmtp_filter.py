@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import statistics
 import subprocess
 import sys
@@ -96,6 +97,7 @@ def main() -> None:
         serve.wait()
         setup.lmtp.stop()
         dns.stop()
+        shutil.rmtree(root, ignore_errors=True)
     print(reference_line())
     print(f"{rounds} rounds x {len(messages)} messages, one LMTP session each (ms):")
     for name, values in times.items():

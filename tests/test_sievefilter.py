@@ -161,7 +161,7 @@ def test_the_daemon_answers_when_it_runs(tmp_path: Path) -> None:
     assert (fields["verdict"], fields["spf"]) == ("quarantine", "fail")
 
 
-HEAVY = ("argparse", "tomllib", "logging", "threading", "dns", "classifier.config")
+HEAVY = ("argparse", "tomllib", "logging", "dns", "classifier.config", "classifier.evaluate")
 PROBE = """\
 import sys
 from classifier.commands.main import main
@@ -202,7 +202,7 @@ def test_the_daemons_hand_over_imports_no_config_logging_or_dns(tmp_path: Path) 
     assert fallen.returncode == 0
     assert x_authsieve(fallen.stdout)["verdict"] == "quarantine"
     imported = set(fallen.stderr.decode().split())
-    assert {"tomllib", "logging", "threading", "classifier.config"} <= imported
+    assert {"tomllib", "logging", "classifier.config", "classifier.evaluate"} <= imported
 
 
 def test_the_installed_programs_options_are_all_the_filters_own() -> None:

@@ -23,13 +23,13 @@ nothing to stderr (Dovecot logs it as an error).
 The hand-over: when the program's command line names the daemon (``--daemon``,
 written by ``sieve install --filter-dir`` from ``daemon_socket``), the message
 goes to `authsieve serve` before anything else is imported: no config read
-(no tomllib), no logging, no threading, no engine or dnspython; only builtin
-modules and `classifier.delivery.daemon_client`, as pipe mode's hand-over
-(`classifier.delivery.handover`).  Its wait on the daemon is bounded by the
-socket's timeout, one second short of the deadline; a daemon that is down,
-slow or not trusted gives the in-process path (config, logging, watchdog,
-checks) with what is left of the deadline, so the failure rule holds as
-before.
+(no tomllib), no logging, no engine or dnspython; only the standard library's
+threading (for the watchdog), builtin modules and
+`classifier.delivery.daemon_client`, as pipe mode's hand-over
+(`classifier.delivery.handover`).  It waits for the daemon until one second
+before the deadline; a daemon that is down, slow or not trusted leaves the
+message to the in-process path (config, logging, checks) for what is left, and
+the one watchdog covers both, so the failure rule holds as before.
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ def run_filter(
     argv: Sequence[str], stdin: BinaryIO | None = None, stdout: BinaryIO | None = None
 ) -> int:
     """Writes the message checked and annotated, or original + failure header; gives 0."""
+    import threading
+
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
     started = time.monotonic()
@@ -130,22 +132,32 @@ def run_filter(
         data = stdin.read()
     except Exception:
         return 0  # nothing read: Sieve's filter fails and the script adds the header
-    # What the hand-over had to say, logged by the in-process path once logging is set up:
-    # unconfigured, Python's logging would write it to stderr, which Dovecot logs as errors.
+    answer = Answer(stdout, threading.Lock())
+    # The hand-over's warnings wait for the in-process path's logging: unconfigured,
+    # Python's logging would write them to stderr, which Dovecot logs as errors.
     said: list[str] = []
+    state: dict[str, object] = {"said": said}
+
+    def give_up() -> None:
+        if answer.write(_fallback(data, args, state, "timeout: checks took too long")):
+            _log(state, f"filter: deadline {args.deadline:g} s passed; delivered unchecked")
+            os._exit(0)
+
+    # One watchdog for the hand-over and the checks alike.
+    timer = threading.Timer(max(0.1, args.deadline - (time.monotonic() - started)), give_up)
+    timer.daemon = True
+    timer.start()
+    result = None
     if args.options.get("--daemon"):
         try:
-            handed = hand_over(data, args, started, said.append)
+            result = hand_over(data, args, started, said.append)
         except Exception:
-            handed = None  # whatever broke, the in-process path still answers
-        if handed is not None:
-            try:
-                stdout.write(handed)
-                stdout.flush()
-            except OSError:
-                pass  # Dovecot went away: nothing left to tell it
-            return 0
-    return _run_in_process(data, args, started, stdout, said)
+            result = None  # whatever broke, the in-process path still answers
+    if result is None:
+        result = _in_process(data, args, state, started)
+    timer.cancel()
+    answer.write(result)
+    return 0
 
 
 def hand_over(
@@ -193,35 +205,13 @@ def _trusted(config: str | None, warn: Callable[[str], object]) -> frozenset[int
         return trusted_uids(None, warn)
 
 
-def _run_in_process(
-    data: bytes, args: FilterArgs, started: float, stdout: BinaryIO, said: Sequence[str] = ()
-) -> int:
-    """Checks here (or through a daemon named only in the config) under the watchdog; gives 0.
-
-    `said` holds the hand-over's warnings, logged once logging is set up.
-    """
-    import threading
-
-    answer = Answer(stdout, threading.Lock())
-    state: dict[str, object] = {"said": said}
-
-    def give_up() -> None:
-        if answer.write(_fallback(data, args, state, "timeout: checks took too long")):
-            _log(state, f"filter: deadline {args.deadline:g} s passed; delivered unchecked")
-            os._exit(0)
-
-    timer = threading.Timer(max(0.1, args.deadline - (time.monotonic() - started)), give_up)
-    timer.daemon = True
-    timer.start()
+def _in_process(data: bytes, args: FilterArgs, state: dict[str, object], started: float) -> bytes:
+    """Gives the message checked here (or by a daemon named only in the config), or the fallback."""
     try:
-        outcome = _check(data, args, state, started)
-        result = outcome.data
+        return _check(data, args, state, started).data
     except Exception as exc:
         _log(state, f"filter: internal error {type(exc).__name__}: {exc}", error=True)
-        result = _fallback(data, args, state, f"internal error: {type(exc).__name__}")
-    timer.cancel()
-    answer.write(result)
-    return 0
+        return _fallback(data, args, state, f"internal error: {type(exc).__name__}")
 
 
 def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: float) -> Annotated:
