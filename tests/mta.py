@@ -616,6 +616,7 @@ retry     unix  - - n - - error
 anvil     unix  - - n - 1 anvil
 postlog   unix-dgram n - n - 1 postlogd
 lmtp      unix  - - n - - lmtp
+pickup    unix  n - n 60 1 pickup
 """
 
 

@@ -30,6 +30,13 @@ DEFAULT_STORE = DEFAULT_REPORT_STORE
 DEFAULT_RETENTION_DAYS = 35.0
 WRITE_TIMEOUT = 0.5  # seconds: a delivery waits no longer than this for the store
 _PURGE_EVERY = 3600.0
+# What the README's "DMARC aggregate reports" section has the admin do: the pipe, the
+# watcher, the daemon and dmarc-report all open the store, as one user (vmail).
+STORE_HINT = (
+    "the store must be writable by the user authsieve pipe, watch, serve and dmarc-report run"
+    " as (vmail in the examples): install -d -o vmail -g vmail -m 750 /var/lib/authsieve"
+    " (README: DMARC aggregate reports)"
+)
 _last_purge: dict[str, float] = {}
 
 _SCHEMA = """
@@ -170,7 +177,13 @@ def record_rows(settings: Settings, rows: tuple[ReportRow, ...], now: float | No
                 store.purge(int(now - retention_seconds(settings)))
         return True
     except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
-        log.warning("report store %s not written, %d row(s) skipped: %s", url, len(rows), exc)
+        log.warning(
+            "report store %s not written, %d row(s) skipped: %s; %s",
+            url,
+            len(rows),
+            exc,
+            STORE_HINT,
+        )
         return False
 
 
