@@ -104,17 +104,28 @@ NAMES_24 = frozenset(
         "default_internal_user",
         "default_internal_group",
         "default_login_user",
-        # Pigeonhole's extprograms (the LMTP filter, examples/dovecot/2.4/90-authsieve-filter.conf).
+        # Learning from moves (issue 17): "IMAPSieve Plugin" (core/plugins/imap_sieve:
+        # the imap_sieve mail plugin, ``mailbox NAME`` and ``imapsieve_from NAME`` filter
+        # blocks holding a ``sieve_script`` with ``cause``), "Sieve Extprograms Plugin"
+        # (core/plugins/sieve_extprograms: the ``sieve_plugins`` and
+        # ``sieve_global_extensions`` boolean lists, ``sieve_pipe_bin_dir``).
+        "mail_plugins/imap_sieve",
         "sieve_plugins",
+        "sieve_plugins/sieve_imapsieve",
         "sieve_plugins/sieve_extprograms",
         "sieve_global_extensions",
+        "sieve_global_extensions/vnd.dovecot.pipe",
+        "sieve_pipe_bin_dir",
+        "imapsieve_from",
+        "cause",
+        # The LMTP filter (issue 18, examples/dovecot/2.4/90-authsieve-filter.conf).
         "sieve_global_extensions/vnd.dovecot.filter",
         "sieve_global_extensions/editheader",
         "sieve_filter_bin_dir",
         "sieve_filter_exec_timeout",
     )
 )
-# 2.4's boolean lists: their entries are ``NAME = yes`` inside the block.
+# Boolean-list blocks of 2.4: a name inside one is given with the list's name in front.
 BOOLEAN_LISTS = ("mail_plugins", "sieve_plugins", "sieve_global_extensions", "sieve_extensions")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "dovecot"
 # The paths of 90-authsieve-filter.conf, by version, and where the LMTP filter tests put them.
@@ -141,6 +152,8 @@ ONLY_23 = (
     "plugin",
     "disable_plaintext_auth",
     "address",
+    "imapsieve_mailbox1_name",
+    "imapsieve_mailbox1_before",
 )
 
 
@@ -153,9 +166,9 @@ def settings_text(text: str) -> str:
 def setting_names(text: str) -> list[str]:
     """Gives the setting and block names of a dovecot.conf text, in order.
 
-    A name inside a boolean-list block (2.4's ``mail_plugins { sieve = yes }``) is given
-    with the list's name in front: ``mail_plugins/sieve``, ``sieve_global_extensions/
-    vnd.dovecot.filter``.
+    A name inside a boolean-list block (2.4's ``mail_plugins { sieve = yes }``,
+    ``sieve_global_extensions { vnd.dovecot.filter = yes }``) is given with the list's
+    name in front: ``mail_plugins/sieve``.
     """
     names: list[str] = []
     blocks: list[str] = []
@@ -164,11 +177,15 @@ def setting_names(text: str) -> list[str]:
         if line == "}":
             blocks.pop()
             continue
-        found = re.match(r"([A-Za-z_][\w.-]*)\s*(=|\{|[^\s={]+\s*\{)", line)
+        in_list = bool(blocks) and blocks[-1] in BOOLEAN_LISTS
+        pattern = (
+            r"([A-Za-z_][\w.-]*)\s*(=)" if in_list else r"([A-Za-z_][\w-]*)\s*(=|\{|[^\s={]+\s*\{)"
+        )
+        found = re.match(pattern, line)
         if not found or line.startswith("!"):
             continue
         name = found[1]
-        if blocks and blocks[-1] in BOOLEAN_LISTS:
+        if in_list:
             name = f"{blocks[-1]}/{name}"
         names.append(name)
         if line.endswith("{"):

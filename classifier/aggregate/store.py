@@ -89,6 +89,22 @@ def sqlite_path(url: str) -> Path:
     raise StoreError(f"{url}: expected sqlite:PATH")
 
 
+def open_sqlite(url: str, schema: str, timeout: float = 5.0) -> sqlite3.Connection:
+    """Gives a connection to the ``sqlite:PATH`` store, its directory and tables made.
+
+    WAL, so that short-lived writers (pipe, learn) and a reader (a report, suggest)
+    never wait on each other; autocommit, each writer opens its own transaction.
+    Shared by every store of authsieve (reports, learning).
+    """
+    path = sqlite_path(url)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db
+
+
 def _values(row: ReportRow) -> tuple[object, ...]:
     dkim = json.dumps([[d.domain, d.selector, d.result] for d in row.dkim])
     reasons = json.dumps([[r.type, r.comment] for r in row.reasons])
@@ -114,13 +130,7 @@ class ReportStore:
 
     @classmethod
     def open(cls, url: str, timeout: float = 5.0) -> ReportStore:
-        path = sqlite_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        return cls(db)
+        return cls(open_sqlite(url, _SCHEMA, timeout))
 
     def close(self) -> None:
         self.db.close()
