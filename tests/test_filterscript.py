@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from classifier.auth.facts import parse_header_value
-from classifier.config import load_settings, settings_from_dict
+from classifier.config import config_from_dict, load_config
 from classifier.evaluate import failed_annotation
-from classifier.policy.rules import load_policies
 from sieve.filterscript import (
     FAILED,
     failure_header_value,
@@ -34,8 +33,8 @@ def rules_of(script: str) -> str:
 
 
 def test_filter_script_files_by_the_rules_of_pipe_modes_script() -> None:
-    settings = load_settings(CONFIG)
-    policies = load_policies(settings)
+    config = load_config(CONFIG)
+    settings, policies = config.engine, config.policies
     filtered = generate_filter_script(policies, settings.authserv_id)
     assert rules_of(filtered) == rules_of(generate_global_script(policies, settings.authserv_id))
     assert 'if not filter "authsieve-filter" ["${authsieve_to}", "${authsieve_from}"] {' in filtered
@@ -44,13 +43,13 @@ def test_filter_script_files_by_the_rules_of_pipe_modes_script() -> None:
 
 
 def test_a_user_name_with_dollar_brace_is_no_variable_in_the_filter_script() -> None:
-    settings = settings_from_dict(
+    config = config_from_dict(
         {
             "classifier": {"authserv_id": "mx.example.org"},
             "users": {"a${x}@example.org": {"spf_fail": "quarantine"}},
         }
     )
-    script = generate_filter_script(load_policies(settings), settings.authserv_id)
+    script = generate_filter_script(config.policies, config.engine.authserv_id)
     code = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
     uses = [line for line in code if "${" in line]
     assert all("authsieve_" in line or "${1}" in line for line in uses), uses
@@ -92,7 +91,7 @@ EXTPROGRAMS = "/usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so"
     reason="needs Pigeonhole with extprograms (bash scripts/install-deps --test)",
 )
 def test_a_failed_program_is_filed_by_the_recipients_internal_error() -> None:
-    settings = settings_from_dict(
+    config = config_from_dict(
         {
             "classifier": {"authserv_id": "mx.example.org"},
             "policy": {"internal_error": "inbox"},
@@ -103,7 +102,7 @@ def test_a_failed_program_is_filed_by_the_recipients_internal_error() -> None:
             },
         }
     )
-    policies = load_policies(settings)
+    settings, policies = config.engine, config.policies
     script = generate_filter_script(policies, settings.authserv_id)
     message = b"From: x@example.net\r\nSubject: hi\r\n\r\nbody\r\n"
     with Pigeonhole() as ph:
@@ -130,7 +129,9 @@ def test_a_failed_program_is_filed_by_the_recipients_internal_error() -> None:
     assert dave.folder == stranger.folder == "INBOX"
     # Python's own failure header for Carol is the one the script added.
     value = failure_header_value(policies, settings.authserv_id, "carol@example.org")
-    expected = failed_annotation(message, settings, policies, "carol@example.org", FAILED)
+    expected = failed_annotation(
+        message, settings.authserv_id, policies, "carol@example.org", FAILED
+    )
     assert expected.data.startswith(f"X-Authsieve: {value}\r\n".encode())
     assert parse_header_value(value)["user"] == "carol@example.org"
 

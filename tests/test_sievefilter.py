@@ -139,13 +139,12 @@ def test_a_daemon_that_never_answers_is_left_for_the_check_in_process(tmp_path: 
 
 
 def test_the_daemon_answers_when_it_runs(tmp_path: Path) -> None:
-    from classifier.config import load_settings
+    from classifier.config import load_config
     from classifier.delivery.daemon import make_server
     from classifier.lookup.resolver import make_resolver
 
-    settings = load_settings(CONFIG)
     path = str(tmp_path / "d.sock")
-    server = make_server(path, settings, make_resolver(dns_zone=str(ZONE)))
+    server = make_server(path, load_config(CONFIG), make_resolver(dns_zone=str(ZONE)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -173,13 +172,12 @@ sys.exit(code)
 
 
 def test_the_daemons_hand_over_imports_no_config_logging_or_dns(tmp_path: Path) -> None:
-    from classifier.config import load_settings
+    from classifier.config import load_config
     from classifier.delivery.daemon import make_server
     from classifier.lookup.resolver import make_resolver
 
-    settings = load_settings(CONFIG)
     path = str(tmp_path / "d.sock")
-    server = make_server(path, settings, make_resolver(dns_zone=str(ZONE)))
+    server = make_server(path, load_config(CONFIG), make_resolver(dns_zone=str(ZONE)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     probe = PROBE.format(heavy=repr(set(HEAVY)))
     argv = [sys.executable, "-c", probe, "filter", "--daemon", path, "--config", str(CONFIG)]
