@@ -23,11 +23,20 @@ so that the differences live in one place.  Sources, all in Dovecot's documentat
   ``passdb static { fields { nopassword = yes } }``, ``userdb static { fields { uid
   = … gid = … home = … } }``, ``passdb passwd-file { passwd_file_path = … }``.
 - dovecot-lda(1) of 2.4.1: ``lda_mailbox_autocreate`` keeps its name.
+- "Service Configuration" (core/config/service) and dovecot/documentation#1350: an
+  ``inet_listener`` has no ``address`` in 2.4 (2.4.1's doveconf refuses it); the global
+  ``listen`` (the same name in 2.3) says where every listener listens.
+- "Pigeonhole Sieve Extprograms Plugin" (core/plugins/sieve_extprograms,
+  https://doc.dovecot.org/latest/core/plugins/sieve_extprograms.html): the plugin
+  and the extensions are boolean lists, ``sieve_plugins { sieve_extprograms = yes }``
+  and ``sieve_global_extensions { vnd.dovecot.filter = yes }``; the program settings
+  keep their 2.3 names, ``sieve_filter_bin_dir`` and ``sieve_filter_exec_timeout``.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from sieve.pigeonhole import dovecot_version
 
@@ -115,10 +124,31 @@ NAMES_24 = frozenset(
         "sieve_pipe_bin_dir",
         "imapsieve_from",
         "cause",
+        # The LMTP filter (issue 18, examples/dovecot/2.4/90-authsieve-filter.conf).
+        "sieve_global_extensions/vnd.dovecot.filter",
+        "sieve_global_extensions/editheader",
+        "sieve_filter_bin_dir",
+        "sieve_filter_exec_timeout",
     )
 )
 # Boolean-list blocks of 2.4: a name inside one is given with the list's name in front.
 BOOLEAN_LISTS = ("mail_plugins", "sieve_plugins", "sieve_global_extensions", "sieve_extensions")
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "dovecot"
+# The paths of 90-authsieve-filter.conf, by version, and where the LMTP filter tests put them.
+FILTER_PATHS = {
+    "2.3": {
+        "/etc/dovecot/sieve-before.d/": "{root}/before-lmtp/",
+        "/usr/local/lib/authsieve/sieve-filter": "{root}/filter-bin",
+        "file:~/sieve;active=~/.dovecot.sieve": "file:{root}/home/sieve;"
+        + "active={root}/home/.dovecot.sieve",
+    },
+    "2.4": {
+        "/etc/dovecot/sieve-before.d/": "{root}/before-lmtp/",
+        "/usr/local/lib/authsieve/sieve-filter": "{root}/filter-bin",
+        "path = ~/sieve\n": "path = {root}/home/sieve\n",
+        "active_path = ~/.dovecot.sieve": "active_path = {root}/home/.dovecot.sieve",
+    },
+}
 # Names only 2.3 knows: 2.4 refuses a file that has any of them ("sieve" at the top level is
 # 2.3's plugin setting; inside 2.4's mail_plugins { } list it is "mail_plugins/sieve").
 # "address" is 2.3's listener address (2.4: listen, see DovecotSyntax.inet_listener).
@@ -128,6 +158,7 @@ ONLY_23 = (
     "sieve",
     "plugin",
     "disable_plaintext_auth",
+    "address",
     "imapsieve_mailbox1_name",
     "imapsieve_mailbox1_before",
     "address",
@@ -144,8 +175,8 @@ def setting_names(text: str) -> list[str]:
     """Gives the setting and block names of a dovecot.conf text, in order.
 
     A name inside a boolean-list block (2.4's ``mail_plugins { sieve = yes }``,
-    ``sieve_global_extensions { vnd.dovecot.pipe = yes }``) is given with the list's name
-    in front: ``mail_plugins/sieve``.
+    ``sieve_global_extensions { vnd.dovecot.filter = yes }``) is given with the list's
+    name in front: ``mail_plugins/sieve``.
     """
     names: list[str] = []
     blocks: list[str] = []
@@ -220,6 +251,19 @@ class DovecotSyntax:
         )
         if before:
             text += f"sieve_script authsieve {{\n  type = before\n  path = {before}\n}}\n"
+        return text
+
+    def lmtp_filter(self, root: str) -> str:
+        """Gives this version's examples 90-authsieve-filter.conf with its paths under root.
+
+        What the LMTP filter tests (tests/test_lmtp_filter.py) add to their LMTP
+        server's dovecot.conf: the README's file, only its paths moved.
+        """
+        text = (EXAMPLES / self.examples / "90-authsieve-filter.conf").read_text()
+        for path, ours in FILTER_PATHS[self.examples].items():
+            if path not in text:
+                raise ValueError(f"90-authsieve-filter.conf ({self.examples}): no {path!r}")
+            text = text.replace(path, ours.format(root=root))
         return text
 
     def static_passdb(self) -> str:

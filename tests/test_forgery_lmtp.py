@@ -42,6 +42,7 @@ USER = "alice"
 RCPT = f"{USER}@family.example"
 DOVECOT_CONF = """\
 protocols = lmtp
+listen = 127.0.0.1
 base_dir = {root}/run
 state_dir = {root}/state
 mail_home = {root}/home/{user}

@@ -101,7 +101,9 @@ def test_readme_marks_every_block_the_tests_run() -> None:
     wanted = {"policy defaults", "watch defaults", "config.toml", "config.toml enforce"}
     wanted |= {"master.cf"} | {f"dovecot {n}" for n in DOVECOT_FILES if n not in PER_VERSION}
     wanted |= {f"dovecot {v} {n}" for v in VERSIONS for n in PER_VERSION}
-    wanted |= {f"lmtp-filter {v} 90-authsieve-filter.conf" for v in VERSIONS}  # test_lmtp_filter
+    # tests/test_lmtp_filter.py
+    wanted |= {f"lmtp-filter {v} 90-authsieve-filter.conf" for v in VERSIONS}
+    wanted |= {"lmtp-filter main.cf"}
     wanted |= {f"reports {n}" for n in ("config.toml", "store directory", "timer", "cron")}
     wanted |= {"learn config"} | {f"dovecot {v} {IMAPSIEVE_FILE}" for v in VERSIONS}
     assert names == wanted
