@@ -11,6 +11,15 @@ next place in line, and the first record there says why, once:
   failed (Postfix mails stderr back in bounces), so the records are dropped
   and counted (`dropped`); a delivery that fails anyway says how many.
 
+The log file is opened without following a symlink, through its directory
+(``O_NOFOLLOW``): its directory belongs to the mail user in most set-ups, and
+a link planted there must not make a root process append to a file of root's
+choosing.  As root, in a directory another user may write, a hard link (a
+second name of some other file) is refused, and a new file is given to the
+directory's owner, so that a run by hand as root cannot lock the mail user
+out of its own log.  `authsieve serve` started as root opens the file only
+after it became ``daemon_user``.
+
 One event is one line: every record is escaped by `escape_record` before any
 handler sees it, so a value a sender or mailbox owner chose (a Return-Path
 with NUL or ESC, a Maildir file name with a line break) can neither forge a
@@ -19,10 +28,13 @@ log line nor reach the terminal of whoever reads the log.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import sys
 import traceback
+from io import TextIOWrapper
 
 from classifier.config import Settings
 
@@ -61,6 +73,69 @@ log.addFilter(escape_record)
 
 SYSLOG_SOCKETS = ("/dev/log", "/run/systemd/journal/dev-log")
 _FILE_FORMAT = "%(asctime)s authsieve[%(process)d]: %(message)s"
+
+
+# O_NONBLOCK: a FIFO planted at the name fails (ENXIO) rather than hanging the open.
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _others_may_write(st: os.stat_result) -> bool:
+    """Can a user other than root add, remove or rename names in a directory with this status?"""
+    return bool(
+        (st.st_uid != 0 and st.st_mode & stat.S_IWUSR)
+        or (st.st_gid != 0 and st.st_mode & stat.S_IWGRP)
+        or st.st_mode & stat.S_IWOTH
+    )
+
+
+def open_log_file(path: str) -> int:
+    """Gives a descriptor to append to the log file path; OSError when it is not safe to.
+
+    The last component is opened with O_NOFOLLOW from its directory's
+    descriptor (a symlink there fails with ELOOP) and must be a regular file.
+    As root in a directory others may write: a file with a second name (a
+    hard link to someone else's file) is refused, and a new file is given,
+    through its descriptor, to the directory's owner.
+    """
+    from classifier.files import open_dir
+
+    head, name = os.path.split(path)
+    dir_fd = open_dir(head or ".", follow=True)  # the administrator's own path
+    try:
+        created = False
+        try:
+            fd = os.open(name, _LOG_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            # O_EXCL: never follows a symlink at the name, open(2).
+            fd = os.open(name, _LOG_FLAGS | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd)
+            created = True
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            dir_st = os.fstat(dir_fd)
+            if os.geteuid() == 0 and _others_may_write(dir_st):
+                if st.st_nlink > 1:
+                    raise OSError(errno.EPERM, "a hard link in a directory others may write")
+                if created:
+                    os.fchown(fd, dir_st.st_uid, dir_st.st_gid)
+        except BaseException:
+            os.close(fd)
+            if created:
+                os.unlink(name, dir_fd=dir_fd)
+            raise
+        return fd
+    finally:
+        os.close(dir_fd)
+
+
+class LogFile(logging.FileHandler):
+    """logging's FileHandler, opening its file through `open_log_file`."""
+
+    def _open(self) -> TextIOWrapper:
+        return open(
+            open_log_file(self.baseFilename), "a", encoding=self.encoding, errors=self.errors
+        )
 
 
 class DroppedRecords(logging.Handler):
@@ -108,7 +183,7 @@ def open_handler(
     problems = []
     if log_file:
         try:
-            handler: logging.Handler = logging.FileHandler(log_file)
+            handler: logging.Handler = LogFile(log_file)
             handler.setFormatter(logging.Formatter(_FILE_FORMAT))
             return handler, ""
         except OSError as exc:

@@ -6,6 +6,7 @@ hands the message over first, and only what it cannot do falls back to `cmd_pipe
 
 from __future__ import annotations
 
+import os
 import sys
 
 from classifier.errors import UsageError
@@ -184,12 +185,19 @@ def cmd_pipe(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from dataclasses import replace
+
     from classifier.commands.options import make_resolver_for
     from classifier.delivery.daemon import serve
     from classifier.log import configure_logging
 
     settings = config.engine
-    configure_logging(settings, args.debug)
+    if os.geteuid() == 0 and settings.daemon_user:
+        # The log file is opened once the daemon is daemon_user (`serve`): as root, a link
+        # the mail user put in its log directory would choose the file root appends to.
+        configure_logging(replace(settings, log_file=None), args.debug)
+    else:
+        configure_logging(settings, args.debug)
     path = args.socket or settings.daemon_socket
     if not path:
         raise UsageError("serve: no socket: give --socket PATH or classifier.daemon_socket")

@@ -287,6 +287,8 @@ def drop_privileges(settings: Settings) -> None:
     os.setgroups([])
     os.setgid(pw.pw_gid)
     os.setuid(pw.pw_uid)
+    # Only now, as daemon_user: the log file is never opened as root (cmd_serve).
+    reopen_logging(settings)
 
 
 def serve(
