@@ -190,15 +190,23 @@ def test_the_daemons_hand_over_imports_no_config_logging_or_dns(tmp_path: Path) 
         server.shutdown()
         server.server_close()
         os.unlink(path)
-    # The same command with the daemon gone: checked in this process, the engine imported.
-    fallen = subprocess.run(
-        [*argv, "--dns-zone", str(ZONE), "--", RCPT, "x@example.net"],
-        input=PHISH.read_bytes(), capture_output=True, cwd=ROOT, timeout=60, check=False,
-    )  # fmt: skip
+    # The daemon gone and the checks (in a child) past the deadline: this process writes
+    # the fallback with the config's authserv-id, so it imports what the probe looks for.
+    sock, address = silent_dns()
+    slow = tmp_path / "slow.toml"
+    slow.write_text(f'[classifier]\ndns_server = "{address}"\ndns_timeout = 30\n')
+    fallen_argv = [sys.executable, "-c", probe, "filter", "--daemon", path, "--config", str(slow)]
+    try:
+        fallen = subprocess.run(
+            [*fallen_argv, "--deadline", "2", "--", RCPT, "x@example.net"],
+            input=PHISH.read_bytes(), capture_output=True, cwd=ROOT, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        sock.close()
     assert (answered.returncode, answered.stderr) == (0, b"")
     assert x_authsieve(answered.stdout)["verdict"] == "quarantine"
     assert fallen.returncode == 0
-    assert x_authsieve(fallen.stdout)["verdict"] == "quarantine"
+    assert x_authsieve(fallen.stdout)["error"].startswith("timeout")
     imported = set(fallen.stderr.decode().split())
     assert {"tomllib", "logging", "classifier.config", "classifier.evaluate"} <= imported
 

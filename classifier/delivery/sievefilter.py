@@ -15,9 +15,11 @@ original message under the failure header of `classifier.evaluate.failed_annotat
 It must also finish before Pigeonhole's ``sieve_filter_exec_timeout`` (10 s
 by default): Pigeonhole 0.5.19 kills a program that overruns and then aborts
 the LMTP process ("Panic: output stream … is missing error handling"), so the
-LMTP client gets no answer and the message waits in Postfix's queue.  A
-watchdog therefore writes the failure answer at ``--deadline`` (default 8 s)
-whatever the checks are doing.  Nothing goes to stdout but the message, and
+LMTP client gets no answer and the message waits in Postfix's queue.  The
+failure answer is therefore written at ``--deadline`` (default 8 s) whatever
+the checks are doing: they run in a forked child, which this process kills
+at the deadline (a thread could not interrupt C code holding the GIL, such
+as a regex backtracking for seconds).  Nothing goes to stdout but the message, and
 nothing to stderr (Dovecot logs it as an error).
 
 The hand-over: when the program's command line names the daemon (``--daemon``,
@@ -28,8 +30,9 @@ threading (for the watchdog), builtin modules and
 `classifier.delivery.daemon_client`, as pipe mode's hand-over
 (`classifier.delivery.handover`).  It waits for the daemon until one second
 before the deadline; a daemon that is down, slow or not trusted leaves the
-message to the in-process path (config, logging, checks) for what is left, and
-the one watchdog covers both, so the failure rule holds as before.
+message to the in-process path (config, logging, checks, in the child) for
+what is left: a watchdog thread covers the wait on the socket, the child's
+deadline the rest, so the failure rule holds as before.
 """
 
 from __future__ import annotations
@@ -153,11 +156,77 @@ def run_filter(
             result = hand_over(data, args, started, said.append)
         except Exception:
             result = None  # whatever broke, the in-process path still answers
-    if result is None:
-        result = _in_process(data, args, state, started)
+    # The checks run in a child the deadline can kill: a thread cannot interrupt C code
+    # that holds the GIL (a regex backtracking for seconds), nor a process stopped whole.
     timer.cancel()
+    timer.join()
+    if result is None:
+        result = _in_child(data, args, state, started)
     answer.write(result)
     return 0
+
+
+def _in_child(data: bytes, args: FilterArgs, state: dict[str, object], started: float) -> bytes:
+    """Gives what `_in_process` gives, computed in a forked child; at the deadline, the fallback.
+
+    The child hands its answer over a pipe and exits 0 only once all of it is
+    written: a child that dies, or is killed at the deadline, gives the
+    original under the failure header.  Nothing of the child reaches stdout.
+    """
+    import select
+    import signal
+
+    try:
+        r, w = os.pipe()
+        pid = os.fork()
+    except OSError:
+        return _in_process(data, args, state, started)  # no child to be had: the checks here
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            view = memoryview(_in_process(data, args, state, started))
+            while view:
+                view = view[os.write(w, view) :]
+            code = 0
+        finally:
+            os._exit(code)  # no atexit, no flush of the parent's buffers
+    os.close(w)
+    chunks = []
+    end = started + args.deadline
+    try:
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)  # a stopped child too
+                os.waitpid(pid, 0)
+                return _timed_out(data, args, state)
+            chunk = os.read(r, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not chunks:
+        return _fallback(data, args, state, "internal error: the checks ended without an answer")
+    return b"".join(chunks)
+
+
+def _timed_out(data: bytes, args: FilterArgs, state: dict[str, object]) -> bytes:
+    """Gives the timeout's fallback, with the config's authserv-id and policies, and logs it."""
+    try:  # the child loaded these for itself: the parent reads the config only now
+        from classifier.config import load_config
+        from classifier.log import configure_logging
+
+        config = load_config(args.options.get("--config"))
+        state["config"] = config
+        configure_logging(config.engine, False, stderr=False)
+        state["logging"] = True
+    except Exception:
+        pass  # the fallback does without: the built-in authserv-id and policy
+    _log(state, f"filter: deadline {args.deadline:g} s passed; delivered unchecked")
+    return _fallback(data, args, state, "timeout: checks took too long")
 
 
 def hand_over(
