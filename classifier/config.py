@@ -82,6 +82,7 @@ class Settings:
     learn_retention_days: float | None = None
     learn_min_messages: int | None = None
     learn_min_users: int | None = None
+    learn_block_share: float | None = None  # share of deliveries junked before a block proposal
     learn_sieve_dir: str | None = None
     source: str = "<defaults>"
     # [policy] and [users."…"] exactly as read; classifier.policy.rules validates them.
@@ -242,6 +243,11 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
             "learn_min_users",
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
             "a whole number >= 1",
+        ),
+        "block_share": (
+            "learn_block_share",
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1,
+            "a number > 0 and <= 1",
         ),
         "sieve_dir": (
             "learn_sieve_dir",

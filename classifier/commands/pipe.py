@@ -153,7 +153,14 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
         from classifier.aggregate.store import recorder
 
         record = recorder(settings)
-    outcome = check_and_annotate(data, settings, resolver, Hints(**hints), user, record=record)
+    note = None
+    if settings.learn_store:  # the delivery record `learn` believes (issue 17)
+        from classifier.aggregate.deliveries import delivery_recorder
+
+        note = delivery_recorder(settings)
+    outcome = check_and_annotate(
+        data, settings, resolver, Hints(**hints), user, record=record, note=note
+    )
     code = deliver_outcome(
         outcome.data,
         outcome.action,

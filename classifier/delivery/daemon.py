@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from classifier.aggregate.deliveries import delivery_recorder
 from classifier.aggregate.store import recorder
 from classifier.config import Settings
 from classifier.delivery.daemon_client import (
@@ -198,6 +199,7 @@ def make_server(
                 str(user) if user else None,
                 engine.policies,
                 recorder(engine.settings),
+                delivery_recorder(engine.settings),
             )
             meta_out = {
                 "action": outcome.action,

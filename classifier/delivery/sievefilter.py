@@ -144,6 +144,7 @@ def run_filter(
 
 def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: float) -> Annotated:
     """Gives the outcome from the daemon when configured and answering, else from this process."""
+    from classifier.aggregate.deliveries import delivery_recorder
     from classifier.aggregate.store import recorder
     from classifier.config import load_settings
     from classifier.delivery.handover import macro
@@ -188,8 +189,9 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
         timeout=settings.dns_timeout,
     )
     outcome = check_and_annotate(
-        data, settings, resolver, Hints(**hints), recipient, policies, recorder(settings)
-    )
+        data, settings, resolver, Hints(**hints), recipient, policies, recorder(settings),
+        delivery_recorder(settings),
+    )  # fmt: skip
     log.info(
         "filtered to=%s %s (%.0f ms)",
         recipient or "-",

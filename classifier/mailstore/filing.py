@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from classifier.aggregate.deliveries import delivery_recorder
 from classifier.aggregate.store import recorder
 from classifier.auth.facts import HEADER_NAME, parse_header_value, safe_domain
 from classifier.config import Settings
@@ -138,8 +139,9 @@ def check_path(path: Path, job: Job, tree: DirTree) -> Outcome | _Checked:
     # The pipe's own step and failure rule: an internal error files the original with an
     # `internal` header, where internal_error says, so the watcher never retries it forever.
     result = check_and_annotate(
-        data, job.settings, job.resolver, None, user, job.policies, recorder(job.settings)
-    )
+        data, job.settings, job.resolver, None, user, job.policies, recorder(job.settings),
+        delivery_recorder(job.settings),
+    )  # fmt: skip
     return _Checked(path, maildir, user, result, like, tree)
 
 
