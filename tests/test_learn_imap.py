@@ -24,13 +24,14 @@ import socket
 import subprocess
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from classifier.aggregate.deliveries import delivery_recorder
+from classifier.aggregate.deliveries import DeliveryStore, delivery_recorder
 from classifier.commands.learn import as_store_owner
 from classifier.commands.main import main
 from classifier.config import settings_from_dict
@@ -492,6 +493,11 @@ def next_delivery(imap: Imap, data: bytes, user: str) -> tuple[str, str]:
     assert proc.returncode == 0, proc.stderr
     verdict = re.search(rb"X-Authsieve: [^\r\n]*verdict=(\w+)", proc.stdout)
     assert verdict is not None
+    # The pipe recorded the delivery its X-Authsieve names (what learn will believe).
+    named = re.search(rb";\s+delivery=([a-z2-7]+)", proc.stdout)
+    store = str(settings_from_dict(tomllib.loads(imap.config.read_text())).learn_store)
+    with DeliveryStore.open(store) as records:
+        assert named is not None and records.get(named.group(1).decode()) is not None
     script = (imap.root / "sieve-before.d" / "authsieve.sieve").read_text()
     with Pigeonhole() as ph:
         assert ph.compile(script, "global").ok
