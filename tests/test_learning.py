@@ -529,6 +529,10 @@ def test_a_senders_own_relay_is_never_proposed_as_a_forwarder() -> None:
             for m in signed]  # fmt: skip
     for moves in (signed, sent):
         assert not [p for p in propose(moves, POLICIES, T) if p.kind == "trust_forwarder"]
+    by_ip = [
+        dataclasses.replace(m, spf_hop="192.0.2.9", dkim_domains=("x.example",)) for m in signed
+    ]
+    assert not [p for p in propose(by_ip, POLICIES, T) if p.kind == "trust_forwarder"]
     other = [dataclasses.replace(m, dkim_domains=("shop.example",)) for m in signed]
     [found] = [p for p in propose(other, POLICIES, T) if p.kind == "trust_forwarder"]
     assert "its organizational domain atk.test is neither a signer's (shop.example)" in (

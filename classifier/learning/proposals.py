@@ -25,6 +25,7 @@ global one); what the policy already does is never proposed.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -154,6 +155,14 @@ def _examples(moves: list[Move], n: int = 3) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _org(domain: str) -> str:
     """Gives the Organizational Domain by the Public Suffix List (RFC 7489 §3.2): no DNS here."""
     return organizational_domain(domain, None) if domain else ""
@@ -175,7 +184,8 @@ def _forwarders(moves: list[Move], policy: Policy, t: Thresholds) -> list[Propos
         upstream = sorted({d for m in group for d in (*m.dkim_domains, *m.arc_sealers)})
         # A sender's own relay (relay.atk.test for DKIM d=atk.test) forwards nothing: the
         # hop must belong to another organisation than every signer and envelope sender.
-        hop_org = _org(hop)
+        # A hop known only by its IP (no reverse name) has no Organizational Domain to compare.
+        hop_org = "" if _is_ip(hop) else _org(hop)
         signers = {_org(d) for d in upstream}
         senders = {_org(m.mailfrom_domain) for m in group if m.mailfrom_domain}
         if not hop_org or hop_org in signers | senders:
