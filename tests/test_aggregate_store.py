@@ -11,7 +11,7 @@ import pytest
 
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, disposition_of
 from classifier.aggregate.store import ReportStore, StoreError, record_rows, sqlite_path
-from classifier.config import DEFAULT_REPORT_STORE, ConfigError, settings_from_dict
+from classifier.config import DEFAULT_REPORT_STORE, ConfigError, config_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "maildir"
@@ -127,29 +127,51 @@ def test_an_unwritable_store_is_skipped_and_the_message_delivered(tmp_path: Path
 
 def _row(at: int, ip: str = "192.0.2.1") -> ReportRow:
     return ReportRow(
-        at, ip, "example.com", "example.com", "example.org", "example.com", "mfrom", "pass",
-        (DkimEntry("example.com", "s1", "pass"),), "pass", True, True, "example.com",
-        "treewalk", "reject", "reject", "", "r", "r", "n", "reject", "pass", (),
-    )  # fmt: skip
+        received_at=at,
+        source_ip=ip,
+        header_from="example.com",
+        envelope_from="example.com",
+        envelope_to="example.org",
+        spf_domain="example.com",
+        spf_scope="mfrom",
+        spf_result="pass",
+        dkim=(DkimEntry("example.com", "s1", "pass"),),
+        dmarc_result="pass",
+        dkim_aligned=True,
+        spf_aligned=True,
+        policy_domain="example.com",
+        discovery_method="treewalk",
+        p="reject",
+        sp="reject",
+        np="",
+        adkim="r",
+        aspf="r",
+        testing="n",
+        policy_applied="reject",
+        disposition="pass",
+        reasons=(),
+    )
 
 
 def test_rows_come_back_as_written_and_old_ones_are_purged(tmp_path: Path) -> None:
-    settings = settings_from_dict(
+    reports = config_from_dict(
         {"reports": {"store": f"sqlite:{tmp_path}/r.db", "retention_days": 1}}
-    )
+    ).reports
+    assert reports is not None
     rows = (_row(1000), _row(100_000, "2001:db8::1"))
-    assert record_rows(settings, rows, now=100_000.0)  # purges before 100000 - 86400
+    assert record_rows(reports, rows, now=100_000.0)  # purges before 100000 - 86400
     with ReportStore.open(f"sqlite:{tmp_path}/r.db") as store:
         assert list(store.rows_between(0, 200_000)) == [rows[1]]
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_reports_table_turns_recording_on_with_the_default_store() -> None:
-    assert settings_from_dict({}).reports_store is None
-    assert settings_from_dict({"reports": {}}).reports_store == DEFAULT_REPORT_STORE
+    assert config_from_dict({}).reports is None
+    on = config_from_dict({"reports": {}}).reports
+    assert on is not None and on.store == DEFAULT_REPORT_STORE
     assert sqlite_path(DEFAULT_REPORT_STORE) == Path("/var/lib/authsieve/reports.db")
     with pytest.raises(ConfigError, match=r"reports\.store"):
-        settings_from_dict({"reports": {"store": "mysql://x"}})
+        config_from_dict({"reports": {"store": "mysql://x"}})
     with pytest.raises(StoreError, match="not supported yet"):
         sqlite_path("postgresql://db/reports")
 

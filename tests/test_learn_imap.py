@@ -34,7 +34,7 @@ import pytest
 from classifier.aggregate.deliveries import DeliveryStore, delivery_recorder
 from classifier.commands.learn import as_store_owner
 from classifier.commands.main import main
-from classifier.config import settings_from_dict
+from classifier.config import config_from_dict
 from classifier.evaluate import check_and_annotate
 from classifier.learning.store import LearningStore
 from sieve.commands import cmd_sieve_install, filter_command
@@ -205,7 +205,7 @@ def imap() -> Iterator[Imap]:
             {"pipe_dir": str(root / "sieve-pipe"), "config": str(config)},
         ):
             args = _install_args(**spec)
-            assert cmd_sieve_install(args, settings_from_dict({}), out) == 0
+            assert cmd_sieve_install(args, config_from_dict({}), out) == 0
         assert "authsieve-learn.svbin" in out.getvalue()  # compiled where Dovecot runs it
         conf = root / "dovecot.conf"
         conf.write_text(server_conf(root, imap.port, DovecotSyntax()))
@@ -269,13 +269,17 @@ def variant(name: str, n: int) -> bytes:
 
 def delivered(imap: Imap, data: bytes, user: str) -> bytes:
     """Gives the message as delivery annotated it for user (our headers on top)."""
-    settings = settings_from_dict(
+    config = config_from_dict(
         __import__("tomllib").loads(imap.config.read_text()), str(imap.config)
     )
-    note = delivery_recorder(settings)  # the delivery record learn believes
+    assert config.learn is not None
+    note = delivery_recorder(config.learn)  # the delivery record learn believes
+    resolver = resolver_for(imap.dns)
     # Delivery runs as the mail user, as learn does (the store is that user's).
-    with as_store_owner(str(settings.learn_store)):
-        out = check_and_annotate(data, settings, resolver_for(imap.dns), None, user, note=note)
+    with as_store_owner(config.learn.store):
+        out = check_and_annotate(
+            data, config.engine, resolver, config.policies, None, user, None, note
+        )
     return out.data
 
 
@@ -495,7 +499,7 @@ def next_delivery(imap: Imap, data: bytes, user: str) -> tuple[str, str]:
     assert verdict is not None
     # The pipe recorded the delivery its X-Authsieve names (what learn will believe).
     named = re.search(rb";\s+delivery=([a-z2-7]+)", proc.stdout)
-    store = str(settings_from_dict(tomllib.loads(imap.config.read_text())).learn_store)
+    store = str(config_from_dict(tomllib.loads(imap.config.read_text())).learn.store)  # type: ignore[union-attr]
     with DeliveryStore.open(store) as records:
         assert named is not None and records.get(named.group(1).decode()) is not None
     script = (imap.root / "sieve-before.d" / "authsieve.sieve").read_text()

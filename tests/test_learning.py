@@ -27,7 +27,7 @@ from classifier.annotate import fold
 from classifier.auth.facts import AuthFacts, render_header_value
 from classifier.commands.learn import as_store_owner
 from classifier.commands.main import main
-from classifier.config import load_settings, settings_from_dict
+from classifier.config import LearnConfig, config_from_dict, load_config
 from classifier.envelope.trust import Hints
 from classifier.evaluate import check_and_annotate
 from classifier.learning.moves import (
@@ -48,7 +48,6 @@ from classifier.mailstore.configedit import (
     set_policy_action,
 )
 from classifier.message import Message
-from classifier.policy.rules import load_policies
 from sieve.commands import filter_command
 from sieve.imapsieve import compile_config, generate_learn_script, learn_program_text
 from sieve.pigeonhole import Pigeonhole, dovecot_version, find_tool
@@ -56,7 +55,8 @@ from tests.conftest import ROOT
 from tests.helpers import NOBODY
 
 AUTHSERV = "mx.example.org"
-SETTINGS = settings_from_dict({"classifier": {"authserv_id": AUTHSERV}})
+CONFIG = config_from_dict({"classifier": {"authserv_id": AUTHSERV}})
+SETTINGS = CONFIG.engine
 RECEIVED = (
     b"Received: from relay.uni.example (relay.uni.example [198.51.100.7])\r\n"
     b"\tby mx.example.org (Postfix) with ESMTP id 1; Mon, 1 Dec 2025 10:00:00 +0000\r\n"
@@ -101,10 +101,10 @@ def learn_config(tmp_path: Path, extra: str = "") -> Path:
 
 def deliver(config: Path, data: bytes, rcpt: str) -> bytes:
     """Gives the message as delivery annotates it, its delivery recorded (the pipe's step)."""
-    settings = load_settings(config)
+    loaded = load_config(config)
     out = check_and_annotate(
-        data, settings, make_resolver(dns_zone=ZONE), Hints(recipient=rcpt), rcpt,
-        note=delivery_recorder(settings),
+        data, loaded.engine, make_resolver(dns_zone=ZONE), loaded.policies,
+        Hints(recipient=rcpt), rcpt, note=delivery_recorder(loaded.learn),
     )  # fmt: skip
     return out.data
 
@@ -116,8 +116,14 @@ def learn(config: Path, data: bytes, user: str, src: str, dst: str, tmp_path: Pa
                  "--to-folder", dst, "--foreground", str(msg)])  # fmt: skip
 
 
+def _learn(config: Path) -> LearnConfig:
+    learn = load_config(config).learn
+    assert learn is not None
+    return learn
+
+
 def stored(config: Path) -> list[Move]:
-    with LearningStore.open(str(load_settings(config).learn_store)) as store:
+    with LearningStore.open(_learn(config).store) as store:
         return list(store.moves())
 
 
@@ -298,7 +304,10 @@ def test_the_store_counts_a_move_once_and_purges_old_ones(tmp_path: Path) -> Non
 
 # --- proposals ---------------------------------------------------------------------------------
 
-POLICIES = load_policies(SETTINGS)
+POLICIES = CONFIG.policies
+SOFTFAIL_JUNK = config_from_dict(
+    {"classifier": {"authserv_id": AUTHSERV}, "policy": {"spf_softfail": "junk"}}
+).policies
 T = Thresholds(min_messages=3, min_users=2)
 
 
@@ -355,11 +364,9 @@ def test_suffix_of_several_junked_domains_never_rescued_is_its_tld() -> None:
 
 
 def test_a_weak_rule_users_keep_rescuing_is_proposed_for_relaxing() -> None:
-    policies = load_policies(
-        settings_from_dict(
-            {"classifier": {"authserv_id": AUTHSERV}, "policy": {"spf_softfail": "junk"}}
-        )
-    )
+    policies = config_from_dict(
+        {"classifier": {"authserv_id": AUTHSERV}, "policy": {"spf_softfail": "junk"}}
+    ).policies
     moves = [move(n, u, rules=("spf_softfail",), dkim_domains=(), spf_hop="") for n, u in
              ((1, "ann@example.org"), (2, "bob@example.org"), (3, "bob@example.org"))]  # fmt: skip
     found = [p for p in propose(moves, policies, T) if p.kind == "relax_rule"]
@@ -563,11 +570,9 @@ def test_no_suffix_block_when_mail_under_it_stays_in_inbox_untouched() -> None:
 
 
 def test_a_rule_proposal_counts_the_deliveries_it_filed() -> None:
-    policies = load_policies(
-        settings_from_dict(
-            {"classifier": {"authserv_id": AUTHSERV}, "policy": {"spf_softfail": "junk"}}
-        )
-    )
+    policies = config_from_dict(
+        {"classifier": {"authserv_id": AUTHSERV}, "policy": {"spf_softfail": "junk"}}
+    ).policies
     moves = [move(n, u, rules=("spf_softfail",), dkim_domains=(), spf_hop="") for n, u in
              ((1, "ann@example.org"), (2, "bob@example.org"), (3, "bob@example.org"))]  # fmt: skip
     filed = [record(m, "junk") for m in moves]
@@ -647,7 +652,7 @@ def test_apply_says_what_a_rule_was_and_restores_the_config_when_sieve_fails(
     assert config.read_text() == before
     from classifier.commands.learn import _proposals
 
-    assert [p.key for p in _proposals(load_settings(config))] == ["spf_softfail"]  # still there
+    assert [p.key for p in _proposals(load_config(config))] == ["spf_softfail"]  # still there
 
 
 def test_apply_never_writes_a_config_the_loader_rejects(tmp_path: Path) -> None:
@@ -660,5 +665,5 @@ def test_apply_never_writes_a_config_the_loader_rejects(tmp_path: Path) -> None:
     bad = Proposal("allow_sender", "alice", "allow_senders", "x@shop.example", 5, ("alice",), "s")
     args = argparse.Namespace(config=str(config), sieve_dir=None)
     with pytest.raises(UsageError, match="not changed: the change would not load"):
-        _apply(args, load_settings(config), bad)
+        _apply(args, load_config(config), bad)
     assert config.read_text() == before

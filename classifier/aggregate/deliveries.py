@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 
 from classifier.aggregate.store import WRITE_TIMEOUT, StoreError, open_sqlite
 from classifier.auth.facts import safe_domain
-from classifier.config import DEFAULT_LEARN_STORE, Settings
+from classifier.config import LearnConfig
 from classifier.log import log, log_value
 from classifier.message import Message
-from classifier.policy.rules import normalize_user
+from classifier.policies import normalize_user
 
 if TYPE_CHECKING:
     from classifier.evaluate import Evaluation
@@ -197,10 +197,10 @@ class DeliveryStore:
 
 
 def record_delivery(
-    settings: Settings, result: Evaluation, delivery_id: str, user: str, data: bytes
+    learn: LearnConfig, result: Evaluation, delivery_id: str, user: str, data: bytes
 ) -> bool:
     """Records one delivery; gives False (logged) when the store could not be written."""
-    url = settings.learn_store or DEFAULT_LEARN_STORE
+    url = learn.store
     try:
         with DeliveryStore.open(url, WRITE_TIMEOUT) as store:
             now = int(time.time())
@@ -218,9 +218,9 @@ def record_delivery(
 
 
 def delivery_recorder(
-    settings: Settings,
+    learn: LearnConfig | None,
 ) -> Callable[[Evaluation, str, str, bytes], bool] | None:
     """Gives the delivery-record hook of `check_and_annotate`, or None when [learn] is off."""
-    if not settings.learn_store:
+    if learn is None:
         return None
-    return functools.partial(record_delivery, settings)
+    return functools.partial(record_delivery, learn)

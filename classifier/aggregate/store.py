@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, rows_from
-from classifier.config import DEFAULT_REPORT_STORE, Settings
+from classifier.config import DEFAULT_REPORT_STORE, ReportsConfig
 from classifier.log import log
 
 if TYPE_CHECKING:
     from classifier.evaluate import Evaluation
 
 DEFAULT_STORE = DEFAULT_REPORT_STORE
-DEFAULT_RETENTION_DAYS = 35.0
 WRITE_TIMEOUT = 0.5  # seconds: a delivery waits no longer than this for the store
 _PURGE_EVERY = 3600.0
 # What the README's "DMARC aggregate reports" section has the admin do: the pipe, the
@@ -169,14 +168,16 @@ class ReportStore:
             ).rowcount
 
 
-def record_rows(settings: Settings, rows: tuple[ReportRow, ...], now: float | None = None) -> bool:
+def record_rows(
+    reports: ReportsConfig, rows: tuple[ReportRow, ...], now: float | None = None
+) -> bool:
     """Appends rows to the configured store; gives whether they were written.
 
     Never raises: a store that cannot be opened or written is logged and the
     rows are dropped, so the delivery goes on (issue 16: reports are best effort).
     """
-    url = settings.reports_store
-    if not url or not rows:
+    url = reports.store
+    if not rows:
         return False
     now = time.time() if now is None else now
     try:
@@ -184,7 +185,7 @@ def record_rows(settings: Settings, rows: tuple[ReportRow, ...], now: float | No
             store.append(rows)
             if now - _last_purge.get(url, 0.0) >= _PURGE_EVERY:
                 _last_purge[url] = now
-                store.purge(int(now - retention_seconds(settings)))
+                store.purge(int(now - retention_seconds(reports)))
         return True
     except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
         log.warning(
@@ -197,16 +198,17 @@ def record_rows(settings: Settings, rows: tuple[ReportRow, ...], now: float | No
         return False
 
 
-def retention_seconds(settings: Settings) -> float:
+def retention_seconds(reports: ReportsConfig) -> float:
     """Gives how long rows are kept, in seconds."""
-    days = settings.reports_retention_days
-    return (DEFAULT_RETENTION_DAYS if days is None else days) * 86400
+    return reports.retention_days * 86400
 
 
-def record_delivery(settings: Settings, evaluation: Evaluation, now: float | None = None) -> bool:
+def record_delivery(
+    reports: ReportsConfig, evaluation: Evaluation, now: float | None = None
+) -> bool:
     """Records the report rows of one delivered message; gives whether any were written.
 
-    The one hook of the delivery paths: `recorder(settings)` is handed to
+    The one hook of the delivery paths: `recorder(config.reports)` is handed to
     `classifier.evaluate.check_and_annotate`, which pipe, serve and the watcher
     share.  Never raises: whatever goes wrong here is logged, and the message is
     delivered as decided.
@@ -217,11 +219,11 @@ def record_delivery(settings: Settings, evaluation: Evaluation, now: float | Non
     except Exception:
         log.exception("report rows not computed; delivery goes on")
         return False
-    return record_rows(settings, rows, now)
+    return record_rows(reports, rows, now)
 
 
-def recorder(settings: Settings) -> Callable[[Evaluation], bool] | None:
-    """Gives what records a delivered message's rows under these settings, or None when off."""
-    if not settings.reports_store:
+def recorder(reports: ReportsConfig | None) -> Callable[[Evaluation], bool] | None:
+    """Gives what records a delivered message's rows into the [reports] store, or None when off."""
+    if reports is None:
         return None
-    return functools.partial(record_delivery, settings)
+    return functools.partial(record_delivery, reports)

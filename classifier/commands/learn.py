@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from classifier.config import Settings
+from classifier.config import Config, LearnConfig
 from classifier.errors import UsageError
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def _read_message(path: str | None) -> bytes:
     return kept
 
 
-def record_move(args: argparse.Namespace, settings: Settings, data: bytes) -> bool:
+def record_move(args: argparse.Namespace, config: Config, data: bytes) -> bool:
     """Gives whether the move was recorded (False: teaches nothing, or counted before).
 
     Only the delivery record our X-Authsieve names counts, never the message's
@@ -98,10 +98,11 @@ def record_move(args: argparse.Namespace, settings: Settings, data: bytes) -> bo
     """
     from classifier.aggregate.deliveries import DeliveryStore
     from classifier.learning.moves import delivery_id_of, direction_of, move_of
-    from classifier.learning.store import LearningStore, retention_seconds, store_url
+    from classifier.learning.store import LearningStore, retention_seconds
     from classifier.log import log, log_value
     from classifier.message import Message
 
+    learn = _learn_of(config)
     now = int(time.time())
     what = (
         f"learn: {log_value(args.user)} moved a message {log_value(args.from_folder)}"
@@ -110,14 +111,14 @@ def record_move(args: argparse.Namespace, settings: Settings, data: bytes) -> bo
     if not direction_of(args.from_folder, args.to_folder):
         log.info("%s: a move that teaches nothing", what)
         return False
-    delivery_id = delivery_id_of(Message.parse(data), settings.authserv_id)
+    delivery_id = delivery_id_of(Message.parse(data), config.engine.authserv_id)
     if not delivery_id:
         log.info("%s: nothing learnt: no delivery id of ours in it", what)
         return False
-    url = store_url(settings)
+    url = learn.store
     with DeliveryStore.open(url, timeout=2.0) as deliveries:
         record = deliveries.get(delivery_id)
-        deliveries.purge(int(now - retention_seconds(settings)))
+        deliveries.purge(int(now - retention_seconds(learn)))
     if record is None:
         log.info("%s: nothing learnt: no delivery record %s", what, delivery_id)
         return False
@@ -130,7 +131,7 @@ def record_move(args: argparse.Namespace, settings: Settings, data: bytes) -> bo
         return False
     with LearningStore.open(url, timeout=2.0) as store:
         added = store.record(move)
-        store.purge(int(now - retention_seconds(settings)))
+        store.purge(int(now - retention_seconds(learn)))
     log.info(
         "learn: %s %s a message from %s (%s -> %s, delivery %s)%s",
         log_value(move.user), move.direction, log_value(move.from_address or "(no From)"),
@@ -140,12 +141,19 @@ def record_move(args: argparse.Namespace, settings: Settings, data: bytes) -> bo
     return added
 
 
-def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
+def _learn_of(config: Config) -> LearnConfig:
+    """Gives the [learn] table; raises UsageError when there is none."""
+    if config.learn is None:
+        raise UsageError(f"{config.source}: learn: no [learn] table, no moves are recorded")
+    return config.learn
+
+
+def cmd_learn(args: argparse.Namespace, config: Config) -> int:
     """Reads the message, records the move in a detached child; gives 0 at once."""
     from classifier.log import configure_logging, log
 
     data = _read_message(args.message)
-    if not settings.learn_store:
+    if config.learn is None:
         return 0  # no [learn] table: learning is off
     if not args.foreground:
         sys.stdout.flush()
@@ -157,18 +165,16 @@ def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.close(devnull)
-    configure_logging(settings, getattr(args, "debug", False), stderr=args.foreground)
+    configure_logging(config.engine, getattr(args, "debug", False), stderr=args.foreground)
     if args.timeout > 0:
         signal.signal(signal.SIGALRM, _give_up)
         signal.setitimer(signal.ITIMER_REAL, args.timeout)
     code = 0
     try:
-        record_move(args, settings, data)
+        record_move(args, config, data)
     except Exception as exc:  # logged, never raised: nothing may reach the IMAP session
         if isinstance(exc, (OSError, sqlite3.Error)):
-            from classifier.learning.store import store_url
-
-            log.error("learn: move not recorded: %s", store_problem(store_url(settings), exc))
+            log.error("learn: move not recorded: %s", store_problem(config.learn.store, exc))
         else:
             log.error("learn: move not recorded: %s: %s", type(exc).__name__, exc)
         code = 1 if args.foreground else 0
@@ -194,28 +200,16 @@ def logging_shutdown() -> None:
     logging.shutdown()
 
 
-def _proposals(settings: Settings) -> list[Proposal]:
+def _proposals(config: Config) -> list[Proposal]:
     from classifier.aggregate.deliveries import DeliveryStore
     from classifier.aggregate.store import StoreError
-    from classifier.learning.proposals import (
-        DEFAULT_BLOCK_SHARE,
-        DEFAULT_MIN_MESSAGES,
-        DEFAULT_MIN_USERS,
-        Thresholds,
-        propose,
-    )
-    from classifier.learning.store import LearningStore, retention_seconds, store_url
-    from classifier.policy.rules import load_policies
+    from classifier.learning.proposals import Thresholds, propose
+    from classifier.learning.store import LearningStore, retention_seconds
 
-    url = store_url(settings)
-    if not settings.learn_store:
-        raise UsageError(f"{settings.source}: learn: no [learn] table, no moves are recorded")
-    thresholds = Thresholds(
-        settings.learn_min_messages or DEFAULT_MIN_MESSAGES,
-        settings.learn_min_users or DEFAULT_MIN_USERS,
-        settings.learn_block_share or DEFAULT_BLOCK_SHARE,
-    )
-    since = int(time.time() - retention_seconds(settings))
+    learn = _learn_of(config)
+    url = learn.store
+    thresholds = Thresholds(learn.min_messages, learn.min_users, learn.block_share)
+    since = int(time.time() - retention_seconds(learn))
     try:
         with as_store_owner(url), LearningStore.open(url) as store:
             store.purge(since)
@@ -225,7 +219,7 @@ def _proposals(settings: Settings) -> list[Proposal]:
             deliveries = list(records.records())
     except (OSError, sqlite3.Error, StoreError) as exc:
         raise UsageError(store_problem(url, exc)) from None
-    return propose(moves, load_policies(settings), thresholds, deliveries)
+    return propose(moves, config.policies, thresholds, deliveries)
 
 
 def store_problem(url: str, exc: BaseException) -> str:
@@ -277,16 +271,16 @@ def as_store_owner(url: str) -> Iterator[None]:
         os.setegid(0)
 
 
-def open_proposals(settings: Settings) -> list[Proposal]:
+def open_proposals(config: Config) -> list[Proposal]:
     """Gives the proposals, or [] when learning is off (for the quarantine digest)."""
-    return _proposals(settings) if settings.learn_store else []
+    return _proposals(config) if config.learn else []
 
 
-def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_suggest(args: argparse.Namespace, config: Config) -> int:
     from classifier.learning.proposals import render
-    from classifier.policy.rules import normalize_user
+    from classifier.policies import normalize_user
 
-    proposals = _proposals(settings)
+    proposals = _proposals(config)
     numbered = list(enumerate(proposals, 1))
     if args.user:
         wanted = normalize_user(args.user)
@@ -294,7 +288,7 @@ def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
     if args.apply is not None:
         if not 1 <= args.apply <= len(proposals):
             raise UsageError(f"--apply {args.apply}: no such proposal (there are {len(proposals)})")
-        return _apply(args, settings, proposals[args.apply - 1])
+        return _apply(args, config, proposals[args.apply - 1])
     if args.json:
         doc = [{"number": n, **p.to_dict()} for n, p in numbered]
         print(json.dumps({"proposals": doc}, indent=2))
@@ -303,7 +297,7 @@ def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _apply(args: argparse.Namespace, settings: Settings, proposal: Proposal) -> int:
+def _apply(args: argparse.Namespace, config: Config, proposal: Proposal) -> int:
     """Writes the proposal into the config, checked by the real loader, then reinstalls Sieve.
 
     A text the loader rejects is never written (every delivery would defer on it); a
@@ -311,82 +305,82 @@ def _apply(args: argparse.Namespace, settings: Settings, proposal: Proposal) -> 
     """
     from classifier.log import log_value
     from classifier.mailstore.configedit import edit_config, set_policy_action
-    from classifier.policy.rules import load_policies
 
-    config = Path(args.config or settings.source)
-    if not config.is_file():
-        raise UsageError(f"{config}: no config file to write the change into (--config)")
-    old = config.read_text(encoding="utf-8")
+    path = Path(args.config or config.source)
+    if not path.is_file():
+        raise UsageError(f"{path}: no config file to write the change into (--config)")
+    old = path.read_text(encoding="utf-8")
     if proposal.kind == "relax_rule":
-        was = load_policies(settings).default.action_for(proposal.key)
+        was = config.policies.default.action_for(proposal.key)
         said = f"set to {proposal.value} (was {was})"
     else:
         said = f"{proposal.value} added"
 
     def change(text: str) -> str:
         if proposal.kind == "relax_rule":
-            return _checked(config, set_policy_action(text, proposal.key, proposal.value))
-        return _checked(config, _add_entry(text, settings, proposal))
+            return _checked(path, set_policy_action(text, proposal.key, proposal.value))
+        return _checked(path, _add_entry(text, config, proposal))
 
-    changed = edit_config(config, change)
-    where = f"{config}: [{log_value(proposal.table)}] {proposal.key}"
+    changed = edit_config(path, change)
+    where = f"{path}: [{log_value(proposal.table)}] {proposal.key}"
     if not changed:
         print(f"{where}: {log_value(proposal.value)} already there")
         return 0
     print(f"{where}: {log_value(said)}")
     try:
-        return _reinstall(args, settings, config)
+        return _reinstall(args, config, path)
     except Exception as exc:
-        edit_config(config, lambda t: old)
+        edit_config(path, lambda t: old)
         print(
             f"Sieve reinstall failed ({type(exc).__name__}: {log_value(str(exc))}):"
-            f" {config} restored, proposal not applied"
+            f" {path} restored, proposal not applied"
         )
         return 1
 
 
-def _checked(config: Path, text: str) -> str:
+def _checked(path: Path, text: str) -> str:
     """Gives the text when the config loader takes it; raises UsageError naming why not."""
     import tomllib
 
-    from classifier.config import settings_from_dict
+    from classifier.config import config_from_dict
     from classifier.errors import AuthsieveError
-    from classifier.policy.rules import load_policies
 
     try:
-        load_policies(settings_from_dict(tomllib.loads(text), str(config)))
+        config_from_dict(tomllib.loads(text), str(path))
     except (tomllib.TOMLDecodeError, AuthsieveError) as exc:
-        raise UsageError(f"{config}: not changed: the change would not load: {exc}") from None
+        raise UsageError(f"{path}: not changed: the change would not load: {exc}") from None
     return text
 
 
-def _add_entry(text: str, settings: Settings, proposal: Proposal) -> str:
+def _add_entry(text: str, config: Config, proposal: Proposal) -> str:
     """Gives the config text with the proposal's list entry added where it takes effect.
 
-    A user's list replaces the global one (`classifier.policy.rules`): a new user
+    A user's list replaces the global one (`classifier.policies`): a new user
     list starts with the global entries, and a global entry goes into every user
     table that has its own list too, or it would not reach those users.
     """
+    import tomllib
+
     from classifier.mailstore.configedit import add_list_entry
-    from classifier.policy.rules import load_policies
 
     if proposal.user:
-        inherited = tuple(getattr(load_policies(settings).default, proposal.key))
+        inherited = tuple(getattr(config.policies.default, proposal.key))
         return add_list_entry(text, proposal.user, proposal.key, proposal.value, inherited)
+    users = tomllib.loads(text).get("users", {})  # which user tables have a list of their own
     text = add_list_entry(text, "", proposal.key, proposal.value)
-    for user, table in sorted(settings.users_raw.items()):
+    for user, table in sorted(users.items()):
         if isinstance(table, dict) and proposal.key in table:
             text = add_list_entry(text, user, proposal.key, proposal.value)
     return text
 
 
-def _reinstall(args: argparse.Namespace, settings: Settings, config: Path) -> int:
+def _reinstall(args: argparse.Namespace, config: Config, path: Path) -> int:
     """Reinstalls the global script from the edited config; gives the exit code."""
-    from classifier.config import load_settings
+    from classifier.config import load_config
     from sieve.commands import script_for
     from sieve.install import SCRIPT_NAME, install_to_dir
 
-    where = args.sieve_dir or settings.learn_sieve_dir
+    where = args.sieve_dir or (config.learn.sieve_dir if config.learn else None)
     if not where:
         print(
             "no [learn] sieve_dir and no --sieve-dir: reinstall the Sieve script yourself"
@@ -397,7 +391,7 @@ def _reinstall(args: argparse.Namespace, settings: Settings, config: Path) -> in
     installed = directory / f"{SCRIPT_NAME}.sieve"
     # The same kind of script as the one there: the LMTP filter's, or pipe mode's.
     with_filter = installed.is_file() and "vnd.dovecot.filter" in installed.read_text()
-    script = script_for(load_settings(config), None, with_filter)
+    script = script_for(load_config(path), None, with_filter)
     result = install_to_dir(script, directory)
     print(f"installed {result.target}")
     return 0

@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 
 from classifier.aggregate.deliveries import DeliveryRecord
 from classifier.auth.dmarc_discovery import organizational_domain
+from classifier.config import LearnConfig
 from classifier.learning.moves import JUNKED, RESCUED, Move
 from classifier.log import log_value
-from classifier.policy.rules import Policies, Policy, normalize_suffix, suffix_matches
+from classifier.policies import Policies, Policy, normalize_suffix, suffix_matches
 
-DEFAULT_MIN_MESSAGES = 5
-DEFAULT_MIN_USERS = 2
-DEFAULT_BLOCK_SHARE = 0.8  # of the deliveries under a suffix or domain, moved into Junk
+DEFAULT_MIN_MESSAGES = LearnConfig.min_messages  # the [learn] defaults, from the config
+DEFAULT_MIN_USERS = LearnConfig.min_users
+DEFAULT_BLOCK_SHARE = LearnConfig.block_share
 # Rules a rescue may argue against: a weak signal on its own.  A DMARC reject or an SPF
 # fail is the sender domain's own word and is not relaxed on users' say-so.
 RELAXABLE = ("spf_softfail", "spf_neutral", "spf_none", "spf_permerror", "dkim_fail", "dmarc_none")
