@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+from classifier.aggregate.rows import ReportRow
 from classifier.aggregate.store import ReportStore
 from classifier.auth.facts import parse_header_value
 from classifier.config import (
@@ -533,7 +534,6 @@ def test_reports_store_directory_lets_the_pipe_user_record_and_report(mta: Mta) 
         .replace("runuser -u vmail", f"runuser -u {user}")
         .replace("-- authsieve ", f"-- {mta.root}/bin/authsieve ")
         .replace("/etc/authsieve/config.toml", str(mta.config))
-        .replace("/tmp/dmarc-check", str(mta.root / "dmarc-check"))
     )
     mta.set_config(config + "\n" + reports)
     try:
@@ -542,8 +542,14 @@ def test_reports_store_directory_lets_the_pipe_user_record_and_report(mta: Mta) 
         assert (lib / "reports.db").stat().st_uid == mta.user.pw_uid
         token = send(mta, "promo@lucky-winner.cyou", GOOD_CLIENT)
         mta.wait_delivered(token)
-        with ReportStore.open(f"sqlite:{lib / 'reports.db'}") as store:
-            rows = list(store.rows_between(0, 2**40))
+
+        def recorded() -> list[ReportRow]:
+            with ReportStore.open(f"sqlite:{lib / 'reports.db'}") as store:
+                return list(store.rows_between(0, 2**40))
+
+        # The row is written once dovecot-lda has returned, just after the file appears.
+        wait_until(lambda: bool(recorded()), 10, "a report row", mta.logs)
+        rows = recorded()
         assert [(r.header_from, r.source_ip, r.dmarc_result) for r in rows] == [
             ("lucky-winner.cyou", GOOD_CLIENT, "pass")
         ]
@@ -582,3 +588,16 @@ def test_the_merged_sieve_lines_for_filter_and_imapsieve_hold_both_files_words()
 
 def settings_lines_text(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+def test_the_commands_list_names_every_command() -> None:
+    import argparse
+
+    from classifier.commands.main import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Commands", 1)[1].split("```", 2)[1]
+    listed = set(re.findall(r"^authsieve ([a-z-]+)", block, re.MULTILINE))
+    assert set(sub.choices) <= listed, set(sub.choices) - listed

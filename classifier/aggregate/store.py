@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from classifier.aggregate.hints import store_hint
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, rows_from
 from classifier.config import DEFAULT_REPORT_STORE, ReportsConfig
 from classifier.log import log
@@ -193,7 +194,7 @@ def record_rows(
             url,
             len(rows),
             exc,
-            STORE_HINT,
+            store_hint(sqlite_path(url)) if url.startswith("sqlite:") else STORE_HINT,
         )
         return False
 

@@ -49,7 +49,7 @@ from classifier.delivery.daemon_client import (
 )
 from classifier.envelope.trust import Hints
 from classifier.errors import UsageError
-from classifier.evaluate import Evaluation, check_and_annotate
+from classifier.evaluate import Evaluation, HeldRecord, check_and_annotate
 from classifier.log import log, reopen_logging
 from classifier.lookup.resolver import Resolver
 
@@ -195,6 +195,8 @@ def make_server(
                 return
             user = meta.get("user")
             engine = self.server.engine
+            # Report rows only when the pipe process says the delivery succeeded.
+            record = HeldRecord(engine.record)
             outcome = check_and_annotate(
                 data,
                 engine.config.engine,
@@ -202,7 +204,7 @@ def make_server(
                 engine.config.policies,
                 _hints(meta.get("hints")),
                 str(user) if user else None,
-                engine.record,
+                record,
                 delivery_recorder(engine.config.learn),
             )
             meta_out = {
@@ -219,6 +221,8 @@ def make_server(
                 log.info("daemon: no delivery report: %s", exc)
                 return
             log_delivery(report, outcome.summary)
+            if report.get("delivered") == 0:
+                record.delivered()
 
     target = Path(path)
     if target.exists() and stat.S_ISSOCK(target.lstat().st_mode):
