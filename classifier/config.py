@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from classifier.errors import UsageError
 
@@ -69,6 +70,7 @@ class Settings:
     quarantine_retention_days: float | None = None
     # [reports] (DMARC aggregate reports, issue 16); reports_store None: nothing is recorded
     reports_store: str | None = None
+    reports_host: str | None = None  # written with each row: one report covers several MX
     reports_retention_days: float | None = None
     reports_org_name: str | None = None
     reports_email: str | None = None
@@ -112,6 +114,49 @@ def _in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
     except ValueError:
         return False
     return any(addr.version == n.version and addr in n for n in networks)
+
+
+def report_store_kind(url: str) -> str | None:
+    """Gives "sqlite" or "postgresql" for a report store URL, None for one we cannot use.
+
+    Checks only the form: a PostgreSQL URL (libpq's connection URI) is read in
+    full by the driver when the store is opened, and psycopg is not imported here
+    (the pipe's start-up, issue 15).
+    """
+    if any(c.isspace() for c in url):
+        return None
+    scheme, _, rest = url.partition(":")
+    if scheme == "sqlite":
+        return "sqlite" if rest.removeprefix("//") else None
+    if scheme not in ("postgresql", "postgres") or not rest.startswith("//"):
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        return None
+    if parts.fragment or not (parts.path.strip("/") or "dbname=" in parts.query):
+        return None  # a database must be named: never the user's default by accident
+    return "postgresql"
+
+
+def redact_store_url(url: str) -> str:
+    """Gives the URL with any password replaced by "***", for log lines and errors."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable store URL>"
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        f"{k}=***" if k == "password" else f"{k}={v}" if sep else k
+        for k, sep, v in (p.partition("=") for p in parts.query.split("&") if p)
+    )
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def default_authserv_id() -> str:
@@ -177,8 +222,13 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
     "reports": {
         "store": (
             "reports_store",
-            lambda v: isinstance(v, str) and v.startswith(("sqlite:", "postgresql:")),
-            "sqlite:PATH",
+            lambda v: isinstance(v, str) and report_store_kind(v) is not None,
+            "sqlite:PATH or postgresql://[user@][host][:port]/dbname[?param=value...]",
+        ),
+        "host": (
+            "reports_host",
+            lambda v: isinstance(v, str) and v.strip() and not any(c.isspace() for c in v),
+            "this server's name, such as mx1.example.org",
         ),
         "retention_days": (
             "reports_retention_days",
@@ -216,6 +266,8 @@ def _section_values(data: dict[str, Any], source: str) -> dict[str, Any]:
             out[name] = tuple(value) if isinstance(value, list) else value
     if "reports" in data:
         out.setdefault("reports_store", DEFAULT_REPORT_STORE)  # a [reports] table turns it on
+    if "reports_store" in out:
+        out.setdefault("reports_host", default_authserv_id())  # which MX wrote a row
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -10,8 +11,22 @@ from pathlib import Path
 import pytest
 
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, disposition_of
-from classifier.aggregate.store import ReportStore, StoreError, record_rows, sqlite_path
-from classifier.config import DEFAULT_REPORT_STORE, ConfigError, settings_from_dict
+from classifier.aggregate.store import (
+    _COLUMNS,
+    SCHEMA_VERSION,
+    ReportStore,
+    StoreError,
+    _values,
+    record_rows,
+    sqlite_path,
+)
+from classifier.config import (
+    DEFAULT_REPORT_STORE,
+    ConfigError,
+    redact_store_url,
+    report_store_kind,
+    settings_from_dict,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "maildir"
@@ -150,7 +165,7 @@ def test_a_reports_table_turns_recording_on_with_the_default_store() -> None:
     assert sqlite_path(DEFAULT_REPORT_STORE) == Path("/var/lib/authsieve/reports.db")
     with pytest.raises(ConfigError, match=r"reports\.store"):
         settings_from_dict({"reports": {"store": "mysql://x"}})
-    with pytest.raises(StoreError, match="not supported yet"):
+    with pytest.raises(StoreError, match="expected sqlite:PATH"):
         sqlite_path("postgresql://db/reports")
 
 
@@ -169,3 +184,92 @@ def test_our_verdict_maps_to_an_rfc9990_disposition(
     action: str, dmarc: str, policy: str, expected: str
 ) -> None:
     assert disposition_of(action, dmarc, policy) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("sqlite:/var/lib/authsieve/reports.db", "sqlite"),
+        ("postgresql://authsieve@db.example.org:5432/reports", "postgresql"),
+        ("postgresql:///reports?host=/run/postgresql", "postgresql"),
+        ("postgres://[2001:db8::5]/reports?sslmode=verify-full", "postgresql"),
+        ("postgresql://db.example.org?dbname=reports", "postgresql"),
+        ("postgresql://db.example.org/", None),  # no database named
+        ("postgresql://db.example.org:port/reports", None),
+        ("postgresql:reports", None),
+        ("sqlite:", None),
+        ("mysql://db/reports", None),
+        ("postgresql://db/reports with space", None),
+    ],
+)
+def test_the_store_url_picks_the_backend_at_config_load(url: str, kind: str | None) -> None:
+    assert report_store_kind(url) == kind
+    if kind is None:
+        with pytest.raises(ConfigError, match=r"reports\.store: expected sqlite:PATH or post"):
+            settings_from_dict({"reports": {"store": url}})
+    else:
+        assert settings_from_dict({"reports": {"store": url}}).reports_store == url
+
+
+def test_a_bad_store_url_is_exit_2_from_the_command_line(tmp_path: Path) -> None:
+    config = config_with_store(tmp_path, "postgresql://db.example.org:x/reports")
+    argv = [sys.executable, "-m", "classifier.commands.main", "dmarc-report", "--config",
+            str(config), "--dry-run", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, cwd=ROOT, check=False, timeout=60)
+    assert proc.returncode == 2
+    assert b"reports.store: expected" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://mx:pa%3Ass@db.example.org/r", "postgresql://mx:***@db.example.org/r"),
+        ("postgresql:///r?host=/run/pg&password=pw", "postgresql:///r?host=/run/pg&password=***"),
+        ("postgresql://mx@db/r?passfile=/etc/authsieve/pgpass",
+         "postgresql://mx@db/r?passfile=/etc/authsieve/pgpass"),
+        ("sqlite:/var/lib/authsieve/reports.db", "sqlite:/var/lib/authsieve/reports.db"),
+    ],
+)  # fmt: skip
+def test_a_store_password_is_never_shown(url: str, shown: str) -> None:
+    assert redact_store_url(url) == shown
+
+
+def test_the_report_host_defaults_to_the_fqdn() -> None:
+    assert settings_from_dict({"reports": {}}).reports_host == socket.getfqdn()
+    assert settings_from_dict({"reports": {"host": "mx2.example.org"}}).reports_host == (
+        "mx2.example.org"
+    )
+    assert settings_from_dict({}).reports_host is None
+    with pytest.raises(ConfigError, match=r"reports\.host"):
+        settings_from_dict({"reports": {"host": "mx 2"}})
+
+
+def test_rows_carry_the_host_and_one_read_covers_every_host(tmp_path: Path) -> None:
+    url = f"sqlite:{tmp_path}/r.db"
+    for host, at in (("mx1", 1000), ("mx2", 1001), ("mx1", 1002)):
+        settings = settings_from_dict({"reports": {"store": url, "host": host}})
+        assert record_rows(settings, (_row(at),), now=2000.0)
+    with ReportStore.open(url) as store:
+        assert [r.received_at for r in store.rows_between(0, 5000)] == [1000, 1001, 1002]
+        assert store.hosts_between(0, 5000) == {"mx1": 2, "mx2": 1}
+        assert store.hosts_between(1001, 1002) == {"mx2": 1}
+
+
+def test_a_store_from_before_the_host_column_is_brought_up_to_date(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    ints = {"received_at", "dkim_aligned", "spf_aligned"}
+    columns = ", ".join(f"{c} {'INTEGER' if c in ints else 'TEXT'} NOT NULL" for c in _COLUMNS)
+    with sqlite3.connect(db) as old:  # schema 1: no host column, no version table
+        old.execute(f"CREATE TABLE report_rows ({columns})")
+        old.execute(
+            f"INSERT INTO report_rows VALUES ({', '.join('?' for _ in _COLUMNS)})",
+            _values(_row(1000), "")[:-1],
+        )
+    old.close()
+    with ReportStore.open(f"sqlite:{db}", host="mx1") as store:
+        store.append([_row(1001)])
+        assert [r.received_at for r in store.rows_between(0, 5000)] == [1000, 1001]
+        assert store.hosts_between(0, 5000) == {"": 1, "mx1": 1}
+        assert store.db.execute("SELECT version FROM report_schema").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]

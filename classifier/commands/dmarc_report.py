@@ -57,6 +57,7 @@ def cmd_dmarc_report(args: argparse.Namespace, settings: Settings) -> int:
         with ReportStore.open(settings.reports_store) as store:
             store.purge(int(time.time() - retention_seconds(settings)))
             reports = build_reports(store.rows_between(begin, end), begin, end, reporter)
+            hosts = store.hosts_between(begin, end)
     except StoreError as exc:
         raise UsageError(f"reports.store: {exc}") from None
     out = Path(args.dry_run)
@@ -67,6 +68,8 @@ def cmd_dmarc_report(args: argparse.Namespace, settings: Settings) -> int:
         partial.write_bytes(report.gzipped())
         os.replace(partial, target)  # a re-run gives the same name and bytes (RFC 9990 §3.2.2)
         print(f"{report.filename}: {report.messages} message(s) in {report.records} record(s)")
+    if len(hosts) > 1 or any(hosts):  # several MX share the store: say whose rows these are
+        print("rows from " + ", ".join(f"{h or '(no host)'} ({n})" for h, n in hosts.items()))
     if not reports:
         print(f"no rows between {begin} and {end - 1}: no report")
     return 0
