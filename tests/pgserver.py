@@ -42,15 +42,15 @@ class PostgresServer:
         self.log = self.root / "server.log"
         self.port = random.randint(20000, 60000)  # names the socket file; no TCP listener
         self.user = pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
-        self.role = "authsieve"
+        self.role = "postgres"  # the superuser, as Debian names it
         self.running = False
 
-    def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+    def _run(self, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bin / argv[0]), *argv[1:]]
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", self.user.pw_name, "--", *cmd]
         return subprocess.run(
-            cmd, capture_output=True, text=True, check=True, timeout=120, cwd=self.root
+            cmd, input=stdin, capture_output=True, text=True, check=True, timeout=120, cwd=self.root
         )
 
     def start(self) -> PostgresServer:
@@ -71,10 +71,10 @@ class PostgresServer:
         return self
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
-        """Runs SQL as the cluster's superuser; gives psql's unaligned output."""
+        """Runs an SQL script (psql's backslash commands too) as the superuser; gives its output."""
         return self._run(
             "psql", "-h", str(self.socket_dir), "-p", str(self.port), "-U", self.role,
-            "-d", dbname, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql,
+            "-d", dbname, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-", stdin=sql,
         ).stdout  # fmt: skip
 
     def create_database(self, name: str) -> str:

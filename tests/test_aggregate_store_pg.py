@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import parsedmarc
+import psycopg
 import pytest
 
 from classifier.aggregate.store import ReportStore, StoreError, record_rows
-from classifier.config import settings_from_dict
+from classifier.config import report_store_kind, settings_from_dict
 from tests.pgserver import PostgresServer, pg_bin
 from tests.test_aggregate_store import EXPECTED, MESSAGES, ROOT, ZONE, _row
+from tests.test_readme import readme_blocks
 
 pytestmark = pytest.mark.skipif(
     pg_bin() is None, reason="needs Debian's postgresql (scripts/install-deps --test)"
@@ -151,3 +154,26 @@ def test_an_unreachable_store_makes_dmarc_report_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "reports.store" in proc.stderr and ":pw@" not in proc.stderr
     assert "authsieve:***@" in proc.stderr
+
+
+def test_the_readme_setup_and_writer_role_work_as_written(pg: PostgresServer) -> None:
+    blocks = readme_blocks()
+    pg.psql(blocks["postgresql setup"])
+    owner = pg.url("authsieve_reports", user="authsieve")
+    ReportStore.open(owner).close()  # the owner's first connection makes the tables
+    pg.psql(blocks["postgresql writer role"])
+    writer = pg.url("authsieve_reports", user="authsieve_mx")
+    settings = settings_from_dict({"reports": {"store": writer, "retention_days": 1}})
+    rows = (_row(1000), _row(100_000, "2001:db8::1"))
+    assert record_rows(settings, rows, now=100_000.0)  # insert, read the version, purge
+    with ReportStore.open(owner) as store:
+        assert list(store.rows_between(0, 200_000)) == [rows[1]]
+    with ReportStore.open(writer) as store, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        store.db.execute("DROP TABLE report_rows")  # adds and purges rows, nothing more
+
+
+def test_the_readme_reports_block_is_a_postgresql_store_config() -> None:
+    settings = settings_from_dict(tomllib.loads(readme_blocks()["reports postgresql"]))
+    assert settings.reports_store and report_store_kind(settings.reports_store) == "postgresql"
+    assert "passfile=/etc/authsieve/pgpass" in settings.reports_store
+    assert settings.reports_host == "mx1.family.example"

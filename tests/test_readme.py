@@ -93,6 +93,8 @@ def test_readme_marks_every_block_the_tests_run() -> None:
     wanted |= {"master.cf"} | {f"dovecot {n}" for n in DOVECOT_FILES if n not in PER_VERSION}
     wanted |= {f"dovecot {v} {n}" for v in VERSIONS for n in PER_VERSION}
     wanted |= {"lmtp-filter 90-authsieve-filter.conf"}  # tests/test_lmtp_filter.py
+    # tests/test_aggregate_store_pg.py runs the PostgreSQL ones against a real server
+    wanted |= {"postgresql setup", "postgresql writer role", "reports postgresql"}
     assert names == wanted
 
 
