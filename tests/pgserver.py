@@ -44,6 +44,7 @@ class PostgresServer:
         self.user = pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
         self.role = "postgres"  # the superuser, as Debian names it
         self.running = False
+        self.options = ""
 
     def _run(self, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bin / argv[0]), *argv[1:]]
@@ -65,10 +66,17 @@ class PostgresServer:
             f"-c listen_addresses='' -c unix_socket_directories={self.socket_dir}"
             f" -c port={self.port} -c fsync=off -c full_page_writes=off"
         )
+        self.options = options
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
                   "-t", "60", "start")  # fmt: skip
         self.running = True
         return self
+
+    def restart(self) -> None:
+        """Stops the server (every connection cut, committed rows kept) and starts it again."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self.options, "-w",
+                  "-t", "60", "start")  # fmt: skip
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Runs an SQL script (psql's backslash commands too) as the superuser; gives its output."""

@@ -135,6 +135,16 @@ def test_a_down_postgresql_leaves_delivery_alone_with_one_log_line(
     assert secret not in (tmp_path / "down.log").read_text()
 
 
+def test_a_kept_connection_the_server_cut_is_replaced_once(pg: PostgresServer) -> None:
+    url = pg.create_database("kept")
+    settings = settings_from_dict({"reports": {"store": url, "host": "mx1"}})
+    assert record_rows(settings, (_row(1000),), now=2000.0)  # the connection is kept
+    pg.restart()
+    assert record_rows(settings, (_row(1001),), now=2001.0)  # refused on it, written on a new one
+    with ReportStore.open(url) as store:
+        assert [r.received_at for r in store.rows_between(0, 5000)] == [1000, 1001]
+
+
 def test_a_store_newer_than_this_authsieve_is_refused(pg: PostgresServer) -> None:
     url = pg.create_database("future")
     ReportStore.open(url).close()
