@@ -6,10 +6,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+import classifier.aggregate.store as store_module
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, disposition_of
 from classifier.aggregate.store import (
     _COLUMNS,
@@ -273,3 +275,20 @@ def test_a_store_from_before_the_host_column_is_brought_up_to_date(tmp_path: Pat
         assert store.db.execute("SELECT version FROM report_schema").fetchall() == [
             (SCHEMA_VERSION,)
         ]
+
+
+def test_serves_threads_share_one_kept_store(tmp_path: Path) -> None:
+    settings = settings_from_dict({"reports": {"store": f"sqlite:{tmp_path}/r.db", "host": "mx1"}})
+    kept: list[object] = []
+
+    def deliver(at: int) -> None:
+        assert record_rows(settings, (_row(at),), now=2000.0)
+        kept.extend(store_module._kept.values())
+
+    for at in (1000, 1001):  # each in a thread of its own, as the daemon's connections are
+        thread = threading.Thread(target=deliver, args=(at,))
+        thread.start()
+        thread.join()
+    assert len(kept) == 2 and kept[0] is kept[1]  # not reopened for the second thread
+    with ReportStore.open(f"sqlite:{tmp_path}/r.db") as store:
+        assert [r.received_at for r in store.rows_between(0, 5000)] == [1000, 1001]

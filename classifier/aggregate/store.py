@@ -208,7 +208,10 @@ class SqliteStore(ReportStore):
         path = sqlite_path(url)
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-            db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            # serve's threads share the kept store, one at a time (_kept_lock)
+            db = sqlite3.connect(
+                path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{url}: {exc}") from None
         store = cls(db, host)
