@@ -280,15 +280,23 @@ def test_a_store_from_before_the_host_column_is_brought_up_to_date(tmp_path: Pat
 def test_serves_threads_share_one_kept_store(tmp_path: Path) -> None:
     settings = settings_from_dict({"reports": {"store": f"sqlite:{tmp_path}/r.db", "host": "mx1"}})
     kept: list[object] = []
+    first_done, second_done = threading.Event(), threading.Event()
 
-    def deliver(at: int) -> None:
+    def deliver(at: int, then: threading.Event, wait: threading.Event | None) -> None:
         assert record_rows(settings, (_row(at),), now=2000.0)
         kept.extend(store_module._kept.values())
+        then.set()
+        if wait is not None:
+            wait.wait(10)  # alive until the other is done: no thread id reused
 
-    for at in (1000, 1001):  # each in a thread of its own, as the daemon's connections are
-        thread = threading.Thread(target=deliver, args=(at,))
-        thread.start()
-        thread.join()
+    # Two of the daemon's connection threads, both alive, one after the other.
+    first = threading.Thread(target=deliver, args=(1000, first_done, second_done))
+    first.start()
+    assert first_done.wait(10)
+    second = threading.Thread(target=deliver, args=(1001, second_done, None))
+    second.start()
+    second.join()
+    first.join()
     assert len(kept) == 2 and kept[0] is kept[1]  # not reopened for the second thread
     with ReportStore.open(f"sqlite:{tmp_path}/r.db") as store:
         assert [r.received_at for r in store.rows_between(0, 5000)] == [1000, 1001]
