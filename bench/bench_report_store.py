@@ -124,7 +124,7 @@ def make_rows(n: int, days: int, domains: int, seed: int = 16) -> list[ReportRow
 def fill(url: str, rows: list[ReportRow], backend: str) -> float:
     started = time.perf_counter()
     hosts = ("mx1.family.example", "mx2.family.example")
-    with ReportStore.open(url) as store:
+    with ReportStore.open(url, timeout=3600) as store:  # the fill: one long COPY
         if backend == "postgresql":
             columns = ", ".join((*_COLUMNS, "host"))
             with (

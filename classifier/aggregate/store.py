@@ -276,27 +276,36 @@ def _drop_kept() -> None:
     _kept.clear()
 
 
+def _line(url: str, exc: BaseException) -> str:
+    """Gives the first line of an error, without the store URL it may begin with."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first.removeprefix(f"{redact_store_url(url)}: ").removeprefix(f"{url}: ")
+
+
 def _write(url: str, host: str, rows: tuple[ReportRow, ...], purge_before: int | None) -> None:
     key = (url, host, os.getpid())
     with _kept_lock:
         store = _kept.get(key)
-        for attempt in ("kept", "fresh"):
-            if store is None:
-                _drop_kept()
-                store = ReportStore.open(url, timeout=WRITE_TIMEOUT, host=host)
-                _kept[key] = store
-                attempt = "fresh"
+        if store is not None:
             try:
                 store.append(rows)
-                if purge_before is not None:
-                    store.purge(purge_before)
-                return
+            except (OSError, sqlite3.Error, StoreError):
+                store = None  # a kept connection the server has since closed: once more, anew
+        if store is None:
+            _drop_kept()
+            store = ReportStore.open(url, timeout=WRITE_TIMEOUT, host=host)
+            _kept[key] = store
+            try:
+                store.append(rows)
             except (OSError, sqlite3.Error, StoreError) as exc:
                 _drop_kept()
-                store = None
-                if attempt == "fresh":
-                    raise StoreError(str(exc)) from None
-                # a kept connection the server has since closed: once more on a new one
+                raise StoreError(str(exc)) from None
+        if purge_before is not None:
+            try:
+                store.purge(purge_before)
+            except (OSError, sqlite3.Error, StoreError) as exc:  # the rows are in: not again
+                shown = redact_store_url(url)
+                log.warning("report store %s: old rows not purged: %s", shown, _line(url, exc))
 
 
 def record_rows(settings: Settings, rows: tuple[ReportRow, ...], now: float | None = None) -> bool:
@@ -318,9 +327,9 @@ def record_rows(settings: Settings, rows: tuple[ReportRow, ...], now: float | No
         return True
     except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
         shown = redact_store_url(url)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        first = first.removeprefix(f"{shown}: ").removeprefix(f"{url}: ")
-        log.warning("report store %s not written, %d row(s) skipped: %s", shown, len(rows), first)
+        log.warning(
+            "report store %s not written, %d row(s) skipped: %s", shown, len(rows), _line(url, exc)
+        )
         return False
 
 
