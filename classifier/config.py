@@ -75,6 +75,9 @@ class Settings:
     reports_org_name: str | None = None
     reports_email: str | None = None
     reports_extra_contact_info: str | None = None
+    reports_sendmail: str = "/usr/sbin/sendmail"  # what `dmarc-report --send` hands reports to
+    reports_max_message_size: int = 10_000_000  # bytes of one report message, larger: not sent
+    reports_sent_log: str | None = None  # None: dmarc-sent.log beside a sqlite store
     source: str = "<defaults>"
     # [policy] and [users."…"] exactly as read; classifier.policy.rules validates them.
     policy_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -245,6 +248,21 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
             "reports_extra_contact_info",
             lambda v: isinstance(v, str),
             "a string (a URL or a telephone number)",
+        ),
+        "sendmail": (
+            "reports_sendmail",
+            lambda v: isinstance(v, str) and v.startswith("/"),
+            "an absolute path such as /usr/sbin/sendmail",
+        ),
+        "max_message_size": (
+            "reports_max_message_size",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1000,
+            "a number of bytes >= 1000",
+        ),
+        "sent_log": (
+            "reports_sent_log",
+            lambda v: isinstance(v, str) and v.startswith("/"),
+            "an absolute path",
         ),
     },
 }

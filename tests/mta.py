@@ -598,6 +598,7 @@ error     unix  - - n - - error
 retry     unix  - - n - - error
 anvil     unix  - - n - 1 anvil
 postlog   unix-dgram n - n - 1 postlogd
+pickup    unix  n - n 60 1 pickup
 """
 
 

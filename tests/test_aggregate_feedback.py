@@ -11,34 +11,44 @@ from pathlib import Path
 import parsedmarc
 import pytest
 
-from classifier.aggregate.feedback import NAMESPACE, last_complete_day
+from classifier.aggregate.feedback import NAMESPACE, Reporter, build_report, last_complete_day
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow
 from classifier.aggregate.store import ReportStore
 from classifier.commands.main import main
 
 DAY = 1_700_006_400  # 2023-11-15 00:00:00 UTC
+REPORTER = Reporter("Family Mail", "dmarc-reports@family.example", "mx.family.example")
 N = "{" + NAMESPACE + "}"
 
-# RFC 9990 Appendix A (XML schema), what these reports use: element → children in order,
-# the required ones marked "!".  Enumerations from the same appendix.
+# RFC 9990 Appendix A (the XML schema), written out: element → its children, the required
+# ones marked "!".  Compared with the published appendix (not the working group's draft
+# this first came from): sp, auth_results/spf and envelope_from are optional, the SPF scope
+# is "mfrom" only, SPF results include "policy", and the types the schema declares with
+# xs:all (any order) are in UNORDERED; the others are xs:sequence.
 STRUCTURE = {
-    "feedback": ["version", "!report_metadata", "!policy_published", "!record"],
+    "feedback": ["version", "!report_metadata", "!policy_published", "extension", "!record"],
     "report_metadata": [
-        "!org_name", "!email", "extra_contact_info", "!report_id", "!date_range", "generator",
+        "!org_name", "!email", "extra_contact_info", "!report_id", "!date_range", "error",
+        "generator",
     ],
     "date_range": ["!begin", "!end"],
     "policy_published": [
-        "!domain", "discovery_method", "adkim", "aspf", "!p", "!sp", "np", "testing",
+        "!domain", "!p", "sp", "np", "adkim", "aspf", "discovery_method", "fo", "testing",
     ],
     "record": ["!row", "!identifiers", "!auth_results"],
     "row": ["!source_ip", "!count", "!policy_evaluated"],
     "policy_evaluated": ["!disposition", "!dkim", "!spf", "reason"],
     "reason": ["!type", "comment"],
-    "identifiers": ["envelope_to", "envelope_from", "!header_from"],
-    "auth_results": ["dkim", "!spf"],
-    "auth_results/dkim": ["!domain", "!selector", "!result"],
-    "auth_results/spf": ["!domain", "scope", "!result"],
+    "identifiers": ["!header_from", "envelope_from", "envelope_to"],
+    "auth_results": ["dkim", "spf"],
+    "auth_results/dkim": ["!domain", "!selector", "!result", "human_result"],
+    "auth_results/spf": ["!domain", "scope", "!result", "human_result"],
 }  # fmt: skip
+UNORDERED = {
+    "report_metadata", "date_range", "policy_published", "row", "reason", "identifiers",
+    "auth_results/dkim", "auth_results/spf",
+}  # fmt: skip
+ONCE = {"auth_results": {"spf"}}  # maxOccurs="1" among repeatable siblings
 ENUMS = {
     "policy_evaluated/disposition": {"none", "pass", "quarantine", "reject"},
     "policy_evaluated/dkim": {"pass", "fail"},
@@ -47,13 +57,15 @@ ENUMS = {
                     "trusted_forwarder"},
     "policy_published/p": {"none", "quarantine", "reject"},
     "policy_published/sp": {"none", "quarantine", "reject"},
+    "policy_published/np": {"none", "quarantine", "reject"},
     "policy_published/adkim": {"r", "s"},
     "policy_published/aspf": {"r", "s"},
     "policy_published/testing": {"n", "y"},
     "policy_published/discovery_method": {"psl", "treewalk"},
     "dkim/result": {"none", "pass", "fail", "policy", "neutral", "temperror", "permerror"},
-    "spf/scope": {"helo", "mfrom"},
-    "spf/result": {"none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"},
+    "spf/scope": {"mfrom"},
+    "spf/result": {"none", "pass", "fail", "softfail", "policy", "neutral", "temperror",
+                   "permerror"},
 }  # fmt: skip
 
 
@@ -72,7 +84,12 @@ def check_structure(element: ET.Element, path: str = "feedback") -> None:
     wanted = [n.lstrip("!") for n in STRUCTURE[key]]
     children = [c.tag.removeprefix(N) for c in element]
     assert all(c in wanted for c in children), f"{path}: unknown child in {children}"
-    assert [wanted.index(c) for c in children] == sorted(wanted.index(c) for c in children)
+    if key in UNORDERED:  # xs:all: each at most once, in any order
+        assert len(set(children)) == len(children), f"{path}: a child twice in {children}"
+    else:
+        assert [wanted.index(c) for c in children] == sorted(wanted.index(c) for c in children)
+    for once in ONCE.get(key, set()):
+        assert children.count(once) <= 1, f"{path}: {once} more than once"
     for name in STRUCTURE[key]:
         if name.startswith("!"):
             assert name[1:] in children, f"{path}: {name[1:]} missing"
@@ -129,10 +146,13 @@ def reports(tmp_path: Path) -> dict[str, Path]:
         'extra_contact_info = "https://family.example/dmarc"\n'
     )
     out = tmp_path / "out"
+    # The dry run reads the rua= destinations too: from a zone file, never the Internet.
+    zone = tmp_path / "zone"
+    zone.write_text('_dmarc.example.com. 300 IN TXT "v=DMARC1; p=reject"\n')
     code = main(["dmarc-report", "--config", str(config), "--day", "2023-11-15",
-                 "--dry-run", str(out)])  # fmt: skip
+                 "--dns-zone", str(zone), "--dry-run", str(out)])  # fmt: skip
     assert code == 0
-    return {p.name.split("!")[1]: p for p in out.iterdir()}
+    return {p.name.split("!")[1]: p for p in out.iterdir() if p.name.endswith(".xml.gz")}
 
 
 def test_one_report_per_policy_domain_named_as_rfc9990_says(reports: dict[str, Path]) -> None:
@@ -198,3 +218,34 @@ def test_a_report_holds_no_local_part(reports: dict[str, Path]) -> None:
 def test_the_default_period_is_the_last_complete_utc_day() -> None:
     assert last_complete_day(DAY + 3600) == (DAY - 86400, DAY)
     assert last_complete_day(DAY) == (DAY - 86400, DAY)
+
+
+def test_a_null_senders_helo_check_is_reported_as_the_mfrom_scope() -> None:
+    # RFC 9990 Appendix A: SPFDomainScope is "mfrom" alone; for a null reverse-path the
+    # MAIL FROM check is postmaster@HELO (RFC 7208 §2.4), so the HELO domain goes with it.
+    helo = row(DAY + 5, "192.0.2.9", envelope_from="", spf_domain="mx.example.com",
+               spf_scope="helo")  # fmt: skip
+    report = build_report([helo], "example.com", DAY, DAY + 86400, REPORTER)
+    root = ET.fromstring(report.xml)
+    check_structure(root)
+    spf = root.find(f"{N}record/{N}auth_results/{N}spf")
+    assert spf is not None
+    assert [(c.tag.removeprefix(N), c.text) for c in spf] == [
+        ("domain", "mx.example.com"), ("scope", "mfrom"), ("result", "pass"),
+    ]  # fmt: skip
+
+
+def test_the_structure_check_refuses_what_appendix_a_does_not_allow() -> None:
+    report = build_report([row(DAY + 5, "192.0.2.9")], "example.com", DAY, DAY + 86400, REPORTER)
+    root = ET.fromstring(report.xml)
+    auth = root.find(f"{N}record/{N}auth_results")
+    assert auth is not None
+    ET.SubElement(auth, N + "spf")  # a second spf: maxOccurs="1"
+    with pytest.raises(AssertionError, match="more than once"):
+        check_structure(root)
+    root = ET.fromstring(report.xml)
+    scope = root.find(f"{N}record/{N}auth_results/{N}spf/{N}scope")
+    assert scope is not None
+    scope.text = "helo"
+    with pytest.raises(AssertionError, match="helo"):
+        check_structure(root)

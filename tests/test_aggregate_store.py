@@ -300,3 +300,26 @@ def test_serves_threads_share_one_kept_store(tmp_path: Path) -> None:
     assert len(kept) == 2 and kept[0] is kept[1]  # not reopened for the second thread
     with ReportStore.open(f"sqlite:{tmp_path}/r.db") as store:
         assert [r.received_at for r in store.rows_between(0, 5000)] == [1000, 1001]
+
+
+def test_a_from_with_two_author_domains_gives_a_row_for_each(tmp_path: Path) -> None:
+    # RFC 9990 §2.1: one report per Policy Domain, so each Author Domain evaluated gets its
+    # row in its own Policy Domain's report, not only the most severe one.
+    demo = next(m for m in MESSAGES if b"Return-Path: <carol@riverside.example>" in m.read_bytes())
+    head, sep, body = demo.read_bytes().partition(b"\nFrom: ")
+    line_end = body.index(b"\n")
+    two = head + sep + b"carol@riverside.example, alarm@bank.example" + body[line_end:]
+    message = tmp_path / "two-authors.eml"
+    message.write_bytes(two)
+    db = tmp_path / "reports.db"
+    proc = pipe(config_with_store(tmp_path, f"sqlite:{db}"), message)
+    assert proc.returncode == 0, proc.stderr
+    with ReportStore.open(f"sqlite:{db}") as store:
+        rows = sorted(store.rows_between(0, 2**40), key=lambda r: r.header_from)
+    got = [(r.source_ip, r.header_from, r.policy_domain, r.dmarc_result, r.p) for r in rows]
+    assert got == [
+        ("192.0.2.45", "bank.example", "bank.example", "fail", "reject"),
+        ("192.0.2.45", "riverside.example", "riverside.example", "pass", "quarantine"),
+    ]
+    # One message, one action: both rows say what was done with it.
+    assert {r.disposition for r in rows} == {"quarantine"}

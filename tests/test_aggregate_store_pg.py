@@ -85,11 +85,16 @@ def test_two_hosts_write_at_once_and_one_report_covers_both(
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "classifier.commands.main", "dmarc-report", "--config",
-         str(configs[0]), "--day", day, "--dry-run", str(out)],
+         str(configs[0]), "--day", day, "--dry-run", str(out), "--dns-zone", str(ZONE)],
         capture_output=True, text=True, cwd=ROOT, check=False, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "rows from mx1.family.example (13), mx2.family.example (13)" in proc.stdout
+    begin = int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
+    with ReportStore.open(url) as store:  # what the run read: both hosts' rows
+        assert store.hosts_between(begin, begin + 86400) == {
+            "mx1.family.example": 13,
+            "mx2.family.example": 13,
+        }
     seen: Counter[tuple[str, str, str]] = Counter()
     for path in sorted(out.glob("*.xml.gz")):
         report = parsedmarc.parse_report_file(str(path), offline=True)["report"]

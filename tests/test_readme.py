@@ -35,9 +35,10 @@ from pathlib import Path
 
 import pytest
 
+from classifier.aggregate.store import ReportStore
 from classifier.auth.facts import parse_header_value
 from classifier.commands.watch import SETTING_DEFAULTS, configured
-from classifier.config import settings_from_dict
+from classifier.config import Settings, settings_from_dict
 from classifier.policy.rules import Policy, load_policies
 from tests.dnsserver import DnsTestServer
 from tests.dovecot_conf import DovecotSyntax
@@ -93,6 +94,7 @@ def test_readme_marks_every_block_the_tests_run() -> None:
     wanted |= {"master.cf"} | {f"dovecot {n}" for n in DOVECOT_FILES if n not in PER_VERSION}
     wanted |= {f"dovecot {v} {n}" for v in VERSIONS for n in PER_VERSION}
     wanted |= {"lmtp-filter 90-authsieve-filter.conf"}  # tests/test_lmtp_filter.py
+    wanted |= {f"reports {n}" for n in ("config.toml", "store directory", "timer", "cron")}
     # tests/test_aggregate_store_pg.py runs the PostgreSQL ones against a real server
     wanted |= {"postgresql setup", "postgresql writer role", "reports postgresql"}
     assert names == wanted
@@ -470,3 +472,74 @@ def test_every_message_sent_is_delivered_exactly_once(mta: Mta) -> None:
     for sent in mta.sent:
         users = [m.user for m in delivered if sent.token.encode() in m.data]
         assert users == [YOU], f"{sent}: delivered to {users}"
+
+
+# --- DMARC aggregate reports -------------------------------------------------------------
+
+
+def test_reports_block_is_valid_config_naming_every_reports_key() -> None:
+    block = readme_blocks()["reports config.toml"]
+    shown = set(re.findall(r"^#? ?(\w+) = ", block, re.MULTILINE))
+    keys = {f.name.removeprefix("reports_") for f in fields(Settings)} & shown
+    assert (
+        shown
+        == keys
+        == {
+            f.name.removeprefix("reports_")
+            for f in fields(Settings)
+            if f.name.startswith("reports_")
+        }
+    )
+    settings = settings_from_dict(tomllib.loads(block), "README.md")
+    defaults = Settings(authserv_id="x")
+    assert settings.reports_sendmail == defaults.reports_sendmail
+    assert settings.reports_max_message_size == defaults.reports_max_message_size
+
+
+def test_reports_timer_and_cron_blocks_install_files_that_exist() -> None:
+    blocks = readme_blocks()
+    for name in ("reports timer", "reports cron"):
+        paths = re.findall(r"examples/\S+", blocks[name])
+        assert paths, name
+        for path in paths:
+            assert (REPO / path).is_file(), path
+
+
+@pytest.mark.integration
+def test_reports_store_directory_lets_the_pipe_user_record_and_report(mta: Mta) -> None:
+    """The README's install -d and first run, localised: vmail is this MTA's pipe user."""
+    blocks = readme_blocks()
+    lib = mta.root / "lib-authsieve"
+    config = mta.config.read_text()
+    reports = blocks["reports config.toml"].replace("/var/lib/authsieve", str(lib))
+    user = mta.user.pw_name
+    script = (
+        blocks["reports store directory"]
+        .replace("/var/lib/authsieve", str(lib))
+        .replace("-o vmail -g vmail", f"-o {user} -g {mta.user.pw_gid}")
+        .replace("runuser -u vmail", f"runuser -u {user}")
+        .replace("-- authsieve ", f"-- {mta.root}/bin/authsieve ")
+        .replace("/etc/authsieve/config.toml", str(mta.config))
+        .replace("/tmp/dmarc-check", str(mta.root / "dmarc-check"))
+    )
+    mta.set_config(config + "\n" + reports)
+    try:
+        done = subprocess.run(["sh", "-e", "-c", script], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert (lib / "reports.db").stat().st_uid == mta.user.pw_uid
+        token = send(mta, "promo@lucky-winner.cyou", GOOD_CLIENT)
+        mta.wait_delivered(token)
+        with ReportStore.open(f"sqlite:{lib / 'reports.db'}") as store:
+            rows = list(store.rows_between(0, 2**40))
+        assert [(r.header_from, r.source_ip, r.dmarc_result) for r in rows] == [
+            ("lucky-winner.cyou", GOOD_CLIENT, "pass")
+        ]
+        day = time.strftime("%Y-%m-%d", time.gmtime(rows[0].received_at))
+        out = lib / "dmarc-out"
+        argv = ["runuser", "-u", user, "--", f"{mta.root}/bin/authsieve", "dmarc-report"]
+        argv += ["--config", str(mta.config), "--day", day, "--dry-run", str(out)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert [p.name.split("!")[1] for p in out.glob("*.xml.gz")] == ["lucky-winner.cyou"]
+    finally:
+        mta.set_config(config)

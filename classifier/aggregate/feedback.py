@@ -40,6 +40,7 @@ class AggregateReport:
     xml: bytes
     records: int
     messages: int
+    discovery_method: str = "treewalk"  # how the policy was found: "psl" is RFC 7489's lookup
 
     def gzipped(self) -> bytes:
         """Gives the XML compressed with GZIP (RFC 1952), the same bytes every time."""
@@ -106,7 +107,10 @@ def _record(feedback: ET.Element, row: ReportRow, count: int) -> None:
         _text(dkim, "result", sig.result)
     spf = ET.SubElement(auth, "spf")
     _text(spf, "domain", row.spf_domain)
-    _text(spf, "scope", row.spf_scope)
+    # RFC 9990 Appendix A SPFDomainScope has "mfrom" alone: DMARC uses the MAIL FROM
+    # identity only, and a null sender's check of postmaster@HELO is that identity's
+    # (RFC 7208 §2.4), which rows recorded before this still call "helo".
+    _text(spf, "scope", "mfrom")
     _text(spf, "result", row.spf_result)
 
 
@@ -157,6 +161,7 @@ def build_report(
         xml,
         len(firsts),
         len(rows),
+        last.discovery_method,
     )
 
 

@@ -1,4 +1,4 @@
-"""One aggregate-report row per delivered message: the check results in RFC 9990's terms.
+"""Aggregate-report rows per delivered message and Author Domain: the results in RFC 9990's terms.
 
 `rows_from` is a pure function of an `Evaluation` and the delivery time: the
 delivery paths (`authsieve pipe`, `serve`, the Maildir watcher) hand it what
@@ -19,15 +19,19 @@ from classifier.auth.dmarc_record import DmarcRecord, parse_record
 from classifier.auth.facts import safe_domain
 
 if TYPE_CHECKING:
+    from classifier.auth.dmarc import DmarcResult
     from classifier.evaluate import Evaluation
 
 # RFC 9990 Appendix A, ActionDispositionType: what the receiver did.
 DISPOSITIONS = ("none", "pass", "quarantine", "reject")
 # RFC 9990 §2.1.5 (Policy Override Reason), PolicyOverrideType.
 OVERRIDE_TYPES = ("local_policy", "mailing_list", "other", "policy_test_mode", "trusted_forwarder")
-# RFC 8601 §2.7.1 / §2.7.2 words an aggregate report may carry (DKIMResultType, SPFResultType).
+# RFC 8601 §2.7.1 / §2.7.2 words an aggregate report may carry (RFC 9990 Appendix A,
+# DKIMResultType and SPFResultType, which has "policy" too).
 DKIM_RESULTS = frozenset({"none", "pass", "fail", "policy", "neutral", "temperror", "permerror"})
-SPF_RESULTS = frozenset({"none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"})
+SPF_RESULTS = frozenset(
+    {"none", "neutral", "pass", "fail", "softfail", "policy", "temperror", "permerror"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +97,17 @@ def disposition_of(action: str, dmarc_result: str, policy_applied: str) -> str:
     return "none"
 
 
-def overrides_of(evaluation: Evaluation, disposition: str, published: str) -> tuple[Override, ...]:
+def overrides_of(
+    evaluation: Evaluation, disposition: str, published: str, dm: DmarcResult | None = None
+) -> tuple[Override, ...]:
     """Gives the reasons the disposition differs from what the policy asks (RFC 9990 §2.1.5).
 
-    Comments are fixed words and domains only: verdict reasons can quote what a
-    sender wrote, so they never reach a report.
+    `dm` is one Author Domain's result (default: the message's).  Comments are
+    fixed words and domains only: verdict reasons can quote what a sender
+    wrote, so they never reach a report.
     """
-    dm, facts, verdict = evaluation.report.dmarc, evaluation.facts, evaluation.verdict
+    facts, verdict = evaluation.facts, evaluation.verdict
+    dm = dm or evaluation.report.dmarc
     asked = published if dm.result == "fail" and published in ("quarantine", "reject") else "none"
     acted = "none" if disposition == "pass" else disposition
     if acted == asked:
@@ -130,20 +138,32 @@ def _policy_domain(record_domain: str) -> str:
 
 
 def rows_from(evaluation: Evaluation, received_at: int) -> tuple[ReportRow, ...]:
-    """Gives the report rows for one evaluated message (none when DMARC reached no verdict).
+    """Gives the report rows for one evaluated message: one per Author Domain with a verdict.
 
-    A report is for a Policy Domain (RFC 9990 §2.1): a message whose Author
-    Domain has no DMARC Policy Record, whose check ended in temperror or
-    permerror, or which our own user submitted, gives no row.
+    A report is for a Policy Domain (RFC 9990 §2.1): a From naming several
+    Author Domains gives a row for each that was evaluated, in the report of
+    its own Policy Domain; one whose Author Domain has no DMARC Policy Record,
+    whose check ended in temperror or permerror, or a message our own user
+    submitted, gives none.
     """
     report = evaluation.report
-    dm, env = report.dmarc, report.envelope
-    if dm.result not in ("pass", "fail") or env.authenticated or not env.client_ip:
+    if report.envelope.authenticated or not report.envelope.client_ip:
         return ()
+    authors = report.dmarc.authors or (report.dmarc,)
+    rows = (_row_for(evaluation, dm, received_at) for dm in authors)
+    return tuple(r for r in rows if r is not None)
+
+
+def _row_for(evaluation: Evaluation, dm: DmarcResult, received_at: int) -> ReportRow | None:
+    """Gives one Author Domain's row, or None when DMARC reached no verdict for it."""
+    report = evaluation.report
+    env = report.envelope
+    if dm.result not in ("pass", "fail"):
+        return None
     record = parse_record(dm.record, dm.mode)
     header_from, policy_domain = safe_domain(dm.from_domain), _policy_domain(dm.record_domain)
     if not isinstance(record, DmarcRecord) or not header_from or not policy_domain:
-        return ()
+        return None
     published = dm.published_policy or dm.policy
     disposition = disposition_of(evaluation.verdict.action, dm.result, dm.policy)
     spf = report.spf
@@ -158,9 +178,9 @@ def rows_from(evaluation: Evaluation, received_at: int) -> tuple[ReportRow, ...]
         if safe_domain(s.domain)
     )
     p = record.p or "none"
-    row = ReportRow(
+    return ReportRow(
         received_at=received_at,
-        source_ip=env.client_ip,
+        source_ip=env.client_ip or "",
         header_from=header_from,
         envelope_from=safe_domain(env.mail_from_domain),
         envelope_to=safe_domain((env.rcpt or "").rpartition("@")[2]),
@@ -181,6 +201,5 @@ def rows_from(evaluation: Evaluation, received_at: int) -> tuple[ReportRow, ...]
         testing="y" if record.testing else "n",
         policy_applied=dm.policy or "none",
         disposition=disposition,
-        reasons=overrides_of(evaluation, disposition, published),
+        reasons=overrides_of(evaluation, disposition, published, dm),
     )
-    return (row,)

@@ -41,6 +41,13 @@ DEFAULT_STORE = DEFAULT_REPORT_STORE
 DEFAULT_RETENTION_DAYS = 35.0
 WRITE_TIMEOUT = 0.5  # seconds: a delivery waits no longer than this for the store
 _PURGE_EVERY = 3600.0
+# What the README's "DMARC aggregate reports" section has the admin do: the pipe, the
+# watcher, the daemon and dmarc-report all open the store, as one user (vmail).
+STORE_HINT = (
+    "the store must be writable by the user authsieve pipe, watch, serve and dmarc-report run"
+    " as (vmail in the examples): install -d -o vmail -g vmail -m 750 /var/lib/authsieve"
+    " (README: DMARC aggregate reports)"
+)
 _last_purge: dict[str, float] = {}
 
 SCHEMA_VERSION = 2  # 2: the host column (which MX wrote the row)
@@ -205,24 +212,20 @@ class SqliteStore(ReportStore):
 
     @classmethod
     def connect(cls, url: str, timeout: float, host: str) -> SqliteStore:
+        """Gives the open store; OSError or sqlite3.Error for a file we may not write."""
         path = sqlite_path(url)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-            # serve's threads share the kept store, one at a time (_kept_lock)
-            db = sqlite3.connect(
-                path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{url}: {exc}") from None
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        # serve's threads share the kept store, one at a time (_kept_lock)
+        db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
         store = cls(db, host)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             if store._version() != SCHEMA_VERSION:
                 store._make_schema()
-        except (sqlite3.Error, StoreError) as exc:
+        except BaseException:
             db.close()
-            raise StoreError(f"{url}: {exc}") from None
+            raise
         return store
 
     @contextmanager
@@ -327,8 +330,13 @@ def record_rows(settings: Settings, rows: tuple[ReportRow, ...], now: float | No
         return True
     except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
         shown = redact_store_url(url)
+        hint = f"; {STORE_HINT}" if url.startswith("sqlite:") else ""  # a file we cannot write
         log.warning(
-            "report store %s not written, %d row(s) skipped: %s", shown, len(rows), _line(url, exc)
+            "report store %s not written, %d row(s) skipped: %s%s",
+            shown,
+            len(rows),
+            _line(url, exc),
+            hint,
         )
         return False
 

@@ -75,6 +75,9 @@ class DmarcResult:
     published_policy: str = ""  # the policy as published, before t=y / pct sampling
     pct: int | None = None  # rfc7489 mode only
     internal_error: bool = False  # the check raised: result permerror, reason and log say why
+    # Each evaluated Author Domain's own result when From names several (the aggregate
+    # report has a row for each, RFC 9990 §2.1); () for one Author Domain.
+    authors: tuple[DmarcResult, ...] = ()
 
     @property
     def disposition(self) -> str:
@@ -84,6 +87,8 @@ class DmarcResult:
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
         out["disposition"] = self.disposition
+        if not self.authors:
+            del out["authors"]
         return out
 
 
@@ -384,7 +389,7 @@ def _check(
         f"From holds {len(distinct)} domain(s) ({', '.join(distinct)}){fields}; each is"
         " evaluated and the most severe result given (RFC 7489 §6.6.1, RFC 9989 §11.5)"
     )
-    return replace(worst, reason=f"{note}: {worst.reason}")
+    return replace(worst, reason=f"{note}: {worst.reason}", authors=tuple(results))
 
 
 def _beyond_the_cap(distinct: list[str], results: list[DmarcResult]) -> DmarcResult:
@@ -410,6 +415,7 @@ def _beyond_the_cap(distinct: list[str], results: list[DmarcResult]) -> DmarcRes
         return replace(
             worst,
             reason=f"{note} and the most severe failure given (RFC 7489 §6.6.1): {worst.reason}",
+            authors=tuple(results),
         )
     first = results[0]
     return replace(
@@ -421,4 +427,5 @@ def _beyond_the_cap(distinct: list[str], results: list[DmarcResult]) -> DmarcRes
         aligned_by="",
         reason=f"{note}; {len(distinct) - MAX_AUTHOR_DOMAINS} more are not authenticated and"
         " may publish p=reject: judged as failing under reject (RFC 7489 §6.6.1)",
+        authors=tuple(results),
     )

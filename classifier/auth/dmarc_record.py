@@ -345,10 +345,10 @@ def external_destination_authorised(
 ) -> tuple[bool, tuple[str, ...]]:
     """Gives whether a report destination outside the policy domain accepts its reports.
 
-    RFC 7489 §7.1: the destination publishes a DMARC record at
-    ``<policy domain>._report._dmarc.<destination>``; a rua= in it replaces the
-    requested URIs.  Gives (authorised, replacement URIs); a temporary DNS
-    failure counts as not authorised.
+    RFC 9990 §4 (RFC 7489 §7.1 before it): the destination publishes a DMARC
+    record at ``<policy domain>._report._dmarc.<destination>``; a rua= in it
+    replaces the requested URIs.  Gives (authorised, replacement URIs); a
+    temporary DNS failure counts as not authorised.
     """
     try:
         answer = dns.query(f"{policy_domain}._report._dmarc.{destination_domain}", "TXT")
