@@ -22,6 +22,7 @@ from classifier.errors import UsageError
 
 DEFAULT_PATH = Path("/etc/authsieve/config.toml")
 DEFAULT_REPORT_STORE = "sqlite:/var/lib/authsieve/reports.db"  # when [reports] names none
+DEFAULT_LEARN_STORE = "sqlite:/var/lib/authsieve/learning/moves.db"  # the mail user's directory
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[Network, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
@@ -78,6 +79,12 @@ class Settings:
     reports_sendmail: str = "/usr/sbin/sendmail"  # what `dmarc-report --send` hands reports to
     reports_max_message_size: int = 10_000_000  # bytes of one report message, larger: not sent
     reports_sent_log: str | None = None  # None: dmarc-sent.log beside a sqlite store
+    # [learn] (what users' moves teach, issue 17); learn_store None: `learn` records nothing
+    learn_store: str | None = None
+    learn_retention_days: float | None = None
+    learn_min_messages: int | None = None
+    learn_min_users: int | None = None
+    learn_sieve_dir: str | None = None
     source: str = "<defaults>"
     # [policy] and [users."…"] exactly as read; classifier.policy.rules validates them.
     policy_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -185,7 +192,7 @@ _CLASSIFIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "daemon_idle_timeout": (int, float),
     "daemon_max_connections": int,
 }
-_TOP_KEYS = {"classifier", "policy", "users", "watch", "quarantine", "reports"}
+_TOP_KEYS = {"classifier", "policy", "users", "watch", "quarantine", "reports", "learn"}
 # section → key → (Settings field, check, what the check wants)
 _SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
     "watch": {
@@ -265,11 +272,38 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
             "an absolute path",
         ),
     },
+    "learn": {
+        "store": (
+            "learn_store",
+            lambda v: isinstance(v, str) and v.startswith("sqlite:"),
+            "sqlite:PATH",
+        ),
+        "retention_days": (
+            "learn_retention_days",
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+            "a number of days > 0",
+        ),
+        "min_messages": (
+            "learn_min_messages",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+            "a whole number >= 1",
+        ),
+        "min_users": (
+            "learn_min_users",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+            "a whole number >= 1",
+        ),
+        "sieve_dir": (
+            "learn_sieve_dir",
+            lambda v: isinstance(v, str) and v.startswith("/"),
+            "an absolute directory (where `sieve install --dir` put the global script)",
+        ),
+    },
 }
 
 
 def _section_values(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """Gives the Settings fields of the [watch], [quarantine] and [reports] sections, validated."""
+    """Gives the Settings fields of the [watch] … [learn] sections, validated."""
     out: dict[str, Any] = {}
     for section, keys in _SECTION_KEYS.items():
         table = data.get(section, {})
@@ -286,6 +320,8 @@ def _section_values(data: dict[str, Any], source: str) -> dict[str, Any]:
         out.setdefault("reports_store", DEFAULT_REPORT_STORE)  # a [reports] table turns it on
     if "reports_store" in out:
         out.setdefault("reports_host", default_authserv_id())  # which MX wrote a row
+    if "learn" in data:
+        out.setdefault("learn_store", DEFAULT_LEARN_STORE)  # so does a [learn] table
     return out
 
 

@@ -20,6 +20,13 @@ from classifier.errors import EX_USAGE, UsageError
 from classifier.policy.rules import Policy, load_policies, normalize_user
 from sieve.filterscript import DEFAULT_DEADLINE, PROGRAM, generate_filter_script, program_text
 from sieve.generate import generate_global_script, generate_script
+from sieve.imapsieve import (
+    LEARN_PROGRAM,
+    LEARN_SCRIPT,
+    compile_config,
+    generate_learn_script,
+    learn_program_text,
+)
 from sieve.install import (
     SCRIPT_NAME,
     InstallError,
@@ -29,6 +36,7 @@ from sieve.install import (
     parse_hostport,
     read_password_file,
 )
+from sieve.pigeonhole import dovecot_version
 
 
 def add_sieve_parser(
@@ -58,6 +66,16 @@ def add_sieve_parser(
         "--filter-dir",
         metavar="DIR",
         help="write the authsieve-filter program (sieve_filter_bin_dir)",
+    )
+    where.add_argument(
+        "--imapsieve",
+        metavar="DIR",
+        help="write the imapsieve script that reports users' moves to `authsieve learn`",
+    )
+    where.add_argument(
+        "--pipe-dir",
+        metavar="DIR",
+        help="write the authsieve-learn program (sieve_pipe_bin_dir)",
     )
     inst.add_argument(
         "--filter", action="store_true", help="with --dir: the script that runs authsieve-filter"
@@ -126,6 +144,20 @@ def cmd_sieve_install(
     name = args.name
     if not name or any(c in name for c in "/\\\0\r\n") or name.startswith("."):
         raise UsageError(f"--name {name!r}: not a plain script name")
+    if getattr(args, "imapsieve", None):
+        result = install_to_dir(
+            generate_learn_script(),
+            Path(args.imapsieve),
+            name=LEARN_SCRIPT,
+            extra_config=compile_config(dovecot_version()),
+        )
+        note = f" (compiled {result.binary})" if result.compiled else ""
+        out.write(f"installed {result.target}{note}\n")
+        return 0
+    if getattr(args, "pipe_dir", None):
+        text = learn_program_text(filter_command(), settings_path(args))
+        out.write(f"installed {install_program(text, Path(args.pipe_dir), LEARN_PROGRAM)}\n")
+        return 0
     if getattr(args, "filter_dir", None):
         if not 0 < args.deadline <= 3600:
             raise UsageError(f"--deadline {args.deadline:g}: not between 0 and 3600 seconds")

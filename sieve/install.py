@@ -74,7 +74,7 @@ def _put(dir_fd: int, name: str, data: bytes, mode: int = INSTALLED_MODE) -> Non
         raise
 
 
-def _sievec(script: Path, shown: Path) -> bytes:
+def _sievec(script: Path, shown: Path, extra_config: str = "") -> bytes:
     """Gives the binary sievec makes of script; raises InstallError naming `shown`.
 
     The output goes to a private temporary directory of ours.  A binary
@@ -84,14 +84,18 @@ def _sievec(script: Path, shown: Path) -> bytes:
     """
     with tempfile.TemporaryDirectory(prefix="authsieve-sievec-") as private:
         out = Path(private, script.with_suffix(".svbin").name)
-        result = compile_script_file(script, out)
+        result = compile_script_file(script, out, extra_config)
         if not result.ok:
             raise InstallError(f"{shown}: sievec rejected the script: {result.first_error()}")
         return out.read_bytes()
 
 
 def install_to_dir(
-    script: str, directory: Path, name: str = SCRIPT_NAME, compile_with_sievec: bool = True
+    script: str,
+    directory: Path,
+    name: str = SCRIPT_NAME,
+    compile_with_sievec: bool = True,
+    extra_config: str = "",
 ) -> InstallResult:
     """Gives the installed DIR/name.sieve (and .svbin), written atomically; raises InstallError.
 
@@ -120,14 +124,14 @@ def install_to_dir(
                 # sievec names the script after the file: keep the name and the ".sieve" ending.
                 src = Path(private, final.name)
                 write_synced(src, data, 0o600)
-                _sievec(src, final)
+                _sievec(src, final, extra_config)
             checked = True
         dir_fd = open_dir(directory, follow=True)
         try:
             _put(dir_fd, final.name, data)
             fsync_dir(dir_fd)
             if use_sievec and os.fstat(dir_fd).st_uid == os.geteuid():
-                binary = _sievec(final, final)
+                binary = _sievec(final, final, extra_config)
                 _put(dir_fd, final_bin.name, binary)
                 fsync_dir(dir_fd)
         finally:

@@ -144,7 +144,7 @@ def parse_sieve_test_output(text: str) -> SieveRun:
 class Pigeonhole:
     """A private workspace for sievec and sieve-test; use as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_config: str = "") -> None:
         self.sievec = find_tool("sievec")
         self.sieve_test = find_tool("sieve-test")
         self.workdir = Path(tempfile.mkdtemp(prefix="authsieve-pigeonhole-"))
@@ -152,7 +152,7 @@ class Pigeonhole:
         for sub in ("home", "mail"):
             (self.workdir / sub).mkdir(mode=0o755)
         self.config = self.workdir / "dovecot.conf"
-        self.config.write_text(private_config(self.workdir))
+        self.config.write_text(private_config(self.workdir) + extra_config)
         self.config.chmod(0o644)
         self._messages = 0
 
@@ -220,7 +220,11 @@ class Pigeonhole:
         return parse_sieve_test_output(proc.stdout)
 
 
-def compile_script_file(script: Path, binary: Path) -> CompileResult:
-    """Gives sievec's judgement of the script file, writing binary when it compiles."""
-    with Pigeonhole() as ph:
+def compile_script_file(script: Path, binary: Path, extra_config: str = "") -> CompileResult:
+    """Gives sievec's judgement of the script file, writing binary when it compiles.
+
+    `extra_config` is added to the private dovecot.conf: the plugins and
+    extensions a script for a Pigeonhole plugin (imapsieve, extprograms) needs.
+    """
+    with Pigeonhole(extra_config) as ph:
         return ph.compile_file(script, binary)

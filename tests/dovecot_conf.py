@@ -96,11 +96,35 @@ NAMES_24 = frozenset(
         "default_internal_user",
         "default_internal_group",
         "default_login_user",
+        # Learning from moves (issue 17): "IMAPSieve Plugin" (core/plugins/imap_sieve:
+        # the imap_sieve mail plugin, ``mailbox NAME`` and ``imapsieve_from NAME`` filter
+        # blocks holding a ``sieve_script`` with ``cause``), "Sieve Extprograms Plugin"
+        # (core/plugins/sieve_extprograms: the ``sieve_plugins`` and
+        # ``sieve_global_extensions`` boolean lists, ``sieve_pipe_bin_dir``).
+        "mail_plugins/imap_sieve",
+        "sieve_plugins",
+        "sieve_plugins/sieve_imapsieve",
+        "sieve_plugins/sieve_extprograms",
+        "sieve_global_extensions",
+        "sieve_global_extensions/vnd.dovecot.pipe",
+        "sieve_pipe_bin_dir",
+        "imapsieve_from",
+        "cause",
     )
 )
+# Boolean-list blocks of 2.4: a name inside one is given with the list's name in front.
+BOOLEAN_LISTS = ("mail_plugins", "sieve_plugins", "sieve_global_extensions", "sieve_extensions")
 # Names only 2.3 knows: 2.4 refuses a file that has any of them ("sieve" at the top level is
 # 2.3's plugin setting; inside 2.4's mail_plugins { } list it is "mail_plugins/sieve").
-ONLY_23 = ("mail_location", "sieve_before", "sieve", "plugin", "disable_plaintext_auth")
+ONLY_23 = (
+    "mail_location",
+    "sieve_before",
+    "sieve",
+    "plugin",
+    "disable_plaintext_auth",
+    "imapsieve_mailbox1_name",
+    "imapsieve_mailbox1_before",
+)
 
 
 def settings_text(text: str) -> str:
@@ -112,8 +136,9 @@ def settings_text(text: str) -> str:
 def setting_names(text: str) -> list[str]:
     """Gives the setting and block names of a dovecot.conf text, in order.
 
-    A name inside a boolean-list block (2.4's ``mail_plugins { sieve = yes }``) is given
-    with the list's name in front: ``mail_plugins/sieve``.
+    A name inside a boolean-list block (2.4's ``mail_plugins { sieve = yes }``,
+    ``sieve_global_extensions { vnd.dovecot.pipe = yes }``) is given with the list's name
+    in front: ``mail_plugins/sieve``.
     """
     names: list[str] = []
     blocks: list[str] = []
@@ -122,12 +147,16 @@ def setting_names(text: str) -> list[str]:
         if line == "}":
             blocks.pop()
             continue
-        found = re.match(r"([A-Za-z_][\w-]*)\s*(=|\{|[^\s={]+\s*\{)", line)
+        in_list = bool(blocks) and blocks[-1] in BOOLEAN_LISTS
+        pattern = (
+            r"([A-Za-z_][\w.-]*)\s*(=)" if in_list else r"([A-Za-z_][\w-]*)\s*(=|\{|[^\s={]+\s*\{)"
+        )
+        found = re.match(pattern, line)
         if not found or line.startswith("!"):
             continue
         name = found[1]
-        if blocks and blocks[-1] == "mail_plugins":
-            name = f"mail_plugins/{name}"
+        if in_list:
+            name = f"{blocks[-1]}/{name}"
         names.append(name)
         if line.endswith("{"):
             blocks.append(found[1])

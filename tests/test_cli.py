@@ -40,7 +40,12 @@ def test_a_command_module_that_cannot_be_imported_is_named_not_an_invalid_choice
 
 
 def test_every_command_sets_its_handler_and_one_path_dispatches_them() -> None:
-    rest = {"sieve": ["generate"], "quarantine": ["list"], "annotate": []}
+    rest = {
+        "sieve": ["generate"],
+        "quarantine": ["list"],
+        "annotate": [],
+        "learn": ["--user", "u", "--from-folder", "Junk", "--to-folder", "INBOX"],
+    }
     for name in main.COMMANDS:
         argv = [name, *rest.get(name, ["x"])]
         args = main.build_parser(argv).parse_known_args(argv)[0]

@@ -28,6 +28,7 @@ from tests.dovecot_conf import (
 )
 from tests.mta import EXAMPLES, HOSTNAME, dovecot_conf
 from tests.test_forgery_lmtp import lmtp_conf
+from tests.test_learn_imap import server_conf as imapsieve_server_conf
 from tests.test_managesieve import _config as managesieve_config
 from tests.test_sieve_dovecot import dovecot_conf as lda_conf
 
@@ -59,6 +60,7 @@ def rendered_24() -> dict[str, str]:
     texts["sieve-tools"] = private_config(ROOT, (2, 4))
     texts["lmtp"] = lmtp_conf(ROOT, 24, V24)
     texts["managesieve"] = managesieve_config(ROOT, 4190, V24)
+    texts["imapsieve"] = imapsieve_server_conf(ROOT, 143, V24)
     texts |= {f"examples {p.name}": p.read_text() for p in (EXAMPLES / "dovecot/2.4").iterdir()}
     return texts
 
@@ -91,10 +93,33 @@ def test_setting_names_tell_2_4_plugin_lists_from_2_3_plugin_settings() -> None:
     ]
     names = setting_names(V23.sieve_scripts("~/s", "~/.s", "/b/"))
     assert names == ["plugin", "sieve", "sieve_before"]
+    text = "sieve_global_extensions {\n  vnd.dovecot.pipe = yes\n}\nsieve_pipe_bin_dir = /x\n"
+    assert setting_names(text) == [
+        "sieve_global_extensions",
+        "sieve_global_extensions/vnd.dovecot.pipe",
+        "sieve_pipe_bin_dir",
+    ]
+
+
+def test_the_imapsieve_examples_name_the_same_script_folders_and_program_dir() -> None:
+    def paths(version: str) -> list[str]:
+        text = (EXAMPLES / "dovecot" / version / "90-authsieve-imapsieve.conf").read_text()
+        return sorted(set(re.findall(r"(?:file:)?(/[\w./-]+)", settings_text(text))))
+
+    assert (
+        paths("2.3")
+        == paths("2.4")
+        == [
+            "/etc/dovecot/sieve-imapsieve/authsieve-learn.sieve",
+            "/usr/local/lib/authsieve/sieve-pipe",
+        ]
+    )
+    names = setting_names((EXAMPLES / "dovecot/2.4/90-authsieve-imapsieve.conf").read_text())
+    assert names.count("imapsieve_from") == 2 and names.count("cause") == 3
 
 
 def test_2_4_config_versions_come_first() -> None:
-    for name in ("pieces", "mta", "lda", "sieve-tools", "lmtp", "managesieve"):
+    for name in ("pieces", "mta", "lda", "sieve-tools", "lmtp", "managesieve", "imapsieve"):
         names = setting_names(rendered_24()[name])
         assert names[:2] == ["dovecot_config_version", "dovecot_storage_version"], name
 
@@ -153,6 +178,7 @@ def test_doveconf_2_4_reads_every_rendered_config(tmp_path: Path) -> None:
         "sieve-tools": private_config(tmp_path, (2, 4)),
         "lmtp": lmtp_conf(tmp_path, 24, V24),
         "managesieve": managesieve_config(tmp_path, 4190, V24),
+        "imapsieve": imapsieve_server_conf(tmp_path, 143, V24),
     }
     for name, text in texts.items():
         conf = tmp_path / f"{name}.conf"

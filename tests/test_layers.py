@@ -29,7 +29,8 @@ LAYERS = (
     "delivery",  # pipe, targets, daemon, daemon_client, handover
     "report",  # build, cache, render
     "mailstore",  # maildir, folders, keywords, mailfiles, filing, watch (workers, sd_notify),
-    # quarantine, recheck
+    # quarantine, recheck, configedit
+    "learning",  # what users' moves teach (issue 17): moves, store, proposals
     "commands",  # argument parsing and exit codes: the top of the house
 )
 FOUNDATION = frozenset({"message", "config", "files", "log", "display", "errors"})
@@ -124,7 +125,7 @@ def test_every_module_belongs_to_a_part() -> None:
 
 def test_the_design_rules_follow_from_the_order() -> None:
     for core in CORE:
-        for outer in ("delivery", "mailstore", "report", "commands"):
+        for outer in ("delivery", "mailstore", "report", "learning", "commands"):
             assert not may_import(core, outer)
     assert not may_import("auth", "policy")
     assert not may_import("envelope", "lookup")

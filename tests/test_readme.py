@@ -38,7 +38,9 @@ import pytest
 from classifier.aggregate.store import ReportStore
 from classifier.auth.facts import parse_header_value
 from classifier.commands.watch import SETTING_DEFAULTS, configured
-from classifier.config import Settings, settings_from_dict
+from classifier.config import DEFAULT_LEARN_STORE, Settings, settings_from_dict
+from classifier.learning.proposals import DEFAULT_MIN_MESSAGES, DEFAULT_MIN_USERS
+from classifier.learning.store import DEFAULT_RETENTION_DAYS
 from classifier.policy.rules import Policy, load_policies
 from tests.dnsserver import DnsTestServer
 from tests.dovecot_conf import DovecotSyntax
@@ -60,6 +62,7 @@ LDA_FILES = DOVECOT_FILES[1:]
 # The README shows these twice, for Dovecot 2.3 and for 2.4; the others are the same for both.
 PER_VERSION = ("90-authsieve-lda.conf", "90-authsieve-sieve.conf")
 VERSIONS = ("2.3", "2.4")
+IMAPSIEVE_FILE = "90-authsieve-imapsieve.conf"  # README: Learning from users' moves
 STOCK_DOVECOT = Path("/usr/share/dovecot")
 DOVECONF = "/usr/bin/doveconf"
 
@@ -95,9 +98,26 @@ def test_readme_marks_every_block_the_tests_run() -> None:
     wanted |= {f"dovecot {v} {n}" for v in VERSIONS for n in PER_VERSION}
     wanted |= {"lmtp-filter 90-authsieve-filter.conf"}  # tests/test_lmtp_filter.py
     wanted |= {f"reports {n}" for n in ("config.toml", "store directory", "timer", "cron")}
+    wanted |= {"learn config"} | {f"dovecot {v} {IMAPSIEVE_FILE}" for v in VERSIONS}
     # tests/test_aggregate_store_pg.py runs the PostgreSQL ones against a real server
     wanted |= {"postgresql setup", "postgresql writer role", "reports postgresql"}
     assert names == wanted
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_imapsieve_blocks_are_the_example_files_without_comments(version: str) -> None:
+    # The example is what tests/test_learn_imap.py runs Dovecot with.
+    example = (EXAMPLES / "dovecot" / version / IMAPSIEVE_FILE).read_text()
+    shown = readme_blocks()[f"dovecot {version} {IMAPSIEVE_FILE}"]
+    assert settings_lines(shown) == settings_lines(example)
+
+
+def test_learn_block_is_valid_config_with_the_codes_default_store() -> None:
+    settings = settings_from_dict(tomllib.loads(readme_blocks()["learn config"]), "README.md")
+    assert settings.learn_store == DEFAULT_LEARN_STORE
+    assert (settings.learn_min_messages, settings.learn_min_users) == (5, 2)
+    assert (DEFAULT_MIN_MESSAGES, DEFAULT_MIN_USERS) == (5, 2)
+    assert settings.learn_retention_days == DEFAULT_RETENTION_DAYS
 
 
 def test_policy_defaults_block_is_the_codes_defaults() -> None:

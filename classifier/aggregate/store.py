@@ -101,6 +101,23 @@ def sqlite_path(url: str) -> Path:
     raise StoreError(f"{redact_store_url(url)}: expected sqlite:PATH")
 
 
+def open_sqlite(url: str, schema: str, timeout: float = 5.0) -> sqlite3.Connection:
+    """Gives a connection to the ``sqlite:PATH`` store, its directory and tables made.
+
+    WAL, so that short-lived writers (pipe, learn) and a reader (a report, suggest)
+    never wait on each other; autocommit, each writer opens its own transaction.
+    Shared by the stores of authsieve (the learning store; the report store's
+    SQLite backend adds a schema version and a lock around making its tables).
+    """
+    path = sqlite_path(url)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db
+
+
 def _values(row: ReportRow, host: str) -> tuple[object, ...]:
     dkim = json.dumps([[d.domain, d.selector, d.result] for d in row.dkim])
     reasons = json.dumps([[r.type, r.comment] for r in row.reasons])

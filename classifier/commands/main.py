@@ -47,6 +47,16 @@ COMMANDS = {
         "add_recheck_parser",
         "re-check messages whose result was temperror",
     ),
+    "learn": (
+        "classifier.commands.learn",
+        "add_learn_parser",
+        "record a message a user moved (Dovecot imapsieve)",
+    ),
+    "suggest": (
+        "classifier.commands.learn",
+        "add_suggest_parser",
+        "policy changes that users' moves argue for",
+    ),
     "dmarc-report": (
         "classifier.commands.dmarc_report",
         "add_dmarc_report_parser",
@@ -155,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(getattr(args, "config", None))
         return int(args.handler(args, settings))
     except AuthsieveError as exc:
-        return fail(exc, args.command == "pipe", debug)
+        code = fail(exc, args.command == "pipe", debug)
+        # Dovecot's IMAP MOVE must not fail for learn: said on stderr (Dovecot's log) only.
+        return 0 if args.command == "learn" else code
     except KeyboardInterrupt:
         return EX_INTERRUPTED
     except BrokenPipeError:

@@ -181,6 +181,11 @@ def add_quarantine_parser(sub: Any, add_common: Callable[[argparse.ArgumentParse
     _add_location(p)
     p.add_argument("--days", type=float, help="only messages that arrived in the last DAYS")
     p.add_argument("--mail-from", metavar="ADDR", help="print a whole message From: ADDR")
+    p.add_argument(
+        "--proposals",
+        action="store_true",
+        help="add the open policy proposals (`authsieve suggest`): the administrator's digest",
+    )
     p.set_defaults(handler=cmd_digest)
 
 
@@ -330,6 +335,16 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     if args.days:
         entries = [e for e in entries if e.arrived >= time.time() - args.days * 86400]
     user = entries[0].user if entries else args.user
-    text = digest(user, entries, days, datetime.now(UTC), args.mail_from or "")
+    appendix = ""
+    if args.proposals:
+        from classifier.commands.learn import open_proposals
+        from classifier.learning.proposals import render
+
+        found = open_proposals(settings)
+        appendix = (
+            "Policy proposals from what users moved in and out of Junk (authsieve suggest;\n"
+            "apply one with: authsieve suggest --apply N):\n\n" + render(list(enumerate(found, 1)))
+        )
+    text = digest(user, entries, days, datetime.now(UTC), args.mail_from or "", appendix)
     print(text, end="")
     return 0

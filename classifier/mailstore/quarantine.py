@@ -18,31 +18,22 @@ entries.
 from __future__ import annotations
 
 import contextlib
-import copy
-import fcntl
 import hashlib
-import json
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
 
 from classifier.auth.checks import first_from_address
 from classifier.auth.facts import HEADER_NAME, RELEASED_HEADER, parse_header_value, quote
 from classifier.display import display_text, printable
-from classifier.errors import UsageError
 from classifier.files import (
     READ_FLAGS,
     DirTree,
-    create_file,
-    fsync_dir,
-    temp_name,
-    write_all,
 )
+from classifier.mailstore.configedit import ConfigEditError, add_list_entry, edit_config
 from classifier.mailstore.folders import folder_path
 from classifier.mailstore.maildir import (
     MaildirName,
@@ -52,13 +43,12 @@ from classifier.mailstore.maildir import (
     user_from_path,
 )
 from classifier.message import Message
-from classifier.policy.rules import normalize_user
 
 _HEAD_LIMIT = 65536
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~@]+$")
 
 
-class QuarantineError(UsageError):
+class QuarantineError(ConfigEditError):
     """A request that cannot be done as asked: one line for the user (exit 2)."""
 
 
@@ -220,8 +210,12 @@ def digest(
     retention_days: float,
     now: datetime,
     sender: str = "",
+    appendix: str = "",
 ) -> str:
     """Gives a plain-text summary of a user's quarantine, fit to mail (whole message if sender).
+
+    `appendix` is added at the end under a line of its own: the policy proposals
+    for the administrator (`quarantine digest --proposals`).
 
     Raises QuarantineError for a user or sender with control characters: they
     go into header lines, where a line break would start a header of its own.
@@ -243,9 +237,10 @@ def digest(
             "Auto-Submitted: auto-generated",
             "",
         ]
+    tail = ["", "-- ", *appendix.rstrip("\n").splitlines()] if appendix else []
     if not entries:
         lines.append(f"No messages for {user} are held in quarantine.")
-        return "\n".join(lines) + "\n"
+        return "\n".join(w for line in lines + tail for w in wrap_octets(line)) + "\n"
     lines += [
         f"{count} message{'s are' if count != 1 else ' is'} held in quarantine for {user}.",
         "They were kept out of your inbox for the reason shown with each: most did not",
@@ -263,6 +258,7 @@ def digest(
     lines += [
         "If one of them is mail you wanted, ask your mail administrator to release it:",
         f"    authsieve quarantine release --user {user} ID",
+        *tail,
     ]
     return "\n".join(w for line in lines for w in wrap_octets(line)) + "\n"
 
@@ -287,165 +283,24 @@ def wrap_octets(line: str, limit: int = 998, indent: str = "    ") -> list[str]:
     return out
 
 
-# --- the allow list in the TOML config ------------------------------------------------------
-
-_USER_HEADER = re.compile(
-    r"""^[ \t]*\[[ \t]*users[ \t]*\.[ \t]*"""
-    r"""("(?:[^"\\\n]|\\.)*"|'[^'\n]*')[ \t]*\][ \t]*(?:\#.*)?$""",
-    re.MULTILINE,
-)
-_ANY_HEADER = re.compile(r"^[ \t]*\[", re.MULTILINE)
-_ALLOW_KEY = re.compile(r"^([ \t]*)allow_senders[ \t]*=[ \t]*", re.MULTILINE)
-
-
-def _toml_key(quoted: str) -> str:
-    if quoted.startswith("'"):
-        return quoted[1:-1]
-    try:
-        return str(json.loads(quoted))
-    except ValueError:
-        return quoted[1:-1]
-
-
-def _array_bounds(text: str, start: int) -> tuple[int, int]:
-    """Gives (closing bracket, last significant character before it) of the array at start."""
-    depth, last, i = 0, start, start
-    while i < len(text):
-        c = text[i]
-        if c == "#":
-            end = text.find("\n", i)
-            i = len(text) if end < 0 else end
-            continue
-        if c in "\"'":
-            triple = c * 3
-            if text.startswith(triple, i):
-                end = text.find(triple, i + 3) + 3
-            else:
-                end = i + 1
-                while end < len(text) and text[end] != c:
-                    end += 2 if c == '"' and text[end] == "\\" else 1
-                end += 1
-            last, i = end - 1, end
-            continue
-        if c == "[":
-            depth += 1
-        elif c == "]":
-            depth -= 1
-            if depth == 0:
-                return i, last
-        if not c.isspace():
-            last = i
-        i += 1
-    raise QuarantineError("allow_senders: unterminated array")
-
-
-def _insert_into_array(text: str, open_at: int, entry: str) -> str:
-    close, last = _array_bounds(text, open_at)
-    item = json.dumps(entry)
-    line_start = text.rfind("\n", 0, close) + 1
-    if text[line_start:close].strip() == "" and "\n" in text[open_at:close]:
-        # A multi-line array: one more line before the closing bracket, indented like the last.
-        indent = "    "
-        if text[last] != "[":
-            last_line = text[text.rfind("\n", 0, last) + 1 : last + 1]
-            indent = last_line[: len(last_line) - len(last_line.lstrip(" \t"))]
-        comma = "" if text[last] in "[," else ","
-        head = text[: last + 1] + comma + text[last + 1 : line_start]
-        return head + f"{indent}{item},\n" + text[line_start:]
-    if text[last] == "[":
-        return text[:close] + item + text[close:]
-    sep = " " if text[last] == "," else ", "
-    return text[: last + 1] + sep + item + text[last + 1 :]
-
-
 def add_allowed_sender(text: str, user: str, entry: str, inherited: tuple[str, ...] = ()) -> str:
     """Gives the config text with `entry` in the user's allow_senders, everything else as it was.
 
-    Raises QuarantineError when the file is laid out so that a safe edit is
+    Raises ConfigEditError when the file is laid out so that a safe edit is
     not possible (then the line to add by hand is named).
     """
-    key = normalize_user(user)
     try:
-        before = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise QuarantineError(f"not valid TOML: {exc}") from None
-    users = before.get("users", {})
-    actual = next((k for k in users if normalize_user(k) == key), None)
-    current = (
-        list(users.get(actual, {}).get("allow_senders", inherited)) if actual else list(inherited)
-    )
-    if entry in [e.strip().lower() for e in current]:
-        return text
-    header = next(
-        (m for m in _USER_HEADER.finditer(text) if normalize_user(_toml_key(m.group(1))) == key),
-        None,
-    )
-    if header is None:
-        values = ", ".join(json.dumps(e) for e in [*current, entry])
-        new = text.rstrip("\n") + f"\n\n[users.{json.dumps(key)}]\nallow_senders = [{values}]\n"
-        actual = actual or key
-    else:
-        nxt = _ANY_HEADER.search(text, header.end())
-        end = nxt.start() if nxt else len(text)
-        found = _ALLOW_KEY.search(text, header.end(), end)
-        if found is not None:
-            new = _insert_into_array(text, found.end(), entry)
-        else:
-            values = ", ".join(json.dumps(e) for e in [*current, entry])
-            at = header.end() + 1 if header.end() < len(text) else len(text)
-            new = text[:at] + ("" if text[at - 1 : at] == "\n" or at == 0 else "\n")
-            new += f"allow_senders = [{values}]\n" + text[at:]
-    expected: dict[str, Any] = copy.deepcopy(before)
-    expected.setdefault("users", {}).setdefault(actual, {})["allow_senders"] = [*current, entry]
-    try:
-        after = tomllib.loads(new)
-    except tomllib.TOMLDecodeError:
-        after = None
-    if after != expected:
-        raise QuarantineError(
-            f'cannot edit safely; add "{entry}" to users.{json.dumps(key)}.allow_senders by hand'
-        )
-    return new
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replaces a file's text: a sibling temp file (same owner and mode), fsync, rename, fsync."""
-    st = path.stat()
-    tmp = path.with_name(temp_name(f".{path.name}.authsieve-"))
-    fd = create_file(tmp, st.st_mode & 0o777)
-    try:
-        try:
-            if os.geteuid() == 0:
-                os.fchown(fd, st.st_uid, st.st_gid)
-            write_all(fd, text.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+        return add_list_entry(text, user, "allow_senders", entry, inherited)
+    except ConfigEditError as exc:
+        raise QuarantineError(str(exc)) from None
 
 
 def allow_sender_in_config(config: Path, user: str, entry: str, inherited: tuple[str, ...]) -> bool:
     """Gives True when `entry` was added to the user's allow list in the config file.
 
-    Raises QuarantineError, naming the file, when it cannot be edited safely.
+    Raises ConfigEditError, naming the file, when it cannot be edited safely.
     """
-    dir_fd = os.open(config.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(dir_fd, fcntl.LOCK_EX)  # two releases at once must not lose an entry
-        text = config.read_text(encoding="utf-8")
-        try:
-            new = add_allowed_sender(text, user, entry, inherited)
-        except QuarantineError as exc:
-            raise QuarantineError(f"{config}: {exc}") from None
-        if new == text:
-            return False
-        write_atomically(config, new)
-        return True
-    finally:
-        with contextlib.suppress(OSError):
-            fcntl.flock(dir_fd, fcntl.LOCK_UN)
-        os.close(dir_fd)
+        return edit_config(config, lambda text: add_allowed_sender(text, user, entry, inherited))
+    except ConfigEditError as exc:
+        raise QuarantineError(str(exc)) from None

@@ -1,0 +1,300 @@
+"""`authsieve learn` and `authsieve suggest`: what users' moves teach the policy (issue 17).
+
+`learn` is the program Dovecot's imapsieve script pipes a moved message to
+(``sieve_pipe_bin_dir``, `sieve.imapsieve`).  It reads the whole message
+(Pigeonhole wants its input read to the end), then leaves the work to a
+detached child and exits 0 at once: a slow or failing `learn` never holds up
+the user's IMAP MOVE.  The child has ``--timeout`` seconds, logs what went
+wrong and records nothing then.
+
+`suggest` prints the proposals (`classifier.learning.proposals`);
+``--apply N`` writes proposal N into the TOML config (comments kept) and
+reinstalls the global Sieve script where ``[learn] sieve_dir`` says, so that
+the script Dovecot runs and the verdict authsieve writes stay equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from classifier.config import Settings
+from classifier.errors import UsageError
+
+if TYPE_CHECKING:
+    from classifier.learning.proposals import Proposal
+
+MAX_MESSAGE = 64 * 1024 * 1024  # what learn keeps of a message; the rest is read and dropped
+DEFAULT_TIMEOUT = 20.0
+
+
+def add_learn_parser(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_common: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    p = sub.add_parser("learn", help="record a message a user moved (from Dovecot's imapsieve)")
+    add_common(p)
+    p.add_argument("--user", required=True, help="the IMAP user who moved it")
+    p.add_argument("--from-folder", required=True, metavar="F", help="where it was")
+    p.add_argument("--to-folder", required=True, metavar="T", help="where the user put it")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"give up recording after this many seconds (default {DEFAULT_TIMEOUT:g})",
+    )
+    p.add_argument("--foreground", action="store_true", help="record before exiting (tests)")
+    p.add_argument("message", nargs="?", help="the message file (default: standard input)")
+    p.set_defaults(handler=cmd_learn)
+
+
+def add_suggest_parser(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_common: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    p = sub.add_parser("suggest", help="policy changes that users' moves argue for")
+    add_common(p)
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.add_argument("--user", metavar="ADDR", help="only proposals for this user's table")
+    p.add_argument("--apply", type=int, metavar="N", help="write proposal N into the config")
+    p.add_argument(
+        "--sieve-dir",
+        metavar="DIR",
+        help="with --apply: reinstall the global script here ([learn] sieve_dir)",
+    )
+    p.set_defaults(handler=cmd_suggest)
+
+
+def _read_message(path: str | None) -> bytes:
+    """Gives the message, reading its source to the end (Pigeonhole wants all of it read)."""
+    if path and path != "-":
+        return Path(path).read_bytes()[:MAX_MESSAGE]
+    stream = sys.stdin.buffer
+    kept = stream.read(MAX_MESSAGE)
+    while stream.read(1 << 20):
+        pass
+    return kept
+
+
+def record_move(args: argparse.Namespace, settings: Settings, data: bytes) -> bool:
+    """Gives whether the move was recorded (False: teaches nothing, or counted before)."""
+    from classifier.learning.moves import read_move
+    from classifier.learning.store import LearningStore, retention_seconds, store_url
+    from classifier.log import log, log_value
+
+    now = int(time.time())
+    move = read_move(data, args.user, args.from_folder, args.to_folder, settings, now)
+    if move is None:
+        log.info(
+            "learn: %s moved a message %s -> %s: nothing to learn (no header of ours,"
+            " or a move that says nothing)",
+            log_value(args.user), log_value(args.from_folder), log_value(args.to_folder),
+        )  # fmt: skip
+        return False
+    with LearningStore.open(store_url(settings), timeout=2.0) as store:
+        added = store.record(move)
+        store.purge(int(now - retention_seconds(settings)))
+    log.info(
+        "learn: %s %s a message from %s (%s -> %s)%s",
+        log_value(move.user), move.direction, log_value(move.from_address or "(no From)"),
+        log_value(move.from_folder), log_value(move.to_folder),
+        "" if added else ": counted before",
+    )  # fmt: skip
+    return added
+
+
+def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
+    """Reads the message, records the move in a detached child; gives 0 at once."""
+    from classifier.log import configure_logging, log
+
+    data = _read_message(args.message)
+    if not settings.learn_store:
+        return 0  # no [learn] table: learning is off
+    if not args.foreground:
+        sys.stdout.flush()
+        if os.fork() != 0:
+            return 0  # Dovecot waits for this process only: the MOVE goes on
+        # The child: its own session, and no descriptor Dovecot waits on.
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+    configure_logging(settings, getattr(args, "debug", False), stderr=args.foreground)
+    if args.timeout > 0:
+        signal.signal(signal.SIGALRM, _give_up)
+        signal.setitimer(signal.ITIMER_REAL, args.timeout)
+    code = 0
+    try:
+        record_move(args, settings, data)
+    except Exception as exc:  # logged, never raised: nothing may reach the IMAP session
+        log.error("learn: move not recorded: %s: %s", type(exc).__name__, exc)
+        code = 1 if args.foreground else 0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    if not args.foreground:
+        logging_shutdown()
+        os._exit(0)
+    return code
+
+
+class _TimedOut(Exception):
+    """learn ran past --timeout."""
+
+
+def _give_up(signum: int, frame: object) -> None:
+    raise _TimedOut("gave up after --timeout")
+
+
+def logging_shutdown() -> None:
+    import logging
+
+    logging.shutdown()
+
+
+def _proposals(settings: Settings) -> list[Proposal]:
+    from classifier.aggregate.store import StoreError
+    from classifier.learning.proposals import (
+        DEFAULT_MIN_MESSAGES,
+        DEFAULT_MIN_USERS,
+        Thresholds,
+        propose,
+    )
+    from classifier.learning.store import LearningStore, retention_seconds, store_url
+    from classifier.policy.rules import load_policies
+
+    url = store_url(settings)
+    if not settings.learn_store:
+        raise UsageError(f"{settings.source}: learn: no [learn] table, no moves are recorded")
+    thresholds = Thresholds(
+        settings.learn_min_messages or DEFAULT_MIN_MESSAGES,
+        settings.learn_min_users or DEFAULT_MIN_USERS,
+    )
+    try:
+        with as_store_owner(url), LearningStore.open(url) as store:
+            store.purge(int(time.time() - retention_seconds(settings)))
+            moves = list(store.moves())
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        raise UsageError(f"learn store {url}: {exc}") from None
+    return propose(moves, load_policies(settings), thresholds)
+
+
+@contextlib.contextmanager
+def as_store_owner(url: str) -> Iterator[None]:
+    """Runs the block as the owner of the store's directory when root runs it.
+
+    The directory belongs to the mail user, who runs `learn`: root opening the
+    database there would create its -wal and -shm files as root (and lock the
+    mail user out), and would follow a link the mail user planted under those
+    names.  As that user, root can do only what the user could.
+    """
+    from classifier.aggregate.store import sqlite_path
+
+    directory = sqlite_path(url).parent
+    try:
+        st = directory.stat()
+    except OSError:
+        st = None
+    if os.geteuid() != 0 or st is None or st.st_uid == 0:
+        yield
+        return
+    os.setegid(st.st_gid)
+    os.seteuid(st.st_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def open_proposals(settings: Settings) -> list[Proposal]:
+    """Gives the proposals, or [] when learning is off (for the quarantine digest)."""
+    return _proposals(settings) if settings.learn_store else []
+
+
+def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
+    from classifier.learning.proposals import render
+    from classifier.policy.rules import normalize_user
+
+    proposals = _proposals(settings)
+    numbered = list(enumerate(proposals, 1))
+    if args.user:
+        wanted = normalize_user(args.user)
+        numbered = [(n, p) for n, p in numbered if p.user == wanted or wanted in p.users]
+    if args.apply is not None:
+        if not 1 <= args.apply <= len(proposals):
+            raise UsageError(f"--apply {args.apply}: no such proposal (there are {len(proposals)})")
+        return _apply(args, settings, proposals[args.apply - 1])
+    if args.json:
+        doc = [{"number": n, **p.to_dict()} for n, p in numbered]
+        print(json.dumps({"proposals": doc}, indent=2))
+        return 0
+    print(render(numbered), end="")  # the global numbers, which --apply takes
+    return 0
+
+
+def _apply(args: argparse.Namespace, settings: Settings, proposal: Proposal) -> int:
+    from classifier.mailstore.configedit import edit_config, set_policy_action
+
+    config = Path(args.config or settings.source)
+    if not config.is_file():
+        raise UsageError(f"{config}: no config file to write the change into (--config)")
+    if proposal.kind == "relax_rule":
+        changed = edit_config(config, lambda t: set_policy_action(t, proposal.key, proposal.value))
+    else:
+        changed = edit_config(config, lambda t: _add_entry(t, settings, proposal))
+    said = "added" if changed else "already there"
+    print(f"{config}: [{proposal.table}] {proposal.key}: {proposal.value} {said}")
+    return _reinstall(args, settings, config)
+
+
+def _add_entry(text: str, settings: Settings, proposal: Proposal) -> str:
+    """Gives the config text with the proposal's list entry added where it takes effect.
+
+    A user's list replaces the global one (`classifier.policy.rules`): a new user
+    list starts with the global entries, and a global entry goes into every user
+    table that has its own list too, or it would not reach those users.
+    """
+    from classifier.mailstore.configedit import add_list_entry
+    from classifier.policy.rules import load_policies
+
+    if proposal.user:
+        inherited = tuple(getattr(load_policies(settings).default, proposal.key))
+        return add_list_entry(text, proposal.user, proposal.key, proposal.value, inherited)
+    text = add_list_entry(text, "", proposal.key, proposal.value)
+    for user, table in sorted(settings.users_raw.items()):
+        if isinstance(table, dict) and proposal.key in table:
+            text = add_list_entry(text, user, proposal.key, proposal.value)
+    return text
+
+
+def _reinstall(args: argparse.Namespace, settings: Settings, config: Path) -> int:
+    """Reinstalls the global script from the edited config; gives the exit code."""
+    from classifier.config import load_settings
+    from sieve.commands import script_for
+    from sieve.install import SCRIPT_NAME, install_to_dir
+
+    where = args.sieve_dir or settings.learn_sieve_dir
+    if not where:
+        print(
+            "no [learn] sieve_dir and no --sieve-dir: reinstall the Sieve script yourself"
+            " (`authsieve sieve install --dir DIR`)"
+        )
+        return 0
+    directory = Path(where)
+    installed = directory / f"{SCRIPT_NAME}.sieve"
+    # The same kind of script as the one there: the LMTP filter's, or pipe mode's.
+    with_filter = installed.is_file() and "vnd.dovecot.filter" in installed.read_text()
+    script = script_for(load_settings(config), None, with_filter)
+    result = install_to_dir(script, directory)
+    print(f"installed {result.target}")
+    return 0

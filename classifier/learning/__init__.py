@@ -1,0 +1,1 @@
+"""Learning from users' moves: moves read from our own headers, their store, and proposals."""

@@ -1,0 +1,106 @@
+"""The learning store: the moves `authsieve learn` records, read back by `authsieve suggest`.
+
+SQLite in WAL mode, opened as the report store is (`classifier.aggregate.store.open_sqlite`),
+at ``[learn] store`` (default ``sqlite:/var/lib/authsieve/learning/moves.db``).  `learn`
+runs as the mail user, inside Dovecot's IMAP process: the directory must be
+writable by that user.  A move is one row under its key (Message-ID, user,
+direction): the same message moved twice the same way by the same user counts
+once (``INSERT OR IGNORE``).  Rows older than ``retention_days`` (default
+180) are deleted whenever a move is recorded or proposals are made.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import fields
+
+from classifier.aggregate.store import open_sqlite
+from classifier.config import DEFAULT_LEARN_STORE, Settings
+from classifier.learning.moves import Move
+
+DEFAULT_RETENTION_DAYS = 180.0
+_COLUMNS = tuple(f.name for f in fields(Move))
+_LISTS = ("rules", "dkim_domains", "arc_sealers")
+_FLAGS = ("from_auth", "forwarded", "allowed")
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS moves ("
+    + ", ".join(
+        f"{c} {'INTEGER' if c in ('at', *_FLAGS) else 'TEXT'} NOT NULL"
+        + (" PRIMARY KEY" if c == "key" else "")
+        for c in _COLUMNS
+    )
+    + ");\nCREATE INDEX IF NOT EXISTS moves_at ON moves (at);\n"
+)
+
+
+def _values(move: Move) -> tuple[object, ...]:
+    d = move.to_dict()
+    for name in _LISTS:
+        d[name] = json.dumps(d[name])
+    for name in _FLAGS:
+        d[name] = int(bool(d[name]))
+    return tuple(d[c] for c in _COLUMNS)
+
+
+def _move(values: sqlite3.Row | tuple[object, ...]) -> Move:
+    d: dict[str, object] = dict(zip(_COLUMNS, tuple(values), strict=True))
+    for name in _LISTS:
+        d[name] = tuple(json.loads(str(d[name])))
+    for name in _FLAGS:
+        d[name] = bool(d[name])
+    return Move(**d)  # type: ignore[arg-type]
+
+
+def store_url(settings: Settings) -> str:
+    """Gives the store the settings name: [learn] store, else the default."""
+    return settings.learn_store or DEFAULT_LEARN_STORE
+
+
+def retention_seconds(settings: Settings) -> float:
+    days = settings.learn_retention_days
+    return (DEFAULT_RETENTION_DAYS if days is None else days) * 86400
+
+
+class LearningStore:
+    """One SQLite learning store; `open` creates the file, its directory and the table."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.db = connection
+
+    @classmethod
+    def open(cls, url: str, timeout: float = 5.0) -> LearningStore:
+        return cls(open_sqlite(url, _SCHEMA, timeout))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> LearningStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def record(self, move: Move) -> bool:
+        """Records a move; gives False when the same move (same key) was recorded before."""
+        marks = ", ".join("?" for _ in _COLUMNS)
+        with self.db:
+            cursor = self.db.execute(
+                f"INSERT OR IGNORE INTO moves ({', '.join(_COLUMNS)}) VALUES ({marks})",
+                _values(move),
+            )
+        return cursor.rowcount == 1
+
+    def moves(self, since: int = 0) -> Iterator[Move]:
+        """Gives the moves made at or after `since`, oldest first."""
+        cursor = self.db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM moves WHERE at >= ? ORDER BY at, key", (since,)
+        )
+        for values in cursor:
+            yield _move(values)
+
+    def purge(self, before: int) -> int:
+        """Deletes moves made before `before`; gives how many."""
+        with self.db:
+            return self.db.execute("DELETE FROM moves WHERE at < ?", (before,)).rowcount
