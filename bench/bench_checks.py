@@ -28,7 +28,7 @@ import dkim  # noqa: E402
 
 from bench.machine import reference_line  # noqa: E402
 from classifier.auth.checks import run_checks  # noqa: E402
-from classifier.config import settings_from_dict  # noqa: E402
+from classifier.config import config_from_dict  # noqa: E402
 from classifier.lookup.resolver import Resolver  # noqa: E402
 from classifier.lookup.sources import ServerSource  # noqa: E402
 from tests.dnsserver import DnsServerProcess, DnsTestServer  # noqa: E402
@@ -83,7 +83,7 @@ def build() -> tuple[bytes, str]:
 def main() -> None:
     message, zone = build()
     server = DnsTestServer(zone)
-    settings = settings_from_dict({"classifier": {"authserv_id": "mx.family.example"}})
+    settings = config_from_dict({"classifier": {"authserv_id": "mx.family.example"}}).engine
     try:
         report = run_checks(
             message, settings, Resolver(ServerSource.from_spec(server.address), timeout=2)

@@ -54,28 +54,28 @@ DEMO = ROOT / "examples" / "maildir"
 PIPE_DRIVER = """
 import json, sys, time
 t0 = time.perf_counter()
-from classifier.config import load_settings
+from classifier.config import load_config
 from classifier.envelope.trust import Hints
 from classifier.evaluate import check_and_annotate
 from classifier.lookup.resolver import make_resolver
-settings = load_settings(sys.argv[1])
+config = load_config(sys.argv[1])
 resolver = make_resolver(dns_server=None, dns_zone=sys.argv[2], timeout=5.0)
 t1 = time.perf_counter()
 from classifier.aggregate.store import recorder
 t_store = time.perf_counter() - t1
-if settings.reports_store.startswith("postgres"):
+if config.reports.store.startswith("postgres"):
     t1 = time.perf_counter()
     import psycopg
     t_store += time.perf_counter() - t1
-record = recorder(settings)
+record = recorder(config.reports)
 took = []
 def timed(evaluation):
     t = time.perf_counter()
     ok = record(evaluation)
     took.append((time.perf_counter() - t, ok))
 data = open(sys.argv[3], "rb").read()
-check_and_annotate(data, settings, resolver, Hints(recipient="alice@family.example"),
-                   "alice@family.example", record=timed)
+check_and_annotate(data, config.engine, resolver, config.policies,
+                   Hints(recipient="alice@family.example"), "alice@family.example", record=timed)
 # What the interpreter's exit does next: close the kept store (SQLite: the last
 # connection checkpoints the WAL into the database and removes it).
 from classifier.aggregate import store
@@ -215,21 +215,22 @@ def pipe_writes(config: Path, count: int) -> tuple[list[float], list[float], lis
 
 def kept_writes(config: Path, count: int) -> list[float]:
     from classifier.aggregate.store import record_delivery
-    from classifier.config import load_settings
+    from classifier.config import load_config
     from classifier.envelope.trust import Hints
     from classifier.evaluate import Evaluation, check_and_annotate
     from classifier.lookup.resolver import make_resolver
 
-    settings = load_settings(config)
+    loaded = load_config(config)
+    assert loaded.reports is not None
     resolver = make_resolver(dns_server=None, dns_zone=str(DEMO / "zone.txt"), timeout=5.0)
     got: list[Evaluation] = []
-    check_and_annotate(demo_message().read_bytes(), settings, resolver,
+    check_and_annotate(demo_message().read_bytes(), loaded.engine, resolver, loaded.policies,
                        Hints(recipient="alice@family.example"), "alice@family.example",
                        record=got.append)  # fmt: skip
     took = []
     for _ in range(count):
         started = time.perf_counter()
-        assert record_delivery(settings, got[0])
+        assert record_delivery(loaded.reports, got[0])
         took.append(time.perf_counter() - started)
     return took
 

@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from classifier.config import load_settings  # noqa: E402
+from classifier.config import load_config  # noqa: E402
 from classifier.evaluate import check_and_annotate  # noqa: E402
 from classifier.lookup.resolver import Resolver  # noqa: E402
 from classifier.lookup.sources import ServerSource  # noqa: E402
@@ -87,9 +87,9 @@ def make_maildir(base: Path) -> Path:
 def warm_resolver(server: DnsTestServer) -> Resolver:
     """Gives a resolver whose cache already holds every answer the demo messages need."""
     resolver = Resolver(ServerSource.from_spec(server.address), timeout=2.0)
-    settings = load_settings(CONFIG)
+    config = load_config(CONFIG)
     for data in templates():
-        check_and_annotate(data, settings, resolver, None, None)
+        check_and_annotate(data, config.engine, resolver, config.policies, None, None)
     return resolver
 
 
@@ -100,7 +100,7 @@ def throughput(
     work = Path(tempfile.mkdtemp(dir=base))
     maildir = make_maildir(work)
     fill(maildir / "new", count)
-    job = Job.build(load_settings(CONFIG), warm_resolver(server))
+    job = Job(load_config(CONFIG), warm_resolver(server))
     options = WatchOptions(roots=(str(maildir),), workers=workers, pool=pool, once=True)
     watcher = Watcher(options, job, notify=lambda _s: False)
     cpu = _cpu_seconds()

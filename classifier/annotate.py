@@ -32,13 +32,10 @@ from classifier.auth.checks import CheckReport
 from classifier.auth.facts import HEADER_NAME
 from classifier.auth.spf import received_spf_header
 from classifier.message import HeaderField, Message
+from classifier.names import DOT_ATOM, LDH_DOMAIN, quoted_string
 
 # RFC 2045 §5.1 token: any CHAR except SPACE, CTLs and tspecials.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
-_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*$")
-_DOMAIN = re.compile(
-    r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
-)
 _RECEIVER = re.compile(r"receiver\s*=\s*(\"[^\"]*\"|[^;\s]+)", re.IGNORECASE)
 _OUR_NAMES = ("authentication-results", "received-spf", HEADER_NAME.lower())
 
@@ -60,9 +57,11 @@ def ar_value(text: str) -> str:
     if "@" not in text or _TOKEN.match(text):
         return text
     local, _, domain = text.rpartition("@")
-    if _DOMAIN.match(domain) and (not local or _DOT_ATOM.match(local)):
+    # An ASCII DNS name and a dot-atom local part: authres writes both safely as they are.
+    plain = domain.isascii() and LDH_DOMAIN.fullmatch(domain.lower())
+    if plain and (not local or DOT_ATOM.fullmatch(local)):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return quoted_string(text)
 
 
 def ar_comment(text: str) -> str:

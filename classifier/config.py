@@ -1,48 +1,39 @@
-"""Settings from the TOML config file, validated into frozen values.
+"""The TOML config file, validated once into one frozen `Config`.
 
-One file (``/etc/authsieve/config.toml`` unless ``--config`` says otherwise)
-with a ``[classifier]`` section for the engine and ``[policy]`` /
-``[users."addr"]`` sections for the verdict (parsed by `classifier.policy.rules`).
-Every mistake a user can make is a `ConfigError` naming the file, the key and
-the value; the command line turns it into one line and exit code 2.
+One file (``/etc/authsieve/config.toml`` unless ``--config`` says otherwise):
+``[classifier]`` for the engine (`Settings`), ``[policy]`` / ``[users."addr"]``
+for the verdict (`classifier.policies`), ``[watch]``, ``[quarantine]`` and
+``[reports]``.  `load_config` checks every key when the file is read, so a
+daemon or a watcher finds a mistake at start or reload, not at the first
+message; defaults are the dataclasses' field defaults.  Every mistake is a
+`ConfigError` naming the file, the key and the value; the command line turns
+it into one line and exit code 2.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import tomllib
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from classifier.errors import UsageError
+from classifier.errors import ConfigError
+from classifier.policies import Policies, policies_from_tables
+from classifier.trusted import LOOPBACK, Network, TrustMatcher, parse_forwarder
 
 DEFAULT_PATH = Path("/etc/authsieve/config.toml")
 DEFAULT_REPORT_STORE = "sqlite:/var/lib/authsieve/reports.db"  # when [reports] names none
 DEFAULT_LEARN_STORE = "sqlite:/var/lib/authsieve/learning/moves.db"  # the mail user's directory
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-LOOPBACK: tuple[Network, ...] = (
-    ipaddress.ip_network("127.0.0.0/8"),
-    ipaddress.ip_network("::1/128"),
-)
-
-
-class ConfigError(UsageError):
-    """A bad config file: the message names the file, the key and the value (exit 2)."""
-
-    def __init__(self, source: str, key: str, problem: str) -> None:
-        super().__init__(f"{source}: {key}: {problem}")
-        self.source = source
-        self.key = key
-        self.problem = problem
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The engine's settings (section ``[classifier]``) plus the raw policy sections."""
+    """The engine's settings: section ``[classifier]``."""
 
     authserv_id: str
     trusted_networks: tuple[Network, ...] = LOOPBACK
@@ -62,68 +53,38 @@ class Settings:
     daemon_max_message_size: int | None = None  # None: Postfix's message_size_limit
     daemon_idle_timeout: float = 10.0
     daemon_max_connections: int = 64
-    # [watch] and [quarantine]; None: the command's default applies
-    watch_roots: tuple[str, ...] | None = None
-    watch_path_template: str | None = None
-    watch_rescan_interval: float | None = None
-    watch_workers: int | None = None
-    watch_cur_max_age_days: float | None = None
-    quarantine_retention_days: float | None = None
-    # [reports] (DMARC aggregate reports, issue 16); reports_store None: nothing is recorded
-    reports_store: str | None = None
-    reports_host: str | None = None  # written with each row: one report covers several MX
-    reports_retention_days: float | None = None
-    reports_org_name: str | None = None
-    reports_email: str | None = None
-    reports_extra_contact_info: str | None = None
-    reports_sendmail: str = "/usr/sbin/sendmail"  # what `dmarc-report --send` hands reports to
-    reports_max_message_size: int = 10_000_000  # bytes of one report message, larger: not sent
-    reports_sent_log: str | None = None  # None: dmarc-sent.log beside a sqlite store
-    # [learn] (what users' moves teach, issue 17); learn_store None: `learn` records nothing
-    learn_store: str | None = None
-    learn_retention_days: float | None = None
-    learn_min_messages: int | None = None
-    learn_min_users: int | None = None
-    learn_sieve_dir: str | None = None
     source: str = "<defaults>"
-    # [policy] and [users."…"] exactly as read; classifier.policy.rules validates them.
-    policy_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    users_raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # The matchers of the policies' trusted_forwarders lists (trust_for), built at load.
+    _policy_trust: dict[tuple[str, ...], TrustMatcher] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
-    def with_forwarders(self, entries: tuple[str, ...]) -> Settings:
-        """Gives these settings with more trusted forwarders (host names or CIDRs) added."""
-        extra = tuple(
-            f
-            for i, e in enumerate(entries)
-            if (f := _forwarder(self.source, f"policy.trusted_forwarders[{i}]", e))
-            not in self.trusted_forwarders
-        )
-        return replace(self, trusted_forwarders=self.trusted_forwarders + extra) if extra else self
+    @cached_property
+    def trust(self) -> TrustMatcher:
+        """Gives the matcher of trusted_networks and [classifier].trusted_forwarders."""
+        return TrustMatcher(self.trusted_networks, self.trusted_forwarders)
 
-    def is_trusted_ip(self, ip: str) -> bool:
-        """Tells whether ip lies inside trusted_networks (loopback always does)."""
-        return _in_networks(ip, self.trusted_networks)
+    def trust_for(self, forwarders: tuple[str, ...]) -> TrustMatcher:
+        """Gives the matcher with a policy's trusted_forwarders added, built once per list.
 
-    def forwarder_match(self, ip: str | None, names: tuple[str | None, ...]) -> str:
-        """Gives the trusted_forwarders entry that matches this hop's IP or host names, or ""."""
-        for entry in self.trusted_forwarders:
-            if isinstance(entry, str):
-                for name in names:
-                    n = (name or "").rstrip(".").lower()
-                    if n and (n == entry or n.endswith("." + entry)):
-                        return entry
-            elif ip and _in_networks(ip, (entry,)):
-                return str(entry)
-        return ""
-
-
-@lru_cache(maxsize=8192)
-def _in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(addr.version == n.version and addr in n for n in networks)
+        `load_config` builds the matcher of every policy's list, so a message only
+        looks it up; a list no policy of the file names (``report --policy``)
+        is built at its first use.  Raises ConfigError for an entry that is no
+        CIDR or host name.
+        """
+        if not forwarders:
+            return self.trust
+        matchers = self._policy_trust
+        matcher = matchers.get(forwarders)
+        if matcher is None:
+            if len(matchers) >= 256:  # more distinct lists than a config holds: start afresh
+                matchers.clear()
+            entries = (
+                parse_forwarder(self.source, f"policy.trusted_forwarders[{i}]", e)
+                for i, e in enumerate(forwarders)
+            )
+            matcher = matchers[forwarders] = self.trust.with_forwarders(entries)
+        return matcher
 
 
 def report_store_kind(url: str) -> str | None:
@@ -193,108 +154,133 @@ _CLASSIFIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "daemon_max_connections": int,
 }
 _TOP_KEYS = {"classifier", "policy", "users", "watch", "quarantine", "reports", "learn"}
-# section → key → (Settings field, check, what the check wants)
-_SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """Section ``[watch]``: what `authsieve watch` watches (command-line options win)."""
+
+    roots: tuple[str, ...] = ()
+    path_template: str = "{domain}/{local}/Maildir"
+    rescan_interval: float = 60.0
+    workers: int = 0  # 0: one worker process per CPU
+    cur_max_age_days: float = 7.0  # unfiled mail a client moved to cur/: this recent only
+
+
+@dataclass(frozen=True)
+class QuarantineConfig:
+    """Section ``[quarantine]``."""
+
+    retention_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class ReportsConfig:
+    """Section ``[reports]`` (DMARC aggregate reports, issue 16): its presence turns them on."""
+
+    store: str = DEFAULT_REPORT_STORE  # sqlite:PATH or a postgresql:// URL (report_store_kind)
+    # Written with each row: one organisation's report covers all its MX hosts.
+    host: str = field(default_factory=default_authserv_id)
+    retention_days: float = 35.0
+    org_name: str = ""  # "": the authserv_id
+    email: str = ""
+    extra_contact_info: str = ""
+    sendmail: str = "/usr/sbin/sendmail"  # what `dmarc-report --send` hands reports to
+    max_message_size: int = 10_000_000  # bytes of one report message, larger: not sent
+    sent_log: str | None = None  # None: dmarc-sent.log beside a sqlite store
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Section ``[learn]`` (what users' moves teach, issue 17): its presence turns it on."""
+
+    store: str = DEFAULT_LEARN_STORE
+    retention_days: float = 180.0
+    min_messages: int = 5  # moves of one kind before a change is proposed
+    min_users: int = 2  # users among them
+    sieve_dir: str | None = None  # where `sieve install --dir` put the global script
+
+
+def _number(low: float, strict: bool = True) -> Any:
+    def check(v: object) -> bool:
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+        return ok and (v > low if strict else v >= low)  # type: ignore[operator]
+
+    return check
+
+
+# section → key → (check, what the check wants)
+_SECTION_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
     "watch": {
         "roots": (
-            "watch_roots",
             lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
             "a list of paths or globs",
         ),
         "path_template": (
-            "watch_path_template",
             lambda v: isinstance(v, str) and "{" in v,
             "a template such as {domain}/{local}/Maildir",
         ),
-        "rescan_interval": (
-            "watch_rescan_interval",
-            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
-            "a number of seconds > 0",
-        ),
+        "rescan_interval": (_number(0), "a number of seconds > 0"),
         "workers": (
-            "watch_workers",
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
             "a whole number >= 0 (0: one per CPU)",
         ),
         "cur_max_age_days": (
-            "watch_cur_max_age_days",
-            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
+            _number(0, strict=False),
             "a number of days >= 0 (0: cur/ is never checked)",
         ),
     },
-    "quarantine": {
-        "retention_days": (
-            "quarantine_retention_days",
-            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
-            "a number of days > 0",
-        ),
-    },
+    "quarantine": {"retention_days": (_number(0), "a number of days > 0")},
     "reports": {
         "store": (
-            "reports_store",
             lambda v: isinstance(v, str) and report_store_kind(v) is not None,
             "sqlite:PATH or postgresql://[user@][host][:port]/dbname[?param=value...]",
         ),
         "host": (
-            "reports_host",
             lambda v: isinstance(v, str) and v.strip() and not any(c.isspace() for c in v),
             "this server's name, such as mx1.example.org",
         ),
-        "retention_days": (
-            "reports_retention_days",
-            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
-            "a number of days > 0",
-        ),
-        "org_name": ("reports_org_name", lambda v: isinstance(v, str) and v.strip(), "a name"),
+        "retention_days": (_number(0), "a number of days > 0"),
+        "org_name": (lambda v: isinstance(v, str) and v.strip(), "a name"),
         "email": (
-            "reports_email",
             lambda v: isinstance(v, str) and "@" in v,
             "an address such as dmarc-reports@example.org",
         ),
         "extra_contact_info": (
-            "reports_extra_contact_info",
             lambda v: isinstance(v, str),
             "a string (a URL or a telephone number)",
         ),
         "sendmail": (
-            "reports_sendmail",
             lambda v: isinstance(v, str) and v.startswith("/"),
             "an absolute path such as /usr/sbin/sendmail",
         ),
         "max_message_size": (
-            "reports_max_message_size",
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1000,
             "a number of bytes >= 1000",
         ),
         "sent_log": (
-            "reports_sent_log",
             lambda v: isinstance(v, str) and v.startswith("/"),
             "an absolute path",
         ),
     },
     "learn": {
         "store": (
-            "learn_store",
             lambda v: isinstance(v, str) and v.startswith("sqlite:"),
             "sqlite:PATH",
         ),
         "retention_days": (
-            "learn_retention_days",
             lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
             "a number of days > 0",
         ),
         "min_messages": (
-            "learn_min_messages",
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
             "a whole number >= 1",
         ),
         "min_users": (
-            "learn_min_users",
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
             "a whole number >= 1",
         ),
         "sieve_dir": (
-            "learn_sieve_dir",
             lambda v: isinstance(v, str) and v.startswith("/"),
             "an absolute directory (where `sieve install --dir` put the global script)",
         ),
@@ -302,26 +288,20 @@ _SECTION_KEYS: dict[str, dict[str, tuple[str, Any, str]]] = {
 }
 
 
-def _section_values(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """Gives the Settings fields of the [watch] … [learn] sections, validated."""
+def _section(data: dict[str, Any], source: str, section: str) -> dict[str, Any]:
+    """Gives one of [watch], [quarantine], [reports] as dataclass arguments, validated."""
+    table = data.get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(source, section, "must be a table")
+    keys = _SECTION_KEYS[section]
     out: dict[str, Any] = {}
-    for section, keys in _SECTION_KEYS.items():
-        table = data.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(source, section, "must be a table")
-        for key, value in table.items():
-            if key not in keys:
-                raise ConfigError(source, f"{section}.{key}", "unknown key")
-            name, check, wanted = keys[key]
-            if not check(value):
-                raise ConfigError(source, f"{section}.{key}", f"expected {wanted}, got {value!r}")
-            out[name] = tuple(value) if isinstance(value, list) else value
-    if "reports" in data:
-        out.setdefault("reports_store", DEFAULT_REPORT_STORE)  # a [reports] table turns it on
-    if "reports_store" in out:
-        out.setdefault("reports_host", default_authserv_id())  # which MX wrote a row
-    if "learn" in data:
-        out.setdefault("learn_store", DEFAULT_LEARN_STORE)  # so does a [learn] table
+    for key, value in table.items():
+        if key not in keys:
+            raise ConfigError(source, f"{section}.{key}", "unknown key")
+        check, wanted = keys[key]
+        if not check(value):
+            raise ConfigError(source, f"{section}.{key}", f"expected {wanted}, got {value!r}")
+        out[key] = tuple(value) if isinstance(value, list) else value
     return out
 
 
@@ -332,18 +312,6 @@ def _network(source: str, key: str, value: object) -> Network:
         return ipaddress.ip_network(value.strip(), strict=False)
     except ValueError:
         raise ConfigError(source, key, f"not a CIDR network: {value!r}") from None
-
-
-def _forwarder(source: str, key: str, value: object) -> Network | str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(source, key, f"expected a CIDR or a host name, got {value!r}")
-    try:
-        return ipaddress.ip_network(value.strip(), strict=False)
-    except ValueError:
-        name = value.strip().rstrip(".").lower()
-        if any(c.isspace() or c in "/:@" for c in name):
-            raise ConfigError(source, key, f"not a CIDR network or host name: {value!r}") from None
-        return name
 
 
 def _socket_mode(source: str, value: int | str) -> int:
@@ -390,11 +358,8 @@ def _daemon_values(section: dict[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
-def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settings:
-    """Gives Settings for a parsed TOML document; raises ConfigError naming the key at fault."""
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise ConfigError(source, key, "unknown section or key")
+def _engine(data: dict[str, Any], source: str) -> Settings:
+    """Gives the [classifier] section as Settings; raises ConfigError naming the key at fault."""
     section = data.get("classifier", {})
     if not isinstance(section, dict):
         raise ConfigError(source, "classifier", "must be a table")
@@ -409,7 +374,7 @@ def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settin
         for i, v in enumerate(section.get("trusted_networks", []))
     )
     forwarders = tuple(
-        _forwarder(source, f"classifier.trusted_forwarders[{i}]", v)
+        parse_forwarder(source, f"classifier.trusted_forwarders[{i}]", v)
         for i, v in enumerate(section.get("trusted_forwarders", []))
     )
     mode = section.get("dmarc_mode", "rfc9989")
@@ -418,12 +383,6 @@ def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settin
     for key in ("dns_timeout", "dns_budget"):
         if key in section and not 0 < section[key] <= 600:
             raise ConfigError(source, f"classifier.{key}", f"out of range: {section[key]!r}")
-    policy = data.get("policy", {})
-    users = data.get("users", {})
-    if not isinstance(policy, dict):
-        raise ConfigError(source, "policy", "must be a table")
-    if not isinstance(users, dict):
-        raise ConfigError(source, "users", "must be a table of tables")
     return Settings(
         authserv_id=section.get("authserv_id") or default_authserv_id(),
         trusted_networks=LOOPBACK + nets,
@@ -436,15 +395,48 @@ def settings_from_dict(data: dict[str, Any], source: str = "<config>") -> Settin
         log_file=section.get("log_file"),
         daemon_socket=section.get("daemon_socket"),
         **_daemon_values(section, source),
-        **_section_values(data, source),
         source=source,
-        policy_raw=policy,
-        users_raw=users,
     )
 
 
-def load_settings(path: str | Path | None) -> Settings:
-    """Gives Settings from a file; the default path may be absent (then defaults apply).
+@dataclass(frozen=True)
+class Config:
+    """The whole config file, every key validated: engine, policies and the other sections."""
+
+    engine: Settings
+    policies: Policies = field(default_factory=lambda: policies_from_tables("<defaults>", {}, {}))
+    watch: WatchConfig = WatchConfig()
+    quarantine: QuarantineConfig = QuarantineConfig()
+    reports: ReportsConfig | None = None  # None: no [reports] table, nothing is recorded
+    learn: LearnConfig | None = None  # None: no [learn] table, `learn` records nothing
+    source: str = "<defaults>"
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Gives the Config of a parsed TOML document; raises ConfigError naming the key at fault."""
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(source, key, "unknown section or key")
+    engine = _engine(data, source)
+    policies = policies_from_tables(source, data.get("policy", {}), data.get("users", {}))
+    for name, policy in (("policy", policies.default), *policies.users):
+        where = "policy" if name == "policy" else f"users.{json.dumps(name)}"
+        for i, entry in enumerate(policy.trusted_forwarders):
+            parse_forwarder(source, f"{where}.trusted_forwarders[{i}]", entry)
+        engine.trust_for(policy.trusted_forwarders)  # built now, looked up per message
+    return Config(
+        engine=engine,
+        policies=policies,
+        watch=WatchConfig(**_section(data, source, "watch")),
+        quarantine=QuarantineConfig(**_section(data, source, "quarantine")),
+        reports=ReportsConfig(**_section(data, source, "reports")) if "reports" in data else None,
+        learn=LearnConfig(**_section(data, source, "learn")) if "learn" in data else None,
+        source=source,
+    )
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Gives the Config of a file; the default path may be absent (then defaults apply).
 
     Raises ConfigError for an unreadable or invalid file.
     """
@@ -453,11 +445,11 @@ def load_settings(path: str | Path | None) -> Settings:
     if not p.exists():
         if explicit:
             raise ConfigError(str(p), "-", "no such file")
-        return settings_from_dict({}, source="<defaults>")
+        return config_from_dict({}, source="<defaults>")
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(str(p), "-", f"cannot read: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), "-", f"not valid TOML: {exc}") from None
-    return settings_from_dict(data, source=str(p))
+    return config_from_dict(data, source=str(p))

@@ -31,3 +31,13 @@ class TempError(AuthsieveError):
     """Something outside failed for now (DNS, the next delivery stage): exit 75, try again."""
 
     exit_code = EX_TEMPFAIL
+
+
+class ConfigError(UsageError):
+    """A bad config file: the message names the file, the key and the value (exit 2)."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        super().__init__(f"{source}: {key}: {problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem

@@ -23,7 +23,7 @@ from classifier.config import Settings
 from classifier.envelope.trust import Hints
 from classifier.log import log
 from classifier.lookup.resolver import Resolver
-from classifier.policy.rules import Policies, Policy, load_policies
+from classifier.policies import Policies, Policy
 from classifier.policy.verdict import Verdict, decide
 
 
@@ -56,9 +56,9 @@ def evaluate(
     data: bytes,
     settings: Settings,
     resolver: Resolver,
+    policies: Policies,
     hints: Hints | None = None,
     user: str | None = None,
-    policies: Policies | None = None,
 ) -> Evaluation:
     """Gives the evaluation of one message for `user` (default: the recipient it was sent to).
 
@@ -66,10 +66,9 @@ def evaluate(
     the trust path; when the user is not known in advance, the global
     policy's list is used and the recipient's policy decides.
     """
-    policies = policies or load_policies(settings)
     known = policies.for_user(user) if user else None
     forwarders = (known or policies.default).trusted_forwarders
-    report = run_checks(data, settings.with_forwarders(forwarders), resolver, hints)
+    report = run_checks(data, settings, resolver, hints, settings.trust_for(forwarders))
     policy = known or policies.for_user(report.envelope.rcpt or "")
     facts = facts_from(report, policy.trusted_arc_sealers)
     return Evaluation(report, facts, policy, decide(facts, policy))
@@ -89,9 +88,9 @@ def check_and_annotate(
     data: bytes,
     settings: Settings,
     resolver: Resolver,
+    policies: Policies,
     hints: Hints | None,
     user: str | None,
-    policies: Policies | None = None,
     record: Callable[[Evaluation], object] | None = None,
 ) -> Annotated:
     """Gives the annotated message and verdict (on an internal error: original + error header).
@@ -102,13 +101,10 @@ def check_and_annotate(
     An internal error still gives the message, unchanged but for an
     ``X-Authsieve: …; spf=internal; …; error=…`` header, and logs the
     traceback; it is filed as the recipient's ``internal_error`` says (inbox
-    by default), never as a temperror.  `policies` are those of `settings`,
-    loaded once by a caller that files many messages; None loads them here
-    (a bad policy raises ConfigError).
+    by default), never as a temperror.
     """
-    policies = policies or load_policies(settings)
     try:
-        result = evaluate(data, settings, resolver, hints, user, policies)
+        result = evaluate(data, settings, resolver, policies, hints, user)
         value = result.header_value(settings.authserv_id)
         out = annotate(data, result.report, settings.authserv_id, value)
         env, facts, verdict = result.report.envelope, result.facts, result.verdict
@@ -125,12 +121,12 @@ def check_and_annotate(
         log.exception("internal error while checking; delivering unchanged")
         user = user or (hints.recipient if hints else None) or ""
         return failed_annotation(
-            data, settings, policies, user, f"internal error: {type(exc).__name__}"
+            data, settings.authserv_id, policies, user, f"internal error: {type(exc).__name__}"
         )
 
 
 def failed_annotation(
-    data: bytes, settings: Settings, policies: Policies | None, user: str, error: str
+    data: bytes, authserv_id: str, policies: Policies | None, user: str, error: str
 ) -> Annotated:
     """Gives the original message under one X-Authsieve header saying the checks failed.
 
@@ -143,7 +139,7 @@ def failed_annotation(
     verdict = decide(failed, policy)
     value = render_header_value(
         failed,
-        settings.authserv_id,
+        authserv_id,
         verdict.action,
         policy.mode,
         "; ".join(verdict.reasons),

@@ -101,6 +101,21 @@ def write_synced(
         raise
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Replaces an existing file's content: a sibling temp file with its owner and mode,
+    fsynced, renamed over it, then the directory fsynced."""
+    st = path.stat()
+    tmp = path.with_name(temp_name(f".{path.name}.authsieve-"))
+    owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 else None
+    write_synced(tmp, data, st.st_mode & 0o777, owner=owner, exact_mode=True)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
 DOTLOCK_STALE = 30.0  # seconds: Dovecot's SUBSCRIPTION_FILE_CHANGE_TIMEOUT
 
 

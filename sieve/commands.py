@@ -2,7 +2,7 @@
 
 `classifier.commands.main` calls `add_sieve_parser(subparsers, add_common)`; each
 subcommand stores its handler as ``args.handler``, called with
-``(args, settings)`` and returning the exit code.
+``(args, config)`` and returning the exit code.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from classifier.config import Settings
+from classifier.config import Config
 from classifier.errors import EX_USAGE, UsageError
-from classifier.policy.rules import Policy, load_policies, normalize_user
+from classifier.policies import Policy, normalize_user
 from sieve.filterscript import DEFAULT_DEADLINE, PROGRAM, generate_filter_script, program_text
 from sieve.generate import generate_global_script, generate_script
 from sieve.imapsieve import (
@@ -99,7 +99,7 @@ def add_sieve_parser(
     return sieve
 
 
-def script_for(settings: Settings, user: str | None, filter_first: bool = False) -> str:
+def script_for(config: Config, user: str | None, filter_first: bool = False) -> str:
     """Gives the script to install: the user's own, or the global one with every user's table.
 
     `filter_first` gives the global script that first runs authsieve-filter (issue 18).
@@ -108,34 +108,30 @@ def script_for(settings: Settings, user: str | None, filter_first: bool = False)
         if user:
             raise InstallError("--filter is the global sieve_before script: no --user")
         try:
-            return generate_filter_script(load_policies(settings), settings.authserv_id)
+            return generate_filter_script(config.policies, config.engine.authserv_id)
         except ValueError as exc:
             raise InstallError(str(exc)) from None
     if user:
-        return generate_script(policy_for(settings, user), settings.authserv_id)
-    return generate_global_script(load_policies(settings), settings.authserv_id)
+        return generate_script(policy_for(config, user), config.engine.authserv_id)
+    return generate_global_script(config.policies, config.engine.authserv_id)
 
 
-def policy_for(settings: Settings, user: str | None) -> Policy:
+def policy_for(config: Config, user: str | None) -> Policy:
     """Gives the policy the script compiles: the user's merged policy, or the global one."""
-    policies = load_policies(settings)
+    policies = config.policies
     if not user:
         return policies.default
     return replace(policies.for_user(user), user=normalize_user(user))
 
 
-def cmd_sieve_generate(
-    args: argparse.Namespace, settings: Settings, out: TextIO | None = None
-) -> int:
+def cmd_sieve_generate(args: argparse.Namespace, config: Config, out: TextIO | None = None) -> int:
     """Prints the script for --user (or the global one); gives the exit code."""
-    script = script_for(settings, args.user, getattr(args, "filter", False))
+    script = script_for(config, args.user, getattr(args, "filter", False))
     (out or sys.stdout).write(script)
     return 0
 
 
-def cmd_sieve_install(
-    args: argparse.Namespace, settings: Settings, out: TextIO | None = None
-) -> int:
+def cmd_sieve_install(args: argparse.Namespace, config: Config, out: TextIO | None = None) -> int:
     """Installs the script into --dir or over --managesieve; gives the exit code.
 
     A script that cannot be installed raises InstallError (exit 2, said by the command line).
@@ -165,7 +161,7 @@ def cmd_sieve_install(
         out.write(f"installed {install_program(text, Path(args.filter_dir), PROGRAM)}\n")
         return 0
     if args.dir:
-        script = script_for(settings, args.user, getattr(args, "filter", False))
+        script = script_for(config, args.user, getattr(args, "filter", False))
         result = install_to_dir(script, Path(args.dir), name=name)
         if result.compiled:
             note = f" (compiled {result.binary})"
@@ -181,7 +177,7 @@ def cmd_sieve_install(
         raise UsageError("--managesieve needs --password-file FILE")
     host, port = parse_hostport(args.managesieve)
     password = read_password_file(Path(args.password_file))
-    script = script_for(settings, args.user)
+    script = script_for(config, args.user)
     result = install_managesieve(
         script, host, port, args.login or args.user, password, name, args.starttls
     )

@@ -35,7 +35,7 @@ import shlex
 from pathlib import Path
 
 from classifier.auth.facts import HEADER_NAME, INTERNAL, AuthFacts, render_header_value
-from classifier.policy.rules import Policies
+from classifier.policies import Policies
 from classifier.policy.verdict import decide
 from sieve.generate import (
     REQUIRE,

@@ -34,8 +34,9 @@ need only their dots escaped.
 
 from __future__ import annotations
 
-from classifier.auth.facts import HEADER_NAME, INTERNAL, quote, safe_domain
-from classifier.policy.rules import SPF_RULES, Policies, Policy, normalize_suffix, split_sender
+from classifier.auth.facts import HEADER_NAME, INTERNAL, quote
+from classifier.names import quoted_string, safe_domain
+from classifier.policies import SPF_RULES, Policies, Policy, normalize_suffix, split_sender
 
 REQUIRE = ("fileinto", "mailbox", "imap4flags", "regex", "index")
 JUNK_FOLDER = "Junk"
@@ -71,10 +72,9 @@ COMMENT_WIDTH = 76
 def sieve_string(text: str) -> str:
     """Gives text as a Sieve quoted-string, CR/LF/NUL removed (RFC 5228 §2.4.2).
 
-    ``"`` and ``\\`` are the only characters a quoted-string must escape.
+    ``"`` and ``\\`` are the only characters a quoted-string must escape, as in RFC 5322.
     """
-    clean = "".join(c for c in str(text) if c not in "\r\n\0")
-    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return quoted_string("".join(c for c in str(text) if c not in "\r\n\0"))
 
 
 def comment_text(text: str) -> str:

@@ -99,10 +99,30 @@ def check_structure(element: ET.Element, path: str = "feedback") -> None:
 
 def row(at: int, ip: str, **changes: object) -> ReportRow:
     base = ReportRow(
-        at, ip, "example.com", "example.com", "family.example", "example.com", "mfrom", "pass",
-        (DkimEntry("example.com", "s1", "pass"),), "pass", True, True, "example.com",
-        "treewalk", "reject", "quarantine", "", "r", "s", "n", "reject", "pass", (),
-    )  # fmt: skip
+        received_at=at,
+        source_ip=ip,
+        header_from="example.com",
+        envelope_from="example.com",
+        envelope_to="family.example",
+        spf_domain="example.com",
+        spf_scope="mfrom",
+        spf_result="pass",
+        dkim=(DkimEntry("example.com", "s1", "pass"),),
+        dmarc_result="pass",
+        dkim_aligned=True,
+        spf_aligned=True,
+        policy_domain="example.com",
+        discovery_method="treewalk",
+        p="reject",
+        sp="quarantine",
+        np="",
+        adkim="r",
+        aspf="s",
+        testing="n",
+        policy_applied="reject",
+        disposition="pass",
+        reasons=(),
+    )
     return replace(base, **changes)  # type: ignore[arg-type]
 
 

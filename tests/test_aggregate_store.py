@@ -25,9 +25,10 @@ from classifier.aggregate.store import (
 from classifier.config import (
     DEFAULT_REPORT_STORE,
     ConfigError,
+    ReportsConfig,
+    config_from_dict,
     redact_store_url,
     report_store_kind,
-    settings_from_dict,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,29 +145,57 @@ def test_an_unwritable_store_is_skipped_and_the_message_delivered(tmp_path: Path
 
 def _row(at: int, ip: str = "192.0.2.1") -> ReportRow:
     return ReportRow(
-        at, ip, "example.com", "example.com", "example.org", "example.com", "mfrom", "pass",
-        (DkimEntry("example.com", "s1", "pass"),), "pass", True, True, "example.com",
-        "treewalk", "reject", "reject", "", "r", "r", "n", "reject", "pass", (),
-    )  # fmt: skip
+        received_at=at,
+        source_ip=ip,
+        header_from="example.com",
+        envelope_from="example.com",
+        envelope_to="example.org",
+        spf_domain="example.com",
+        spf_scope="mfrom",
+        spf_result="pass",
+        dkim=(DkimEntry("example.com", "s1", "pass"),),
+        dmarc_result="pass",
+        dkim_aligned=True,
+        spf_aligned=True,
+        policy_domain="example.com",
+        discovery_method="treewalk",
+        p="reject",
+        sp="reject",
+        np="",
+        adkim="r",
+        aspf="r",
+        testing="n",
+        policy_applied="reject",
+        disposition="pass",
+        reasons=(),
+    )
 
 
 def test_rows_come_back_as_written_and_old_ones_are_purged(tmp_path: Path) -> None:
-    settings = settings_from_dict(
+    reports = config_from_dict(
         {"reports": {"store": f"sqlite:{tmp_path}/r.db", "retention_days": 1}}
-    )
+    ).reports
+    assert reports is not None
     rows = (_row(1000), _row(100_000, "2001:db8::1"))
-    assert record_rows(settings, rows, now=100_000.0)  # purges before 100000 - 86400
+    assert record_rows(reports, rows, now=100_000.0)  # purges before 100000 - 86400
     with ReportStore.open(f"sqlite:{tmp_path}/r.db") as store:
         assert list(store.rows_between(0, 200_000)) == [rows[1]]
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def reports_of(table: dict[str, object]) -> ReportsConfig:
+    got = config_from_dict({"reports": table}).reports
+    assert got is not None
+    return got
+
+
 def test_a_reports_table_turns_recording_on_with_the_default_store() -> None:
-    assert settings_from_dict({}).reports_store is None
-    assert settings_from_dict({"reports": {}}).reports_store == DEFAULT_REPORT_STORE
+    assert config_from_dict({}).reports is None
+    on = config_from_dict({"reports": {}}).reports
+    assert on is not None and on.store == DEFAULT_REPORT_STORE
     assert sqlite_path(DEFAULT_REPORT_STORE) == Path("/var/lib/authsieve/reports.db")
     with pytest.raises(ConfigError, match=r"reports\.store"):
-        settings_from_dict({"reports": {"store": "mysql://x"}})
+        config_from_dict({"reports": {"store": "mysql://x"}})
     with pytest.raises(StoreError, match="expected sqlite:PATH"):
         sqlite_path("postgresql://db/reports")
 
@@ -208,9 +237,9 @@ def test_the_store_url_picks_the_backend_at_config_load(url: str, kind: str | No
     assert report_store_kind(url) == kind
     if kind is None:
         with pytest.raises(ConfigError, match=r"reports\.store: expected sqlite:PATH or post"):
-            settings_from_dict({"reports": {"store": url}})
+            config_from_dict({"reports": {"store": url}})
     else:
-        assert settings_from_dict({"reports": {"store": url}}).reports_store == url
+        assert reports_of({"store": url}).store == url
 
 
 def test_a_bad_store_url_is_exit_2_from_the_command_line(tmp_path: Path) -> None:
@@ -237,20 +266,18 @@ def test_a_store_password_is_never_shown(url: str, shown: str) -> None:
 
 
 def test_the_report_host_defaults_to_the_fqdn() -> None:
-    assert settings_from_dict({"reports": {}}).reports_host == socket.getfqdn()
-    assert settings_from_dict({"reports": {"host": "mx2.example.org"}}).reports_host == (
-        "mx2.example.org"
-    )
-    assert settings_from_dict({}).reports_host is None
+    assert reports_of({}).host == socket.getfqdn()
+    assert reports_of({"host": "mx2.example.org"}).host == "mx2.example.org"
+    assert config_from_dict({}).reports is None
     with pytest.raises(ConfigError, match=r"reports\.host"):
-        settings_from_dict({"reports": {"host": "mx 2"}})
+        config_from_dict({"reports": {"host": "mx 2"}})
 
 
 def test_rows_carry_the_host_and_one_read_covers_every_host(tmp_path: Path) -> None:
     url = f"sqlite:{tmp_path}/r.db"
     for host, at in (("mx1", 1000), ("mx2", 1001), ("mx1", 1002)):
-        settings = settings_from_dict({"reports": {"store": url, "host": host}})
-        assert record_rows(settings, (_row(at),), now=2000.0)
+        reports = reports_of({"store": url, "host": host})
+        assert record_rows(reports, (_row(at),), now=2000.0)
     with ReportStore.open(url) as store:
         assert [r.received_at for r in store.rows_between(0, 5000)] == [1000, 1001, 1002]
         assert store.hosts_between(0, 5000) == {"mx1": 2, "mx2": 1}
@@ -278,12 +305,12 @@ def test_a_store_from_before_the_host_column_is_brought_up_to_date(tmp_path: Pat
 
 
 def test_serves_threads_share_one_kept_store(tmp_path: Path) -> None:
-    settings = settings_from_dict({"reports": {"store": f"sqlite:{tmp_path}/r.db", "host": "mx1"}})
+    reports = reports_of({"store": f"sqlite:{tmp_path}/r.db", "host": "mx1"})
     kept: list[object] = []
     first_done, second_done = threading.Event(), threading.Event()
 
     def deliver(at: int, then: threading.Event, wait: threading.Event | None) -> None:
-        assert record_rows(settings, (_row(at),), now=2000.0)
+        assert record_rows(reports, (_row(at),), now=2000.0)
         kept.extend(store_module._kept.values())
         then.set()
         if wait is not None:

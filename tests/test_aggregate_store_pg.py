@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from classifier.aggregate.store import ReportStore, StoreError, record_rows
-from classifier.config import report_store_kind, settings_from_dict
+from classifier.config import ReportsConfig, config_from_dict, report_store_kind
 from tests.pgserver import PostgresServer, pg_bin
 from tests.test_aggregate_store import EXPECTED, MESSAGES, ROOT, ZONE, _row
 from tests.test_readme import readme_blocks
@@ -110,9 +110,9 @@ def test_two_hosts_write_at_once_and_one_report_covers_both(
 
 def test_old_rows_are_purged_from_postgresql(pg: PostgresServer) -> None:
     url = pg.create_database("purge")
-    settings = settings_from_dict({"reports": {"store": url, "retention_days": 1, "host": "mx1"}})
+    reports = ReportsConfig(store=url, retention_days=1, host="mx1")
     rows = (_row(1000), _row(100_000, "2001:db8::1"), _row(100_001, "192.0.2.9"))
-    assert record_rows(settings, rows, now=100_000.0)  # purges before 100000 - 86400
+    assert record_rows(reports, rows, now=100_000.0)  # purges before 100000 - 86400
     with ReportStore.open(url) as store:
         assert list(store.rows_between(0, 200_000)) == list(rows[1:])
         assert store.hosts_between(0, 200_000) == {"mx1": 2}
@@ -142,10 +142,10 @@ def test_a_down_postgresql_leaves_delivery_alone_with_one_log_line(
 
 def test_a_kept_connection_the_server_cut_is_replaced_once(pg: PostgresServer) -> None:
     url = pg.create_database("kept")
-    settings = settings_from_dict({"reports": {"store": url, "host": "mx1"}})
-    assert record_rows(settings, (_row(1000),), now=2000.0)  # the connection is kept
+    reports = ReportsConfig(store=url, host="mx1")
+    assert record_rows(reports, (_row(1000),), now=2000.0)  # the connection is kept
     pg.restart()
-    assert record_rows(settings, (_row(1001),), now=2001.0)  # refused on it, written on a new one
+    assert record_rows(reports, (_row(1001),), now=2001.0)  # refused on it, written on a new one
     with ReportStore.open(url) as store:
         assert [r.received_at for r in store.rows_between(0, 5000)] == [1000, 1001]
 
@@ -178,9 +178,9 @@ def test_the_readme_setup_and_writer_role_work_as_written(pg: PostgresServer) ->
     ReportStore.open(owner).close()  # the owner's first connection makes the tables
     pg.psql(blocks["postgresql writer role"])
     writer = pg.url("authsieve_reports", user="authsieve_mx")
-    settings = settings_from_dict({"reports": {"store": writer, "retention_days": 1}})
+    reports = ReportsConfig(store=writer, retention_days=1)
     rows = (_row(1000), _row(100_000, "2001:db8::1"))
-    assert record_rows(settings, rows, now=100_000.0)  # insert, read the version, purge
+    assert record_rows(reports, rows, now=100_000.0)  # insert, read the version, purge
     with ReportStore.open(owner) as store:
         assert list(store.rows_between(0, 200_000)) == [rows[1]]
     with ReportStore.open(writer) as store, pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -188,7 +188,7 @@ def test_the_readme_setup_and_writer_role_work_as_written(pg: PostgresServer) ->
 
 
 def test_the_readme_reports_block_is_a_postgresql_store_config() -> None:
-    settings = settings_from_dict(tomllib.loads(readme_blocks()["reports postgresql"]))
-    assert settings.reports_store and report_store_kind(settings.reports_store) == "postgresql"
-    assert "passfile=/etc/authsieve/pgpass" in settings.reports_store
-    assert settings.reports_host == "mx1.family.example"
+    reports = config_from_dict(tomllib.loads(readme_blocks()["reports postgresql"])).reports
+    assert reports is not None and report_store_kind(reports.store) == "postgresql"
+    assert "passfile=/etc/authsieve/pgpass" in reports.store
+    assert reports.host == "mx1.family.example"

@@ -11,15 +11,15 @@ import pytest
 from classifier.annotate import annotate, ar_value, authserv_id_of, defuse
 from classifier.auth.checks import facts_from, run_checks
 from classifier.auth.facts import parse_header_value, render_header_value
-from classifier.config import settings_from_dict
+from classifier.config import config_from_dict
 from classifier.message import Message
 from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer
 
 AUTHSERV = "mx.family.example"
-SETTINGS = settings_from_dict(
+SETTINGS = config_from_dict(
     {"classifier": {"authserv_id": AUTHSERV, "trusted_networks": ["203.0.113.25/32"]}}
-)
+).engine
 
 
 def dkim_key_record() -> str:

@@ -17,15 +17,16 @@ from hypothesis import strategies as st
 from classifier.auth.checks import facts_from, first_from_address, run_checks
 from classifier.auth.facts import render_header_value
 from classifier.auth.header_block import header_end
-from classifier.config import settings_from_dict
+from classifier.config import config_from_dict
 from classifier.message import Message
 from tests.conftest import resolver_for, vector_path
 from tests.dnsserver import DnsTestServer, free_udp_port
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = settings_from_dict(
+CONFIG = config_from_dict(
     {"classifier": {"authserv_id": "mx.family.example", "trusted_networks": ["203.0.113.25/32"]}}
 )
+SETTINGS = CONFIG.engine
 ZONE = """
 example.com. TXT "v=spf1 include:_spf.example.com -all"
 _spf.example.com. TXT "v=spf1 ip4:192.0.2.0/24 ~all"
@@ -150,11 +151,11 @@ def test_check_command_exits_0_on_hostile_files(server: DnsTestServer, tmp_path:
 MEMORY_PROBE = """
 import sys, tracemalloc
 from classifier.auth.checks import run_checks
-from classifier.config import settings_from_dict
+from classifier.config import config_from_dict
 from classifier.lookup.resolver import Resolver
 from classifier.lookup.sources import ServerSource
 data = open(sys.argv[1], "rb").read()
-settings = settings_from_dict({"classifier": {"authserv_id": "mx.family.example"}})
+settings = config_from_dict({"classifier": {"authserv_id": "mx.family.example"}}).engine
 tracemalloc.start()
 report = run_checks(data, settings, Resolver(ServerSource.from_spec(sys.argv[2]), timeout=2))
 grown = tracemalloc.get_traced_memory()[1]
@@ -295,7 +296,12 @@ def test_quoted_local_part_keeps_its_quotes_in_headers_json_and_log(
     server = dns_server(QUOTED_ZONE)
     addr = '"ceo;dmarc=pass\\"x"@shop.example'
     outcome = check_and_annotate(
-        quoted_sender_message(addr), SETTINGS, resolver_for(server), None, "alice@family.example"
+        quoted_sender_message(addr),
+        SETTINGS,
+        resolver_for(server),
+        CONFIG.policies,
+        None,
+        "alice@family.example",
     )
     msg = Message.parse(outcome.data)
     received_spf = msg.get("Received-SPF") or ""
@@ -331,7 +337,7 @@ def bank_message(from_value: str) -> bytes:
 def test_six_from_domains_are_not_more_lenient_than_the_first(
     dns_server: Callable[..., DnsTestServer],
 ) -> None:
-    from classifier.policy.rules import Policy
+    from classifier.policies import Policy
     from classifier.policy.verdict import decide
 
     server = dns_server(BANK_ZONE)

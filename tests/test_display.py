@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from classifier.commands.main import main
-from classifier.config import load_settings
+from classifier.config import load_config
 from classifier.display import csv_cell, display_text, printable
 from classifier.log import log
 from classifier.mailstore.filing import Job, process_path
@@ -44,9 +44,7 @@ def maildir(tmp_path: Path, dns_server: Callable[..., DnsTestServer]) -> Path:
     """Gives alice's demo Maildir after filing, plus one quarantined message full of escapes."""
     target = tmp_path / "vmail" / "family.example" / "alice" / "Maildir"
     shutil.copytree(DEMO, target)
-    job = Job.build(
-        load_settings(CONFIG), resolver_for(dns_server((DEMO / "zone.txt").read_text()))
-    )
+    job = Job(load_config(CONFIG), resolver_for(dns_server((DEMO / "zone.txt").read_text())))
     for path in sorted((target / "new").iterdir()):
         process_path(path, job)
     name = "1741659999.M1P1.mx,authsieve,S=1,W=1"

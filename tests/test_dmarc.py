@@ -789,9 +789,9 @@ def test_result_to_dict_carries_the_evidence(pool: ServerPool) -> None:
 def test_public_suffix_list_is_built_only_when_rfc7489_is_used() -> None:
     code = (
         "import classifier.auth.dmarc_discovery as d\n"
-        "print(d._public_suffix_list.cache_info().currsize)\n"
+        "print(d.public_suffix_list.cache_info().currsize)\n"
         "d.psl_organizational_domain('a.example.co.uk')\n"
-        "print(d._public_suffix_list.cache_info().currsize)\n"
+        "print(d.public_suffix_list.cache_info().currsize)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.split() == ["0", "1"]

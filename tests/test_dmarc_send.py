@@ -64,10 +64,30 @@ exec /usr/sbin/sendmail "$@"
 
 def row(domain: str, n: int, ip: str) -> ReportRow:
     return ReportRow(
-        DAY + 60 + n, ip, domain, domain, "family.example", domain, "mfrom", "pass",
-        (DkimEntry(domain, "s1", "pass"),), "pass", True, True, domain, "treewalk",
-        "none", "none", "", "r", "r", "n", "none", "none", (),
-    )  # fmt: skip
+        received_at=DAY + 60 + n,
+        source_ip=ip,
+        header_from=domain,
+        envelope_from=domain,
+        envelope_to="family.example",
+        spf_domain=domain,
+        spf_scope="mfrom",
+        spf_result="pass",
+        dkim=(DkimEntry(domain, "s1", "pass"),),
+        dmarc_result="pass",
+        dkim_aligned=True,
+        spf_aligned=True,
+        policy_domain=domain,
+        discovery_method="treewalk",
+        p="none",
+        sp="none",
+        np="",
+        adkim="r",
+        aspf="r",
+        testing="n",
+        policy_applied="none",
+        disposition="none",
+        reasons=(),
+    )
 
 
 def rows() -> list[ReportRow]:

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifier.config import settings_from_dict
+from classifier.config import config_from_dict
 from classifier.envelope.trust import Hints, recover_envelope, split_address, strip_angle
 from classifier.message import Message
 
-SETTINGS = settings_from_dict(
+TRUST = config_from_dict(
     {
         "classifier": {
             "authserv_id": "mx.family.example",
@@ -18,7 +18,7 @@ SETTINGS = settings_from_dict(
             "trusted_forwarders": ["relay.uni.example", "198.51.100.128/25"],
         }
     }
-)
+).engine.trust
 
 LMTP = (
     "Received: from mx.family.example by mx.family.example with LMTP id kHsGBbTrYWUoBQAA"
@@ -53,7 +53,7 @@ def test_first_external_hop_names_the_client() -> None:
             "Return-Path: <sender@example.com>\r\n",
             postfix_hop("mail.example.com", "mail.example.com", "192.0.2.10"),
         ),
-        SETTINGS,
+        TRUST,
     )
     assert (env.client_ip, env.helo, env.rdns) == (
         "192.0.2.10",
@@ -73,7 +73,7 @@ def test_forged_received_below_trusted_hop_is_ignored() -> None:
             postfix_hop("spammer.example", "unknown", "198.51.100.7"),
             forged,
         ),
-        SETTINGS,
+        TRUST,
     )
     assert env.client_ip == "198.51.100.7"
     assert env.rdns is None  # "unknown" means no reverse DNS
@@ -90,7 +90,7 @@ def test_amavis_and_lmtp_hops_are_stepped_over() -> None:
             postfix_hop("mail.example.com", "mail.example.com", "192.0.2.10"),
             postfix_hop("forged.example", "forged.example", "198.51.100.99", by="mail.example.com"),
         ),
-        SETTINGS,
+        TRUST,
     )
     assert env.client_ip == "192.0.2.10"
     assert env.hop_index == 3
@@ -106,7 +106,7 @@ def test_backup_mx_in_trusted_networks_is_stepped_over() -> None:
                 "mail.example.net", "mail.example.net", "192.0.2.44", by="mx2.family.example"
             ),
         ),
-        SETTINGS,
+        TRUST,
     )
     assert env.client_ip == "192.0.2.44"
     assert env.hop_index == 1
@@ -118,7 +118,7 @@ def test_authenticated_submission_is_detected() -> None:
         " bob@family.example) by mx.family.example (Postfix) with ESMTPSA id 4Sg3;"
         " Tue, 28 Nov 2026 10:00:01 +0000\r\n"
     )
-    env = recover_envelope(message(hop), SETTINGS)
+    env = recover_envelope(message(hop), TRUST)
     assert env.authenticated is True
     assert env.client_ip == "198.51.100.23"
 
@@ -126,7 +126,7 @@ def test_authenticated_submission_is_detected() -> None:
 def test_ipv6_client() -> None:
     env = recover_envelope(
         message(postfix_hop("mail6.example.org", "mail6.example.org", "IPv6:2001:DB8:0:0::53")),
-        SETTINGS,
+        TRUST,
     )
     assert env.client_ip == "2001:db8::53"
 
@@ -137,13 +137,13 @@ def test_ipv6_hop_inside_trusted_network_is_stepped_over() -> None:
             postfix_hop("mx.family.example", "mx.family.example", "IPv6:2001:db8:25::25"),
             postfix_hop("mail.example.com", "mail.example.com", "192.0.2.10"),
         ),
-        SETTINGS,
+        TRUST,
     )
     assert env.client_ip == "192.0.2.10"
 
 
 def test_ip_literal_helo_is_kept() -> None:
-    env = recover_envelope(message(postfix_hop("[192.0.2.77]", "unknown", "192.0.2.77")), SETTINGS)
+    env = recover_envelope(message(postfix_hop("[192.0.2.77]", "unknown", "192.0.2.77")), TRUST)
     assert env.helo == "[192.0.2.77]"
     assert env.client_ip == "192.0.2.77"
 
@@ -153,7 +153,7 @@ def test_null_sender() -> None:
         message(
             "Return-Path: <>\r\n", postfix_hop("mx.example.com", "mx.example.com", "192.0.2.5")
         ),
-        SETTINGS,
+        TRUST,
     )
     assert env.mail_from == ""
     assert env.mail_from_domain == ""
@@ -166,7 +166,7 @@ def test_topmost_of_several_return_paths_wins() -> None:
             postfix_hop("mx.example.com", "mx.example.com", "192.0.2.5"),
             "Return-Path: <forged@bank.example>\r\n",
         ),
-        SETTINGS,
+        TRUST,
     )
     assert env.mail_from == "real@example.com"
     assert any("topmost" in e for e in env.evidence)
@@ -180,7 +180,7 @@ def test_trusted_forwarder_by_rdns_is_recorded() -> None:
                 "mail.example.org", "mail.example.org", "198.51.100.50", by="relay.uni.example"
             ),
         ),
-        SETTINGS,
+        TRUST,
     )
     assert env.forwarded_by == "out1.relay.uni.example"
     assert env.client_ip == "198.51.100.50"
@@ -192,7 +192,7 @@ def test_trusted_forwarder_by_network_is_recorded() -> None:
             postfix_hop("fwd.example", "fwd.example", "198.51.100.200"),
             postfix_hop("mail.example.org", "mail.example.org", "192.0.2.60", by="fwd.example"),
         ),
-        SETTINGS,
+        TRUST,
     )
     assert env.forwarded_by == "fwd.example"
     assert env.client_ip == "192.0.2.60"
@@ -204,7 +204,7 @@ def test_forwarder_claimed_only_in_helo_is_not_trusted() -> None:
             postfix_hop("relay.uni.example", "unknown", "192.0.2.201"),
             postfix_hop("mail.example.org", "mail.example.org", "198.51.100.50"),
         ),
-        SETTINGS,
+        TRUST,
     )
     assert env.forwarded_by is None
     assert env.client_ip == "192.0.2.201"
@@ -219,7 +219,7 @@ def test_helo_posing_as_a_local_hop_fails_under_any_mail_name() -> None:
             "(Postfix)", f"({mail_name})"
         )
         forged = postfix_hop("good.example", "good.example", "192.0.2.99", by="evil.example")
-        env = recover_envelope(message(ours, forged), SETTINGS)
+        env = recover_envelope(message(ours, forged), TRUST)
         assert (env.client_ip, env.hop_index, env.helo) == ("198.51.100.7", 0, helo), mail_name
 
 
@@ -229,7 +229,7 @@ def test_hints_take_precedence_and_disagreement_is_recorded() -> None:
             "Return-Path: <a@example.com>\r\n",
             postfix_hop("mail.example.com", "mail.example.com", "192.0.2.10"),
         ),
-        SETTINGS,
+        TRUST,
         Hints(sender="b@example.com", recipient="bob@family.example", client_address="192.0.2.11"),
     )
     assert env.client_ip == "192.0.2.11"
@@ -240,13 +240,13 @@ def test_hints_take_precedence_and_disagreement_is_recorded() -> None:
 
 
 def test_unreadable_received_is_reported_not_raised() -> None:
-    env = recover_envelope(message("Received: \x00\x01 garbage ;;; (((\r\n"), SETTINGS)
+    env = recover_envelope(message("Received: \x00\x01 garbage ;;; (((\r\n"), TRUST)
     assert env.client_ip is None
     assert any("unparsed Received" in e for e in env.evidence)
 
 
 def test_no_received_headers_means_local() -> None:
-    env = recover_envelope(message(), SETTINGS)
+    env = recover_envelope(message(), TRUST)
     assert env.client_ip is None
     assert "no Received headers" in env.evidence
 
@@ -254,7 +254,7 @@ def test_no_received_headers_means_local() -> None:
 def test_envelope_from_comment_of_trusted_hop_gives_sender() -> None:
     env = recover_envelope(
         message(LMTP, postfix_hop("mail.example.com", "mail.example.com", "192.0.2.10")),
-        SETTINGS,
+        TRUST,
     )
     assert env.mail_from == "sender@example.com"
 
@@ -265,7 +265,7 @@ def test_hop_without_client_address_stops_the_walk() -> None:
         " Tue, 28 Nov 2026 10:00:01 +0000\r\n"
     )
     env = recover_envelope(
-        message(hop, postfix_hop("forged.example", "forged.example", "192.0.2.99")), SETTINGS
+        message(hop, postfix_hop("forged.example", "forged.example", "192.0.2.99")), TRUST
     )
     assert env.client_ip is None
     assert any("no client address" in e for e in env.evidence)
@@ -307,7 +307,7 @@ def test_lmtp_envelope_from_with_auth_words_is_not_our_own_user(mail_from: str) 
             lmtp_hop(mail_from),
             postfix_hop("mail.evil.example", "mail.evil.example", "192.0.2.66"),
         ),
-        SETTINGS,
+        TRUST,
     )
     assert (env.client_ip, env.helo, env.authenticated) == (
         "192.0.2.66",
@@ -319,7 +319,7 @@ def test_lmtp_envelope_from_with_auth_words_is_not_our_own_user(mail_from: str) 
 
 def test_lmtp_hop_keeps_the_quoted_envelope_sender_whole() -> None:
     mail_from = '"x (Authenticated sender: bob) y"@evil.example'
-    env = recover_envelope(message(lmtp_hop(mail_from)), SETTINGS)
+    env = recover_envelope(message(lmtp_hop(mail_from)), TRUST)
     assert (env.mail_from, env.mail_from_domain) == (mail_from, "evil.example")
     assert env.authenticated is False
 
@@ -331,7 +331,7 @@ def test_lmtp_hop_keeps_the_quoted_envelope_sender_whole() -> None:
 def test_reverse_name_with_local_marker_does_not_step_over_the_client(rdns: str) -> None:
     env = recover_envelope(
         message(LMTP, postfix_hop("mail.evil.example", rdns, "192.0.2.66"), FORGED_AUTH_HOP),
-        SETTINGS,
+        TRUST,
     )
     assert (env.client_ip, env.helo, env.authenticated) == (
         "192.0.2.66",
@@ -346,7 +346,7 @@ def test_postfix_says_no_login_so_a_claimed_auth_is_ignored() -> None:
     # it, says the client did not log in (pipe(8) ${sasl_username} empty).
     forged_top = FORGED_AUTH_HOP.replace("smtp.bank.example", "mx.family.example")
     hints = Hints(client_address="198.51.100.7", client_helo="laptop", sasl_username="")
-    env = recover_envelope(message(forged_top), SETTINGS, hints)
+    env = recover_envelope(message(forged_top), TRUST, hints)
     assert (env.client_ip, env.authenticated) == ("198.51.100.7", False)
     assert any("no SASL login" in e for e in env.evidence)
 
@@ -354,7 +354,7 @@ def test_postfix_says_no_login_so_a_claimed_auth_is_ignored() -> None:
 def test_postfix_login_makes_our_own_user_without_any_header() -> None:
     hints = Hints(client_address="192.0.2.10", client_helo="laptop", sasl_username="alice")
     env = recover_envelope(
-        message(postfix_hop("laptop", "dsl.example.net", "192.0.2.10")), SETTINGS, hints
+        message(postfix_hop("laptop", "dsl.example.net", "192.0.2.10")), TRUST, hints
     )
     assert (env.client_ip, env.authenticated) == ("192.0.2.10", True)
 
@@ -368,7 +368,7 @@ def test_hints_of_a_loopback_reinjection_do_not_name_the_client() -> None:
             AMAVIS_SCAN,
             postfix_hop("laptop", "dsl.example.net", "192.0.2.10").replace("ESMTPS", "ESMTPSA"),
         ),
-        SETTINGS,
+        TRUST,
         hints,
     )
     assert (env.client_ip, env.helo, env.authenticated) == ("192.0.2.10", "laptop", True)
@@ -382,14 +382,14 @@ QMAIL_SMTPD = (
 
 
 def test_qmail_queue_line_is_stepped_over_to_the_smtpd_hop() -> None:
-    env = recover_envelope(message(QMAIL_NETWORK, QMAIL_SMTPD), SETTINGS)
+    env = recover_envelope(message(QMAIL_NETWORK, QMAIL_SMTPD), TRUST)
     assert (env.client_ip, env.helo, env.hop_index) == ("192.0.2.33", "mail.example.net", 1)
 
 
 def test_qmail_local_submission_has_no_network_client() -> None:
     env = recover_envelope(
         message("Received: (qmail 4712 invoked by uid 1000); 28 Nov 2026 10:00:02 -0000\r\n"),
-        SETTINGS,
+        TRUST,
     )
     assert (env.client_ip, env.authenticated) == (None, False)
     assert "locally submitted" in env.evidence[-2] + env.evidence[-1]
@@ -402,7 +402,7 @@ CLIENT_HOP = postfix_hop("mail.sender.example", "mail.sender.example", "192.0.2.
 
 def test_quoted_local_part_holding_at_gives_the_domain_after_the_last_at() -> None:
     env = recover_envelope(
-        message('Return-Path: <"john@evil.test"@sender.example>\r\n', CLIENT_HOP), SETTINGS
+        message('Return-Path: <"john@evil.test"@sender.example>\r\n', CLIENT_HOP), TRUST
     )
     assert env.mail_from == '"john@evil.test"@sender.example'
     assert env.mail_from_domain == "sender.example"
@@ -410,8 +410,8 @@ def test_quoted_local_part_holding_at_gives_the_domain_after_the_last_at() -> No
 
 def test_quoted_local_part_keeps_its_quotes_from_return_path_and_hint() -> None:
     addr = '"ceo;dmarc=pass\\"x"@shop.example'
-    from_header = recover_envelope(message(f"Return-Path: <{addr}>\r\n", CLIENT_HOP), SETTINGS)
-    from_hint = recover_envelope(message(CLIENT_HOP), SETTINGS, Hints(sender=f"<{addr}>"))
+    from_header = recover_envelope(message(f"Return-Path: <{addr}>\r\n", CLIENT_HOP), TRUST)
+    from_hint = recover_envelope(message(CLIENT_HOP), TRUST, Hints(sender=f"<{addr}>"))
     assert from_header.mail_from == from_hint.mail_from == addr
     assert from_header.mail_from_domain == from_hint.mail_from_domain == "shop.example"
 
@@ -448,7 +448,7 @@ def test_any_quoted_local_part_leaves_the_domain_and_the_quotes_alone(
     addr = f"{quoted}@{domain}"
     assert strip_angle(f"<{addr}>") == addr
     assert split_address(addr) == (quoted, domain)
-    env = recover_envelope(message(f"Return-Path: <{addr}>\r\n", CLIENT_HOP), SETTINGS)
+    env = recover_envelope(message(f"Return-Path: <{addr}>\r\n", CLIENT_HOP), TRUST)
     assert (env.mail_from, env.mail_from_domain) == (addr, domain)
 
 
@@ -460,10 +460,8 @@ def test_forwarder_named_only_by_an_unconfirmed_reverse_name_is_not_trusted() ->
         " by mx.family.example (8.17.1/8.17.1) with ESMTP id 3ABC;"
         " Tue, 28 Nov 2026 10:00:01 +0000\r\n"
     )
-    env = recover_envelope(message(hop, FORGED_AUTH_HOP), SETTINGS)
+    env = recover_envelope(message(hop, FORGED_AUTH_HOP), TRUST)
     assert (env.client_ip, env.forwarded_by, env.hop_index) == ("192.0.2.44", None, 0)
     confirmed = hop.replace(" (may be forged)", "")
-    env = recover_envelope(
-        message(confirmed, postfix_hop("a", "b.example", "192.0.2.45")), SETTINGS
-    )
+    env = recover_envelope(message(confirmed, postfix_hop("a", "b.example", "192.0.2.45")), TRUST)
     assert (env.client_ip, env.forwarded_by) == ("192.0.2.45", "relay.uni.example")

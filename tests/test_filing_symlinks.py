@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.config import load_settings
+from classifier.config import load_config
 from classifier.mailstore.filing import Job, process_path
 from tests.conftest import ROOT, resolver_for
 from tests.dnsserver import DnsTestServer
@@ -28,7 +28,7 @@ SECRET = b"root's secret: hunter2\n"
 @pytest.fixture
 def job(dns_server: Callable[..., DnsTestServer]) -> Job:
     dns = dns_server((DEMO / "zone.txt").read_text())
-    return Job.build(load_settings(CONFIG), resolver_for(dns))
+    return Job(load_config(CONFIG), resolver_for(dns))
 
 
 @pytest.fixture

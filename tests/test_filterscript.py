@@ -7,8 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from classifier.config import load_settings, settings_from_dict
-from classifier.policy.rules import load_policies
+from classifier.config import config_from_dict, load_config
 from sieve.filterscript import generate_filter_script, program_text
 from sieve.generate import generate_global_script
 
@@ -23,8 +22,8 @@ def rules_of(script: str) -> str:
 
 
 def test_filter_script_files_by_the_rules_of_pipe_modes_script() -> None:
-    settings = load_settings(CONFIG)
-    policies = load_policies(settings)
+    config = load_config(CONFIG)
+    settings, policies = config.engine, config.policies
     filtered = generate_filter_script(policies, settings.authserv_id)
     assert rules_of(filtered) == rules_of(generate_global_script(policies, settings.authserv_id))
     assert 'if not filter "authsieve-filter" ["${authsieve_to}", "${authsieve_from}"] {' in filtered
@@ -33,13 +32,13 @@ def test_filter_script_files_by_the_rules_of_pipe_modes_script() -> None:
 
 
 def test_a_user_name_with_dollar_brace_is_no_variable_in_the_filter_script() -> None:
-    settings = settings_from_dict(
+    config = config_from_dict(
         {
             "classifier": {"authserv_id": "mx.example.org"},
             "users": {"a${x}@example.org": {"spf_fail": "quarantine"}},
         }
     )
-    script = generate_filter_script(load_policies(settings), settings.authserv_id)
+    script = generate_filter_script(config.policies, config.engine.authserv_id)
     code = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
     uses = [line for line in code if "${" in line]
     assert all("authsieve_" in line or "${1}" in line for line in uses), uses

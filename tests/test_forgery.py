@@ -36,7 +36,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from classifier.config import settings_from_dict
+from classifier.config import config_from_dict
 from classifier.envelope.received import parse_received
 from classifier.envelope.trust import Hints, recover_envelope
 from classifier.message import Message
@@ -352,7 +352,7 @@ def test_every_slot_hostile_at_once_moves_no_decision(fmt: Format) -> None:
 
 # --- the whole trust path -------------------------------------------------------------------
 
-SETTINGS = settings_from_dict({"classifier": {"authserv_id": "mx.family.example"}})
+TRUST = config_from_dict({"classifier": {"authserv_id": "mx.family.example"}}).engine.trust
 BY_FORMAT = {f.name: f for f in FORMATS}
 
 
@@ -389,7 +389,7 @@ def test_trust_path_names_the_real_client_whatever_the_sender_wrote(hints_name: 
             f"from {forged_extra} {forged}",
             forged,
         )
-        env = recover_envelope(message, SETTINGS, HINTS[hints_name]("192.0.2.66", helo))
+        env = recover_envelope(message, TRUST, HINTS[hints_name]("192.0.2.66", helo))
         assert (env.client_ip, env.helo, env.authenticated, env.hop_index) == (
             "192.0.2.66",
             helo,

@@ -19,11 +19,11 @@ PACKAGE = ROOT / "classifier"
 
 # Bottom first.  "foundation" and "steps" are modules at the top of classifier/.
 LAYERS = (
-    "foundation",  # message, config, files, log, display, errors
+    "foundation",  # message, config, policies, trusted, names, vocab, files, log, display, errors
     "lookup",  # DNS: resolver, sources, wire
     "envelope",  # step 1: received, hop, clauses, quick, formats, marks, trust
     "auth",  # step 2: spf, dkim, arc, header_block, dmarc(_discovery), fromheader, checks, facts
-    "policy",  # step 3: rules, verdict
+    "policy",  # step 3: verdict
     "steps",  # steps 1-4 together: evaluate, annotate
     "aggregate",  # DMARC aggregate reports: rows, store, feedback (RFC 9990)
     "delivery",  # pipe, targets, daemon, daemon_client, handover
@@ -33,7 +33,10 @@ LAYERS = (
     "learning",  # what users' moves teach (issue 17): moves, store, proposals
     "commands",  # argument parsing and exit codes: the top of the house
 )
-FOUNDATION = frozenset({"message", "config", "files", "log", "display", "errors"})
+FOUNDATION = frozenset(
+    {"message", "config", "policies", "trusted", "names", "vocab", "files", "log", "display"}
+    | {"errors"}
+)
 STEPS = frozenset({"evaluate", "annotate"})
 FORBIDDEN = frozenset({("envelope", "lookup")})  # besides the order
 CORE = frozenset({"foundation", "lookup", "envelope", "auth", "policy", "steps"})
@@ -157,9 +160,9 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
-        (  # a check that reads the policy
-            {"classifier/auth/spf.py": "from classifier.policy.rules import Policy\n"},
-            "classifier.auth.spf imports classifier.policy.rules: auth may not import policy",
+        (  # a check that reads the verdict
+            {"classifier/auth/spf.py": "from classifier.policy.verdict import decide\n"},
+            "classifier.auth.spf imports classifier.policy.verdict: auth may not import policy",
         ),
         (  # the envelope asking DNS, lazily inside a function
             {

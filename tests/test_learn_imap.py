@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from classifier.commands.main import main
-from classifier.config import settings_from_dict
+from classifier.config import config_from_dict
 from classifier.evaluate import check_and_annotate
 from classifier.learning.store import LearningStore
 from sieve.commands import cmd_sieve_install, filter_command
@@ -200,7 +200,7 @@ def imap() -> Iterator[Imap]:
             {"pipe_dir": str(root / "sieve-pipe"), "config": str(config)},
         ):
             args = _install_args(**spec)
-            assert cmd_sieve_install(args, settings_from_dict({}), out) == 0
+            assert cmd_sieve_install(args, config_from_dict({}), out) == 0
         assert "authsieve-learn.svbin" in out.getvalue()  # compiled where Dovecot runs it
         conf = root / "dovecot.conf"
         conf.write_text(server_conf(root, imap.port, DovecotSyntax()))
@@ -264,10 +264,11 @@ def variant(name: str, n: int) -> bytes:
 
 def delivered(imap: Imap, data: bytes, user: str) -> bytes:
     """Gives the message as delivery annotated it for user (our headers on top)."""
-    settings = settings_from_dict(
+    config = config_from_dict(
         __import__("tomllib").loads(imap.config.read_text()), str(imap.config)
     )
-    return check_and_annotate(data, settings, resolver_for(imap.dns), None, user).data
+    resolver = resolver_for(imap.dns)
+    return check_and_annotate(data, config.engine, resolver, config.policies, None, user).data
 
 
 FORGED = (

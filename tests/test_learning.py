@@ -24,7 +24,7 @@ from classifier.annotate import fold
 from classifier.auth.facts import AuthFacts, render_header_value
 from classifier.commands.learn import as_store_owner
 from classifier.commands.main import main
-from classifier.config import load_settings, settings_from_dict
+from classifier.config import config_from_dict, load_config
 from classifier.learning.moves import JUNKED, RESCUED, Move, direction_of, read_move
 from classifier.learning.proposals import Thresholds, propose, render
 from classifier.learning.store import LearningStore
@@ -33,7 +33,6 @@ from classifier.mailstore.configedit import (
     add_list_entry,
     set_policy_action,
 )
-from classifier.policy.rules import load_policies
 from sieve.commands import filter_command
 from sieve.imapsieve import compile_config, generate_learn_script, learn_program_text
 from sieve.pigeonhole import Pigeonhole, dovecot_version, find_tool
@@ -41,7 +40,8 @@ from tests.conftest import ROOT
 from tests.helpers import NOBODY
 
 AUTHSERV = "mx.example.org"
-SETTINGS = settings_from_dict({"classifier": {"authserv_id": AUTHSERV}})
+CONFIG = config_from_dict({"classifier": {"authserv_id": AUTHSERV}})
+SETTINGS = CONFIG.engine
 RECEIVED = (
     b"Received: from relay.uni.example (relay.uni.example [198.51.100.7])\r\n"
     b"\tby mx.example.org (Postfix) with ESMTP id 1; Mon, 1 Dec 2025 10:00:00 +0000\r\n"
@@ -98,7 +98,7 @@ def test_headers_below_the_topmost_received_teach_nothing() -> None:
 
 
 def test_another_authserv_id_teaches_nothing() -> None:
-    other = settings_from_dict({"classifier": {"authserv_id": "mx.other.example"}})
+    other = config_from_dict({"classifier": {"authserv_id": "mx.other.example"}}).engine
     assert read_move(ours() + RECEIVED + BODY, "ann@example.org", "Junk", "INBOX", other, 7) is None
 
 
@@ -115,7 +115,7 @@ def test_a_delivered_demo_message_teaches_its_dkim_and_arc_domains() -> None:
     zone = ROOT / "examples" / "maildir" / "zone.txt"
     argv = [*filter_command(), "annotate", "--config", str(config), "--dns-zone", str(zone)]
     data = subprocess.run([*argv, str(demo)], capture_output=True, check=True).stdout
-    demo_settings = load_settings(config)
+    demo_settings = load_config(config).engine
     move = read_move(data, "alice@family.example", "Junk", "INBOX", demo_settings, 7)
     assert move is not None
     assert (move.dkim_domains, move.arc_sealers) == (("lists.example",), ("lists.example",))
@@ -179,7 +179,7 @@ def test_the_store_counts_a_move_once_and_purges_old_ones(tmp_path: Path) -> Non
 
 # --- proposals ---------------------------------------------------------------------------------
 
-POLICIES = load_policies(SETTINGS)
+POLICIES = CONFIG.policies
 T = Thresholds(min_messages=3, min_users=2)
 
 
@@ -236,11 +236,9 @@ def test_suffix_of_several_junked_domains_never_rescued_is_its_tld() -> None:
 
 
 def test_a_weak_rule_users_keep_rescuing_is_proposed_for_relaxing() -> None:
-    policies = load_policies(
-        settings_from_dict(
-            {"classifier": {"authserv_id": AUTHSERV}, "policy": {"spf_softfail": "junk"}}
-        )
-    )
+    policies = config_from_dict(
+        {"classifier": {"authserv_id": AUTHSERV}, "policy": {"spf_softfail": "junk"}}
+    ).policies
     moves = [move(n, u, rules=("spf_softfail",), dkim_domains=(), spf_hop="") for n, u in
              ((1, "ann@example.org"), (2, "bob@example.org"), (3, "bob@example.org"))]  # fmt: skip
     found = [p for p in propose(moves, policies, T) if p.kind == "relax_rule"]

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.config import settings_from_dict
-from classifier.policy.rules import load_policies
+from classifier.config import config_from_dict
 from sieve.commands import cmd_sieve_install
 from sieve.generate import generate_script
 from sieve.install import SCRIPT_NAME, InstallError, install_managesieve
@@ -184,14 +183,12 @@ def _listed(port: int) -> tuple[str, list[str], str]:
 def test_install_uploads_and_activates_the_generated_script(
     dovecot: Dovecot, tmp_path: Path
 ) -> None:
-    settings = settings_from_dict(CONFIG, source="test.toml")
-    expected = generate_script(
-        replace(load_policies(settings).for_user(USER), user=USER), "mx.example.org"
-    )
+    config = config_from_dict(CONFIG, source="test.toml")
+    expected = generate_script(replace(config.policies.for_user(USER), user=USER), "mx.example.org")
     password_file = tmp_path / "password"
     password_file.write_text(PASSWORD + "\n")
     out = io.StringIO()
-    assert cmd_sieve_install(_args(dovecot.port, password_file), settings, out) == 0
+    assert cmd_sieve_install(_args(dovecot.port, password_file), config, out) == 0
     target = f"managesieve://{USER}@127.0.0.1:{dovecot.port}/{SCRIPT_NAME}"
     assert out.getvalue() == f"installed {target} (active)\n"
     active, _others, text = _listed(dovecot.port)
@@ -227,12 +224,12 @@ def test_nothing_listening_is_an_install_error() -> None:
 def test_wrong_password_is_one_line_and_exit_2(
     dovecot: Dovecot, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = settings_from_dict(CONFIG, source="test.toml")
+    config = config_from_dict(CONFIG, source="test.toml")
     password_file = tmp_path / "password"
     password_file.write_text("wrong\n")
     password_file.chmod(0o600)  # a readable one adds a warning line first
     with pytest.raises(InstallError) as info:
-        cmd_sieve_install(_args(dovecot.port, password_file), settings)
+        cmd_sieve_install(_args(dovecot.port, password_file), config)
     said = str(info.value)  # the command line's one catch prints it after "authsieve: "
     assert said.startswith(f"managesieve://{USER}@127.0.0.1:{dovecot.port}/")
     assert "login failed" in said and "\n" not in said

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from classifier.auth.facts import parse_header_value
-from classifier.config import load_settings
+from classifier.config import load_config
 from classifier.delivery.daemon import make_server
 from classifier.delivery.daemon_client import ask_daemon
 from classifier.envelope.trust import Hints
@@ -214,9 +214,11 @@ class Exploding:
 
 
 def test_internal_error_delivers_unchanged_with_an_error_header() -> None:
-    settings = load_settings(CONFIG)
+    config = load_config(CONFIG)
     data = NEWSLETTER.read_bytes()
-    outcome = check_and_annotate(data, settings, Exploding(), HINTS, "alice@family.example")  # type: ignore[arg-type]
+    outcome = check_and_annotate(
+        data, config.engine, Exploding(), config.policies, HINTS, "alice@family.example"
+    )  # type: ignore[arg-type]
     assert outcome.action == "inbox"
     assert outcome.data.endswith(data)
     header = Message.parse(outcome.data).get("X-Authsieve") or ""
@@ -230,9 +232,11 @@ def test_internal_error_in_the_pipe_is_filed_by_internal_error(tmp_path: Path) -
     config = tmp_path / "config.toml"
     alice = '\n[users."alice@family.example"]\ninternal_error = "junk"\n'
     config.write_text(CONFIG.read_text() + alice)
-    settings = load_settings(config)
+    loaded = load_config(config)
     data = NEWSLETTER.read_bytes()
-    outcome = check_and_annotate(data, settings, Exploding(), HINTS, "alice@family.example")  # type: ignore[arg-type]
+    outcome = check_and_annotate(
+        data, loaded.engine, Exploding(), loaded.policies, HINTS, "alice@family.example"
+    )  # type: ignore[arg-type]
     assert outcome.action == "junk"
     fields = parse_header_value(Message.parse(outcome.data).get("X-Authsieve") or "")
     assert (fields["verdict"], fields["dmarc"]) == ("junk", "internal")
@@ -241,8 +245,7 @@ def test_internal_error_in_the_pipe_is_filed_by_internal_error(tmp_path: Path) -
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[str]:
     path = str(tmp_path / "authsieve.sock")
-    settings = load_settings(CONFIG)
-    server = make_server(path, settings, make_resolver(dns_zone=ZONE))
+    server = make_server(path, load_config(CONFIG), make_resolver(dns_zone=ZONE))
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield path
@@ -251,11 +254,13 @@ def daemon(tmp_path: Path) -> Iterator[str]:
 
 
 def test_daemon_gives_what_the_pipe_process_would(daemon: str) -> None:
-    settings = load_settings(CONFIG)
+    config = load_config(CONFIG)
     for message in (NEWSLETTER, PHISH, CYOU):
         data = message.read_bytes()
         resolver = make_resolver(dns_zone=ZONE)
-        local = check_and_annotate(data, settings, resolver, HINTS, "alice@family.example")
+        local = check_and_annotate(
+            data, config.engine, resolver, config.policies, HINTS, "alice@family.example"
+        )
         remote = ask_daemon(daemon, data, WIRE_HINTS, "alice@family.example", timeout=30)
         assert remote is not None
         assert (remote.data, remote.action, remote.summary, remote.error) == (

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from classifier.config import ConfigError, settings_from_dict
-from classifier.policy.rules import (
+from classifier.config import ConfigError, config_from_dict
+from classifier.policies import (
     Policies,
     Policy,
-    load_policies,
     normalize_suffix,
     split_sender,
     suffix_matches,
@@ -23,7 +22,7 @@ def policies_from(policy: dict | None = None, users: dict | None = None) -> Poli
         data["policy"] = policy
     if users is not None:
         data["users"] = users
-    return load_policies(settings_from_dict(data, source=SOURCE))
+    return config_from_dict(data, source=SOURCE).policies
 
 
 def config_error(policy: dict | None = None, users: dict | None = None) -> ConfigError:

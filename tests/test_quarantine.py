@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from classifier.commands.main import main
-from classifier.config import load_settings
+from classifier.config import load_config
 from classifier.mailstore.filing import Job, carries_our_header, process_path
 from classifier.mailstore.maildir import MaildirName, list_folder
 from classifier.mailstore.quarantine import (
@@ -29,7 +29,6 @@ from classifier.mailstore.quarantine import (
     release,
 )
 from classifier.message import Message
-from classifier.policy.rules import load_policies
 from tests.conftest import ROOT, resolver_for
 from tests.dnsserver import DnsTestServer
 
@@ -46,7 +45,7 @@ def maildir(tmp_path: Path, dns_server: Callable[..., DnsTestServer]) -> Path:
     target = tmp_path / "vmail" / "family.example" / "alice" / "Maildir"
     shutil.copytree(DEMO, target)
     dns = dns_server((DEMO / "zone.txt").read_text())
-    job = Job.build(load_settings(CONFIG), resolver_for(dns))
+    job = Job(load_config(CONFIG), resolver_for(dns))
     for path in sorted((target / "new").iterdir()):
         process_path(path, job)
     return target
@@ -226,7 +225,7 @@ def test_allow_writes_the_config_atomically_keeping_its_mode(tmp_path: Path) -> 
     assert allow_sender_in_config(config, USER, "c@d.example", ()) is False
     assert stat.S_IMODE(config.stat().st_mode) == 0o640
     assert os.listdir(tmp_path) == ["config.toml"]
-    policy = load_policies(load_settings(config)).for_user(USER)
+    policy = load_config(config).policies.for_user(USER)
     assert policy.allow_senders == ("c@d.example",)
     assert "# Bob watches before he lets authsieve file his mail." in config.read_text()
 
@@ -254,7 +253,7 @@ def test_release_allow_command_moves_the_message_and_allows_the_sender(
     assert f"{bank.id}: released to {maildir}/new/" in out
     assert "security@bank.example: added to allow_senders of alice@family.example" in out
     assert "warning: this message did not authenticate its From domain" in out
-    policy = load_policies(load_settings(config)).for_user(USER)
+    policy = load_config(config).policies.for_user(USER)
     assert policy.allow_senders == ("security@bank.example",)
     assert main(["quarantine", "list", *base, "--user", USER]) == 0
     assert bank.id not in capsys.readouterr().out
@@ -290,3 +289,43 @@ def test_purge_refuses_a_retention_that_is_not_positive(
     assert main([*argv, "--retention-days", days]) == 2
     assert "must be more than 0" in capsys.readouterr().err
     assert sorted(p.name for p in maildir.rglob("*") if p.is_file()) == before
+
+
+def _tomlkit_allow(text: str, user: str, entry: str, inherited: tuple[str, ...]) -> str:
+    """Gives the config with the entry added by tomlkit, the style-keeping TOML library."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    users = doc.setdefault("users", tomlkit.table(is_super_table=True))
+    table = users.setdefault(user, tomlkit.table())
+    if "allow_senders" not in table:
+        table["allow_senders"] = list(inherited)
+    table["allow_senders"].append(entry)
+    return tomlkit.dumps(doc)
+
+
+def _config_texts() -> list[tuple[str, str]]:
+    from tests.test_readme import readme_blocks
+
+    return [
+        ("README.md config.toml", readme_blocks()["config.toml"]),
+        ("examples/config.toml", (ROOT / "examples" / "config.toml").read_text()),
+    ]
+
+
+@pytest.mark.parametrize("name", ["README.md config.toml", "examples/config.toml"])
+def test_allow_edits_the_shipped_configs_as_tomlkit_does_and_keeps_their_comments(
+    name: str,
+) -> None:
+    # The hand-written editor stays (tomlkit is not needed at run time): here it must agree
+    # with tomlkit on the configs people start from, for a user with a table and one without.
+    text = dict(_config_texts())[name]
+    users = [*tomllib.loads(text).get("users", {}), "new@family.example"]
+    inherited = tuple(tomllib.loads(text).get("policy", {}).get("allow_senders", ()))
+    for user in users:
+        ours = add_allowed_sender(text, user, "c@d.example", inherited)
+        theirs = _tomlkit_allow(text, user, "c@d.example", inherited)
+        assert tomllib.loads(ours) == tomllib.loads(theirs), (name, user)
+        kept = [line for line in text.splitlines() if line.lstrip().startswith("#")]
+        assert all(line in ours.splitlines() for line in kept), (name, user)
+        assert ours.startswith(text.split(f'[users."{user}"]')[0].rstrip("\n")), (name, user)

@@ -37,11 +37,15 @@ import pytest
 
 from classifier.aggregate.store import ReportStore
 from classifier.auth.facts import parse_header_value
-from classifier.commands.watch import SETTING_DEFAULTS, configured
-from classifier.config import DEFAULT_LEARN_STORE, Settings, settings_from_dict
-from classifier.learning.proposals import DEFAULT_MIN_MESSAGES, DEFAULT_MIN_USERS
-from classifier.learning.store import DEFAULT_RETENTION_DAYS
-from classifier.policy.rules import Policy, load_policies
+from classifier.config import (
+    DEFAULT_LEARN_STORE,
+    LearnConfig,
+    QuarantineConfig,
+    ReportsConfig,
+    WatchConfig,
+    config_from_dict,
+)
+from classifier.policies import Policy
 from tests.dnsserver import DnsTestServer
 from tests.dovecot_conf import DovecotSyntax
 from tests.mta import EXAMPLES, REPO, Delivered, Mta, open_up, throwaway_mta, wait_until
@@ -113,35 +117,34 @@ def test_imapsieve_blocks_are_the_example_files_without_comments(version: str) -
 
 
 def test_learn_block_is_valid_config_with_the_codes_default_store() -> None:
-    settings = settings_from_dict(tomllib.loads(readme_blocks()["learn config"]), "README.md")
-    assert settings.learn_store == DEFAULT_LEARN_STORE
-    assert (settings.learn_min_messages, settings.learn_min_users) == (5, 2)
-    assert (DEFAULT_MIN_MESSAGES, DEFAULT_MIN_USERS) == (5, 2)
-    assert settings.learn_retention_days == DEFAULT_RETENTION_DAYS
+    learn = config_from_dict(tomllib.loads(readme_blocks()["learn config"]), "README.md").learn
+    assert learn is not None and learn.store == DEFAULT_LEARN_STORE
+    assert (learn.min_messages, learn.min_users) == (5, 2)
+    assert learn.retention_days == LearnConfig().retention_days
 
 
 def test_policy_defaults_block_is_the_codes_defaults() -> None:
     data = tomllib.loads(readme_blocks()["policy defaults"])
     keys = {f.name for f in fields(Policy)} - {"user"}
     assert set(data["policy"]) == keys, "the README's block lists every [policy] key"
-    shown = load_policies(settings_from_dict(data)).default
-    assert shown == load_policies(settings_from_dict({})).default == Policy()
+    shown = config_from_dict(data).policies.default
+    assert shown == config_from_dict({}).policies.default == Policy()
 
 
 def test_watch_defaults_block_is_the_codes_defaults() -> None:
     data = tomllib.loads(readme_blocks()["watch defaults"])
-    settings = settings_from_dict(data)
-    shown = {f"{section}_{key}" for section, table in data.items() for key in table}
-    assert shown == set(SETTING_DEFAULTS), "the README's block lists every [watch]/[quarantine] key"
-    for name, default in SETTING_DEFAULTS.items():
-        assert configured(settings, name) == default, name
+    config = config_from_dict(data)
+    shown = {(section, key) for section, table in data.items() for key in table}
+    sections = {"watch": WatchConfig, "quarantine": QuarantineConfig}
+    wanted = {(name, f.name) for name, kind in sections.items() for f in fields(kind)}
+    assert shown == wanted, "the README's block lists every [watch]/[quarantine] key"
+    assert config.watch == WatchConfig() and config.quarantine == QuarantineConfig()
 
 
 def test_readme_config_blocks_are_valid_config() -> None:
     blocks = readme_blocks()
     for text in (blocks["config.toml"], enforced_config(blocks["config.toml"], blocks)):
-        settings = settings_from_dict(tomllib.loads(text), "README.md")
-        load_policies(settings)
+        config_from_dict(tomllib.loads(text), "README.md")
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -500,20 +503,12 @@ def test_every_message_sent_is_delivered_exactly_once(mta: Mta) -> None:
 def test_reports_block_is_valid_config_naming_every_reports_key() -> None:
     block = readme_blocks()["reports config.toml"]
     shown = set(re.findall(r"^#? ?(\w+) = ", block, re.MULTILINE))
-    keys = {f.name.removeprefix("reports_") for f in fields(Settings)} & shown
-    assert (
-        shown
-        == keys
-        == {
-            f.name.removeprefix("reports_")
-            for f in fields(Settings)
-            if f.name.startswith("reports_")
-        }
-    )
-    settings = settings_from_dict(tomllib.loads(block), "README.md")
-    defaults = Settings(authserv_id="x")
-    assert settings.reports_sendmail == defaults.reports_sendmail
-    assert settings.reports_max_message_size == defaults.reports_max_message_size
+    assert shown == {f.name for f in fields(ReportsConfig)}
+    reports = config_from_dict(tomllib.loads(block), "README.md").reports
+    assert reports is not None
+    defaults = ReportsConfig()
+    assert reports.sendmail == defaults.sendmail
+    assert reports.max_message_size == defaults.max_message_size
 
 
 def test_reports_timer_and_cron_blocks_install_files_that_exist() -> None:

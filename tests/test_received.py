@@ -15,13 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from classifier.envelope import clauses, quick, received
-from classifier.envelope.received import (
-    ReceivedHop,
-    normalize_ip,
-    parse_received,
-    parse_received_field,
-)
+from classifier.envelope.received import ReceivedHop, parse_received, parse_received_field
 from classifier.message import unfolded_value
+from classifier.names import normalize_ip
 from tests.conftest import VECTORS
 
 SUITE = VECTORS / "received"

@@ -15,7 +15,7 @@ import pytest
 from classifier.annotate import annotate
 from classifier.auth.facts import parse_header_value
 from classifier.commands.main import main
-from classifier.config import settings_from_dict
+from classifier.config import config_from_dict
 from classifier.evaluate import evaluate
 from classifier.mailstore.recheck import refile
 from classifier.message import Message
@@ -43,8 +43,9 @@ def put(root: Path, folder: str, sub: str, name: str, data: bytes) -> Path:
 
 def annotated(data: bytes, server: DnsTestServer) -> bytes:
     """Gives the message as delivery wrote it, its checks run against `server`."""
-    settings = settings_from_dict(tomllib.loads(CONFIG))
-    result = evaluate(data, settings, resolver_for(server))
+    config = config_from_dict(tomllib.loads(CONFIG))
+    settings = config.engine
+    result = evaluate(data, settings, resolver_for(server), config.policies)
     value = result.header_value(settings.authserv_id)
     return annotate(data, result.report, settings.authserv_id, value)
 

@@ -26,11 +26,10 @@ import pytest
 
 from classifier.auth.checks import run_checks
 from classifier.commands.main import main
-from classifier.config import load_settings
+from classifier.config import load_config
 from classifier.evaluate import evaluate
 from classifier.lookup.resolver import make_resolver
 from classifier.message import Message
-from classifier.policy.rules import load_policies
 from classifier.policy.verdict import decide
 from classifier.report.build import ScannedMessage, place_of, verdict_for
 from classifier.report.cache import (
@@ -562,8 +561,8 @@ def test_cache_path_follows_xdg_cache_home(tmp_path: Path) -> None:
 
 def test_cached_record_decides_as_delivery_does_on_the_demo_maildir(tmp_path: Path) -> None:
     """Per policy, decide() over the cached record (ARC trust recomputed) = evaluate()."""
-    settings = load_settings(ROOT / "examples" / "config.toml")
-    policies = load_policies(settings)
+    config = load_config(ROOT / "examples" / "config.toml")
+    settings, policies = config.engine, config.policies
     resolver = make_resolver(dns_zone=DEMO / "zone.txt")
     cache = ReportCache(tmp_path / "c.sqlite3")
     files = sorted(
@@ -580,7 +579,7 @@ def test_cached_record_decides_as_delivery_does_on_the_demo_maildir(tmp_path: Pa
         assert back == record and isinstance(back, CheckRecord)
         scanned = ScannedMessage(str(path), "INBOX", 0.0, back)
         got = verdict_for(scanned, policies, None)
-        want = evaluate(data, settings, resolver, policies=policies)
+        want = evaluate(data, settings, resolver, policies)
         assert got == want.verdict, path.name
         # report._outcome shares decisions across envelope senders (VERP): decide() ignores them.
         policy = policies.for_user(back.rcpt)

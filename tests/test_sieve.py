@@ -16,10 +16,10 @@ import pytest
 
 from classifier.annotate import defuse, fold
 from classifier.auth.facts import AuthFacts, render_header_value
-from classifier.config import settings_from_dict
+from classifier.config import config_from_dict
 from classifier.mailstore.quarantine import allow_sender_in_config
 from classifier.message import Message
-from classifier.policy.rules import Policies, Policy, load_policies
+from classifier.policies import Policies, Policy
 from classifier.policy.verdict import Verdict, decide
 from sieve.commands import cmd_sieve_generate, cmd_sieve_install
 from sieve.generate import field_regex, generate_global_script, generate_script, sieve_string
@@ -70,7 +70,7 @@ CONFIG = {
         "team.lead+ops@example.org": {"spf_fail": "quarantine", "spf_softfail": "junk"},
     },
 }
-POLICIES = load_policies(settings_from_dict(CONFIG, source="test.toml"))
+POLICIES = config_from_dict(CONFIG, source="test.toml").policies
 USERS = ("", "observer@example.org", "strict@example.org", "lenient@example.org")
 
 
@@ -262,11 +262,11 @@ def test_release_allow_reaches_the_installed_script_without_reinstalling(
     pigeonhole: Pigeonhole, tmp_path: Path, user: str
 ) -> None:
     """The issue's case: after `release --allow`, the next message is kept by Python and Sieve."""
-    from classifier.config import load_settings
+    from classifier.config import load_config
 
     config = tmp_path / "config.toml"
     config.write_text(RELEASE_CONFIG)
-    before = load_policies(load_settings(config))
+    before = load_config(config).policies
     name = f"release-{user.split('@')[0]}"
     # Installed once, before the release: the allow list must not need a new script.
     assert pigeonhole.compile(generate_global_script(before, AUTHSERV), name).ok
@@ -286,7 +286,7 @@ def test_release_allow_reaches_the_installed_script_without_reinstalling(
                 config, user, "boss@shop.cyou", before.default.allow_senders
             )
             assert added
-            policies = load_policies(load_settings(config))
+            policies = load_config(config).policies
         policy = policies.for_user(user)
         verdict = decide(shop, policy)
         value = header_value(shop, verdict, policy)
@@ -679,9 +679,9 @@ def _args(**kw: object) -> argparse.Namespace:
 
 
 def test_generate_command_prints_the_users_script() -> None:
-    settings = settings_from_dict(CONFIG, source="test.toml")
+    config = config_from_dict(CONFIG, source="test.toml")
     out = io.StringIO()
-    assert cmd_sieve_generate(_args(user="Strict@Example.org"), settings, out) == 0
+    assert cmd_sieve_generate(_args(user="Strict@Example.org"), config, out) == 0
     text = out.getvalue()
     assert text.startswith("# authsieve filing policy for strict@example.org\n")
     assert text == generate_script(
@@ -690,19 +690,19 @@ def test_generate_command_prints_the_users_script() -> None:
 
 
 def test_install_command_into_missing_dir_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    settings = settings_from_dict(CONFIG, source="test.toml")
+    config = config_from_dict(CONFIG, source="test.toml")
     missing = tmp_path / "nope"
     with pytest.raises(InstallError) as info:
-        cmd_sieve_install(_args(dir=str(missing)), settings)
+        cmd_sieve_install(_args(dir=str(missing)), config)
     assert str(info.value) == f"{missing}: no such directory"
     assert info.value.exit_code == 2  # said as one line by the command line's one catch
 
 
 @needs_pigeonhole
 def test_install_command_writes_the_users_script(tmp_path: Path) -> None:
-    settings = settings_from_dict(CONFIG, source="test.toml")
+    config = config_from_dict(CONFIG, source="test.toml")
     out = io.StringIO()
-    code = cmd_sieve_install(_args(dir=str(tmp_path), user="lenient@example.org"), settings, out)
+    code = cmd_sieve_install(_args(dir=str(tmp_path), user="lenient@example.org"), config, out)
     assert code == 0
     assert out.getvalue() == (
         f"installed {tmp_path / 'authsieve.sieve'} (compiled {tmp_path / 'authsieve.svbin'})\n"

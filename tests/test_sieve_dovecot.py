@@ -19,9 +19,8 @@ import pytest
 
 from classifier.annotate import fold
 from classifier.auth.facts import AuthFacts, render_header_value
-from classifier.config import load_settings, settings_from_dict
+from classifier.config import config_from_dict, load_config
 from classifier.mailstore.quarantine import allow_sender_in_config
-from classifier.policy.rules import load_policies
 from classifier.policy.verdict import decide
 from sieve.generate import generate_global_script
 from sieve.install import install_to_dir
@@ -144,7 +143,7 @@ def message(value: str) -> bytes:
 def test_installed_script_is_run_by_dovecot_lda_as_the_mail_user_without_errors(
     lda: Lda,
 ) -> None:
-    policies = load_policies(settings_from_dict({}, source="test.toml"))
+    policies = config_from_dict({}, source="test.toml").policies
     lda.install(generate_global_script(policies, AUTHSERV))
     for name in ("authsieve.sieve", "authsieve.svbin"):
         mode = stat.S_IMODE((lda.before / name).stat().st_mode)
@@ -177,7 +176,7 @@ def test_users_table_and_release_allow_reach_the_sieve_dovecot_runs(lda: Lda) ->
     """The issue's case, delivered by dovecot-lda: header verdict and folder never disagree."""
     config = lda.root / "config.toml"
     config.write_text(CONFIG)
-    policies = load_policies(load_settings(config))
+    policies = load_config(config).policies
     lda.install(generate_global_script(policies, AUTHSERV))
     shop = AuthFacts(
         spf="pass",
@@ -189,7 +188,7 @@ def test_users_table_and_release_allow_reach_the_sieve_dovecot_runs(lda: Lda) ->
     )
 
     def deliver(user: str) -> tuple[str, str]:
-        policy = load_policies(load_settings(config)).for_user(user)
+        policy = load_config(config).policies.for_user(user)
         verdict = decide(shop, policy)
         value = render_header_value(
             shop,

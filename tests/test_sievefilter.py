@@ -133,13 +133,12 @@ def test_a_daemon_that_never_answers_is_left_for_the_check_in_process(tmp_path: 
 
 
 def test_the_daemon_answers_when_it_runs(tmp_path: Path) -> None:
-    from classifier.config import load_settings
+    from classifier.config import load_config
     from classifier.delivery.daemon import make_server
     from classifier.lookup.resolver import make_resolver
 
-    settings = load_settings(CONFIG)
     path = str(tmp_path / "d.sock")
-    server = make_server(path, settings, make_resolver(dns_zone=str(ZONE)))
+    server = make_server(path, load_config(CONFIG), make_resolver(dns_zone=str(ZONE)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

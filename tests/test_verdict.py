@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from classifier.auth.facts import AuthFacts
-from classifier.policy.rules import Policy
+from classifier.policies import Policy
 from classifier.policy.verdict import decide, effective_results
 
 SPF_EVIDENCE = "SPF fail: 198.51.100.7 is not permitted by example.com (-all)"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from classifier.commands.main import main
-from classifier.config import load_settings
+from classifier.config import load_config
 from classifier.mailstore.filing import Job, carries_our_header, process_path
 from classifier.mailstore.maildir import MaildirName, identity, list_folder
 from classifier.mailstore.sd_notify import sd_notify
@@ -60,7 +60,7 @@ def maildir(tmp_path: Path) -> Path:
 
 
 def job_for(dns: DnsTestServer, config: Path = CONFIG) -> Job:
-    return Job.build(load_settings(config), resolver_for(dns), config_path=str(config))
+    return Job(load_config(config), resolver_for(dns), config_path=str(config))
 
 
 def our_headers(data: bytes) -> tuple[int, int]:
@@ -214,16 +214,15 @@ def test_a_changed_config_is_reloaded_at_the_next_rescan(
     config.write_text(CONFIG.read_text())
     job = job_for(dns, config)
     watcher = Watcher(
-        WatchOptions(roots=()), job, reload=lambda: load_settings(config), notify=lambda _s: False
+        WatchOptions(roots=()), job, reload=lambda: load_config(config), notify=lambda _s: False
     )
-    assert job.policies is not None and job.policies.default.dmarc_reject == "quarantine"
+    assert job.config.policies.default.dmarc_reject == "quarantine"
     config.write_text(
         CONFIG.read_text().replace('dmarc_reject = "quarantine"', 'dmarc_reject = "junk"')
     )
     os.utime(config, (time.time() + 5, time.time() + 5))
     watcher.rescan(None)
-    assert watcher.job.policies is not None
-    assert watcher.job.policies.default.dmarc_reject == "junk" and watcher.generation == 1
+    assert watcher.job.config.policies.default.dmarc_reject == "junk" and watcher.generation == 1
 
 
 def test_sd_notify_sends_a_datagram_to_notify_socket(tmp_path: Path) -> None:
@@ -401,3 +400,18 @@ def test_a_second_watcher_leaves_a_maildir_that_one_already_files(
     second.rescan(None)
     assert list(second.maildirs) == [maildir]
     second._release(second.maildirs.pop(maildir), None)
+
+
+def test_a_bad_policy_on_reload_keeps_the_running_config(
+    tmp_path: Path, dns: DnsTestServer
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.read_text())
+    job = job_for(dns, config)
+    watcher = Watcher(
+        WatchOptions(roots=()), job, reload=lambda: load_config(config), notify=lambda _s: False
+    )
+    config.write_text(CONFIG.read_text() + '\n[users."a@example.org"]\nspf_fail = "bounce"\n')
+    os.utime(config, (time.time() + 5, time.time() + 5))
+    watcher.rescan(None)  # the mistake shows here, at the reload, not at the next message
+    assert watcher.job is job and watcher.generation == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.config import load_settings
+from classifier.config import load_config
 from classifier.mailstore.filing import Job
 from classifier.mailstore.keywords import parse_keywords, render_keywords
 from classifier.mailstore.maildir import MaildirName, list_folder
@@ -58,7 +58,7 @@ def own(*paths: Path) -> None:
 
 
 def job_for(dns: DnsTestServer) -> Job:
-    return Job.build(load_settings(CONFIG), resolver_for(dns), config_path=str(CONFIG))
+    return Job(load_config(CONFIG), resolver_for(dns), config_path=str(CONFIG))
 
 
 def seen_by_a_client(maildir: Path, demo_name: str, info: str) -> Path:

@@ -15,8 +15,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from classifier import vocab
 from classifier.auth.dmarc_record import DmarcRecord, parse_record
-from classifier.auth.facts import safe_domain
+from classifier.names import safe_domain
+from classifier.vocab import AAR_RESULTS, Result
 
 if TYPE_CHECKING:
     from classifier.auth.dmarc import DmarcResult
@@ -28,10 +30,8 @@ DISPOSITIONS = ("none", "pass", "quarantine", "reject")
 OVERRIDE_TYPES = ("local_policy", "mailing_list", "other", "policy_test_mode", "trusted_forwarder")
 # RFC 8601 §2.7.1 / §2.7.2 words an aggregate report may carry (RFC 9990 Appendix A,
 # DKIMResultType and SPFResultType, which has "policy" too).
-DKIM_RESULTS = frozenset({"none", "pass", "fail", "policy", "neutral", "temperror", "permerror"})
-SPF_RESULTS = frozenset(
-    {"none", "neutral", "pass", "fail", "softfail", "policy", "temperror", "permerror"}
-)
+DKIM_RESULTS = frozenset(AAR_RESULTS - {Result.SOFTFAIL})
+SPF_RESULTS = frozenset({*vocab.SPF_RESULTS, Result.POLICY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,7 @@ class Override:
     comment: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReportRow:
     """One message for one Author Domain, as the report store keeps it."""
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, rows_from
 from classifier.config import (
     DEFAULT_REPORT_STORE,
-    Settings,
+    ReportsConfig,
     redact_store_url,
     report_store_kind,
 )
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from classifier.evaluate import Evaluation
 
 DEFAULT_STORE = DEFAULT_REPORT_STORE
-DEFAULT_RETENTION_DAYS = 35.0
 WRITE_TIMEOUT = 0.5  # seconds: a delivery waits no longer than this for the store
 _PURGE_EVERY = 3600.0
 # What the README's "DMARC aggregate reports" section has the admin do: the pipe, the
@@ -328,22 +327,24 @@ def _write(url: str, host: str, rows: tuple[ReportRow, ...], purge_before: int |
                 log.warning("report store %s: old rows not purged: %s", shown, _line(url, exc))
 
 
-def record_rows(settings: Settings, rows: tuple[ReportRow, ...], now: float | None = None) -> bool:
+def record_rows(
+    reports: ReportsConfig, rows: tuple[ReportRow, ...], now: float | None = None
+) -> bool:
     """Appends rows to the configured store; gives whether they were written.
 
     Never raises: a store that cannot be opened or written is logged and the
     rows are dropped, so the delivery goes on (issue 16: reports are best effort).
     """
-    url = settings.reports_store
-    if not url or not rows:
+    url = reports.store
+    if not rows:
         return False
     now = time.time() if now is None else now
     purge_before = None
     if now - _last_purge.get(url, 0.0) >= _PURGE_EVERY:
         _last_purge[url] = now
-        purge_before = int(now - retention_seconds(settings))
+        purge_before = int(now - retention_seconds(reports))
     try:
-        _write(url, settings.reports_host or "", rows, purge_before)
+        _write(url, reports.host, rows, purge_before)
         return True
     except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
         shown = redact_store_url(url)
@@ -358,16 +359,17 @@ def record_rows(settings: Settings, rows: tuple[ReportRow, ...], now: float | No
         return False
 
 
-def retention_seconds(settings: Settings) -> float:
+def retention_seconds(reports: ReportsConfig) -> float:
     """Gives how long rows are kept, in seconds."""
-    days = settings.reports_retention_days
-    return (DEFAULT_RETENTION_DAYS if days is None else days) * 86400
+    return reports.retention_days * 86400
 
 
-def record_delivery(settings: Settings, evaluation: Evaluation, now: float | None = None) -> bool:
+def record_delivery(
+    reports: ReportsConfig, evaluation: Evaluation, now: float | None = None
+) -> bool:
     """Records the report rows of one delivered message; gives whether any were written.
 
-    The one hook of the delivery paths: `recorder(settings)` is handed to
+    The one hook of the delivery paths: `recorder(config.reports)` is handed to
     `classifier.evaluate.check_and_annotate`, which pipe, serve and the watcher
     share.  Never raises: whatever goes wrong here is logged, and the message is
     delivered as decided.
@@ -378,11 +380,11 @@ def record_delivery(settings: Settings, evaluation: Evaluation, now: float | Non
     except Exception:
         log.exception("report rows not computed; delivery goes on")
         return False
-    return record_rows(settings, rows, now)
+    return record_rows(reports, rows, now)
 
 
-def recorder(settings: Settings) -> Callable[[Evaluation], bool] | None:
-    """Gives what records a delivered message's rows under these settings, or None when off."""
-    if not settings.reports_store:
+def recorder(reports: ReportsConfig | None) -> Callable[[Evaluation], bool] | None:
+    """Gives what records a delivered message's rows into the [reports] store, or None when off."""
+    if reports is None:
         return None
-    return functools.partial(record_delivery, settings)
+    return functools.partial(record_delivery, reports)

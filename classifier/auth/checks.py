@@ -26,6 +26,8 @@ from classifier.config import Settings
 from classifier.envelope.trust import Envelope, Hints, recover_envelope
 from classifier.lookup.resolver import DnsSession, Resolver
 from classifier.message import Message
+from classifier.trusted import TrustMatcher
+from classifier.vocab import Result
 
 
 @dataclass(frozen=True)
@@ -71,24 +73,16 @@ def _dmarc_not_evaluated(from_values: list[str], mode: str) -> DmarcResult:
     """
     domains, _ = from_domains(from_values)
     return DmarcResult(
-        result="none",
-        policy="",
+        result=Result.NONE,
         from_domain=domains[0] if domains else "",
-        org_domain="",
-        spf_aligned=False,
-        dkim_aligned=False,
-        aligned_by="",
         mode=mode,
-        record="",
-        record_domain="",
-        testing=False,
         reason=SUBMISSION_NOT_EVALUATED,
     )
 
 
 def _not_checked(identity: str, envelope: Envelope, reason: str) -> SpfResult:
     return SpfResult(
-        result="none",
+        result=Result.NONE,
         identity=identity,
         domain="",
         sender=envelope.mail_from or "",
@@ -106,11 +100,19 @@ def first_from_address(message: Message) -> str:
 
 
 def run_checks(
-    data: bytes, settings: Settings, resolver: Resolver, hints: Hints | None = None
+    data: bytes,
+    settings: Settings,
+    resolver: Resolver,
+    hints: Hints | None = None,
+    trust: TrustMatcher | None = None,
 ) -> CheckReport:
-    """Gives every check's result for one delivered message (RFC 7208, 6376, 8617, 7489/9989)."""
+    """Gives every check's result for one delivered message (RFC 7208, 6376, 8617, 7489/9989).
+
+    `trust` is the matcher of the recipient policy's forwarders (`Settings.trust_for`);
+    None: the engine's own lists.
+    """
     message = Message.parse(data)
-    envelope = recover_envelope(message, settings, hints)
+    envelope = recover_envelope(message, trust or settings.trust, hints)
     signatures = read_signatures(data)
     dns = resolver.session(settings.dns_budget)
     try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 from classifier.auth.dmarc_discovery import (
     Discovery,
@@ -38,6 +39,7 @@ from classifier.auth.dmarc_record import MODES, DmarcRecord
 from classifier.auth.fromheader import from_domains, normalize_domain
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession, DnsTempError
+from classifier.vocab import DmarcPolicy, Result
 
 __all__ = [
     "DmarcResult",
@@ -56,23 +58,24 @@ _ALIGNED = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DmarcResult:
     """The DMARC outcome for one message, with the record and the reasoning behind it."""
 
-    result: str  # pass fail none temperror permerror (RFC 8601 §2.7.1)
-    policy: str  # the policy that applies to the message ("" when none applies)
+    result: Result  # pass fail none temperror permerror (RFC 8601 §2.7.1)
+    # The defaults are those of a message no record was evaluated for.
+    policy: DmarcPolicy | Literal[""] = ""  # the policy that applies to the message ("": none)
     from_domain: str
-    org_domain: str  # "" when nothing needed it (the author's own record, identical identifiers)
-    spf_aligned: bool
-    dkim_aligned: bool
-    aligned_by: str  # "dkim:<d>", "spf" or ""
+    org_domain: str = ""  # "" when nothing needed it (the author's own record, same identifiers)
+    spf_aligned: bool = False
+    dkim_aligned: bool = False
+    aligned_by: str = ""  # "dkim:<d>", "spf" or ""
     mode: str
-    record: str
-    record_domain: str  # the name the record was found at, e.g. "_dmarc.example.com"
-    testing: bool  # t=y, or pct below 100 in rfc7489 mode
+    record: str = ""
+    record_domain: str = ""  # the name the record was found at, e.g. "_dmarc.example.com"
+    testing: bool = False  # t=y, or pct below 100 in rfc7489 mode
     reason: str
-    published_policy: str = ""  # the policy as published, before t=y / pct sampling
+    published_policy: DmarcPolicy | Literal[""] = ""  # as published, before t=y / pct sampling
     pct: int | None = None  # rfc7489 mode only
     internal_error: bool = False  # the check raised: result permerror, reason and log say why
     # Each evaluated Author Domain's own result when From names several (the aggregate
@@ -224,25 +227,33 @@ def _evaluate(
     """Gives the DMARC result for one Author Domain (RFC 9989 §5.3.2-5.3.6, RFC 7489 §6.6)."""
     org: str | None = None
 
-    def early(word: str, reason: str, record: str = "", where: str = "") -> DmarcResult:
+    def early(word: Result, reason: str, record: str = "", where: str = "") -> DmarcResult:
         return DmarcResult(
-            word, "", author, org or "", False, False, "", mode, record, where, False, reason
+            result=word,
+            from_domain=author,
+            org_domain=org or "",
+            mode=mode,
+            record=record,
+            record_domain=where,
+            reason=reason,
         )
 
     try:
         found = discover_7489(author, dns) if mode == "rfc7489" else discover_9989(author, dns)
     except DnsTempError as exc:
-        return early("temperror", f"DNS temporary failure at {exc.qname}: {exc.reason}")
+        return early(Result.TEMPERROR, f"DNS temporary failure at {exc.qname}: {exc.reason}")
     org = found.org_domain
     if found.temp:
-        return early("temperror", f"DNS temporary failure during policy discovery: {found.temp}")
+        return early(
+            Result.TEMPERROR, f"DNS temporary failure during policy discovery: {found.temp}"
+        )
     record = found.record
     if record is None:
-        return early("none", f"{found.problem}: DMARC does not apply to {author}")
+        return early(Result.NONE, f"{found.problem}: DMARC does not apply to {author}")
     where = f"_dmarc.{found.record_domain}"
     if record.policy_problem() and not record.rua:
         return early(
-            "none",
+            Result.NONE,
             f"record at {where} has {record.policy_problem()} and no usable rua=:"
             " no DMARC processing (RFC 9989 §4.10.1, RFC 7489 §6.6.3 step 6)",
             record.text,
@@ -258,12 +269,12 @@ def _evaluate(
         reason = (
             f"a temporary DNS failure hid an Organizational Domain needed for alignment: {summary}"
         )
-        return early("temperror", reason, record.text, where)
+        return early(Result.TEMPERROR, reason, record.text, where)
     try:
         tag, published = _choose_policy(author, org, found, record, dns)
     except DnsTempError as exc:
         if not passed:
-            return early("temperror", f"DNS temporary failure at {exc.qname}: {exc.reason}")
+            return early(Result.TEMPERROR, f"DNS temporary failure at {exc.qname}: {exc.reason}")
         # the message passes whatever np= says: report the existing-subdomain policy
         tag, published = ("sp", record.sp) if record.sp else ("p", record.p or "none")
 
@@ -280,20 +291,20 @@ def _evaluate(
         detail += f", {how}" + (" (sampling left to the receiver)" if sample is None else "")
     lead = f"aligned by {aligned.by}" if passed else "no aligned SPF or DKIM pass"
     return DmarcResult(
-        "pass" if passed else "fail",
-        policy,
-        author,
-        org or "",
-        aligned.spf,
-        aligned.dkim,
-        aligned.by,
-        mode,
-        record.text,
-        where,
-        testing,
-        f"{lead} for {author} ({summary}); {detail}",
-        published,
-        pct,
+        result=Result.PASS if passed else Result.FAIL,
+        policy=DmarcPolicy(policy),
+        from_domain=author,
+        org_domain=org or "",
+        spf_aligned=aligned.spf,
+        dkim_aligned=aligned.dkim,
+        aligned_by=aligned.by,
+        mode=mode,
+        record=record.text,
+        record_domain=where,
+        testing=testing,
+        reason=f"{lead} for {author} ({summary}); {detail}",
+        published_policy=DmarcPolicy(published),
+        pct=pct,
     )
 
 
@@ -304,22 +315,10 @@ def _severity(r: DmarcResult) -> int:
 
 
 def _failed(
-    word: str, mode: str, reason: str, from_domain: str = "", internal: bool = False
+    word: Result, mode: str, reason: str, from_domain: str = "", internal: bool = False
 ) -> DmarcResult:
     return DmarcResult(
-        word,
-        "",
-        from_domain,
-        "",
-        False,
-        False,
-        "",
-        mode,
-        "",
-        "",
-        False,
-        reason,
-        internal_error=internal,
+        result=word, from_domain=from_domain, mode=mode, reason=reason, internal_error=internal
     )
 
 
@@ -355,7 +354,7 @@ def check_dmarc(
     except Exception as exc:  # never let a message's content break delivery (docs/design.md)
         log.exception("internal error in the DMARC check")
         reason = f"internal error in the DMARC check: {type(exc).__name__}: {exc}"[:300]
-        return _failed("permerror", str(mode), reason, internal=True)
+        return _failed(Result.PERMERROR, str(mode), reason, internal=True)
 
 
 def _check(
@@ -368,11 +367,11 @@ def _check(
     sample: float | None,
 ) -> DmarcResult:
     if mode not in MODES:
-        return _failed("permerror", str(mode), f"unknown DMARC mode {mode!r}")
+        return _failed(Result.PERMERROR, str(mode), f"unknown DMARC mode {mode!r}")
     values = [v for v in (from_header_values or []) if v is not None]
     domains, error = from_domains(values)
     if error:
-        return _failed("permerror", mode, f"{error}: no Author Domain (RFC 9989 §5.3.1)")
+        return _failed(Result.PERMERROR, mode, f"{error}: no Author Domain (RFC 9989 §5.3.1)")
     distinct = list(dict.fromkeys(domains))
     evaluated = distinct[:MAX_AUTHOR_DOMAINS]
     spf = (str(spf_result or ""), str(spf_domain or ""))
@@ -420,8 +419,8 @@ def _beyond_the_cap(distinct: list[str], results: list[DmarcResult]) -> DmarcRes
     first = results[0]
     return replace(
         first,
-        result="fail",
-        policy="reject",
+        result=Result.FAIL,
+        policy=DmarcPolicy.REJECT,
         spf_aligned=False,
         dkim_aligned=False,
         aligned_by="",

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 
 
 @functools.cache
-def _public_suffix_list() -> PublicSuffixList:
-    # Imported and built at first rfc7489-mode use, never at import: most runs use rfc9989.
+def public_suffix_list() -> PublicSuffixList:
+    """Gives the one offline Public Suffix List (the DMARC check's and the report's)."""
+    # Imported and built at first use, never at import: most runs use rfc9989.
     from publicsuffixlist import PublicSuffixList
 
     return PublicSuffixList()
@@ -36,7 +37,7 @@ def psl_organizational_domain(domain: str, psl: PublicSuffixList | None = None) 
     its own Organizational Domain.
     """
     try:
-        return (psl or _public_suffix_list()).privatesuffix(domain) or domain
+        return (psl or public_suffix_list()).privatesuffix(domain) or domain
     except (ValueError, TypeError):
         return domain
 

@@ -28,40 +28,21 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from classifier.auth.fromheader import to_a_labels
+from classifier.names import quoted_string, safe_domain
+from classifier.vocab import AAR_RESULTS, DmarcPolicy, Result
 
 HEADER_NAME = "X-Authsieve"
 RELEASED_HEADER = "X-Authsieve-Released"  # written by `authsieve quarantine release`
-# The RFC 8601 §2.7 result words: what an ARC sealer's Authentication-Results can say.
-AAR_RESULTS = frozenset(
-    {"pass", "fail", "softfail", "neutral", "none", "permerror", "temperror", "policy"}
-)
-# Ours only, never written to Authentication-Results: the check stopped on an error of
-# ours (a bug, an exception from a library), not on the message or the DNS.
-INTERNAL = "internal"
-RESULTS = AAR_RESULTS | {INTERNAL}
-POLICIES = frozenset({"", "none", "quarantine", "reject"})
-_LDH = re.compile(r"^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_-]{1,63}$")
-
-
-def safe_domain(text: str) -> str:
-    """Gives the domain in lower case when it is a plain DNS name, else "".
-
-    An internationalised name is given in A-labels, and "_" is allowed in a label
-    (DNS names may hold it, RFC 2181 §11): either would otherwise read as no domain
-    at all, and a blocked suffix would not see x@élan.cyou or x@_a.cyou.
-    """
-    d = text.strip().rstrip(".").lower()
-    if d and not d.isascii():
-        d = (to_a_labels(d) or "").lower()
-    return d if _LDH.match(d) else ""
+INTERNAL = Result.INTERNAL
+RESULTS = frozenset(Result)  # the words the header may carry for a check
+POLICIES = frozenset({"", *DmarcPolicy})  # "": no DMARC record applies
 
 
 def _token(value: str, allowed: frozenset[str]) -> str:
     return value if value in allowed else "none"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AuthFacts:
     """What the checks found about one message, in the terms a policy uses."""
 
@@ -94,8 +75,7 @@ class AuthFacts:
 
 def quote(text: str) -> str:
     """Gives an RFC 5322 quoted-string of text on one line (RFC 5322 §3.2.4)."""
-    flat = " ".join(str(text).split())
-    return '"' + flat.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return quoted_string(" ".join(str(text).split()))
 
 
 def render_header_value(

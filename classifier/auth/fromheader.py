@@ -19,10 +19,7 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import NamedTuple
 
-try:  # IDNA 2008 (RFC 5891) when the idna package is there; Python's IDNA 2003 codec otherwise
-    import idna as _idna
-except ImportError:  # pragma: no cover - depends on the environment
-    _idna = None  # type: ignore[assignment]
+from classifier.names import DOT_ATOM, quoted_string, to_a_labels
 
 _SPECIALS = "<>,;:@[]"
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
@@ -54,16 +51,6 @@ def normalize_domain(text: str) -> str | None:
     if not all(_LABEL.match(label) for label in name.split(".")):
         return None
     return name
-
-
-def to_a_labels(name: str) -> str | None:
-    """Gives an internationalised domain name in A-labels (RFC 5891), or None."""
-    try:
-        if _idna is not None:
-            return str(_idna.encode(name, uts46=True).decode("ascii"))
-        return name.encode("idna").decode("ascii")
-    except (UnicodeError, ValueError):
-        return None
 
 
 def _tokens(value: str) -> list[_Token]:
@@ -175,7 +162,6 @@ def _mailbox_ats(unit: list[_Token]) -> list[int]:
 
 
 _LITERAL = re.compile(r"^\[[^\[\]\\@]*\]$")  # RFC 5322 §3.4.1 domain-literal, dtext only
-_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 
 
 def first_mailbox(from_header_values: Iterable[object] | None) -> str:
@@ -193,8 +179,8 @@ def first_mailbox(from_header_values: Iterable[object] | None) -> str:
             if not domain:
                 continue
             text = local.text
-            if local.kind == "quoted" and not _DOT_ATOM.match(text):
-                text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            if local.kind == "quoted" and not DOT_ATOM.fullmatch(text):
+                text = quoted_string(text)
             return f"{text}@{domain}".lower()
     return ""
 

@@ -15,8 +15,6 @@ mechanisms and 2 void lookups; the time limit is the session's budget.
 from __future__ import annotations
 
 import contextvars
-import ipaddress
-import re
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,8 +24,10 @@ import spf as pyspf
 
 from classifier.envelope.trust import split_address, strip_angle
 from classifier.lookup.resolver import DnsSession, DnsTempError, Record
+from classifier.names import DOT_ATOM, normalize_ip, quoted_string
+from classifier.vocab import SPF_RESULTS, Result
 
-RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
+RESULTS = SPF_RESULTS
 
 # The tag of each result in Received-SPF, as postfix-policyd-spf-perl writes it.
 _HEADER_TAGS = {r: r.capitalize() for r in RESULTS}
@@ -41,15 +41,12 @@ _SESSION: contextvars.ContextVar[DnsSession | None] = contextvars.ContextVar(
 )
 _INSTALL_LOCK = threading.Lock()
 
-# RFC 5322 §3.2.3 dot-atom: a value of this shape needs no quoting.
-_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SpfResult:
     """The outcome of one SPF check and the evidence for it (RFC 7208 §2.6)."""
 
-    result: str  # pass fail softfail neutral none permerror temperror
+    result: Result  # one of SPF_RESULTS
     identity: str  # "mailfrom" or "helo"
     domain: str  # domain checked ("" when none)
     sender: str  # the full identity checked (postmaster@HELO for a null sender / HELO check)
@@ -150,22 +147,6 @@ def _install_lookup() -> None:
             pyspf.DNSLookup = _pyspf_lookup
 
 
-def _client_ip(text: str) -> str | None:
-    """Gives the normalized client address, or None when it is not one."""
-    text = text.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    if text[:5].lower() == "ipv6:":
-        text = text[5:]
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)  # RFC 7208 §5: checked as the IPv4 client it is
-    return str(addr)
-
-
 def _domain_problem(domain: str) -> tuple[str, str]:
     """Gives (the domain in A-labels, "") or ("", why it cannot be checked) (RFC 7208 §4.3)."""
     if domain.endswith(".") and not domain.endswith(".."):
@@ -174,7 +155,7 @@ def _domain_problem(domain: str) -> tuple[str, str]:
         return "", "there is no domain"
     # Only digits and dots, or a colon, can make an address (a name holds no colon).
     literal = ":" in domain or domain.replace(".", "").isdigit()
-    if domain.startswith("[") or (literal and _client_ip(domain) is not None):
+    if domain.startswith("[") or (literal and normalize_ip(domain) is not None):
         return "", f"{_printable(domain)!r} is an address literal, not a domain"
     if not domain.isascii():
         try:
@@ -193,7 +174,7 @@ def _domain_problem(domain: str) -> tuple[str, str]:
 
 def _none(identity: str, domain: str, sender: str, ip: str, helo: str, why: str) -> SpfResult:
     return SpfResult(
-        result="none",
+        result=Result.NONE,
         identity=identity,
         domain=domain,
         sender=_printable(sender),
@@ -235,7 +216,8 @@ def _evaluate(
     finally:
         _SESSION.reset(token)
     if result not in RESULTS:
-        text, result = f"pyspf gave the unknown result {result!r}", "permerror"
+        text, result = f"pyspf gave the unknown result {result!r}", Result.PERMERROR
+    result = Result(result)
     detail = _printable(str(text).removeprefix("SPF Permanent Error: "))
     detail = detail.removeprefix("SPF Temporary Error: ")
     explanation = default_explanation(result, domain, ip)
@@ -290,7 +272,7 @@ def check_helo_spf(client_ip: str, helo: str, dns: DnsSession, receiver: str = "
     """
     helo = helo.strip()
     sender = f"postmaster@{helo}"
-    ip = _client_ip(client_ip)
+    ip = normalize_ip(client_ip)
     if ip is None:
         why = f"the client address {_printable(client_ip)!r} is not an IP address"
         return _none("helo", "", sender, _printable(client_ip), helo, why)
@@ -313,7 +295,7 @@ def check_spf(
     sender, local, domain = _sender(mail_from)
     if not sender:
         return check_helo_spf(client_ip, helo, dns, receiver)
-    ip = _client_ip(client_ip)
+    ip = normalize_ip(client_ip)
     if ip is None:
         why = f"the client address {_printable(client_ip)!r} is not an IP address"
         return _none("mailfrom", "", sender, _printable(client_ip), helo, why)
@@ -331,10 +313,9 @@ def _header_value(text: str) -> str:
     not printable (CR, LF, NUL…) becomes '?', so a value can neither end the
     quotes, add a key, nor start a new header line.
     """
-    if _DOT_ATOM.fullmatch(text):
+    if DOT_ATOM.fullmatch(text):  # RFC 5322 §3.2.3: a dot-atom needs no quoting
         return text
-    escaped = _printable(text).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    return quoted_string(_printable(text))
 
 
 def received_spf_header(result: SpfResult, receiver: str) -> str:

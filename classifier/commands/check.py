@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from classifier.auth.checks import CheckReport
-    from classifier.config import Settings
+    from classifier.config import Config
     from classifier.policy.verdict import Verdict
 
 
@@ -60,15 +60,13 @@ def iter_message_files(paths: Sequence[str]) -> Iterator[Path]:
             raise UsageError(f"{path}: no such file or directory")
 
 
-def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_check(args: argparse.Namespace, config: Config) -> int:
     import json
 
     from classifier.commands.options import make_resolver_for
     from classifier.evaluate import evaluate
-    from classifier.policy.rules import load_policies
 
-    policies = load_policies(settings)
-    resolver = make_resolver_for(args, settings)
+    resolver = make_resolver_for(args, config)
     files = list(iter_message_files(args.paths))
     rows = []
     for path in files:
@@ -77,7 +75,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             print(f"authsieve: {path}: cannot read: {exc.strerror}", file=sys.stderr)
             continue
-        result = evaluate(data, settings, resolver, user=args.user, policies=policies)
+        result = evaluate(data, config.engine, resolver, config.policies, user=args.user)
         if args.json:
             print(json.dumps({"file": str(path), **result.to_dict()}, ensure_ascii=False))
         else:
@@ -128,14 +126,15 @@ def print_table(rows: list[tuple[Path, CheckReport, Verdict]]) -> None:
             print(f"{'':>{widths[0]}}    {reason}")
 
 
-def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_annotate(args: argparse.Namespace, config: Config) -> int:
     from pathlib import Path
 
     from classifier.annotate import annotate
     from classifier.commands.options import make_resolver_for
     from classifier.evaluate import evaluate
 
-    resolver = make_resolver_for(args, settings)
+    settings = config.engine
+    resolver = make_resolver_for(args, config)
     if args.file:
         try:
             data = Path(args.file).read_bytes()
@@ -143,7 +142,7 @@ def cmd_annotate(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"{args.file}: cannot read: {exc.strerror}") from None
     else:
         data = sys.stdin.buffer.read()
-    result = evaluate(data, settings, resolver, user=args.user)
+    result = evaluate(data, settings, resolver, config.policies, user=args.user)
     value = result.header_value(settings.authserv_id)
     sys.stdout.buffer.write(annotate(data, result.report, settings.authserv_id, value))
     return 0

@@ -39,7 +39,7 @@ from classifier.aggregate.store import (
     sqlite_path,
 )
 from classifier.commands.options import add_common, make_resolver_for
-from classifier.config import Settings
+from classifier.config import Config, ReportsConfig
 from classifier.errors import EX_TEMPFAIL, UsageError
 from classifier.log import log, log_value
 from classifier.lookup.resolver import Resolver
@@ -58,35 +58,44 @@ def _period(args: argparse.Namespace) -> tuple[int, int]:
     return begin, begin + DAY
 
 
-def reporter_for(settings: Settings) -> Reporter:
+def _reports_of(config: Config) -> ReportsConfig:
+    """Gives the [reports] table; raises UsageError when there is none."""
+    if config.reports is None:
+        raise UsageError(f"{config.source}: reports: no [reports] table, nothing is recorded")
+    return config.reports
+
+
+def reporter_for(config: Config) -> Reporter:
     """Gives who signs the reports, from [reports]; raises UsageError naming a missing key."""
-    if not settings.reports_store:
-        raise UsageError(f"{settings.source}: reports: no [reports] table, nothing is recorded")
-    if not settings.reports_email:
-        raise UsageError(f"{settings.source}: reports.email: needed in every report (RFC 9990)")
+    reports = _reports_of(config)
+    if not reports.email:
+        raise UsageError(f"{config.source}: reports.email: needed in every report (RFC 9990)")
+    authserv_id = config.engine.authserv_id
     return Reporter(
-        org_name=settings.reports_org_name or settings.authserv_id,
-        email=settings.reports_email,
-        receiver=settings.authserv_id,
-        extra_contact_info=settings.reports_extra_contact_info or "",
+        org_name=reports.org_name or authserv_id,
+        email=reports.email,
+        receiver=authserv_id,
+        extra_contact_info=reports.extra_contact_info,
     )
 
 
-def sent_log_path(settings: Settings) -> Path:
+def sent_log_path(config: Config) -> Path:
     """Gives the file that remembers sent reports: reports.sent_log, else beside the store."""
-    if settings.reports_sent_log:
-        return Path(settings.reports_sent_log)
-    url = settings.reports_store or ""
+    reports = _reports_of(config)
+    if reports.sent_log:
+        return Path(reports.sent_log)
+    url = reports.store
     if url.startswith("sqlite:"):
         return sqlite_path(url).parent / "dmarc-sent.log"
     return Path("/var/lib/authsieve/dmarc-sent.log")
 
 
-def _build(settings: Settings, begin: int, end: int, reporter: Reporter) -> list[AggregateReport]:
-    url = settings.reports_store or ""
+def _build(config: Config, begin: int, end: int, reporter: Reporter) -> list[AggregateReport]:
+    reports = _reports_of(config)
+    url = reports.store
     try:
         with ReportStore.open(url) as store:
-            store.purge(int(time.time() - retention_seconds(settings)))
+            store.purge(int(time.time() - retention_seconds(reports)))
             return build_reports(store.rows_between(begin, end), begin, end, reporter)
     except StoreError as exc:
         raise UsageError(f"reports.store: {exc}") from None
@@ -141,9 +150,10 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(partial, path)  # a re-run gives the same name and bytes (RFC 9990 §3.2.2)
 
 
-def _destinations(report: AggregateReport, settings: Settings, resolver: Resolver) -> Destinations:
+def _destinations(report: AggregateReport, config: Config, resolver: Resolver) -> Destinations:
     mode = "rfc7489" if report.discovery_method == "psl" else "rfc9989"
-    found = find_destinations(report.policy_domain, resolver.session(settings.dns_budget), mode)
+    dns = resolver.session(config.engine.dns_budget)
+    found = find_destinations(report.policy_domain, dns, mode)
     if found.problem:
         log.warning("dmarc-report: %s: no report sent: %s", report.policy_domain, found.problem)
     for skip in found.skipped:
@@ -156,29 +166,29 @@ def _destinations(report: AggregateReport, settings: Settings, resolver: Resolve
     return found
 
 
-def cmd_dmarc_report(args: argparse.Namespace, settings: Settings) -> int:
-    reporter = reporter_for(settings)
+def cmd_dmarc_report(args: argparse.Namespace, config: Config) -> int:
+    reporter = reporter_for(config)
     if bool(args.dry_run) == bool(args.send):
         raise UsageError("dmarc-report: give either --send or --dry-run DIR")
     begin, end = _period(args)
-    reports = _build(settings, begin, end, reporter)
+    reports = _build(config, begin, end, reporter)
     if not reports:
         print(f"no rows between {begin} and {end - 1}: no report")
         return 0
-    resolver = make_resolver_for(args, settings)
+    resolver = make_resolver_for(args, config)
     if args.dry_run:
         out = Path(args.dry_run)
         try:
-            return _dry_run(out, reports, reporter, settings, resolver, begin, end)
+            return _dry_run(out, reports, reporter, config, resolver, begin, end)
         except OSError as exc:
             raise UsageError(f"--dry-run {out}: {exc.strerror or exc}") from None
     try:
-        ledger = SentLog(sent_log_path(settings))
+        ledger = SentLog(sent_log_path(config))
     except OSError as exc:
-        raise UsageError(f"reports.sent_log {sent_log_path(settings)}: {exc}") from None
+        raise UsageError(f"reports.sent_log {sent_log_path(config)}: {exc}") from None
     try:
         failed = sum(
-            _send(report, reporter, settings, resolver, args.force, ledger, begin, end)
+            _send(report, reporter, config, resolver, args.force, ledger, begin, end)
             for report in reports
         )
     finally:
@@ -190,7 +200,7 @@ def _dry_run(
     out: Path,
     reports: list[AggregateReport],
     reporter: Reporter,
-    settings: Settings,
+    config: Config,
     resolver: Resolver,
     begin: int,
     end: int,
@@ -199,7 +209,7 @@ def _dry_run(
     for report in reports:
         _write(out / report.filename, report.gzipped())
         print(f"{report.filename}: {report.messages} message(s) in {report.records} record(s)")
-        found = _destinations(report, settings, resolver)
+        found = _destinations(report, config, resolver)
         to = tuple(d.address for d in found.send_to)
         if to:
             eml = report_message(report, reporter, to, begin, end - 1, time.time())
@@ -215,7 +225,7 @@ def _dry_run(
 def _send(
     report: AggregateReport,
     reporter: Reporter,
-    settings: Settings,
+    config: Config,
     resolver: Resolver,
     force: bool,
     ledger: SentLog,
@@ -224,25 +234,25 @@ def _send(
 ) -> int:
     """Sends one report to each of its destinations; gives how many hand-overs failed."""
     domain = report.policy_domain
-    found = _destinations(report, settings, resolver)
+    found = _destinations(report, config, resolver)
     failed = int(found.temporary)
     for dest in found.send_to:
         if ledger.has(begin, domain, dest.address) and not force:
             print(f"{domain}: already sent to {dest.address}")
             continue
         message = report_message(report, reporter, (dest.address,), begin, end - 1, time.time())
-        if len(message) > settings.reports_max_message_size:
+        if len(message) > _reports_of(config).max_message_size:
             log.warning(
                 "dmarc-report: %s: report to %s not sent: %d bytes, over"
                 " reports.max_message_size (%d)",
                 domain,
                 dest.address,
                 len(message),
-                settings.reports_max_message_size,
+                _reports_of(config).max_message_size,
             )
             continue
         code, said = hand_to_sendmail(
-            settings.reports_sendmail, reporter.email, dest.address, message
+            _reports_of(config).sendmail, reporter.email, dest.address, message
         )
         if code != 0:
             failed += 1

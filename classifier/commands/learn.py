@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from classifier.config import Settings
+from classifier.config import Config, LearnConfig
 from classifier.errors import UsageError
 
 if TYPE_CHECKING:
@@ -85,14 +85,15 @@ def _read_message(path: str | None) -> bytes:
     return kept
 
 
-def record_move(args: argparse.Namespace, settings: Settings, data: bytes) -> bool:
+def record_move(args: argparse.Namespace, config: Config, data: bytes) -> bool:
     """Gives whether the move was recorded (False: teaches nothing, or counted before)."""
     from classifier.learning.moves import read_move
-    from classifier.learning.store import LearningStore, retention_seconds, store_url
+    from classifier.learning.store import LearningStore, retention_seconds
     from classifier.log import log, log_value
 
+    learn = _learn_of(config)
     now = int(time.time())
-    move = read_move(data, args.user, args.from_folder, args.to_folder, settings, now)
+    move = read_move(data, args.user, args.from_folder, args.to_folder, config.engine, now)
     if move is None:
         log.info(
             "learn: %s moved a message %s -> %s: nothing to learn (no header of ours,"
@@ -100,9 +101,9 @@ def record_move(args: argparse.Namespace, settings: Settings, data: bytes) -> bo
             log_value(args.user), log_value(args.from_folder), log_value(args.to_folder),
         )  # fmt: skip
         return False
-    with LearningStore.open(store_url(settings), timeout=2.0) as store:
+    with LearningStore.open(learn.store, timeout=2.0) as store:
         added = store.record(move)
-        store.purge(int(now - retention_seconds(settings)))
+        store.purge(int(now - retention_seconds(learn)))
     log.info(
         "learn: %s %s a message from %s (%s -> %s)%s",
         log_value(move.user), move.direction, log_value(move.from_address or "(no From)"),
@@ -112,12 +113,19 @@ def record_move(args: argparse.Namespace, settings: Settings, data: bytes) -> bo
     return added
 
 
-def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
+def _learn_of(config: Config) -> LearnConfig:
+    """Gives the [learn] table; raises UsageError when there is none."""
+    if config.learn is None:
+        raise UsageError(f"{config.source}: learn: no [learn] table, no moves are recorded")
+    return config.learn
+
+
+def cmd_learn(args: argparse.Namespace, config: Config) -> int:
     """Reads the message, records the move in a detached child; gives 0 at once."""
     from classifier.log import configure_logging, log
 
     data = _read_message(args.message)
-    if not settings.learn_store:
+    if config.learn is None:
         return 0  # no [learn] table: learning is off
     if not args.foreground:
         sys.stdout.flush()
@@ -129,13 +137,13 @@ def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.close(devnull)
-    configure_logging(settings, getattr(args, "debug", False), stderr=args.foreground)
+    configure_logging(config.engine, getattr(args, "debug", False), stderr=args.foreground)
     if args.timeout > 0:
         signal.signal(signal.SIGALRM, _give_up)
         signal.setitimer(signal.ITIMER_REAL, args.timeout)
     code = 0
     try:
-        record_move(args, settings, data)
+        record_move(args, config, data)
     except Exception as exc:  # logged, never raised: nothing may reach the IMAP session
         log.error("learn: move not recorded: %s: %s", type(exc).__name__, exc)
         code = 1 if args.foreground else 0
@@ -161,31 +169,21 @@ def logging_shutdown() -> None:
     logging.shutdown()
 
 
-def _proposals(settings: Settings) -> list[Proposal]:
+def _proposals(config: Config) -> list[Proposal]:
     from classifier.aggregate.store import StoreError
-    from classifier.learning.proposals import (
-        DEFAULT_MIN_MESSAGES,
-        DEFAULT_MIN_USERS,
-        Thresholds,
-        propose,
-    )
-    from classifier.learning.store import LearningStore, retention_seconds, store_url
-    from classifier.policy.rules import load_policies
+    from classifier.learning.proposals import Thresholds, propose
+    from classifier.learning.store import LearningStore, retention_seconds
 
-    url = store_url(settings)
-    if not settings.learn_store:
-        raise UsageError(f"{settings.source}: learn: no [learn] table, no moves are recorded")
-    thresholds = Thresholds(
-        settings.learn_min_messages or DEFAULT_MIN_MESSAGES,
-        settings.learn_min_users or DEFAULT_MIN_USERS,
-    )
+    learn = _learn_of(config)
+    url = learn.store
+    thresholds = Thresholds(learn.min_messages, learn.min_users)
     try:
         with as_store_owner(url), LearningStore.open(url) as store:
-            store.purge(int(time.time() - retention_seconds(settings)))
+            store.purge(int(time.time() - retention_seconds(learn)))
             moves = list(store.moves())
     except (OSError, sqlite3.Error, StoreError) as exc:
         raise UsageError(f"learn store {url}: {exc}") from None
-    return propose(moves, load_policies(settings), thresholds)
+    return propose(moves, config.policies, thresholds)
 
 
 @contextlib.contextmanager
@@ -216,16 +214,16 @@ def as_store_owner(url: str) -> Iterator[None]:
         os.setegid(0)
 
 
-def open_proposals(settings: Settings) -> list[Proposal]:
+def open_proposals(config: Config) -> list[Proposal]:
     """Gives the proposals, or [] when learning is off (for the quarantine digest)."""
-    return _proposals(settings) if settings.learn_store else []
+    return _proposals(config) if config.learn else []
 
 
-def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_suggest(args: argparse.Namespace, config: Config) -> int:
     from classifier.learning.proposals import render
-    from classifier.policy.rules import normalize_user
+    from classifier.policies import normalize_user
 
-    proposals = _proposals(settings)
+    proposals = _proposals(config)
     numbered = list(enumerate(proposals, 1))
     if args.user:
         wanted = normalize_user(args.user)
@@ -233,7 +231,7 @@ def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
     if args.apply is not None:
         if not 1 <= args.apply <= len(proposals):
             raise UsageError(f"--apply {args.apply}: no such proposal (there are {len(proposals)})")
-        return _apply(args, settings, proposals[args.apply - 1])
+        return _apply(args, config, proposals[args.apply - 1])
     if args.json:
         doc = [{"number": n, **p.to_dict()} for n, p in numbered]
         print(json.dumps({"proposals": doc}, indent=2))
@@ -242,48 +240,50 @@ def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _apply(args: argparse.Namespace, settings: Settings, proposal: Proposal) -> int:
+def _apply(args: argparse.Namespace, config: Config, proposal: Proposal) -> int:
     from classifier.mailstore.configedit import edit_config, set_policy_action
 
-    config = Path(args.config or settings.source)
-    if not config.is_file():
-        raise UsageError(f"{config}: no config file to write the change into (--config)")
+    path = Path(args.config or config.source)
+    if not path.is_file():
+        raise UsageError(f"{path}: no config file to write the change into (--config)")
     if proposal.kind == "relax_rule":
-        changed = edit_config(config, lambda t: set_policy_action(t, proposal.key, proposal.value))
+        changed = edit_config(path, lambda t: set_policy_action(t, proposal.key, proposal.value))
     else:
-        changed = edit_config(config, lambda t: _add_entry(t, settings, proposal))
+        changed = edit_config(path, lambda t: _add_entry(t, config, proposal))
     said = "added" if changed else "already there"
-    print(f"{config}: [{proposal.table}] {proposal.key}: {proposal.value} {said}")
-    return _reinstall(args, settings, config)
+    print(f"{path}: [{proposal.table}] {proposal.key}: {proposal.value} {said}")
+    return _reinstall(args, config, path)
 
 
-def _add_entry(text: str, settings: Settings, proposal: Proposal) -> str:
+def _add_entry(text: str, config: Config, proposal: Proposal) -> str:
     """Gives the config text with the proposal's list entry added where it takes effect.
 
-    A user's list replaces the global one (`classifier.policy.rules`): a new user
+    A user's list replaces the global one (`classifier.policies`): a new user
     list starts with the global entries, and a global entry goes into every user
     table that has its own list too, or it would not reach those users.
     """
+    import tomllib
+
     from classifier.mailstore.configedit import add_list_entry
-    from classifier.policy.rules import load_policies
 
     if proposal.user:
-        inherited = tuple(getattr(load_policies(settings).default, proposal.key))
+        inherited = tuple(getattr(config.policies.default, proposal.key))
         return add_list_entry(text, proposal.user, proposal.key, proposal.value, inherited)
+    users = tomllib.loads(text).get("users", {})  # which user tables have a list of their own
     text = add_list_entry(text, "", proposal.key, proposal.value)
-    for user, table in sorted(settings.users_raw.items()):
+    for user, table in sorted(users.items()):
         if isinstance(table, dict) and proposal.key in table:
             text = add_list_entry(text, user, proposal.key, proposal.value)
     return text
 
 
-def _reinstall(args: argparse.Namespace, settings: Settings, config: Path) -> int:
+def _reinstall(args: argparse.Namespace, config: Config, path: Path) -> int:
     """Reinstalls the global script from the edited config; gives the exit code."""
-    from classifier.config import load_settings
+    from classifier.config import load_config
     from sieve.commands import script_for
     from sieve.install import SCRIPT_NAME, install_to_dir
 
-    where = args.sieve_dir or settings.learn_sieve_dir
+    where = args.sieve_dir or (config.learn.sieve_dir if config.learn else None)
     if not where:
         print(
             "no [learn] sieve_dir and no --sieve-dir: reinstall the Sieve script yourself"
@@ -294,7 +294,7 @@ def _reinstall(args: argparse.Namespace, settings: Settings, config: Path) -> in
     installed = directory / f"{SCRIPT_NAME}.sieve"
     # The same kind of script as the one there: the LMTP filter's, or pipe mode's.
     with_filter = installed.is_file() and "vnd.dovecot.filter" in installed.read_text()
-    script = script_for(load_settings(config), None, with_filter)
+    script = script_for(load_config(path), None, with_filter)
     result = install_to_dir(script, directory)
     print(f"installed {result.target}")
     return 0

@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handover.code is not None:
             return handover.code
         message = handover.data
-    from classifier.config import load_settings
+    from classifier.config import load_config
 
     try:
         parser = build_parser(argv)
@@ -162,8 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.message = message
     debug = getattr(args, "debug", False)
     try:
-        settings = load_settings(getattr(args, "config", None))
-        return int(args.handler(args, settings))
+        config = load_config(getattr(args, "config", None))
+        return int(args.handler(args, config))
     except AuthsieveError as exc:
         code = fail(exc, args.command == "pipe", debug)
         # Dovecot's IMAP MOVE must not fail for learn: said on stderr (Dovecot's log) only.

@@ -11,7 +11,7 @@ TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads th
 if TYPE_CHECKING:
     import argparse
 
-    from classifier.config import Settings
+    from classifier.config import Config
     from classifier.lookup.resolver import Resolver
 
 
@@ -23,9 +23,11 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def make_resolver_for(args: argparse.Namespace, settings: Settings) -> Resolver:
+def make_resolver_for(args: argparse.Namespace, config: Config) -> Resolver:
     """Gives the one resolver: --dns-zone, else --dns-server, else the config, else resolv.conf."""
     from classifier.lookup.resolver import make_resolver
+
+    settings = config.engine
 
     zone = args.dns_zone or settings.dns_zone
     server = args.dns_server or settings.dns_server

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from classifier.config import Settings
+    from classifier.config import Config
     from classifier.lookup.resolver import Resolver
 
 
@@ -86,7 +86,7 @@ def add_serve_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], N
     serve.set_defaults(handler=cmd_serve)
 
 
-def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_pipe(args: argparse.Namespace, config: Config) -> int:
     import time
 
     from classifier.commands.options import make_resolver_for
@@ -96,6 +96,7 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
     from classifier.log import configure_logging, dropped, log
 
     started = time.monotonic()
+    settings = config.engine
     configure_logging(settings, args.debug, stderr=False)
     delivery = delivery_from_spec(
         args.deliver,
@@ -143,17 +144,19 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
             return code
     if socket_path:
         log.warning("daemon at %s did not answer; checking in this process", socket_path)
-    resolver = make_resolver_for(args, settings)
+    resolver = make_resolver_for(args, config)
     # The hints travel as JSON to the daemon; in this process they are the engine's Hints.
     from classifier.envelope.trust import Hints
     from classifier.evaluate import check_and_annotate
 
     record = None
-    if settings.reports_store:  # the store (sqlite3) is imported only when [reports] is on
+    if config.reports:  # the store (sqlite3) is imported only when [reports] is on
         from classifier.aggregate.store import recorder
 
-        record = recorder(settings)
-    outcome = check_and_annotate(data, settings, resolver, Hints(**hints), user, record=record)
+        record = recorder(config.reports)
+    outcome = check_and_annotate(
+        data, settings, resolver, config.policies, Hints(**hints), user, record
+    )
     code = deliver_outcome(
         outcome.data,
         outcome.action,
@@ -169,11 +172,12 @@ def cmd_pipe(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from classifier.commands.options import make_resolver_for
     from classifier.delivery.daemon import serve
     from classifier.log import configure_logging
 
+    settings = config.engine
     configure_logging(settings, args.debug)
     path = args.socket or settings.daemon_socket
     if not path:
@@ -186,17 +190,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"--socket-mode {args.socket_mode!r}: not an octal mode") from None
         if not 0 <= mode <= 0o777 or mode & 0o007:
             raise UsageError(f"--socket-mode {args.socket_mode}: owner/group bits only (600, 660)")
-    resolver = make_resolver_for(args, settings)
+    resolver = make_resolver_for(args, config)
     try:
-        return serve(path, settings, resolver, mode, reload=lambda: _reload(args))
+        return serve(path, config, resolver, mode, reload=lambda: _reload(args))
     except OSError as exc:
         raise UsageError(f"{path}: cannot listen: {exc.strerror}") from None
 
 
-def _reload(args: argparse.Namespace) -> tuple[Settings, Resolver]:
-    """Gives the settings and resolver `serve` was started with, read afresh (SIGHUP)."""
+def _reload(args: argparse.Namespace) -> tuple[Config, Resolver]:
+    """Gives the config and resolver `serve` was started with, read afresh (SIGHUP)."""
     from classifier.commands.options import make_resolver_for
-    from classifier.config import load_settings
+    from classifier.config import load_config
 
-    settings = load_settings(args.config)
-    return settings, make_resolver_for(args, settings)
+    config = load_config(args.config)
+    return config, make_resolver_for(args, config)

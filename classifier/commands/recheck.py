@@ -10,16 +10,15 @@ from typing import Any
 
 from classifier.commands.options import make_resolver_for
 from classifier.commands.report import open_cache, shared_arguments, warn
-from classifier.config import Settings
+from classifier.config import Config
 from classifier.mailstore.mailfiles import maildir_files
 from classifier.mailstore.recheck import Recheck, recheck_one
-from classifier.policy.rules import load_policies
 
 
-def cmd_recheck(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_recheck(args: argparse.Namespace, config: Config) -> int:
     files = maildir_files(args.paths)
-    policies = load_policies(settings)
-    resolver = make_resolver_for(args, settings)
+    settings, policies = config.engine, config.policies
+    resolver = make_resolver_for(args, config)
     cache = open_cache(args, [Path(p) for p in args.paths])
     done: list[Recheck] = []
     try:

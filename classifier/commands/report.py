@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from classifier.commands.options import make_resolver_for
-from classifier.config import Settings, load_settings
+from classifier.config import Config, load_config
 from classifier.errors import UsageError
 from classifier.mailstore.mailfiles import maildir_files
-from classifier.policy.rules import Policies, load_policies
+from classifier.policies import Policies
 from classifier.report.build import PolicyRun, ScannedMessage, build_report
 from classifier.report.cache import (
     ReportCache,
@@ -68,19 +68,19 @@ def warn(text: str) -> None:
     print(f"authsieve: {text}", file=sys.stderr)
 
 
-def policy_sets(args: argparse.Namespace, settings: Settings) -> list[tuple[str, str, Policies]]:
+def policy_sets(args: argparse.Namespace, config: Config) -> list[tuple[str, str, Policies]]:
     """Gives (name, file, policies) for each --policy FILE, else for the configured policy."""
     if not args.policy:
-        return [("configured", settings.source, load_policies(settings))]
+        return [("configured", config.source, config.policies)]
     out: list[tuple[str, str, Policies]] = []
     for path in args.policy:
         stem, taken = Path(path).stem or "policy", {n for n, _, _ in out}
         name = stem if stem not in taken else f"{stem}-{len(out) + 1}"
-        out.append((name, path, load_policies(load_settings(path))))
+        out.append((name, path, load_config(path).policies))
     return out
 
 
-def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_report(args: argparse.Namespace, config: Config) -> int:
     since = parse_since(args.since)
     if args.top < 1 or args.jobs < 1:
         raise UsageError("--top and --jobs must be at least 1")
@@ -88,8 +88,9 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     roots = [Path(p) for p in args.paths]
     if args.html and _inside(Path(args.html), roots):
         raise UsageError(f"--html {args.html}: inside a Maildir; the report never writes there")
-    sets = policy_sets(args, settings)
-    resolver = make_resolver_for(args, settings)
+    sets = policy_sets(args, config)
+    settings = config.engine
+    resolver = make_resolver_for(args, config)
     cache = open_cache(args, roots)
     long_run = len(files) >= PROGRESS_FROM if args.progress is None else args.progress
     started = time.perf_counter()
@@ -99,13 +100,13 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         for name, source, policies in sets:
             # The trust path steps over the policy's forwarders, so they shape the checks.
             base = policies.for_user(args.user) if args.user else policies.default
-            check_settings = settings.with_forwarders(base.trusted_forwarders)
-            fp = checks_fingerprint(check_settings)
+            trust = settings.trust_for(base.trusted_forwarders)
+            fp = checks_fingerprint(settings, trust)
             if fp not in scans:
                 show = long_run and sys.stderr.isatty()
                 paths = [f.path for f in files]
                 records, counts = scan(
-                    paths, check_settings, resolver, cache, warn, args.recheck, args.jobs, show
+                    paths, settings, trust, resolver, cache, warn, args.recheck, args.jobs, show
                 )
                 scanned = tuple(
                     ScannedMessage(str(f.path), f.folder, f.delivered, r)

@@ -1,9 +1,8 @@
 """The `authsieve watch` and `authsieve quarantine` commands: arguments in, exit code out.
 
-Settings come from the ``[watch]`` / ``[quarantine]`` config sections once
-`classifier.config` knows them (read through `configured`, which looks for
-``settings.watch_roots``, ``settings.watch_path_template``, …); until then,
-and always when given, the command-line options decide.
+Settings come from the ``[watch]`` / ``[quarantine]`` config sections
+(`Config.watch`, `Config.quarantine`, defaults there); command-line options,
+when given, decide.
 """
 
 from __future__ import annotations
@@ -22,24 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from classifier.commands.options import make_resolver_for
-from classifier.config import Settings, load_settings
+from classifier.config import Config, Settings, load_config
 from classifier.errors import EX_TEMPFAIL, UsageError
 
 DEFAULT_WORKERS = 2
-SETTING_DEFAULTS: dict[str, Any] = {
-    "watch_roots": (),
-    "watch_path_template": "{domain}/{local}/Maildir",
-    "watch_rescan_interval": 60.0,
-    "watch_workers": 0,  # 0: one worker process per CPU
-    "watch_cur_max_age_days": 7.0,  # unfiled mail a client moved to cur/: this recent only
-    "quarantine_retention_days": 30.0,
-}
-
-
-def configured(settings: Settings, name: str) -> Any:
-    """Gives a [watch]/[quarantine] setting (``watch_roots`` …) from settings, else its default."""
-    value = getattr(settings, name, None)
-    return SETTING_DEFAULTS[name] if value is None else value
 
 
 def _add_location(p: argparse.ArgumentParser) -> None:
@@ -76,28 +61,28 @@ def _setup_logging(settings: Settings, debug: bool) -> None:
         log.addHandler(logging.StreamHandler())
 
 
-def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_watch(args: argparse.Namespace, config: Config) -> int:
     from classifier.display import printable
     from classifier.mailstore.filing import Job
     from classifier.mailstore.watch import Watcher, WatchOptions
 
-    roots = tuple(args.roots) or tuple(configured(settings, "watch_roots"))
+    roots = tuple(args.roots) or tuple(config.watch.roots)
     if not roots:
         raise UsageError("watch: no Maildir given (ROOT arguments or [watch] roots)")
-    workers = args.workers if args.workers is not None else configured(settings, "watch_workers")
+    workers = args.workers if args.workers is not None else config.watch.workers
     if workers < 0:
         raise UsageError(f"--workers {workers}: must be 0 or more")
-    interval = args.rescan_interval or configured(settings, "watch_rescan_interval")
+    interval = args.rescan_interval or config.watch.rescan_interval
     if interval <= 0:
         raise UsageError(f"--rescan-interval {interval}: must be more than 0")
     options = WatchOptions(
         roots=roots,
-        path_template=args.path_template or configured(settings, "watch_path_template"),
+        path_template=args.path_template or config.watch.path_template,
         rescan_interval=float(interval),
         workers=int(workers or os.cpu_count() or DEFAULT_WORKERS),
         pool="thread" if args.threads else "process",
         once=args.once,
-        cur_max_age=float(configured(settings, "watch_cur_max_age_days")) * 86400,
+        cur_max_age=config.watch.cur_max_age_days * 86400,
     )
     from classifier.mailstore.maildir import expand_roots
 
@@ -109,14 +94,14 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         more = f" and {len(found) - 3} more" if len(found) > 3 else ""
         how = "once" if args.once else f"rescan every {interval:g} s; Ctrl-C stops"
         print(f"authsieve watch: {len(found)} Maildir(s): {shown}{more} ({how})", file=sys.stderr)
-    _setup_logging(settings, args.debug)
-    job = Job(settings, make_resolver_for(args, settings), options.path_template, args.config)
-    config = args.config
+    _setup_logging(config.engine, args.debug)
+    job = Job(config, make_resolver_for(args, config), options.path_template, args.config)
+    path = args.config
 
-    def reload() -> Settings:
-        return load_settings(config)
+    def reload() -> Config:
+        return load_config(path)
 
-    watcher = Watcher(options, job, reload=reload if config else None)
+    watcher = Watcher(options, job, reload=reload if path else None)
     code = watcher.run()
     if args.once:
         c = watcher.counts
@@ -189,17 +174,17 @@ def add_quarantine_parser(sub: Any, add_common: Callable[[argparse.ArgumentParse
     p.set_defaults(handler=cmd_digest)
 
 
-def _maildirs(args: argparse.Namespace, settings: Settings) -> list[tuple[Path, str]]:
+def _maildirs(args: argparse.Namespace, config: Config) -> list[tuple[Path, str]]:
     """Gives (Maildir, user) for every Maildir named, only the --user's when given."""
     from classifier.mailstore.maildir import expand_roots, user_from_path
-    from classifier.policy.rules import normalize_user
+    from classifier.policies import normalize_user
 
-    roots = tuple(args.maildir) or tuple(configured(settings, "watch_roots"))
+    roots = tuple(args.maildir) or tuple(config.watch.roots)
     if not roots:
         raise UsageError("quarantine: no Maildir given (--maildir or [watch] roots)")
     if args.user and not args.user.isprintable():
         raise UsageError(f"--user {args.user!r}: control characters are not allowed")
-    template = args.path_template or configured(settings, "watch_path_template")
+    template = args.path_template or config.watch.path_template
     found = [(m, user_from_path(m, template) or "") for m in expand_roots(roots)]
     if not found:
         raise UsageError(f"{', '.join(roots)}: no Maildir there")
@@ -214,30 +199,30 @@ def _maildirs(args: argparse.Namespace, settings: Settings) -> list[tuple[Path, 
     return mine
 
 
-def _entries(args: argparse.Namespace, settings: Settings) -> list[tuple[Path, Any]]:
+def _entries(args: argparse.Namespace, config: Config) -> list[tuple[Path, Any]]:
     from classifier.mailstore.quarantine import list_quarantine
 
-    template = args.path_template or configured(settings, "watch_path_template")
+    template = args.path_template or config.watch.path_template
     return [
         (maildir, e)
-        for maildir, user in _maildirs(args, settings)
+        for maildir, user in _maildirs(args, config)
         for e in list_quarantine(maildir, template, user)
     ]
 
 
-def _find(args: argparse.Namespace, settings: Settings, wanted: str) -> tuple[Path, Any]:
+def _find(args: argparse.Namespace, config: Config, wanted: str) -> tuple[Path, Any]:
     from classifier.mailstore.quarantine import find
 
-    pairs = _entries(args, settings)
+    pairs = _entries(args, config)
     entry = find([e for _, e in pairs], wanted)
     return next((m, e) for m, e in pairs if e is entry)
 
 
-def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_list(args: argparse.Namespace, config: Config) -> int:
     from classifier.display import printable
     from classifier.mailstore.quarantine import date_text
 
-    pairs = _entries(args, settings)
+    pairs = _entries(args, config)
     for _, e in pairs:
         if args.json:
             print(json.dumps(e.to_dict(), ensure_ascii=False))
@@ -251,11 +236,11 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_show(args: argparse.Namespace, config: Config) -> int:
     from classifier.display import printable, terminal_text
     from classifier.mailstore.quarantine import date_text
 
-    _, e = _find(args, settings, args.id)
+    _, e = _find(args, config, args.id)
     data = Path(e.path).read_bytes()
     if args.raw:
         sys.stdout.flush()
@@ -271,14 +256,13 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_release(args: argparse.Namespace, config: Config) -> int:
     from classifier.display import printable
     from classifier.mailstore.quarantine import allow_sender_in_config, release
-    from classifier.policy.rules import load_policies
 
     by = args.by or getpass.getuser()
     for wanted in args.ids:
-        maildir, e = _find(args, settings, wanted)
+        maildir, e = _find(args, config, wanted)
         try:
             dest = release(maildir, e, by, datetime.now(UTC))
         except OSError as exc:
@@ -289,12 +273,12 @@ def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
             continue
         if not e.sender_address or "@" not in e.sender_address:
             raise UsageError(f"{e.id}: no From address to allow")
-        config = Path(args.config or settings.source)
-        if not config.is_file():
+        config_file = Path(args.config or config.source)
+        if not config_file.is_file():
             raise UsageError("--allow: no config file to add the sender to (give --config)")
         entry = "@" + e.sender_address.rpartition("@")[2] if args.allow_domain else e.sender_address
-        inherited = load_policies(settings).default.allow_senders
-        added = allow_sender_in_config(config, e.user, entry, inherited)
+        inherited = config.policies.default.allow_senders
+        added = allow_sender_in_config(config_file, e.user, entry, inherited)
         print(f"{entry}: {'added to' if added else 'already in'} allow_senders of {e.user}")
         if not e.from_authenticated:
             print(
@@ -305,16 +289,16 @@ def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_purge(args: argparse.Namespace, config: Config) -> int:
     from classifier.display import printable
     from classifier.mailstore.quarantine import purge
 
     days = args.retention_days
     if days is None:
-        days = configured(settings, "quarantine_retention_days")
+        days = config.quarantine.retention_days
     elif not days > 0:  # 0 read as "the default" once, -1 as "everything": neither is asked for
         raise UsageError(f"--retention-days {days:g}: must be more than 0")
-    gone = purge([e for _, e in _entries(args, settings)], days, time.time(), args.dry_run)
+    gone = purge([e for _, e in _entries(args, config)], days, time.time(), args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for e in gone:
         print(f"{verb} {e.id}  {printable(e.user)}  {e.sender[:40]}  {e.subject[:50]}")
@@ -322,7 +306,7 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_digest(args: argparse.Namespace, config: Config) -> int:
     from classifier.mailstore.quarantine import digest
 
     if not args.user:
@@ -330,8 +314,8 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     if args.mail_from and not args.mail_from.isprintable():
         # It becomes a header line: a line break would add headers (RFC 5322 §2.2).
         raise UsageError(f"--mail-from {args.mail_from!r}: control characters are not allowed")
-    days = configured(settings, "quarantine_retention_days")
-    entries = [e for _, e in _entries(args, settings)]
+    days = config.quarantine.retention_days
+    entries = [e for _, e in _entries(args, config)]
     if args.days:
         entries = [e for e in entries if e.arrived >= time.time() - args.days * 86400]
     user = entries[0].user if entries else args.user
@@ -340,7 +324,7 @@ def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
         from classifier.commands.learn import open_proposals
         from classifier.learning.proposals import render
 
-        found = open_proposals(settings)
+        found = open_proposals(config)
         appendix = (
             "Policy proposals from what users moved in and out of Junk (authsieve suggest;\n"
             "apply one with: authsieve suggest --apply N):\n\n" + render(list(enumerate(found, 1)))

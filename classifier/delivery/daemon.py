@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from classifier.aggregate.store import recorder
-from classifier.config import Settings
+from classifier.config import Config, Settings
 from classifier.delivery.daemon_client import (
     FrameError,
     decode_head,
@@ -48,10 +48,9 @@ from classifier.delivery.daemon_client import (
 )
 from classifier.envelope.trust import Hints
 from classifier.errors import UsageError
-from classifier.evaluate import check_and_annotate
+from classifier.evaluate import Evaluation, check_and_annotate
 from classifier.log import log, reopen_logging
 from classifier.lookup.resolver import Resolver
-from classifier.policy.rules import Policies, load_policies
 
 POSTFIX_DEFAULT_SIZE = 10_240_000  # postconf(5) message_size_limit default
 
@@ -62,16 +61,20 @@ class DaemonSetupError(UsageError):
 
 @dataclass(frozen=True)
 class Engine:
-    """What the daemon checks with: swapped whole on SIGHUP, read once per request."""
+    """What the daemon checks with: swapped whole on SIGHUP, read once per request.
 
-    settings: Settings
+    The config was validated whole when it was loaded (at start or on SIGHUP), so a
+    bad policy stops the start or the reload, never a message.
+    """
+
+    config: Config
     resolver: Resolver
-    policies: Policies
+    record: Callable[[Evaluation], object] | None  # the DMARC report rows, when [reports] is on
 
 
-def engine_for(settings: Settings, resolver: Resolver) -> Engine:
-    """Gives the engine for these settings; a bad policy raises ConfigError."""
-    return Engine(settings, resolver, load_policies(settings))
+def engine_for(config: Config, resolver: Resolver) -> Engine:
+    """Gives the engine for this config."""
+    return Engine(config, resolver, recorder(config.reports))
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ class DaemonServer(socketserver.ThreadingUnixStreamServer):
 
 def make_server(
     path: str,
-    settings: Settings,
+    config: Config,
     resolver: Resolver,
     mode: int | None = None,
     limits: Limits | None = None,
@@ -175,9 +178,10 @@ def make_server(
     The socket is born 0600 (umask) and only then given its owner
     (``socket_user``, when root) and mode, so no one else can connect in between.
     """
+    settings = config.engine
     lim = limits or limits_from(settings)
     mode = settings.socket_mode if mode is None else mode
-    engine = engine_for(settings, resolver)
+    engine = engine_for(config, resolver)
 
     class Handler(socketserver.BaseRequestHandler):
         server: DaemonServer
@@ -192,12 +196,12 @@ def make_server(
             engine = self.server.engine
             outcome = check_and_annotate(
                 data,
-                engine.settings,
+                engine.config.engine,
                 engine.resolver,
+                engine.config.policies,
                 _hints(meta.get("hints")),
                 str(user) if user else None,
-                engine.policies,
-                recorder(engine.settings),
+                engine.record,
             )
             meta_out = {
                 "action": outcome.action,
@@ -258,17 +262,17 @@ def log_delivery(report: dict[str, object], summary: str) -> None:
         log.error("delivery failed (exit %s): %s", code, report.get("reason", ""))
 
 
-def reload_engine(server: DaemonServer, reload: Callable[[], tuple[Settings, Resolver]]) -> None:
+def reload_engine(server: DaemonServer, reload: Callable[[], tuple[Config, Resolver]]) -> None:
     """Swaps in the engine of a freshly read config; a bad one is one log line, the old stays."""
     try:
-        settings, resolver = reload()
-        engine = engine_for(settings, resolver)
+        config, resolver = reload()
+        engine = engine_for(config, resolver)
     except Exception as exc:  # ConfigError, UsageError, a zone that no longer parses
         log.error("daemon: reload failed, keeping the running config: %s", exc)
         return
     server.engine = engine
-    reopen_logging(settings)  # a rotated log file is let go
-    log.info("daemon: reloaded %s", settings.source)
+    reopen_logging(config.engine)  # a rotated log file is let go
+    log.info("daemon: reloaded %s", config.source)
 
 
 def drop_privileges(settings: Settings) -> None:
@@ -283,15 +287,15 @@ def drop_privileges(settings: Settings) -> None:
 
 def serve(
     path: str,
-    settings: Settings,
+    config: Config,
     resolver: Resolver,
     mode: int | None = None,
     limits: Limits | None = None,
-    reload: Callable[[], tuple[Settings, Resolver]] | None = None,
+    reload: Callable[[], tuple[Config, Resolver]] | None = None,
 ) -> int:
     """Answers pipe processes until SIGTERM or SIGINT (SIGHUP: `reload`); gives the exit code."""
-    server = make_server(path, settings, resolver, mode, limits)
-    drop_privileges(settings)
+    server = make_server(path, config, resolver, mode, limits)
+    drop_privileges(config.engine)
 
     def hup(_signum: int, _frame: object) -> None:
         # Not in the handler itself: it may interrupt a thread that holds the log's lock.

@@ -174,23 +174,23 @@ def hand_over(argv: Sequence[str]) -> Handover:
 
 def _trusted(opt: Callable[[str], str | None]) -> frozenset[int]:
     """Gives the uids trusted as the daemon by the config's daemon_user (read only for this)."""
-    from classifier.config import ConfigError, load_settings
+    from classifier.config import ConfigError, load_config
     from classifier.delivery.daemon_client import trusted_uids
 
     try:
-        return trusted_uids(load_settings(opt("--config")).daemon_user)
+        return trusted_uids(load_config(opt("--config")).engine.daemon_user)
     except ConfigError:
         return trusted_uids(None)
 
 
 def _log_here(options: dict[str, object], line: str, error: bool = False) -> None:
     """Logs one line as the in-process path would (config read only now, for its log_file)."""
-    from classifier.config import ConfigError, load_settings
+    from classifier.config import ConfigError, load_config
     from classifier.log import configure_logging, log
 
     config = options.get("--config")
     try:
-        configure_logging(load_settings(config if isinstance(config, str) else None))
+        configure_logging(load_config(config if isinstance(config, str) else None).engine)
     except ConfigError:
         return
     (log.error if error else log.info)("%s", line)

@@ -23,7 +23,6 @@ nothing to stderr (Dovecot logs it as an error).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
@@ -145,14 +144,15 @@ def run_filter(
 def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: float) -> Annotated:
     """Gives the outcome from the daemon when configured and answering, else from this process."""
     from classifier.aggregate.store import recorder
-    from classifier.config import load_settings
+    from classifier.config import load_config
     from classifier.delivery.handover import macro
     from classifier.envelope.trust import Hints
     from classifier.evaluate import Annotated, check_and_annotate
     from classifier.log import configure_logging, log
 
-    settings = load_settings(args.options.get("--config"))
-    state["settings"] = settings
+    config = load_config(args.options.get("--config"))
+    state["config"] = config
+    settings = config.engine
     configure_logging(settings, False, stderr=False)
     state["logging"] = True
     recipient = macro(args.recipient)
@@ -176,11 +176,6 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
             return Annotated(a.data, a.action, a.summary, a.error)
         log.warning("filter: daemon at %s did not answer; checking in this process", socket_path)
     from classifier.lookup.resolver import make_resolver
-    from classifier.policy.rules import load_policies
-
-    # Loaded only here: the daemon has its own, and the hand-over stays light.
-    policies = load_policies(settings)
-    state["policies"] = policies
 
     resolver = make_resolver(
         dns_server=args.options.get("--dns-server") or settings.dns_server,
@@ -188,7 +183,13 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
         timeout=settings.dns_timeout,
     )
     outcome = check_and_annotate(
-        data, settings, resolver, Hints(**hints), recipient, policies, recorder(settings)
+        data,
+        settings,
+        resolver,
+        config.policies,
+        Hints(**hints),
+        recipient,
+        recorder(config.reports),
     )
     log.info(
         "filtered to=%s %s (%.0f ms)",
@@ -201,23 +202,19 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
 
 def _fallback(data: bytes, args: FilterArgs, state: dict[str, object], error: str) -> bytes:
     """Gives the original message under the failure header; the header alone may not fail."""
+    from classifier.config import Config
     from classifier.evaluate import failed_annotation
 
-    settings = state.get("settings")
+    config = state.get("config")
     try:
-        if settings is None:
-            from classifier.config import Settings, default_authserv_id
-
-            settings = Settings(authserv_id=default_authserv_id())
         user = (args.recipient or "").strip()
-        policies = state.get("policies")
-        if policies is None and "settings" in state:
-            from classifier.config import ConfigError
-            from classifier.policy.rules import load_policies
+        if isinstance(config, Config):
+            authserv_id, policies = config.engine.authserv_id, config.policies
+        else:  # the config could not be loaded: the built-in global policy
+            from classifier.config import default_authserv_id
 
-            with contextlib.suppress(ConfigError):
-                policies = load_policies(settings)  # type: ignore[arg-type]
-        return failed_annotation(data, settings, policies, user, error).data  # type: ignore[arg-type]
+            authserv_id, policies = default_authserv_id(), None
+        return failed_annotation(data, authserv_id, policies, user, error).data
     except Exception:
         return data  # Sieve's rules then find no header of ours: the implicit keep
 

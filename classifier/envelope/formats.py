@@ -17,10 +17,11 @@ first word is for that family.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from functools import lru_cache
 from typing import NamedTuple
+
+from classifier.names import normalize_ip
 
 # Conventions: what the first word after "from" means.
 NAME_IS_HELO = "helo"  # Sendmail, Postfix, Exchange: "from HELO (rdns [ip])"
@@ -244,34 +245,6 @@ def detect_family(low: str, by_host: str, by_comment: str, protocol: str | None)
     if host.endswith(".yahoo.com"):
         return YAHOO
     return FALLBACK
-
-
-def normalize_ip(text: str) -> str | None:
-    """Gives the address in canonical form, or None (RFC 5321 §4.1.3 address literals).
-
-    Brackets, an ``IPv6:`` tag and a ``%zone`` are dropped, an IPv4-mapped IPv6
-    address becomes the IPv4 address, IPv6 is compressed lower-case (RFC 5952 §4).
-    """
-    if not isinstance(text, str) or len(text) > 80:
-        return None
-    return normalize_ip_text(text.strip())
-
-
-@lru_cache(maxsize=4096)
-def normalize_ip_text(text: str) -> str | None:
-    """Gives normalize_ip(text) for a str already stripped and at most 80 characters long."""
-    if text[:1] == "[" and text[-1:] == "]":
-        text = text[1:-1].strip()
-    if text[:5].lower() == "ipv6:":
-        text = text[5:]
-    text = text.partition("%")[0]
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
 
 
 def address_of(text: str) -> str | None:

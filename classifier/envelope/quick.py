@@ -19,10 +19,10 @@ from classifier.envelope.formats import (
     FromPart,
     clean_name,
     detect_family,
-    normalize_ip_text,
 )
 from classifier.envelope.hop import ReceivedHop
 from classifier.envelope.marks import Marks, auth_reason, envelope_from, local_reason
+from classifier.names import normalize_ip_text
 
 # The shapes nearly every delivery carries -- Postfix and OpenSMTPD relays, amavis, Dovecot
 # LMTP -- in one match: "from HELO (RDNS [IPv4]) (…) by HOST (…) with P id I for <R>; date"

@@ -25,13 +25,13 @@ from classifier.envelope.clauses import (
     read_frame,
     unmask,
 )
-from classifier.envelope.formats import FALLBACK, FromPart, detect_family, normalize_ip, read_from
+from classifier.envelope.formats import FALLBACK, FromPart, detect_family, read_from
 from classifier.envelope.hop import ReceivedHop
 from classifier.envelope.marks import Marks, auth_reason, envelope_from, local_reason
 from classifier.envelope.quick import read_quick
 from classifier.message import unfolded_value
 
-__all__ = ["ReceivedHop", "normalize_ip", "parse_received", "parse_received_field"]
+__all__ = ["ReceivedHop", "parse_received", "parse_received_field"]
 
 # After the client comment: the MTA's own comments (TLS, AUTH) and then the by clause.
 _AFTER_CLIENT = re.compile(r"(?: \((?:[^()]++|\([^()]*+\))*+\))* by ")

@@ -15,10 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from classifier.config import Settings
 from classifier.envelope.hop import ReceivedHop
-from classifier.envelope.received import normalize_ip, parse_received_field
+from classifier.envelope.received import parse_received_field
 from classifier.message import Message
+from classifier.names import normalize_ip
+from classifier.trusted import TrustMatcher
 
 
 @dataclass(frozen=True)
@@ -74,28 +75,6 @@ class Envelope:
 
 
 _NO_HINTS = Hints()
-# Settings.is_trusted_ip hashes every network on each call (the key of its cache), while
-# every message asks about the same few addresses: loopback, our relays.  Its answers are
-# kept per Settings object (held here, so its id is not reused), a few objects at most.
-_TRUST_ANSWERS: dict[int, tuple[Settings, dict[str, bool]]] = {}
-
-
-def _trust_answers(settings: Settings) -> dict[str, bool]:
-    """Gives the remembered Settings.is_trusted_ip answers for these settings, by address."""
-    entry = _TRUST_ANSWERS.get(id(settings))
-    if entry is None or entry[0] is not settings or len(entry[1]) > 4096:
-        if len(_TRUST_ANSWERS) > 8:
-            _TRUST_ANSWERS.clear()
-        entry = _TRUST_ANSWERS[id(settings)] = (settings, {})
-    return entry[1]
-
-
-def _is_trusted(ip: str, settings: Settings, answers: dict[str, bool]) -> bool:
-    """Gives Settings.is_trusted_ip(ip), remembered in `answers`."""
-    trusted = answers.get(ip)
-    if trusted is None:
-        trusted = answers[ip] = settings.is_trusted_ip(ip)
-    return trusted
 
 
 def _outside_quotes(text: str) -> list[tuple[int, str]]:
@@ -162,13 +141,12 @@ class _Walk(NamedTuple):
     evidence: tuple[str, ...]
 
 
-def walk_trust_path(fields: Iterable[bytes], settings: Settings) -> _Walk:
+def walk_trust_path(fields: Iterable[bytes], trust: TrustMatcher) -> _Walk:
     """Gives the hop that names the SMTP client, walking the Received fields (docs/design.md)."""
     evidence: list[str] = []
     forwarded_by: str | None = None
     envelope_from: str | None = None
     hops: list[ReceivedHop] = []
-    trusted_ips = _trust_answers(settings)
     for i, field in enumerate(fields):
         # Parsed one by one: what lies below the client is never read.
         hop = parse_received_field(field)
@@ -193,12 +171,12 @@ def walk_trust_path(fields: Iterable[bytes], settings: Settings) -> _Walk:
             # Stepping over a hop we cannot place would let a forged header below it speak.
             evidence.append(f"envelope: no client address in {where}; client unknown")
             return _Walk(tuple(hops), None, i, False, forwarded_by, envelope_from, tuple(evidence))
-        if _is_trusted(hop.ip, settings, trusted_ips):  # loopback is always in trusted_networks
+        if trust.is_trusted_ip(hop.ip):  # loopback is always in trusted_networks
             evidence.append(f"{where}: {hop.ip} is in trusted_networks, stepped over")
             continue
         # HELO is the client's own claim: only our server's reverse lookup names a forwarder.
         rdns = hop.rdns if hop.rdns_confirmed else None
-        forwarder = settings.trusted_forwarders and settings.forwarder_match(hop.ip, (rdns,))
+        forwarder = trust.forwarder_match(hop.ip, (rdns,))
         if forwarder:
             forwarded_by = forwarded_by or (hop.rdns or hop.ip)
             evidence.append(f"{where}: {hop.ip} is trusted forwarder {forwarder}, stepped over")
@@ -217,10 +195,10 @@ def walk_trust_path(fields: Iterable[bytes], settings: Settings) -> _Walk:
     return _Walk(tuple(hops), None, None, False, forwarded_by, envelope_from, tuple(evidence))
 
 
-def recover_envelope(message: Message, settings: Settings, hints: Hints | None = None) -> Envelope:
+def recover_envelope(message: Message, trust: TrustMatcher, hints: Hints | None = None) -> Envelope:
     """Gives the Envelope of a delivered message; Postfix's hints come first (docs/design.md)."""
     hints = hints or _NO_HINTS
-    walk = walk_trust_path(message.raws("Received"), settings)
+    walk = walk_trust_path(message.raws("Received"), trust)
     evidence = list(walk.evidence)
     hop = walk.hop
     client_ip = hop.ip if hop else None
@@ -229,7 +207,7 @@ def recover_envelope(message: Message, settings: Settings, hints: Hints | None =
     authenticated = walk.authenticated
 
     hinted = normalize_ip(hints.client_address) if hints.client_address else None
-    if hinted and _is_trusted(hinted, settings, _trust_answers(settings)):
+    if hinted and trust.is_trusted_ip(hinted):
         # Postfix's macros describe its last SMTP client: a content filter re-injecting
         # on loopback, say.  The client is further down, where the walk found it.
         evidence.append(f"hint client_address {hinted} is in trusted_networks: hints not used")

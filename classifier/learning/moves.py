@@ -155,7 +155,7 @@ def read_move(
     header, results = our_fields(message, settings.authserv_id)
     if header is None:
         return None
-    env = recover_envelope(message, settings)
+    env = recover_envelope(message, settings.trust)
     spf = header.get("spf", "none")
     mailfrom = (env.mail_from or "").lower()
     hop = (env.rdns or env.client_ip or "") if spf in ("fail", "softfail") else ""

@@ -26,11 +26,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from classifier.config import LearnConfig
 from classifier.learning.moves import JUNKED, RESCUED, Move
-from classifier.policy.rules import Policies, Policy, normalize_suffix, suffix_matches
+from classifier.policies import Policies, Policy, normalize_suffix, suffix_matches
 
-DEFAULT_MIN_MESSAGES = 5
-DEFAULT_MIN_USERS = 2
+DEFAULT_MIN_MESSAGES = LearnConfig.min_messages  # the [learn] defaults, from the config
+DEFAULT_MIN_USERS = LearnConfig.min_users
 # Rules a rescue may argue against: a weak signal on its own.  A DMARC reject or an SPF
 # fail is the sender domain's own word and is not relaxed on users' say-so.
 RELAXABLE = ("spf_softfail", "spf_neutral", "spf_none", "spf_permerror", "dkim_fail", "dmarc_none")

@@ -17,10 +17,9 @@ from collections.abc import Iterator
 from dataclasses import fields
 
 from classifier.aggregate.store import open_sqlite
-from classifier.config import DEFAULT_LEARN_STORE, Settings
+from classifier.config import LearnConfig
 from classifier.learning.moves import Move
 
-DEFAULT_RETENTION_DAYS = 180.0
 _COLUMNS = tuple(f.name for f in fields(Move))
 _LISTS = ("rules", "dkim_domains", "arc_sealers")
 _FLAGS = ("from_auth", "forwarded", "allowed")
@@ -53,14 +52,9 @@ def _move(values: sqlite3.Row | tuple[object, ...]) -> Move:
     return Move(**d)  # type: ignore[arg-type]
 
 
-def store_url(settings: Settings) -> str:
-    """Gives the store the settings name: [learn] store, else the default."""
-    return settings.learn_store or DEFAULT_LEARN_STORE
-
-
-def retention_seconds(settings: Settings) -> float:
-    days = settings.learn_retention_days
-    return (DEFAULT_RETENTION_DAYS if days is None else days) * 86400
+def retention_seconds(learn: LearnConfig) -> float:
+    """Gives how long moves are kept, in seconds ([learn] retention_days)."""
+    return learn.retention_days * 86400
 
 
 class LearningStore:

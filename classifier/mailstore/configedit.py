@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from classifier.errors import UsageError
-from classifier.files import create_file, fsync_dir, temp_name, write_all
-from classifier.policy.rules import normalize_user
+from classifier.files import replace_file
+from classifier.policies import normalize_user
 
 
 class ConfigEditError(UsageError):
@@ -204,26 +204,6 @@ def set_policy_action(text: str, action_key: str, action: str) -> str:
     return new
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replaces a file's text: a sibling temp file (same owner and mode), fsync, rename, fsync."""
-    st = path.stat()
-    tmp = path.with_name(temp_name(f".{path.name}.authsieve-"))
-    fd = create_file(tmp, st.st_mode & 0o777)
-    try:
-        try:
-            if os.geteuid() == 0:
-                os.fchown(fd, st.st_uid, st.st_gid)
-            write_all(fd, text.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def edit_config(config: Path, change: Callable[[str], str]) -> bool:
     """Gives True when `change` changed the config file's text, replaced atomically.
 
@@ -240,7 +220,7 @@ def edit_config(config: Path, change: Callable[[str], str]) -> bool:
             raise ConfigEditError(f"{config}: {exc}") from None
         if new == text:
             return False
-        write_atomically(config, new)
+        replace_file(config, new.encode("utf-8"))
         return True
     finally:
         with contextlib.suppress(OSError):

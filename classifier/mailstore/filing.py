@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from classifier.aggregate.store import recorder
-from classifier.auth.facts import HEADER_NAME, parse_header_value, safe_domain
-from classifier.config import Settings
+from classifier.auth.facts import HEADER_NAME, parse_header_value
+from classifier.config import Config
 from classifier.delivery.targets import FOLDERS
 from classifier.evaluate import Annotated, check_and_annotate
 from classifier.files import DirTree
@@ -31,7 +31,7 @@ from classifier.mailstore.folders import ensure_folder
 from classifier.mailstore.keywords import JUNK_KEYWORD
 from classifier.mailstore.maildir import MaildirName, finish, place, user_from_path
 from classifier.message import Message
-from classifier.policy.rules import Policies, load_policies
+from classifier.names import safe_domain
 
 DEFAULT_TEMPLATE = "{domain}/{local}/Maildir"
 
@@ -40,26 +40,14 @@ DEFAULT_TEMPLATE = "{domain}/{local}/Maildir"
 class Job:
     """Everything a worker needs to file one message."""
 
-    settings: Settings
+    config: Config  # validated whole when loaded, not per message
     resolver: Resolver
     path_template: str = DEFAULT_TEMPLATE
     config_path: str | None = None  # re-read by worker processes on a reload
-    policies: Policies | None = None  # validated once, not per message
 
-    @classmethod
-    def build(
-        cls,
-        settings: Settings,
-        resolver: Resolver,
-        path_template: str = DEFAULT_TEMPLATE,
-        config_path: str | None = None,
-    ) -> Job:
-        """Gives a Job with the policies of `settings` loaded (ConfigError when they are bad)."""
-        return cls(settings, resolver, path_template, config_path, load_policies(settings))
-
-    def reloaded(self, settings: Settings) -> Job:
-        """Gives this Job with new settings and their policies."""
-        return replace(self, settings=settings, policies=load_policies(settings))
+    def reloaded(self, config: Config) -> Job:
+        """Gives this Job with a freshly loaded config."""
+        return replace(self, config=config)
 
 
 @dataclass(frozen=True)
@@ -132,13 +120,14 @@ def check_path(path: Path, job: Job, tree: DirTree) -> Outcome | _Checked:
         return Outcome(str(path), "left-alone", detail="not owned by the Maildir's owner")
     # Ours sits above the first Received, near the top; most mail has none: skip the parse.
     maybe_ours = HEADER_NAME.lower().encode() in data[:16384].lower()
-    if maybe_ours and carries_our_header(Message.parse(data), job.settings.authserv_id):
+    if maybe_ours and carries_our_header(Message.parse(data), job.config.engine.authserv_id):
         return Outcome(str(path), "left-alone", detail="already carries our X-Authsieve")
     user = user_from_path(maildir, job.path_template)
     # The pipe's own step and failure rule: an internal error files the original with an
     # `internal` header, where internal_error says, so the watcher never retries it forever.
+    config = job.config
     result = check_and_annotate(
-        data, job.settings, job.resolver, None, user, job.policies, recorder(job.settings)
+        data, config.engine, job.resolver, config.policies, None, user, recorder(config.reports)
     )
     return _Checked(path, maildir, user, result, like, tree)
 

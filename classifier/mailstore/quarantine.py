@@ -11,7 +11,7 @@ stays, so the watcher leaves the released copy alone.
 ``[users."addr"].allow_senders`` (comments and layout kept), the result is
 parsed back and must differ from the old document in that one list only,
 and it replaces the file atomically.  A user's list replaces the global
-list (`classifier.policy.rules`), so a new user list starts with the global
+list (`classifier.policies`), so a new user list starts with the global
 entries.
 """
 

@@ -19,7 +19,7 @@ from classifier.files import fsync_dir, write_all
 from classifier.lookup.resolver import Resolver
 from classifier.mailstore.mailfiles import MailFile
 from classifier.message import Message
-from classifier.policy.rules import Policies
+from classifier.policies import Policies
 from classifier.report.build import ScannedMessage, verdict_for
 from classifier.report.cache import (
     CheckRecord,
@@ -38,7 +38,8 @@ def our_header(message: Message, authserv_id: str) -> dict[str, str] | None:
     Only local software writes above the first Received (RFC 5321 §4.4), and
     delivery renames every copy from outside, so only that one can be ours.
     """
-    from classifier.auth.facts import HEADER_NAME, parse_header_value, safe_domain
+    from classifier.auth.facts import HEADER_NAME, parse_header_value
+    from classifier.names import safe_domain
 
     ours = safe_domain(authserv_id) or "localhost"
     for field in message.fields:
@@ -142,7 +143,7 @@ def recheck_one(
     message = Message.parse(data)
     mid, digest = message_key(data)
     base = policies.for_user(user) if user else policies.default
-    fp = checks_fingerprint(settings.with_forwarders(base.trusted_forwarders))
+    fp = checks_fingerprint(settings, settings.trust_for(base.trusted_forwarders))
     cached = cache.get(mid, digest, fp)
     header = our_header(message, settings.authserv_id)
     if cached is not None:
@@ -150,14 +151,14 @@ def recheck_one(
             return None  # the cache is newer than any header: a recheck already resolved it
         before = _words(_results(cached))
         was = verdict_for(ScannedMessage(str(f.path), f.folder, 0, cached), policies, user)
-        was_action = was.action
+        was_action: str = was.action
     elif header is not None and any(header.get(k) == "temperror" for k in _TEMP_KEYS):
         before, was_action = _words(header), "inbox"
     else:
         return None
     if header is not None and header.get("verdict") in FOLDERS:
         was_action = header["verdict"]  # where delivery filed it, whatever the cache says
-    result = evaluate(data, settings, resolver, user=user, policies=policies)
+    result = evaluate(data, settings, resolver, policies, user=user)
     record = record_from(result.report, message, settings.authserv_id)
     cache.put(mid, digest, fp, record)
     now = result.verdict.action

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classifier.config import ConfigError, Settings
+from classifier.config import Config, ConfigError
 from classifier.errors import EX_SOFTWARE
 from classifier.log import log, reopen_logging
 from classifier.mailstore.filing import DEFAULT_TEMPLATE, Job, Outcome, file_batch
@@ -103,7 +103,7 @@ class Watcher:
         self,
         options: WatchOptions,
         job: Job,
-        reload: Callable[[], Settings] | None = None,
+        reload: Callable[[], Config] | None = None,
         notify: Callable[[str], bool] = sd_notify,
     ) -> None:
         self.options = options
@@ -212,18 +212,14 @@ class Watcher:
             return
         hup, self._hup, self._config_mtime = self._hup, False, mtime
         try:
-            settings = self.reload()
+            config = self.reload()
         except ConfigError as exc:
             log.error("config reload failed, keeping the old policy: %s", exc)
             return
-        try:
-            self.job = self.job.reloaded(settings)
-        except ConfigError as exc:
-            log.error("config reload failed, keeping the old policy: %s", exc)
-            return
+        self.job = self.job.reloaded(config)
         self.generation += 1
         if hup:
-            reopen_logging(settings)  # a rotated log file is let go (workers: next batch)
+            reopen_logging(config.engine)  # a rotated log file is let go (workers: next batch)
         log.info("config reloaded")
 
     def _adopt(self, maildir: Path, observer: Any) -> _MaildirState | None:

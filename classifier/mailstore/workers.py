@@ -14,7 +14,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from classifier.config import ConfigError, load_settings
+from classifier.config import ConfigError, load_config
 from classifier.log import log, reopen_logging
 from classifier.mailstore.filing import Job, Outcome, file_batch
 
@@ -43,9 +43,9 @@ def work_in_process(paths: list[str], generation: int) -> list[Outcome]:
     job: Job = _WORKER["job"]
     if generation != _WORKER["generation"]:
         try:
-            settings = load_settings(job.config_path)
-            job = job.reloaded(settings)
-            reopen_logging(settings)
+            config = load_config(job.config_path)
+            job = job.reloaded(config)
+            reopen_logging(config.engine)
         except ConfigError as exc:
             log.error("config reload failed in worker, keeping the old policy: %s", exc)
         _WORKER.update(job=job, generation=generation)

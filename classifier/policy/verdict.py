@@ -28,23 +28,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from classifier.auth.facts import AAR_RESULTS, INTERNAL, POLICIES, RESULTS, AuthFacts, safe_domain
-from classifier.policy.rules import (
-    SEVERITY,
+from classifier.auth.facts import AAR_RESULTS, INTERNAL, POLICIES, RESULTS, AuthFacts
+from classifier.names import safe_domain
+from classifier.policies import (
     SPF_RULES,
     Policy,
     normalize_suffix,
     split_sender,
     suffix_matches,
 )
+from classifier.vocab import Action, DmarcPolicy, Mode
 
 
 @dataclass(frozen=True)
 class Verdict:
     """Where the message goes, what enforce mode would do, and why."""
 
-    action: str  # inbox | junk | quarantine: what happens now
-    would_be: str  # the enforce-mode action (equals action unless observe)
+    action: Action  # what happens now
+    would_be: Action  # the enforce-mode action (equals action unless observe)
     observe: bool
     reasons: tuple[str, ...]
     allowed: str = ""  # the allow_senders entry that let the message through, or ""
@@ -66,7 +67,7 @@ class EffectiveResults:
     spf: str
     dkim: str
     dmarc: str
-    dmarc_policy: str
+    dmarc_policy: DmarcPolicy
     from_domain: str
     mailfrom_domain: str
     from_authenticated: bool
@@ -99,7 +100,8 @@ def effective_results(facts: AuthFacts) -> EffectiveResults:
             if value in AAR_RESULTS:
                 local[name] = value
                 used.append(name)
-    policy = facts.dmarc_policy if facts.dmarc_policy in POLICIES and facts.dmarc_policy else "none"
+    known = facts.dmarc_policy in POLICIES and facts.dmarc_policy
+    policy = DmarcPolicy(facts.dmarc_policy) if known else DmarcPolicy.NONE
     return EffectiveResults(
         spf=local["spf"],
         dkim=local["dkim"],
@@ -147,11 +149,11 @@ def _sentence(prefix: str, evidence: str) -> str:
 
 def fired_rules(
     facts: AuthFacts, policy: Policy, eff: EffectiveResults
-) -> list[tuple[str, str, str]]:
+) -> list[tuple[str, Action, str]]:
     """Gives (policy key, action, sentence) for every rule that fires on these results."""
     ev = facts.evidence
     arc_note = " (oldest ARC Authentication-Results)"
-    out: list[tuple[str, str, str]] = []
+    out: list[tuple[str, Action, str]] = []
     if eff.spf in SPF_RULES:
         key = f"spf_{eff.spf}"
         if "spf" in eff.arc_used:
@@ -218,17 +220,21 @@ def _context(facts: AuthFacts, eff: EffectiveResults) -> list[str]:
     return notes
 
 
-def _finish(policy: Policy, would_be: str, reasons: list[str], allowed: str = "") -> Verdict:
-    observe = policy.mode == "observe"
-    if observe and would_be != "inbox":
+def _finish(policy: Policy, would_be: Action, reasons: list[str], allowed: str = "") -> Verdict:
+    observe = policy.mode == Mode.OBSERVE
+    if observe and would_be != Action.INBOX:
         reasons = [*reasons, f"Observe mode: delivered to INBOX, enforce mode would {would_be}"]
     return Verdict(
-        action="inbox" if observe else would_be,
+        action=Action.INBOX if observe else would_be,
         would_be=would_be,
         observe=observe,
         reasons=tuple(reasons),
         allowed=allowed,
     )
+
+
+def _severity(action: Action) -> int:
+    return action.severity
 
 
 def decide(facts: AuthFacts, policy: Policy) -> Verdict:
@@ -237,15 +243,15 @@ def decide(facts: AuthFacts, policy: Policy) -> Verdict:
     reasons = _context(facts, eff)
     if facts.submission:
         reasons.append("Submitted by our own user (SMTP AUTH): not judged by SPF, DKIM or DMARC")
-        return _finish(policy, "inbox", reasons)
+        return _finish(policy, Action.INBOX, reasons)
     entry = allowed_entry(facts, policy, eff)
     if entry:
         reasons.append(f"Allowed sender {entry}: From {facts.from_address} is authenticated")
-        return _finish(policy, "inbox", reasons, allowed=entry)
+        return _finish(policy, Action.INBOX, reasons, allowed=entry)
     rules = fired_rules(facts, policy, eff)
-    would_be = max((action for _, action, _ in rules), key=SEVERITY.__getitem__, default="inbox")
+    would_be = max((action for _, action, _ in rules), key=_severity, default=Action.INBOX)
     filing = sorted(
-        (r for r in rules if r[1] != "inbox"), key=lambda r: -SEVERITY[r[1]]
+        (r for r in rules if r[1] != Action.INBOX), key=lambda r: -r[1].severity
     )  # most severe first; sorted() keeps rule order among equals
     reasons.extend(f"{text} ({key} = {action})" for key, action, text in filing)
     if not filing:

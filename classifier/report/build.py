@@ -18,10 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
-from publicsuffixlist import PublicSuffixList
-
+from classifier.auth.dmarc_discovery import public_suffix_list
 from classifier.auth.facts import AuthFacts
-from classifier.policy.rules import Policies, Policy
+from classifier.policies import Policies, Policy
 from classifier.policy.verdict import Verdict, decide
 from classifier.report.cache import CheckRecord, with_arc_trust
 
@@ -297,19 +296,13 @@ def _domains(messages: Sequence[ScannedMessage], top: int) -> tuple[DomainRow, .
     return tuple(DomainRow(d, *v) for d, v in ranked[:top])
 
 
-@functools.cache
-def _psl() -> PublicSuffixList:
-    # Built on first use only: loading the list takes a noticeable fraction of a second.
-    return PublicSuffixList()
-
-
 @functools.lru_cache(maxsize=65536)
 def public_suffix(domain: str) -> str:
     """Gives the public suffix of a domain by the offline Public Suffix List ("." + suffix)."""
     if not domain:
         return "(none)"
     try:
-        suffix = _psl().publicsuffix(domain) or domain.rsplit(".", 1)[-1]
+        suffix = public_suffix_list().publicsuffix(domain) or domain.rsplit(".", 1)[-1]
     except (ValueError, TypeError):
         suffix = domain.rsplit(".", 1)[-1]
     return "." + suffix

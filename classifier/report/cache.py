@@ -43,6 +43,7 @@ from classifier.display import display_text
 from classifier.errors import UsageError
 from classifier.lookup.resolver import Resolver
 from classifier.message import Message
+from classifier.trusted import TrustMatcher
 
 if TYPE_CHECKING:
     from classifier.auth.checks import CheckReport
@@ -59,7 +60,7 @@ class CacheError(UsageError):
     """The cache file cannot be opened or is not an authsieve cache (exit 2)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CheckRecord:
     """One message's check results and the header fields a report shows, policy-independent."""
 
@@ -207,13 +208,13 @@ def message_key(data: bytes) -> tuple[str, str]:
     return mid.decode("utf-8", "replace"), hashlib.sha256(data).hexdigest()
 
 
-def checks_fingerprint(settings: Settings) -> str:
+def checks_fingerprint(settings: Settings, trust: TrustMatcher) -> str:
     """Gives a short digest of the settings that change check results (trust path, DMARC mode)."""
     shape = {
         "schema": SCHEMA_VERSION,
         "authserv_id": settings.authserv_id.lower(),
-        "trusted_networks": sorted(str(n) for n in settings.trusted_networks),
-        "trusted_forwarders": sorted(str(f) for f in settings.trusted_forwarders),
+        "trusted_networks": sorted(str(n) for n in trust.networks),
+        "trusted_forwarders": sorted(str(f) for f in trust.forwarders),
         "dmarc_mode": settings.dmarc_mode,
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:20]
@@ -337,18 +338,22 @@ def progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
         yield lambda: bar.advance(task)
 
 
-def check_record(path: Path, settings: Settings, resolver: Resolver) -> CheckRecord:
+def check_record(
+    path: Path, settings: Settings, trust: TrustMatcher, resolver: Resolver
+) -> CheckRecord:
     """Gives the check record of one message file (runs in a worker thread)."""
     from classifier.auth.checks import run_checks
 
     data = path.read_bytes()
     message = Message.parse(data)
-    return record_from(run_checks(data, settings, resolver), message, settings.authserv_id)
+    report = run_checks(data, settings, resolver, trust=trust)
+    return record_from(report, message, settings.authserv_id)
 
 
 def scan(
     paths: Sequence[Path],
     settings: Settings,
+    trust: TrustMatcher,
     resolver: Resolver,
     cache: ReportCache,
     warn: Callable[[str], None],
@@ -364,7 +369,7 @@ def scan(
     compute would trade the GIL with them at every step (the convoy effect).
     Only the main thread touches the cache.
     """
-    fp = checks_fingerprint(settings)
+    fp = checks_fingerprint(settings, trust)
     found: list[CheckRecord | None] = [None] * len(paths)
     counts = {"checked": 0, "cached": 0, "unreadable": 0}
     keys: list[tuple[str, str] | None] = []
@@ -392,7 +397,8 @@ def scan(
         fresh_rows = []
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="authsieve-scan") as pool:
             futures = {
-                pool.submit(check_record, paths[m[0]], settings, resolver): m for m in missing
+                pool.submit(check_record, paths[m[0]], settings, trust, resolver): m
+                for m in missing
             }
             for fut in as_completed(futures):
                 i, mid, digest = futures[fut]

@@ -1,8 +1,9 @@
 """The filing policy from the TOML config: global ``[policy]`` and ``[users."addr"]`` overrides.
 
 A `Policy` maps authentication results to an action (``inbox``, ``junk``,
-``quarantine``).  `load_policies` validates the raw tables that
-`classifier.config` read; every mistake is a `ConfigError` naming the file
+``quarantine``).  `policies_from_tables` validates the tables when
+`classifier.config.load_config` reads the file (a foundation module, so the
+config holds typed policies); every mistake is a `ConfigError` naming the file
 and the key (``policy.spf_fail``, ``users."alice@example.org".blocked_action``).
 A user's table overrides the global one key by key (a list replaces the
 global list).  The same `Policy` value is decided in Python
@@ -15,12 +16,12 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from classifier.auth.facts import safe_domain
-from classifier.config import ConfigError, Settings
+from classifier.errors import ConfigError
+from classifier.names import safe_domain
+from classifier.vocab import Action, Mode
 
-ACTIONS = ("inbox", "junk", "quarantine")
-SEVERITY = {"inbox": 0, "junk": 1, "quarantine": 2}
-MODES = ("enforce", "observe")
+ACTIONS = tuple(Action)
+MODES = tuple(Mode)
 # The SPF results a policy may file on; pass, temperror and policy never file (docs/design.md).
 SPF_RULES = ("fail", "softfail", "neutral", "none", "permerror")
 ACTION_KEYS = (
@@ -46,34 +47,34 @@ _TEMPERROR_KEYS = ("spf_temperror", "dkim_temperror", "dmarc_temperror", "arc_te
 class Policy:
     """One user's (or the global) policy: results → actions, lists, and the mode."""
 
-    mode: str = "enforce"
-    spf_fail: str = "junk"
-    spf_softfail: str = "inbox"
-    spf_neutral: str = "inbox"
-    spf_none: str = "inbox"
-    spf_permerror: str = "inbox"
-    dkim_fail: str = "inbox"
-    dmarc_reject: str = "quarantine"
-    dmarc_quarantine: str = "junk"
-    dmarc_none: str = "inbox"
+    mode: Mode = Mode.ENFORCE
+    spf_fail: Action = Action.JUNK
+    spf_softfail: Action = Action.INBOX
+    spf_neutral: Action = Action.INBOX
+    spf_none: Action = Action.INBOX
+    spf_permerror: Action = Action.INBOX
+    dkim_fail: Action = Action.INBOX
+    dmarc_reject: Action = Action.QUARANTINE
+    dmarc_quarantine: Action = Action.JUNK
+    dmarc_none: Action = Action.INBOX
     # DMARC permerror: no From, a From without a readable domain, or more Author Domains
     # than are evaluated with none failing (RFC 9989 §5.3.1, §11.5): DMARC cannot protect
     # the name a mail client shows, so it is not trusted by default.
-    dmarc_permerror: str = "junk"
+    dmarc_permerror: Action = Action.JUNK
     # A check that stopped on an error of ours: "inbox" adds nothing, so the other rules
     # decide; the error never removes a rule that fires (it is no temperror).
-    internal_error: str = "inbox"
+    internal_error: Action = Action.INBOX
     blocked_domain_suffixes: tuple[str, ...] = ()  # normalised: lower case, no leading dot
-    blocked_action: str = "junk"
+    blocked_action: Action = Action.JUNK
     allow_senders: tuple[str, ...] = ()  # lower case "local@domain" or "@domain"
     trusted_forwarders: tuple[str, ...] = ()  # host names or CIDRs (used by the envelope step)
     trusted_arc_sealers: tuple[str, ...] = ()  # ARC-Seal d= domains (used by checks.facts_from)
     user: str = ""  # whose policy this is; "" for the global one
 
-    def action_for(self, key: str) -> str:
+    def action_for(self, key: str) -> Action:
         """Gives the action configured under an action key such as ``spf_fail``."""
         value = getattr(self, key)
-        return value if value in SEVERITY else "inbox"
+        return Action(value) if value in ACTIONS else Action.INBOX
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -147,10 +148,10 @@ def _key_name(user: str | None, key: str) -> str:
     return f"policy.{key}" if user is None else f"users.{json.dumps(user)}.{key}"
 
 
-def _check_action(source: str, name: str, value: object) -> str:
+def _check_action(source: str, name: str, value: object) -> Action:
     if not isinstance(value, str) or value.strip().lower() not in ACTIONS:
         raise ConfigError(source, name, f"expected inbox, junk or quarantine, got {value!r}")
-    return value.strip().lower()
+    return Action(value.strip().lower())
 
 
 def _check_list(source: str, name: str, key: str, value: object) -> tuple[str, ...]:
@@ -192,7 +193,7 @@ def parse_policy_table(source: str, table: object, user: str | None = None) -> d
         if key == "mode":
             if not isinstance(value, str) or value.strip().lower() not in MODES:
                 raise ConfigError(source, name, f"expected enforce or observe, got {value!r}")
-            values[key] = value.strip().lower()
+            values[key] = Mode(value.strip().lower())
         elif key in ACTION_KEYS:
             values[key] = _check_action(source, name, value)
         elif key in LIST_KEYS:
@@ -204,13 +205,18 @@ def parse_policy_table(source: str, table: object, user: str | None = None) -> d
     return values
 
 
-def load_policies(settings: Settings) -> Policies:
-    """Gives the global policy and each user's merged policy from the config's raw tables."""
-    source = settings.source
-    default = replace(Policy(), **parse_policy_table(source, settings.policy_raw))
-    users: list[tuple[str, Policy]] = []
+def policies_from_tables(source: str, policy: object, users: object) -> Policies:
+    """Gives the global policy and each user's merged policy from the [policy] and [users] tables.
+
+    Every key is validated here, once, when the config is loaded; defaults are
+    the `Policy` field defaults.  Raises ConfigError naming the key at fault.
+    """
+    default = replace(Policy(), **parse_policy_table(source, policy))
+    if not isinstance(users, dict):
+        raise ConfigError(source, "users", "must be a table of tables")
+    entries: list[tuple[str, Policy]] = []
     seen: dict[str, str] = {}
-    for addr, table in settings.users_raw.items():
+    for addr, table in users.items():
         key = normalize_user(addr)
         if "@" not in key or any(ord(c) < 33 or ord(c) == 127 for c in key):
             raise ConfigError(source, f"users.{json.dumps(addr)}", "not an email address")
@@ -220,5 +226,5 @@ def load_policies(settings: Settings) -> Policies:
             )
         seen[key] = addr
         overrides = parse_policy_table(source, table, user=addr)
-        users.append((key, replace(default, user=key, **overrides)))
-    return Policies(default=default, users=tuple(users))
+        entries.append((key, replace(default, user=key, **overrides)))
+    return Policies(default=default, users=tuple(entries))
