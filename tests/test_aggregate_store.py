@@ -93,6 +93,8 @@ def deliver_demo(tmp_path: Path) -> Path:
     for message in MESSAGES:
         proc = pipe(config, message)
         assert proc.returncode == 0, proc.stderr
+    with ReportStore.open(f"sqlite:{db}") as store:  # pipe spools its rows (aggregate/spool.py)
+        assert store.ingest_spool(0) >= len(MESSAGES) - 2
     return db
 
 
@@ -342,6 +344,7 @@ def test_a_from_with_two_author_domains_gives_a_row_for_each(tmp_path: Path) -> 
     proc = pipe(config_with_store(tmp_path, f"sqlite:{db}"), message)
     assert proc.returncode == 0, proc.stderr
     with ReportStore.open(f"sqlite:{db}") as store:
+        assert store.ingest_spool(0) == 2
         rows = sorted(store.rows_between(0, 2**40), key=lambda r: r.header_from)
     got = [(r.source_ip, r.header_from, r.policy_domain, r.dmarc_result, r.p) for r in rows]
     assert got == [

@@ -544,17 +544,21 @@ def test_reports_store_directory_lets_the_pipe_user_record_and_report(mta: Mta) 
         assert (lib / "reports.db").stat().st_uid == mta.user.pw_uid
         token = send(mta, "promo@lucky-winner.cyou", GOOD_CLIENT)
         mta.wait_delivered(token)
-        with ReportStore.open(f"sqlite:{lib / 'reports.db'}") as store:
-            rows = list(store.rows_between(0, 2**40))
-        assert [(r.header_from, r.source_ip, r.dmarc_result) for r in rows] == [
-            ("lucky-winner.cyou", GOOD_CLIENT, "pass")
-        ]
-        day = time.strftime("%Y-%m-%d", time.gmtime(rows[0].received_at))
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        # The pipe process spooled its row, as the pipe user; dmarc-report takes it in.
+        (spooled,) = (lib / "reports.db.spool").glob("*.json")
+        assert spooled.stat().st_uid == mta.user.pw_uid
         out = lib / "dmarc-out"
         argv = ["runuser", "-u", user, "--", f"{mta.root}/bin/authsieve", "dmarc-report"]
         argv += ["--config", str(mta.config), "--day", day, "--dry-run", str(out)]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         assert [p.name.split("!")[1] for p in out.glob("*.xml.gz")] == ["lucky-winner.cyou"]
+        assert not spooled.exists()
+        with ReportStore.open(f"sqlite:{lib / 'reports.db'}") as store:
+            rows = list(store.rows_between(0, 2**40))
+        assert [(r.header_from, r.source_ip, r.dmarc_result) for r in rows] == [
+            ("lucky-winner.cyou", GOOD_CLIENT, "pass")
+        ]
     finally:
         mta.set_config(config)

@@ -9,12 +9,15 @@ several MX or backends reporting for one organisation, each row carrying the
 `record_rows` waits at most `WRITE_TIMEOUT` for a lock or a statement, and a
 store that cannot be written is logged (its password redacted) and skipped.
 Rows older than ``retention_days`` are purged, at most once an hour per
-process and whenever a report is built.
+process and whenever a report is built.  One-shot processes (pipe, filter)
+with a SQLite store spool their rows instead (`spool`), taken in when a
+report is built and hourly by a process that keeps the store open.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import sqlite3
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, rows_from
+from classifier.aggregate.spool import Spool, SpoolFile, spool_dir, spool_rows
 from classifier.config import (
     DEFAULT_REPORT_STORE,
     ReportsConfig,
@@ -86,6 +90,14 @@ _COLUMNS = (
     "policy_domain", "discovery_method", "p", "sp", "np", "adkim", "aspf", "testing",
     "policy_applied", "disposition", "reasons",
 )  # fmt: skip
+
+
+_INGEST_BATCH = 500  # spooled files a transaction
+_MARKS = ", ".join("?" for _ in (*_COLUMNS, "host"))
+# The ids of the spooled files taken in (spool.py); made when a spool is first ingested.
+_SPOOL_DONE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS report_spool_done (id TEXT PRIMARY KEY, at INTEGER NOT NULL)"
+)
 
 
 class StoreError(Exception):
@@ -182,11 +194,14 @@ class ReportStore:
     def _transaction(self) -> AbstractContextManager[object]:
         raise NotImplementedError
 
+    def ingest_spool(self, forget_before: int) -> int:
+        """Moves spooled rows into the store (SQLite only: one-shot writers spool for it)."""
+        return 0
+
     def append(self, rows: Iterable[ReportRow]) -> int:
         """Appends rows in one transaction; gives how many."""
         values = [_values(r, self.host) for r in rows]
-        marks = ", ".join("?" for _ in (*_COLUMNS, "host"))
-        insert = f"INSERT INTO report_rows ({', '.join(_COLUMNS)}, host) VALUES ({marks})"
+        insert = f"INSERT INTO report_rows ({', '.join(_COLUMNS)}, host) VALUES ({_MARKS})"
         with self._transaction():
             self.db.cursor().executemany(self._sql(insert), values)
         return len(values)
@@ -226,6 +241,8 @@ class ReportStore:
 class SqliteStore(ReportStore):
     """The default store: one SQLite file in WAL mode, written by every local process."""
 
+    db_file: Path
+
     @classmethod
     def connect(cls, url: str, timeout: float, host: str) -> SqliteStore:
         """Gives the open store; OSError or sqlite3.Error for a file we may not write."""
@@ -234,6 +251,7 @@ class SqliteStore(ReportStore):
         # serve's threads share the kept store, one at a time (_kept_lock)
         db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
         store = cls(db, host)
+        store.db_file = path
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -276,6 +294,51 @@ class SqliteStore(ReportStore):
             self.db.execute("DELETE FROM report_schema")
             self.db.execute("INSERT INTO report_schema (version) VALUES (?)", (SCHEMA_VERSION,))
 
+    def ingest_spool(self, forget_before: int) -> int:
+        """Moves the rows one-shot writers spooled (`spool`) into the store; gives how many.
+
+        Each file's id goes into report_spool_done in the rows' transaction, so
+        a file ingested twice (a crash before its unlink, a reader that may not
+        unlink) counts once.  Ids ingested before `forget_before` are forgotten.
+        Raises OSError or sqlite3.Error; a refused file is logged and left.
+        """
+        try:
+            spool = Spool(spool_dir(self.db_file))
+        except FileNotFoundError:
+            return 0
+        added = 0
+        insert = f"INSERT INTO report_rows ({', '.join(_COLUMNS)}, host) VALUES ({_MARKS})"
+        try:
+            batch: list[SpoolFile] = []
+            for got in itertools.chain(spool.files(len(_COLUMNS) + 1), (None,)):
+                if got is not None and got.refused:
+                    log.warning("report spool %s/%s refused: %s", spool.directory, got.name,
+                                got.refused)  # fmt: skip
+                    continue
+                if got is not None:
+                    batch.append(got)
+                if batch and (got is None or len(batch) >= _INGEST_BATCH):
+                    with self._transaction():  # one commit for many files
+                        self.db.execute(_SPOOL_DONE_TABLE)
+                        for done in batch:
+                            new = self.db.execute(
+                                "INSERT OR IGNORE INTO report_spool_done (id, at) VALUES (?, ?)",
+                                (done.ident, int(time.time())),
+                            ).rowcount
+                            if new:  # not taken in before a crash left the file
+                                self.db.executemany(insert, done.rows)
+                                added += len(done.rows)
+                    for done in batch:
+                        with suppress(FileNotFoundError):
+                            spool.unlink(done.name)
+                    batch = []
+            if added:
+                with self._transaction():
+                    self.db.execute("DELETE FROM report_spool_done WHERE at < ?", (forget_before,))
+        finally:
+            spool.close()
+        return added
+
 
 def _too_new(version: int) -> str:
     return f"schema version {version} is newer than this authsieve's ({SCHEMA_VERSION}): upgrade"
@@ -302,6 +365,7 @@ def _line(url: str, exc: BaseException) -> str:
 
 
 def _write(url: str, host: str, rows: tuple[ReportRow, ...], purge_before: int | None) -> None:
+    """Appends through the kept store; with purge_before (hourly) purges and ingests the spool."""
     key = (url, host, os.getpid())
     with _kept_lock:
         store = _kept.get(key)
@@ -322,28 +386,46 @@ def _write(url: str, host: str, rows: tuple[ReportRow, ...], purge_before: int |
         if purge_before is not None:
             try:
                 store.purge(purge_before)
+                store.ingest_spool(purge_before)  # what pipe processes left (spool.py)
             except (OSError, sqlite3.Error, StoreError) as exc:  # the rows are in: not again
                 shown = redact_store_url(url)
-                log.warning("report store %s: old rows not purged: %s", shown, _line(url, exc))
+                log.warning(
+                    "report store %s: old rows not purged or spool not ingested: %s",
+                    shown,
+                    _line(url, exc),
+                )
+
+
+def _spool(url: str, host: str, rows: tuple[ReportRow, ...]) -> None:
+    spool_rows(spool_dir(sqlite_path(url)), [_values(r, host) for r in rows])
 
 
 def record_rows(
-    reports: ReportsConfig, rows: tuple[ReportRow, ...], now: float | None = None
+    reports: ReportsConfig,
+    rows: tuple[ReportRow, ...],
+    now: float | None = None,
+    one_shot: bool = False,
 ) -> bool:
     """Appends rows to the configured store; gives whether they were written.
 
-    Never raises: a store that cannot be opened or written is logged and the
-    rows are dropped, so the delivery goes on (issue 16: reports are best effort).
+    `one_shot`: the process records one message and exits (pipe, filter); with
+    a SQLite store the rows go to its spool (spool.py), which costs a file
+    instead of a WAL's making and checkpoint.  Never raises: a store that
+    cannot be opened or written is logged and the rows are dropped, so the
+    delivery goes on (issue 16: reports are best effort).
     """
     url = reports.store
     if not rows:
         return False
     now = time.time() if now is None else now
-    purge_before = None
-    if now - _last_purge.get(url, 0.0) >= _PURGE_EVERY:
-        _last_purge[url] = now
-        purge_before = int(now - retention_seconds(reports))
     try:
+        if one_shot and url.startswith("sqlite:"):
+            _spool(url, reports.host, rows)
+            return True
+        purge_before = None
+        if now - _last_purge.get(url, 0.0) >= _PURGE_EVERY:
+            _last_purge[url] = now
+            purge_before = int(now - retention_seconds(reports))
         _write(url, reports.host, rows, purge_before)
         return True
     except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
@@ -365,7 +447,10 @@ def retention_seconds(reports: ReportsConfig) -> float:
 
 
 def record_delivery(
-    reports: ReportsConfig, evaluation: Evaluation, now: float | None = None
+    reports: ReportsConfig,
+    evaluation: Evaluation,
+    now: float | None = None,
+    one_shot: bool = False,
 ) -> bool:
     """Records the report rows of one delivered message; gives whether any were written.
 
@@ -380,11 +465,16 @@ def record_delivery(
     except Exception:
         log.exception("report rows not computed; delivery goes on")
         return False
-    return record_rows(reports, rows, now)
+    return record_rows(reports, rows, now, one_shot)
 
 
-def recorder(reports: ReportsConfig | None) -> Callable[[Evaluation], bool] | None:
-    """Gives what records a delivered message's rows into the [reports] store, or None when off."""
+def recorder(
+    reports: ReportsConfig | None, one_shot: bool = False
+) -> Callable[[Evaluation], bool] | None:
+    """Gives what records a delivered message's rows into the [reports] store, or None when off.
+
+    `one_shot`: for a process that records one message and exits (record_rows).
+    """
     if reports is None:
         return None
-    return functools.partial(record_delivery, reports)
+    return functools.partial(record_delivery, reports, one_shot=one_shot)

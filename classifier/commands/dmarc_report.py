@@ -95,7 +95,9 @@ def _build(config: Config, begin: int, end: int, reporter: Reporter) -> list[Agg
     url = reports.store
     try:
         with ReportStore.open(url) as store:
-            store.purge(int(time.time() - retention_seconds(reports)))
+            before = int(time.time() - retention_seconds(reports))
+            store.ingest_spool(before)  # the rows pipe processes spooled (aggregate/spool.py)
+            store.purge(before)
             return build_reports(store.rows_between(begin, end), begin, end, reporter)
     except StoreError as exc:
         raise UsageError(f"reports.store: {exc}") from None

@@ -153,7 +153,7 @@ def cmd_pipe(args: argparse.Namespace, config: Config) -> int:
     if config.reports:  # the store (sqlite3) is imported only when [reports] is on
         from classifier.aggregate.store import recorder
 
-        record = recorder(config.reports)
+        record = recorder(config.reports, one_shot=True)  # spooled: one file, no WAL
     outcome = check_and_annotate(
         data, settings, resolver, config.policies, Hints(**hints), user, record
     )

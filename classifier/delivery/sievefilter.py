@@ -189,7 +189,7 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
         config.policies,
         Hints(**hints),
         recipient,
-        recorder(config.reports),
+        recorder(config.reports, one_shot=True),
     )
     log.info(
         "filtered to=%s %s (%.0f ms)",
