@@ -13,10 +13,12 @@
 3. Writing one row at delivery, on the filled (warm) store:
    - pipe: K fresh processes, each doing what `authsieve pipe` does (config,
      resolver, check_and_annotate of a demo message with the store's
-     recorder); the recorder call itself is timed in that process (it opens
-     the store: for PostgreSQL a connection, and the psycopg import is timed
-     apart), then the close the interpreter's exit does (SQLite: the last
-     connection checkpoints the WAL, with its fsyncs);
+     recorder); the recorder call itself is timed in that process, then the
+     close the interpreter's exit does.  SQLite, twice: "store" writes into
+     the store (the last connection makes the WAL and checkpoints it, with
+     their syncs), "spool" as pipe does (one file in the spool, aggregate/
+     spool.py), then the in-process ingest of those files is timed;
+     PostgreSQL: a connection (the psycopg import is timed apart);
    - kept: one process recording M messages, as `authsieve serve` and the
      watcher do (the open store is kept between deliveries).
    Target: median < 1 ms.
@@ -67,7 +69,7 @@ if config.reports.store.startswith("postgres"):
     t1 = time.perf_counter()
     import psycopg
     t_store += time.perf_counter() - t1
-record = recorder(config.reports)
+record = recorder(config.reports, one_shot=sys.argv[4] == "spool")
 took = []
 def timed(evaluation):
     t = time.perf_counter()
@@ -120,11 +122,12 @@ def make_rows(n: int, days: int, domains: int, seed: int = 16) -> list[ReportRow
             for k in range(1 + (d % 3 == 0) + (d % 7 == 0))
         )
         p = ("none", "quarantine", "reject")[d % 3]
-        out.append(ReportRow(
+        values = (
             at, ip, name, f"bounce.{name}", "family.example", f"bounce.{name}", "mfrom", spf,
             sigs, "pass" if any(aligned) else "fail", aligned[0], aligned[1], name, "treewalk",
             p, p, "", "r", "r", "n", p, disp, reasons,
-        ))  # fmt: skip
+        )  # fmt: skip
+        out.append(ReportRow(**dict(zip(_COLUMNS, values, strict=True))))  # kw_only
     return out
 
 
@@ -197,12 +200,12 @@ def demo_message() -> Path:
     return next(m for m in found if b"@riverside.example" in m.read_bytes())  # one row
 
 
-def pipe_writes(config: Path, count: int) -> tuple[list[float], list[float], list[float]]:
+def pipe_writes(config: Path, count: int, how: str) -> tuple[list[float], list[float], list[float]]:
     zone, message = str(DEMO / "zone.txt"), str(demo_message())
     imports, records, closes = [], [], []
     for _ in range(count):
         proc = subprocess.run(
-            [sys.executable, "-c", PIPE_DRIVER, str(config), zone, message],
+            [sys.executable, "-c", PIPE_DRIVER, str(config), zone, message, how],
             capture_output=True, text=True, cwd=ROOT, check=True,
         )  # fmt: skip
         got = json.loads(proc.stdout)
@@ -281,10 +284,21 @@ def main() -> None:
             kept = kept_writes(config, args.kept)
             print(f"record, kept store ({args.kept} deliveries in one process): {ms(kept)}")
             _drop_kept()  # pipe processes alone: none of them finds another connection open
-            imports, records, closes = pipe_writes(config, args.pipes)
-            print(f"record, pipe ({args.pipes} fresh processes): {ms(records)}")
-            print(f"  then the close at exit: {ms(closes)}")
-            print(f"  import of the store module{' + psycopg' if server else ''}: {ms(imports)}")
+            for how in ("store", "spool"):
+                if how == "spool" and server is not None:
+                    break  # a PostgreSQL store: pipe connects, as a kept writer does
+                imports, records, closes = pipe_writes(config, args.pipes, how)
+                what = "as `authsieve pipe` does" if how == "spool" or server else "into the store"
+                print(f"record, pipe {what} ({args.pipes} fresh processes, {how}): {ms(records)}")
+                print(f"  then the close at exit: {ms(closes)}")
+                module = "store module" + (" + psycopg" if server else "")
+                print(f"  import of the {module}: {ms(imports)}")
+            if server is None:
+                with ReportStore.open(url) as store:
+                    started = time.perf_counter()
+                    taken = store.ingest_spool(0)
+                    took = time.perf_counter() - started
+                print(f"ingest of the spool ({taken} rows): {took * 1000:.1f} ms")
         finally:
             if server is not None:
                 server.stop()
