@@ -49,6 +49,7 @@ def test_rows_of_concurrent_pipe_processes_land_in_the_report_exactly_once(
     files = sorted(p for p in spool.iterdir() if not p.name.startswith("."))
     assert len(files) == 6
     assert spool.stat().st_mode & 0o777 == 0o700
+    assert db.parent.stat().st_mode & 0o777 == 0o750
     assert {p.stat().st_mode & 0o777 for p in files} == {0o600}
     assert not db.exists()  # no process made the database nor its WAL
     kept = tmp_path / "copy.json"

@@ -49,7 +49,8 @@ def spool_rows(directory: Path, rows: Sequence[Sequence[object]]) -> str:
 
     Raises OSError when the directory cannot be made or written.
     """
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.parent.mkdir(mode=0o750, parents=True, exist_ok=True)  # as the store makes it
+    directory.mkdir(mode=0o700, exist_ok=True)
     ident = f"{time.time_ns()}.{os.getpid()}.{secrets.token_hex(8)}"
     data = json.dumps({"id": ident, "rows": rows}, separators=(",", ":")).encode()
     dfd = os.open(directory, DIR_FLAGS)
