@@ -31,12 +31,13 @@ from authres.dmarc import DMARCAuthenticationResult
 from classifier.auth.checks import CheckReport
 from classifier.auth.facts import HEADER_NAME
 from classifier.auth.spf import received_spf_header
+from classifier.lazyre import lazy
 from classifier.message import HeaderField, Message
 from classifier.names import DOT_ATOM, LDH_DOMAIN, quoted_string
 
 # RFC 2045 §5.1 token: any CHAR except SPACE, CTLs and tspecials.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
-_RECEIVER = re.compile(r"receiver\s*=\s*(\"[^\"]*\"|[^;\s]+)", re.IGNORECASE)
+_RECEIVER = lazy(r"receiver\s*=\s*(\"[^\"]*\"|[^;\s]+)", re.IGNORECASE)
 _OUR_NAMES = ("authentication-results", "received-spf", HEADER_NAME.lower())
 
 
@@ -143,6 +144,8 @@ def _ours(field: HeaderField, authserv_id: str) -> bool:
 
 def defuse(message: Message, authserv_id: str) -> Message:
     """Gives the message without our earlier annotation and with forged copies renamed."""
+    if not message.has(*_OUR_NAMES):
+        return message  # the usual case: nothing of ours, no field made
     out: list[HeaderField] = []
     above_received = True
     for field in message.fields:
@@ -228,20 +231,21 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
     return str(header).split(":", 1)[1].strip()
 
 
+# A quoted-string with its quoted-pairs (RFC 5322 §3.2.4), or the "; " between two parts.
+_QUOTED_OR_SEPARATOR = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|; ', re.DOTALL)
+
+
 def _split_outside_quotes(value: str) -> list[str]:
     """Gives value split at "; " wherever that is not inside a quoted-string."""
+    if '"' not in value:
+        return value.split("; ")  # no quoted-string: every "; " separates
     parts: list[str] = []
-    start, quoted, escaped = 0, False, False
-    for i, ch in enumerate(value):
-        if escaped:
-            escaped = False
-        elif ch == "\\" and quoted:
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == ";" and value[i + 1 : i + 2] == " ":
-            parts.append(value[start:i])
-            start = i + 2
+    start = 0
+    # A quoted-string (to its closing quote, or to the end when unclosed) is skipped whole.
+    for match in _QUOTED_OR_SEPARATOR.finditer(value):
+        if match.group() == "; ":
+            parts.append(value[start : match.start()])
+            start = match.end()
     parts.append(value[start:])
     return parts
 
@@ -262,8 +266,15 @@ def fold(name: str, value: str, eol: bytes) -> bytes:
 
 
 def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str) -> bytes:
-    """Gives the message with our headers prepended and forged copies defused."""
-    message = defuse(Message.parse(data), authserv_id)
+    """Gives the message with our headers prepended and forged copies defused.
+
+    The message the checks parsed (`CheckReport.message`) is read again when it is
+    `data`'s; a report of other bytes has them parsed here.
+    """
+    parsed = report.message
+    if parsed is None or parsed.data is not data:
+        parsed = Message.parse(data)
+    message = defuse(parsed, authserv_id)
     eol = message.eol
     new = [
         fold("Authentication-Results", authentication_results(report, authserv_id), eol),
@@ -271,4 +282,7 @@ def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value
     if not report.envelope.authenticated and report.envelope.client_ip:
         new.append(fold("Received-SPF", received_spf_header(report.spf, authserv_id), eol))
     new.append(fold(HEADER_NAME, authsieve_value, eol))
+    if message is parsed and parsed.data is data:
+        new.append(data)  # nothing defused: the message as it came, not joined again
+        return b"".join(new)
     return b"".join(new) + message.to_bytes()

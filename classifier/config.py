@@ -188,6 +188,8 @@ class ReportsConfig:
     sendmail: str = "/usr/sbin/sendmail"  # what `dmarc-report --send` hands reports to
     max_message_size: int = 10_000_000  # bytes of one report message, larger: not sent
     sent_log: str | None = None  # None: dmarc-sent.log beside a sqlite store
+    catch_up_days: int = 7  # `dmarc-report --send` sends unsent days this far back
+    run_time_limit: float = 600.0  # seconds for one `dmarc-report` run's DNS checks
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,11 @@ _SECTION_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
             lambda v: isinstance(v, str) and v.startswith("/"),
             "an absolute path",
         ),
+        "catch_up_days": (
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 366,
+            "a number of days from 1 to 366",
+        ),
+        "run_time_limit": (_number(0), "a number of seconds > 0"),
     },
     "learn": {
         "store": (

@@ -84,6 +84,30 @@ class Annotated:
     error: str = ""
 
 
+class HeldRecord:
+    """Holds a checked message's evaluation until its delivery is known to have succeeded.
+
+    Handed to `check_and_annotate` as its `record`; `delivered()` passes what it
+    holds on.  A delivery that fails temporarily (exit 75) is retried by Postfix and
+    checked again: recorded at check time, its report rows would count every attempt.
+    """
+
+    def __init__(self, record: Callable[[Evaluation], object] | None) -> None:
+        self.record = record
+        self.held: list[Evaluation] = []
+
+    def __call__(self, evaluation: Evaluation) -> None:
+        if self.record is not None:
+            self.held.append(evaluation)
+
+    def delivered(self) -> None:
+        """Records what is held (the delivery succeeded); never raises (see `record`)."""
+        held, self.held = self.held, []
+        if self.record is not None:
+            for evaluation in held:
+                self.record(evaluation)
+
+
 def check_and_annotate(
     data: bytes,
     settings: Settings,

@@ -18,12 +18,23 @@ from itertools import compress, repeat
 from operator import add
 from typing import NamedTuple
 
+from classifier.lazyre import lazy
+
+# The one field-name rule of authsieve, for every step that reads the header block
+# (the checks, DKIM and ARC through dkimpy, annotate, the report): a name is 1*ftext,
+# printable US-ASCII but ":" (RFC 5322 §2.2, §3.6.8), and white space between the name
+# and the colon is read as the obsolete syntax allows (RFC 5322 §4.5, obs-optional:
+# field-name *WSP ":"); DKIM's relaxed canonicalisation removes it (RFC 6376 §3.4.2).
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 # The empty line that ends the header block (RFC 5322 §2.1), found where a line starts.
 _EMPTY_LINE = re.compile(rb"\n\r?\n")
 # A line break followed by a field name starts a new field; any other line (folding, or
 # junk RFC 5322 §2.2 has no place for) stays with the field above, bytes intact.
 _FIELD_BREAK = re.compile(rb"\n(?=([\x21-\x39\x3b-\x7e]+)[ \t]*:)")
+# A line of the header block that is neither a field nor folding (RFC 5322 §2.2): dkimpy
+# refuses a header block with one (an mbox "From " line it skips).
+_NOT_A_FIELD = re.compile(rb"\n(?![ \t]|[\x21-\x39\x3b-\x7e]+[ \t]*:)")
+_LINE_END = lazy(rb"\r?\n")
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,8 @@ class _Split(NamedTuple):
     bare: list[bytes] | None  # each field without its line break, when every field had one
     raws: list[bytes] | None  # each whole field, when the last one had no line break
     end: int  # where the header block ends: the empty line and the body follow
+    body: int  # where the body starts, after the empty line (len(data) without one)
+    clean: bool  # every line of the header block is a field or folds one
 
 
 class Message:
@@ -78,7 +91,19 @@ class Message:
     # each one ends with (``_bare``): a field gets it back only when read.  ``_raws``, the
     # whole fields, is made on first need, or kept from the start when not every field
     # ends with a line break.
-    __slots__ = ("_bare", "_data", "_eol", "_fields", "_keys", "_names", "_raws", "_start")
+    __slots__ = (
+        "_bare",
+        "_body",
+        "_clean",
+        "_data",
+        "_dkim",
+        "_eol",
+        "_fields",
+        "_keys",
+        "_names",
+        "_raws",
+        "_start",
+    )
     _fields: tuple[HeaderField, ...] | None
     _raws: list[bytes] | None
     _bare: list[bytes] | None
@@ -100,9 +125,12 @@ class Message:
             self._names = [f.name for f in self._fields]
             self._keys = [f.key for f in self._fields]
             self._raws, self._bare, self._start = [f.raw for f in self._fields], None, 0
+            self._body, self._clean = -1, False
         else:
             self._fields = None
-            self._names, self._keys, self._bare, self._raws, self._start = split
+            self._names, self._keys, self._bare, self._raws, self._start = split[:5]
+            self._body, self._clean = split.body, split.clean
+        self._dkim: list[list[bytes]] | None = None
         # The rest is kept where it lies in the data given (a parsed message: the whole
         # message), and cut out only when asked for: a 50 MB body is not copied to be read.
         self._data = rest
@@ -114,9 +142,16 @@ class Message:
         eol = b"\r\n" if data.find(b"\r\n", 0, 4096) >= 0 else b"\n"
         first = _FIELD_NAME.match(data)
         if first is None:
-            return cls((), data, eol)  # no header block at all (or an empty one): all body
+            # No header block at all (or an empty one): all body.  It is "clean" when it
+            # starts with the empty line: there is no line dkimpy would read differently.
+            at = 1 if data[:1] == b"\n" else 2 if data[:2] == b"\r\n" else 0
+            split = _Split([], [], [], None, 0, at or len(data), at > 0 or not data)
+            return cls((), data, eol, split=split)
         empty = _EMPTY_LINE.search(data)
         end = empty.start() + 1 if empty is not None else len(data)
+        body = empty.end() if empty is not None else len(data)
+        last = end - 1 if data[end - 1 : end] == b"\n" else end
+        clean = _NOT_A_FIELD.search(data, 0, last) is None
         # One split instead of a Python loop per line: [raw, name, raw, name, …, raw].
         parts = _FIELD_BREAK.split(data[:end])
         # A name holds no line break: joined, all names are decoded and lowered at once.
@@ -129,7 +164,7 @@ class Message:
             bare = fields
         else:
             raws = [raw + b"\n" for raw in fields[:-1]] + fields[-1:]
-        split = _Split(names.split("\n"), names.lower().split("\n"), bare, raws, end)
+        split = _Split(names.split("\n"), names.lower().split("\n"), bare, raws, end, body, clean)
         return cls((), data, eol, split=split)
 
     def _raw(self, at: int) -> bytes:
@@ -148,6 +183,66 @@ class Message:
         if self._fields is None:
             self._fields = tuple(map(HeaderField, self._names, self._raw_list(), self._keys))
         return self._fields
+
+    @property
+    def data(self) -> bytes:
+        """Gives the whole message's bytes (a parsed message: the bytes it was parsed from)."""
+        return self._data if self._body >= 0 else self.to_bytes()
+
+    @property
+    def header_end(self) -> tuple[int, int] | None:
+        """Gives the span of the empty line that ends the header block in `data`, or None.
+
+        The span starts at the line break of the last field, or at 0 when the message
+        starts with the empty line; a message without an empty line has None.
+        """
+        if self._clean and self._body < len(self._data):
+            return (self._start - 1 if self._start else 0), self._body
+        data = self.data  # as auth.header_block.header_end reads it
+        if data[:1] == b"\n":
+            return 0, 1
+        if data[:2] == b"\r\n":
+            return 0, 2
+        empty = _EMPTY_LINE.search(data)
+        return empty.span() if empty else None
+
+    @property
+    def clean(self) -> bool:
+        """Tells whether every line of the header block is a field or folds one (§2.2).
+
+        False for a message that was not parsed, or whose header block holds a line
+        that is no field: an mbox "From " line, junk, or folding before the first field.
+        """
+        return self._clean
+
+    def field_keys(self) -> list[str]:
+        """Gives the field names in lower case, top first (shared: do not change it)."""
+        return self._keys
+
+    def has(self, *names: str) -> bool:
+        """Tells whether a field with one of these lower-case names is in the header."""
+        keys = self._keys
+        return any(name in keys for name in names)
+
+    def dkim_fields(self) -> list[list[bytes]]:
+        """Gives the fields as dkimpy's parser would, [name, value], for its hashing.
+
+        The name is the bytes before the colon (white space the obsolete syntax allows
+        there included: simple canonicalisation keeps it, relaxed drops it, RFC 6376
+        §3.4.2); the value is what follows the colon, each line ended by CRLF.  Made
+        once per message and shared by every DKIM and ARC signature (do not change it).
+        """
+        if self._dkim is None:
+            out = []
+            for raw in self._raw_list():
+                name, _, value = raw.partition(b":")
+                if value[-1:] == b"\n":
+                    value = value[:-2] if value[-2:] == b"\r\n" else value[:-1]
+                if b"\n" in value and value.count(b"\n") != value.count(b"\r\n"):
+                    value = _LINE_END.sub(b"\r\n", value)  # folded with bare LF
+                out.append([name, value + b"\r\n"])
+            self._dkim = out
+        return self._dkim
 
     @property
     def rest(self) -> bytes:
@@ -216,7 +311,7 @@ _MONTHS = {
 }
 _ZONES = {"ut": 0, "utc": 0, "gmt": 0, "z": 0, "est": -300, "edt": -240, "cst": -360}
 _ZONES |= {"cdt": -300, "mst": -420, "mdt": -360, "pst": -480, "pdt": -420}
-_DATE = re.compile(
+_DATE = lazy(
     r"(?:[A-Za-z]{3}[a-z]*,? ?)?(\d{1,2})[ -]([A-Za-z]{3})[a-z]*\.?[ -](\d{2,4}) "
     r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)? ?(?:([+-])(\d\d)(\d\d)|([A-Za-z]{1,5})\b)?"
 )

@@ -99,3 +99,9 @@ def test_a_resent_report_is_the_same_report() -> None:
 )
 def test_only_a_plain_address_is_taken_from_a_mailto_uri(uri: str, address: str | None) -> None:
     assert mailto_address(uri) == address
+
+
+def test_mime_version_is_in_the_message_header_only() -> None:
+    data = report_message(REPORT, REPORTER, ("agg@example.com",), DAY, DAY + 86399, DAY + 90000)
+    assert data.count(b"MIME-Version:") == 1
+    assert data.index(b"MIME-Version:") < data.index(b"\r\n\r\n")

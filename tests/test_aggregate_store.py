@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,12 @@ from classifier.config import (
     ConfigError,
     ReportsConfig,
     config_from_dict,
+    load_config,
     redact_store_url,
     report_store_kind,
 )
+from classifier.delivery.daemon import make_server
+from classifier.lookup.resolver import make_resolver
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "maildir"
@@ -76,10 +80,12 @@ def config_with_store(tmp_path: Path, store: str) -> Path:
     return config
 
 
-def pipe(config: Path, message: Path) -> subprocess.CompletedProcess[bytes]:
+def pipe(
+    config: Path, message: Path, extra: list[str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     argv = [
         sys.executable, "-m", "classifier.commands.main", "pipe", "--config", str(config),
-        "--dns-zone", str(ZONE), "--recipient", "alice@family.example",
+        "--dns-zone", str(ZONE), "--recipient", "alice@family.example", *(extra or []),
     ]  # fmt: skip
     return subprocess.run(
         argv, input=message.read_bytes(), capture_output=True, cwd=ROOT, check=False, timeout=60
@@ -353,3 +359,73 @@ def test_a_from_with_two_author_domains_gives_a_row_for_each(tmp_path: Path) -> 
     ]
     # One message, one action: both rows say what was done with it.
     assert {r.disposition for r in rows} == {"quarantine"}
+
+
+LDA = """\
+#!/bin/sh
+cat > /dev/null
+if [ -e "{flag}" ]; then echo "mailbox locked" >&2; exit 75; fi
+exit 0
+"""
+
+
+def test_a_failed_delivery_records_no_row_its_retry_one(tmp_path: Path) -> None:
+    # dovecot-lda exits 75: Postfix keeps the message and retries; only the
+    # delivery that succeeds may count in the report.
+    flag, lda = tmp_path / "fail", tmp_path / "dovecot-lda"
+    lda.write_text(LDA.format(flag=flag))
+    lda.chmod(0o755)
+    db = tmp_path / "reports.db"
+    config = config_with_store(tmp_path, f"sqlite:{db}")
+    news = next(
+        m for m in MESSAGES if b"From: Shop Example <news@news.shop.example>" in m.read_bytes()
+    )
+    extra = ["--deliver", "dovecot-lda", "--lda-path", str(lda)]
+
+    def rows() -> list[ReportRow]:
+        with ReportStore.open(f"sqlite:{db}") as store:
+            store.ingest_spool(0)  # the pipe spooled what it recorded
+            return list(store.rows_between(0, 2**40))
+
+    flag.touch()
+    proc = pipe(config, news, extra)
+    assert proc.returncode == 75, proc.stderr
+    assert rows() == []
+    flag.unlink()
+    proc = pipe(config, news, extra)
+    assert proc.returncode == 0, proc.stderr
+    assert len(rows()) == 1
+
+
+def test_through_the_daemon_a_row_is_recorded_once_the_pipe_delivered(tmp_path: Path) -> None:
+    flag, lda = tmp_path / "fail", tmp_path / "dovecot-lda"
+    lda.write_text(LDA.format(flag=flag))
+    lda.chmod(0o755)
+    db = tmp_path / "reports.db"
+    config = config_with_store(tmp_path, f"sqlite:{db}")
+    socket = str(tmp_path / "authsieve.sock")
+    server = make_server(socket, load_config(config), make_resolver(dns_zone=ZONE))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    news = next(
+        m for m in MESSAGES if b"From: Shop Example <news@news.shop.example>" in m.read_bytes()
+    )
+    extra = ["--daemon", socket, "--deliver", "dovecot-lda", "--lda-path", str(lda)]
+
+    def count() -> int:
+        with ReportStore.open(f"sqlite:{db}") as store:
+            return len(list(store.rows_between(0, 2**40)))
+
+    try:
+        flag.touch()
+        assert pipe(config, news, extra).returncode == 75
+        flag.unlink()
+        assert pipe(config, news, extra).returncode == 0
+        deadline = time.monotonic() + 10
+        while count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the daemon handles each report line on its own thread
+        assert count() == 1
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -359,6 +359,29 @@ def test_expired_signature_fails_at_todays_clock(dns_for):
     assert (result.result, result.reason) == ("fail", "signature expired (x=1667930064)")
 
 
+def test_white_space_before_the_colon_is_read_as_relaxed_canonicalisation_reads_it(dns_for):
+    """One field-name rule (RFC 5322 §4.5): "Subject :" is the Subject field, for DKIM too.
+
+    Relaxed canonicalisation drops the white space (RFC 6376 §3.4.2), so the signature
+    still verifies; simple keeps every byte, so there it does not.  (dkimpy's own parser
+    refused such a header block: every signature was a permerror.)
+    """
+    key = dkimpy_data("test.private").read_bytes()
+    dns = dns_for({"test._domainkey.example.com": key_file("test.txt")})
+    for canon, expected in ((b"relaxed/relaxed", "pass"), (b"simple/simple", "fail")):
+        header = dkim.sign(
+            PLAIN,
+            b"test",
+            b"example.com",
+            key,
+            canonicalize=tuple(canon.split(b"/")),
+            include_headers=[b"from", b"to", b"subject"],
+        )
+        message = (header + PLAIN).replace(b"\r\nSubject: ", b"\r\nSubject : ")
+        (result,) = check_dkim(message, dns)
+        assert (canon, result.result) == (canon, expected), result.reason
+
+
 # --- RFC 8301: algorithms and key sizes --------------------------------------------------
 
 

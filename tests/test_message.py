@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
+import dkim
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from classifier.auth.header_block import header_end
+from classifier.lazyre import lazy
 from classifier.message import Message, parse_date
 
 SAMPLE = (
@@ -93,3 +99,60 @@ def test_raws_give_the_exact_bytes_of_the_fields_asked_for() -> None:
     headers_only = Message.parse(b"Received: a\r\nReceived: b")  # no line break at the end
     assert list(headers_only.raws("received")) == [b"Received: a\r\n", b"Received: b"]
     assert list(headers_only.raws("x")) == []
+
+
+# --- one parse for every step: what DKIM and ARC are handed -------------------------------
+
+CLEAN_HEADER_BLOCKS = [
+    b"From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n",
+    b"From: a@example.com\nSubject: x\n\nbody\n",
+    b"From: a@example.com\r\nSubject: folded\r\n\tline\r\n  and more\r\n\r\nbody",
+    b"From: a@example.com\r\nSubject: bare LF\n folding\r\n\r\n",
+    b"Subject: no body, no last line break",
+    b"Subject: a lone\rCR\r\r\nTo: b\r\n\r\nbody",
+    b"\r\nall body",
+]
+
+
+@pytest.mark.parametrize("data", CLEAN_HEADER_BLOCKS)
+def test_the_fields_dkimpy_is_handed_are_those_its_own_parser_gives(data: bytes) -> None:
+    message = Message.parse(data)
+    end = header_end(data)
+    fields, _ = dkim.rfc822_parse(data[: end[1]] if end else data)
+    assert message.clean
+    assert message.header_end == end
+    assert message.dkim_fields() == [list(f) for f in fields]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"From x@example.com Mon Jan  1\nA: b\n\nbody", b"A: b\njunk\nC: d\n\n", b" folded\nA: b\n\n"],
+)
+def test_a_line_that_is_no_field_leaves_the_header_block_to_dkimpys_parser(data: bytes) -> None:
+    message = Message.parse(data)
+    assert not message.clean
+    assert message.header_end == header_end(data)
+    assert message.to_bytes() == data
+
+
+def test_white_space_before_the_colon_is_one_field_name_rule_for_every_step() -> None:
+    # RFC 5322 §4.5 (obs-optional: field-name *WSP ":"): the name is "Subject".
+    message = Message.parse(b"Subject : hello\r\nTo: b@example.com\r\n\r\nbody")
+    assert message.get("Subject") == "hello"
+    assert message.clean
+    assert message.dkim_fields()[0] == [b"Subject ", b" hello\r\n"]
+
+
+def test_a_lazy_pattern_does_what_the_compiled_one_does() -> None:
+    eager, deferred = re.compile(r"(a+)(b)?", re.I), lazy(r"(a+)(b)?", re.I)
+    for text in ("", "AAb", "xaab", "ab ab", "b"):
+        assert [m.groups() for m in deferred.finditer(text)] == [
+            m.groups() for m in eager.finditer(text)
+        ]
+        assert deferred.sub("-", text) == eager.sub("-", text)
+        assert bool(deferred.match(text)) == bool(eager.match(text))
+    assert (deferred.pattern, deferred.flags, deferred.groups) == (
+        eager.pattern,
+        eager.flags,
+        eager.groups,
+    )

@@ -310,3 +310,15 @@ def test_a_macro_value_of_two_dashes_is_a_value(option: str, daemon: bool) -> No
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert b"verdict=quarantine" in proc.stdout and b"internal" not in proc.stdout
+
+
+def test_every_pipe_option_is_described_in_its_help() -> None:
+    import argparse
+
+    from classifier.commands.main import build_parser
+
+    parser = build_parser(["pipe"])
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    pipe_parser = sub.choices["pipe"]
+    bare = [a.option_strings[0] for a in pipe_parser._actions if a.option_strings and not a.help]
+    assert bare == []

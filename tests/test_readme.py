@@ -535,7 +535,6 @@ def test_reports_store_directory_lets_the_pipe_user_record_and_report(mta: Mta) 
         .replace("runuser -u vmail", f"runuser -u {user}")
         .replace("-- authsieve ", f"-- {mta.root}/bin/authsieve ")
         .replace("/etc/authsieve/config.toml", str(mta.config))
-        .replace("/tmp/dmarc-check", str(mta.root / "dmarc-check"))
     )
     mta.set_config(config + "\n" + reports)
     try:
@@ -545,8 +544,11 @@ def test_reports_store_directory_lets_the_pipe_user_record_and_report(mta: Mta) 
         token = send(mta, "promo@lucky-winner.cyou", GOOD_CLIENT)
         mta.wait_delivered(token)
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        # The pipe process spooled its row, as the pipe user; dmarc-report takes it in.
-        (spooled,) = (lib / "reports.db.spool").glob("*.json")
+        # The pipe process spools its row, as the pipe user, once dovecot-lda has returned
+        # (just after the file appears); dmarc-report takes it in.
+        spool = lib / "reports.db.spool"
+        wait_until(lambda: any(spool.glob("*.json")), 10, "a spooled report row", mta.logs)
+        (spooled,) = spool.glob("*.json")
         assert spooled.stat().st_uid == mta.user.pw_uid
         out = lib / "dmarc-out"
         argv = ["runuser", "-u", user, "--", f"{mta.root}/bin/authsieve", "dmarc-report"]
@@ -562,3 +564,16 @@ def test_reports_store_directory_lets_the_pipe_user_record_and_report(mta: Mta) 
         ]
     finally:
         mta.set_config(config)
+
+
+def test_the_commands_list_names_every_command() -> None:
+    import argparse
+
+    from classifier.commands.main import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Commands", 1)[1].split("```", 2)[1]
+    listed = set(re.findall(r"^authsieve ([a-z-]+)", block, re.MULTILINE))
+    assert set(sub.choices) <= listed, set(sub.choices) - listed

@@ -47,6 +47,7 @@ class Skipped:
 
     uri: str
     why: str
+    temporary: bool = False  # a temporary DNS failure: the next run tries again
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class Destinations:
     send_to: tuple[Destination, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     problem: str = ""  # no record, no rua=, a DNS failure
-    temporary: bool = False  # the problem was a temporary DNS failure
+    temporary: bool = False  # a temporary DNS failure kept a report from a destination
 
 
 def mailto_address(uri: str) -> str | None:
@@ -81,8 +82,15 @@ def mailto_address(uri: str) -> str | None:
 
 
 def _same_org(a: str, b: str, dns: DnsSession, mode: str) -> bool:
-    org_a = organizational_domain(a, dns, mode)
-    return bool(org_a) and org_a == organizational_domain(b, dns, mode)
+    """Gives whether a and b share an Organizational Domain; raises DnsTempError when unknown.
+
+    `organizational_domain` gives "" when DNS failed: that must not turn into
+    "external, and not authorised".
+    """
+    org_a, org_b = organizational_domain(a, dns, mode), organizational_domain(b, dns, mode)
+    if not org_a or not org_b:
+        raise DnsTempError(a if not org_a else b, "TXT", "Organizational Domain not found")
+    return org_a == org_b
 
 
 def _checked(
@@ -133,10 +141,11 @@ def find_destinations(policy_domain: str, dns: DnsSession, mode: str = "rfc9989"
         try:
             checked = _checked(uri, policy_domain, dns, mode)
         except DnsTempError as exc:
-            checked = Skipped(uri, f"temporary DNS failure: {exc}")
+            checked = Skipped(uri, f"temporary DNS failure: {exc}", temporary=True)
         if isinstance(checked, Skipped):
             skipped.append(checked)
             continue
         for dest in checked:
             send.setdefault(dest.address.lower(), dest)
-    return Destinations(policy_domain, tuple(send.values()), tuple(skipped))
+    temporary = any(s.temporary for s in skipped)
+    return Destinations(policy_domain, tuple(send.values()), tuple(skipped), temporary=temporary)

@@ -53,13 +53,27 @@ def last_complete_day(now: float) -> tuple[int, int]:
     return end - DAY, end
 
 
-def report_filename(receiver: str, policy_domain: str, begin: int, end: int) -> str:
-    """Gives the report's file name (RFC 9990 §3.2.2); `end` is the last second covered."""
-    return f"{receiver}!{policy_domain}!{begin}!{end}.xml.gz"
+def report_filename(
+    receiver: str, policy_domain: str, begin: int, end: int, unique: str = ""
+) -> str:
+    """Gives the report's file name (RFC 9990 §3.2.2); `end` is the last second covered.
+
+    `unique` is the optional unique-id of §3.2.2, given to a report sent again on
+    purpose (``--force``) so that it is told apart from the first one.
+    """
+    tail = f"!{unique}" if unique else ""
+    return f"{receiver}!{policy_domain}!{begin}!{end}{tail}.xml.gz"
 
 
-def report_id(receiver: str, policy_domain: str, begin: int) -> str:
-    """Gives a Report-ID unique per domain and period and the same on a re-send (§3.2.1)."""
+def report_id(receiver: str, policy_domain: str, begin: int, unique: str = "") -> str:
+    """Gives a Report-ID unique per domain and period, the same when a run is retried.
+
+    RFC 9990 §3.2.1 ("Definition of Report-ID"): unique among reports to the
+    same domain.  A report built again on purpose (``--force``) is another
+    report, so it carries `unique` (the time it was built) in its Report-ID.
+    """
+    if unique:
+        return f"{begin}.{unique}.{policy_domain}@{receiver}"
     return f"{begin}.{policy_domain}@{receiver}"
 
 
@@ -115,7 +129,12 @@ def _record(feedback: ET.Element, row: ReportRow, count: int) -> None:
 
 
 def build_report(
-    rows: list[ReportRow], policy_domain: str, begin: int, end: int, reporter: Reporter
+    rows: list[ReportRow],
+    policy_domain: str,
+    begin: int,
+    end: int,
+    reporter: Reporter,
+    unique: str = "",
 ) -> AggregateReport:
     """Gives the report for one Policy Domain; rows are that domain's, oldest first.
 
@@ -123,7 +142,7 @@ def build_report(
     "SHOULD note only the final configuration observed").
     """
     last = rows[-1]
-    rid = report_id(reporter.receiver, policy_domain, begin)
+    rid = report_id(reporter.receiver, policy_domain, begin, unique)
     feedback = ET.Element("feedback", {"xmlns": NAMESPACE})
     _text(feedback, "version", "1.0")
     meta = ET.SubElement(feedback, "report_metadata")
@@ -156,7 +175,7 @@ def build_report(
     xml = ET.tostring(feedback, encoding="UTF-8", xml_declaration=True) + b"\n"
     return AggregateReport(
         policy_domain,
-        report_filename(reporter.receiver, policy_domain, begin, end - 1),
+        report_filename(reporter.receiver, policy_domain, begin, end - 1, unique),
         rid,
         xml,
         len(firsts),
@@ -166,7 +185,7 @@ def build_report(
 
 
 def build_reports(
-    rows: Iterable[ReportRow], begin: int, end: int, reporter: Reporter
+    rows: Iterable[ReportRow], begin: int, end: int, reporter: Reporter, unique: str = ""
 ) -> list[AggregateReport]:
     """Gives one report per Policy Domain seen in [begin, end), by domain name (RFC 9990 §2.1)."""
     by_domain: dict[str, list[ReportRow]] = {}
@@ -174,6 +193,8 @@ def build_reports(
         if begin <= row.received_at < end:
             by_domain.setdefault(row.policy_domain, []).append(row)
     return [
-        build_report(sorted(found, key=lambda r: r.received_at), domain, begin, end, reporter)
+        build_report(
+            sorted(found, key=lambda r: r.received_at), domain, begin, end, reporter, unique
+        )
         for domain, found in sorted(by_domain.items())
     ]

@@ -58,4 +58,8 @@ def report_message(
     msg.add_attachment(
         report.gzipped(), maintype="application", subtype="gzip", filename=report.filename
     )
+    # RFC 2045 §4: MIME-Version belongs in the message header; the email package also
+    # puts one on a part made by add_attachment.
+    for part in msg.iter_attachments():
+        del part["MIME-Version"]
     return msg.as_bytes()

@@ -28,6 +28,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from classifier.aggregate.hints import store_hint
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, rows_from
 from classifier.aggregate.spool import Spool, SpoolFile, spool_dir, spool_rows
 from classifier.config import (
@@ -430,7 +431,8 @@ def record_rows(
         return True
     except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
         shown = redact_store_url(url)
-        hint = f"; {STORE_HINT}" if url.startswith("sqlite:") else ""  # a file we cannot write
+        # a file (or the spool beside it) we cannot write: who must own what
+        hint = f"; {store_hint(sqlite_path(url))}" if url.startswith("sqlite:") else ""
         log.warning(
             "report store %s not written, %d row(s) skipped: %s%s",
             shown,

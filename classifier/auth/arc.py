@@ -9,39 +9,27 @@ message, in order, and the ARC-Authentication-Results of the first sealer
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
-import authres
-import dkim
-from dkim.util import parse_tag_value
-
-from classifier.auth.dkim import MIN_RSA_BITS, DkimKeyTempError, dkimpy_txt_lookup
-from classifier.auth.dkim_signature import (
-    BadSignatureTags,
-    BodyHashMismatch,
-    SignedMessage,
-    public_key,
-    verify,
-)
 from classifier.auth.header_block import field_in_header, header_end, header_fields
+from classifier.lazyre import lazy
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession
+from classifier.message import Message
+
+# dkimpy, authres and the chain's cryptography (classifier.auth.arc_chain) are imported
+# when a message carries ARC fields: most mail does not, and the pipe starts per message.
 
 MAX_INSTANCES = 50  # RFC 8617 §4.2.1, §5.2 step 1
 _ARC_FIELDS = (b"arc-seal", b"arc-message-signature", b"arc-authentication-results")
+_ARC_KEYS = tuple(name.decode() for name in _ARC_FIELDS)
 _INSTANCE = re.compile(rb"^\s*i\s*=\s*(\d{1,6})\s*(?:;|$)")
 _FWS = re.compile(rb"\r?\n[ \t]+")
 # An ARC field starts a line of the header block; most mail has none, and one search says so.
-_ANY_ARC_FIELD = re.compile(
+_ANY_ARC_FIELD = lazy(
     rb"^arc-(?:seal|message-signature|authentication-results):", re.IGNORECASE | re.MULTILINE
 )
-
-# dkimpy logs every failing seal at ERROR; the result carries the reason instead.
-_DKIMPY_LOG = logging.Logger("authsieve.dkimpy.arc")
-_DKIMPY_LOG.disabled = True
 
 
 @dataclass(frozen=True)
@@ -65,6 +53,8 @@ class ArcResult:
 
 def _instance(value: bytes) -> int | None:
     """Gives the i= of an ARC field: the leading tag in AAR, any tag in AMS and AS."""
+    from dkim.util import parse_tag_value
+
     match = _INSTANCE.match(value)
     if match:
         return int(match.group(1))
@@ -75,6 +65,8 @@ def _instance(value: bytes) -> int | None:
 
 
 def _sealers(fields: list[tuple[bytes, bytes]]) -> tuple[str, ...]:
+    from dkim.util import parse_tag_value
+
     seals = []
     for name, value in fields:
         if name.lower() != b"arc-seal":
@@ -91,6 +83,8 @@ def _sealers(fields: list[tuple[bytes, bytes]]) -> tuple[str, ...]:
 
 def _parse_aar(value: str) -> tuple[str, str, str]:
     """Gives (spf, dkim, dmarc) of an Authentication-Results value (RFC 8601 §2.2)."""
+    import authres
+
     try:
         header = authres.AuthenticationResultsHeader.parse_value(value)
     except Exception:
@@ -112,67 +106,38 @@ def _oldest_results(fields: list[tuple[bytes, bytes]]) -> str:
     return ""
 
 
-class _ChainVerifier(dkim.ARC):
-    """dkimpy's walk of an ARC chain, each of its signatures checked as our DKIM ones are.
+def _arc_fields(message: Message) -> list[tuple[bytes, bytes]]:
+    """Gives (name, value) of the ARC fields, in order; [] when there are none.
 
-    dkimpy decides what each ARC set must hold and how the chain validates
-    (RFC 8617 §5.2); every ARC-Message-Signature and ARC-Seal it asks about
-    is checked through `verify_sig`, its hook for one signature, with the key
-    cache, OpenSSL or libsodium, and a body hashed a slice at a time
-    (`dkim_signature`).  dkimpy's own check parsed each key again, ran RSA in
-    Python and canonicalised the body whole: 4 ms for one ARC set, and 22 times
-    the body in memory for a large text body.
+    A clean message (`Message.clean`) gives them from its parsed fields; any
+    other goes through `header_fields`, which skips the lines that are no field.
     """
-
-    def __init__(self, message: bytes, end: tuple[int, int] | None) -> None:
-        header = message if end is None else message[: end[1]]
-        super().__init__(header, logger=_DKIMPY_LOG, minkey=MIN_RSA_BITS)
-        body_at = len(message) if end is None else end[1]
-        self._signed = SignedMessage(self.headers, message, body_at)
-
-    def verify_sig(
-        self,
-        sig: dict[bytes, bytes],
-        include_headers: list[bytes],
-        sig_header: tuple[bytes, bytes],
-        dnsfunc: Callable[..., bytes | None],
-    ) -> bool:
-        name = (sig[b"s"] + b"._domainkey." + sig[b"d"]).decode("utf-8", "replace")
-        record = dnsfunc(name)  # raises DkimKeyTempError on a temporary DNS failure
-        if record is None:
-            return False
-        try:
-            key = public_key(name, record)
-        except Exception:  # an unusable key verifies nothing, as dkimpy has it
-            return False
-        if key.ktype == b"rsa" and key.bits < MIN_RSA_BITS:
-            return False  # RFC 8301 §3.2
-        try:
-            return verify(key, sig, list(include_headers), sig_header, self._signed)
-        except (BodyHashMismatch, BadSignatureTags):
-            return False
-
-
-def _verify_chain(message: bytes, dns: DnsSession) -> tuple[object, object]:
-    """Gives dkimpy's chain validation status and reason, as its `arc_verify` does."""
-    try:
-        verifier = _ChainVerifier(message, header_end(message))
-    except IndexError as exc:
-        # dkimpy's header parser on a block that starts with a continuation line.
-        raise dkim.MessageFormatError(f"header not parseable: {exc}") from exc
-    try:
-        cv, _, reason = verifier.verify(dnsfunc=dkimpy_txt_lookup(dns))
-    except dkim.DKIMException as exc:
-        return dkim.CV_Fail, str(exc)
-    return cv, reason
-
-
-def key_names(message: bytes) -> list[str]:
-    """Gives the key records the chain validation looks up: those of every ARC signature."""
-    if not field_in_header(message, _ANY_ARC_FIELD, header_end(message)):
+    if not message.clean:
+        data = message.data
+        if not field_in_header(data, _ANY_ARC_FIELD, header_end(data)):
+            return []
+        return [(n, v) for n, v in header_fields(data) if n.lower() in _ARC_FIELDS]
+    keys = message.field_keys()
+    if not message.has(*_ARC_KEYS):
         return []
+    return [
+        (key.encode(), field[1][:-2])
+        for key, field in zip(keys, message.dkim_fields(), strict=True)
+        if key in _ARC_KEYS
+    ]
+
+
+def key_names(message: Message | bytes) -> list[str]:
+    """Gives the key records the chain validation looks up: those of every ARC signature."""
+    if isinstance(message, bytes):
+        message = Message.parse(message)
+    fields = _arc_fields(message)
+    if not fields:
+        return []
+    from dkim.util import parse_tag_value
+
     names = []
-    for name, value in header_fields(message):
+    for name, value in fields:
         if name.lower() not in (b"arc-seal", b"arc-message-signature"):
             continue
         try:
@@ -183,14 +148,21 @@ def key_names(message: bytes) -> list[str]:
     return list(dict.fromkeys(names))[: 2 * MAX_INSTANCES]
 
 
-def check_arc(message: bytes, dns: DnsSession) -> ArcResult:
+def check_arc(message: Message | bytes, dns: DnsSession) -> ArcResult:
     """Gives the ARC chain validation status, sealers and the oldest AAR (RFC 8617 §5.2).
 
     Never raises: a chain dkimpy cannot process is a fail with the reason.
     """
-    if not field_in_header(message, _ANY_ARC_FIELD, header_end(message)):
+    if isinstance(message, bytes):
+        message = Message.parse(message)
+    fields = _arc_fields(message)
+    if not fields:
         return ArcResult("none", 0, (), "", "", "", "", "no ARC header fields")
-    fields = [(n, v) for n, v in header_fields(message) if n.lower() in _ARC_FIELDS]
+    import dkim
+
+    from classifier.auth.arc_chain import verify_chain
+    from classifier.auth.dkim import DkimKeyTempError
+
     instances = max((i for _, v in fields if (i := _instance(v)) is not None), default=0)
     oldest = _oldest_results(fields)
     spf, dkim_word, dmarc = _parse_aar(oldest) if oldest else ("", "", "")
@@ -198,12 +170,10 @@ def check_arc(message: bytes, dns: DnsSession) -> ArcResult:
     def result(word: str, reason: str) -> ArcResult:
         return ArcResult(word, instances, _sealers(fields), oldest, spf, dkim_word, dmarc, reason)
 
-    if not fields:
-        return result("none", "no ARC header fields")
     if instances > MAX_INSTANCES:
         return result("fail", f"{instances} ARC sets, more than {MAX_INSTANCES} (RFC 8617 §5.2)")
     try:
-        cv, reason = _verify_chain(message, dns)
+        cv, reason = verify_chain(message, dns)
     except DkimKeyTempError as exc:
         return result("temperror", exc.reason)
     except (dkim.DKIMException, ValueError) as exc:  # a header dkimpy or a decoder cannot read

@@ -7,17 +7,11 @@ turns the report into the `AuthFacts` that a policy decides on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from classifier.auth.arc import ArcResult, check_arc
 from classifier.auth.arc import key_names as arc_key_names
-from classifier.auth.dkim import (
-    DkimSignatureResult,
-    Signatures,
-    dkim_summary,
-    read_signatures,
-    verify_signatures,
-)
 from classifier.auth.dmarc import DmarcResult, check_dmarc, from_domains, record_names
 from classifier.auth.facts import INTERNAL, AuthFacts
 from classifier.auth.fromheader import first_mailbox
@@ -28,6 +22,9 @@ from classifier.lookup.resolver import DnsSession, Resolver
 from classifier.message import Message
 from classifier.trusted import TrustMatcher
 from classifier.vocab import Result
+
+if TYPE_CHECKING:
+    from classifier.auth.dkim import DkimSignatureResult, Signatures
 
 
 @dataclass(frozen=True)
@@ -42,10 +39,16 @@ class CheckReport:
     dmarc: DmarcResult
     from_address: str
     dns_queries: int
+    # The message as parsed once for every step (annotate reads it again for nothing).
+    message: Message | None = field(default=None, compare=False, repr=False)
 
     @property
     def dkim_result(self) -> str:
         """Gives the one DKIM word for the message (pass when any signature passed)."""
+        if not self.dkim:
+            return "none"  # unsigned: the DKIM module need not be loaded to say so
+        from classifier.auth.dkim import dkim_summary
+
         return dkim_summary(self.dkim)
 
     def to_dict(self) -> dict[str, object]:
@@ -113,19 +116,24 @@ def run_checks(
     """
     message = Message.parse(data)
     envelope = recover_envelope(message, trust or settings.trust, hints)
-    signatures = read_signatures(data)
+    signatures = None
+    # dkimpy and the cryptography load for a signed message only (most pipe processes
+    # start for one message); a header block dkimpy reads itself (not clean) may hide one.
+    if "dkim-signature" in message.field_keys() or not message.clean:
+        from classifier.auth.dkim import read_signatures
+
+        signatures = read_signatures(message)
     dns = resolver.session(settings.dns_budget)
     try:
-        return _run(data, message, envelope, signatures, settings, dns)
+        return _run(message, envelope, signatures, settings, dns)
     finally:
         dns.close()
 
 
 def _run(
-    data: bytes,
     message: Message,
     envelope: Envelope,
-    signatures: Signatures,
+    signatures: Signatures | None,
     settings: Settings,
     dns: DnsSession,
 ) -> CheckReport:
@@ -133,7 +141,8 @@ def _run(
     spf_applies = bool(envelope.client_ip) and not envelope.authenticated
     # The first record of every check is known now: asking for all of them at once lets
     # their round trips overlap; each check then reads its reply (or the cache) as before.
-    first = [(name, "TXT") for name in signatures.key_names() + arc_key_names(data)]
+    keys = signatures.key_names() if signatures is not None else []
+    first = [(name, "TXT") for name in keys + arc_key_names(message)]
     from_values = message.get_all("From")
     if not envelope.authenticated:
         first += [(name, "TXT") for name in record_names(from_values)]
@@ -159,8 +168,12 @@ def _run(
         else:
             spf = check_spf(envelope.client_ip, envelope.mail_from, helo, dns, receiver=receiver)
 
-    dkim = verify_signatures(signatures, dns)
-    arc = check_arc(data, dns)
+    dkim: tuple[DkimSignatureResult, ...] = ()
+    if signatures is not None:
+        from classifier.auth.dkim import verify_signatures
+
+        dkim = verify_signatures(signatures, dns)
+    arc = check_arc(message, dns)
     if envelope.authenticated:
         dmarc = _dmarc_not_evaluated(from_values, settings.dmarc_mode)
     else:
@@ -181,6 +194,7 @@ def _run(
         dmarc=dmarc,
         from_address=first_from_address(message),
         dns_queries=dns.queries,
+        message=message,
     )
 
 

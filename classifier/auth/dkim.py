@@ -46,6 +46,7 @@ from classifier.auth.header_block import field_in_header, header_end, header_fie
 from classifier.errors import AuthsieveError
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession, DnsTempError
+from classifier.message import Message
 
 MAX_SIGNATURES = 16
 # RFC 5322 §3.6: fields that occur at most once, so an extra copy is an attack (RFC 6376 §8.15).
@@ -381,8 +382,32 @@ class Signatures:
         ]
 
 
-def read_signatures(message: bytes) -> Signatures:
-    """Gives the message's DKIM-Signature fields with their tags (none when unsigned)."""
+def read_signatures(message: Message | bytes) -> Signatures:
+    """Gives the message's DKIM-Signature fields with their tags (none when unsigned).
+
+    A parsed message hands dkimpy its fields (`Message.dkim_fields`): the header
+    block is not cut again.  One whose header block holds a line that is no
+    field (an mbox "From " line dkimpy skips, junk it refuses) goes through
+    dkimpy's own parser, as every message did before.
+    """
+    if isinstance(message, bytes):
+        message = Message.parse(message)
+    if not message.clean:
+        return _read_signatures_unclean(message.data)
+    if "dkim-signature" not in message.field_keys():
+        return Signatures(None, (), ())
+    end = message.header_end
+    fields = message.dkim_fields()
+    data = message.data
+    signed = SignedMessage(fields, data, end[1]) if end else SignedMessage(fields, b"", 0)
+    found = tuple(
+        f for f, n in zip(fields, message.field_keys(), strict=True) if n == "dkim-signature"
+    )
+    return Signatures(signed, found, tuple(_read_tags(f[1]) for f in found[:MAX_SIGNATURES]))
+
+
+def _read_signatures_unclean(message: bytes) -> Signatures:
+    """`read_signatures` of a header block with lines that are no field, by dkimpy's parser."""
     end = header_end(message)
     if not field_in_header(message, _SIGNATURE_FIELD, end):
         return Signatures(None, (), ())
@@ -424,7 +449,7 @@ def verify_signatures(
 
 
 def check_dkim(
-    message: bytes, dns: DnsSession, now: float | None = None
+    message: Message | bytes, dns: DnsSession, now: float | None = None
 ) -> tuple[DkimSignatureResult, ...]:
     """Gives one result per DKIM-Signature, top first; () when unsigned (RFC 6376 §6.1)."""
     return verify_signatures(read_signatures(message), dns, now)

@@ -83,7 +83,8 @@ class SignedMessage:
 
     def __init__(self, fields: list[list[bytes]], message: bytes, body_start: int) -> None:
         self.fields = fields
-        self.names = [f[0].lower() for f in fields]
+        # White space before the colon (RFC 5322 §4.5) is no part of the name (§3.4.2).
+        self.names = [f[0].rstrip(b" \t").lower() for f in fields]
         self._message = message
         self._body_start = body_start
         self._fields: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
+from classifier.lazyre import lazy
 from classifier.lookup.resolver import DnsSession, DnsTempError
 
 MODES = ("rfc9989", "rfc7489")
@@ -33,7 +34,7 @@ _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # RFC 3986 URI characters without "," and "!", which a DMARC URI must percent-encode (§4.8)
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):([A-Za-z0-9\-._~:/?#\[\]@$&'()*+=%]+)$")
 _SIZE = re.compile(r"![0-9]+[kmgtKMGT]?$")
-_DIGITS = re.compile(r"^[0-9]{1,10}$")
+_DIGITS = lazy(r"^[0-9]{1,10}$")
 _WSP = " \t\r\n"
 
 
@@ -347,12 +348,10 @@ def external_destination_authorised(
 
     RFC 9990 §4 (RFC 7489 §7.1 before it): the destination publishes a DMARC
     record at ``<policy domain>._report._dmarc.<destination>``; a rua= in it
-    replaces the requested URIs.  Gives (authorised, replacement URIs); a
-    temporary DNS failure counts as not authorised.
+    replaces the requested URIs.  Gives (authorised, replacement URIs).  Raises
+    DnsTempError on a temporary DNS failure: that is not a "no" (RFC 9990 §4 step 5
+    lets the check be repeated later), and the caller decides what waits.
     """
-    try:
-        answer = dns.query(f"{policy_domain}._report._dmarc.{destination_domain}", "TXT")
-    except DnsTempError:
-        return False, ()
+    answer = dns.query(f"{policy_domain}._report._dmarc.{destination_domain}", "TXT")
     found = _records(answer.txt_strings(), "rfc7489")
     return bool(found), (found[0].rua if found else ())

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
+from classifier.lazyre import lazy
 from classifier.names import quoted_string, safe_domain
 from classifier.vocab import AAR_RESULTS, DmarcPolicy, Result
 
@@ -128,7 +129,7 @@ def render_header_value(
     return "; ".join(parts)
 
 
-_PAIR = re.compile(r'\s*([a-z][a-z0-9-]*)=("(?:[^"\\]|\\.)*"|[^;\s]*)\s*(?:;|$)', re.I)
+_PAIR = lazy(r'\s*([a-z][a-z0-9-]*)=("(?:[^"\\]|\\.)*"|[^;\s]*)\s*(?:;|$)', re.I)
 
 
 def parse_header_value(value: str) -> dict[str, str]:

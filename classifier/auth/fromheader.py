@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import NamedTuple
 
+from classifier.lazyre import lazy
 from classifier.names import DOT_ATOM, quoted_string, to_a_labels
 
 _SPECIALS = "<>,;:@[]"
@@ -161,7 +162,7 @@ def _mailbox_ats(unit: list[_Token]) -> list[int]:
     return inside if has_angle else outside
 
 
-_LITERAL = re.compile(r"^\[[^\[\]\\@]*\]$")  # RFC 5322 §3.4.1 domain-literal, dtext only
+_LITERAL = lazy(r"^\[[^\[\]\\@]*\]$")  # RFC 5322 §3.4.1 domain-literal, dtext only
 
 
 def first_mailbox(from_header_values: Iterable[object] | None) -> str:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 
+from classifier.lazyre import lazy
+
 # A field name: printable ASCII but ":" (RFC 5322 §2.2, §3.6.8).
-_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
-_EMPTY_LINE = re.compile(rb"\n\r?\n")
+_FIELD_NAME = lazy(rb"([\x21-\x39\x3b-\x7e]+):")
+_EMPTY_LINE = lazy(rb"\n\r?\n")
 
 
 def header_end(message: bytes) -> tuple[int, int] | None:

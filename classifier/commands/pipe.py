@@ -52,7 +52,11 @@ def add_pipe_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
         metavar="TARGET",
         help="stdout | dovecot-lda | sendmail | maildir:PATH (default stdout)",
     )
-    pipe.add_argument("--lda-path", default="/usr/lib/dovecot/dovecot-lda")
+    pipe.add_argument(
+        "--lda-path",
+        default="/usr/lib/dovecot/dovecot-lda",
+        help="the dovecot-lda that --deliver dovecot-lda runs (default: %(default)s)",
+    )
     pipe.add_argument(
         "--lda-arg",
         action="append",
@@ -72,7 +76,11 @@ def add_pipe_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
         help="check in-process when the daemon has not answered by then"
         " (default: dns_budget + 10, or 60 on the fast path)",
     )
-    pipe.add_argument("--sendmail-path", default="/usr/sbin/sendmail")
+    pipe.add_argument(
+        "--sendmail-path",
+        default="/usr/sbin/sendmail",
+        help="the sendmail that --deliver sendmail runs (default: %(default)s)",
+    )
     pipe.set_defaults(handler=cmd_pipe)
 
 
@@ -147,13 +155,14 @@ def cmd_pipe(args: argparse.Namespace, config: Config) -> int:
     resolver = make_resolver_for(args, config)
     # The hints travel as JSON to the daemon; in this process they are the engine's Hints.
     from classifier.envelope.trust import Hints
-    from classifier.evaluate import check_and_annotate
+    from classifier.evaluate import HeldRecord, check_and_annotate
 
-    record = None
+    record = HeldRecord(None)
     if config.reports:  # the store (sqlite3) is imported only when [reports] is on
         from classifier.aggregate.store import recorder
 
-        record = recorder(config.reports, one_shot=True)  # spooled: one file, no WAL
+        # Report rows only once the delivery target took the message (not on exit 75).
+        record = HeldRecord(recorder(config.reports, one_shot=True))  # spooled: no WAL
     outcome = check_and_annotate(
         data, settings, resolver, config.policies, Hints(**hints), user, record
     )
@@ -166,6 +175,8 @@ def cmd_pipe(args: argparse.Namespace, config: Config) -> int:
         recipients,
         started,
     )
+    if code == 0:
+        record.delivered()
     if code != 0 and dropped():
         # stderr is allowed now (delivery failed), and it is the only place left to say so.
         print(f"authsieve: {dropped()} log line(s) dropped: no log file or syslog", file=sys.stderr)

@@ -48,7 +48,7 @@ from classifier.delivery.daemon_client import (
 )
 from classifier.envelope.trust import Hints
 from classifier.errors import UsageError
-from classifier.evaluate import Evaluation, check_and_annotate
+from classifier.evaluate import Evaluation, HeldRecord, check_and_annotate
 from classifier.log import log, reopen_logging
 from classifier.lookup.resolver import Resolver
 
@@ -194,6 +194,8 @@ def make_server(
                 return
             user = meta.get("user")
             engine = self.server.engine
+            # Report rows only when the pipe process says the delivery succeeded.
+            record = HeldRecord(engine.record)
             outcome = check_and_annotate(
                 data,
                 engine.config.engine,
@@ -201,7 +203,7 @@ def make_server(
                 engine.config.policies,
                 _hints(meta.get("hints")),
                 str(user) if user else None,
-                engine.record,
+                record,
             )
             meta_out = {
                 "action": outcome.action,
@@ -217,6 +219,8 @@ def make_server(
                 log.info("daemon: no delivery report: %s", exc)
                 return
             log_delivery(report, outcome.summary)
+            if report.get("delivered") == 0:
+                record.delivered()
 
     target = Path(path)
     if target.exists() and stat.S_ISSOCK(target.lstat().st_mode):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from classifier.lazyre import lazy
+
 # Real Received headers stay under 1 KB; the cap bounds every regex below on hostile input.
 MAX_CHARS = 4096
 MAX_FROM_CHARS = 512
@@ -32,10 +34,10 @@ _FRAME = re.compile(
 _CLAUSE = re.compile(r" (?:(\((?:[^()]++|\([^()]*+\))*+\))|(with|via|id|for) ([^\s();]+))")
 # A quoted string (RFC 5321 §4.1.2 Quoted-string), as in a local part: masked before a
 # line is cut, so that "x) with ESMTPSA (" inside an address never reads as clauses.
-_QUOTED = re.compile(r'"(?:[^"\\]++|\\.)*+"')
-_MASKED = re.compile(r"\x03(\d+)\x03")
+_QUOTED = lazy(r'"(?:[^"\\]++|\\.)*+"')
+_MASKED = lazy(r"\x03(\d+)\x03")
 # Run on lower-cased text; the character before a keyword is checked in Python.
-_KEYWORD = re.compile(r"(?:from|by|with|id|for|via)(?![^ \x01<\[;])")
+_KEYWORD = lazy(r"(?:from|by|with|id|for|via)(?![^ \x01<\[;])")
 COMMON_PROTOCOLS = frozenset(("SMTP", "ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA", "LMTP", "LMTPA",
                                "LOCAL", "HTTP", "UTF8SMTP", "UTF8SMTPS"))  # fmt: skip
 

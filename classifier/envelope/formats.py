@@ -21,6 +21,7 @@ import re
 from functools import lru_cache
 from typing import NamedTuple
 
+from classifier.lazyre import lazy
 from classifier.names import normalize_ip
 
 # Conventions: what the first word after "from" means.
@@ -30,8 +31,8 @@ NAME_IS_RDNS_ONLY = "rdns-only"  # TIS smap: name(ip), the HELO only when stated
 NO_HELO = "no-helo"  # webmail over HTTP, ecelerity: no HELO unless stated
 COMMUNIGATE = "communigate"  # "[ip] (HELO x)", "name ([ip] verified)"
 
-_IP_PORT = re.compile(r"^\[?(\d{1,3}(?:\.\d{1,3}){3})\]?(?:[:.]\d{1,5})?$")
-_IP_LITERAL_PORT = re.compile(r"^\[([^\[\]]*)\](?::\d{1,5})?$")
+_IP_PORT = lazy(r"^\[?(\d{1,3}(?:\.\d{1,3}){3})\]?(?:[:.]\d{1,5})?$")
+_IP_LITERAL_PORT = lazy(r"^\[([^\[\]]*)\](?::\d{1,5})?$")
 # Names a reverse lookup or an MTA writes when it has no name to give.
 NO_NAME = frozenset({"", "unknown", "softdnserr", "unverified", "unavailable"})
 
@@ -65,7 +66,7 @@ class FromPart(NamedTuple):
 
 
 def _r(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, re.IGNORECASE)
+    return lazy(pattern, re.IGNORECASE)
 
 
 # "helo (rdns [ip])", "helo (ident@rdns [ip] (may be forged))", "helo (IDENT:x@rdns [ip])",
@@ -126,7 +127,7 @@ PAREN_TAIL_IP = _r(
     r"^(?P<name>[^\s()]+) \([^()]*? (?P<ip>\d{1,3}(?:\.\d{1,3}){3}|[0-9a-f]*:[0-9a-f:]+)\)"
 )
 # The first word alone: a HELO name, an address, or a local user name.
-BARE = re.compile(r"^(?P<name>[^\s()]+)")
+BARE = lazy(r"^(?P<name>[^\s()]+)")
 
 
 def _family(name: str, *readers: tuple[str, re.Pattern[str], str]) -> Family:

@@ -13,6 +13,7 @@ import re
 from typing import NamedTuple
 
 from classifier.envelope.formats import FromPart
+from classifier.lazyre import lazy
 
 # What MTAs write to say "handed over inside the host" or "this was our AUTH user".  Each
 # is read only in the place its MTA writes it (docs/design.md, "The trust rule"): the ``with``
@@ -47,7 +48,7 @@ _POSTFIX_PICKUP = re.compile(r"\([^()]*, from userid \d+\)$", re.I)
 _LOCAL_SOCKET = re.compile(
     r"\((?:[^\s()\[\]]+ ?)?\[(?:local|unix socket|\[unix: ?[^\[\]]*\]|unix:[^\[\]]*)\]\)$", re.I
 )
-_GMX_SUBMISSION = re.compile(r"\(mp\w*\)$", re.I)
+_GMX_SUBMISSION = lazy(r"\(mp\w*\)$", re.I)
 _GMX_HOSTS = frozenset(("mail.gmx.net", "mail.gmx.com"))
 
 

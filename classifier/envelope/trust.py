@@ -108,6 +108,9 @@ def split_address(addr: str) -> tuple[str, str]:
     domain sender.example.  The local part keeps its quotes.  An address
     without such an "@" is all local part, with the domain "".
     """
+    if '"' not in addr:  # no quoted-string: the last "@" is the one (most addresses)
+        at = addr.rfind("@")
+        return (addr, "") if at < 0 else (addr[:at], addr[at + 1 :])
     ats = [i for i, ch in _outside_quotes(addr) if ch == "@"]
     if not ats:
         return addr, ""
@@ -122,6 +125,10 @@ def strip_angle(addr: str) -> str:
     ``"ceo;dmarc=pass\\"x"@shop.example``.
     """
     text = addr.strip()
+    if '"' not in text:  # no quoted-string: the first "<" and the first ">" after it
+        start = text.find("<")
+        end = text.find(">", start + 1) if start >= 0 else -1
+        return (text[start + 1 : end] if end >= 0 else text).strip()
     plain = _outside_quotes(text)
     start = next((i for i, ch in plain if ch == "<"), -1)
     if start >= 0:

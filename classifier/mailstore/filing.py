@@ -23,7 +23,7 @@ from classifier.aggregate.store import recorder
 from classifier.auth.facts import HEADER_NAME, parse_header_value
 from classifier.config import Config
 from classifier.delivery.targets import FOLDERS
-from classifier.evaluate import Annotated, check_and_annotate
+from classifier.evaluate import Annotated, HeldRecord, check_and_annotate
 from classifier.files import DirTree
 from classifier.log import log
 from classifier.lookup.resolver import Resolver
@@ -91,6 +91,7 @@ class _Checked:
     result: Annotated
     like: os.stat_result  # the original's owner and mode, for the new copy
     tree: DirTree  # the Maildir's directories, opened without following symlinks
+    record: HeldRecord  # its report rows, recorded once it is filed
 
 
 def check_path(path: Path, job: Job, tree: DirTree) -> Outcome | _Checked:
@@ -126,10 +127,11 @@ def check_path(path: Path, job: Job, tree: DirTree) -> Outcome | _Checked:
     # The pipe's own step and failure rule: an internal error files the original with an
     # `internal` header, where internal_error says, so the watcher never retries it forever.
     config = job.config
+    record = HeldRecord(recorder(config.reports))
     result = check_and_annotate(
-        data, config.engine, job.resolver, config.policies, None, user, recorder(config.reports)
+        data, config.engine, job.resolver, config.policies, None, user, record
     )
-    return _Checked(path, maildir, user, result, like, tree)
+    return _Checked(path, maildir, user, result, like, tree, record)
 
 
 def _place_checked(checked: _Checked) -> Outcome | tuple[_Checked, Path]:
@@ -157,6 +159,7 @@ def _finish_batch(placed: list[tuple[_Checked, Path]]) -> list[Outcome]:
         return [Outcome(str(c.path), "error", c.result.action, detail=str(exc)) for c, _ in placed]
     for c, final in placed:
         log.info("filed %s as %s user=%s %s", c.path.name, final, c.user or "-", c.result.summary)
+        c.record.delivered()
     return [
         Outcome(str(c.path), "filed", c.result.action, str(final), c.result.error)
         for c, final in placed

@@ -345,8 +345,9 @@ def check_record(
     from classifier.auth.checks import run_checks
 
     data = path.read_bytes()
-    message = Message.parse(data)
     report = run_checks(data, settings, resolver, trust=trust)
+    # The message the checks parsed, not cut up again.
+    message = report.message or Message.parse(data)
     return record_from(report, message, settings.authserv_id)
 
 
