@@ -8,14 +8,20 @@ the demo messages in turn, the variants interleaved so machine noise hits all al
   a  sieve_before holds pipe mode's rules only (no filter: what LMTP costs without authsieve)
   b  the --filter script, the program checking in-process
   c  the --filter script, the program handing over to a running `authsieve serve`
+     (``--daemon`` in the program, as ``sieve install --filter-dir`` writes it
+     when daemon_socket is set)
+  d  with --before DIR: c, but the authsieve code of another checkout DIR (PYTHONPATH),
+     e.g. ``git worktree add --detach /tmp/before COMMIT``, to compare two versions
+     of the program in the same run
 
-Run as root: .venv/bin/python bench/bench_lmtp_filter.py [ROUNDS]
+Run as root: .venv/bin/python bench/bench_lmtp_filter.py [ROUNDS] [--before DIR]
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,7 +39,13 @@ from tests.test_lmtp_filter import ATTACK_ZONE, DEMO, FilterSetup, take_one  # n
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    argv = sys.argv[1:]
+    before_dir = None
+    if "--before" in argv:
+        at = argv.index("--before")
+        before_dir = str(Path(argv[at + 1]).resolve())
+        del argv[at : at + 2]
+    rounds = int(argv[0]) if argv else 10
     root = Path(tempfile.mkdtemp(prefix="authsieve-bench-lmtp-"))
     root.chmod(0o755)
     dns = DnsTestServer((DEMO / "zone.txt").read_text() + ATTACK_ZONE)
@@ -59,6 +71,9 @@ def main() -> None:
         "b filter, in-process": (filter_script, in_process),
         "c filter, daemon": (filter_script, with_daemon),
     }
+    if before_dir:
+        old = with_daemon.replace("\nexec ", f"\nPYTHONPATH={before_dir} exec ", 1)
+        variants["d filter, daemon, --before"] = (filter_script, old)
     messages = sorted((DEMO / "new").glob("*"))[:5]
     times: dict[str, list[float]] = {name: [] for name in variants}
     try:
@@ -82,6 +97,7 @@ def main() -> None:
         serve.wait()
         setup.lmtp.stop()
         dns.stop()
+        shutil.rmtree(root, ignore_errors=True)
     print(reference_line())
     print(f"{rounds} rounds x {len(messages)} messages, one LMTP session each (ms):")
     for name, values in times.items():

@@ -157,7 +157,9 @@ def cmd_sieve_install(args: argparse.Namespace, config: Config, out: TextIO | No
     if getattr(args, "filter_dir", None):
         if not 0 < args.deadline <= 3600:
             raise UsageError(f"--deadline {args.deadline:g}: not between 0 and 3600 seconds")
-        text = program_text(filter_command(), settings_path(args), args.deadline)
+        text = program_text(
+            filter_command(), settings_path(args), args.deadline, config.engine.daemon_socket
+        )
         out.write(f"installed {install_program(text, Path(args.filter_dir), PROGRAM)}\n")
         return 0
     if args.dir:

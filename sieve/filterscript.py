@@ -21,9 +21,13 @@ What Pigeonhole 0.5.19 does, found by experiment (tests/test_lmtp_filter.py):
   its own deadline, well before that timeout.
 
 When the program failed anyway (crashed, not installed), the script prepends
-(``addheader``, RFC 5293 §4) the same failure header pipe mode writes on an
-internal error, under the global policy, so that the rules read that one and
-never a copy the sender wrote lower down (they read only ``:index 1``).
+(``addheader``, RFC 5293 §4) the same failure header the program writes on an
+internal error (`classifier.evaluate.failed_annotation`), so that the rules read
+that one and never a copy the sender wrote lower down (they read only ``:index
+1``).  The header is the recipient's: a ``[users."…"]`` table is chosen by the
+envelope recipient as the program chooses it (the whole address, case-insensitive)
+and named in ``user="…"``, so that table's ``internal_error`` files the message,
+not the global one.
 
 The rules are generated with no ``${`` anywhere outside comments: with
 "variables" required, one would be expanded inside a string.
@@ -52,14 +56,50 @@ FAILED = "filter program failed"
 DEFAULT_DEADLINE = 8.0  # classifier.delivery.sievefilter.DEFAULT_DEADLINE
 
 
-def failure_header_value(policies: Policies, authserv_id: str) -> str:
-    """Gives the X-Authsieve value the script adds when the program failed (global policy)."""
+def failure_header_value(policies: Policies, authserv_id: str, user: str = "") -> str:
+    """Gives the X-Authsieve value the script adds for `user` ("": global) when the program failed.
+
+    The value `classifier.evaluate.failed_annotation` writes, but for the error text.
+    """
     failed = AuthFacts(spf=INTERNAL, dkim=INTERNAL, arc=INTERNAL, dmarc=INTERNAL)
-    policy = policies.default
+    policy = policies.for_user(user) if user else policies.default
     verdict = decide(failed, policy)
     return render_header_value(
-        failed, authserv_id, verdict.action, policy.mode, "; ".join(verdict.reasons), error=FAILED
+        failed,
+        authserv_id,
+        verdict.action,
+        policy.mode,
+        "; ".join(verdict.reasons),
+        error=FAILED,
+        user=policy.user,
     )
+
+
+def _verbatim(text: str) -> str:
+    """Gives text as a Sieve string that "variables" expands back to text itself.
+
+    A ``${`` becomes ``${authsieve_dollar}{``: the one substitution is not expanded
+    again (RFC 5229 §3), so a user name holding ``${x}`` stays that name.
+    """
+    return sieve_string(text).replace("${", "${authsieve_dollar}{")
+
+
+def _failure_headers(policies: Policies, authserv_id: str) -> list[str]:
+    """Gives the lines that add the failure header of the envelope recipient's policy."""
+    lines: list[str] = []
+    for i, (name, _policy) in enumerate(policies.users):
+        # Sieve's default comparator is i;ascii-casemap (RFC 5228 §2.7.3), as for_user's match.
+        keyword = "if" if i == 0 else "} elsif"
+        lines.append(f'{keyword} envelope :all :is "to" {_verbatim(name)} {{')
+        lines.append(f"  addheader {sieve_string(HEADER_NAME)}")
+        lines.append(f"    {_verbatim(failure_header_value(policies, authserv_id, name))};")
+    default = [
+        f"addheader {sieve_string(HEADER_NAME)}",
+        f"  {_verbatim(failure_header_value(policies, authserv_id))};",
+    ]
+    if not lines:
+        return default
+    return [*lines, "} else {", *(f"  {line}" for line in default), "}"]
 
 
 def generate_filter_script(policies: Policies, authserv_id: str, program: str = PROGRAM) -> str:
@@ -70,6 +110,7 @@ def generate_filter_script(policies: Policies, authserv_id: str, program: str = 
     """
     s = _Script(authserv_id)
     rules = _global_rules(policies, s)
+    failure = _failure_headers(policies, authserv_id)
     code = [line for line in rules if not line.lstrip().startswith("#")]
     if any("${" in line for line in code):
         raise ValueError("a [users] table name holds '${': not possible in the --filter script")
@@ -88,14 +129,15 @@ def generate_filter_script(policies: Policies, authserv_id: str, program: str = 
         '# The envelope, as Sieve knows it; "" for the null sender (MAIL FROM:<>).',
         'set "authsieve_to" "";',
         'set "authsieve_from" "";',
+        'set "authsieve_dollar" "$";',
         'if envelope :all :matches "to" "*" { set "authsieve_to" "${1}"; }',
         'if envelope :all :matches "from" "*" { set "authsieve_from" "${1}"; }',
         "# The program's output replaces the message; it exits 0 whatever went wrong inside.",
         f'if not filter {sieve_string(program)} ["${{authsieve_to}}", "${{authsieve_from}}"] {{',
         "  # It did not run, crashed or was killed: the original message goes on, under",
-        "  # the header that says the checks failed (read by the rules below).",
-        f"  addheader {sieve_string(HEADER_NAME)}",
-        f"    {sieve_string(failure_header_value(policies, authserv_id))};",
+        "  # the header that says the checks failed for this recipient (read by the rules",
+        "  # below: a [users] table's internal_error files it).",
+        *(f"  {line}" for line in failure),
         "}",
         "",
     ]
@@ -103,9 +145,18 @@ def generate_filter_script(policies: Policies, authserv_id: str, program: str = 
     return "\n".join(lines) + "\n"
 
 
-def program_text(command: list[str], config: str | None, deadline: float) -> str:
-    """Gives the shell script to put in sieve_filter_bin_dir as `PROGRAM`."""
+def program_text(
+    command: list[str], config: str | None, deadline: float, daemon: str | None = None
+) -> str:
+    """Gives the shell script to put in sieve_filter_bin_dir as `PROGRAM`.
+
+    With `daemon` (the config's daemon_socket) the program hands each message to
+    `authsieve serve` without reading the config first (the fast start of
+    `classifier.delivery.sievefilter.hand_over`).
+    """
     argv = [*command, "filter"]
+    if daemon:
+        argv += ["--daemon", str(daemon)]
     if config:
         argv += ["--config", str(Path(config).resolve())]
     argv += ["--deadline", f"{deadline:g}"]

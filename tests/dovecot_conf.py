@@ -23,11 +23,20 @@ so that the differences live in one place.  Sources, all in Dovecot's documentat
   ``passdb static { fields { nopassword = yes } }``, ``userdb static { fields { uid
   = … gid = … home = … } }``, ``passdb passwd-file { passwd_file_path = … }``.
 - dovecot-lda(1) of 2.4.1: ``lda_mailbox_autocreate`` keeps its name.
+- "Service Configuration" (core/config/service) and dovecot/documentation#1350: an
+  ``inet_listener`` has no ``address`` in 2.4 (2.4.1's doveconf refuses it); the global
+  ``listen`` (the same name in 2.3) says where every listener listens.
+- "Pigeonhole Sieve Extprograms Plugin" (core/plugins/sieve_extprograms,
+  https://doc.dovecot.org/latest/core/plugins/sieve_extprograms.html): the plugin
+  and the extensions are boolean lists, ``sieve_plugins { sieve_extprograms = yes }``
+  and ``sieve_global_extensions { vnd.dovecot.filter = yes }``; the program settings
+  keep their 2.3 names, ``sieve_filter_bin_dir`` and ``sieve_filter_exec_timeout``.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from sieve.pigeonhole import dovecot_version
 
@@ -47,6 +56,12 @@ NAMES_24 = frozenset(
         "first_valid_uid",
         "mail_plugins",
         "mail_plugins/sieve",
+        # examples/dovecot/2.4/90-authsieve-filter.conf ("sieve extprograms" plugin page; the
+        # lists themselves are below, with issue 17's)
+        "sieve_global_extensions/vnd.dovecot.filter",
+        "sieve_global_extensions/editheader",
+        "sieve_filter_bin_dir",
+        "sieve_filter_exec_timeout",
         "protocols",
         "protocol",
         "listen",
@@ -85,7 +100,6 @@ NAMES_24 = frozenset(
         "service",
         "inet_listener",
         "unix_listener",
-        "address",
         "port",
         "mode",
         "user",
@@ -110,20 +124,44 @@ NAMES_24 = frozenset(
         "sieve_pipe_bin_dir",
         "imapsieve_from",
         "cause",
+        # The LMTP filter (issue 18, examples/dovecot/2.4/90-authsieve-filter.conf).
+        "sieve_global_extensions/vnd.dovecot.filter",
+        "sieve_global_extensions/editheader",
+        "sieve_filter_bin_dir",
+        "sieve_filter_exec_timeout",
     )
 )
 # Boolean-list blocks of 2.4: a name inside one is given with the list's name in front.
 BOOLEAN_LISTS = ("mail_plugins", "sieve_plugins", "sieve_global_extensions", "sieve_extensions")
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "dovecot"
+# The paths of 90-authsieve-filter.conf, by version, and where the LMTP filter tests put them.
+FILTER_PATHS = {
+    "2.3": {
+        "/etc/dovecot/sieve-before.d/": "{root}/before-lmtp/",
+        "/usr/local/lib/authsieve/sieve-filter": "{root}/filter-bin",
+        "file:~/sieve;active=~/.dovecot.sieve": "file:{root}/home/sieve;"
+        + "active={root}/home/.dovecot.sieve",
+    },
+    "2.4": {
+        "/etc/dovecot/sieve-before.d/": "{root}/before-lmtp/",
+        "/usr/local/lib/authsieve/sieve-filter": "{root}/filter-bin",
+        "path = ~/sieve\n": "path = {root}/home/sieve\n",
+        "active_path = ~/.dovecot.sieve": "active_path = {root}/home/.dovecot.sieve",
+    },
+}
 # Names only 2.3 knows: 2.4 refuses a file that has any of them ("sieve" at the top level is
 # 2.3's plugin setting; inside 2.4's mail_plugins { } list it is "mail_plugins/sieve").
+# "address" is 2.3's listener address (2.4: listen, see DovecotSyntax.inet_listener).
 ONLY_23 = (
     "mail_location",
     "sieve_before",
     "sieve",
     "plugin",
     "disable_plaintext_auth",
+    "address",
     "imapsieve_mailbox1_name",
     "imapsieve_mailbox1_before",
+    "address",
 )
 
 
@@ -137,8 +175,8 @@ def setting_names(text: str) -> list[str]:
     """Gives the setting and block names of a dovecot.conf text, in order.
 
     A name inside a boolean-list block (2.4's ``mail_plugins { sieve = yes }``,
-    ``sieve_global_extensions { vnd.dovecot.pipe = yes }``) is given with the list's name
-    in front: ``mail_plugins/sieve``.
+    ``sieve_global_extensions { vnd.dovecot.filter = yes }``) is given with the list's
+    name in front: ``mail_plugins/sieve``.
     """
     names: list[str] = []
     blocks: list[str] = []
@@ -215,6 +253,19 @@ class DovecotSyntax:
             text += f"sieve_script authsieve {{\n  type = before\n  path = {before}\n}}\n"
         return text
 
+    def lmtp_filter(self, root: str) -> str:
+        """Gives this version's examples 90-authsieve-filter.conf with its paths under root.
+
+        What the LMTP filter tests (tests/test_lmtp_filter.py) add to their LMTP
+        server's dovecot.conf: the README's file, only its paths moved.
+        """
+        text = (EXAMPLES / self.examples / "90-authsieve-filter.conf").read_text()
+        for path, ours in FILTER_PATHS[self.examples].items():
+            if path not in text:
+                raise ValueError(f"90-authsieve-filter.conf ({self.examples}): no {path!r}")
+            text = text.replace(path, ours.format(root=root))
+        return text
+
     def static_passdb(self) -> str:
         """Gives a passdb that takes any user with any password (tests only)."""
         if self.v24:
@@ -244,6 +295,24 @@ class DovecotSyntax:
     def allow_cleartext(self) -> str:
         """Gives the setting that allows PLAIN logins without TLS (loopback tests)."""
         return "auth_allow_cleartext = yes\n" if self.v24 else "disable_plaintext_auth = no\n"
+
+    def inet_listener(self, name: str, port: int) -> str:
+        """Gives an inet_listener block for name on 127.0.0.1:port (inside a service block).
+
+        2.4 has no ``address`` in a listener: the global ``listen``, set inside the listener,
+        overrides it there (doc.dovecot.org "Service Configuration"; Dovecot documentation
+        pull request 1350 removed the ``inet_listener_address`` it had listed by mistake).
+        """
+        where = "listen" if self.v24 else "address"
+        return f"  inet_listener {name} {{\n    {where} = 127.0.0.1\n    port = {port}\n  }}\n"
+
+    def doveadm_mail_args(self) -> list[str]:
+        """Gives the arguments a doveadm mail command needs to read the configured mail_path.
+
+        2.4 refuses to guess the user: "One of -u, -F, -A or --no-userdb-lookup must be
+        provided" (2.4.1); --no-userdb-lookup runs as the calling user, as 2.3 did.
+        """
+        return ["--no-userdb-lookup"] if self.v24 else []
 
     def lda_home_args(self, home: str) -> list[str]:
         """Gives dovecot-lda's arguments that give it the home when it runs without -d.

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,11 @@ def copy_dependencies(source: str, dest: Path) -> bool:
         target.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             shutil.copyfile(located, target)
+    # Bytecode now, as pip makes it at install: nobody could not write it, and Python 3.12+
+    # would print pyspf's SyntaxWarning (an invalid escape in a docstring) on every run.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        compileall.compile_dir(dest, quiet=2)
     open_up(dest)
     return (dest / "spf.py").exists()
 
@@ -256,6 +262,8 @@ class Mta:
     user: pwd.struct_passwd
     domain: str = DOMAIN
     master_cf: str | None = None  # the text holding the authsieve service; None: the example's
+    # Postfix's transport for the domain: the authsieve pipe, or e.g. lmtp:unix:PATH (issue 18).
+    transport: str = "authsieve:"
     snippets: dict[str, str] = field(default_factory=example_snippets)  # conf.d name → text
     sent: list[Sent] = field(default_factory=list)
 
@@ -276,7 +284,10 @@ class Mta:
         r = self.root
         for sub in ("etc", "spool", "data", "mail", "bin", "dovecot/run", "dovecot/state", "out"):
             (r / sub).mkdir(parents=True, exist_ok=True)
-        (r / "etc/main.cf").write_text(MAIN_CF.format(root=r, domain=self.domain, host=HOSTNAME))
+        main_cf = MAIN_CF.format(
+            root=r, domain=self.domain, host=HOSTNAME, transport=self.transport
+        )
+        (r / "etc/main.cf").write_text(main_cf)
         service = pipe_service(r, self.user.pw_name, self.master_cf)
         (r / "etc/master.cf").write_text(MASTER_CF.format(port=self.port) + service)
         (r / "dovecot/dovecot.conf").write_text(dovecot_conf(r, self.snippets))
@@ -363,16 +374,19 @@ class Mta:
         client_ip: str,
         helo: str,
         client_name: str = "[UNAVAILABLE]",
+        login: str | None = None,
     ) -> str:
         """Sends message over SMTP as the client (ip, helo) played by XCLIENT; gives the queue id.
 
-        client_name is the client's reverse DNS name; by default it has none.
+        client_name is the client's reverse DNS name; by default it has none.  login
+        plays a client that authenticated (SMTP AUTH) as that user.
         """
         path = self.root / "out" / f"{token}.eml"
         path.write_bytes(message)
         argv = ["swaks", "--server", "127.0.0.1", "--port", str(self.port), "--timeout", "10"]
         argv += ["--helo", helo, "--xclient-helo", helo, "--xclient-addr", client_ip]
         argv += ["--xclient-name", client_name, "--from", mail_from, "--to", rcpt]
+        argv += ["--xclient-login", login] if login else []
         argv += ["--data", f"@{path}"]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         found = re.search(r"<-  250 .*queued as (\w+)", proc.stdout)
@@ -518,12 +532,15 @@ def throwaway_mta(
     domain: str = DOMAIN,
     master_cf: str | None = None,
     snippets: Callable[[Path], dict[str, str]] | None = None,
+    transport: str = "authsieve:",
 ) -> Iterator[Mta | str]:
     """Gives a running Mta, or why none can run here; kills it and removes its files after.
 
     domain is the one Postfix hands to authsieve; master_cf holds the authsieve service
     (default: examples/postfix/master.cf); snippets gives the Dovecot conf.d files by name
-    for the temp dir it is given (default: examples/dovecot/'s DOVECOT_SNIPPETS).
+    for the temp dir it is given (default: examples/dovecot/'s DOVECOT_SNIPPETS);
+    transport is the domain's Postfix transport (``lmtp:unix:PATH``: a Dovecot LMTP
+    that the caller runs, instead of the pipe).
     """
     reason = missing_parts()
     if reason:
@@ -538,7 +555,7 @@ def throwaway_mta(
         if isinstance(interpreter, str):
             yield interpreter
             return
-        mta = Mta(root, free_tcp_port(), interpreter, user, domain, master_cf)
+        mta = Mta(root, free_tcp_port(), interpreter, user, domain, master_cf, transport)
         if snippets is not None:
             mta.snippets = snippets(root)
         mta.write_files()
@@ -563,17 +580,23 @@ mydomain = {domain}
 myorigin = {host}
 mydestination =
 inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
+# IPv6 too, for clients played with XCLIENT ADDR=IPV6:… (it listens on 127.0.0.1 only).
+inet_protocols = all
 mynetworks = 127.0.0.0/8
 alias_maps =
 alias_database =
 relay_domains = {domain}
-transport_maps = inline:{{ {domain}=authsieve: }}
+transport_maps = inline:{{ {domain}={transport} }}
 recipient_delimiter = +
 authsieve_destination_recipient_limit = 1
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
 smtpd_peername_lookup = no
 disable_dns_lookups = yes
+# A played loopback client (a content filter's re-injection) must not have its From/To
+# headers rewritten: that would break DKIM (amavis's re-injection service sets the same).
+local_header_rewrite_clients =
+# A client played with XCLIENT LOGIN= shows its login, as with smtpd_sasl_auth_enable.
+smtpd_sasl_authenticated_header = yes
 biff = no
 # Retry deferred mail within seconds, not minutes; not within one second, though: a
 # message rescanned while the pipe agent still holds it is parked for 60 s.
@@ -598,6 +621,7 @@ error     unix  - - n - - error
 retry     unix  - - n - - error
 anvil     unix  - - n - 1 anvil
 postlog   unix-dgram n - n - 1 postlogd
+lmtp      unix  - - n - - lmtp
 pickup    unix  n - n 60 1 pickup
 """
 

@@ -49,6 +49,9 @@ def every_piece(syntax: DovecotSyntax) -> str:
         + syntax.passwd_file_passdb("/etc/dovecot/passwd")
         + syntax.static_userdb("vmail", "vmail", f"/var/vmail/{syntax.username()}")
         + syntax.allow_cleartext()
+        + "service lmtp {\n"
+        + syntax.inet_listener("lmtp", 24)
+        + "}\n"
     )
 
 
@@ -59,6 +62,7 @@ def rendered_24() -> dict[str, str]:
     texts["lda"] = lda_conf(ROOT, V24)
     texts["sieve-tools"] = private_config(ROOT, (2, 4))
     texts["lmtp"] = lmtp_conf(ROOT, 24, V24)
+    texts["lmtp-filter"] = lmtp_conf(ROOT, 24, V24) + V24.lmtp_filter(str(ROOT))
     texts["managesieve"] = managesieve_config(ROOT, 4190, V24)
     texts["imapsieve"] = imapsieve_server_conf(ROOT, 143, V24)
     texts |= {f"examples {p.name}": p.read_text() for p in (EXAMPLES / "dovecot/2.4").iterdir()}
@@ -119,7 +123,8 @@ def test_the_imapsieve_examples_name_the_same_script_folders_and_program_dir() -
 
 
 def test_2_4_config_versions_come_first() -> None:
-    for name in ("pieces", "mta", "lda", "sieve-tools", "lmtp", "managesieve", "imapsieve"):
+    names_first = ("pieces", "mta", "lda", "sieve-tools", "lmtp", "lmtp-filter", "managesieve")
+    for name in (*names_first, "imapsieve"):
         names = setting_names(rendered_24()[name])
         assert names[:2] == ["dovecot_config_version", "dovecot_storage_version"], name
 
@@ -172,11 +177,18 @@ def test_installed_version_is_read_from_dovecot() -> None:
 )
 def test_doveconf_2_4_reads_every_rendered_config(tmp_path: Path) -> None:
     (tmp_path / "home").mkdir()
+    # tests/mta.py's file includes the example snippets: they lie next to it, as there.
+    snippets = {p.name: p.read_text() for p in (EXAMPLES / "dovecot/2.4").glob("*.conf")}
+    for name, text in snippets.items():
+        (tmp_path / name).write_text(text)
+    lda_snippets = {n: t for n, t in snippets.items() if re.match(r"90-authsieve-[lm]", n)}
     texts = {
-        "mta": mta_conf(V24),
+        "mta": dovecot_conf(ROOT, lda_snippets, V24),
+        "lmtp-filter-example": lmtp_conf(tmp_path, 24, V24) + "!include 90-authsieve-filter.conf\n",
         "lda": lda_conf(tmp_path, V24),
         "sieve-tools": private_config(tmp_path, (2, 4)),
         "lmtp": lmtp_conf(tmp_path, 24, V24),
+        "lmtp-filter": lmtp_conf(tmp_path, 24, V24) + V24.lmtp_filter(str(tmp_path)),
         "managesieve": managesieve_config(tmp_path, 4190, V24),
         "imapsieve": imapsieve_server_conf(tmp_path, 143, V24),
     }
@@ -189,3 +201,34 @@ def test_doveconf_2_4_reads_every_rendered_config(tmp_path: Path) -> None:
 
 def test_mta_hostname_is_in_its_config() -> None:
     assert f"hostname = {HOSTNAME}\n" in mta_conf(V24)
+
+
+def test_the_lmtp_filter_settings_in_2_4_are_lists_and_blocks_and_in_2_3_a_plugin_section() -> None:
+    names_24 = setting_names(V24.lmtp_filter("/r"))
+    names_23 = setting_names(V23.lmtp_filter("/r"))
+    for name in (
+        "sieve_plugins/sieve_extprograms",
+        "sieve_global_extensions/vnd.dovecot.filter",
+        "sieve_global_extensions/editheader",
+        "mail_plugins/sieve",
+        "sieve_filter_bin_dir",
+        "sieve_filter_exec_timeout",
+        "sieve_script",
+    ):
+        assert name in names_24, name
+    assert "plugin" not in names_24 and "plugin" in names_23
+    assert {"sieve_plugins", "sieve_global_extensions", "sieve_before"} <= set(names_23)
+    # The tests' paths, in both: nothing of the server's own left.
+    for syntax in (V23, V24):
+        text = settings_text(syntax.lmtp_filter("/r"))
+        assert "~" not in text and "/etc/dovecot" not in text and "/usr/local" not in text
+        assert "/r/filter-bin" in text and "/r/before-lmtp/" in text
+
+
+def test_setting_names_read_dotted_names_in_any_boolean_list() -> None:
+    text = "sieve_global_extensions {\n  vnd.dovecot.filter = yes\n}\nsieve_filter_bin_dir = /x\n"
+    assert setting_names(text) == [
+        "sieve_global_extensions",
+        "sieve_global_extensions/vnd.dovecot.filter",
+        "sieve_filter_bin_dir",
+    ]

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from classifier.auth.facts import parse_header_value
 from classifier.config import config_from_dict, load_config
-from sieve.filterscript import generate_filter_script, program_text
+from classifier.evaluate import failed_annotation
+from sieve.filterscript import (
+    FAILED,
+    failure_header_value,
+    generate_filter_script,
+    program_text,
+)
 from sieve.generate import generate_global_script
+from sieve.pigeonhole import Pigeonhole, find_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "config.toml"
@@ -43,6 +54,7 @@ def test_a_user_name_with_dollar_brace_is_no_variable_in_the_filter_script() -> 
     uses = [line for line in code if "${" in line]
     assert all("authsieve_" in line or "${1}" in line for line in uses), uses
     assert "a[$]\\\\{x\\\\}@example\\\\.org" in script
+    assert 'envelope :all :is "to" "a${authsieve_dollar}{x}@example.org"' in script
 
 
 def test_program_runs_authsieve_filter_with_the_envelope_after_double_dash(tmp_path: Path) -> None:
@@ -69,3 +81,73 @@ def test_filter_script_is_global_only() -> None:
         cwd=ROOT, capture_output=True, check=False, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2 and b"--filter" in done.stderr
+
+
+EXTPROGRAMS = "/usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so"
+
+
+@pytest.mark.skipif(
+    not (find_tool("sievec") and find_tool("sieve-test") and os.path.exists(EXTPROGRAMS)),
+    reason="needs Pigeonhole with extprograms (bash scripts/install-deps --test)",
+)
+def test_a_failed_program_is_filed_by_the_recipients_internal_error() -> None:
+    config = config_from_dict(
+        {
+            "classifier": {"authserv_id": "mx.example.org"},
+            "policy": {"internal_error": "inbox"},
+            "users": {
+                "Carol@Example.org": {"internal_error": "quarantine"},
+                "dave@example.org": {"spf_fail": "quarantine"},
+                "f${x}@example.org": {"internal_error": "junk"},
+            },
+        }
+    )
+    settings, policies = config.engine, config.policies
+    script = generate_filter_script(policies, settings.authserv_id)
+    message = b"From: x@example.net\r\nSubject: hi\r\n\r\nbody\r\n"
+    with Pigeonhole() as ph:
+        # The program "crashes": Sieve's filter test is false and the script adds the header.
+        bindir = ph.workdir / "bin"
+        bindir.mkdir(mode=0o755)
+        program = bindir / "authsieve-filter"
+        program.write_text("#!/bin/sh\ncat >/dev/null\nexit 1\n")
+        program.chmod(0o755)
+        with ph.config.open("a") as conf:
+            conf.write(
+                "plugin {\n  sieve_plugins = sieve_extprograms\n"
+                "  sieve_extensions = +vnd.dovecot.filter +editheader\n"
+                f"  sieve_filter_bin_dir = {bindir}\n}}\n"
+            )
+        compiled = ph.compile(script, "filter")
+        assert compiled.ok, compiled.errors
+        carol = ph.run("filter", message, "x@example.net", "carol@example.org")
+        dave = ph.run("filter", message, "x@example.net", "dave@example.org")
+        stranger = ph.run("filter", message, "x@example.net", "erin@example.org")
+        dollar = ph.run("filter", message, "x@example.net", "f${x}@example.org")
+    assert carol.folder == "Quarantine"
+    assert dollar.folder == "Junk"  # the name, not a variable, matched
+    assert dave.folder == stranger.folder == "INBOX"
+    # Python's own failure header for Carol is the one the script added.
+    value = failure_header_value(policies, settings.authserv_id, "carol@example.org")
+    expected = failed_annotation(
+        message, settings.authserv_id, policies, "carol@example.org", FAILED
+    )
+    assert expected.data.startswith(f"X-Authsieve: {value}\r\n".encode())
+    assert parse_header_value(value)["user"] == "carol@example.org"
+
+
+def test_install_writes_the_daemon_socket_into_the_program(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.read_text().replace(
+            "[classifier]", '[classifier]\ndaemon_socket = "/run/authsieve/a.sock"', 1
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "classifier.commands.main", "sieve", "install",
+         "--filter-dir", str(tmp_path), "--config", str(config)],
+        cwd=ROOT, capture_output=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "authsieve-filter").read_text()
+    assert f" filter --daemon /run/authsieve/a.sock --config {config} --deadline 8 -- " in text

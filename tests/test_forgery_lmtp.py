@@ -42,6 +42,7 @@ USER = "alice"
 RCPT = f"{USER}@family.example"
 DOVECOT_CONF = """\
 protocols = lmtp
+listen = 127.0.0.1
 base_dir = {root}/run
 state_dir = {root}/state
 mail_home = {root}/home/{user}
@@ -57,11 +58,7 @@ default_internal_user = nobody
 default_internal_group = nogroup
 default_login_user = nobody
 service lmtp {{
-  inet_listener lmtp {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-}}
+{listener}}}
 """
 
 
@@ -71,7 +68,7 @@ def lmtp_conf(root: Path, port: int, syntax: DovecotSyntax | None = None) -> str
     user = syntax.username()
     return (
         syntax.header()
-        + DOVECOT_CONF.format(root=root, port=port, user=user)
+        + DOVECOT_CONF.format(root=root, user=user, listener=syntax.inet_listener("lmtp", port))
         + syntax.maildir(f"{root}/mail/{user}")
         + syntax.static_passdb()
         + syntax.static_userdb("nobody", "nogroup")

@@ -94,11 +94,7 @@ default_internal_user = {internal}
 default_login_user = {login}
 first_valid_uid = 1
 service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-}}
+{listener}}}
 namespace inbox {{
   inbox = yes
   mailbox Junk {{
@@ -125,7 +121,9 @@ def server_conf(root: Path, port: int, syntax: DovecotSyntax) -> str:
     login = "dovenull" if _user_exists("dovenull") else "nobody"
     return (
         syntax.header()
-        + SERVER.format(root=root, port=port, internal=internal, login=login)
+        + SERVER.format(
+            root=root, internal=internal, login=login, listener=syntax.inet_listener("imap", port)
+        )
         + syntax.allow_cleartext()
         + syntax.maildir("~/Maildir")
         + syntax.passwd_file_passdb(f"{root}/passwd")

@@ -8,12 +8,19 @@ messages go through ``authsieve pipe --deliver dovecot-lda`` into a second Maild
 whose sieve_before holds pipe mode's global script.  The demo corpus and the forged
 cases of the trust issue (tests/test_forgery_lmtp.py) must land in the same folder
 with the same authsieve headers both ways, the DNS answered by a loopback server.
+
+A third way in has a real Postfix in front (tests/mta.py): swaks plays the client with
+XCLIENT, and Postfix, whose transport is ``lmtp:unix:`` Dovecot's own LMTP socket (the
+``virtual_transport`` line a server already has), delivers through the same filter.  The
+message then carries Postfix's own Received line on top instead of the one the corpus
+recorded, and lands as the other two do.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +28,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -29,8 +37,9 @@ from classifier.auth.facts import parse_header_value
 from classifier.message import Message
 from tests.dnsserver import DnsTestServer
 from tests.dovecot_conf import DovecotSyntax
-from tests.mta import DOVECOT_LDA, REPO, run_as
-from tests.test_forgery_lmtp import ATTACKS, DOVECOT, RCPT, Lmtp, message, postfix_hop
+from tests.helpers import wait_for
+from tests.mta import DOVECOT_LDA, REPO, Mta, run_as, throwaway_mta
+from tests.test_forgery_lmtp import ATTACKS, DOVECOT, RCPT, STRANGER, Lmtp, message, postfix_hop
 
 pytestmark = pytest.mark.integration
 
@@ -40,23 +49,9 @@ ATTACK_ZONE = """
 reject.example.        TXT "v=spf1 ip4:192.0.2.7 -all"
 _dmarc.reject.example. TXT "v=DMARC1; p=reject"
 """
-# The README's conf.d file, its paths moved into the temp dir.
-EXAMPLE = REPO / "examples" / "dovecot" / "2.3" / "90-authsieve-filter.conf"
-PATHS = {
-    "/etc/dovecot/sieve-before.d/": "{root}/before-lmtp/",
-    "/usr/local/lib/authsieve/sieve-filter": "{root}/filter-bin",
-    "file:~/sieve;active=~/.dovecot.sieve": "file:{root}/home/sieve;active={root}/home/.dovecot."
-    + "sieve",
-}
-
-
-def example_conf(root: Path) -> str:
-    """Gives examples/dovecot/2.3/90-authsieve-filter.conf with the test's paths."""
-    text = EXAMPLE.read_text()
-    for path, ours in PATHS.items():
-        assert path in text, path
-        text = text.replace(path, ours.format(root=root))
-    return text
+# The README's conf.d file for the installed Dovecot (DovecotSyntax.lmtp_filter moves its
+# paths into the temp dir).
+EXAMPLES = REPO / "examples" / "dovecot"
 
 
 LDA_CONF = """\
@@ -116,8 +111,9 @@ class FilterSetup:
         self.config = root / "authsieve.toml"
         self.config.write_text(demo.replace(line, line + extra, 1))
         self.config.chmod(0o644)
-        self.lmtp.config.write_text(self.lmtp.config.read_text() + example_conf(root))
         syntax = DovecotSyntax()
+        self.lmtp.config.write_text(self.lmtp.config.read_text() + syntax.lmtp_filter(str(root)))
+        self.lda_args = syntax.lda_home_args(f"{root}/lda-home")
         self.lda_conf = root / "lda.conf"
         self.lda_conf.write_text(
             syntax.header()
@@ -157,7 +153,8 @@ class FilterSetup:
         argv = [sys.executable, "-m", "classifier.commands.main", "pipe", "--config",
                 str(self.config), "--sender", mail_from, "--recipient", RCPT,
                 "--deliver", "dovecot-lda", "--lda-path", str(self.lda),
-                "--lda-arg=-c", f"--lda-arg={self.lda_conf}"]  # fmt: skip
+                "--lda-arg=-c", f"--lda-arg={self.lda_conf}",
+                *(f"--lda-arg={a}" for a in self.lda_args)]  # fmt: skip
         env = {"USER": "nobody", "HOME": str(self.root / "lda-home")}
         proc = run_as(NOBODY, argv, env, data)
         assert proc.returncode == 0, proc.stderr.decode()
@@ -191,9 +188,7 @@ def ours(data: bytes) -> list[tuple[str, str]]:
 def setup() -> Iterator[FilterSetup]:
     if not (os.access(DOVECOT, os.X_OK) and os.path.exists(DOVECOT_LDA)) or os.geteuid() != 0:
         pytest.skip("needs root, Dovecot and dovecot-lda (bash scripts/install-deps --test)")
-    if DovecotSyntax().v24:
-        pytest.skip("the filter settings of Dovecot 2.4 are not written yet (2.3 only)")
-    if not os.path.exists("/usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so"):
+    if not any(Path("/usr/lib/dovecot/modules/sieve").glob("lib90_sieve_extprograms_plugin.*")):
         pytest.skip("Pigeonhole's extprograms plugin is not installed (Debian dovecot-sieve)")
     root = Path(tempfile.mkdtemp(prefix="authsieve-lmtpfilter-"))
     root.chmod(0o755)
@@ -209,6 +204,95 @@ def setup() -> Iterator[FilterSetup]:
         dns.stop()
         if not os.environ.get("AUTHSIEVE_KEEP_LDA"):
             shutil.rmtree(root, ignore_errors=True)
+
+
+# The socket Dovecot's LMTP service listens on by default, in its base_dir.
+LMTP_SOCKET = "run/lmtp"
+
+
+@pytest.fixture(scope="module")
+def postfix(setup: FilterSetup) -> Iterator[Mta]:
+    """A private Postfix that delivers family.example over LMTP to the filter's Dovecot."""
+    socket_path = setup.root / LMTP_SOCKET
+    if not socket_path.is_socket():
+        pytest.skip(f"Dovecot's LMTP socket is not at {socket_path}")
+    transport = readme_transport().replace("private/dovecot-lmtp", str(socket_path))
+    with throwaway_mta(domain="family.example", transport=transport) as mta:
+        if isinstance(mta, str):
+            pytest.skip(mta)
+        yield mta
+
+
+def readme_transport() -> str:
+    """Gives the transport of the README's main.cf line, the one a server already has."""
+    from tests.test_readme import readme_blocks
+
+    name, _, value = readme_blocks()["lmtp-filter main.cf"].strip().partition(" = ")
+    assert name == "virtual_transport" and value.startswith("lmtp:unix:"), value
+    return value
+
+
+class Client(NamedTuple):
+    """The SMTP client our Postfix recorded, to be played again with XCLIENT."""
+
+    ip: str
+    helo: str
+    name: str  # the reverse DNS name, or Postfix's "[UNAVAILABLE]" for "unknown"
+    login: str | None
+
+
+# What Postfix writes for its client: from HELO (NAME [IP]) … (Authenticated sender: U) by
+_POSTFIX_FROM = re.compile(r"^from (\S+) \((\S+) \[(?:IPv6:)?([^\]]+)\]\)")
+_AUTH = re.compile(r"\(Authenticated sender: ([^)\s]+)\)")
+
+
+def recorded_client(data: bytes) -> tuple[Client, bytes]:
+    """Gives the client of the corpus's own Postfix hop and the message without our hops.
+
+    The corpus holds what our server stored: Dovecot's LMTP line, then our Postfix's.
+    The test's Postfix writes its own in their place.
+    """
+    head, sep, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    fields: list[list[bytes]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    received = [i for i, f in enumerate(fields) if f[0].lower().startswith(b"received:")]
+    ours = fields[received[1]]
+    text = " ".join(b" ".join(ours).decode().split()).split(":", 1)[1].strip()
+    found = _POSTFIX_FROM.match(text)
+    assert found and "by mx.family.example (Postfix)" in text, text
+    helo, name, ip = found.groups()
+    auth = _AUTH.search(text)
+    client = Client(ip, helo, "[UNAVAILABLE]" if name == "unknown" else name,
+                    auth[1] if auth else None)  # fmt: skip
+    kept = [f for i, f in enumerate(fields) if i not in received[:2]]
+    return client, b"\r\n".join(b"\r\n".join(f) for f in kept) + sep + body
+
+
+def via_postfix(setup: FilterSetup, mta: Mta, mail_from: str, data: bytes,
+                client: Client) -> tuple[str, bytes]:  # fmt: skip
+    """Gives the folder and bytes of data sent over SMTP to Postfix, then LMTP + filter."""
+    token = f"p{uuid.uuid4().hex[:12]}"
+    ip = f"IPV6:{client.ip}" if ":" in client.ip else client.ip
+    mta.send(data, token=token, mail_from=mail_from or "<>", rcpt=RCPT, client_ip=ip,
+             helo=client.helo, client_name=client.name, login=client.login)  # fmt: skip
+    maildir = setup.lmtp.maildir()
+
+    def stored() -> bool:
+        if not maildir.exists():
+            return False
+        folders = [maildir, *(d for d in maildir.iterdir() if d.name.startswith("."))]
+        return any(f for d in folders for sub in ("new", "cur") for f in d.glob(f"{sub}/*"))
+
+    try:
+        wait_for(stored, 30, "Postfix's LMTP delivery")
+    except Exception:
+        raise AssertionError(mta.logs()) from None
+    return take_one(maildir)
 
 
 def demo_messages() -> list[Path]:
@@ -230,6 +314,36 @@ def test_demo_message_lands_alike_through_lmtp_filter_and_pipe(
     pipe_folder, pipe_data = setup.via_pipe(sender, data)
     assert (lmtp_folder, ours(lmtp_data)) == (pipe_folder, ours(pipe_data))
     assert "error=" not in ours(lmtp_data)[0][1]
+
+
+@pytest.mark.parametrize("path", demo_messages(), ids=lambda p: p.name.split(".")[0])
+def test_demo_message_lands_alike_through_postfix_lmtp_filter_and_pipe(
+    setup: FilterSetup, postfix: Mta, path: Path
+) -> None:
+    data = path.read_bytes()
+    sender = envelope_sender(data)
+    client, resent = recorded_client(data)
+    folder, stored = via_postfix(setup, postfix, sender, resent, client)
+    pipe_folder, pipe_data = setup.via_pipe(sender, data)
+    assert (folder, ours(stored)) == (pipe_folder, ours(pipe_data))
+    top = Message.parse(stored).get_all("Received")
+    assert "by mx.test.example (Postfix)" in " ".join(top[1].split())  # Postfix delivered it
+
+
+@pytest.mark.parametrize("mail_from, rdns, from_field, extra", ATTACKS)
+def test_forgery_lands_alike_through_postfix_lmtp_filter_and_pipe(
+    setup: FilterSetup, postfix: Mta, mail_from: str, rdns: str, from_field: str, extra: str
+) -> None:
+    token = f"t{uuid.uuid4().hex[:12]}"
+    client = Client(STRANGER, "mail.reject.example",
+                    "[UNAVAILABLE]" if rdns == "unknown" else rdns, None)  # fmt: skip
+    folder, stored = via_postfix(setup, postfix, mail_from, message("", token, from_field, extra),
+                                 client)  # fmt: skip
+    pipe_folder, pipe_data = setup.via_pipe(
+        mail_from, message(postfix_hop(rdns), token, from_field, extra)
+    )
+    assert folder == pipe_folder == "Quarantine"
+    assert ours(stored) == ours(pipe_data)
 
 
 @pytest.mark.parametrize("mail_from, rdns, from_field, extra", ATTACKS)
@@ -310,8 +424,10 @@ def test_checks_that_hang_are_given_up_before_dovecot_kills_the_filter(
     assert fields["spf"] == "internal" and fields["error"].startswith("timeout")
 
 
-def test_readme_block_is_the_example_conf_d_file_the_test_runs() -> None:
+@pytest.mark.parametrize("version", ["2.3", "2.4"])
+def test_readme_block_is_the_example_conf_d_file_the_test_runs(version: str) -> None:
     from tests.test_readme import readme_blocks, settings_lines
 
-    shown = readme_blocks()["lmtp-filter 90-authsieve-filter.conf"]
-    assert settings_lines(shown) == settings_lines(EXAMPLE.read_text())
+    shown = readme_blocks()[f"lmtp-filter {version} 90-authsieve-filter.conf"]
+    example = (EXAMPLES / version / "90-authsieve-filter.conf").read_text()
+    assert settings_lines(shown) == settings_lines(example)

@@ -74,7 +74,9 @@ def _config(root: Path, port: int, syntax: DovecotSyntax | None = None) -> str:
     syntax = syntax or DovecotSyntax()
     return (
         syntax.header()
-        + _SERVER.format(root=root, port=port, internal=internal, login=login)
+        + _SERVER.format(
+            root=root, internal=internal, login=login, listener=syntax.inet_listener("sieve", port)
+        )
         + syntax.allow_cleartext()
         + syntax.maildir("~/Maildir")
         + syntax.passwd_file_passdb(f"{root}/passwd")
@@ -96,11 +98,7 @@ default_internal_user = {internal}
 default_login_user = {login}
 first_valid_uid = 1
 service managesieve-login {{
-  inet_listener sieve {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-}}
+{listener}}}
 """
 
 

@@ -100,7 +100,9 @@ def test_readme_marks_every_block_the_tests_run() -> None:
     wanted = {"policy defaults", "watch defaults", "config.toml", "config.toml enforce"}
     wanted |= {"master.cf"} | {f"dovecot {n}" for n in DOVECOT_FILES if n not in PER_VERSION}
     wanted |= {f"dovecot {v} {n}" for v in VERSIONS for n in PER_VERSION}
-    wanted |= {"lmtp-filter 90-authsieve-filter.conf"}  # tests/test_lmtp_filter.py
+    # tests/test_lmtp_filter.py
+    wanted |= {f"lmtp-filter {v} 90-authsieve-filter.conf" for v in VERSIONS}
+    wanted |= {"lmtp-filter main.cf"}
     wanted |= {f"reports {n}" for n in ("config.toml", "store directory", "timer", "cron")}
     wanted |= {"learn config"} | {f"dovecot {v} {IMAPSIEVE_FILE}" for v in VERSIONS}
     # tests/test_aggregate_store_pg.py runs the PostgreSQL ones against a real server
@@ -159,7 +161,15 @@ def mailbox_settings(conf: str, name: str) -> set[str]:
     """Gives the settings of the first `mailbox NAME { … }` block of doveconf's output."""
     found = re.search(rf"mailbox {name} {{\n(.*?)\n\s*}}", conf, re.DOTALL)
     assert found, f"no mailbox {name}"
-    return {line.strip() for line in found[1].splitlines()}
+    return {unquoted(line.strip()) for line in found[1].splitlines()}
+
+
+def unquoted(line: str) -> str:
+    """Gives a doveconf -n line with its value unquoted: 2.4 prints special_use = "\\\\Junk"."""
+    name, sep, value = line.partition(" = ")
+    if sep and len(value) > 1 and value[0] == value[-1] == '"':
+        value = value[1:-1].replace("\\\\", "\\")
+    return name + sep + value
 
 
 def test_dovecot_blocks_added_to_debians_stock_config_keep_its_folders(tmp_path: Path) -> None:

@@ -8,16 +8,22 @@ the clock let it down.
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from classifier.auth.facts import parse_header_value
-from classifier.delivery.sievefilter import DEFAULT_DEADLINE, parse_filter_args
+from classifier.delivery.sievefilter import DEFAULT_DEADLINE, VALUE_OPTIONS, parse_filter_args
 from classifier.message import Message
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "maildir"
@@ -152,3 +158,116 @@ def test_the_daemon_answers_when_it_runs(tmp_path: Path) -> None:
     assert (proc.returncode, proc.stderr) == (0, b"")
     fields = x_authsieve(proc.stdout)
     assert (fields["verdict"], fields["spf"]) == ("quarantine", "fail")
+
+
+HEAVY = ("argparse", "tomllib", "logging", "dns", "classifier.config", "classifier.evaluate")
+PROBE = """\
+import sys
+from classifier.commands.main import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy} or m in {heavy})
+sys.stderr.write(" ".join(heavy))
+sys.exit(code)
+"""
+
+
+def test_the_daemons_hand_over_imports_no_config_logging_or_dns(tmp_path: Path) -> None:
+    from classifier.config import load_config
+    from classifier.delivery.daemon import make_server
+    from classifier.lookup.resolver import make_resolver
+
+    path = str(tmp_path / "d.sock")
+    server = make_server(path, load_config(CONFIG), make_resolver(dns_zone=str(ZONE)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    probe = PROBE.format(heavy=repr(set(HEAVY)))
+    argv = [sys.executable, "-c", probe, "filter", "--daemon", path, "--config", str(CONFIG)]
+    try:
+        answered = subprocess.run(
+            [*argv, "--", RCPT, "x@example.net"],
+            input=PHISH.read_bytes(), capture_output=True, cwd=ROOT, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+        os.unlink(path)
+    # The same command with the daemon gone: checked in this process, the engine imported.
+    fallen = subprocess.run(
+        [*argv, "--dns-zone", str(ZONE), "--", RCPT, "x@example.net"],
+        input=PHISH.read_bytes(), capture_output=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert (answered.returncode, answered.stderr) == (0, b"")
+    assert x_authsieve(answered.stdout)["verdict"] == "quarantine"
+    assert fallen.returncode == 0
+    assert x_authsieve(fallen.stdout)["verdict"] == "quarantine"
+    imported = set(fallen.stderr.decode().split())
+    assert {"tomllib", "logging", "classifier.config", "classifier.evaluate"} <= imported
+
+
+def test_the_installed_programs_options_are_all_the_filters_own() -> None:
+    from sieve.filterscript import program_text
+
+    text = program_text(["/usr/bin/authsieve"], "/etc/authsieve/c.toml", 8, "/run/a s/d.sock")
+    argv = shlex.split(text.rsplit("exec ", 1)[1].replace('"$@"', RCPT))[2:]
+    args = parse_filter_args(argv)
+    assert args.options == {
+        "--daemon": "/run/a s/d.sock", "--config": "/etc/authsieve/c.toml", "--deadline": "8",
+    }  # fmt: skip
+    assert args.recipient == RCPT
+    readme = (ROOT / "README.md").read_text()
+    synopsis = next(line for line in readme.splitlines() if line.startswith("authsieve filter "))
+    shown = {word.strip("[]") for word in synopsis.split() if word.startswith("[--")}
+    assert shown <= set(VALUE_OPTIONS)
+
+
+def test_a_daemon_that_hangs_up_is_left_for_the_check_in_process(tmp_path: Path) -> None:
+    path = str(tmp_path / "hangup.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def hang_up() -> None:
+        conn, _ = listener.accept()
+        conn.recv(100)
+        conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        proc, took = run_filter(
+            "--config", str(CONFIG), "--dns-zone", str(ZONE), "--daemon", path,
+            data=PHISH.read_bytes(),
+        )  # fmt: skip
+    finally:
+        listener.close()
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert took < 6, took
+    assert x_authsieve(proc.stdout)["verdict"] == "quarantine"  # checked here
+
+
+def test_a_socket_of_another_user_is_not_handed_the_message() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to listen as nobody")
+    # Not pytest's tmp_path: nobody cannot reach into root's 0700 directory.
+    where = Path(tempfile.mkdtemp(prefix="authsieve-stranger-"))
+    where.chmod(0o777)
+    path = where / "stranger.sock"
+    # Listens as nobody, whom the config does not name as daemon_user; would hold a message.
+    code = (
+        "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]);"
+        " s.listen(1); c, _ = s.accept(); time.sleep(30)"
+    )
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], user="nobody", group="nogroup", cwd="/"
+    )
+    try:
+        wait_for(path.exists, 10, "the stranger's socket")
+        proc, took = run_filter(
+            "--config", str(CONFIG), "--dns-zone", str(ZONE), "--daemon", str(path),
+            data=PHISH.read_bytes(),
+        )  # fmt: skip
+    finally:
+        stranger.kill()
+        stranger.wait()
+        shutil.rmtree(where, ignore_errors=True)
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert took < 6, took  # not handed over: a holder would have kept it 7 s
+    assert x_authsieve(proc.stdout)["verdict"] == "quarantine"

@@ -212,8 +212,9 @@ def test_dovecot_reads_the_junk_keyword_and_the_flags_the_watcher_filed(
         os.chown(path, *NOBODY)
 
     def fetch(mailbox: str) -> list[str]:
+        argv = ["doveadm", "-c", str(conf), "fetch", *syntax.doveadm_mail_args()]
         run = subprocess.run(
-            ["doveadm", "-c", str(conf), "fetch", "flags", "mailbox", mailbox, "all"],
+            [*argv, "flags", "mailbox", mailbox, "all"],
             env={"USER": "nobody", "HOME": str(home), "PATH": os.environ["PATH"]},
             user=NOBODY[0],
             group=NOBODY[1],

@@ -162,8 +162,13 @@ def peer_uid(sock: socket) -> int:
     return int.from_bytes(raw[4:8], sys.byteorder, signed=True)
 
 
-def trusted_uids(daemon_user: str | None) -> frozenset[int]:
-    """Gives the uids a pipe process may hand mail to: root, itself, and daemon_user."""
+def trusted_uids(
+    daemon_user: str | None, warn: Callable[[str], object] | None = None
+) -> frozenset[int]:
+    """Gives the uids a pipe process may hand mail to: root, itself, and daemon_user.
+
+    `warn` takes what is worth a log line (default: the "authsieve" logger).
+    """
     uids = {0, os.geteuid()}
     if daemon_user:
         import pwd
@@ -171,7 +176,7 @@ def trusted_uids(daemon_user: str | None) -> frozenset[int]:
         try:
             uids.add(pwd.getpwnam(daemon_user).pw_uid)
         except KeyError:
-            _warn(f"daemon_user {daemon_user}: no such user; only root is trusted")
+            (warn or _warn)(f"daemon_user {daemon_user}: no such user; only root is trusted")
     return frozenset(uids)
 
 
@@ -215,12 +220,15 @@ def call_daemon(
     user: str | None,
     timeout: float = DEFAULT_WAIT,
     trusted: Collection[int] | Callable[[], Collection[int]] = (0,),
+    warn: Callable[[str], object] | None = None,
 ) -> DaemonCall | None:
     """Gives the daemon's answer on an open connection, or None when the daemon cannot be used.
 
     None, without a byte of the message sent, also when the peer listening on
     `path` runs as a uid not in `trusted`; a function there is asked only
     when the peer is neither root nor this process's user (it may read the config).
+    `warn` takes what is worth a log line (default: the "authsieve" logger), for a
+    caller whose logging is not set up yet.
     """
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
@@ -230,7 +238,7 @@ def call_daemon(
         if callable(trusted):
             trusted = (0, os.geteuid()) if uid in (0, os.geteuid()) else trusted()
         if uid not in trusted:
-            _warn(f"daemon at {path} runs as uid {uid}, not a trusted user: not used")
+            (warn or _warn)(f"daemon at {path} runs as uid {uid}, not a trusted user: not used")
             sock.close()
             return None
         write_frame(sock, {"hints": dict(hints), "user": user}, data)  # type: ignore[arg-type]

@@ -19,18 +19,29 @@ LMTP client gets no answer and the message waits in Postfix's queue.  A
 watchdog therefore writes the failure answer at ``--deadline`` (default 8 s)
 whatever the checks are doing.  Nothing goes to stdout but the message, and
 nothing to stderr (Dovecot logs it as an error).
+
+The hand-over: when the program's command line names the daemon (``--daemon``,
+written by ``sieve install --filter-dir`` from ``daemon_socket``), the message
+goes to `authsieve serve` before anything else is imported: no config read
+(no tomllib), no logging, no engine or dnspython; only the standard library's
+threading (for the watchdog), builtin modules and
+`classifier.delivery.daemon_client`, as pipe mode's hand-over
+(`classifier.delivery.handover`).  It waits for the daemon until one second
+before the deadline; a daemon that is down, slow or not trusted leaves the
+message to the in-process path (config, logging, checks) for what is left, and
+the one watchdog covers both, so the failure rule holds as before.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    import threading
+    from collections.abc import Callable, Sequence
     from typing import BinaryIO
 
     from classifier.evaluate import Annotated
@@ -88,9 +99,9 @@ def parse_filter_args(argv: Sequence[str]) -> FilterArgs:
 class Answer:
     """The one answer this process writes, whichever of the checks and the watchdog comes first."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, lock: threading.Lock) -> None:
         self.out = out
-        self.lock = threading.Lock()
+        self.lock = lock
         self.written = False
 
     def write(self, data: bytes) -> bool:
@@ -111,6 +122,8 @@ def run_filter(
     argv: Sequence[str], stdin: BinaryIO | None = None, stdout: BinaryIO | None = None
 ) -> int:
     """Writes the message checked and annotated, or original + failure header; gives 0."""
+    import threading
+
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
     started = time.monotonic()
@@ -119,26 +132,86 @@ def run_filter(
         data = stdin.read()
     except Exception:
         return 0  # nothing read: Sieve's filter fails and the script adds the header
-    answer = Answer(stdout)
-    state: dict[str, object] = {}
+    answer = Answer(stdout, threading.Lock())
+    # The hand-over's warnings wait for the in-process path's logging: unconfigured,
+    # Python's logging would write them to stderr, which Dovecot logs as errors.
+    said: list[str] = []
+    state: dict[str, object] = {"said": said}
 
     def give_up() -> None:
         if answer.write(_fallback(data, args, state, "timeout: checks took too long")):
             _log(state, f"filter: deadline {args.deadline:g} s passed; delivered unchecked")
             os._exit(0)
 
+    # One watchdog for the hand-over and the checks alike.
     timer = threading.Timer(max(0.1, args.deadline - (time.monotonic() - started)), give_up)
     timer.daemon = True
     timer.start()
-    try:
-        outcome = _check(data, args, state, started)
-        result = outcome.data
-    except Exception as exc:
-        _log(state, f"filter: internal error {type(exc).__name__}: {exc}", error=True)
-        result = _fallback(data, args, state, f"internal error: {type(exc).__name__}")
+    result = None
+    if args.options.get("--daemon"):
+        try:
+            result = hand_over(data, args, started, said.append)
+        except Exception:
+            result = None  # whatever broke, the in-process path still answers
+    if result is None:
+        result = _in_process(data, args, state, started)
     timer.cancel()
     answer.write(result)
     return 0
+
+
+def hand_over(
+    data: bytes, args: FilterArgs, started: float, warn: Callable[[str], object]
+) -> bytes | None:
+    """Gives the message as the daemon named by ``--daemon`` annotated it, or None.
+
+    None when the daemon is down, slow, untrusted or answers nonsense: the caller
+    checks in-process then.  Reads no config unless the daemon's user must be
+    checked against ``daemon_user`` (it runs as neither root nor this user).
+    """
+    from classifier.delivery.daemon_client import call_daemon
+    from classifier.delivery.handover import macro
+
+    # Leave a second of the deadline for checking here should the daemon not answer.
+    wait = args.deadline - (time.monotonic() - started) - 1.0
+    if wait <= 0.1:
+        return None
+    recipient = macro(args.recipient)
+    hints = {"sender": args.sender, "recipient": recipient}
+    config = args.options.get("--config")
+    call = call_daemon(
+        args.options["--daemon"],
+        data,
+        hints,
+        recipient,
+        wait,
+        lambda: _trusted(config, warn),
+        warn,
+    )
+    if call is None:
+        return None
+    call.report(0, [recipient or "-"], (time.monotonic() - started) * 1000)
+    return call.answer.data
+
+
+def _trusted(config: str | None, warn: Callable[[str], object]) -> frozenset[int]:
+    """Gives the uids trusted as the daemon: root, this user and the config's daemon_user."""
+    from classifier.config import ConfigError, load_config
+    from classifier.delivery.daemon_client import trusted_uids
+
+    try:
+        return trusted_uids(load_config(config).engine.daemon_user, warn)
+    except ConfigError:
+        return trusted_uids(None, warn)
+
+
+def _in_process(data: bytes, args: FilterArgs, state: dict[str, object], started: float) -> bytes:
+    """Gives the message checked here (or by a daemon named only in the config), or the fallback."""
+    try:
+        return _check(data, args, state, started).data
+    except Exception as exc:
+        _log(state, f"filter: internal error {type(exc).__name__}: {exc}", error=True)
+        return _fallback(data, args, state, f"internal error: {type(exc).__name__}")
 
 
 def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: float) -> Annotated:
@@ -155,10 +228,17 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
     settings = config.engine
     configure_logging(settings, False, stderr=False)
     state["logging"] = True
+    for line in state.get("said") or ():  # type: ignore[attr-defined]
+        log.warning("filter: %s", line)
     recipient = macro(args.recipient)
     sender = args.sender
     hints: dict[str, str | None] = {"sender": sender, "recipient": recipient}
-    socket_path = args.options.get("--daemon") or settings.daemon_socket
+    if args.options.get("--daemon"):
+        log.warning(
+            "filter: daemon at %s did not answer; checking in this process",
+            args.options["--daemon"],
+        )
+    socket_path = None if args.options.get("--daemon") else settings.daemon_socket
     if socket_path:
         from classifier.delivery.daemon_client import call_daemon, trusted_uids
 
