@@ -270,7 +270,7 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
         config.policies,
         Hints(**hints),
         recipient,
-        recorder(config.reports),
+        recorder(config.reports, one_shot=True),
         delivery_recorder(config.learn),
     )
     log.info(
