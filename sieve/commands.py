@@ -18,7 +18,13 @@ from typing import TextIO
 from classifier.config import Config
 from classifier.errors import EX_USAGE, UsageError
 from classifier.policies import Policy, normalize_user
-from sieve.filterscript import DEFAULT_DEADLINE, PROGRAM, generate_filter_script, program_text
+from sieve.filterscript import (
+    DEFAULT_DEADLINE,
+    PROGRAM,
+    generate_filter_script,
+    program_text,
+)
+from sieve.filterscript import compile_config as filter_compile_config
 from sieve.generate import generate_global_script, generate_script
 from sieve.imapsieve import (
     LEARN_PROGRAM,
@@ -163,8 +169,11 @@ def cmd_sieve_install(args: argparse.Namespace, config: Config, out: TextIO | No
         out.write(f"installed {install_program(text, Path(args.filter_dir), PROGRAM)}\n")
         return 0
     if args.dir:
-        script = script_for(config, args.user, getattr(args, "filter", False))
-        result = install_to_dir(script, Path(args.dir), name=name)
+        with_filter = getattr(args, "filter", False)
+        script = script_for(config, args.user, with_filter)
+        # The --filter script needs extprograms' words in sievec's private config too.
+        extra = filter_compile_config(dovecot_version()) if with_filter else ""
+        result = install_to_dir(script, Path(args.dir), name=name, extra_config=extra)
         if result.compiled:
             note = f" (compiled {result.binary})"
         elif result.checked:

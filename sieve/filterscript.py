@@ -56,6 +56,23 @@ FAILED = "filter program failed"
 DEFAULT_DEADLINE = 8.0  # classifier.delivery.sievefilter.DEFAULT_DEADLINE
 
 
+def compile_config(version: tuple[int, int]) -> str:
+    """Gives the dovecot.conf lines sievec needs to accept the --filter script.
+
+    The words of examples/dovecot/*/90-authsieve-filter.conf: without them
+    sievec knows neither vnd.dovecot.filter nor editheader.
+    """
+    if version >= (2, 4):
+        return (
+            "sieve_plugins {\n  sieve_extprograms = yes\n}\n"
+            "sieve_global_extensions {\n  vnd.dovecot.filter = yes\n  editheader = yes\n}\n"
+        )
+    return (
+        "plugin {\n  sieve_plugins = sieve_extprograms\n"
+        "  sieve_global_extensions = +vnd.dovecot.filter +editheader\n}\n"
+    )
+
+
 def failure_header_value(policies: Policies, authserv_id: str, user: str = "") -> str:
     """Gives the X-Authsieve value the script adds for `user` ("": global) when the program failed.
 

@@ -151,3 +151,39 @@ def test_install_writes_the_daemon_socket_into_the_program(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "authsieve-filter").read_text()
     assert f" filter --daemon /run/authsieve/a.sock --config {config} --deadline 8 -- " in text
+
+
+SIEVEC_EXTPROGRAMS = pytest.mark.skipif(
+    not (find_tool("sievec") and os.path.exists(EXTPROGRAMS)),
+    reason="needs Pigeonhole with extprograms (bash scripts/install-deps --test)",
+)
+
+
+@SIEVEC_EXTPROGRAMS
+def test_readme_install_of_the_filter_script_passes_the_real_sievec(tmp_path: Path) -> None:
+    # README "Dovecot LMTP": `authsieve sieve install --dir DIR --filter --config …`,
+    # before any conf.d file is in place: sievec must know vnd.dovecot.filter.
+    done = subprocess.run(
+        [sys.executable, "-m", "classifier.commands.main", "sieve", "install",
+         "--dir", str(tmp_path), "--filter", "--config", str(CONFIG)],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "vnd.dovecot.filter" in (tmp_path / "authsieve.sieve").read_text()
+    assert (tmp_path / "authsieve.svbin").stat().st_size > 0
+
+
+@SIEVEC_EXTPROGRAMS
+def test_suggest_apply_reinstalls_a_filter_script_through_sievec(tmp_path: Path) -> None:
+    import argparse
+
+    from classifier.commands.learn import _reinstall
+
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.read_text())
+    (tmp_path / "authsieve.sieve").write_text('# old\nrequire "vnd.dovecot.filter";\n')
+    args = argparse.Namespace(sieve_dir=str(tmp_path))
+    assert _reinstall(args, load_config(config), config) == 0
+    text = (tmp_path / "authsieve.sieve").read_text()
+    assert text.startswith("#") and 'filter "authsieve-filter"' in text
+    assert (tmp_path / "authsieve.svbin").stat().st_size > 0
