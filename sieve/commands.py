@@ -164,7 +164,11 @@ def cmd_sieve_install(args: argparse.Namespace, config: Config, out: TextIO | No
         if not 0 < args.deadline <= 3600:
             raise UsageError(f"--deadline {args.deadline:g}: not between 0 and 3600 seconds")
         text = program_text(
-            filter_command(), settings_path(args), args.deadline, config.engine.daemon_socket
+            filter_command(),
+            settings_path(args),
+            args.deadline,
+            config.engine.daemon_socket,
+            config.engine.recipient_delimiter,
         )
         out.write(f"installed {install_program(text, Path(args.filter_dir), PROGRAM)}\n")
         return 0

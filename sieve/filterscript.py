@@ -51,7 +51,7 @@ from sieve.generate import (
 )
 
 PROGRAM = "authsieve-filter"
-FILTER_REQUIRE = ("vnd.dovecot.filter", "variables", "envelope", "editheader")
+FILTER_REQUIRE = ("vnd.dovecot.filter", "variables", "envelope", "editheader", "subaddress")
 FAILED = "filter program failed"
 DEFAULT_DEADLINE = 8.0  # classifier.delivery.sievefilter.DEFAULT_DEADLINE
 
@@ -101,13 +101,29 @@ def _verbatim(text: str) -> str:
     return sieve_string(text).replace("${", "${authsieve_dollar}{")
 
 
+def _recipient_test(name: str) -> str:
+    """Gives the Sieve test for "the envelope recipient is the user `name`", plus addresses too.
+
+    bob+news@family.example is bob's, as the program finds it: "subaddress" (RFC 5233
+    §4) gives the local part before Dovecot's recipient_delimiter as ``:user``.
+    """
+    whole = f'envelope :all :is "to" {_verbatim(name)}'
+    local, at, domain = name.rpartition("@")
+    if not at or not local:
+        return whole
+    user = (
+        f'envelope :user :is "to" {_verbatim(local)}, envelope :domain :is "to" {_verbatim(domain)}'
+    )
+    return f"anyof({whole}, allof({user}))"
+
+
 def _failure_headers(policies: Policies, authserv_id: str) -> list[str]:
     """Gives the lines that add the failure header of the envelope recipient's policy."""
     lines: list[str] = []
     for i, (name, _policy) in enumerate(policies.users):
         # Sieve's default comparator is i;ascii-casemap (RFC 5228 §2.7.3), as for_user's match.
         keyword = "if" if i == 0 else "} elsif"
-        lines.append(f'{keyword} envelope :all :is "to" {_verbatim(name)} {{')
+        lines.append(f"{keyword} {_recipient_test(name)} {{")
         lines.append(f"  addheader {sieve_string(HEADER_NAME)}")
         lines.append(f"    {_verbatim(failure_header_value(policies, authserv_id, name))};")
     default = [
@@ -163,7 +179,11 @@ def generate_filter_script(policies: Policies, authserv_id: str, program: str = 
 
 
 def program_text(
-    command: list[str], config: str | None, deadline: float, daemon: str | None = None
+    command: list[str],
+    config: str | None,
+    deadline: float,
+    daemon: str | None = None,
+    delimiter: str = "+",
 ) -> str:
     """Gives the shell script to put in sieve_filter_bin_dir as `PROGRAM`.
 
@@ -177,6 +197,8 @@ def program_text(
     if config:
         argv += ["--config", str(Path(config).resolve())]
     argv += ["--deadline", f"{deadline:g}"]
+    if delimiter != "+":  # the hand-over reads no config: it needs the config's value here
+        argv += [f"--recipient-delimiter={delimiter}"]
     return (
         "#!/bin/sh\n"
         "# authsieve for Pigeonhole's vnd.dovecot.filter (sieve_filter_bin_dir), written by\n"

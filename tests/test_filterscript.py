@@ -121,10 +121,11 @@ def test_a_failed_program_is_filed_by_the_recipients_internal_error() -> None:
         compiled = ph.compile(script, "filter")
         assert compiled.ok, compiled.errors
         carol = ph.run("filter", message, "x@example.net", "carol@example.org")
+        carol_plus = ph.run("filter", message, "x@example.net", "Carol+news@EXAMPLE.org")
         dave = ph.run("filter", message, "x@example.net", "dave@example.org")
         stranger = ph.run("filter", message, "x@example.net", "erin@example.org")
         dollar = ph.run("filter", message, "x@example.net", "f${x}@example.org")
-    assert carol.folder == "Quarantine"
+    assert carol.folder == carol_plus.folder == "Quarantine"
     assert dollar.folder == "Junk"  # the name, not a variable, matched
     assert dave.folder == stranger.folder == "INBOX"
     # Python's own failure header for Carol is the one the script added.
@@ -187,3 +188,19 @@ def test_suggest_apply_reinstalls_a_filter_script_through_sievec(tmp_path: Path)
     text = (tmp_path / "authsieve.sieve").read_text()
     assert text.startswith("#") and 'filter "authsieve-filter"' in text
     assert (tmp_path / "authsieve.svbin").stat().st_size > 0
+
+
+def test_recipient_delimiter_is_validated_and_cuts_the_detail() -> None:
+    from classifier.config import ConfigError
+    from classifier.names import mailbox_owner
+
+    assert mailbox_owner("<Bob+News@Family.Example>") == "bob@family.example"
+    assert mailbox_owner("bob-x+y@a.example", "+-") == "bob@a.example"
+    assert mailbox_owner("+x@a.example") == "+x@a.example"  # no user left: kept whole
+    assert mailbox_owner("bob+x@a.example", "") == "bob+x@a.example"
+    assert (
+        config_from_dict({"classifier": {"recipient_delimiter": "-"}}).engine.recipient_delimiter
+        == "-"
+    )
+    with pytest.raises(ConfigError, match="recipient_delimiter"):
+        config_from_dict({"classifier": {"recipient_delimiter": "x"}})

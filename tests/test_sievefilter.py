@@ -90,6 +90,24 @@ def test_a_broken_config_gives_the_original_under_the_failure_header(tmp_path: P
     assert fields["error"] == "internal error: ConfigError"
 
 
+def test_a_plus_address_gets_its_users_table(tmp_path: Path) -> None:
+    # Sieve hands over the raw envelope recipient; pipe mode gets ${user}@${domain}.
+    data = PHISH.read_bytes()
+    proc, _ = run_filter(
+        "--config", str(CONFIG), "--dns-zone", str(ZONE),
+        data=data, envelope=("Bob+News@Family.Example", "x@example.net"),
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    fields = x_authsieve(proc.stdout)
+    assert (fields["user"], fields["mode"]) == ("bob@family.example", "observe")
+    # Another delimiter, as the installed program passes it: "+" is then part of the name.
+    proc, _ = run_filter(
+        "--config", str(CONFIG), "--dns-zone", str(ZONE), "--recipient-delimiter=-",
+        data=data, envelope=("bob+news@family.example", "x@example.net"),
+    )  # fmt: skip
+    assert x_authsieve(proc.stdout).get("user", "") == ""
+
+
 def silent_dns() -> tuple[socket.socket, str]:
     """Gives a UDP socket that takes queries and never answers, and its address."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

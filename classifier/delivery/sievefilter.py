@@ -48,7 +48,14 @@ if TYPE_CHECKING:
 
 # Under Pigeonhole's default sieve_filter_exec_timeout (10 s), with room for Python's start.
 DEFAULT_DEADLINE = 8.0
-VALUE_OPTIONS = ("--config", "--deadline", "--daemon", "--dns-server", "--dns-zone")
+VALUE_OPTIONS = (
+    "--config",
+    "--deadline",
+    "--daemon",
+    "--dns-server",
+    "--dns-zone",
+    "--recipient-delimiter",
+)
 
 
 class FilterArgs:
@@ -183,7 +190,7 @@ def hand_over(
         args.options["--daemon"],
         data,
         hints,
-        recipient,
+        _owner(recipient, args.options.get("--recipient-delimiter", "+")),
         wait,
         lambda: _trusted(config, warn),
         warn,
@@ -233,6 +240,9 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
     recipient = macro(args.recipient)
     sender = args.sender
     hints: dict[str, str | None] = {"sender": sender, "recipient": recipient}
+    # The mailbox's owner decides: bob+news@ is bob@ (Postfix gives pipe mode ${user}@${domain}).
+    delimiter = args.options.get("--recipient-delimiter", settings.recipient_delimiter)
+    recipient = _owner(recipient, delimiter)
     if args.options.get("--daemon"):
         log.warning(
             "filter: daemon at %s did not answer; checking in this process",
@@ -287,7 +297,10 @@ def _fallback(data: bytes, args: FilterArgs, state: dict[str, object], error: st
 
     config = state.get("config")
     try:
-        user = (args.recipient or "").strip()
+        delimiter = args.options.get("--recipient-delimiter")
+        if delimiter is None:
+            delimiter = config.engine.recipient_delimiter if isinstance(config, Config) else "+"
+        user = _owner(args.recipient, delimiter) or ""
         if isinstance(config, Config):
             authserv_id, policies = config.engine.authserv_id, config.policies
         else:  # the config could not be loaded: the built-in global policy
@@ -297,6 +310,13 @@ def _fallback(data: bytes, args: FilterArgs, state: dict[str, object], error: st
         return failed_annotation(data, authserv_id, policies, user, error).data
     except Exception:
         return data  # Sieve's rules then find no header of ours: the implicit keep
+
+
+def _owner(recipient: str | None, delimiter: str) -> str | None:
+    """Gives the user whose policy applies to recipient (its detail cut off), None for none."""
+    from classifier.names import mailbox_owner
+
+    return mailbox_owner(recipient, delimiter) if recipient else None
 
 
 def _log(state: dict[str, object], line: str, error: bool = False) -> None:
