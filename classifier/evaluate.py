@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from classifier.annotate import annotate
+from classifier.annotate import annotate, fold
 from classifier.auth.checks import CheckReport, facts_from, run_checks
 from classifier.auth.facts import (
     HEADER_NAME,
@@ -171,5 +171,4 @@ def failed_annotation(
         user=policy.user,
     )
     eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
-    header = f"{HEADER_NAME}: {value}".encode() + eol
-    return Annotated(header + data, verdict.action, "error", error)
+    return Annotated(fold(HEADER_NAME, value, eol) + data, verdict.action, "error", error)

@@ -169,6 +169,7 @@ def cmd_sieve_install(args: argparse.Namespace, config: Config, out: TextIO | No
             args.deadline,
             config.engine.daemon_socket,
             config.engine.recipient_delimiter,
+            config.engine.authserv_id,
         )
         out.write(f"installed {install_program(text, Path(args.filter_dir), PROGRAM)}\n")
         return 0

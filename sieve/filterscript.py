@@ -184,6 +184,7 @@ def program_text(
     deadline: float,
     daemon: str | None = None,
     delimiter: str = "+",
+    authserv_id: str | None = None,
 ) -> str:
     """Gives the shell script to put in sieve_filter_bin_dir as `PROGRAM`.
 
@@ -199,6 +200,8 @@ def program_text(
     argv += ["--deadline", f"{deadline:g}"]
     if delimiter != "+":  # the hand-over reads no config: it needs the config's value here
         argv += [f"--recipient-delimiter={delimiter}"]
+    if authserv_id:  # the failure header's id when the config cannot be read
+        argv += [f"--authserv-id={authserv_id}"]
     return (
         "#!/bin/sh\n"
         "# authsieve for Pigeonhole's vnd.dovecot.filter (sieve_filter_bin_dir), written by\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -133,7 +134,8 @@ def test_a_failed_program_is_filed_by_the_recipients_internal_error() -> None:
     expected = failed_annotation(
         message, settings.authserv_id, policies, "carol@example.org", FAILED
     )
-    assert expected.data.startswith(f"X-Authsieve: {value}\r\n".encode())
+    header = expected.data[: -len(message)].decode()
+    assert re.sub(r"\r\n\t", " ", header) == f"X-Authsieve: {value}\r\n"  # folded at "; "
     assert parse_header_value(value)["user"] == "carol@example.org"
 
 
@@ -151,7 +153,8 @@ def test_install_writes_the_daemon_socket_into_the_program(tmp_path: Path) -> No
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "authsieve-filter").read_text()
-    assert f" filter --daemon /run/authsieve/a.sock --config {config} --deadline 8 -- " in text
+    assert f" filter --daemon /run/authsieve/a.sock --config {config} --deadline 8 "
+    assert " --authserv-id=mx.family.example -- " in text
 
 
 SIEVEC_EXTPROGRAMS = pytest.mark.skipif(
@@ -204,3 +207,39 @@ def test_recipient_delimiter_is_validated_and_cuts_the_detail() -> None:
     )
     with pytest.raises(ConfigError, match="recipient_delimiter"):
         config_from_dict({"classifier": {"recipient_delimiter": "x"}})
+
+
+@SIEVEC_EXTPROGRAMS
+def test_a_broken_config_is_filed_by_the_recipients_internal_error(tmp_path: Path) -> None:
+    # The installed program, its config broken after install: sieve-test runs it for real.
+    with Pigeonhole(extra_config="") as ph:
+        config = ph.workdir / "config.toml"
+        config.write_text(
+            '[classifier]\nauthserv_id = "mx.example.org"\n'
+            '[users."carol@example.org"]\ninternal_error = "quarantine"\n'
+        )
+        config.chmod(0o644)
+        bindir = ph.workdir / "bin"
+        bindir.mkdir(mode=0o755)
+        conf = ("--config", str(config))
+        for argv in (("--filter-dir", str(bindir)), ("--dir", str(ph.workdir), "--filter")):
+            done = subprocess.run(
+                [sys.executable, "-m", "classifier.commands.main", "sieve", "install",
+                 *argv, *conf],
+                cwd=ROOT, capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        (ph.workdir / "authsieve.sieve").rename(ph.workdir / "filter.sieve")
+        with ph.config.open("a") as f:
+            f.write(
+                "plugin {\n  sieve_plugins = sieve_extprograms\n"
+                "  sieve_extensions = +vnd.dovecot.filter +editheader\n"
+                f"  sieve_filter_bin_dir = {bindir}\n}}\n"
+            )
+        assert ph.compile((ph.workdir / "filter.sieve").read_text(), "filter").ok
+        config.write_text("[classifier\n")  # broken after install
+        message = b"From: x@example.net\r\nSubject: hi\r\n\r\nbody\r\n"
+        carol = ph.run("filter", message, "x@example.net", "carol+x@example.org")
+        erin = ph.run("filter", message, "x@example.net", "erin@example.org")
+    assert carol.folder == "Quarantine"
+    assert erin.folder == "INBOX"

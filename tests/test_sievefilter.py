@@ -81,13 +81,22 @@ def test_a_broken_config_gives_the_original_under_the_failure_header(tmp_path: P
     bad = tmp_path / "bad.toml"
     bad.write_text("[classifier\n")
     data = NEWSLETTER.read_bytes()
-    proc, _ = run_filter("--config", str(bad), data=data)
-    assert (proc.returncode, proc.stderr) == (0, b"")
-    head, rest = proc.stdout.split(b"\r\n", 1)
-    assert head.startswith(b"X-Authsieve: v=1;") and rest == data
+    proc, _ = run_filter(
+        "--config", str(bad), "--authserv-id=mx.family.example",
+        data=data, envelope=("Carol+x@Family.Example", "x@example.net"),
+    )  # fmt: skip
+    assert proc.returncode == 0
+    # One line for Dovecot's log, naming the file.
+    said = proc.stderr.decode()
+    assert said.count("\n") == 1 and str(bad) in said and said.startswith("authsieve filter:")
+    assert proc.stdout.endswith(b"\r\n" + data)
     fields = x_authsieve(proc.stdout)
     assert fields["spf"] == fields["dkim"] == fields["dmarc"] == "internal"
     assert fields["error"] == "internal error: ConfigError"
+    # The id the script reads, and the mailbox whose [users] block files it.
+    assert (fields["id"], fields["user"]) == ("mx.family.example", "carol@family.example")
+    header = proc.stdout[: -len(data)].split(b"\r\n")[:-1]
+    assert len(header) > 3 and len(header[0]) <= 78, header  # folded after "; "
 
 
 def test_a_plus_address_gets_its_users_table(tmp_path: Path) -> None:
@@ -129,7 +138,7 @@ def test_checks_past_the_deadline_give_the_original_in_time(tmp_path: Path) -> N
         sock.close()
     assert (proc.returncode, proc.stderr) == (0, b"")
     assert 2 <= took < 6, took  # well inside Pigeonhole's 10 s sieve_filter_exec_timeout
-    assert proc.stdout.split(b"\r\n", 1)[1] == data
+    assert proc.stdout.endswith(b"\r\n" + data)
     fields = x_authsieve(proc.stdout)
     assert fields["spf"] == "internal" and fields["error"].startswith("timeout")
     assert fields["id"] == "mx.family.example"

@@ -12,13 +12,18 @@ Failure rule: the program never loses or holds mail.  It always reads the
 whole message, always writes a whole message and always exits 0: any error
 (a bad config, an exception, a daemon that does not answer) gives the
 original message under the failure header of `classifier.evaluate.failed_annotation`.
+When the config cannot be read, the header takes the authserv-id ``sieve
+install --filter-dir`` wrote into the program (``--authserv-id``) and names the
+recipient's mailbox (``user=``), so the script's rules still read it and a
+``[users]`` table's ``internal_error`` files it.
 It must also finish before Pigeonhole's ``sieve_filter_exec_timeout`` (10 s
 by default): Pigeonhole 0.5.19 kills a program that overruns and then aborts
 the LMTP process ("Panic: output stream … is missing error handling"), so the
 LMTP client gets no answer and the message waits in Postfix's queue.  A
 watchdog therefore writes the failure answer at ``--deadline`` (default 8 s)
-whatever the checks are doing.  Nothing goes to stdout but the message, and
-nothing to stderr (Dovecot logs it as an error).
+whatever the checks are doing.  Nothing goes to stdout but the message; stderr,
+which Dovecot logs as an error, gets one line when the config cannot be read
+(the log file it names is then unknown).
 
 The hand-over: when the program's command line names the daemon (``--daemon``,
 written by ``sieve install --filter-dir`` from ``daemon_socket``), the message
@@ -55,6 +60,7 @@ VALUE_OPTIONS = (
     "--dns-server",
     "--dns-zone",
     "--recipient-delimiter",
+    "--authserv-id",
 )
 
 
@@ -217,6 +223,11 @@ def _in_process(data: bytes, args: FilterArgs, state: dict[str, object], started
     try:
         return _check(data, args, state, started).data
     except Exception as exc:
+        from classifier.config import ConfigError
+
+        if "config" not in state and isinstance(exc, ConfigError):
+            # No log to write to: Dovecot logs the program's stderr (one line).
+            _stderr(f"authsieve filter: {exc}; delivered under internal_error")
         _log(state, f"filter: internal error {type(exc).__name__}: {exc}", error=True)
         return _fallback(data, args, state, f"internal error: {type(exc).__name__}")
 
@@ -303,13 +314,26 @@ def _fallback(data: bytes, args: FilterArgs, state: dict[str, object], error: st
         user = _owner(args.recipient, delimiter) or ""
         if isinstance(config, Config):
             authserv_id, policies = config.engine.authserv_id, config.policies
-        else:  # the config could not be loaded: the built-in global policy
-            from classifier.config import default_authserv_id
+        else:  # the config could not be loaded: the built-in policy, named for the mailbox
+            from dataclasses import replace
 
-            authserv_id, policies = default_authserv_id(), None
+            from classifier.config import default_authserv_id
+            from classifier.policies import Policies, Policy
+
+            authserv_id = args.options.get("--authserv-id") or default_authserv_id()
+            # user= picks the script's [users] block, whose internal_error then files it.
+            policies = Policies(Policy(), ((user, replace(Policy(), user=user)),))
         return failed_annotation(data, authserv_id, policies, user, error).data
     except Exception:
         return data  # Sieve's rules then find no header of ours: the implicit keep
+
+
+def _stderr(line: str) -> None:
+    try:
+        sys.stderr.write(line.replace("\n", " ") + "\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
 
 
 def _owner(recipient: str | None, delimiter: str) -> str | None:
