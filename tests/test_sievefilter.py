@@ -117,6 +117,29 @@ def test_a_plus_address_gets_its_users_table(tmp_path: Path) -> None:
     assert x_authsieve(proc.stdout).get("user", "") == ""
 
 
+def test_help_is_help_and_a_wrong_option_still_answers_the_message() -> None:
+    for flag in ("--help", "-h"):
+        # No message on stdin: help must not wait for one.
+        proc = subprocess.run(
+            [sys.executable, "-m", "classifier.commands.main", "filter", flag],
+            stdin=subprocess.DEVNULL, capture_output=True, cwd=ROOT, timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0 and proc.stdout.startswith(b"usage: authsieve filter")
+    data = NEWSLETTER.read_bytes()
+    proc, _ = run_filter("--config", str(CONFIG), "--bogus", data=data)
+    assert proc.returncode == 0
+    assert proc.stderr.decode().startswith("authsieve filter: unknown option --bogus")
+    assert proc.stdout.endswith(b"\r\n" + data)
+    fields = x_authsieve(proc.stdout)
+    assert (fields["id"], fields["spf"]) == ("mx.family.example", "internal")
+    assert fields["error"] == "usage: unknown option --bogus"
+    listed = subprocess.run(
+        [sys.executable, "-m", "classifier.commands.main", "--help"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert any(line.split()[:1] == ["filter"] for line in listed.stdout.splitlines())
+
+
 def silent_dns() -> tuple[socket.socket, str]:
     """Gives a UDP socket that takes queries and never answers, and its address."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

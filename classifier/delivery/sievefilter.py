@@ -45,6 +45,7 @@ import time
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
+    import argparse
     import threading
     from collections.abc import Callable, Sequence
     from typing import BinaryIO
@@ -64,13 +65,51 @@ VALUE_OPTIONS = (
 )
 
 
+HELP = """\
+usage: authsieve filter [--config FILE] [--daemon SOCKET] [--deadline S] [--dns-server H:P]
+                        [--dns-zone FILE] [--recipient-delimiter C] [--authserv-id ID]
+                        -- RECIPIENT SENDER < message
+
+The program Pigeonhole's vnd.dovecot.filter runs (Dovecot LMTP, README "Dovecot
+LMTP"): reads a message, writes it checked and annotated, always exits 0.  On
+any error it writes the original under an X-Authsieve failure header.
+
+  --config FILE            authsieve's config (default /etc/authsieve/config.toml)
+  --daemon SOCKET          hand the message to `authsieve serve` first
+  --deadline S             answer within S seconds (default 8; under
+                           Dovecot's sieve_filter_exec_timeout)
+  --dns-server H:P         DNS server (default [classifier] dns_server)
+  --dns-zone FILE          answer DNS from a zone file (tests, demos)
+  --recipient-delimiter C  cut RECIPIENT's detail at C (default [classifier]
+                           recipient_delimiter, "+")
+  --authserv-id ID         the failure header's id when the config cannot be read
+"""
+
+
+def add_filter_parser(
+    subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_common: object = None,
+) -> None:
+    """Lists `filter` in ``authsieve --help``; main runs the command itself, without argparse."""
+    import argparse
+
+    p = subparsers.add_parser(
+        "filter", help="Dovecot LMTP: Pigeonhole's vnd.dovecot.filter program", add_help=False
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    # Reached only when options come before the word "filter": the same program.
+    p.set_defaults(handler=lambda args, config: run_filter(args.rest))
+
+
 class FilterArgs:
     """The filter's command line: options, then ``--``, then RECIPIENT and SENDER from Sieve."""
 
-    __slots__ = ("deadline", "options", "recipient", "sender")
+    __slots__ = ("deadline", "help", "options", "problems", "recipient", "sender")
 
     def __init__(self, options: dict[str, str], recipient: str | None, sender: str | None):
         self.options, self.recipient, self.sender = options, recipient, sender
+        self.help = False
+        self.problems: list[str] = []  # options it does not know or that lack a value
         try:
             deadline = float(options.get("--deadline", DEFAULT_DEADLINE))
         except ValueError:
@@ -83,30 +122,44 @@ def parse_filter_args(argv: Sequence[str]) -> FilterArgs:
 
     Everything after ``--`` (or after the first word that is not an option) is
     envelope, however it looks: MAIL FROM is the sender's to choose, and
-    ``--config=/tmp/x`` as a sender must stay a sender.  Unknown options are ignored.
+    ``--config=/tmp/x`` as a sender must stay a sender.  Unknown options are noted
+    in ``problems``: the message is still answered (under the failure header).
     """
     options: dict[str, str] = {}
     rest: list[str] = []
     args = list(argv)
+    problems: list[str] = []
+    wants_help = False
     i = 0
     while i < len(args):
         arg = args[i]
         if arg == "--":
             rest = args[i + 1 :]
             break
+        if arg in ("-h", "--help"):
+            wants_help = True
+            i += 1
+            continue
         name, eq, value = arg.partition("=")
         if not name.startswith("--"):
             rest = args[i:]
             break
-        if not eq and name in VALUE_OPTIONS and i + 1 < len(args):
-            i += 1
-            value = args[i]
+        if name not in VALUE_OPTIONS:
+            problems.append(f"unknown option {name}")
+        elif not eq:
+            if i + 1 >= len(args):
+                problems.append(f"{name} needs a value")
+            else:
+                i += 1
+                value = args[i]
         if name in VALUE_OPTIONS:
             options[name] = value
         i += 1
     recipient = rest[0] if rest and rest[0] else None
     sender = rest[1] if len(rest) > 1 else None
-    return FilterArgs(options, recipient, sender)
+    parsed = FilterArgs(options, recipient, sender)
+    parsed.help, parsed.problems = wants_help, problems
+    return parsed
 
 
 class Answer:
@@ -141,10 +194,18 @@ def run_filter(
     stdout = stdout or sys.stdout.buffer
     started = time.monotonic()
     args = parse_filter_args(argv)
+    if args.help:  # a person at a terminal: Dovecot's argv always has "--" first
+        stdout.write(HELP.encode())
+        stdout.flush()
+        return 0
     try:
         data = stdin.read()
     except Exception:
         return 0  # nothing read: Sieve's filter fails and the script adds the header
+    if args.problems:
+        # A wrong command line never holds mail: the original, under the failure header.
+        Answer(stdout, threading.Lock()).write(_usage_fallback(data, args))
+        return 0
     answer = Answer(stdout, threading.Lock())
     # The hand-over's warnings wait for the in-process path's logging: unconfigured,
     # Python's logging would write them to stderr, which Dovecot logs as errors.
@@ -171,6 +232,20 @@ def run_filter(
     timer.cancel()
     answer.write(result)
     return 0
+
+
+def _usage_fallback(data: bytes, args: FilterArgs) -> bytes:
+    """Gives the original under the failure header for a wrong command line, said on stderr."""
+    said = "; ".join(args.problems)
+    _stderr(f"authsieve filter: {said} (authsieve filter --help)")
+    state: dict[str, object] = {}
+    try:  # the config's authserv-id and the recipient's table, if it can be read
+        from classifier.config import load_config
+
+        state["config"] = load_config(args.options.get("--config"))
+    except Exception:
+        pass
+    return _fallback(data, args, state, f"usage: {said}")
 
 
 def hand_over(
