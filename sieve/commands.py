@@ -170,6 +170,7 @@ def cmd_sieve_install(args: argparse.Namespace, config: Config, out: TextIO | No
             config.engine.daemon_socket,
             config.engine.recipient_delimiter,
             config.engine.authserv_id,
+            dns_options(args),
         )
         out.write(f"installed {install_program(text, Path(args.filter_dir), PROGRAM)}\n")
         return 0
@@ -208,6 +209,16 @@ def filter_command() -> list[str]:
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
     return [sys.executable, "-m", "classifier.commands.main"]
+
+
+def dns_options(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """Gives install's --dns-server and --dns-zone for the program (the zone file absolute)."""
+    found: list[tuple[str, str]] = []
+    if getattr(args, "dns_server", None):
+        found.append(("--dns-server", str(args.dns_server)))
+    if getattr(args, "dns_zone", None):
+        found.append(("--dns-zone", str(Path(args.dns_zone).resolve())))
+    return tuple(found)
 
 
 def settings_path(args: argparse.Namespace) -> str | None:

@@ -185,6 +185,7 @@ def program_text(
     daemon: str | None = None,
     delimiter: str = "+",
     authserv_id: str | None = None,
+    dns: tuple[tuple[str, str], ...] = (),
 ) -> str:
     """Gives the shell script to put in sieve_filter_bin_dir as `PROGRAM`.
 
@@ -202,6 +203,8 @@ def program_text(
         argv += [f"--recipient-delimiter={delimiter}"]
     if authserv_id:  # the failure header's id when the config cannot be read
         argv += [f"--authserv-id={authserv_id}"]
+    for option, value in dns:  # install's --dns-server / --dns-zone, kept for every message
+        argv += [option, value]
     return (
         "#!/bin/sh\n"
         "# authsieve for Pigeonhole's vnd.dovecot.filter (sieve_filter_bin_dir), written by\n"

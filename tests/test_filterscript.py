@@ -243,3 +243,16 @@ def test_a_broken_config_is_filed_by_the_recipients_internal_error(tmp_path: Pat
         erin = ph.run("filter", message, "x@example.net", "erin@example.org")
     assert carol.folder == "Quarantine"
     assert erin.folder == "INBOX"
+
+
+def test_install_writes_dns_zone_and_server_into_the_program(tmp_path: Path) -> None:
+    zone = ROOT / "examples" / "maildir" / "zone.txt"
+    done = subprocess.run(
+        [sys.executable, "-m", "classifier.commands.main", "sieve", "install",
+         "--filter-dir", str(tmp_path), "--config", str(CONFIG),
+         "--dns-zone", str(zone), "--dns-server", "127.0.0.1:5353"],
+        cwd=ROOT, capture_output=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "authsieve-filter").read_text()
+    assert f" --dns-server 127.0.0.1:5353 --dns-zone {zone} -- " in text
