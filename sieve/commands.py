@@ -44,6 +44,8 @@ from sieve.install import (
 )
 from sieve.pigeonhole import dovecot_version
 
+EXEC_TIMEOUT = 10.0  # Pigeonhole's default sieve_filter_exec_timeout
+
 
 def add_sieve_parser(
     subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
@@ -163,6 +165,13 @@ def cmd_sieve_install(args: argparse.Namespace, config: Config, out: TextIO | No
     if getattr(args, "filter_dir", None):
         if not 0 < args.deadline <= 3600:
             raise UsageError(f"--deadline {args.deadline:g}: not between 0 and 3600 seconds")
+        if args.deadline >= EXEC_TIMEOUT:
+            print(
+                f"authsieve: warning: --deadline {args.deadline:g}: set Dovecot's"
+                f" sieve_filter_exec_timeout above it (default {EXEC_TIMEOUT:g} s), or"
+                " Pigeonhole kills the program and the message waits in Postfix's queue",
+                file=sys.stderr,
+            )
         text = program_text(
             filter_command(),
             settings_path(args),

@@ -256,3 +256,15 @@ def test_install_writes_dns_zone_and_server_into_the_program(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "authsieve-filter").read_text()
     assert f" --dns-server 127.0.0.1:5353 --dns-zone {zone} -- " in text
+
+
+def test_install_warns_when_the_deadline_reaches_dovecots_exec_timeout(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "classifier.commands.main", "sieve", "install",
+            "--filter-dir", str(tmp_path), "--config", str(CONFIG)]  # fmt: skip
+    quiet = subprocess.run([*argv, "--deadline", "9"], cwd=ROOT, capture_output=True,
+                           text=True, check=False, timeout=60)  # fmt: skip
+    loud = subprocess.run([*argv, "--deadline", "12"], cwd=ROOT, capture_output=True,
+                          text=True, check=False, timeout=60)  # fmt: skip
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+    assert loud.returncode == 0 and loud.stderr.count("\n") == 1
+    assert "sieve_filter_exec_timeout" in loud.stderr

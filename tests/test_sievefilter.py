@@ -147,7 +147,7 @@ def silent_dns() -> tuple[socket.socket, str]:
     return sock, f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-def test_checks_past_the_deadline_give_the_original_in_time(tmp_path: Path) -> None:
+def test_dns_that_never_answers_gives_temperror_before_the_deadline(tmp_path: Path) -> None:
     sock, address = silent_dns()
     config = tmp_path / "slow.toml"
     config.write_text(
@@ -160,10 +160,12 @@ def test_checks_past_the_deadline_give_the_original_in_time(tmp_path: Path) -> N
     finally:
         sock.close()
     assert (proc.returncode, proc.stderr) == (0, b"")
-    assert 2 <= took < 6, took  # well inside Pigeonhole's 10 s sieve_filter_exec_timeout
-    assert proc.stdout.endswith(b"\r\n" + data)
+    assert took < 6, took  # well inside Pigeonhole's 10 s sieve_filter_exec_timeout
+    # The DNS budget (60 s configured) ended a margin before the 2 s deadline: the checks
+    # answered themselves, temperror (filed by nothing), not the watchdog's internal error.
     fields = x_authsieve(proc.stdout)
-    assert fields["spf"] == "internal" and fields["error"].startswith("timeout")
+    assert (fields["spf"], fields["dmarc"]) == ("temperror", "temperror"), fields
+    assert "error" not in fields
     assert fields["id"] == "mx.family.example"
 
 

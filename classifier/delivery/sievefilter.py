@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 
 # Under Pigeonhole's default sieve_filter_exec_timeout (10 s), with room for Python's start.
 DEFAULT_DEADLINE = 8.0
+# What the checks need after their last DNS answer (DKIM and ARC arithmetic, the headers):
+# the DNS budget ends this long before the deadline, so slow DNS gives temperror, not
+# the watchdog's internal error.
+DNS_MARGIN = 1.0
 VALUE_OPTIONS = (
     "--config",
     "--deadline",
@@ -351,8 +355,12 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
             call.report(0, [recipient or "-"], ms)
             return Annotated(a.data, a.action, a.summary, a.error)
         log.warning("filter: daemon at %s did not answer; checking in this process", socket_path)
+    from dataclasses import replace
+
     from classifier.lookup.resolver import make_resolver
 
+    left = args.deadline - (time.monotonic() - started) - DNS_MARGIN
+    settings = replace(settings, dns_budget=max(0.1, min(settings.dns_budget, left)))
     resolver = make_resolver(
         dns_server=args.options.get("--dns-server") or settings.dns_server,
         dns_zone=args.options.get("--dns-zone") or settings.dns_zone,
