@@ -139,7 +139,8 @@ def generate_filter_script(policies: Policies, authserv_id: str, program: str = 
     """Gives the sieve_before script: filter through `program`, then pipe mode's global rules.
 
     Extensions besides those of the rules: vnd.dovecot.filter (Pigeonhole),
-    variables (RFC 5229), envelope (RFC 5228 §5.4), editheader (RFC 5293).
+    variables (RFC 5229), envelope (RFC 5228 §5.4), editheader (RFC 5293), subaddress
+    (RFC 5233: a [users] table matches its plus addresses too).
     """
     s = _Script(authserv_id)
     rules = _global_rules(policies, s)
