@@ -159,6 +159,7 @@ class LearnConfig:
     retention_days: float = 180.0
     min_messages: int = 5  # moves of one kind before a change is proposed
     min_users: int = 2  # users among them
+    block_share: float = 0.8  # of the deliveries under a suffix or domain, moved into Junk
     sieve_dir: str | None = None  # where `sieve install --dir` put the global script
 
 
@@ -241,6 +242,10 @@ _SECTION_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
         "min_users": (
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
             "a whole number >= 1",
+        ),
+        "block_share": (
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1,
+            "a number > 0 and <= 1",
         ),
         "sieve_dir": (
             lambda v: isinstance(v, str) and v.startswith("/"),

@@ -574,6 +574,32 @@ def test_reports_store_directory_lets_the_pipe_user_record_and_report(mta: Mta) 
         mta.set_config(config)
 
 
+def test_the_merged_sieve_lines_for_filter_and_imapsieve_hold_both_files_words() -> None:
+    # Dovecot 2.3: the later file's sieve_plugins / sieve_global_extensions replace the
+    # earlier's; anyone running the LMTP filter and learning needs the union (README).
+    readme = README.read_text()
+
+    def words(text: str, key: str) -> set[str]:
+        return {
+            w
+            for line in text.splitlines()
+            if line.strip().startswith(f"{key} =")
+            for w in line.split("=", 1)[1].split()
+        }
+
+    for key in ("sieve_plugins", "sieve_global_extensions"):
+        both = set()
+        for name in ("90-authsieve-filter.conf", IMAPSIEVE_FILE):
+            text = (EXAMPLES / "dovecot" / "2.3" / name).read_text()
+            both |= words(settings_lines_text(text), key)
+        merged = [line for line in readme.splitlines() if line.strip().startswith(f"{key} =")]
+        assert any(words(line, key) == both for line in merged), (key, sorted(both))
+
+
+def settings_lines_text(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
 def test_the_commands_list_names_every_command() -> None:
     import argparse
 

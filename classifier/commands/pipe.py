@@ -163,8 +163,13 @@ def cmd_pipe(args: argparse.Namespace, config: Config) -> int:
 
         # Report rows only once the delivery target took the message (not on exit 75).
         record = HeldRecord(recorder(config.reports))
+    note = None
+    if config.learn is not None:  # the delivery record `learn` believes (issue 17)
+        from classifier.aggregate.deliveries import delivery_recorder
+
+        note = delivery_recorder(config.learn)
     outcome = check_and_annotate(
-        data, settings, resolver, config.policies, Hints(**hints), user, record
+        data, settings, resolver, config.policies, Hints(**hints), user, record, note
     )
     code = deliver_outcome(
         outcome.data,

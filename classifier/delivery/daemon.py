@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from classifier.aggregate.deliveries import delivery_recorder
 from classifier.aggregate.store import recorder
 from classifier.config import Config, Settings
 from classifier.delivery.daemon_client import (
@@ -204,6 +205,7 @@ def make_server(
                 _hints(meta.get("hints")),
                 str(user) if user else None,
                 record,
+                delivery_recorder(engine.config.learn),
             )
             meta_out = {
                 "action": outcome.action,
