@@ -21,7 +21,7 @@ from sieve.filterscript import (
     program_text,
 )
 from sieve.generate import generate_global_script
-from sieve.pigeonhole import Pigeonhole, find_tool
+from sieve.pigeonhole import Pigeonhole, dovecot_version, find_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "config.toml"
@@ -87,6 +87,25 @@ def test_filter_script_is_global_only() -> None:
 EXTPROGRAMS = "/usr/lib/dovecot/modules/sieve/lib90_sieve_extprograms_plugin.so"
 
 
+def extprograms_conf(bindir: Path) -> str:
+    """The private sievec/sieve-test lines for a script that runs `filter`, per Dovecot version.
+
+    Tests compile the script as a personal one, so the extensions go in sieve_extensions;
+    2.4 has no plugin { } section and takes boolean lists (doc.dovecot.org, "Sieve Plugin").
+    """
+    if dovecot_version() >= (2, 4):
+        return (
+            "sieve_plugins {\n  sieve_extprograms = yes\n}\n"
+            "sieve_extensions {\n  vnd.dovecot.filter = yes\n  editheader = yes\n}\n"
+            f"sieve_filter_bin_dir = {bindir}\n"
+        )
+    return (
+        "plugin {\n  sieve_plugins = sieve_extprograms\n"
+        "  sieve_extensions = +vnd.dovecot.filter +editheader\n"
+        f"  sieve_filter_bin_dir = {bindir}\n}}\n"
+    )
+
+
 @pytest.mark.skipif(
     not (find_tool("sievec") and find_tool("sieve-test") and os.path.exists(EXTPROGRAMS)),
     reason="needs Pigeonhole with extprograms (bash scripts/install-deps --test)",
@@ -114,11 +133,7 @@ def test_a_failed_program_is_filed_by_the_recipients_internal_error() -> None:
         program.write_text("#!/bin/sh\ncat >/dev/null\nexit 1\n")
         program.chmod(0o755)
         with ph.config.open("a") as conf:
-            conf.write(
-                "plugin {\n  sieve_plugins = sieve_extprograms\n"
-                "  sieve_extensions = +vnd.dovecot.filter +editheader\n"
-                f"  sieve_filter_bin_dir = {bindir}\n}}\n"
-            )
+            conf.write(extprograms_conf(bindir))
         compiled = ph.compile(script, "filter")
         assert compiled.ok, compiled.errors
         carol = ph.run("filter", message, "x@example.net", "carol@example.org")
@@ -231,11 +246,7 @@ def test_a_broken_config_is_filed_by_the_recipients_internal_error(tmp_path: Pat
             assert done.returncode == 0, done.stderr
         (ph.workdir / "authsieve.sieve").rename(ph.workdir / "filter.sieve")
         with ph.config.open("a") as f:
-            f.write(
-                "plugin {\n  sieve_plugins = sieve_extprograms\n"
-                "  sieve_extensions = +vnd.dovecot.filter +editheader\n"
-                f"  sieve_filter_bin_dir = {bindir}\n}}\n"
-            )
+            f.write(extprograms_conf(bindir))
         assert ph.compile((ph.workdir / "filter.sieve").read_text(), "filter").ok
         config.write_text("[classifier\n")  # broken after install
         message = b"From: x@example.net\r\nSubject: hi\r\n\r\nbody\r\n"
