@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from classifier.errors import ConfigError
+from classifier.names import valid_delimiter
 from classifier.policies import Policies, policies_from_tables
 from classifier.trusted import LOOPBACK, Network, TrustMatcher, parse_forwarder
 
@@ -42,6 +44,9 @@ class Settings:
     dns_budget: float = 20.0
     dns_server: str | None = None
     dns_zone: str | None = None
+    # Dovecot's and Postfix's recipient_delimiter: the LMTP filter finds bob+news@'s
+    # [users] table under bob@ (the pipe gets ${user}@${domain} from Postfix instead).
+    recipient_delimiter: str = "+"
     log_file: str | None = None
     daemon_socket: str | None = None  # where `authsieve serve` listens and `pipe` asks
     # `authsieve serve`: whom the socket belongs to (the pipe user), its mode, whom the
@@ -86,6 +91,49 @@ class Settings:
         return matcher
 
 
+def report_store_kind(url: str) -> str | None:
+    """Gives "sqlite" or "postgresql" for a report store URL, None for one we cannot use.
+
+    Checks only the form: a PostgreSQL URL (libpq's connection URI) is read in
+    full by the driver when the store is opened, and psycopg is not imported here
+    (the pipe's start-up, issue 15).
+    """
+    if any(c.isspace() for c in url):
+        return None
+    scheme, _, rest = url.partition(":")
+    if scheme == "sqlite":
+        return "sqlite" if rest.removeprefix("//") else None
+    if scheme not in ("postgresql", "postgres") or not rest.startswith("//"):
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        return None
+    if parts.fragment or not (parts.path.strip("/") or "dbname=" in parts.query):
+        return None  # a database must be named: never the user's default by accident
+    return "postgresql"
+
+
+def redact_store_url(url: str) -> str:
+    """Gives the URL with any password replaced by "***", for log lines and errors."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable store URL>"
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        f"{k}=***" if k == "password" else f"{k}={v}" if sep else k
+        for k, sep, v in (p.partition("=") for p in parts.query.split("&") if p)
+    )
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
 def default_authserv_id() -> str:
     """Gives the host's FQDN, the RFC 8601 §2.5 recommendation for the authserv-id."""
     return socket.getfqdn() or "localhost"
@@ -100,6 +148,7 @@ _CLASSIFIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "dns_budget": (int, float),
     "dns_server": str,
     "dns_zone": str,
+    "recipient_delimiter": str,
     "log_file": str,
     "daemon_socket": str,
     "socket_user": str,
@@ -134,7 +183,9 @@ class QuarantineConfig:
 class ReportsConfig:
     """Section ``[reports]`` (DMARC aggregate reports, issue 16): its presence turns them on."""
 
-    store: str = DEFAULT_REPORT_STORE
+    store: str = DEFAULT_REPORT_STORE  # sqlite:PATH or a postgresql:// URL (report_store_kind)
+    # Written with each row: one organisation's report covers all its MX hosts.
+    host: str = field(default_factory=default_authserv_id)
     retention_days: float = 35.0
     org_name: str = ""  # "": the authserv_id
     email: str = ""
@@ -190,8 +241,12 @@ _SECTION_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
     "quarantine": {"retention_days": (_number(0), "a number of days > 0")},
     "reports": {
         "store": (
-            lambda v: isinstance(v, str) and v.startswith(("sqlite:", "postgresql:")),
-            "sqlite:PATH",
+            lambda v: isinstance(v, str) and report_store_kind(v) is not None,
+            "sqlite:PATH or postgresql://[user@][host][:port]/dbname[?param=value...]",
+        ),
+        "host": (
+            lambda v: isinstance(v, str) and v.strip() and not any(c.isspace() for c in v),
+            "this server's name, such as mx1.example.org",
         ),
         "retention_days": (_number(0), "a number of days > 0"),
         "org_name": (lambda v: isinstance(v, str) and v.strip(), "a name"),
@@ -345,6 +400,11 @@ def _engine(data: dict[str, Any], source: str) -> Settings:
     for key in ("dns_timeout", "dns_budget"):
         if key in section and not 0 < section[key] <= 600:
             raise ConfigError(source, f"classifier.{key}", f"out of range: {section[key]!r}")
+    delimiter = section.get("recipient_delimiter", "+")
+    if not valid_delimiter(delimiter):
+        raise ConfigError(
+            source, "classifier.recipient_delimiter", f"not delimiter characters: {delimiter!r}"
+        )
     return Settings(
         authserv_id=section.get("authserv_id") or default_authserv_id(),
         trusted_networks=LOOPBACK + nets,
@@ -354,6 +414,7 @@ def _engine(data: dict[str, Any], source: str) -> Settings:
         dns_budget=float(section.get("dns_budget", 20.0)),
         dns_server=section.get("dns_server"),
         dns_zone=section.get("dns_zone"),
+        recipient_delimiter=delimiter,
         log_file=section.get("log_file"),
         daemon_socket=section.get("daemon_socket"),
         **_daemon_values(section, source),
