@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 
 from classifier.auth.arc import ArcResult, check_arc
 from classifier.auth.arc import key_names as arc_key_names
-from classifier.auth.dmarc import DmarcResult, check_dmarc, from_domains, record_names
+from classifier.auth.dmarc import (
+    DmarcResult,
+    check_dmarc,
+    discover_first,
+    from_domains,
+    record_names,
+)
 from classifier.auth.facts import INTERNAL, AuthFacts
 from classifier.auth.fromheader import first_mailbox
 from classifier.auth.spf import SpfResult, check_helo_spf, check_spf, record_domains
@@ -149,6 +155,9 @@ def _run(
     if spf_applies:
         first += [(d, "TXT") for d in record_domains(envelope.mail_from, envelope.helo or "")]
     dns.send_ahead(first)
+    if not envelope.authenticated:
+        # The policy is read before any lookup the sender chooses can spend the budget.
+        discover_first(from_values, dns, settings.dmarc_mode)
 
     if envelope.authenticated:
         spf = _not_checked("mailfrom", envelope, "authenticated submission: SPF not applied")
