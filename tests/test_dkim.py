@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -732,3 +734,27 @@ def test_internal_error_in_a_signature_check_is_logged_and_flagged(caplog, monke
     assert all(t.startswith("internal error in the DKIM check | Traceback") for t in texts)
     assert all("TypeError" in t and "\n" not in t for t in texts)
     assert dkim_summary(results) == "permerror"  # the facts make it "internal"
+
+
+def test_relaxed_body_with_a_megabyte_of_spaces_in_one_line_is_linear() -> None:
+    """A line of 1 MB of spaces hashes in about the time of its size (RFC 6376 §3.4.4).
+
+    dkimpy's trailing-space pattern retried the whole run at each space: 100,000
+    spaces took over 10 s, so 1 MB took hours.  Run in a child with a generous
+    timeout: a regression fails by timing out, not by a tight threshold.
+    """
+    code = (
+        "from classifier.auth import dkim_body\n"
+        "body = b'a' + b' ' * 1_000_000 + b'x\\r\\n' + b'b' + b'\\t ' * 500_000 + b'\\r\\n'\n"
+        "print(dkim_body.body_hash(b'S: x\\r\\n\\r\\n' + body, 8, b'relaxed', 'sha256').hex())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    expected = hashlib.sha256(b"a x\r\nb\r\n").hexdigest()
+    assert done.stdout.strip() == expected

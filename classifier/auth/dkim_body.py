@@ -7,17 +7,29 @@ taken in slices that end at a line break, each slice goes through dkimpy's
 own line-by-line steps (both algorithms only change what lies within one
 line), and only the empty lines at the very end, which both algorithms drop,
 are held back until the end shows whether more text follows them.
+
+The relaxed line steps are ours, not dkimpy's: its "strip trailing white
+space" pattern ``[\t ]+\r\n`` is tried at every space of a run and runs to
+its end each time, so one line of 100,000 spaces took over 10 s.  Here each
+run becomes one space in a single pass, and the space left before a line
+break is then dropped: the same result (RFC 6376 §3.4.4 b, a), in time
+linear in the body.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
-
-from dkim.canonicalization import compress_whitespace, strip_trailing_whitespace
 
 SLICE = 1 << 18  # 256 KiB: the relaxed steps need about 22 times a slice while they run
 _CRLF = b"\r\n"
+_WSP_RUN = re.compile(rb"[ \t]+")  # a match always succeeds: no backtracking over the run
+
+
+def relaxed_lines(piece: bytes) -> bytes:
+    """Gives CRLF-ended lines with runs of WSP made one space, none before a CRLF (§3.4.4)."""
+    return _WSP_RUN.sub(b" ", piece).replace(b" \r\n", _CRLF)
 
 
 def _line_slices(message: bytes, start: int, size: int) -> Iterator[bytes]:
@@ -62,7 +74,7 @@ def body_hash(
         if piece.count(b"\n") != piece.count(_CRLF):
             piece = piece.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
         if algorithm == b"relaxed":
-            piece = compress_whitespace(strip_trailing_whitespace(piece))
+            piece = relaxed_lines(piece)
         cut = len(piece)
         while piece.endswith(_CRLF, 0, cut):
             cut -= 2
