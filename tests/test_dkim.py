@@ -461,6 +461,40 @@ def test_signatures_beyond_the_limit_are_not_verified(dns_for):
     results = check_dkim(many, dns_for({"test._domainkey.example.com": key_file("test.txt")}))
     assert results_of(results) == ("pass",) * MAX_SIGNATURES + ("policy", "policy")
     assert results[-1].index == MAX_SIGNATURES + 1
+    assert "only 8 per message" in results[-1].reason and "RFC 6376 §6.1" in results[-1].reason
+
+
+def test_the_from_domains_signature_is_verified_below_many_others(dns_for):
+    """Signatures a sender puts on top cannot push the author domain's out of the few verified."""
+    rsa = dkimpy_data("test.private").read_bytes()
+    message = signed(PLAIN, b"test", b"example.com", rsa)  # the From domain's, at the bottom
+    for _ in range(MAX_SIGNATURES + 4):
+        message = signed(message, b"test", b"elsewhere.test", rsa)
+    records = {
+        "test._domainkey.example.com": key_file("test.txt"),
+        "test._domainkey.elsewhere.test": key_file("test.txt"),
+    }
+    results = check_dkim(message, dns_for(records))
+    assert len(results) == MAX_SIGNATURES + 5
+    assert (results[-1].domain, results[-1].result) == ("example.com", "pass")
+    verified = [r.index for r in results if r.result != "policy"]
+    assert verified == [*range(MAX_SIGNATURES - 1), MAX_SIGNATURES + 4]  # then the top ones
+
+
+def test_signatures_that_differ_in_l_share_one_pass_over_the_body():
+    """Each body hash of the noted signatures comes out of the first request (RFC 6376 §3.5)."""
+    body = b"line  one \r\n" * 1000
+    message = SignedMessage([[b"From", b" x\r\n"]], body, 0)
+    relaxed = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    for length in (b"5", b"700", None):
+        tags = {b"a": b"rsa-sha256", b"c": b"relaxed/relaxed", b"bh": b"x"}
+        message.expect(tags if length is None else {**tags, b"l": length})
+    first = message.body_hash(relaxed, "sha256", b"5")
+    assert len(message._body_hashes) == 3  # the other two were worked out in the same pass
+    canonical = b"line one\r\n" * 1000
+    assert first == hashlib.sha256(canonical[:5]).digest()
+    assert message.body_hash(relaxed, "sha256", b"700") == hashlib.sha256(canonical[:700]).digest()
+    assert message.body_hash(relaxed, "sha256", None) == hashlib.sha256(canonical).digest()
 
 
 # --- signature and key fields checked by us ----------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 SLICE = 1 << 18  # 256 KiB: the relaxed steps need about 22 times a slice while they run
 _CRLF = b"\r\n"
@@ -57,20 +57,41 @@ def body_hash(
     signature's l= (§3.5), the count of canonical octets the hash covers.
     The result equals hashing dkimpy's `canonicalize_body` of the whole body.
     """
-    hasher = hashlib.new(digest)
-    budget = -1 if length is None else length  # octets still to hash; -1: no limit
+    return body_hashes(message, start, algorithm, digest, (length,), slice_size)[length]
+
+
+def body_hashes(
+    message: bytes,
+    start: int,
+    algorithm: bytes,
+    digest: str,
+    lengths: Iterable[int | None],
+    slice_size: int = SLICE,
+) -> dict[int | None, bytes]:
+    """Gives `body_hash` for each l= of `lengths` (None: no l=), from one canonicalisation.
+
+    Signatures that differ only in l= share the pass over the body: a message
+    with many of them costs one canonicalisation, not one each; the pass stops
+    once every l= is covered.
+    """
+    wanted = list(dict.fromkeys(lengths))
+    hashers = [hashlib.new(digest) for _ in wanted]
+    budgets = [-1 if n is None else n for n in wanted]  # octets still to hash; -1: no limit
     held = 0  # line breaks at the end of what was read, not yet known to be followed by text
     seen_text = False
 
     def feed(data: bytes) -> None:
-        nonlocal budget
-        if budget < 0:
-            hasher.update(data)
-        elif budget:
-            hasher.update(data[:budget])
-            budget -= min(budget, len(data))
+        for i, hasher in enumerate(hashers):
+            budget = budgets[i]
+            if budget < 0:
+                hasher.update(data)
+            elif budget:
+                hasher.update(data[:budget])
+                budgets[i] = budget - min(budget, len(data))
 
     for piece in _line_slices(message, start, slice_size):
+        if not any(budgets):
+            break  # every l= is covered: the rest of the body changes no hash
         if piece.count(b"\n") != piece.count(_CRLF):
             piece = piece.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
         if algorithm == b"relaxed":
@@ -93,4 +114,4 @@ def body_hash(
     # is CRLF under simple but nothing under relaxed (RFC 6376 §3.4.3, §3.4.4).
     if seen_text or algorithm != b"relaxed":
         feed(_CRLF)
-    return hasher.digest()
+    return {n: h.digest() for n, h in zip(wanted, hashers, strict=True)}
