@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -585,3 +586,39 @@ def test_aligned_pass_beside_a_black_holed_signature_passes_dmarc(
     report = run_checks(data, SETTINGS, resolver_for(server, 0.4))
     assert report.dkim_result == "temperror" and report.spf.result == "pass"
     assert report.dmarc.result == "pass" and report.dmarc.aligned_by == "spf"
+
+
+# --- a deadline stops the checks between steps (attacker review item 4) ------------------------
+
+
+def test_checks_stop_at_the_deadline_instead_of_waiting_out_slow_dns(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    """Nobody waits after the deadline: the DNS budget ends with it, and the next step raises."""
+    from classifier.auth.checks import CheckAbandoned, Deadline
+
+    server = dns_server(SILENT_ZONE, silent=SILENT)
+    data = spoof("x@slow.test", "helo.slow.test", BLACKHOLE_SIGNATURE * 3)
+    started = time.monotonic()
+    with pytest.raises(CheckAbandoned, match="deadline passed before"):
+        # Without the deadline each silent lookup waits 10 s, within the 20 s budget.
+        run_checks(data, SETTINGS, resolver_for(server, 10.0), deadline=Deadline(started + 0.5))
+    assert time.monotonic() - started < 5  # the DNS time left was the deadline's, not 10 s
+
+
+def test_checks_stop_before_the_next_signature_when_the_client_is_gone(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    from classifier.auth.checks import CheckAbandoned, Deadline
+
+    server = dns_server(SILENT_ZONE)
+    asked: list[int] = []
+
+    def gone() -> bool:
+        asked.append(1)
+        return len(asked) > 3  # asked before the checks, DKIM, and each signature
+
+    data = spoof("x@attacker.test", "mail.attacker.test", BLACKHOLE_SIGNATURE * 5)
+    deadline = Deadline(time.monotonic() + 60, gone)
+    with pytest.raises(CheckAbandoned, match="client gone before DKIM signature 2"):
+        run_checks(data, SETTINGS, resolver_for(server), deadline=deadline)

@@ -489,12 +489,16 @@ def _read_signatures_unclean(message: bytes) -> Signatures:
 
 
 def verify_signatures(
-    signatures: Signatures, dns: DnsSession, now: float | None = None
+    signatures: Signatures,
+    dns: DnsSession,
+    now: float | None = None,
+    step: Callable[[str], None] | None = None,
 ) -> tuple[DkimSignatureResult, ...]:
     """Gives one result per DKIM-Signature, top first; () when unsigned (RFC 6376 §6.1).
 
     `now` is the verification time for t= and x= (RFC 6376 §3.5); None means
-    the current time.
+    the current time.  `step` is called before each signature verified, and
+    may raise to stop (a deadline: `checks.Deadline.check`).
     """
     clock = time.time() if now is None else now
     if signatures.message is None:
@@ -511,6 +515,8 @@ def verify_signatures(
             )
             results.append(_result(index, field[1], _Outcome("policy", skipped)))
             continue
+        if step is not None:
+            step(f"DKIM signature {index + 1}")
         results.append(_check_one(signatures.message, index, field, tags, dns, clock))
     return tuple(results)
 
