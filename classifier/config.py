@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from classifier.errors import ConfigError
 from classifier.policies import Policies, policies_from_tables
@@ -86,6 +87,49 @@ class Settings:
         return matcher
 
 
+def report_store_kind(url: str) -> str | None:
+    """Gives "sqlite" or "postgresql" for a report store URL, None for one we cannot use.
+
+    Checks only the form: a PostgreSQL URL (libpq's connection URI) is read in
+    full by the driver when the store is opened, and psycopg is not imported here
+    (the pipe's start-up, issue 15).
+    """
+    if any(c.isspace() for c in url):
+        return None
+    scheme, _, rest = url.partition(":")
+    if scheme == "sqlite":
+        return "sqlite" if rest.removeprefix("//") else None
+    if scheme not in ("postgresql", "postgres") or not rest.startswith("//"):
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        return None
+    if parts.fragment or not (parts.path.strip("/") or "dbname=" in parts.query):
+        return None  # a database must be named: never the user's default by accident
+    return "postgresql"
+
+
+def redact_store_url(url: str) -> str:
+    """Gives the URL with any password replaced by "***", for log lines and errors."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable store URL>"
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        f"{k}=***" if k == "password" else f"{k}={v}" if sep else k
+        for k, sep, v in (p.partition("=") for p in parts.query.split("&") if p)
+    )
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
 def default_authserv_id() -> str:
     """Gives the host's FQDN, the RFC 8601 §2.5 recommendation for the authserv-id."""
     return socket.getfqdn() or "localhost"
@@ -134,7 +178,9 @@ class QuarantineConfig:
 class ReportsConfig:
     """Section ``[reports]`` (DMARC aggregate reports, issue 16): its presence turns them on."""
 
-    store: str = DEFAULT_REPORT_STORE
+    store: str = DEFAULT_REPORT_STORE  # sqlite:PATH or a postgresql:// URL (report_store_kind)
+    # Written with each row: one organisation's report covers all its MX hosts.
+    host: str = field(default_factory=default_authserv_id)
     retention_days: float = 35.0
     org_name: str = ""  # "": the authserv_id
     email: str = ""
@@ -154,6 +200,7 @@ class LearnConfig:
     retention_days: float = 180.0
     min_messages: int = 5  # moves of one kind before a change is proposed
     min_users: int = 2  # users among them
+    block_share: float = 0.8  # of the deliveries under a suffix or domain, moved into Junk
     sieve_dir: str | None = None  # where `sieve install --dir` put the global script
 
 
@@ -189,8 +236,12 @@ _SECTION_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
     "quarantine": {"retention_days": (_number(0), "a number of days > 0")},
     "reports": {
         "store": (
-            lambda v: isinstance(v, str) and v.startswith(("sqlite:", "postgresql:")),
-            "sqlite:PATH",
+            lambda v: isinstance(v, str) and report_store_kind(v) is not None,
+            "sqlite:PATH or postgresql://[user@][host][:port]/dbname[?param=value...]",
+        ),
+        "host": (
+            lambda v: isinstance(v, str) and v.strip() and not any(c.isspace() for c in v),
+            "this server's name, such as mx1.example.org",
         ),
         "retention_days": (_number(0), "a number of days > 0"),
         "org_name": (lambda v: isinstance(v, str) and v.strip(), "a name"),
@@ -236,6 +287,10 @@ _SECTION_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
         "min_users": (
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
             "a whole number >= 1",
+        ),
+        "block_share": (
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1,
+            "a number > 0 and <= 1",
         ),
         "sieve_dir": (
             lambda v: isinstance(v, str) and v.startswith("/"),

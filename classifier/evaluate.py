@@ -8,8 +8,10 @@ for an internal error (docs/design.md, "Failure rules") lives in one place.
 
 from __future__ import annotations
 
+import base64
+import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from classifier.annotate import annotate
 from classifier.auth.checks import CheckAbandoned, CheckReport, Deadline, facts_from, run_checks
@@ -35,6 +37,7 @@ class Evaluation:
     facts: AuthFacts
     policy: Policy
     verdict: Verdict
+    delivery_id: str = ""  # with [learn] on: names the delivery record (`delivery=`)
 
     def header_value(self, authserv_id: str) -> str:
         """Gives the X-Authsieve value for this evaluation."""
@@ -46,6 +49,7 @@ class Evaluation:
             "; ".join(self.verdict.reasons),
             allowed=bool(self.verdict.allowed),
             user=self.policy.user,
+            delivery_id=self.delivery_id,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -74,6 +78,11 @@ def evaluate(
     policy = known or policies.for_user(report.envelope.rcpt or "")
     facts = facts_from(report, policy.trusted_arc_sealers)
     return Evaluation(report, facts, policy, decide(facts, policy))
+
+
+def new_delivery_id() -> str:
+    """Gives a fresh delivery id: 100 random bits in lower-case base32 (20 characters)."""
+    return base64.b32encode(secrets.token_bytes(15)).decode().lower()[:20]
 
 
 @dataclass(frozen=True)
@@ -118,12 +127,16 @@ def check_and_annotate(
     hints: Hints | None,
     user: str | None,
     record: Callable[[Evaluation], object] | None = None,
+    note: Callable[[Evaluation, str, str, bytes], object] | None = None,
     deadline: Deadline | None = None,
 ) -> Annotated:
     """Gives the annotated message and verdict (on an internal error: original + error header).
 
     `record` is handed the evaluation of a message that was checked (the DMARC
     aggregate report rows, `classifier.aggregate.store.recorder`); it must not raise.
+    `note` (with [learn] on, `classifier.aggregate.deliveries.delivery_recorder`) is
+    handed the evaluation, a fresh delivery id that the X-Authsieve carries, the
+    recipient and the message: the delivery record `learn` believes.  It must not raise either.
 
     An internal error still gives the message, unchanged but for an
     ``X-Authsieve: …; spf=internal; …; error=…`` header, and logs the
@@ -133,6 +146,8 @@ def check_and_annotate(
     """
     try:
         result = evaluate(data, settings, resolver, policies, hints, user, deadline)
+        if note is not None:
+            result = replace(result, delivery_id=new_delivery_id())
         value = result.header_value(settings.authserv_id)
         out = annotate(data, result.report, settings.authserv_id, value)
         env, facts, verdict = result.report.envelope, result.facts, result.verdict
@@ -144,6 +159,9 @@ def check_and_annotate(
         )
         if record is not None:
             record(result)  # DMARC aggregate report rows (classifier.aggregate); never raises
+        if note is not None:  # the delivery record learn believes; never raises
+            rcpt = user or (hints.recipient if hints else None) or env.rcpt or ""
+            note(result, result.delivery_id, rcpt, data)
         return Annotated(out, verdict.action, summary)
     except CheckAbandoned:
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -11,9 +12,26 @@ from pathlib import Path
 
 import pytest
 
+import classifier.aggregate.store as store_module
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, disposition_of
-from classifier.aggregate.store import ReportStore, StoreError, record_rows, sqlite_path
-from classifier.config import DEFAULT_REPORT_STORE, ConfigError, config_from_dict, load_config
+from classifier.aggregate.store import (
+    _COLUMNS,
+    SCHEMA_VERSION,
+    ReportStore,
+    StoreError,
+    _values,
+    record_rows,
+    sqlite_path,
+)
+from classifier.config import (
+    DEFAULT_REPORT_STORE,
+    ConfigError,
+    ReportsConfig,
+    config_from_dict,
+    load_config,
+    redact_store_url,
+    report_store_kind,
+)
 from classifier.delivery.daemon import make_server
 from classifier.lookup.resolver import make_resolver
 
@@ -81,6 +99,8 @@ def deliver_demo(tmp_path: Path) -> Path:
     for message in MESSAGES:
         proc = pipe(config, message)
         assert proc.returncode == 0, proc.stderr
+    with ReportStore.open(f"sqlite:{db}") as store:  # pipe spools its rows (aggregate/spool.py)
+        assert store.ingest_spool(0) >= len(MESSAGES) - 2
     return db
 
 
@@ -171,6 +191,12 @@ def test_rows_come_back_as_written_and_old_ones_are_purged(tmp_path: Path) -> No
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def reports_of(table: dict[str, object]) -> ReportsConfig:
+    got = config_from_dict({"reports": table}).reports
+    assert got is not None
+    return got
+
+
 def test_a_reports_table_turns_recording_on_with_the_default_store() -> None:
     assert config_from_dict({}).reports is None
     on = config_from_dict({"reports": {}}).reports
@@ -178,7 +204,7 @@ def test_a_reports_table_turns_recording_on_with_the_default_store() -> None:
     assert sqlite_path(DEFAULT_REPORT_STORE) == Path("/var/lib/authsieve/reports.db")
     with pytest.raises(ConfigError, match=r"reports\.store"):
         config_from_dict({"reports": {"store": "mysql://x"}})
-    with pytest.raises(StoreError, match="not supported yet"):
+    with pytest.raises(StoreError, match="expected sqlite:PATH"):
         sqlite_path("postgresql://db/reports")
 
 
@@ -199,6 +225,118 @@ def test_our_verdict_maps_to_an_rfc9990_disposition(
     assert disposition_of(action, dmarc, policy) == expected
 
 
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("sqlite:/var/lib/authsieve/reports.db", "sqlite"),
+        ("postgresql://authsieve@db.example.org:5432/reports", "postgresql"),
+        ("postgresql:///reports?host=/run/postgresql", "postgresql"),
+        ("postgres://[2001:db8::5]/reports?sslmode=verify-full", "postgresql"),
+        ("postgresql://db.example.org?dbname=reports", "postgresql"),
+        ("postgresql://db.example.org/", None),  # no database named
+        ("postgresql://db.example.org:port/reports", None),
+        ("postgresql:reports", None),
+        ("sqlite:", None),
+        ("mysql://db/reports", None),
+        ("postgresql://db/reports with space", None),
+    ],
+)
+def test_the_store_url_picks_the_backend_at_config_load(url: str, kind: str | None) -> None:
+    assert report_store_kind(url) == kind
+    if kind is None:
+        with pytest.raises(ConfigError, match=r"reports\.store: expected sqlite:PATH or post"):
+            config_from_dict({"reports": {"store": url}})
+    else:
+        assert reports_of({"store": url}).store == url
+
+
+def test_a_bad_store_url_is_exit_2_from_the_command_line(tmp_path: Path) -> None:
+    config = config_with_store(tmp_path, "postgresql://db.example.org:x/reports")
+    argv = [sys.executable, "-m", "classifier.commands.main", "dmarc-report", "--config",
+            str(config), "--dry-run", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, cwd=ROOT, check=False, timeout=60)
+    assert proc.returncode == 2
+    assert b"reports.store: expected" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://mx:pa%3Ass@db.example.org/r", "postgresql://mx:***@db.example.org/r"),
+        ("postgresql:///r?host=/run/pg&password=pw", "postgresql:///r?host=/run/pg&password=***"),
+        ("postgresql://mx@db/r?passfile=/etc/authsieve/pgpass",
+         "postgresql://mx@db/r?passfile=/etc/authsieve/pgpass"),
+        ("sqlite:/var/lib/authsieve/reports.db", "sqlite:/var/lib/authsieve/reports.db"),
+    ],
+)  # fmt: skip
+def test_a_store_password_is_never_shown(url: str, shown: str) -> None:
+    assert redact_store_url(url) == shown
+
+
+def test_the_report_host_defaults_to_the_fqdn() -> None:
+    assert reports_of({}).host == socket.getfqdn()
+    assert reports_of({"host": "mx2.example.org"}).host == "mx2.example.org"
+    assert config_from_dict({}).reports is None
+    with pytest.raises(ConfigError, match=r"reports\.host"):
+        config_from_dict({"reports": {"host": "mx 2"}})
+
+
+def test_rows_carry_the_host_and_one_read_covers_every_host(tmp_path: Path) -> None:
+    url = f"sqlite:{tmp_path}/r.db"
+    for host, at in (("mx1", 1000), ("mx2", 1001), ("mx1", 1002)):
+        reports = reports_of({"store": url, "host": host})
+        assert record_rows(reports, (_row(at),), now=2000.0)
+    with ReportStore.open(url) as store:
+        assert [r.received_at for r in store.rows_between(0, 5000)] == [1000, 1001, 1002]
+        assert store.hosts_between(0, 5000) == {"mx1": 2, "mx2": 1}
+        assert store.hosts_between(1001, 1002) == {"mx2": 1}
+
+
+def test_a_store_from_before_the_host_column_is_brought_up_to_date(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    ints = {"received_at", "dkim_aligned", "spf_aligned"}
+    columns = ", ".join(f"{c} {'INTEGER' if c in ints else 'TEXT'} NOT NULL" for c in _COLUMNS)
+    with sqlite3.connect(db) as old:  # schema 1: no host column, no version table
+        old.execute(f"CREATE TABLE report_rows ({columns})")
+        old.execute(
+            f"INSERT INTO report_rows VALUES ({', '.join('?' for _ in _COLUMNS)})",
+            _values(_row(1000), "")[:-1],
+        )
+    old.close()
+    with ReportStore.open(f"sqlite:{db}", host="mx1") as store:
+        store.append([_row(1001)])
+        assert [r.received_at for r in store.rows_between(0, 5000)] == [1000, 1001]
+        assert store.hosts_between(0, 5000) == {"": 1, "mx1": 1}
+        assert store.db.execute("SELECT version FROM report_schema").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+
+
+def test_serves_threads_share_one_kept_store(tmp_path: Path) -> None:
+    reports = reports_of({"store": f"sqlite:{tmp_path}/r.db", "host": "mx1"})
+    kept: list[object] = []
+    first_done, second_done = threading.Event(), threading.Event()
+
+    def deliver(at: int, then: threading.Event, wait: threading.Event | None) -> None:
+        assert record_rows(reports, (_row(at),), now=2000.0)
+        kept.extend(store_module._kept.values())
+        then.set()
+        if wait is not None:
+            wait.wait(10)  # alive until the other is done: no thread id reused
+
+    # Two of the daemon's connection threads, both alive, one after the other.
+    first = threading.Thread(target=deliver, args=(1000, first_done, second_done))
+    first.start()
+    assert first_done.wait(10)
+    second = threading.Thread(target=deliver, args=(1001, second_done, None))
+    second.start()
+    second.join()
+    first.join()
+    assert len(kept) == 2 and kept[0] is kept[1]  # not reopened for the second thread
+    with ReportStore.open(f"sqlite:{tmp_path}/r.db") as store:
+        assert [r.received_at for r in store.rows_between(0, 5000)] == [1000, 1001]
+
+
 def test_a_from_with_two_author_domains_gives_a_row_for_each(tmp_path: Path) -> None:
     # RFC 9990 §2.1: one report per Policy Domain, so each Author Domain evaluated gets its
     # row in its own Policy Domain's report, not only the most severe one.
@@ -212,6 +350,7 @@ def test_a_from_with_two_author_domains_gives_a_row_for_each(tmp_path: Path) -> 
     proc = pipe(config_with_store(tmp_path, f"sqlite:{db}"), message)
     assert proc.returncode == 0, proc.stderr
     with ReportStore.open(f"sqlite:{db}") as store:
+        assert store.ingest_spool(0) == 2
         rows = sorted(store.rows_between(0, 2**40), key=lambda r: r.header_from)
     got = [(r.source_ip, r.header_from, r.policy_domain, r.dmarc_result, r.p) for r in rows]
     assert got == [
@@ -245,6 +384,7 @@ def test_a_failed_delivery_records_no_row_its_retry_one(tmp_path: Path) -> None:
 
     def rows() -> list[ReportRow]:
         with ReportStore.open(f"sqlite:{db}") as store:
+            store.ingest_spool(0)  # the pipe spooled what it recorded
             return list(store.rows_between(0, 2**40))
 
     flag.touch()

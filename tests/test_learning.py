@@ -5,6 +5,7 @@ The IMAP side (imapsieve, the pipe, MOVE and COPY+EXPUNGE) is tests/test_learn_i
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import io
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +22,32 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from classifier.aggregate.deliveries import DeliveryRecord, delivery_recorder
 from classifier.annotate import fold
 from classifier.auth.facts import AuthFacts, render_header_value
 from classifier.commands.learn import as_store_owner
 from classifier.commands.main import main
-from classifier.config import config_from_dict, load_config
-from classifier.learning.moves import JUNKED, RESCUED, Move, direction_of, read_move
+from classifier.config import LearnConfig, config_from_dict, load_config
+from classifier.envelope.trust import Hints
+from classifier.evaluate import check_and_annotate
+from classifier.learning.moves import (
+    JUNKED,
+    RESCUED,
+    Move,
+    delivery_id_of,
+    direction_of,
+    move_of,
+    same_user,
+)
 from classifier.learning.proposals import Thresholds, propose, render
 from classifier.learning.store import LearningStore
+from classifier.lookup.resolver import make_resolver
 from classifier.mailstore.configedit import (
     ConfigEditError,
     add_list_entry,
     set_policy_action,
 )
+from classifier.message import Message
 from sieve.commands import filter_command
 from sieve.imapsieve import compile_config, generate_learn_script, learn_program_text
 from sieve.pigeonhole import Pigeonhole, dovecot_version, find_tool
@@ -60,73 +75,149 @@ FACTS = AuthFacts(
 )
 
 
-def ours(facts: AuthFacts = FACTS, verdict: str = "junk", reason: str = "") -> bytes:
+def ours(delivery: str = "", authserv: str = AUTHSERV) -> bytes:
     """Gives our headers as delivery writes them: Authentication-Results and X-Authsieve."""
-    reason = reason or "SPF fail: 198.51.100.7 is not permitted (spf_fail = junk)"
-    ar = f"{AUTHSERV}; spf=fail smtp.mailfrom=x@lists.uni.example; dkim=pass header.d=shop.example"
-    return fold("Authentication-Results", ar, b"\r\n") + fold(
-        "X-Authsieve", render_header_value(facts, AUTHSERV, verdict, "enforce", reason), b"\r\n"
+    reason = "SPF fail: 198.51.100.7 is not permitted (spf_fail = junk)"
+    ar = f"{authserv}; spf=fail smtp.mailfrom=x@lists.uni.example; dkim=pass header.d=shop.example"
+    value = render_header_value(FACTS, authserv, "junk", "enforce", reason, delivery_id=delivery)
+    return fold("Authentication-Results", ar, b"\r\n") + fold("X-Authsieve", value, b"\r\n")
+
+
+DEMO = ROOT / "examples" / "maildir" / "cur" / "1741463056.M393007P13352.mx,S=5516,W=5516:2,S"
+ZONE = ROOT / "examples" / "maildir" / "zone.txt"
+
+
+def learn_config(tmp_path: Path, extra: str = "") -> Path:
+    """Gives the example config with a [learn] store under tmp_path."""
+    config = tmp_path / "config.toml"
+    text = (ROOT / "examples" / "config.toml").read_text()
+    config.write_text(
+        f'{text}\n[learn]\nstore = "sqlite:{tmp_path}/learning/moves.db"\n{extra}'.replace(
+            "[classifier]\n", f'[classifier]\nlog_file = "{tmp_path}/log"\n', 1
+        )
     )
+    return config
 
 
-def test_a_rescue_is_read_from_our_headers_with_the_hop_that_broke_spf() -> None:
-    move = read_move(ours() + RECEIVED + BODY, "Ann@Example.org", "Junk", "INBOX", SETTINGS, 7)
-    assert move is not None
-    assert (move.user, move.direction, move.verdict, move.rules) == (
-        "ann@example.org",
-        RESCUED,
-        "junk",
-        ("spf_fail",),
-    )
-    assert (move.client_ip, move.client_rdns, move.spf_hop) == (
-        "198.51.100.7",
-        "relay.uni.example",
-        "relay.uni.example",
-    )
-    assert (move.from_address, move.from_auth, move.dkim_domains) == (
-        "news@shop.example",
-        True,
-        ("shop.example",),
-    )
+def deliver(config: Path, data: bytes, rcpt: str) -> bytes:
+    """Gives the message as delivery annotates it, its delivery recorded (the pipe's step)."""
+    loaded = load_config(config)
+    out = check_and_annotate(
+        data, loaded.engine, make_resolver(dns_zone=ZONE), loaded.policies,
+        Hints(recipient=rcpt), rcpt, note=delivery_recorder(loaded.learn),
+    )  # fmt: skip
+    return out.data
 
 
-def test_headers_below_the_topmost_received_teach_nothing() -> None:
-    # Written by the sender: below the Received header our MTA wrote.
-    assert (
-        read_move(RECEIVED + ours() + BODY, "ann@example.org", "Junk", "INBOX", SETTINGS, 7) is None
-    )
+def learn(config: Path, data: bytes, user: str, src: str, dst: str, tmp_path: Path) -> int:
+    msg = tmp_path / "moved.eml"
+    msg.write_bytes(data)
+    return main(["learn", "--config", str(config), "--user", user, "--from-folder", src,
+                 "--to-folder", dst, "--foreground", str(msg)])  # fmt: skip
 
 
-def test_another_authserv_id_teaches_nothing() -> None:
-    other = config_from_dict({"classifier": {"authserv_id": "mx.other.example"}}).engine
-    assert read_move(ours() + RECEIVED + BODY, "ann@example.org", "Junk", "INBOX", other, 7) is None
+def _learn(config: Path) -> LearnConfig:
+    learn = load_config(config).learn
+    assert learn is not None
+    return learn
 
 
-def test_the_sealers_of_a_passing_arc_chain_are_recorded() -> None:
-    ar = f"{AUTHSERV}; spf=fail smtp.mailfrom=x@lists.example; arc=pass (sealed by lists.example)"
-    data = fold("Authentication-Results", ar, b"\r\n") + ours()[ours().index(b"X-Authsieve") :]
-    move = read_move(data + RECEIVED + BODY, "ann@example.org", "Junk", "INBOX", SETTINGS, 7)
-    assert move is not None and (move.arc_sealers, move.dkim_domains) == (("lists.example",), ())
+def stored(config: Path) -> list[Move]:
+    with LearningStore.open(_learn(config).store) as store:
+        return list(store.moves())
 
 
-def test_a_delivered_demo_message_teaches_its_dkim_and_arc_domains() -> None:
-    demo = ROOT / "examples" / "maildir" / "cur" / "1741463056.M393007P13352.mx,S=5516,W=5516:2,S"
-    config = ROOT / "examples" / "config.toml"
-    zone = ROOT / "examples" / "maildir" / "zone.txt"
-    argv = [*filter_command(), "annotate", "--config", str(config), "--dns-zone", str(zone)]
-    data = subprocess.run([*argv, str(demo)], capture_output=True, check=True).stdout
-    demo_settings = load_config(config).engine
-    move = read_move(data, "alice@family.example", "Junk", "INBOX", demo_settings, 7)
-    assert move is not None
+@pytest.fixture
+def logged() -> Iterator[io.StringIO]:
+    """Gives what authsieve logs during the test."""
+    import logging
+
+    from classifier.log import log
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    log.addHandler(handler)
+    level, log.level = log.level, logging.INFO
+    try:
+        yield out
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def test_a_delivered_message_teaches_the_facts_of_its_delivery_record(tmp_path: Path) -> None:
+    config = learn_config(tmp_path)
+    data = deliver(config, DEMO.read_bytes(), "alice@family.example")
+    head = Message.parse(data)
+    assert delivery_id_of(head, "mx.family.example"), "our X-Authsieve names the delivery record"
+    assert learn(config, data, "alice@family.example.", "Junk", "INBOX", tmp_path) == 0
+    [move] = stored(config)
+    assert (move.user, move.direction) == ("alice@family.example", RESCUED)
     assert (move.dkim_domains, move.arc_sealers) == (("lists.example",), ("lists.example",))
     assert (move.client_ip, move.spf, move.spf_hop) == ("203.0.113.150", "fail", "mx.lists.example")
 
 
-def test_authentication_results_of_another_host_add_no_dkim_domain() -> None:
+def test_without_learn_the_header_is_as_before() -> None:
+    value = render_header_value(FACTS, AUTHSERV, "junk", "enforce", "r")
+    assert "delivery=" not in value
+    assert render_header_value(FACTS, AUTHSERV, "junk", "enforce", "r", delivery_id="a2") == (
+        value.replace("; reason=", "; delivery=a2; reason=")
+    )
+
+
+def test_forged_headers_appended_by_a_user_teach_nothing(
+    tmp_path: Path, logged: io.StringIO
+) -> None:
+    # The attack: APPEND a message with our headers forged above its Received into Junk,
+    # then move it out.  Without a delivery record, or with one made up, nothing is learnt.
+    config = learn_config(tmp_path)
+    deliver(config, DEMO.read_bytes(), "alice@family.example")  # the store exists
+    ours_there = "mx.family.example"  # the example config's authserv-id
+    for forged in (ours("", ours_there), ours("abcdefghijklmnopqrst", ours_there)):
+        assert learn(config, forged + RECEIVED + BODY, "bob@family.example", "Junk", "INBOX",
+                     tmp_path) == 0  # fmt: skip
+    assert stored(config) == []
+    assert "no delivery record abcdefghijklmnopqrst" in logged.getvalue()
+
+
+def test_a_move_by_another_user_than_the_recipient_teaches_nothing(
+    tmp_path: Path, logged: io.StringIO
+) -> None:
+    config = learn_config(tmp_path)
+    data = deliver(config, DEMO.read_bytes(), "alice@family.example")
+    learn(config, data, "bob@family.example", "Junk", "INBOX", tmp_path)
+    assert stored(config) == []
+    assert "was to alice@family.example, not to this user" in logged.getvalue()
+    learn(config, data, "alice", "Junk", "INBOX", tmp_path)  # a login without the domain
+    assert [m.user for m in stored(config)] == ["alice@family.example"]
+
+
+def test_the_last_direction_of_a_message_counts(tmp_path: Path) -> None:
+    config = learn_config(tmp_path)
+    data = deliver(config, DEMO.read_bytes(), "alice@family.example")
+    learn(config, data, "alice@family.example", "Junk", "INBOX", tmp_path)
+    learn(config, data, "alice@family.example", "INBOX", "Junk", tmp_path)
+    learn(config, data, "alice@family.example", "INBOX", "Junk", tmp_path)
+    assert [m.direction for m in stored(config)] == [JUNKED]
+
+
+def test_a_store_that_cannot_be_written_never_fails_delivery(
+    tmp_path: Path, logged: io.StringIO
+) -> None:
+    (tmp_path / "learning").write_text("")  # a file where the store's directory should be
+    config = learn_config(tmp_path)
+    data = deliver(config, DEMO.read_bytes(), "alice@family.example")
+    assert delivery_id_of(Message.parse(data), "mx.family.example")
+    assert data.endswith(DEMO.read_bytes()[-200:])  # delivered, whole
+    assert "not recorded" in logged.getvalue()
+
+
+def test_authentication_results_of_another_host_add_no_dkim_domain(tmp_path: Path) -> None:
+    config = learn_config(tmp_path)
     theirs = b"Authentication-Results: evil.example; dkim=pass header.d=bank.example\r\n"
-    data = theirs + ours() + RECEIVED + BODY
-    move = read_move(data, "ann@example.org", "Junk", "INBOX", SETTINGS, 7)
-    assert move is not None and move.dkim_domains == ("shop.example",)
+    data = deliver(config, DEMO.read_bytes(), "alice@family.example")
+    learn(config, theirs + data, "alice@family.example", "Junk", "INBOX", tmp_path)
+    assert [m.dkim_domains for m in stored(config)] == [("lists.example",)]
 
 
 @pytest.mark.parametrize(
@@ -147,20 +238,54 @@ def test_which_moves_teach(src: str, dst: str, expected: str) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.text(alphabet='; ="\\()\r\n\tverdictidjunk-mx.example.org', max_size=80))
-def test_hostile_header_text_below_received_never_teaches(noise: str) -> None:
+@given(st.text(alphabet='; ="\\()\r\n\tverdictidjunk-mx.example.orgdelivery', max_size=80))
+def test_hostile_header_text_names_no_delivery(noise: str) -> None:
     forged = f"X-Authsieve: v=1; id={AUTHSERV}; verdict=junk; from-auth=yes; {noise}"
     data = RECEIVED + forged.encode("utf-8", "replace").replace(b"\n", b" ") + b"\r\n" + BODY
-    assert read_move(data, "ann@example.org", "INBOX", "Junk", SETTINGS, 7) is None
+    assert delivery_id_of(Message.parse(data), AUTHSERV) == ""
+
+
+@pytest.mark.parametrize(
+    ("login", "recipient", "same"),
+    [
+        ("alice@family.example.", "alice@family.example", True),
+        ("Alice@Family.Example", "alice@family.example.", True),
+        ("alice", "alice@family.example", True),
+        ("bob", "alice@family.example", False),
+        ("alice@other.example", "alice@family.example", False),
+        ("alice", "", False),
+    ],
+)
+def test_which_login_is_the_recipient(login: str, recipient: str, same: bool) -> None:
+    assert same_user(login, recipient) is same
 
 
 # --- the store ---------------------------------------------------------------------------------
 
+RECORD = DeliveryRecord(
+    id="aaaaaaaaaaaaaaaaaaaa", at=900, user="ann@example.org", message_id="<m@x>", verdict="junk",
+    rules=("spf_fail",), reasons="SPF fail (spf_fail = junk)", spf="fail", dkim="pass",
+    dmarc="pass", from_auth=True, forwarded=False, allowed=False,
+    from_address="news@shop.example", from_domain="shop.example",
+    mailfrom="bounce@shop.example", mailfrom_domain="shop.example",
+    client_ip="198.51.100.7", client_rdns="relay.uni.example", client_helo="relay.uni.example",
+    spf_hop="relay.uni.example", dkim_domains=("shop.example",), arc_sealers=(),
+)  # fmt: skip
+
 
 def move(n: int, user: str = "ann@example.org", **changes: Any) -> Move:
-    base = read_move(ours() + RECEIVED + BODY, user, "Junk", "INBOX", SETTINGS, 1000 + n)
+    record = dataclasses.replace(RECORD, id=f"d{n}", user=user)
+    base = move_of(record, user, "Junk", "INBOX", 1000 + n)
     assert base is not None
-    return dataclasses.replace(base, key=f"{user}-{n}", message_id=f"<m{n}@x>", **changes)
+    return dataclasses.replace(base, **changes)
+
+
+def record(m: Move, verdict: str = "inbox") -> DeliveryRecord:
+    """Gives the delivery record a move was made on."""
+    return dataclasses.replace(
+        RECORD, id=m.delivery_id, user=m.user, from_domain=m.from_domain, verdict=verdict,
+        rules=m.rules,
+    )  # fmt: skip
 
 
 def test_the_store_counts_a_move_once_and_purges_old_ones(tmp_path: Path) -> None:
@@ -169,10 +294,10 @@ def test_the_store_counts_a_move_once_and_purges_old_ones(tmp_path: Path) -> Non
         assert store.record(move(1)) is True
         assert store.record(move(1)) is False  # the same key: counted before
         assert store.record(move(2)) is True
-        assert [m.message_id for m in store.moves()] == ["<m1@x>", "<m2@x>"]
+        assert [m.delivery_id for m in store.moves()] == ["d1", "d2"]
         assert next(iter(store.moves())) == move(1)  # every field comes back as it went in
         assert store.purge(1002) == 1
-        assert [m.message_id for m in store.moves()] == ["<m2@x>"]
+        assert [m.delivery_id for m in store.moves()] == ["d2"]
     mode = sqlite3.connect(tmp_path / "sub" / "learning.db").execute("PRAGMA journal_mode")
     assert mode.fetchone() == ("wal",)
 
@@ -180,6 +305,9 @@ def test_the_store_counts_a_move_once_and_purges_old_ones(tmp_path: Path) -> Non
 # --- proposals ---------------------------------------------------------------------------------
 
 POLICIES = CONFIG.policies
+SOFTFAIL_JUNK = config_from_dict(
+    {"classifier": {"authserv_id": AUTHSERV}, "policy": {"spf_softfail": "junk"}}
+).policies
 T = Thresholds(min_messages=3, min_users=2)
 
 
@@ -277,22 +405,19 @@ def test_a_policy_action_is_set_in_place() -> None:
 
 
 def test_learn_exits_at_once_and_records_in_the_background(tmp_path: Path) -> None:
-    config = tmp_path / "config.toml"
-    store = tmp_path / "learning.db"
-    config.write_text(
-        f'[classifier]\nauthserv_id = "{AUTHSERV}"\nlog_file = "{tmp_path}/log"\n'
-        f'[learn]\nstore = "sqlite:{store}"\n'
-    )
+    config = learn_config(tmp_path)
+    store = tmp_path / "learning" / "moves.db"
+    data = deliver(config, DEMO.read_bytes(), "alice@family.example")
     # The store is locked by another writer: learn must still answer at once, give up after
     # --timeout in the background, and say so in the log.
     blocker = sqlite3.connect(store, isolation_level=None)
     blocker.execute("PRAGMA journal_mode=WAL")
     LearningStore.open(f"sqlite:{store}").close()
     blocker.execute("BEGIN EXCLUSIVE")
-    argv = [*filter_command(), "learn", "--config", str(config), "--user", "ann@example.org",
+    argv = [*filter_command(), "learn", "--config", str(config), "--user", "alice@family.example",
             "--from-folder", "Junk", "--to-folder", "INBOX", "--timeout", "3"]  # fmt: skip
     started = time.monotonic()
-    proc = subprocess.run(argv, input=ours() + RECEIVED + BODY, capture_output=True, timeout=30)
+    proc = subprocess.run(argv, input=data, capture_output=True, timeout=30)
     took = time.monotonic() - started
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
     assert took < 2.5, f"learn took {took:.2f}s before exiting"
@@ -300,12 +425,13 @@ def test_learn_exits_at_once_and_records_in_the_background(tmp_path: Path) -> No
     while "not recorded" not in (tmp_path / "log").read_text(errors="replace"):
         assert time.monotonic() < deadline, "learn logged no failure"
         time.sleep(0.1)
+    log_text = (tmp_path / "log").read_text(errors="replace")
+    assert f"{store}" in log_text and "(running as " in log_text  # which file, as whom
     blocker.execute("ROLLBACK")
     # Unlocked, the same move is recorded (--foreground: before exiting).
-    proc = subprocess.run([*argv, "--foreground"], input=ours() + RECEIVED + BODY, timeout=30)
+    proc = subprocess.run([*argv, "--foreground"], input=data, timeout=30)
     assert proc.returncode == 0
-    with LearningStore.open(f"sqlite:{store}") as s:
-        assert [m.direction for m in s.moves()] == [RESCUED]
+    assert [m.direction for m in stored(config)] == [RESCUED]
 
 
 def test_learn_with_a_broken_config_still_exits_0(tmp_path: Path) -> None:
@@ -392,7 +518,152 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_exit_2(
     config.write_text(f'[classifier]\nauthserv_id = "{AUTHSERV}"\n{learn}')
     assert main(["suggest", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert (
-        err.startswith(f"authsieve: learn store sqlite:{tmp_path}/file/x.db: ")
-        and err.count("\n") == 1
+    assert err.startswith(f"authsieve: learn store {tmp_path}/file/x.db: ") and err.count("\n") == 1
+    # Which file, as whom, and what to run (admin finding).
+    assert "(running as root)" in err or "(running as " in err
+    assert f"install -d -o vmail -g vmail -m 750 {tmp_path}/file" in err
+
+
+# --- the review findings (issue 17, second round) ----------------------------------------------
+
+
+def test_a_senders_own_relay_is_never_proposed_as_a_forwarder() -> None:
+    # The attacker's relay.atk.test breaks SPF of mail signed d=atk.test, or sent as atk.test.
+    own = {"spf_hop": "relay.atk.test", "client_rdns": "relay.atk.test"}
+    signed = [move(n, u, **own, dkim_domains=("atk.test",)) for n, u in
+              ((1, "ann@example.org"), (2, "ann@example.org"), (3, "bob@example.org"))]  # fmt: skip
+    sent = [dataclasses.replace(m, dkim_domains=("shop.example",), mailfrom_domain="b.atk.test")
+            for m in signed]  # fmt: skip
+    for moves in (signed, sent):
+        assert not [p for p in propose(moves, POLICIES, T) if p.kind == "trust_forwarder"]
+    by_ip = [
+        dataclasses.replace(m, spf_hop="192.0.2.9", dkim_domains=("x.example",)) for m in signed
+    ]
+    assert not [p for p in propose(by_ip, POLICIES, T) if p.kind == "trust_forwarder"]
+    other = [dataclasses.replace(m, dkim_domains=("shop.example",)) for m in signed]
+    [found] = [p for p in propose(other, POLICIES, T) if p.kind == "trust_forwarder"]
+    assert "its organizational domain atk.test is neither a signer's (shop.example)" in (
+        found.summary
     )
+
+
+def _junked(n: int, user: str, domain: str) -> Move:
+    return move(n, user, direction=JUNKED, from_domain=domain, rules=(), spf_hop="")
+
+
+def test_no_suffix_block_when_mail_under_it_stays_in_inbox_untouched() -> None:
+    # The .net finding: a.net and b.net junked, but c.net's (DMARC-passing) mail is read.
+    users = ("ann@example.org", "bob@example.org", "ann@example.org")
+    junked = [_junked(n, u, "a.net") for n, u in enumerate(users)]
+    junked += [_junked(10 + n, u, "mail.b.net") for n, u in enumerate(users)]
+    kept = [dataclasses.replace(RECORD, id=f"k{n}", from_domain="c.net") for n in range(20)]
+    records = [record(m, "inbox") for m in junked] + kept
+    found = [(p.kind, p.value) for p in propose(junked, POLICIES, T, records)]
+    assert found == [("block_domain", "a.net"), ("block_domain", "b.net")]
+    # Without c.net's mail, nearly all .net mail was junked: the suffix.
+    found = [(p.kind, p.value) for p in propose(junked, POLICIES, T, records[:6])]
+    assert found == [("block_suffix", ".net")]
+    # A domain whose mail mostly stayed is not proposed either (share below 0.8).
+    more = [dataclasses.replace(RECORD, id=f"a{n}", from_domain="a.net") for n in range(5)]
+    found = [(p.kind, p.value) for p in propose(junked[:3], POLICIES, T, records[:3] + more)]
+    assert found == []
+
+
+def test_a_rule_proposal_counts_the_deliveries_it_filed() -> None:
+    policies = config_from_dict(
+        {"classifier": {"authserv_id": AUTHSERV}, "policy": {"spf_softfail": "junk"}}
+    ).policies
+    moves = [move(n, u, rules=("spf_softfail",), dkim_domains=(), spf_hop="") for n, u in
+             ((1, "ann@example.org"), (2, "bob@example.org"), (3, "bob@example.org"))]  # fmt: skip
+    filed = [record(m, "junk") for m in moves]
+    filed += [dataclasses.replace(filed[0], id=f"x{n}") for n in range(5)]
+    [found] = [p for p in propose(moves, policies, T, filed) if p.kind == "relax_rule"]
+    assert found.summary.startswith("rule spf_softfail=junk: 3 of 8 messages it filed were rescued")
+
+
+def test_no_per_user_proposal_for_a_login_that_is_no_address() -> None:
+    moves = [move(n, "alice") for n in (1, 2, 3)]
+    assert not [p for p in propose(moves, POLICIES, T) if p.user]
+
+
+def test_evidence_says_how_many_moves_it_leaves_out() -> None:
+    moves = [move(n, u) for n, u in enumerate(["ann@example.org"] * 3 + ["bob@example.org"] * 2)]
+    [found] = [p for p in propose(moves, POLICIES, T) if p.kind == "trust_forwarder"]
+    assert len(found.evidence) == 4 and found.evidence[-1] == "(first 3 of 5 moves)"
+
+
+PIECES = ["a", "@", ".", " ", "\n", "\r", "\x1b", "[", "\x07", "\u202e", "\u2066", "\x9b", "\x00"]
+HOSTILE = st.lists(st.sampled_from([*PIECES, "1. ", "change: "]), max_size=12).map("".join)
+
+
+@settings(max_examples=80, deadline=None)
+@given(sender=HOSTILE, message_id=HOSTILE, user=HOSTILE, folder=HOSTILE)
+def test_sender_and_user_text_never_reaches_the_terminal_raw(
+    sender: str, message_id: str, user: str, folder: str
+) -> None:
+    moves = [
+        move(n, user + u, from_address=sender + "x@shop.example", message_id=message_id,
+             from_folder="Junk" + folder)
+        for n, u in ((1, "ann@example.org"), (2, "ann@example.org"), (3, "bob@example.org"))
+    ]  # fmt: skip
+    proposals = propose(moves, POLICIES, T)
+    assert proposals  # a forwarder at least: the values reach the text
+    text = render(list(enumerate(proposals, 1)))
+    for line in text.splitlines():
+        assert line.isprintable(), repr(line)
+        assert line[:1].isdigit() or line.startswith("   change: ") or line.startswith("   e.g. ")
+    assert text.count("\n") == sum(2 + len(p.evidence) for p in proposals)
+
+
+def _store_with_rescues(tmp_path: Path, user: str = "ann@example.org") -> Path:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[classifier]\nauthserv_id = "{AUTHSERV}"\n'
+        '[policy]\nspf_softfail = "junk"  # keep\n'
+        f'[learn]\nstore = "sqlite:{tmp_path}/l/moves.db"\nmin_messages = 1\nmin_users = 1\n'
+    )
+    with LearningStore.open(f"sqlite:{tmp_path}/l/moves.db") as store:
+        now = int(time.time())
+        store.record(
+            move(
+                1,
+                user,
+                rules=("spf_softfail",),
+                dkim_domains=(),
+                spf_hop="",
+                at=now,
+                from_auth=False,
+            )
+        )
+    return config
+
+
+def test_apply_says_what_a_rule_was_and_restores_the_config_when_sieve_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _store_with_rescues(tmp_path)
+    before = config.read_text()
+    (tmp_path / "a-file").write_text("")
+    bad = str(tmp_path / "a-file" / "sieve")
+    assert main(["suggest", "--config", str(config), "--apply", "1", "--sieve-dir", bad]) == 1
+    out = capsys.readouterr().out
+    assert "spf_softfail: set to inbox (was junk)" in out
+    assert out.splitlines()[-1].endswith(f"{config} restored, proposal not applied")
+    assert config.read_text() == before
+    from classifier.commands.learn import _proposals
+
+    assert [p.key for p in _proposals(load_config(config))] == ["spf_softfail"]  # still there
+
+
+def test_apply_never_writes_a_config_the_loader_rejects(tmp_path: Path) -> None:
+    from classifier.commands.learn import _apply
+    from classifier.errors import UsageError
+    from classifier.learning.proposals import Proposal
+
+    config = _store_with_rescues(tmp_path)
+    before = config.read_text()
+    bad = Proposal("allow_sender", "alice", "allow_senders", "x@shop.example", 5, ("alice",), "s")
+    args = argparse.Namespace(config=str(config), sieve_dir=None)
+    with pytest.raises(UsageError, match="not changed: the change would not load"):
+        _apply(args, load_config(config), bad)
+    assert config.read_text() == before

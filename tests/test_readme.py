@@ -35,7 +35,6 @@ from pathlib import Path
 
 import pytest
 
-from classifier.aggregate.rows import ReportRow
 from classifier.aggregate.store import ReportStore
 from classifier.auth.facts import parse_header_value
 from classifier.config import (
@@ -106,6 +105,8 @@ def test_readme_marks_every_block_the_tests_run() -> None:
     wanted |= {"lmtp-filter main.cf"}
     wanted |= {f"reports {n}" for n in ("config.toml", "store directory", "timer", "cron")}
     wanted |= {"learn config"} | {f"dovecot {v} {IMAPSIEVE_FILE}" for v in VERSIONS}
+    # tests/test_aggregate_store_pg.py runs the PostgreSQL ones against a real server
+    wanted |= {"postgresql setup", "postgresql writer role", "reports postgresql"}
     assert names == wanted
 
 
@@ -552,26 +553,53 @@ def test_reports_store_directory_lets_the_pipe_user_record_and_report(mta: Mta) 
         assert (lib / "reports.db").stat().st_uid == mta.user.pw_uid
         token = send(mta, "promo@lucky-winner.cyou", GOOD_CLIENT)
         mta.wait_delivered(token)
-
-        def recorded() -> list[ReportRow]:
-            with ReportStore.open(f"sqlite:{lib / 'reports.db'}") as store:
-                return list(store.rows_between(0, 2**40))
-
-        # The row is written once dovecot-lda has returned, just after the file appears.
-        wait_until(lambda: bool(recorded()), 10, "a report row", mta.logs)
-        rows = recorded()
-        assert [(r.header_from, r.source_ip, r.dmarc_result) for r in rows] == [
-            ("lucky-winner.cyou", GOOD_CLIENT, "pass")
-        ]
-        day = time.strftime("%Y-%m-%d", time.gmtime(rows[0].received_at))
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        # The pipe process spools its row, as the pipe user, once dovecot-lda has returned
+        # (just after the file appears); dmarc-report takes it in.
+        spool = lib / "reports.db.spool"
+        wait_until(lambda: any(spool.glob("*.json")), 10, "a spooled report row", mta.logs)
+        (spooled,) = spool.glob("*.json")
+        assert spooled.stat().st_uid == mta.user.pw_uid
         out = lib / "dmarc-out"
         argv = ["runuser", "-u", user, "--", f"{mta.root}/bin/authsieve", "dmarc-report"]
         argv += ["--config", str(mta.config), "--day", day, "--dry-run", str(out)]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         assert [p.name.split("!")[1] for p in out.glob("*.xml.gz")] == ["lucky-winner.cyou"]
+        assert not spooled.exists()
+        with ReportStore.open(f"sqlite:{lib / 'reports.db'}") as store:
+            rows = list(store.rows_between(0, 2**40))
+        assert [(r.header_from, r.source_ip, r.dmarc_result) for r in rows] == [
+            ("lucky-winner.cyou", GOOD_CLIENT, "pass")
+        ]
     finally:
         mta.set_config(config)
+
+
+def test_the_merged_sieve_lines_for_filter_and_imapsieve_hold_both_files_words() -> None:
+    # Dovecot 2.3: the later file's sieve_plugins / sieve_global_extensions replace the
+    # earlier's; anyone running the LMTP filter and learning needs the union (README).
+    readme = README.read_text()
+
+    def words(text: str, key: str) -> set[str]:
+        return {
+            w
+            for line in text.splitlines()
+            if line.strip().startswith(f"{key} =")
+            for w in line.split("=", 1)[1].split()
+        }
+
+    for key in ("sieve_plugins", "sieve_global_extensions"):
+        both = set()
+        for name in ("90-authsieve-filter.conf", IMAPSIEVE_FILE):
+            text = (EXAMPLES / "dovecot" / "2.3" / name).read_text()
+            both |= words(settings_lines_text(text), key)
+        merged = [line for line in readme.splitlines() if line.strip().startswith(f"{key} =")]
+        assert any(words(line, key) == both for line in merged), (key, sorted(both))
+
+
+def settings_lines_text(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
 def test_the_commands_list_names_every_command() -> None:

@@ -1,27 +1,42 @@
 """The report store: rows appended at delivery, read back by `authsieve dmarc-report`.
 
-SQLite in WAL mode (``[reports] store = "sqlite:/var/lib/authsieve/reports.db"``),
-so `authsieve pipe` processes, the daemon and the watcher can append while a
-report is being built.  Appending never delays or fails a delivery:
-`record_rows` waits at most `WRITE_TIMEOUT` for the lock, and a store that
-cannot be written is logged and skipped.  Rows older than
-``retention_days`` are purged, at most once an hour per process and whenever a
-report is built.
+Two backends behind one interface, chosen by the URL in ``[reports] store``:
+SQLite in WAL mode (the default, ``sqlite:/var/lib/authsieve/reports.db``), so
+`authsieve pipe` processes, the daemon and the watcher can append while a
+report is being built; and PostgreSQL (``postgresql://…``, `store_pg`) for
+several MX or backends reporting for one organisation, each row carrying the
+``host`` that wrote it.  Appending never delays or fails a delivery:
+`record_rows` waits at most `WRITE_TIMEOUT` for a lock or a statement, and a
+store that cannot be written is logged (its password redacted) and skipped.
+Rows older than ``retention_days`` are purged, at most once an hour per
+process and whenever a report is built.  One-shot processes (pipe, filter)
+with a SQLite store spool their rows instead (`spool`), taken in when a
+report is built and hourly by a process that keeps the store open.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import os
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from classifier.aggregate.hints import store_hint
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, rows_from
-from classifier.config import DEFAULT_REPORT_STORE, ReportsConfig
+from classifier.aggregate.spool import Spool, SpoolFile, spool_dir, spool_rows
+from classifier.config import (
+    DEFAULT_REPORT_STORE,
+    ReportsConfig,
+    redact_store_url,
+    report_store_kind,
+)
 from classifier.log import log
 
 if TYPE_CHECKING:
@@ -39,8 +54,9 @@ STORE_HINT = (
 )
 _last_purge: dict[str, float] = {}
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS report_rows (
+SCHEMA_VERSION = 2  # 2: the host column (which MX wrote the row)
+_SQLITE_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS report_rows (
     received_at INTEGER NOT NULL,
     source_ip TEXT NOT NULL,
     header_from TEXT NOT NULL,
@@ -63,10 +79,12 @@ CREATE TABLE IF NOT EXISTS report_rows (
     testing TEXT NOT NULL,
     policy_applied TEXT NOT NULL,
     disposition TEXT NOT NULL,
-    reasons TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS report_rows_time ON report_rows (received_at, policy_domain);
-"""
+    reasons TEXT NOT NULL,
+    host TEXT NOT NULL DEFAULT ''
+)""",
+    "CREATE INDEX IF NOT EXISTS report_rows_time ON report_rows (received_at, policy_domain)",
+    "CREATE TABLE IF NOT EXISTS report_schema (version INTEGER NOT NULL)",
+)
 _COLUMNS = (
     "received_at", "source_ip", "header_from", "envelope_from", "envelope_to", "spf_domain",
     "spf_scope", "spf_result", "dkim", "dmarc_result", "dkim_aligned", "spf_aligned",
@@ -75,18 +93,24 @@ _COLUMNS = (
 )  # fmt: skip
 
 
+_INGEST_BATCH = 500  # spooled files a transaction
+_MARKS = ", ".join("?" for _ in (*_COLUMNS, "host"))
+# The ids of the spooled files taken in (spool.py); made when a spool is first ingested.
+_SPOOL_DONE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS report_spool_done (id TEXT PRIMARY KEY, at INTEGER NOT NULL)"
+)
+
+
 class StoreError(Exception):
-    """A store URL that names no store we can use: one line naming it."""
+    """A store that cannot be used: one line naming it (its password never shown)."""
 
 
 def sqlite_path(url: str) -> Path:
     """Gives the database file of a ``sqlite:PATH`` store URL; raises StoreError otherwise."""
     scheme, _, rest = url.partition(":")
-    if scheme == "sqlite" and rest:
+    if scheme == "sqlite" and rest.removeprefix("//"):
         return Path(rest.removeprefix("//"))
-    if scheme in ("postgresql", "postgres"):
-        raise StoreError(f"{url}: a PostgreSQL store is not supported yet (use sqlite:PATH)")
-    raise StoreError(f"{url}: expected sqlite:PATH")
+    raise StoreError(f"{redact_store_url(url)}: expected sqlite:PATH")
 
 
 def open_sqlite(url: str, schema: str, timeout: float = 5.0) -> sqlite3.Connection:
@@ -94,7 +118,8 @@ def open_sqlite(url: str, schema: str, timeout: float = 5.0) -> sqlite3.Connecti
 
     WAL, so that short-lived writers (pipe, learn) and a reader (a report, suggest)
     never wait on each other; autocommit, each writer opens its own transaction.
-    Shared by every store of authsieve (reports, learning).
+    Shared by the stores of authsieve (the learning store; the report store's
+    SQLite backend adds a schema version and a lock around making its tables).
     """
     path = sqlite_path(url)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -105,17 +130,17 @@ def open_sqlite(url: str, schema: str, timeout: float = 5.0) -> sqlite3.Connecti
     return db
 
 
-def _values(row: ReportRow) -> tuple[object, ...]:
+def _values(row: ReportRow, host: str) -> tuple[object, ...]:
     dkim = json.dumps([[d.domain, d.selector, d.result] for d in row.dkim])
     reasons = json.dumps([[r.type, r.comment] for r in row.reasons])
     d = row.to_dict()
     d.update(dkim=dkim, reasons=reasons, dkim_aligned=int(row.dkim_aligned))
     d["spf_aligned"] = int(row.spf_aligned)
-    return tuple(d[c] for c in _COLUMNS)
+    return (*(d[c] for c in _COLUMNS), host)
 
 
-def _row(values: sqlite3.Row) -> ReportRow:
-    d = dict(zip(_COLUMNS, tuple(values), strict=True))
+def _row(values: Sequence[object]) -> ReportRow:
+    d: dict[str, Any] = dict(zip(_COLUMNS, tuple(values), strict=True))
     d["dkim"] = tuple(DkimEntry(*x) for x in json.loads(d["dkim"]))
     d["reasons"] = tuple(Override(*x) for x in json.loads(d["reasons"]))
     d["dkim_aligned"], d["spf_aligned"] = bool(d["dkim_aligned"]), bool(d["spf_aligned"])
@@ -123,14 +148,37 @@ def _row(values: sqlite3.Row) -> ReportRow:
 
 
 class ReportStore:
-    """One SQLite report store; `open` creates the file, its directory and the table."""
+    """One report store: `open` picks the backend from the URL (SQLite or PostgreSQL).
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    The backends share the SQL below; each says how it marks a parameter, which
+    column orders rows written in the same second, and how it makes its schema.
+    """
+
+    mark = "?"
+    order = "rowid"
+
+    def __init__(self, connection: Any, host: str = "") -> None:
         self.db = connection
+        self.host = host  # written with every row: which MX saw the message
 
     @classmethod
-    def open(cls, url: str, timeout: float = 5.0) -> ReportStore:
-        return cls(open_sqlite(url, _SCHEMA, timeout))
+    def open(cls, url: str, timeout: float = 30.0, host: str = "") -> ReportStore:
+        """Gives the store at `url`, its schema made or brought up to date.
+
+        `timeout` bounds the wait for a lock (SQLite) or for the connection and
+        any one statement (PostgreSQL).  Raises StoreError for a store that
+        cannot be opened.
+        """
+        kind = report_store_kind(url)
+        if kind == "postgresql":
+            from classifier.aggregate.store_pg import PostgresStore  # psycopg only when used
+
+            return PostgresStore.connect(url, timeout, host)
+        if kind is None:
+            raise StoreError(
+                f"{redact_store_url(url)}: expected sqlite:PATH or postgresql://…/DBNAME"
+            )
+        return SqliteStore.connect(url, timeout, host)
 
     def close(self) -> None:
         self.db.close()
@@ -141,60 +189,256 @@ class ReportStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _sql(self, text: str) -> str:
+        return text.replace("?", self.mark)
+
+    def _transaction(self) -> AbstractContextManager[object]:
+        raise NotImplementedError
+
+    def ingest_spool(self, forget_before: int) -> int:
+        """Moves spooled rows into the store (SQLite only: one-shot writers spool for it)."""
+        return 0
+
     def append(self, rows: Iterable[ReportRow]) -> int:
         """Appends rows in one transaction; gives how many."""
-        values = [_values(r) for r in rows]
-        marks = ", ".join("?" for _ in _COLUMNS)
-        with self.db:
-            self.db.executemany(
-                f"INSERT INTO report_rows ({', '.join(_COLUMNS)}) VALUES ({marks})", values
-            )
+        values = [_values(r, self.host) for r in rows]
+        insert = f"INSERT INTO report_rows ({', '.join(_COLUMNS)}, host) VALUES ({_MARKS})"
+        with self._transaction():
+            self.db.cursor().executemany(self._sql(insert), values)
         return len(values)
 
     def rows_between(self, begin: int, end: int) -> Iterator[ReportRow]:
-        """Gives the rows received in [begin, end), oldest first."""
+        """Gives the rows received in [begin, end), oldest first, from every host."""
         cursor = self.db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM report_rows"
-            " WHERE received_at >= ? AND received_at < ? ORDER BY received_at, rowid",
+            self._sql(
+                f"SELECT {', '.join(_COLUMNS)} FROM report_rows"
+                f" WHERE received_at >= ? AND received_at < ? ORDER BY received_at, {self.order}"
+            ),
             (begin, end),
         )
         for values in cursor:
             yield _row(values)
 
+    def hosts_between(self, begin: int, end: int) -> dict[str, int]:
+        """Gives how many rows each host wrote in [begin, end), by host name."""
+        cursor = self.db.execute(
+            self._sql(
+                "SELECT host, count(*) FROM report_rows"
+                " WHERE received_at >= ? AND received_at < ? GROUP BY host ORDER BY host"
+            ),
+            (begin, end),
+        )
+        return {str(host): int(n) for host, n in cursor}
+
     def purge(self, before: int) -> int:
         """Deletes rows received before `before`; gives how many."""
-        with self.db:
-            return self.db.execute(
-                "DELETE FROM report_rows WHERE received_at < ?", (before,)
-            ).rowcount
+        with self._transaction():
+            cursor = self.db.execute(
+                self._sql("DELETE FROM report_rows WHERE received_at < ?"), (before,)
+            )
+            return int(cursor.rowcount)
+
+
+class SqliteStore(ReportStore):
+    """The default store: one SQLite file in WAL mode, written by every local process."""
+
+    db_file: Path
+
+    @classmethod
+    def connect(cls, url: str, timeout: float, host: str) -> SqliteStore:
+        """Gives the open store; OSError or sqlite3.Error for a file we may not write."""
+        path = sqlite_path(url)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        # serve's threads share the kept store, one at a time (_kept_lock)
+        db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        store = cls(db, host)
+        store.db_file = path
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            if store._version() != SCHEMA_VERSION:
+                store._make_schema()
+        except BaseException:
+            db.close()
+            raise
+        return store
+
+    @contextmanager
+    def _transaction(self) -> Iterator[object]:
+        self.db.execute("BEGIN IMMEDIATE")  # the write lock now: no upgrade deadlock later
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _version(self) -> int | None:
+        try:
+            found = self.db.execute("SELECT max(version) FROM report_schema").fetchone()
+        except sqlite3.OperationalError:
+            return None  # no such table: a new store, or one from before the version table
+        return None if found[0] is None else int(found[0])
+
+    def _make_schema(self) -> None:
+        with self._transaction():
+            version = self._version()  # again, under the lock: another process may have made it
+            if version == SCHEMA_VERSION:
+                return
+            if version is not None and version > SCHEMA_VERSION:
+                raise StoreError(_too_new(version))
+            for statement in _SQLITE_SCHEMA:
+                self.db.execute(statement)
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(report_rows)")}
+            if "host" not in columns:  # a store written before report_host (schema 1)
+                self.db.execute("ALTER TABLE report_rows ADD COLUMN host TEXT NOT NULL DEFAULT ''")
+            self.db.execute("DELETE FROM report_schema")
+            self.db.execute("INSERT INTO report_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+
+    def ingest_spool(self, forget_before: int) -> int:
+        """Moves the rows one-shot writers spooled (`spool`) into the store; gives how many.
+
+        Each file's id goes into report_spool_done in the rows' transaction, so
+        a file ingested twice (a crash before its unlink, a reader that may not
+        unlink) counts once.  Ids ingested before `forget_before` are forgotten.
+        Raises OSError or sqlite3.Error; a refused file is logged and left.
+        """
+        try:
+            spool = Spool(spool_dir(self.db_file))
+        except FileNotFoundError:
+            return 0
+        added = 0
+        insert = f"INSERT INTO report_rows ({', '.join(_COLUMNS)}, host) VALUES ({_MARKS})"
+        try:
+            batch: list[SpoolFile] = []
+            for got in itertools.chain(spool.files(len(_COLUMNS) + 1), (None,)):
+                if got is not None and got.refused:
+                    log.warning("report spool %s/%s refused: %s", spool.directory, got.name,
+                                got.refused)  # fmt: skip
+                    continue
+                if got is not None:
+                    batch.append(got)
+                if batch and (got is None or len(batch) >= _INGEST_BATCH):
+                    with self._transaction():  # one commit for many files
+                        self.db.execute(_SPOOL_DONE_TABLE)
+                        for done in batch:
+                            new = self.db.execute(
+                                "INSERT OR IGNORE INTO report_spool_done (id, at) VALUES (?, ?)",
+                                (done.ident, int(time.time())),
+                            ).rowcount
+                            if new:  # not taken in before a crash left the file
+                                self.db.executemany(insert, done.rows)
+                                added += len(done.rows)
+                    for done in batch:
+                        with suppress(FileNotFoundError):
+                            spool.unlink(done.name)
+                    batch = []
+            if added:
+                with self._transaction():
+                    self.db.execute("DELETE FROM report_spool_done WHERE at < ?", (forget_before,))
+        finally:
+            spool.close()
+        return added
+
+
+def _too_new(version: int) -> str:
+    return f"schema version {version} is newer than this authsieve's ({SCHEMA_VERSION}): upgrade"
+
+
+# One open store per process, reused by the next delivery (serve's threads, the watcher):
+# a PostgreSQL connection costs milliseconds, an insert a fraction of one.
+_kept: dict[tuple[str, str, int], ReportStore] = {}
+_kept_lock = threading.Lock()
+
+
+def _drop_kept() -> None:
+    for (_, _, pid), store in _kept.items():
+        if pid == os.getpid():  # a connection inherited over fork() is the parent's to close
+            with suppress(Exception):
+                store.close()
+    _kept.clear()
+
+
+def _line(url: str, exc: BaseException) -> str:
+    """Gives the first line of an error, without the store URL it may begin with."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first.removeprefix(f"{redact_store_url(url)}: ").removeprefix(f"{url}: ")
+
+
+def _write(url: str, host: str, rows: tuple[ReportRow, ...], purge_before: int | None) -> None:
+    """Appends through the kept store; with purge_before (hourly) purges and ingests the spool."""
+    key = (url, host, os.getpid())
+    with _kept_lock:
+        store = _kept.get(key)
+        if store is not None:
+            try:
+                store.append(rows)
+            except (OSError, sqlite3.Error, StoreError):
+                store = None  # a kept connection the server has since closed: once more, anew
+        if store is None:
+            _drop_kept()
+            store = ReportStore.open(url, timeout=WRITE_TIMEOUT, host=host)
+            _kept[key] = store
+            try:
+                store.append(rows)
+            except (OSError, sqlite3.Error, StoreError) as exc:
+                _drop_kept()
+                raise StoreError(str(exc)) from None
+        if purge_before is not None:
+            try:
+                store.purge(purge_before)
+                store.ingest_spool(purge_before)  # what pipe processes left (spool.py)
+            except (OSError, sqlite3.Error, StoreError) as exc:  # the rows are in: not again
+                shown = redact_store_url(url)
+                log.warning(
+                    "report store %s: old rows not purged or spool not ingested: %s",
+                    shown,
+                    _line(url, exc),
+                )
+
+
+def _spool(url: str, host: str, rows: tuple[ReportRow, ...]) -> None:
+    spool_rows(spool_dir(sqlite_path(url)), [_values(r, host) for r in rows])
 
 
 def record_rows(
-    reports: ReportsConfig, rows: tuple[ReportRow, ...], now: float | None = None
+    reports: ReportsConfig,
+    rows: tuple[ReportRow, ...],
+    now: float | None = None,
+    one_shot: bool = False,
 ) -> bool:
     """Appends rows to the configured store; gives whether they were written.
 
-    Never raises: a store that cannot be opened or written is logged and the
-    rows are dropped, so the delivery goes on (issue 16: reports are best effort).
+    `one_shot`: the process records one message and exits (pipe, filter); with
+    a SQLite store the rows go to its spool (spool.py), which costs a file
+    instead of a WAL's making and checkpoint.  Never raises: a store that
+    cannot be opened or written is logged and the rows are dropped, so the
+    delivery goes on (issue 16: reports are best effort).
     """
     url = reports.store
     if not rows:
         return False
     now = time.time() if now is None else now
     try:
-        with ReportStore.open(url, timeout=WRITE_TIMEOUT) as store:
-            store.append(rows)
-            if now - _last_purge.get(url, 0.0) >= _PURGE_EVERY:
-                _last_purge[url] = now
-                store.purge(int(now - retention_seconds(reports)))
+        if one_shot and url.startswith("sqlite:"):
+            _spool(url, reports.host, rows)
+            return True
+        purge_before = None
+        if now - _last_purge.get(url, 0.0) >= _PURGE_EVERY:
+            _last_purge[url] = now
+            purge_before = int(now - retention_seconds(reports))
+        _write(url, reports.host, rows, purge_before)
         return True
     except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
+        shown = redact_store_url(url)
+        # a file (or the spool beside it) we cannot write: who must own what
+        hint = f"; {store_hint(sqlite_path(url))}" if url.startswith("sqlite:") else ""
         log.warning(
-            "report store %s not written, %d row(s) skipped: %s; %s",
-            url,
+            "report store %s not written, %d row(s) skipped: %s%s",
+            shown,
             len(rows),
-            exc,
-            store_hint(sqlite_path(url)) if url.startswith("sqlite:") else STORE_HINT,
+            _line(url, exc),
+            hint,
         )
         return False
 
@@ -205,7 +449,10 @@ def retention_seconds(reports: ReportsConfig) -> float:
 
 
 def record_delivery(
-    reports: ReportsConfig, evaluation: Evaluation, now: float | None = None
+    reports: ReportsConfig,
+    evaluation: Evaluation,
+    now: float | None = None,
+    one_shot: bool = False,
 ) -> bool:
     """Records the report rows of one delivered message; gives whether any were written.
 
@@ -220,11 +467,16 @@ def record_delivery(
     except Exception:
         log.exception("report rows not computed; delivery goes on")
         return False
-    return record_rows(reports, rows, now)
+    return record_rows(reports, rows, now, one_shot)
 
 
-def recorder(reports: ReportsConfig | None) -> Callable[[Evaluation], bool] | None:
-    """Gives what records a delivered message's rows into the [reports] store, or None when off."""
+def recorder(
+    reports: ReportsConfig | None, one_shot: bool = False
+) -> Callable[[Evaluation], bool] | None:
+    """Gives what records a delivered message's rows into the [reports] store, or None when off.
+
+    `one_shot`: for a process that records one message and exits (record_rows).
+    """
     if reports is None:
         return None
-    return functools.partial(record_delivery, reports)
+    return functools.partial(record_delivery, reports, one_shot=one_shot)

@@ -88,8 +88,13 @@ def render_header_value(
     error: str = "",
     allowed: bool = False,
     user: str = "",
+    delivery_id: str = "",
 ) -> str:
     """Gives the X-Authsieve header value (without the name) for these facts.
+
+    `delivery_id` (``delivery=``, only with [learn] on) names the delivery record
+    `authsieve learn` believes (`classifier.aggregate.deliveries`): ``id=`` is the
+    authserv-id already.
 
     `allowed` is the policy's allow_senders decision (`Verdict.allowed`) and
     `user` the ``[users."…"]`` table whose policy decided ("" for the global
@@ -122,6 +127,9 @@ def render_header_value(
     ]
     if user:
         parts.append(f"user={quote(user)}")
+    # After user=: the Sieve script counts the fixed fields, then reads user= (sieve.generate).
+    if delivery_id.isalnum() and delivery_id.isascii():
+        parts.append(f"delivery={delivery_id}")
     if error:
         parts.append(f"error={quote(error)}")
     if reason:

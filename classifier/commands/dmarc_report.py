@@ -130,7 +130,9 @@ def _build(
     url = reports_config.store
     try:
         with ReportStore.open(url) as store:
-            store.purge(int(time.time() - retention_seconds(reports_config)))
+            before = int(time.time() - retention_seconds(reports_config))
+            store.ingest_spool(before)  # the rows pipe processes spooled (aggregate/spool.py)
+            store.purge(before)
             out = []
             for begin, end in days:
                 reports = build_reports(

@@ -64,7 +64,12 @@ def add_suggest_parser(
     p = sub.add_parser("suggest", help="policy changes that users' moves argue for")
     add_common(p)
     p.add_argument("--json", action="store_true", help="one JSON document")
-    p.add_argument("--user", metavar="ADDR", help="only proposals for this user's table")
+    p.add_argument(
+        "--user",
+        metavar="ADDR",
+        help="only proposals that concern this user: for their own table, and the [policy]"
+        " ones their moves count towards",
+    )
     p.add_argument("--apply", type=int, metavar="N", help="write proposal N into the config")
     p.add_argument(
         "--sieve-dir",
@@ -86,28 +91,51 @@ def _read_message(path: str | None) -> bytes:
 
 
 def record_move(args: argparse.Namespace, config: Config, data: bytes) -> bool:
-    """Gives whether the move was recorded (False: teaches nothing, or counted before)."""
-    from classifier.learning.moves import read_move
+    """Gives whether the move was recorded (False: teaches nothing, or counted before).
+
+    Only the delivery record our X-Authsieve names counts, never the message's
+    headers: the user may have written the message into the folder (APPEND).
+    """
+    from classifier.aggregate.deliveries import DeliveryStore
+    from classifier.learning.moves import delivery_id_of, direction_of, move_of
     from classifier.learning.store import LearningStore, retention_seconds
     from classifier.log import log, log_value
+    from classifier.message import Message
 
     learn = _learn_of(config)
     now = int(time.time())
-    move = read_move(data, args.user, args.from_folder, args.to_folder, config.engine, now)
+    what = (
+        f"learn: {log_value(args.user)} moved a message {log_value(args.from_folder)}"
+        f" -> {log_value(args.to_folder)}"
+    )
+    if not direction_of(args.from_folder, args.to_folder):
+        log.info("%s: a move that teaches nothing", what)
+        return False
+    delivery_id = delivery_id_of(Message.parse(data), config.engine.authserv_id)
+    if not delivery_id:
+        log.info("%s: nothing learnt: no delivery id of ours in it", what)
+        return False
+    url = learn.store
+    with DeliveryStore.open(url, timeout=2.0) as deliveries:
+        record = deliveries.get(delivery_id)
+        deliveries.purge(int(now - retention_seconds(learn)))
+    if record is None:
+        log.info("%s: nothing learnt: no delivery record %s", what, delivery_id)
+        return False
+    move = move_of(record, args.user, args.from_folder, args.to_folder, now)
     if move is None:
         log.info(
-            "learn: %s moved a message %s -> %s: nothing to learn (no header of ours,"
-            " or a move that says nothing)",
-            log_value(args.user), log_value(args.from_folder), log_value(args.to_folder),
+            "%s: nothing learnt: delivery %s was to %s, not to this user",
+            what, delivery_id, log_value(record.user or "(unknown)"),
         )  # fmt: skip
         return False
-    with LearningStore.open(learn.store, timeout=2.0) as store:
+    with LearningStore.open(url, timeout=2.0) as store:
         added = store.record(move)
         store.purge(int(now - retention_seconds(learn)))
     log.info(
-        "learn: %s %s a message from %s (%s -> %s)%s",
+        "learn: %s %s a message from %s (%s -> %s, delivery %s)%s",
         log_value(move.user), move.direction, log_value(move.from_address or "(no From)"),
-        log_value(move.from_folder), log_value(move.to_folder),
+        log_value(move.from_folder), log_value(move.to_folder), delivery_id,
         "" if added else ": counted before",
     )  # fmt: skip
     return added
@@ -145,7 +173,10 @@ def cmd_learn(args: argparse.Namespace, config: Config) -> int:
     try:
         record_move(args, config, data)
     except Exception as exc:  # logged, never raised: nothing may reach the IMAP session
-        log.error("learn: move not recorded: %s: %s", type(exc).__name__, exc)
+        if isinstance(exc, (OSError, sqlite3.Error)):
+            log.error("learn: move not recorded: %s", store_problem(config.learn.store, exc))
+        else:
+            log.error("learn: move not recorded: %s: %s", type(exc).__name__, exc)
         code = 1 if args.foreground else 0
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -170,20 +201,46 @@ def logging_shutdown() -> None:
 
 
 def _proposals(config: Config) -> list[Proposal]:
+    from classifier.aggregate.deliveries import DeliveryStore
     from classifier.aggregate.store import StoreError
     from classifier.learning.proposals import Thresholds, propose
     from classifier.learning.store import LearningStore, retention_seconds
 
     learn = _learn_of(config)
     url = learn.store
-    thresholds = Thresholds(learn.min_messages, learn.min_users)
+    thresholds = Thresholds(learn.min_messages, learn.min_users, learn.block_share)
+    since = int(time.time() - retention_seconds(learn))
     try:
         with as_store_owner(url), LearningStore.open(url) as store:
-            store.purge(int(time.time() - retention_seconds(learn)))
+            store.purge(since)
             moves = list(store.moves())
+        with as_store_owner(url), DeliveryStore.open(url) as records:
+            records.purge(since)
+            deliveries = list(records.records())
     except (OSError, sqlite3.Error, StoreError) as exc:
-        raise UsageError(f"learn store {url}: {exc}") from None
-    return propose(moves, config.policies, thresholds)
+        raise UsageError(store_problem(url, exc)) from None
+    return propose(moves, config.policies, thresholds, deliveries)
+
+
+def store_problem(url: str, exc: BaseException) -> str:
+    """Gives one line naming the store file, who we are, what failed and what to run."""
+    import pwd
+
+    from classifier.aggregate.store import sqlite_path
+
+    try:
+        path = sqlite_path(url)
+    except Exception:  # a URL that names no file: the message says so
+        return f"learn store {url}: {type(exc).__name__}: {exc}"
+    try:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        me = f"uid {os.geteuid()}"
+    return (
+        f"learn store {path}: {type(exc).__name__}: {exc} (running as {me}); the directory"
+        f" {path.parent} must be writable by the mail user that delivers and runs learn:"
+        f" install -d -o vmail -g vmail -m 750 {path.parent}"
+    )
 
 
 @contextlib.contextmanager
@@ -241,18 +298,58 @@ def cmd_suggest(args: argparse.Namespace, config: Config) -> int:
 
 
 def _apply(args: argparse.Namespace, config: Config, proposal: Proposal) -> int:
+    """Writes the proposal into the config, checked by the real loader, then reinstalls Sieve.
+
+    A text the loader rejects is never written (every delivery would defer on it); a
+    reinstall that fails puts the old text back, so that config and script stay equal.
+    """
+    from classifier.log import log_value
     from classifier.mailstore.configedit import edit_config, set_policy_action
 
     path = Path(args.config or config.source)
     if not path.is_file():
         raise UsageError(f"{path}: no config file to write the change into (--config)")
+    old = path.read_text(encoding="utf-8")
     if proposal.kind == "relax_rule":
-        changed = edit_config(path, lambda t: set_policy_action(t, proposal.key, proposal.value))
+        was = config.policies.default.action_for(proposal.key)
+        said = f"set to {proposal.value} (was {was})"
     else:
-        changed = edit_config(path, lambda t: _add_entry(t, config, proposal))
-    said = "added" if changed else "already there"
-    print(f"{path}: [{proposal.table}] {proposal.key}: {proposal.value} {said}")
-    return _reinstall(args, config, path)
+        said = f"{proposal.value} added"
+
+    def change(text: str) -> str:
+        if proposal.kind == "relax_rule":
+            return _checked(path, set_policy_action(text, proposal.key, proposal.value))
+        return _checked(path, _add_entry(text, config, proposal))
+
+    changed = edit_config(path, change)
+    where = f"{path}: [{log_value(proposal.table)}] {proposal.key}"
+    if not changed:
+        print(f"{where}: {log_value(proposal.value)} already there")
+        return 0
+    print(f"{where}: {log_value(said)}")
+    try:
+        return _reinstall(args, config, path)
+    except Exception as exc:
+        edit_config(path, lambda t: old)
+        print(
+            f"Sieve reinstall failed ({type(exc).__name__}: {log_value(str(exc))}):"
+            f" {path} restored, proposal not applied"
+        )
+        return 1
+
+
+def _checked(path: Path, text: str) -> str:
+    """Gives the text when the config loader takes it; raises UsageError naming why not."""
+    import tomllib
+
+    from classifier.config import config_from_dict
+    from classifier.errors import AuthsieveError
+
+    try:
+        config_from_dict(tomllib.loads(text), str(path))
+    except (tomllib.TOMLDecodeError, AuthsieveError) as exc:
+        raise UsageError(f"{path}: not changed: the change would not load: {exc}") from None
+    return text
 
 
 def _add_entry(text: str, config: Config, proposal: Proposal) -> str:

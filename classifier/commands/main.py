@@ -159,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["pipe"] and exc.code not in (0, None):
             return EX_TEMPFAIL
         raise
-    args.message = message
+    if argv[:1] == ["pipe"] or not hasattr(args, "message"):
+        args.message = message  # the pipe's message; learn's positional file is its own
     debug = getattr(args, "debug", False)
     try:
         config = load_config(getattr(args, "config", None))

@@ -162,9 +162,14 @@ def cmd_pipe(args: argparse.Namespace, config: Config) -> int:
         from classifier.aggregate.store import recorder
 
         # Report rows only once the delivery target took the message (not on exit 75).
-        record = HeldRecord(recorder(config.reports))
+        record = HeldRecord(recorder(config.reports, one_shot=True))  # spooled: no WAL
+    note = None
+    if config.learn is not None:  # the delivery record `learn` believes (issue 17)
+        from classifier.aggregate.deliveries import delivery_recorder
+
+        note = delivery_recorder(config.learn)
     outcome = check_and_annotate(
-        data, settings, resolver, config.policies, Hints(**hints), user, record
+        data, settings, resolver, config.policies, Hints(**hints), user, record, note
     )
     code = deliver_outcome(
         outcome.data,

@@ -326,7 +326,8 @@ def cmd_digest(args: argparse.Namespace, config: Config) -> int:
 
         found = open_proposals(config)
         appendix = (
-            "Policy proposals from what users moved in and out of Junk (authsieve suggest;\n"
+            "Policy proposals from what users moved in and out of Junk and Quarantine\n"
+            "(authsieve suggest; "
             "apply one with: authsieve suggest --apply N):\n\n" + render(list(enumerate(found, 1)))
         )
     text = digest(user, entries, days, datetime.now(UTC), args.mail_from or "", appendix)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from classifier.aggregate.deliveries import delivery_recorder
 from classifier.aggregate.store import recorder
 from classifier.auth.checks import CheckAbandoned, Deadline
 from classifier.config import Config, Settings
@@ -210,6 +211,7 @@ def make_server(
                     _hints(meta.get("hints")),
                     str(user) if user else None,
                     record,
+                    delivery_recorder(engine.config.learn),
                     request_deadline(meta, self.request),
                 )
             except CheckAbandoned as exc:

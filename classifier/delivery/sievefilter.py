@@ -216,6 +216,7 @@ def _in_process(data: bytes, args: FilterArgs, state: dict[str, object], started
 
 def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: float) -> Annotated:
     """Gives the outcome from the daemon when configured and answering, else from this process."""
+    from classifier.aggregate.deliveries import delivery_recorder
     from classifier.aggregate.store import recorder
     from classifier.config import load_config
     from classifier.delivery.handover import macro
@@ -269,7 +270,8 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
         config.policies,
         Hints(**hints),
         recipient,
-        recorder(config.reports),
+        recorder(config.reports, one_shot=True),
+        delivery_recorder(config.learn),
     )
     log.info(
         "filtered to=%s %s (%.0f ms)",

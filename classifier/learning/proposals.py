@@ -11,8 +11,11 @@ Four kinds, each a change to one list or key of the TOML config:
 - ``trust_forwarder``: the SMTP client (by the reverse name our MTA wrote,
   else the IP) whose SPF failed on rescued messages that carried a passing
   DKIM signature or ARC chain from upstream: a forwarder or a list that breaks SPF.
-- ``block_suffix``: a From domain (or, for several of them, their top-level
-  domain: the ``.cyou`` case) that users moved into Junk and never rescued.
+- ``block_suffix``: a top-level suffix (the ``.cyou`` case) whose mail, by the
+  delivery records, users moved into Junk nearly all of (``block_share``) and
+  never rescued; ``block_domain`` the same for a registrable domain, where the
+  suffix as a whole does not qualify (the ``.net`` case).  Both are entries of
+  ``blocked_domain_suffixes``, the one key that blocks domains.
 - ``relax_rule``: a weak rule (``spf_softfail`` and the like) whose filings
   users keep rescuing.
 
@@ -22,16 +25,21 @@ global one); what the policy already does is never proposed.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from classifier.aggregate.deliveries import DeliveryRecord
+from classifier.auth.dmarc_discovery import organizational_domain
 from classifier.config import LearnConfig
 from classifier.learning.moves import JUNKED, RESCUED, Move
+from classifier.log import log_value
 from classifier.policies import Policies, Policy, normalize_suffix, suffix_matches
 
 DEFAULT_MIN_MESSAGES = LearnConfig.min_messages  # the [learn] defaults, from the config
 DEFAULT_MIN_USERS = LearnConfig.min_users
+DEFAULT_BLOCK_SHARE = LearnConfig.block_share
 # Rules a rescue may argue against: a weak signal on its own.  A DMARC reject or an SPF
 # fail is the sender domain's own word and is not relaxed on users' say-so.
 RELAXABLE = ("spf_softfail", "spf_neutral", "spf_none", "spf_permerror", "dkim_fail", "dmarc_none")
@@ -43,6 +51,7 @@ class Thresholds:
 
     min_messages: int = DEFAULT_MIN_MESSAGES
     min_users: int = DEFAULT_MIN_USERS
+    block_share: float = DEFAULT_BLOCK_SHARE
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,8 @@ def _allow(moves: list[Move], policies: Policies, t: Thresholds) -> list[Proposa
             )  # fmt: skip
             continue
         for user in users:
+            if "@" not in user:
+                continue  # [users."alice"] is no table the config takes: addresses only
             mine = [m for m in kept if m.user == user]
             if len(mine) < t.min_messages or address in policies.for_user(user).allow_senders:
                 continue
@@ -134,11 +145,28 @@ def _auth_words(m: Move) -> list[str]:
 
 
 def _examples(moves: list[Move], n: int = 3) -> tuple[str, ...]:
-    return tuple(
+    """Gives an evidence line for each move: all of them, or the first n and how many in all."""
+    lines = [
         f"{m.user}: {m.from_folder} -> {m.to_folder}, {m.message_id or '(no Message-ID)'},"
         f" verdict {m.verdict or '?'}" + (f" ({', '.join(m.rules)})" if m.rules else "")
-        for m in moves[:n]
-    )
+        for m in moves
+    ]
+    if len(lines) > n:
+        return (*lines[:n], f"(first {n} of {len(lines)} moves)")
+    return tuple(lines)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _org(domain: str) -> str:
+    """Gives the Organizational Domain by the Public Suffix List (RFC 7489 §3.2): no DNS here."""
+    return organizational_domain(domain, None) if domain else ""
 
 
 def _forwarders(moves: list[Move], policy: Policy, t: Thresholds) -> list[Proposal]:
@@ -155,58 +183,99 @@ def _forwarders(moves: list[Move], policy: Policy, t: Thresholds) -> list[Propos
         if not all(m.dkim_domains or m.arc_sealers for m in group):
             continue  # a hop that breaks SPF of mail nobody signed may be the forger
         upstream = sorted({d for m in group for d in (*m.dkim_domains, *m.arc_sealers)})
+        # A sender's own relay (relay.atk.test for DKIM d=atk.test) forwards nothing: the
+        # hop must belong to another organisation than every signer and envelope sender.
+        # A hop known only by its IP (no reverse name) has no Organizational Domain to compare.
+        hop_org = "" if _is_ip(hop) else _org(hop)
+        signers = {_org(d) for d in upstream}
+        senders = {_org(m.mailfrom_domain) for m in group if m.mailfrom_domain}
+        if not hop_org or hop_org in signers | senders:
+            continue
         results = sorted({m.spf for m in group})
         out.append(
             Proposal(
                 "trust_forwarder", "", "trusted_forwarders", hop, len(group), tuple(users),
                 f"trust forwarder {hop}: {_plural(len(group), 'message')} rescued by"
                 f" {_by(group)}, all SPF {'/'.join(results)} at that hop,"
-                f" DKIM or ARC pass upstream ({', '.join(upstream[:5])})",
+                f" DKIM or ARC pass upstream ({', '.join(upstream[:5])});"
+                f" its organizational domain {hop_org} is neither a signer's"
+                f" ({', '.join(sorted(signers)[:5])}) nor an envelope sender's"
+                f" ({', '.join(sorted(senders)[:5]) or 'none'})",
                 _examples(group),
             )
         )  # fmt: skip
     return out
 
 
-def _suffixes(moves: list[Move], policy: Policy, t: Thresholds) -> list[Proposal]:
-    junked: dict[str, list[Move]] = defaultdict(list)
-    rescued_domains = {m.from_domain for m in moves if m.direction == RESCUED and m.from_domain}
-    for m in moves:
-        if m.direction == JUNKED and m.from_domain:
-            junked[m.from_domain].append(m)
+def _suffixes(
+    moves: list[Move], deliveries: list[DeliveryRecord], policy: Policy, t: Thresholds
+) -> list[Proposal]:
+    """Block proposals: a top-level suffix only when the delivery records show that nearly
+    all its mail was moved into Junk, else the registrable domains (the ``.net`` case)."""
+    junked = [m for m in moves if m.direction == JUNKED and m.from_domain]
+    if not junked:
+        return []
+    rescued = {m.from_domain for m in moves if m.direction == RESCUED and m.from_domain}
+    moved = {m.delivery_id for m in moves}
     blocked = [s for s in (normalize_suffix(x) for x in policy.blocked_domain_suffixes) if s]
-    by_tld: dict[str, list[str]] = defaultdict(list)
-    for domain in junked:
-        by_tld[domain.rsplit(".", 1)[-1]].append(domain)
-    candidates: list[tuple[str, list[Move]]] = []
-    for tld, domains in sorted(by_tld.items()):
-        group = [m for d in domains for m in junked[d]]
-        rescued_here = any(suffix_matches(d, tld) for d in rescued_domains)
-        if len(domains) > 1 and not rescued_here:
-            candidates.append((tld, group))  # several names under one TLD, none ever wanted
-        else:
-            candidates += [(d, junked[d]) for d in sorted(domains) if d not in rescued_domains]
+
+    def weigh(suffix: str) -> tuple[list[Move], int, int] | None:
+        """Gives the junked moves, deliveries and untouched inbox deliveries under suffix."""
+        if any(suffix_matches(d, suffix) for d in rescued):
+            return None
+        group = [m for m in junked if suffix_matches(m.from_domain, suffix)]
+        under = [r for r in deliveries if suffix_matches(r.from_domain, suffix)]
+        ids = {r.id for r in under} | {m.delivery_id for m in group}
+        untouched = sum(1 for r in under if r.verdict == "inbox" and r.id not in moved)
+        return group, len(ids), untouched
+
+    def enough(group: list[Move], total: int, untouched: int) -> bool:
+        users = {m.user for m in group}
+        return (
+            len(group) >= t.min_messages
+            and len(users) >= t.min_users
+            and len(group) >= t.block_share * total
+            and untouched < t.min_messages
+        )
+
     out = []
-    for suffix, group in candidates:
-        users = sorted({m.user for m in group})
-        if any(suffix_matches(suffix, b) for b in blocked):
+    done: set[str] = set()
+    for tld in sorted({m.from_domain.rsplit(".", 1)[-1] for m in junked}):
+        if any(suffix_matches(tld, b) for b in blocked):
             continue
-        if len(group) < t.min_messages or len(users) < t.min_users:
+        orgs = sorted({_org(m.from_domain) for m in junked if suffix_matches(m.from_domain, tld)})
+        weighed = weigh(tld)
+        if len(orgs) > 1 and weighed and enough(*weighed):
+            group, total, untouched = weighed
+            out.append(_block("block_suffix", f".{tld}", group, total, untouched))
+            done.add(tld)
             continue
-        domains = sorted({m.from_domain for m in group})
-        out.append(
-            Proposal(
-                "block_suffix", "", "blocked_domain_suffixes", f".{suffix}", len(group),
-                tuple(users),
-                f"block suffix .{suffix}: moved into Junk {_plural(len(group), 'time')} by"
-                f" {_by(group)}, never rescued ({', '.join(domains[:5])})",
-                _examples(group),
-            )
-        )  # fmt: skip
+        for org in orgs:
+            if org in done or any(suffix_matches(org, b) for b in blocked):
+                continue
+            weighed = weigh(org)
+            if weighed and enough(*weighed):
+                out.append(_block("block_domain", org, *weighed))
+                done.add(org)
     return out
 
 
-def _rules(moves: list[Move], policy: Policy, t: Thresholds) -> list[Proposal]:
+def _block(kind: str, value: str, group: list[Move], total: int, untouched: int) -> Proposal:
+    domains = sorted({m.from_domain for m in group})
+    what = "suffix" if kind == "block_suffix" else "domain"
+    return Proposal(
+        kind, "", "blocked_domain_suffixes", value, len(group),
+        tuple(sorted({m.user for m in group})),
+        f"block {what} {value}: {len(group)} of {_plural(total, 'delivery')} under it moved into"
+        f" Junk by {_by(group)}, never rescued, {untouched} left in INBOX untouched"
+        f" ({', '.join(domains[:5])})",
+        _examples(group),
+    )  # fmt: skip
+
+
+def _rules(
+    moves: list[Move], deliveries: list[DeliveryRecord], policy: Policy, t: Thresholds
+) -> list[Proposal]:
     rescued: dict[str, list[Move]] = defaultdict(list)
     for m in moves:
         if m.direction == RESCUED:
@@ -220,26 +289,37 @@ def _rules(moves: list[Move], policy: Policy, t: Thresholds) -> list[Proposal]:
             continue
         if len(group) < t.min_messages or len(users) < t.min_users:
             continue
+        # The deliveries it filed, from the delivery records (those purged count as rescued).
+        filed = {r.id for r in deliveries if rule in r.rules} | {m.delivery_id for m in group}
         out.append(
             Proposal(
                 "relax_rule", "", rule, "inbox", len(group), tuple(users),
-                f"rule {rule}={policy.action_for(rule)}: {_plural(len(group), 'message')} it"
-                f" filed were rescued by {_by(group)}; propose {rule} = \"inbox\"",
+                f"rule {rule}={policy.action_for(rule)}: {len(group)} of"
+                f" {_plural(len(filed), 'message')} it filed were rescued by {_by(group)};"
+                f" propose {rule} = \"inbox\"",
                 _examples(group),
             )
         )  # fmt: skip
     return out
 
 
-def propose(moves: Iterable[Move], policies: Policies, thresholds: Thresholds) -> list[Proposal]:
-    """Gives the proposals the moves argue for, numbered by their order here (1, 2, …)."""
-    moves = list(moves)
+def propose(
+    moves: Iterable[Move],
+    policies: Policies,
+    thresholds: Thresholds,
+    deliveries: Iterable[DeliveryRecord] = (),
+) -> list[Proposal]:
+    """Gives the proposals the moves argue for, numbered by their order here (1, 2, …).
+
+    `deliveries` are the delivery records: how much mail a suffix or a rule saw in all.
+    """
+    moves, records = list(moves), list(deliveries)
     default = policies.default
     return [
         *_forwarders(moves, default, thresholds),
         *_allow(moves, policies, thresholds),
-        *_suffixes(moves, default, thresholds),
-        *_rules(moves, default, thresholds),
+        *_suffixes(moves, records, default, thresholds),
+        *_rules(moves, records, default, thresholds),
     ]
 
 
@@ -248,9 +328,11 @@ def render(numbered: list[tuple[int, Proposal]]) -> str:
     if not numbered:
         return "No proposals: the moves recorded so far argue for no change.\n"
     lines = []
+    # Every summary and evidence line holds sender- or user-written text (From addresses,
+    # folder and login names): escaped, so that none acts on a terminal or adds a line.
     for n, p in numbered:
-        lines.append(f"{n}. {p.summary}")
-        lines.append(f"   change: [{p.table}] {p.key} {'=' if p.kind == 'relax_rule' else '+='}"
-                     f" \"{p.value}\"")  # fmt: skip
-        lines += [f"   e.g. {e}" for e in p.evidence]
+        lines.append(f"{n}. {log_value(p.summary)}")
+        how = "=" if p.kind == "relax_rule" else "+="
+        lines.append(f'   change: [{log_value(p.table)}] {p.key} {how} "{log_value(p.value)}"')
+        lines += [f"   e.g. {log_value(e)}" for e in p.evidence]
     return "\n".join(lines) + "\n"

@@ -3,9 +3,11 @@
 SQLite in WAL mode, opened as the report store is (`classifier.aggregate.store.open_sqlite`),
 at ``[learn] store`` (default ``sqlite:/var/lib/authsieve/learning/moves.db``).  `learn`
 runs as the mail user, inside Dovecot's IMAP process: the directory must be
-writable by that user.  A move is one row under its key (Message-ID, user,
-direction): the same message moved twice the same way by the same user counts
-once (``INSERT OR IGNORE``).  Rows older than ``retention_days`` (default
+writable by that user, and by the one delivery runs as (the delivery records,
+`classifier.aggregate.deliveries`, share the file).  A move is one row under
+its key (delivery id, user): the same message moved twice the same way counts
+once, and moved back the other way, the last direction counts (a message
+rescued and then put back into Junk was not rescued).  Rows older than ``retention_days`` (default
 180) are deleted whenever a move is recorded or proposals are made.
 """
 
@@ -24,13 +26,13 @@ _COLUMNS = tuple(f.name for f in fields(Move))
 _LISTS = ("rules", "dkim_domains", "arc_sealers")
 _FLAGS = ("from_auth", "forwarded", "allowed")
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS moves ("
+    "CREATE TABLE IF NOT EXISTS learned_moves ("
     + ", ".join(
         f"{c} {'INTEGER' if c in ('at', *_FLAGS) else 'TEXT'} NOT NULL"
         + (" PRIMARY KEY" if c == "key" else "")
         for c in _COLUMNS
     )
-    + ");\nCREATE INDEX IF NOT EXISTS moves_at ON moves (at);\n"
+    + ");\nCREATE INDEX IF NOT EXISTS learned_moves_at ON learned_moves (at);\n"
 )
 
 
@@ -77,11 +79,17 @@ class LearningStore:
         self.close()
 
     def record(self, move: Move) -> bool:
-        """Records a move; gives False when the same move (same key) was recorded before."""
+        """Records a move; gives False when the same message went the same way before.
+
+        A move the other way replaces the earlier one: the last direction counts.
+        """
         marks = ", ".join("?" for _ in _COLUMNS)
+        changed = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "key")
         with self.db:
             cursor = self.db.execute(
-                f"INSERT OR IGNORE INTO moves ({', '.join(_COLUMNS)}) VALUES ({marks})",
+                f"INSERT INTO learned_moves ({', '.join(_COLUMNS)}) VALUES ({marks})"
+                f" ON CONFLICT(key) DO UPDATE SET {changed}"
+                " WHERE learned_moves.direction != excluded.direction",
                 _values(move),
             )
         return cursor.rowcount == 1
@@ -89,7 +97,8 @@ class LearningStore:
     def moves(self, since: int = 0) -> Iterator[Move]:
         """Gives the moves made at or after `since`, oldest first."""
         cursor = self.db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM moves WHERE at >= ? ORDER BY at, key", (since,)
+            f"SELECT {', '.join(_COLUMNS)} FROM learned_moves WHERE at >= ? ORDER BY at, key",
+            (since,),
         )
         for values in cursor:
             yield _move(values)
@@ -97,4 +106,4 @@ class LearningStore:
     def purge(self, before: int) -> int:
         """Deletes moves made before `before`; gives how many."""
         with self.db:
-            return self.db.execute("DELETE FROM moves WHERE at < ?", (before,)).rowcount
+            return self.db.execute("DELETE FROM learned_moves WHERE at < ?", (before,)).rowcount

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from classifier.aggregate.deliveries import delivery_recorder
 from classifier.aggregate.store import recorder
 from classifier.auth.facts import HEADER_NAME, parse_header_value
 from classifier.config import Config
@@ -129,7 +130,14 @@ def check_path(path: Path, job: Job, tree: DirTree) -> Outcome | _Checked:
     config = job.config
     record = HeldRecord(recorder(config.reports))
     result = check_and_annotate(
-        data, config.engine, job.resolver, config.policies, None, user, record
+        data,
+        config.engine,
+        job.resolver,
+        config.policies,
+        None,
+        user,
+        record,
+        delivery_recorder(config.learn),
     )
     return _Checked(path, maildir, user, result, like, tree, record)
 

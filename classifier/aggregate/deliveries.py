@@ -1,0 +1,226 @@
+"""Delivery records: what authsieve found about each message it delivered, for `learn` (issue 17).
+
+With ``[learn]`` on, every delivery (pipe, serve, the watcher, the LMTP filter:
+the one step `classifier.evaluate.check_and_annotate`) gets a random delivery
+id, written into our X-Authsieve as ``delivery=…``, and a row here under that
+id with the facts and the recipient.  `authsieve learn` takes the id from
+the moved message and believes only the row: the mailbox is the user's to
+write (IMAP APPEND), so no header in it is evidence of what delivery found.
+
+The rows live in the learning store's SQLite file (``[learn] store``): the
+delivery paths and `learn` run as the same mail user.  Writing a row never
+delays or fails a delivery: it waits at most `WRITE_TIMEOUT` for the lock,
+and a store that cannot be written is logged and skipped (as the report store).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
+
+from classifier.aggregate.store import WRITE_TIMEOUT, StoreError, open_sqlite
+from classifier.auth.facts import safe_domain
+from classifier.config import LearnConfig
+from classifier.log import log, log_value
+from classifier.message import Message
+from classifier.policies import normalize_user
+
+if TYPE_CHECKING:
+    from classifier.evaluate import Evaluation
+
+_RULE = re.compile(r"\(([a-z_]+) = (?:junk|quarantine)\)")
+_ID = re.compile(r"^[a-z2-7]{20}$")
+
+
+def valid_delivery_id(text: str) -> bool:
+    """Tells whether text has the form of `classifier.evaluate.new_delivery_id`'s ids."""
+    return bool(_ID.match(text))
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """One delivered message: the facts found at delivery, and whom it was delivered to."""
+
+    id: str
+    at: int  # seconds since the epoch
+    user: str  # the recipient, normalised ("" when unknown)
+    message_id: str  # sender-written: shown to the admin (escaped), never trusted
+    verdict: str  # inbox | junk | quarantine
+    rules: tuple[str, ...]  # the policy keys that filed it (spf_fail, blocked_action, …)
+    reasons: str
+    spf: str
+    dkim: str
+    dmarc: str
+    from_auth: bool
+    forwarded: bool
+    allowed: bool
+    from_address: str
+    from_domain: str
+    mailfrom: str
+    mailfrom_domain: str
+    client_ip: str
+    client_rdns: str
+    client_helo: str
+    spf_hop: str  # the client whose SPF failed: reverse name, else IP ("" when SPF did not fail)
+    dkim_domains: tuple[str, ...]  # d= of every passing DKIM signature
+    arc_sealers: tuple[str, ...]  # sealers of a passing ARC chain
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        for name in _LISTS:
+            d[name] = list(d[name])
+        return d
+
+
+_COLUMNS = tuple(f.name for f in fields(DeliveryRecord))
+_LISTS = ("rules", "dkim_domains", "arc_sealers")
+_FLAGS = ("from_auth", "forwarded", "allowed")
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS deliveries ("
+    + ", ".join(
+        f"{c} {'INTEGER' if c in ('at', *_FLAGS) else 'TEXT'} NOT NULL"
+        + (" PRIMARY KEY" if c == "id" else "")
+        for c in _COLUMNS
+    )
+    + ");\nCREATE INDEX IF NOT EXISTS deliveries_at ON deliveries (at);\n"
+)
+
+
+def message_id_in(data: bytes) -> str:
+    """Gives the Message-ID of the message's header block, on one line, or ""."""
+    end = min((i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0), default=-1)
+    head = Message.parse(data[: end + 2] if end >= 0 else data[:65536])
+    return " ".join((head.get("Message-ID") or "").split())[:300]
+
+
+def record_of(
+    result: Evaluation, delivery_id: str, user: str, now: int, message_id: str = ""
+) -> DeliveryRecord:
+    """Gives the delivery record of an evaluated message (a pure function of the evaluation)."""
+    report, facts, verdict = result.report, result.facts, result.verdict
+    env = report.envelope
+    reasons = "; ".join(verdict.reasons)
+    hop = (env.rdns or env.client_ip or "") if facts.spf in ("fail", "softfail") else ""
+    return DeliveryRecord(
+        id=delivery_id,
+        at=now,
+        user=normalize_user(user),
+        message_id=message_id,
+        verdict=verdict.action,
+        rules=tuple(dict.fromkeys(_RULE.findall(reasons))),
+        reasons=reasons[:1000],
+        spf=facts.spf,
+        dkim=facts.dkim,
+        dmarc=facts.dmarc,
+        from_auth=facts.from_authenticated,
+        forwarded=bool(facts.forwarded_by),
+        allowed=bool(verdict.allowed),
+        from_address=facts.from_address.lower()[:300],
+        from_domain=safe_domain(facts.from_domain),
+        mailfrom=(env.mail_from or "").lower()[:300],
+        mailfrom_domain=safe_domain(facts.mailfrom_domain),
+        client_ip=env.client_ip or "",
+        client_rdns=safe_domain(env.rdns or ""),
+        client_helo=(env.helo or "")[:255],
+        spf_hop=safe_domain(hop) or (env.client_ip or "" if hop else ""),
+        dkim_domains=tuple(
+            sorted({d for s in report.dkim if s.result == "pass" if (d := safe_domain(s.domain))})
+        ),
+        arc_sealers=tuple(sorted(set(facts.arc_sealers))) if facts.arc == "pass" else (),
+    )
+
+
+def _values(record: DeliveryRecord) -> tuple[object, ...]:
+    d = record.to_dict()
+    for name in _LISTS:
+        d[name] = json.dumps(d[name])
+    for name in _FLAGS:
+        d[name] = int(bool(d[name]))
+    return tuple(d[c] for c in _COLUMNS)
+
+
+def _record(values: sqlite3.Row | tuple[object, ...]) -> DeliveryRecord:
+    d: dict[str, object] = dict(zip(_COLUMNS, tuple(values), strict=True))
+    for name in _LISTS:
+        d[name] = tuple(json.loads(str(d[name])))
+    for name in _FLAGS:
+        d[name] = bool(d[name])
+    return DeliveryRecord(**d)  # type: ignore[arg-type]
+
+
+class DeliveryStore:
+    """The deliveries table of the learning store."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    @classmethod
+    def open(cls, url: str, timeout: float = 5.0) -> DeliveryStore:
+        return cls(open_sqlite(url, SCHEMA, timeout))
+
+    def __enter__(self) -> DeliveryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.db.close()
+
+    def add(self, record: DeliveryRecord) -> None:
+        marks = ", ".join("?" for _ in _COLUMNS)
+        with self.db:
+            self.db.execute(
+                f"INSERT OR IGNORE INTO deliveries ({', '.join(_COLUMNS)}) VALUES ({marks})",
+                _values(record),
+            )
+
+    def get(self, delivery_id: str) -> DeliveryRecord | None:
+        row = self.db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM deliveries WHERE id = ?", (delivery_id,)
+        ).fetchone()
+        return _record(row) if row else None
+
+    def records(self, since: int = 0) -> Iterator[DeliveryRecord]:
+        cursor = self.db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM deliveries WHERE at >= ? ORDER BY at, id", (since,)
+        )
+        for values in cursor:
+            yield _record(values)
+
+    def purge(self, before: int) -> int:
+        with self.db:
+            return self.db.execute("DELETE FROM deliveries WHERE at < ?", (before,)).rowcount
+
+
+def record_delivery(
+    learn: LearnConfig, result: Evaluation, delivery_id: str, user: str, data: bytes
+) -> bool:
+    """Records one delivery; gives False (logged) when the store could not be written."""
+    url = learn.store
+    try:
+        with DeliveryStore.open(url, WRITE_TIMEOUT) as store:
+            now = int(time.time())
+            store.add(record_of(result, delivery_id, user, now, message_id_in(data)))
+        return True
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        log.warning(
+            "learn store %s: delivery %s not recorded: %s (the store must be writable by the"
+            " user authsieve delivers as; README: Learning from users' moves)",
+            log_value(url), delivery_id, log_value(str(exc)),
+        )  # fmt: skip
+    except Exception:  # never fail a delivery on a bug here
+        log.exception("learn store %s: delivery %s not recorded", log_value(url), delivery_id)
+    return False
+
+
+def delivery_recorder(
+    learn: LearnConfig | None,
+) -> Callable[[Evaluation, str, str, bytes], bool] | None:
+    """Gives the delivery-record hook of `check_and_annotate`, or None when [learn] is off."""
+    if learn is None:
+        return None
+    return functools.partial(record_delivery, learn)
