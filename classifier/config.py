@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from classifier.errors import ConfigError
+from classifier.names import valid_delimiter
 from classifier.policies import Policies, policies_from_tables
 from classifier.trusted import LOOPBACK, Network, TrustMatcher, parse_forwarder
 
@@ -43,6 +44,9 @@ class Settings:
     dns_budget: float = 20.0
     dns_server: str | None = None
     dns_zone: str | None = None
+    # Dovecot's and Postfix's recipient_delimiter: the LMTP filter finds bob+news@'s
+    # [users] table under bob@ (the pipe gets ${user}@${domain} from Postfix instead).
+    recipient_delimiter: str = "+"
     log_file: str | None = None
     daemon_socket: str | None = None  # where `authsieve serve` listens and `pipe` asks
     # `authsieve serve`: whom the socket belongs to (the pipe user), its mode, whom the
@@ -144,6 +148,7 @@ _CLASSIFIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "dns_budget": (int, float),
     "dns_server": str,
     "dns_zone": str,
+    "recipient_delimiter": str,
     "log_file": str,
     "daemon_socket": str,
     "socket_user": str,
@@ -395,6 +400,11 @@ def _engine(data: dict[str, Any], source: str) -> Settings:
     for key in ("dns_timeout", "dns_budget"):
         if key in section and not 0 < section[key] <= 600:
             raise ConfigError(source, f"classifier.{key}", f"out of range: {section[key]!r}")
+    delimiter = section.get("recipient_delimiter", "+")
+    if not valid_delimiter(delimiter):
+        raise ConfigError(
+            source, "classifier.recipient_delimiter", f"not delimiter characters: {delimiter!r}"
+        )
     return Settings(
         authserv_id=section.get("authserv_id") or default_authserv_id(),
         trusted_networks=LOOPBACK + nets,
@@ -404,6 +414,7 @@ def _engine(data: dict[str, Any], source: str) -> Settings:
         dns_budget=float(section.get("dns_budget", 20.0)),
         dns_server=section.get("dns_server"),
         dns_zone=section.get("dns_zone"),
+        recipient_delimiter=delimiter,
         log_file=section.get("log_file"),
         daemon_socket=section.get("daemon_socket"),
         **_daemon_values(section, source),

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from classifier.annotate import annotate
+from classifier.annotate import annotate, fold
 from classifier.auth.checks import CheckAbandoned, CheckReport, Deadline, facts_from, run_checks
 from classifier.auth.facts import (
     HEADER_NAME,
@@ -195,5 +195,4 @@ def failed_annotation(
         user=policy.user,
     )
     eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
-    header = f"{HEADER_NAME}: {value}".encode() + eol
-    return Annotated(header + data, verdict.action, "error", error)
+    return Annotated(fold(HEADER_NAME, value, eol) + data, verdict.action, "error", error)

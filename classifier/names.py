@@ -82,3 +82,23 @@ def normalize_ip_text(text: str) -> str | None:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return str(addr.ipv4_mapped)
     return str(addr)
+
+
+def mailbox_owner(addr: str, delimiters: str = "+") -> str:
+    """Gives the user a recipient address belongs to: bob+news@Family.Example is bob@family.example.
+
+    The local part ends at the first of the delimiter characters, as Postfix's and
+    Dovecot's ``recipient_delimiter`` cut it (postconf(5); RFC 5233 §4 "user");
+    "" keeps the address whole.
+    """
+    key = addr.strip().strip("<>").strip().lower()  # policies.normalize_user
+    local, at, domain = key.rpartition("@")
+    if not at or not delimiters:
+        return key
+    cut = min((i for i in (local.find(c) for c in delimiters) if i > 0), default=-1)
+    return f"{local[:cut] if cut > 0 else local}@{domain}"
+
+
+def valid_delimiter(text: str) -> bool:
+    """Tells whether text can be a recipient_delimiter: printable, no letter, digit or "@"."""
+    return all(33 <= ord(c) <= 126 and not c.isalnum() and c not in '@"\\' for c in text)

@@ -18,7 +18,13 @@ from typing import TextIO
 from classifier.config import Config
 from classifier.errors import EX_USAGE, UsageError
 from classifier.policies import Policy, normalize_user
-from sieve.filterscript import DEFAULT_DEADLINE, PROGRAM, generate_filter_script, program_text
+from sieve.filterscript import (
+    DEFAULT_DEADLINE,
+    PROGRAM,
+    generate_filter_script,
+    program_text,
+)
+from sieve.filterscript import compile_config as filter_compile_config
 from sieve.generate import generate_global_script, generate_script
 from sieve.imapsieve import (
     LEARN_PROGRAM,
@@ -37,6 +43,8 @@ from sieve.install import (
     read_password_file,
 )
 from sieve.pigeonhole import dovecot_version
+
+EXEC_TIMEOUT = 10.0  # Pigeonhole's default sieve_filter_exec_timeout
 
 
 def add_sieve_parser(
@@ -157,14 +165,30 @@ def cmd_sieve_install(args: argparse.Namespace, config: Config, out: TextIO | No
     if getattr(args, "filter_dir", None):
         if not 0 < args.deadline <= 3600:
             raise UsageError(f"--deadline {args.deadline:g}: not between 0 and 3600 seconds")
+        if args.deadline >= EXEC_TIMEOUT:
+            print(
+                f"authsieve: warning: --deadline {args.deadline:g}: set Dovecot's"
+                f" sieve_filter_exec_timeout above it (default {EXEC_TIMEOUT:g} s), or"
+                " Pigeonhole kills the program and the message waits in Postfix's queue",
+                file=sys.stderr,
+            )
         text = program_text(
-            filter_command(), settings_path(args), args.deadline, config.engine.daemon_socket
+            filter_command(),
+            settings_path(args),
+            args.deadline,
+            config.engine.daemon_socket,
+            config.engine.recipient_delimiter,
+            config.engine.authserv_id,
+            dns_options(args),
         )
         out.write(f"installed {install_program(text, Path(args.filter_dir), PROGRAM)}\n")
         return 0
     if args.dir:
-        script = script_for(config, args.user, getattr(args, "filter", False))
-        result = install_to_dir(script, Path(args.dir), name=name)
+        with_filter = getattr(args, "filter", False)
+        script = script_for(config, args.user, with_filter)
+        # The --filter script needs extprograms' words in sievec's private config too.
+        extra = filter_compile_config(dovecot_version()) if with_filter else ""
+        result = install_to_dir(script, Path(args.dir), name=name, extra_config=extra)
         if result.compiled:
             note = f" (compiled {result.binary})"
         elif result.checked:
@@ -194,6 +218,16 @@ def filter_command() -> list[str]:
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
     return [sys.executable, "-m", "classifier.commands.main"]
+
+
+def dns_options(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """Gives install's --dns-server and --dns-zone for the program (the zone file absolute)."""
+    found: list[tuple[str, str]] = []
+    if getattr(args, "dns_server", None):
+        found.append(("--dns-server", str(args.dns_server)))
+    if getattr(args, "dns_zone", None):
+        found.append(("--dns-zone", str(Path(args.dns_zone).resolve())))
+    return tuple(found)
 
 
 def settings_path(args: argparse.Namespace) -> str | None:

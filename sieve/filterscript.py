@@ -51,9 +51,26 @@ from sieve.generate import (
 )
 
 PROGRAM = "authsieve-filter"
-FILTER_REQUIRE = ("vnd.dovecot.filter", "variables", "envelope", "editheader")
+FILTER_REQUIRE = ("vnd.dovecot.filter", "variables", "envelope", "editheader", "subaddress")
 FAILED = "filter program failed"
 DEFAULT_DEADLINE = 8.0  # classifier.delivery.sievefilter.DEFAULT_DEADLINE
+
+
+def compile_config(version: tuple[int, int]) -> str:
+    """Gives the dovecot.conf lines sievec needs to accept the --filter script.
+
+    The words of examples/dovecot/*/90-authsieve-filter.conf: without them
+    sievec knows neither vnd.dovecot.filter nor editheader.
+    """
+    if version >= (2, 4):
+        return (
+            "sieve_plugins {\n  sieve_extprograms = yes\n}\n"
+            "sieve_global_extensions {\n  vnd.dovecot.filter = yes\n  editheader = yes\n}\n"
+        )
+    return (
+        "plugin {\n  sieve_plugins = sieve_extprograms\n"
+        "  sieve_global_extensions = +vnd.dovecot.filter +editheader\n}\n"
+    )
 
 
 def failure_header_value(policies: Policies, authserv_id: str, user: str = "") -> str:
@@ -84,13 +101,29 @@ def _verbatim(text: str) -> str:
     return sieve_string(text).replace("${", "${authsieve_dollar}{")
 
 
+def _recipient_test(name: str) -> str:
+    """Gives the Sieve test for "the envelope recipient is the user `name`", plus addresses too.
+
+    bob+news@family.example is bob's, as the program finds it: "subaddress" (RFC 5233
+    §4) gives the local part before Dovecot's recipient_delimiter as ``:user``.
+    """
+    whole = f'envelope :all :is "to" {_verbatim(name)}'
+    local, at, domain = name.rpartition("@")
+    if not at or not local:
+        return whole
+    user = (
+        f'envelope :user :is "to" {_verbatim(local)}, envelope :domain :is "to" {_verbatim(domain)}'
+    )
+    return f"anyof({whole}, allof({user}))"
+
+
 def _failure_headers(policies: Policies, authserv_id: str) -> list[str]:
     """Gives the lines that add the failure header of the envelope recipient's policy."""
     lines: list[str] = []
     for i, (name, _policy) in enumerate(policies.users):
         # Sieve's default comparator is i;ascii-casemap (RFC 5228 §2.7.3), as for_user's match.
         keyword = "if" if i == 0 else "} elsif"
-        lines.append(f'{keyword} envelope :all :is "to" {_verbatim(name)} {{')
+        lines.append(f"{keyword} {_recipient_test(name)} {{")
         lines.append(f"  addheader {sieve_string(HEADER_NAME)}")
         lines.append(f"    {_verbatim(failure_header_value(policies, authserv_id, name))};")
     default = [
@@ -106,7 +139,8 @@ def generate_filter_script(policies: Policies, authserv_id: str, program: str = 
     """Gives the sieve_before script: filter through `program`, then pipe mode's global rules.
 
     Extensions besides those of the rules: vnd.dovecot.filter (Pigeonhole),
-    variables (RFC 5229), envelope (RFC 5228 §5.4), editheader (RFC 5293).
+    variables (RFC 5229), envelope (RFC 5228 §5.4), editheader (RFC 5293), subaddress
+    (RFC 5233: a [users] table matches its plus addresses too).
     """
     s = _Script(authserv_id)
     rules = _global_rules(policies, s)
@@ -146,7 +180,13 @@ def generate_filter_script(policies: Policies, authserv_id: str, program: str = 
 
 
 def program_text(
-    command: list[str], config: str | None, deadline: float, daemon: str | None = None
+    command: list[str],
+    config: str | None,
+    deadline: float,
+    daemon: str | None = None,
+    delimiter: str = "+",
+    authserv_id: str | None = None,
+    dns: tuple[tuple[str, str], ...] = (),
 ) -> str:
     """Gives the shell script to put in sieve_filter_bin_dir as `PROGRAM`.
 
@@ -160,6 +200,12 @@ def program_text(
     if config:
         argv += ["--config", str(Path(config).resolve())]
     argv += ["--deadline", f"{deadline:g}"]
+    if delimiter != "+":  # the hand-over reads no config: it needs the config's value here
+        argv += [f"--recipient-delimiter={delimiter}"]
+    if authserv_id:  # the failure header's id when the config cannot be read
+        argv += [f"--authserv-id={authserv_id}"]
+    for option, value in dns:  # install's --dns-server / --dns-zone, kept for every message
+        argv += [option, value]
     return (
         "#!/bin/sh\n"
         "# authsieve for Pigeonhole's vnd.dovecot.filter (sieve_filter_bin_dir), written by\n"

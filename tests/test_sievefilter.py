@@ -81,13 +81,63 @@ def test_a_broken_config_gives_the_original_under_the_failure_header(tmp_path: P
     bad = tmp_path / "bad.toml"
     bad.write_text("[classifier\n")
     data = NEWSLETTER.read_bytes()
-    proc, _ = run_filter("--config", str(bad), data=data)
-    assert (proc.returncode, proc.stderr) == (0, b"")
-    head, rest = proc.stdout.split(b"\r\n", 1)
-    assert head.startswith(b"X-Authsieve: v=1;") and rest == data
+    proc, _ = run_filter(
+        "--config", str(bad), "--authserv-id=mx.family.example",
+        data=data, envelope=("Carol+x@Family.Example", "x@example.net"),
+    )  # fmt: skip
+    assert proc.returncode == 0
+    # One line for Dovecot's log, naming the file.
+    said = proc.stderr.decode()
+    assert said.count("\n") == 1 and str(bad) in said and said.startswith("authsieve filter:")
+    assert proc.stdout.endswith(b"\r\n" + data)
     fields = x_authsieve(proc.stdout)
     assert fields["spf"] == fields["dkim"] == fields["dmarc"] == "internal"
     assert fields["error"] == "internal error: ConfigError"
+    # The id the script reads, and the mailbox whose [users] block files it.
+    assert (fields["id"], fields["user"]) == ("mx.family.example", "carol@family.example")
+    header = proc.stdout[: -len(data)].split(b"\r\n")[:-1]
+    assert len(header) > 3 and len(header[0]) <= 78, header  # folded after "; "
+
+
+def test_a_plus_address_gets_its_users_table(tmp_path: Path) -> None:
+    # Sieve hands over the raw envelope recipient; pipe mode gets ${user}@${domain}.
+    data = PHISH.read_bytes()
+    proc, _ = run_filter(
+        "--config", str(CONFIG), "--dns-zone", str(ZONE),
+        data=data, envelope=("Bob+News@Family.Example", "x@example.net"),
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    fields = x_authsieve(proc.stdout)
+    assert (fields["user"], fields["mode"]) == ("bob@family.example", "observe")
+    # Another delimiter, as the installed program passes it: "+" is then part of the name.
+    proc, _ = run_filter(
+        "--config", str(CONFIG), "--dns-zone", str(ZONE), "--recipient-delimiter=-",
+        data=data, envelope=("bob+news@family.example", "x@example.net"),
+    )  # fmt: skip
+    assert x_authsieve(proc.stdout).get("user", "") == ""
+
+
+def test_help_is_help_and_a_wrong_option_still_answers_the_message() -> None:
+    for flag in ("--help", "-h"):
+        # No message on stdin: help must not wait for one.
+        proc = subprocess.run(
+            [sys.executable, "-m", "classifier.commands.main", "filter", flag],
+            stdin=subprocess.DEVNULL, capture_output=True, cwd=ROOT, timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0 and proc.stdout.startswith(b"usage: authsieve filter")
+    data = NEWSLETTER.read_bytes()
+    proc, _ = run_filter("--config", str(CONFIG), "--bogus", data=data)
+    assert proc.returncode == 0
+    assert proc.stderr.decode().startswith("authsieve filter: unknown option --bogus")
+    assert proc.stdout.endswith(b"\r\n" + data)
+    fields = x_authsieve(proc.stdout)
+    assert (fields["id"], fields["spf"]) == ("mx.family.example", "internal")
+    assert fields["error"] == "usage: unknown option --bogus"
+    listed = subprocess.run(
+        [sys.executable, "-m", "classifier.commands.main", "--help"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert any(line.split()[:1] == ["filter"] for line in listed.stdout.splitlines())
 
 
 def silent_dns() -> tuple[socket.socket, str]:
@@ -97,7 +147,7 @@ def silent_dns() -> tuple[socket.socket, str]:
     return sock, f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-def test_checks_past_the_deadline_give_the_original_in_time(tmp_path: Path) -> None:
+def test_dns_that_never_answers_gives_temperror_before_the_deadline(tmp_path: Path) -> None:
     sock, address = silent_dns()
     config = tmp_path / "slow.toml"
     config.write_text(
@@ -110,10 +160,12 @@ def test_checks_past_the_deadline_give_the_original_in_time(tmp_path: Path) -> N
     finally:
         sock.close()
     assert (proc.returncode, proc.stderr) == (0, b"")
-    assert 2 <= took < 6, took  # well inside Pigeonhole's 10 s sieve_filter_exec_timeout
-    assert proc.stdout.split(b"\r\n", 1)[1] == data
+    assert took < 6, took  # well inside Pigeonhole's 10 s sieve_filter_exec_timeout
+    # The DNS budget (60 s configured) ended a margin before the 2 s deadline: the checks
+    # answered themselves, temperror (filed by nothing), not the watchdog's internal error.
     fields = x_authsieve(proc.stdout)
-    assert fields["spf"] == "internal" and fields["error"].startswith("timeout")
+    assert (fields["spf"], fields["dmarc"]) == ("temperror", "temperror"), fields
+    assert "error" not in fields
     assert fields["id"] == "mx.family.example"
 
 

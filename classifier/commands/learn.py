@@ -378,7 +378,9 @@ def _reinstall(args: argparse.Namespace, config: Config, path: Path) -> int:
     """Reinstalls the global script from the edited config; gives the exit code."""
     from classifier.config import load_config
     from sieve.commands import script_for
+    from sieve.filterscript import compile_config
     from sieve.install import SCRIPT_NAME, install_to_dir
+    from sieve.pigeonhole import dovecot_version
 
     where = args.sieve_dir or (config.learn.sieve_dir if config.learn else None)
     if not where:
@@ -392,6 +394,7 @@ def _reinstall(args: argparse.Namespace, config: Config, path: Path) -> int:
     # The same kind of script as the one there: the LMTP filter's, or pipe mode's.
     with_filter = installed.is_file() and "vnd.dovecot.filter" in installed.read_text()
     script = script_for(load_config(path), None, with_filter)
-    result = install_to_dir(script, directory)
+    extra = compile_config(dovecot_version()) if with_filter else ""
+    result = install_to_dir(script, directory, extra_config=extra)
     print(f"installed {result.target}")
     return 0

@@ -30,6 +30,11 @@ COMMANDS = {
     "annotate": ("classifier.commands.check", "add_annotate_parser", "annotate one message"),
     "pipe": ("classifier.commands.pipe", "add_pipe_parser", "Postfix pipe(8) transport"),
     "serve": ("classifier.commands.pipe", "add_serve_parser", "resident checker for pipe"),
+    "filter": (
+        "classifier.delivery.sievefilter",
+        "add_filter_parser",
+        "Dovecot LMTP: Pigeonhole's vnd.dovecot.filter program",
+    ),
     "sieve": ("sieve.commands", "add_sieve_parser", "generate or install the Sieve script"),
     "watch": ("classifier.commands.watch", "add_watch_parser", "classify mail as it lands"),
     "quarantine": (

@@ -12,13 +12,18 @@ Failure rule: the program never loses or holds mail.  It always reads the
 whole message, always writes a whole message and always exits 0: any error
 (a bad config, an exception, a daemon that does not answer) gives the
 original message under the failure header of `classifier.evaluate.failed_annotation`.
+When the config cannot be read, the header takes the authserv-id ``sieve
+install --filter-dir`` wrote into the program (``--authserv-id``) and names the
+recipient's mailbox (``user=``), so the script's rules still read it and a
+``[users]`` table's ``internal_error`` files it.
 It must also finish before Pigeonhole's ``sieve_filter_exec_timeout`` (10 s
 by default): Pigeonhole 0.5.19 kills a program that overruns and then aborts
 the LMTP process ("Panic: output stream … is missing error handling"), so the
 LMTP client gets no answer and the message waits in Postfix's queue.  A
 watchdog therefore writes the failure answer at ``--deadline`` (default 8 s)
-whatever the checks are doing.  Nothing goes to stdout but the message, and
-nothing to stderr (Dovecot logs it as an error).
+whatever the checks are doing.  Nothing goes to stdout but the message; stderr,
+which Dovecot logs as an error, gets one line when the config cannot be read
+(the log file it names is then unknown).
 
 The hand-over: when the program's command line names the daemon (``--daemon``,
 written by ``sieve install --filter-dir`` from ``daemon_socket``), the message
@@ -40,6 +45,7 @@ import time
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
+    import argparse
     import threading
     from collections.abc import Callable, Sequence
     from typing import BinaryIO
@@ -48,16 +54,66 @@ if TYPE_CHECKING:
 
 # Under Pigeonhole's default sieve_filter_exec_timeout (10 s), with room for Python's start.
 DEFAULT_DEADLINE = 8.0
-VALUE_OPTIONS = ("--config", "--deadline", "--daemon", "--dns-server", "--dns-zone")
+# What the checks need after their last DNS answer (DKIM and ARC arithmetic, the headers):
+# the DNS budget ends this long before the deadline, so slow DNS gives temperror, not
+# the watchdog's internal error.
+DNS_MARGIN = 1.0
+VALUE_OPTIONS = (
+    "--config",
+    "--deadline",
+    "--daemon",
+    "--dns-server",
+    "--dns-zone",
+    "--recipient-delimiter",
+    "--authserv-id",
+)
+
+
+HELP = """\
+usage: authsieve filter [--config FILE] [--daemon SOCKET] [--deadline S] [--dns-server H:P]
+                        [--dns-zone FILE] [--recipient-delimiter C] [--authserv-id ID]
+                        -- RECIPIENT SENDER < message
+
+The program Pigeonhole's vnd.dovecot.filter runs (Dovecot LMTP, README "Dovecot
+LMTP"): reads a message, writes it checked and annotated, always exits 0.  On
+any error it writes the original under an X-Authsieve failure header.
+
+  --config FILE            authsieve's config (default /etc/authsieve/config.toml)
+  --daemon SOCKET          hand the message to `authsieve serve` first
+  --deadline S             answer within S seconds (default 8; under
+                           Dovecot's sieve_filter_exec_timeout)
+  --dns-server H:P         DNS server (default [classifier] dns_server)
+  --dns-zone FILE          answer DNS from a zone file (tests, demos)
+  --recipient-delimiter C  cut RECIPIENT's detail at C (default [classifier]
+                           recipient_delimiter, "+")
+  --authserv-id ID         the failure header's id when the config cannot be read
+"""
+
+
+def add_filter_parser(
+    subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_common: object = None,
+) -> None:
+    """Lists `filter` in ``authsieve --help``; main runs the command itself, without argparse."""
+    import argparse
+
+    p = subparsers.add_parser(
+        "filter", help="Dovecot LMTP: Pigeonhole's vnd.dovecot.filter program", add_help=False
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    # Reached only when options come before the word "filter": the same program.
+    p.set_defaults(handler=lambda args, config: run_filter(args.rest))
 
 
 class FilterArgs:
     """The filter's command line: options, then ``--``, then RECIPIENT and SENDER from Sieve."""
 
-    __slots__ = ("deadline", "options", "recipient", "sender")
+    __slots__ = ("deadline", "help", "options", "problems", "recipient", "sender")
 
     def __init__(self, options: dict[str, str], recipient: str | None, sender: str | None):
         self.options, self.recipient, self.sender = options, recipient, sender
+        self.help = False
+        self.problems: list[str] = []  # options it does not know or that lack a value
         try:
             deadline = float(options.get("--deadline", DEFAULT_DEADLINE))
         except ValueError:
@@ -70,30 +126,44 @@ def parse_filter_args(argv: Sequence[str]) -> FilterArgs:
 
     Everything after ``--`` (or after the first word that is not an option) is
     envelope, however it looks: MAIL FROM is the sender's to choose, and
-    ``--config=/tmp/x`` as a sender must stay a sender.  Unknown options are ignored.
+    ``--config=/tmp/x`` as a sender must stay a sender.  Unknown options are noted
+    in ``problems``: the message is still answered (under the failure header).
     """
     options: dict[str, str] = {}
     rest: list[str] = []
     args = list(argv)
+    problems: list[str] = []
+    wants_help = False
     i = 0
     while i < len(args):
         arg = args[i]
         if arg == "--":
             rest = args[i + 1 :]
             break
+        if arg in ("-h", "--help"):
+            wants_help = True
+            i += 1
+            continue
         name, eq, value = arg.partition("=")
         if not name.startswith("--"):
             rest = args[i:]
             break
-        if not eq and name in VALUE_OPTIONS and i + 1 < len(args):
-            i += 1
-            value = args[i]
+        if name not in VALUE_OPTIONS:
+            problems.append(f"unknown option {name}")
+        elif not eq:
+            if i + 1 >= len(args):
+                problems.append(f"{name} needs a value")
+            else:
+                i += 1
+                value = args[i]
         if name in VALUE_OPTIONS:
             options[name] = value
         i += 1
     recipient = rest[0] if rest and rest[0] else None
     sender = rest[1] if len(rest) > 1 else None
-    return FilterArgs(options, recipient, sender)
+    parsed = FilterArgs(options, recipient, sender)
+    parsed.help, parsed.problems = wants_help, problems
+    return parsed
 
 
 class Answer:
@@ -128,10 +198,18 @@ def run_filter(
     stdout = stdout or sys.stdout.buffer
     started = time.monotonic()
     args = parse_filter_args(argv)
+    if args.help:  # a person at a terminal: Dovecot's argv always has "--" first
+        stdout.write(HELP.encode())
+        stdout.flush()
+        return 0
     try:
         data = stdin.read()
     except Exception:
         return 0  # nothing read: Sieve's filter fails and the script adds the header
+    if args.problems:
+        # A wrong command line never holds mail: the original, under the failure header.
+        Answer(stdout, threading.Lock()).write(_usage_fallback(data, args))
+        return 0
     answer = Answer(stdout, threading.Lock())
     # The hand-over's warnings wait for the in-process path's logging: unconfigured,
     # Python's logging would write them to stderr, which Dovecot logs as errors.
@@ -160,6 +238,20 @@ def run_filter(
     return 0
 
 
+def _usage_fallback(data: bytes, args: FilterArgs) -> bytes:
+    """Gives the original under the failure header for a wrong command line, said on stderr."""
+    said = "; ".join(args.problems)
+    _stderr(f"authsieve filter: {said} (authsieve filter --help)")
+    state: dict[str, object] = {}
+    try:  # the config's authserv-id and the recipient's table, if it can be read
+        from classifier.config import load_config
+
+        state["config"] = load_config(args.options.get("--config"))
+    except Exception:
+        pass
+    return _fallback(data, args, state, f"usage: {said}")
+
+
 def hand_over(
     data: bytes, args: FilterArgs, started: float, warn: Callable[[str], object]
 ) -> bytes | None:
@@ -183,7 +275,7 @@ def hand_over(
         args.options["--daemon"],
         data,
         hints,
-        recipient,
+        _owner(recipient, args.options.get("--recipient-delimiter", "+")),
         wait,
         lambda: _trusted(config, warn),
         warn,
@@ -210,6 +302,11 @@ def _in_process(data: bytes, args: FilterArgs, state: dict[str, object], started
     try:
         return _check(data, args, state, started).data
     except Exception as exc:
+        from classifier.config import ConfigError
+
+        if "config" not in state and isinstance(exc, ConfigError):
+            # No log to write to: Dovecot logs the program's stderr (one line).
+            _stderr(f"authsieve filter: {exc}; delivered under internal_error")
         _log(state, f"filter: internal error {type(exc).__name__}: {exc}", error=True)
         return _fallback(data, args, state, f"internal error: {type(exc).__name__}")
 
@@ -234,6 +331,9 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
     recipient = macro(args.recipient)
     sender = args.sender
     hints: dict[str, str | None] = {"sender": sender, "recipient": recipient}
+    # The mailbox's owner decides: bob+news@ is bob@ (Postfix gives pipe mode ${user}@${domain}).
+    delimiter = args.options.get("--recipient-delimiter", settings.recipient_delimiter)
+    recipient = _owner(recipient, delimiter)
     if args.options.get("--daemon"):
         log.warning(
             "filter: daemon at %s did not answer; checking in this process",
@@ -256,8 +356,12 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
             call.report(0, [recipient or "-"], ms)
             return Annotated(a.data, a.action, a.summary, a.error)
         log.warning("filter: daemon at %s did not answer; checking in this process", socket_path)
+    from dataclasses import replace
+
     from classifier.lookup.resolver import make_resolver
 
+    left = args.deadline - (time.monotonic() - started) - DNS_MARGIN
+    settings = replace(settings, dns_budget=max(0.1, min(settings.dns_budget, left)))
     resolver = make_resolver(
         dns_server=args.options.get("--dns-server") or settings.dns_server,
         dns_zone=args.options.get("--dns-zone") or settings.dns_zone,
@@ -289,16 +393,39 @@ def _fallback(data: bytes, args: FilterArgs, state: dict[str, object], error: st
 
     config = state.get("config")
     try:
-        user = (args.recipient or "").strip()
+        delimiter = args.options.get("--recipient-delimiter")
+        if delimiter is None:
+            delimiter = config.engine.recipient_delimiter if isinstance(config, Config) else "+"
+        user = _owner(args.recipient, delimiter) or ""
         if isinstance(config, Config):
             authserv_id, policies = config.engine.authserv_id, config.policies
-        else:  # the config could not be loaded: the built-in global policy
-            from classifier.config import default_authserv_id
+        else:  # the config could not be loaded: the built-in policy, named for the mailbox
+            from dataclasses import replace
 
-            authserv_id, policies = default_authserv_id(), None
+            from classifier.config import default_authserv_id
+            from classifier.policies import Policies, Policy
+
+            authserv_id = args.options.get("--authserv-id") or default_authserv_id()
+            # user= picks the script's [users] block, whose internal_error then files it.
+            policies = Policies(Policy(), ((user, replace(Policy(), user=user)),))
         return failed_annotation(data, authserv_id, policies, user, error).data
     except Exception:
         return data  # Sieve's rules then find no header of ours: the implicit keep
+
+
+def _stderr(line: str) -> None:
+    try:
+        sys.stderr.write(line.replace("\n", " ") + "\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def _owner(recipient: str | None, delimiter: str) -> str | None:
+    """Gives the user whose policy applies to recipient (its detail cut off), None for none."""
+    from classifier.names import mailbox_owner
+
+    return mailbox_owner(recipient, delimiter) if recipient else None
 
 
 def _log(state: dict[str, object], line: str, error: bool = False) -> None:
