@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from classifier.annotate import annotate, fold
-from classifier.auth.checks import CheckReport, facts_from, run_checks
+from classifier.auth.checks import CheckAbandoned, CheckReport, Deadline, facts_from, run_checks
 from classifier.auth.facts import (
     HEADER_NAME,
     INTERNAL,
@@ -63,6 +63,7 @@ def evaluate(
     policies: Policies,
     hints: Hints | None = None,
     user: str | None = None,
+    deadline: Deadline | None = None,
 ) -> Evaluation:
     """Gives the evaluation of one message for `user` (default: the recipient it was sent to).
 
@@ -72,7 +73,8 @@ def evaluate(
     """
     known = policies.for_user(user) if user else None
     forwarders = (known or policies.default).trusted_forwarders
-    report = run_checks(data, settings, resolver, hints, settings.trust_for(forwarders))
+    trust = settings.trust_for(forwarders)
+    report = run_checks(data, settings, resolver, hints, trust, deadline)
     policy = known or policies.for_user(report.envelope.rcpt or "")
     facts = facts_from(report, policy.trusted_arc_sealers)
     return Evaluation(report, facts, policy, decide(facts, policy))
@@ -126,6 +128,7 @@ def check_and_annotate(
     user: str | None,
     record: Callable[[Evaluation], object] | None = None,
     note: Callable[[Evaluation, str, str, bytes], object] | None = None,
+    deadline: Deadline | None = None,
 ) -> Annotated:
     """Gives the annotated message and verdict (on an internal error: original + error header).
 
@@ -138,10 +141,11 @@ def check_and_annotate(
     An internal error still gives the message, unchanged but for an
     ``X-Authsieve: …; spf=internal; …; error=…`` header, and logs the
     traceback; it is filed as the recipient's ``internal_error`` says (inbox
-    by default), never as a temperror.
+    by default), never as a temperror.  Checks stopped by `deadline` raise
+    CheckAbandoned: nobody waits for the answer any more.
     """
     try:
-        result = evaluate(data, settings, resolver, policies, hints, user)
+        result = evaluate(data, settings, resolver, policies, hints, user, deadline)
         if note is not None:
             result = replace(result, delivery_id=new_delivery_id())
         value = result.header_value(settings.authserv_id)
@@ -159,6 +163,8 @@ def check_and_annotate(
             rcpt = user or (hints.recipient if hints else None) or env.rcpt or ""
             note(result, result.delivery_id, rcpt, data)
         return Annotated(out, verdict.action, summary)
+    except CheckAbandoned:
+        raise
     except Exception as exc:
         log.exception("internal error while checking; delivering unchanged")
         user = user or (hints.recipient if hints else None) or ""

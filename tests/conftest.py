@@ -29,8 +29,10 @@ def dns_server() -> Iterator[Callable[..., DnsTestServer]]:
     """Gives a factory: zone text → a running DnsTestServer on 127.0.0.1, stopped after the test."""
     started: list[DnsTestServer] = []
 
-    def start(zone_text: str, servfail: tuple[str, ...] = ()) -> DnsTestServer:
-        server = DnsTestServer(zone_text, servfail=servfail)
+    def start(
+        zone_text: str, servfail: tuple[str, ...] = (), silent: tuple[str, ...] = ()
+    ) -> DnsTestServer:
+        server = DnsTestServer(zone_text, servfail=servfail, silent=silent)
         started.append(server)
         return server
 

@@ -7,7 +7,8 @@ Behaviour that SPF and DMARC depend on is exact: NXDOMAIN for a name that does
 not exist, NODATA (NOERROR, empty answer, SOA in authority) for an existing
 name or an empty non-terminal, CNAME chains followed inside the zone, TXT
 strings as written, and TC over UDP for answers over 512 octets (no EDNS) so
-the client retries over TCP.  Names listed in `servfail` answer SERVFAIL.
+the client retries over TCP.  Names listed in `servfail` answer SERVFAIL; names
+listed in `silent` never answer (a black-holed nameserver: the client times out).
 """
 
 from __future__ import annotations
@@ -54,9 +55,16 @@ class ZoneData:
 class DnsTestServer:
     """Serves ZoneData on 127.0.0.1 at a random port over UDP and TCP until `stop()`."""
 
-    def __init__(self, zone_text: str, servfail: tuple[str, ...] = (), edns: bool = True) -> None:
+    def __init__(
+        self,
+        zone_text: str,
+        servfail: tuple[str, ...] = (),
+        edns: bool = True,
+        silent: tuple[str, ...] = (),
+    ) -> None:
         self.zone = ZoneData(zone_text)
         self.servfail = {dns.name.from_text(n) for n in servfail}
+        self.silent = {dns.name.from_text(n) for n in silent}
         self.edns = edns  # False: answer FORMERR to a query with EDNS, as old servers do
         self.queries: Counter[tuple[str, str]] = Counter()
         self.log: list[tuple[str, str]] = []  # every question, in the order it came in
@@ -81,6 +89,8 @@ class DnsTestServer:
                             return
                         data += chunk
                     reply = server.answer(data, udp=False)
+                    if not reply:
+                        continue  # a silent name: the client waits out its timeout
                     self.request.sendall(struct.pack("!H", len(reply)) + reply)
 
         # One thread answers UDP in turn, straight from the socket: socketserver's select
@@ -184,6 +194,8 @@ class DnsTestServer:
         with self._lock:
             self.queries[asked] += 1
             self.log.append(asked)
+        if question.name in self.silent:
+            return b"", None  # no reply, and none remembered: every retry goes unanswered
         if question.name in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
             return response.to_wire(), asked

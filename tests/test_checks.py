@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -503,3 +504,121 @@ def test_our_own_users_submission_is_not_written_up_as_a_dmarc_fail(
     assert "dmarc=fail" not in ar
     assert 'dmarc=none reason="not evaluated: submitted by our own authenticated user' in ar
     assert ar.startswith("mx.family.example; auth=pass")
+
+
+# --- a sender's lookups that never answer cannot make DMARC temperror (RFC 7489 §6.6.2) -------
+
+SILENT_ZONE = """
+shop.example. TXT "v=spf1 ip4:198.51.100.0/24 -all"
+news.shop.example. TXT "v=spf1 ip4:198.51.100.0/24 -all"
+_dmarc.news.shop.example. TXT "v=DMARC1; p=reject"
+attacker.test. TXT "v=spf1 ip4:192.0.2.66 -all"
+evil.example. TXT "v=spf1 ip4:192.0.2.66 -all"
+"""
+# The sender's own names whose nameserver never answers.
+SILENT = (
+    "x._domainkey.blackhole.bh.example.",
+    "slow.test.",
+    "helo.slow.test.",
+    "_dmarc.evil.example.",
+)
+BLACKHOLE_SIGNATURE = (
+    b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=blackhole.bh.example; s=x;"
+    b" h=from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA\r\n"
+)
+
+
+def spoof(mail_from: str, helo: str, signature: bytes = b"") -> bytes:
+    hop = (
+        f"Return-Path: <{mail_from}>\r\nReceived: from {helo} ({helo} [192.0.2.66])"
+        " by mx.family.example (Postfix) with ESMTP id 4Sg2Va9 for <alice@family.example>;"
+        " Sat, 28 Nov 2026 09:00:01 +0000\r\n"
+    ).encode()
+    return hop + signature + b"From: news@news.shop.example\r\nSubject: x\r\n\r\nHello\r\n"
+
+
+@pytest.mark.parametrize(
+    ("mail_from", "helo", "signature", "timed_out"),
+    [
+        ("x@attacker.test", "mail.attacker.test", BLACKHOLE_SIGNATURE, "dkim"),
+        ("x@slow.test", "mail.attacker.test", b"", "spf"),
+        ("x@attacker.test", "helo.slow.test", b"", "helo_spf"),
+        # SPF passes for a domain whose Organizational Domain cannot be looked up
+        ("x@evil.example", "mail.attacker.test", b"", ""),
+    ],
+)
+def test_unaligned_identifier_that_never_answers_leaves_dmarc_fail(
+    dns_server: Callable[..., DnsTestServer],
+    mail_from: str,
+    helo: str,
+    signature: bytes,
+    timed_out: str,
+) -> None:
+    """A temporary failure of a domain that cannot align cannot make DMARC pass: fail, not
+    temperror, even when the black hole spends the whole DNS time budget."""
+    server = dns_server(SILENT_ZONE, silent=SILENT)
+    settings = config_from_dict(
+        {
+            "classifier": {
+                "authserv_id": "mx.family.example",
+                "trusted_networks": ["203.0.113.25/32"],
+                "dns_budget": 0.4,
+            }
+        }
+    ).engine
+    report = run_checks(spoof(mail_from, helo, signature), settings, resolver_for(server, 0.4))
+    words = {"dkim": report.dkim_result, "spf": report.spf.result}
+    words["helo_spf"] = report.helo_spf.result
+    if timed_out:
+        assert words[timed_out] == "temperror"
+    assert (report.dmarc.result, report.dmarc.policy) == ("fail", "reject"), report.dmarc.reason
+
+
+def test_aligned_pass_beside_a_black_holed_signature_passes_dmarc(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    zone = SILENT_ZONE.replace(
+        'news.shop.example. TXT "v=spf1 ip4:198.51.100.0/24',
+        'news.shop.example. TXT "v=spf1 ip4:192.0.2.66',
+    )
+    server = dns_server(zone, silent=SILENT)
+    data = spoof("bounce@news.shop.example", "mail.attacker.test", BLACKHOLE_SIGNATURE)
+    report = run_checks(data, SETTINGS, resolver_for(server, 0.4))
+    assert report.dkim_result == "temperror" and report.spf.result == "pass"
+    assert report.dmarc.result == "pass" and report.dmarc.aligned_by == "spf"
+
+
+# --- a deadline stops the checks between steps (attacker review item 4) ------------------------
+
+
+def test_checks_stop_at_the_deadline_instead_of_waiting_out_slow_dns(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    """Nobody waits after the deadline: the DNS budget ends with it, and the next step raises."""
+    from classifier.auth.checks import CheckAbandoned, Deadline
+
+    server = dns_server(SILENT_ZONE, silent=SILENT)
+    data = spoof("x@slow.test", "helo.slow.test", BLACKHOLE_SIGNATURE * 3)
+    started = time.monotonic()
+    with pytest.raises(CheckAbandoned, match="deadline passed before"):
+        # Without the deadline each silent lookup waits 10 s, within the 20 s budget.
+        run_checks(data, SETTINGS, resolver_for(server, 10.0), deadline=Deadline(started + 0.5))
+    assert time.monotonic() - started < 5  # the DNS time left was the deadline's, not 10 s
+
+
+def test_checks_stop_before_the_next_signature_when_the_client_is_gone(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    from classifier.auth.checks import CheckAbandoned, Deadline
+
+    server = dns_server(SILENT_ZONE)
+    asked: list[int] = []
+
+    def gone() -> bool:
+        asked.append(1)
+        return len(asked) > 3  # asked before the checks, DKIM, and each signature
+
+    data = spoof("x@attacker.test", "mail.attacker.test", BLACKHOLE_SIGNATURE * 5)
+    deadline = Deadline(time.monotonic() + 60, gone)
+    with pytest.raises(CheckAbandoned, match="client gone before DKIM signature 2"):
+        run_checks(data, SETTINGS, resolver_for(server), deadline=deadline)

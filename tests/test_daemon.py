@@ -253,3 +253,19 @@ def test_a_daemon_that_never_answers_costs_a_fallback_not_the_delivery(daemon: D
         assert time.monotonic() - started < 30
     finally:
         os.kill(daemon.proc.pid, signal.SIGCONT)
+
+
+def test_a_request_carries_its_clients_deadline_and_hang_up() -> None:
+    """The checks stop when the client stops waiting: at its timeout, or when it hangs up."""
+    from classifier.delivery.daemon import client_gone, request_deadline
+    from classifier.delivery.daemon_client import DEFAULT_WAIT
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours:
+        deadline = request_deadline({"timeout": 8}, ours)
+        assert 7 < deadline.left() <= 8
+        assert request_deadline({"timeout": "8"}, ours).left() > DEFAULT_WAIT - 5  # ignored
+        assert request_deadline({}, ours).left() > DEFAULT_WAIT - 5
+        assert not client_gone(ours) and not deadline.abandoned()
+        theirs.close()
+        assert client_gone(ours) and deadline.abandoned()

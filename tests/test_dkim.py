@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -459,6 +461,40 @@ def test_signatures_beyond_the_limit_are_not_verified(dns_for):
     results = check_dkim(many, dns_for({"test._domainkey.example.com": key_file("test.txt")}))
     assert results_of(results) == ("pass",) * MAX_SIGNATURES + ("policy", "policy")
     assert results[-1].index == MAX_SIGNATURES + 1
+    assert "only 8 per message" in results[-1].reason and "RFC 6376 §6.1" in results[-1].reason
+
+
+def test_the_from_domains_signature_is_verified_below_many_others(dns_for):
+    """Signatures a sender puts on top cannot push the author domain's out of the few verified."""
+    rsa = dkimpy_data("test.private").read_bytes()
+    message = signed(PLAIN, b"test", b"example.com", rsa)  # the From domain's, at the bottom
+    for _ in range(MAX_SIGNATURES + 4):
+        message = signed(message, b"test", b"elsewhere.test", rsa)
+    records = {
+        "test._domainkey.example.com": key_file("test.txt"),
+        "test._domainkey.elsewhere.test": key_file("test.txt"),
+    }
+    results = check_dkim(message, dns_for(records))
+    assert len(results) == MAX_SIGNATURES + 5
+    assert (results[-1].domain, results[-1].result) == ("example.com", "pass")
+    verified = [r.index for r in results if r.result != "policy"]
+    assert verified == [*range(MAX_SIGNATURES - 1), MAX_SIGNATURES + 4]  # then the top ones
+
+
+def test_signatures_that_differ_in_l_share_one_pass_over_the_body():
+    """Each body hash of the noted signatures comes out of the first request (RFC 6376 §3.5)."""
+    body = b"line  one \r\n" * 1000
+    message = SignedMessage([[b"From", b" x\r\n"]], body, 0)
+    relaxed = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    for length in (b"5", b"700", None):
+        tags = {b"a": b"rsa-sha256", b"c": b"relaxed/relaxed", b"bh": b"x"}
+        message.expect(tags if length is None else {**tags, b"l": length})
+    first = message.body_hash(relaxed, "sha256", b"5")
+    assert len(message._body_hashes) == 3  # the other two were worked out in the same pass
+    canonical = b"line one\r\n" * 1000
+    assert first == hashlib.sha256(canonical[:5]).digest()
+    assert message.body_hash(relaxed, "sha256", b"700") == hashlib.sha256(canonical[:700]).digest()
+    assert message.body_hash(relaxed, "sha256", None) == hashlib.sha256(canonical).digest()
 
 
 # --- signature and key fields checked by us ----------------------------------------------
@@ -732,3 +768,27 @@ def test_internal_error_in_a_signature_check_is_logged_and_flagged(caplog, monke
     assert all(t.startswith("internal error in the DKIM check | Traceback") for t in texts)
     assert all("TypeError" in t and "\n" not in t for t in texts)
     assert dkim_summary(results) == "permerror"  # the facts make it "internal"
+
+
+def test_relaxed_body_with_a_megabyte_of_spaces_in_one_line_is_linear() -> None:
+    """A line of 1 MB of spaces hashes in about the time of its size (RFC 6376 §3.4.4).
+
+    dkimpy's trailing-space pattern retried the whole run at each space: 100,000
+    spaces took over 10 s, so 1 MB took hours.  Run in a child with a generous
+    timeout: a regression fails by timing out, not by a tight threshold.
+    """
+    code = (
+        "from classifier.auth import dkim_body\n"
+        "body = b'a' + b' ' * 1_000_000 + b'x\\r\\n' + b'b' + b'\\t ' * 500_000 + b'\\r\\n'\n"
+        "print(dkim_body.body_hash(b'S: x\\r\\n\\r\\n' + body, 8, b'relaxed', 'sha256').hex())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    expected = hashlib.sha256(b"a x\r\nb\r\n").hexdigest()
+    assert done.stdout.strip() == expected

@@ -7,17 +7,26 @@ turns the report into the `AuthFacts` that a policy decides on.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from classifier.auth.arc import ArcResult, check_arc
 from classifier.auth.arc import key_names as arc_key_names
-from classifier.auth.dmarc import DmarcResult, check_dmarc, from_domains, record_names
+from classifier.auth.dmarc import (
+    DmarcResult,
+    check_dmarc,
+    discover_first,
+    from_domains,
+    record_names,
+)
 from classifier.auth.facts import INTERNAL, AuthFacts
 from classifier.auth.fromheader import first_mailbox
 from classifier.auth.spf import SpfResult, check_helo_spf, check_spf, record_domains
 from classifier.config import Settings
 from classifier.envelope.trust import Envelope, Hints, recover_envelope
+from classifier.errors import TempError
 from classifier.lookup.resolver import DnsSession, Resolver
 from classifier.message import Message
 from classifier.trusted import TrustMatcher
@@ -25,6 +34,37 @@ from classifier.vocab import Result
 
 if TYPE_CHECKING:
     from classifier.auth.dkim import DkimSignatureResult, Signatures
+
+
+class CheckAbandoned(TempError):
+    """The checks of a message stopped: its deadline passed, or its client went away."""
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When the checks of one message must stop: a `time.monotonic()` value and a hang-up test.
+
+    The checks ask between steps (before each DKIM signature, ARC and DMARC),
+    and the DNS budget ends with it, so SPF's lookups stop too: work nobody
+    waits for any more stops soon after the deadline instead of running on.
+    """
+
+    at: float
+    abandoned: Callable[[], bool] = _never  # e.g. the client closed its connection
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def check(self, step: str) -> None:
+        """Raises CheckAbandoned when the deadline passed or the client went away."""
+        if self.left() <= 0:
+            raise CheckAbandoned(f"deadline passed before {step}")
+        if self.abandoned():
+            raise CheckAbandoned(f"client gone before {step}")
 
 
 @dataclass(frozen=True)
@@ -108,11 +148,12 @@ def run_checks(
     resolver: Resolver,
     hints: Hints | None = None,
     trust: TrustMatcher | None = None,
+    deadline: Deadline | None = None,
 ) -> CheckReport:
     """Gives every check's result for one delivered message (RFC 7208, 6376, 8617, 7489/9989).
 
     `trust` is the matcher of the recipient policy's forwarders (`Settings.trust_for`);
-    None: the engine's own lists.
+    None: the engine's own lists.  `deadline`: raises CheckAbandoned once it passes.
     """
     message = Message.parse(data)
     envelope = recover_envelope(message, trust or settings.trust, hints)
@@ -123,11 +164,19 @@ def run_checks(
         from classifier.auth.dkim import read_signatures
 
         signatures = read_signatures(message)
-    dns = resolver.session(settings.dns_budget)
+    budget = settings.dns_budget
+    if deadline is not None:
+        deadline.check("the checks")
+        budget = min(budget, deadline.left())
+    dns = resolver.session(budget)
     try:
-        return _run(message, envelope, signatures, settings, dns)
+        return _run(message, envelope, signatures, settings, dns, deadline)
     finally:
         dns.close()
+
+
+def _no_step(_step: str) -> None:
+    return None
 
 
 def _run(
@@ -136,7 +185,9 @@ def _run(
     signatures: Signatures | None,
     settings: Settings,
     dns: DnsSession,
+    deadline: Deadline | None = None,
 ) -> CheckReport:
+    step = deadline.check if deadline is not None else _no_step
     receiver = settings.authserv_id
     spf_applies = bool(envelope.client_ip) and not envelope.authenticated
     # The first record of every check is known now: asking for all of them at once lets
@@ -149,6 +200,9 @@ def _run(
     if spf_applies:
         first += [(d, "TXT") for d in record_domains(envelope.mail_from, envelope.helo or "")]
     dns.send_ahead(first)
+    if not envelope.authenticated:
+        # The policy is read before any lookup the sender chooses can spend the budget.
+        discover_first(from_values, dns, settings.dmarc_mode)
 
     if envelope.authenticated:
         spf = _not_checked("mailfrom", envelope, "authenticated submission: SPF not applied")
@@ -172,8 +226,11 @@ def _run(
     if signatures is not None:
         from classifier.auth.dkim import verify_signatures
 
-        dkim = verify_signatures(signatures, dns)
+        step("DKIM")
+        dkim = verify_signatures(signatures, dns, step=step)
+    step("ARC")
     arc = check_arc(message, dns)
+    step("DMARC")
     if envelope.authenticated:
         dmarc = _dmarc_not_evaluated(from_values, settings.dmarc_mode)
     else:

@@ -13,7 +13,12 @@ in RFC 8601 §2.7.1 terms:
   or mismatched key (RFC 6376 §6.1.1, §6.1.2);
 - ``temperror``: the key lookup failed temporarily (timeout, SERVFAIL, budget);
 - ``policy``: not looked at, because the message carries more signatures than
-  we verify (RFC 6376 §6.1 lets a verifier limit them).
+  we verify (RFC 6376 §6.1 lets a verifier limit them; RFC 8601 §2.7.1: the
+  signatures were not acceptable to the receiver).  At most MAX_SIGNATURES are
+  verified, those whose d= is the From domain first, then those near it, then
+  the rest from the top: 200 signatures with different l= over a 5 MB body
+  took 4.7 s for the 16 verified before, so a sender cannot spend the
+  delivery's time on signatures, nor push the author's own one out of reach.
 
 A check that raises an error dkimpy does not raise for bad input is an
 internal error: permerror with ``internal_error`` set, a reason saying so and
@@ -48,7 +53,7 @@ from classifier.log import log
 from classifier.lookup.resolver import DnsSession, DnsTempError
 from classifier.message import Message
 
-MAX_SIGNATURES = 16
+MAX_SIGNATURES = 8  # per message (RFC 6376 §6.1: a verifier MAY limit the signatures it tries)
 # RFC 5322 §3.6: fields that occur at most once, so an extra copy is an attack (RFC 6376 §8.15).
 SINGLETON_FIELDS = tuple(
     b"from sender reply-to to cc subject date message-id in-reply-to references".split()
@@ -370,16 +375,75 @@ class Signatures:
 
     message: SignedMessage | None
     fields: tuple[list[bytes], ...]
-    tags: tuple[dict[bytes, bytes] | _Outcome, ...]
+    # One per field: the tags, the outcome of reading them, or None for a field not verified
+    # (beyond MAX_SIGNATURES).
+    tags: tuple[dict[bytes, bytes] | _Outcome | None, ...]
     unreadable: str = ""
 
     def key_names(self) -> list[str]:
         """Gives the key record names the verified signatures will look up, in order."""
         return [
             _key_name(tags)
-            for tags in self.tags[:MAX_SIGNATURES]
+            for tags in self.tags
             if isinstance(tags, dict) and b"s" in tags and b"d" in tags
         ]
+
+
+_D_TAG = re.compile(rb"(?:^|;)[ \t\r\n]*d[ \t\r\n]*=[ \t\r\n]*([^; \t\r\n]*)")
+
+
+def _nearness(value: bytes, author: bytes) -> int:
+    """Gives 0 when d= is the From domain, 1 when they share a parent, 2 otherwise.
+
+    A guess without DNS at which signatures can align for DMARC (RFC 7489 §3.1.1);
+    it only orders the signatures to verify, it decides nothing.
+    """
+    if len(value) > MAX_SIGNATURE_OCTETS:
+        return 2
+    found = _D_TAG.search(value)
+    d = found.group(1).lower().rstrip(b".") if found else b""
+    if not d or not author:
+        return 2
+    if d == author:
+        return 0
+    shared = 0
+    for ours, theirs in zip(reversed(author.split(b".")), reversed(d.split(b".")), strict=False):
+        if ours != theirs:
+            break
+        shared += 1
+    return 1 if shared >= 2 else 2
+
+
+def _chosen(fields: tuple[list[bytes], ...], author: str) -> set[int]:
+    """Gives the indexes of the signature fields to verify (at most MAX_SIGNATURES)."""
+    if len(fields) <= MAX_SIGNATURES:
+        return set(range(len(fields)))
+    name = author.encode("ascii", "replace")
+    order = sorted(range(len(fields)), key=lambda i: (_nearness(fields[i][1], name), i))
+    return set(order[:MAX_SIGNATURES])
+
+
+def _tags_of(
+    fields: tuple[list[bytes], ...], author: str, message: SignedMessage | None
+) -> tuple[dict[bytes, bytes] | _Outcome | None, ...]:
+    """Gives the tags of the fields to verify (None for the others), noting their body hashes."""
+    chosen = _chosen(fields, author)
+    tags = tuple(_read_tags(f[1]) if i in chosen else None for i, f in enumerate(fields))
+    if message is not None:
+        for t in tags:
+            if isinstance(t, dict):
+                message.expect(t)
+    return tags
+
+
+def _author_domain(message: Message) -> str:
+    from classifier.auth.fromheader import from_domains
+
+    try:
+        domains, _ = from_domains(message.get_all("From"))
+    except Exception:  # the order of the checks only: DMARC reads From and reports
+        return ""
+    return domains[0] if domains else ""
 
 
 def read_signatures(message: Message | bytes) -> Signatures:
@@ -403,7 +467,7 @@ def read_signatures(message: Message | bytes) -> Signatures:
     found = tuple(
         f for f, n in zip(fields, message.field_keys(), strict=True) if n == "dkim-signature"
     )
-    return Signatures(signed, found, tuple(_read_tags(f[1]) for f in found[:MAX_SIGNATURES]))
+    return Signatures(signed, found, _tags_of(found, _author_domain(message), signed))
 
 
 def _read_signatures_unclean(message: bytes) -> Signatures:
@@ -420,16 +484,21 @@ def _read_signatures_unclean(message: bytes) -> Signatures:
     fields = tuple(
         f for f, n in zip(signed.fields, signed.names, strict=True) if n == b"dkim-signature"
     )
-    return Signatures(signed, fields, tuple(_read_tags(f[1]) for f in fields[:MAX_SIGNATURES]))
+    author = _author_domain(Message.parse(message)) if len(fields) > MAX_SIGNATURES else ""
+    return Signatures(signed, fields, _tags_of(fields, author, signed))
 
 
 def verify_signatures(
-    signatures: Signatures, dns: DnsSession, now: float | None = None
+    signatures: Signatures,
+    dns: DnsSession,
+    now: float | None = None,
+    step: Callable[[str], None] | None = None,
 ) -> tuple[DkimSignatureResult, ...]:
     """Gives one result per DKIM-Signature, top first; () when unsigned (RFC 6376 §6.1).
 
     `now` is the verification time for t= and x= (RFC 6376 §3.5); None means
-    the current time.
+    the current time.  `step` is called before each signature verified, and
+    may raise to stop (a deadline: `checks.Deadline.check`).
     """
     clock = time.time() if now is None else now
     if signatures.message is None:
@@ -437,13 +506,17 @@ def verify_signatures(
         return tuple(_result(i, f[1], outcome) for i, f in enumerate(signatures.fields))
     results = []
     for index, field in enumerate(signatures.fields):
-        if index >= MAX_SIGNATURES:
+        tags = signatures.tags[index]
+        if tags is None:
             skipped = (
-                f"not verified: only the first {MAX_SIGNATURES} signatures are (RFC 6376 §6.1)"
+                f"not verified: {len(signatures.fields)} signatures, and only {MAX_SIGNATURES}"
+                " per message are, those whose d= is nearest the From domain first"
+                " (RFC 6376 §6.1)"
             )
             results.append(_result(index, field[1], _Outcome("policy", skipped)))
             continue
-        tags = signatures.tags[index]
+        if step is not None:
+            step(f"DKIM signature {index + 1}")
         results.append(_check_one(signatures.message, index, field, tags, dns, clock))
     return tuple(results)
 

@@ -7,17 +7,29 @@ taken in slices that end at a line break, each slice goes through dkimpy's
 own line-by-line steps (both algorithms only change what lies within one
 line), and only the empty lines at the very end, which both algorithms drop,
 are held back until the end shows whether more text follows them.
+
+The relaxed line steps are ours, not dkimpy's: its "strip trailing white
+space" pattern ``[\t ]+\r\n`` is tried at every space of a run and runs to
+its end each time, so one line of 100,000 spaces took over 10 s.  Here each
+run becomes one space in a single pass, and the space left before a line
+break is then dropped: the same result (RFC 6376 §3.4.4 b, a), in time
+linear in the body.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-
-from dkim.canonicalization import compress_whitespace, strip_trailing_whitespace
+import re
+from collections.abc import Iterable, Iterator
 
 SLICE = 1 << 18  # 256 KiB: the relaxed steps need about 22 times a slice while they run
 _CRLF = b"\r\n"
+_WSP_RUN = re.compile(rb"[ \t]+")  # a match always succeeds: no backtracking over the run
+
+
+def relaxed_lines(piece: bytes) -> bytes:
+    """Gives CRLF-ended lines with runs of WSP made one space, none before a CRLF (§3.4.4)."""
+    return _WSP_RUN.sub(b" ", piece).replace(b" \r\n", _CRLF)
 
 
 def _line_slices(message: bytes, start: int, size: int) -> Iterator[bytes]:
@@ -45,24 +57,45 @@ def body_hash(
     signature's l= (§3.5), the count of canonical octets the hash covers.
     The result equals hashing dkimpy's `canonicalize_body` of the whole body.
     """
-    hasher = hashlib.new(digest)
-    budget = -1 if length is None else length  # octets still to hash; -1: no limit
+    return body_hashes(message, start, algorithm, digest, (length,), slice_size)[length]
+
+
+def body_hashes(
+    message: bytes,
+    start: int,
+    algorithm: bytes,
+    digest: str,
+    lengths: Iterable[int | None],
+    slice_size: int = SLICE,
+) -> dict[int | None, bytes]:
+    """Gives `body_hash` for each l= of `lengths` (None: no l=), from one canonicalisation.
+
+    Signatures that differ only in l= share the pass over the body: a message
+    with many of them costs one canonicalisation, not one each; the pass stops
+    once every l= is covered.
+    """
+    wanted = list(dict.fromkeys(lengths))
+    hashers = [hashlib.new(digest) for _ in wanted]
+    budgets = [-1 if n is None else n for n in wanted]  # octets still to hash; -1: no limit
     held = 0  # line breaks at the end of what was read, not yet known to be followed by text
     seen_text = False
 
     def feed(data: bytes) -> None:
-        nonlocal budget
-        if budget < 0:
-            hasher.update(data)
-        elif budget:
-            hasher.update(data[:budget])
-            budget -= min(budget, len(data))
+        for i, hasher in enumerate(hashers):
+            budget = budgets[i]
+            if budget < 0:
+                hasher.update(data)
+            elif budget:
+                hasher.update(data[:budget])
+                budgets[i] = budget - min(budget, len(data))
 
     for piece in _line_slices(message, start, slice_size):
+        if not any(budgets):
+            break  # every l= is covered: the rest of the body changes no hash
         if piece.count(b"\n") != piece.count(_CRLF):
             piece = piece.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
         if algorithm == b"relaxed":
-            piece = compress_whitespace(strip_trailing_whitespace(piece))
+            piece = relaxed_lines(piece)
         cut = len(piece)
         while piece.endswith(_CRLF, 0, cut):
             cut -= 2
@@ -81,4 +114,4 @@ def body_hash(
     # is CRLF under simple but nothing under relaxed (RFC 6376 §3.4.3, §3.4.4).
     if seen_text or algorithm != b"relaxed":
         feed(_CRLF)
-    return hasher.digest()
+    return {n: h.digest() for n, h in zip(wanted, hashers, strict=True)}

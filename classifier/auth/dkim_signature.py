@@ -24,7 +24,7 @@ import dkim
 import nacl.exceptions
 from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
 
-from classifier.auth.dkim_body import body_hash
+from classifier.auth.dkim_body import body_hashes
 from classifier.errors import AuthsieveError
 
 _WHITESPACE = re.compile(rb"\s+")
@@ -89,6 +89,20 @@ class SignedMessage:
         self._body_start = body_start
         self._fields: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}
         self._body_hashes: dict[tuple[bytes, str, bytes | None], bytes] = {}
+        # l= values of the signatures still to be verified, per (algorithm, digest)
+        self._expected: dict[tuple[bytes, str], set[bytes | None]] = {}
+
+    def expect(self, tags: dict[bytes, bytes]) -> None:
+        """Notes a signature's body hash to come, so that one pass serves every l= (§3.5)."""
+        try:
+            policy = CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
+        except InvalidCanonicalizationPolicyError:
+            return
+        digest = _HASHES.get(tags.get(b"a", b""))
+        length = tags.get(b"l")
+        if digest is None or b"bh" not in tags or (length is not None and not length.isdigit()):
+            return
+        self._expected.setdefault((policy.body_algorithm.name, digest), set()).add(length)
 
     def canonical_fields(self, policy: CanonicalizationPolicy, names: set[bytes]) -> list:
         """Gives the canonicalised fields whose lower-case name is in `names`, in order."""
@@ -109,9 +123,12 @@ class SignedMessage:
         key = (policy.body_algorithm.name, digest, length)
         found = self._body_hashes.get(key)
         if found is None:
-            limit = None if length is None else int(length)
-            found = body_hash(self._message, self._body_start, key[0], digest, limit)
-            self._body_hashes[key] = found
+            wanted = self._expected.pop(key[:2], set()) | {length}
+            limits = {n: None if n is None else int(n) for n in wanted}
+            hashes = body_hashes(self._message, self._body_start, key[0], digest, limits.values())
+            for n, limit in limits.items():
+                self._body_hashes[(key[0], digest, n)] = hashes[limit]
+            found = self._body_hashes[key]
         return found
 
 

@@ -20,6 +20,18 @@ otherwise ``fail`` under ``reject`` (the unevaluated ones may publish it), never
 ``permerror``; a temporary DNS failure on a query the answer depends on is
 ``temperror`` (RFC 9989 §5.3.6), and an internal error is never one: it is
 logged and reported as ``permerror`` with ``internal_error`` set.
+
+A query the answer depends on is one of the policy discovery, or one that
+decides whether a passing identifier aligns.  A DKIM key, MAIL FROM or HELO
+lookup that fails temporarily leaves that identifier without a pass, and an
+identifier that cannot align could not make DMARC pass even on retry: the
+message fails unless another aligned identifier passes (RFC 7489 §6.6.2 step
+4: every other condition, identifier mismatch included, is a DMARC mechanism
+check failure; RFC 9989 §5.3.4-§5.3.5).  The sender picks those domains and
+can make their nameservers never answer, so neither their results nor the
+time they spend may turn a forged From into ``temperror``: `discover_first`
+reads the policy before the other checks, and an Organizational Domain lookup
+is asked only for a name that could share the Author Domain's.
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ __all__ = [
     "DmarcResult",
     "alignment_kind",
     "check_dmarc",
+    "discover_first",
     "from_domains",
 ]
 
@@ -109,10 +122,23 @@ def _alignment(
         return ""
     if not lookup:
         return "later"
-    ours, theirs = orgs.of(author), orgs.of(ident)
+    # An Organizational Domain is its name or an ancestor of it: once one side's is known,
+    # a name outside it cannot align, whatever a lookup of the other side would say.  So
+    # a sender's own domain whose DNS never answers cannot make alignment "unknown" (and
+    # DMARC temperror) for an Author Domain it has nothing to do with.
+    ours = orgs.of(author)
+    if ours is not None and not _at_or_below(ident, ours):
+        return ""
+    theirs = orgs.of(ident)
+    if theirs is not None and not _at_or_below(author, theirs):
+        return ""
     if ours is None or theirs is None:
         return "unknown"
     return "relaxed" if ours == theirs else ""
+
+
+def _at_or_below(name: str, ancestor: str) -> bool:
+    return name == ancestor or name.endswith("." + ancestor)
 
 
 def alignment_kind(
@@ -328,6 +354,31 @@ def record_names(from_header_values: Iterable[object] | None) -> list[str]:
     if error:
         return []  # the check ends before any lookup
     return [f"_dmarc.{d}" for d in list(dict.fromkeys(domains))[:MAX_AUTHOR_DOMAINS]]
+
+
+def discover_first(
+    from_header_values: Iterable[object] | None, dns: DnsSession, mode: str = "rfc9989"
+) -> None:
+    """Looks up each Author Domain's DMARC record before the other checks ask anything.
+
+    Only a temporary failure of the policy discovery itself, or of an identifier
+    that can align, may make DMARC temperror (RFC 9989 §5.3.6; RFC 7489 §6.6.2:
+    without an aligned pass the message fails).  Every other lookup is the
+    sender's to choose -- a DKIM d= or MAIL FROM domain whose nameserver never
+    answers -- and would otherwise spend the message's DNS time budget before
+    the record is read.  The answers stay in the session; `check_dmarc` reads
+    them from there and reports whatever went wrong.
+    """
+    if mode not in MODES:
+        return
+    domains, error = from_domains([v for v in (from_header_values or []) if v is not None])
+    if error:
+        return
+    for author in list(dict.fromkeys(domains))[:MAX_AUTHOR_DOMAINS]:
+        try:
+            discover_7489(author, dns) if mode == "rfc7489" else discover_9989(author, dns)
+        except Exception:  # check_dmarc meets it again and reports it
+            continue
 
 
 def check_dmarc(

@@ -26,12 +26,15 @@ import contextlib
 import errno
 import os
 import pwd
+import select
 import shutil
 import signal
+import socket
 import socketserver
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -39,8 +42,10 @@ from typing import Any
 
 from classifier.aggregate.deliveries import delivery_recorder
 from classifier.aggregate.store import recorder
+from classifier.auth.checks import CheckAbandoned, Deadline
 from classifier.config import Config, Settings
 from classifier.delivery.daemon_client import (
+    DEFAULT_WAIT,
     FrameError,
     decode_head,
     read_frame,
@@ -197,16 +202,22 @@ def make_server(
             engine = self.server.engine
             # Report rows only when the pipe process says the delivery succeeded.
             record = HeldRecord(engine.record)
-            outcome = check_and_annotate(
-                data,
-                engine.config.engine,
-                engine.resolver,
-                engine.config.policies,
-                _hints(meta.get("hints")),
-                str(user) if user else None,
-                record,
-                delivery_recorder(engine.config.learn),
-            )
+            try:
+                outcome = check_and_annotate(
+                    data,
+                    engine.config.engine,
+                    engine.resolver,
+                    engine.config.policies,
+                    _hints(meta.get("hints")),
+                    str(user) if user else None,
+                    record,
+                    delivery_recorder(engine.config.learn),
+                    request_deadline(meta, self.request),
+                )
+            except CheckAbandoned as exc:
+                # The client delivers without us (or already did): the work is wasted.
+                log.warning("daemon: check abandoned: %s", exc)
+                return
             meta_out = {
                 "action": outcome.action,
                 "summary": outcome.summary,
@@ -253,6 +264,35 @@ def make_server(
         temp.unlink(missing_ok=True)
         raise
     return server
+
+
+def request_deadline(meta: dict[str, object], sock: socket.socket) -> Deadline:
+    """Gives the deadline of a request: the client's wait ("timeout" seconds), or its default.
+
+    The client stops waiting then and checks in-process (or files the message
+    as its own deadline says): computing on would only keep others' mail
+    waiting.  A client that closes its end before is gone too.
+    """
+    wait = meta.get("timeout")
+    seconds = DEFAULT_WAIT
+    if isinstance(wait, int | float) and not isinstance(wait, bool) and 0 < wait < DEFAULT_WAIT:
+        seconds = float(wait)
+    return Deadline(time.monotonic() + seconds, lambda: client_gone(sock))
+
+
+def client_gone(sock: socket.socket) -> bool:
+    """Tells whether the client closed its end: it sends nothing while it waits for the answer."""
+    # Polled first: a socket with a timeout would wait that long in recv, MSG_DONTWAIT or not.
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLHUP)
+    try:
+        if not poller.poll(0):
+            return False
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError, TimeoutError):
+        return False
+    except OSError:
+        return True
 
 
 def log_delivery(report: dict[str, object], summary: str) -> None:

@@ -241,7 +241,9 @@ def call_daemon(
             (warn or _warn)(f"daemon at {path} runs as uid {uid}, not a trusted user: not used")
             sock.close()
             return None
-        write_frame(sock, {"hints": dict(hints), "user": user}, data)  # type: ignore[arg-type]
+        # "timeout": how long we wait; the daemon stops the checks then (nobody waits after).
+        head = {"hints": dict(hints), "user": user, "timeout": timeout}
+        write_frame(sock, head, data)  # type: ignore[arg-type]
         # Our headers add a few KiB; anything much larger is not our daemon's answer.
         meta, payload = read_frame(sock, len(data) + (1 << 20), timeout)  # type: ignore[arg-type]
     except (OSError, ValueError, FrameError):

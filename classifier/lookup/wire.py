@@ -173,8 +173,11 @@ class Pending:
         poller.register(self._sock, select.POLLIN)
         try:
             while True:
-                left = self._deadline - self._clock()
-                if left <= 0 or not poller.poll(left * 1000):
+                # A reply that came in while another query was waited for is still
+                # taken after the deadline: a query sent ahead (the DMARC record) must
+                # not time out because a black-holed one (a DKIM key) was read first.
+                left = max(self._deadline - self._clock(), 0.0)
+                if not poller.poll(left * 1000):
                     raise TimeoutError(f"no reply in {self.timeout:g}s")
                 try:
                     data, source = self._sock.recvfrom(65535)
