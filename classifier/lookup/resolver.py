@@ -44,6 +44,7 @@ import dns.rrset
 
 from classifier.errors import TempError, UsageError
 from classifier.lookup import wire
+from classifier.lookup.memo import DnsMemo
 
 # A record's value: A/AAAA → address text; TXT → tuple of the character-strings
 # (bytes, unjoined, as SPF needs them); MX → (preference, host); PTR, CNAME,
@@ -146,6 +147,8 @@ class Resolver:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _inflight: dict[Key, threading.Event] = field(default_factory=dict, repr=False)
     _sent: dict[Key, wire.Pending] = field(default_factory=dict, repr=False)
+    # Results worked out from this resolver's answers (SPF, DMARC discovery), bound to their TTLs.
+    memo: DnsMemo = field(default_factory=DnsMemo, repr=False)
 
     def query(self, qname: str, rdtype: str, timeout: float | None = None) -> Answer:
         """Gives the answer for (qname, rdtype); raises DnsTempError on a temporary failure."""
@@ -257,11 +260,22 @@ class DnsSession:
     queries: int = 0
     _started: float | None = None
     _memo: dict[tuple[str, str], Answer | DnsTempError] = field(default_factory=dict, repr=False)
+    # Every question in the order asked, with its answer (None: it raised), for `DnsMemo`.
+    asked: list[tuple[tuple[str, str], Answer | None]] = field(default_factory=list, repr=False)
     _ahead: list[Key] = field(default_factory=list, repr=False)
 
     def query(self, qname: str, rdtype: str) -> Answer:
         """Gives the answer for (qname, rdtype); DnsTempError also once the budget is spent."""
         key = (normalize_name(qname), rdtype.upper())
+        try:
+            answer = self._answer(key)
+        except BaseException:
+            self.asked.append((key, None))
+            raise
+        self.asked.append((key, answer))
+        return answer
+
+    def _answer(self, key: tuple[str, str]) -> Answer:
         if key in self._memo:
             memo = self._memo[key]
             if isinstance(memo, DnsTempError):
