@@ -215,3 +215,40 @@ def test_each_client_address_gets_its_own_result(ip: str) -> None:
     assert _spf_both(shared, ip, "news@example.com", "helo.example.net") == _spf_both(
         _zone_resolver(ZONE), ip, "news@example.com", "helo.example.net"
     )
+
+
+DMARC_ZONE = """
+_dmarc.example.com. 120 TXT "v=DMARC1; p=reject"
+_dmarc.shop.example. 3600 TXT "v=DMARC1; p=quarantine; psd=n"
+"""
+
+
+def test_dmarc_discovery_is_kept_until_its_records_ttl() -> None:
+    from classifier.auth.dmarc_discovery import discover
+
+    clock = Clock()
+    resolver = _zone_resolver(DMARC_ZONE, clock)
+    fresh = discover("news.example.com", resolver.session(20), "rfc9989")
+    assert fresh.record is not None and fresh.record_domain == "example.com"
+    hits = resolver.memo.hits
+    dns = resolver.session(20)
+    assert discover("news.example.com", dns, "rfc9989") == fresh
+    assert resolver.memo.hits == hits + 1
+    # the replay put every answer of the walk into the session, as a fresh walk would
+    assert dns.queries == 3
+    clock.now += 121
+    misses = resolver.memo.misses
+    assert discover("news.example.com", resolver.session(20), "rfc9989") == fresh
+    assert resolver.memo.misses == misses + 1
+
+
+def test_dmarc_discovery_cut_short_by_a_failure_is_never_kept(
+    dns_server: Callable[..., DnsTestServer],
+) -> None:
+    from classifier.auth.dmarc_discovery import discover
+
+    server = dns_server(DMARC_ZONE, servfail=("_dmarc.example.com",))
+    resolver = resolver_for(server)
+    found = discover("news.example.com", resolver.session(20), "rfc9989")
+    assert found.temp and found.record is None
+    assert len(resolver.memo) == 0
