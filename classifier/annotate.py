@@ -38,6 +38,7 @@ from classifier.names import DOT_ATOM, LDH_DOMAIN, quoted_string
 # RFC 2045 §5.1 token: any CHAR except SPACE, CTLs and tspecials.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
 _RECEIVER = lazy(r"receiver\s*=\s*(\"[^\"]*\"|[^;\s]+)", re.IGNORECASE)
+_COMMENT_SPECIAL = lazy(r"([()\\])")
 _OUR_NAMES = ("authentication-results", "received-spf", HEADER_NAME.lower())
 
 
@@ -68,7 +69,7 @@ def ar_value(text: str) -> str:
 def ar_comment(text: str) -> str:
     """Gives text safe inside a comment: parentheses and backslashes escaped (RFC 5322 §3.2.2)."""
     flat = " ".join(text.split())
-    return re.sub(r"([()\\])", r"\\\1", flat)
+    return _COMMENT_SPECIAL.sub(r"\\\1", flat)
 
 
 def _skip_cfws(value: str, i: int) -> int:
