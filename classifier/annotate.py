@@ -284,7 +284,10 @@ def fold(name: str, value: str, eol: bytes) -> bytes:
         else:
             line += "; " + part
     lines.append(line)
-    return eol.join(x.encode("utf-8", "surrogateescape") for x in lines) + eol
+    # One encode of the joined text: the codec works character by character, so the
+    # bytes are those of each line encoded and joined.
+    end = eol.decode("utf-8", "surrogateescape")
+    return (end.join(lines) + end).encode("utf-8", "surrogateescape")
 
 
 def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str) -> bytes:
