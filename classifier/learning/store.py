@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import fields
 
 from classifier.aggregate.store import open_sqlite
-from classifier.config import LearnConfig
 from classifier.learning.moves import Move
 
 _COLUMNS = tuple(f.name for f in fields(Move))
@@ -52,11 +51,6 @@ def _move(values: sqlite3.Row | tuple[object, ...]) -> Move:
     for name in _FLAGS:
         d[name] = bool(d[name])
     return Move(**d)  # type: ignore[arg-type]
-
-
-def retention_seconds(learn: LearnConfig) -> float:
-    """Gives how long moves are kept, in seconds ([learn] retention_days)."""
-    return learn.retention_days * 86400
 
 
 class LearningStore:
