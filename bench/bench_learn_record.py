@@ -113,7 +113,9 @@ def main() -> None:
         whole: dict[str, list[float]] = {"store": [], "spool": []}
         for _ in range(args.processes):
             for how in ("store", "spool"):
-                record, total = one_process(configs[how], how, args.tree if how == "store" else ROOT)
+                record, total = one_process(
+                    configs[how], how, args.tree if how == "store" else ROOT
+                )
                 took[how].append(record)
                 whole[how].append(total)
         print(f"{args.processes} fresh processes of each kind (store: {args.tree})")

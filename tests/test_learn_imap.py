@@ -341,7 +341,9 @@ def rows(store: Path) -> list[tuple[str, str, str, str]]:
     if not store.exists():
         return []
     with LearningStore.open(f"sqlite:{store}") as s:
-        return sorted((m.user, m.direction, m.message_id, m.from_domain) for m in s.moves())
+        return sorted(
+            (m.user, m.direction, m.record.message_id, m.record.from_domain) for m in s.moves()
+        )
 
 
 def authsieve(*args: str) -> tuple[int, str]:

@@ -77,7 +77,7 @@ def test_a_pipe_deliverys_record_waits_in_the_spool_and_a_move_right_after_is_le
     assert not (tmp_path / "learning" / "moves.db").exists()  # the pipe made no database
     assert learn(config, proc.stdout, RCPT, "Junk", "INBOX", tmp_path) == 0
     [move] = stored(config)
-    assert (move.delivery_id, move.user, move.client_ip) == (named, RCPT, "203.0.113.150")
+    assert (move.delivery_id, move.user, move.record.client_ip) == (named, RCPT, "203.0.113.150")
     assert spooled(config) == []  # taken in, then unlinked
 
 

@@ -86,15 +86,20 @@ class DeliveryRecord:
         return d
 
 
-_COLUMNS = tuple(f.name for f in fields(DeliveryRecord))
+COLUMNS = tuple(f.name for f in fields(DeliveryRecord))  # as stored, in this order
 _LISTS = ("rules", "dkim_domains", "arc_sealers")
 _FLAGS = ("from_auth", "forwarded", "allowed")
+
+
+def column_type(name: str) -> str:
+    """Gives the SQL type of a record's column (lists are JSON text, flags 0 or 1)."""
+    return "INTEGER" if name in ("at", *_FLAGS) else "TEXT"
+
+
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS deliveries ("
     + ", ".join(
-        f"{c} {'INTEGER' if c in ('at', *_FLAGS) else 'TEXT'} NOT NULL"
-        + (" PRIMARY KEY" if c == "id" else "")
-        for c in _COLUMNS
+        f"{c} {column_type(c)} NOT NULL" + (" PRIMARY KEY" if c == "id" else "") for c in COLUMNS
     )
     + ");\nCREATE INDEX IF NOT EXISTS deliveries_at ON deliveries (at);\n"
 )
@@ -144,17 +149,19 @@ def record_of(
     )
 
 
-def _values(record: DeliveryRecord) -> tuple[object, ...]:
+def values_of(record: DeliveryRecord) -> tuple[object, ...]:
+    """Gives the record's column values (`COLUMNS`), as stored and spooled."""
     d = record.to_dict()
     for name in _LISTS:
         d[name] = json.dumps(d[name])
     for name in _FLAGS:
         d[name] = int(bool(d[name]))
-    return tuple(d[c] for c in _COLUMNS)
+    return tuple(d[c] for c in COLUMNS)
 
 
-def _record(values: sqlite3.Row | tuple[object, ...]) -> DeliveryRecord:
-    d: dict[str, object] = dict(zip(_COLUMNS, tuple(values), strict=True))
+def record_from(values: sqlite3.Row | tuple[object, ...]) -> DeliveryRecord:
+    """Gives the record of stored column values (`COLUMNS`)."""
+    d: dict[str, object] = dict(zip(COLUMNS, tuple(values), strict=True))
     for name in _LISTS:
         d[name] = tuple(json.loads(str(d[name])))
     for name in _FLAGS:
@@ -163,8 +170,8 @@ def _record(values: sqlite3.Row | tuple[object, ...]) -> DeliveryRecord:
 
 
 def _spoolable(values: tuple[object, ...]) -> bool:
-    """Tells whether spooled values are a delivery record as `_values` writes one."""
-    d = dict(zip(_COLUMNS, values, strict=True))
+    """Tells whether spooled values are a delivery record as `values_of` writes one."""
+    d = dict(zip(COLUMNS, values, strict=True))
     try:
         lists = [json.loads(str(d[name])) for name in _LISTS]
     except ValueError:
@@ -172,7 +179,7 @@ def _spoolable(values: tuple[object, ...]) -> bool:
     return (
         valid_delivery_id(str(d["id"]))
         and all(type(d[name]) is int for name in ("at", *_FLAGS))
-        and all(isinstance(d[c], str) for c in _COLUMNS if c not in ("at", *_FLAGS, *_LISTS))
+        and all(isinstance(d[c], str) for c in COLUMNS if c not in ("at", *_FLAGS, *_LISTS))
         and all(isinstance(x, list) and all(isinstance(v, str) for v in x) for x in lists)
     )
 
@@ -195,25 +202,25 @@ class DeliveryStore:
         self.db.close()
 
     def add(self, record: DeliveryRecord) -> None:
-        marks = ", ".join("?" for _ in _COLUMNS)
+        marks = ", ".join("?" for _ in COLUMNS)
         with self.db:
             self.db.execute(
-                f"INSERT OR IGNORE INTO deliveries ({', '.join(_COLUMNS)}) VALUES ({marks})",
-                _values(record),
+                f"INSERT OR IGNORE INTO deliveries ({', '.join(COLUMNS)}) VALUES ({marks})",
+                values_of(record),
             )
 
     def get(self, delivery_id: str) -> DeliveryRecord | None:
         row = self.db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM deliveries WHERE id = ?", (delivery_id,)
+            f"SELECT {', '.join(COLUMNS)} FROM deliveries WHERE id = ?", (delivery_id,)
         ).fetchone()
-        return _record(row) if row else None
+        return record_from(row) if row else None
 
     def records(self, since: int = 0) -> Iterator[DeliveryRecord]:
         cursor = self.db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM deliveries WHERE at >= ? ORDER BY at, id", (since,)
+            f"SELECT {', '.join(COLUMNS)} FROM deliveries WHERE at >= ? ORDER BY at, id", (since,)
         )
         for values in cursor:
-            yield _record(values)
+            yield record_from(values)
 
     def purge(self, before: int) -> int:
         with self.db:
@@ -226,11 +233,11 @@ class DeliveryStore:
         replaced.  Raises OSError (a spool refused as a whole) or sqlite3.Error.
         """
         insert = (
-            f"INSERT OR IGNORE INTO deliveries ({', '.join(_COLUMNS)})"
-            f" VALUES ({', '.join('?' for _ in _COLUMNS)})"
+            f"INSERT OR IGNORE INTO deliveries ({', '.join(COLUMNS)})"
+            f" VALUES ({', '.join('?' for _ in COLUMNS)})"
         )
         return ingest(
-            self.db, spool_dir(self.path), len(_COLUMNS), "deliveries_spool_done", insert,
+            self.db, spool_dir(self.path), len(COLUMNS), "deliveries_spool_done", insert,
             forget_before, _spoolable,
         )  # fmt: skip
 
@@ -253,7 +260,7 @@ def record_delivery(
         now = int(time.time())
         record = record_of(result, delivery_id, user, now, message_id_in(data))
         if one_shot:
-            spool_rows(spool_dir(sqlite_path(url)), [_values(record)])
+            spool_rows(spool_dir(sqlite_path(url)), [values_of(record)])
             return True
         with DeliveryStore.open(url, WRITE_TIMEOUT) as store:
             store.add(record)

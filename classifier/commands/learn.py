@@ -138,7 +138,7 @@ def record_move(args: argparse.Namespace, config: Config, data: bytes) -> bool:
         store.purge(since)
     log.info(
         "learn: %s %s a message from %s (%s -> %s, delivery %s)%s",
-        log_value(move.user), move.direction, log_value(move.from_address or "(no From)"),
+        log_value(move.user), move.direction, log_value(move.record.from_address or "(no From)"),
         log_value(move.from_folder), log_value(move.to_folder), delivery_id,
         "" if added else ": counted before",
     )  # fmt: skip
