@@ -204,3 +204,35 @@ def test_a_process_that_keeps_delivering_takes_the_spool_in_hourly(tmp_path: Pat
     with DeliveryStore.open(learn_table.store) as store:
         ids = {r.id for r in store.records()}
     assert ids == {delivery_id(spooled_data), "b" * 20, "c" * 20}
+
+
+def test_many_learn_processes_at_once_take_the_spool_in_once_and_quietly(tmp_path: Path) -> None:
+    # A user who moves many messages starts as many learn processes: each takes the
+    # spool in before it looks, so files vanish under the others.  None is refused.
+    config = learn_config(tmp_path)
+    moved = []
+    for n in range(12):
+        data = DEMO.read_bytes().replace(b"Message-ID: <", f"Message-ID: <{n}.".encode(), 1)
+        moved.append(deliver_one_shot(config, data))
+    assert len(spooled(config)) == 12
+    procs = []
+    for n, data in enumerate(moved[:8]):
+        path = tmp_path / f"moved-{n}.eml"
+        path.write_bytes(data)
+        argv = [sys.executable, "-m", "classifier.commands.main", "learn", "--config",
+                str(config), "--user", RCPT, "--from-folder", "Junk", "--to-folder", "INBOX",
+                "--foreground", str(path)]  # fmt: skip
+        procs.append(
+            subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
+    said = ""
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        said += out.decode()
+        assert proc.returncode == 0, out
+    assert sorted(m.delivery_id for m in stored(config)) == sorted(map(delivery_id, moved[:8]))
+    assert spooled(config) == []
+    with DeliveryStore.open(_learn(config).store) as store:
+        assert len(list(store.records())) == 12
+    said += (tmp_path / "log").read_text()
+    assert "refused" not in said and "not taken in" not in said, said

@@ -111,8 +111,8 @@ class Spool:
         for name in sorted(os.listdir(self.fd)):
             if name.startswith("."):
                 self._drop_stale(name, now)
-            elif name.endswith(SUFFIX):
-                yield self._read(name, width)
+            elif name.endswith(SUFFIX) and (got := self._read(name, width)) is not None:
+                yield got
 
     def unlink(self, name: str) -> None:
         os.unlink(name, dir_fd=self.fd)
@@ -125,9 +125,12 @@ class Spool:
         except OSError:
             pass  # gone meanwhile, or not ours to remove: left alone
 
-    def _read(self, name: str, width: int) -> SpoolFile:
+    def _read(self, name: str, width: int) -> SpoolFile | None:
+        """Gives the file as read, or None when another reader took it in meanwhile."""
         try:
             fd = os.open(name, READ_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:  # several learn processes at once (a user moved many)
+            return None
         except OSError as exc:  # ELOOP: a symlink
             return SpoolFile(name, refused=f"cannot open: {exc.strerror}")
         try:

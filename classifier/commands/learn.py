@@ -146,15 +146,16 @@ def record_move(args: argparse.Namespace, config: Config, data: bytes) -> bool:
 
 
 def take_in_spool(deliveries: DeliveryStore, forget_before: int) -> None:
-    """Takes in the records one-shot deliveries spooled; a spool refused as a whole is logged.
+    """Takes in the records one-shot deliveries spooled; what fails is logged.
 
-    Records that reached the store are still found: learning goes on without the spool.
+    Records that reached the store (another learn may have taken the spool in) are
+    still found: learning goes on without the spool.
     """
     from classifier.log import log, log_value
 
     try:
         deliveries.ingest_spool(forget_before)
-    except OSError as exc:
+    except (OSError, sqlite3.Error) as exc:  # a spool refused as a whole, a lock held too long
         log.warning("learn: spool of %s not taken in: %s", deliveries.path, log_value(str(exc)))
 
 
