@@ -27,14 +27,22 @@ from classifier.learning.moves import Move
 _MOVE = ("key", "at", "from_folder", "to_folder", "direction")
 _RECORD = tuple({"id": "delivery_id", "at": "delivered_at"}.get(c, c) for c in COLUMNS)
 _COLUMNS = (*_MOVE, *_RECORD)
+
+
+def _column(name: str, record_column: str) -> str:
+    # delivered_at came later: a store from before gets it, 0 for its moves (LearningStore.open)
+    return f"{name} {column_type(record_column)} NOT NULL" + (
+        " DEFAULT 0" if name == "delivered_at" else ""
+    )
+
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS learned_moves (key TEXT NOT NULL PRIMARY KEY, at INTEGER NOT NULL,"
     " from_folder TEXT NOT NULL, to_folder TEXT NOT NULL, direction TEXT NOT NULL, "
-    + ", ".join(f"{n} {column_type(c)} NOT NULL" for n, c in zip(_RECORD, COLUMNS, strict=True))
+    + ", ".join(_column(n, c) for n, c in zip(_RECORD, COLUMNS, strict=True))
     + ");\nCREATE INDEX IF NOT EXISTS learned_moves_at ON learned_moves (at);\n"
-).replace("delivered_at INTEGER NOT NULL", "delivered_at INTEGER NOT NULL DEFAULT 0")
-# Moves recorded before the record's time was kept: their delivered_at is 0.
-_ADD_DELIVERED_AT = "ALTER TABLE learned_moves ADD COLUMN delivered_at INTEGER NOT NULL DEFAULT 0"
+)
+_ADD_DELIVERED_AT = f"ALTER TABLE learned_moves ADD COLUMN {_column('delivered_at', 'at')}"
 
 
 def _values(move: Move) -> tuple[object, ...]:
@@ -44,10 +52,16 @@ def _values(move: Move) -> tuple[object, ...]:
 
 def _move(values: sqlite3.Row | tuple[object, ...]) -> Move:
     row = tuple(values)
-    key, src, dst, direction = (str(row[i]) for i in (0, 2, 3, 4))
     at = row[1]
     assert isinstance(at, int)  # an INTEGER NOT NULL column
-    return Move(key, at, src, dst, direction, record_from(row[len(_MOVE) :]))
+    return Move(
+        key=str(row[0]),
+        at=at,
+        from_folder=str(row[2]),
+        to_folder=str(row[3]),
+        direction=str(row[4]),
+        record=record_from(row[len(_MOVE) :]),
+    )
 
 
 class LearningStore:
