@@ -58,14 +58,23 @@ def delivery_id(data: bytes) -> str:
     return found.group(1).decode()
 
 
-def test_a_pipe_deliverys_record_waits_in_the_spool_and_a_move_right_after_is_learnt(
-    tmp_path: Path,
+def _one_shot_argv(how: str, config: Path) -> list[str]:
+    """Gives the command line of a one-shot delivery: pipe as Postfix runs it, or the filter."""
+    if how == "pipe":
+        tail = ["--dns-zone", str(ZONE), "--recipient", RCPT, "--deliver", "stdout"]
+    else:  # as the LMTP filter's Sieve script runs it: recipient, then sender
+        tail = ["--dns-zone", str(ZONE), "--", RCPT, "x@example.net"]
+    return [sys.executable, "-m", "classifier.commands.main", how, "--config", str(config), *tail]
+
+
+@pytest.mark.parametrize("how", ["pipe", "filter"])
+def test_a_one_shot_deliverys_record_waits_in_the_spool_and_a_move_right_after_is_learnt(
+    how: str, tmp_path: Path
 ) -> None:
     config = learn_config(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "classifier.commands.main", "pipe", "--config", str(config),
-         "--dns-zone", str(ZONE), "--recipient", RCPT, "--deliver", "stdout"],
-        input=DEMO.read_bytes(), capture_output=True, cwd=ROOT, timeout=60, check=False,
+        _one_shot_argv(how, config), input=DEMO.read_bytes(), capture_output=True, cwd=ROOT,
+        timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     named = delivery_id(proc.stdout)
@@ -74,7 +83,7 @@ def test_a_pipe_deliverys_record_waits_in_the_spool_and_a_move_right_after_is_le
     assert file.parent.stat().st_mode & 0o777 == 0o700
     [row] = json.loads(file.read_bytes())["rows"]
     assert row[0] == named and RCPT in row  # the record, by the id X-Authsieve carries
-    assert not (tmp_path / "learning" / "moves.db").exists()  # the pipe made no database
+    assert not (tmp_path / "learning" / "moves.db").exists()  # the process made no database
     assert learn(config, proc.stdout, RCPT, "Junk", "INBOX", tmp_path) == 0
     [move] = stored(config)
     assert (move.delivery_id, move.user, move.record.client_ip) == (named, RCPT, "203.0.113.150")
