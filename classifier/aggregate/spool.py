@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from classifier.files import CREATE_FLAGS, DIR_FLAGS, READ_FLAGS, write_all
-from classifier.log import log
+from classifier.log import log, log_value
 
 SUFFIX = ".json"
 MAX_FILE = 1 << 20  # bytes: one delivery's rows are a few kB
@@ -206,7 +206,8 @@ def ingest(
             if got is not None and not got.refused and not all(valid(r) for r in got.rows):
                 got = SpoolFile(got.name, refused="a row that is not one of this store's")
             if got is not None and got.refused:
-                log.warning("spool %s/%s refused: %s", spool.directory, got.name, got.refused)
+                shown = log_value(got.name)  # a name in the spool: whoever planted it chose it
+                log.warning("spool %s/%s refused: %s", spool.directory, shown, got.refused)
                 continue
             if got is not None:
                 batch.append(got)
@@ -222,7 +223,8 @@ def ingest(
                             db.executemany(insert, done.rows)
                             added += len(done.rows)
                         else:  # a crash between commit and unlink left it, or a replay
-                            log.info("spool %s/%s: taken in before, dropped", directory, done.name)
+                            shown = log_value(done.name)
+                            log.info("spool %s/%s: taken in before, dropped", directory, shown)
                 for done in batch:
                     with suppress(FileNotFoundError):
                         spool.unlink(done.name)
