@@ -171,3 +171,44 @@ def test_a_file_another_reader_took_in_meanwhile_is_skipped_not_refused(tmp_path
         assert list(files) == []
     finally:
         spool.close()
+
+
+@pytest.mark.parametrize("how", ["mode 0777", "another owner", "a symlink"])
+def test_the_writer_refuses_a_spool_directory_the_reader_refuses(how: str, tmp_path: Path) -> None:
+    # attacker review F3: another user's pre-made world-writable spool took the rows,
+    # which the reader then refused as a whole (lost), and that user could read them.
+    db = tmp_path / "reports.db"
+    planted = spool_dir(db)
+    if how == "a symlink":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        planted.symlink_to(tmp_path / "elsewhere")
+    else:
+        planted.mkdir(mode=0o700)
+        planted.chmod(0o777 if how == "mode 0777" else 0o700)
+    if how == "another owner":
+        if os.geteuid() != 0:
+            pytest.skip("chown to another user needs root")
+        os.chown(planted, 65534, 65534)
+    with pytest.raises(OSError):
+        spool_rows(planted, [list(_values(_row(1000), "mx1"))])
+    assert [p for p in planted.iterdir()] == []  # nothing written there, not even a dot file
+
+
+def test_a_pipe_whose_spool_is_refused_delivers_and_says_not_recorded(tmp_path: Path) -> None:
+    db = tmp_path / "lib" / "reports.db"
+    config = config_with_store(tmp_path, f"sqlite:{db}")
+    log = tmp_path / "log"
+    text = config.read_text().replace("[classifier]\n", f'[classifier]\nlog_file = "{log}"\n', 1)
+    config.write_text(text)
+    spool_dir(db).mkdir(parents=True, mode=0o700)
+    spool_dir(db).chmod(0o777)
+    message = next(m for m in MESSAGES if b"@riverside.example" in m.read_bytes()).read_bytes()
+    proc = subprocess.run(
+        [*_pipe_argv(config), "--deliver", "stdout"], input=message,
+        capture_output=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.endswith(message)
+    assert list(spool_dir(db).iterdir()) == []
+    said = log.read_text()
+    assert "not written" in said and "mode 0777: refused" in said, said

@@ -22,7 +22,8 @@ Files are created ``O_CREAT|O_EXCL|O_NOFOLLOW`` mode 0600 through the
 directory's descriptor; the reader refuses a symlink, anything not a regular
 file, a file with more than one link, one owned by another user than the
 directory or one that group or others may read or write (`SpoolFile`), and
-a directory others may write.
+a directory others may write.  The writer refuses the directories the reader
+refuses (`open_spool_dir`): its rows would be lost there, and read by others.
 """
 
 from __future__ import annotations
@@ -53,16 +54,34 @@ def spool_dir(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".spool")
 
 
+def open_spool_dir(directory: Path, owner: int) -> int:
+    """Opens a spool directory as its reader will accept it; gives its descriptor.
+
+    Raises OSError: a symlink (ELOOP), not a directory, or PermissionError when
+    the directory is not `owner`'s or group or others may write it.
+    """
+    fd = os.open(directory, DIR_FLAGS)
+    st = os.fstat(fd)
+    if st.st_uid != owner or st.st_mode & 0o022:
+        os.close(fd)
+        raise PermissionError(
+            f"{directory}: owned by uid {st.st_uid}, mode {st.st_mode & 0o777:04o}: refused"
+            f" (must be uid {owner}'s and not writable by group or others)"
+        )
+    return fd
+
+
 def spool_rows(directory: Path, rows: Sequence[Sequence[object]]) -> str:
     """Writes one delivery's rows (store column values) as one new file; gives its id.
 
-    Raises OSError when the directory cannot be made or written.
+    Raises OSError when the directory cannot be made or written, or is one the
+    reader would refuse (`open_spool_dir`).
     """
     directory.parent.mkdir(mode=0o750, parents=True, exist_ok=True)  # as the store makes it
     directory.mkdir(mode=0o700, exist_ok=True)
     ident = f"{time.time_ns()}.{os.getpid()}.{secrets.token_hex(8)}"
     data = json.dumps({"id": ident, "rows": rows}, separators=(",", ":")).encode()
-    dfd = os.open(directory, DIR_FLAGS)
+    dfd = open_spool_dir(directory, os.geteuid())
     try:
         tmp = f".{ident}"
         fd = os.open(tmp, CREATE_FLAGS, 0o600, dir_fd=dfd)
