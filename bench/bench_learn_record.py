@@ -9,7 +9,9 @@ Each of N fresh processes does what `authsieve pipe` does (config, resolver,
   did before the spool; `serve` and the watcher still do it): open, WAL,
   schema, commit, close, the last connection's checkpoint included;
 - "spool": the record as one file under ``moves.db.spool/`` (what pipe and
-  filter do now, `classifier.aggregate.spool`).
+  filter do now, `classifier.aggregate.spool`);
+- "fsync" (with ``--fsync``): the same with an fsync of the file before its
+  rename, which the spool does not do: what one would cost.
 
 The two kinds alternate, so that the machine's drift hits both alike.  Then
 the spooled files are taken in as `learn` does before it looks a delivery up
@@ -39,7 +41,14 @@ from bench.machine import reference_line  # noqa: E402
 DEMO = ROOT / "examples" / "maildir"
 # One fresh process per delivery, as pipe(8) runs authsieve; run with cwd = the tree's root.
 DRIVER = """
-import json, sys, time
+import json, os, sys, time
+import classifier.aggregate.spool as spool
+if sys.argv[4] == "fsync":  # what an fsync before the rename would cost
+    _write_all = spool.write_all
+    def write_all(fd, data):
+        _write_all(fd, data)
+        os.fsync(fd)
+    spool.write_all = write_all
 from classifier.config import load_config
 from classifier.envelope.trust import Hints
 from classifier.evaluate import check_and_annotate
@@ -47,7 +56,7 @@ from classifier.lookup.resolver import make_resolver
 from classifier.aggregate.deliveries import delivery_recorder
 config = load_config(sys.argv[1])
 resolver = make_resolver(dns_server=None, dns_zone=sys.argv[2], timeout=5.0)
-hook = delivery_recorder(config.learn, **({"one_shot": True} if sys.argv[4] == "spool" else {}))
+hook = delivery_recorder(config.learn, **({} if sys.argv[4] == "store" else {"one_shot": True}))
 took = []
 def timed(*args):
     t = time.perf_counter()
@@ -97,29 +106,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=200, help="of each kind")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the code of the store writes")
+    parser.add_argument("--fsync", action="store_true", help="also spool with an fsync")
     args = parser.parse_args()
+    kinds = ("store", "spool", "fsync") if args.fsync else ("store", "spool")
     print(reference_line())
     from classifier.aggregate.deliveries import DeliveryStore
     from classifier.aggregate.spool import spool_dir
 
     with tempfile.TemporaryDirectory(prefix="authsieve-bench-") as tmp:
         work = Path(tmp)
-        stores = {how: work / how / "learning" / "moves.db" for how in ("store", "spool")}
+        stores = {how: work / how / "learning" / "moves.db" for how in kinds}
         configs = {}
         for how, store in stores.items():
             configs[how] = work / f"{how}.toml"
             configs[how].write_text(config_text(store))
-        took: dict[str, list[float]] = {"store": [], "spool": []}
-        whole: dict[str, list[float]] = {"store": [], "spool": []}
+        took: dict[str, list[float]] = {how: [] for how in kinds}
+        whole: dict[str, list[float]] = {how: [] for how in kinds}
         for _ in range(args.processes):
-            for how in ("store", "spool"):
+            for how in kinds:
                 record, total = one_process(
                     configs[how], how, args.tree if how == "store" else ROOT
                 )
                 took[how].append(record)
                 whole[how].append(total)
         print(f"{args.processes} fresh processes of each kind (store: {args.tree})")
-        for how in ("store", "spool"):
+        for how in kinds:
             print(f"  {how:5}: record {ms(took[how])}; whole process {ms(whole[how])}")
         spooled = len(list(spool_dir(stores["spool"]).iterdir()))
         with DeliveryStore.open(f"sqlite:{stores['spool']}") as store:

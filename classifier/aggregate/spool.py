@@ -16,7 +16,8 @@ between the two), or a copy of one put back, is never counted twice.  A file
 is written under a dot name and renamed to its final name once whole: a
 reader never sees half a file.
 Nothing is fsynced: like the store's ``synchronous=NORMAL``, a process crash
-loses nothing, a power cut may lose the last deliveries' rows.
+loses nothing, a power cut may lose the last deliveries' rows (or leave an
+empty or partial file, refused and removed once like any other refused file).
 
 Files are created ``O_CREAT|O_EXCL|O_NOFOLLOW`` mode 0600 through the
 directory's descriptor; the reader refuses a symlink, anything not a regular
@@ -24,6 +25,9 @@ file, a file with more than one link, one owned by another user than the
 directory or one that group or others may read or write (`SpoolFile`), and
 a directory others may write.  The writer refuses the directories the reader
 refuses (`open_spool_dir`): its rows would be lost there, and read by others.
+A refused file is logged once and removed (unlink does not follow a symlink;
+the directory is its owner's alone); a dot file a writer left is removed once
+it is `STALE_TMP` old.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from classifier.log import log, log_value
 SUFFIX = ".json"
 MAX_FILE = 1 << 20  # bytes: one delivery's rows are a few kB
 INGEST_BATCH = 500  # spooled files a transaction
-STALE_TMP = 3600.0  # seconds: a dot file this old was left by a writer that died
+STALE_TMP = 600.0  # seconds: a dot file this old was left by a writer that died
 
 
 def spool_dir(db_path: Path) -> Path:
@@ -105,7 +109,7 @@ class SpoolFile:
     name: str
     ident: str = ""
     rows: tuple[tuple[object, ...], ...] = ()
-    refused: str = ""  # non-empty: left in place, never ingested
+    refused: str = ""  # non-empty: never ingested, removed
 
 
 class Spool:
@@ -135,6 +139,18 @@ class Spool:
 
     def unlink(self, name: str) -> None:
         os.unlink(name, dir_fd=self.fd)
+
+    def drop_refused(self, got: SpoolFile) -> None:
+        """Logs a refused file, once: it is removed (a symlink itself, not what it names)."""
+        shown = log_value(got.name)  # a name in the spool: whoever planted it chose it
+        try:
+            os.unlink(got.name, dir_fd=self.fd)
+            gone = "removed"
+        except FileNotFoundError:
+            return  # another reader dropped it
+        except OSError as exc:  # a directory: left, and logged again next time
+            gone = f"not removed: {exc.strerror}"
+        log.warning("spool %s/%s refused: %s (%s)", self.directory, shown, got.refused, gone)
 
     def _drop_stale(self, name: str, now: float) -> None:
         try:
@@ -209,7 +225,7 @@ def ingest(
     file ingested twice (a crash before its unlink, a copy put back, a reader
     that may not unlink) counts once.  Ids taken in before `forget_before` are
     forgotten.  A refused file, or one with a row `valid` rejects, is logged and
-    left in place.  Raises OSError (no spool: 0) or sqlite3.Error.
+    removed.  Raises OSError (no spool: 0) or sqlite3.Error.
     """
     try:
         spool = Spool(directory)
@@ -225,8 +241,7 @@ def ingest(
             if got is not None and not got.refused and not all(valid(r) for r in got.rows):
                 got = SpoolFile(got.name, refused="a row that is not one of this store's")
             if got is not None and got.refused:
-                shown = log_value(got.name)  # a name in the spool: whoever planted it chose it
-                log.warning("spool %s/%s refused: %s", spool.directory, shown, got.refused)
+                spool.drop_refused(got)
                 continue
             if got is not None:
                 batch.append(got)
