@@ -135,14 +135,14 @@ def main() -> None:
         spooled = len(list(spool_dir(stores["spool"]).iterdir()))
         with DeliveryStore.open(f"sqlite:{stores['spool']}") as store:
             started = time.perf_counter()
-            taken = store.ingest_spool(0)
+            taken = store.ingest_spool(0).added
             ingest = time.perf_counter() - started
             assert taken == spooled == args.processes, (taken, spooled)
             single = []
             for _ in range(20):
                 one_process(configs["spool"], "spool", ROOT)
                 started = time.perf_counter()
-                assert store.ingest_spool(0) == 1
+                assert store.ingest_spool(0).added == 1
                 single.append(time.perf_counter() - started)
         print(
             f"  taken in as learn does: {taken} files in {ingest * 1000:.1f} ms"

@@ -237,3 +237,15 @@ def test_an_empty_or_partial_record_is_refused_once_and_removed(
         refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
         assert len(refused) == (2 if run == 0 else 0), refused
     assert list(spool_dir(db).iterdir()) == []
+
+
+def test_a_take_in_is_bounded_and_the_next_goes_on(tmp_path: Path) -> None:
+    db = tmp_path / "reports.db"
+    for at in range(1000, 1010):
+        _spooled(db, at)
+    with ReportStore.open(f"sqlite:{db}") as store:
+        assert store.take_in_spool(0, limit=4) == (4, 4, True)
+        assert store.take_in_spool(0, seconds=0.0) == (0, 0, True)  # no time: nothing
+        assert store.take_in_spool(0, limit=4) == (4, 4, True)
+        assert store.take_in_spool(0, limit=4) == (2, 2, False)
+        assert sorted(r.received_at for r in store.rows_between(0, 5000)) == list(range(1000, 1010))

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from classifier.aggregate import deliveries
 from classifier.aggregate.deliveries import DeliveryStore, delivery_recorder, record_delivery
-from classifier.aggregate.spool import spool_dir
+from classifier.aggregate.spool import spool_dir, spool_rows
 from classifier.config import load_config
 from classifier.envelope.trust import Hints
 from classifier.evaluate import Evaluation, check_and_annotate
@@ -166,7 +167,7 @@ def test_a_replayed_spool_id_teaches_nothing(tmp_path: Path, logged: io.StringIO
     taken.write_bytes(kept)
     taken.chmod(0o600)
     with DeliveryStore.open(_learn(config).store) as store:
-        assert store.ingest_spool(0) == 0
+        assert store.ingest_spool(0).added == 0
         assert len(list(store.records())) == 1
 
 
@@ -250,3 +251,77 @@ def test_many_learn_processes_at_once_take_the_spool_in_once_and_quietly(tmp_pat
         assert len(list(store.records())) == 12
     said += (tmp_path / "log").read_text()
     assert "refused" not in said and "not taken in" not in said, said
+
+
+def test_a_backlog_costs_no_move_and_each_learn_takes_in_a_bounded_new_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # attacker review F1: with 200k files spooled, learn spent its --timeout taking in the
+    # oldest and lost the move; the next one began again with the oldest.
+    from classifier.commands import learn as learn_command
+    from classifier.evaluate import new_delivery_id
+
+    config = learn_config(tmp_path)
+    moved = [deliver_one_shot(config, DEMO.read_bytes()) for _ in range(2)]
+    [template] = json.loads(spooled(config)[0].read_bytes())["rows"]
+    spool = spooled(config)[0].parent
+    backlog = 3000
+    for _ in range(backlog):  # other deliveries' records, waiting
+        ident = new_delivery_id()
+        spool_rows(spool, [[ident, *template[1:]]], ident)
+    monkeypatch.setattr(learn_command, "LEARN_TAKE_IN", 200)
+    before = {p.name for p in spooled(config)}
+    assert len(before) == backlog + 2
+    assert learn(config, moved[0], RCPT, "Junk", "INBOX", tmp_path) == 0
+    assert [m.delivery_id for m in stored(config)] == [delivery_id(moved[0])]
+    after = {p.name for p in spooled(config)}
+    assert len(after) == len(before) - 200  # the moved one's record first, then a bounded part
+    assert f"{delivery_id(moved[0])}.json" not in after
+    assert learn(config, moved[1], RCPT, "Junk", "INBOX", tmp_path) == 0
+    assert len(stored(config)) == 2
+    again = {p.name for p in spooled(config)}
+    assert len(again) == len(after) - 200  # went on: 200 files the first did not take in
+    with DeliveryStore.open(_learn(config).store) as store:
+        assert len(list(store.records())) == 400
+
+
+EXAMPLES = ROOT / "examples"
+TAKE_IN_SERVICE = EXAMPLES / "systemd" / "authsieve-learn-spool.service"
+TAKE_IN_TIMER = EXAMPLES / "systemd" / "authsieve-learn-spool.timer"
+TAKE_IN_CRON = EXAMPLES / "cron" / "authsieve-learn-spool"
+
+
+def test_the_shipped_hourly_take_in_empties_the_spool_of_a_pipe_only_server(
+    tmp_path: Path,
+) -> None:
+    # attacker review F1: on a pipe-only server only learn and suggest emptied the spool.
+    from tests.test_dmarc_send import unit_value
+
+    command = unit_value(TAKE_IN_SERVICE, "ExecStart=").split()
+    [cron] = [ln.split() for ln in TAKE_IN_CRON.read_text().splitlines() if ln[:1].isdigit()]
+    assert cron[5] == "vmail" == unit_value(TAKE_IN_SERVICE, "User=") and cron[6:] == command
+    assert unit_value(TAKE_IN_TIMER, "OnCalendar=") == "hourly"
+    config = learn_config(tmp_path)
+    data = [deliver_one_shot(config, DEMO.read_bytes()) for _ in range(3)]
+    assert len(spooled(config)) == 3
+    argv = [sys.executable, "-m", "classifier.commands.main", *command[1:]]
+    argv[argv.index("/etc/authsieve/config.toml")] = str(config)
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout == b"" and done.stderr == b"", done.stderr
+    assert spooled(config) == []
+    with DeliveryStore.open(_learn(config).store) as store:
+        assert {r.id for r in store.records()} == set(map(delivery_id, data))
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_analyze_verifies_the_take_in_timer_and_service(tmp_path: Path) -> None:
+    for unit in (TAKE_IN_SERVICE, TAKE_IN_TIMER):
+        text = unit.read_text().replace("/usr/local/bin/authsieve", sys.executable)
+        (tmp_path / unit.name).write_text(text)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / TAKE_IN_TIMER.name),
+         str(tmp_path / TAKE_IN_SERVICE.name)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    complaints = [line for line in done.stderr.splitlines() if str(tmp_path) in line]
+    assert done.returncode == 0 and complaints == [], done.stderr

@@ -12,9 +12,11 @@ delivery paths and `learn` run as the same mail user.  Writing a row never
 delays or fails a delivery: it waits at most `WRITE_TIMEOUT` for the lock,
 and a store that cannot be written is logged and skipped (as the report store).
 A one-shot process (pipe, filter) spools its row instead, as it does its
-report rows (`classifier.aggregate.spool`, ``<store>.spool/``): `learn` takes
-the spool in before it looks a delivery up, as do `suggest` and, hourly, the
-processes that deliver many messages (serve, the watcher).
+report rows (`classifier.aggregate.spool`, ``<store>.spool/<delivery id>.json``):
+`learn` takes the moved delivery's file in first, by name, then a bounded part
+of the rest; `suggest` (``--take-in`` from an hourly timer on a pipe-only
+server) takes files in too, and the processes that deliver many messages
+(serve, the watcher) hourly.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from classifier.aggregate.spool import ingest, spool_dir, spool_rows
+from classifier.aggregate.spool import SUFFIX, Intake, spool_dir, spool_rows, take_in
 from classifier.aggregate.store import WRITE_TIMEOUT, StoreError, open_sqlite, sqlite_path
 from classifier.auth.facts import safe_domain
 from classifier.config import LearnConfig
@@ -226,19 +228,29 @@ class DeliveryStore:
         with self.db:
             return self.db.execute("DELETE FROM deliveries WHERE at < ?", (before,)).rowcount
 
-    def ingest_spool(self, forget_before: int) -> int:
-        """Takes in the records one-shot processes spooled; gives how many.
+    def ingest_spool(
+        self,
+        forget_before: int,
+        first: str = "",
+        limit: int | None = None,
+        seconds: float | None = None,
+    ) -> Intake:
+        """Takes in the records one-shot processes spooled (`spool.take_in`).
 
-        Each file counts once, and a record whose id is here already is not
-        replaced.  Raises OSError (a spool refused as a whole) or sqlite3.Error.
+        `first`: a delivery id whose spooled record is taken in before any other
+        (its file is named by it: found at once, whatever the backlog); then at
+        most `limit` files, for at most `seconds`.  Each file counts once, and a
+        record whose id is here already is not replaced.  Raises OSError (a
+        spool refused as a whole) or sqlite3.Error.
         """
         insert = (
             f"INSERT OR IGNORE INTO deliveries ({', '.join(COLUMNS)})"
             f" VALUES ({', '.join('?' for _ in COLUMNS)})"
         )
-        return ingest(
+        asked = (first + SUFFIX,) if valid_delivery_id(first) else ()
+        return take_in(
             self.db, spool_dir(self.path), len(COLUMNS), "deliveries_spool_done", insert,
-            forget_before, _spoolable,
+            forget_before, _spoolable, asked, limit, seconds,
         )  # fmt: skip
 
 
@@ -259,8 +271,8 @@ def record_delivery(
     try:
         now = int(time.time())
         record = record_of(result, delivery_id, user, now, message_id_in(data))
-        if one_shot:
-            spool_rows(spool_dir(sqlite_path(url)), [values_of(record)])
+        if one_shot:  # named by its id: learn finds it first (DeliveryStore.ingest_spool)
+            spool_rows(spool_dir(sqlite_path(url)), [values_of(record)], delivery_id)
             return True
         with DeliveryStore.open(url, WRITE_TIMEOUT) as store:
             store.add(record)

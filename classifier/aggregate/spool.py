@@ -5,10 +5,11 @@ exits.  Written straight into SQLite, that costs ~25 ms a message: being the
 only connection, the process recreates the WAL (with its syncs) and
 checkpoints it at close.  Such a process instead writes its rows as one small
 file here, ``<store>.spool/<id>.json``; whoever holds the store open ingests
-the files and unlinks them (`ingest`).  Two stores use it: the report store
+the files and unlinks them (`take_in`).  Two stores use it: the report store
 (report rows; taken in by `dmarc-report` before it reads, `serve` and the
-watcher now and then) and the learning store (delivery records; taken in by
-`learn` before it looks a delivery up, `suggest`, `serve` and the watcher).
+watcher now and then) and the learning store
+(delivery records; taken in by `learn` before it looks a delivery up,
+`suggest`, `serve` and the watcher).
 
 Each file carries a unique id; the store remembers the ids it took in, in the
 same transaction as the rows, so a file ingested and not yet unlinked (a crash
@@ -18,6 +19,12 @@ reader never sees half a file.
 Nothing is fsynced: like the store's ``synchronous=NORMAL``, a process crash
 loses nothing, a power cut may lose the last deliveries' rows (or leave an
 empty or partial file, refused and removed once like any other refused file).
+
+A reader takes in at most a bounded number of files in bounded time
+(`ingest`'s ``limit`` and ``seconds``): every file it took in, or refused, is
+gone from the spool afterwards, so the next reader goes on where it stopped.
+A learning record's file is named by its delivery id, so that `learn` finds
+the record of the moved message first, whatever the backlog (``first``).
 
 Files are created ``O_CREAT|O_EXCL|O_NOFOLLOW`` mode 0600 through the
 directory's descriptor; the reader refuses a symlink, anything not a regular
@@ -32,17 +39,17 @@ it is `STALE_TMP` old.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import secrets
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from classifier.files import CREATE_FLAGS, DIR_FLAGS, READ_FLAGS, write_all
 from classifier.log import log, log_value
@@ -75,9 +82,11 @@ def open_spool_dir(directory: Path, owner: int) -> int:
     return fd
 
 
-def spool_rows(directory: Path, rows: Sequence[Sequence[object]]) -> str:
+def spool_rows(directory: Path, rows: Sequence[Sequence[object]], name: str = "") -> str:
     """Writes one delivery's rows (store column values) as one new file; gives its id.
 
+    `name`: the file's name (without `SUFFIX`) when the rows are to be found by
+    it (a delivery id: random, so never one already there); else the id.
     Raises OSError when the directory cannot be made or written, or is one the
     reader would refuse (`open_spool_dir`).
     """
@@ -96,7 +105,7 @@ def spool_rows(directory: Path, rows: Sequence[Sequence[object]]) -> str:
             os.unlink(tmp, dir_fd=dfd)
             raise
         os.close(fd)
-        os.rename(tmp, ident + SUFFIX, src_dir_fd=dfd, dst_dir_fd=dfd)
+        os.rename(tmp, (name or ident) + SUFFIX, src_dir_fd=dfd, dst_dir_fd=dfd)
     finally:
         os.close(dfd)
     return ident
@@ -128,10 +137,19 @@ class Spool:
     def close(self) -> None:
         os.close(self.fd)
 
-    def files(self, width: int) -> Iterator[SpoolFile]:
-        """Gives the whole files, oldest first; `width` is the number of values a row has."""
+    def files(self, width: int, first: Iterable[str] = ()) -> Iterator[SpoolFile]:
+        """Gives the whole files: those named `first` (when there), then the rest by name.
+
+        `width` is the number of values a row has.
+        """
+        asked = {name for name in first if _plain_name(name)}
+        for name in asked:
+            if (got := self._read(name, width)) is not None:
+                yield got
         now = time.time()
         for name in sorted(os.listdir(self.fd)):
+            if name in asked:
+                continue
             if name.startswith("."):
                 self._drop_stale(name, now)
             elif name.endswith(SUFFIX) and (got := self._read(name, width)) is not None:
@@ -193,6 +211,11 @@ class Spool:
         return SpoolFile(name, ident, tuple(tuple(r) for r in rows))
 
 
+def _plain_name(name: str) -> bool:
+    """Tells whether a name names a spooled file in the directory itself."""
+    return bool(name) and "/" not in name and not name.startswith(".") and name.endswith(SUFFIX)
+
+
 @contextmanager
 def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """Runs the block in one transaction that holds the write lock from its start.
@@ -208,6 +231,14 @@ def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     db.execute("COMMIT")
 
 
+class Intake(NamedTuple):
+    """What one `take_in` did: rows added, files handled, and whether files are left."""
+
+    added: int
+    files: int
+    left: bool
+
+
 def ingest(
     db: sqlite3.Connection,
     directory: Path,
@@ -217,7 +248,23 @@ def ingest(
     forget_before: int,
     valid: Callable[[tuple[object, ...]], bool] = lambda row: True,
 ) -> int:
-    """Moves the rows spooled in `directory` into the store; gives how many.
+    """Moves all the rows spooled in `directory` into the store; gives how many (`take_in`)."""
+    return take_in(db, directory, width, done_table, insert, forget_before, valid).added
+
+
+def take_in(
+    db: sqlite3.Connection,
+    directory: Path,
+    width: int,
+    done_table: str,
+    insert: str,
+    forget_before: int,
+    valid: Callable[[tuple[object, ...]], bool] = lambda row: True,
+    first: Sequence[str] = (),
+    limit: int | None = None,
+    seconds: float | None = None,
+) -> Intake:
+    """Moves rows spooled in `directory` into the store.
 
     `insert` is the statement for one row of `width` values; `done_table` the
     table of the ids taken in (``id TEXT PRIMARY KEY, at INTEGER``, made here
@@ -225,48 +272,77 @@ def ingest(
     file ingested twice (a crash before its unlink, a copy put back, a reader
     that may not unlink) counts once.  Ids taken in before `forget_before` are
     forgotten.  A refused file, or one with a row `valid` rejects, is logged and
-    removed.  Raises OSError (no spool: 0) or sqlite3.Error.
+    removed.  The files named in `first` (names in the directory) go first;
+    then at most `limit` files in all, for at most `seconds`, in batches, each
+    committed and its files unlinked before the next: a reader stopped by the
+    bound, or killed, leaves only what it did not take in.  Raises OSError (no
+    spool: nothing) or sqlite3.Error.
     """
     try:
         spool = Spool(directory)
     except FileNotFoundError:
-        return 0
-    added = 0
+        return Intake(0, 0, False)
+    stop = None if seconds is None else time.monotonic() + seconds
+    added = handled = 0
+    left = False
     make_done = (
         f"CREATE TABLE IF NOT EXISTS {done_table} (id TEXT PRIMARY KEY, at INTEGER NOT NULL)"
     )
+    # The files asked for come in a batch of their own: committed before any other.
+    batch_size = len(first) or INGEST_BATCH
     try:
         batch: list[SpoolFile] = []
-        for got in itertools.chain(spool.files(width), (None,)):
-            if got is not None and not got.refused and not all(valid(r) for r in got.rows):
+        for got in spool.files(width, first):
+            if (limit is not None and handled >= limit) or (
+                stop is not None and time.monotonic() >= stop
+            ):
+                left = True  # bounded: the next reader goes on from here
+                break
+            handled += 1
+            if not got.refused and not all(valid(r) for r in got.rows):
                 got = SpoolFile(got.name, refused="a row that is not one of this store's")
-            if got is not None and got.refused:
+            if got.refused:
                 spool.drop_refused(got)
                 continue
-            if got is not None:
-                batch.append(got)
-            if batch and (got is None or len(batch) >= INGEST_BATCH):
-                with immediate(db):  # one commit for many files
-                    db.execute(make_done)
-                    for done in batch:
-                        new = db.execute(
-                            f"INSERT OR IGNORE INTO {done_table} (id, at) VALUES (?, ?)",
-                            (done.ident, int(time.time())),
-                        ).rowcount
-                        if new:
-                            db.executemany(insert, done.rows)
-                            added += len(done.rows)
-                        else:  # a crash between commit and unlink left it, or a replay
-                            shown = log_value(done.name)
-                            log.info("spool %s/%s: taken in before, dropped", directory, shown)
-                for done in batch:
-                    with suppress(FileNotFoundError):
-                        spool.unlink(done.name)
-                batch = []
+            batch.append(got)
+            if len(batch) >= batch_size:
+                added += _commit(db, spool, batch, make_done, done_table, insert)
+                batch, batch_size = [], INGEST_BATCH
+        if batch:
+            added += _commit(db, spool, batch, make_done, done_table, insert)
         if added:
             with immediate(db):
                 db.execute(make_done)
                 db.execute(f"DELETE FROM {done_table} WHERE at < ?", (forget_before,))
     finally:
         spool.close()
+    return Intake(added, handled, left)
+
+
+def _commit(
+    db: sqlite3.Connection,
+    spool: Spool,
+    batch: list[SpoolFile],
+    make_done: str,
+    done_table: str,
+    insert: str,
+) -> int:
+    """Takes one batch of files in, in one transaction, then unlinks them; gives rows added."""
+    added = 0
+    with immediate(db):  # one commit for many files
+        db.execute(make_done)
+        for done in batch:
+            new = db.execute(
+                f"INSERT OR IGNORE INTO {done_table} (id, at) VALUES (?, ?)",
+                (done.ident, int(time.time())),
+            ).rowcount
+            if new:
+                db.executemany(insert, done.rows)
+                added += len(done.rows)
+            else:  # a crash between commit and unlink left it, or a replay
+                shown = log_value(done.name)
+                log.info("spool %s/%s: taken in before, dropped", spool.directory, shown)
+    for done in batch:
+        with suppress(FileNotFoundError):
+            spool.unlink(done.name)
     return added

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from classifier.aggregate.hints import store_hint
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, rows_from
-from classifier.aggregate.spool import immediate, ingest, spool_dir, spool_rows
+from classifier.aggregate.spool import Intake, immediate, spool_dir, spool_rows, take_in
 from classifier.config import (
     DEFAULT_REPORT_STORE,
     ReportsConfig,
@@ -190,9 +190,17 @@ class ReportStore:
     def _transaction(self) -> AbstractContextManager[object]:
         raise NotImplementedError
 
-    def ingest_spool(self, forget_before: int) -> int:
+    def ingest_spool(
+        self, forget_before: int, limit: int | None = None, seconds: float | None = None
+    ) -> int:
         """Moves spooled rows into the store (SQLite only: one-shot writers spool for it)."""
-        return 0
+        return self.take_in_spool(forget_before, limit, seconds).added
+
+    def take_in_spool(
+        self, forget_before: int, limit: int | None = None, seconds: float | None = None
+    ) -> Intake:
+        """As `ingest_spool`, bounded (`spool.take_in`): says whether files are left."""
+        return Intake(0, 0, False)
 
     def append(self, rows: Iterable[ReportRow]) -> int:
         """Appends rows in one transaction; gives how many."""
@@ -283,16 +291,20 @@ class SqliteStore(ReportStore):
             self.db.execute("DELETE FROM report_schema")
             self.db.execute("INSERT INTO report_schema (version) VALUES (?)", (SCHEMA_VERSION,))
 
-    def ingest_spool(self, forget_before: int) -> int:
-        """Moves the rows one-shot writers spooled (`spool`) into the store; gives how many.
+    def take_in_spool(
+        self, forget_before: int, limit: int | None = None, seconds: float | None = None
+    ) -> Intake:
+        """Moves the rows one-shot writers spooled (`spool`) into the store.
 
-        Each file counts once (`spool.ingest`); ids ingested before `forget_before`
-        are forgotten.  Raises OSError or sqlite3.Error; a refused file is logged and left.
+        Each file counts once (`spool.take_in`), at most `limit` files for at most
+        `seconds`; ids ingested before `forget_before` are forgotten.  Raises
+        OSError or sqlite3.Error; a refused file is logged and removed.
         """
         insert = f"INSERT INTO report_rows ({', '.join(_COLUMNS)}, host) VALUES ({_MARKS})"
-        return ingest(
-            self.db, spool_dir(self.db_file), len(_COLUMNS) + 1, _SPOOL_DONE, insert, forget_before
-        )
+        return take_in(
+            self.db, spool_dir(self.db_file), len(_COLUMNS) + 1, _SPOOL_DONE, insert,
+            forget_before, first=(), limit=limit, seconds=seconds,
+        )  # fmt: skip
 
 
 def _too_new(version: int) -> str:

@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 
 MAX_MESSAGE = 64 * 1024 * 1024  # what learn keeps of a message; the rest is read and dropped
 DEFAULT_TIMEOUT = 20.0
+# learn takes in the moved message's record first (found by name), then at most this
+# much of the rest of the spool: a backlog never costs a move (README: Learning).
+LEARN_TAKE_IN = 1000  # files
+LEARN_TAKE_IN_SECONDS = 3.0
+SUGGEST_TAKE_IN_SECONDS = 300.0  # suggest: the rest waits for the next run, which goes on
 
 
 def add_learn_parser(
@@ -72,6 +77,12 @@ def add_suggest_parser(
         " ones their moves count towards",
     )
     p.add_argument("--apply", type=int, metavar="N", help="write proposal N into the config")
+    p.add_argument(
+        "--take-in",
+        action="store_true",
+        help="only take the spooled delivery records into the store, quietly (hourly from"
+        " cron or a timer where only pipe or filter deliver and nobody moves mail)",
+    )
     p.add_argument(
         "--sieve-dir",
         metavar="DIR",
@@ -119,8 +130,9 @@ def record_move(args: argparse.Namespace, config: Config, data: bytes) -> bool:
     url = learn.store
     since = int(now - retention_seconds(learn))
     with DeliveryStore.open(url, timeout=2.0) as deliveries:
-        # A move may come seconds after a pipe delivery that spooled its record.
-        take_in_spool(deliveries, since)
+        # A move may come seconds after a pipe delivery that spooled its record:
+        # that record first, by name, then a bounded part of the rest.
+        take_in_spool(deliveries, since, delivery_id, LEARN_TAKE_IN, LEARN_TAKE_IN_SECONDS)
         record = deliveries.get(delivery_id)
         deliveries.purge(since)
     if record is None:
@@ -145,8 +157,15 @@ def record_move(args: argparse.Namespace, config: Config, data: bytes) -> bool:
     return added
 
 
-def take_in_spool(deliveries: DeliveryStore, forget_before: int) -> None:
-    """Takes in the records one-shot deliveries spooled; what fails is logged.
+def take_in_spool(
+    deliveries: DeliveryStore,
+    forget_before: int,
+    first: str = "",
+    limit: int | None = None,
+    seconds: float | None = None,
+) -> bool:
+    """Takes in the records one-shot deliveries spooled (`first` first); gives whether
+    files are left.  What fails is logged.
 
     Records that reached the store (another learn may have taken the spool in) are
     still found: learning goes on without the spool.
@@ -154,9 +173,10 @@ def take_in_spool(deliveries: DeliveryStore, forget_before: int) -> None:
     from classifier.log import log, log_value
 
     try:
-        deliveries.ingest_spool(forget_before)
+        return deliveries.ingest_spool(forget_before, first, limit, seconds).left
     except (OSError, sqlite3.Error) as exc:  # a spool refused as a whole, a lock held too long
         log.warning("learn: spool of %s not taken in: %s", deliveries.path, log_value(str(exc)))
+    return False
 
 
 def _learn_of(config: Config) -> LearnConfig:
@@ -218,11 +238,35 @@ def logging_shutdown() -> None:
     logging.shutdown()
 
 
+def _take_in_only(config: Config) -> int:
+    """Takes the learning spool in (bounded) and purges old records; prints only trouble."""
+    from classifier.aggregate.deliveries import DeliveryStore, retention_seconds
+    from classifier.aggregate.store import StoreError
+
+    learn = _learn_of(config)
+    url = learn.store
+    since = int(time.time() - retention_seconds(learn))
+    try:
+        with as_store_owner(url), DeliveryStore.open(url) as records:
+            taken = records.ingest_spool(since, seconds=SUGGEST_TAKE_IN_SECONDS)
+            records.purge(since)
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        raise UsageError(store_problem(url, exc)) from None
+    if taken.left:  # cron mails it: a backlog larger than a run takes in
+        print(
+            f"authsieve suggest --take-in: {taken.files} spooled file(s) taken in in"
+            f" {SUGGEST_TAKE_IN_SECONDS:g} s, more left for the next run",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _proposals(config: Config) -> list[Proposal]:
     from classifier.aggregate.deliveries import DeliveryStore, retention_seconds
     from classifier.aggregate.store import StoreError
     from classifier.learning.proposals import Thresholds, propose
     from classifier.learning.store import LearningStore
+    from classifier.log import log
 
     learn = _learn_of(config)
     url = learn.store
@@ -233,7 +277,13 @@ def _proposals(config: Config) -> list[Proposal]:
             store.purge(since)
             moves = list(store.moves())
         with as_store_owner(url), DeliveryStore.open(url) as records:
-            take_in_spool(records, since)  # deliveries pipe processes spooled
+            # deliveries pipe processes spooled; a backlog left is taken in by the next run
+            if take_in_spool(records, since, seconds=SUGGEST_TAKE_IN_SECONDS):
+                log.warning(
+                    "suggest: the learning spool is not empty after %g s: counts leave out"
+                    " deliveries still spooled (run suggest again, or hourly: README)",
+                    SUGGEST_TAKE_IN_SECONDS,
+                )
             records.purge(since)
             deliveries = list(records.records())
     except (OSError, sqlite3.Error, StoreError) as exc:
@@ -299,6 +349,8 @@ def cmd_suggest(args: argparse.Namespace, config: Config) -> int:
     from classifier.learning.proposals import render
     from classifier.policies import normalize_user
 
+    if args.take_in:
+        return _take_in_only(config)
     proposals = _proposals(config)
     numbered = list(enumerate(proposals, 1))
     if args.user:
