@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from classifier.aggregate import spool
 from classifier.aggregate.spool import spool_dir, spool_rows
 from classifier.aggregate.store import ReportStore, _values
 from classifier.config import ReportsConfig
 from tests.test_aggregate_store import MESSAGES, ROOT, ZONE, _row, config_with_store
+from tests.test_learn_spool import wait_for_take_in
 
 
 def _pipe_argv(config: Path) -> list[str]:
@@ -79,8 +81,10 @@ def test_a_kept_store_ingests_the_spool_on_its_hourly_round(tmp_path: Path) -> N
     from classifier.aggregate.store import _drop_kept, _last_purge, record_rows
 
     _last_purge.pop(reports.store, None)
+    spool._next_run.pop(("reports", reports.store), None)
     try:
         assert record_rows(reports, (_row(1001),), now=time.time())  # serve's first delivery
+        wait_for_take_in()  # in a thread of its own: the delivery did not wait for it
     finally:
         _drop_kept()
     with ReportStore.open(reports.store) as store:

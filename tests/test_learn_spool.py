@@ -15,11 +15,12 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from classifier.aggregate import deliveries
+from classifier.aggregate import spool
 from classifier.aggregate.deliveries import DeliveryStore, delivery_recorder, record_delivery
 from classifier.aggregate.spool import spool_dir, spool_rows
 from classifier.config import load_config
@@ -33,6 +34,13 @@ from tests.test_learning import DEMO, ZONE, _learn, learn, learn_config, logged,
 __all__ = ["logged"]  # the fixture, used by name
 
 RCPT = "alice@family.example"
+
+
+def wait_for_take_in() -> None:
+    """Waits for the background take-in threads of serve and the watcher (spool.in_background)."""
+    for thread in threading.enumerate():
+        if thread.name == "spool-take-in":
+            thread.join(60)
 
 
 def spooled(config: Path) -> list[Path]:
@@ -198,7 +206,11 @@ def test_suggest_takes_the_spool_in(tmp_path: Path) -> None:
         assert store.get(delivery_id(data)) is not None
 
 
-def test_a_process_that_keeps_delivering_takes_the_spool_in_hourly(tmp_path: Path) -> None:
+def test_a_process_that_keeps_delivering_takes_the_spool_in_hourly_off_the_delivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # attacker review F2: serve's first delivery after start took a 117k-file spool in
+    # (58 s) before it answered.  A thread of its own now, bounded.
     config = learn_config(tmp_path)
     spooled_data = deliver_one_shot(config, DEMO.read_bytes())
     learn_table = _learn(config)
@@ -208,14 +220,28 @@ def test_a_process_that_keeps_delivering_takes_the_spool_in_hourly(tmp_path: Pat
         DEMO.read_bytes(), loaded.engine, make_resolver(dns_zone=ZONE), loaded.policies,
         Hints(recipient=RCPT), RCPT, record=got.append,
     )  # fmt: skip
-    deliveries._last_ingest.pop(learn_table.store, None)
+    runs: list[tuple[str, int | None, float | None]] = []
+    ingest = DeliveryStore.ingest_spool
+
+    def watched(
+        store: DeliveryStore, before: int, first: str = "", limit: int | None = None,
+        seconds: float | None = None,
+    ) -> spool.Intake:  # fmt: skip
+        runs.append((threading.current_thread().name, limit, seconds))
+        return ingest(store, before, first, limit, seconds)
+
+    monkeypatch.setattr(DeliveryStore, "ingest_spool", watched)
+    spool._next_run.pop(("learn", learn_table.store), None)
     assert record_delivery(learn_table, got[0], "bbbbbbbbbbbbbbbbbbbb", RCPT, b"")  # serve's first
+    wait_for_take_in()
+    assert runs == [("spool-take-in", spool.BACKGROUND_LIMIT, spool.BACKGROUND_SECONDS)]
     assert spooled(config) == []
     deliver_one_shot(config, DEMO.read_bytes())
     assert record_delivery(
         learn_table, got[0], "cccccccccccccccccccc", RCPT, b""
     )  # within the hour
-    assert len(spooled(config)) == 1
+    wait_for_take_in()
+    assert len(spooled(config)) == 1 and len(runs) == 1
     with DeliveryStore.open(learn_table.store) as store:
         ids = {r.id for r in store.records()}
     assert ids == {delivery_id(spooled_data), "b" * 20, "c" * 20}
@@ -251,6 +277,44 @@ def test_many_learn_processes_at_once_take_the_spool_in_once_and_quietly(tmp_pat
         assert len(list(store.records())) == 12
     said += (tmp_path / "log").read_text()
     assert "refused" not in said and "not taken in" not in said, said
+
+
+def test_serve_records_a_delivery_only_once_its_client_reports_it_delivered(
+    tmp_path: Path,
+) -> None:
+    # attacker review F2: a client that stopped waiting (pipe --daemon-timeout) delivers
+    # under its own delivery id; the daemon's row under its id named no delivery at all.
+    from classifier.delivery.daemon_client import call_daemon
+    from tests.helpers import wait_for
+
+    config = learn_config(tmp_path)
+    sock = tmp_path / "authsieve.sock"
+    argv = [sys.executable, "-m", "classifier.commands.main", "serve", "--config", str(config),
+            "--dns-zone", str(ZONE), "--socket", str(sock)]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "log"
+    try:
+        wait_for(sock.exists, what="the daemon's socket")
+        hints = {"recipient": RCPT}
+        gone = call_daemon(str(sock), DEMO.read_bytes(), hints, RCPT, 30)
+        assert gone is not None
+        gone.sock.close()  # the client gave up: no delivery report
+        wait_for(lambda: "no delivery report" in log.read_text(), what="the daemon's log line")
+        kept = call_daemon(str(sock), DEMO.read_bytes(), hints, RCPT, 30)
+        assert kept is not None and kept.report(0, [RCPT], 1.0)
+        store = _learn(config).store
+
+        def recorded() -> set[str]:
+            if not Path(store.removeprefix("sqlite:")).exists():
+                return set()
+            with DeliveryStore.open(store) as records:
+                return {r.id for r in records.records()}
+
+        wait_for(lambda: delivery_id(kept.answer.data) in recorded(), what="the record")
+        assert delivery_id(gone.answer.data) not in recorded()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_a_backlog_costs_no_move_and_each_learn_takes_in_a_bounded_new_part(

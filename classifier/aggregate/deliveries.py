@@ -16,7 +16,7 @@ report rows (`classifier.aggregate.spool`, ``<store>.spool/<delivery id>.json``)
 `learn` takes the moved delivery's file in first, by name, then a bounded part
 of the rest; `suggest` (``--take-in`` from an hourly timer on a pipe-only
 server) takes files in too, and the processes that deliver many messages
-(serve, the watcher) hourly.
+(serve, the watcher) hourly, in a thread: never on a delivery's path.
 """
 
 from __future__ import annotations
@@ -25,13 +25,23 @@ import functools
 import json
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from classifier.aggregate.spool import SUFFIX, Intake, spool_dir, spool_rows, take_in
+from classifier.aggregate.spool import (
+    BACKGROUND_LIMIT,
+    BACKGROUND_SECONDS,
+    SUFFIX,
+    Intake,
+    in_background,
+    spool_dir,
+    spool_rows,
+    take_in,
+)
 from classifier.aggregate.store import WRITE_TIMEOUT, StoreError, open_sqlite, sqlite_path
 from classifier.auth.facts import safe_domain
 from classifier.config import LearnConfig
@@ -44,8 +54,6 @@ if TYPE_CHECKING:
 
 _RULE = re.compile(r"\(([a-z_]+) = (?:junk|quarantine)\)")
 _ID = re.compile(r"^[a-z2-7]{20}$")
-_INGEST_EVERY = 3600.0  # seconds: how often serve and the watcher take the spool in
-_last_ingest: dict[str, float] = {}
 
 
 def valid_delivery_id(text: str) -> bool:
@@ -276,9 +284,7 @@ def record_delivery(
             return True
         with DeliveryStore.open(url, WRITE_TIMEOUT) as store:
             store.add(record)
-            if now - _last_ingest.get(url, 0.0) >= _INGEST_EVERY:
-                _last_ingest[url] = now
-                _ingest_quietly(store, url, int(now - retention_seconds(learn)))
+        ingest_in_background(url, int(now - retention_seconds(learn)))
         return True
     except (OSError, sqlite3.Error, StoreError) as exc:
         log.warning(
@@ -296,12 +302,25 @@ def retention_seconds(learn: LearnConfig) -> float:
     return learn.retention_days * 86400
 
 
-def _ingest_quietly(store: DeliveryStore, url: str, forget_before: int) -> None:
-    """Takes the spool in; what fails is logged (this delivery's record is in already)."""
+def ingest_in_background(url: str, forget_before: int) -> threading.Thread | None:
+    """Takes the spool in, bounded, in a thread now and then (`spool.in_background`).
+
+    Off the delivery's path: a delivery of serve or the watcher never waits for
+    a spool (a filter's backlog may be large).  Gives the thread started, if one was.
+    """
+    return in_background(("learn", url), lambda: _ingest_quietly(url, forget_before))
+
+
+def _ingest_quietly(url: str, forget_before: int) -> bool:
+    """Takes the spool in, bounded; gives whether files are left; what fails is logged."""
     try:
-        store.ingest_spool(forget_before)
-    except (OSError, sqlite3.Error) as exc:
+        with DeliveryStore.open(url, WRITE_TIMEOUT) as store:
+            return store.ingest_spool(
+                forget_before, limit=BACKGROUND_LIMIT, seconds=BACKGROUND_SECONDS
+            ).left
+    except (OSError, sqlite3.Error, StoreError) as exc:
         log.warning("learn store %s: spool not taken in: %s", log_value(url), log_value(str(exc)))
+    return False
 
 
 def delivery_recorder(
@@ -314,3 +333,29 @@ def delivery_recorder(
     if learn is None:
         return None
     return functools.partial(record_delivery, learn, one_shot=one_shot)
+
+
+class HeldNote:
+    """Holds delivery records until the delivery is known to have happened.
+
+    The `note` of `check_and_annotate` for the daemon (and pipe): a record is
+    written only once the client reports the message delivered, as the report
+    rows are (`classifier.evaluate.HeldRecord`).  A client that gave up waiting
+    delivers under its own delivery id; a record under ours would name a
+    delivery no mailbox received.
+    """
+
+    def __init__(self, note: Callable[[Evaluation, str, str, bytes], bool] | None) -> None:
+        self.note = note
+        self.held: list[tuple[Evaluation, str, str, bytes]] = []
+
+    def __call__(self, result: Evaluation, delivery_id: str, user: str, data: bytes) -> None:
+        if self.note is not None:
+            self.held.append((result, delivery_id, user, data))
+
+    def delivered(self) -> None:
+        """Records what is held; never raises (`record_delivery` logs what fails)."""
+        held, self.held = self.held, []
+        if self.note is not None:
+            for args in held:
+                self.note(*args)

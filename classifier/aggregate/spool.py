@@ -7,7 +7,7 @@ checkpoints it at close.  Such a process instead writes its rows as one small
 file here, ``<store>.spool/<id>.json``; whoever holds the store open ingests
 the files and unlinks them (`take_in`).  Two stores use it: the report store
 (report rows; taken in by `dmarc-report` before it reads, `serve` and the
-watcher now and then) and the learning store
+watcher now and then, in a thread: `in_background`) and the learning store
 (delivery records; taken in by `learn` before it looks a delivery up,
 `suggest`, `serve` and the watcher).
 
@@ -44,6 +44,7 @@ import os
 import secrets
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -57,6 +58,10 @@ from classifier.log import log, log_value
 SUFFIX = ".json"
 MAX_FILE = 1 << 20  # bytes: one delivery's rows are a few kB
 INGEST_BATCH = 500  # spooled files a transaction
+BACKGROUND_LIMIT = 20000  # files one background take-in (serve, the watcher) handles at most
+BACKGROUND_SECONDS = 30.0  # and for at most this long
+INGEST_EVERY = 3600.0  # seconds: how often serve and the watcher take a spool in
+INGEST_AGAIN = 60.0  # seconds: sooner while a backlog is left
 STALE_TMP = 600.0  # seconds: a dot file this old was left by a writer that died
 
 
@@ -346,3 +351,39 @@ def _commit(
         with suppress(FileNotFoundError):
             spool.unlink(done.name)
     return added
+
+
+_next_run: dict[object, float] = {}
+_running: set[object] = set()
+_run_lock = threading.Lock()
+
+
+def in_background(key: object, work: Callable[[], bool]) -> threading.Thread | None:
+    """Runs `work` (a bounded take-in; gives whether files are left) in a thread, now and then.
+
+    For serve and the watcher: a delivery never waits for a spool.  At most one
+    run per `key` at a time, hourly, or a minute after one that left files.
+    Gives the thread started, if one was.  `work` must log, not raise.
+    """
+    now = time.monotonic()
+    with _run_lock:
+        if key in _running or now < _next_run.get(key, 0.0):
+            return None
+        _running.add(key)
+        _next_run[key] = now + INGEST_EVERY
+
+    def run() -> None:
+        left = False
+        try:
+            left = work()
+        except Exception:  # a thread of serve: logged, never raised
+            log.exception("spool not taken in")
+        finally:
+            with _run_lock:
+                _running.discard(key)
+                if left:
+                    _next_run[key] = time.monotonic() + INGEST_AGAIN
+
+    thread = threading.Thread(target=run, name="spool-take-in", daemon=True)
+    thread.start()
+    return thread

@@ -29,7 +29,16 @@ from typing import TYPE_CHECKING, Any
 
 from classifier.aggregate.hints import store_hint
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, rows_from
-from classifier.aggregate.spool import Intake, immediate, spool_dir, spool_rows, take_in
+from classifier.aggregate.spool import (
+    BACKGROUND_LIMIT,
+    BACKGROUND_SECONDS,
+    Intake,
+    immediate,
+    in_background,
+    spool_dir,
+    spool_rows,
+    take_in,
+)
 from classifier.config import (
     DEFAULT_REPORT_STORE,
     ReportsConfig,
@@ -331,8 +340,11 @@ def _line(url: str, exc: BaseException) -> str:
     return first.removeprefix(f"{redact_store_url(url)}: ").removeprefix(f"{url}: ")
 
 
-def _write(url: str, host: str, rows: tuple[ReportRow, ...], purge_before: int | None) -> None:
-    """Appends through the kept store; with purge_before (hourly) purges and ingests the spool."""
+def _write(
+    url: str, host: str, rows: tuple[ReportRow, ...], purge_before: int | None, forget_before: int
+) -> None:
+    """Appends through the kept store; with purge_before (hourly) purges, and takes the
+    spool in in a thread of its own (never on a delivery's path: a backlog may be large)."""
     key = (url, host, os.getpid())
     with _kept_lock:
         store = _kept.get(key)
@@ -353,14 +365,23 @@ def _write(url: str, host: str, rows: tuple[ReportRow, ...], purge_before: int |
         if purge_before is not None:
             try:
                 store.purge(purge_before)
-                store.ingest_spool(purge_before)  # what pipe processes left (spool.py)
             except (OSError, sqlite3.Error, StoreError) as exc:  # the rows are in: not again
                 shown = redact_store_url(url)
-                log.warning(
-                    "report store %s: old rows not purged or spool not ingested: %s",
-                    shown,
-                    _line(url, exc),
-                )
+                log.warning("report store %s: old rows not purged: %s", shown, _line(url, exc))
+    if url.startswith("sqlite:"):  # what pipe processes left (spool.py)
+        in_background(("reports", url), lambda: _take_in_quietly(url, host, forget_before))
+
+
+def _take_in_quietly(url: str, host: str, forget_before: int) -> bool:
+    """Takes the spool in, bounded, on a connection of its own; gives whether files are left."""
+    try:
+        with ReportStore.open(url, timeout=WRITE_TIMEOUT, host=host) as store:
+            return store.take_in_spool(forget_before, BACKGROUND_LIMIT, BACKGROUND_SECONDS).left
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        log.warning(
+            "report store %s: spool not taken in: %s", redact_store_url(url), _line(url, exc)
+        )
+    return False
 
 
 def _spool(url: str, host: str, rows: tuple[ReportRow, ...]) -> None:
@@ -393,7 +414,7 @@ def record_rows(
         if now - _last_purge.get(url, 0.0) >= _PURGE_EVERY:
             _last_purge[url] = now
             purge_before = int(now - retention_seconds(reports))
-        _write(url, reports.host, rows, purge_before)
+        _write(url, reports.host, rows, purge_before, int(now - retention_seconds(reports)))
         return True
     except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
         shown = redact_store_url(url)

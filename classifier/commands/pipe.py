@@ -166,9 +166,10 @@ def cmd_pipe(args: argparse.Namespace, config: Config) -> int:
         record = HeldRecord(recorder(config.reports, one_shot=True))  # spooled: no WAL
     note = None
     if config.learn is not None:  # the delivery record `learn` believes (issue 17)
-        from classifier.aggregate.deliveries import delivery_recorder
+        from classifier.aggregate.deliveries import HeldNote, delivery_recorder
 
-        note = delivery_recorder(config.learn, one_shot=True)  # spooled: no WAL
+        # spooled (no WAL), once the delivery target took the message
+        note = HeldNote(delivery_recorder(config.learn, one_shot=True))
     outcome = check_and_annotate(
         data, settings, resolver, config.policies, Hints(**hints), user, record, note
     )
@@ -183,6 +184,8 @@ def cmd_pipe(args: argparse.Namespace, config: Config) -> int:
     )
     if code == 0:
         record.delivered()
+        if note is not None:
+            note.delivered()
     if code != 0 and dropped():
         # stderr is allowed now (delivery failed), and it is the only place left to say so.
         print(f"authsieve: {dropped()} log line(s) dropped: no log file or syslog", file=sys.stderr)

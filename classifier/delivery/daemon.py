@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from classifier.aggregate.deliveries import delivery_recorder
+from classifier.aggregate.deliveries import HeldNote, delivery_recorder
 from classifier.aggregate.store import recorder
 from classifier.auth.checks import CheckAbandoned, Deadline
 from classifier.config import Config, Settings
@@ -202,6 +202,9 @@ def make_server(
             engine = self.server.engine
             # Report rows only when the pipe process says the delivery succeeded.
             record = HeldRecord(engine.record)
+            # The learning record too; none (no delivery id) when [learn] is off.
+            learning = delivery_recorder(engine.config.learn)
+            note = HeldNote(learning) if learning is not None else None
             try:
                 outcome = check_and_annotate(
                     data,
@@ -211,7 +214,7 @@ def make_server(
                     _hints(meta.get("hints")),
                     str(user) if user else None,
                     record,
-                    delivery_recorder(engine.config.learn),
+                    note,
                     request_deadline(meta, self.request),
                 )
             except CheckAbandoned as exc:
@@ -234,6 +237,8 @@ def make_server(
             log_delivery(report, outcome.summary)
             if report.get("delivered") == 0:
                 record.delivered()
+                if note is not None:
+                    note.delivered()
 
     target = Path(path)
     if target.exists() and stat.S_ISSOCK(target.lstat().st_mode):
