@@ -91,7 +91,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     first = next((a for a in (argv or []) if not a.startswith("-")), None)
     for name, (module, function, summary) in COMMANDS.items():
         if argv is not None and first not in (None, name):
-            sub.add_parser(name, help=summary)
+            # A known command never shows the others (its usage says COMMAND): a parser
+            # each would cost a pipe process a millisecond.  For an unknown one, argparse's
+            # "invalid choice" lists them all.
+            if first not in COMMANDS:
+                sub.add_parser(name, help=summary)
             continue
         try:
             add = getattr(importlib.import_module(module), function)
