@@ -13,8 +13,7 @@ global list).  The same `Policy` value is decided in Python
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from classifier.errors import ConfigError
 from classifier.names import safe_domain
@@ -43,8 +42,7 @@ LIST_KEYS = (
 _TEMPERROR_KEYS = ("spf_temperror", "dkim_temperror", "dmarc_temperror", "arc_temperror")
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """One user's (or the global) policy: results → actions, lists, and the mode."""
 
     mode: Mode = Mode.ENFORCE
@@ -77,14 +75,13 @@ class Policy:
         return Action(value) if value in ACTIONS else Action.INBOX
 
     def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
+        d = self._asdict()
         for key in LIST_KEYS:
             d[key] = list(d[key])
         return d
 
 
-@dataclass(frozen=True)
-class Policies:
+class Policies(NamedTuple):
     """The global policy and every user's merged policy, looked up by address."""
 
     default: Policy
@@ -211,7 +208,7 @@ def policies_from_tables(source: str, policy: object, users: object) -> Policies
     Every key is validated here, once, when the config is loaded; defaults are
     the `Policy` field defaults.  Raises ConfigError naming the key at fault.
     """
-    default = replace(Policy(), **parse_policy_table(source, policy))
+    default = Policy(**parse_policy_table(source, policy))
     if not isinstance(users, dict):
         raise ConfigError(source, "users", "must be a table of tables")
     entries: list[tuple[str, Policy]] = []
@@ -226,5 +223,5 @@ def policies_from_tables(source: str, policy: object, users: object) -> Policies
             )
         seen[key] = addr
         overrides = parse_policy_table(source, table, user=addr)
-        entries.append((key, replace(default, user=key, **overrides)))
+        entries.append((key, default._replace(user=key, **overrides)))
     return Policies(default=default, users=tuple(entries))

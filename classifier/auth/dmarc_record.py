@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from classifier.lazyre import lazy
 from classifier.lookup.resolver import DnsSession, DnsTempError
@@ -38,15 +38,14 @@ _DIGITS = lazy(r"^[0-9]{1,10}$")
 _WSP = " \t\r\n"
 
 
-@dataclass(frozen=True)
-class RecordError:
+class RecordError(NamedTuple):
     """Why a TXT string is not a DMARC record at all: it is ignored (RFC 9989 §4.7 "v")."""
 
     code: str  # "empty", "not-dmarc", "duplicate-tag"
     reason: str
 
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return {"code": self.code, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -271,8 +270,7 @@ def walk_names(domain: str) -> list[str]:
     return names
 
 
-@dataclass(frozen=True)
-class WalkStep:
+class WalkStep(NamedTuple):
     """One query of a tree walk: the name and the single DMARC record found there, if any."""
 
     name: str
@@ -281,8 +279,7 @@ class WalkStep:
     nxdomain: bool
 
 
-@dataclass(frozen=True)
-class TreeWalk:
+class TreeWalk(NamedTuple):
     """The DNS Tree Walk from one domain (RFC 9989 §4.10), cut short by a temporary error."""
 
     start: str
