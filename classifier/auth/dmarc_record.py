@@ -13,7 +13,6 @@ queries) and `TreeWalk.organizational_domain` its selection rules (§4.10.2).
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -30,10 +29,10 @@ KNOWN_TAGS = {
     "rfc9989": _COMMON_TAGS | {"psd", "t"},
     "rfc7489": _COMMON_TAGS | {"pct", "rf", "ri"},
 }
-_TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_TAG_NAME = lazy(r"^[A-Za-z][A-Za-z0-9_]*$")
 # RFC 3986 URI characters without "," and "!", which a DMARC URI must percent-encode (§4.8)
-_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):([A-Za-z0-9\-._~:/?#\[\]@$&'()*+=%]+)$")
-_SIZE = re.compile(r"![0-9]+[kmgtKMGT]?$")
+_URI = lazy(r"^([A-Za-z][A-Za-z0-9+.-]*):([A-Za-z0-9\-._~:/?#\[\]@$&'()*+=%]+)$")
+_SIZE = lazy(r"![0-9]+[kmgtKMGT]?$")
 _DIGITS = lazy(r"^[0-9]{1,10}$")
 _WSP = " \t\r\n"
 
