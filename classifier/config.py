@@ -13,7 +13,6 @@ it into one line and exit code 2.
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 import tomllib
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit
 
 from classifier.errors import ConfigError
 from classifier.names import valid_delimiter
-from classifier.policies import Policies, Policy, policies_from_tables
+from classifier.policies import Policies, Policy, policies_from_tables, toml_key
 from classifier.trusted import LOOPBACK, Network, TrustMatcher, parse_forwarder
 
 TYPE_CHECKING = False  # mypy reads this as True
@@ -427,7 +426,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     engine = _engine(data, source)
     policies = policies_from_tables(source, data.get("policy", {}), data.get("users", {}))
     for name, policy in (("policy", policies.default), *policies.users):
-        where = "policy" if name == "policy" else f"users.{json.dumps(name)}"
+        where = "policy" if name == "policy" else f"users.{toml_key(name)}"
         for i, entry in enumerate(policy.trusted_forwarders):
             parse_forwarder(source, f"{where}.trusted_forwarders[{i}]", entry)
         engine.trust_for(policy.trusted_forwarders)  # built now, looked up per message

@@ -12,7 +12,6 @@ global list).  The same `Policy` value is decided in Python
 
 from __future__ import annotations
 
-import json
 from typing import Any, NamedTuple
 
 from classifier.errors import ConfigError
@@ -140,9 +139,34 @@ def split_sender(entry: str) -> tuple[str, str] | None:
     return local, domain
 
 
+# TOML basic strings (toml.io v1.0.0, "String"): these are written as escapes, other
+# control characters as \uXXXX, everything else as it is.
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def toml_key(text: str) -> str:
+    """Gives text as a quoted TOML key, as a user writes it in the file: "a@example.org"."""
+    return (
+        '"'
+        + "".join(
+            _TOML_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if c < " " or c == "\x7f" else c)
+            for c in text
+        )
+        + '"'
+    )
+
+
 def _key_name(user: str | None, key: str) -> str:
     # TOML dotted-key spelling, so the user can find the line: users."a@b".key
-    return f"policy.{key}" if user is None else f"users.{json.dumps(user)}.{key}"
+    return f"policy.{key}" if user is None else f"users.{toml_key(user)}.{key}"
 
 
 def _check_action(source: str, name: str, value: object) -> Action:
@@ -182,7 +206,7 @@ def _check_list(source: str, name: str, key: str, value: object) -> tuple[str, .
 def parse_policy_table(source: str, table: object, user: str | None = None) -> dict[str, Any]:
     """Gives the validated keys of one policy table; raises ConfigError naming the key at fault."""
     if not isinstance(table, dict):
-        where = "policy" if user is None else f"users.{json.dumps(user)}"
+        where = "policy" if user is None else f"users.{toml_key(user)}"
         raise ConfigError(source, where, "must be a table")
     values: dict[str, Any] = {}
     for key, value in table.items():
@@ -216,10 +240,10 @@ def policies_from_tables(source: str, policy: object, users: object) -> Policies
     for addr, table in users.items():
         key = normalize_user(addr)
         if "@" not in key or any(ord(c) < 33 or ord(c) == 127 for c in key):
-            raise ConfigError(source, f"users.{json.dumps(addr)}", "not an email address")
+            raise ConfigError(source, f"users.{toml_key(addr)}", "not an email address")
         if key in seen:
             raise ConfigError(
-                source, f"users.{json.dumps(addr)}", f"same user as users.{json.dumps(seen[key])}"
+                source, f"users.{toml_key(addr)}", f"same user as users.{toml_key(seen[key])}"
             )
         seen[key] = addr
         overrides = parse_policy_table(source, table, user=addr)
