@@ -13,7 +13,6 @@ queries) and `TreeWalk.organizational_domain` its selection rules (§4.10.2).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -47,8 +46,7 @@ class RecordError(NamedTuple):
         return {"code": self.code, "reason": self.reason}
 
 
-@dataclass(frozen=True)
-class DmarcRecord:
+class DmarcRecord(NamedTuple):
     """One parsed DMARC record; tags that broke the grammar are in `ignored`, not in effect."""
 
     text: str
@@ -94,7 +92,7 @@ class DmarcRecord:
         return dict(self.tags)
 
     def to_dict(self) -> dict[str, object]:
-        out = asdict(self)
+        out: dict[str, object] = self._asdict()
         out["tags"] = self.tag_dict()
         out["usable"] = self.usable
         return out
