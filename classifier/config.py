@@ -2,12 +2,13 @@
 
 One file (``/etc/authsieve/config.toml`` unless ``--config`` says otherwise):
 ``[classifier]`` for the engine (`Settings`), ``[policy]`` / ``[users."addr"]``
-for the verdict (`classifier.policies`), ``[watch]``, ``[quarantine]`` and
-``[reports]``.  `load_config` checks every key when the file is read, so a
-daemon or a watcher finds a mistake at start or reload, not at the first
-message; defaults are the dataclasses' field defaults.  Every mistake is a
-`ConfigError` naming the file, the key and the value; the command line turns
-it into one line and exit code 2.
+for the verdict (`classifier.policies`), ``[watch]``, ``[quarantine]``,
+``[reports]`` and ``[learn]`` (the last two typed in `classifier.sections`).
+`load_config` checks every key when the file is read, so a daemon or a watcher
+finds a mistake at start or reload, not at the first message; defaults are
+the field defaults of those types.  Every mistake is a `ConfigError` naming
+the file, the key and the value; the command line turns it into one line and
+exit code 2.
 """
 
 from __future__ import annotations
@@ -290,7 +291,7 @@ _SECTION_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
 
 
 def _section(data: dict[str, Any], source: str, section: str) -> dict[str, Any]:
-    """Gives one of [watch], [quarantine], [reports] as dataclass arguments, validated."""
+    """Gives one of [watch], [quarantine], [reports], [learn] as keyword arguments, validated."""
     table = data.get(section, {})
     if not isinstance(table, dict):
         raise ConfigError(source, section, "must be a table")
