@@ -153,3 +153,21 @@ def test_a_half_written_file_is_not_read_and_a_stale_one_is_removed(tmp_path: Pa
         os.utime(partial, (old, old))
         assert store.ingest_spool(0) == 0
     assert not partial.exists()
+
+
+def test_a_file_another_reader_took_in_meanwhile_is_skipped_not_refused(tmp_path: Path) -> None:
+    # Several readers at once (learn processes of a user who moved many messages): a file
+    # listed by one and taken in and unlinked by another is gone, not refused.
+    from classifier.aggregate.spool import Spool
+
+    db = tmp_path / "reports.db"
+    first, second = _spooled(db, 1000), _spooled(db, 1001)
+    spool = Spool(spool_dir(db))
+    try:
+        files = spool.files(len(_values(_row(1000), "mx1")))
+        got = next(files)
+        second.unlink()  # the other reader's unlink
+        assert (got.name, got.refused) == (first.name, "")
+        assert list(files) == []
+    finally:
+        spool.close()

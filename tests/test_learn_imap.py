@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from classifier.aggregate.deliveries import DeliveryStore, delivery_recorder
+from classifier.aggregate.spool import spool_dir
 from classifier.commands.learn import as_store_owner
 from classifier.commands.main import main
 from classifier.config import config_from_dict
@@ -271,7 +272,8 @@ def delivered(imap: Imap, data: bytes, user: str) -> bytes:
         __import__("tomllib").loads(imap.config.read_text()), str(imap.config)
     )
     assert config.learn is not None
-    note = delivery_recorder(config.learn)  # the delivery record learn believes
+    # The delivery record learn believes, spooled as a pipe process does: learn takes it in.
+    note = delivery_recorder(config.learn, one_shot=True)
     resolver = resolver_for(imap.dns)
     # Delivery runs as the mail user, as learn does (the store is that user's).
     with as_store_owner(config.learn.store):
@@ -339,7 +341,9 @@ def rows(store: Path) -> list[tuple[str, str, str, str]]:
     if not store.exists():
         return []
     with LearningStore.open(f"sqlite:{store}") as s:
-        return sorted((m.user, m.direction, m.message_id, m.from_domain) for m in s.moves())
+        return sorted(
+            (m.user, m.direction, m.record.message_id, m.record.from_domain) for m in s.moves()
+        )
 
 
 def authsieve(*args: str) -> tuple[int, str]:
@@ -377,6 +381,8 @@ def test_moves_are_recorded_once_proposed_applied_and_change_the_next_delivery(
         for n, (client, user) in enumerate(((alice, ALICE), (bob, BOB)), 2):
             append(client, "INBOX", delivered(imap, variant(CYOU, n), user))
         append(alice, "INBOX", first)
+        spool = spool_dir(store)
+        assert len(list(spool.glob("*.json"))) == 3  # no record in the store yet: learn takes
         move(alice, "INBOX", "Junk", "<learn-1@test>")  # both copies: two moves, one count
         move(alice, "INBOX", "Junk", "<learn-2@test>", how="COPY")
         move(bob, "INBOX", "Junk", "<learn-3@test>")
@@ -397,6 +403,7 @@ def test_moves_are_recorded_once_proposed_applied_and_change_the_next_delivery(
             append(alice, "Junk", delivered(imap, variant(NEWS, n), ALICE))
             move(alice, "Junk", "INBOX", f"<learn-{n}@test>", how="MOVE" if n % 2 else "COPY")
         settle(imap, seen, 4 + 3 + 3 + 2)
+        assert list(spool.glob("*.json")) == []  # each learn took in what the spool held
 
         recorded = rows(store)
         assert [r for r in recorded if r[1] == "junked"] == [
@@ -498,7 +505,8 @@ def next_delivery(imap: Imap, data: bytes, user: str) -> tuple[str, str]:
     # The pipe recorded the delivery its X-Authsieve names (what learn will believe).
     named = re.search(rb";\s+delivery=([a-z2-7]+)", proc.stdout)
     store = str(config_from_dict(tomllib.loads(imap.config.read_text())).learn.store)  # type: ignore[union-attr]
-    with DeliveryStore.open(store) as records:
+    with as_store_owner(store), DeliveryStore.open(store) as records:
+        records.ingest_spool(0)  # the pipe spooled it (a one-shot process)
         assert named is not None and records.get(named.group(1).decode()) is not None
     script = (imap.root / "sieve-before.d" / "authsieve.sieve").read_text()
     with Pigeonhole() as ph:

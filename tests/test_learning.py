@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import json
 import os
 import sqlite3
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifier.aggregate.deliveries import DeliveryRecord, delivery_recorder
+from classifier.aggregate.deliveries import DeliveryRecord, DeliveryStore, delivery_recorder
 from classifier.annotate import fold
 from classifier.auth.facts import AuthFacts, render_header_value
 from classifier.commands.learn import as_store_owner
@@ -153,8 +154,13 @@ def test_a_delivered_message_teaches_the_facts_of_its_delivery_record(tmp_path: 
     assert learn(config, data, "alice@family.example.", "Junk", "INBOX", tmp_path) == 0
     [move] = stored(config)
     assert (move.user, move.direction) == ("alice@family.example", RESCUED)
-    assert (move.dkim_domains, move.arc_sealers) == (("lists.example",), ("lists.example",))
-    assert (move.client_ip, move.spf, move.spf_hop) == ("203.0.113.150", "fail", "mx.lists.example")
+    with DeliveryStore.open(_learn(config).store) as records:
+        assert move.record == records.get(move.delivery_id)  # the move holds what delivery found
+    found = move.record
+    assert (found.dkim_domains, found.arc_sealers) == (("lists.example",), ("lists.example",))
+    assert (found.client_ip, found.spf, found.spf_hop) == (
+        "203.0.113.150", "fail", "mx.lists.example",
+    )  # fmt: skip
 
 
 def test_without_learn_the_header_is_as_before() -> None:
@@ -217,7 +223,7 @@ def test_authentication_results_of_another_host_add_no_dkim_domain(tmp_path: Pat
     theirs = b"Authentication-Results: evil.example; dkim=pass header.d=bank.example\r\n"
     data = deliver(config, DEMO.read_bytes(), "alice@family.example")
     learn(config, theirs + data, "alice@family.example", "Junk", "INBOX", tmp_path)
-    assert [m.dkim_domains for m in stored(config)] == [("lists.example",)]
+    assert [m.record.dkim_domains for m in stored(config)] == [("lists.example",)]
 
 
 @pytest.mark.parametrize(
@@ -273,19 +279,26 @@ RECORD = DeliveryRecord(
 )  # fmt: skip
 
 
+MOVE_FIELDS = {f.name for f in dataclasses.fields(Move)}
+
+
 def move(n: int, user: str = "ann@example.org", **changes: Any) -> Move:
-    record = dataclasses.replace(RECORD, id=f"d{n}", user=user)
+    """Gives the n-th move of RECORD's message by user: changes to the move or to its record."""
+    facts = {k: v for k, v in changes.items() if k not in MOVE_FIELDS}
+    record = dataclasses.replace(RECORD, id=f"d{n}", user=user, **facts)
     base = move_of(record, user, "Junk", "INBOX", 1000 + n)
     assert base is not None
-    return dataclasses.replace(base, **changes)
+    return dataclasses.replace(base, **{k: v for k, v in changes.items() if k in MOVE_FIELDS})
+
+
+def facts(m: Move, **changes: Any) -> Move:
+    """Gives the move with its delivery record changed."""
+    return dataclasses.replace(m, record=dataclasses.replace(m.record, **changes))
 
 
 def record(m: Move, verdict: str = "inbox") -> DeliveryRecord:
-    """Gives the delivery record a move was made on."""
-    return dataclasses.replace(
-        RECORD, id=m.delivery_id, user=m.user, from_domain=m.from_domain, verdict=verdict,
-        rules=m.rules,
-    )  # fmt: skip
+    """Gives the delivery record a move was made on, with another verdict."""
+    return dataclasses.replace(m.record, verdict=verdict)
 
 
 def test_the_store_counts_a_move_once_and_purges_old_ones(tmp_path: Path) -> None:
@@ -300,6 +313,36 @@ def test_the_store_counts_a_move_once_and_purges_old_ones(tmp_path: Path) -> Non
         assert [m.delivery_id for m in store.moves()] == ["d2"]
     mode = sqlite3.connect(tmp_path / "sub" / "learning.db").execute("PRAGMA journal_mode")
     assert mode.fetchone() == ("wal",)
+
+
+def test_moves_recorded_before_the_delivery_time_was_kept_are_still_read(tmp_path: Path) -> None:
+    # The table as it was when a move repeated its record's facts: no delivered_at.
+    from classifier.aggregate.deliveries import COLUMNS, column_type
+
+    old = ("key", "at", "user", "from_folder", "to_folder", "direction", "delivery_id",
+           *(c for c in COLUMNS if c not in ("id", "at", "user")))  # fmt: skip
+    db = sqlite3.connect(tmp_path / "moves.db")
+    types = {"key": "TEXT", "at": "INTEGER", "delivery_id": "TEXT"}
+    db.execute(
+        "CREATE TABLE learned_moves ("
+        + ", ".join(f"{c} {types.get(c) or column_type(c)} NOT NULL" for c in old)
+        + ", PRIMARY KEY (key))"
+    )
+    then = move(1)
+    values = {**then.record.to_dict(), **then.to_dict(), "delivery_id": then.delivery_id}
+    values.update({k: json.dumps(values[k]) for k in ("rules", "dkim_domains", "arc_sealers")})
+    values.update({k: int(bool(values[k])) for k in ("from_auth", "forwarded", "allowed")})
+    db.execute(
+        f"INSERT INTO learned_moves VALUES ({', '.join('?' for _ in old)})",
+        [values[c] for c in old],
+    )
+    db.commit()
+    db.close()
+    with LearningStore.open(f"sqlite:{tmp_path}/moves.db") as store:
+        [got] = store.moves()
+        assert got == dataclasses.replace(then, record=dataclasses.replace(then.record, at=0))
+        assert store.record(move(2)) is True
+        assert [m.record.at for m in store.moves()] == [0, RECORD.at]
 
 
 # --- proposals ---------------------------------------------------------------------------------
@@ -323,7 +366,7 @@ def test_forwarder_proposed_from_rescues_by_two_users_with_dkim_upstream() -> No
 def test_no_forwarder_when_nothing_was_signed_or_sealed_upstream() -> None:
     moves = [move(n, dkim_domains=()) for n in (1, 2)] + [move(3, "bob@example.org")]
     assert not [p for p in propose(moves, POLICIES, T) if p.kind == "trust_forwarder"]
-    sealed = [dataclasses.replace(m, arc_sealers=("lists.example",)) for m in moves]
+    sealed = [facts(m, arc_sealers=("lists.example",)) for m in moves]
     assert [p.value for p in propose(sealed, POLICIES, T) if p.kind == "trust_forwarder"] == [
         "relay.uni.example"
     ]
@@ -371,7 +414,7 @@ def test_a_weak_rule_users_keep_rescuing_is_proposed_for_relaxing() -> None:
              ((1, "ann@example.org"), (2, "bob@example.org"), (3, "bob@example.org"))]  # fmt: skip
     found = [p for p in propose(moves, policies, T) if p.kind == "relax_rule"]
     assert [(p.key, p.value, p.messages) for p in found] == [("spf_softfail", "inbox", 3)]
-    strong = [dataclasses.replace(m, rules=("dmarc_reject",)) for m in moves]
+    strong = [facts(m, rules=("dmarc_reject",)) for m in moves]
     assert not [p for p in propose(strong, policies, T) if p.kind == "relax_rule"]
 
 
@@ -532,15 +575,13 @@ def test_a_senders_own_relay_is_never_proposed_as_a_forwarder() -> None:
     own = {"spf_hop": "relay.atk.test", "client_rdns": "relay.atk.test"}
     signed = [move(n, u, **own, dkim_domains=("atk.test",)) for n, u in
               ((1, "ann@example.org"), (2, "ann@example.org"), (3, "bob@example.org"))]  # fmt: skip
-    sent = [dataclasses.replace(m, dkim_domains=("shop.example",), mailfrom_domain="b.atk.test")
+    sent = [facts(m, dkim_domains=("shop.example",), mailfrom_domain="b.atk.test")
             for m in signed]  # fmt: skip
     for moves in (signed, sent):
         assert not [p for p in propose(moves, POLICIES, T) if p.kind == "trust_forwarder"]
-    by_ip = [
-        dataclasses.replace(m, spf_hop="192.0.2.9", dkim_domains=("x.example",)) for m in signed
-    ]
+    by_ip = [facts(m, spf_hop="192.0.2.9", dkim_domains=("x.example",)) for m in signed]
     assert not [p for p in propose(by_ip, POLICIES, T) if p.kind == "trust_forwarder"]
-    other = [dataclasses.replace(m, dkim_domains=("shop.example",)) for m in signed]
+    other = [facts(m, dkim_domains=("shop.example",)) for m in signed]
     [found] = [p for p in propose(other, POLICIES, T) if p.kind == "trust_forwarder"]
     assert "its organizational domain atk.test is neither a signer's (shop.example)" in (
         found.summary

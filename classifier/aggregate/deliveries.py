@@ -11,6 +11,10 @@ The rows live in the learning store's SQLite file (``[learn] store``): the
 delivery paths and `learn` run as the same mail user.  Writing a row never
 delays or fails a delivery: it waits at most `WRITE_TIMEOUT` for the lock,
 and a store that cannot be written is logged and skipped (as the report store).
+A one-shot process (pipe, filter) spools its row instead, as it does its
+report rows (`classifier.aggregate.spool`, ``<store>.spool/``): `learn` takes
+the spool in before it looks a delivery up, as do `suggest` and, hourly, the
+processes that deliver many messages (serve, the watcher).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from classifier.aggregate.store import WRITE_TIMEOUT, StoreError, open_sqlite
+from classifier.aggregate.spool import ingest, spool_dir, spool_rows
+from classifier.aggregate.store import WRITE_TIMEOUT, StoreError, open_sqlite, sqlite_path
 from classifier.auth.facts import safe_domain
 from classifier.config import LearnConfig
 from classifier.log import log, log_value
@@ -36,6 +42,8 @@ if TYPE_CHECKING:
 
 _RULE = re.compile(r"\(([a-z_]+) = (?:junk|quarantine)\)")
 _ID = re.compile(r"^[a-z2-7]{20}$")
+_INGEST_EVERY = 3600.0  # seconds: how often serve and the watcher take the spool in
+_last_ingest: dict[str, float] = {}
 
 
 def valid_delivery_id(text: str) -> bool:
@@ -78,15 +86,20 @@ class DeliveryRecord:
         return d
 
 
-_COLUMNS = tuple(f.name for f in fields(DeliveryRecord))
+COLUMNS = tuple(f.name for f in fields(DeliveryRecord))  # as stored, in this order
 _LISTS = ("rules", "dkim_domains", "arc_sealers")
 _FLAGS = ("from_auth", "forwarded", "allowed")
+
+
+def column_type(name: str) -> str:
+    """Gives the SQL type of a record's column (lists are JSON text, flags 0 or 1)."""
+    return "INTEGER" if name in ("at", *_FLAGS) else "TEXT"
+
+
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS deliveries ("
     + ", ".join(
-        f"{c} {'INTEGER' if c in ('at', *_FLAGS) else 'TEXT'} NOT NULL"
-        + (" PRIMARY KEY" if c == "id" else "")
-        for c in _COLUMNS
+        f"{c} {column_type(c)} NOT NULL" + (" PRIMARY KEY" if c == "id" else "") for c in COLUMNS
     )
     + ");\nCREATE INDEX IF NOT EXISTS deliveries_at ON deliveries (at);\n"
 )
@@ -136,17 +149,19 @@ def record_of(
     )
 
 
-def _values(record: DeliveryRecord) -> tuple[object, ...]:
+def values_of(record: DeliveryRecord) -> tuple[object, ...]:
+    """Gives the record's column values (`COLUMNS`), as stored and spooled."""
     d = record.to_dict()
     for name in _LISTS:
         d[name] = json.dumps(d[name])
     for name in _FLAGS:
         d[name] = int(bool(d[name]))
-    return tuple(d[c] for c in _COLUMNS)
+    return tuple(d[c] for c in COLUMNS)
 
 
-def _record(values: sqlite3.Row | tuple[object, ...]) -> DeliveryRecord:
-    d: dict[str, object] = dict(zip(_COLUMNS, tuple(values), strict=True))
+def record_from(values: sqlite3.Row | tuple[object, ...]) -> DeliveryRecord:
+    """Gives the record of stored column values (`COLUMNS`)."""
+    d: dict[str, object] = dict(zip(COLUMNS, tuple(values), strict=True))
     for name in _LISTS:
         d[name] = tuple(json.loads(str(d[name])))
     for name in _FLAGS:
@@ -154,15 +169,31 @@ def _record(values: sqlite3.Row | tuple[object, ...]) -> DeliveryRecord:
     return DeliveryRecord(**d)  # type: ignore[arg-type]
 
 
+def _spoolable(values: tuple[object, ...]) -> bool:
+    """Tells whether spooled values are a delivery record as `values_of` writes one."""
+    d = dict(zip(COLUMNS, values, strict=True))
+    try:
+        lists = [json.loads(str(d[name])) for name in _LISTS]
+    except ValueError:
+        return False
+    return (
+        valid_delivery_id(str(d["id"]))
+        and all(type(d[name]) is int for name in ("at", *_FLAGS))
+        and all(isinstance(d[c], str) for c in COLUMNS if c not in ("at", *_FLAGS, *_LISTS))
+        and all(isinstance(x, list) and all(isinstance(v, str) for v in x) for x in lists)
+    )
+
+
 class DeliveryStore:
     """The deliveries table of the learning store."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self.db = db
+        self.path = path
 
     @classmethod
     def open(cls, url: str, timeout: float = 5.0) -> DeliveryStore:
-        return cls(open_sqlite(url, SCHEMA, timeout))
+        return cls(open_sqlite(url, SCHEMA, timeout), sqlite_path(url))
 
     def __enter__(self) -> DeliveryStore:
         return self
@@ -171,40 +202,71 @@ class DeliveryStore:
         self.db.close()
 
     def add(self, record: DeliveryRecord) -> None:
-        marks = ", ".join("?" for _ in _COLUMNS)
+        marks = ", ".join("?" for _ in COLUMNS)
         with self.db:
             self.db.execute(
-                f"INSERT OR IGNORE INTO deliveries ({', '.join(_COLUMNS)}) VALUES ({marks})",
-                _values(record),
+                f"INSERT OR IGNORE INTO deliveries ({', '.join(COLUMNS)}) VALUES ({marks})",
+                values_of(record),
             )
 
     def get(self, delivery_id: str) -> DeliveryRecord | None:
         row = self.db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM deliveries WHERE id = ?", (delivery_id,)
+            f"SELECT {', '.join(COLUMNS)} FROM deliveries WHERE id = ?", (delivery_id,)
         ).fetchone()
-        return _record(row) if row else None
+        return record_from(row) if row else None
 
     def records(self, since: int = 0) -> Iterator[DeliveryRecord]:
         cursor = self.db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM deliveries WHERE at >= ? ORDER BY at, id", (since,)
+            f"SELECT {', '.join(COLUMNS)} FROM deliveries WHERE at >= ? ORDER BY at, id", (since,)
         )
         for values in cursor:
-            yield _record(values)
+            yield record_from(values)
 
     def purge(self, before: int) -> int:
         with self.db:
             return self.db.execute("DELETE FROM deliveries WHERE at < ?", (before,)).rowcount
 
+    def ingest_spool(self, forget_before: int) -> int:
+        """Takes in the records one-shot processes spooled; gives how many.
+
+        Each file counts once, and a record whose id is here already is not
+        replaced.  Raises OSError (a spool refused as a whole) or sqlite3.Error.
+        """
+        insert = (
+            f"INSERT OR IGNORE INTO deliveries ({', '.join(COLUMNS)})"
+            f" VALUES ({', '.join('?' for _ in COLUMNS)})"
+        )
+        return ingest(
+            self.db, spool_dir(self.path), len(COLUMNS), "deliveries_spool_done", insert,
+            forget_before, _spoolable,
+        )  # fmt: skip
+
 
 def record_delivery(
-    learn: LearnConfig, result: Evaluation, delivery_id: str, user: str, data: bytes
+    learn: LearnConfig,
+    result: Evaluation,
+    delivery_id: str,
+    user: str,
+    data: bytes,
+    one_shot: bool = False,
 ) -> bool:
-    """Records one delivery; gives False (logged) when the store could not be written."""
+    """Records one delivery; gives False (logged) when the store could not be written.
+
+    `one_shot`: the process records one message and exits (pipe, filter): the
+    record goes to the store's spool, a file instead of a WAL's making and checkpoint.
+    """
     url = learn.store
     try:
+        now = int(time.time())
+        record = record_of(result, delivery_id, user, now, message_id_in(data))
+        if one_shot:
+            spool_rows(spool_dir(sqlite_path(url)), [values_of(record)])
+            return True
         with DeliveryStore.open(url, WRITE_TIMEOUT) as store:
-            now = int(time.time())
-            store.add(record_of(result, delivery_id, user, now, message_id_in(data)))
+            store.add(record)
+            if now - _last_ingest.get(url, 0.0) >= _INGEST_EVERY:
+                _last_ingest[url] = now
+                _ingest_quietly(store, url, int(now - retention_seconds(learn)))
         return True
     except (OSError, sqlite3.Error, StoreError) as exc:
         log.warning(
@@ -217,10 +279,26 @@ def record_delivery(
     return False
 
 
+def retention_seconds(learn: LearnConfig) -> float:
+    """Gives how long records, moves and spooled ids are kept ([learn] retention_days), in s."""
+    return learn.retention_days * 86400
+
+
+def _ingest_quietly(store: DeliveryStore, url: str, forget_before: int) -> None:
+    """Takes the spool in; what fails is logged (this delivery's record is in already)."""
+    try:
+        store.ingest_spool(forget_before)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("learn store %s: spool not taken in: %s", log_value(url), log_value(str(exc)))
+
+
 def delivery_recorder(
-    learn: LearnConfig | None,
+    learn: LearnConfig | None, one_shot: bool = False
 ) -> Callable[[Evaluation, str, str, bytes], bool] | None:
-    """Gives the delivery-record hook of `check_and_annotate`, or None when [learn] is off."""
+    """Gives the delivery-record hook of `check_and_annotate`, or None when [learn] is off.
+
+    `one_shot`: for a process that records one message and exits (record_delivery).
+    """
     if learn is None:
         return None
-    return functools.partial(record_delivery, learn)
+    return functools.partial(record_delivery, learn, one_shot=one_shot)

@@ -1,41 +1,50 @@
-"""The spool of one-shot writers: report rows waiting to go into a SQLite store.
+"""The spool of one-shot writers: rows waiting to go into a SQLite store.
 
 An `authsieve pipe` or `authsieve filter` process records one message and
-exits.  Written straight into SQLite, that costs ~27 ms a message: being the
+exits.  Written straight into SQLite, that costs ~25 ms a message: being the
 only connection, the process recreates the WAL (with its syncs) and
 checkpoints it at close.  Such a process instead writes its rows as one small
-file here, ``<store>.spool/<id>.json``; whoever holds the store open
-(`dmarc-report` before it reads, `serve` and the watcher now and then)
-ingests the files and unlinks them (`SqliteStore.ingest_spool`).
+file here, ``<store>.spool/<id>.json``; whoever holds the store open ingests
+the files and unlinks them (`ingest`).  Two stores use it: the report store
+(report rows; taken in by `dmarc-report` before it reads, `serve` and the
+watcher now and then) and the learning store (delivery records; taken in by
+`learn` before it looks a delivery up, `suggest`, `serve` and the watcher).
 
 Each file carries a unique id; the store remembers the ids it took in, in the
 same transaction as the rows, so a file ingested and not yet unlinked (a crash
-between the two) is never counted twice.  A file is written under a dot name
-and renamed to its final name once whole: a reader never sees half a file.
+between the two), or a copy of one put back, is never counted twice.  A file
+is written under a dot name and renamed to its final name once whole: a
+reader never sees half a file.
 Nothing is fsynced: like the store's ``synchronous=NORMAL``, a process crash
 loses nothing, a power cut may lose the last deliveries' rows.
 
 Files are created ``O_CREAT|O_EXCL|O_NOFOLLOW`` mode 0600 through the
 directory's descriptor; the reader refuses a symlink, anything not a regular
-file, a file with more than one link or one owned by another user than the
-directory (`SpoolFile`), and a directory others may write.
+file, a file with more than one link, one owned by another user than the
+directory or one that group or others may read or write (`SpoolFile`), and
+a directory others may write.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
+import sqlite3
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from classifier.files import CREATE_FLAGS, DIR_FLAGS, READ_FLAGS, write_all
+from classifier.log import log, log_value
 
 SUFFIX = ".json"
 MAX_FILE = 1 << 20  # bytes: one delivery's rows are a few kB
+INGEST_BATCH = 500  # spooled files a transaction
 STALE_TMP = 3600.0  # seconds: a dot file this old was left by a writer that died
 
 
@@ -102,8 +111,8 @@ class Spool:
         for name in sorted(os.listdir(self.fd)):
             if name.startswith("."):
                 self._drop_stale(name, now)
-            elif name.endswith(SUFFIX):
-                yield self._read(name, width)
+            elif name.endswith(SUFFIX) and (got := self._read(name, width)) is not None:
+                yield got
 
     def unlink(self, name: str) -> None:
         os.unlink(name, dir_fd=self.fd)
@@ -116,9 +125,12 @@ class Spool:
         except OSError:
             pass  # gone meanwhile, or not ours to remove: left alone
 
-    def _read(self, name: str, width: int) -> SpoolFile:
+    def _read(self, name: str, width: int) -> SpoolFile | None:
+        """Gives the file as read, or None when another reader took it in meanwhile."""
         try:
             fd = os.open(name, READ_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:  # several learn processes at once (a user moved many)
+            return None
         except OSError as exc:  # ELOOP: a symlink
             return SpoolFile(name, refused=f"cannot open: {exc.strerror}")
         try:
@@ -127,6 +139,8 @@ class Spool:
                 return SpoolFile(name, refused="not a plain file with one link")
             if st.st_uid != self.owner:
                 return SpoolFile(name, refused=f"owned by uid {st.st_uid}, not the spool's owner")
+            if st.st_mode & 0o077:  # the writer makes 0600: this one it did not write
+                return SpoolFile(name, refused=f"mode {st.st_mode & 0o777:04o}, not 0600")
             if st.st_size > MAX_FILE:
                 return SpoolFile(name, refused="too large")
             data = os.read(fd, MAX_FILE + 1)
@@ -142,3 +156,83 @@ class Spool:
         if not ok:
             return SpoolFile(name, refused="not a spooled delivery")
         return SpoolFile(name, ident, tuple(tuple(r) for r in rows))
+
+
+@contextmanager
+def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Runs the block in one transaction that holds the write lock from its start.
+
+    The lock now, not at the first write: no deadlock upgrading a read lock later.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def ingest(
+    db: sqlite3.Connection,
+    directory: Path,
+    width: int,
+    done_table: str,
+    insert: str,
+    forget_before: int,
+    valid: Callable[[tuple[object, ...]], bool] = lambda row: True,
+) -> int:
+    """Moves the rows spooled in `directory` into the store; gives how many.
+
+    `insert` is the statement for one row of `width` values; `done_table` the
+    table of the ids taken in (``id TEXT PRIMARY KEY, at INTEGER``, made here
+    when missing).  Each file's id goes into it in the rows' transaction, so a
+    file ingested twice (a crash before its unlink, a copy put back, a reader
+    that may not unlink) counts once.  Ids taken in before `forget_before` are
+    forgotten.  A refused file, or one with a row `valid` rejects, is logged and
+    left in place.  Raises OSError (no spool: 0) or sqlite3.Error.
+    """
+    try:
+        spool = Spool(directory)
+    except FileNotFoundError:
+        return 0
+    added = 0
+    make_done = (
+        f"CREATE TABLE IF NOT EXISTS {done_table} (id TEXT PRIMARY KEY, at INTEGER NOT NULL)"
+    )
+    try:
+        batch: list[SpoolFile] = []
+        for got in itertools.chain(spool.files(width), (None,)):
+            if got is not None and not got.refused and not all(valid(r) for r in got.rows):
+                got = SpoolFile(got.name, refused="a row that is not one of this store's")
+            if got is not None and got.refused:
+                shown = log_value(got.name)  # a name in the spool: whoever planted it chose it
+                log.warning("spool %s/%s refused: %s", spool.directory, shown, got.refused)
+                continue
+            if got is not None:
+                batch.append(got)
+            if batch and (got is None or len(batch) >= INGEST_BATCH):
+                with immediate(db):  # one commit for many files
+                    db.execute(make_done)
+                    for done in batch:
+                        new = db.execute(
+                            f"INSERT OR IGNORE INTO {done_table} (id, at) VALUES (?, ?)",
+                            (done.ident, int(time.time())),
+                        ).rowcount
+                        if new:
+                            db.executemany(insert, done.rows)
+                            added += len(done.rows)
+                        else:  # a crash between commit and unlink left it, or a replay
+                            shown = log_value(done.name)
+                            log.info("spool %s/%s: taken in before, dropped", directory, shown)
+                for done in batch:
+                    with suppress(FileNotFoundError):
+                        spool.unlink(done.name)
+                batch = []
+        if added:
+            with immediate(db):
+                db.execute(make_done)
+                db.execute(f"DELETE FROM {done_table} WHERE at < ?", (forget_before,))
+    finally:
+        spool.close()
+    return added

@@ -17,20 +17,19 @@ report is built and hourly by a process that keeps the store open.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from classifier.aggregate.hints import store_hint
 from classifier.aggregate.rows import DkimEntry, Override, ReportRow, rows_from
-from classifier.aggregate.spool import Spool, SpoolFile, spool_dir, spool_rows
+from classifier.aggregate.spool import immediate, ingest, spool_dir, spool_rows
 from classifier.config import (
     DEFAULT_REPORT_STORE,
     ReportsConfig,
@@ -93,12 +92,8 @@ _COLUMNS = (
 )  # fmt: skip
 
 
-_INGEST_BATCH = 500  # spooled files a transaction
 _MARKS = ", ".join("?" for _ in (*_COLUMNS, "host"))
-# The ids of the spooled files taken in (spool.py); made when a spool is first ingested.
-_SPOOL_DONE_TABLE = (
-    "CREATE TABLE IF NOT EXISTS report_spool_done (id TEXT PRIMARY KEY, at INTEGER NOT NULL)"
-)
+_SPOOL_DONE = "report_spool_done"  # the ids of the spooled files taken in (spool.ingest)
 
 
 class StoreError(Exception):
@@ -263,15 +258,8 @@ class SqliteStore(ReportStore):
             raise
         return store
 
-    @contextmanager
-    def _transaction(self) -> Iterator[object]:
-        self.db.execute("BEGIN IMMEDIATE")  # the write lock now: no upgrade deadlock later
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[object]:
+        return immediate(self.db)
 
     def _version(self) -> int | None:
         try:
@@ -298,47 +286,13 @@ class SqliteStore(ReportStore):
     def ingest_spool(self, forget_before: int) -> int:
         """Moves the rows one-shot writers spooled (`spool`) into the store; gives how many.
 
-        Each file's id goes into report_spool_done in the rows' transaction, so
-        a file ingested twice (a crash before its unlink, a reader that may not
-        unlink) counts once.  Ids ingested before `forget_before` are forgotten.
-        Raises OSError or sqlite3.Error; a refused file is logged and left.
+        Each file counts once (`spool.ingest`); ids ingested before `forget_before`
+        are forgotten.  Raises OSError or sqlite3.Error; a refused file is logged and left.
         """
-        try:
-            spool = Spool(spool_dir(self.db_file))
-        except FileNotFoundError:
-            return 0
-        added = 0
         insert = f"INSERT INTO report_rows ({', '.join(_COLUMNS)}, host) VALUES ({_MARKS})"
-        try:
-            batch: list[SpoolFile] = []
-            for got in itertools.chain(spool.files(len(_COLUMNS) + 1), (None,)):
-                if got is not None and got.refused:
-                    log.warning("report spool %s/%s refused: %s", spool.directory, got.name,
-                                got.refused)  # fmt: skip
-                    continue
-                if got is not None:
-                    batch.append(got)
-                if batch and (got is None or len(batch) >= _INGEST_BATCH):
-                    with self._transaction():  # one commit for many files
-                        self.db.execute(_SPOOL_DONE_TABLE)
-                        for done in batch:
-                            new = self.db.execute(
-                                "INSERT OR IGNORE INTO report_spool_done (id, at) VALUES (?, ?)",
-                                (done.ident, int(time.time())),
-                            ).rowcount
-                            if new:  # not taken in before a crash left the file
-                                self.db.executemany(insert, done.rows)
-                                added += len(done.rows)
-                    for done in batch:
-                        with suppress(FileNotFoundError):
-                            spool.unlink(done.name)
-                    batch = []
-            if added:
-                with self._transaction():
-                    self.db.execute("DELETE FROM report_spool_done WHERE at < ?", (forget_before,))
-        finally:
-            spool.close()
-        return added
+        return ingest(
+            self.db, spool_dir(self.db_file), len(_COLUMNS) + 1, _SPOOL_DONE, insert, forget_before
+        )
 
 
 def _too_new(version: int) -> str:

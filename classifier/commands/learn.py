@@ -31,6 +31,7 @@ from classifier.config import Config, LearnConfig
 from classifier.errors import UsageError
 
 if TYPE_CHECKING:
+    from classifier.aggregate.deliveries import DeliveryStore
     from classifier.learning.proposals import Proposal
 
 MAX_MESSAGE = 64 * 1024 * 1024  # what learn keeps of a message; the rest is read and dropped
@@ -96,9 +97,9 @@ def record_move(args: argparse.Namespace, config: Config, data: bytes) -> bool:
     Only the delivery record our X-Authsieve names counts, never the message's
     headers: the user may have written the message into the folder (APPEND).
     """
-    from classifier.aggregate.deliveries import DeliveryStore
+    from classifier.aggregate.deliveries import DeliveryStore, retention_seconds
     from classifier.learning.moves import delivery_id_of, direction_of, move_of
-    from classifier.learning.store import LearningStore, retention_seconds
+    from classifier.learning.store import LearningStore
     from classifier.log import log, log_value
     from classifier.message import Message
 
@@ -116,9 +117,12 @@ def record_move(args: argparse.Namespace, config: Config, data: bytes) -> bool:
         log.info("%s: nothing learnt: no delivery id of ours in it", what)
         return False
     url = learn.store
+    since = int(now - retention_seconds(learn))
     with DeliveryStore.open(url, timeout=2.0) as deliveries:
+        # A move may come seconds after a pipe delivery that spooled its record.
+        take_in_spool(deliveries, since)
         record = deliveries.get(delivery_id)
-        deliveries.purge(int(now - retention_seconds(learn)))
+        deliveries.purge(since)
     if record is None:
         log.info("%s: nothing learnt: no delivery record %s", what, delivery_id)
         return False
@@ -131,14 +135,28 @@ def record_move(args: argparse.Namespace, config: Config, data: bytes) -> bool:
         return False
     with LearningStore.open(url, timeout=2.0) as store:
         added = store.record(move)
-        store.purge(int(now - retention_seconds(learn)))
+        store.purge(since)
     log.info(
         "learn: %s %s a message from %s (%s -> %s, delivery %s)%s",
-        log_value(move.user), move.direction, log_value(move.from_address or "(no From)"),
+        log_value(move.user), move.direction, log_value(move.record.from_address or "(no From)"),
         log_value(move.from_folder), log_value(move.to_folder), delivery_id,
         "" if added else ": counted before",
     )  # fmt: skip
     return added
+
+
+def take_in_spool(deliveries: DeliveryStore, forget_before: int) -> None:
+    """Takes in the records one-shot deliveries spooled; what fails is logged.
+
+    Records that reached the store (another learn may have taken the spool in) are
+    still found: learning goes on without the spool.
+    """
+    from classifier.log import log, log_value
+
+    try:
+        deliveries.ingest_spool(forget_before)
+    except (OSError, sqlite3.Error) as exc:  # a spool refused as a whole, a lock held too long
+        log.warning("learn: spool of %s not taken in: %s", deliveries.path, log_value(str(exc)))
 
 
 def _learn_of(config: Config) -> LearnConfig:
@@ -201,10 +219,10 @@ def logging_shutdown() -> None:
 
 
 def _proposals(config: Config) -> list[Proposal]:
-    from classifier.aggregate.deliveries import DeliveryStore
+    from classifier.aggregate.deliveries import DeliveryStore, retention_seconds
     from classifier.aggregate.store import StoreError
     from classifier.learning.proposals import Thresholds, propose
-    from classifier.learning.store import LearningStore, retention_seconds
+    from classifier.learning.store import LearningStore
 
     learn = _learn_of(config)
     url = learn.store
@@ -215,6 +233,7 @@ def _proposals(config: Config) -> list[Proposal]:
             store.purge(since)
             moves = list(store.moves())
         with as_store_owner(url), DeliveryStore.open(url) as records:
+            take_in_spool(records, since)  # deliveries pipe processes spooled
             records.purge(since)
             deliveries = list(records.records())
     except (OSError, sqlite3.Error, StoreError) as exc:

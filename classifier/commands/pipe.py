@@ -219,7 +219,7 @@ def cmd_pipe(args: argparse.Namespace | SimpleNamespace, config: Config) -> int:
     if config.learn is not None:  # the delivery record `learn` believes (issue 17)
         from classifier.aggregate.deliveries import delivery_recorder
 
-        note = delivery_recorder(config.learn)
+        note = delivery_recorder(config.learn, one_shot=True)  # spooled: no WAL
     outcome = check_and_annotate(
         data, settings, resolver, config.policies, Hints(**hints), user, record, note
     )

@@ -444,7 +444,7 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
         Hints(**hints),
         recipient,
         recorder(config.reports, one_shot=True),
-        delivery_recorder(config.learn),
+        delivery_recorder(config.learn, one_shot=True),
     )
     log.info(
         "filtered to=%s %s (%.0f ms)",

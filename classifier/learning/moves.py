@@ -1,4 +1,4 @@
-"""One move of a message by a user, with the facts its delivery record holds.
+"""One move of a message by a user, holding the delivery record the message names.
 
 A message a user drags out of Junk or Quarantine ("rescued") or into Junk
 ("junked") names its delivery in our X-Authsieve (``delivery=…``, above the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from classifier.aggregate.deliveries import DeliveryRecord, valid_delivery_id
 from classifier.auth.facts import HEADER_NAME, parse_header_value, safe_domain
@@ -30,41 +30,30 @@ _IGNORED = frozenset({"trash", "deleted messages", "deleted items"})
 
 @dataclass(frozen=True)
 class Move:
-    """One message moved by one user, with the facts its delivery record holds."""
+    """One message moved by one user: which way, and the delivery record it names."""
 
     key: str  # digest of delivery id and user: the last direction counts
     at: int  # when it was moved, seconds since the epoch
-    user: str  # the recipient address of the delivery record (else the login)
     from_folder: str
     to_folder: str
     direction: str  # RESCUED | JUNKED
-    delivery_id: str
-    message_id: str  # as delivery recorded it: sender-written, shown escaped
-    verdict: str  # what authsieve had decided
-    rules: tuple[str, ...]  # the policy keys that filed it (spf_fail, blocked_action, …)
-    reasons: str
-    spf: str
-    dkim: str
-    dmarc: str
-    from_auth: bool
-    forwarded: bool
-    allowed: bool
-    from_address: str
-    from_domain: str
-    mailfrom: str  # the envelope sender
-    mailfrom_domain: str
-    client_ip: str
-    client_rdns: str
-    client_helo: str
-    spf_hop: str  # the client whose SPF failed: reverse name, else IP ("" when SPF did not fail)
-    dkim_domains: tuple[str, ...]  # d= of every passing DKIM signature
-    arc_sealers: tuple[str, ...]  # d= of the ARC sealers of a passing chain
+    record: DeliveryRecord  # what delivery found: the only evidence a move carries
+
+    @property
+    def user(self) -> str:
+        """The recipient the delivery record names, as a login is compared with it."""
+        return normalize_login(self.record.user)
+
+    @property
+    def delivery_id(self) -> str:
+        return self.record.id
 
     def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        for name in ("rules", "dkim_domains", "arc_sealers"):
-            d[name] = list(d[name])
-        return d
+        return {
+            "key": self.key, "at": self.at, "user": self.user, "from_folder": self.from_folder,
+            "to_folder": self.to_folder, "direction": self.direction,
+            "record": self.record.to_dict(),
+        }  # fmt: skip
 
 
 def normalize_login(name: str) -> str:
@@ -134,19 +123,11 @@ def move_of(
     direction = direction_of(from_folder, to_folder)
     if not direction or not same_user(login, record.user):
         return None
-    facts = record.to_dict()
-    for name in ("id", "at", "user"):
-        del facts[name]
-    for name in ("rules", "dkim_domains", "arc_sealers"):
-        facts[name] = tuple(facts[name])  # type: ignore[arg-type]
-    user = normalize_login(record.user)
     return Move(
-        key=move_key(record.id, user),
+        key=move_key(record.id, record.user),
         at=now,
-        user=user,
         from_folder=from_folder[:200],
         to_folder=to_folder[:200],
         direction=direction,
-        delivery_id=record.id,
-        **facts,  # type: ignore[arg-type]
+        record=record,
     )

@@ -97,13 +97,13 @@ def _allow(moves: list[Move], policies: Policies, t: Thresholds) -> list[Proposa
     rescued: dict[str, list[Move]] = defaultdict(list)
     junked: set[tuple[str, str]] = set()
     for m in moves:
-        if m.direction == RESCUED and m.from_address:
-            rescued[m.from_address].append(m)
-        elif m.direction == JUNKED and m.from_address:
-            junked.add((m.user, m.from_address))
+        if m.direction == RESCUED and m.record.from_address:
+            rescued[m.record.from_address].append(m)
+        elif m.direction == JUNKED and m.record.from_address:
+            junked.add((m.user, m.record.from_address))
     out = []
     for address, group in sorted(rescued.items()):
-        if not all(m.from_auth for m in group):
+        if not all(m.record.from_auth for m in group):
             continue  # one unauthenticated copy: the address proves nothing
         users = sorted({m.user for m in group} - {u for u, a in junked if a == address})
         kept = [m for m in group if m.user in users]
@@ -138,8 +138,8 @@ def _allow(moves: list[Move], policies: Policies, t: Thresholds) -> list[Proposa
 
 
 def _auth_words(m: Move) -> list[str]:
-    words = [f"DKIM {d}" for d in m.dkim_domains]
-    if m.dmarc == "pass":
+    words = [f"DKIM {d}" for d in m.record.dkim_domains]
+    if m.record.dmarc == "pass":
         words.append("DMARC pass")
     return words
 
@@ -147,8 +147,9 @@ def _auth_words(m: Move) -> list[str]:
 def _examples(moves: list[Move], n: int = 3) -> tuple[str, ...]:
     """Gives an evidence line for each move: all of them, or the first n and how many in all."""
     lines = [
-        f"{m.user}: {m.from_folder} -> {m.to_folder}, {m.message_id or '(no Message-ID)'},"
-        f" verdict {m.verdict or '?'}" + (f" ({', '.join(m.rules)})" if m.rules else "")
+        f"{m.user}: {m.from_folder} -> {m.to_folder}, {m.record.message_id or '(no Message-ID)'},"
+        f" verdict {m.record.verdict or '?'}"
+        + (f" ({', '.join(m.record.rules)})" if m.record.rules else "")
         for m in moves
     ]
     if len(lines) > n:
@@ -172,26 +173,28 @@ def _org(domain: str) -> str:
 def _forwarders(moves: list[Move], policy: Policy, t: Thresholds) -> list[Proposal]:
     hops: dict[str, list[Move]] = defaultdict(list)
     for m in moves:
-        if m.direction == RESCUED and m.spf_hop:
-            hops[m.spf_hop].append(m)
+        if m.direction == RESCUED and m.record.spf_hop:
+            hops[m.record.spf_hop].append(m)
     known = {f.lower() for f in policy.trusted_forwarders}
     out = []
     for hop, group in sorted(hops.items()):
         users = sorted({m.user for m in group})
         if hop in known or len(group) < t.min_messages or len(users) < t.min_users:
             continue
-        if not all(m.dkim_domains or m.arc_sealers for m in group):
+        if not all(m.record.dkim_domains or m.record.arc_sealers for m in group):
             continue  # a hop that breaks SPF of mail nobody signed may be the forger
-        upstream = sorted({d for m in group for d in (*m.dkim_domains, *m.arc_sealers)})
+        upstream = sorted(
+            {d for m in group for d in (*m.record.dkim_domains, *m.record.arc_sealers)}
+        )
         # A sender's own relay (relay.atk.test for DKIM d=atk.test) forwards nothing: the
         # hop must belong to another organisation than every signer and envelope sender.
         # A hop known only by its IP (no reverse name) has no Organizational Domain to compare.
         hop_org = "" if _is_ip(hop) else _org(hop)
         signers = {_org(d) for d in upstream}
-        senders = {_org(m.mailfrom_domain) for m in group if m.mailfrom_domain}
+        senders = {_org(m.record.mailfrom_domain) for m in group if m.record.mailfrom_domain}
         if not hop_org or hop_org in signers | senders:
             continue
-        results = sorted({m.spf for m in group})
+        results = sorted({m.record.spf for m in group})
         out.append(
             Proposal(
                 "trust_forwarder", "", "trusted_forwarders", hop, len(group), tuple(users),
@@ -212,10 +215,12 @@ def _suffixes(
 ) -> list[Proposal]:
     """Block proposals: a top-level suffix only when the delivery records show that nearly
     all its mail was moved into Junk, else the registrable domains (the ``.net`` case)."""
-    junked = [m for m in moves if m.direction == JUNKED and m.from_domain]
+    junked = [m for m in moves if m.direction == JUNKED and m.record.from_domain]
     if not junked:
         return []
-    rescued = {m.from_domain for m in moves if m.direction == RESCUED and m.from_domain}
+    rescued = {
+        m.record.from_domain for m in moves if m.direction == RESCUED and m.record.from_domain
+    }
     moved = {m.delivery_id for m in moves}
     blocked = [s for s in (normalize_suffix(x) for x in policy.blocked_domain_suffixes) if s]
 
@@ -223,7 +228,7 @@ def _suffixes(
         """Gives the junked moves, deliveries and untouched inbox deliveries under suffix."""
         if any(suffix_matches(d, suffix) for d in rescued):
             return None
-        group = [m for m in junked if suffix_matches(m.from_domain, suffix)]
+        group = [m for m in junked if suffix_matches(m.record.from_domain, suffix)]
         under = [r for r in deliveries if suffix_matches(r.from_domain, suffix)]
         ids = {r.id for r in under} | {m.delivery_id for m in group}
         untouched = sum(1 for r in under if r.verdict == "inbox" and r.id not in moved)
@@ -240,10 +245,16 @@ def _suffixes(
 
     out = []
     done: set[str] = set()
-    for tld in sorted({m.from_domain.rsplit(".", 1)[-1] for m in junked}):
+    for tld in sorted({m.record.from_domain.rsplit(".", 1)[-1] for m in junked}):
         if any(suffix_matches(tld, b) for b in blocked):
             continue
-        orgs = sorted({_org(m.from_domain) for m in junked if suffix_matches(m.from_domain, tld)})
+        orgs = sorted(
+            {
+                _org(m.record.from_domain)
+                for m in junked
+                if suffix_matches(m.record.from_domain, tld)
+            }
+        )
         weighed = weigh(tld)
         if len(orgs) > 1 and weighed and enough(*weighed):
             group, total, untouched = weighed
@@ -261,7 +272,7 @@ def _suffixes(
 
 
 def _block(kind: str, value: str, group: list[Move], total: int, untouched: int) -> Proposal:
-    domains = sorted({m.from_domain for m in group})
+    domains = sorted({m.record.from_domain for m in group})
     what = "suffix" if kind == "block_suffix" else "domain"
     return Proposal(
         kind, "", "blocked_domain_suffixes", value, len(group),
@@ -279,7 +290,7 @@ def _rules(
     rescued: dict[str, list[Move]] = defaultdict(list)
     for m in moves:
         if m.direction == RESCUED:
-            for rule in m.rules:
+            for rule in m.record.rules:
                 if rule in RELAXABLE:
                     rescued[rule].append(m)
     out = []

@@ -7,56 +7,61 @@ writable by that user, and by the one delivery runs as (the delivery records,
 `classifier.aggregate.deliveries`, share the file).  A move is one row under
 its key (delivery id, user): the same message moved twice the same way counts
 once, and moved back the other way, the last direction counts (a message
-rescued and then put back into Junk was not rescued).  Rows older than ``retention_days`` (default
-180) are deleted whenever a move is recorded or proposals are made.
+rescued and then put back into Junk was not rescued).  A row is the move's
+own columns and its delivery record's (`classifier.aggregate.deliveries`).
+Rows older than ``retention_days`` (default 180) are deleted whenever a move
+is recorded or proposals are made.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import fields
 
+from classifier.aggregate.deliveries import COLUMNS, column_type, record_from, values_of
 from classifier.aggregate.store import open_sqlite
-from classifier.config import LearnConfig
 from classifier.learning.moves import Move
 
-_COLUMNS = tuple(f.name for f in fields(Move))
-_LISTS = ("rules", "dkim_domains", "arc_sealers")
-_FLAGS = ("from_auth", "forwarded", "allowed")
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS learned_moves ("
-    + ", ".join(
-        f"{c} {'INTEGER' if c in ('at', *_FLAGS) else 'TEXT'} NOT NULL"
-        + (" PRIMARY KEY" if c == "key" else "")
-        for c in _COLUMNS
+# A move's own columns, then its delivery record's, as the deliveries table has them
+# (the record's id and time under names of their own).
+_MOVE = ("key", "at", "from_folder", "to_folder", "direction")
+_RECORD = tuple({"id": "delivery_id", "at": "delivered_at"}.get(c, c) for c in COLUMNS)
+_COLUMNS = (*_MOVE, *_RECORD)
+
+
+def _column(name: str, record_column: str) -> str:
+    # delivered_at came later: a store from before gets it, 0 for its moves (LearningStore.open)
+    return f"{name} {column_type(record_column)} NOT NULL" + (
+        " DEFAULT 0" if name == "delivered_at" else ""
     )
+
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS learned_moves (key TEXT NOT NULL PRIMARY KEY, at INTEGER NOT NULL,"
+    " from_folder TEXT NOT NULL, to_folder TEXT NOT NULL, direction TEXT NOT NULL, "
+    + ", ".join(_column(n, c) for n, c in zip(_RECORD, COLUMNS, strict=True))
     + ");\nCREATE INDEX IF NOT EXISTS learned_moves_at ON learned_moves (at);\n"
 )
+_ADD_DELIVERED_AT = f"ALTER TABLE learned_moves ADD COLUMN {_column('delivered_at', 'at')}"
 
 
 def _values(move: Move) -> tuple[object, ...]:
-    d = move.to_dict()
-    for name in _LISTS:
-        d[name] = json.dumps(d[name])
-    for name in _FLAGS:
-        d[name] = int(bool(d[name]))
-    return tuple(d[c] for c in _COLUMNS)
+    return (move.key, move.at, move.from_folder, move.to_folder, move.direction,
+            *values_of(move.record))  # fmt: skip
 
 
 def _move(values: sqlite3.Row | tuple[object, ...]) -> Move:
-    d: dict[str, object] = dict(zip(_COLUMNS, tuple(values), strict=True))
-    for name in _LISTS:
-        d[name] = tuple(json.loads(str(d[name])))
-    for name in _FLAGS:
-        d[name] = bool(d[name])
-    return Move(**d)  # type: ignore[arg-type]
-
-
-def retention_seconds(learn: LearnConfig) -> float:
-    """Gives how long moves are kept, in seconds ([learn] retention_days)."""
-    return learn.retention_days * 86400
+    row = tuple(values)
+    at = row[1]
+    assert isinstance(at, int)  # an INTEGER NOT NULL column
+    return Move(
+        key=str(row[0]),
+        at=at,
+        from_folder=str(row[2]),
+        to_folder=str(row[3]),
+        direction=str(row[4]),
+        record=record_from(row[len(_MOVE) :]),
+    )
 
 
 class LearningStore:
@@ -67,7 +72,15 @@ class LearningStore:
 
     @classmethod
     def open(cls, url: str, timeout: float = 5.0) -> LearningStore:
-        return cls(open_sqlite(url, _SCHEMA, timeout))
+        db = open_sqlite(url, _SCHEMA, timeout)
+        try:
+            if "delivered_at" not in {r[1] for r in db.execute("PRAGMA table_info(learned_moves)")}:
+                db.execute(_ADD_DELIVERED_AT)
+        except sqlite3.OperationalError as exc:  # another process added it meanwhile
+            if "duplicate column" not in str(exc):
+                db.close()
+                raise
+        return cls(db)
 
     def close(self) -> None:
         self.db.close()

@@ -1,0 +1,247 @@
+"""One-shot deliveries spool their learning record; learn takes it in before it looks (issue 17).
+
+The spool is the report store's (`classifier.aggregate.spool`, tests/test_aggregate_spool.py):
+here, that a pipe delivery's record waits there, that a move right after it is learnt,
+and that a spooled file nobody's writer made (a symlink, another owner, a wrong mode,
+an id taken in before, a row that is no record) teaches nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from classifier.aggregate import deliveries
+from classifier.aggregate.deliveries import DeliveryStore, delivery_recorder, record_delivery
+from classifier.aggregate.spool import spool_dir
+from classifier.config import load_config
+from classifier.envelope.trust import Hints
+from classifier.evaluate import Evaluation, check_and_annotate
+from classifier.lookup.resolver import make_resolver
+from tests.conftest import ROOT
+from tests.helpers import NOBODY
+from tests.test_learning import DEMO, ZONE, _learn, learn, learn_config, logged, stored
+
+__all__ = ["logged"]  # the fixture, used by name
+
+RCPT = "alice@family.example"
+
+
+def spooled(config: Path) -> list[Path]:
+    """Gives the whole files in the learning store's spool, by name."""
+    spool = spool_dir(Path(_learn(config).store.removeprefix("sqlite:")))
+    if not spool.exists():
+        return []
+    return sorted(p for p in spool.iterdir() if not p.name.startswith("."))
+
+
+def deliver_one_shot(config: Path, data: bytes) -> bytes:
+    """Gives the message as a pipe process annotates it, its record spooled."""
+    loaded = load_config(config)
+    out = check_and_annotate(
+        data, loaded.engine, make_resolver(dns_zone=ZONE), loaded.policies,
+        Hints(recipient=RCPT), RCPT, note=delivery_recorder(loaded.learn, one_shot=True),
+    )  # fmt: skip
+    return out.data
+
+
+def delivery_id(data: bytes) -> str:
+    found = re.search(rb";\s+delivery=([a-z2-7]{20})", data)
+    assert found is not None
+    return found.group(1).decode()
+
+
+def _one_shot_argv(how: str, config: Path) -> list[str]:
+    """Gives the command line of a one-shot delivery: pipe as Postfix runs it, or the filter."""
+    if how == "pipe":
+        tail = ["--dns-zone", str(ZONE), "--recipient", RCPT, "--deliver", "stdout"]
+    else:  # as the LMTP filter's Sieve script runs it: recipient, then sender
+        tail = ["--dns-zone", str(ZONE), "--", RCPT, "x@example.net"]
+    return [sys.executable, "-m", "classifier.commands.main", how, "--config", str(config), *tail]
+
+
+@pytest.mark.parametrize("how", ["pipe", "filter"])
+def test_a_one_shot_deliverys_record_waits_in_the_spool_and_a_move_right_after_is_learnt(
+    how: str, tmp_path: Path
+) -> None:
+    config = learn_config(tmp_path)
+    proc = subprocess.run(
+        _one_shot_argv(how, config), input=DEMO.read_bytes(), capture_output=True, cwd=ROOT,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    named = delivery_id(proc.stdout)
+    [file] = spooled(config)
+    assert file.stat().st_mode & 0o777 == 0o600
+    assert file.parent.stat().st_mode & 0o777 == 0o700
+    [row] = json.loads(file.read_bytes())["rows"]
+    assert row[0] == named and RCPT in row  # the record, by the id X-Authsieve carries
+    assert not (tmp_path / "learning" / "moves.db").exists()  # the process made no database
+    assert learn(config, proc.stdout, RCPT, "Junk", "INBOX", tmp_path) == 0
+    [move] = stored(config)
+    assert (move.delivery_id, move.user, move.record.client_ip) == (named, RCPT, "203.0.113.150")
+    assert spooled(config) == []  # taken in, then unlinked
+
+
+def _forge_symlink(file: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.json"
+    file.rename(outside)
+    file.symlink_to(outside)
+
+
+def _forge_owner(file: Path, tmp_path: Path) -> None:
+    os.chown(file, *NOBODY)
+
+
+def _forge_mode(file: Path, tmp_path: Path) -> None:
+    file.chmod(0o644)
+
+
+def _forge_row(file: Path, tmp_path: Path) -> None:
+    doc = json.loads(file.read_bytes())
+    doc["rows"][0][1] = "yesterday"  # `at`: a record's is an integer
+    file.write_text(json.dumps(doc))
+
+
+FORGERIES = {
+    "symlink": (_forge_symlink, "cannot open"),
+    "foreign owner": (_forge_owner, f"owned by uid {NOBODY[0]}"),
+    "mode 0644": (_forge_mode, "mode 0644, not 0600"),
+    "not a record": (_forge_row, "a row that is not one of this store's"),
+}
+
+
+@pytest.mark.parametrize("kind", FORGERIES)
+def test_a_forged_spool_file_teaches_nothing(
+    kind: str, tmp_path: Path, logged: io.StringIO
+) -> None:
+    forge, why = FORGERIES[kind]
+    if kind == "foreign owner" and os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    config = learn_config(tmp_path)
+    data = deliver_one_shot(config, DEMO.read_bytes())
+    [file] = spooled(config)
+    forge(file, tmp_path)
+    assert learn(config, data, RCPT, "Junk", "INBOX", tmp_path) == 0
+    assert stored(config) == []
+    said = logged.getvalue()
+    assert f"{file.name} refused: {why}" in said, said
+    assert f"no delivery record {delivery_id(data)}" in said
+    assert file.is_symlink() or file.exists()  # left for the admin to look at
+
+
+def test_a_replayed_spool_id_teaches_nothing(tmp_path: Path, logged: io.StringIO) -> None:
+    config = learn_config(tmp_path)
+    first = deliver_one_shot(config, DEMO.read_bytes())
+    [taken] = spooled(config)
+    kept = taken.read_bytes()
+    assert learn(config, first, RCPT, "Junk", "INBOX", tmp_path) == 0  # takes it in
+    assert len(stored(config)) == 1 and spooled(config) == []
+    # Another delivery's record under the id of the file taken in before: dropped.
+    second = deliver_one_shot(
+        config, DEMO.read_bytes().replace(b"Message-ID: <", b"Message-ID: <2")
+    )
+    [file] = spooled(config)
+    doc = json.loads(file.read_bytes())
+    doc["id"] = json.loads(kept)["id"]
+    file.write_text(json.dumps(doc))
+    assert learn(config, second, RCPT, "Junk", "INBOX", tmp_path) == 0
+    assert len(stored(config)) == 1  # the first move only
+    assert f"no delivery record {delivery_id(second)}" in logged.getvalue()
+    assert "taken in before, dropped" in logged.getvalue()
+    assert spooled(config) == []  # consumed, not left to be tried again
+    # The first file put back (a crash between commit and unlink does this) adds nothing.
+    taken.write_bytes(kept)
+    taken.chmod(0o600)
+    with DeliveryStore.open(_learn(config).store) as store:
+        assert store.ingest_spool(0) == 0
+        assert len(list(store.records())) == 1
+
+
+def test_a_spool_others_may_write_is_not_read_and_learn_goes_on(
+    tmp_path: Path, logged: io.StringIO
+) -> None:
+    config = learn_config(tmp_path)
+    data = deliver_one_shot(config, DEMO.read_bytes())
+    [file] = spooled(config)
+    file.parent.chmod(0o777)
+    assert learn(config, data, RCPT, "Junk", "INBOX", tmp_path) == 0
+    assert stored(config) == []
+    assert "not taken in: " in logged.getvalue() and "writable by group or others" in (
+        logged.getvalue()
+    )
+    assert file.exists()
+
+
+def test_suggest_takes_the_spool_in(tmp_path: Path) -> None:
+    from classifier.commands.main import main
+
+    config = learn_config(tmp_path)
+    data = deliver_one_shot(config, DEMO.read_bytes())
+    with __import__("contextlib").redirect_stdout(io.StringIO()):
+        assert main(["suggest", "--json", "--config", str(config)]) == 0
+    assert spooled(config) == []
+    with DeliveryStore.open(_learn(config).store) as store:
+        assert store.get(delivery_id(data)) is not None
+
+
+def test_a_process_that_keeps_delivering_takes_the_spool_in_hourly(tmp_path: Path) -> None:
+    config = learn_config(tmp_path)
+    spooled_data = deliver_one_shot(config, DEMO.read_bytes())
+    learn_table = _learn(config)
+    loaded = load_config(config)
+    got: list[Evaluation] = []
+    check_and_annotate(
+        DEMO.read_bytes(), loaded.engine, make_resolver(dns_zone=ZONE), loaded.policies,
+        Hints(recipient=RCPT), RCPT, record=got.append,
+    )  # fmt: skip
+    deliveries._last_ingest.pop(learn_table.store, None)
+    assert record_delivery(learn_table, got[0], "bbbbbbbbbbbbbbbbbbbb", RCPT, b"")  # serve's first
+    assert spooled(config) == []
+    deliver_one_shot(config, DEMO.read_bytes())
+    assert record_delivery(
+        learn_table, got[0], "cccccccccccccccccccc", RCPT, b""
+    )  # within the hour
+    assert len(spooled(config)) == 1
+    with DeliveryStore.open(learn_table.store) as store:
+        ids = {r.id for r in store.records()}
+    assert ids == {delivery_id(spooled_data), "b" * 20, "c" * 20}
+
+
+def test_many_learn_processes_at_once_take_the_spool_in_once_and_quietly(tmp_path: Path) -> None:
+    # A user who moves many messages starts as many learn processes: each takes the
+    # spool in before it looks, so files vanish under the others.  None is refused.
+    config = learn_config(tmp_path)
+    moved = []
+    for n in range(12):
+        data = DEMO.read_bytes().replace(b"Message-ID: <", f"Message-ID: <{n}.".encode(), 1)
+        moved.append(deliver_one_shot(config, data))
+    assert len(spooled(config)) == 12
+    procs = []
+    for n, data in enumerate(moved[:8]):
+        path = tmp_path / f"moved-{n}.eml"
+        path.write_bytes(data)
+        argv = [sys.executable, "-m", "classifier.commands.main", "learn", "--config",
+                str(config), "--user", RCPT, "--from-folder", "Junk", "--to-folder", "INBOX",
+                "--foreground", str(path)]  # fmt: skip
+        procs.append(
+            subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
+    said = ""
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        said += out.decode()
+        assert proc.returncode == 0, out
+    assert sorted(m.delivery_id for m in stored(config)) == sorted(map(delivery_id, moved[:8]))
+    assert spooled(config) == []
+    with DeliveryStore.open(_learn(config).store) as store:
+        assert len(list(store.records())) == 12
+    said += (tmp_path / "log").read_text()
+    assert "refused" not in said and "not taken in" not in said, said
