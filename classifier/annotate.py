@@ -38,6 +38,7 @@ from classifier.names import DOT_ATOM, LDH_DOMAIN, quoted_string
 # RFC 2045 §5.1 token: any CHAR except SPACE, CTLs and tspecials.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
 _RECEIVER = lazy(r"receiver\s*=\s*(\"[^\"]*\"|[^;\s]+)", re.IGNORECASE)
+_COMMENT_SPECIAL = lazy(r"([()\\])")
 _OUR_NAMES = ("authentication-results", "received-spf", HEADER_NAME.lower())
 
 
@@ -68,7 +69,7 @@ def ar_value(text: str) -> str:
 def ar_comment(text: str) -> str:
     """Gives text safe inside a comment: parentheses and backslashes escaped (RFC 5322 §3.2.2)."""
     flat = " ".join(text.split())
-    return re.sub(r"([()\\])", r"\\\1", flat)
+    return _COMMENT_SPECIAL.sub(r"\\\1", flat)
 
 
 def _skip_cfws(value: str, i: int) -> int:
@@ -232,22 +233,43 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
     return str(header).split(":", 1)[1].strip()
 
 
-# A quoted-string with its quoted-pairs (RFC 5322 §3.2.4), or the "; " between two parts.
-_QUOTED_OR_SEPARATOR = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|; ', re.DOTALL)
+# RFC 5322 §3.2.4: a quoted-string holds qtext and quoted-pairs.  Text whose quoted-strings
+# are all closed, and the rest of an open quoted-string up to its closing quote.
+_CLOSED = re.compile(r'[^"]*(?:"(?:[^"\\]|\\.)*"[^"]*)*', re.DOTALL)
+_QUOTED_TAIL = re.compile(r'(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 def _split_outside_quotes(value: str) -> list[str]:
-    """Gives value split at "; " wherever that is not inside a quoted-string."""
+    """Gives value split at "; " wherever that is not inside a quoted-string.
+
+    A quoted-string runs to its closing quote, or to the end when unclosed.
+    The value is split at every "; " first; a piece that leaves a quoted-string
+    open is joined with the next ones until it closes, each piece read once.
+    """
+    pieces = value.split("; ")
     if '"' not in value:
-        return value.split("; ")  # no quoted-string: every "; " separates
+        return pieces  # no quoted-string: every "; " separates
     parts: list[str] = []
-    start = 0
-    # A quoted-string (to its closing quote, or to the end when unclosed) is skipped whole.
-    for match in _QUOTED_OR_SEPARATOR.finditer(value):
-        if match.group() == "; ":
-            parts.append(value[start : match.start()])
-            start = match.end()
-    parts.append(value[start:])
+    held: list[str] = []  # the pieces of a part whose quoted-string is still open
+    for piece in pieces:
+        rest = piece
+        if held:
+            # Inside the open quoted-string ("; " was qtext, or its ";" a quoted-pair).
+            closing = _QUOTED_TAIL.match(piece)
+            if closing is None:
+                held.append(piece)
+                continue
+            rest = piece[closing.end() :]
+        if '"' in rest and not _CLOSED.fullmatch(rest):
+            held.append(piece)
+        elif held:
+            held.append(piece)
+            parts.append("; ".join(held))
+            held = []
+        else:
+            parts.append(piece)
+    if held:
+        parts.append("; ".join(held))
     return parts
 
 
@@ -263,7 +285,10 @@ def fold(name: str, value: str, eol: bytes) -> bytes:
         else:
             line += "; " + part
     lines.append(line)
-    return eol.join(x.encode("utf-8", "surrogateescape") for x in lines) + eol
+    # One encode of the joined text: the codec works character by character, so the
+    # bytes are those of each line encoded and joined.
+    end = eol.decode("utf-8", "surrogateescape")
+    return (end.join(lines) + end).encode("utf-8", "surrogateescape")
 
 
 def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str) -> bytes:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import authres
 import dkim
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from classifier.annotate import annotate, ar_value, authserv_id_of, defuse
+from classifier.annotate import (
+    _split_outside_quotes,
+    annotate,
+    ar_value,
+    authserv_id_of,
+    defuse,
+)
 from classifier.auth.checks import facts_from, run_checks
 from classifier.auth.facts import parse_header_value, render_header_value
 from classifier.config import config_from_dict
@@ -257,3 +266,22 @@ def test_control_characters_of_a_mail_from_never_reach_authentication_results(
 
 def test_ar_value_turns_control_characters_into_question_marks() -> None:
     assert ar_value("a\x1bb\x00c@x.example") == "a?b?c@x.example"
+
+
+_SEPARATOR_OR_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|; ', re.DOTALL)
+
+
+def _split_reference(value: str) -> list[str]:
+    """The plain reading: scan left to right, skip each quoted-string whole, split at "; "."""
+    parts, start = [], 0
+    for match in _SEPARATOR_OR_QUOTED.finditer(value):
+        if match.group() == "; ":
+            parts.append(value[start : match.start()])
+            start = match.end()
+    return [*parts, value[start:]]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet='ab; "\\\r\n()=', max_size=60))
+def test_fold_splits_only_outside_quoted_strings(value: str) -> None:
+    assert _split_outside_quotes(value) == _split_reference(value)

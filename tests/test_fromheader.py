@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifier.auth.fromheader import first_mailbox, from_domains, normalize_domain
+from classifier.auth.fromheader import _tokens, first_mailbox, from_domains, normalize_domain
 
 # Pieces that steer the tokenizer into every branch, unbalanced ones included.
 _PIECES = ["a", "b.example", "@", "<", ">", "(", ")", '"', "\\", "[", "]", ",", ";", ":", " "]
@@ -50,3 +50,56 @@ def test_any_from_value_gives_an_answer(value: str) -> None:
     domain = mailbox.rpartition("@")[2]
     if mailbox and not domain.startswith("["):  # an address literal is no DMARC domain
         assert domain in domains
+
+
+def _tokens_reference(value: str) -> list[tuple[str, str, bool]]:
+    """The character-by-character reading of RFC 5322 §3.2 tokens, comments dropped."""
+    out, i, n, spaced = [], 0, len(value), False
+    while i < n:
+        ch = value[i]
+        if ch.isspace() or ch == ")":
+            spaced, i = True, i + 1
+        elif ch == "(":
+            depth, i = 1, i + 1
+            while i < n and depth:
+                if value[i] == "\\":
+                    i += 1
+                elif value[i] == "(":
+                    depth += 1
+                elif value[i] == ")":
+                    depth -= 1
+                i += 1
+            spaced = True
+        elif ch == '"':
+            j, chars = i + 1, []
+            while j < n and value[j] != '"':
+                if value[j] == "\\" and j + 1 < n:
+                    j += 1
+                chars.append(value[j])
+                j += 1
+            out.append(("quoted", "".join(chars), spaced))
+            i, spaced = j + 1, False
+        elif ch == "[":
+            j = value.find("]", i)
+            j = n - 1 if j < 0 else j
+            out.append(("literal", value[i : j + 1], spaced))
+            i, spaced = j + 1, False
+        elif ch in "<>,;:@[]":
+            out.append(("special", ch, spaced))
+            i, spaced = i + 1, False
+        else:
+            j = i
+            while j < n and not value[j].isspace() and value[j] not in '<>,;:@[]()"':
+                j += 1
+            out.append(("atom", value[i:j], spaced))
+            i, spaced = j, False
+    return out
+
+
+@settings(max_examples=1500)
+@given(
+    st.text(alphabet='ab.@<>,;:[]()"\\ \t\r\n\u00a0\u2028\u3000é', max_size=40)
+    | st.lists(st.sampled_from(_PIECES), max_size=12).map("".join)
+)
+def test_tokens_read_as_the_character_by_character_reading(value: str) -> None:
+    assert [tuple(t) for t in _tokens(value)] == _tokens_reference(value)

@@ -56,6 +56,11 @@ class _ChainVerifier(dkim.ARC):
             )
         body_at = len(data) if end is None else end[1]
         self._signed = SignedMessage(self.headers, data, body_at)
+        # dkimpy's walk reads the ARC fields only (it canonicalises every field it holds,
+        # then keeps those whose name, read as its relaxed canonicalisation reads it, is
+        # an ARC one): hand it those.  The signatures are checked by `verify_sig` on
+        # the whole message, above.
+        self.headers = [f for f in self.headers if f[0].lower().rstrip() in dkim.ARC.ARC_HEADERS]
 
     def verify_sig(
         self,

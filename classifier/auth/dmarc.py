@@ -44,8 +44,7 @@ from classifier.auth.dmarc_discovery import (
     Discovery,
     OrgDomains,
     author_exists,
-    discover_7489,
-    discover_9989,
+    discover,
 )
 from classifier.auth.dmarc_record import MODES, DmarcRecord
 from classifier.auth.fromheader import from_domains, normalize_domain
@@ -264,7 +263,7 @@ def _evaluate(
         )
 
     try:
-        found = discover_7489(author, dns) if mode == "rfc7489" else discover_9989(author, dns)
+        found = discover(author, dns, mode)
     except DnsTempError as exc:
         return early(Result.TEMPERROR, f"DNS temporary failure at {exc.qname}: {exc.reason}")
     org = found.org_domain
@@ -375,7 +374,7 @@ def discover_first(
         return
     for author in list(dict.fromkeys(domains))[:MAX_AUTHOR_DOMAINS]:
         try:
-            discover_7489(author, dns) if mode == "rfc7489" else discover_9989(author, dns)
+            discover(author, dns, mode)
         except Exception:  # check_dmarc meets it again and reports it
             continue
 

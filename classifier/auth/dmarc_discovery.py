@@ -123,6 +123,23 @@ def discover_7489(author: str, dns: DnsSession) -> Discovery:
     return Discovery(org_domain=org, problem=problem)
 
 
+def discover(author: str, dns: DnsSession, mode: str) -> Discovery:
+    """Gives where policy discovery ends for an Author Domain, in `mode`; raises DnsTempError.
+
+    Discovery reads nothing but the Author Domain, the mode, the answers of its
+    queries and (rfc7489) the offline Public Suffix List, so its outcome is kept
+    in the resolver's DNS memo while those answers stand: the check asks for it
+    twice per message (`discover_first`, then the evaluation), and each sender's
+    domain comes back with most of its mail.
+    """
+
+    def work() -> tuple[Discovery, bool]:
+        found = discover_7489(author, dns) if mode == "rfc7489" else discover_9989(author, dns)
+        return found, not found.temp
+
+    return dns.resolver.memo.compute(dns, ("dmarc-discovery", mode, author), work)
+
+
 def author_exists(author: str, dns: DnsSession) -> bool:
     """Tells whether the Author Domain exists: any answer but NXDOMAIN (RFC 9989 §3.2.13, A.4).
 

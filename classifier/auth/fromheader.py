@@ -23,6 +23,9 @@ from classifier.lazyre import lazy
 from classifier.names import DOT_ATOM, quoted_string, to_a_labels
 
 _SPECIALS = "<>,;:@[]"
+# A run of characters that are neither white space (str.isspace's, as \s reads it) nor
+# specials, parentheses or quotes: one atom of `_tokens`.
+_ATOM = re.compile(r'[^\s<>,;:@\[\]()"]+')
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
@@ -93,9 +96,8 @@ def _tokens(value: str) -> list[_Token]:
             out.append(_Token("special", ch, spaced))
             i, spaced = i + 1, False
         else:
-            j = i
-            while j < n and not value[j].isspace() and value[j] not in _SPECIALS + '()"':
-                j += 1
+            atom = _ATOM.match(value, i)  # ch is none of the above: it starts an atom
+            j = atom.end() if atom else i + 1
             out.append(_Token("atom", value[i:j], spaced))
             i, spaced = j, False
     return out

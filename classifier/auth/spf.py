@@ -189,7 +189,25 @@ def _none(identity: str, domain: str, sender: str, ip: str, helo: str, why: str)
 def _evaluate(
     ip: str, sender: str, helo: str, identity: str, domain: str, dns: DnsSession, receiver: str
 ) -> SpfResult:
-    """Runs pyspf's check_host() (RFC 7208 §4) with its DNS bound to this session."""
+    """Gives check_host()'s result (RFC 7208 §4), kept while the DNS answers it read stand.
+
+    The key is every input pyspf's evaluation reads besides DNS: the client IP
+    (%{i}, %{c}, %{v}), the sender (%{s}, %{l}, %{o}, %{d}), the HELO (%{h}),
+    the identity and the receiver (%{r}) (RFC 7208 §7.3).  The one other
+    input, the time for %{t}, is read by an exp= text only (§7.3): a result
+    that carries the domain's own explanation is never kept.
+    """
+    key = ("spf", ip, sender, helo, identity, domain, receiver)
+    return dns.resolver.memo.compute(
+        dns, key, lambda: _check_host(ip, sender, helo, identity, domain, dns, receiver)
+    )
+
+
+def _check_host(
+    ip: str, sender: str, helo: str, identity: str, domain: str, dns: DnsSession, receiver: str
+) -> tuple[SpfResult, bool]:
+    """Runs pyspf's check_host() with its DNS bound to this session; tells if it may be kept."""
+    keepable = True
     _install_lookup()
     token = _SESSION.set(dns)
     try:
@@ -213,6 +231,7 @@ def _evaluate(
         mechanism = query.mechanism or ""
     except Exception as exc:  # pyspf raises on some odd input; never let it reach the caller
         result, text, mechanism = "permerror", f"pyspf failed: {type(exc).__name__}: {exc}", ""
+        keepable = False
     finally:
         _SESSION.reset(token)
     if result not in RESULTS:
@@ -223,7 +242,9 @@ def _evaluate(
     explanation = default_explanation(result, domain, ip)
     if result == "fail" and text != _NO_EXP:
         explanation = _printable(str(text))  # the domain's own exp= text (RFC 7208 §6.2)
-    return SpfResult(
+        keepable = False  # it may hold %{t}, the time of this evaluation (RFC 7208 §7.3)
+    keepable = keepable and result != Result.TEMPERROR
+    spf = SpfResult(
         result=result,
         identity=identity,
         domain=domain,
@@ -234,6 +255,7 @@ def _evaluate(
         explanation=explanation,
         reason=_reason(result, domain, ip, _printable(mechanism), detail),
     )
+    return spf, keepable
 
 
 def record_domains(mail_from: str | None, helo: str) -> list[str]:

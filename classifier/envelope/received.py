@@ -74,7 +74,9 @@ def parse_received_field(raw: bytes) -> ReceivedHop:
     """
     try:
         line = raw.partition(b":")[2].decode("utf-8", "surrogateescape").strip()
-        return read_quick(line) or parse_received(unfolded_value(raw))
+        # A folded line holds a line break, which the quick path never matches.
+        quick = read_quick(line) if "\n" not in line else None
+        return quick or parse_received(unfolded_value(raw))
     except Exception as exc:  # the last guard: a message must never crash the reader
         return _unparsed("", f"unparsed: {type(exc).__name__}")
 

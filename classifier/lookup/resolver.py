@@ -43,6 +43,7 @@ import dns.rrset
 
 from classifier.errors import TempError, UsageError
 from classifier.lookup import wire
+from classifier.lookup.memo import DnsMemo
 
 # A record's value: A/AAAA → address text; TXT → tuple of the character-strings
 # (bytes, unjoined, as SPF needs them); MX → (preference, host); PTR, CNAME,
@@ -150,6 +151,9 @@ class Resolver:
         self._lock = threading.Lock()
         self._inflight: dict[Key, threading.Event] = {}
         self._sent: dict[Key, wire.Pending] = {}
+        # Results worked out from this resolver's answers (SPF, DMARC discovery), bound to
+        # their TTLs.
+        self.memo = DnsMemo()
 
     def __repr__(self) -> str:
         return f"Resolver(source={self.source!r}, timeout={self.timeout!r})"
@@ -264,6 +268,8 @@ class DnsSession:
         self.queries = 0
         self._started: float | None = None
         self._memo: dict[tuple[str, str], Answer | DnsTempError] = {}
+        # Every question in the order asked, with its answer (None: it raised), for `DnsMemo`.
+        self.asked: list[tuple[tuple[str, str], Answer | None]] = []
         self._ahead: list[Key] = []
 
     def __repr__(self) -> str:
@@ -272,6 +278,15 @@ class DnsSession:
     def query(self, qname: str, rdtype: str) -> Answer:
         """Gives the answer for (qname, rdtype); DnsTempError also once the budget is spent."""
         key = (normalize_name(qname), rdtype.upper())
+        try:
+            answer = self._answer(key)
+        except BaseException:
+            self.asked.append((key, None))
+            raise
+        self.asked.append((key, answer))
+        return answer
+
+    def _answer(self, key: tuple[str, str]) -> Answer:
         if key in self._memo:
             memo = self._memo[key]
             if isinstance(memo, DnsTempError):

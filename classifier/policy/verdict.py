@@ -187,9 +187,9 @@ def fired_rules(
         details = "; ".join(ev.get(name, "") for name in failed if ev.get(name))
         text = _sentence(f"Internal error in the {', '.join(failed)} check", details)
         out.append(("internal_error", policy.action_for("internal_error"), text))
+    suffixes = [normalize_suffix(suffix) for suffix in policy.blocked_domain_suffixes]
     for label, domain in (("From", eff.from_domain), ("Envelope sender", eff.mailfrom_domain)):
-        for suffix in policy.blocked_domain_suffixes:
-            norm = normalize_suffix(suffix)
+        for norm in suffixes:
             if suffix_matches(domain, norm):
                 text = f"{label} domain {domain} ends in .{norm} (blocked)"
                 out.append(("blocked_action", policy.action_for("blocked_action"), text))
