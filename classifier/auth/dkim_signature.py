@@ -178,16 +178,26 @@ def verify(
 
 def _rsa_verify(verifier: Any, signature: bytes, digest: bytes, algorithm: str) -> bool:
     """RSASSA-PKCS1-v1_5 (RFC 8017 §8.2.2) of a digest, by OpenSSL."""
+    invalid, pkcs1, prehashed = _rsa_parameters(algorithm)
+    try:
+        verifier.verify(signature, digest, pkcs1, prehashed)
+    except invalid:
+        return False
+    return True
+
+
+@lru_cache(maxsize=2)
+def _rsa_parameters(algorithm: str) -> tuple[type[Exception], Any, Any]:
+    """Gives cryptography's InvalidSignature, PKCS #1 v1.5 padding and the prehashed digest.
+
+    Imported at the first RSA signature and built once: they hold no state.
+    """
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, utils
 
     prehashed = utils.Prehashed(hashes.SHA256() if algorithm == "sha256" else hashes.SHA1())
-    try:
-        verifier.verify(signature, digest, padding.PKCS1v15(), prehashed)
-    except InvalidSignature:
-        return False
-    return True
+    return InvalidSignature, padding.PKCS1v15(), prehashed
 
 
 def _base64(value: bytes, tag: str) -> bytes:
