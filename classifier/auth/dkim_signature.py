@@ -107,16 +107,15 @@ class SignedMessage:
     def canonical_fields(self, policy: CanonicalizationPolicy, names: set[bytes]) -> list:
         """Gives the canonicalised fields whose lower-case name is in `names`, in order."""
         algorithm = policy.header_algorithm
-        out = []
-        for index, name in enumerate(self.names):
-            if name in names:
-                key = (algorithm.name, index)
-                found = self._fields.get(key)
-                if found is None:
-                    (found,) = algorithm.canonicalize_headers([self.fields[index]])
-                    self._fields[key] = found
-                out.append(found)
-        return out
+        kept = self._fields
+        wanted = [(algorithm.name, i) for i, name in enumerate(self.names) if name in names]
+        new = [key for key in wanted if key not in kept]
+        if new:
+            # One call for the fields not yet canonicalised: dkimpy's canonicalisation
+            # reads each field on its own, so the list gives what one call per field gave.
+            done = algorithm.canonicalize_headers([self.fields[i] for _, i in new])
+            kept.update(zip(new, done, strict=True))
+        return [kept[key] for key in wanted]
 
     def body_hash(self, policy: CanonicalizationPolicy, digest: str, length: bytes | None) -> bytes:
         """Gives the hash of the canonicalised body, cut to l= octets when given (§3.7)."""
