@@ -7,9 +7,14 @@ Measured in the same run, interleaved, so machine noise hits all alike:
   d  authsieve pipe --daemon SOCKET --deliver stdout      (a real `authsieve serve`)
   e  dovecot-lda alone, private config (the next stage's own cost), -d as f gives it
   f  authsieve pipe --daemon SOCKET --deliver dovecot-lda
-Every command runs with one interpreter: a venv made here whose site-packages
-point at this tree and at .venv's libraries, as a `pip install .` (not an
-editable install, whose import hook alone doubles `python -c pass`).
+Every command runs with one interpreter: a venv made here, as a production
+`pip install .` has it.  Its site-packages holds this tree (a .pth line; not an
+editable install, whose import hook alone doubles `python -c pass`) and symbolic
+links to the files of exactly the distributions pyproject's `dependencies` need
+(their closure through each distribution's Requires-Dist, markers evaluated for
+this interpreter, extras followed where asked for), taken from .venv by
+importlib.metadata's file lists.  .venv's test-only packages stay out: with them
+dnspython would import its DNS-over-HTTPS stack (httpx, h2, anyio) into b.
 Messages: the five of examples/maildir, in turn; DNS from a loopback server
 in a process of its own.
 Run: .venv/bin/python bench/bench_pipe_startup.py [ROUNDS]
@@ -27,10 +32,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 import venv
+from importlib import metadata
+from importlib.metadata import Distribution
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,17 +86,48 @@ exec {lda} "$@"
 """
 
 
+def runtime_distributions() -> dict[str, Distribution]:
+    """Gives the installed distributions `authsieve`'s dependencies need, by canonical name."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, Distribution] = {}
+    done: set[tuple[str, str]] = set()
+    todo = [(req, "") for req in metadata.requires("authsieve") or []]
+    while todo:
+        text, extra = todo.pop()
+        req = Requirement(text)
+        if req.marker and not req.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(req.name)
+        dist = found.setdefault(name, metadata.distribution(req.name))
+        for wanted in ("", *sorted(req.extras)):
+            if (name, wanted) not in done:
+                done.add((name, wanted))
+                todo += [(sub, wanted) for sub in dist.requires or []]
+    return found
+
+
 def bench_interpreter(work: Path) -> str:
-    """Gives a python whose site-packages hold this tree and .venv's libraries, nothing else."""
+    """Gives a python whose site-packages hold this tree and the runtime dependencies only."""
     venv.create(work / "venv", with_pip=False)
     python = work / "venv" / "bin" / "python"
-    purelib = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    (Path(purelib) / "authsieve-bench.pth").write_text(
-        f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n"
-    )
+    purelib = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    )  # fmt: skip
+    for dist in runtime_distributions().values():
+        for file in dist.files or []:
+            source = Path(dist.locate_file(file)).resolve()
+            target = purelib / file
+            # Scripts are recorded as ../../../bin/...; only the importable files matter here.
+            if ".." in file.parts or not source.is_file() or target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source)
+    (purelib / "authsieve-bench.pth").write_text(f"{ROOT}\n")
     script = work / "venv" / "bin" / "authsieve"
     script.write_text(SCRIPT.format(python=python))
     script.chmod(0o755)

@@ -158,7 +158,8 @@ def defuse(message: Message, authserv_id: str) -> Message:
             # A copy below the topmost Received was written by someone else in our name:
             # kept for the record under another name, never where a reader trusts it.
             new_name = "X-Original-" + field.name
-            out.append(HeaderField(new_name, new_name.encode() + field.raw[len(field.name) :]))
+            raw = new_name.encode() + field.raw[len(field.name) :]
+            out.append(HeaderField(new_name, raw, new_name.lower()))
             continue
         out.append(field)
     return Message(tuple(out), message.rest, message.eol)

@@ -2,34 +2,39 @@
 
 One file (``/etc/authsieve/config.toml`` unless ``--config`` says otherwise):
 ``[classifier]`` for the engine (`Settings`), ``[policy]`` / ``[users."addr"]``
-for the verdict (`classifier.policies`), ``[watch]``, ``[quarantine]`` and
-``[reports]``.  `load_config` checks every key when the file is read, so a
-daemon or a watcher finds a mistake at start or reload, not at the first
-message; defaults are the dataclasses' field defaults.  Every mistake is a
-`ConfigError` naming the file, the key and the value; the command line turns
-it into one line and exit code 2.
+for the verdict (`classifier.policies`), ``[watch]``, ``[quarantine]``,
+``[reports]`` and ``[learn]`` (the last two typed in `classifier.sections`).
+`load_config` checks every key when the file is read, so a daemon or a watcher
+finds a mistake at start or reload, not at the first message; defaults are
+the field defaults of those types.  Every mistake is a `ConfigError` naming
+the file, the key and the value; the command line turns it into one line and
+exit code 2.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from classifier.errors import ConfigError
 from classifier.names import valid_delimiter
-from classifier.policies import Policies, policies_from_tables
+from classifier.policies import Policies, Policy, policies_from_tables, toml_key
 from classifier.trusted import LOOPBACK, Network, TrustMatcher, parse_forwarder
 
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from classifier.sections import (
+        LearnConfig,
+        ReportsConfig,
+    )
+
 DEFAULT_PATH = Path("/etc/authsieve/config.toml")
-DEFAULT_REPORT_STORE = "sqlite:/var/lib/authsieve/reports.db"  # when [reports] names none
-DEFAULT_LEARN_STORE = "sqlite:/var/lib/authsieve/learning/moves.db"  # the mail user's directory
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,18 @@ def default_authserv_id() -> str:
     return socket.getfqdn() or "localhost"
 
 
+_SECTIONS = ("ReportsConfig", "LearnConfig", "DEFAULT_REPORT_STORE", "DEFAULT_LEARN_STORE")
+
+
+def __getattr__(name: str) -> Any:
+    """Gives the [reports] and [learn] types from `classifier.sections`, imported on first use."""
+    if name in _SECTIONS:
+        import classifier.sections
+
+        return getattr(classifier.sections, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _CLASSIFIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "authserv_id": str,
     "trusted_networks": list,
@@ -161,8 +178,7 @@ _CLASSIFIER_KEYS: dict[str, type | tuple[type, ...]] = {
 _TOP_KEYS = {"classifier", "policy", "users", "watch", "quarantine", "reports", "learn"}
 
 
-@dataclass(frozen=True)
-class WatchConfig:
+class WatchConfig(NamedTuple):
     """Section ``[watch]``: what `authsieve watch` watches (command-line options win)."""
 
     roots: tuple[str, ...] = ()
@@ -172,41 +188,10 @@ class WatchConfig:
     cur_max_age_days: float = 7.0  # unfiled mail a client moved to cur/: this recent only
 
 
-@dataclass(frozen=True)
-class QuarantineConfig:
+class QuarantineConfig(NamedTuple):
     """Section ``[quarantine]``."""
 
     retention_days: float = 30.0
-
-
-@dataclass(frozen=True)
-class ReportsConfig:
-    """Section ``[reports]`` (DMARC aggregate reports, issue 16): its presence turns them on."""
-
-    store: str = DEFAULT_REPORT_STORE  # sqlite:PATH or a postgresql:// URL (report_store_kind)
-    # Written with each row: one organisation's report covers all its MX hosts.
-    host: str = field(default_factory=default_authserv_id)
-    retention_days: float = 35.0
-    org_name: str = ""  # "": the authserv_id
-    email: str = ""
-    extra_contact_info: str = ""
-    sendmail: str = "/usr/sbin/sendmail"  # what `dmarc-report --send` hands reports to
-    max_message_size: int = 10_000_000  # bytes of one report message, larger: not sent
-    sent_log: str | None = None  # None: dmarc-sent.log beside a sqlite store
-    catch_up_days: int = 7  # `dmarc-report --send` sends unsent days this far back
-    run_time_limit: float = 600.0  # seconds for one `dmarc-report` run's DNS checks
-
-
-@dataclass(frozen=True)
-class LearnConfig:
-    """Section ``[learn]`` (what users' moves teach, issue 17): its presence turns it on."""
-
-    store: str = DEFAULT_LEARN_STORE
-    retention_days: float = 180.0
-    min_messages: int = 5  # moves of one kind before a change is proposed
-    min_users: int = 2  # users among them
-    block_share: float = 0.8  # of the deliveries under a suffix or domain, moved into Junk
-    sieve_dir: str | None = None  # where `sieve install --dir` put the global script
 
 
 def _number(low: float, strict: bool = True) -> Any:
@@ -306,7 +291,7 @@ _SECTION_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
 
 
 def _section(data: dict[str, Any], source: str, section: str) -> dict[str, Any]:
-    """Gives one of [watch], [quarantine], [reports] as dataclass arguments, validated."""
+    """Gives one of [watch], [quarantine], [reports], [learn] as keyword arguments, validated."""
     table = data.get(section, {})
     if not isinstance(table, dict):
         raise ConfigError(source, section, "must be a table")
@@ -422,12 +407,11 @@ def _engine(data: dict[str, Any], source: str) -> Settings:
     )
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """The whole config file, every key validated: engine, policies and the other sections."""
 
     engine: Settings
-    policies: Policies = field(default_factory=lambda: policies_from_tables("<defaults>", {}, {}))
+    policies: Policies = Policies(Policy())
     watch: WatchConfig = WatchConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
     reports: ReportsConfig | None = None  # None: no [reports] table, nothing is recorded
@@ -443,7 +427,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     engine = _engine(data, source)
     policies = policies_from_tables(source, data.get("policy", {}), data.get("users", {}))
     for name, policy in (("policy", policies.default), *policies.users):
-        where = "policy" if name == "policy" else f"users.{json.dumps(name)}"
+        where = "policy" if name == "policy" else f"users.{toml_key(name)}"
         for i, entry in enumerate(policy.trusted_forwarders):
             parse_forwarder(source, f"{where}.trusted_forwarders[{i}]", entry)
         engine.trust_for(policy.trusted_forwarders)  # built now, looked up per message
@@ -452,10 +436,20 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         policies=policies,
         watch=WatchConfig(**_section(data, source, "watch")),
         quarantine=QuarantineConfig(**_section(data, source, "quarantine")),
-        reports=ReportsConfig(**_section(data, source, "reports")) if "reports" in data else None,
-        learn=LearnConfig(**_section(data, source, "learn")) if "learn" in data else None,
+        reports=_optional(data, source, "reports"),
+        learn=_optional(data, source, "learn"),
         source=source,
     )
+
+
+def _optional(data: dict[str, Any], source: str, section: str) -> Any:
+    """Gives the ReportsConfig or LearnConfig of a section, None when the file has no such table."""
+    if section not in data:
+        return None
+    from classifier.sections import LearnConfig, ReportsConfig
+
+    kind = ReportsConfig if section == "reports" else LearnConfig
+    return kind(**_section(data, source, section))
 
 
 def load_config(path: str | Path | None) -> Config:

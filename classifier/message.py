@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -37,17 +36,12 @@ _NOT_A_FIELD = re.compile(rb"\n(?![ \t]|[\x21-\x39\x3b-\x7e]+[ \t]*:)")
 _LINE_END = lazy(rb"\r?\n")
 
 
-@dataclass(frozen=True)
-class HeaderField:
+class HeaderField(NamedTuple):
     """One header field: its name as written, and its raw bytes including folding and line end."""
 
     name: str
     raw: bytes
-    key: str = ""  # the name in lower case, for comparisons (filled in when not given)
-
-    def __post_init__(self) -> None:
-        if not self.key:
-            object.__setattr__(self, "key", self.name.lower())
+    key: str  # the name in lower case, for comparisons
 
     def value(self) -> str:
         """Gives the unfolded value after the colon (8-bit bytes kept via surrogateescape)."""

@@ -12,9 +12,7 @@ global list).  The same `Policy` value is decided in Python
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from classifier.errors import ConfigError
 from classifier.names import safe_domain
@@ -43,8 +41,7 @@ LIST_KEYS = (
 _TEMPERROR_KEYS = ("spf_temperror", "dkim_temperror", "dmarc_temperror", "arc_temperror")
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """One user's (or the global) policy: results → actions, lists, and the mode."""
 
     mode: Mode = Mode.ENFORCE
@@ -77,14 +74,13 @@ class Policy:
         return Action(value) if value in ACTIONS else Action.INBOX
 
     def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
+        d = self._asdict()
         for key in LIST_KEYS:
             d[key] = list(d[key])
         return d
 
 
-@dataclass(frozen=True)
-class Policies:
+class Policies(NamedTuple):
     """The global policy and every user's merged policy, looked up by address."""
 
     default: Policy
@@ -143,9 +139,34 @@ def split_sender(entry: str) -> tuple[str, str] | None:
     return local, domain
 
 
+# TOML basic strings (toml.io v1.0.0, "String"): these are written as escapes, other
+# control characters as \uXXXX, everything else as it is.
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def toml_key(text: str) -> str:
+    """Gives text as a quoted TOML key, as a user writes it in the file: "a@example.org"."""
+    return (
+        '"'
+        + "".join(
+            _TOML_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if c < " " or c == "\x7f" else c)
+            for c in text
+        )
+        + '"'
+    )
+
+
 def _key_name(user: str | None, key: str) -> str:
     # TOML dotted-key spelling, so the user can find the line: users."a@b".key
-    return f"policy.{key}" if user is None else f"users.{json.dumps(user)}.{key}"
+    return f"policy.{key}" if user is None else f"users.{toml_key(user)}.{key}"
 
 
 def _check_action(source: str, name: str, value: object) -> Action:
@@ -185,7 +206,7 @@ def _check_list(source: str, name: str, key: str, value: object) -> tuple[str, .
 def parse_policy_table(source: str, table: object, user: str | None = None) -> dict[str, Any]:
     """Gives the validated keys of one policy table; raises ConfigError naming the key at fault."""
     if not isinstance(table, dict):
-        where = "policy" if user is None else f"users.{json.dumps(user)}"
+        where = "policy" if user is None else f"users.{toml_key(user)}"
         raise ConfigError(source, where, "must be a table")
     values: dict[str, Any] = {}
     for key, value in table.items():
@@ -211,7 +232,7 @@ def policies_from_tables(source: str, policy: object, users: object) -> Policies
     Every key is validated here, once, when the config is loaded; defaults are
     the `Policy` field defaults.  Raises ConfigError naming the key at fault.
     """
-    default = replace(Policy(), **parse_policy_table(source, policy))
+    default = Policy(**parse_policy_table(source, policy))
     if not isinstance(users, dict):
         raise ConfigError(source, "users", "must be a table of tables")
     entries: list[tuple[str, Policy]] = []
@@ -219,12 +240,12 @@ def policies_from_tables(source: str, policy: object, users: object) -> Policies
     for addr, table in users.items():
         key = normalize_user(addr)
         if "@" not in key or any(ord(c) < 33 or ord(c) == 127 for c in key):
-            raise ConfigError(source, f"users.{json.dumps(addr)}", "not an email address")
+            raise ConfigError(source, f"users.{toml_key(addr)}", "not an email address")
         if key in seen:
             raise ConfigError(
-                source, f"users.{json.dumps(addr)}", f"same user as users.{json.dumps(seen[key])}"
+                source, f"users.{toml_key(addr)}", f"same user as users.{toml_key(seen[key])}"
             )
         seen[key] = addr
         overrides = parse_policy_table(source, table, user=addr)
-        entries.append((key, replace(default, user=key, **overrides)))
+        entries.append((key, default._replace(user=key, **overrides)))
     return Policies(default=default, users=tuple(entries))

@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -129,7 +128,7 @@ def policy_for(config: Config, user: str | None) -> Policy:
     policies = config.policies
     if not user:
         return policies.default
-    return replace(policies.for_user(user), user=normalize_user(user))
+    return policies.for_user(user)._replace(user=normalize_user(user))
 
 
 def cmd_sieve_generate(args: argparse.Namespace, config: Config, out: TextIO | None = None) -> int:

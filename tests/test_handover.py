@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from classifier.commands.main import build_parser
+import pytest
+
+from classifier.commands.main import build_parser, parse
+from classifier.commands.pipe import pipe_args
 from classifier.delivery.handover import FLAG_OPTIONS, VALUE_OPTIONS
 from tests.helpers import wait_for
 
@@ -25,6 +28,31 @@ def test_fast_path_knows_every_pipe_option() -> None:
     pipe = sub.choices["pipe"]  # type: ignore[index]
     names = {s for a in pipe._actions for s in a.option_strings if s.startswith("--")}
     assert names - {"--help"} == VALUE_OPTIONS | FLAG_OPTIONS
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--recipient", "a@x.example", "--sender", "b@y.example", "--config", "/c.toml"],
+        ["--recipient=a@x.example", "--recipient", "b@x.example", "--client-helo=--", "--debug"],
+        ["--deliver", "dovecot-lda", "--lda-arg=-c", "--lda-arg=/etc/d.conf", "--user", "u@x"],
+        ["--daemon", "/run/a.sock", "--daemon-timeout", "2.5", "--dns-server", "127.0.0.1:53"],
+        ["--sasl-username=", "--client-address", "192.0.2.1", "--client-hostname", "unknown"],
+        ["--sendmail-path", "/s", "--lda-path", "/l", "--dns-zone", "z", "--original-recipient=o"],
+        [],
+    ],
+)
+def test_pipe_options_read_without_argparse_as_argparse_reads_them(argv: list[str]) -> None:
+    fast = pipe_args(argv)
+    assert fast is not None
+    assert vars(fast) == vars(parse(["pipe", *argv]))
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["--send", "a@x"], ["--daemon-timeout", "soon"], ["--debug=1"], ["x"]]
+)
+def test_pipe_options_argparse_must_judge_are_left_to_it(argv: list[str]) -> None:
+    assert pipe_args(argv) is None
 
 
 def test_daemon_killed_mid_message_falls_back_and_delivers_once(tmp_path: Path) -> None:

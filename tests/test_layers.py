@@ -36,7 +36,7 @@ LAYERS = (
 )
 FOUNDATION = frozenset(
     {"message", "config", "policies", "trusted", "names", "vocab", "files", "log", "display"}
-    | {"errors", "lazyre"}
+    | {"errors", "lazyre", "sections"}
 )
 STEPS = frozenset({"evaluate", "annotate"})
 FORBIDDEN = frozenset({("envelope", "lookup")})  # besides the order

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -182,7 +182,7 @@ def test_install_uploads_and_activates_the_generated_script(
     dovecot: Dovecot, tmp_path: Path
 ) -> None:
     config = config_from_dict(CONFIG, source="test.toml")
-    expected = generate_script(replace(config.policies.for_user(USER), user=USER), "mx.example.org")
+    expected = generate_script(config.policies.for_user(USER)._replace(user=USER), "mx.example.org")
     password_file = tmp_path / "password"
     password_file.write_text(PASSWORD + "\n")
     out = io.StringIO()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from classifier.config import ConfigError, config_from_dict
 from classifier.policies import (
@@ -11,6 +15,7 @@ from classifier.policies import (
     normalize_suffix,
     split_sender,
     suffix_matches,
+    toml_key,
 )
 
 SOURCE = "/etc/authsieve/config.toml"
@@ -197,3 +202,9 @@ def test_dmarc_permerror_and_internal_error_have_documented_defaults_and_are_val
         "expected inbox, junk or quarantine, got 'later'",
     )
     assert config_error({"dmarc_permerorr": "junk"}).problem == "unknown key"
+
+
+@given(st.text(st.characters(exclude_categories=("Cs",))))
+def test_toml_key_names_the_key_tomllib_reads(text: str) -> None:
+    # Error messages name a user's table as the file spells it: users."a@b".
+    assert tomllib.loads(f"{toml_key(text)} = 1") == {text: 1}

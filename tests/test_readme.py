@@ -127,7 +127,7 @@ def test_learn_block_is_valid_config_with_the_codes_default_store() -> None:
 
 def test_policy_defaults_block_is_the_codes_defaults() -> None:
     data = tomllib.loads(readme_blocks()["policy defaults"])
-    keys = {f.name for f in fields(Policy)} - {"user"}
+    keys = set(Policy._fields) - {"user"}
     assert set(data["policy"]) == keys, "the README's block lists every [policy] key"
     shown = config_from_dict(data).policies.default
     assert shown == config_from_dict({}).policies.default == Policy()
@@ -138,7 +138,7 @@ def test_watch_defaults_block_is_the_codes_defaults() -> None:
     config = config_from_dict(data)
     shown = {(section, key) for section, table in data.items() for key in table}
     sections = {"watch": WatchConfig, "quarantine": QuarantineConfig}
-    wanted = {(name, f.name) for name, kind in sections.items() for f in fields(kind)}
+    wanted = {(name, f) for name, kind in sections.items() for f in kind._fields}
     assert shown == wanted, "the README's block lists every [watch]/[quarantine] key"
     assert config.watch == WatchConfig() and config.quarantine == QuarantineConfig()
 

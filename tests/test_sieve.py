@@ -685,7 +685,7 @@ def test_generate_command_prints_the_users_script() -> None:
     text = out.getvalue()
     assert text.startswith("# authsieve filing policy for strict@example.org\n")
     assert text == generate_script(
-        replace(POLICIES.for_user("strict@example.org"), user="strict@example.org"), AUTHSERV
+        POLICIES.for_user("strict@example.org")._replace(user="strict@example.org"), AUTHSERV
     )
 
 

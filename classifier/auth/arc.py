@@ -24,8 +24,8 @@ from classifier.message import Message
 MAX_INSTANCES = 50  # RFC 8617 §4.2.1, §5.2 step 1
 _ARC_FIELDS = (b"arc-seal", b"arc-message-signature", b"arc-authentication-results")
 _ARC_KEYS = tuple(name.decode() for name in _ARC_FIELDS)
-_INSTANCE = re.compile(rb"^\s*i\s*=\s*(\d{1,6})\s*(?:;|$)")
-_FWS = re.compile(rb"\r?\n[ \t]+")
+_INSTANCE = lazy(rb"^\s*i\s*=\s*(\d{1,6})\s*(?:;|$)")
+_FWS = lazy(rb"\r?\n[ \t]+")
 # An ARC field starts a line of the header block; most mail has none, and one search says so.
 _ANY_ARC_FIELD = lazy(
     rb"^arc-(?:seal|message-signature|authentication-results):", re.IGNORECASE | re.MULTILINE

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from classifier.auth.arc import ArcResult, check_arc
 from classifier.auth.arc import key_names as arc_key_names
@@ -44,8 +44,7 @@ def _never() -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class Deadline:
+class Deadline(NamedTuple):
     """When the checks of one message must stop: a `time.monotonic()` value and a hang-up test.
 
     The checks ask between steps (before each DKIM signature, ARC and DMARC),

@@ -49,6 +49,7 @@ from classifier.auth.dkim_signature import (
 )
 from classifier.auth.header_block import field_in_header, header_end, header_fields
 from classifier.errors import AuthsieveError
+from classifier.lazyre import lazy
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession, DnsTempError
 from classifier.message import Message
@@ -66,8 +67,8 @@ CLOCK_SLOP = 36_000
 
 _TIMESTAMP = re.compile(rb"\d{1,12}")
 # A DKIM-Signature field starts a line of the header block (both parsers read names this way).
-_SIGNATURE_FIELD = re.compile(rb"^dkim-signature:", re.IGNORECASE | re.MULTILINE)
-_H_SEPARATOR = re.compile(rb"\s*:\s*")  # between the names of h= (RFC 6376 §3.5)
+_SIGNATURE_FIELD = lazy(rb"^dkim-signature:", re.IGNORECASE | re.MULTILINE)
+_H_SEPARATOR = lazy(rb"\s*:\s*")  # between the names of h= (RFC 6376 §3.5)
 
 
 class DkimKeyTempError(AuthsieveError):
@@ -366,8 +367,7 @@ def _signed_message(message: bytes, end: tuple[int, int] | None) -> SignedMessag
     return SignedMessage(fields, message, end[1])
 
 
-@dataclass(frozen=True)
-class Signatures:
+class Signatures(NamedTuple):
     """The DKIM-Signature fields of a message, read once for the key lookups and the checks.
 
     `unreadable` says why dkimpy could not read the header block ("" when it
@@ -390,7 +390,7 @@ class Signatures:
         ]
 
 
-_D_TAG = re.compile(rb"(?:^|;)[ \t\r\n]*d[ \t\r\n]*=[ \t\r\n]*([^; \t\r\n]*)")
+_D_TAG = lazy(rb"(?:^|;)[ \t\r\n]*d[ \t\r\n]*=[ \t\r\n]*([^; \t\r\n]*)")
 
 
 def _nearness(value: bytes, author: bytes) -> int:

@@ -16,9 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import dkim
 import nacl.exceptions
@@ -43,8 +42,7 @@ class BadSignatureTags(AuthsieveError):
     """The tags do not say how to verify: unknown c= or a=, or b=/bh= not base64."""
 
 
-@dataclass(frozen=True)
-class PublicKey:
+class PublicKey(NamedTuple):
     """A usable DKIM key: its type (b"rsa" or b"ed25519"), size and verifier."""
 
     ktype: bytes

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from classifier.auth.dmarc_discovery import (
     Discovery,
@@ -156,8 +156,7 @@ def _word(result: object) -> str:
     return str(result or "").strip().split(" ", 1)[0].split("(", 1)[0].lower()
 
 
-@dataclass(frozen=True)
-class _Alignment:
+class _Alignment(NamedTuple):
     spf: bool
     dkim: bool
     by: str  # "dkim:<d>", "spf" or ""

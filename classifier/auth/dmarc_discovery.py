@@ -10,7 +10,7 @@ result -- is classifier/auth/dmarc.py's.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from classifier.auth.dmarc_record import DmarcRecord, records_at, tree_walk
 from classifier.auth.fromheader import normalize_domain
@@ -66,8 +66,7 @@ def organizational_domain(domain: str, dns: DnsSession | None, mode: str = "rfc9
     return (OrgDomains(dns, mode).of(name) or "") if name else ""
 
 
-@dataclass(frozen=True)
-class Discovery:
+class Discovery(NamedTuple):
     """Where policy discovery ended: the record, whose it is, or why there is none."""
 
     record: DmarcRecord | None = None

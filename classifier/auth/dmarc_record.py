@@ -13,10 +13,8 @@ queries) and `TreeWalk.organizational_domain` its selection rules (§4.10.2).
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from classifier.lazyre import lazy
 from classifier.lookup.resolver import DnsSession, DnsTempError
@@ -30,27 +28,25 @@ KNOWN_TAGS = {
     "rfc9989": _COMMON_TAGS | {"psd", "t"},
     "rfc7489": _COMMON_TAGS | {"pct", "rf", "ri"},
 }
-_TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_TAG_NAME = lazy(r"^[A-Za-z][A-Za-z0-9_]*$")
 # RFC 3986 URI characters without "," and "!", which a DMARC URI must percent-encode (§4.8)
-_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):([A-Za-z0-9\-._~:/?#\[\]@$&'()*+=%]+)$")
-_SIZE = re.compile(r"![0-9]+[kmgtKMGT]?$")
+_URI = lazy(r"^([A-Za-z][A-Za-z0-9+.-]*):([A-Za-z0-9\-._~:/?#\[\]@$&'()*+=%]+)$")
+_SIZE = lazy(r"![0-9]+[kmgtKMGT]?$")
 _DIGITS = lazy(r"^[0-9]{1,10}$")
 _WSP = " \t\r\n"
 
 
-@dataclass(frozen=True)
-class RecordError:
+class RecordError(NamedTuple):
     """Why a TXT string is not a DMARC record at all: it is ignored (RFC 9989 §4.7 "v")."""
 
     code: str  # "empty", "not-dmarc", "duplicate-tag"
     reason: str
 
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return {"code": self.code, "reason": self.reason}
 
 
-@dataclass(frozen=True)
-class DmarcRecord:
+class DmarcRecord(NamedTuple):
     """One parsed DMARC record; tags that broke the grammar are in `ignored`, not in effect."""
 
     text: str
@@ -96,7 +92,7 @@ class DmarcRecord:
         return dict(self.tags)
 
     def to_dict(self) -> dict[str, object]:
-        out = asdict(self)
+        out: dict[str, object] = self._asdict()
         out["tags"] = self.tag_dict()
         out["usable"] = self.usable
         return out
@@ -271,8 +267,7 @@ def walk_names(domain: str) -> list[str]:
     return names
 
 
-@dataclass(frozen=True)
-class WalkStep:
+class WalkStep(NamedTuple):
     """One query of a tree walk: the name and the single DMARC record found there, if any."""
 
     name: str
@@ -281,8 +276,7 @@ class WalkStep:
     nxdomain: bool
 
 
-@dataclass(frozen=True)
-class TreeWalk:
+class TreeWalk(NamedTuple):
     """The DNS Tree Walk from one domain (RFC 9989 §4.10), cut short by a temporary error."""
 
     start: str

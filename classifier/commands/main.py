@@ -20,6 +20,7 @@ TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads th
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
+    from types import SimpleNamespace
 
 
 # Every command, in the order `--help` lists them: command → (module, the function that adds
@@ -91,7 +92,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     first = next((a for a in (argv or []) if not a.startswith("-")), None)
     for name, (module, function, summary) in COMMANDS.items():
         if argv is not None and first not in (None, name):
-            sub.add_parser(name, help=summary)
+            # A known command never shows the others (its usage says COMMAND): a parser
+            # each would cost a pipe process a millisecond.  For an unknown one, argparse's
+            # "invalid choice" lists them all.
+            if first not in COMMANDS:
+                sub.add_parser(name, help=summary)
             continue
         try:
             add = getattr(importlib.import_module(module), function)
@@ -116,6 +121,17 @@ def _unshield(value: str) -> str:
     return "--" if value == _DASHES else value
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Gives the parsed command line; SystemExit for --help and usage errors (argparse's)."""
+    args = build_parser(argv).parse_args([_shield(a) for a in argv])
+    for name, value in vars(args).items():
+        if isinstance(value, str):
+            setattr(args, name, _unshield(value))
+        elif isinstance(value, list):
+            setattr(args, name, [_unshield(v) if isinstance(v, str) else v for v in value])
+    return args
+
+
 def fail(exc: AuthsieveError, pipe: bool, debug: bool) -> int:
     """Says the error in one line (a traceback with --debug) and gives its exit code."""
     if debug:
@@ -134,6 +150,7 @@ def fail(exc: AuthsieveError, pipe: bool, debug: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     message = None
+    args: argparse.Namespace | SimpleNamespace | None = None
     if argv[:1] == ["filter"]:
         # Pigeonhole's filter (issue 18): no argparse, nothing may stop the answer.
         from classifier.delivery.sievefilter import run_filter
@@ -146,24 +163,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handover.code is not None:
             return handover.code
         message = handover.data
+        from classifier.commands.pipe import pipe_args
+
+        args = pipe_args(argv[1:])  # master.cf's plain options: no argparse
     from classifier.config import load_config
 
-    try:
-        parser = build_parser(argv)
-    except AuthsieveError as exc:  # a command module that cannot be imported
-        return fail(exc, argv[:1] == ["pipe"], "--debug" in argv)
-    try:
-        args = parser.parse_args([_shield(a) for a in argv])
-        for name, value in vars(args).items():
-            if isinstance(value, str):
-                setattr(args, name, _unshield(value))
-            elif isinstance(value, list):
-                setattr(args, name, [_unshield(v) if isinstance(v, str) else v for v in value])
-    except SystemExit as exc:
-        # A mistake in master.cf's argv must keep mail queued, not bounce it.
-        if argv[:1] == ["pipe"] and exc.code not in (0, None):
-            return EX_TEMPFAIL
-        raise
+    if args is None:
+        try:
+            args = parse(argv)
+        except AuthsieveError as exc:  # a command module that cannot be imported
+            return fail(exc, argv[:1] == ["pipe"], "--debug" in argv)
+        except SystemExit as exc:
+            # A mistake in master.cf's argv must keep mail queued, not bounce it.
+            if argv[:1] == ["pipe"] and exc.code not in (0, None):
+                return EX_TEMPFAIL
+            raise
     if argv[:1] == ["pipe"] or not hasattr(args, "message"):
         args.message = message  # the pipe's message; learn's positional file is its own
     debug = getattr(args, "debug", False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
 if TYPE_CHECKING:
     import argparse
+    from types import SimpleNamespace
 
     from classifier.config import Config
     from classifier.lookup.resolver import Resolver
@@ -23,7 +24,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def make_resolver_for(args: argparse.Namespace, config: Config) -> Resolver:
+def make_resolver_for(args: argparse.Namespace | SimpleNamespace, config: Config) -> Resolver:
     """Gives the one resolver: --dns-zone, else --dns-server, else the config, else resolv.conf."""
     from classifier.lookup.resolver import make_resolver
 

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import os
 import sys
+from types import SimpleNamespace
 
+from classifier.delivery.handover import (
+    DEFAULT_DELIVER,
+    DEFAULT_LDA_PATH,
+    DEFAULT_SENDMAIL_PATH,
+    parse_pipe_args,
+)
 from classifier.errors import UsageError
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from classifier.config import Config
@@ -49,13 +56,13 @@ def add_pipe_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     )
     pipe.add_argument(
         "--deliver",
-        default="stdout",
+        default=DEFAULT_DELIVER,
         metavar="TARGET",
         help="stdout | dovecot-lda | sendmail | maildir:PATH (default stdout)",
     )
     pipe.add_argument(
         "--lda-path",
-        default="/usr/lib/dovecot/dovecot-lda",
+        default=DEFAULT_LDA_PATH,
         help="the dovecot-lda that --deliver dovecot-lda runs (default: %(default)s)",
     )
     pipe.add_argument(
@@ -79,10 +86,54 @@ def add_pipe_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     )
     pipe.add_argument(
         "--sendmail-path",
-        default="/usr/sbin/sendmail",
+        default=DEFAULT_SENDMAIL_PATH,
         help="the sendmail that --deliver sendmail runs (default: %(default)s)",
     )
     pipe.set_defaults(handler=cmd_pipe)
+
+
+def pipe_args(argv: Sequence[str]) -> SimpleNamespace | None:
+    """Gives what the pipe parser would for plain ``--name value`` options, without argparse.
+
+    master.cf gives only such options, and building the parser costs a pipe
+    process more than reading them (issue 15).  Anything else (``--help``, an
+    abbreviation, a value that is no number) gives None: argparse then reads
+    it and says what is wrong.
+    """
+    options = parse_pipe_args(argv)
+    if options is None:
+        return None
+
+    def opt(name: str, default: str | None = None) -> Any:
+        return options.get(name, default)
+
+    timeout = opt("--daemon-timeout")
+    try:
+        daemon_timeout = None if timeout is None else float(timeout)
+    except ValueError:
+        return None
+    return SimpleNamespace(
+        command="pipe",
+        handler=cmd_pipe,
+        config=opt("--config"),
+        dns_server=opt("--dns-server"),
+        dns_zone=opt("--dns-zone"),
+        debug=bool(opt("--debug")),
+        sender=opt("--sender"),
+        recipient=list(opt("--recipient")),
+        client_address=opt("--client-address"),
+        client_helo=opt("--client-helo"),
+        client_hostname=opt("--client-hostname"),
+        sasl_username=opt("--sasl-username"),
+        user=opt("--user"),
+        original_recipient=opt("--original-recipient"),
+        deliver=opt("--deliver", DEFAULT_DELIVER),
+        lda_path=opt("--lda-path", DEFAULT_LDA_PATH),
+        lda_arg=list(opt("--lda-arg")),
+        daemon=opt("--daemon"),
+        daemon_timeout=daemon_timeout,
+        sendmail_path=opt("--sendmail-path", DEFAULT_SENDMAIL_PATH),
+    )
 
 
 def add_serve_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -95,7 +146,7 @@ def add_serve_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], N
     serve.set_defaults(handler=cmd_serve)
 
 
-def cmd_pipe(args: argparse.Namespace, config: Config) -> int:
+def cmd_pipe(args: argparse.Namespace | SimpleNamespace, config: Config) -> int:
     import time
 
     from classifier.commands.options import make_resolver_for

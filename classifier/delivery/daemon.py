@@ -36,7 +36,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def limits_from(settings: Settings) -> Limits:
 def _hints(value: object) -> Hints:
     """Gives the Hints a pipe process sent as JSON; keys it does not know are dropped."""
     raw = value if isinstance(value, dict) else {}
-    return Hints(**{f.name: _text(raw.get(f.name)) for f in fields(Hints)})
+    return Hints(**{name: _text(raw.get(name)) for name in Hints._fields})
 
 
 def _text(value: object) -> str | None:

@@ -37,6 +37,10 @@ LIST_OPTIONS = frozenset({"--recipient", "--lda-arg"})
 # The default dns_budget (20 s) fits well inside; --daemon-timeout for a larger budget.
 FAST_PATH_WAIT = 60.0
 FLAG_OPTIONS = frozenset({"--debug"})
+# The defaults of `authsieve pipe`'s options, for its parser and for this module alike.
+DEFAULT_DELIVER = "stdout"
+DEFAULT_LDA_PATH = "/usr/lib/dovecot/dovecot-lda"
+DEFAULT_SENDMAIL_PATH = "/usr/sbin/sendmail"
 
 
 class Handover:
@@ -122,9 +126,9 @@ def hand_over(argv: Sequence[str]) -> Handover:
     user = macro(opt("--user"))
     try:
         delivery = delivery_from_spec(
-            opt("--deliver") or "stdout",
-            opt("--lda-path") or "/usr/lib/dovecot/dovecot-lda",
-            opt("--sendmail-path") or "/usr/sbin/sendmail",
+            opt("--deliver") or DEFAULT_DELIVER,
+            opt("--lda-path") or DEFAULT_LDA_PATH,
+            opt("--sendmail-path") or DEFAULT_SENDMAIL_PATH,
             tuple(options["--lda-arg"]),  # type: ignore[arg-type]
             user,
             macro(opt("--original-recipient")),

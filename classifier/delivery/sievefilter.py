@@ -469,14 +469,12 @@ def _fallback(data: bytes, args: FilterArgs, state: dict[str, object], error: st
         if isinstance(config, Config):
             authserv_id, policies = config.engine.authserv_id, config.policies
         else:  # the config could not be loaded: the built-in policy, named for the mailbox
-            from dataclasses import replace
-
             from classifier.config import default_authserv_id
             from classifier.policies import Policies, Policy
 
             authserv_id = args.options.get("--authserv-id") or default_authserv_id()
             # user= picks the script's [users] block, whose internal_error then files it.
-            policies = Policies(Policy(), ((user, replace(Policy(), user=user)),))
+            policies = Policies(Policy(), ((user, Policy(user=user)),))
         return failed_annotation(data, authserv_id, policies, user, error).data
     except Exception:
         return data  # Sieve's rules then find no header of ours: the implicit keep

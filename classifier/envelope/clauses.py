@@ -24,14 +24,14 @@ COMMENT = re.compile(r"\((?:[^()]++|\((?:[^()]++|\([^()]*+\))*+\))*+\)")
 # nest two deep; possessive quantifiers keep the match linear.  The clauses after the by
 # host are matched as one run and then read one by one (_CLAUSE): a repeated group keeps
 # its last value, and the first "with" is the one the MTA wrote.
-_FRAME = re.compile(
+_FRAME = lazy(
     r"from ([^\s();]*(?: ?\((?:[^()]++|\((?:[^()]++|\([^()]*+\))*+\))*+\))*+)"
     r" by ([^\s();]+)"
     r"((?: (?:\((?:[^()]++|\([^()]*+\))*+\)|with [^\s();]+|via [^\s();]+|id [^\s();]+"
     r"|for [^\s();]+))*)"
     r" ?;(.*)"
 )
-_CLAUSE = re.compile(r" (?:(\((?:[^()]++|\([^()]*+\))*+\))|(with|via|id|for) ([^\s();]+))")
+_CLAUSE = lazy(r" (?:(\((?:[^()]++|\([^()]*+\))*+\))|(with|via|id|for) ([^\s();]+))")
 # A quoted string (RFC 5321 §4.1.2 Quoted-string), as in a local part: masked before a
 # line is cut, so that "x) with ESMTPSA (" inside an address never reads as clauses.
 _QUOTED = lazy(r'"(?:[^"\\]++|\\.)*+"')

@@ -213,7 +213,7 @@ _COMMENT_MARKER = re.compile(
     r"\((?:" + "|".join(re.escape(m[1:]) for m in _MARKERS if m[0] == "(") + ")"
 )
 _OTHER_MARKERS = {m: family for m, family in _MARKERS.items() if m[0] != "("}
-_SENDMAIL_VERSION = re.compile(r"^\(\S*?\d+\.\d+[\w.+-]*(?: \([^()]*\))?/")
+_SENDMAIL_VERSION = lazy(r"^\(\S*?\d+\.\d+[\w.+-]*(?: \([^()]*\))?/")
 _GOOGLE_HOSTS = ("google.com", "gmail.com", "googlemail.com")
 _OFFICE365_HOSTS = ("outlook.com", "office365.com")
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import NamedTuple
 
 from classifier.message import parse_date
 
 
-@dataclass(frozen=True, slots=True)
-class ReceivedHop:
+class ReceivedHop(NamedTuple):
     """What one Received header says about one hop, with the evidence for its flags."""
 
     raw: str
@@ -28,7 +27,7 @@ class ReceivedHop:
     fmt: str
     parsed: bool
     evidence: tuple[str, ...] = ()
-    date_text: str | None = field(default=None, repr=False, compare=False)  # after the ";"
+    date_text: str | None = None  # after the ";"
     # False when the MTA says it could not confirm the reverse name (Sendmail's "(may be
     # forged)"): the name is then the sender's own PTR and names no trusted forwarder.
     rdns_confirmed: bool = True
@@ -48,7 +47,7 @@ class ReceivedHop:
         return self.ip is not None and not self.local
 
     def to_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out: dict[str, object] = self._asdict()
         out["evidence"] = list(self.evidence)
         date = self.date
         out["date"] = date.isoformat() if date else None

@@ -35,7 +35,7 @@ from classifier.message import unfolded_value
 __all__ = ["ReceivedHop", "parse_received", "parse_received_field"]
 
 # After the client comment: the MTA's own comments (TLS, AUTH) and then the by clause.
-_AFTER_CLIENT = re.compile(r"(?: \((?:[^()]++|\([^()]*+\))*+\))* by ")
+_AFTER_CLIENT = lazy(r"(?: \((?:[^()]++|\([^()]*+\))*+\))* by ")
 # A HELO made one word: space, "(", ")" and ";" become placeholders, undone when read.
 _HELO_MASK = str.maketrans(" ();", "\x02\x04\x05\x06")
 # qmail's own "rdns (HELO x)" before its "(ip)": the name and the HELO are two things.
@@ -43,10 +43,10 @@ _QMAIL_NAME_HELO = lazy(r"[^\s()]+ \((?:HELO|EHLO|LHLO)(?: [^()]*)?\)$", re.I)
 _HELO_UNMASK = str.maketrans("\x02\x04\x05\x06", " ();")
 _NO_PLACEHOLDERS = str.maketrans(dict.fromkeys("\x01\x02\x03\x04\x05\x06", " "))
 # "(name [address])" or "([address])": how Postfix and Sendmail name the client.
-_CLIENT_COMMENT = re.compile(r"\((?:[^\s()\[\]]+ )?\[[^\s()\[\]]+\]\)")
+_CLIENT_COMMENT = lazy(r"\((?:[^\s()\[\]]+ )?\[[^\s()\[\]]+\]\)")
 # Family markers a from part holds after the client comment: Postfix's and Courier's AUTH.
 _FROM_NOTE_MARKERS = ("(authenticated sender:", "(auth: ")
-_FIRST_WORD = re.compile(r"[^\s()]*")
+_FIRST_WORD = lazy(r"[^\s()]*")
 _QMAIL_LOCAL = lazy(r"^\(qmail \d+ (?:messnum \d+ )?invoked (by|from|for) ", re.I)
 _KNOWN_PROTOCOL = lazy(
     r"^(?:(?:UTF8)?(?:E?SMTP|LMTP)S?A?|ESMTPSA|B?SMTP|ASMTP|QMQP|HTTP\w*|IMAPS?|POP3?S?"

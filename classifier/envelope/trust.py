@@ -22,8 +22,7 @@ from classifier.names import normalize_ip
 from classifier.trusted import TrustMatcher
 
 
-@dataclass(frozen=True)
-class Hints:
+class Hints(NamedTuple):
     """What Postfix's pipe(8) macros say: ${sender}, ${recipient}, ${client_address}, …"""
 
     sender: str | None = None

@@ -29,9 +29,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import dns.exception
 import dns.flags
@@ -72,8 +71,7 @@ class DnsTempError(DnsError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
     """The records for (qname, rdtype); empty for NXDOMAIN or NODATA."""
 
     qname: str
@@ -131,24 +129,34 @@ def _holdable(qname: str) -> bool:
     return bool(qname) and len(qname) <= 253 and all(0 < len(x) <= 63 for x in qname.split("."))
 
 
-@dataclass
 class Resolver:
     """Answers DNS queries from one source through a TTL cache shared by all messages.
 
     Thread-safe: a parallel scan shares one resolver and so one cache.
     """
 
-    source: Source
-    timeout: float = 5.0
-    max_entries: int = 50_000
-    clock: Callable[[], float] = time.monotonic
-    queries_sent: int = 0
-    _cache: OrderedDict[Key, tuple[float, Answer]] = field(default_factory=OrderedDict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _inflight: dict[Key, threading.Event] = field(default_factory=dict, repr=False)
-    _sent: dict[Key, wire.Pending] = field(default_factory=dict, repr=False)
-    # Results worked out from this resolver's answers (SPF, DMARC discovery), bound to their TTLs.
-    memo: DnsMemo = field(default_factory=DnsMemo, repr=False)
+    def __init__(
+        self,
+        source: Source,
+        timeout: float = 5.0,
+        max_entries: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.timeout = timeout
+        self.max_entries = max_entries
+        self.clock = clock
+        self.queries_sent = 0
+        self._cache: OrderedDict[Key, tuple[float, Answer]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._inflight: dict[Key, threading.Event] = {}
+        self._sent: dict[Key, wire.Pending] = {}
+        # Results worked out from this resolver's answers (SPF, DMARC discovery), bound to
+        # their TTLs.
+        self.memo = DnsMemo()
+
+    def __repr__(self) -> str:
+        return f"Resolver(source={self.source!r}, timeout={self.timeout!r})"
 
     def query(self, qname: str, rdtype: str, timeout: float | None = None) -> Answer:
         """Gives the answer for (qname, rdtype); raises DnsTempError on a temporary failure."""
@@ -262,18 +270,21 @@ class Resolver:
         return DnsSession(self, budget)
 
 
-@dataclass
 class DnsSession:
     """The DNS view of one message: no query twice, and a time budget for all of them."""
 
-    resolver: Resolver
-    budget: float
-    queries: int = 0
-    _started: float | None = None
-    _memo: dict[tuple[str, str], Answer | DnsTempError] = field(default_factory=dict, repr=False)
-    # Every question in the order asked, with its answer (None: it raised), for `DnsMemo`.
-    asked: list[tuple[tuple[str, str], Answer | None]] = field(default_factory=list, repr=False)
-    _ahead: list[Key] = field(default_factory=list, repr=False)
+    def __init__(self, resolver: Resolver, budget: float) -> None:
+        self.resolver = resolver
+        self.budget = budget
+        self.queries = 0
+        self._started: float | None = None
+        self._memo: dict[tuple[str, str], Answer | DnsTempError] = {}
+        # Every question in the order asked, with its answer (None: it raised), for `DnsMemo`.
+        self.asked: list[tuple[tuple[str, str], Answer | None]] = []
+        self._ahead: list[Key] = []
+
+    def __repr__(self) -> str:
+        return f"DnsSession(budget={self.budget!r}, queries={self.queries!r})"
 
     def query(self, qname: str, rdtype: str) -> Answer:
         """Gives the answer for (qname, rdtype); DnsTempError also once the budget is spent."""

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dns.exception
 import dns.flags
@@ -51,8 +50,7 @@ def _records(rdatas: Iterable[Any]) -> tuple[Record, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class ServerSource:
+class ServerSource(NamedTuple):
     """Asks recursive (or authoritative) nameservers, each given as (host, port)."""
 
     servers: tuple[tuple[str, int], ...]
