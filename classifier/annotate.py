@@ -235,8 +235,10 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
 
 # RFC 5322 §3.2.4: a quoted-string holds qtext and quoted-pairs.  Text whose quoted-strings
 # are all closed, and the rest of an open quoted-string up to its closing quote.
-_CLOSED = re.compile(r'[^"]*(?:"(?:[^"\\]|\\.)*"[^"]*)*', re.DOTALL)
-_QUOTED_TAIL = re.compile(r'(?:[^"\\]|\\.)*"', re.DOTALL)
+# Written as runs of plain characters between quoted-pairs, not one alternation per
+# character: the same strings, without a step of the regex engine per character.
+_CLOSED = re.compile(r'[^"]*(?:"[^"\\]*(?:\\.[^"\\]*)*"[^"]*)*', re.DOTALL)
+_QUOTED_TAIL = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
 def _split_outside_quotes(value: str) -> list[str]:
@@ -247,11 +249,15 @@ def _split_outside_quotes(value: str) -> list[str]:
     open is joined with the next ones until it closes, each piece read once.
     """
     pieces = value.split("; ")
-    if '"' not in value:
+    quote = value.find('"')
+    if quote < 0:
         return pieces  # no quoted-string: every "; " separates
-    parts: list[str] = []
+    # The pieces before the one holding the first quote are parts as they are: "; " holds
+    # no quote, so the separators before it are counted as split() found them.
+    first = value.count("; ", 0, quote)
+    parts: list[str] = pieces[:first]
     held: list[str] = []  # the pieces of a part whose quoted-string is still open
-    for piece in pieces:
+    for piece in pieces[first:]:
         rest = piece
         if held:
             # Inside the open quoted-string ("; " was qtext, or its ";" a quoted-pair).

@@ -17,10 +17,19 @@ import dns.name
 import dns.rdatatype
 import dns.rrset
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from classifier.errors import UsageError
 from classifier.lookup import wire as dns_wire
-from classifier.lookup.resolver import Answer, DnsTempError, Resolver, make_resolver, reverse_name
+from classifier.lookup.resolver import (
+    Answer,
+    DnsTempError,
+    Resolver,
+    _key,
+    make_resolver,
+    reverse_name,
+)
 from classifier.lookup.sources import ServerSource, ZoneSource, _answer_from_reply, _full_exchange
 from tests.conftest import resolver_for
 from tests.dnsserver import DnsTestServer, free_udp_port
@@ -589,3 +598,20 @@ def test_a_process_holding_over_1024_descriptors_still_gets_answers(fresh: DnsTe
         for sock in held:
             sock.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# Names as a sender writes them: case, trailing dots, white space, escapes, IDNA, odd octets.
+_NAME_TEXT = st.lists(
+    st.sampled_from([*'aZ09-_. \t\\"()[];@*ßéÄ\x00\x7f', "xn--", "..", "\\046", "\\."]),
+    max_size=30,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_NAME_TEXT, st.sampled_from(["TXT", "txt", "A", "Mx", "PTR"]))
+def test_a_cache_key_is_its_own_key(qname: str, rdtype: str) -> None:
+    """The resolver finds a question asked in the cache's spelling without normalising it
+    again (`Resolver.query`'s first look): that is right only because `_key` gives a
+    cache key back unchanged."""
+    key = _key(qname, rdtype)
+    assert _key(*key) == key

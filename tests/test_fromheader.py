@@ -9,7 +9,16 @@ from contextlib import contextmanager
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifier.auth.fromheader import _tokens, first_mailbox, from_domains, normalize_domain
+from classifier.auth.fromheader import (
+    _LITERAL,
+    _mailboxes,
+    _tokens,
+    _unfold,
+    first_mailbox,
+    from_domains,
+    normalize_domain,
+)
+from classifier.names import DOT_ATOM, quoted_string
 
 # Pieces that steer the tokenizer into every branch, unbalanced ones included.
 _PIECES = ["a", "b.example", "@", "<", ">", "(", ")", '"', "\\", "[", "]", ",", ";", ":", " "]
@@ -103,3 +112,34 @@ def _tokens_reference(value: str) -> list[tuple[str, str, bool]]:
 )
 def test_tokens_read_as_the_character_by_character_reading(value: str) -> None:
     assert [tuple(t) for t in _tokens(value)] == _tokens_reference(value)
+
+
+def _first_mailbox_reference(values: list[str | None]) -> str:
+    """first_mailbox as it read the From values before it shared from_domains' reading."""
+    for value in values:
+        if value is None:
+            continue
+        for local, raw, literal in _mailboxes(_unfold(str(value))):
+            domain = (raw if _LITERAL.match(raw) else "") if literal else normalize_domain(raw)
+            if not domain:
+                continue
+            text = local.text
+            if local.kind == "quoted" and not DOT_ATOM.fullmatch(text):
+                text = quoted_string(text)
+            return f"{text}@{domain}".lower()
+    return ""
+
+
+_HOSTILE_FROM = st.text(alphabet='aB.@<>,;:[]()"\\ \t\r\n\u00a0é1', max_size=40) | st.lists(
+    st.sampled_from([*_PIECES, "[1.2.3.4]", "xn--", "A.Example", "dkim=pass"]), max_size=12
+).map("".join)
+
+
+@settings(max_examples=1500)
+@given(st.lists(_HOSTILE_FROM | st.none(), max_size=3))
+def test_first_mailbox_reads_as_its_own_walk_did(values: list[str | None]) -> None:
+    assert first_mailbox(values) == _first_mailbox_reference(values)
+    # and the domain of the mailbox it gives is the one DMARC judged, when that one is usable
+    found = first_mailbox(values)
+    if found and not found.endswith("]"):
+        assert found.rpartition("@")[2] in from_domains(values)[0]

@@ -105,16 +105,15 @@ class SignedMessage:
     def canonical_fields(self, policy: CanonicalizationPolicy, names: set[bytes]) -> list:
         """Gives the canonicalised fields whose lower-case name is in `names`, in order."""
         algorithm = policy.header_algorithm
-        out = []
-        for index, name in enumerate(self.names):
-            if name in names:
-                key = (algorithm.name, index)
-                found = self._fields.get(key)
-                if found is None:
-                    (found,) = algorithm.canonicalize_headers([self.fields[index]])
-                    self._fields[key] = found
-                out.append(found)
-        return out
+        kept = self._fields
+        wanted = [(algorithm.name, i) for i, name in enumerate(self.names) if name in names]
+        new = [key for key in wanted if key not in kept]
+        if new:
+            # One call for the fields not yet canonicalised: dkimpy's canonicalisation
+            # reads each field on its own, so the list gives what one call per field gave.
+            done = algorithm.canonicalize_headers([self.fields[i] for _, i in new])
+            kept.update(zip(new, done, strict=True))
+        return [kept[key] for key in wanted]
 
     def body_hash(self, policy: CanonicalizationPolicy, digest: str, length: bytes | None) -> bytes:
         """Gives the hash of the canonicalised body, cut to l= octets when given (§3.7)."""
@@ -176,16 +175,26 @@ def verify(
 
 def _rsa_verify(verifier: Any, signature: bytes, digest: bytes, algorithm: str) -> bool:
     """RSASSA-PKCS1-v1_5 (RFC 8017 §8.2.2) of a digest, by OpenSSL."""
+    invalid, pkcs1, prehashed = _rsa_parameters(algorithm)
+    try:
+        verifier.verify(signature, digest, pkcs1, prehashed)
+    except invalid:
+        return False
+    return True
+
+
+@lru_cache(maxsize=2)
+def _rsa_parameters(algorithm: str) -> tuple[type[Exception], Any, Any]:
+    """Gives cryptography's InvalidSignature, PKCS #1 v1.5 padding and the prehashed digest.
+
+    Imported at the first RSA signature and built once: they hold no state.
+    """
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, utils
 
     prehashed = utils.Prehashed(hashes.SHA256() if algorithm == "sha256" else hashes.SHA1())
-    try:
-        verifier.verify(signature, digest, padding.PKCS1v15(), prehashed)
-    except InvalidSignature:
-        return False
-    return True
+    return InvalidSignature, padding.PKCS1v15(), prehashed
 
 
 def _base64(value: bytes, tag: str) -> bytes:

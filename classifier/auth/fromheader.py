@@ -177,15 +177,21 @@ def first_mailbox(from_header_values: Iterable[object] | None) -> str:
     for value in from_header_values or []:
         if value is None:
             continue
-        for local, raw, literal in _mailboxes(_unfold(str(value))):
-            domain = (raw if _LITERAL.match(raw) else "") if literal else normalize_domain(raw)
-            if not domain:
-                continue
-            text = local.text
-            if local.kind == "quoted" and not DOT_ATOM.fullmatch(text):
-                text = quoted_string(text)
-            return f"{text}@{domain}".lower()
+        first = _read_from_value(str(value))[3]
+        if first:
+            return first
     return ""
+
+
+def _mailbox_text(local: _Token, raw: str, literal: bool) -> str:
+    """Gives local@domain lower-cased for `first_mailbox`, or "" when the domain is unusable."""
+    domain = (raw if _LITERAL.match(raw) else "") if literal else normalize_domain(raw)
+    if not domain:
+        return ""
+    text = local.text
+    if local.kind == "quoted" and not DOT_ATOM.fullmatch(text):
+        text = quoted_string(text)
+    return f"{text}@{domain}".lower()
 
 
 def _unfold(value: str) -> str:
@@ -216,7 +222,7 @@ def from_domains(from_header_values: Iterable[object] | None) -> tuple[list[str]
     domains: list[str] = []
     problems: list[str] = []
     for value in values:
-        found, trouble, shown = _read_from_value(value)
+        found, trouble, shown, _ = _read_from_value(value)
         domains += found
         problems += trouble
         if not found and not problems:
@@ -226,8 +232,9 @@ def from_domains(from_header_values: Iterable[object] | None) -> tuple[list[str]
     return [], "; ".join(problems) or "no address with a domain in From"
 
 
-def _read_from_value(value: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
-    """Gives the domains of one From value, what is wrong with it, and its text to show.
+def _read_from_value(value: str) -> tuple[tuple[str, ...], tuple[str, ...], str, str]:
+    """Gives the domains of one From value, what is wrong with it, its text to show and
+    its first usable mailbox (`first_mailbox`, "" when none).
 
     Values of a line's length are cached (a message's checks read its From
     twice, and senders repeat theirs); longer ones would make the cache large.
@@ -235,18 +242,21 @@ def _read_from_value(value: str) -> tuple[tuple[str, ...], tuple[str, ...], str]
     return _read_short(value) if len(value) <= 998 else _read_any(value)
 
 
-def _read_any(value: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+def _read_any(value: str) -> tuple[tuple[str, ...], tuple[str, ...], str, str]:
     unfolded = _unfold(value)
     domains: list[str] = []
     problems: list[str] = []
-    for _, raw, literal in _mailboxes(unfolded):
+    first = ""
+    for local, raw, literal in _mailboxes(unfolded):
+        if not first:
+            first = _mailbox_text(local, raw, literal)
         domain = None if literal else normalize_domain(raw)
         if domain is None:
             what = "an address literal" if literal else "not a domain name"
             problems.append(f"{raw or '(empty)'} is {what}")
             continue
         domains.append(domain)
-    return tuple(domains), tuple(problems), unfolded.strip()[:200]
+    return tuple(domains), tuple(problems), unfolded.strip()[:200], first
 
 
 _read_short = lru_cache(maxsize=1024)(_read_any)

@@ -165,9 +165,9 @@ def _domain_problem(domain: str) -> tuple[str, str]:
     labels = domain.split(".")
     if len(labels) < 2:
         return "", f"{domain!r} is not a fully qualified domain name"
-    if any(not label for label in labels):
+    if "" in labels:
         return "", f"{domain!r} has an empty label"
-    if any(len(label) > 63 for label in labels) or len(domain) > 253:
+    if len(domain) > 253 or max(map(len, labels)) > 63:
         return "", f"{domain!r} is longer than a DNS name can be"
     return domain.lower(), ""
 

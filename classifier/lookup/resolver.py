@@ -160,8 +160,15 @@ class Resolver:
 
     def query(self, qname: str, rdtype: str, timeout: float | None = None) -> Answer:
         """Gives the answer for (qname, rdtype); raises DnsTempError on a temporary failure."""
-        key = _key(qname, rdtype)
         now = self.clock()
+        # A question asked in the cache's own spelling (a session's, a memo's replay) is found
+        # without normalising it again: `_key` gives a cache key back unchanged.
+        with self._lock:
+            hit = self._cache.get((qname, rdtype))
+            if hit is not None and hit[0] > now:
+                self._cache.move_to_end((qname, rdtype))
+                return hit[1]
+        key = _key(qname, rdtype)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and hit[0] > now:
@@ -196,6 +203,10 @@ class Resolver:
         sent = []
         now = self.clock()
         for qname, rdtype in questions:
+            with self._lock:
+                hit = self._cache.get((qname, rdtype))
+            if hit is not None and hit[0] > now:
+                continue  # cached in its own spelling (see `query`)
             try:
                 key = _key(qname, rdtype)
             except ValueError:
