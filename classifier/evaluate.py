@@ -26,7 +26,7 @@ from classifier.envelope.trust import Hints
 from classifier.log import log
 from classifier.lookup.resolver import Resolver
 from classifier.policies import Policies, Policy
-from classifier.policy.verdict import Verdict, decide
+from classifier.policy.verdict import EffectiveResults, Verdict, decide, effective_results
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,12 @@ class Evaluation:
     verdict: Verdict
     delivery_id: str = ""  # with [learn] on: names the delivery record (`delivery=`)
 
-    def header_value(self, authserv_id: str) -> str:
-        """Gives the X-Authsieve value for this evaluation."""
+    def header_value(self, authserv_id: str, domains: tuple[str, str] | None = None) -> str:
+        """Gives the X-Authsieve value for this evaluation.
+
+        `domains` are the policy's (From, MAIL FROM) domains for these facts
+        (`EffectiveResults`), when the caller has them: they are not worked out again.
+        """
         return render_header_value(
             self.facts,
             authserv_id,
@@ -50,6 +54,7 @@ class Evaluation:
             allowed=bool(self.verdict.allowed),
             user=self.policy.user,
             delivery_id=self.delivery_id,
+            domains=domains,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -71,13 +76,27 @@ def evaluate(
     the trust path; when the user is not known in advance, the global
     policy's list is used and the recipient's policy decides.
     """
+    return _evaluate(data, settings, resolver, policies, hints, user, deadline)[0]
+
+
+def _evaluate(
+    data: bytes,
+    settings: Settings,
+    resolver: Resolver,
+    policies: Policies,
+    hints: Hints | None,
+    user: str | None,
+    deadline: Deadline | None,
+) -> tuple[Evaluation, EffectiveResults]:
+    """Gives `evaluate`'s evaluation and the results its verdict judged."""
     known = policies.for_user(user) if user else None
     forwarders = (known or policies.default).trusted_forwarders
     trust = settings.trust_for(forwarders)
     report = run_checks(data, settings, resolver, hints, trust, deadline)
     policy = known or policies.for_user(report.envelope.rcpt or "")
     facts = facts_from(report, policy.trusted_arc_sealers)
-    return Evaluation(report, facts, policy, decide(facts, policy))
+    eff = effective_results(facts)
+    return Evaluation(report, facts, policy, decide(facts, policy, eff)), eff
 
 
 def new_delivery_id() -> str:
@@ -145,10 +164,10 @@ def check_and_annotate(
     CheckAbandoned: nobody waits for the answer any more.
     """
     try:
-        result = evaluate(data, settings, resolver, policies, hints, user, deadline)
+        result, eff = _evaluate(data, settings, resolver, policies, hints, user, deadline)
         if note is not None:
             result = replace(result, delivery_id=new_delivery_id())
-        value = result.header_value(settings.authserv_id)
+        value = result.header_value(settings.authserv_id, (eff.from_domain, eff.mailfrom_domain))
         out = annotate(data, result.report, settings.authserv_id, value)
         env, facts, verdict = result.report.envelope, result.facts, result.verdict
         summary = (

@@ -252,3 +252,26 @@ def test_dmarc_discovery_cut_short_by_a_failure_is_never_kept(
     found = discover("news.example.com", resolver.session(20), "rfc9989")
     assert found.temp and found.record is None
     assert len(resolver.memo) == 0
+
+
+@pytest.mark.parametrize("author", ["news.example.com", "shop.example", "x.nowhere.example"])
+@pytest.mark.parametrize("servfail", [(), ("_dmarc.example.com",)])
+@pytest.mark.parametrize("mode", ["rfc9989", "rfc7489"])
+def test_dmarc_evaluation_reading_discover_first_gives_what_discovering_again_gives(
+    dns_server: Callable[..., DnsTestServer], author: str, servfail: tuple, mode: str
+) -> None:
+    from classifier.auth.dmarc import check_dmarc, discover_first
+
+    server = dns_server(DMARC_ZONE, servfail=servfail)
+    from_values = [f"A <a@{author}>"]
+    got = []
+    for pass_it in (False, True):
+        resolver = resolver_for(server)  # its own memo: no replay between the two
+        dns = resolver.session(20)
+        found = discover_first(from_values, dns, mode)
+        assert set(found) == {author}
+        result = check_dmarc(
+            from_values, "fail", "", [], dns, mode=mode, discovered=found if pass_it else None
+        )
+        got.append((result, dns.queries))
+    assert got[0] == got[1]

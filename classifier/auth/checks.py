@@ -199,9 +199,10 @@ def _run(
     if spf_applies:
         first += [(d, "TXT") for d in record_domains(envelope.mail_from, envelope.helo or "")]
     dns.send_ahead(first)
+    discovered = {}
     if not envelope.authenticated:
         # The policy is read before any lookup the sender chooses can spend the budget.
-        discover_first(from_values, dns, settings.dmarc_mode)
+        discovered = discover_first(from_values, dns, settings.dmarc_mode)
 
     if envelope.authenticated:
         spf = _not_checked("mailfrom", envelope, "authenticated submission: SPF not applied")
@@ -240,6 +241,7 @@ def _run(
             [(d.result, d.domain) for d in dkim],
             dns,
             mode=settings.dmarc_mode,
+            discovered=discovered,
         )
     return CheckReport(
         envelope=envelope,

@@ -36,7 +36,7 @@ is asked only for a name that could share the Author Domain's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Literal, NamedTuple
 
@@ -247,8 +247,12 @@ def _evaluate(
     mode: str,
     sample: float | None,
     orgs: OrgDomains,
+    discovered: Discovery | Exception | None = None,
 ) -> DmarcResult:
-    """Gives the DMARC result for one Author Domain (RFC 9989 §5.3.2-5.3.6, RFC 7489 §6.6)."""
+    """Gives the DMARC result for one Author Domain (RFC 9989 §5.3.2-5.3.6, RFC 7489 §6.6).
+
+    `discovered` is `discover_first`'s outcome for this author and mode, if it ran.
+    """
     org: str | None = None
 
     def early(word: Result, reason: str, record: str = "", where: str = "") -> DmarcResult:
@@ -263,7 +267,12 @@ def _evaluate(
         )
 
     try:
-        found = discover(author, dns, mode)
+        if discovered is None:
+            found = discover(author, dns, mode)
+        elif isinstance(discovered, Exception):
+            raise discovered
+        else:
+            found = discovered
     except DnsTempError as exc:
         return early(Result.TEMPERROR, f"DNS temporary failure at {exc.qname}: {exc.reason}")
     org = found.org_domain
@@ -356,7 +365,7 @@ def record_names(from_header_values: Iterable[object] | None) -> list[str]:
 
 def discover_first(
     from_header_values: Iterable[object] | None, dns: DnsSession, mode: str = "rfc9989"
-) -> None:
+) -> dict[str, Discovery | Exception]:
     """Looks up each Author Domain's DMARC record before the other checks ask anything.
 
     Only a temporary failure of the policy discovery itself, or of an identifier
@@ -366,17 +375,23 @@ def discover_first(
     answers -- and would otherwise spend the message's DNS time budget before
     the record is read.  The answers stay in the session; `check_dmarc` reads
     them from there and reports whatever went wrong.
+
+    Gives each Author Domain's outcome (the Discovery, or what it raised), for
+    `check_dmarc` of the same message and mode: asked again, the session would
+    give the same answers and failures, so discovery would end the same way.
     """
+    outcomes: dict[str, Discovery | Exception] = {}
     if mode not in MODES:
-        return
+        return outcomes
     domains, error = from_domains([v for v in (from_header_values or []) if v is not None])
     if error:
-        return
+        return outcomes
     for author in list(dict.fromkeys(domains))[:MAX_AUTHOR_DOMAINS]:
         try:
-            discover(author, dns, mode)
-        except Exception:  # check_dmarc meets it again and reports it
-            continue
+            outcomes[author] = discover(author, dns, mode)
+        except Exception as exc:  # check_dmarc meets it again and reports it
+            outcomes[author] = exc
+    return outcomes
 
 
 def check_dmarc(
@@ -387,6 +402,7 @@ def check_dmarc(
     dns: DnsSession,
     mode: str = "rfc9989",
     sample: float | None = None,
+    discovered: Mapping[str, Discovery | Exception] | None = None,
 ) -> DmarcResult:
     """Gives the DMARC result of a message (RFC 9989 §5.3, or RFC 7489 §6.6 in rfc7489 mode).
 
@@ -397,9 +413,12 @@ def check_dmarc(
     not applied).  Never raises: an internal error is logged with its traceback and
     gives permerror with ``internal_error`` set, never temperror (a temperror files
     nothing, so an input that made this code raise would switch DMARC off).
+    `discovered` is what `discover_first` gave for the same message, DNS session and mode.
     """
     try:
-        return _check(from_header_values, spf_result, spf_domain, dkim, dns, mode, sample)
+        return _check(
+            from_header_values, spf_result, spf_domain, dkim, dns, mode, sample, discovered or {}
+        )
     except Exception as exc:  # never let a message's content break delivery (docs/design.md)
         log.exception("internal error in the DMARC check")
         reason = f"internal error in the DMARC check: {type(exc).__name__}: {exc}"[:300]
@@ -414,6 +433,7 @@ def _check(
     dns: DnsSession,
     mode: str,
     sample: float | None,
+    discovered: Mapping[str, Discovery | Exception],
 ) -> DmarcResult:
     if mode not in MODES:
         return _failed(Result.PERMERROR, str(mode), f"unknown DMARC mode {mode!r}")
@@ -426,7 +446,9 @@ def _check(
     spf = (str(spf_result or ""), str(spf_domain or ""))
     signatures = [(str(r or ""), str(d or "")) for r, d in (dkim or [])]
     orgs = OrgDomains(dns, mode)
-    results = [_evaluate(d, spf, signatures, dns, mode, sample, orgs) for d in evaluated]
+    results = [
+        _evaluate(d, spf, signatures, dns, mode, sample, orgs, discovered.get(d)) for d in evaluated
+    ]
     worst = max(results, key=_severity)
     if len(distinct) > MAX_AUTHOR_DOMAINS:
         return _beyond_the_cap(distinct, results)

@@ -89,8 +89,12 @@ def render_header_value(
     allowed: bool = False,
     user: str = "",
     delivery_id: str = "",
+    domains: tuple[str, str] | None = None,
 ) -> str:
     """Gives the X-Authsieve header value (without the name) for these facts.
+
+    `domains` is (safe_domain(facts.from_domain), safe_domain(facts.mailfrom_domain)),
+    when the caller has worked them out already (the verdict's `EffectiveResults`).
 
     `delivery_id` (``delivery=``, only with [learn] on) names the delivery record
     `authsieve learn` believes (`classifier.aggregate.deliveries`): ``id=`` is the
@@ -102,6 +106,10 @@ def render_header_value(
     are the ones Python used at delivery (a ``quarantine release --allow``
     counts from the next message on, without reinstalling a script).
     """
+    from_domain, mailfrom_domain = domains or (
+        safe_domain(facts.from_domain),
+        safe_domain(facts.mailfrom_domain),
+    )
     parts = [
         "v=1",
         f"id={safe_domain(authserv_id) or 'localhost'}",
@@ -113,8 +121,8 @@ def render_header_value(
         f"arc={_token(facts.arc, RESULTS)}",
         f"dmarc={_token(facts.dmarc, RESULTS)}",
         f"policy={facts.dmarc_policy if facts.dmarc_policy in POLICIES - {''} else 'none'}",
-        f"from-domain={safe_domain(facts.from_domain) or 'none'}",
-        f"mailfrom-domain={safe_domain(facts.mailfrom_domain) or 'none'}",
+        f"from-domain={from_domain or 'none'}",
+        f"mailfrom-domain={mailfrom_domain or 'none'}",
         f"from-auth={'yes' if facts.from_authenticated else 'no'}",
         f"submission={'yes' if facts.submission else 'no'}",
         f"forwarded={'yes' if facts.forwarded_by else 'no'}",

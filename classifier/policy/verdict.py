@@ -237,9 +237,13 @@ def _severity(action: Action) -> int:
     return action.severity
 
 
-def decide(facts: AuthFacts, policy: Policy) -> Verdict:
-    """Gives the verdict of policy on these facts (README "Policy"; RFC 7489 §6.6.2)."""
-    eff = effective_results(facts)
+def decide(facts: AuthFacts, policy: Policy, eff: EffectiveResults | None = None) -> Verdict:
+    """Gives the verdict of policy on these facts (README "Policy"; RFC 7489 §6.6.2).
+
+    `eff` is `effective_results(facts)` when the caller has it already.
+    """
+    if eff is None:
+        eff = effective_results(facts)
     reasons = _context(facts, eff)
     if facts.submission:
         reasons.append("Submitted by our own user (SMTP AUTH): not judged by SPF, DKIM or DMARC")
