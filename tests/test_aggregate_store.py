@@ -429,3 +429,12 @@ def test_through_the_daemon_a_row_is_recorded_once_the_pipe_delivered(tmp_path: 
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_symlinked_report_store_file_is_refused_before_sqlite_opens_it(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.db"
+    target.write_bytes(b"")
+    (tmp_path / "reports.db").symlink_to(target)
+    with pytest.raises(StoreError, match="a symlink, refused"):
+        ReportStore.open(f"sqlite:{tmp_path}/reports.db")
+    assert target.read_bytes() == b""  # SQLite never made its tables there

@@ -708,3 +708,47 @@ def test_apply_never_writes_a_config_the_loader_rejects(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not changed: the change would not load"):
         _apply(args, load_config(config), bad)
     assert config.read_text() == before
+
+
+# --- the attacker review of main (N1) ------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: root's suggest on the mail user's store")
+def test_root_on_the_store_drops_its_own_groups_and_comes_back(open_tmp: Path) -> None:
+    store = open_tmp / "learning"
+    store.mkdir()
+    os.chown(store, *NOBODY)
+    before = (os.getgroups(), os.getegid())
+    os.setgroups([0, 4])
+    try:
+        with as_store_owner(f"sqlite:{store}/moves.db"):
+            # root's group 0 would open a root-owned 0660 file the user links to
+            assert 0 not in os.getgroups() and 4 not in os.getgroups()
+            assert NOBODY[1] in os.getgroups()
+            assert (os.geteuid(), os.getegid()) == NOBODY
+        assert sorted(os.getgroups()) == [0, 4] and os.geteuid() == 0
+    finally:
+        os.setgroups(before[0])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the file the link names is root's")
+def test_suggest_take_in_refuses_a_symlinked_store_and_leaves_roots_file_alone(
+    open_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = open_tmp / "learning"
+    store.mkdir()
+    os.chown(store, *NOBODY)
+    secret = open_tmp / "root-file"
+    secret.write_bytes(b"root's\n")
+    secret.chmod(0o660)
+    (store / "moves.db").symlink_to(secret)
+    config = open_tmp / "config.toml"
+    config.write_text(
+        f'[classifier]\nauthserv_id = "{AUTHSERV}"\n[learn]\nstore = "sqlite:{store}/moves.db"\n'
+    )
+    assert main(["suggest", "--take-in", "--config", str(config)]) == 2
+    assert "a symlink, refused" in capsys.readouterr().err
+    assert secret.read_bytes() == b"root's\n"
+    assert not list(open_tmp.glob("root-file-*"))  # no -wal/-shm beside it
+    assert main(["suggest", "--config", str(config)]) == 2
+    assert "a symlink, refused" in capsys.readouterr().err

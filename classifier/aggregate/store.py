@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -117,6 +118,20 @@ def sqlite_path(url: str) -> Path:
     raise StoreError(f"{redact_store_url(url)}: expected sqlite:PATH")
 
 
+def refuse_symlink(path: Path) -> None:
+    """Raises StoreError when the store file is a symlink, before SQLite opens what it names.
+
+    The store's directory belongs to the mail user; root (suggest, dmarc-report)
+    must never open the file such a link points at.
+    """
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise StoreError(f"{path}: a symlink, refused (the store must be a regular file)")
+
+
 def open_sqlite(url: str, schema: str, timeout: float = 5.0) -> sqlite3.Connection:
     """Gives a connection to the ``sqlite:PATH`` store, its directory and tables made.
 
@@ -127,6 +142,7 @@ def open_sqlite(url: str, schema: str, timeout: float = 5.0) -> sqlite3.Connecti
     """
     path = sqlite_path(url)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    refuse_symlink(path)
     db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -261,6 +277,7 @@ class SqliteStore(ReportStore):
         """Gives the open store; OSError or sqlite3.Error for a file we may not write."""
         path = sqlite_path(url)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        refuse_symlink(path)
         # serve's threads share the kept store, one at a time (_kept_lock)
         db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
         store = cls(db, host)

@@ -331,13 +331,34 @@ def as_store_owner(url: str) -> Iterator[None]:
     if os.geteuid() != 0 or st is None or st.st_uid == 0:
         yield
         return
-    os.setegid(st.st_gid)
+    groups, gid = owner_groups(st.st_uid, st.st_gid)
+    saved = (os.getgroups(), os.getegid())
+    # Groups first, then gid, then uid: only root may set the first two.  Root's
+    # own groups (0 among them) go, or a file the user links to root's could be
+    # opened through group bits.  Real and saved uid stay 0 to come back:
+    # suggest --apply and the quarantine digest write as root afterwards.
+    os.setgroups(groups)
+    os.setegid(gid)
     os.seteuid(st.st_uid)
     try:
         yield
     finally:
         os.seteuid(0)
-        os.setegid(0)
+        os.setegid(saved[1])
+        os.setgroups(saved[0])
+
+
+def owner_groups(uid: int, fallback_gid: int) -> tuple[list[int], int]:
+    """Gives the user's groups (primary first) and primary gid; the directory's gid for none."""
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(uid)
+    except KeyError:
+        return [fallback_gid], fallback_gid
+    return [pw.pw_gid, *(g for g in os.getgrouplist(pw.pw_name, pw.pw_gid) if g != pw.pw_gid)], (
+        pw.pw_gid
+    )
 
 
 def open_proposals(config: Config) -> list[Proposal]:
