@@ -391,3 +391,23 @@ def test_systemd_analyze_verifies_the_take_in_timer_and_service(tmp_path: Path) 
     units = [str(tmp_path), *(unit.name for unit in (TAKE_IN_SERVICE, TAKE_IN_TIMER))]
     complaints = [ln for ln in done.stderr.splitlines() if any(u in ln for u in units)]
     assert done.returncode == 0 and complaints == [], done.stderr
+
+
+def test_files_taken_in_before_are_one_log_line_a_run_not_one_each(
+    tmp_path: Path, logged: io.StringIO
+) -> None:
+    # N2: learn racing serve over a backlog logged each file another reader took in.
+    config = learn_config(tmp_path)
+    deliver_one_shot(config, DEMO.read_bytes())
+    [taken] = spooled(config)
+    kept = taken.read_bytes()
+    with DeliveryStore.open(_learn(config).store) as store:
+        assert store.ingest_spool(0).added > 0
+        for n in range(5):  # the same id again, as a second reader would meet it
+            copy = taken.with_name(f"copy{n}.json")
+            copy.write_bytes(kept)
+            copy.chmod(0o600)
+        assert store.ingest_spool(0).added == 0
+    lines = [line for line in logged.getvalue().splitlines() if "taken in before" in line]
+    assert lines == [f"spool {taken.parent}: 5 file(s) taken in before, dropped"]
+    assert spooled(config) == []

@@ -288,7 +288,7 @@ def take_in(
     except FileNotFoundError:
         return Intake(0, 0, False)
     stop = None if seconds is None else time.monotonic() + seconds
-    added = handled = 0
+    added = handled = again = 0
     left = False
     make_done = (
         f"CREATE TABLE IF NOT EXISTS {done_table} (id TEXT PRIMARY KEY, at INTEGER NOT NULL)"
@@ -311,16 +311,20 @@ def take_in(
                 continue
             batch.append(got)
             if len(batch) >= batch_size:
-                added += _commit(db, spool, batch, make_done, done_table, insert)
+                rows, dropped = _commit(db, spool, batch, make_done, done_table, insert)
+                added, again = added + rows, again + dropped
                 batch, batch_size = [], INGEST_BATCH
         if batch:
-            added += _commit(db, spool, batch, make_done, done_table, insert)
+            rows, dropped = _commit(db, spool, batch, make_done, done_table, insert)
+            added, again = added + rows, again + dropped
         if added:
             with immediate(db):
                 db.execute(make_done)
                 db.execute(f"DELETE FROM {done_table} WHERE at < ?", (forget_before,))
     finally:
         spool.close()
+    if again:  # one line a run: readers racing on a backlog would log each file (N2)
+        log.info("spool %s: %d file(s) taken in before, dropped", directory, again)
     return Intake(added, handled, left)
 
 
@@ -331,9 +335,13 @@ def _commit(
     make_done: str,
     done_table: str,
     insert: str,
-) -> int:
-    """Takes one batch of files in, in one transaction, then unlinks them; gives rows added."""
-    added = 0
+) -> tuple[int, int]:
+    """Takes one batch of files in, in one transaction, then unlinks them.
+
+    Gives the rows added and the number of files whose id was taken in before
+    (a crash between commit and unlink left them, or a copy was put back).
+    """
+    added = again = 0
     with immediate(db):  # one commit for many files
         db.execute(make_done)
         for done in batch:
@@ -344,13 +352,12 @@ def _commit(
             if new:
                 db.executemany(insert, done.rows)
                 added += len(done.rows)
-            else:  # a crash between commit and unlink left it, or a replay
-                shown = log_value(done.name)
-                log.info("spool %s/%s: taken in before, dropped", spool.directory, shown)
+            else:
+                again += 1
     for done in batch:
         with suppress(FileNotFoundError):
             spool.unlink(done.name)
-    return added
+    return added, again
 
 
 _next_run: dict[object, float] = {}
