@@ -411,3 +411,32 @@ def test_files_taken_in_before_are_one_log_line_a_run_not_one_each(
     lines = [line for line in logged.getvalue().splitlines() if "taken in before" in line]
     assert lines == [f"spool {taken.parent}: 5 file(s) taken in before, dropped"]
     assert spooled(config) == []
+
+
+def test_suggest_take_in_logs_a_refused_file_to_the_log_file_not_to_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # N3: the cron job mails stderr; a refused file belongs in log_file.
+    from classifier.commands.main import main
+    from classifier.log import log
+
+    config = learn_config(tmp_path)
+    deliver_one_shot(config, DEMO.read_bytes())
+    [file] = spooled(config)
+    (file.parent / "planted.json").symlink_to("/etc/passwd")
+    kept, level, propagate = log.handlers[:], log.level, log.propagate
+    for handler in kept:
+        log.removeHandler(handler)
+    try:
+        assert main(["suggest", "--take-in", "--config", str(config)]) == 0
+    finally:
+        for handler in log.handlers[:]:
+            log.removeHandler(handler)
+            handler.close()
+        for handler in kept:
+            log.addHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
+    assert capfd.readouterr() == ("", "")
+    assert "planted.json refused: cannot open" in (tmp_path / "log").read_text()
+    assert spooled(config) == []

@@ -238,11 +238,19 @@ def logging_shutdown() -> None:
     logging.shutdown()
 
 
-def _take_in_only(config: Config) -> int:
-    """Takes the learning spool in (bounded) and purges old records; prints only trouble."""
+def _take_in_only(config: Config, debug: bool = False) -> int:
+    """Takes the learning spool in (bounded) and purges old records; prints only trouble.
+
+    What the take-in logs (a refused file) goes to log_file or syslog as for the
+    other commands, not to stderr, which cron mails: stderr has the one line
+    saying files are left.  The log is opened before the switch to the store's
+    owner, as whoever runs the command.
+    """
     from classifier.aggregate.deliveries import DeliveryStore, retention_seconds
     from classifier.aggregate.store import StoreError
+    from classifier.log import configure_logging
 
+    configure_logging(config.engine, debug)
     learn = _learn_of(config)
     url = learn.store
     since = int(time.time() - retention_seconds(learn))
@@ -371,7 +379,7 @@ def cmd_suggest(args: argparse.Namespace, config: Config) -> int:
     from classifier.policies import normalize_user
 
     if args.take_in:
-        return _take_in_only(config)
+        return _take_in_only(config, getattr(args, "debug", False))
     proposals = _proposals(config)
     numbered = list(enumerate(proposals, 1))
     if args.user:
