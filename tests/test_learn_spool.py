@@ -440,3 +440,35 @@ def test_suggest_take_in_logs_a_refused_file_to_the_log_file_not_to_stderr(
     assert capfd.readouterr() == ("", "")
     assert "planted.json refused: cannot open" in (tmp_path / "log").read_text()
     assert spooled(config) == []
+
+
+@pytest.mark.parametrize("how", ["a symlink", "mode 1777"])
+def test_suggest_take_in_says_why_a_spool_directory_is_refused(
+    tmp_path: Path, how: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # N5: a symlink was a NotADirectoryError with install advice; 1777 read "mode 0777".
+    from classifier.commands.main import main
+
+    config = learn_config(tmp_path)
+    deliver_one_shot(config, DEMO.read_bytes())
+    [file] = spooled(config)
+    directory = file.parent
+    if how == "a symlink":
+        directory.rename(tmp_path / "elsewhere")
+        directory.symlink_to(tmp_path / "elsewhere")
+        said = f"{directory}: a symlink, refused"
+    else:
+        directory.chmod(0o1777)
+        said = f"{directory}: mode 1777, writable by group or others, not read"
+    assert main(["suggest", "--take-in", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "install -d" not in err and "NotADirectoryError" not in err, err
+    assert err.count("\n") == 1
+
+
+def test_the_writer_names_the_real_mode_of_a_sticky_spool_directory(tmp_path: Path) -> None:
+    directory = tmp_path / "moves.db.spool"
+    directory.mkdir()
+    directory.chmod(0o1777)
+    with pytest.raises(PermissionError, match="mode 1777: refused"):
+        spool_rows(directory, [[1]])

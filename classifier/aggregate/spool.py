@@ -39,6 +39,7 @@ it is `STALE_TMP` old.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -70,19 +71,37 @@ def spool_dir(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".spool")
 
 
+class SpoolRefused(PermissionError):
+    """A spool directory refused: a symlink, or one others may write; the message says which."""
+
+
+def _open_dir(directory: Path) -> int:
+    """Opens the directory without following a symlink; SpoolRefused names a symlink."""
+    try:
+        return os.open(directory, DIR_FLAGS)
+    except OSError as exc:
+        # Linux gives ENOTDIR for O_NOFOLLOW|O_DIRECTORY on a symlink, others ELOOP.
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and directory.is_symlink():
+            raise SpoolRefused(
+                f"{directory}: a symlink, refused (the spool must be a directory of the"
+                " store's owner)"
+            ) from None
+        raise
+
+
 def open_spool_dir(directory: Path, owner: int) -> int:
     """Opens a spool directory as its reader will accept it; gives its descriptor.
 
-    Raises OSError: a symlink (ELOOP), not a directory, or PermissionError when
-    the directory is not `owner`'s or group or others may write it.
+    Raises OSError: not a directory, or SpoolRefused (a PermissionError) when it
+    is a symlink, not `owner`'s, or group or others may write it.
     """
-    fd = os.open(directory, DIR_FLAGS)
+    fd = _open_dir(directory)
     st = os.fstat(fd)
     if st.st_uid != owner or st.st_mode & 0o022:
         os.close(fd)
-        raise PermissionError(
-            f"{directory}: owned by uid {st.st_uid}, mode {st.st_mode & 0o777:04o}: refused"
-            f" (must be uid {owner}'s and not writable by group or others)"
+        raise SpoolRefused(
+            f"{directory}: owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}:"
+            f" refused (must be uid {owner}'s and not writable by group or others)"
         )
     return fd
 
@@ -131,13 +150,16 @@ class Spool:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        # ELOOP (a symlink) or ENOTDIR raise OSError here: the caller logs it.
-        self.fd = os.open(directory, DIR_FLAGS)
+        # A symlink (SpoolRefused) or not a directory raise OSError here: the caller logs it.
+        self.fd = _open_dir(directory)
         st = os.fstat(self.fd)
         self.owner = st.st_uid
         if st.st_mode & 0o022:
             os.close(self.fd)
-            raise PermissionError(f"{directory}: writable by group or others, not read")
+            raise SpoolRefused(
+                f"{directory}: mode {stat.S_IMODE(st.st_mode):04o}, writable by group or"
+                f" others, not read (chmod 700 {directory})"
+            )
 
     def close(self) -> None:
         os.close(self.fd)
@@ -198,7 +220,7 @@ class Spool:
             if st.st_uid != self.owner:
                 return SpoolFile(name, refused=f"owned by uid {st.st_uid}, not the spool's owner")
             if st.st_mode & 0o077:  # the writer makes 0600: this one it did not write
-                return SpoolFile(name, refused=f"mode {st.st_mode & 0o777:04o}, not 0600")
+                return SpoolFile(name, refused=f"mode {stat.S_IMODE(st.st_mode):04o}, not 0600")
             if st.st_size > MAX_FILE:
                 return SpoolFile(name, refused="too large")
             data = os.read(fd, MAX_FILE + 1)

@@ -303,12 +303,15 @@ def store_problem(url: str, exc: BaseException) -> str:
     """Gives one line naming the store file, who we are, what failed and what to run."""
     import pwd
 
+    from classifier.aggregate.spool import SpoolRefused
     from classifier.aggregate.store import sqlite_path
 
     try:
         path = sqlite_path(url)
     except Exception:  # a URL that names no file: the message says so
         return f"learn store {url}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, SpoolRefused):  # its message says what is wrong: no install advice
+        return f"learn store {path}: {exc}"
     try:
         me = pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
