@@ -713,6 +713,28 @@ def test_apply_never_writes_a_config_the_loader_rejects(tmp_path: Path) -> None:
 # --- the attacker review of main (N1) ------------------------------------------------------------
 
 
+@pytest.fixture
+def own_log() -> Iterator[None]:
+    """Lets a command configure authsieve's log afresh, and puts the test's back after."""
+    import logging
+
+    from classifier.log import log
+
+    kept, level, propagate = log.handlers[:], log.level, log.propagate
+    for handler in kept:
+        log.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in log.handlers[:]:
+            log.removeHandler(handler)
+            handler.close()
+        for handler in kept:
+            log.addHandler(handler)
+        log.setLevel(level or logging.NOTSET)
+        log.propagate = propagate
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: root's suggest on the mail user's store")
 def test_root_on_the_store_drops_its_own_groups_and_comes_back(open_tmp: Path) -> None:
     store = open_tmp / "learning"
@@ -733,7 +755,7 @@ def test_root_on_the_store_drops_its_own_groups_and_comes_back(open_tmp: Path) -
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the file the link names is root's")
 def test_suggest_take_in_refuses_a_symlinked_store_and_leaves_roots_file_alone(
-    open_tmp: Path, capsys: pytest.CaptureFixture[str]
+    open_tmp: Path, capfd: pytest.CaptureFixture[str], own_log: None
 ) -> None:
     store = open_tmp / "learning"
     store.mkdir()
@@ -746,9 +768,40 @@ def test_suggest_take_in_refuses_a_symlinked_store_and_leaves_roots_file_alone(
     config.write_text(
         f'[classifier]\nauthserv_id = "{AUTHSERV}"\n[learn]\nstore = "sqlite:{store}/moves.db"\n'
     )
-    assert main(["suggest", "--take-in", "--config", str(config)]) == 2
-    assert "a symlink, refused" in capsys.readouterr().err
+    assert main(["suggest", "--take-in", "--config", str(config)]) == 2  # in a child
+    assert "a symlink, refused" in capfd.readouterr().err
     assert secret.read_bytes() == b"root's\n"
     assert not list(open_tmp.glob("root-file-*"))  # no -wal/-shm beside it
     assert main(["suggest", "--config", str(config)]) == 2
-    assert "a symlink, refused" in capsys.readouterr().err
+    assert "a symlink, refused" in capfd.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: root's take-in on the mail user's store")
+def test_root_takes_the_spool_in_as_the_store_owner_for_good(
+    open_tmp: Path, monkeypatch: pytest.MonkeyPatch, own_log: None
+) -> None:
+    # N1: nothing after --take-in needs root, so real and saved uid go too.
+    from classifier.aggregate.deliveries import DeliveryStore
+
+    store = open_tmp / "learning"
+    store.mkdir()
+    os.chown(store, *NOBODY)
+    seen = open_tmp / "seen"
+    seen.touch()
+    seen.chmod(0o666)
+    ingest = DeliveryStore.ingest_spool
+
+    def watched(self: DeliveryStore, *args: object, **kwargs: object) -> object:
+        seen.write_text(repr((os.getresuid(), os.getresgid(), sorted(os.getgroups()))))
+        return ingest(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DeliveryStore, "ingest_spool", watched)
+    config = open_tmp / "config.toml"
+    config.write_text(
+        f'[classifier]\nauthserv_id = "{AUTHSERV}"\n[learn]\nstore = "sqlite:{store}/moves.db"\n'
+    )
+    assert main(["suggest", "--take-in", "--config", str(config)]) == 0
+    uid, gid = NOBODY
+    assert seen.read_text() == repr(((uid, uid, uid), (gid, gid, gid), [gid]))
+    assert os.getresuid() == (0, 0, 0)  # the caller (here pytest) is root still
+    assert {p.stat().st_uid for p in store.iterdir()} == {uid}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from classifier.config import Config, LearnConfig
-from classifier.errors import UsageError
+from classifier.errors import EX_SOFTWARE, AuthsieveError, UsageError
 
 if TYPE_CHECKING:
     from classifier.aggregate.deliveries import DeliveryStore
@@ -246,16 +246,48 @@ def _take_in_only(config: Config, debug: bool = False) -> int:
     saying files are left.  The log is opened before the switch to the store's
     owner, as whoever runs the command.
     """
-    from classifier.aggregate.deliveries import DeliveryStore, retention_seconds
-    from classifier.aggregate.store import StoreError
     from classifier.log import configure_logging
 
     configure_logging(config.engine, debug)
     learn = _learn_of(config)
+    owner = _other_owner(learn.store)
+    if owner is None:
+        return _take_in(learn)
+    # Root on a store of another user: nothing after the take-in needs root, so a
+    # child gives up root for good (real and saved uid too) and does it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = EX_SOFTWARE
+        try:
+            groups, gid = owner_groups(owner.st_uid, owner.st_gid)
+            os.setgroups(groups)
+            os.setresgid(gid, gid, gid)
+            os.setresuid(owner.st_uid, owner.st_uid, owner.st_uid)
+            code = _take_in(learn)
+        except AuthsieveError as exc:
+            print(f"authsieve: {exc}", file=sys.stderr)
+            code = exc.exit_code
+        except BaseException as exc:
+            print(f"authsieve: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging_shutdown()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _take_in(learn: LearnConfig) -> int:
+    from classifier.aggregate.deliveries import DeliveryStore, retention_seconds
+    from classifier.aggregate.store import StoreError
+
     url = learn.store
     since = int(time.time() - retention_seconds(learn))
     try:
-        with as_store_owner(url), DeliveryStore.open(url) as records:
+        with DeliveryStore.open(url) as records:
             taken = records.ingest_spool(since, seconds=SUGGEST_TAKE_IN_SECONDS)
             records.purge(since)
     except (OSError, sqlite3.Error, StoreError) as exc:
@@ -332,14 +364,8 @@ def as_store_owner(url: str) -> Iterator[None]:
     mail user out), and would follow a link the mail user planted under those
     names.  As that user, root can do only what the user could.
     """
-    from classifier.aggregate.store import sqlite_path
-
-    directory = sqlite_path(url).parent
-    try:
-        st = directory.stat()
-    except OSError:
-        st = None
-    if os.geteuid() != 0 or st is None or st.st_uid == 0:
+    st = _other_owner(url)
+    if st is None:
         yield
         return
     groups, gid = owner_groups(st.st_uid, st.st_gid)
@@ -357,6 +383,19 @@ def as_store_owner(url: str) -> Iterator[None]:
         os.seteuid(0)
         os.setegid(saved[1])
         os.setgroups(saved[0])
+
+
+def _other_owner(url: str) -> os.stat_result | None:
+    """Gives the stat of the store's directory when root runs us and another user owns it."""
+    from classifier.aggregate.store import StoreError, sqlite_path
+
+    if os.geteuid() != 0:
+        return None
+    try:
+        st = sqlite_path(url).parent.stat()
+    except (OSError, StoreError):  # none yet, or no file: opening it says so
+        return None
+    return None if st.st_uid == 0 else st
 
 
 def owner_groups(uid: int, fallback_gid: int) -> tuple[list[int], int]:
