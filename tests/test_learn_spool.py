@@ -28,7 +28,7 @@ from classifier.envelope.trust import Hints
 from classifier.evaluate import Evaluation, check_and_annotate
 from classifier.lookup.resolver import make_resolver
 from tests.conftest import ROOT
-from tests.helpers import NOBODY
+from tests.helpers import NOBODY, as_nobody
 from tests.test_learning import DEMO, ZONE, _learn, learn, learn_config, logged, stored
 
 __all__ = ["logged"]  # the fixture, used by name
@@ -472,3 +472,46 @@ def test_the_writer_names_the_real_mode_of_a_sticky_spool_directory(tmp_path: Pa
     directory.chmod(0o1777)
     with pytest.raises(PermissionError, match="mode 1777: refused"):
         spool_rows(directory, [[1]])
+
+
+def test_a_root_pipe_into_another_users_store_spools_nothing_and_says_why(
+    open_tmp: Path,
+) -> None:
+    # Admin review: one hand-run root pipe made a root-owned spool; vmail's deliveries
+    # then all failed "Permission denied" and suggest --take-in advised install -d.
+    config = learn_config(open_tmp)
+    store_dir = open_tmp / "learning"
+    store_dir.mkdir(mode=0o750)
+    os.chown(store_dir, *NOBODY)
+    proc = subprocess.run(
+        _one_shot_argv("pipe", config), input=DEMO.read_bytes(), capture_output=True,
+        cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert b"X-Authsieve" in proc.stdout  # delivered all the same
+    assert list(store_dir.iterdir()) == []  # no root-owned spool, nor anything else
+    said = "not recorded: running as root; the store belongs to nobody (run the pipe as that user)"
+    assert said in (open_tmp / "log").read_text()
+    # The store's owner still spools.
+    (open_tmp / "log").chmod(0o666)
+    as_nobody(lambda: deliver_one_shot(config, DEMO.read_bytes()))
+    [file] = spooled(config)
+    assert file.stat().st_uid == file.parent.stat().st_uid == NOBODY[0]
+
+
+def test_a_spool_of_the_wrong_owner_is_named_with_its_owner_and_fix(open_tmp: Path) -> None:
+    # As an older root pipe left it: the reader names the spool, not the store directory.
+    store_dir = open_tmp / "learning"
+    store_dir.mkdir(mode=0o750)
+    os.chown(store_dir, *NOBODY)
+    directory = store_dir / "moves.db.spool"
+    directory.mkdir(mode=0o700)  # root's
+
+    def read() -> None:
+        with pytest.raises(spool.SpoolRefused) as got:
+            spool.Spool(directory)
+        said = str(got.value)
+        assert f"spool directory {directory}: owned by root, not nobody" in said, said
+        assert f"chown -R nobody: {directory}, or remove it when empty" in said, said
+
+    as_nobody(read)

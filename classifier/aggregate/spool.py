@@ -32,6 +32,8 @@ file, a file with more than one link, one owned by another user than the
 directory or one that group or others may read or write (`SpoolFile`), and
 a directory others may write.  The writer refuses the directories the reader
 refuses (`open_spool_dir`): its rows would be lost there, and read by others.
+A writer running as root refuses a store directory another user owns: it
+neither writes there nor makes a spool the owner could not read.
 A refused file is logged once and removed (unlink does not follow a symlink;
 the directory is its owner's alone); a dot file a writer left is removed once
 it is `STALE_TMP` old.
@@ -42,6 +44,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pwd
 import secrets
 import sqlite3
 import stat
@@ -75,10 +78,33 @@ class SpoolRefused(PermissionError):
     """A spool directory refused: a symlink, or one others may write; the message says which."""
 
 
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _open_dir(directory: Path) -> int:
-    """Opens the directory without following a symlink; SpoolRefused names a symlink."""
+    """Opens the directory without following a symlink.
+
+    SpoolRefused names a symlink, or a directory of another user we may not
+    open (a root-run pipe made it): its owner and the fix, not the store's.
+    """
     try:
         return os.open(directory, DIR_FLAGS)
+    except PermissionError:
+        try:
+            st = os.lstat(directory)
+        except OSError:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(directory)) from None
+        if st.st_uid != os.geteuid():
+            me = _user(os.geteuid())
+            raise SpoolRefused(
+                f"spool directory {directory}: owned by {_user(st.st_uid)}, not {me}:"
+                f" not readable (chown -R {me}: {directory}, or remove it when empty)"
+            ) from None
+        raise
     except OSError as exc:
         # Linux gives ENOTDIR for O_NOFOLLOW|O_DIRECTORY on a symlink, others ELOOP.
         if exc.errno in (errno.ELOOP, errno.ENOTDIR) and directory.is_symlink():
@@ -114,6 +140,17 @@ def spool_rows(directory: Path, rows: Sequence[Sequence[object]], name: str = ""
     Raises OSError when the directory cannot be made or written, or is one the
     reader would refuse (`open_spool_dir`).
     """
+    if os.geteuid() == 0:
+        # Root never writes into another user's directory (the symlink races
+        # classifier/files.py avoids), nor leaves a root-owned spool there that
+        # the store's owner could never take in: refused, not chowned.
+        with suppress(FileNotFoundError):
+            owner = os.stat(directory.parent).st_uid
+            if owner != 0:
+                raise SpoolRefused(
+                    f"running as root; the store belongs to {_user(owner)}"
+                    " (run the pipe as that user)"
+                )
     directory.parent.mkdir(mode=0o750, parents=True, exist_ok=True)  # as the store makes it
     directory.mkdir(mode=0o700, exist_ok=True)
     ident = f"{time.time_ns()}.{os.getpid()}.{secrets.token_hex(8)}"
