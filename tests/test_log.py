@@ -222,3 +222,10 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
     )
     complaints = [line for line in done.stderr.splitlines() if str(tmp_path) in line]
     assert done.returncode == 0 and complaints == [], done.stderr
+
+
+def test_every_unit_may_write_the_stores_default_directory() -> None:
+    """serve and the watcher record deliveries ([learn], [reports]) into /var/lib/authsieve."""
+    for unit in sorted(UNITS.glob("*.service")):
+        writable = [p.lstrip("-") for v in unit_values(unit, "ReadWritePaths") for p in v.split()]
+        assert "/var/lib/authsieve" in writable, unit.name
