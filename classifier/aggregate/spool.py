@@ -21,7 +21,7 @@ loses nothing, a power cut may lose the last deliveries' rows (or leave an
 empty or partial file, refused and removed once like any other refused file).
 
 A reader takes in at most a bounded number of files in bounded time
-(`ingest`'s ``limit`` and ``seconds``): every file it took in, or refused, is
+(`take_in`'s ``limit`` and ``seconds``): every file it took in, or refused, is
 gone from the spool afterwards, so the next reader goes on where it stopped.
 A learning record's file is named by its delivery id, so that `learn` finds
 the record of the moved message first, whatever the backlog (``first``).
@@ -301,19 +301,6 @@ class Intake(NamedTuple):
     added: int
     files: int
     left: bool
-
-
-def ingest(
-    db: sqlite3.Connection,
-    directory: Path,
-    width: int,
-    done_table: str,
-    insert: str,
-    forget_before: int,
-    valid: Callable[[tuple[object, ...]], bool] = lambda row: True,
-) -> int:
-    """Moves all the rows spooled in `directory` into the store; gives how many (`take_in`)."""
-    return take_in(db, directory, width, done_table, insert, forget_before, valid).added
 
 
 def take_in(

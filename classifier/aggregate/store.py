@@ -103,7 +103,7 @@ _COLUMNS = (
 
 
 _MARKS = ", ".join("?" for _ in (*_COLUMNS, "host"))
-_SPOOL_DONE = "report_spool_done"  # the ids of the spooled files taken in (spool.ingest)
+_SPOOL_DONE = "report_spool_done"  # the ids of the spooled files taken in (spool.take_in)
 
 
 class StoreError(Exception):
