@@ -17,7 +17,6 @@ from classifier.annotate import annotate, fold
 from classifier.auth.checks import CheckAbandoned, CheckReport, Deadline, facts_from, run_checks
 from classifier.auth.facts import (
     HEADER_NAME,
-    INTERNAL,
     AuthFacts,
     render_header_value,
 )
@@ -26,7 +25,13 @@ from classifier.envelope.trust import Hints
 from classifier.log import log
 from classifier.lookup.resolver import Resolver
 from classifier.policies import Policies, Policy
-from classifier.policy.verdict import EffectiveResults, Verdict, decide, effective_results
+from classifier.policy.verdict import (
+    EffectiveResults,
+    Verdict,
+    decide,
+    effective_results,
+    failed_checks,
+)
 
 
 @dataclass(frozen=True)
@@ -201,17 +206,7 @@ def failed_annotation(
     and the Sieve script reads the same words from the header.  `policies` None (they
     could not be loaded) takes the built-in global policy.
     """
-    failed = AuthFacts(spf=INTERNAL, dkim=INTERNAL, arc=INTERNAL, dmarc=INTERNAL)
     policy = (policies or Policies(Policy())).for_user(user)
-    verdict = decide(failed, policy)
-    value = render_header_value(
-        failed,
-        authserv_id,
-        verdict.action,
-        policy.mode,
-        "; ".join(verdict.reasons),
-        error=error,
-        user=policy.user,
-    )
+    verdict, value = failed_checks(policy, authserv_id, error)
     eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
     return Annotated(fold(HEADER_NAME, value, eol) + data, verdict.action, "error", error)

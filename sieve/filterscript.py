@@ -38,9 +38,9 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from classifier.auth.facts import HEADER_NAME, INTERNAL, AuthFacts, render_header_value
+from classifier.auth.facts import HEADER_NAME
 from classifier.policies import Policies
-from classifier.policy.verdict import decide
+from classifier.policy.verdict import failed_checks
 from sieve.generate import (
     REQUIRE,
     _global_rules,
@@ -76,20 +76,10 @@ def compile_config(version: tuple[int, int]) -> str:
 def failure_header_value(policies: Policies, authserv_id: str, user: str = "") -> str:
     """Gives the X-Authsieve value the script adds for `user` ("": global) when the program failed.
 
-    The value `classifier.evaluate.failed_annotation` writes, but for the error text.
+    The value `classifier.evaluate.failed_annotation` writes (both through
+    `classifier.policy.verdict.failed_checks`), but for the error text.
     """
-    failed = AuthFacts(spf=INTERNAL, dkim=INTERNAL, arc=INTERNAL, dmarc=INTERNAL)
-    policy = policies.for_user(user) if user else policies.default
-    verdict = decide(failed, policy)
-    return render_header_value(
-        failed,
-        authserv_id,
-        verdict.action,
-        policy.mode,
-        "; ".join(verdict.reasons),
-        error=FAILED,
-        user=policy.user,
-    )
+    return failed_checks(policies.for_user(user), authserv_id, FAILED)[1]
 
 
 def _verbatim(text: str) -> str:

@@ -36,7 +36,14 @@ from __future__ import annotations
 
 from classifier.auth.facts import HEADER_NAME, INTERNAL, quote
 from classifier.names import quoted_string, safe_domain
-from classifier.policies import SPF_RULES, Policies, Policy, normalize_suffix, split_sender
+from classifier.policies import (
+    ACTION_KEYS,
+    SPF_RULES,
+    Policies,
+    Policy,
+    normalize_suffix,
+    split_sender,
+)
 
 REQUIRE = ("fileinto", "mailbox", "imap4flags", "regex", "index")
 JUNK_FOLDER = "Junk"
@@ -236,17 +243,7 @@ def _wrapped_comment(label: str, items: list[str]) -> list[str]:
 
 def _policy_comments(policy: Policy) -> list[str]:
     lines = [f"# mode = {policy.mode}"]
-    for key in ("spf_fail", "spf_softfail", "spf_neutral", "spf_none", "spf_permerror"):
-        lines.append(f"# {key} = {policy.action_for(key)}")
-    for key in (
-        "dkim_fail",
-        "dmarc_reject",
-        "dmarc_quarantine",
-        "dmarc_none",
-        "dmarc_permerror",
-        "internal_error",
-        "blocked_action",
-    ):
+    for key in ACTION_KEYS:
         lines.append(f"# {key} = {policy.action_for(key)}")
     lines += _wrapped_comment(
         "allow_senders (decided by authsieve at delivery, read as allowed=yes)",

@@ -28,7 +28,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from classifier.auth.facts import AAR_RESULTS, INTERNAL, POLICIES, RESULTS, AuthFacts
+from classifier.auth.facts import (
+    AAR_RESULTS,
+    INTERNAL,
+    POLICIES,
+    RESULTS,
+    AuthFacts,
+    render_header_value,
+)
 from classifier.names import safe_domain
 from classifier.policies import (
     SPF_RULES,
@@ -275,3 +282,18 @@ def decide(facts: AuthFacts, policy: Policy, eff: EffectiveResults | None = None
         else:
             reasons.append(f"{summary}: no rule files this message")
     return _finish(policy, would_be, reasons)
+
+
+def failed_checks(policy: Policy, authserv_id: str, error: str) -> tuple[Verdict, str]:
+    """Gives the verdict and X-Authsieve value of a message whose checks could not run.
+
+    Not a temperror (which files nothing): the policy's ``internal_error``
+    decides, and the Sieve script reads the same words from the header.
+    """
+    failed = AuthFacts(spf=INTERNAL, dkim=INTERNAL, arc=INTERNAL, dmarc=INTERNAL)
+    verdict = decide(failed, policy)
+    reasons = "; ".join(verdict.reasons)
+    value = render_header_value(
+        failed, authserv_id, verdict.action, policy.mode, reasons, error=error, user=policy.user
+    )
+    return verdict, value
