@@ -260,14 +260,16 @@ def facts_from(report: CheckReport, trusted_arc_sealers: tuple[str, ...] = ()) -
     """Gives the AuthFacts a policy decides on, with one evidence sentence per check."""
     env = report.envelope
     dmarc = report.dmarc
-    domains, _ = from_domains([report.from_address]) if report.from_address else ([], "")
-    from_domain = dmarc.from_domain or (domains[0] if domains else "")
+    from_domain = dmarc.from_domain
+    if not from_domain and report.from_address:
+        domains, _ = from_domains([report.from_address])
+        from_domain = domains[0] if domains else ""
     sealers = tuple(s.lower() for s in report.arc.sealers)
-    trusted = {s.lower().rstrip(".") for s in trusted_arc_sealers}
     # The oldest results are only as good as every sealer that carried them (RFC 8617 §9.4).
-    arc_trusted = (
-        report.arc.result == "pass" and bool(sealers) and all(s in trusted for s in sealers)
-    )
+    arc_trusted = report.arc.result == "pass" and bool(sealers)
+    if arc_trusted:
+        trusted = {s.lower().rstrip(".") for s in trusted_arc_sealers}
+        arc_trusted = all(s in trusted for s in sealers)
     passing = [d for d in report.dkim if d.result == "pass"]
     dkim_evidence = "; ".join(
         f"{d.result} d={d.domain} s={d.selector}" + (f" ({d.reason})" if d.reason else "")
