@@ -209,11 +209,11 @@ class Resolver:
         """
         sent = []
         now = self.clock()
-        for qname, rdtype in questions:
-            with self._lock:
-                hit = self._cache.get((qname, rdtype))
-            if hit is not None and hit[0] > now:
-                continue  # cached in its own spelling (see `query`)
+        with self._lock:
+            # Those cached in their own spelling (see `query`), most of them, are left out at
+            # one look under the lock.
+            unseen = [q for q in questions if (hit := self._cache.get(q)) is None or hit[0] <= now]
+        for qname, rdtype in unseen:
             try:
                 key = _key(qname, rdtype)
             except ValueError:
@@ -343,7 +343,12 @@ class DnsSession:
             self._started = clock()
         remaining = self.budget - (clock() - self._started)
         if remaining > 0:
-            fresh = [q for q in questions if (normalize_name(q[0]), q[1].upper()) not in self._memo]
+            memo = self._memo  # empty before the checks ask anything: the usual case here
+            fresh = (
+                [q for q in questions if (normalize_name(q[0]), q[1].upper()) not in memo]
+                if memo
+                else questions
+            )
             timeout = min(self.resolver.timeout, remaining)
             self._ahead.extend(self.resolver.send_ahead(fresh, timeout))
 
