@@ -250,7 +250,7 @@ def _run(
         dkim=dkim,
         arc=arc,
         dmarc=dmarc,
-        from_address=first_from_address(message),
+        from_address=first_mailbox(from_values),  # first_from_address, From read once
         dns_queries=dns.queries,
         message=message,
     )
