@@ -370,7 +370,7 @@ def _failed(
 
 def record_names(from_header_values: Iterable[object] | None) -> list[str]:
     """Gives the names whose records the check reads first: _dmarc of each Author Domain."""
-    domains, error = from_domains([v for v in (from_header_values or []) if v is not None])
+    domains, error = from_domains(from_header_values)  # it leaves out None itself
     if error:
         return []  # the check ends before any lookup
     return [f"_dmarc.{d}" for d in list(dict.fromkeys(domains))[:MAX_AUTHOR_DOMAINS]]
@@ -396,7 +396,7 @@ def discover_first(
     outcomes: dict[str, Discovery | Exception] = {}
     if mode not in MODES:
         return outcomes
-    domains, error = from_domains([v for v in (from_header_values or []) if v is not None])
+    domains, error = from_domains(from_header_values)  # it leaves out None itself
     if error:
         return outcomes
     for author in list(dict.fromkeys(domains))[:MAX_AUTHOR_DOMAINS]:
