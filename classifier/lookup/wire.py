@@ -13,8 +13,8 @@ What this reader cannot take is left to dnspython's own exchange: a
 truncated reply (asked again over TCP), FORMERR from a server without EDNS
 (asked again plainly), an extended rcode, or a reply it cannot parse.
 """
-
-from __future__ import annotations
+# Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
+# compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 import ipaddress
 import secrets
