@@ -322,3 +322,27 @@ def test_every_pipe_option_is_described_in_its_help() -> None:
     pipe_parser = sub.choices["pipe"]
     bare = [a.option_strings[0] for a in pipe_parser._actions if a.option_strings and not a.help]
     assert bare == []
+
+
+# Prints the collector's state once main() returned, and exits with main's code.
+GC_PROBE = """import gc, sys
+from classifier.commands.main import main
+code = main() if sys.argv[1] == "pipe" else main(sys.argv[2:])
+print(gc.isenabled(), gc.get_freeze_count() > 0, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(("how", "state"), [("process", b"False True"), ("call", b"True False")])
+def test_only_a_pipe_process_skips_the_cycle_collector(how: str, state: bytes) -> None:
+    # A process that is one `pipe` exits after its message (issue 15); a caller of
+    # main(argv) in a longer-lived process keeps its collector as it was.
+    argv = ["pipe", "--config", str(CONFIG), "--dns-zone", str(ZONE), "--deliver", "stdout"]
+    proc = subprocess.run(
+        [sys.executable, "-c", GC_PROBE, *(argv if how == "process" else ["call", *argv])],
+        input=NEWSLETTER.read_bytes(), capture_output=True, cwd=ROOT, check=False, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == state
+    assert proc.stdout.endswith(NEWSLETTER.read_bytes())
+    assert b"dmarc=pass" in proc.stdout.split(b"\n\n")[0]

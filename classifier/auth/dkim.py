@@ -28,7 +28,8 @@ Every key lookup goes through the message's `DnsSession`; nothing from a
 message is allowed to raise out of `check_dkim`.
 """
 
-from __future__ import annotations
+# Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
+# compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 import re
 import time
