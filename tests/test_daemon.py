@@ -276,6 +276,62 @@ def test_a_stopping_daemon_leaves_a_newer_daemons_socket(daemon: Daemon) -> None
     assert not daemon.socket.exists()  # its own socket it does remove
 
 
+def test_root_sets_no_mode_through_a_link_swapped_in_for_the_socket(
+    open_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # attacker review: the pipe user owns the socket directory; while a root daemon bound
+    # its socket under a temporary name and then chmod()ed that name, it swapped in a link
+    # to /etc/passwd (inotify), and root set the link's target 0600.  The window is made
+    # certain here: the link replaces the socket right after the daemon gives it its owner.
+    from dataclasses import replace
+
+    from classifier.config import load_config
+    from classifier.delivery.daemon import make_server
+    from classifier.lookup.resolver import make_resolver
+
+    victim = open_tmp / "passwd"
+    victim.write_text("root:x:0:0::/root:/bin/sh\n")
+    victim.chmod(0o644)
+    run = open_tmp / "run"
+    run.mkdir()
+    config = load_config(ROOT / "examples" / "config.toml")
+    config = config._replace(engine=replace(config.engine, socket_user="nobody"))
+    real_chown = os.chown
+
+    def chown_then_swap(path: str | os.PathLike[str], *args: object, **kwargs: object) -> None:
+        real_chown(path, *args, **kwargs)  # type: ignore[arg-type]
+        if Path(path).parent == run:
+            os.unlink(path)
+            os.symlink(victim, path)
+
+    monkeypatch.setattr(os, "chown", chown_then_swap)
+    server = make_server(str(run / "authsieve.sock"), config, make_resolver(dns_zone=ZONE))
+    server.server_close()
+    assert victim.stat().st_mode & 0o777 == 0o644
+    assert (run / "authsieve.sock").is_symlink()  # no socket: the pipe will check in-process
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o660])
+def test_the_socket_is_born_with_its_mode_and_given_to_the_socket_user(
+    open_tmp: Path, mode: int
+) -> None:
+    from dataclasses import replace
+
+    from classifier.config import load_config
+    from classifier.delivery.daemon import make_server
+    from classifier.lookup.resolver import make_resolver
+
+    config = load_config(ROOT / "examples" / "config.toml")
+    config = config._replace(engine=replace(config.engine, socket_user="nobody"))
+    path = open_tmp / "authsieve.sock"
+    server = make_server(str(path), config, make_resolver(dns_zone=ZONE), mode)
+    try:
+        st = path.lstat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (*NOBODY[:2], mode)
+    finally:
+        server.server_close()
+
+
 def test_a_daemon_that_never_answers_costs_a_fallback_not_the_delivery(daemon: Daemon) -> None:
     # attacker review: a stopped daemon held the pipe until Postfix's command_time_limit
     os.kill(daemon.proc.pid, signal.SIGSTOP)

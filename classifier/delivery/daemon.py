@@ -185,8 +185,8 @@ def make_server(
 ) -> DaemonServer:
     """Gives a server bound to the socket path (a stale socket file is replaced).
 
-    The socket is born 0600 (umask) and only then given its owner
-    (``socket_user``, when root) and mode, so no one else can connect in between.
+    The socket is born with its mode (0600 or 0660, owned by the daemon's user) and only
+    then given its owner (``socket_user``, when root), so no one else can connect in between.
     """
     settings = config.engine
     lim = limits or limits_from(settings)
@@ -256,7 +256,10 @@ def make_server(
     # Bound under a name of its own, given its owner and mode, then renamed into place:
     # whoever finds the socket at `path` finds it finished (a client, or a test).
     temp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
-    old = os.umask(0o177)
+    # Born with its mode, from the umask: a chmod() by name would follow a link that the
+    # socket directory's owner (the pipe user) swapped in for the name, and change the
+    # mode of any file as root (attacker review, issue 15).  lchown() changes a link only.
+    old = os.umask(0o777 & ~mode)
     try:
         server = DaemonServer(str(temp), Handler, lim, engine)
     finally:
@@ -264,7 +267,6 @@ def make_server(
     try:
         if owner:
             os.chown(temp, *owner, follow_symlinks=False)
-        os.chmod(temp, mode)
         with contextlib.suppress(FileNotFoundError):
             if not stat.S_ISSOCK(os.lstat(path).st_mode):
                 # rename() would replace it: a mistyped path must not cost a file
