@@ -363,3 +363,22 @@ def test_many_signatures_add_a_header_of_a_few_lines_not_one_entry_each() -> Non
     assert results.count("dkim=") == 9  # eight verified, one for the other 49,992
     assert "stands for 49992 signatures not verified" in " ".join(results.split())
     assert outcome.action == "quarantine"  # the verdict of the message without them
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=bank.example" + b" (" * 40_000 + b"; s=x; b=\n",
+        b"ARC-Seal: i=1; a=rsa-sha256; d=lists.example; s=x; cv=none; b=\n" * 5_000,
+        b"ARC-Seal: i=1; a=rsa-sha256; d=" + b"l" * 90_000 + b"; s=x; cv=none; b=\n",
+    ],
+    ids=["a 100 KB d=", "5,000 seals", "a 90 KB sealer"],
+)
+def test_our_headers_stay_small_whatever_the_fields_they_report_on(fields: bytes) -> None:
+    # attacker review: a signature's d= and every ARC sealer were written out whole.
+    data = fields + PHISH.read_bytes()
+    config = load_config(CONFIG)
+    outcome = check_and_annotate(data, config.engine, make_resolver(dns_zone=ZONE),
+                                 config.policies, HINTS, "alice@family.example")  # fmt: skip
+    assert outcome.data.endswith(data)
+    assert len(outcome.data) - len(data) < 20_000

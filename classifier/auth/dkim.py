@@ -112,6 +112,16 @@ def _text(value: bytes | None) -> str:
     return "" if value is None else value.decode("utf-8", "replace").strip()
 
 
+# The most of a tag value a result shows: no valid d=, s= or i= is longer (a name is at most
+# 255 octets, RFC 1035 §2.3.4, and a local part 64, RFC 5321 §4.5.3.1).  An unreadable
+# signature of 100 KB put all of its d= into Authentication-Results (attacker review).
+MAX_SHOWN = 320
+
+
+def _shown(value: bytes | None) -> str:
+    return _text(value[:MAX_SHOWN] if value else value)
+
+
 @dataclass(frozen=True)
 class DkimSignatureResult:
     """The result of one DKIM-Signature header field, with the evidence for it."""
@@ -301,15 +311,15 @@ def _result(
             tags = parse_tag_value(value)
         except Exception:
             tags = {}
-    domain = _text(tags.get(b"d"))
+    domain = _shown(tags.get(b"d"))
     b_value = b"".join(tags.get(b"b", b"").split())
     return DkimSignatureResult(
         result=outcome.result,
         domain=domain,
-        selector=_text(tags.get(b"s")),
-        algorithm=_text(tags.get(b"a")),
+        selector=_shown(tags.get(b"s")),
+        algorithm=_shown(tags.get(b"a")),
         b=_text(b_value[:8]),
-        identity=_text(tags.get(b"i")) or f"@{domain}",
+        identity=_shown(tags.get(b"i")) or f"@{domain}",
         bits=outcome.bits,
         reason=outcome.reason,
         index=index,
