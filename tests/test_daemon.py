@@ -162,6 +162,7 @@ def test_malformed_frames_give_one_log_line_and_no_traceback(daemon: Daemon) -> 
         b'{"v": 1, "size": -1}\n',
         b'{"v": 1, "size": 5}\nab',
         b"\x00\x1b[31m" * 10,
+        b'{"v": 1, "size": 5, "timeout": NaN}\nabcde',  # attacker review: a TypeError
     ]
 
     def send() -> None:
@@ -179,6 +180,7 @@ def test_malformed_frames_give_one_log_line_and_no_traceback(daemon: Daemon) -> 
     lines = daemon.log.read_text().splitlines()
     assert all(line.startswith(tuple("0123456789")) for line in lines)
     assert "Traceback" not in daemon.log.read_text()
+    assert "request failed" not in daemon.log.read_text()
 
 
 def test_pipe_refuses_a_listener_that_is_not_the_daemon(open_tmp: Path) -> None:
