@@ -382,3 +382,18 @@ def test_our_headers_stay_small_whatever_the_fields_they_report_on(fields: bytes
                                  config.policies, HINTS, "alice@family.example")  # fmt: skip
     assert outcome.data.endswith(data)
     assert len(outcome.data) - len(data) < 20_000
+
+
+@pytest.mark.parametrize("daemon_option", [[], ["--daemon", "/nonexistent/authsieve.sock"]])
+def test_a_pipe_without_deliver_defers_and_prints_no_message(daemon_option: list[str]) -> None:
+    # admin review: with --deliver left out of master.cf the message went to stdout, which
+    # pipe(8) takes as status text, and Postfix and authsieve both logged it delivered.
+    argv = [sys.executable, "-m", "classifier.commands.main", "pipe", "--config", str(CONFIG),
+            "--dns-zone", str(ZONE), "--recipient=alice@x.example", *daemon_option]  # fmt: skip
+    proc = subprocess.run(argv, input=PHISH.read_bytes(), capture_output=True, cwd=ROOT,
+                          check=False, timeout=60)  # fmt: skip
+    assert proc.returncode == 75  # EX_TEMPFAIL: Postfix keeps the message queued
+    assert proc.stdout == b""
+    assert proc.stderr.decode().splitlines() == [
+        "authsieve: pipe: no --deliver: give dovecot-lda, sendmail, maildir:PATH or stdout"
+    ]
