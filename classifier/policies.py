@@ -13,6 +13,7 @@ global list).  The same `Policy` value is decided in Python
 # Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
 # compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from classifier.errors import ConfigError
@@ -20,6 +21,8 @@ from classifier.names import safe_domain
 from classifier.vocab import Action, Mode
 
 ACTIONS = tuple(Action)
+# Action(word) without the Enum call's machinery: every message asks a few action keys.
+_ACTION_OF = {str(a): a for a in Action}
 MODES = tuple(Mode)
 # The SPF results a policy may file on; pass, temperror and policy never file (docs/design.md).
 SPF_RULES = ("fail", "softfail", "neutral", "none", "permerror")
@@ -72,7 +75,7 @@ class Policy(NamedTuple):
     def action_for(self, key: str) -> Action:
         """Gives the action configured under an action key such as ``spf_fail``."""
         value = getattr(self, key)
-        return Action(value) if value in ACTIONS else Action.INBOX
+        return _ACTION_OF.get(value, Action.INBOX) if isinstance(value, str) else Action.INBOX
 
     def to_dict(self) -> dict[str, object]:
         d = self._asdict()
@@ -107,6 +110,7 @@ def normalize_user(addr: str) -> str:
     return addr.strip().strip("<>").strip().lower()
 
 
+@lru_cache(maxsize=256)  # a policy's few suffixes, asked again for every message
 def normalize_suffix(text: str) -> str:
     """Gives a blocked suffix as a lower-case DNS name without the leading dot, or "" if invalid."""
     if not isinstance(text, str) or any(ord(c) < 33 or ord(c) > 126 for c in text):

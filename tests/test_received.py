@@ -343,10 +343,36 @@ def test_raw_field_reads_as_its_unfolded_value_does() -> None:
             f"Received: {folded}\r\n",
             f"Received: {spaced}\r\n",
             f"Received: {line}",  # the last field of a message without a body
+            # folded, with white space unfolding must turn into single spaces
+            f"Received: {folded.replace(' ', chr(0xA0) + ' ', 1)}\r\n",
+            f"Received: {folded.replace(' ', chr(9) + chr(11), 1)}\n",
+            f"Received:\r\n {line}\r\n",
         ):
             raw = field.encode("utf-8", "surrogateescape")
             expected = parse_received(unfolded_value(raw))
             assert parse_received_field(raw).to_dict() == expected.to_dict(), field
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(min_value=0),
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=400),
+            st.sampled_from(["\r\n ", "\n\t", "\r\n\t ", " \x0b", "\xa0", "\u2028", "  "]),
+        ),
+        max_size=4,
+    ),
+)
+def test_folded_raw_field_reads_as_its_unfolded_value_does(
+    pick: int, cuts: list[tuple[int, str]]
+) -> None:
+    line = CHAIN[pick % len(CHAIN)]  # Postfix, amavis and Dovecot lines: the quick path's
+    for at, text in sorted(cuts, reverse=True):
+        line = line[:at] + text + line[at:]
+    raw = f"Received: {line}\r\n".encode("utf-8", "surrogateescape")
+    expected = parse_received(unfolded_value(raw))
+    assert parse_received_field(raw).to_dict() == expected.to_dict()
 
 
 def test_raw_field_that_is_not_bytes_gives_an_unparsed_hop() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
+from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
 from classifier.auth.arc import ArcResult, check_arc
@@ -34,6 +36,19 @@ from classifier.vocab import Result
 
 if TYPE_CHECKING:
     from classifier.auth.dkim import DkimSignatureResult, Signatures
+
+
+@cache
+def _dkim() -> ModuleType:
+    """Gives classifier.auth.dkim, imported at the first signed message.
+
+    dkimpy and the cryptography load for a signed message only (most pipe processes
+    start for one message).  Kept: an import statement costs a signed message about
+    6 k instructions each time, even with the module loaded.
+    """
+    import classifier.auth.dkim
+
+    return classifier.auth.dkim
 
 
 class CheckAbandoned(TempError):
@@ -86,9 +101,8 @@ class CheckReport:
         """Gives the one DKIM word for the message (pass when any signature passed)."""
         if not self.dkim:
             return "none"  # unsigned: the DKIM module need not be loaded to say so
-        from classifier.auth.dkim import dkim_summary
-
-        return dkim_summary(self.dkim)
+        summary: str = _dkim().dkim_summary(self.dkim)
+        return summary
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -160,9 +174,7 @@ def run_checks(
     # dkimpy and the cryptography load for a signed message only (most pipe processes
     # start for one message); a header block dkimpy reads itself (not clean) may hide one.
     if "dkim-signature" in message.field_keys() or not message.clean:
-        from classifier.auth.dkim import read_signatures
-
-        signatures = read_signatures(message)
+        signatures = _dkim().read_signatures(message)
     budget = settings.dns_budget
     if deadline is not None:
         deadline.check("the checks")
@@ -224,10 +236,8 @@ def _run(
 
     dkim: tuple[DkimSignatureResult, ...] = ()
     if signatures is not None:
-        from classifier.auth.dkim import verify_signatures
-
         step("DKIM")
-        dkim = verify_signatures(signatures, dns, step=step)
+        dkim = _dkim().verify_signatures(signatures, dns, step=step)
     step("ARC")
     arc = check_arc(message, dns)
     step("DMARC")
@@ -250,7 +260,7 @@ def _run(
         dkim=dkim,
         arc=arc,
         dmarc=dmarc,
-        from_address=first_from_address(message),
+        from_address=first_mailbox(from_values),  # first_from_address, From read once
         dns_queries=dns.queries,
         message=message,
     )
@@ -260,14 +270,16 @@ def facts_from(report: CheckReport, trusted_arc_sealers: tuple[str, ...] = ()) -
     """Gives the AuthFacts a policy decides on, with one evidence sentence per check."""
     env = report.envelope
     dmarc = report.dmarc
-    domains, _ = from_domains([report.from_address]) if report.from_address else ([], "")
-    from_domain = dmarc.from_domain or (domains[0] if domains else "")
+    from_domain = dmarc.from_domain
+    if not from_domain and report.from_address:
+        domains, _ = from_domains([report.from_address])
+        from_domain = domains[0] if domains else ""
     sealers = tuple(s.lower() for s in report.arc.sealers)
-    trusted = {s.lower().rstrip(".") for s in trusted_arc_sealers}
     # The oldest results are only as good as every sealer that carried them (RFC 8617 §9.4).
-    arc_trusted = (
-        report.arc.result == "pass" and bool(sealers) and all(s in trusted for s in sealers)
-    )
+    arc_trusted = report.arc.result == "pass" and bool(sealers)
+    if arc_trusted:
+        trusted = {s.lower().rstrip(".") for s in trusted_arc_sealers}
+        arc_trusted = all(s in trusted for s in sealers)
     passing = [d for d in report.dkim if d.result == "pass"]
     dkim_evidence = "; ".join(
         f"{d.result} d={d.domain} s={d.selector}" + (f" ({d.reason})" if d.reason else "")

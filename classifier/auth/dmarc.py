@@ -152,8 +152,21 @@ def alignment_kind(
     return _alignment(name, identifier, OrgDomains(dns, mode), False) if name else ""
 
 
+# Result words and DMARC policies by their text: the usual input is already one, and the
+# lookup costs a fraction of the string work below or of an Enum call.
+_WORDS = {str(r): str(r) for r in Result}
+_POLICY_OF = {str(p): p for p in DmarcPolicy}
+
+
 def _word(result: object) -> str:
+    word = _WORDS.get(result) if isinstance(result, str) else None
+    if word is not None:
+        return word
     return str(result or "").strip().split(" ", 1)[0].split("(", 1)[0].lower()
+
+
+def _policy(word: str) -> DmarcPolicy:
+    return _POLICY_OF.get(word) or DmarcPolicy(word)  # an unknown word raises as the call does
 
 
 class _Alignment(NamedTuple):
@@ -325,7 +338,7 @@ def _evaluate(
     lead = f"aligned by {aligned.by}" if passed else "no aligned SPF or DKIM pass"
     return DmarcResult(
         result=Result.PASS if passed else Result.FAIL,
-        policy=DmarcPolicy(policy),
+        policy=_policy(policy),
         from_domain=author,
         org_domain=org or "",
         spf_aligned=aligned.spf,
@@ -336,7 +349,7 @@ def _evaluate(
         record_domain=where,
         testing=testing,
         reason=f"{lead} for {author} ({summary}); {detail}",
-        published_policy=DmarcPolicy(published),
+        published_policy=_policy(published),
         pct=pct,
     )
 
@@ -357,7 +370,7 @@ def _failed(
 
 def record_names(from_header_values: Iterable[object] | None) -> list[str]:
     """Gives the names whose records the check reads first: _dmarc of each Author Domain."""
-    domains, error = from_domains([v for v in (from_header_values or []) if v is not None])
+    domains, error = from_domains(from_header_values)  # it leaves out None itself
     if error:
         return []  # the check ends before any lookup
     return [f"_dmarc.{d}" for d in list(dict.fromkeys(domains))[:MAX_AUTHOR_DOMAINS]]
@@ -383,7 +396,7 @@ def discover_first(
     outcomes: dict[str, Discovery | Exception] = {}
     if mode not in MODES:
         return outcomes
-    domains, error = from_domains([v for v in (from_header_values or []) if v is not None])
+    domains, error = from_domains(from_header_values)  # it leaves out None itself
     if error:
         return outcomes
     for author in list(dict.fromkeys(domains))[:MAX_AUTHOR_DOMAINS]:
@@ -449,7 +462,7 @@ def _check(
     results = [
         _evaluate(d, spf, signatures, dns, mode, sample, orgs, discovered.get(d)) for d in evaluated
     ]
-    worst = max(results, key=_severity)
+    worst = results[0] if len(results) == 1 else max(results, key=_severity)
     if len(distinct) > MAX_AUTHOR_DOMAINS:
         return _beyond_the_cap(distinct, results)
     if len(results) == 1 and len(values) <= 1:

@@ -76,7 +76,7 @@ class DmarcRecord(NamedTuple):
 
         A missing or invalid p=, or an invalid sp=/np=, is a problem.
         """
-        bad = self.invalid_tags
+        bad = self.invalid_tags if self.ignored else ()  # nearly every record: none discarded
         if self.p is None:
             return "invalid p= value" if "p" in bad else "no p= tag"
         for tag in ("sp", "np"):

@@ -37,6 +37,7 @@ RELEASED_HEADER = "X-Authsieve-Released"  # written by `authsieve quarantine rel
 INTERNAL = Result.INTERNAL
 RESULTS = frozenset(Result)  # the words the header may carry for a check
 POLICIES = frozenset({"", *DmarcPolicy})  # "": no DMARC record applies
+_WRITTEN_POLICIES = POLICIES - {""}
 
 
 def _token(value: str, allowed: frozenset[str]) -> str:
@@ -120,7 +121,7 @@ def render_header_value(
         f"dkim={_token(facts.dkim, RESULTS)}",
         f"arc={_token(facts.arc, RESULTS)}",
         f"dmarc={_token(facts.dmarc, RESULTS)}",
-        f"policy={facts.dmarc_policy if facts.dmarc_policy in POLICIES - {''} else 'none'}",
+        f"policy={facts.dmarc_policy if facts.dmarc_policy in _WRITTEN_POLICIES else 'none'}",
         f"from-domain={from_domain or 'none'}",
         f"mailfrom-domain={mailfrom_domain or 'none'}",
         f"from-auth={'yes' if facts.from_authenticated else 'no'}",

@@ -153,8 +153,12 @@ def _domain_problem(domain: str) -> tuple[str, str]:
         domain = domain[:-1]
     if not domain:
         return "", "there is no domain"
-    # Only digits and dots, or a colon, can make an address (a name holds no colon).
-    literal = ":" in domain or domain.replace(".", "").isdigit()
+    # Only digits and dots, or a colon, can make an address (a name holds no colon); a name
+    # that ends in neither is no such run, and is not copied to be told so.
+    last = domain[-1]
+    literal = ":" in domain or (
+        (last == "." or last.isdigit()) and domain.replace(".", "").isdigit()
+    )
     if domain.startswith("[") or (literal and normalize_ip(domain) is not None):
         return "", f"{_printable(domain)!r} is an address literal, not a domain"
     if not domain.isascii():
@@ -167,7 +171,7 @@ def _domain_problem(domain: str) -> tuple[str, str]:
         return "", f"{domain!r} is not a fully qualified domain name"
     if "" in labels:
         return "", f"{domain!r} has an empty label"
-    if len(domain) > 253 or max(map(len, labels)) > 63:
+    if len(domain) > 253 or (len(domain) > 63 and max(map(len, labels)) > 63):
         return "", f"{domain!r} is longer than a DNS name can be"
     return domain.lower(), ""
 

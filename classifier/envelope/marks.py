@@ -47,7 +47,7 @@ _POSTFIX_PICKUP = re.compile(r"\([^()]*, from userid \d+\)$", re.I)
 # The address part of the client comment: OpenSMTPD "[local]", Cyrus "[unix socket]",
 # Sendmail "[[UNIX: localhost]]".
 _LOCAL_SOCKET = re.compile(
-    r"\((?:[^\s()\[\]]+ ?)?\[(?:local|unix socket|\[unix: ?[^\[\]]*\]|unix:[^\[\]]*)\]\)$", re.I
+    r"\((?:[^\s()\[\]]++ ?)?\[(?:local|unix socket|\[unix: ?[^\[\]]*\]|unix:[^\[\]]*)\]\)$", re.I
 )
 _GMX_SUBMISSION = lazy(r"\(mp\w*\)$", re.I)
 _GMX_HOSTS = frozenset(("mail.gmx.net", "mail.gmx.com"))

@@ -102,22 +102,12 @@ def read_quick(raw: str) -> ReceivedHop | None:
     auth_user, why_auth = auth_reason(protocol, part, marks)
     if why_auth:
         evidence += (f"authenticated: {why_auth}",)
+    # In field order (raw, helo, rdns, ip, by, protocol, queue_id, for_addr, envelope_from,
+    # authenticated, auth_user, ident, local, fmt, parsed, evidence, date_text): keywords
+    # cost twice as much to pass, on a path every delivery takes twice or more.
     return ReceivedHop(
-        raw=raw,
-        helo=name,
-        rdns=rdns,
-        ip=ip,
-        by=by,
-        protocol=protocol,
-        queue_id=id_value,
-        for_addr=for_value.strip("<>,;") or None if for_value else None,
-        envelope_from=envelope_from(marks, None),
-        authenticated=why_auth is not None,
-        auth_user=auth_user,
-        ident=None,
-        local=local is not None,
-        fmt=fmt,
-        parsed=True,
-        evidence=evidence,
-        date_text=date,
-    )
+        raw, name, rdns, ip, by, protocol, id_value,
+        for_value.strip("<>,;") or None if for_value else None,
+        envelope_from(marks, None), why_auth is not None, auth_user, None,
+        local is not None, fmt, True, evidence, date,
+    )  # fmt: skip

@@ -74,9 +74,11 @@ def parse_received_field(raw: bytes) -> ReceivedHop:
     """
     try:
         line = raw.partition(b":")[2].decode("utf-8", "surrogateescape").strip()
-        # A folded line holds a line break, which the quick path never matches.
-        quick = read_quick(line) if "\n" not in line else None
-        return quick or parse_received(unfolded_value(raw))
+        if "\n" in line:
+            # Folded (most MTAs fold their lines): unfolded_value(raw) would give this, its
+            # line breaks making it unprintable; the bytes are not decoded a second time.
+            return parse_received(" ".join(line.split()))
+        return read_quick(line) or parse_received(unfolded_value(raw))
     except Exception as exc:  # the last guard: a message must never crash the reader
         return _unparsed("", f"unparsed: {type(exc).__name__}")
 

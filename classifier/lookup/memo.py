@@ -127,9 +127,9 @@ class DnsMemo:
 
 def _replay(dns: DnsSession, kept: _Kept) -> bool:
     """Asks the kept questions again through the session; tells whether each answer is the same."""
-    for (qname, rdtype), answer in zip(kept.questions, kept.answers, strict=True):
+    for question, answer in zip(kept.questions, kept.answers, strict=True):
         try:
-            got = dns.query(qname, rdtype)
+            got = dns.ask(question)  # as normalised when it was first asked
         except Exception:  # the fresh evaluation meets the same failure and reports it
             return False
         if got is not answer and got != answer:

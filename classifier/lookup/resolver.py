@@ -160,14 +160,21 @@ class Resolver:
 
     def query(self, qname: str, rdtype: str, timeout: float | None = None) -> Answer:
         """Gives the answer for (qname, rdtype); raises DnsTempError on a temporary failure."""
-        now = self.clock()
+        return self.answer((qname, rdtype), self.clock(), timeout)
+
+    def answer(self, question: tuple[str, str], now: float, timeout: float | None) -> Answer:
+        """Gives `query`'s answer for a (qname, rdtype) asked at `now`, a reading of `clock`.
+
+        A session passes the reading it took for its budget: the clock is read once.
+        """
         # A question asked in the cache's own spelling (a session's, a memo's replay) is found
         # without normalising it again: `_key` gives a cache key back unchanged.
         with self._lock:
-            hit = self._cache.get((qname, rdtype))
+            hit = self._cache.get(question)
             if hit is not None and hit[0] > now:
-                self._cache.move_to_end((qname, rdtype))
+                self._cache.move_to_end(question)
                 return hit[1]
+        qname, rdtype = question
         key = _key(qname, rdtype)
         with self._lock:
             hit = self._cache.get(key)
@@ -202,11 +209,11 @@ class Resolver:
         """
         sent = []
         now = self.clock()
-        for qname, rdtype in questions:
-            with self._lock:
-                hit = self._cache.get((qname, rdtype))
-            if hit is not None and hit[0] > now:
-                continue  # cached in its own spelling (see `query`)
+        with self._lock:
+            # Those cached in their own spelling (see `query`), most of them, are left out at
+            # one look under the lock.
+            unseen = [q for q in questions if (hit := self._cache.get(q)) is None or hit[0] <= now]
+        for qname, rdtype in unseen:
             try:
                 key = _key(qname, rdtype)
             except ValueError:
@@ -288,7 +295,13 @@ class DnsSession:
 
     def query(self, qname: str, rdtype: str) -> Answer:
         """Gives the answer for (qname, rdtype); DnsTempError also once the budget is spent."""
-        key = (normalize_name(qname), rdtype.upper())
+        return self.ask((normalize_name(qname), rdtype.upper()))
+
+    def ask(self, key: tuple[str, str]) -> Answer:
+        """Gives `query`'s answer for a question in the session's spelling, as `asked` holds them.
+
+        A `DnsMemo` replay asks its kept questions so: they were normalised when first asked.
+        """
         try:
             answer = self._answer(key)
         except BaseException:
@@ -298,20 +311,21 @@ class DnsSession:
         return answer
 
     def _answer(self, key: tuple[str, str]) -> Answer:
-        if key in self._memo:
-            memo = self._memo[key]
+        memo = self._memo.get(key)
+        if memo is not None:
             if isinstance(memo, DnsTempError):
                 raise memo
             return memo
-        clock = self.resolver.clock
+        resolver = self.resolver
+        now = resolver.clock()
         if self._started is None:
-            self._started = clock()
-        remaining = self.budget - (clock() - self._started)
+            self._started = now
+        remaining = self.budget - (now - self._started)
         if remaining <= 0:
             raise DnsTempError(key[0], key[1], f"DNS time budget of {self.budget:g}s spent")
         self.queries += 1
         try:
-            answer = self.resolver.query(key[0], key[1], min(self.resolver.timeout, remaining))
+            answer = resolver.answer(key, now, min(resolver.timeout, remaining))
         except DnsTempError as exc:
             self._memo[key] = exc
             raise
@@ -329,7 +343,12 @@ class DnsSession:
             self._started = clock()
         remaining = self.budget - (clock() - self._started)
         if remaining > 0:
-            fresh = [q for q in questions if (normalize_name(q[0]), q[1].upper()) not in self._memo]
+            memo = self._memo  # empty before the checks ask anything: the usual case here
+            fresh = (
+                [q for q in questions if (normalize_name(q[0]), q[1].upper()) not in memo]
+                if memo
+                else questions
+            )
             timeout = min(self.resolver.timeout, remaining)
             self._ahead.extend(self.resolver.send_ahead(fresh, timeout))
 

@@ -84,6 +84,10 @@ class EffectiveResults:
         return {**self.__dict__, "arc_used": list(self.arc_used)}
 
 
+# DmarcPolicy(word) without the Enum call's machinery, once per message.
+_POLICY_OF = {str(p): p for p in DmarcPolicy}
+
+
 def _token(value: str) -> str:
     # Exactly what render_header_value writes, so Python and Sieve judge the same word.
     return value if value in RESULTS else "none"
@@ -96,19 +100,19 @@ def effective_results(facts: AuthFacts) -> EffectiveResults:
     a sealer it trusts to override its own local failures.
     """
     local = {"spf": _token(facts.spf), "dkim": _token(facts.dkim), "dmarc": _token(facts.dmarc)}
-    oldest = {
-        "spf": facts.arc_oldest_spf,
-        "dkim": facts.arc_oldest_dkim,
-        "dmarc": facts.arc_oldest_dmarc,
-    }
     used: list[str] = []
     if facts.arc_trusted:
+        oldest = {
+            "spf": facts.arc_oldest_spf,
+            "dkim": facts.arc_oldest_dkim,
+            "dmarc": facts.arc_oldest_dmarc,
+        }
         for name, value in oldest.items():
             if value in AAR_RESULTS:
                 local[name] = value
                 used.append(name)
     known = facts.dmarc_policy in POLICIES and facts.dmarc_policy
-    policy = DmarcPolicy(facts.dmarc_policy) if known else DmarcPolicy.NONE
+    policy = _POLICY_OF[facts.dmarc_policy] if known else DmarcPolicy.NONE
     return EffectiveResults(
         spf=local["spf"],
         dkim=local["dkim"],
@@ -117,7 +121,7 @@ def effective_results(facts: AuthFacts) -> EffectiveResults:
         from_domain=safe_domain(facts.from_domain),
         mailfrom_domain=safe_domain(facts.mailfrom_domain),
         from_authenticated=facts.from_authenticated
-        or (facts.arc_trusted and oldest["dmarc"] == "pass"),
+        or (facts.arc_trusted and facts.arc_oldest_dmarc == "pass"),
         arc_used=tuple(used),
     )
 
@@ -240,10 +244,6 @@ def _finish(policy: Policy, would_be: Action, reasons: list[str], allowed: str =
     )
 
 
-def _severity(action: Action) -> int:
-    return action.severity
-
-
 def decide(facts: AuthFacts, policy: Policy, eff: EffectiveResults | None = None) -> Verdict:
     """Gives the verdict of policy on these facts (README "Policy"; RFC 7489 §6.6.2).
 
@@ -260,10 +260,10 @@ def decide(facts: AuthFacts, policy: Policy, eff: EffectiveResults | None = None
         reasons.append(f"Allowed sender {entry}: From {facts.from_address} is authenticated")
         return _finish(policy, Action.INBOX, reasons, allowed=entry)
     rules = fired_rules(facts, policy, eff)
-    would_be = max((action for _, action, _ in rules), key=_severity, default=Action.INBOX)
     filing = sorted(
         (r for r in rules if r[1] != Action.INBOX), key=lambda r: -r[1].severity
     )  # most severe first; sorted() keeps rule order among equals
+    would_be = filing[0][1] if filing else Action.INBOX  # the most severe action that fired
     reasons.extend(f"{text} ({key} = {action})" for key, action, text in filing)
     if not filing:
         temp = [n for n in ("spf", "dkim", "dmarc") if getattr(eff, n) == "temperror"]
