@@ -465,7 +465,8 @@ def test_learn_exits_at_once_and_records_in_the_background(tmp_path: Path) -> No
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
     assert took < 2.5, f"learn took {took:.2f}s before exiting"
     deadline = time.monotonic() + 20
-    while "not recorded" not in (tmp_path / "log").read_text(errors="replace"):
+    log = tmp_path / "log"  # written by the background process, which may not have begun
+    while not log.exists() or "not recorded" not in log.read_text(errors="replace"):
         assert time.monotonic() < deadline, "learn logged no failure"
         time.sleep(0.1)
     log_text = (tmp_path / "log").read_text(errors="replace")
