@@ -165,72 +165,80 @@ def defuse(message: Message, authserv_id: str) -> Message:
     return Message(tuple(out), message.rest, message.eol)
 
 
+def _prop(ptype: str, name: str, value: str) -> AuthenticationResultProperty:
+    return AuthenticationResultProperty(ptype, name, value)
+
+
 def _spf_ar(report: CheckReport) -> AuthenticationResult:
     spf = report.spf
-    result = SPFAuthenticationResult(result=spf.result)
+    properties = []
     if spf.identity == "helo" or not report.envelope.mail_from:
         if report.envelope.helo:
-            result.smtp_helo = ar_value(report.envelope.helo)
+            properties.append(_prop("smtp", "helo", ar_value(report.envelope.helo)))
     else:
-        result.smtp_mailfrom = ar_value(report.envelope.mail_from)
-    if spf.domain:
-        result.result_comment = ar_comment(f"domain of {spf.domain}")
-    return result
+        properties.append(_prop("smtp", "mailfrom", ar_value(report.envelope.mail_from)))
+    comment = ar_comment(f"domain of {spf.domain}") if spf.domain else None
+    return SPFAuthenticationResult(result=spf.result, result_comment=comment, properties=properties)
+
+
+def _dmarc_ar(report: CheckReport) -> AuthenticationResult:
+    dm = report.dmarc
+    # Our own user's submission: DMARC was not evaluated, and the header says so.
+    not_evaluated = report.envelope.authenticated and dm.result == "none"
+    properties = [_prop("header", "from", ar_value(dm.from_domain))] if dm.from_domain else []
+    comment = None
+    if dm.internal_error:
+        comment = "internal error"  # RFC 8601 has no word for it: permerror
+    if dm.policy:
+        properties.append(_prop("policy", "dmarc", ar_value(dm.policy)))
+        comment = ar_comment(
+            f"p={dm.policy}" + (" testing" if dm.testing else "") + f" mode={dm.mode}"
+        )
+    return DMARCAuthenticationResult(
+        result=dm.result,
+        result_comment=comment,
+        reason=(dm.reason or None) if not_evaluated else None,
+        properties=properties,
+    )
 
 
 def authentication_results(report: CheckReport, authserv_id: str) -> str:
-    """Gives the Authentication-Results value for the report, written with authres (RFC 8601)."""
+    """Gives the Authentication-Results value for the report, written with authres (RFC 8601).
+
+    Each result is made with its properties, in the order they are written, rather than
+    set one by one through authres's setters, which search the list each time.
+    """
     results: list[AuthenticationResult] = []
-    env = report.envelope
-    if env.authenticated:
-        auth = AuthenticationResult(method="auth", result="pass")
-        results.append(auth)
+    if report.envelope.authenticated:
+        results.append(AuthenticationResult(method="auth", result="pass"))
     else:
         results.append(_spf_ar(report))
     for sig in report.dkim:
         # authres quotes a reason only when it is given to the constructor.
         reason = sig.reason if sig.result != "pass" and sig.reason else None
-        d = DKIMAuthenticationResult(
-            result=sig.result,
-            reason=reason,
-            header_d=ar_value(sig.domain) if sig.domain else None,
-            header_s=ar_value(sig.selector) if sig.selector else None,
+        # In the order authres's keywords and setters appended them: d, s, i, b, a.
+        properties = []
+        for name, value in (("d", sig.domain), ("s", sig.selector)):
+            written = ar_value(value) if value else None
+            if written:  # as the keywords: an empty value is left out
+                properties.append(_prop("header", name, written))
+        for name, value in (("i", sig.identity), ("b", sig.b), ("a", sig.algorithm)):
+            if value:
+                properties.append(_prop("header", name, ar_value(value)))
+        results.append(
+            DKIMAuthenticationResult(result=sig.result, reason=reason, properties=properties)
         )
-        if sig.identity:
-            d.header_i = ar_value(sig.identity)
-        if sig.b:
-            d.properties.append(AuthenticationResultProperty("header", "b", ar_value(sig.b)))
-        if sig.algorithm:
-            d.properties.append(
-                AuthenticationResultProperty("header", "a", ar_value(sig.algorithm))
-            )
-        results.append(d)
     if not report.dkim:
         results.append(DKIMAuthenticationResult(result="none"))
-    arc = ARCAuthenticationResult(result=report.arc.result)
+    arc_comment = None
     if report.arc.internal_error:
-        arc.result_comment = "internal error"
+        arc_comment = "internal error"
     elif report.arc.sealers:
-        arc.result_comment = ar_comment("sealed by " + ", ".join(report.arc.sealers))
-    results.append(arc)
-    dm = report.dmarc
-    if env.authenticated and dm.result == "none":
-        # Our own user's submission: DMARC was not evaluated, and the header says so.
-        dmarc = DMARCAuthenticationResult(result="none", reason=dm.reason or None)
-    else:
-        dmarc = DMARCAuthenticationResult(result=dm.result)
-    if dm.from_domain:
-        dmarc.header_from = ar_value(dm.from_domain)
-    if dm.internal_error:
-        dmarc.result_comment = "internal error"  # RFC 8601 has no word for it: permerror
-    if dm.policy:
-        dmarc.policy = ar_value(dm.policy)
-        dmarc.result_comment = ar_comment(
-            f"p={dm.policy}" + (" testing" if dm.testing else "") + f" mode={dm.mode}"
-        )
-    results.append(dmarc)
+        arc_comment = ar_comment("sealed by " + ", ".join(report.arc.sealers))
+    results.append(ARCAuthenticationResult(result=report.arc.result, result_comment=arc_comment))
+    results.append(_dmarc_ar(report))
     header = AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
-    return str(header).split(":", 1)[1].strip()
+    return header.header_value().strip()
 
 
 # RFC 5322 §3.2.4: a quoted-string holds qtext and quoted-pairs.  Text whose quoted-strings
