@@ -249,6 +249,18 @@ _CLOSED = re.compile(r'[^"]*(?:"[^"\\]*(?:\\.[^"\\]*)*"[^"]*)*', re.DOTALL)
 _QUOTED_TAIL = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
+def _left_open(piece: str, inside: bool) -> bool:
+    """Tells whether a quoted-string is open at the end of piece (`inside`: open at its start)."""
+    rest = piece
+    if inside:
+        # Inside the open quoted-string ("; " was qtext, or its ";" a quoted-pair).
+        closing = _QUOTED_TAIL.match(piece)
+        if closing is None:
+            return True
+        rest = piece[closing.end() :]
+    return '"' in rest and not _CLOSED.fullmatch(rest)
+
+
 def _split_outside_quotes(value: str) -> list[str]:
     """Gives value split at "; " wherever that is not inside a quoted-string.
 
@@ -266,15 +278,13 @@ def _split_outside_quotes(value: str) -> list[str]:
     parts: list[str] = pieces[:first]
     held: list[str] = []  # the pieces of a part whose quoted-string is still open
     for piece in pieces[first:]:
-        rest = piece
-        if held:
-            # Inside the open quoted-string ("; " was qtext, or its ";" a quoted-pair).
-            closing = _QUOTED_TAIL.match(piece)
-            if closing is None:
-                held.append(piece)
-                continue
-            rest = piece[closing.end() :]
-        if '"' in rest and not _CLOSED.fullmatch(rest):
+        if "\\" not in piece:
+            # No quoted-pair: each quote opens or closes a quoted-string, so the count
+            # tells what `_left_open` finds, without its patterns' backtracking.
+            still_open = (piece.count('"') + (1 if held else 0)) % 2 == 1
+        else:
+            still_open = _left_open(piece, bool(held))
+        if still_open:
             held.append(piece)
         elif held:
             held.append(piece)
