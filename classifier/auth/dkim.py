@@ -468,7 +468,9 @@ def read_signatures(message: Message | bytes) -> Signatures:
     found = tuple(
         f for f, n in zip(fields, message.field_keys(), strict=True) if n == "dkim-signature"
     )
-    return Signatures(signed, found, _tags_of(found, _author_domain(message), signed))
+    # The author domain orders the signatures only when there are more than are verified.
+    author = _author_domain(message) if len(found) > MAX_SIGNATURES else ""
+    return Signatures(signed, found, _tags_of(found, author, signed))
 
 
 def _read_signatures_unclean(message: bytes) -> Signatures:
