@@ -303,16 +303,16 @@ def fold(name: str, value: str, eol: bytes) -> bytes:
     lines: list[str] = []
     line = f"{name}: {parts[0]}"
     for part in parts[1:]:
-        if len(line) + 2 + len(part) > 76:
-            lines.append(line + ";")
+        if len(line) + len(part) > 74:  # with "; " between, over 76
+            lines.append(line)
             line = "\t" + part
         else:
-            line += "; " + part
+            line = f"{line}; {part}"  # one new string, not two
     lines.append(line)
     # One encode of the joined text: the codec works character by character, so the
-    # bytes are those of each line encoded and joined.
+    # bytes are those of each line encoded and joined; the ";" ending a line is joined in.
     end = eol.decode("utf-8", "surrogateescape")
-    return (end.join(lines) + end).encode("utf-8", "surrogateescape")
+    return (f";{end}".join(lines) + end).encode("utf-8", "surrogateescape")
 
 
 def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str) -> bytes:
