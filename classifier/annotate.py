@@ -35,10 +35,7 @@ from classifier.lazyre import lazy
 from classifier.message import HeaderField, Message
 from classifier.names import DOT_ATOM, LDH_DOMAIN, quoted_string
 
-# RFC 2045 §5.1 token: any CHAR except SPACE, CTLs and tspecials.
-_TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
 _RECEIVER = lazy(r"receiver\s*=\s*(\"[^\"]*\"|[^;\s]+)", re.IGNORECASE)
-_COMMENT_SPECIAL = lazy(r"([()\\])")
 _OUR_NAMES = ("authentication-results", "received-spf", HEADER_NAME.lower())
 
 
@@ -56,7 +53,7 @@ def ar_value(text: str) -> str:
         # A control character (ESC from a MAIL FROM, say) would reach a mail client's
         # header view: "?" as Received-SPF writes it.
         text = "".join(c if c.isprintable() else "?" for c in text)
-    if "@" not in text or _TOKEN.match(text):
+    if "@" not in text:  # authres quotes it unless a token; with an "@" it never is one
         return text
     local, _, domain = text.rpartition("@")
     # An ASCII DNS name and a dot-atom local part: authres writes both safely as they are.
@@ -69,7 +66,8 @@ def ar_value(text: str) -> str:
 def ar_comment(text: str) -> str:
     """Gives text safe inside a comment: parentheses and backslashes escaped (RFC 5322 §3.2.2)."""
     flat = " ".join(text.split())
-    return _COMMENT_SPECIAL.sub(r"\\\1", flat)
+    # The backslashes first, so that those added before ( and ) stay single.
+    return flat.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
 def _skip_cfws(value: str, i: int) -> int:

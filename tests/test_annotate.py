@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from classifier.annotate import (
     _split_outside_quotes,
     annotate,
+    ar_comment,
     ar_value,
     authserv_id_of,
     defuse,
@@ -263,6 +264,10 @@ def test_control_characters_of_a_mail_from_never_reach_authentication_results(
     out, _ = annotated(signed_message(mail_from="\x1b[35m@evil.example"), server)
     ours = Message.parse(out).get("Authentication-Results") or ""
     assert "\x1b" not in ours and "smtp.mailfrom=" in ours and "?[35m@evil.example" in ours
+
+
+def test_ar_comment_escapes_parentheses_and_backslashes_once() -> None:
+    assert ar_comment("sealed by a\\b (x)\t y") == "sealed by a\\\\b \\(x\\) y"
 
 
 def test_ar_value_turns_control_characters_into_question_marks() -> None:
