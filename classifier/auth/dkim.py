@@ -231,7 +231,11 @@ def _verify(
 ) -> _Outcome:
     """Gives the outcome of one parsed signature (RFC 6376 §6.1)."""
     try:
-        dkim.validate_signature_fields({k: v for k, v in tags.items() if k not in (b"t", b"x")})
+        # t= and x= are checked against `now` below, not dkimpy's clock: a copy without them.
+        fields = tags.copy()
+        fields.pop(b"t", None)
+        fields.pop(b"x", None)
+        dkim.validate_signature_fields(fields)
     except dkim.DKIMException as exc:
         raise _Verdict("permerror", _dkimpy_reason(exc)) from exc
     signed = [h.strip().lower() for h in _H_SEPARATOR.split(tags[b"h"])]
