@@ -304,7 +304,12 @@ def _result(
         except Exception:
             tags = {}
     domain = _text(tags.get(b"d"))
-    b_value = b"".join(tags.get(b"b", b"").split())
+    # header.b is the first 8 characters of b= (RFC 6008): white space is taken out of
+    # its start only, unless that leaves fewer.
+    b_raw = tags.get(b"b", b"")
+    b_value = b"".join(b_raw[:32].split())
+    if len(b_value) < 8:
+        b_value = b"".join(b_raw.split())
     return DkimSignatureResult(
         result=outcome.result,
         domain=domain,
