@@ -27,6 +27,8 @@ from classifier.auth import dkim_body
 from classifier.auth.dkim import (
     MAX_SIGNATURES,
     DkimSignatureResult,
+    _Outcome,
+    _result,
     check_dkim,
     dkim_summary,
 )
@@ -792,3 +794,19 @@ def test_relaxed_body_with_a_megabyte_of_spaces_in_one_line_is_linear() -> None:
     )
     expected = hashlib.sha256(b"a x\r\nb\r\n").hexdigest()
     assert done.stdout.strip() == expected
+
+
+@pytest.mark.parametrize(
+    ("b_value", "header_b"),
+    [
+        (b"AbCdEfGhIjKl" + b"mN" * 200, "AbCdEfGh"),
+        (b"Ab \r\n Cd" + b" " * 40 + b"\r\n Ef\r\n Gh\r\n Ij", "AbCdEfGh"),  # folded early
+        (b"Ab Cd", "AbCd"),
+        (b"", ""),
+    ],
+)
+def test_header_b_is_the_first_8_characters_of_b_without_white_space(
+    b_value: bytes, header_b: str
+) -> None:
+    tags = {b"d": b"example.com", b"s": b"sel", b"a": b"rsa-sha256", b"b": b_value}
+    assert _result(0, b"", _Outcome("pass", ""), tags).b == header_b
