@@ -17,6 +17,7 @@ import base64
 import hashlib
 import re
 from functools import lru_cache
+from itertools import compress, count
 from typing import Any, NamedTuple
 
 import dkim
@@ -85,7 +86,8 @@ class SignedMessage:
         self.names = [f[0].rstrip(b" \t").lower() for f in fields]
         self._message = message
         self._body_start = body_start
-        self._fields: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}
+        # per header canonicalisation: the canonical fields by their index in `fields`
+        self._fields: dict[bytes, dict[int, tuple[bytes, bytes]]] = {}
         self._body_hashes: dict[tuple[bytes, str, bytes | None], bytes] = {}
         # l= values of the signatures still to be verified, per (algorithm, digest)
         self._expected: dict[tuple[bytes, str], set[bytes | None]] = {}
@@ -105,15 +107,16 @@ class SignedMessage:
     def canonical_fields(self, policy: CanonicalizationPolicy, names: set[bytes]) -> list:
         """Gives the canonicalised fields whose lower-case name is in `names`, in order."""
         algorithm = policy.header_algorithm
-        kept = self._fields
-        wanted = [(algorithm.name, i) for i, name in enumerate(self.names) if name in names]
-        new = [key for key in wanted if key not in kept]
+        kept = self._fields.setdefault(algorithm.name, {})
+        # The indexes picked by iterators written in C: no Python step per field.
+        wanted = list(compress(count(), map(names.__contains__, self.names)))
+        new = [i for i in wanted if i not in kept]
         if new:
             # One call for the fields not yet canonicalised: dkimpy's canonicalisation
             # reads each field on its own, so the list gives what one call per field gave.
-            done = algorithm.canonicalize_headers([self.fields[i] for _, i in new])
+            done = algorithm.canonicalize_headers([self.fields[i] for i in new])
             kept.update(zip(new, done, strict=True))
-        return [kept[key] for key in wanted]
+        return list(map(kept.__getitem__, wanted))
 
     def body_hash(self, policy: CanonicalizationPolicy, digest: str, length: bytes | None) -> bytes:
         """Gives the hash of the canonicalised body, cut to l= octets when given (§3.7)."""
