@@ -163,18 +163,13 @@ def defuse(message: Message, authserv_id: str) -> Message:
     return Message(tuple(out), message.rest, message.eol)
 
 
-def _prop(ptype: str, name: str, value: str) -> AuthenticationResultProperty:
-    return AuthenticationResultProperty(ptype, name, value)
-
-
 def _spf_ar(report: CheckReport) -> AuthenticationResult:
-    spf = report.spf
-    properties = []
-    if spf.identity == "helo" or not report.envelope.mail_from:
-        if report.envelope.helo:
-            properties.append(_prop("smtp", "helo", ar_value(report.envelope.helo)))
+    spf, env = report.spf, report.envelope
+    if spf.identity == "helo" or not env.mail_from:
+        name, value = "helo", env.helo
     else:
-        properties.append(_prop("smtp", "mailfrom", ar_value(report.envelope.mail_from)))
+        name, value = "mailfrom", env.mail_from
+    properties = [AuthenticationResultProperty("smtp", name, ar_value(value))] if value else []
     comment = ar_comment(f"domain of {spf.domain}") if spf.domain else None
     return SPFAuthenticationResult(result=spf.result, result_comment=comment, properties=properties)
 
@@ -183,12 +178,16 @@ def _dmarc_ar(report: CheckReport) -> AuthenticationResult:
     dm = report.dmarc
     # Our own user's submission: DMARC was not evaluated, and the header says so.
     not_evaluated = report.envelope.authenticated and dm.result == "none"
-    properties = [_prop("header", "from", ar_value(dm.from_domain))] if dm.from_domain else []
+    properties = (
+        [AuthenticationResultProperty("header", "from", ar_value(dm.from_domain))]
+        if dm.from_domain
+        else []
+    )
     comment = None
     if dm.internal_error:
         comment = "internal error"  # RFC 8601 has no word for it: permerror
     if dm.policy:
-        properties.append(_prop("policy", "dmarc", ar_value(dm.policy)))
+        properties.append(AuthenticationResultProperty("policy", "dmarc", ar_value(dm.policy)))
         comment = ar_comment(
             f"p={dm.policy}" + (" testing" if dm.testing else "") + f" mode={dm.mode}"
         )
@@ -219,10 +218,10 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
         for name, value in (("d", sig.domain), ("s", sig.selector)):
             written = ar_value(value) if value else None
             if written:  # as the keywords: an empty value is left out
-                properties.append(_prop("header", name, written))
+                properties.append(AuthenticationResultProperty("header", name, written))
         for name, value in (("i", sig.identity), ("b", sig.b), ("a", sig.algorithm)):
             if value:
-                properties.append(_prop("header", name, ar_value(value)))
+                properties.append(AuthenticationResultProperty("header", name, ar_value(value)))
         results.append(
             DKIMAuthenticationResult(result=sig.result, reason=reason, properties=properties)
         )
