@@ -157,7 +157,8 @@ def instructions() -> None:
     dns = DnsServerProcess((DEMO / "zone.txt").read_text())
     unsigned = DEMO / "cur" / "1740909903.M813757P24158.mx,S=1440,W=1440:2,S"
     signed = DEMO / "new" / "1741009930.M779552P1665.mx,S=2263,W=2263"
-    pipe = [py, "-c", SCRIPT.split("\n", 1)[1], "pipe", "--recipient", "alice@family.example"]
+    pipe = [py, "-c", SCRIPT.split("\n", 1)[1], "pipe", "--recipient", "alice@family.example",
+            "--deliver", "stdout"]  # fmt: skip
     pipe += ["--sender", "a@x.example", "--config", config, "--dns-server", dns.address]
     runs = {
         "a  python -c pass": ([py, "-c", "pass"], b""),
@@ -209,6 +210,7 @@ def main() -> None:
         (work / "dovecot.log").touch()
         shutil.chown(work / "dovecot.log", "nobody")
     pipe = [authsieve, "pipe", "--recipient", "alice@family.example", "--sender", "a@x.example"]
+    stdout = ["--deliver", "stdout"]
     wrapper = work / "dovecot-lda"
     wrapper.write_text(LDA_WRAPPER.format(lda=LDA))
     wrapper.chmod(0o755)
@@ -227,8 +229,8 @@ def main() -> None:
     commands: dict[str, list[str] | None] = {
         "a  python -c pass": [py, "-c", "pass"],
         "b  imports only": [py, "-c", "import spf, dkim, dns.resolver, authres"],
-        "c  pipe in-process": [*pipe, "--config", config, "--dns-server", dns.address],
-        "d  pipe --daemon, stdout": [*pipe, "--daemon", sock],
+        "c  pipe in-process": [*pipe, "--config", config, "--dns-server", dns.address, *stdout],
+        "d  pipe --daemon, stdout": [*pipe, "--daemon", sock, *stdout],
         "e  dovecot-lda alone": [str(wrapper), f"-c{work}/dovecot.conf", *lda_alone],
         "f  pipe --daemon, lda": [*pipe, "--daemon", sock, *lda],
     }

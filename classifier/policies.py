@@ -10,7 +10,8 @@ global list).  The same `Policy` value is decided in Python
 (`classifier.policy.verdict.decide`) and compiled to Sieve (`sieve.generate`).
 """
 
-from __future__ import annotations
+# Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
+# compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 from typing import Any, NamedTuple
 

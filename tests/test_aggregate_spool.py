@@ -24,7 +24,8 @@ from tests.test_learn_spool import wait_for_take_in
 
 def _pipe_argv(config: Path) -> list[str]:
     return [sys.executable, "-m", "classifier.commands.main", "pipe", "--config", str(config),
-            "--dns-zone", str(ZONE), "--recipient", "alice@family.example"]  # fmt: skip
+            "--dns-zone", str(ZONE), "--recipient", "alice@family.example",
+            "--deliver", "stdout"]  # fmt: skip
 
 
 def test_rows_of_concurrent_pipe_processes_land_in_the_report_exactly_once(

@@ -85,7 +85,8 @@ def pipe(
 ) -> subprocess.CompletedProcess[bytes]:
     argv = [
         sys.executable, "-m", "classifier.commands.main", "pipe", "--config", str(config),
-        "--dns-zone", str(ZONE), "--recipient", "alice@family.example", *(extra or []),
+        "--dns-zone", str(ZONE), "--recipient", "alice@family.example", "--deliver", "stdout",
+        *(extra or []),
     ]  # fmt: skip
     return subprocess.run(
         argv, input=message.read_bytes(), capture_output=True, cwd=ROOT, check=False, timeout=60

@@ -57,7 +57,7 @@ def write_config(tmp_path: Path, name: str, store: str, host: str) -> Path:
 def pipe(config: Path, message: Path) -> subprocess.CompletedProcess[bytes]:
     argv = [
         sys.executable, "-m", "classifier.commands.main", "pipe", "--config", str(config),
-        "--dns-zone", str(ZONE), "--recipient", "alice@family.example",
+        "--dns-zone", str(ZONE), "--recipient", "alice@family.example", "--deliver", "stdout",
     ]  # fmt: skip
     return subprocess.run(
         argv, input=message.read_bytes(), capture_output=True, cwd=ROOT, check=False, timeout=60

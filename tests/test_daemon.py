@@ -162,6 +162,7 @@ def test_malformed_frames_give_one_log_line_and_no_traceback(daemon: Daemon) -> 
         b'{"v": 1, "size": -1}\n',
         b'{"v": 1, "size": 5}\nab',
         b"\x00\x1b[31m" * 10,
+        b'{"v": 1, "size": 5, "timeout": NaN}\nabcde',  # attacker review: a TypeError
     ]
 
     def send() -> None:
@@ -179,6 +180,7 @@ def test_malformed_frames_give_one_log_line_and_no_traceback(daemon: Daemon) -> 
     lines = daemon.log.read_text().splitlines()
     assert all(line.startswith(tuple("0123456789")) for line in lines)
     assert "Traceback" not in daemon.log.read_text()
+    assert "request failed" not in daemon.log.read_text()
 
 
 def test_pipe_refuses_a_listener_that_is_not_the_daemon(open_tmp: Path) -> None:
@@ -236,6 +238,100 @@ def test_sighup_lets_go_of_a_rotated_log_file(daemon: Daemon) -> None:
     outcome = ask_daemon(str(daemon.socket), PHISH.read_bytes(), HINTS, "alice@x", 30)
     assert outcome is not None and outcome.action == "quarantine"
     assert "reloaded" not in rotated.read_text()
+
+
+def _serve(daemon: Daemon, path: Path) -> list[str]:
+    config = daemon.log.with_name("config.toml")  # the fixture's
+    return [*CLI, "serve", "--config", str(config), "--dns-zone", str(ZONE), "--socket", str(path)]
+
+
+def test_a_second_daemon_on_the_same_socket_is_refused(daemon: Daemon) -> None:
+    # admin review: a second `serve` took the socket's name, and removed it when it stopped;
+    # the first ran on with no socket, and every delivery checked in-process.
+    proc = subprocess.run(_serve(daemon, daemon.socket), capture_output=True, cwd=ROOT,
+                          timeout=60, check=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.decode().strip().splitlines() == [
+        f"authsieve: {daemon.socket}: another daemon answers on this socket; stop it first"
+    ]
+    assert daemon.proc.poll() is None
+    outcome = ask_daemon(str(daemon.socket), PHISH.read_bytes(), HINTS, "alice@x", 30)
+    assert outcome is not None and outcome.action == "quarantine"
+
+
+def test_a_stopping_daemon_leaves_a_newer_daemons_socket(daemon: Daemon) -> None:
+    # The first daemon's socket moved away (as if it had lost a race for the name):
+    # a new daemon binds the name, and the first one's exit must not remove it.
+    daemon.socket.rename(daemon.socket.with_name("old.sock"))
+    newer = subprocess.Popen(_serve(daemon, daemon.socket), cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(daemon.socket.exists, what="the newer daemon's socket")
+        daemon.proc.terminate()
+        daemon.proc.wait(timeout=30)
+        assert daemon.socket.exists()
+        outcome = ask_daemon(str(daemon.socket), PHISH.read_bytes(), HINTS, "alice@x", 30)
+        assert outcome is not None and outcome.action == "quarantine"
+    finally:
+        newer.terminate()
+        newer.wait(timeout=30)
+    assert not daemon.socket.exists()  # its own socket it does remove
+
+
+def test_root_sets_no_mode_through_a_link_swapped_in_for_the_socket(
+    open_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # attacker review: the pipe user owns the socket directory; while a root daemon bound
+    # its socket under a temporary name and then chmod()ed that name, it swapped in a link
+    # to /etc/passwd (inotify), and root set the link's target 0600.  The window is made
+    # certain here: the link replaces the socket right after the daemon gives it its owner.
+    from dataclasses import replace
+
+    from classifier.config import load_config
+    from classifier.delivery.daemon import make_server
+    from classifier.lookup.resolver import make_resolver
+
+    victim = open_tmp / "passwd"
+    victim.write_text("root:x:0:0::/root:/bin/sh\n")
+    victim.chmod(0o644)
+    run = open_tmp / "run"
+    run.mkdir()
+    config = load_config(ROOT / "examples" / "config.toml")
+    config = config._replace(engine=replace(config.engine, socket_user="nobody"))
+    real_chown = os.chown
+
+    def chown_then_swap(path: str | os.PathLike[str], *args: object, **kwargs: object) -> None:
+        real_chown(path, *args, **kwargs)  # type: ignore[arg-type]
+        if Path(path).parent == run:
+            os.unlink(path)
+            os.symlink(victim, path)
+
+    monkeypatch.setattr(os, "chown", chown_then_swap)
+    server = make_server(str(run / "authsieve.sock"), config, make_resolver(dns_zone=ZONE))
+    server.server_close()
+    assert victim.stat().st_mode & 0o777 == 0o644
+    assert (run / "authsieve.sock").is_symlink()  # no socket: the pipe will check in-process
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o660])
+def test_the_socket_is_born_with_its_mode_and_given_to_the_socket_user(
+    open_tmp: Path, mode: int
+) -> None:
+    from dataclasses import replace
+
+    from classifier.config import load_config
+    from classifier.delivery.daemon import make_server
+    from classifier.lookup.resolver import make_resolver
+
+    config = load_config(ROOT / "examples" / "config.toml")
+    config = config._replace(engine=replace(config.engine, socket_user="nobody"))
+    path = open_tmp / "authsieve.sock"
+    server = make_server(str(path), config, make_resolver(dns_zone=ZONE), mode)
+    try:
+        st = path.lstat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (*NOBODY[:2], mode)
+    finally:
+        server.server_close()
 
 
 def test_a_daemon_that_never_answers_costs_a_fallback_not_the_delivery(daemon: Daemon) -> None:

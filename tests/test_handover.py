@@ -114,7 +114,8 @@ def test_sighup_reloads_config_and_a_bad_one_keeps_the_old(tmp_path: Path) -> No
 
     def verdict() -> bytes:
         out = subprocess.run(
-            [*CLI, "pipe", "--daemon", str(sock), "--recipient", "alice@family.example"],
+            [*CLI, "pipe", "--daemon", str(sock), "--recipient", "alice@family.example",
+             "--deliver", "stdout"],
             cwd=ROOT, input=PHISH.read_bytes(), capture_output=True, check=True,
         ).stdout  # fmt: skip
         return next(line for line in out.splitlines() if line.startswith(b"X-Authsieve:"))

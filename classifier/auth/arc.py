@@ -22,6 +22,7 @@ from classifier.message import Message
 # when a message carries ARC fields: most mail does not, and the pipe starts per message.
 
 MAX_INSTANCES = 50  # RFC 8617 §4.2.1, §5.2 step 1
+MAX_SHOWN = 320  # octets of a d= a result shows: no valid name is longer (RFC 1035 §2.3.4)
 _ARC_FIELDS = (b"arc-seal", b"arc-message-signature", b"arc-authentication-results")
 _ARC_KEYS = tuple(name.decode() for name in _ARC_FIELDS)
 _INSTANCE = lazy(rb"^\s*i\s*=\s*(\d{1,6})\s*(?:;|$)")
@@ -73,12 +74,13 @@ def _sealers(fields: list[tuple[bytes, bytes]]) -> tuple[str, ...]:
             continue
         try:
             tags = parse_tag_value(_FWS.sub(b" ", value))
-            seals.append(
-                (int(tags.get(b"i", b"0")), tags.get(b"d", b"").decode("utf-8", "replace"))
-            )
+            d = tags.get(b"d", b"")[:MAX_SHOWN].decode("utf-8", "replace")
+            seals.append((int(tags.get(b"i", b"0")), d))
         except Exception:
             continue
-    return tuple(d for _, d in sorted(seals))
+    # A chain holds one seal per instance, at most MAX_INSTANCES: more fields than that fail
+    # it, and need not all be named (58,000 seals made a 250 KB header; attacker review).
+    return tuple(d for _, d in sorted(seals))[:MAX_INSTANCES]
 
 
 def _parse_aar(value: str) -> tuple[str, str, str]:

@@ -11,7 +11,8 @@ and one RSA-1024 signature; OpenSSL takes 0.04 ms (bench/bench_checks.py).
 never meets one does not pay for loading it.
 """
 
-from __future__ import annotations
+# Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
+# compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 import base64
 import hashlib

@@ -11,7 +11,8 @@ Discovery: `tree_walk` is the DNS Tree Walk of RFC 9989 §4.10 (at most eight
 queries) and `TreeWalk.organizational_domain` its selection rules (§4.10.2).
 """
 
-from __future__ import annotations
+# Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
+# compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 from functools import lru_cache
 from typing import Any, NamedTuple

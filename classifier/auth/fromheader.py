@@ -12,7 +12,8 @@ Domains come back as DMARC compares them: lower case, without a trailing dot,
 and U-labels turned into A-labels (RFC 9989 §5.3.1, RFC 5890 §2.3).
 """
 
-from __future__ import annotations
+# Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
+# compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 import re
 from collections.abc import Iterable, Iterator

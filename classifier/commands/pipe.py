@@ -11,7 +11,6 @@ import sys
 from types import SimpleNamespace
 
 from classifier.delivery.handover import (
-    DEFAULT_DELIVER,
     DEFAULT_LDA_PATH,
     DEFAULT_SENDMAIL_PATH,
     parse_pipe_args,
@@ -56,9 +55,8 @@ def add_pipe_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     )
     pipe.add_argument(
         "--deliver",
-        default=DEFAULT_DELIVER,
         metavar="TARGET",
-        help="stdout | dovecot-lda | sendmail | maildir:PATH (default stdout)",
+        help="dovecot-lda | sendmail | maildir:PATH | stdout (required: where the message goes)",
     )
     pipe.add_argument(
         "--lda-path",
@@ -127,7 +125,7 @@ def pipe_args(argv: Sequence[str]) -> SimpleNamespace | None:
         sasl_username=opt("--sasl-username"),
         user=opt("--user"),
         original_recipient=opt("--original-recipient"),
-        deliver=opt("--deliver", DEFAULT_DELIVER),
+        deliver=opt("--deliver"),
         lda_path=opt("--lda-path", DEFAULT_LDA_PATH),
         lda_arg=list(opt("--lda-arg")),
         daemon=opt("--daemon"),
@@ -158,6 +156,10 @@ def cmd_pipe(args: argparse.Namespace | SimpleNamespace, config: Config) -> int:
     started = time.monotonic()
     settings = config.engine
     configure_logging(settings, args.debug, stderr=False)
+    if not args.deliver:
+        # No default: under Postfix, stdout is pipe(8)'s status text, and a message
+        # printed there counts as delivered (admin review, issue 15).
+        raise UsageError("pipe: no --deliver: give dovecot-lda, sendmail, maildir:PATH or stdout")
     delivery = delivery_from_spec(
         args.deliver,
         args.lda_path,

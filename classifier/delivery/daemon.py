@@ -18,6 +18,9 @@ set, the daemon then runs as that user.  Errors are one log line each.
 SIGHUP re-reads the config and its policies (and the resolver they name);
 a config that fails to load is one log line and the old one stays.  The
 socket, its owner and mode, the user and the limits stay as started.
+
+A daemon does not take the socket of one that still answers on it, and at exit
+removes the socket file only if it is still the one it bound.
 """
 
 from __future__ import annotations
@@ -146,6 +149,7 @@ class DaemonServer(socketserver.ThreadingUnixStreamServer):
         self.limits = limits
         self.engine = engine
         self.slots = threading.BoundedSemaphore(limits.max_connections)
+        self.socket_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file bound
         super().__init__(path, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -181,8 +185,8 @@ def make_server(
 ) -> DaemonServer:
     """Gives a server bound to the socket path (a stale socket file is replaced).
 
-    The socket is born 0600 (umask) and only then given its owner
-    (``socket_user``, when root) and mode, so no one else can connect in between.
+    The socket is born with its mode (0600 or 0660, owned by the daemon's user) and only
+    then given its owner (``socket_user``, when root), so no one else can connect in between.
     """
     settings = config.engine
     lim = limits or limits_from(settings)
@@ -241,8 +245,10 @@ def make_server(
                     note.delivered()
 
     target = Path(path)
-    if target.exists() and stat.S_ISSOCK(target.lstat().st_mode):
-        target.unlink()
+    if _answering(path):
+        # Taking its name would leave it running with no socket, and our exit would then
+        # remove the name, so every delivery would check in-process until a restart.
+        raise DaemonSetupError(f"{path}: another daemon answers on this socket; stop it first")
     owner = None
     if settings.socket_user and os.geteuid() == 0:
         pw = _user(settings.socket_user, "socket_user")
@@ -250,7 +256,10 @@ def make_server(
     # Bound under a name of its own, given its owner and mode, then renamed into place:
     # whoever finds the socket at `path` finds it finished (a client, or a test).
     temp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
-    old = os.umask(0o177)
+    # Born with its mode, from the umask: a chmod() by name would follow a link that the
+    # socket directory's owner (the pipe user) swapped in for the name, and change the
+    # mode of any file as root (attacker review, issue 15).  lchown() changes a link only.
+    old = os.umask(0o777 & ~mode)
     try:
         server = DaemonServer(str(temp), Handler, lim, engine)
     finally:
@@ -258,17 +267,37 @@ def make_server(
     try:
         if owner:
             os.chown(temp, *owner, follow_symlinks=False)
-        os.chmod(temp, mode)
         with contextlib.suppress(FileNotFoundError):
             if not stat.S_ISSOCK(os.lstat(path).st_mode):
                 # rename() would replace it: a mistyped path must not cost a file
                 raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
-        os.rename(temp, path)
+        bound = os.lstat(temp)
+        os.rename(temp, path)  # a stale socket file left by a daemon that died is replaced
     except OSError:
         server.server_close()
         temp.unlink(missing_ok=True)
         raise
+    server.socket_id = (bound.st_dev, bound.st_ino)
     return server
+
+
+def _answering(path: str) -> bool:
+    """Tells whether a process accepts connections on the socket at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(path)
+        except OSError:  # none there, a stale file (ECONNREFUSED), or not ours to use
+            return False
+    return True
+
+
+def remove_socket(path: str, server: DaemonServer) -> None:
+    """Removes the socket file at `path` if it is still the one `server` bound."""
+    with contextlib.suppress(OSError):
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == server.socket_id:
+            os.unlink(path)
 
 
 def request_deadline(meta: dict[str, object], sock: socket.socket) -> Deadline:
@@ -375,6 +404,5 @@ def serve(
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
-        with contextlib.suppress(OSError):
-            Path(path).unlink(missing_ok=True)
+        remove_socket(path, server)  # not a newer daemon's, started since on the same path
     return 0

@@ -33,25 +33,30 @@ if TYPE_CHECKING:
     from socket import socket
 
 
+def _no_constant(name: str) -> object:
+    # NaN and Infinity are not JSON (RFC 8259 §6); a head that holds one is refused.
+    raise ValueError(f"{name} is not JSON")
+
+
 try:
     import _json
 
     class _Strict:
-        """What the C JSON scanner asks of json.JSONDecoder: the defaults of json.loads."""
+        """What the C JSON scanner asks of json.JSONDecoder: json.loads's, without NaN."""
 
         strict = True
         object_hook = None
         object_pairs_hook = None
         parse_float = float
         parse_int = int
-        parse_constant = None
+        parse_constant = staticmethod(_no_constant)
 
     _scan = _json.make_scanner(_Strict())  # type: ignore[arg-type]
     _quote = _json.encode_basestring_ascii
 except (ImportError, AttributeError):  # not CPython: the json module does the same, slower
     import json
 
-    _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+    _scan = json.JSONDecoder(parse_constant=_no_constant).scan_once  # type: ignore[attr-defined]
     _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 PROTOCOL = 1

@@ -37,8 +37,8 @@ LIST_OPTIONS = frozenset({"--recipient", "--lda-arg"})
 # The default dns_budget (20 s) fits well inside; --daemon-timeout for a larger budget.
 FAST_PATH_WAIT = 60.0
 FLAG_OPTIONS = frozenset({"--debug"})
-# The defaults of `authsieve pipe`'s options, for its parser and for this module alike.
-DEFAULT_DELIVER = "stdout"
+# The defaults of `authsieve pipe`'s options, for its parser and for this module alike
+# (--deliver has none: without it, nothing would be delivered under Postfix).
 DEFAULT_LDA_PATH = "/usr/lib/dovecot/dovecot-lda"
 DEFAULT_SENDMAIL_PATH = "/usr/sbin/sendmail"
 
@@ -112,8 +112,8 @@ def hand_over(argv: Sequence[str]) -> Handover:
     """
     started = time.monotonic()
     options = parse_pipe_args(argv)
-    if options is None or not options.get("--daemon"):
-        return Handover(None)
+    if options is None or not options.get("--daemon") or not options.get("--deliver"):
+        return Handover(None)  # the full path checks, or says what is wrong
     from classifier.delivery.daemon_client import call_daemon
     from classifier.delivery.targets import DeliveryError, delivery_from_spec
     from classifier.errors import UsageError
@@ -126,7 +126,7 @@ def hand_over(argv: Sequence[str]) -> Handover:
     user = macro(opt("--user"))
     try:
         delivery = delivery_from_spec(
-            opt("--deliver") or DEFAULT_DELIVER,
+            opt("--deliver") or "",
             opt("--lda-path") or DEFAULT_LDA_PATH,
             opt("--sendmail-path") or DEFAULT_SENDMAIL_PATH,
             tuple(options["--lda-arg"]),  # type: ignore[arg-type]

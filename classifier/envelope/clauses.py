@@ -7,7 +7,8 @@ cut at the keywords (read_clauses).  Quoted strings are masked before either
 (mask_quotes) and put back in the values read (unmask).
 """
 
-from __future__ import annotations
+# Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
+# compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 import re
 from typing import NamedTuple

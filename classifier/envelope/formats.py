@@ -15,7 +15,8 @@ A pattern names its groups ``name`` (the first word after ``from``), ``helo``, `
 first word is for that family.
 """
 
-from __future__ import annotations
+# Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
+# compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 import re
 from functools import lru_cache

@@ -1,6 +1,7 @@
 """ReceivedHop: what one Received header says about one hop (RFC 5321 §4.4)."""
 
-from __future__ import annotations
+# Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
+# compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 from datetime import datetime
 from typing import NamedTuple

@@ -7,7 +7,8 @@ the trust rule; README "Which words of a Received header are believed").  The
 per-MTA patterns of the from part live in classifier/envelope/formats.py.
 """
 
-from __future__ import annotations
+# Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
+# compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 import re
 from typing import NamedTuple

@@ -9,7 +9,8 @@ our own user; the first other hop's ``from`` part is the SMTP client, and
 nothing below it is read.
 """
 
-from __future__ import annotations
+# Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
+# compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 from collections.abc import Iterable
 from dataclasses import dataclass

@@ -14,10 +14,11 @@ truncated reply (asked again over TCP), FORMERR from a server without EDNS
 (asked again plainly), an extended rcode, or a reply it cannot parse.
 """
 
-from __future__ import annotations
+# Annotations are objects here, not strings (no __future__ import): typing.NamedTuple
+# compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 import ipaddress
-import secrets
+import os
 import select
 import socket
 import struct
@@ -146,7 +147,9 @@ class Pending:
         self.server = server
         self.timeout = timeout
         self._clock = clock
-        self._id = secrets.randbits(16)
+        # A query id an off-path forger cannot guess (RFC 5452 §9.2): the system's CSPRNG,
+        # as secrets.randbits takes it, without the secrets module's import.
+        self._id = int.from_bytes(os.urandom(2), "big")
         wire = (
             _HEADER.pack(self._id, _RD, 1, 0, 0, 1)
             + cast(bytes, qname.to_wire())  # bytes, as no file is given
