@@ -35,10 +35,7 @@ from classifier.lazyre import lazy
 from classifier.message import HeaderField, Message
 from classifier.names import DOT_ATOM, LDH_DOMAIN, quoted_string
 
-# RFC 2045 §5.1 token: any CHAR except SPACE, CTLs and tspecials.
-_TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
 _RECEIVER = lazy(r"receiver\s*=\s*(\"[^\"]*\"|[^;\s]+)", re.IGNORECASE)
-_COMMENT_SPECIAL = lazy(r"([()\\])")
 _OUR_NAMES = ("authentication-results", "received-spf", HEADER_NAME.lower())
 
 
@@ -56,7 +53,7 @@ def ar_value(text: str) -> str:
         # A control character (ESC from a MAIL FROM, say) would reach a mail client's
         # header view: "?" as Received-SPF writes it.
         text = "".join(c if c.isprintable() else "?" for c in text)
-    if "@" not in text or _TOKEN.match(text):
+    if "@" not in text:  # authres quotes it unless a token; with an "@" it never is one
         return text
     local, _, domain = text.rpartition("@")
     # An ASCII DNS name and a dot-atom local part: authres writes both safely as they are.
@@ -69,7 +66,8 @@ def ar_value(text: str) -> str:
 def ar_comment(text: str) -> str:
     """Gives text safe inside a comment: parentheses and backslashes escaped (RFC 5322 §3.2.2)."""
     flat = " ".join(text.split())
-    return _COMMENT_SPECIAL.sub(r"\\\1", flat)
+    # The backslashes first, so that those added before ( and ) stay single.
+    return flat.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
 def _skip_cfws(value: str, i: int) -> int:
@@ -166,71 +164,78 @@ def defuse(message: Message, authserv_id: str) -> Message:
 
 
 def _spf_ar(report: CheckReport) -> AuthenticationResult:
-    spf = report.spf
-    result = SPFAuthenticationResult(result=spf.result)
-    if spf.identity == "helo" or not report.envelope.mail_from:
-        if report.envelope.helo:
-            result.smtp_helo = ar_value(report.envelope.helo)
+    spf, env = report.spf, report.envelope
+    if spf.identity == "helo" or not env.mail_from:
+        name, value = "helo", env.helo
     else:
-        result.smtp_mailfrom = ar_value(report.envelope.mail_from)
-    if spf.domain:
-        result.result_comment = ar_comment(f"domain of {spf.domain}")
-    return result
+        name, value = "mailfrom", env.mail_from
+    properties = [AuthenticationResultProperty("smtp", name, ar_value(value))] if value else []
+    comment = ar_comment(f"domain of {spf.domain}") if spf.domain else None
+    return SPFAuthenticationResult(result=spf.result, result_comment=comment, properties=properties)
+
+
+def _dmarc_ar(report: CheckReport) -> AuthenticationResult:
+    dm = report.dmarc
+    # Our own user's submission: DMARC was not evaluated, and the header says so.
+    not_evaluated = report.envelope.authenticated and dm.result == "none"
+    properties = (
+        [AuthenticationResultProperty("header", "from", ar_value(dm.from_domain))]
+        if dm.from_domain
+        else []
+    )
+    comment = None
+    if dm.internal_error:
+        comment = "internal error"  # RFC 8601 has no word for it: permerror
+    if dm.policy:
+        properties.append(AuthenticationResultProperty("policy", "dmarc", ar_value(dm.policy)))
+        comment = ar_comment(
+            f"p={dm.policy}" + (" testing" if dm.testing else "") + f" mode={dm.mode}"
+        )
+    return DMARCAuthenticationResult(
+        result=dm.result,
+        result_comment=comment,
+        reason=(dm.reason or None) if not_evaluated else None,
+        properties=properties,
+    )
 
 
 def authentication_results(report: CheckReport, authserv_id: str) -> str:
-    """Gives the Authentication-Results value for the report, written with authres (RFC 8601)."""
+    """Gives the Authentication-Results value for the report, written with authres (RFC 8601).
+
+    Each result is made with its properties, in the order they are written, rather than
+    set one by one through authres's setters, which search the list each time.
+    """
     results: list[AuthenticationResult] = []
-    env = report.envelope
-    if env.authenticated:
-        auth = AuthenticationResult(method="auth", result="pass")
-        results.append(auth)
+    if report.envelope.authenticated:
+        results.append(AuthenticationResult(method="auth", result="pass"))
     else:
         results.append(_spf_ar(report))
     for sig in report.dkim:
         # authres quotes a reason only when it is given to the constructor.
         reason = sig.reason if sig.result != "pass" and sig.reason else None
-        d = DKIMAuthenticationResult(
-            result=sig.result,
-            reason=reason,
-            header_d=ar_value(sig.domain) if sig.domain else None,
-            header_s=ar_value(sig.selector) if sig.selector else None,
+        # In the order authres's keywords and setters appended them: d, s, i, b, a.
+        properties = []
+        for name, value in (("d", sig.domain), ("s", sig.selector)):
+            written = ar_value(value) if value else None
+            if written:  # as the keywords: an empty value is left out
+                properties.append(AuthenticationResultProperty("header", name, written))
+        for name, value in (("i", sig.identity), ("b", sig.b), ("a", sig.algorithm)):
+            if value:
+                properties.append(AuthenticationResultProperty("header", name, ar_value(value)))
+        results.append(
+            DKIMAuthenticationResult(result=sig.result, reason=reason, properties=properties)
         )
-        if sig.identity:
-            d.header_i = ar_value(sig.identity)
-        if sig.b:
-            d.properties.append(AuthenticationResultProperty("header", "b", ar_value(sig.b)))
-        if sig.algorithm:
-            d.properties.append(
-                AuthenticationResultProperty("header", "a", ar_value(sig.algorithm))
-            )
-        results.append(d)
     if not report.dkim:
         results.append(DKIMAuthenticationResult(result="none"))
-    arc = ARCAuthenticationResult(result=report.arc.result)
+    arc_comment = None
     if report.arc.internal_error:
-        arc.result_comment = "internal error"
+        arc_comment = "internal error"
     elif report.arc.sealers:
-        arc.result_comment = ar_comment("sealed by " + ", ".join(report.arc.sealers))
-    results.append(arc)
-    dm = report.dmarc
-    if env.authenticated and dm.result == "none":
-        # Our own user's submission: DMARC was not evaluated, and the header says so.
-        dmarc = DMARCAuthenticationResult(result="none", reason=dm.reason or None)
-    else:
-        dmarc = DMARCAuthenticationResult(result=dm.result)
-    if dm.from_domain:
-        dmarc.header_from = ar_value(dm.from_domain)
-    if dm.internal_error:
-        dmarc.result_comment = "internal error"  # RFC 8601 has no word for it: permerror
-    if dm.policy:
-        dmarc.policy = ar_value(dm.policy)
-        dmarc.result_comment = ar_comment(
-            f"p={dm.policy}" + (" testing" if dm.testing else "") + f" mode={dm.mode}"
-        )
-    results.append(dmarc)
+        arc_comment = ar_comment("sealed by " + ", ".join(report.arc.sealers))
+    results.append(ARCAuthenticationResult(result=report.arc.result, result_comment=arc_comment))
+    results.append(_dmarc_ar(report))
     header = AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
-    return str(header).split(":", 1)[1].strip()
+    return header.header_value().strip()
 
 
 # RFC 5322 §3.2.4: a quoted-string holds qtext and quoted-pairs.  Text whose quoted-strings
@@ -239,6 +244,18 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
 # character: the same strings, without a step of the regex engine per character.
 _CLOSED = re.compile(r'[^"]*(?:"[^"\\]*(?:\\.[^"\\]*)*"[^"]*)*', re.DOTALL)
 _QUOTED_TAIL = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def _left_open(piece: str, inside: bool) -> bool:
+    """Tells whether a quoted-string is open at the end of piece (`inside`: open at its start)."""
+    rest = piece
+    if inside:
+        # Inside the open quoted-string ("; " was qtext, or its ";" a quoted-pair).
+        closing = _QUOTED_TAIL.match(piece)
+        if closing is None:
+            return True
+        rest = piece[closing.end() :]
+    return '"' in rest and not _CLOSED.fullmatch(rest)
 
 
 def _split_outside_quotes(value: str) -> list[str]:
@@ -258,15 +275,13 @@ def _split_outside_quotes(value: str) -> list[str]:
     parts: list[str] = pieces[:first]
     held: list[str] = []  # the pieces of a part whose quoted-string is still open
     for piece in pieces[first:]:
-        rest = piece
-        if held:
-            # Inside the open quoted-string ("; " was qtext, or its ";" a quoted-pair).
-            closing = _QUOTED_TAIL.match(piece)
-            if closing is None:
-                held.append(piece)
-                continue
-            rest = piece[closing.end() :]
-        if '"' in rest and not _CLOSED.fullmatch(rest):
+        if "\\" not in piece:
+            # No quoted-pair: each quote opens or closes a quoted-string, so the count
+            # tells what `_left_open` finds, without its patterns' backtracking.
+            still_open = (piece.count('"') + (1 if held else 0)) % 2 == 1
+        else:
+            still_open = _left_open(piece, bool(held))
+        if still_open:
             held.append(piece)
         elif held:
             held.append(piece)
@@ -285,16 +300,16 @@ def fold(name: str, value: str, eol: bytes) -> bytes:
     lines: list[str] = []
     line = f"{name}: {parts[0]}"
     for part in parts[1:]:
-        if len(line) + 2 + len(part) > 76:
-            lines.append(line + ";")
+        if len(line) + len(part) > 74:  # with "; " between, over 76
+            lines.append(line)
             line = "\t" + part
         else:
-            line += "; " + part
+            line = f"{line}; {part}"  # one new string, not two
     lines.append(line)
     # One encode of the joined text: the codec works character by character, so the
-    # bytes are those of each line encoded and joined.
+    # bytes are those of each line encoded and joined; the ";" ending a line is joined in.
     end = eol.decode("utf-8", "surrogateescape")
-    return (end.join(lines) + end).encode("utf-8", "surrogateescape")
+    return (f";{end}".join(lines) + end).encode("utf-8", "surrogateescape")
 
 
 def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str) -> bytes:

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from classifier.annotate import (
     _split_outside_quotes,
     annotate,
+    ar_comment,
     ar_value,
     authserv_id_of,
     defuse,
+    fold,
 )
 from classifier.auth.checks import facts_from, run_checks
 from classifier.auth.facts import parse_header_value, render_header_value
@@ -264,6 +266,10 @@ def test_control_characters_of_a_mail_from_never_reach_authentication_results(
     assert "\x1b" not in ours and "smtp.mailfrom=" in ours and "?[35m@evil.example" in ours
 
 
+def test_ar_comment_escapes_parentheses_and_backslashes_once() -> None:
+    assert ar_comment("sealed by a\\b (x)\t y") == "sealed by a\\\\b \\(x\\) y"
+
+
 def test_ar_value_turns_control_characters_into_question_marks() -> None:
     assert ar_value("a\x1bb\x00c@x.example") == "a?b?c@x.example"
 
@@ -285,3 +291,28 @@ def _split_reference(value: str) -> list[str]:
 @given(st.text(alphabet='ab; "\\\r\n()=', max_size=60))
 def test_fold_splits_only_outside_quoted_strings(value: str) -> None:
     assert _split_outside_quotes(value) == _split_reference(value)
+
+
+def _fold_reference(name: str, value: str, eol: bytes) -> bytes:
+    """The plain reading: lines filled with whole parts while they stay within 76 characters."""
+    parts = _split_reference(value)
+    lines, line = [], f"{name}: {parts[0]}"
+    for part in parts[1:]:
+        if len(line) + 2 + len(part) > 76:
+            lines.append(line + ";")
+            line = "\t" + part
+        else:
+            line += "; " + part
+    end = eol.decode("utf-8", "surrogateescape")
+    return end.join([*lines, line, ""]).encode("utf-8", "surrogateescape")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(st.text(alphabet='ab "\\=;', max_size=30), min_size=1, max_size=20),
+    st.sampled_from(["X-Authsieve", "Authentication-Results", "X" * 80]),
+    st.sampled_from([b"\r\n", b"\n"]),
+)
+def test_fold_fills_lines_with_whole_parts(parts: list[str], name: str, eol: bytes) -> None:
+    value = "; ".join(parts)
+    assert fold(name, value, eol) == _fold_reference(name, value, eol)

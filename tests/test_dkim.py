@@ -27,10 +27,12 @@ from classifier.auth import dkim_body
 from classifier.auth.dkim import (
     MAX_SIGNATURES,
     DkimSignatureResult,
+    _Outcome,
+    _result,
     check_dkim,
     dkim_summary,
 )
-from classifier.auth.dkim_signature import _B_VALUE, SignedMessage
+from classifier.auth.dkim_signature import _B_VALUE, SignedMessage, blank_b
 from classifier.lookup.resolver import DnsSession, Resolver
 from classifier.lookup.sources import ServerSource
 from tests.conftest import resolver_for, vector_path
@@ -699,6 +701,7 @@ def test_b_value_blanking_matches_dkimpys_pattern(value):
     ours = _B_VALUE.sub(rb"\1", value)
     assert ours == dkim.RE_BTAG.sub(rb"\1", value)
     assert dkim.RE_BTAG.sub(rb"\1", ours) == ours
+    assert blank_b(value) == ours  # the pattern run from its first match on
 
 
 def test_fields_and_body_are_canonicalised_once_per_message(dns_for):
@@ -794,3 +797,19 @@ def test_relaxed_body_with_a_megabyte_of_spaces_in_one_line_is_linear() -> None:
     )
     expected = hashlib.sha256(b"a x\r\nb\r\n").hexdigest()
     assert done.stdout.strip() == expected
+
+
+@pytest.mark.parametrize(
+    ("b_value", "header_b"),
+    [
+        (b"AbCdEfGhIjKl" + b"mN" * 200, "AbCdEfGh"),
+        (b"Ab \r\n Cd" + b" " * 40 + b"\r\n Ef\r\n Gh\r\n Ij", "AbCdEfGh"),  # folded early
+        (b"Ab Cd", "AbCd"),
+        (b"", ""),
+    ],
+)
+def test_header_b_is_the_first_8_characters_of_b_without_white_space(
+    b_value: bytes, header_b: str
+) -> None:
+    tags = {b"d": b"example.com", b"s": b"sel", b"a": b"rsa-sha256", b"b": b_value}
+    assert _result(0, b"", _Outcome("pass", ""), tags).b == header_b

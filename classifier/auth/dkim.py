@@ -70,7 +70,6 @@ CLOCK_SLOP = 36_000
 _TIMESTAMP = re.compile(rb"\d{1,12}")
 # A DKIM-Signature field starts a line of the header block (both parsers read names this way).
 _SIGNATURE_FIELD = lazy(rb"^dkim-signature:", re.IGNORECASE | re.MULTILINE)
-_H_SEPARATOR = lazy(rb"\s*:\s*")  # between the names of h= (RFC 6376 §3.5)
 
 
 class DkimKeyTempError(AuthsieveError):
@@ -243,10 +242,16 @@ def _verify(
 ) -> _Outcome:
     """Gives the outcome of one parsed signature (RFC 6376 §6.1)."""
     try:
-        dkim.validate_signature_fields({k: v for k, v in tags.items() if k not in (b"t", b"x")})
+        # t= and x= are checked against `now` below, not dkimpy's clock: a copy without them.
+        fields = tags.copy()
+        fields.pop(b"t", None)
+        fields.pop(b"x", None)
+        dkim.validate_signature_fields(fields)
     except dkim.DKIMException as exc:
         raise _Verdict("permerror", _dkimpy_reason(exc)) from exc
-    signed = [h.strip().lower() for h in _H_SEPARATOR.split(tags[b"h"])]
+    # The names of h= are separated by ":" with white space around it (RFC 6376 §3.5);
+    # strip() takes the white space off each name.
+    signed = [h.strip().lower() for h in tags[b"h"].split(b":")]
     if b"from" not in signed:
         raise _Verdict("permerror", "From header field not signed (RFC 6376 §6.1.1)")
     _check_times(tags, now)
@@ -312,7 +317,12 @@ def _result(
         except Exception:
             tags = {}
     domain = _shown(tags.get(b"d"))
-    b_value = b"".join(tags.get(b"b", b"").split())
+    # header.b is the first 8 characters of b= (RFC 6008): white space is taken out of
+    # its start only, unless that leaves fewer.
+    b_raw = tags.get(b"b", b"")
+    b_value = b"".join(b_raw[:32].split())
+    if len(b_value) < 8:
+        b_value = b"".join(b_raw.split())
     return DkimSignatureResult(
         result=outcome.result,
         domain=domain,
@@ -480,7 +490,9 @@ def read_signatures(message: Message | bytes) -> Signatures:
     found = tuple(
         f for f, n in zip(fields, message.field_keys(), strict=True) if n == "dkim-signature"
     )
-    return Signatures(signed, found, _tags_of(found, _author_domain(message), signed))
+    # The author domain orders the signatures only when there are more than are verified.
+    author = _author_domain(message) if len(found) > MAX_SIGNATURES else ""
+    return Signatures(signed, found, _tags_of(found, author, signed))
 
 
 def _read_signatures_unclean(message: bytes) -> Signatures:

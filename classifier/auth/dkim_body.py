@@ -24,7 +24,11 @@ from collections.abc import Iterable, Iterator
 
 SLICE = 1 << 18  # 256 KiB: the relaxed steps need about 22 times a slice while they run
 _CRLF = b"\r\n"
-_WSP_RUN = re.compile(rb"[ \t]+")  # a match always succeeds: no backtracking over the run
+# A run of WSP other than a lone space: a lone space is what any run becomes, so it is
+# left where it is instead of being replaced by itself, a new piece of output each time
+# (most of the spaces of a text body).  A run is matched whole from its first octet and
+# a match always succeeds: no backtracking over the run.
+_WSP_RUN = re.compile(rb"\t[ \t]*| [ \t]+")
 
 
 def relaxed_lines(piece: bytes) -> bytes:
