@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,43 @@ def test_sighup_reloads_config_and_a_bad_one_keeps_the_old(tmp_path: Path) -> No
     finally:
         serve.terminate()
         serve.wait(10)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast path", "config read first"])
+@pytest.mark.parametrize(
+    ("socket_file", "said"),
+    [
+        ("none", "no socket (the daemon is not running)"),
+        ("stale", "nothing listens on the socket (a daemon that stopped left it)"),
+        ("mute", "it closed the connection without an answer"),
+    ],
+)
+def test_the_fallback_line_says_why_the_daemon_was_not_used(
+    tmp_path: Path, socket_file: str, said: str, fast: bool
+) -> None:
+    # admin review: every cause was logged as "did not answer", though each asks for
+    # another remedy (start it, remove a stale file, raise the connection limit).
+    sock = tmp_path / "authsieve.sock"
+    held = socket.socket(socket.AF_UNIX)
+    if socket_file != "none":
+        held.bind(str(sock))  # bound, not listening: what a daemon that died leaves
+    if socket_file == "mute":
+        held.listen(1)  # accepts, then closes each connection unanswered: a busy daemon
+    log = tmp_path / "pipe.log"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.read_text().replace("[classifier]", f'[classifier]\nlog_file = "{log}"', 1)
+    )
+    argv = [*CLI, "pipe", "--config", str(config), "--dns-zone", str(DEMO / "zone.txt"),
+            "--recipient=a@x.example", "--deliver", "stdout", "--daemon", str(sock)]  # fmt: skip
+    if not fast:
+        argv.append("--debug")  # not a plain master.cf line: the full path asks the daemon
+    if socket_file == "mute":
+        threading.Thread(target=lambda: held.accept()[0].close(), daemon=True).start()
+    proc = subprocess.run(argv, input=PHISH.read_bytes(), capture_output=True, cwd=ROOT,
+                          check=False, timeout=60)  # fmt: skip
+    held.close()
+    assert proc.returncode == 0, proc.stderr
+    assert b"verdict=quarantine" in proc.stdout
+    lines = [line for line in log.read_text().splitlines() if "not used" in line]
+    assert len(lines) == 1 and f"daemon at {sock} not used: {said}" in lines[0], lines

@@ -169,6 +169,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Gives the exit code of the command of argv (sys.argv when None)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     message = None
+    not_used = ""  # why the pipe's fast path could not use the daemon
     args: argparse.Namespace | SimpleNamespace | None = None
     if argv[:1] == ["filter"]:
         # Pigeonhole's filter (issue 18): no argparse, nothing may stop the answer.
@@ -181,7 +182,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         handover = hand_over(argv[1:])
         if handover.code is not None:
             return handover.code
-        message = handover.data
+        message, not_used = handover.data, handover.why
         from classifier.commands.pipe import pipe_args
 
         args = pipe_args(argv[1:])  # master.cf's plain options: no argparse
@@ -199,6 +200,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise
     if argv[:1] == ["pipe"] or not hasattr(args, "message"):
         args.message = message  # the pipe's message; learn's positional file is its own
+        args.daemon_not_used = not_used
     debug = getattr(args, "debug", False)
     try:
         config = load_config(getattr(args, "config", None))

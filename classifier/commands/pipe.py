@@ -184,12 +184,13 @@ def cmd_pipe(args: argparse.Namespace | SimpleNamespace, config: Config) -> int:
     user = macro(args.user) or hints["recipient"]
     outcome = None
     socket_path = args.daemon or settings.daemon_socket
+    why = [args.daemon_not_used] if getattr(args, "daemon_not_used", "") else []
     if socket_path and not handed_over:
         from classifier.delivery.daemon_client import call_daemon, trusted_uids
 
         trusted = trusted_uids(settings.daemon_user)
         wait = args.daemon_timeout or settings.dns_budget + 10
-        call = call_daemon(socket_path, data, hints, user, wait, trusted)
+        call = call_daemon(socket_path, data, hints, user, wait, trusted, why=why)
         if call is not None:
             a = call.answer
             code = deliver_outcome(
@@ -205,7 +206,9 @@ def cmd_pipe(args: argparse.Namespace | SimpleNamespace, config: Config) -> int:
             call.report(code, recipients, (time.monotonic() - started) * 1000)
             return code
     if socket_path:
-        log.warning("daemon at %s did not answer; checking in this process", socket_path)
+        # Each cause asks for another remedy (admin review, issue 15): the log says which.
+        reason = "; ".join(why) or "not asked"
+        log.warning("daemon at %s not used: %s; checking in this process", socket_path, reason)
     resolver = make_resolver_for(args, config)
     # The hints travel as JSON to the daemon; in this process they are the engine's Hints.
     from classifier.envelope.trust import Hints

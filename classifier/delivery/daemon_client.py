@@ -226,6 +226,7 @@ def call_daemon(
     timeout: float = DEFAULT_WAIT,
     trusted: Collection[int] | Callable[[], Collection[int]] = (0,),
     warn: Callable[[str], object] | None = None,
+    why: list[str] | None = None,
 ) -> DaemonCall | None:
     """Gives the daemon's answer on an open connection, or None when the daemon cannot be used.
 
@@ -233,7 +234,8 @@ def call_daemon(
     `path` runs as a uid not in `trusted`; a function there is asked only
     when the peer is neither root nor this process's user (it may read the config).
     `warn` takes what is worth a log line (default: the "authsieve" logger), for a
-    caller whose logging is not set up yet.
+    caller whose logging is not set up yet.  `why`, when given, gets the reason the
+    daemon was not used, for the caller's fallback line.
     """
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
@@ -245,21 +247,46 @@ def call_daemon(
         if uid not in trusted:
             (warn or _warn)(f"daemon at {path} runs as uid {uid}, not a trusted user: not used")
             sock.close()
+            if why is not None:
+                why.append(f"it runs as uid {uid}, not a trusted user")
             return None
         # "timeout": how long we wait; the daemon stops the checks then (nobody waits after).
         head = {"hints": dict(hints), "user": user, "timeout": timeout}
         write_frame(sock, head, data)  # type: ignore[arg-type]
         # Our headers add a few KiB; anything much larger is not our daemon's answer.
         meta, payload = read_frame(sock, len(data) + (1 << 20), timeout)  # type: ignore[arg-type]
-    except (OSError, ValueError, FrameError):
+    except (OSError, ValueError, FrameError) as exc:
         sock.close()
+        if why is not None:
+            why.append(_not_used(exc, timeout))
         return None
     action = meta.get("action")
     if action not in ("inbox", "junk", "quarantine"):
         sock.close()
+        if why is not None:
+            why.append("its answer holds no verdict")
         return None
     answer = Answer(payload, str(action), str(meta.get("summary", "")), str(meta.get("error", "")))
     return DaemonCall(sock, answer)  # type: ignore[arg-type]
+
+
+def _not_used(exc: Exception, timeout: float) -> str:
+    """Gives why a call failed, in an admin's words (each cause asks for another remedy)."""
+    if isinstance(exc, FileNotFoundError):
+        return "no socket (the daemon is not running)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing listens on the socket (a daemon that stopped left it)"
+    if isinstance(exc, PermissionError):
+        return "not allowed to connect (the socket's owner or mode)"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s (--daemon-timeout)"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError) or (
+        isinstance(exc, FrameError) and str(exc) == "no frame head"
+    ):
+        return "it closed the connection without an answer (all connections busy, or it stopped)"
+    if isinstance(exc, FrameError):
+        return f"its answer is not usable: {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def ask_daemon(

@@ -44,12 +44,15 @@ DEFAULT_SENDMAIL_PATH = "/usr/sbin/sendmail"
 
 
 class Handover:
-    """What came of trying the daemon: an exit code, or the message read (None: stdin unread)."""
+    """What came of trying the daemon: an exit code, or the message read (None: stdin unread).
 
-    __slots__ = ("code", "data")
+    `why` says why the daemon was not used, when it was asked ("" otherwise).
+    """
 
-    def __init__(self, code: int | None, data: bytes | None = None) -> None:
-        self.code, self.data = code, data
+    __slots__ = ("code", "data", "why")
+
+    def __init__(self, code: int | None, data: bytes | None = None, why: str = "") -> None:
+        self.code, self.data, self.why = code, data, why
 
 
 def parse_pipe_args(argv: Sequence[str]) -> dict[str, object] | None:
@@ -149,6 +152,7 @@ def hand_over(argv: Sequence[str]) -> Handover:
         wait = float(opt("--daemon-timeout") or FAST_PATH_WAIT)
     except ValueError:
         return Handover(None, data)  # argparse says what is wrong
+    why: list[str] = []
     call = call_daemon(
         str(opt("--daemon")),
         data,
@@ -156,9 +160,10 @@ def hand_over(argv: Sequence[str]) -> Handover:
         user or hints["recipient"],
         wait,
         trusted=lambda: _trusted(opt),
+        why=why,
     )
     if call is None:
-        return Handover(None, data)
+        return Handover(None, data, "; ".join(why))
     answer = call.answer
     sender = (hints["sender"] or "").strip().strip("<>").strip()
     try:
