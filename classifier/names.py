@@ -16,6 +16,11 @@ from functools import lru_cache
 # RFC 5322 §3.2.3 dot-atom: runs of atext joined by single dots (use fullmatch).
 DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
+# The most of a name, selector or identity a result writes into our headers: no valid one is
+# longer (a name is at most 255 octets, RFC 1035 §2.3.4; a local part 64, RFC 5321
+# §4.5.3.1).  An unreadable signature of 100 KB put all of its d= into Authentication-Results.
+MAX_SHOWN = 320
+
 # RFC 1035 §2.3.4 lengths; "_" is allowed in a label (DNS names may hold it, RFC 2181 §11).
 LDH_DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_-]{1,63}$"

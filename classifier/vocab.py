@@ -63,6 +63,10 @@ class DmarcPolicy(StrEnum):
     REJECT = "reject"
 
 
+# DmarcPolicy(word) without the Enum call's machinery: asked for every message.
+DMARC_POLICY_OF = {str(p): p for p in DmarcPolicy}
+
+
 class Mode(StrEnum):
     """A policy's mode: file as decided, or only say where it would have gone."""
 

@@ -17,12 +17,12 @@ from classifier.lazyre import lazy
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession
 from classifier.message import Message
+from classifier.names import MAX_SHOWN
 
 # dkimpy, authres and the chain's cryptography (classifier.auth.arc_chain) are imported
 # when a message carries ARC fields: most mail does not, and the pipe starts per message.
 
 MAX_INSTANCES = 50  # RFC 8617 §4.2.1, §5.2 step 1
-MAX_SHOWN = 320  # octets of a d= a result shows: no valid name is longer (RFC 1035 §2.3.4)
 _ARC_FIELDS = (b"arc-seal", b"arc-message-signature", b"arc-authentication-results")
 _ARC_KEYS = tuple(name.decode() for name in _ARC_FIELDS)
 _INSTANCE = lazy(rb"^\s*i\s*=\s*(\d{1,6})\s*(?:;|$)")

@@ -55,6 +55,7 @@ from classifier.lazyre import lazy
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession, DnsTempError
 from classifier.message import Message
+from classifier.names import MAX_SHOWN
 
 MAX_SIGNATURES = 8  # per message (RFC 6376 §6.1: a verifier MAY limit the signatures it tries)
 # RFC 5322 §3.6: fields that occur at most once, so an extra copy is an attack (RFC 6376 §8.15).
@@ -109,12 +110,6 @@ def _dkimpy_reason(exc: Exception) -> str:
 
 def _text(value: bytes | None) -> str:
     return "" if value is None else value.decode("utf-8", "replace").strip()
-
-
-# The most of a tag value a result shows: no valid d=, s= or i= is longer (a name is at most
-# 255 octets, RFC 1035 §2.3.4, and a local part 64, RFC 5321 §4.5.3.1).  An unreadable
-# signature of 100 KB put all of its d= into Authentication-Results (attacker review).
-MAX_SHOWN = 320
 
 
 def _shown(value: bytes | None) -> str:

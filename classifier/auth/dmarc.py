@@ -50,7 +50,7 @@ from classifier.auth.dmarc_record import MODES, DmarcRecord
 from classifier.auth.fromheader import from_domains, normalize_domain
 from classifier.log import log
 from classifier.lookup.resolver import DnsSession, DnsTempError
-from classifier.vocab import DmarcPolicy, Result
+from classifier.vocab import DMARC_POLICY_OF, DmarcPolicy, Result
 
 __all__ = [
     "DmarcResult",
@@ -155,7 +155,6 @@ def alignment_kind(
 # Result words and DMARC policies by their text: the usual input is already one, and the
 # lookup costs a fraction of the string work below or of an Enum call.
 _WORDS = {str(r): str(r) for r in Result}
-_POLICY_OF = {str(p): p for p in DmarcPolicy}
 
 
 def _word(result: object) -> str:
@@ -166,7 +165,7 @@ def _word(result: object) -> str:
 
 
 def _policy(word: str) -> DmarcPolicy:
-    return _POLICY_OF.get(word) or DmarcPolicy(word)  # an unknown word raises as the call does
+    return DMARC_POLICY_OF.get(word) or DmarcPolicy(word)  # an unknown word raises as the call does
 
 
 class _Alignment(NamedTuple):

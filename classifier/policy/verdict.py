@@ -44,7 +44,7 @@ from classifier.policies import (
     split_sender,
     suffix_matches,
 )
-from classifier.vocab import Action, DmarcPolicy, Mode
+from classifier.vocab import DMARC_POLICY_OF, Action, DmarcPolicy, Mode
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,6 @@ class EffectiveResults:
         return {**self.__dict__, "arc_used": list(self.arc_used)}
 
 
-# DmarcPolicy(word) without the Enum call's machinery, once per message.
-_POLICY_OF = {str(p): p for p in DmarcPolicy}
-
-
 def _token(value: str) -> str:
     # Exactly what render_header_value writes, so Python and Sieve judge the same word.
     return value if value in RESULTS else "none"
@@ -112,7 +108,7 @@ def effective_results(facts: AuthFacts) -> EffectiveResults:
                 local[name] = value
                 used.append(name)
     known = facts.dmarc_policy in POLICIES and facts.dmarc_policy
-    policy = _POLICY_OF[facts.dmarc_policy] if known else DmarcPolicy.NONE
+    policy = DMARC_POLICY_OF[facts.dmarc_policy] if known else DmarcPolicy.NONE
     return EffectiveResults(
         spf=local["spf"],
         dkim=local["dkim"],
