@@ -37,7 +37,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from classifier.config import config_from_dict
-from classifier.envelope.received import parse_received
+from classifier.envelope.hop import ReceivedHop
+from classifier.envelope.received import parse_received, parse_received_field
 from classifier.envelope.trust import Hints, recover_envelope
 from classifier.message import Message
 
@@ -306,15 +307,22 @@ FORMATS = [
 ]
 
 
+def _readings(line: str) -> dict[str, ReceivedHop]:
+    """Gives the hop of line by each way a delivery reads one: the general reader, and a
+    field as it stands (the one-match reader first) or folded before "by" (as MTAs fold)."""
+    field = b"Received: " + line.encode("utf-8", "surrogateescape")
+    return {
+        "line": parse_received(line),
+        "field": parse_received_field(field),
+        "folded field": parse_received_field(field.replace(b" by ", b"\r\n\tby ", 1)),
+    }
+
+
 def _decisions(fmt: Format, line: str, values: dict[str, str]) -> tuple[object, ...]:
-    hop = parse_received(line)
     helo = values.get(fmt.helo_slot, fmt.neutral.get(fmt.helo_slot)) if fmt.helo_slot else fmt.helo
-    return (hop.ip, hop.helo, hop.authenticated, hop.local), (
-        fmt.ip,
-        helo,
-        fmt.authenticated,
-        fmt.local,
-    )
+    expected = (fmt.ip, helo, fmt.authenticated, fmt.local)
+    got = {way: (h.ip, h.helo, h.authenticated, h.local) for way, h in _readings(line).items()}
+    return got, dict.fromkeys(got, expected)
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
