@@ -41,6 +41,9 @@ _AUTH_NOTE = re.compile(
     r"|\w+ authenticated user (?P<webmail>[^()\s]+)\))",
     re.I,
 )
+# The start of every comment _AUTH_NOTE reads, found anywhere: one search over all the
+# notes tells whether any of them needs matching (most lines have none).
+_AUTH_HINT = re.compile(r"\((?:authenticated|auth: |account |\w+ authenticated user)", re.I)
 # "from 192.0.2.5 ( [192.0.2.5]) as user u by …": after the last comment of the from part.
 _AS_USER = re.compile(r"\) as user (\S+)$", re.I)
 _POSTFIX_PICKUP = re.compile(r"\([^()]*, from userid \d+\)$", re.I)
@@ -107,7 +110,7 @@ def local_reason(
     if marks.with_value[:13].lower() == "qmail-scanner":
         return "qmail-scanner re-queue"
     by_comment = marks.by_comment
-    if by_comment and _POSTFIX_PICKUP.match(by_comment):
+    if "," in by_comment and _POSTFIX_PICKUP.match(by_comment):
         return "Postfix pickup (from userid)"
     if family == "exchange" and marks.from_text.lower() == "mail pickup service":
         return "Exchange pickup service"
@@ -135,7 +138,10 @@ def auth_reason(
         or (protocol not in _NETWORK_PROTOCOLS and _AUTH_PROTOCOL.match(protocol))
     ):
         reason = reason or f"with {protocol}"
-    for note in marks.from_notes + marks.by_notes[:2]:
+    notes = marks.from_notes + marks.by_notes[:2]
+    if notes and _AUTH_HINT.search(" ".join(notes)) is None:
+        notes = ()
+    for note in notes:
         m = _AUTH_NOTE.match(note)
         if m is None:
             continue

@@ -33,12 +33,21 @@ from classifier.names import normalize_ip_text
 _HOST = r"[A-Za-z0-9][A-Za-z0-9.-]*"
 _NOTE = r"\([ -'*-~]*+(?:\([ -'*-~]*+\)[ -'*-~]*+)*+\)"  # one level of nesting, as the frame
 _IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+# Postfix's IPv6 client, "[IPv6:2001:db8::1]": no family marker fits in hex digits and
+# colons, and the bound keeps it under normalize_ip's 80 characters.
+_ADDRESS = rf"{_IPV4}|IPv6:[0-9A-Fa-f:.]{{2,45}}"
+# The HELO is a name or, from a client without one (a submission client, say), an
+# address literal: "from [192.0.2.9] (unknown [192.0.2.9])".
 _QUICK = re.compile(
-    rf"from ({_HOST})(?: \((?:({_HOST}) )?\[({_IPV4})\]\)((?: {_NOTE})*+))?"
+    rf"from ({_HOST}|\[(?:{_ADDRESS})\])"
+    rf"(?: \((?:({_HOST}) )?\[({_ADDRESS})\]\)((?: {_NOTE})*+))?"
     rf" by ({_HOST})(?: ({_NOTE}))?"
     rf"(?: {_NOTE}| with ([A-Za-z0-9]+)| id ([A-Za-z0-9]+)| for (<?[!-'*-:=?-~]+>?))*+"
     r" ?;([ -~]*+)\Z"
 )
+# The comments after the client comment, which the match has shown to be " (…)" runs of
+# one nesting level: cut by the simpler pattern, as COMMENT would cut them.
+_NOTES = re.compile(_NOTE)
 # Words SENDMAIL's lookahead refuses as a reverse-DNS name: the general reader decides.
 _NOT_RDNS = frozenset(("HELO", "EHLO", "LHLO", "ACCOUNT"))
 
@@ -81,7 +90,7 @@ def read_quick(raw: str) -> ReceivedHop | None:
         part = FromPart(name, rdns, ip, ip_text, None, None, None, "sendmail")
         from_notes: tuple[str, ...] = (raw[raw.rfind("(", 0, m.start(3)) : m.end(3) + 2],)
         if notes:
-            from_notes += tuple(COMMENT.findall(notes))
+            from_notes += tuple(_NOTES.findall(notes))
     elif family.readers[-1] == BARE_HELO_READER and family is not POSTFIX and name[0].isalpha():
         # A HELO name alone.  (Under Postfix, _parse would join "name by host …" into one.)
         part = FromPart(name, None, None, None, None, None, None, "bare")
