@@ -30,6 +30,8 @@ _EMPTY_LINE = re.compile(rb"\n\r?\n")
 # A line break followed by a field name starts a new field; any other line (folding, or
 # junk RFC 5322 §2.2 has no place for) stays with the field above, bytes intact.
 _FIELD_BREAK = re.compile(rb"\n(?=([\x21-\x39\x3b-\x7e]+)[ \t]*:)")
+# The same, and also before a line that is neither a field nor folding (its name None).
+_LINE_BREAK = re.compile(rb"\n(?:(?=([\x21-\x39\x3b-\x7e]+)[ \t]*:)|(?![ \t]))")
 _LINE_END = lazy(rb"\r?\n")
 _COLONS = repeat(b":")  # the separator map() hands to bytes.partition, field after field
 
@@ -143,20 +145,21 @@ class Message:
         end = empty.start() + 1 if empty is not None else len(data)
         body = empty.end() if empty is not None else len(data)
         last = end - 1 if data[end - 1 : end] == b"\n" else end
-        # One split instead of a Python loop per line: [raw, name, raw, name, …, raw].
-        parts = _FIELD_BREAK.split(data[:end])
-        # Clean when every line break before the last starts a field (the split found
-        # those) or folding (RFC 5322 §2.2); dkimpy refuses a block with any other line
-        # (an mbox "From " line it skips).  Counted in C: a search would try each line again.
-        folds = data.count(b"\n ", 0, last) + data.count(b"\n\t", 0, last)
-        clean = data.count(b"\n", 0, last) == len(parts) // 2 + folds
+        # One split instead of a Python loop per line: [raw, name, raw, name, …, raw].  It
+        # also cuts before a line that is neither a field nor folding (RFC 5322 §2.2), with
+        # the name None: such a block is not clean (dkimpy refuses it; an mbox "From " line
+        # it skips), and is cut again where only fields start, its junk lines staying
+        # with the field above.
+        parts = _LINE_BREAK.split(data[:last])
+        clean = None not in parts[1::2]
+        if not clean:
+            parts = _FIELD_BREAK.split(data[:last])
         # A name holds no line break: joined, all names are decoded and lowered at once.
         names = b"\n".join([first.group(1), *parts[1::2]]).decode("ascii")
         fields = parts[0::2]  # the split took the line break of all but the last
         bare: list[bytes] | None = None
         raws: list[bytes] | None = None
-        if fields[-1][-1:] == b"\n":
-            fields[-1] = fields[-1][:-1]
+        if last < end:  # the last field's line break was left out of the split
             bare = fields
         else:
             raws = [raw + b"\n" for raw in fields[:-1]] + fields[-1:]
