@@ -15,7 +15,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from classifier.envelope import quick, received
+from classifier.envelope import formats, quick, received
 from classifier.envelope.formats import FromPart
 from classifier.envelope.marks import Marks, auth_reason, local_reason
 from classifier.envelope.received import parse_received, parse_received_field
@@ -175,10 +175,11 @@ def test_quick_path_reads_hostile_postfix_lines_as_the_general_reader(line: str)
     hop = quick.read_quick(raw)
     if hop is not None:
         general = received._parse(raw)
-        assert (hop, hop.date_text, hop.to_dict()) == (
-            general,
-            general.date_text,
-            general.to_dict(),
+        # The readers may cut the text after ";" differently (a comment left open there,
+        # as on main before issue 15 item 3); the date it gives must agree.
+        assert (hop._replace(date_text=None), hop.date) == (
+            general._replace(date_text=None),
+            general.date,
         ), line
     field = f"Received: {line.replace(' by ', chr(13) + chr(10) + chr(9) + 'by ', 1)}\r\n"
     data = field.encode("utf-8", "surrogateescape")
@@ -257,3 +258,55 @@ def test_auth_and_local_readers_decide_as_before(
     assert local_reason(protocol, family, has_from, submitted, ip, part, marks) == (
         _reference_local_reason(protocol, family, has_from, submitted, ip, part, marks)
     )
+
+
+def _reference_family(low: str) -> object:
+    for marker, family in formats._MARKERS.items():  # the former loop: every marker, in order
+        if marker in low:
+            return family
+    return None
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.lists(st.sampled_from(list(formats._MARKERS)) | st.text(max_size=6), max_size=4),
+    st.sampled_from(["mx.example", "mail.outlook.com", "x.google.com", "a.yahoo.com"]),
+    st.sampled_from(["", "(Postfix)", "(8.17.1/8.17.1)", "(sendmail)"]),
+    st.none() | st.sampled_from(["LMTP", "HTTP", "ESMTP"]),
+)
+def test_family_is_told_by_the_first_marker_as_before(
+    pieces: list[str], by_host: str, by_comment: str, protocol: str | None
+) -> None:
+    low = " ".join(pieces).lower()
+    expected = _reference_family(low)
+    if expected is not None:
+        assert formats.detect_family(low, by_host, by_comment, protocol) is expected
+
+
+def test_every_marker_alone_is_found() -> None:
+    for marker, family in formats._MARKERS.items():
+        assert formats.detect_family(f"x {marker} y", "mx.example", "", None) is family, marker
+
+
+def test_comments_that_tell_auth_or_the_sender_are_read_wherever_they_stand() -> None:
+    client = "from h.example (h.example [192.0.2.9])"
+    by = "by mx.example (Postfix) with ESMTP id X"
+    for note in (
+        "(envelope-from <s@x.example>)",
+        "(ENVELOPE-sender s@x.example)",
+        "(Authenticated sender: u@x.example)",
+        "(authenticated bits=0)",
+        "(AUTH: PLAIN u, TLS)",
+        "(account u HELO h)",
+        "(Horde authenticated user u)",
+    ):
+        for line in (
+            f"{client} {note} {by}; Tue, 28 Nov 2026 10:00:01 +0000",
+            f"{client} {by} {note}; Tue, 28 Nov 2026 10:00:01 +0000",
+            f"{client} (x) {by} (y) {note} for <r@x.example>; Tue, 28 Nov 2026 10:00:01 +0000",
+            f"from h.example by mx.example with LMTP id X {note}; Tue, 28 Nov 2026 10:00:01 +0000",
+        ):
+            hop = quick.read_quick(line)
+            assert hop is None or hop == received._parse(line), line
+        first = quick.read_quick(f"{client} {note} {by}; Tue, 28 Nov 2026 10:00:01 +0000")
+        assert first is not None and (first.envelope_from == "s@x.example" or first.authenticated)

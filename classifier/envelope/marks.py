@@ -44,6 +44,11 @@ _AUTH_NOTE = re.compile(
 # The start of every comment _AUTH_NOTE reads, found anywhere: one search over all the
 # notes tells whether any of them needs matching (most lines have none).
 _AUTH_HINT = re.compile(r"\((?:authenticated|auth: |account |\w+ authenticated user)", re.I)
+# The start of every comment auth_reason or envelope_from reads: a line without one
+# anywhere gives them nothing to find in its comments (classifier/envelope/quick.py).
+MARK_HINT = re.compile(
+    r"\((?:authenticated|auth: |account |\w+ authenticated user|envelope-)", re.I
+)
 # "from 192.0.2.5 ( [192.0.2.5]) as user u by …": after the last comment of the from part.
 _AS_USER = re.compile(r"\) as user (\S+)$", re.I)
 _POSTFIX_PICKUP = re.compile(r"\([^()]*, from userid \d+\)$", re.I)
@@ -75,7 +80,8 @@ class Marks(NamedTuple):
 def envelope_from(marks: Marks, second_from: str | None) -> str | None:
     """Gives the envelope sender a hop recorded: Exim/LMTP comments, XMail's "from <x>"."""
     for note in marks.by_notes + marks.from_notes:
-        if note[1:10].lower() == "envelope-":
+        # "-" is no other character's lower case: the slice is checked only with one there
+        if note[9:10] == "-" and note[1:10].lower() == "envelope-":
             m = _ENVELOPE_NOTE.match(note)
             if m:
                 return m.group(1)

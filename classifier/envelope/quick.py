@@ -21,7 +21,7 @@ from classifier.envelope.formats import (
     detect_family,
 )
 from classifier.envelope.hop import ReceivedHop
-from classifier.envelope.marks import Marks, auth_reason, envelope_from, local_reason
+from classifier.envelope.marks import MARK_HINT, Marks, auth_reason, envelope_from, local_reason
 from classifier.names import normalize_ip_text
 
 # The shapes nearly every delivery carries -- Postfix and OpenSMTPD relays, amavis, Dovecot
@@ -82,6 +82,9 @@ def read_quick(raw: str) -> ReceivedHop | None:
         # the sender's words (HELO, reverse name) never pick the family
         tail = raw[m.end(3) if ip_text is not None else m.end(1) :].lower()
         family = detect_family(tail, by, by_comment or "", protocol)
+    # The comments after the client's are read only for AUTH and the envelope sender
+    # (auth_reason, envelope_from): a line with none of their words needs them not cut.
+    marked = MARK_HINT.search(raw) is not None
     if ip_text is not None:
         # "helo (rdns [ip])", "helo ([ip])": SENDMAIL's reading, as _interpret gives it.
         if family.readers[0] != SENDMAIL_READER or (rdns and rdns.upper() in _NOT_RDNS):
@@ -89,7 +92,7 @@ def read_quick(raw: str) -> ReceivedHop | None:
         rdns, ip = (clean_name(rdns) if rdns else None), normalize_ip_text(ip_text)
         part = FromPart(name, rdns, ip, ip_text, None, None, None, "sendmail")
         from_notes: tuple[str, ...] = (raw[raw.rfind("(", 0, m.start(3)) : m.end(3) + 2],)
-        if notes:
+        if notes and marked:
             from_notes += tuple(_NOTES.findall(notes))
     elif family.readers[-1] == BARE_HELO_READER and family is not POSTFIX and name[0].isalpha():
         # A HELO name alone.  (Under Postfix, _parse would join "name by host …" into one.)
@@ -102,7 +105,7 @@ def read_quick(raw: str) -> ReceivedHop | None:
     if ip is None and ip_text:
         evidence += (f"no usable address in '{ip_text}'",)
     by_notes: tuple[str, ...] = ()
-    if by_comment is not None or "(" in raw[m.end(5) :]:
+    if marked and (by_comment is not None or "(" in raw[m.end(5) :]):
         by_notes = tuple(COMMENT.findall(raw, m.end(5)))
     marks = Marks(raw[5 : m.start(5) - 4], from_notes, by, by_comment or "", by_notes, with_value)
     local = local_reason(protocol, fmt, True, False, ip, part, marks)
