@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from classifier.envelope import formats, quick, received
 from classifier.envelope.formats import FromPart
-from classifier.envelope.marks import Marks, auth_reason, local_reason
+from classifier.envelope.marks import MARK_HINT, Marks, auth_reason, local_reason
 from classifier.envelope.received import parse_received, parse_received_field
 from classifier.message import unfolded_value
 
@@ -310,3 +310,20 @@ def test_comments_that_tell_auth_or_the_sender_are_read_wherever_they_stand() ->
             assert hop is None or hop == received._parse(line), line
         first = quick.read_quick(f"{client} {note} {by}; Tue, 28 Nov 2026 10:00:01 +0000")
         assert first is not None and (first.envelope_from == "s@x.example" or first.authenticated)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["(", " ", "authenticated", "auth: ", "account ", "envelope-", "user"])
+        | st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=4),
+        max_size=8,
+    ).map("".join),
+    st.booleans(),
+)
+def test_the_quick_mark_words_cover_every_comment_the_mark_readers_read(
+    text: str, upper: bool
+) -> None:
+    text = text.upper() if upper else text
+    if MARK_HINT.search(text):
+        assert quick.names_a_mark(text.lower()), text

@@ -110,3 +110,15 @@ def test_crlf_and_lf_messages_take_the_fast_readings() -> None:
     assert Message.parse(lf).dkim_fields() == expected
     assert Message.parse(crlf).clean and Message.parse(lf).clean
     assert not Message.parse(b"From: a\r\njunk\r\n\r\n").clean
+
+
+@given(
+    st.lists(st.sampled_from(["From", "to", "ARC-Seal", "x-a", "Received"]), max_size=6),
+    st.lists(
+        st.sampled_from(["from", "to", "arc-seal", "x-a", "received", "From", ""]), max_size=4
+    ),
+)
+def test_has_tells_what_a_look_up_of_each_name_tells(fields: list[str], names: list[str]) -> None:
+    message = Message.parse(b"".join(f"{f}: v\r\n".encode() for f in fields) + b"\r\nbody")
+    for _ in range(2):  # the first question makes the set; the second reads it
+        assert message.has(*names) == any(n in message.field_keys() for n in names)

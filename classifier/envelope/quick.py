@@ -21,7 +21,7 @@ from classifier.envelope.formats import (
     detect_family,
 )
 from classifier.envelope.hop import ReceivedHop
-from classifier.envelope.marks import MARK_HINT, Marks, auth_reason, envelope_from, local_reason
+from classifier.envelope.marks import Marks, auth_reason, envelope_from, local_reason
 from classifier.names import normalize_ip_text
 
 # The shapes nearly every delivery carries -- Postfix and OpenSMTPD relays, amavis, Dovecot
@@ -52,6 +52,16 @@ _NOTES = re.compile(_NOTE)
 _NOT_RDNS = frozenset(("HELO", "EHLO", "LHLO", "ACCOUNT"))
 
 
+def names_a_mark(low: str) -> bool:
+    """Tells whether lower-cased ASCII text may hold a comment marks.MARK_HINT finds.
+
+    Every comment auth_reason or envelope_from reads opens with one of these words.
+    """
+    return (
+        "(auth" in low or "(account " in low or " authenticated user" in low or "(envelope-" in low
+    )
+
+
 def read_quick(raw: str) -> ReceivedHop | None:
     """Gives the hop of a line in one of the commonest shapes, or None (the general reader's).
 
@@ -76,15 +86,17 @@ def read_quick(raw: str) -> ReceivedHop | None:
     if protocol not in COMMON_PROTOCOLS or (notes and "[" in notes):
         # "[" after the client comment: the HELO may hold a comment of its own (_join_helo)
         return None
+    low = raw.lower()  # the match took printable ASCII only: no case folds beyond A-Z
     if by_comment == "(Postfix)":
         family = POSTFIX  # the first marker detect_family looks for: no search needed
     else:
         # the sender's words (HELO, reverse name) never pick the family
-        tail = raw[m.end(3) if ip_text is not None else m.end(1) :].lower()
+        tail = low[m.end(3) if ip_text is not None else m.end(1) :]
         family = detect_family(tail, by, by_comment or "", protocol)
     # The comments after the client's are read only for AUTH and the envelope sender
-    # (auth_reason, envelope_from): a line with none of their words needs them not cut.
-    marked = MARK_HINT.search(raw) is not None
+    # (auth_reason, envelope_from): a line with none of the words that open them needs
+    # them not cut.
+    marked = names_a_mark(low)
     if ip_text is not None:
         # "helo (rdns [ip])", "helo ([ip])": SENDMAIL's reading, as _interpret gives it.
         if family.readers[0] != SENDMAIL_READER or (rdns and rdns.upper() in _NOT_RDNS):
