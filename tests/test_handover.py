@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -177,3 +181,46 @@ def test_the_fallback_line_says_why_the_daemon_was_not_used(
     assert b"verdict=quarantine" in proc.stdout
     lines = [line for line in log.read_text().splitlines() if "not used" in line]
     assert len(lines) == 1 and f"daemon at {sock} not used: {said}" in lines[0], lines
+
+
+@pytest.mark.parametrize("daemon_user", [None, "no-such-user-authsieve"])
+def test_a_stranger_daemon_is_named_in_the_log_and_nothing_reaches_stderr(
+    tmp_path: Path, daemon_user: str | None
+) -> None:
+    # admin review: the fast path warned about an untrusted daemon on stderr, which
+    # pipe(8) puts into bounce and defer texts, and which no log file kept.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to listen as nobody")
+    # Not pytest's tmp_path: nobody cannot reach into root's 0700 directory.
+    where = Path(tempfile.mkdtemp(prefix="authsieve-stranger-"))
+    where.chmod(0o777)
+    sock = where / "stranger.sock"
+    code = (
+        "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]);"
+        " s.listen(1); c, _ = s.accept(); time.sleep(30)"
+    )
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", code, str(sock)], user="nobody", group="nogroup", cwd="/"
+    )
+    log = tmp_path / "pipe.log"
+    extra = f'log_file = "{log}"\n' + (f'daemon_user = "{daemon_user}"\n' if daemon_user else "")
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.read_text().replace("[classifier]\n", f"[classifier]\n{extra}", 1))
+    argv = [*CLI, "pipe", "--config", str(config), "--dns-zone", str(DEMO / "zone.txt"),
+            "--recipient=a@x.example", "--deliver", "stdout", "--daemon", str(sock)]  # fmt: skip
+    try:
+        wait_for(sock.exists, 10, "the stranger's socket")
+        proc = subprocess.run(argv, input=PHISH.read_bytes(), capture_output=True, cwd=ROOT,
+                              check=False, timeout=60)  # fmt: skip
+    finally:
+        stranger.kill()
+        stranger.wait()
+        shutil.rmtree(where, ignore_errors=True)
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert b"verdict=quarantine" in proc.stdout  # checked in this process
+    uid = pwd.getpwnam("nobody").pw_uid
+    lines = [line for line in log.read_text().splitlines() if "not used" in line]
+    assert len(lines) == 1, lines
+    assert f"it runs as uid {uid}, not a trusted user" in lines[0], lines
+    if daemon_user:
+        assert f"daemon_user {daemon_user}: no such user" in lines[0], lines

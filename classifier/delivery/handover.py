@@ -152,6 +152,8 @@ def hand_over(argv: Sequence[str]) -> Handover:
         wait = float(opt("--daemon-timeout") or FAST_PATH_WAIT)
     except ValueError:
         return Handover(None, data)  # argparse says what is wrong
+    # What is worth saying goes to the full path's log line, never to stderr: pipe(8)
+    # puts a command's output into the bounce or defer text.
     why: list[str] = []
     call = call_daemon(
         str(opt("--daemon")),
@@ -159,7 +161,8 @@ def hand_over(argv: Sequence[str]) -> Handover:
         hints,
         user or hints["recipient"],
         wait,
-        trusted=lambda: _trusted(opt),
+        trusted=lambda: _trusted(opt, why.append),
+        warn=lambda _said: None,  # the same reason reaches `why`
         why=why,
     )
     if call is None:
@@ -181,15 +184,15 @@ def hand_over(argv: Sequence[str]) -> Handover:
     return Handover(0, data)
 
 
-def _trusted(opt: Callable[[str], str | None]) -> frozenset[int]:
+def _trusted(opt: Callable[[str], str | None], warn: Callable[[str], object]) -> frozenset[int]:
     """Gives the uids trusted as the daemon by the config's daemon_user (read only for this)."""
     from classifier.config import ConfigError, load_config
     from classifier.delivery.daemon_client import trusted_uids
 
     try:
-        return trusted_uids(load_config(opt("--config")).engine.daemon_user)
+        return trusted_uids(load_config(opt("--config")).engine.daemon_user, warn)
     except ConfigError:
-        return trusted_uids(None)
+        return trusted_uids(None, warn)
 
 
 def _log_here(options: dict[str, object], line: str, error: bool = False) -> None:
