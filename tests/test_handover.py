@@ -224,3 +224,62 @@ def test_a_stranger_daemon_is_named_in_the_log_and_nothing_reaches_stderr(
     assert f"it runs as uid {uid}, not a trusted user" in lines[0], lines
     if daemon_user:
         assert f"daemon_user {daemon_user}: no such user" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    ("given", "written"),
+    [
+        ("4Z0PGq6LNNHLvG1", " queue=4Z0PGq6LNNHLvG1"),  # long queue id
+        ("8F3A21C0B4", " queue=8F3A21C0B4"),  # short (hex) queue id
+        (None, ""),
+        ("", ""),
+        ("4Z0P verdict=inbox", ""),  # no second word in the line
+        ("4Z0P\nauthsieve: delivered", ""),
+        ("A" * 33, ""),
+        ("4Z0PGq6LNNHLvG\u0661", ""),  # a digit, but not an ASCII one
+        (["4Z0P"], ""),  # a daemon report is JSON: any type may come
+    ],
+)
+def test_only_a_queue_id_is_written_as_one(given: object, written: str) -> None:
+    from classifier.delivery.daemon_client import delivery_line, failure_line, queue_word
+
+    assert queue_word(given) == written
+    assert delivery_line(["a@x.example"], "verdict=inbox", 12.4, given) == (
+        f"delivered to=a@x.example{written} verdict=inbox (12 ms)"
+    )
+    assert failure_line(75, "disk full", given) == f"delivery failed{written} (exit 75): disk full"
+
+
+@pytest.mark.parametrize("path", ["in process", "fast path to the daemon", "full path to it"])
+def test_the_delivery_line_names_the_queue_id(tmp_path: Path, path: str) -> None:
+    daemon = path != "in process"
+    log = tmp_path / "pipe.log"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.read_text().replace("[classifier]", f'[classifier]\nlog_file = "{log}"', 1)
+    )
+    zone = str(DEMO / "zone.txt")
+    argv = [*CLI, "pipe", "--config", str(config), "--dns-zone", zone, "--deliver", "stdout",
+            "--recipient=a@x.example", "--queue-id=4Z0PGq6LNNHLvG1"]  # fmt: skip
+    server = None
+    if daemon:
+        sock = tmp_path / "d.sock"
+        serve = [*CLI, "serve", "--config", str(config), "--dns-zone", zone, "--socket", str(sock)]
+        server = subprocess.Popen(serve, cwd=ROOT, stderr=subprocess.DEVNULL)
+        argv += ["--daemon", str(sock)]
+        if path == "full path to it":
+            argv.append("--debug")  # not a plain master.cf line: argparse reads it
+    try:
+        if server is not None:
+            wait_for(lambda: (tmp_path / "d.sock").exists(), 30, "the daemon's socket")
+        proc = subprocess.run(argv, input=PHISH.read_bytes(), capture_output=True, cwd=ROOT,
+                              check=False, timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        wait_for(lambda: "delivered to=" in log.read_text(), 30, "the delivery line")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    lines = [line for line in log.read_text().splitlines() if "delivered to=" in line]
+    assert len(lines) == 1 and "delivered to=a@x.example queue=4Z0PGq6LNNHLvG1 " in lines[0]
+    assert "not used" not in log.read_text()  # the daemon answered when there was one
