@@ -395,6 +395,12 @@ def serve(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, hup)
+    if os.geteuid() == 0:
+        # Allowed (a test, a one-off run), but every message would be parsed as root.
+        log.warning(
+            "daemon: running as root: set daemon_user (the Postfix pipe user, such as vmail)"
+            " so that mail is not read by a root process"
+        )
     log.info(
         "daemon: listening on %s (uid %d, at most %d connections, %d octets, %gs)",
         path,
