@@ -15,6 +15,7 @@ from dkim.canonicalization import CanonicalizationPolicy, Relaxed, Simple
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from classifier.auth.dkim import parse_tags
 from classifier.auth.dkim_signature import canonicalize_headers, header_hash
 
 # Pieces of field names and values: white space of every kind, line breaks alone and
@@ -67,6 +68,30 @@ def test_header_hash_is_dkimpys(headers, include, field, c_value):
         hasher = hashlib.new(digest)
         dkim.hash_headers(hasher, policy, canonical, include, field, {})
         assert header_hash(digest, policy, canonical, include, field) == hasher.digest()
+
+
+_TAG_PIECES = [b"v", b"a", b"b", b"bh", b"d", b"1x", b"_i", b"\xc3\xa9", b"\xff", b"=", b";", b";;"]
+_TAG_PIECES += [b" ", b"\t", b"\r\n ", b"\n", b"\x0b", b"\0", b"AB+/=", b"x=y", b"rsa-sha256"]
+
+
+def _outcome(parse, value):
+    try:
+        return parse(value)
+    except Exception as exc:
+        return type(exc), exc.args
+
+
+@settings(max_examples=3000, deadline=None)
+@example(b" v=1; a=rsa-sha256;\r\n b=AB\r\n CD ;")
+@example(b"v=1; v=2")
+@example(b"v=1;; a=b")
+@example(b"1v=1")
+@example(b"\xc3\xa9=1")
+@example(b" = ;")
+@given(st.lists(st.sampled_from(_TAG_PIECES), max_size=24).map(b"".join))
+def test_parse_tags_is_dkimpys(value):
+    """`parse_tags` gives dkimpy's tags, or raises its exception with its arguments."""
+    assert _outcome(parse_tags, value) == _outcome(dkim.util.parse_tag_value, value)
 
 
 # --- ARC-Authentication-Results: authres with its token step made cheaper ------------------

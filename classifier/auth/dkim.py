@@ -40,7 +40,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import dkim
-from dkim.util import InvalidTagValueList, parse_tag_value
+from dkim.util import DuplicateTag, InvalidTagSpec, InvalidTagValueList
 
 from classifier.auth.dkim_signature import (
     BadSignatureTags,
@@ -225,7 +225,30 @@ def _check_key_record(record: bytes, tags: dict[bytes, bytes]) -> bool:
 @lru_cache(maxsize=1024)
 def _key_tags(record: bytes) -> dict[bytes, bytes]:
     """Gives the tags of a key record (read only: the dict is shared by every caller)."""
-    return parse_tag_value(record)
+    return parse_tags(record)
+
+
+def parse_tags(value: bytes) -> dict[bytes, bytes]:
+    """Gives the tags of a tag list as dkimpy's `parse_tag_value` does (RFC 6376 §3.2).
+
+    The same reading, without a call of a module-level regex per tag (a third of
+    the time): tags are cut at ";" (one at the end may close the list), name and
+    value at the first "=", each stripped of white space; a name starts with an
+    ASCII letter.  Raises dkimpy's `InvalidTagSpec` or `DuplicateTag` where it does.
+    """
+    tags: dict[bytes, bytes] = {}
+    specs = value.strip().split(b";")
+    if not specs[-1]:
+        specs.pop()
+    for spec in specs:
+        name, equals, tag_value = spec.partition(b"=")
+        name = name.strip()
+        if not equals or not name[:1].isalpha():  # bytes.isalpha: ASCII letters only
+            raise InvalidTagSpec(spec)
+        if name in tags:
+            raise DuplicateTag(name)
+        tags[name] = tag_value.strip()
+    return tags
 
 
 def _verify(
@@ -308,7 +331,7 @@ def _result(
     """Gives the result for a signature field value, its tags read leniently for the evidence."""
     if tags is None:
         try:
-            tags = parse_tag_value(value)
+            tags = parse_tags(value)
         except Exception:
             tags = {}
     domain = _shown(tags.get(b"d"))
@@ -338,7 +361,7 @@ def _read_tags(value: bytes) -> dict[bytes, bytes] | _Outcome:
     if len(value) > MAX_SIGNATURE_OCTETS:
         return _Outcome("permerror", f"header too long ({len(value)} octets)")
     try:
-        return parse_tag_value(value)
+        return parse_tags(value)
     except Exception as exc:
         return _Outcome("permerror", f"malformed tag list: {_dkimpy_reason(exc)}")
 
