@@ -15,7 +15,7 @@ from dkim.canonicalization import CanonicalizationPolicy, Relaxed, Simple
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from classifier.auth.dkim import parse_tags
+from classifier.auth.dkim import _fields_to_validate, parse_tags
 from classifier.auth.dkim_signature import canonicalize_headers, header_hash
 
 # Pieces of field names and values: white space of every kind, line breaks alone and
@@ -92,6 +92,56 @@ def _outcome(parse, value):
 def test_parse_tags_is_dkimpys(value):
     """`parse_tags` gives dkimpy's tags, or raises its exception with its arguments."""
     assert _outcome(parse_tags, value) == _outcome(dkim.util.parse_tag_value, value)
+
+
+_B64_PIECES = [
+    b"A",
+    b"z9",
+    b"+/",
+    b"=",
+    b"==",
+    b" ",
+    b"\t",
+    b"\r\n ",
+    b"\n",
+    b"\x0b",
+    b"!",
+    b"\xff",
+]
+b64ish = st.lists(st.sampled_from(_B64_PIECES), max_size=12).map(b"".join)
+signature_tags = st.fixed_dictionaries(
+    {
+        b"v": st.sampled_from([b"1", b"2"]),
+        b"a": st.sampled_from([b"rsa-sha256", b"ed25519-sha256", b"rsa-md5"]),
+        b"d": st.sampled_from([b"example.com", b"ex;ample", b"\xc3\xa9.example"]),
+        b"h": st.just(b"from"),
+        b"s": st.just(b"sel"),
+    },
+    optional={
+        b"b": b64ish,
+        b"bh": b64ish,
+        b"i": st.sampled_from([b"@example.com", b"@other.example", b"x@sub.example.com"]),
+        b"l": st.sampled_from([b"12", b"x"]),
+        b"q": st.sampled_from([b"dns/txt", b"dns"]),
+        b"t": st.sampled_from([b"1", b"x"]),
+        b"x": st.sampled_from([b"2", b"x"]),
+    },
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@example({b"v": b"1", b"a": b"rsa-sha256", b"d": b"e", b"h": b"from", b"s": b"s", b"b": b"AAAA\n",
+          b"bh": b"AAAA"})  # fmt: skip
+@example({b"v": b"1", b"a": b"rsa-sha256", b"d": b"e", b"h": b"from", b"s": b"s", b"b": b" ",
+          b"bh": b"=AAA"})  # fmt: skip
+@given(signature_tags)
+def test_fields_to_validate_keep_dkimpys_verdict(tags):
+    """dkimpy's validation of our stand-ins raises what it raises on the tags (t=, x= aside)."""
+    plain = {k: v for k, v in tags.items() if k not in (b"t", b"x")}
+    ours = _fields_to_validate(tags)
+    assert _outcome(dkim.validate_signature_fields, ours) == _outcome(
+        dkim.validate_signature_fields, plain
+    )
 
 
 # --- ARC-Authentication-Results: authres with its token step made cheaper ------------------

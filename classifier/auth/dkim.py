@@ -260,11 +260,7 @@ def _verify(
 ) -> _Outcome:
     """Gives the outcome of one parsed signature (RFC 6376 §6.1)."""
     try:
-        # t= and x= are checked against `now` below, not dkimpy's clock: a copy without them.
-        fields = tags.copy()
-        fields.pop(b"t", None)
-        fields.pop(b"x", None)
-        dkim.validate_signature_fields(fields)
+        dkim.validate_signature_fields(_fields_to_validate(tags))
     except dkim.DKIMException as exc:
         raise _Verdict("permerror", _dkimpy_reason(exc)) from exc
     # The names of h= are separated by ":" with white space around it (RFC 6376 §3.5);
@@ -305,6 +301,36 @@ def _verify(
     added = _unsigned_extra_fields(message.names, signed)
     note = f"; unsigned extra {', '.join(added)} field (RFC 6376 §8.15)" if added else ""
     return _Outcome("pass", "signature verified" + note, bits, testing)
+
+
+# What dkimpy's base64 check of b= accepts: base64 characters and white space, then "="
+# and white space.  Possessive: no backtracking over a long value that fails.
+_BASE64_ISH = re.compile(rb"[\s0-9A-Za-z+/]++[\s=]*+")
+
+
+def _fields_to_validate(tags: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """Gives the tags dkimpy's `validate_signature_fields` is to check (RFC 6376 §3.5).
+
+    t= and x= are left out: they are checked against `now` (`_check_times`), not
+    dkimpy's clock.  dkimpy's checks of b= and bh= (its pattern over b= for both,
+    then each one's length without white space a multiple of 4) cost two thirds
+    of the call for a 2048-bit signature; where ours shows they pass, dkimpy gets
+    a short value that passes them too, and its other checks, in its order, as before.
+    """
+    fields = tags.copy()
+    fields.pop(b"t", None)
+    fields.pop(b"x", None)
+    b, bh = fields.get(b"b"), fields.get(b"bh")
+    if (
+        b is not None
+        and bh is not None
+        and _BASE64_ISH.fullmatch(b)
+        # bytes.split() cuts at the white space \s matches in bytes
+        and len(b"".join(b.split())) % 4 == 0
+        and len(b"".join(bh.split())) % 4 == 0
+    ):
+        fields[b"b"] = fields[b"bh"] = b"AAAA"
+    return fields
 
 
 def _unsigned_extra_fields(names: list[bytes], signed: list[bytes]) -> list[str]:
