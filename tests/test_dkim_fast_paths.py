@@ -9,13 +9,16 @@ the same exception.
 from __future__ import annotations
 
 import hashlib
+import re
 
 import dkim
+import pytest
 from dkim.canonicalization import CanonicalizationPolicy, Relaxed, Simple
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from classifier.auth.dkim import _fields_to_validate, parse_tags
+from classifier.auth.arc import _FWS
+from classifier.auth.dkim import _check_key_record, _fields_to_validate, _Verdict, parse_tags
 from classifier.auth.dkim_signature import canonicalize_headers, header_hash
 
 # Pieces of field names and values: white space of every kind, line breaks alone and
@@ -142,6 +145,35 @@ def test_fields_to_validate_keep_dkimpys_verdict(tags):
     assert _outcome(dkim.validate_signature_fields, ours) == _outcome(
         dkim.validate_signature_fields, plain
     )
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 0, 1, 2), (2, 1, 0, 2, 1, 0)])
+def test_key_record_verdicts_kept_per_record_follow_each_signature(order):
+    """A key's t=s verdict, kept per record, still depends on each signature's i= (§3.6.1)."""
+    record = b"v=DKIM1; k=rsa; t=s:y; p=AAAA"
+    signatures = [
+        {b"a": b"rsa-sha256", b"d": b"example.com", b"i": b"@sub.example.com"},
+        {b"a": b"rsa-sha256", b"d": b"example.com", b"i": b"a@EXAMPLE.com"},
+        {b"a": b"rsa-sha256", b"d": b"example.com"},
+    ]
+    for index in order:
+        if index == 0:
+            with pytest.raises(_Verdict, match="t=s forbids"):
+                _check_key_record(record, signatures[index])
+        else:
+            assert _check_key_record(record, signatures[index]) is True  # t=y: testing
+    with pytest.raises(_Verdict, match="does not match"):
+        _check_key_record(record, {b"a": b"ed25519-sha256", b"d": b"example.com"})
+
+
+_FOLD_PIECES = [b"\r\n", b"\n", b"\r", b" ", b"\t", b"\r\r\n ", b"\n\n\t", b"a", b";", b"="]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(_FOLD_PIECES), max_size=24).map(b"".join))
+def test_arc_unfolding_pattern_is_the_plain_one(value):
+    """arc's fold pattern replaces what \\r?\\n[ \\t]+ (RFC 5322 §3.2.2 FWS) replaces."""
+    assert _FWS.sub(b" ", value) == re.sub(rb"\r?\n[ \t]+", b" ", value)
 
 
 # --- ARC-Authentication-Results: authres with its token step made cheaper ------------------

@@ -28,7 +28,10 @@ MAX_INSTANCES = 50  # RFC 8617 §4.2.1, §5.2 step 1
 _ARC_FIELDS = (b"arc-seal", b"arc-message-signature", b"arc-authentication-results")
 _ARC_KEYS = tuple(name.decode() for name in _ARC_FIELDS)
 _INSTANCE = lazy(rb"^\s*i\s*=\s*(\d{1,6})\s*(?:;|$)")
-_FWS = lazy(rb"\r?\n[ \t]+")
+# A fold: a line break and the white space after it (RFC 5322 §3.2.2).  Written with
+# each alternative starting with a line break, the search skips to one quickly; "\r?\n"
+# was tried at every octet of a long b= (3 times slower).
+_FWS = lazy(rb"(?:\r\n|\n)[ \t]+")
 # An ARC field starts a line of the header block; most mail has none, and one search says so.
 _ANY_ARC_FIELD = lazy(
     rb"^arc-(?:seal|message-signature|authentication-results):", re.IGNORECASE | re.MULTILINE

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 SLICE = 1 << 18  # 256 KiB: the relaxed steps need about 22 times a slice while they run
 _CRLF = b"\r\n"
@@ -29,6 +29,16 @@ _CRLF = b"\r\n"
 # (most of the spaces of a text body).  A run is matched whole from its first octet and
 # a match always succeeds: no backtracking over the run.
 _WSP_RUN = re.compile(rb"\t[ \t]*| [ \t]+")
+
+
+def new_hash(digest: str, data: bytes = b"") -> hashlib._Hash:
+    """Gives hashlib.new(digest, data) by the named constructor ("sha256", "sha1").
+
+    hashlib.new runs a Python frame and looks the name up on each call: more than
+    hashing one header field takes.
+    """
+    constructor: Callable[[bytes], hashlib._Hash] = getattr(hashlib, digest)
+    return constructor(data)
 
 
 def relaxed_lines(piece: bytes) -> bytes:
@@ -79,7 +89,7 @@ def body_hashes(
     once every l= is covered.
     """
     wanted = list(dict.fromkeys(lengths))
-    hashers = [hashlib.new(digest) for _ in wanted]
+    hashers = [new_hash(digest) for _ in wanted]
     budgets = [-1 if n is None else n for n in wanted]  # octets still to hash; -1: no limit
     held = 0  # line breaks at the end of what was read, not yet known to be followed by text
     seen_text = False

@@ -17,7 +17,6 @@ never meets one does not pay for loading it.
 # compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 import base64
-import hashlib
 import re
 from functools import lru_cache
 from itertools import compress, count
@@ -33,7 +32,7 @@ from dkim.canonicalization import (
     unfold_header_value,
 )
 
-from classifier.auth.dkim_body import body_hashes
+from classifier.auth.dkim_body import body_hashes, new_hash
 from classifier.errors import AuthsieveError
 
 # dkimpy's RE_BTAG with its FWS written as \s* (FWS, (\s*\r?\n)?\s+, matches exactly the runs
@@ -82,6 +81,15 @@ def public_key(name: str, record: bytes) -> PublicKey:
     return PublicKey(ktag, int(bits), verifier)
 
 
+@lru_cache(maxsize=64)
+def canonicalization(c_value: bytes) -> CanonicalizationPolicy:
+    """Gives dkimpy's policy for a c= value (RFC 6376 §3.5); raises as its `from_c_value`.
+
+    Kept per c= value, the same few on most mail; the policy is only read.
+    """
+    return CanonicalizationPolicy.from_c_value(c_value)
+
+
 class SignedMessage:
     """A message as DKIM reads it (RFC 6376 §3.4), with what its signatures can share.
 
@@ -108,7 +116,7 @@ class SignedMessage:
     def expect(self, tags: dict[bytes, bytes]) -> None:
         """Notes a signature's body hash to come, so that one pass serves every l= (§3.5)."""
         try:
-            policy = CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
+            policy = canonicalization(tags.get(b"c", b"simple/simple"))
         except InvalidCanonicalizationPolicyError:
             return
         digest = _HASHES.get(tags.get(b"a", b""))
@@ -158,7 +166,7 @@ def verify(
     BadSignatureTags for c=, a=, b= or bh= it cannot use.
     """
     try:
-        policy = CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
+        policy = canonicalization(tags.get(b"c", b"simple/simple"))
     except InvalidCanonicalizationPolicyError as exc:
         raise BadSignatureTags(f"invalid c= value: {exc.args[0]!r}") from exc
     digest = _HASHES.get(tags[b"a"])
@@ -204,7 +212,7 @@ def header_hash(
         policy.header_algorithm, [(field[0], blank_b(field[1]))]
     )
     parts = [part for header in selected for part in (header[0], b":", header[1])]
-    return hashlib.new(digest, b"".join([*parts, name, b":", value.rstrip()])).digest()
+    return new_hash(digest, b"".join([*parts, name, b":", value.rstrip()])).digest()
 
 
 def canonicalize_headers(algorithm: Any, fields: list) -> list:
