@@ -215,8 +215,9 @@ def header_hash(
     ((name, value),) = canonicalize_headers(
         policy.header_algorithm, [(field[0], blank_b(field[1]))]
     )
-    parts = [part for header in selected for part in (header[0], b":", header[1])]
-    return new_hash(digest, b"".join([*parts, name, b":", value.rstrip()])).digest()
+    # Each (name, value) as name:value, joined in C: no Python step per field.
+    signed = b"".join(map(b":".join, selected))
+    return new_hash(digest, b"".join((signed, name, b":", value.rstrip()))).digest()
 
 
 def canonicalize_headers(algorithm: Any, fields: list) -> list:
