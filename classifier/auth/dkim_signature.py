@@ -1,13 +1,13 @@
 """The cryptographic check of one DKIM signature (RFC 6376 §6.1.3, RFC 8463).
 
 dkimpy reads the key record, canonicalises and picks the signed fields (its
-`evaluate_pk`, the functions of its `canonicalization` module and
-`select_headers`), each run over all a message's fields at once where that
-gives the same; the signature itself is checked
-by OpenSSL (through `cryptography`) for RSA and by libsodium (through PyNaCl)
-for Ed25519.  dkimpy's own RSA is pure Python: byte-by-byte integer
-conversions and Python's `pow` took 0.45 ms of a 2.3 ms check for one RSA-2048
-and one RSA-1024 signature; OpenSSL takes 0.04 ms (bench/bench_checks.py).
+`evaluate_pk`, the functions of its `canonicalization` module, run over all
+the fields a message's signatures need at once, and `select_headers`); the
+signature itself is checked by OpenSSL (through `cryptography`) for RSA and by
+libsodium (through PyNaCl) for Ed25519.  dkimpy's own RSA is pure Python:
+byte-by-byte integer conversions and Python's `pow` took 0.45 ms of a 2.3 ms
+check for one RSA-2048 and one RSA-1024 signature; OpenSSL takes 0.04 ms
+(bench/bench_checks.py).
 
 `cryptography` is imported when the first RSA key is read, so a process that
 never meets one does not pay for loading it.
