@@ -59,26 +59,26 @@ class ArcResult:
 
 def _instance(value: bytes) -> int | None:
     """Gives the i= of an ARC field: the leading tag in AAR, any tag in AMS and AS."""
-    from classifier.auth.dkim import parse_tags
+    from dkim.util import parse_tag_value
 
     match = _INSTANCE.match(value)
     if match:
         return int(match.group(1))
     try:
-        return int(parse_tags(_FWS.sub(b" ", value))[b"i"])
+        return int(parse_tag_value(_FWS.sub(b" ", value))[b"i"])
     except Exception:
         return None
 
 
 def _sealers(fields: list[tuple[bytes, bytes]]) -> tuple[str, ...]:
-    from classifier.auth.dkim import parse_tags
+    from dkim.util import parse_tag_value
 
     seals = []
     for name, value in fields:
         if name.lower() != b"arc-seal":
             continue
         try:
-            tags = parse_tags(_FWS.sub(b" ", value))
+            tags = parse_tag_value(_FWS.sub(b" ", value))
             d = tags.get(b"d", b"")[:MAX_SHOWN].decode("utf-8", "replace")
             seals.append((int(tags.get(b"i", b"0")), d))
         except Exception:
@@ -173,14 +173,14 @@ def key_names(message: Message | bytes) -> list[str]:
     fields = _arc_fields(message)
     if not fields:
         return []
-    from classifier.auth.dkim import parse_tags
+    from dkim.util import parse_tag_value
 
     names = []
     for name, value in fields:
         if name.lower() not in (b"arc-seal", b"arc-message-signature"):
             continue
         try:
-            tags = parse_tags(_FWS.sub(b" ", value))
+            tags = parse_tag_value(_FWS.sub(b" ", value))
             names.append((tags[b"s"] + b"._domainkey." + tags[b"d"]).decode("utf-8", "replace"))
         except Exception:
             continue  # a set dkimpy will refuse before any lookup
