@@ -252,6 +252,11 @@ def _verify(
         dkim.validate_signature_fields(fields)
     except dkim.DKIMException as exc:
         raise _Verdict("permerror", _dkimpy_reason(exc)) from exc
+    except IndexError as exc:
+        # dkimpy indexes before the start of an i= that is d= itself with nothing before
+        # it ("i=example.com"): no "@", so no Agent or User Identifier (RFC 6376 §3.5).
+        i = _shown(tags.get(b"i"))
+        raise _Verdict("permerror", f"i= {i} is not an address within d= (RFC 6376 §3.5)") from exc
     # The names of h= are separated by ":" with white space around it (RFC 6376 §3.5);
     # strip() takes the white space off each name.
     signed = [h.strip().lower() for h in tags[b"h"].split(b":")]
