@@ -30,7 +30,7 @@ from authres.dmarc import DMARCAuthenticationResult
 
 from classifier.auth.checks import CheckReport
 from classifier.auth.facts import HEADER_NAME
-from classifier.auth.spf import received_spf_header
+from classifier.auth.spf import received_spf_fields
 from classifier.lazyre import lazy
 from classifier.message import HeaderField, Message
 from classifier.names import DOT_ATOM, LDH_DOMAIN, quoted_string
@@ -296,7 +296,14 @@ def _split_outside_quotes(value: str) -> list[str]:
 
 def fold(name: str, value: str, eol: bytes) -> bytes:
     """Gives a header field folded after ``;`` so lines stay near 78 octets (RFC 5322 §2.2.3)."""
-    parts = _split_outside_quotes(value)
+    return fold_fields(name, _split_outside_quotes(value), eol)
+
+
+def fold_fields(name: str, parts: list[str], eol: bytes) -> bytes:
+    """Gives `fold` of the value "; ".join(parts), for parts that hold no "; " outside quotes.
+
+    A value we write ourselves comes as its parts: they are not joined and split again.
+    """
     lines: list[str] = []
     line = f"{name}: {parts[0]}"
     for part in parts[1:]:
@@ -312,8 +319,12 @@ def fold(name: str, value: str, eol: bytes) -> bytes:
     return (f";{end}".join(lines) + end).encode("utf-8", "surrogateescape")
 
 
-def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str) -> bytes:
+def annotate(
+    data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str | list[str]
+) -> bytes:
     """Gives the message with our headers prepended and forged copies defused.
+
+    `authsieve_value` is the X-Authsieve value, or its fields (`render_header_fields`).
 
     The message the checks parsed (`CheckReport.message`) is read again when it is
     `data`'s; a report of other bytes has them parsed here.
@@ -327,8 +338,11 @@ def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value
         fold("Authentication-Results", authentication_results(report, authserv_id), eol),
     ]
     if not report.envelope.authenticated and report.envelope.client_ip:
-        new.append(fold("Received-SPF", received_spf_header(report.spf, authserv_id), eol))
-    new.append(fold(HEADER_NAME, authsieve_value, eol))
+        new.append(fold_fields("Received-SPF", received_spf_fields(report.spf, authserv_id), eol))
+    if isinstance(authsieve_value, str):
+        new.append(fold(HEADER_NAME, authsieve_value, eol))
+    else:
+        new.append(fold_fields(HEADER_NAME, authsieve_value, eol))
     if message is parsed and parsed.data is data:
         new.append(data)  # nothing defused: the message as it came, not joined again
         return b"".join(new)

@@ -352,18 +352,25 @@ def received_spf_header(result: SpfResult, receiver: str) -> str:
     then mechanism= and problem= when known.  envelope-from is written for the
     mailfrom identity only; every value that is not a dot-atom is quoted.
     """
-    pairs = [("identity", result.identity), ("client-ip", result.client_ip)]
-    if result.helo:
-        pairs.append(("helo", result.helo))
-    if result.identity == "mailfrom" and result.sender:
-        pairs.append(("envelope-from", result.sender))
-    if receiver:
-        pairs.append(("receiver", receiver))
-    if result.mechanism:
-        pairs.append(("mechanism", result.mechanism))
-    if result.result in ("permerror", "temperror"):
-        pairs.append(("problem", result.reason))
+    return "; ".join(received_spf_fields(result, receiver))
+
+
+def received_spf_fields(result: SpfResult, receiver: str) -> list[str]:
+    """Gives `received_spf_header`'s value in its "; "-separated parts, for folding."""
     tag = _HEADER_TAGS.get(result.result, "None")
     identity = "helo" if result.identity == "helo" else "mailfrom"
-    body = "; ".join(f"{key}={_header_value(value)}" for key, value in pairs)
-    return f"{tag} ({identity}) {body}"
+    parts = [
+        f"{tag} ({identity}) identity={_header_value(result.identity)}",
+        f"client-ip={_header_value(result.client_ip)}",
+    ]
+    if result.helo:
+        parts.append(f"helo={_header_value(result.helo)}")
+    if result.identity == "mailfrom" and result.sender:
+        parts.append(f"envelope-from={_header_value(result.sender)}")
+    if receiver:
+        parts.append(f"receiver={_header_value(receiver)}")
+    if result.mechanism:
+        parts.append(f"mechanism={_header_value(result.mechanism)}")
+    if result.result in ("permerror", "temperror"):
+        parts.append(f"problem={_header_value(result.reason)}")
+    return parts

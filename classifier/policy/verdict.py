@@ -27,6 +27,7 @@ In observe mode the action is inbox and `would_be` holds the enforce answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from classifier.auth.facts import (
     AAR_RESULTS,
@@ -95,30 +96,30 @@ def effective_results(facts: AuthFacts) -> EffectiveResults:
     RFC 8617 §7.2: a receiver may use the Authentication-Results recorded by
     a sealer it trusts to override its own local failures.
     """
-    local = {"spf": _token(facts.spf), "dkim": _token(facts.dkim), "dmarc": _token(facts.dmarc)}
-    used: list[str] = []
+    spf, dkim, dmarc = _token(facts.spf), _token(facts.dkim), _token(facts.dmarc)
+    used: tuple[str, ...] = ()
     if facts.arc_trusted:
-        oldest = {
-            "spf": facts.arc_oldest_spf,
-            "dkim": facts.arc_oldest_dkim,
-            "dmarc": facts.arc_oldest_dmarc,
-        }
-        for name, value in oldest.items():
-            if value in AAR_RESULTS:
-                local[name] = value
-                used.append(name)
+        oldest = (
+            ("spf", facts.arc_oldest_spf),
+            ("dkim", facts.arc_oldest_dkim),
+            ("dmarc", facts.arc_oldest_dmarc),
+        )
+        used = tuple(name for name, value in oldest if value in AAR_RESULTS)
+        spf = facts.arc_oldest_spf if "spf" in used else spf
+        dkim = facts.arc_oldest_dkim if "dkim" in used else dkim
+        dmarc = facts.arc_oldest_dmarc if "dmarc" in used else dmarc
     known = facts.dmarc_policy in POLICIES and facts.dmarc_policy
     policy = DMARC_POLICY_OF[facts.dmarc_policy] if known else DmarcPolicy.NONE
     return EffectiveResults(
-        spf=local["spf"],
-        dkim=local["dkim"],
-        dmarc=local["dmarc"],
+        spf=spf,
+        dkim=dkim,
+        dmarc=dmarc,
         dmarc_policy=policy,
         from_domain=safe_domain(facts.from_domain),
         mailfrom_domain=safe_domain(facts.mailfrom_domain),
         from_authenticated=facts.from_authenticated
         or (facts.arc_trusted and facts.arc_oldest_dmarc == "pass"),
-        arc_used=tuple(used),
+        arc_used=used,
     )
 
 
@@ -194,7 +195,7 @@ def fired_rules(
         details = "; ".join(ev.get(name, "") for name in failed if ev.get(name))
         text = _sentence(f"Internal error in the {', '.join(failed)} check", details)
         out.append(("internal_error", policy.action_for("internal_error"), text))
-    suffixes = [normalize_suffix(suffix) for suffix in policy.blocked_domain_suffixes]
+    suffixes = _normalized_suffixes(tuple(policy.blocked_domain_suffixes))
     for label, domain in (("From", eff.from_domain), ("Envelope sender", eff.mailfrom_domain)):
         for norm in suffixes:
             if suffix_matches(domain, norm):
@@ -204,8 +205,15 @@ def fired_rules(
     return out
 
 
+@lru_cache(maxsize=64)  # keyed on a policy's list: a handful of policies, every message
+def _normalized_suffixes(suffixes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(normalize_suffix(suffix) for suffix in suffixes)
+
+
 def internal_errors(facts: AuthFacts, eff: EffectiveResults) -> list[str]:
     """Gives the checks whose judged result is an internal error (spf, dkim, arc, dmarc)."""
+    if INTERNAL not in (eff.spf, eff.dkim, eff.dmarc, facts.arc):
+        return []  # the usual case, told without building the table
     judged = {"spf": eff.spf, "dkim": eff.dkim, "arc": _token(facts.arc), "dmarc": eff.dmarc}
     return [name for name, word in judged.items() if word == INTERNAL]
 
