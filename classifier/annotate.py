@@ -17,6 +17,7 @@ Order of work (RFC 8601 §5; docs/design.md, "The trust rule"):
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from authres import (
     AuthenticationResultProperty,
@@ -163,6 +164,45 @@ def defuse(message: Message, authserv_id: str) -> Message:
     return Message(tuple(out), message.rest, message.eol)
 
 
+class _Written(AuthenticationResult):
+    """A result clause as authres wrote it once, written again as it is.
+
+    For clauses made only of values that recur across mail (result words,
+    domains, selectors, policy words: see the caches below), never for one
+    that holds a sender's address or a signature.
+    """
+
+    def __init__(self, made: AuthenticationResult) -> None:
+        self.__dict__.update(made.__dict__)  # its fields, for a reader of the object
+        self.text = str(made)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _WrittenProperty(AuthenticationResultProperty):
+    """A property as authres wrote it once (see `_Written`)."""
+
+    def __init__(self, type_: str, name: str, value: str) -> None:
+        super().__init__(type_, name, value)
+        self.text = super().__str__()
+
+    def __str__(self) -> str:
+        return self.text
+
+
+_AUTH_PASS = _Written(AuthenticationResult(method="auth", result="pass"))
+_DKIM_NONE = _Written(DKIMAuthenticationResult(result="none"))
+
+
+# Keyed on a DKIM d=, s= or a=: the domains, selectors and algorithms that sign mail recur.
+@lru_cache(maxsize=4096)
+def _recurring_property(name: str, value: str) -> AuthenticationResultProperty | None:
+    """Gives the header.<name> property of a DKIM result, or None when nothing is left to write."""
+    written = ar_value(value)
+    return _WrittenProperty("header", name, written) if written else None
+
+
 def _spf_ar(report: CheckReport) -> AuthenticationResult:
     spf, env = report.spf, report.envelope
     if spf.identity == "helo" or not env.mail_from:
@@ -177,37 +217,70 @@ def _spf_ar(report: CheckReport) -> AuthenticationResult:
 def _dmarc_ar(report: CheckReport) -> AuthenticationResult:
     dm = report.dmarc
     # Our own user's submission: DMARC was not evaluated, and the header says so.
-    not_evaluated = report.envelope.authenticated and dm.result == "none"
+    if report.envelope.authenticated and dm.result == "none" and dm.reason:
+        return _dmarc_clause(
+            dm.result, dm.from_domain, dm.internal_error, dm.policy, dm.testing, dm.mode, dm.reason
+        )
+    return _dmarc_written(
+        dm.result, dm.from_domain, dm.internal_error, dm.policy, dm.testing, dm.mode
+    )
+
+
+def _dmarc_clause(
+    result: str,
+    from_domain: str,
+    internal_error: bool,
+    policy: str,
+    testing: bool,
+    mode: str,
+    reason: str | None = None,
+) -> AuthenticationResult:
     properties = (
-        [AuthenticationResultProperty("header", "from", ar_value(dm.from_domain))]
-        if dm.from_domain
+        [AuthenticationResultProperty("header", "from", ar_value(from_domain))]
+        if from_domain
         else []
     )
     comment = None
-    if dm.internal_error:
+    if internal_error:
         comment = "internal error"  # RFC 8601 has no word for it: permerror
-    if dm.policy:
-        properties.append(AuthenticationResultProperty("policy", "dmarc", ar_value(dm.policy)))
-        comment = ar_comment(
-            f"p={dm.policy}" + (" testing" if dm.testing else "") + f" mode={dm.mode}"
-        )
+    if policy:
+        properties.append(AuthenticationResultProperty("policy", "dmarc", ar_value(policy)))
+        comment = ar_comment(f"p={policy}" + (" testing" if testing else "") + f" mode={mode}")
     return DMARCAuthenticationResult(
-        result=dm.result,
-        result_comment=comment,
-        reason=(dm.reason or None) if not_evaluated else None,
-        properties=properties,
+        result=result, result_comment=comment, reason=reason, properties=properties
     )
+
+
+# Keyed on the From domain and what its DMARC record says: the same for all its mail.
+@lru_cache(maxsize=4096)
+def _dmarc_written(
+    result: str, from_domain: str, internal_error: bool, policy: str, testing: bool, mode: str
+) -> AuthenticationResult:
+    return _Written(_dmarc_clause(result, from_domain, internal_error, policy, testing, mode))
+
+
+# Keyed on the ARC result and the sealers' domains (mailing lists, forwarders): they recur.
+@lru_cache(maxsize=1024)
+def _arc_ar(result: str, internal_error: bool, sealers: tuple[str, ...]) -> AuthenticationResult:
+    comment = None
+    if internal_error:
+        comment = "internal error"
+    elif sealers:
+        comment = ar_comment("sealed by " + ", ".join(sealers))
+    return _Written(ARCAuthenticationResult(result=result, result_comment=comment))
 
 
 def authentication_results(report: CheckReport, authserv_id: str) -> str:
     """Gives the Authentication-Results value for the report, written with authres (RFC 8601).
 
     Each result is made with its properties, in the order they are written, rather than
-    set one by one through authres's setters, which search the list each time.
+    set one by one through authres's setters, which search the list each time.  Clauses
+    and properties made only of values that recur across mail are written by authres
+    once and kept (`_Written`); a sender's address and a signature's b= are written anew.
     """
     results: list[AuthenticationResult] = []
     if report.envelope.authenticated:
-        results.append(AuthenticationResult(method="auth", result="pass"))
+        results.append(_AUTH_PASS)
     else:
         results.append(_spf_ar(report))
     for sig in report.dkim:
@@ -216,23 +289,24 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
         # In the order authres's keywords and setters appended them: d, s, i, b, a.
         properties = []
         for name, value in (("d", sig.domain), ("s", sig.selector)):
-            written = ar_value(value) if value else None
-            if written:  # as the keywords: an empty value is left out
-                properties.append(AuthenticationResultProperty("header", name, written))
-        for name, value in (("i", sig.identity), ("b", sig.b), ("a", sig.algorithm)):
+            if value:  # as the keywords: an empty value is left out
+                made = _recurring_property(name, value)
+                if made is not None:
+                    properties.append(made)
+        for name, value in (("i", sig.identity), ("b", sig.b)):
             if value:
                 properties.append(AuthenticationResultProperty("header", name, ar_value(value)))
+        if sig.algorithm:
+            # A blank a= gives authres an empty value, which it cannot write: as before.
+            made = _recurring_property("a", sig.algorithm)
+            properties.append(made or AuthenticationResultProperty("header", "a", ""))
         results.append(
             DKIMAuthenticationResult(result=sig.result, reason=reason, properties=properties)
         )
     if not report.dkim:
-        results.append(DKIMAuthenticationResult(result="none"))
-    arc_comment = None
-    if report.arc.internal_error:
-        arc_comment = "internal error"
-    elif report.arc.sealers:
-        arc_comment = ar_comment("sealed by " + ", ".join(report.arc.sealers))
-    results.append(ARCAuthenticationResult(result=report.arc.result, result_comment=arc_comment))
+        results.append(_DKIM_NONE)
+    arc = report.arc
+    results.append(_arc_ar(arc.result, arc.internal_error, tuple(arc.sealers)))
     results.append(_dmarc_ar(report))
     header = AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
     return header.header_value().strip()
