@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 from classifier.lazyre import lazy
 from classifier.names import quoted_string, safe_domain
@@ -96,6 +97,11 @@ _VERDICTS = _fields_of("verdict", frozenset({"inbox", "junk", "quarantine"}), "i
 _YES_NO = ("no", "yes")
 
 
+@lru_cache(maxsize=64)  # keyed on our configured authserv-id
+def _id_field(authserv_id: str) -> str:
+    return f"id={safe_domain(authserv_id) or 'localhost'}"
+
+
 def render_header_value(
     facts: AuthFacts,
     authserv_id: str,
@@ -155,7 +161,7 @@ def render_header_fields(
     # Fixed words are looked up in the tables above (a word outside them: "none" or "").
     parts = [
         "v=1",
-        f"id={safe_domain(authserv_id) or 'localhost'}",
+        _id_field(authserv_id),
         _VERDICTS.get(verdict) or _VERDICTS[""],
         "mode=observe" if mode == "observe" else "mode=enforce",
         _SPF.get(facts.spf) or _SPF[""],

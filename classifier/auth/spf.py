@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import dns.exception
@@ -147,6 +148,7 @@ def _install_lookup() -> None:
             pyspf.DNSLookup = _pyspf_lookup
 
 
+@lru_cache(maxsize=4096)  # keyed on a HELO name or MAIL FROM domain: senders' names recur
 def _domain_problem(domain: str) -> tuple[str, str]:
     """Gives (the domain in A-labels, "") or ("", why it cannot be checked) (RFC 7208 §4.3)."""
     if domain.endswith(".") and not domain.endswith(".."):
@@ -360,7 +362,7 @@ def received_spf_fields(result: SpfResult, receiver: str) -> list[str]:
     tag = _HEADER_TAGS.get(result.result, "None")
     identity = "helo" if result.identity == "helo" else "mailfrom"
     parts = [
-        f"{tag} ({identity}) identity={_header_value(result.identity)}",
+        f"{tag} ({identity}) {_recurring_field('identity', result.identity)}",
         f"client-ip={_header_value(result.client_ip)}",
     ]
     if result.helo:
@@ -368,9 +370,15 @@ def received_spf_fields(result: SpfResult, receiver: str) -> list[str]:
     if result.identity == "mailfrom" and result.sender:
         parts.append(f"envelope-from={_header_value(result.sender)}")
     if receiver:
-        parts.append(f"receiver={_header_value(receiver)}")
+        parts.append(_recurring_field("receiver", receiver))
     if result.mechanism:
-        parts.append(f"mechanism={_header_value(result.mechanism)}")
+        parts.append(_recurring_field("mechanism", result.mechanism))
     if result.result in ("permerror", "temperror"):
         parts.append(f"problem={_header_value(result.reason)}")
     return parts
+
+
+# Keyed on our authserv-id, the identity word or a mechanism of a domain's SPF record.
+@lru_cache(maxsize=1024)
+def _recurring_field(key: str, value: str) -> str:
+    return f"{key}={_header_value(value)}"
