@@ -195,12 +195,18 @@ _AUTH_PASS = _Written(AuthenticationResult(method="auth", result="pass"))
 _DKIM_NONE = _Written(DKIMAuthenticationResult(result="none"))
 
 
-# Keyed on a DKIM d=, s= or a=: the domains, selectors and algorithms that sign mail recur.
+# Keyed on a DKIM d=, s=, a= or an i= that is only "@" and a domain: the domains, selectors
+# and algorithms that sign mail recur.
 @lru_cache(maxsize=4096)
 def _recurring_property(name: str, value: str) -> AuthenticationResultProperty | None:
     """Gives the header.<name> property of a DKIM result, or None when nothing is left to write."""
     written = ar_value(value)
     return _WrittenProperty("header", name, written) if written else None
+
+
+def _blank(name: str) -> AuthenticationResultProperty:
+    """Gives the property of a value that is blank once written: authres fails on it, as before."""
+    return AuthenticationResultProperty("header", name, "")
 
 
 def _spf_ar(report: CheckReport) -> AuthenticationResult:
@@ -293,13 +299,14 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
                 made = _recurring_property(name, value)
                 if made is not None:
                     properties.append(made)
-        for name, value in (("i", sig.identity), ("b", sig.b)):
-            if value:
-                properties.append(AuthenticationResultProperty("header", name, ar_value(value)))
+        if sig.identity.startswith("@"):  # no i= given, or only a domain: it recurs
+            properties.append(_recurring_property("i", sig.identity) or _blank("i"))
+        elif sig.identity:
+            properties.append(AuthenticationResultProperty("header", "i", ar_value(sig.identity)))
+        if sig.b:
+            properties.append(AuthenticationResultProperty("header", "b", ar_value(sig.b)))
         if sig.algorithm:
-            # A blank a= gives authres an empty value, which it cannot write: as before.
-            made = _recurring_property("a", sig.algorithm)
-            properties.append(made or AuthenticationResultProperty("header", "a", ""))
+            properties.append(_recurring_property("a", sig.algorithm) or _blank("a"))
         results.append(
             DKIMAuthenticationResult(result=sig.result, reason=reason, properties=properties)
         )

@@ -381,7 +381,7 @@ _SIG = st.builds(
     # a= as the DKIM parser gives it: a word (a blank one authres cannot write at all)
     algorithm=st.sampled_from(["rsa-sha256", "ed25519-sha256", "", "RSA-SHA1", "x;y", "é"]),
     b=st.text(alphabet="AZaz09+/", max_size=8),
-    identity=_SMALL,
+    identity=st.sampled_from(["@example.org", "@Example.ORG", "@x y", "@", '@"a;']) | _SMALL,
     bits=st.none(),
     reason=_HOSTILE,
     index=st.just(0),
