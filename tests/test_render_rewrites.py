@@ -459,3 +459,31 @@ def test_authentication_results_as_before(report: CheckReport, authserv_id: str)
     # Twice: the second time from the kept clauses.
     assert _outcome(lambda: authentication_results(report, authserv_id)) == old
     assert _outcome(lambda: authentication_results(report, authserv_id)) == old
+
+
+def old_fold(name: str, value: str, eol: bytes) -> bytes:
+    parts = _split_outside_quotes(value)
+    lines: list[str] = []
+    line = f"{name}: {parts[0]}"
+    for part in parts[1:]:
+        if len(line) + len(part) > 74:
+            lines.append(line)
+            line = "\t" + part
+        else:
+            line = f"{line}; {part}"
+    lines.append(line)
+    end = eol.decode("utf-8", "surrogateescape")
+    return (f";{end}".join(lines) + end).encode("utf-8", "surrogateescape")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    name=st.sampled_from(["X-Authsieve", "Authentication-Results", "Received-SPF", ""]),
+    value=st.text(alphabet='ab; "\\\t\r\n()=é\udc80', max_size=400)
+    | st.lists(st.text(alphabet='ab "\\=é\udcff', max_size=90), min_size=1, max_size=30).map(
+        "; ".join
+    ),
+    eol=st.sampled_from([b"\n", b"\r\n"]),
+)
+def test_fold_as_before(name: str, value: str, eol: bytes) -> None:
+    assert fold(name, value, eol) == old_fold(name, value, eol)
