@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -177,3 +181,105 @@ def test_the_fallback_line_says_why_the_daemon_was_not_used(
     assert b"verdict=quarantine" in proc.stdout
     lines = [line for line in log.read_text().splitlines() if "not used" in line]
     assert len(lines) == 1 and f"daemon at {sock} not used: {said}" in lines[0], lines
+
+
+@pytest.mark.parametrize("daemon_user", [None, "no-such-user-authsieve"])
+def test_a_stranger_daemon_is_named_in_the_log_and_nothing_reaches_stderr(
+    tmp_path: Path, daemon_user: str | None
+) -> None:
+    # admin review: the fast path warned about an untrusted daemon on stderr, which
+    # pipe(8) puts into bounce and defer texts, and which no log file kept.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to listen as nobody")
+    # Not pytest's tmp_path: nobody cannot reach into root's 0700 directory.
+    where = Path(tempfile.mkdtemp(prefix="authsieve-stranger-"))
+    where.chmod(0o777)
+    sock = where / "stranger.sock"
+    code = (
+        "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]);"
+        " s.listen(1); c, _ = s.accept(); time.sleep(30)"
+    )
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", code, str(sock)], user="nobody", group="nogroup", cwd="/"
+    )
+    log = tmp_path / "pipe.log"
+    extra = f'log_file = "{log}"\n' + (f'daemon_user = "{daemon_user}"\n' if daemon_user else "")
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.read_text().replace("[classifier]\n", f"[classifier]\n{extra}", 1))
+    argv = [*CLI, "pipe", "--config", str(config), "--dns-zone", str(DEMO / "zone.txt"),
+            "--recipient=a@x.example", "--deliver", "stdout", "--daemon", str(sock)]  # fmt: skip
+    try:
+        wait_for(sock.exists, 10, "the stranger's socket")
+        proc = subprocess.run(argv, input=PHISH.read_bytes(), capture_output=True, cwd=ROOT,
+                              check=False, timeout=60)  # fmt: skip
+    finally:
+        stranger.kill()
+        stranger.wait()
+        shutil.rmtree(where, ignore_errors=True)
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert b"verdict=quarantine" in proc.stdout  # checked in this process
+    uid = pwd.getpwnam("nobody").pw_uid
+    lines = [line for line in log.read_text().splitlines() if "not used" in line]
+    assert len(lines) == 1, lines
+    assert f"it runs as uid {uid}, not a trusted user" in lines[0], lines
+    if daemon_user:
+        assert f"daemon_user {daemon_user}: no such user" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    ("given", "written"),
+    [
+        ("4Z0PGq6LNNHLvG1", " queue=4Z0PGq6LNNHLvG1"),  # long queue id
+        ("8F3A21C0B4", " queue=8F3A21C0B4"),  # short (hex) queue id
+        (None, ""),
+        ("", ""),
+        ("4Z0P verdict=inbox", ""),  # no second word in the line
+        ("4Z0P\nauthsieve: delivered", ""),
+        ("A" * 33, ""),
+        ("4Z0PGq6LNNHLvG\u0661", ""),  # a digit, but not an ASCII one
+        (["4Z0P"], ""),  # a daemon report is JSON: any type may come
+    ],
+)
+def test_only_a_queue_id_is_written_as_one(given: object, written: str) -> None:
+    from classifier.delivery.daemon_client import delivery_line, failure_line, queue_word
+
+    assert queue_word(given) == written
+    assert delivery_line(["a@x.example"], "verdict=inbox", 12.4, given) == (
+        f"delivered to=a@x.example{written} verdict=inbox (12 ms)"
+    )
+    assert failure_line(75, "disk full", given) == f"delivery failed{written} (exit 75): disk full"
+
+
+@pytest.mark.parametrize("path", ["in process", "fast path to the daemon", "full path to it"])
+def test_the_delivery_line_names_the_queue_id(tmp_path: Path, path: str) -> None:
+    daemon = path != "in process"
+    log = tmp_path / "pipe.log"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.read_text().replace("[classifier]", f'[classifier]\nlog_file = "{log}"', 1)
+    )
+    zone = str(DEMO / "zone.txt")
+    argv = [*CLI, "pipe", "--config", str(config), "--dns-zone", zone, "--deliver", "stdout",
+            "--recipient=a@x.example", "--queue-id=4Z0PGq6LNNHLvG1"]  # fmt: skip
+    server = None
+    if daemon:
+        sock = tmp_path / "d.sock"
+        serve = [*CLI, "serve", "--config", str(config), "--dns-zone", zone, "--socket", str(sock)]
+        server = subprocess.Popen(serve, cwd=ROOT, stderr=subprocess.DEVNULL)
+        argv += ["--daemon", str(sock)]
+        if path == "full path to it":
+            argv.append("--debug")  # not a plain master.cf line: argparse reads it
+    try:
+        if server is not None:
+            wait_for(lambda: (tmp_path / "d.sock").exists(), 30, "the daemon's socket")
+        proc = subprocess.run(argv, input=PHISH.read_bytes(), capture_output=True, cwd=ROOT,
+                              check=False, timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        wait_for(lambda: "delivered to=" in log.read_text(), 30, "the delivery line")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    lines = [line for line in log.read_text().splitlines() if "delivered to=" in line]
+    assert len(lines) == 1 and "delivered to=a@x.example queue=4Z0PGq6LNNHLvG1 " in lines[0]
+    assert "not used" not in log.read_text()  # the daemon answered when there was one

@@ -137,7 +137,7 @@ def header(delivered: Delivered, name: str) -> str:
 
 
 def test_spf_pass_lands_in_inbox_with_our_three_headers(mta: Mta) -> None:
-    token, _ = send(
+    token, queue_id = send(
         mta,
         mail_from="alice@pass.example",
         header_from="Alice <alice@pass.example>",
@@ -156,6 +156,10 @@ def test_spf_pass_lands_in_inbox_with_our_three_headers(mta: Mta) -> None:
     received_spf = header(got, "Received-SPF")
     assert received_spf.startswith("Pass ") and f"client-ip={GOOD_CLIENT};" in received_spf
     mta.wait_queue_empty()
+    # The delivery line names Postfix's queue id (--queue-id=${queue_id}), to find the
+    # message in Postfix's log as well.
+    lines = (mta.root / "authsieve.log").read_text().splitlines()
+    assert any(f"delivered to={ENFORCED} queue={queue_id} " in line for line in lines), lines
 
 
 def test_spf_fail_is_filed_into_junk(mta: Mta) -> None:

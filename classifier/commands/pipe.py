@@ -42,6 +42,11 @@ def add_pipe_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
         help="SMTP AUTH login of the client (${sasl_username}; empty: none), outranks headers",
     )
     pipe.add_argument(
+        "--queue-id",
+        metavar="ID",
+        help="Postfix's queue id (${queue_id}), written into the delivery log line",
+    )
+    pipe.add_argument(
         "--user",
         metavar="ADDRESS",
         help="the mailbox the recipient belongs to, without its +detail (${user}@${domain}):"
@@ -123,6 +128,7 @@ def pipe_args(argv: Sequence[str]) -> SimpleNamespace | None:
         client_helo=opt("--client-helo"),
         client_hostname=opt("--client-hostname"),
         sasl_username=opt("--sasl-username"),
+        queue_id=opt("--queue-id"),
         user=opt("--user"),
         original_recipient=opt("--original-recipient"),
         deliver=opt("--deliver"),
@@ -203,7 +209,8 @@ def cmd_pipe(args: argparse.Namespace | SimpleNamespace, config: Config) -> int:
                 started,
                 log_it=False,
             )
-            call.report(code, recipients, (time.monotonic() - started) * 1000)
+            ms = (time.monotonic() - started) * 1000
+            call.report(code, recipients, ms, queue_id=args.queue_id)
             return code
     if socket_path:
         # Each cause asks for another remedy (admin review, issue 15): the log says which.
@@ -237,6 +244,7 @@ def cmd_pipe(args: argparse.Namespace | SimpleNamespace, config: Config) -> int:
         hints["sender"],
         recipients,
         started,
+        queue_id=args.queue_id,
     )
     if code == 0:
         record.delivered()

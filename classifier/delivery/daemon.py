@@ -51,6 +51,8 @@ from classifier.delivery.daemon_client import (
     DEFAULT_WAIT,
     FrameError,
     decode_head,
+    delivery_line,
+    failure_line,
     read_frame,
     read_line,
     write_frame,
@@ -332,14 +334,15 @@ def client_gone(sock: socket.socket) -> bool:
 def log_delivery(report: dict[str, object], summary: str) -> None:
     """Logs the pipe process's delivery line, as it would itself (classifier.delivery.pipe)."""
     to = report.get("to")
-    recipients = ",".join(str(r) for r in to) if isinstance(to, list) else ""
+    recipients = [str(r) for r in to] if isinstance(to, list) else []
     code = report.get("delivered")
     ms = report.get("ms")
     ms = ms if isinstance(ms, int | float) else 0.0
+    queue = report.get("queue")
     if code == 0:
-        log.info("delivered to=%s %s (%.0f ms)", recipients or "-", summary, ms)
+        log.info("%s", delivery_line(recipients, summary, ms, queue))
     else:
-        log.error("delivery failed (exit %s): %s", code, report.get("reason", ""))
+        log.error("%s", failure_line(code, report.get("reason", ""), queue))
 
 
 def reload_engine(server: DaemonServer, reload: Callable[[], tuple[Config, Resolver]]) -> None:
@@ -392,6 +395,12 @@ def serve(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, hup)
+    if os.geteuid() == 0:
+        # Allowed (a test, a one-off run), but every message would be parsed as root.
+        log.warning(
+            "daemon: running as root: set daemon_user (the Postfix pipe user, such as vmail)"
+            " so that mail is not read by a root process"
+        )
     log.info(
         "daemon: listening on %s (uid %d, at most %d connections, %d octets, %gs)",
         path,

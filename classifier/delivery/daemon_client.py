@@ -191,6 +191,29 @@ def _warn(text: str) -> None:
     logging.getLogger("authsieve").warning("%s", text)
 
 
+def queue_word(queue_id: object) -> str:
+    """Gives " queue=ID" for Postfix's queue id (``${queue_id}``), "" when absent or odd.
+
+    It lets an admin find the message in Postfix's log; only what a queue id can be
+    (letters and digits, postconf(5) enable_long_queue_ids) is written into our log.
+    """
+    if not isinstance(queue_id, str) or not 0 < len(queue_id) <= 32:
+        return ""
+    return f" queue={queue_id}" if queue_id.isascii() and queue_id.isalnum() else ""
+
+
+def delivery_line(recipients: list[str], summary: str, ms: float, queue_id: object = None) -> str:
+    """Gives the log line of a message delivered (the same for the pipe and the daemon)."""
+    return (
+        f"delivered to={','.join(recipients) or '-'}{queue_word(queue_id)} {summary} ({ms:.0f} ms)"
+    )
+
+
+def failure_line(code: object, reason: object, queue_id: object = None) -> str:
+    """Gives the log line of a delivery that failed: the exit code Postfix got, and why."""
+    return f"delivery failed{queue_word(queue_id)} (exit {code}): {reason}"
+
+
 class Answer:
     """The daemon's answer: the annotated message, the verdict's action, the log summary."""
 
@@ -206,10 +229,19 @@ class DaemonCall:
     def __init__(self, sock: socket, answer: Answer) -> None:
         self.sock, self.answer = sock, answer
 
-    def report(self, code: int, recipients: list[str], ms: float, reason: str = "") -> bool:
+    def report(
+        self,
+        code: int,
+        recipients: list[str],
+        ms: float,
+        reason: str = "",
+        queue_id: str | None = None,
+    ) -> bool:
         """Tells the daemon the delivery's exit code, for its log; False when it is gone."""
         try:
             line = {"delivered": code, "to": recipients, "ms": round(ms, 1), "reason": reason}
+            if queue_id:
+                line["queue"] = queue_id
             self.sock.sendall(encode_head(line))
             return True
         except OSError:

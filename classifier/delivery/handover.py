@@ -28,7 +28,7 @@ VALUE_OPTIONS = frozenset(
         "--config", "--dns-server", "--dns-zone", "--sender", "--recipient", "--client-address",
         "--client-helo", "--client-hostname", "--sasl-username", "--user",
         "--original-recipient", "--deliver", "--lda-path", "--lda-arg", "--daemon",
-        "--daemon-timeout", "--sendmail-path",
+        "--daemon-timeout", "--sendmail-path", "--queue-id",
     }
 )  # fmt: skip
 LIST_OPTIONS = frozenset({"--recipient", "--lda-arg"})
@@ -117,7 +117,7 @@ def hand_over(argv: Sequence[str]) -> Handover:
     options = parse_pipe_args(argv)
     if options is None or not options.get("--daemon") or not options.get("--deliver"):
         return Handover(None)  # the full path checks, or says what is wrong
-    from classifier.delivery.daemon_client import call_daemon
+    from classifier.delivery.daemon_client import call_daemon, delivery_line, failure_line
     from classifier.delivery.targets import DeliveryError, delivery_from_spec
     from classifier.errors import UsageError
 
@@ -127,6 +127,7 @@ def hand_over(argv: Sequence[str]) -> Handover:
 
     recipients: list[str] = list(options["--recipient"])  # type: ignore[call-overload]
     user = macro(opt("--user"))
+    queue = macro(opt("--queue-id"))
     try:
         delivery = delivery_from_spec(
             opt("--deliver") or "",
@@ -152,6 +153,8 @@ def hand_over(argv: Sequence[str]) -> Handover:
         wait = float(opt("--daemon-timeout") or FAST_PATH_WAIT)
     except ValueError:
         return Handover(None, data)  # argparse says what is wrong
+    # What is worth saying goes to the full path's log line, never to stderr: pipe(8)
+    # puts a command's output into the bounce or defer text.
     why: list[str] = []
     call = call_daemon(
         str(opt("--daemon")),
@@ -159,7 +162,8 @@ def hand_over(argv: Sequence[str]) -> Handover:
         hints,
         user or hints["recipient"],
         wait,
-        trusted=lambda: _trusted(opt),
+        trusted=lambda: _trusted(opt, why.append),
+        warn=lambda _said: None,  # the same reason reaches `why`
         why=why,
     )
     if call is None:
@@ -170,26 +174,25 @@ def hand_over(argv: Sequence[str]) -> Handover:
         delivery.deliver(answer.data, sender, recipients, answer.action)
     except DeliveryError as exc:
         print(f"authsieve: delivery failed: {exc}", file=sys.stderr)
-        if not call.report(exc.exit_code, recipients, 0.0, str(exc)):
-            _log_here(options, f"delivery failed (exit {exc.exit_code}): {exc}", error=True)
+        if not call.report(exc.exit_code, recipients, 0.0, str(exc), queue):
+            _log_here(options, failure_line(exc.exit_code, exc, queue), error=True)
         return Handover(exc.exit_code, data)
     ms = (time.monotonic() - started) * 1000
-    if not call.report(0, recipients, ms):
+    if not call.report(0, recipients, ms, queue_id=queue):
         # The daemon went away after answering: the delivery line is ours to write.
-        line = f"delivered to={','.join(recipients) or '-'} {answer.summary} ({ms:.0f} ms)"
-        _log_here(options, line)
+        _log_here(options, delivery_line(recipients, answer.summary, ms, queue))
     return Handover(0, data)
 
 
-def _trusted(opt: Callable[[str], str | None]) -> frozenset[int]:
+def _trusted(opt: Callable[[str], str | None], warn: Callable[[str], object]) -> frozenset[int]:
     """Gives the uids trusted as the daemon by the config's daemon_user (read only for this)."""
     from classifier.config import ConfigError, load_config
     from classifier.delivery.daemon_client import trusted_uids
 
     try:
-        return trusted_uids(load_config(opt("--config")).engine.daemon_user)
+        return trusted_uids(load_config(opt("--config")).engine.daemon_user, warn)
     except ConfigError:
-        return trusted_uids(None)
+        return trusted_uids(None, warn)
 
 
 def _log_here(options: dict[str, object], line: str, error: bool = False) -> None:

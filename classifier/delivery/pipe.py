@@ -17,6 +17,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from classifier.delivery.daemon_client import delivery_line, failure_line
 from classifier.delivery.targets import DeliveryError
 from classifier.log import log
 
@@ -33,6 +34,7 @@ def deliver_outcome(
     recipients: list[str],
     started: float,
     log_it: bool = True,
+    queue_id: str | None = None,
 ) -> int:
     """Delivers the checked message; gives the sysexits code for Postfix (stderr only on failure).
 
@@ -45,15 +47,11 @@ def deliver_outcome(
         delivery.deliver(data, envelope_sender, recipients, action)
     except DeliveryError as exc:
         if log_it:
-            log.error("delivery failed (exit %d): %s", exc.exit_code, exc)
+            log.error("%s", failure_line(exc.exit_code, exc, queue_id))
         print(f"authsieve: delivery failed: {exc}", file=sys.stderr)
         return exc.exit_code
     if not log_it:
         return 0
-    log.info(
-        "delivered to=%s %s (%.0f ms)",
-        ",".join(recipients) or "-",
-        summary,
-        (time.monotonic() - started) * 1000,
-    )
+    ms = (time.monotonic() - started) * 1000
+    log.info("%s", delivery_line(recipients, summary, ms, queue_id))
     return 0

@@ -217,7 +217,8 @@ def run_filter(
     # The hand-over's warnings wait for the in-process path's logging: unconfigured,
     # Python's logging would write them to stderr, which Dovecot logs as errors.
     said: list[str] = []
-    state: dict[str, object] = {"said": said}
+    why: list[str] = []  # why the daemon was not used, for the in-process path's log line
+    state: dict[str, object] = {"said": said, "why": why}
 
     def give_up() -> None:
         if answer.write(_fallback(data, args, state, "timeout: checks took too long")):
@@ -231,8 +232,9 @@ def run_filter(
     result = None
     if args.options.get("--daemon"):
         try:
-            result = hand_over(data, args, started, said.append)
-        except Exception:
+            result = hand_over(data, args, started, said.append, why)
+        except Exception as exc:
+            why.append(f"internal error {type(exc).__name__}")
             result = None  # whatever broke, the in-process path still answers
     # The checks run in a child the deadline can kill: a thread cannot interrupt C code
     # that holds the GIL (a regex backtracking for seconds), nor a process stopped whole.
@@ -322,13 +324,18 @@ def _usage_fallback(data: bytes, args: FilterArgs) -> bytes:
 
 
 def hand_over(
-    data: bytes, args: FilterArgs, started: float, warn: Callable[[str], object]
+    data: bytes,
+    args: FilterArgs,
+    started: float,
+    warn: Callable[[str], object],
+    why: list[str] | None = None,
 ) -> bytes | None:
     """Gives the message as the daemon named by ``--daemon`` annotated it, or None.
 
     None when the daemon is down, slow, untrusted or answers nonsense: the caller
-    checks in-process then.  Reads no config unless the daemon's user must be
-    checked against ``daemon_user`` (it runs as neither root nor this user).
+    checks in-process then, and `why` holds the reason.  Reads no config unless the
+    daemon's user must be checked against ``daemon_user`` (it runs as neither root
+    nor this user).
     """
     from classifier.delivery.daemon_client import call_daemon
     from classifier.delivery.handover import macro
@@ -336,6 +343,8 @@ def hand_over(
     # Leave a second of the deadline for checking here should the daemon not answer.
     wait = args.deadline - (time.monotonic() - started) - 1.0
     if wait <= 0.1:
+        if why is not None:
+            why.append(f"no time left to ask it within --deadline {args.deadline:g}")
         return None
     recipient = macro(args.recipient)
     hints = {"sender": args.sender, "recipient": recipient}
@@ -348,6 +357,7 @@ def hand_over(
         wait,
         lambda: _trusted(config, warn),
         warn,
+        why,
     )
     if call is None:
         return None
@@ -404,9 +414,13 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
     delimiter = args.options.get("--recipient-delimiter", settings.recipient_delimiter)
     recipient = _owner(recipient, delimiter)
     if args.options.get("--daemon"):
+        # Each cause asks for another remedy (start it, remove a stale file, more connections).
+        why = state.get("why")
+        reason = "; ".join(why) if isinstance(why, list) and why else "not asked"
         log.warning(
-            "filter: daemon at %s did not answer; checking in this process",
+            "filter: daemon at %s not used: %s; checking in this process",
             args.options["--daemon"],
+            reason,
         )
     socket_path = None if args.options.get("--daemon") else settings.daemon_socket
     if socket_path:
@@ -415,16 +429,21 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
         # Leave a second of the deadline for checking here should the daemon not answer.
         wait = args.deadline - (time.monotonic() - started) - 1.0
         call = None
+        reasons = [f"no time left to ask it within --deadline {args.deadline:g}"]
         if wait > 0.1:
-            call = call_daemon(
-                socket_path, data, hints, recipient, wait, trusted_uids(settings.daemon_user)
-            )
+            reasons = []
+            trusted = trusted_uids(settings.daemon_user)
+            call = call_daemon(socket_path, data, hints, recipient, wait, trusted, why=reasons)
         if call is not None:
             a = call.answer
             ms = (time.monotonic() - started) * 1000
             call.report(0, [recipient or "-"], ms)
             return Annotated(a.data, a.action, a.summary, a.error)
-        log.warning("filter: daemon at %s did not answer; checking in this process", socket_path)
+        log.warning(
+            "filter: daemon at %s not used: %s; checking in this process",
+            socket_path,
+            "; ".join(reasons) or "not asked",
+        )
     from dataclasses import replace
 
     from classifier.lookup.resolver import make_resolver

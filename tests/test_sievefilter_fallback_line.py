@@ -1,0 +1,58 @@
+"""The filter's fallback line says why the daemon was not used (issue 15, admin review).
+
+Each cause asks for another remedy (start the daemon, remove a stale socket
+file, raise its connection limit), so "did not answer" for all of them sent
+an admin looking in the wrong place.  Both ways of naming the daemon are
+shown: ``--daemon`` on the program's command line, and ``daemon_socket`` in
+the config.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.test_sievefilter import CONFIG, PHISH, ZONE, run_filter, x_authsieve
+
+
+@pytest.mark.parametrize("named_by", ["--daemon", "daemon_socket"])
+@pytest.mark.parametrize(
+    ("socket_file", "said"),
+    [
+        ("none", "no socket (the daemon is not running)"),
+        ("stale", "nothing listens on the socket (a daemon that stopped left it)"),
+        ("mute", "it closed the connection without an answer"),
+    ],
+)
+def test_the_filters_fallback_line_says_why_the_daemon_was_not_used(
+    tmp_path: Path, socket_file: str, said: str, named_by: str
+) -> None:
+    sock = tmp_path / "authsieve.sock"
+    held = socket.socket(socket.AF_UNIX)
+    if socket_file != "none":
+        held.bind(str(sock))  # bound, not listening: what a daemon that died leaves
+    if socket_file == "mute":
+        held.listen(1)  # accepts, then closes each connection unanswered: a busy daemon
+        threading.Thread(target=lambda: held.accept()[0].close(), daemon=True).start()
+    log = tmp_path / "filter.log"
+    extra = f'log_file = "{log}"\n'
+    options = ["--dns-zone", str(ZONE)]
+    if named_by == "--daemon":
+        options += ["--daemon", str(sock)]
+    else:
+        extra += f'daemon_socket = "{sock}"\n'
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.read_text().replace("[classifier]\n", f"[classifier]\n{extra}", 1))
+    try:
+        proc, _ = run_filter("--config", str(config), *options, data=PHISH.read_bytes())
+    finally:
+        held.close()
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert x_authsieve(proc.stdout)["verdict"] == "quarantine"  # checked in this process
+    lines = [line for line in log.read_text().splitlines() if "daemon at" in line]
+    assert len(lines) == 1, lines
+    assert f"filter: daemon at {sock} not used: {said}" in lines[0], lines
+    assert "checking in this process" in lines[0]
