@@ -9,6 +9,7 @@ characters, 8-bit, long values.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from authres import (
     AuthenticationResultProperty,
@@ -31,9 +32,9 @@ from classifier.annotate import (
     fold_fields,
 )
 from classifier.auth.arc import ArcResult
-from classifier.auth.checks import CheckReport
+from classifier.auth.checks import CheckReport, facts_from
 from classifier.auth.dkim import DkimSignatureResult
-from classifier.auth.dmarc import DmarcResult
+from classifier.auth.dmarc import DmarcResult, from_domains
 from classifier.auth.facts import (
     AAR_RESULTS,
     INTERNAL,
@@ -53,14 +54,18 @@ from classifier.auth.spf import (
 )
 from classifier.envelope.trust import Envelope
 from classifier.names import safe_domain
-from classifier.policies import Policy, normalize_suffix
+from classifier.policies import Policy, normalize_suffix, split_sender
 from classifier.policy.verdict import (
     EffectiveResults,
+    Verdict,
+    _context,
+    _finish,
+    decide,
     effective_results,
     fired_rules,
     internal_errors,
 )
-from classifier.vocab import DMARC_POLICY_OF, DmarcPolicy, Result
+from classifier.vocab import DMARC_POLICY_OF, Action, DmarcPolicy, Mode, Result
 
 _WRITTEN_POLICIES = POLICIES - {""}
 
@@ -487,3 +492,174 @@ def old_fold(name: str, value: str, eol: bytes) -> bytes:
 )
 def test_fold_as_before(name: str, value: str, eol: bytes) -> None:
     assert fold(name, value, eol) == old_fold(name, value, eol)
+
+
+# ---- facts_from -----------------------------------------------------------------------
+
+
+def old_facts_from(report: CheckReport, trusted_arc_sealers: tuple[str, ...] = ()) -> AuthFacts:
+    env = report.envelope
+    dmarc = report.dmarc
+    from_domain = dmarc.from_domain
+    if not from_domain and report.from_address:
+        domains, _ = from_domains([report.from_address])
+        from_domain = domains[0] if domains else ""
+    sealers = tuple(s.lower() for s in report.arc.sealers)
+    arc_trusted = report.arc.result == "pass" and bool(sealers)
+    if arc_trusted:
+        trusted = {s.lower().rstrip(".") for s in trusted_arc_sealers}
+        arc_trusted = all(s in trusted for s in sealers)
+    passing = [d for d in report.dkim if d.result == "pass"]
+    dkim_evidence = "; ".join(
+        f"{d.result} d={d.domain} s={d.selector}" + (f" ({d.reason})" if d.reason else "")
+        for d in report.dkim
+    )
+    dkim_word = report.dkim_result
+    if dkim_word != "pass" and any(d.internal_error for d in report.dkim):
+        dkim_word = INTERNAL
+    return AuthFacts(
+        spf=report.spf.result,
+        helo_spf=report.helo_spf.result,
+        dkim=dkim_word,
+        arc=INTERNAL if report.arc.internal_error else report.arc.result,
+        dmarc=INTERNAL if dmarc.internal_error else dmarc.result,
+        dmarc_policy=dmarc.policy if dmarc.result == "fail" else (dmarc.policy or ""),
+        from_domain=from_domain,
+        mailfrom_domain=env.mail_from_domain,
+        from_address=report.from_address,
+        mailfrom=env.mail_from or "",
+        from_authenticated=not dmarc.internal_error
+        and (dmarc.result == "pass" or dmarc.spf_aligned or dmarc.dkim_aligned),
+        submission=env.authenticated,
+        forwarded_by=env.forwarded_by or "",
+        arc_trusted=arc_trusted,
+        arc_oldest_spf=report.arc.oldest_spf,
+        arc_oldest_dkim=report.arc.oldest_dkim,
+        arc_oldest_dmarc=report.arc.oldest_dmarc,
+        arc_sealers=sealers,
+        evidence={
+            "envelope": env.evidence[-1] if env.evidence else "",
+            "spf": report.spf.reason,
+            "helo_spf": report.helo_spf.reason,
+            "dkim": dkim_evidence or "no DKIM signature",
+            "dkim_pass": ", ".join(d.domain for d in passing),
+            "arc": report.arc.reason,
+            "dmarc": dmarc.reason,
+        },
+    )
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    report=_REPORT.flatmap(
+        lambda r: st.builds(
+            lambda a, d, addr, ie: replace(
+                r,
+                arc=replace(r.arc, result=a),
+                dkim=tuple(replace(s, internal_error=ie) for s in r.dkim),
+                from_address=addr,
+                dmarc=replace(r.dmarc, from_domain=d),
+            ),
+            st.sampled_from(["pass", "fail", "none"]),
+            st.sampled_from(["", "example.org"]) | _HOSTILE,
+            st.sampled_from(["", "ann@example.org", "x@élan.cyou"]) | _HOSTILE,
+            st.booleans(),
+        )
+    ),
+    sealers=st.lists(_SMALL, max_size=3).map(tuple),
+)
+def test_facts_from_as_before(report: CheckReport, sealers: tuple[str, ...]) -> None:
+    new, old = facts_from(report, sealers), old_facts_from(report, sealers)
+    assert new == old
+    assert new.evidence == old.evidence
+
+
+def _old_allowed_entry(facts: AuthFacts, policy: Policy, eff: EffectiveResults) -> str:
+    if not eff.from_authenticated or not eff.from_domain:
+        return ""
+    address = facts.from_address.strip().lower()
+    _, _, addr_domain = address.rpartition("@")
+    for entry in policy.allow_senders:
+        parts = split_sender(entry)
+        if parts is None:
+            continue
+        local, domain = parts
+        if domain != eff.from_domain or addr_domain != domain:
+            continue
+        if not local or address == f"{local}@{domain}":
+            return entry
+    return ""
+
+
+def old_decide(facts: AuthFacts, policy: Policy) -> Verdict:
+    eff = effective_results(facts)
+    reasons = _context(facts, eff)
+    if facts.submission:
+        reasons.append("Submitted by our own user (SMTP AUTH): not judged by SPF, DKIM or DMARC")
+        return _finish(policy, Action.INBOX, reasons)
+    entry = _old_allowed_entry(facts, policy, eff)
+    if entry:
+        reasons.append(f"Allowed sender {entry}: From {facts.from_address} is authenticated")
+        return _finish(policy, Action.INBOX, reasons, allowed=entry)
+    rules = fired_rules(facts, policy, eff)
+    filing = sorted((r for r in rules if r[1] != Action.INBOX), key=lambda r: -r[1].severity)
+    would_be = filing[0][1] if filing else Action.INBOX
+    reasons.extend(f"{text} ({key} = {action})" for key, action, text in filing)
+    if not filing:
+        temp = [n for n in ("spf", "dkim", "dmarc") if getattr(eff, n) == "temperror"]
+        summary = f"SPF {eff.spf}, DKIM {eff.dkim}, DMARC {eff.dmarc}"
+        failed = internal_errors(facts, eff)
+        if failed:
+            reasons.append(
+                f"{summary}: an internal error ({', '.join(failed)}) files no mail under "
+                "internal_error = inbox, and no other rule files this message"
+            )
+        elif temp:
+            reasons.append(
+                f"{summary}: a temporary DNS failure ({', '.join(temp)}) "
+                "never files mail on its own"
+            )
+        else:
+            reasons.append(f"{summary}: no rule files this message")
+    return _finish(policy, would_be, reasons)
+
+
+_ACTION = st.sampled_from(list(Action))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    facts=_FACTS,
+    evidence=st.dictionaries(
+        st.sampled_from(["spf", "dkim", "dmarc", "arc", "envelope"]), _HOSTILE, max_size=5
+    ),
+    from_address=st.sampled_from(["", "ann@example.org", "bob@EXAMPLE.org"]) | _HOSTILE,
+    allow=st.lists(st.sampled_from(["@example.org", "ann@example.org", "x", " "]), max_size=3),
+    actions=st.tuples(_ACTION, _ACTION, _ACTION, _ACTION, _ACTION, _ACTION, _ACTION),
+    mode=st.sampled_from(["enforce", "observe"]),
+)
+def test_decide_as_before(
+    facts: AuthFacts,
+    evidence: dict[str, str],
+    from_address: str,
+    allow: list[str],
+    actions: tuple[Action, ...],
+    mode: str,
+) -> None:
+    facts = replace(facts, evidence=evidence, from_address=from_address)
+    keys = (
+        "spf_fail",
+        "spf_softfail",
+        "dkim_fail",
+        "dmarc_reject",
+        "dmarc_quarantine",
+        "dmarc_permerror",
+        "internal_error",
+    )
+    policy = Policy(
+        mode=Mode(mode),
+        allow_senders=tuple(allow),
+        blocked_domain_suffixes=(".cyou", "org"),
+        **dict(zip(keys, actions, strict=True)),
+    )
+    assert decide(facts, policy) == old_decide(facts, policy)

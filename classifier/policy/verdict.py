@@ -134,7 +134,7 @@ def allowed_entry(facts: AuthFacts, policy: Policy, eff: EffectiveResults) -> st
     the From domain the checks authenticated, and it must be authenticated:
     a forged allow-listed From gets no free pass (RFC 7489 §3.1 alignment).
     """
-    if not eff.from_authenticated or not eff.from_domain:
+    if not policy.allow_senders or not eff.from_authenticated or not eff.from_domain:
         return ""
     address = facts.from_address.strip().lower()
     _, _, addr_domain = address.rpartition("@")
@@ -268,9 +268,9 @@ def decide(facts: AuthFacts, policy: Policy, eff: EffectiveResults | None = None
         reasons.append(f"Allowed sender {entry}: From {facts.from_address} is authenticated")
         return _finish(policy, Action.INBOX, reasons, allowed=entry)
     rules = fired_rules(facts, policy, eff)
-    filing = sorted(
-        (r for r in rules if r[1] != Action.INBOX), key=lambda r: -r[1].severity
-    )  # most severe first; sorted() keeps rule order among equals
+    filing = [r for r in rules if r[1] != Action.INBOX]
+    if len(filing) > 1:  # most severe first; the sort is stable: rule order among equals
+        filing.sort(key=lambda r: -r[1].severity)
     would_be = filing[0][1] if filing else Action.INBOX  # the most severe action that fired
     reasons.extend(f"{text} ({key} = {action})" for key, action, text in filing)
     if not filing:
