@@ -47,6 +47,8 @@ from classifier.auth.facts import (
 )
 from classifier.auth.spf import (
     _HEADER_TAGS,
+    _check_domain,
+    _domain_problem,
     SpfResult,
     _header_value,
     received_spf_fields,
@@ -60,6 +62,7 @@ from classifier.policy.verdict import (
     Verdict,
     _context,
     _finish,
+    _safe_domain,
     decide,
     effective_results,
     fired_rules,
@@ -663,3 +666,13 @@ def test_decide_as_before(
         **dict(zip(keys, actions, strict=True)),
     )
     assert decide(facts, policy) == old_decide(facts, policy)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=_DOMAIN, pad=st.integers(0, 400))
+def test_long_names_are_not_kept_and_judged_the_same(name: str, pad: int) -> None:
+    # A name longer than any DNS name is worked out each time, with the same answer.
+    long = "a" * pad + name
+    assert _domain_problem(long) == _check_domain(long)
+    assert _safe_domain(long) == safe_domain(long)
+    assert _safe_domain(long) == _safe_domain(long)

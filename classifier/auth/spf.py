@@ -148,9 +148,16 @@ def _install_lookup() -> None:
             pyspf.DNSLookup = _pyspf_lookup
 
 
-@lru_cache(maxsize=4096)  # keyed on a HELO name or MAIL FROM domain: senders' names recur
 def _domain_problem(domain: str) -> tuple[str, str]:
     """Gives (the domain in A-labels, "") or ("", why it cannot be checked) (RFC 7208 §4.3)."""
+    # Kept per name (senders' names recur); one longer than any DNS name is not kept.
+    return _domain_problem_of(domain) if len(domain) <= _KEPT_LENGTH else _check_domain(domain)
+
+
+_KEPT_LENGTH = 320  # the longest text a cache below is keyed on (names.MAX_SHOWN)
+
+
+def _check_domain(domain: str) -> tuple[str, str]:
     if domain.endswith(".") and not domain.endswith(".."):
         domain = domain[:-1]
     if not domain:
@@ -176,6 +183,9 @@ def _domain_problem(domain: str) -> tuple[str, str]:
     if len(domain) > 253 or (len(domain) > 63 and max(map(len, labels)) > 63):
         return "", f"{domain!r} is longer than a DNS name can be"
     return domain.lower(), ""
+
+
+_domain_problem_of = lru_cache(maxsize=4096)(_check_domain)
 
 
 def _none(identity: str, domain: str, sender: str, ip: str, helo: str, why: str) -> SpfResult:
@@ -371,7 +381,9 @@ def received_spf_fields(result: SpfResult, receiver: str) -> list[str]:
         parts.append(f"envelope-from={_header_value(result.sender)}")
     if receiver:
         parts.append(_recurring_field("receiver", receiver))
-    if result.mechanism:
+    if len(result.mechanism) > _KEPT_LENGTH:
+        parts.append(f"mechanism={_header_value(result.mechanism)}")
+    elif result.mechanism:
         parts.append(_recurring_field("mechanism", result.mechanism))
     if result.result in ("permerror", "temperror"):
         parts.append(f"problem={_header_value(result.reason)}")

@@ -85,8 +85,13 @@ class EffectiveResults:
         return {**self.__dict__, "arc_used": list(self.arc_used)}
 
 
-# Keyed on a From or MAIL FROM domain: the domains that send mail recur.
-_safe_domain = lru_cache(maxsize=4096)(safe_domain)
+# Keyed on a From or MAIL FROM domain: the domains that send mail recur.  A text longer
+# than any domain is not kept (it is no domain: "").
+_safe_domain_of = lru_cache(maxsize=4096)(safe_domain)
+
+
+def _safe_domain(text: str) -> str:
+    return _safe_domain_of(text) if len(text) <= 320 else safe_domain(text)
 
 
 def _token(value: str) -> str:
