@@ -47,9 +47,9 @@ from classifier.auth.facts import (
 )
 from classifier.auth.spf import (
     _HEADER_TAGS,
+    SpfResult,
     _check_domain,
     _domain_problem,
-    SpfResult,
     _header_value,
     received_spf_fields,
     received_spf_header,
