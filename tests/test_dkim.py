@@ -813,3 +813,16 @@ def test_header_b_is_the_first_8_characters_of_b_without_white_space(
 ) -> None:
     tags = {b"d": b"example.com", b"s": b"sel", b"a": b"rsa-sha256", b"b": b_value}
     assert _result(0, b"", _Outcome("pass", ""), tags).b == header_b
+
+
+@pytest.mark.parametrize("identity", [b"football.example.com", b"FOOTBALL.example.com"])
+def test_an_i_that_is_d_itself_is_a_permerror_not_an_internal_error(dns_for, identity):
+    # A sender wrote i= without "@" and equal to d=: dkimpy's validation indexed before its
+    # start (IndexError), which came out as an internal error with a traceback in the log.
+    message = vector_path("dkim", "rfc8463-appendix-a", "a3-signed.eml").read_bytes()
+    forged = message.replace(b"i=@football.example.com;", b"i=" + identity + b";", 1)
+    assert forged != message
+    results = check_dkim(forged, dns_for(rfc8463_records()))
+    assert results[0].result == "permerror" and not results[0].internal_error, results[0]
+    assert "is not an address within d=" in results[0].reason
+    assert results[1].result == "pass"  # the other signature is read on its own

@@ -188,6 +188,17 @@ def _check_key_record(record: bytes, tags: dict[bytes, bytes]) -> bool:
 
     RFC 6376 §3.6.1 (tags of the key record) and §6.1.2 (what makes a key unusable).
     """
+    i_domain = tags.get(b"i", b"@" + tags[b"d"]).rpartition(b"@")[2]
+    return _key_record_verdict(record, tags[b"a"].lower(), i_domain.lower() == tags[b"d"].lower())
+
+
+@lru_cache(maxsize=1024)
+def _key_record_verdict(record: bytes, algorithm: bytes, i_is_d: bool) -> bool:
+    """`_check_key_record` for a signature's a= (in lower case) and whether its i= domain is d=.
+
+    Kept per key record, as the record's tags are: the same keys sign most mail.  A
+    verdict raised is not kept.
+    """
     try:
         key = _key_tags(record)
     except InvalidTagValueList as exc:
@@ -199,7 +210,6 @@ def _check_key_record(record: bytes, tags: dict[bytes, bytes]) -> bool:
     if not key[b"p"]:
         raise _Verdict("permerror", "key revoked (empty p=)")
     ktype = key.get(b"k", b"rsa").lower()
-    algorithm = tags[b"a"].lower()
     if ktype not in (b"rsa", b"ed25519"):
         raise _Verdict("permerror", f"unknown key type k={_text(ktype)}")
     if not algorithm.startswith(ktype + b"-"):
@@ -215,10 +225,8 @@ def _check_key_record(record: bytes, tags: dict[bytes, bytes]) -> bool:
         if not services & {b"*", b"email"}:
             raise _Verdict("permerror", f"key is not for email (s={_text(key[b's'])})")
     flags = {f.strip().lower() for f in key.get(b"t", b"").split(b":")}
-    if b"s" in flags:
-        i_domain = tags.get(b"i", b"@" + tags[b"d"]).rpartition(b"@")[2]
-        if i_domain.lower() != tags[b"d"].lower():
-            raise _Verdict("permerror", "key flag t=s forbids an i= subdomain of d=")
+    if b"s" in flags and not i_is_d:
+        raise _Verdict("permerror", "key flag t=s forbids an i= subdomain of d=")
     return b"y" in flags
 
 
@@ -244,6 +252,11 @@ def _verify(
         dkim.validate_signature_fields(fields)
     except dkim.DKIMException as exc:
         raise _Verdict("permerror", _dkimpy_reason(exc)) from exc
+    except IndexError as exc:
+        # dkimpy indexes before the start of an i= that is d= itself with nothing before
+        # it ("i=example.com"): no "@", so no Agent or User Identifier (RFC 6376 §3.5).
+        i = _shown(tags.get(b"i"))
+        raise _Verdict("permerror", f"i= {i} is not an address within d= (RFC 6376 §3.5)") from exc
     # The names of h= are separated by ":" with white space around it (RFC 6376 §3.5);
     # strip() takes the white space off each name.
     signed = [h.strip().lower() for h in tags[b"h"].split(b":")]

@@ -1,11 +1,13 @@
 """The cryptographic check of one DKIM signature (RFC 6376 §6.1.3, RFC 8463).
 
-dkimpy reads the key record, canonicalises and hashes (its `evaluate_pk`,
-`CanonicalizationPolicy` and `hash_headers`); the signature itself is checked
-by OpenSSL (through `cryptography`) for RSA and by libsodium (through PyNaCl)
-for Ed25519.  dkimpy's own RSA is pure Python: byte-by-byte integer
-conversions and Python's `pow` took 0.45 ms of a 2.3 ms check for one RSA-2048
-and one RSA-1024 signature; OpenSSL takes 0.04 ms (bench/bench_checks.py).
+dkimpy reads the key record, canonicalises and picks the signed fields (its
+`evaluate_pk`, the functions of its `canonicalization` module, run over all
+the fields a message's signatures need at once, and `select_headers`); the
+signature itself is checked by OpenSSL (through `cryptography`) for RSA and by
+libsodium (through PyNaCl) for Ed25519.  dkimpy's own RSA is pure Python:
+byte-by-byte integer conversions and Python's `pow` took 0.45 ms of a 2.3 ms
+check for one RSA-2048 and one RSA-1024 signature; OpenSSL takes 0.04 ms
+(bench/bench_checks.py).
 
 `cryptography` is imported when the first RSA key is read, so a process that
 never meets one does not pay for loading it.
@@ -15,17 +17,23 @@ never meets one does not pay for loading it.
 # compiles a string annotation per field at import, a pipe process's start-up (issue 15).
 
 import base64
-import hashlib
 import re
 from functools import lru_cache
 from itertools import compress, count
+from operator import methodcaller
 from typing import Any, NamedTuple
 
 import dkim
 import nacl.exceptions
-from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
+from dkim.canonicalization import (
+    CanonicalizationPolicy,
+    InvalidCanonicalizationPolicyError,
+    Relaxed,
+    compress_whitespace,
+    unfold_header_value,
+)
 
-from classifier.auth.dkim_body import body_hashes
+from classifier.auth.dkim_body import body_hashes, new_hash
 from classifier.errors import AuthsieveError
 
 # dkimpy's RE_BTAG with its FWS written as \s* (FWS, (\s*\r?\n)?\s+, matches exactly the runs
@@ -36,7 +44,11 @@ _B_VALUE = re.compile(rb"([;\s]b\s*=)(?:[\sA-Za-z0-9+/=]*[A-Za-z0-9+/=])?(?:\r?\
 # _B_VALUE's leading [;\s] is tried at every separator and space of the field.
 _B_TAG = re.compile(rb"b\s*=")
 _B_BEFORE = b"; \t\n\r\x0b\x0c"  # what [;\s] matches in a bytes pattern
+# The replacement keeping "b=" (group 1): a callable written in C, where the template
+# r"\1" was expanded by re's Python code on each match.
+_TAG_NAME = methodcaller("group", 1)
 _HASHES = {b"rsa-sha256": "sha256", b"ed25519-sha256": "sha256", b"rsa-sha1": "sha1"}
+_JOIN = b"\0"  # between field values canonicalised together: no step of relaxed changes it
 
 
 class BodyHashMismatch(AuthsieveError):
@@ -73,6 +85,15 @@ def public_key(name: str, record: bytes) -> PublicKey:
     return PublicKey(ktag, int(bits), verifier)
 
 
+@lru_cache(maxsize=64)
+def canonicalization(c_value: bytes) -> CanonicalizationPolicy:
+    """Gives dkimpy's policy for a c= value (RFC 6376 §3.5); raises as its `from_c_value`.
+
+    Kept per c= value, the same few on most mail; the policy is only read.
+    """
+    return CanonicalizationPolicy.from_c_value(c_value)
+
+
 class SignedMessage:
     """A message as DKIM reads it (RFC 6376 §3.4), with what its signatures can share.
 
@@ -99,7 +120,7 @@ class SignedMessage:
     def expect(self, tags: dict[bytes, bytes]) -> None:
         """Notes a signature's body hash to come, so that one pass serves every l= (§3.5)."""
         try:
-            policy = CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
+            policy = canonicalization(tags.get(b"c", b"simple/simple"))
         except InvalidCanonicalizationPolicyError:
             return
         digest = _HASHES.get(tags.get(b"a", b""))
@@ -118,7 +139,7 @@ class SignedMessage:
         if new:
             # One call for the fields not yet canonicalised: dkimpy's canonicalisation
             # reads each field on its own, so the list gives what one call per field gave.
-            done = algorithm.canonicalize_headers([self.fields[i] for i in new])
+            done = canonicalize_headers(algorithm, [self.fields[i] for i in new])
             kept.update(zip(new, done, strict=True))
         return list(map(kept.__getitem__, wanted))
 
@@ -149,7 +170,7 @@ def verify(
     BadSignatureTags for c=, a=, b= or bh= it cannot use.
     """
     try:
-        policy = CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
+        policy = canonicalization(tags.get(b"c", b"simple/simple"))
     except InvalidCanonicalizationPolicyError as exc:
         raise BadSignatureTags(f"invalid c= value: {exc.args[0]!r}") from exc
     digest = _HASHES.get(tags[b"a"])
@@ -163,21 +184,67 @@ def verify(
     # A second From above the signed one is hashed as well, so that adding one breaks the
     # signature (dkimpy's fix for Debian bug 644046; RFC 6376 §8.15).
     include = [*signed, b"from"] if b"from" in signed else list(signed)
-    # The signature's own field enters the hash with b= empty (RFC 6376 §3.7); dkimpy's
-    # pattern for that does it again, finding nothing left to take.
-    blanked = (field[0], blank_b(field[1]))
-    hasher = hashlib.new(digest)
-    dkim.hash_headers(
-        hasher, policy, message.canonical_fields(policy, set(include)), include, blanked, tags
-    )
+    canonical = message.canonical_fields(policy, set(include))
+    hashed = header_hash(digest, policy, canonical, include, field)
     signature = _base64(tags[b"b"], "b")
     if key.ktype == b"ed25519":
         try:
-            key.verifier.verify(hasher.digest(), signature)
+            key.verifier.verify(hashed, signature)
         except nacl.exceptions.BadSignatureError:
             return False
         return True
-    return _rsa_verify(key.verifier, signature, hasher.digest(), digest)
+    return _rsa_verify(key.verifier, signature, hashed, digest)
+
+
+def header_hash(
+    digest: str,
+    policy: CanonicalizationPolicy,
+    canonical: list,
+    include: list[bytes],
+    field: list[bytes] | tuple[bytes, bytes],
+) -> bytes:
+    """Gives the hash dkimpy's `hash_headers` makes of the signed fields and the signature.
+
+    `canonical` are the message's fields canonicalised by `policy`, `include` the
+    h= names in lower case.  The fields are picked by dkimpy's `select_headers`,
+    bottom up (RFC 6376 §5.4.2); the signature's own field follows with b= empty
+    and without its final CRLF (§3.7).  Its b= is emptied once, by `blank_b`:
+    dkimpy's slower pattern ran again over what it left and found nothing to take.
+    """
+    selected = dkim.select_headers(canonical, include)
+    ((name, value),) = canonicalize_headers(
+        policy.header_algorithm, [(field[0], blank_b(field[1]))]
+    )
+    # Each (name, value) as name:value, joined in C: no Python step per field.
+    signed = b"".join(map(b":".join, selected))
+    return new_hash(digest, b"".join((signed, name, b":", value.rstrip()))).digest()
+
+
+def canonicalize_headers(algorithm: Any, fields: list) -> list:
+    """Gives dkimpy's `algorithm.canonicalize_headers(fields)`, from one pass over all values.
+
+    dkimpy's relaxed canonicalisation (RFC 6376 §3.4.2) runs two regular expressions
+    per field; here its own two functions run once over the values joined by NUL,
+    which neither changes nor lets a match cross, and not at all when they would
+    change nothing: unfolding without a line feed, compressing without a tab or two
+    spaces in a row.  Each value's final CRLF, which unfolding would only remove, is
+    cut first.  A value holding NUL goes through dkimpy per field.
+    """
+    if algorithm is not Relaxed or len(fields) == 0:
+        return algorithm.canonicalize_headers(fields)
+    joined = _JOIN.join([v[:-2] if v[-2:] == b"\r\n" else v for _, v in fields])
+    if joined.count(_JOIN) != len(fields) - 1:
+        return algorithm.canonicalize_headers(fields)
+    if b"\n" in joined:
+        joined = unfold_header_value(joined)
+    if b"\t" in joined or b"  " in joined:
+        joined = compress_whitespace(joined)
+    # As dkimpy's Relaxed: names in lower case without white space before the colon,
+    # values without white space around them, ended by CRLF.
+    return [
+        (f[0].lower().rstrip(), v.strip() + b"\r\n")
+        for f, v in zip(fields, joined.split(_JOIN), strict=True)
+    ]
 
 
 def blank_b(value: bytes) -> bytes:
@@ -189,7 +256,7 @@ def blank_b(value: bytes) -> bytes:
     for found in _B_TAG.finditer(value, 1):
         at = found.start() - 1
         if value[at] in _B_BEFORE:
-            return value[:at] + _B_VALUE.sub(rb"\1", value[at:])
+            return value[:at] + _B_VALUE.sub(_TAG_NAME, value[at:])
     return value
 
 
