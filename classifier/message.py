@@ -30,10 +30,10 @@ _EMPTY_LINE = re.compile(rb"\n\r?\n")
 # A line break followed by a field name starts a new field; any other line (folding, or
 # junk RFC 5322 §2.2 has no place for) stays with the field above, bytes intact.
 _FIELD_BREAK = re.compile(rb"\n(?=([\x21-\x39\x3b-\x7e]+)[ \t]*:)")
-# A line of the header block that is neither a field nor folding (RFC 5322 §2.2): dkimpy
-# refuses a header block with one (an mbox "From " line it skips).
-_NOT_A_FIELD = re.compile(rb"\n(?![ \t]|[\x21-\x39\x3b-\x7e]+[ \t]*:)")
+# The same, and also before a line that is neither a field nor folding (its name None).
+_LINE_BREAK = re.compile(rb"\n(?:(?=([\x21-\x39\x3b-\x7e]+)[ \t]*:)|(?![ \t]))")
 _LINE_END = lazy(rb"\r?\n")
+_COLONS = repeat(b":")  # the separator map() hands to bytes.partition, field after field
 
 
 class HeaderField(NamedTuple):
@@ -94,6 +94,7 @@ class Message:
         "_eol",
         "_fields",
         "_keys",
+        "_keyset",
         "_names",
         "_raws",
         "_start",
@@ -125,6 +126,7 @@ class Message:
             self._names, self._keys, self._bare, self._raws, self._start = split[:5]
             self._body, self._clean = split.body, split.clean
         self._dkim: list[list[bytes]] | None = None
+        self._keyset: frozenset[str] | None = None
         # The rest is kept where it lies in the data given (a parsed message: the whole
         # message), and cut out only when asked for: a 50 MB body is not copied to be read.
         self._data = rest
@@ -145,16 +147,21 @@ class Message:
         end = empty.start() + 1 if empty is not None else len(data)
         body = empty.end() if empty is not None else len(data)
         last = end - 1 if data[end - 1 : end] == b"\n" else end
-        clean = _NOT_A_FIELD.search(data, 0, last) is None
-        # One split instead of a Python loop per line: [raw, name, raw, name, …, raw].
-        parts = _FIELD_BREAK.split(data[:end])
+        # One split instead of a Python loop per line: [raw, name, raw, name, …, raw].  It
+        # also cuts before a line that is neither a field nor folding (RFC 5322 §2.2), with
+        # the name None: such a block is not clean (dkimpy refuses it; an mbox "From " line
+        # it skips), and is cut again where only fields start, its junk lines staying
+        # with the field above.
+        parts = _LINE_BREAK.split(data[:last])
+        clean = None not in parts[1::2]
+        if not clean:
+            parts = _FIELD_BREAK.split(data[:last])
         # A name holds no line break: joined, all names are decoded and lowered at once.
         names = b"\n".join([first.group(1), *parts[1::2]]).decode("ascii")
         fields = parts[0::2]  # the split took the line break of all but the last
         bare: list[bytes] | None = None
         raws: list[bytes] | None = None
-        if fields[-1][-1:] == b"\n":
-            fields[-1] = fields[-1][:-1]
+        if last < end:  # the last field's line break was left out of the split
             bare = fields
         else:
             raws = [raw + b"\n" for raw in fields[:-1]] + fields[-1:]
@@ -215,8 +222,11 @@ class Message:
 
     def has(self, *names: str) -> bool:
         """Tells whether a field with one of these lower-case names is in the header."""
-        # map, not a generator: the generator's frames cost more than the look-ups
-        return any(map(self._keys.__contains__, names))
+        # A set, made at the first question: each name compared with every field's cost
+        # more than hashing the names once (the checks ask for a few names, twice).
+        if self._keyset is None:
+            self._keyset = frozenset(self._keys)
+        return not self._keyset.isdisjoint(names)
 
     def dkim_fields(self) -> list[list[bytes]]:
         """Gives the fields as dkimpy's parser would, [name, value], for its hashing.
@@ -227,6 +237,18 @@ class Message:
         once per message and shared by every DKIM and ARC signature (do not change it).
         """
         if self._dkim is None:
+            bare, data, end = self._bare, self._data, self._start
+            if bare is not None and data.count(b"\n", 0, end) == data.count(b"\r\n", 0, end):
+                # Every line ends with CRLF: a field's value needs only the "\n" the split took.
+                self._dkim = [[n, v + b"\n"] for n, _, v in map(bytes.partition, bare, _COLONS)]
+                return self._dkim
+            if bare is not None and data.find(b"\r", 0, end) < 0:
+                # Every line ends with a bare LF: each becomes CRLF (what _LINE_END.sub does).
+                self._dkim = [
+                    [n, v.replace(b"\n", b"\r\n") + b"\r\n"]
+                    for n, _, v in map(bytes.partition, bare, _COLONS)
+                ]
+                return self._dkim
             out = []
             for raw in self._raw_list():
                 name, _, value = raw.partition(b":")

@@ -41,6 +41,14 @@ _AUTH_NOTE = re.compile(
     r"|\w+ authenticated user (?P<webmail>[^()\s]+)\))",
     re.I,
 )
+# The start of every comment _AUTH_NOTE reads, found anywhere: one search over all the
+# notes tells whether any of them needs matching (most lines have none).
+_AUTH_HINT = re.compile(r"\((?:authenticated|auth: |account |\w+ authenticated user)", re.I)
+# The start of every comment auth_reason or envelope_from reads: a line without one
+# anywhere gives them nothing to find in its comments (classifier/envelope/quick.py).
+MARK_HINT = re.compile(
+    r"\((?:authenticated|auth: |account |\w+ authenticated user|envelope-)", re.I
+)
 # "from 192.0.2.5 ( [192.0.2.5]) as user u by …": after the last comment of the from part.
 _AS_USER = re.compile(r"\) as user (\S+)$", re.I)
 _POSTFIX_PICKUP = re.compile(r"\([^()]*, from userid \d+\)$", re.I)
@@ -72,7 +80,8 @@ class Marks(NamedTuple):
 def envelope_from(marks: Marks, second_from: str | None) -> str | None:
     """Gives the envelope sender a hop recorded: Exim/LMTP comments, XMail's "from <x>"."""
     for note in marks.by_notes + marks.from_notes:
-        if note[1:10].lower() == "envelope-":
+        # "-" is no other character's lower case: the slice is checked only with one there
+        if note[9:10] == "-" and note[1:10].lower() == "envelope-":
             m = _ENVELOPE_NOTE.match(note)
             if m:
                 return m.group(1)
@@ -107,7 +116,7 @@ def local_reason(
     if marks.with_value[:13].lower() == "qmail-scanner":
         return "qmail-scanner re-queue"
     by_comment = marks.by_comment
-    if by_comment and _POSTFIX_PICKUP.match(by_comment):
+    if "," in by_comment and _POSTFIX_PICKUP.match(by_comment):
         return "Postfix pickup (from userid)"
     if family == "exchange" and marks.from_text.lower() == "mail pickup service":
         return "Exchange pickup service"
@@ -135,7 +144,10 @@ def auth_reason(
         or (protocol not in _NETWORK_PROTOCOLS and _AUTH_PROTOCOL.match(protocol))
     ):
         reason = reason or f"with {protocol}"
-    for note in marks.from_notes + marks.by_notes[:2]:
+    notes = marks.from_notes + marks.by_notes[:2]
+    if notes and _AUTH_HINT.search(" ".join(notes)) is None:
+        notes = ()
+    for note in notes:
         m = _AUTH_NOTE.match(note)
         if m is None:
             continue

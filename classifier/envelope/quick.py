@@ -33,14 +33,33 @@ from classifier.names import normalize_ip_text
 _HOST = r"[A-Za-z0-9][A-Za-z0-9.-]*"
 _NOTE = r"\([ -'*-~]*+(?:\([ -'*-~]*+\)[ -'*-~]*+)*+\)"  # one level of nesting, as the frame
 _IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+# Postfix's IPv6 client, "[IPv6:2001:db8::1]": no family marker fits in hex digits and
+# colons, and the bound keeps it under normalize_ip's 80 characters.
+_ADDRESS = rf"{_IPV4}|IPv6:[0-9A-Fa-f:.]{{2,45}}"
+# The HELO is a name or, from a client without one (a submission client, say), an
+# address literal: "from [192.0.2.9] (unknown [192.0.2.9])".
 _QUICK = re.compile(
-    rf"from ({_HOST})(?: \((?:({_HOST}) )?\[({_IPV4})\]\)((?: {_NOTE})*+))?"
+    rf"from ({_HOST}|\[(?:{_ADDRESS})\])"
+    rf"(?: \((?:({_HOST}) )?\[({_ADDRESS})\]\)((?: {_NOTE})*+))?"
     rf" by ({_HOST})(?: ({_NOTE}))?"
     rf"(?: {_NOTE}| with ([A-Za-z0-9]+)| id ([A-Za-z0-9]+)| for (<?[!-'*-:=?-~]+>?))*+"
     r" ?;([ -~]*+)\Z"
 )
+# The comments after the client comment, which the match has shown to be " (…)" runs of
+# one nesting level: cut by the simpler pattern, as COMMENT would cut them.
+_NOTES = re.compile(_NOTE)
 # Words SENDMAIL's lookahead refuses as a reverse-DNS name: the general reader decides.
 _NOT_RDNS = frozenset(("HELO", "EHLO", "LHLO", "ACCOUNT"))
+
+
+def names_a_mark(low: str) -> bool:
+    """Tells whether lower-cased ASCII text may hold a comment marks.MARK_HINT finds.
+
+    Every comment auth_reason or envelope_from reads opens with one of these words.
+    """
+    return (
+        "(auth" in low or "(account " in low or " authenticated user" in low or "(envelope-" in low
+    )
 
 
 def read_quick(raw: str) -> ReceivedHop | None:
@@ -67,12 +86,17 @@ def read_quick(raw: str) -> ReceivedHop | None:
     if protocol not in COMMON_PROTOCOLS or (notes and "[" in notes):
         # "[" after the client comment: the HELO may hold a comment of its own (_join_helo)
         return None
+    low = raw.lower()  # the match took printable ASCII only: no case folds beyond A-Z
     if by_comment == "(Postfix)":
         family = POSTFIX  # the first marker detect_family looks for: no search needed
     else:
         # the sender's words (HELO, reverse name) never pick the family
-        tail = raw[m.end(3) if ip_text is not None else m.end(1) :].lower()
+        tail = low[m.end(3) if ip_text is not None else m.end(1) :]
         family = detect_family(tail, by, by_comment or "", protocol)
+    # The comments after the client's are read only for AUTH and the envelope sender
+    # (auth_reason, envelope_from): a line with none of the words that open them needs
+    # them not cut.
+    marked = names_a_mark(low)
     if ip_text is not None:
         # "helo (rdns [ip])", "helo ([ip])": SENDMAIL's reading, as _interpret gives it.
         if family.readers[0] != SENDMAIL_READER or (rdns and rdns.upper() in _NOT_RDNS):
@@ -80,8 +104,8 @@ def read_quick(raw: str) -> ReceivedHop | None:
         rdns, ip = (clean_name(rdns) if rdns else None), normalize_ip_text(ip_text)
         part = FromPart(name, rdns, ip, ip_text, None, None, None, "sendmail")
         from_notes: tuple[str, ...] = (raw[raw.rfind("(", 0, m.start(3)) : m.end(3) + 2],)
-        if notes:
-            from_notes += tuple(COMMENT.findall(notes))
+        if notes and marked:
+            from_notes += tuple(_NOTES.findall(notes))
     elif family.readers[-1] == BARE_HELO_READER and family is not POSTFIX and name[0].isalpha():
         # A HELO name alone.  (Under Postfix, _parse would join "name by host …" into one.)
         part = FromPart(name, None, None, None, None, None, None, "bare")
@@ -93,7 +117,7 @@ def read_quick(raw: str) -> ReceivedHop | None:
     if ip is None and ip_text:
         evidence += (f"no usable address in '{ip_text}'",)
     by_notes: tuple[str, ...] = ()
-    if by_comment is not None or "(" in raw[m.end(5) :]:
+    if marked and (by_comment is not None or "(" in raw[m.end(5) :]):
         by_notes = tuple(COMMENT.findall(raw, m.end(5)))
     marks = Marks(raw[5 : m.start(5) - 4], from_notes, by, by_comment or "", by_notes, with_value)
     local = local_reason(protocol, fmt, True, False, ip, part, marks)

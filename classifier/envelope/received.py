@@ -77,7 +77,8 @@ def parse_received_field(raw: bytes) -> ReceivedHop:
         if "\n" in line:
             # Folded (most MTAs fold their lines): unfolded_value(raw) would give this, its
             # line breaks making it unprintable; the bytes are not decoded a second time.
-            return parse_received(" ".join(line.split()))
+            flat = " ".join(line.split())  # what parse_received would read: no _unfold
+            return read_quick(flat) or parse_received(flat)
         return read_quick(line) or parse_received(unfolded_value(raw))
     except Exception as exc:  # the last guard: a message must never crash the reader
         return _unparsed("", f"unparsed: {type(exc).__name__}")
