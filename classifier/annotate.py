@@ -17,6 +17,7 @@ Order of work (RFC 8601 §5; docs/design.md, "The trust rule"):
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from authres import (
     AuthenticationResultProperty,
@@ -30,7 +31,7 @@ from authres.dmarc import DMARCAuthenticationResult
 
 from classifier.auth.checks import CheckReport
 from classifier.auth.facts import HEADER_NAME
-from classifier.auth.spf import received_spf_header
+from classifier.auth.spf import received_spf_fields
 from classifier.lazyre import lazy
 from classifier.message import HeaderField, Message
 from classifier.names import DOT_ATOM, LDH_DOMAIN, quoted_string
@@ -163,6 +164,51 @@ def defuse(message: Message, authserv_id: str) -> Message:
     return Message(tuple(out), message.rest, message.eol)
 
 
+class _Written(AuthenticationResult):
+    """A result clause as authres wrote it once, written again as it is.
+
+    For clauses made only of values that recur across mail (result words,
+    domains, selectors, policy words: see the caches below), never for one
+    that holds a sender's address or a signature.
+    """
+
+    def __init__(self, made: AuthenticationResult) -> None:
+        self.__dict__.update(made.__dict__)  # its fields, for a reader of the object
+        self.text = str(made)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _WrittenProperty(AuthenticationResultProperty):
+    """A property as authres wrote it once (see `_Written`)."""
+
+    def __init__(self, type_: str, name: str, value: str) -> None:
+        super().__init__(type_, name, value)
+        self.text = super().__str__()
+
+    def __str__(self) -> str:
+        return self.text
+
+
+_AUTH_PASS = _Written(AuthenticationResult(method="auth", result="pass"))
+_DKIM_NONE = _Written(DKIMAuthenticationResult(result="none"))
+
+
+# Keyed on a DKIM d=, s=, a= or an i= that is only "@" and a domain: the domains, selectors
+# and algorithms that sign mail recur.
+@lru_cache(maxsize=4096)
+def _recurring_property(name: str, value: str) -> AuthenticationResultProperty | None:
+    """Gives the header.<name> property of a DKIM result, or None when nothing is left to write."""
+    written = ar_value(value)
+    return _WrittenProperty("header", name, written) if written else None
+
+
+def _blank(name: str) -> AuthenticationResultProperty:
+    """Gives the property of a value that is blank once written: authres fails on it, as before."""
+    return AuthenticationResultProperty("header", name, "")
+
+
 def _spf_ar(report: CheckReport) -> AuthenticationResult:
     spf, env = report.spf, report.envelope
     if spf.identity == "helo" or not env.mail_from:
@@ -177,37 +223,70 @@ def _spf_ar(report: CheckReport) -> AuthenticationResult:
 def _dmarc_ar(report: CheckReport) -> AuthenticationResult:
     dm = report.dmarc
     # Our own user's submission: DMARC was not evaluated, and the header says so.
-    not_evaluated = report.envelope.authenticated and dm.result == "none"
+    if report.envelope.authenticated and dm.result == "none" and dm.reason:
+        return _dmarc_clause(
+            dm.result, dm.from_domain, dm.internal_error, dm.policy, dm.testing, dm.mode, dm.reason
+        )
+    return _dmarc_written(
+        dm.result, dm.from_domain, dm.internal_error, dm.policy, dm.testing, dm.mode
+    )
+
+
+def _dmarc_clause(
+    result: str,
+    from_domain: str,
+    internal_error: bool,
+    policy: str,
+    testing: bool,
+    mode: str,
+    reason: str | None = None,
+) -> AuthenticationResult:
     properties = (
-        [AuthenticationResultProperty("header", "from", ar_value(dm.from_domain))]
-        if dm.from_domain
+        [AuthenticationResultProperty("header", "from", ar_value(from_domain))]
+        if from_domain
         else []
     )
     comment = None
-    if dm.internal_error:
+    if internal_error:
         comment = "internal error"  # RFC 8601 has no word for it: permerror
-    if dm.policy:
-        properties.append(AuthenticationResultProperty("policy", "dmarc", ar_value(dm.policy)))
-        comment = ar_comment(
-            f"p={dm.policy}" + (" testing" if dm.testing else "") + f" mode={dm.mode}"
-        )
+    if policy:
+        properties.append(AuthenticationResultProperty("policy", "dmarc", ar_value(policy)))
+        comment = ar_comment(f"p={policy}" + (" testing" if testing else "") + f" mode={mode}")
     return DMARCAuthenticationResult(
-        result=dm.result,
-        result_comment=comment,
-        reason=(dm.reason or None) if not_evaluated else None,
-        properties=properties,
+        result=result, result_comment=comment, reason=reason, properties=properties
     )
+
+
+# Keyed on the From domain and what its DMARC record says: the same for all its mail.
+@lru_cache(maxsize=4096)
+def _dmarc_written(
+    result: str, from_domain: str, internal_error: bool, policy: str, testing: bool, mode: str
+) -> AuthenticationResult:
+    return _Written(_dmarc_clause(result, from_domain, internal_error, policy, testing, mode))
+
+
+# Keyed on the ARC result and the sealers' domains (mailing lists, forwarders): they recur.
+@lru_cache(maxsize=1024)
+def _arc_ar(result: str, internal_error: bool, sealers: tuple[str, ...]) -> AuthenticationResult:
+    comment = None
+    if internal_error:
+        comment = "internal error"
+    elif sealers:
+        comment = ar_comment("sealed by " + ", ".join(sealers))
+    return _Written(ARCAuthenticationResult(result=result, result_comment=comment))
 
 
 def authentication_results(report: CheckReport, authserv_id: str) -> str:
     """Gives the Authentication-Results value for the report, written with authres (RFC 8601).
 
     Each result is made with its properties, in the order they are written, rather than
-    set one by one through authres's setters, which search the list each time.
+    set one by one through authres's setters, which search the list each time.  Clauses
+    and properties made only of values that recur across mail are written by authres
+    once and kept (`_Written`); a sender's address and a signature's b= are written anew.
     """
     results: list[AuthenticationResult] = []
     if report.envelope.authenticated:
-        results.append(AuthenticationResult(method="auth", result="pass"))
+        results.append(_AUTH_PASS)
     else:
         results.append(_spf_ar(report))
     for sig in report.dkim:
@@ -216,23 +295,25 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
         # In the order authres's keywords and setters appended them: d, s, i, b, a.
         properties = []
         for name, value in (("d", sig.domain), ("s", sig.selector)):
-            written = ar_value(value) if value else None
-            if written:  # as the keywords: an empty value is left out
-                properties.append(AuthenticationResultProperty("header", name, written))
-        for name, value in (("i", sig.identity), ("b", sig.b), ("a", sig.algorithm)):
-            if value:
-                properties.append(AuthenticationResultProperty("header", name, ar_value(value)))
+            if value:  # as the keywords: an empty value is left out
+                made = _recurring_property(name, value)
+                if made is not None:
+                    properties.append(made)
+        if sig.identity.startswith("@"):  # no i= given, or only a domain: it recurs
+            properties.append(_recurring_property("i", sig.identity) or _blank("i"))
+        elif sig.identity:
+            properties.append(AuthenticationResultProperty("header", "i", ar_value(sig.identity)))
+        if sig.b:
+            properties.append(AuthenticationResultProperty("header", "b", ar_value(sig.b)))
+        if sig.algorithm:
+            properties.append(_recurring_property("a", sig.algorithm) or _blank("a"))
         results.append(
             DKIMAuthenticationResult(result=sig.result, reason=reason, properties=properties)
         )
     if not report.dkim:
-        results.append(DKIMAuthenticationResult(result="none"))
-    arc_comment = None
-    if report.arc.internal_error:
-        arc_comment = "internal error"
-    elif report.arc.sealers:
-        arc_comment = ar_comment("sealed by " + ", ".join(report.arc.sealers))
-    results.append(ARCAuthenticationResult(result=report.arc.result, result_comment=arc_comment))
+        results.append(_DKIM_NONE)
+    arc = report.arc
+    results.append(_arc_ar(arc.result, arc.internal_error, tuple(arc.sealers)))
     results.append(_dmarc_ar(report))
     header = AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
     return header.header_value().strip()
@@ -296,7 +377,14 @@ def _split_outside_quotes(value: str) -> list[str]:
 
 def fold(name: str, value: str, eol: bytes) -> bytes:
     """Gives a header field folded after ``;`` so lines stay near 78 octets (RFC 5322 §2.2.3)."""
-    parts = _split_outside_quotes(value)
+    return fold_fields(name, _split_outside_quotes(value), eol)
+
+
+def fold_fields(name: str, parts: list[str], eol: bytes) -> bytes:
+    """Gives `fold` of the value "; ".join(parts), for parts that hold no "; " outside quotes.
+
+    A value we write ourselves comes as its parts: they are not joined and split again.
+    """
     lines: list[str] = []
     line = f"{name}: {parts[0]}"
     for part in parts[1:]:
@@ -312,8 +400,12 @@ def fold(name: str, value: str, eol: bytes) -> bytes:
     return (f";{end}".join(lines) + end).encode("utf-8", "surrogateescape")
 
 
-def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str) -> bytes:
+def annotate(
+    data: bytes, report: CheckReport, authserv_id: str, authsieve_value: str | list[str]
+) -> bytes:
     """Gives the message with our headers prepended and forged copies defused.
+
+    `authsieve_value` is the X-Authsieve value, or its fields (`render_header_fields`).
 
     The message the checks parsed (`CheckReport.message`) is read again when it is
     `data`'s; a report of other bytes has them parsed here.
@@ -327,8 +419,11 @@ def annotate(data: bytes, report: CheckReport, authserv_id: str, authsieve_value
         fold("Authentication-Results", authentication_results(report, authserv_id), eol),
     ]
     if not report.envelope.authenticated and report.envelope.client_ip:
-        new.append(fold("Received-SPF", received_spf_header(report.spf, authserv_id), eol))
-    new.append(fold(HEADER_NAME, authsieve_value, eol))
+        new.append(fold_fields("Received-SPF", received_spf_fields(report.spf, authserv_id), eol))
+    if isinstance(authsieve_value, str):
+        new.append(fold(HEADER_NAME, authsieve_value, eol))
+    else:
+        new.append(fold_fields(HEADER_NAME, authsieve_value, eol))
     if message is parsed and parsed.data is data:
         new.append(data)  # nothing defused: the message as it came, not joined again
         return b"".join(new)

@@ -18,7 +18,7 @@ from classifier.auth.checks import CheckAbandoned, CheckReport, Deadline, facts_
 from classifier.auth.facts import (
     HEADER_NAME,
     AuthFacts,
-    render_header_value,
+    render_header_fields,
 )
 from classifier.config import Settings
 from classifier.envelope.trust import Hints
@@ -50,7 +50,11 @@ class Evaluation:
         `domains` are the policy's (From, MAIL FROM) domains for these facts
         (`EffectiveResults`), when the caller has them: they are not worked out again.
         """
-        return render_header_value(
+        return "; ".join(self.header_fields(authserv_id, domains))
+
+    def header_fields(self, authserv_id: str, domains: tuple[str, str] | None = None) -> list[str]:
+        """Gives `header_value` in its fields (`render_header_fields`), as `annotate` folds it."""
+        return render_header_fields(
             self.facts,
             authserv_id,
             self.verdict.action,
@@ -173,8 +177,8 @@ def check_and_annotate(
         result, eff = _evaluate(data, settings, resolver, policies, hints, user, deadline)
         if note is not None:
             result = replace(result, delivery_id=new_delivery_id())
-        value = result.header_value(settings.authserv_id, (eff.from_domain, eff.mailfrom_domain))
-        out = annotate(data, result.report, settings.authserv_id, value)
+        fields = result.header_fields(settings.authserv_id, (eff.from_domain, eff.mailfrom_domain))
+        out = annotate(data, result.report, settings.authserv_id, fields)
         env, facts, verdict = result.report.envelope, result.facts, result.verdict
         summary = (
             f"client={env.client_ip or '-'} from=<{env.mail_from or ''}>"

@@ -274,27 +274,36 @@ def facts_from(report: CheckReport, trusted_arc_sealers: tuple[str, ...] = ()) -
     if not from_domain and report.from_address:
         domains, _ = from_domains([report.from_address])
         from_domain = domains[0] if domains else ""
-    sealers = tuple(s.lower() for s in report.arc.sealers)
+    arc = report.arc
+    sealers = tuple([s.lower() for s in arc.sealers]) if arc.sealers else ()
     # The oldest results are only as good as every sealer that carried them (RFC 8617 §9.4).
-    arc_trusted = report.arc.result == "pass" and bool(sealers)
+    arc_trusted = arc.result == "pass" and bool(sealers)
     if arc_trusted:
         trusted = {s.lower().rstrip(".") for s in trusted_arc_sealers}
         arc_trusted = all(s in trusted for s in sealers)
-    passing = [d for d in report.dkim if d.result == "pass"]
-    dkim_evidence = "; ".join(
-        f"{d.result} d={d.domain} s={d.selector}" + (f" ({d.reason})" if d.reason else "")
-        for d in report.dkim
-    )
-    # An internal error is its own word (facts.INTERNAL), so that neither a permerror
-    # rule nor the absence of one decides it: the policy's internal_error does.
-    dkim_word = report.dkim_result
-    if dkim_word != "pass" and any(d.internal_error for d in report.dkim):
-        dkim_word = INTERNAL
+    dkim_word, dkim_evidence, dkim_pass = "none", "no DKIM signature", ""
+    if report.dkim:  # unsigned mail, the most of it, has none of this to write
+        dkim_evidence = (
+            "; ".join(
+                [
+                    f"{d.result} d={d.domain} s={d.selector}"
+                    + (f" ({d.reason})" if d.reason else "")
+                    for d in report.dkim
+                ]
+            )
+            or dkim_evidence
+        )
+        dkim_pass = ", ".join([d.domain for d in report.dkim if d.result == "pass"])
+        # An internal error is its own word (facts.INTERNAL), so that neither a permerror
+        # rule nor the absence of one decides it: the policy's internal_error does.
+        dkim_word = report.dkim_result
+        if dkim_word != "pass" and any(d.internal_error for d in report.dkim):
+            dkim_word = INTERNAL
     return AuthFacts(
         spf=report.spf.result,
         helo_spf=report.helo_spf.result,
         dkim=dkim_word,
-        arc=INTERNAL if report.arc.internal_error else report.arc.result,
+        arc=INTERNAL if arc.internal_error else arc.result,
         dmarc=INTERNAL if dmarc.internal_error else dmarc.result,
         dmarc_policy=dmarc.policy if dmarc.result == "fail" else (dmarc.policy or ""),
         from_domain=from_domain,
@@ -306,17 +315,17 @@ def facts_from(report: CheckReport, trusted_arc_sealers: tuple[str, ...] = ()) -
         submission=env.authenticated,
         forwarded_by=env.forwarded_by or "",
         arc_trusted=arc_trusted,
-        arc_oldest_spf=report.arc.oldest_spf,
-        arc_oldest_dkim=report.arc.oldest_dkim,
-        arc_oldest_dmarc=report.arc.oldest_dmarc,
+        arc_oldest_spf=arc.oldest_spf,
+        arc_oldest_dkim=arc.oldest_dkim,
+        arc_oldest_dmarc=arc.oldest_dmarc,
         arc_sealers=sealers,
         evidence={
             "envelope": env.evidence[-1] if env.evidence else "",
             "spf": report.spf.reason,
             "helo_spf": report.helo_spf.reason,
-            "dkim": dkim_evidence or "no DKIM signature",
-            "dkim_pass": ", ".join(d.domain for d in passing),
-            "arc": report.arc.reason,
+            "dkim": dkim_evidence,
+            "dkim_pass": dkim_pass,
+            "arc": arc.reason,
             "dmarc": dmarc.reason,
         },
     )

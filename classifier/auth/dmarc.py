@@ -353,6 +353,33 @@ def _evaluate(
     )
 
 
+def _evaluate_kept(
+    author: str,
+    spf: tuple[str, str],
+    dkim: list[tuple[str, str]],
+    dns: DnsSession,
+    mode: str,
+    orgs: OrgDomains,
+) -> DmarcResult:
+    """Gives `_evaluate`'s result for a message's one Author Domain, kept while its answers stand.
+
+    With one Author Domain and no pct= draw the result reads nothing but the
+    domain, the SPF and DKIM (result, domain) pairs, the mode and DNS answers:
+    discovery is asked for again inside (the DNS memo gives it), so its
+    questions are among those a kept result replays (classifier/lookup/memo.py).
+    Keyed on those values: domains and result words that come back with a
+    sender's mail, never an address or message text.
+    """
+
+    def work() -> tuple[DmarcResult, bool]:
+        result = _evaluate(author, spf, dkim, dns, mode, None, orgs)
+        return result, result.result != Result.TEMPERROR
+
+    key = ("dmarc-result", mode, author, spf, tuple(dkim))
+    result: DmarcResult = dns.resolver.memo.compute(dns, key, work)
+    return result
+
+
 def _severity(r: DmarcResult) -> int:
     if r.result == "fail":
         return {"reject": 6, "quarantine": 5}.get(r.policy, 3)
@@ -458,9 +485,17 @@ def _check(
     spf = (str(spf_result or ""), str(spf_domain or ""))
     signatures = [(str(r or ""), str(d or "")) for r, d in (dkim or [])]
     orgs = OrgDomains(dns, mode)
-    results = [
-        _evaluate(d, spf, signatures, dns, mode, sample, orgs, discovered.get(d)) for d in evaluated
-    ]
+    if (
+        len(evaluated) == 1
+        and sample is None
+        and not isinstance(discovered.get(author := evaluated[0]), Exception)
+    ):
+        results = [_evaluate_kept(author, spf, signatures, dns, mode, orgs)]
+    else:
+        results = [
+            _evaluate(d, spf, signatures, dns, mode, sample, orgs, discovered.get(d))
+            for d in evaluated
+        ]
     worst = results[0] if len(results) == 1 else max(results, key=_severity)
     if len(distinct) > MAX_AUTHOR_DOMAINS:
         return _beyond_the_cap(distinct, results)

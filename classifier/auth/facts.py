@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 from classifier.lazyre import lazy
 from classifier.names import quoted_string, safe_domain
@@ -38,10 +39,6 @@ INTERNAL = Result.INTERNAL
 RESULTS = frozenset(Result)  # the words the header may carry for a check
 POLICIES = frozenset({"", *DmarcPolicy})  # "": no DMARC record applies
 _WRITTEN_POLICIES = POLICIES - {""}
-
-
-def _token(value: str, allowed: frozenset[str]) -> str:
-    return value if value in allowed else "none"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +77,31 @@ def quote(text: str) -> str:
     return quoted_string(" ".join(str(text).split()))
 
 
+def _fields_of(key: str, words: frozenset[str], default: str) -> dict[str, str]:
+    """Gives each allowed word's ``key=word`` field, written once at import, not per message."""
+    return {word: f"{key}={word}" for word in words} | {"": f"{key}={default}"}
+
+
+# Each result field as render_header_fields writes it; a word not in the table is "none"
+# ("" for the arc-* fields).
+_SPF = _fields_of("spf", RESULTS, "none")
+_HELO_SPF = _fields_of("helo-spf", RESULTS, "none")
+_DKIM = _fields_of("dkim", RESULTS, "none")
+_ARC = _fields_of("arc", RESULTS, "none")
+_DMARC = _fields_of("dmarc", RESULTS, "none")
+_POLICY = _fields_of("policy", _WRITTEN_POLICIES, "none")
+_ARC_SPF = _fields_of("arc-spf", AAR_RESULTS, "")
+_ARC_DKIM = _fields_of("arc-dkim", AAR_RESULTS, "")
+_ARC_DMARC = _fields_of("arc-dmarc", AAR_RESULTS, "")
+_VERDICTS = _fields_of("verdict", frozenset({"inbox", "junk", "quarantine"}), "inbox")
+_YES_NO = ("no", "yes")
+
+
+@lru_cache(maxsize=64)  # keyed on our configured authserv-id
+def _id_field(authserv_id: str) -> str:
+    return f"id={safe_domain(authserv_id) or 'localhost'}"
+
+
 def render_header_value(
     facts: AuthFacts,
     authserv_id: str,
@@ -93,6 +115,31 @@ def render_header_value(
     domains: tuple[str, str] | None = None,
 ) -> str:
     """Gives the X-Authsieve header value (without the name) for these facts.
+
+    The fields of `render_header_fields`, joined with "; ".
+    """
+    return "; ".join(
+        render_header_fields(
+            facts, authserv_id, verdict, mode, reason, error, allowed, user, delivery_id, domains
+        )
+    )
+
+
+def render_header_fields(
+    facts: AuthFacts,
+    authserv_id: str,
+    verdict: str,
+    mode: str,
+    reason: str = "",
+    error: str = "",
+    allowed: bool = False,
+    user: str = "",
+    delivery_id: str = "",
+    domains: tuple[str, str] | None = None,
+) -> list[str]:
+    """Gives the ``key=value`` fields of the X-Authsieve header value, in their order.
+
+    `annotate` folds the header between them, so they are not joined and split again.
 
     `domains` is (safe_domain(facts.from_domain), safe_domain(facts.mailfrom_domain)),
     when the caller has worked them out already (the verdict's `EffectiveResults`).
@@ -111,28 +158,29 @@ def render_header_value(
         safe_domain(facts.from_domain),
         safe_domain(facts.mailfrom_domain),
     )
+    # Fixed words are looked up in the tables above (a word outside them: "none" or "").
     parts = [
         "v=1",
-        f"id={safe_domain(authserv_id) or 'localhost'}",
-        f"verdict={verdict if verdict in ('inbox', 'junk', 'quarantine') else 'inbox'}",
-        f"mode={'observe' if mode == 'observe' else 'enforce'}",
-        f"spf={_token(facts.spf, RESULTS)}",
-        f"helo-spf={_token(facts.helo_spf, RESULTS)}",
-        f"dkim={_token(facts.dkim, RESULTS)}",
-        f"arc={_token(facts.arc, RESULTS)}",
-        f"dmarc={_token(facts.dmarc, RESULTS)}",
-        f"policy={facts.dmarc_policy if facts.dmarc_policy in _WRITTEN_POLICIES else 'none'}",
+        _id_field(authserv_id),
+        _VERDICTS.get(verdict) or _VERDICTS[""],
+        "mode=observe" if mode == "observe" else "mode=enforce",
+        _SPF.get(facts.spf) or _SPF[""],
+        _HELO_SPF.get(facts.helo_spf) or _HELO_SPF[""],
+        _DKIM.get(facts.dkim) or _DKIM[""],
+        _ARC.get(facts.arc) or _ARC[""],
+        _DMARC.get(facts.dmarc) or _DMARC[""],
+        _POLICY.get(facts.dmarc_policy) or _POLICY[""],
         f"from-domain={from_domain or 'none'}",
         f"mailfrom-domain={mailfrom_domain or 'none'}",
-        f"from-auth={'yes' if facts.from_authenticated else 'no'}",
-        f"submission={'yes' if facts.submission else 'no'}",
-        f"forwarded={'yes' if facts.forwarded_by else 'no'}",
-        f"arc-trusted={'yes' if facts.arc_trusted else 'no'}",
+        f"from-auth={_YES_NO[bool(facts.from_authenticated)]}",
+        f"submission={_YES_NO[bool(facts.submission)]}",
+        f"forwarded={_YES_NO[bool(facts.forwarded_by)]}",
+        f"arc-trusted={_YES_NO[bool(facts.arc_trusted)]}",
         # What the oldest trusted ARC sealer saw; empty when absent (the local result stands).
-        f"arc-spf={facts.arc_oldest_spf if facts.arc_oldest_spf in AAR_RESULTS else ''}",
-        f"arc-dkim={facts.arc_oldest_dkim if facts.arc_oldest_dkim in AAR_RESULTS else ''}",
-        f"arc-dmarc={facts.arc_oldest_dmarc if facts.arc_oldest_dmarc in AAR_RESULTS else ''}",
-        f"allowed={'yes' if allowed else 'no'}",
+        _ARC_SPF.get(facts.arc_oldest_spf) or _ARC_SPF[""],
+        _ARC_DKIM.get(facts.arc_oldest_dkim) or _ARC_DKIM[""],
+        _ARC_DMARC.get(facts.arc_oldest_dmarc) or _ARC_DMARC[""],
+        f"allowed={_YES_NO[bool(allowed)]}",
     ]
     if user:
         parts.append(f"user={quote(user)}")
@@ -143,7 +191,7 @@ def render_header_value(
         parts.append(f"error={quote(error)}")
     if reason:
         parts.append(f"reason={quote(reason)}")
-    return "; ".join(parts)
+    return parts
 
 
 _PAIR = lazy(r'\s*([a-z][a-z0-9-]*)=("(?:[^"\\]|\\.)*"|[^;\s]*)\s*(?:;|$)', re.I)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import dns.exception
@@ -149,6 +150,14 @@ def _install_lookup() -> None:
 
 def _domain_problem(domain: str) -> tuple[str, str]:
     """Gives (the domain in A-labels, "") or ("", why it cannot be checked) (RFC 7208 §4.3)."""
+    # Kept per name (senders' names recur); one longer than any DNS name is not kept.
+    return _domain_problem_of(domain) if len(domain) <= _KEPT_LENGTH else _check_domain(domain)
+
+
+_KEPT_LENGTH = 320  # the longest text a cache below is keyed on (names.MAX_SHOWN)
+
+
+def _check_domain(domain: str) -> tuple[str, str]:
     if domain.endswith(".") and not domain.endswith(".."):
         domain = domain[:-1]
     if not domain:
@@ -174,6 +183,9 @@ def _domain_problem(domain: str) -> tuple[str, str]:
     if len(domain) > 253 or (len(domain) > 63 and max(map(len, labels)) > 63):
         return "", f"{domain!r} is longer than a DNS name can be"
     return domain.lower(), ""
+
+
+_domain_problem_of = lru_cache(maxsize=4096)(_check_domain)
 
 
 def _none(identity: str, domain: str, sender: str, ip: str, helo: str, why: str) -> SpfResult:
@@ -352,18 +364,33 @@ def received_spf_header(result: SpfResult, receiver: str) -> str:
     then mechanism= and problem= when known.  envelope-from is written for the
     mailfrom identity only; every value that is not a dot-atom is quoted.
     """
-    pairs = [("identity", result.identity), ("client-ip", result.client_ip)]
-    if result.helo:
-        pairs.append(("helo", result.helo))
-    if result.identity == "mailfrom" and result.sender:
-        pairs.append(("envelope-from", result.sender))
-    if receiver:
-        pairs.append(("receiver", receiver))
-    if result.mechanism:
-        pairs.append(("mechanism", result.mechanism))
-    if result.result in ("permerror", "temperror"):
-        pairs.append(("problem", result.reason))
+    return "; ".join(received_spf_fields(result, receiver))
+
+
+def received_spf_fields(result: SpfResult, receiver: str) -> list[str]:
+    """Gives `received_spf_header`'s value in its "; "-separated parts, for folding."""
     tag = _HEADER_TAGS.get(result.result, "None")
     identity = "helo" if result.identity == "helo" else "mailfrom"
-    body = "; ".join(f"{key}={_header_value(value)}" for key, value in pairs)
-    return f"{tag} ({identity}) {body}"
+    parts = [
+        f"{tag} ({identity}) {_recurring_field('identity', result.identity)}",
+        f"client-ip={_header_value(result.client_ip)}",
+    ]
+    if result.helo:
+        parts.append(f"helo={_header_value(result.helo)}")
+    if result.identity == "mailfrom" and result.sender:
+        parts.append(f"envelope-from={_header_value(result.sender)}")
+    if receiver:
+        parts.append(_recurring_field("receiver", receiver))
+    if len(result.mechanism) > _KEPT_LENGTH:
+        parts.append(f"mechanism={_header_value(result.mechanism)}")
+    elif result.mechanism:
+        parts.append(_recurring_field("mechanism", result.mechanism))
+    if result.result in ("permerror", "temperror"):
+        parts.append(f"problem={_header_value(result.reason)}")
+    return parts
+
+
+# Keyed on our authserv-id, the identity word or a mechanism of a domain's SPF record.
+@lru_cache(maxsize=1024)
+def _recurring_field(key: str, value: str) -> str:
+    return f"{key}={_header_value(value)}"

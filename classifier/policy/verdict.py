@@ -27,6 +27,7 @@ In observe mode the action is inbox and `would_be` holds the enforce answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from classifier.auth.facts import (
     AAR_RESULTS,
@@ -84,6 +85,15 @@ class EffectiveResults:
         return {**self.__dict__, "arc_used": list(self.arc_used)}
 
 
+# Keyed on a From or MAIL FROM domain: the domains that send mail recur.  A text longer
+# than any domain is not kept (it is no domain: "").
+_safe_domain_of = lru_cache(maxsize=4096)(safe_domain)
+
+
+def _safe_domain(text: str) -> str:
+    return _safe_domain_of(text) if len(text) <= 320 else safe_domain(text)
+
+
 def _token(value: str) -> str:
     # Exactly what render_header_value writes, so Python and Sieve judge the same word.
     return value if value in RESULTS else "none"
@@ -95,30 +105,30 @@ def effective_results(facts: AuthFacts) -> EffectiveResults:
     RFC 8617 §7.2: a receiver may use the Authentication-Results recorded by
     a sealer it trusts to override its own local failures.
     """
-    local = {"spf": _token(facts.spf), "dkim": _token(facts.dkim), "dmarc": _token(facts.dmarc)}
-    used: list[str] = []
+    spf, dkim, dmarc = _token(facts.spf), _token(facts.dkim), _token(facts.dmarc)
+    used: tuple[str, ...] = ()
     if facts.arc_trusted:
-        oldest = {
-            "spf": facts.arc_oldest_spf,
-            "dkim": facts.arc_oldest_dkim,
-            "dmarc": facts.arc_oldest_dmarc,
-        }
-        for name, value in oldest.items():
-            if value in AAR_RESULTS:
-                local[name] = value
-                used.append(name)
+        oldest = (
+            ("spf", facts.arc_oldest_spf),
+            ("dkim", facts.arc_oldest_dkim),
+            ("dmarc", facts.arc_oldest_dmarc),
+        )
+        used = tuple(name for name, value in oldest if value in AAR_RESULTS)
+        spf = facts.arc_oldest_spf if "spf" in used else spf
+        dkim = facts.arc_oldest_dkim if "dkim" in used else dkim
+        dmarc = facts.arc_oldest_dmarc if "dmarc" in used else dmarc
     known = facts.dmarc_policy in POLICIES and facts.dmarc_policy
     policy = DMARC_POLICY_OF[facts.dmarc_policy] if known else DmarcPolicy.NONE
     return EffectiveResults(
-        spf=local["spf"],
-        dkim=local["dkim"],
-        dmarc=local["dmarc"],
+        spf=spf,
+        dkim=dkim,
+        dmarc=dmarc,
         dmarc_policy=policy,
-        from_domain=safe_domain(facts.from_domain),
-        mailfrom_domain=safe_domain(facts.mailfrom_domain),
+        from_domain=_safe_domain(facts.from_domain),
+        mailfrom_domain=_safe_domain(facts.mailfrom_domain),
         from_authenticated=facts.from_authenticated
         or (facts.arc_trusted and facts.arc_oldest_dmarc == "pass"),
-        arc_used=tuple(used),
+        arc_used=used,
     )
 
 
@@ -129,7 +139,7 @@ def allowed_entry(facts: AuthFacts, policy: Policy, eff: EffectiveResults) -> st
     the From domain the checks authenticated, and it must be authenticated:
     a forged allow-listed From gets no free pass (RFC 7489 §3.1 alignment).
     """
-    if not eff.from_authenticated or not eff.from_domain:
+    if not policy.allow_senders or not eff.from_authenticated or not eff.from_domain:
         return ""
     address = facts.from_address.strip().lower()
     _, _, addr_domain = address.rpartition("@")
@@ -194,7 +204,7 @@ def fired_rules(
         details = "; ".join(ev.get(name, "") for name in failed if ev.get(name))
         text = _sentence(f"Internal error in the {', '.join(failed)} check", details)
         out.append(("internal_error", policy.action_for("internal_error"), text))
-    suffixes = [normalize_suffix(suffix) for suffix in policy.blocked_domain_suffixes]
+    suffixes = _normalized_suffixes(tuple(policy.blocked_domain_suffixes))
     for label, domain in (("From", eff.from_domain), ("Envelope sender", eff.mailfrom_domain)):
         for norm in suffixes:
             if suffix_matches(domain, norm):
@@ -204,8 +214,15 @@ def fired_rules(
     return out
 
 
+@lru_cache(maxsize=64)  # keyed on a policy's list: a handful of policies, every message
+def _normalized_suffixes(suffixes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(normalize_suffix(suffix) for suffix in suffixes)
+
+
 def internal_errors(facts: AuthFacts, eff: EffectiveResults) -> list[str]:
     """Gives the checks whose judged result is an internal error (spf, dkim, arc, dmarc)."""
+    if INTERNAL not in (eff.spf, eff.dkim, eff.dmarc, facts.arc):
+        return []  # the usual case, told without building the table
     judged = {"spf": eff.spf, "dkim": eff.dkim, "arc": _token(facts.arc), "dmarc": eff.dmarc}
     return [name for name, word in judged.items() if word == INTERNAL]
 
@@ -256,9 +273,9 @@ def decide(facts: AuthFacts, policy: Policy, eff: EffectiveResults | None = None
         reasons.append(f"Allowed sender {entry}: From {facts.from_address} is authenticated")
         return _finish(policy, Action.INBOX, reasons, allowed=entry)
     rules = fired_rules(facts, policy, eff)
-    filing = sorted(
-        (r for r in rules if r[1] != Action.INBOX), key=lambda r: -r[1].severity
-    )  # most severe first; sorted() keeps rule order among equals
+    filing = [r for r in rules if r[1] != Action.INBOX]
+    if len(filing) > 1:  # most severe first; the sort is stable: rule order among equals
+        filing.sort(key=lambda r: -r[1].severity)
     would_be = filing[0][1] if filing else Action.INBOX  # the most severe action that fired
     reasons.extend(f"{text} ({key} = {action})" for key, action, text in filing)
     if not filing:
