@@ -283,3 +283,46 @@ def test_the_delivery_line_names_the_queue_id(tmp_path: Path, path: str) -> None
     lines = [line for line in log.read_text().splitlines() if "delivered to=" in line]
     assert len(lines) == 1 and "delivered to=a@x.example queue=4Z0PGq6LNNHLvG1 " in lines[0]
     assert "not used" not in log.read_text()  # the daemon answered when there was one
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast path", "full path"])
+def test_a_daemon_that_dies_before_logging_leaves_the_line_to_the_pipe(
+    tmp_path: Path, fast: bool
+) -> None:
+    # admin review: a daemon killed between the pipe's delivery report and its log line
+    # left that delivery with no line anywhere.  This one answers, reads the report and
+    # closes without saying it logged it, as a daemon killed at that moment would.
+    from classifier.delivery.daemon_client import read_frame, read_line, write_frame
+
+    sock_path = tmp_path / "d.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    listener.listen(1)
+
+    def answer_then_die() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            _meta, payload = read_frame(conn, 1 << 24, 30)
+            write_frame(conn, {"action": "inbox", "summary": "verdict=inbox (fake)"}, payload)
+            read_line(conn, 30)  # the report, never logged
+
+    threading.Thread(target=answer_then_die, daemon=True).start()
+    log = tmp_path / "pipe.log"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.read_text().replace("[classifier]", f'[classifier]\nlog_file = "{log}"', 1)
+    )
+    argv = [*CLI, "pipe", "--config", str(config), "--dns-zone", str(DEMO / "zone.txt"),
+            "--recipient=a@x.example", "--queue-id=4Z0P", "--deliver", "stdout",
+            "--daemon", str(sock_path)]  # fmt: skip
+    if not fast:
+        argv.append("--debug")
+    try:
+        proc = subprocess.run(argv, input=PHISH.read_bytes(), capture_output=True, cwd=ROOT,
+                              check=False, timeout=60)  # fmt: skip
+    finally:
+        listener.close()
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in log.read_text().splitlines() if "delivered to=" in line]
+    assert len(lines) == 1, log.read_text()
+    assert "delivered to=a@x.example queue=4Z0P verdict=inbox (fake)" in lines[0]

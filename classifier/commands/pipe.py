@@ -210,7 +210,15 @@ def cmd_pipe(args: argparse.Namespace | SimpleNamespace, config: Config) -> int:
                 log_it=False,
             )
             ms = (time.monotonic() - started) * 1000
-            call.report(code, recipients, ms, queue_id=args.queue_id)
+            if not call.report(code, recipients, ms, queue_id=args.queue_id):
+                # The daemon did not log it (it stopped after answering): the line is ours.
+                from classifier.delivery.daemon_client import delivery_line, failure_line
+
+                if code == 0:
+                    log.info("%s", delivery_line(recipients, a.summary, ms, args.queue_id))
+                else:
+                    said = "the delivery target failed (Postfix logs its words)"
+                    log.error("%s", failure_line(code, said, args.queue_id))
             return code
     if socket_path:
         # Each cause asks for another remedy (admin review, issue 15): the log says which.

@@ -49,6 +49,7 @@ from classifier.auth.checks import CheckAbandoned, Deadline
 from classifier.config import Config, Settings
 from classifier.delivery.daemon_client import (
     DEFAULT_WAIT,
+    LOGGED,
     FrameError,
     decode_head,
     delivery_line,
@@ -245,6 +246,9 @@ def make_server(
                 record.delivered()
                 if note is not None:
                     note.delivered()
+            # Only now: a client that hears nothing writes the delivery line itself.
+            with contextlib.suppress(OSError):
+                self.request.sendall(LOGGED)
 
     target = Path(path)
     if _answering(path):

@@ -15,7 +15,8 @@ otherwise read every message and decide what is delivered.
 Wire format (one request per connection):
     client → daemon: one line of JSON with "size", then exactly that many octets of message;
     daemon → client: the same, the annotated message and its verdict;
-    client → daemon: one line of JSON saying how delivery went, which the daemon logs.
+    client → daemon: one line of JSON saying how delivery went, which the daemon logs;
+    daemon → client: "logged", once the line is written (without it the client writes it).
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ _UCRED_SIZE = 12  # struct ucred: int pid, uid, gid
 # The daemon bounds its own DNS time (dns_budget, at most 600 s): this only
 # catches a daemon that hangs; Postfix's command_time_limit (1000 s) is longer.
 DEFAULT_WAIT = 610.0
+# How long a pipe waits for the daemon to say it logged the delivery: a daemon killed
+# between the report and its log line would leave the delivery unlogged (admin review).
+LOGGED_WAIT = 2.0
+LOGGED = b"logged\n"
 
 
 class FrameError(TempError):
@@ -237,14 +242,19 @@ class DaemonCall:
         reason: str = "",
         queue_id: str | None = None,
     ) -> bool:
-        """Tells the daemon the delivery's exit code, for its log; False when it is gone."""
+        """Tells the daemon the delivery's exit code, for its log; True once it logged it.
+
+        False when the daemon is gone, or does not say within LOGGED_WAIT that the
+        line is written: the caller then writes the delivery line itself.
+        """
         try:
             line = {"delivered": code, "to": recipients, "ms": round(ms, 1), "reason": reason}
             if queue_id:
                 line["queue"] = queue_id
             self.sock.sendall(encode_head(line))
-            return True
-        except OSError:
+            self.sock.settimeout(LOGGED_WAIT)
+            return _recv(self.sock, len(LOGGED), time.monotonic() + LOGGED_WAIT) == LOGGED
+        except (OSError, FrameError):
             return False
         finally:
             self.sock.close()

@@ -437,7 +437,11 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
         if call is not None:
             a = call.answer
             ms = (time.monotonic() - started) * 1000
-            call.report(0, [recipient or "-"], ms)
+            if not call.report(0, [recipient or "-"], ms):
+                from classifier.delivery.daemon_client import delivery_line
+
+                # The daemon stopped after answering: the line is ours to write.
+                log.info("%s", delivery_line([recipient or "-"], a.summary, ms))
             return Annotated(a.data, a.action, a.summary, a.error)
         log.warning(
             "filter: daemon at %s not used: %s; checking in this process",
