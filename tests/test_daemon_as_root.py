@@ -18,9 +18,11 @@ CONFIG = ROOT / "examples" / "config.toml"
 ZONE = ROOT / "examples" / "maildir" / "zone.txt"
 
 
-@pytest.mark.parametrize("daemon_user", [None, "nobody"])
+@pytest.mark.parametrize(
+    ("daemon_user", "socket_user"), [(None, None), ("nobody", None), ("nobody", "nobody")]
+)
 def test_a_daemon_left_running_as_root_warns_in_its_log(
-    tmp_path: Path, daemon_user: str | None
+    tmp_path: Path, daemon_user: str | None, socket_user: str | None
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
@@ -29,6 +31,7 @@ def test_a_daemon_left_running_as_root_warns_in_its_log(
     where.chmod(0o777)  # nobody writes its log here, once it is nobody
     log = where / "serve.log"
     extra = f'log_file = "{log}"\n' + (f'daemon_user = "{daemon_user}"\n' if daemon_user else "")
+    extra += f'socket_user = "{socket_user}"\n' if socket_user else ""
     config = tmp_path / "config.toml"
     config.write_text(CONFIG.read_text().replace("[classifier]\n", f"[classifier]\n{extra}", 1))
     sock = where / "d.sock"
@@ -45,3 +48,5 @@ def test_a_daemon_left_running_as_root_warns_in_its_log(
     uid = 0 if daemon_user is None else int(subprocess.check_output(["id", "-u", daemon_user]))
     assert f"(uid {uid}," in text, text
     assert ("running as root: set daemon_user" in text) == (daemon_user is None), text
+    # Without socket_user the socket stays root's, and the log says what to set.
+    assert (f"daemon: {sock} belongs to root: set socket_user" in text) == (not socket_user)

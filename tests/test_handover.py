@@ -247,7 +247,9 @@ def test_only_a_queue_id_is_written_as_one(given: object, written: str) -> None:
     assert delivery_line(["a@x.example"], "verdict=inbox", 12.4, given) == (
         f"delivered to=a@x.example{written} verdict=inbox (12 ms)"
     )
-    assert failure_line(75, "disk full", given) == f"delivery failed{written} (exit 75): disk full"
+    assert failure_line(["a@x.example"], 75, "disk full", given) == (
+        f"delivery failed to=a@x.example{written} (exit 75): disk full"
+    )
 
 
 @pytest.mark.parametrize("path", ["in process", "fast path to the daemon", "full path to it"])

@@ -218,7 +218,7 @@ def cmd_pipe(args: argparse.Namespace | SimpleNamespace, config: Config) -> int:
                     log.info("%s", delivery_line(recipients, a.summary, ms, args.queue_id))
                 else:
                     said = "the delivery target failed (Postfix logs its words)"
-                    log.error("%s", failure_line(code, said, args.queue_id))
+                    log.error("%s", failure_line(recipients, code, said, args.queue_id))
             return code
     if socket_path:
         # Each cause asks for another remedy (admin review, issue 15): the log says which.

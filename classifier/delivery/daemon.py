@@ -346,7 +346,7 @@ def log_delivery(report: dict[str, object], summary: str) -> None:
     if code == 0:
         log.info("%s", delivery_line(recipients, summary, ms, queue))
     else:
-        log.error("%s", failure_line(code, report.get("reason", ""), queue))
+        log.error("%s", failure_line(recipients, code, report.get("reason", ""), queue))
 
 
 def reload_engine(server: DaemonServer, reload: Callable[[], tuple[Config, Resolver]]) -> None:
@@ -384,6 +384,8 @@ def serve(
 ) -> int:
     """Answers pipe processes until SIGTERM or SIGINT (SIGHUP: `reload`); gives the exit code."""
     server = make_server(path, config, resolver, mode, limits)
+    # Made by root without socket_user, the socket is root's: no pipe user may connect.
+    roots_socket = os.geteuid() == 0 and not config.engine.socket_user
     drop_privileges(config.engine)
 
     def hup(_signum: int, _frame: object) -> None:
@@ -404,6 +406,12 @@ def serve(
         log.warning(
             "daemon: running as root: set daemon_user (the Postfix pipe user, such as vmail)"
             " so that mail is not read by a root process"
+        )
+    if roots_socket:
+        log.warning(
+            "daemon: %s belongs to root: set socket_user (the Postfix pipe user, such as vmail)"
+            " or pipe processes cannot connect and check every message themselves",
+            path,
         )
     log.info(
         "daemon: listening on %s (uid %d, at most %d connections, %d octets, %gs)",

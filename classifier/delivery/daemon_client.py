@@ -214,9 +214,12 @@ def delivery_line(recipients: list[str], summary: str, ms: float, queue_id: obje
     )
 
 
-def failure_line(code: object, reason: object, queue_id: object = None) -> str:
+def failure_line(
+    recipients: list[str], code: object, reason: object, queue_id: object = None
+) -> str:
     """Gives the log line of a delivery that failed: the exit code Postfix got, and why."""
-    return f"delivery failed{queue_word(queue_id)} (exit {code}): {reason}"
+    to = ",".join(recipients) or "-"
+    return f"delivery failed to={to}{queue_word(queue_id)} (exit {code}): {reason}"
 
 
 class Answer:
@@ -269,6 +272,7 @@ def call_daemon(
     trusted: Collection[int] | Callable[[], Collection[int]] = (0,),
     warn: Callable[[str], object] | None = None,
     why: list[str] | None = None,
+    wait_option: str = "--daemon-timeout",
 ) -> DaemonCall | None:
     """Gives the daemon's answer on an open connection, or None when the daemon cannot be used.
 
@@ -277,7 +281,8 @@ def call_daemon(
     when the peer is neither root nor this process's user (it may read the config).
     `warn` takes what is worth a log line (default: the "authsieve" logger), for a
     caller whose logging is not set up yet.  `why`, when given, gets the reason the
-    daemon was not used, for the caller's fallback line.
+    daemon was not used, for the caller's fallback line, which names `wait_option` as
+    the one that sets `timeout`.
     """
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
@@ -300,7 +305,7 @@ def call_daemon(
     except (OSError, ValueError, FrameError) as exc:
         sock.close()
         if why is not None:
-            why.append(_not_used(exc, timeout))
+            why.append(_not_used(exc, timeout, wait_option))
         return None
     action = meta.get("action")
     if action not in ("inbox", "junk", "quarantine"):
@@ -312,7 +317,7 @@ def call_daemon(
     return DaemonCall(sock, answer)  # type: ignore[arg-type]
 
 
-def _not_used(exc: Exception, timeout: float) -> str:
+def _not_used(exc: Exception, timeout: float, wait_option: str) -> str:
     """Gives why a call failed, in an admin's words (each cause asks for another remedy)."""
     if isinstance(exc, FileNotFoundError):
         return "no socket (the daemon is not running)"
@@ -321,7 +326,7 @@ def _not_used(exc: Exception, timeout: float) -> str:
     if isinstance(exc, PermissionError):
         return "not allowed to connect (the socket's owner or mode)"
     if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout:g} s (--daemon-timeout)"
+        return f"no answer within {round(timeout, 1):g} s ({wait_option})"
     if isinstance(exc, ConnectionResetError | BrokenPipeError) or (
         isinstance(exc, FrameError) and str(exc) == "no frame head"
     ):

@@ -175,7 +175,7 @@ def hand_over(argv: Sequence[str]) -> Handover:
     except DeliveryError as exc:
         print(f"authsieve: delivery failed: {exc}", file=sys.stderr)
         if not call.report(exc.exit_code, recipients, 0.0, str(exc), queue):
-            _log_here(options, failure_line(exc.exit_code, exc, queue), error=True)
+            _log_here(options, failure_line(recipients, exc.exit_code, exc, queue), error=True)
         return Handover(exc.exit_code, data)
     ms = (time.monotonic() - started) * 1000
     if not call.report(0, recipients, ms, queue_id=queue):

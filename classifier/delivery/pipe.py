@@ -47,7 +47,7 @@ def deliver_outcome(
         delivery.deliver(data, envelope_sender, recipients, action)
     except DeliveryError as exc:
         if log_it:
-            log.error("%s", failure_line(exc.exit_code, exc, queue_id))
+            log.error("%s", failure_line(recipients, exc.exit_code, exc, queue_id))
         print(f"authsieve: delivery failed: {exc}", file=sys.stderr)
         return exc.exit_code
     if not log_it:

@@ -358,6 +358,7 @@ def hand_over(
         lambda: _trusted(config, warn),
         warn,
         why,
+        "--deadline",
     )
     if call is None:
         return None
@@ -433,7 +434,16 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
         if wait > 0.1:
             reasons = []
             trusted = trusted_uids(settings.daemon_user)
-            call = call_daemon(socket_path, data, hints, recipient, wait, trusted, why=reasons)
+            call = call_daemon(
+                socket_path,
+                data,
+                hints,
+                recipient,
+                wait,
+                trusted,
+                why=reasons,
+                wait_option="--deadline",
+            )
         if call is not None:
             a = call.answer
             ms = (time.monotonic() - started) * 1000
