@@ -15,9 +15,13 @@ from typing import NamedTuple
 
 from classifier.lazyre import lazy
 
-# Real Received headers stay under 1 KB; the cap bounds every regex below on hostile input.
-MAX_CHARS = 4096
-MAX_FROM_CHARS = 512
+# The cap bounds every regex below on hostile input (each is linear: possessive runs).  It
+# must hold the longest line our own MTA writes: a from part cut shorter lost the client
+# of a sender whose HELO and reverse name were long (attacker review, issue 15), and with
+# it SPF.  Postfix reads a HELO of up to line_length_limit (2048) octets; with a 255-octet
+# name, the by host, the id, the recipient and the date, a line stays well under this.
+MAX_CHARS = 8192
+MAX_FROM_CHARS = MAX_CHARS  # the from part is not cut on its own: its end holds the client
 
 # A comment, up to three levels deep; possessive quantifiers keep it linear on junk.
 COMMENT = re.compile(r"\((?:[^()]++|\((?:[^()]++|\([^()]*+\))*+\))*+\)")
