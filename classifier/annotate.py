@@ -64,6 +64,19 @@ def ar_value(text: str) -> str:
     return quoted_string(text)
 
 
+def ar_reason(text: str) -> str:
+    """Gives a reason= value that authres writes safely (RFC 8601 §2.2 reasonspec).
+
+    authres quotes a reason unless it is a token, except when it holds an "@": that
+    one went out as it was, and a signature's i= of ``x@b) dkim=pass header.d=bank (``
+    or a key record's text wrote a result clause of the sender's into our header
+    (attacker review, issue 15).  Such a reason is one quoted-string here; authres
+    leaves a value with an "@" as it is, so it is quoted once.
+    """
+    text = " ".join(text.split())
+    return quoted_string(text) if "@" in text else text
+
+
 def ar_comment(text: str) -> str:
     """Gives text safe inside a comment: parentheses and backslashes escaped (RFC 5322 §3.2.2)."""
     flat = " ".join(text.split())
@@ -291,7 +304,7 @@ def authentication_results(report: CheckReport, authserv_id: str) -> str:
         results.append(_spf_ar(report))
     for sig in report.dkim:
         # authres quotes a reason only when it is given to the constructor.
-        reason = sig.reason if sig.result != "pass" and sig.reason else None
+        reason = ar_reason(sig.reason) if sig.result != "pass" and sig.reason else None
         # In the order authres's keywords and setters appended them: d, s, i, b, a.
         properties = []
         for name, value in (("d", sig.domain), ("s", sig.selector)):

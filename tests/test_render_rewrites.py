@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from classifier.annotate import (
     _split_outside_quotes,
     ar_comment,
+    ar_reason,
     ar_value,
     authentication_results,
     fold,
@@ -352,7 +353,8 @@ def old_authentication_results(report: CheckReport, authserv_id: str) -> str:
     else:
         results.append(_old_spf_ar(report))
     for sig in report.dkim:
-        reason = sig.reason if sig.result != "pass" and sig.reason else None
+        # As since the attacker review: a reason with an "@" is quoted (annotate.ar_reason).
+        reason = ar_reason(sig.reason) if sig.result != "pass" and sig.reason else None
         properties = []
         for name, value in (("d", sig.domain), ("s", sig.selector)):
             written = ar_value(value) if value else None
