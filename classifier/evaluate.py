@@ -23,6 +23,7 @@ from classifier.auth.facts import (
 from classifier.config import Settings
 from classifier.envelope.trust import Hints
 from classifier.log import log
+from classifier.logwords import log_word
 from classifier.lookup.resolver import Resolver
 from classifier.policies import Policies, Policy
 from classifier.policy.verdict import (
@@ -180,8 +181,12 @@ def check_and_annotate(
         fields = result.header_fields(settings.authserv_id, (eff.from_domain, eff.mailfrom_domain))
         out = annotate(data, result.report, settings.authserv_id, fields)
         env, facts, verdict = result.report.envelope, result.facts, result.verdict
+        # One word of the log line, whatever the sender put into it: <a@b>, or quoted.
+        sender = f"<{env.mail_from or ''}>"
+        if env.mail_from and log_word(env.mail_from) != env.mail_from:
+            sender = log_word(sender)
         summary = (
-            f"client={env.client_ip or '-'} from=<{env.mail_from or ''}>"
+            f"client={env.client_ip or '-'} from={sender}"
             f" spf={facts.spf} dkim={facts.dkim} dmarc={facts.dmarc} verdict={verdict.action}"
             + (f" would={verdict.would_be}" if verdict.observe else "")
             + (f" reasons={'; '.join(verdict.reasons)}" if verdict.reasons else "")

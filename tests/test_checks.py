@@ -313,7 +313,8 @@ def test_quoted_local_part_keeps_its_quotes_in_headers_json_and_log(
     assert (spf.result, re.sub(r"\\(.)", r"\1", spf.smtp_mailfrom)) == ("pass", addr)
     assert [r.method for r in ar.results] == ["spf", "dkim", "arc", "dmarc"]
     assert "mailfrom-domain=shop.example;" in (msg.get("X-Authsieve") or "")
-    assert f"from=<{addr}>" in outcome.summary
+    # One word in the log line: quoted, its \\ and " escaped (attacker review, issue 15).
+    assert ' from="<\\"ceo;dmarc=pass\\\\\\"x\\"@shop.example>" spf=' in outcome.summary
     report = run_checks(quoted_sender_message(addr), SETTINGS, resolver_for(server))
     data = report.to_dict()
     assert data["envelope"]["mail_from"] == addr  # type: ignore[index]

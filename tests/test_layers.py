@@ -20,7 +20,7 @@ PACKAGE = ROOT / "classifier"
 # Bottom first.  "foundation" and "steps" are modules at the top of classifier/.
 LAYERS = (
     "foundation",  # message, config, policies, trusted, names, vocab, files, log, display,
-    # errors, lazyre
+    # errors, lazyre, logwords
     "lookup",  # DNS: resolver, sources, wire
     "envelope",  # step 1: received, hop, clauses, quick, formats, marks, trust
     "auth",  # step 2: spf, dkim, arc, header_block, dmarc(_discovery), fromheader, checks, facts
@@ -36,7 +36,7 @@ LAYERS = (
 )
 FOUNDATION = frozenset(
     {"message", "config", "policies", "trusted", "names", "vocab", "files", "log", "display"}
-    | {"errors", "lazyre", "sections"}
+    | {"errors", "lazyre", "sections", "logwords"}
 )
 STEPS = frozenset({"evaluate", "annotate"})
 FORBIDDEN = frozenset({("envelope", "lookup")})  # besides the order

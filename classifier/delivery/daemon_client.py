@@ -27,6 +27,7 @@ import sys
 import time
 
 from classifier.errors import TempError
+from classifier.logwords import log_word
 
 TYPE_CHECKING = False  # typing costs a pipe process milliseconds; mypy reads this as True
 if TYPE_CHECKING:
@@ -209,17 +210,19 @@ def queue_word(queue_id: object) -> str:
 
 def delivery_line(recipients: list[str], summary: str, ms: float, queue_id: object = None) -> str:
     """Gives the log line of a message delivered (the same for the pipe and the daemon)."""
-    return (
-        f"delivered to={','.join(recipients) or '-'}{queue_word(queue_id)} {summary} ({ms:.0f} ms)"
-    )
+    return f"delivered to={_to(recipients)}{queue_word(queue_id)} {summary} ({ms:.0f} ms)"
+
+
+def _to(recipients: list[str]) -> str:
+    # A recipient's +extension is the sender's to choose: one word each, whatever it holds.
+    return ",".join(log_word(r) for r in recipients) or "-"
 
 
 def failure_line(
     recipients: list[str], code: object, reason: object, queue_id: object = None
 ) -> str:
     """Gives the log line of a delivery that failed: the exit code Postfix got, and why."""
-    to = ",".join(recipients) or "-"
-    return f"delivery failed to={to}{queue_word(queue_id)} (exit {code}): {reason}"
+    return f"delivery failed to={_to(recipients)}{queue_word(queue_id)} (exit {code}): {reason}"
 
 
 class Answer:
