@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Headless Chromium as the report tests and docs/make_screenshot.py run it: no network
@@ -85,3 +90,30 @@ def give_to_nobody(*paths: Path) -> None:
         os.chown(p, *NOBODY)
         if p.is_dir():
             p.chmod(0o755)
+
+
+@contextmanager
+def stranger_socket() -> Iterator[Path]:
+    """Gives a socket path where nobody (no daemon_user of any config here) listens and holds.
+
+    It accepts one connection and keeps it 30 s: what a local user who got to the
+    daemon's socket path first would do with the messages handed to it.  Needs root.
+    """
+    # Not pytest's tmp_path: nobody cannot reach into root's 0700 directory.
+    where = Path(tempfile.mkdtemp(prefix="authsieve-stranger-"))
+    where.chmod(0o777)
+    path = where / "stranger.sock"
+    code = (
+        "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]);"
+        " s.listen(1); c, _ = s.accept(); time.sleep(30)"
+    )
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], user="nobody", group="nogroup", cwd="/"
+    )
+    try:
+        wait_for(path.exists, 10, "the stranger's socket")
+        yield path
+    finally:
+        stranger.kill()
+        stranger.wait()
+        shutil.rmtree(where, ignore_errors=True)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 from classifier.commands.main import build_parser, parse
 from classifier.commands.pipe import pipe_args
 from classifier.delivery.handover import FLAG_OPTIONS, VALUE_OPTIONS
-from tests.helpers import wait_for
+from tests.helpers import stranger_socket, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "maildir"
@@ -191,31 +189,16 @@ def test_a_stranger_daemon_is_named_in_the_log_and_nothing_reaches_stderr(
     # pipe(8) puts into bounce and defer texts, and which no log file kept.
     if os.geteuid() != 0:
         pytest.skip("needs root to listen as nobody")
-    # Not pytest's tmp_path: nobody cannot reach into root's 0700 directory.
-    where = Path(tempfile.mkdtemp(prefix="authsieve-stranger-"))
-    where.chmod(0o777)
-    sock = where / "stranger.sock"
-    code = (
-        "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]);"
-        " s.listen(1); c, _ = s.accept(); time.sleep(30)"
-    )
-    stranger = subprocess.Popen(
-        [sys.executable, "-c", code, str(sock)], user="nobody", group="nogroup", cwd="/"
-    )
     log = tmp_path / "pipe.log"
     extra = f'log_file = "{log}"\n' + (f'daemon_user = "{daemon_user}"\n' if daemon_user else "")
     config = tmp_path / "config.toml"
     config.write_text(CONFIG.read_text().replace("[classifier]\n", f"[classifier]\n{extra}", 1))
     argv = [*CLI, "pipe", "--config", str(config), "--dns-zone", str(DEMO / "zone.txt"),
-            "--recipient=a@x.example", "--deliver", "stdout", "--daemon", str(sock)]  # fmt: skip
-    try:
-        wait_for(sock.exists, 10, "the stranger's socket")
+            "--recipient=a@x.example", "--deliver", "stdout"]  # fmt: skip
+    with stranger_socket() as sock:
+        argv += ["--daemon", str(sock)]
         proc = subprocess.run(argv, input=PHISH.read_bytes(), capture_output=True, cwd=ROOT,
                               check=False, timeout=60)  # fmt: skip
-    finally:
-        stranger.kill()
-        stranger.wait()
-        shutil.rmtree(where, ignore_errors=True)
     assert (proc.returncode, proc.stderr) == (0, b"")
     assert b"verdict=quarantine" in proc.stdout  # checked in this process
     uid = pwd.getpwnam("nobody").pw_uid

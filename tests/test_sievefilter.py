@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ import pytest
 from classifier.auth.facts import parse_header_value
 from classifier.delivery.sievefilter import DEFAULT_DEADLINE, VALUE_OPTIONS, parse_filter_args
 from classifier.message import Message
-from tests.helpers import wait_for
+from tests.helpers import stranger_socket
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "maildir"
@@ -299,28 +297,12 @@ def test_a_daemon_that_hangs_up_is_left_for_the_check_in_process(tmp_path: Path)
 def test_a_socket_of_another_user_is_not_handed_the_message() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to listen as nobody")
-    # Not pytest's tmp_path: nobody cannot reach into root's 0700 directory.
-    where = Path(tempfile.mkdtemp(prefix="authsieve-stranger-"))
-    where.chmod(0o777)
-    path = where / "stranger.sock"
     # Listens as nobody, whom the config does not name as daemon_user; would hold a message.
-    code = (
-        "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]);"
-        " s.listen(1); c, _ = s.accept(); time.sleep(30)"
-    )
-    stranger = subprocess.Popen(
-        [sys.executable, "-c", code, str(path)], user="nobody", group="nogroup", cwd="/"
-    )
-    try:
-        wait_for(path.exists, 10, "the stranger's socket")
+    with stranger_socket() as path:
         proc, took = run_filter(
             "--config", str(CONFIG), "--dns-zone", str(ZONE), "--daemon", str(path),
             data=PHISH.read_bytes(),
         )  # fmt: skip
-    finally:
-        stranger.kill()
-        stranger.wait()
-        shutil.rmtree(where, ignore_errors=True)
     assert (proc.returncode, proc.stderr) == (0, b"")
     assert took < 6, took  # not handed over: a holder would have kept it 7 s
     assert x_authsieve(proc.stdout)["verdict"] == "quarantine"
