@@ -224,7 +224,7 @@ def test_a_stranger_daemon_is_named_in_the_log_and_nothing_reaches_stderr(
     ],
 )
 def test_only_a_queue_id_is_written_as_one(given: object, written: str) -> None:
-    from classifier.delivery.daemon_client import delivery_line, failure_line, queue_word
+    from classifier.logwords import delivery_line, failure_line, queue_word
 
     assert queue_word(given) == written
     assert delivery_line(["a@x.example"], "verdict=inbox", 12.4, given) == (

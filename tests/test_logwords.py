@@ -7,8 +7,7 @@ import shlex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifier.delivery.daemon_client import delivery_line, failure_line
-from classifier.logwords import log_word
+from classifier.logwords import delivery_line, failure_line, log_word
 
 pieces = st.sampled_from(['"', "\\", " ", "\t", "=", ",", "<", ">", "a", "verdict=inbox", "é", "@"])
 

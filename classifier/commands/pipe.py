@@ -212,7 +212,7 @@ def cmd_pipe(args: argparse.Namespace | SimpleNamespace, config: Config) -> int:
             ms = (time.monotonic() - started) * 1000
             if not call.report(code, recipients, ms, queue_id=args.queue_id):
                 # The daemon did not log it (it stopped after answering): the line is ours.
-                from classifier.delivery.daemon_client import delivery_line, failure_line
+                from classifier.logwords import delivery_line, failure_line
 
                 if code == 0:
                     log.info("%s", delivery_line(recipients, a.summary, ms, args.queue_id))

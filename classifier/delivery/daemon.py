@@ -52,8 +52,6 @@ from classifier.delivery.daemon_client import (
     LOGGED,
     FrameError,
     decode_head,
-    delivery_line,
-    failure_line,
     read_frame,
     read_line,
     write_frame,
@@ -62,6 +60,7 @@ from classifier.envelope.trust import Hints
 from classifier.errors import UsageError
 from classifier.evaluate import Evaluation, HeldRecord, check_and_annotate
 from classifier.log import log, reopen_logging
+from classifier.logwords import delivery_line, failure_line
 from classifier.lookup.resolver import Resolver
 
 POSTFIX_DEFAULT_SIZE = 10_240_000  # postconf(5) message_size_limit default

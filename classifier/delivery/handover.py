@@ -117,9 +117,10 @@ def hand_over(argv: Sequence[str]) -> Handover:
     options = parse_pipe_args(argv)
     if options is None or not options.get("--daemon") or not options.get("--deliver"):
         return Handover(None)  # the full path checks, or says what is wrong
-    from classifier.delivery.daemon_client import call_daemon, delivery_line, failure_line
+    from classifier.delivery.daemon_client import call_daemon
     from classifier.delivery.targets import DeliveryError, delivery_from_spec
     from classifier.errors import UsageError
+    from classifier.logwords import delivery_line, failure_line
 
     def opt(name: str) -> str | None:
         value = options.get(name)

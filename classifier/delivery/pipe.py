@@ -17,9 +17,9 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from classifier.delivery.daemon_client import delivery_line, failure_line
 from classifier.delivery.targets import DeliveryError
 from classifier.log import log
+from classifier.logwords import delivery_line, failure_line
 
 if TYPE_CHECKING:
     from classifier.delivery.targets import Delivery

@@ -448,7 +448,7 @@ def _check(data: bytes, args: FilterArgs, state: dict[str, object], started: flo
             a = call.answer
             ms = (time.monotonic() - started) * 1000
             if not call.report(0, [recipient or "-"], ms):
-                from classifier.delivery.daemon_client import delivery_line
+                from classifier.logwords import delivery_line
 
                 # The daemon stopped after answering: the line is ours to write.
                 log.info("%s", delivery_line([recipient or "-"], a.summary, ms))
