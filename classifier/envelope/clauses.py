@@ -22,6 +22,9 @@ from classifier.lazyre import lazy
 # name, the by host, the id, the recipient and the date, a line stays well under this.
 MAX_CHARS = 8192
 MAX_FROM_CHARS = MAX_CHARS  # the from part is not cut on its own: its end holds the client
+# The comments after the client comment whose opening words tell the MTA family; the rest
+# of such a comment, and every other one there, never does (received._mta_words).
+FROM_NOTE_MARKERS = ("(authenticated sender:", "(auth: ")
 
 # A comment, up to three levels deep; possessive quantifiers keep it linear on junk.
 COMMENT = re.compile(r"\((?:[^()]++|\((?:[^()]++|\([^()]*+\))*+\))*+\)")

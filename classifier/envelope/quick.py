@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import re
 
-from classifier.envelope.clauses import COMMENT, COMMON_PROTOCOLS, MAX_CHARS, MAX_FROM_CHARS
+from classifier.envelope.clauses import (
+    COMMENT,
+    COMMON_PROTOCOLS,
+    FROM_NOTE_MARKERS,
+    MAX_CHARS,
+    MAX_FROM_CHARS,
+)
 from classifier.envelope.formats import (
     BARE_HELO_READER,
     POSTFIX,
@@ -90,8 +96,12 @@ def read_quick(raw: str) -> ReceivedHop | None:
     if by_comment == "(Postfix)":
         family = POSTFIX  # the first marker detect_family looks for: no search needed
     else:
-        # the sender's words (HELO, reverse name) never pick the family
-        tail = low[m.end(3) if ip_text is not None else m.end(1) :]
+        # The sender's words (HELO, reverse name) never pick the family, nor do the comments
+        # after the client's but for their opening words, as received._mta_words reads them.
+        tail = low[m.end(4) if ip_text is not None else m.end(1) :]
+        if notes:
+            opening = [n[: n.find(":") + 1] for n in _NOTES.findall(notes.lower())]
+            tail += "".join(" " + w for w in opening if w.startswith(FROM_NOTE_MARKERS))
         family = detect_family(tail, by, by_comment or "", protocol)
     # The comments after the client's are read only for AUTH and the envelope sender
     # (auth_reason, envelope_from): a line with none of the words that open them needs

@@ -16,6 +16,7 @@ import re
 from classifier.envelope.clauses import (
     COMMENT,
     COMMON_PROTOCOLS,
+    FROM_NOTE_MARKERS,
     MAX_CHARS,
     MAX_FROM_CHARS,
     Frame,
@@ -45,7 +46,6 @@ _NO_PLACEHOLDERS = str.maketrans(dict.fromkeys("\x01\x02\x03\x04\x05\x06", " "))
 # "(name [address])" or "([address])": how Postfix and Sendmail name the client.
 _CLIENT_COMMENT = lazy(r"\((?:[^\s()\[\]]+ )?\[[^\s()\[\]]+\]\)")
 # Family markers a from part holds after the client comment: Postfix's and Courier's AUTH.
-_FROM_NOTE_MARKERS = ("(authenticated sender:", "(auth: ")
 _FIRST_WORD = lazy(r"[^\s()]*")
 _QMAIL_LOCAL = lazy(r"^\(qmail \d+ (?:messnum \d+ )?invoked (by|from|for) ", re.I)
 _KNOWN_PROTOCOL = lazy(
@@ -254,7 +254,7 @@ def _mta_words(low: str, from_text: str | None, from_notes: tuple[str, ...]) -> 
     words = [rest]
     for note in from_notes[1:]:  # qmail's "(ident@ip)" holds the sender's ident
         low_note = note.lower()
-        if low_note.startswith(_FROM_NOTE_MARKERS):
+        if low_note.startswith(FROM_NOTE_MARKERS):
             words.append(low_note[: low_note.find(":") + 1])
     if client.startswith(("(helo ", "(ehlo ", "(lhlo ")):
         words.append(client[:6])
