@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -117,3 +119,26 @@ def stranger_socket() -> Iterator[Path]:
         stranger.kill()
         stranger.wait()
         shutil.rmtree(where, ignore_errors=True)
+
+
+# Why a daemon was not used, as the fallback lines say it, by what is left at its socket path.
+FALLBACK_CAUSES = [
+    ("none", "no socket (the daemon is not running)"),
+    ("stale", "nothing listens on the socket (a daemon that stopped left it)"),
+    ("mute", "it closed the connection without an answer"),
+]
+
+
+def unusable_socket(path: Path, kind: str) -> socket.socket:
+    """Gives what a daemon leaves at path: not running ("none"), dead ("stale"), busy ("mute").
+
+    A stale socket is bound and not listening; a busy one accepts once and closes the
+    connection unanswered.  The caller closes the socket returned.
+    """
+    held = socket.socket(socket.AF_UNIX)
+    if kind != "none":
+        held.bind(str(path))
+    if kind == "mute":
+        held.listen(1)
+        threading.Thread(target=lambda: held.accept()[0].close(), daemon=True).start()
+    return held

@@ -16,7 +16,7 @@ import pytest
 from classifier.commands.main import build_parser, parse
 from classifier.commands.pipe import pipe_args
 from classifier.delivery.handover import FLAG_OPTIONS, VALUE_OPTIONS
-from tests.helpers import stranger_socket, wait_for
+from tests.helpers import FALLBACK_CAUSES, stranger_socket, unusable_socket, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples" / "maildir"
@@ -144,11 +144,7 @@ def test_sighup_reloads_config_and_a_bad_one_keeps_the_old(tmp_path: Path) -> No
 @pytest.mark.parametrize("fast", [True, False], ids=["fast path", "config read first"])
 @pytest.mark.parametrize(
     ("socket_file", "said"),
-    [
-        ("none", "no socket (the daemon is not running)"),
-        ("stale", "nothing listens on the socket (a daemon that stopped left it)"),
-        ("mute", "it closed the connection without an answer"),
-    ],
+    FALLBACK_CAUSES,
 )
 def test_the_fallback_line_says_why_the_daemon_was_not_used(
     tmp_path: Path, socket_file: str, said: str, fast: bool
@@ -156,11 +152,7 @@ def test_the_fallback_line_says_why_the_daemon_was_not_used(
     # admin review: every cause was logged as "did not answer", though each asks for
     # another remedy (start it, remove a stale file, raise the connection limit).
     sock = tmp_path / "authsieve.sock"
-    held = socket.socket(socket.AF_UNIX)
-    if socket_file != "none":
-        held.bind(str(sock))  # bound, not listening: what a daemon that died leaves
-    if socket_file == "mute":
-        held.listen(1)  # accepts, then closes each connection unanswered: a busy daemon
+    held = unusable_socket(sock, socket_file)
     log = tmp_path / "pipe.log"
     config = tmp_path / "config.toml"
     config.write_text(
@@ -170,8 +162,6 @@ def test_the_fallback_line_says_why_the_daemon_was_not_used(
             "--recipient=a@x.example", "--deliver", "stdout", "--daemon", str(sock)]  # fmt: skip
     if not fast:
         argv.append("--debug")  # not a plain master.cf line: the full path asks the daemon
-    if socket_file == "mute":
-        threading.Thread(target=lambda: held.accept()[0].close(), daemon=True).start()
     proc = subprocess.run(argv, input=PHISH.read_bytes(), capture_output=True, cwd=ROOT,
                           check=False, timeout=60)  # fmt: skip
     held.close()

@@ -16,28 +16,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import FALLBACK_CAUSES, unusable_socket
 from tests.test_sievefilter import CONFIG, PHISH, ZONE, run_filter, x_authsieve
 
 
 @pytest.mark.parametrize("named_by", ["--daemon", "daemon_socket"])
 @pytest.mark.parametrize(
     ("socket_file", "said"),
-    [
-        ("none", "no socket (the daemon is not running)"),
-        ("stale", "nothing listens on the socket (a daemon that stopped left it)"),
-        ("mute", "it closed the connection without an answer"),
-    ],
+    FALLBACK_CAUSES,
 )
 def test_the_filters_fallback_line_says_why_the_daemon_was_not_used(
     tmp_path: Path, socket_file: str, said: str, named_by: str
 ) -> None:
     sock = tmp_path / "authsieve.sock"
-    held = socket.socket(socket.AF_UNIX)
-    if socket_file != "none":
-        held.bind(str(sock))  # bound, not listening: what a daemon that died leaves
-    if socket_file == "mute":
-        held.listen(1)  # accepts, then closes each connection unanswered: a busy daemon
-        threading.Thread(target=lambda: held.accept()[0].close(), daemon=True).start()
+    held = unusable_socket(sock, socket_file)
     log = tmp_path / "filter.log"
     extra = f'log_file = "{log}"\n'
     options = ["--dns-zone", str(ZONE)]
